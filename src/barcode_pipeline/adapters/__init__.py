@@ -1,0 +1,1 @@
+"""Thin adapters: build clients for Kafka, Redis and the database from ``Settings``."""

@@ -1,0 +1,57 @@
+"""Database connections (PyMySQL) from ``BP_DB_URL`` (``mysql://user:pass@host:port/db``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+
+from barcode_pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class DbTarget:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    unix_socket: str | None = None
+
+
+def parse_db_url(url: str) -> DbTarget:
+    """Accept ``mysql://``, ``mysql+pymysql://`` and ``mariadb://`` URLs; ``?unix_socket=`` is honoured."""
+    parts = urlsplit(url)
+    if parts.scheme.split("+")[0] not in ("mysql", "mariadb"):
+        raise ConfigError(f"BP_DB_URL must start with mysql:// or mariadb://, got {parts.scheme!r}")
+    database = parts.path.lstrip("/")
+    if not database:
+        raise ConfigError("BP_DB_URL must name a database, e.g. mysql://user:pass@127.0.0.1:3307/barcode")
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    return DbTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+        unix_socket=query.get("unix_socket"),
+    )
+
+
+def connect(url: str, *, autocommit: bool = False, connect_timeout: float = 5.0, **extra: Any) -> Any:
+    """A new PyMySQL connection, utf8mb4, explicit transactions by default."""
+    t = parse_db_url(url)
+    return pymysql.connect(
+        host=t.host,
+        port=t.port,
+        user=t.user,
+        password=t.password,
+        database=t.database,
+        unix_socket=t.unix_socket,
+        charset="utf8mb4",
+        autocommit=autocommit,
+        connect_timeout=int(max(1, connect_timeout)),
+        **extra,
+    )

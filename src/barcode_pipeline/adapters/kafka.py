@@ -1,0 +1,69 @@
+"""Kafka (librdkafka via confluent-kafka) client configs and topic administration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from barcode_pipeline import names
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import DeliveryError
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Durable producer: acks=all + idempotence, so retries never duplicate or reorder a partition."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": settings.linger_ms,
+        "compression.type": "lz4",
+        "message.timeout.ms": int(settings.produce_timeout_s * 1000),
+        "socket.keepalive.enable": True,
+        "reconnect.backoff.max.ms": 1000,
+    }
+    conf.update(extra)
+    return conf
+
+
+def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    """Manual commits only: offsets move after the downstream write is safe, never before."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "fetch.wait.max.ms": 50,
+        "reconnect.backoff.max.ms": 1000,
+    }
+    conf.update(extra)
+    return conf
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+
+
+def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
+    """Create the event topic and its dead-letter topic if absent (auto-creation is off on purpose)."""
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(names.TOPIC, settings.topic_partitions, settings.topic_replication),
+        NewTopic(names.DLT_TOPIC, 1, settings.topic_replication),
+    ]
+    missing = [t for t in wanted if t.topic not in existing]
+    if not missing:
+        return
+    for topic, fut in client.create_topics(missing, request_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            raise DeliveryError(f"cannot create topic {topic}: {exc}", component="kafka") from exc

@@ -1,0 +1,52 @@
+"""``barcode-pipeline``: a thin CLI. Each subsystem registers its own commands.
+
+Settings are read here, once, and passed down explicitly. Errors the pipeline raises on
+purpose become one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from barcode_pipeline.errors import PipelineError
+
+app = typer.Typer(
+    name="barcode-pipeline",
+    help="Asynchronous, exactly-once barcode scan ingest: HTTP -> Kafka -> Redis Streams -> MariaDB/MySQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Subsystems that contribute commands; each module exposes ``register(app)``.
+_COMMAND_MODULES = (
+    "barcode_pipeline.stack.commands",
+    "barcode_pipeline.db.commands",
+    "barcode_pipeline.ingest.commands",
+    "barcode_pipeline.processor.commands",
+    "barcode_pipeline.worker.commands",
+    "barcode_pipeline.run.commands",
+    "barcode_pipeline.legacy.commands",
+    "barcode_pipeline.scanner.commands",
+    "barcode_pipeline.bench.commands",
+    "barcode_pipeline.chaos.commands",
+    "barcode_pipeline.ops.commands",
+)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except PipelineError as exc:
+        logging.getLogger("barcode_pipeline").debug("failed", exc_info=True)
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,78 @@
+"""Typed, frozen settings read from the environment (prefix ``BP_``).
+
+Only entrypoints (the CLI) call :func:`load_settings`; everything below receives a
+``Settings`` object explicitly, so tests can build one with overrides and nothing
+reads the environment behind their back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. Defaults point at the local stack (``barcode-pipeline stack up``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BP_", frozen=True, extra="ignore")
+
+    # --- connections (a user with their own servers only sets these three) ---
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    db_url: str = "mysql://barcode:barcode@127.0.0.1:3307/barcode"
+
+    # --- local stack ---
+    state_dir: Path = Path(".stack")
+    kafka_version: str = "4.1.1"
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+    redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"
+
+    # --- topic ---
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+
+    # --- ingest service ---
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8081
+    ingest_processes: int = Field(default=2, ge=1)
+    produce_timeout_s: float = Field(default=5.0, gt=0)
+    linger_ms: float = Field(default=1.0, ge=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch_items: int = Field(default=1000, ge=1)
+    scan_max_age_days: float = Field(default=30.0, gt=0)
+    scan_max_future_ms: int = Field(default=1000, ge=0)
+
+    # --- processor ---
+    dedup_policy: Literal["event", "barcode"] = "event"
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    stream_shards: int = Field(default=4, ge=1)
+    time_zone: str = "Asia/Seoul"
+    processor_batch: int = Field(default=500, ge=1)
+    processor_poll_timeout_s: float = Field(default=0.05, gt=0)
+
+    # --- persistence workers ---
+    worker_batch_size: int = Field(default=500, ge=1)
+    worker_max_delay_ms: int = Field(default=200, ge=0)
+    worker_heartbeat_ttl_s: float = Field(default=5.0, gt=0)
+    claim_min_idle_ms: int = Field(default=60_000, ge=0)
+    max_deliveries: int = Field(default=5, ge=1)
+    workers: int = Field(default=2, ge=1)
+
+    # --- legacy synchronous baseline ---
+    legacy_host: str = "127.0.0.1"
+    legacy_port: int = 8080
+    legacy_pool_size: int = Field(default=10, ge=1)
+    legacy_threads: int = Field(default=40, ge=1)
+
+    # --- misc ---
+    log_level: str = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; explicit overrides (from CLI flags) win."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]
