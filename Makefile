@@ -1,0 +1,28 @@
+# The two entry points a newcomer needs (see README): `make demo` and `make test`.
+BP := .venv/bin/barcode-pipeline
+
+.PHONY: setup demo test lint unit clean
+
+setup:
+	@bash scripts/setup.sh
+
+## Install everything, bring up the stack and the pipeline, send a short demo load, print a summary.
+demo: setup
+	$(BP) demo
+
+## Install everything, lint, type-check, start the stack and run the whole test suite.
+test: setup lint
+	$(BP) stack up
+	.venv/bin/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo 'test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+
+lint:
+	.venv/bin/ruff check src tests
+	.venv/bin/ruff format --check src tests
+	.venv/bin/mypy
+
+unit: setup
+	.venv/bin/pytest -q -m "not integration"
+
+clean:
+	-$(BP) stack down
+	rm -rf .venv

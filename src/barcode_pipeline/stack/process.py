@@ -1,0 +1,94 @@
+"""Background server processes tracked by pid files.
+
+Servers are started in their own session so they outlive the CLI that started them;
+liveness checks treat zombies (a killed child not yet reaped) as dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_alive(pid: int | None, marker: str | None = None) -> bool:
+    """True when ``pid`` runs and is not a zombie; ``marker`` must appear in its command line.
+
+    A server that rewrites its process title (Redis does) can briefly show an empty command
+    line, so a marker mismatch is looked at twice before the process is declared not ours.
+    """
+    if not pid:
+        return False
+    for attempt in range(3):
+        alive, ours = _probe(pid, marker)
+        if not alive:
+            return False
+        if ours:
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
+
+
+def _probe(pid: int, marker: str | None) -> tuple[bool, bool]:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own dead children so they stop looking alive
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False, False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    if state in ("Z", "X"):
+        return False, False
+    return True, marker is None or marker in cmdline
+
+
+def spawn(argv: list[str], *, log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` detached, stdout+stderr appended to ``log``; record its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> bool:
+    """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL. True if it had to kill."""
+    if not is_alive(pid, marker):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid, marker):
+            return False
+        time.sleep(0.1)
+    kill(pid)
+    return True
+
+
+def kill(pid: int) -> None:
+    """SIGKILL (used by fault injection and as the last resort of ``terminate``)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and is_alive(pid):
+        time.sleep(0.05)

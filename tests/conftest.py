@@ -1,0 +1,44 @@
+"""Shared fixtures. Integration tests run against the real local stack, which the session brings up.
+
+There is no skip path: if Kafka, Redis or MariaDB cannot be started or reached, the tests that
+need them error out (in CI and locally alike), so a missing service can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from barcode_pipeline.config import Settings
+
+IN_CI = os.environ.get("CI") == "true"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _base_settings() -> Settings:
+    state = Path(os.environ.get("BP_STATE_DIR", ROOT / ".stack"))
+    return Settings(state_dir=state)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings pointing at a running local stack (started here if it is not up yet)."""
+    from barcode_pipeline.stack.manager import StackManager
+
+    settings = _base_settings()
+    StackManager(settings).up(quiet=True)
+    yield settings
+
+
+@pytest.fixture
+def make_settings(stack_settings: Settings) -> Callable[..., Settings]:
+    """Factory: the stack's settings with per-test overrides (e.g. another Redis DB or database)."""
+
+    def factory(**overrides: Any) -> Settings:
+        return stack_settings.model_copy(update=overrides)
+
+    return factory
