@@ -1,1 +1,1 @@
-"""processor subsystem."""
+"""Processor: Kafka consumer group -> internal record -> dedup + publish to sharded Redis Streams."""

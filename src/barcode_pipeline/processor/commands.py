@@ -1,9 +1,88 @@
-"""CLI commands of this subsystem (registered by ``barcode_pipeline.cli``)."""
+"""``barcode-pipeline processor`` and ``barcode-pipeline replay``."""
 
 from __future__ import annotations
 
+import signal
+from datetime import datetime
+from types import FrameType
+from typing import Annotated
+
 import typer
+
+from barcode_pipeline.config import load_settings
+from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.logs import setup_logging
+
+
+def _parse_time(text: str) -> int:
+    """Epoch ms from ISO-8601 (``2026-11-25T10:00:00+09:00``) or a plain epoch-ms integer."""
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since: not an ISO-8601 time or epoch ms: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()
+    return int(dt.timestamp() * 1000)
+
+
+def _parse_offsets(text: str) -> dict[int, int]:
+    """``0:120,1:98`` -> {0: 120, 1: 98}."""
+    try:
+        return {int(p): int(o) for p, o in (item.split(":") for item in text.split(",") if item)}
+    except ValueError:
+        raise ConfigError(f"--from-offsets must look like 0:120,1:98, got {text!r}") from None
+
+
+def processor(
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
+    """Consume scans from Kafka, deduplicate, and publish them to the sharded Redis streams."""
+    from barcode_pipeline.processor.service import Processor
+
+    settings = load_settings()
+    setup_logging(settings.log_level, "processor")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    proc = Processor(settings)
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        proc.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    proc.run()
+
+
+def replay(
+    since: Annotated[
+        str | None, typer.Option(help="Re-drive events appended since this time (ISO-8601 or epoch ms).")
+    ] = None,
+    from_offsets: Annotated[
+        str | None, typer.Option(help="Start offsets per partition, e.g. 0:120,1:98.")
+    ] = None,
+) -> None:
+    """Re-feed the processor path from Kafka (after Redis lost data, say). Idempotent."""
+    from barcode_pipeline.processor.service import replay as do_replay
+
+    if (since is None) == (from_offsets is None):
+        raise ConfigError("give exactly one of --since or --from-offsets")
+    settings = load_settings()
+    setup_logging(settings.log_level, "replay")
+    outcome = do_replay(
+        settings,
+        since_ms=_parse_time(since) if since else None,
+        from_offsets=_parse_offsets(from_offsets) if from_offsets else None,
+    )
+    typer.echo(
+        f"replayed: published {outcome.published}, duplicates skipped {outcome.duplicates}, "
+        f"dead-lettered {outcome.dead_lettered}"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this subsystem's commands to the root app."""
+    app.command()(processor)
+    app.command()(replay)

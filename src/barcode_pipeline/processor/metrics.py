@@ -1,0 +1,20 @@
+"""Prometheus metrics of the processor."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("bp_processor_events_total", "Events handled, by outcome", ["outcome"])
+BATCH_SIZE = Histogram(
+    "bp_processor_batch_size", "Kafka records per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000)
+)
+PUBLISH_SECONDS = Histogram(
+    "bp_processor_publish_seconds",
+    "Time to dedup+publish one batch to Redis",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+REDIS_FAILURES = Counter("bp_processor_redis_failures_total", "Failed attempts to publish a batch to Redis")
+COMMIT_FAILURES = Counter(
+    "bp_processor_commit_failures_total", "Offset commits that failed (batch redelivered)"
+)
+LAG = Gauge("bp_processor_consumer_lag", "Records behind the log end, per partition", ["partition"])

@@ -1,0 +1,261 @@
+"""The processor loop.
+
+Order of effects per batch, which is what makes a crash anywhere safe:
+1. poison records -> DLT topic (confirmed), 2. events -> Redis (dedup marker + XADD, atomic per
+event), 3. Kafka offsets committed. A crash before 3 redelivers the batch; the markers (and, if
+Redis lost them, the DB's UNIQUE index) turn the redelivery into no-ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from barcode_pipeline import names
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.processor import metrics
+from barcode_pipeline.processor.decode import Poison, decode
+from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class BatchOutcome:
+    published: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
+
+
+class Processor:
+    """Consumes ``names.TOPIC`` in batches and publishes each event once to its Redis stream shard."""
+
+    def __init__(self, settings: Settings, *, group: str = names.PROCESSOR_GROUP) -> None:
+        self.settings = settings
+        self.group = group
+        self.stop_event = threading.Event()
+        self.consumer = Consumer(
+            kafka_adapter.consumer_config(settings, group, **{"client.id": f"processor-{group}"})
+        )
+        self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
+        self.redis = redis_adapter.client(settings)
+        self.script = self.redis.register_script(redis_adapter.lua_source("dedupe_publish"))
+        self.streams = names.all_streams(settings.stream_shards)
+        self.totals = BatchOutcome()
+        self._last_lag = 0.0
+
+    # ------------------------------------------------------------------ main loops
+    def run(self) -> None:
+        """Consume the live topic as a member of the processor group until stopped."""
+        kafka_adapter.ensure_topics(self.settings)
+        self.consumer.subscribe([names.TOPIC])
+        log.info("processor consuming %s as group %s", names.TOPIC, self.group)
+        try:
+            while not self.stop_event.is_set():
+                self._step()
+        finally:
+            self.close()
+
+    def run_range(self, start: Sequence[TopicPartition], end: dict[int, int]) -> BatchOutcome:
+        """Re-drive a fixed range of the topic (replay): from ``start`` until each partition's ``end``."""
+        pending = {tp.partition for tp in start if tp.offset < end.get(tp.partition, 0)}
+        if not pending:
+            self.close()
+            return self.totals
+        self.consumer.assign([tp for tp in start if tp.partition in pending])
+        try:
+            while pending and not self.stop_event.is_set():
+                outcome = self._step()
+                for partition, next_offset in (outcome.offsets if outcome else {}).items():
+                    if next_offset >= end.get(partition, 0):
+                        pending.discard(partition)
+                        self.consumer.pause([TopicPartition(names.TOPIC, partition)])
+        finally:
+            self.close()
+        return self.totals
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.consumer.close()  # leaves the group at once, so a successor gets the partitions now
+        self.dlt.flush(5)
+        self.redis.close()
+
+    # ------------------------------------------------------------------ one batch
+    def _step(self) -> BatchOutcome | None:
+        msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
+        self._maybe_report_lag()
+        if not msgs:
+            return None
+        outcome = self.handle(msgs)
+        self.totals.published += outcome.published
+        self.totals.duplicates += outcome.duplicates
+        self.totals.dead_lettered += outcome.dead_lettered
+        return outcome
+
+    def handle(self, msgs: Iterable[Message]) -> BatchOutcome:
+        """Process one batch end to end and commit its offsets (see module docstring for the order)."""
+        outcome = BatchOutcome()
+        events: list[ScanEvent] = []
+        poison: list[tuple[Message, str]] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            outcome.offsets[partition] = max(outcome.offsets.get(partition, 0), offset + 1)
+            decoded = decode(msg.value())
+            if isinstance(decoded, Poison):
+                poison.append((msg, decoded.reason))
+            else:
+                events.append(decoded)
+        metrics.BATCH_SIZE.observe(len(events) + len(poison))
+        if poison:
+            self._dead_letter(poison)
+            outcome.dead_lettered = len(poison)
+            metrics.EVENTS.labels("dlt").inc(len(poison))
+        if events:
+            outcome.published, outcome.duplicates = self._publish_with_retry(events)
+            metrics.EVENTS.labels("published").inc(outcome.published)
+            metrics.EVENTS.labels("duplicate").inc(outcome.duplicates)
+        if outcome.offsets:
+            self._commit(outcome.offsets)
+        return outcome
+
+    def _publish_with_retry(self, events: list[ScanEvent]) -> tuple[int, int]:
+        """Redis down -> keep this batch, back off, retry; nothing is committed meanwhile."""
+        backoff = 0.1
+        while True:
+            try:
+                return self.publish(events)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                metrics.REDIS_FAILURES.inc()
+                if self.stop_event.is_set():
+                    raise DeliveryError(
+                        f"stopping with an unpublished batch: {exc}", component="redis"
+                    ) from exc
+                log.warning(
+                    "redis unavailable (%s); retrying batch of %d in %.1fs", exc, len(events), backoff
+                )
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def publish(self, events: list[ScanEvent]) -> tuple[int, int]:
+        """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates)."""
+        s = self.settings
+        now = int(time.time() * 1000)
+        ttl = str(s.dedup_ttl_s)
+        started = time.perf_counter()
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            stored = to_stored(event, s.time_zone, now)
+            args: list[str] = [ttl]
+            for key, value in stored.to_fields().items():
+                args += (key, value)
+            stream = self.streams[shard_of(event.device_id, s.stream_shards)]
+            self.script(keys=[dedup_key(event, s.dedup_policy), stream], args=args, client=pipe)
+        results = pipe.execute()
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        published = sum(1 for r in results if r)
+        return published, len(results) - published
+
+    def _dead_letter(self, poison: list[tuple[Message, str]]) -> None:
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for msg, reason in poison:
+            origin = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+            log.warning("poison record %s -> %s: %s", origin, names.DLT_TOPIC, reason)
+            self.dlt.produce(
+                names.DLT_TOPIC,
+                value=msg.value(),
+                key=msg.key(),
+                headers=[
+                    (names.DLT_REASON_HEADER, reason.encode()),
+                    (names.DLT_ORIGIN_HEADER, origin.encode()),
+                ],
+                on_delivery=on_delivery,
+            )
+        remaining = self.dlt.flush(self.settings.produce_timeout_s)
+        if remaining or failures:
+            # Not committing is the safe answer: the batch comes back and is dead-lettered again.
+            raise DeliveryError(f"DLT write not confirmed ({failures or remaining})", component="kafka")
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        tps = [TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance: another member re-reads these records and the markers absorb them.
+            metrics.COMMIT_FAILURES.inc()
+            log.warning("offset commit failed (%s); the batch will be redelivered and deduplicated", exc)
+
+    def _maybe_report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 5.0:
+            return
+        self._last_lag = now
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                if tp.partition is None or tp.offset is None or tp.offset < 0:
+                    continue
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                metrics.LAG.labels(str(tp.partition)).set(max(0, high - tp.offset))
+        except KafkaException as exc:
+            log.debug("lag probe failed: %s", exc)
+
+
+def replay(
+    settings: Settings, *, since_ms: int | None = None, from_offsets: dict[int, int] | None = None
+) -> BatchOutcome:
+    """Re-feed events from Kafka through the same dedup+publish path, up to the current log end.
+
+    Uses its own consumer group, so the live processor keeps running; idempotent by construction
+    (dedup markers, then the UNIQUE index).
+    """
+    admin_consumer = Consumer(
+        kafka_adapter.consumer_config(settings, f"{names.PROCESSOR_GROUP}-replay-probe")
+    )
+    try:
+        meta = admin_consumer.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC]
+        partitions = sorted(meta.partitions)
+        end: dict[int, int] = {}
+        for p in partitions:
+            _low, high = admin_consumer.get_watermark_offsets(TopicPartition(names.TOPIC, p), timeout=10)
+            end[p] = high
+        if from_offsets is not None:
+            start = [TopicPartition(names.TOPIC, p, from_offsets.get(p, end[p])) for p in partitions]
+        else:
+            query = [TopicPartition(names.TOPIC, p, since_ms or 0) for p in partitions]
+            found = admin_consumer.offsets_for_times(query, timeout=10)
+            start = [
+                TopicPartition(names.TOPIC, tp.partition, tp.offset if tp.offset >= 0 else end[tp.partition])
+                for tp in found
+            ]
+    finally:
+        admin_consumer.close()
+    proc = Processor(settings, group=f"{names.PROCESSOR_GROUP}-replay")
+    log.info("replaying %s", {tp.partition: (tp.offset, end[tp.partition]) for tp in start})
+    return proc.run_range(start, end)

@@ -1,0 +1,378 @@
+"""Durable local outbox of a center PC (SQLite in WAL mode, stdlib ``sqlite3``).
+
+Every scan is committed here *before* it is sent and leaves the ``pending`` state only when the
+ingest API acknowledged it (``acked``) or refused it for good (``rejected``, with the response).
+So a crash, a restart or an ingest outage loses nothing: whatever is still pending is sent again.
+
+The class is synchronous and single-threaded on purpose: the simulator runs it on one dedicated
+thread and batches many rows into each transaction, which is what keeps it at thousands of scans/s
+even with ``synchronous=FULL`` (one fsync per transaction, not per scan).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Literal, NamedTuple, Self
+
+from barcode_pipeline.domain.scan import ScanEvent
+from barcode_pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq             INTEGER PRIMARY KEY,
+    scan_id         TEXT    NOT NULL,
+    device_id       TEXT    NOT NULL,
+    barcode         TEXT    NOT NULL,
+    scan_time       INTEGER NOT NULL,
+    state           INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    done_ms         INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+"""
+_MAX_ERROR_CHARS = 4000
+
+
+class State(IntEnum):
+    PENDING = 0
+    ACKED = 1
+    REJECTED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A scan held by the outbox; ``seq`` is its row key (a resend of a scan is a row of its own)."""
+
+    seq: int
+    scan: ScanEvent
+    attempts: int = 0
+
+
+class Ack(NamedTuple):
+    seq: int
+    status: int
+
+
+class Retry(NamedTuple):
+    """A failed attempt: try again not before ``next_attempt_ms``."""
+
+    seq: int
+    next_attempt_ms: int
+    status: int | None
+    error: str
+
+
+class Reject(NamedTuple):
+    """A permanent refusal (4xx other than 408/429): kept with the server's answer, never resent."""
+
+    seq: int
+    status: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    total: int
+    pending: int
+    acked: int
+    rejected: int
+    sent: int  # scans sent at least once
+    attempts: int  # HTTP attempts over all scans (so attempts - sent = retries)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "pending": self.pending,
+            "acked": self.acked,
+            "rejected": self.rejected,
+            "sent": self.sent,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    added: list[OutboxItem]
+    acked: int
+    retried: int
+    rejected: int
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class Outbox:
+    """The outbox file. Only one writer at a time (an exclusive lock file enforces it).
+
+    Not thread-safe: use it from a single thread (the simulator gives it its own).
+    """
+
+    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file: IO[bytes] | None = self._lock(path)
+        try:
+            self._conn = _connect(path, synchronous)
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (_SCHEMA_VERSION,)
+            )
+            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_acked', '0')")
+            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
+            self._next_seq = int(row[0]) + 1
+        except BaseException:
+            self._release_lock()
+            raise
+
+    # ----------------------------------------------------------------- lifecycle
+    @staticmethod
+    def _lock(path: Path) -> IO[bytes]:
+        """Two simulators on one outbox would send every scan twice; refuse the second one."""
+        handle = open(f"{path}.lock", "wb")  # noqa: SIM115 - held open for the outbox's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(
+                f"outbox {path} is in use by another process",
+                component="scanner",
+                hint="one simulator per outbox; pass another --outbox",
+            ) from None
+        handle.write(f"{os.getpid()}\n".encode())
+        handle.flush()
+        return handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def close(self) -> None:
+        if self._lock_file is None:
+            return
+        try:
+            self._conn.close()
+        finally:
+            self._release_lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- writes
+    def write(
+        self,
+        new: Sequence[ScanEvent] = (),
+        *,
+        now_ms: int,
+        lease_ms: int = 0,
+        leased: int | None = None,
+        acks: Sequence[Ack] = (),
+        retries: Sequence[Retry] = (),
+        rejects: Sequence[Reject] = (),
+    ) -> WriteResult:
+        """Insert new scans and record outcomes, all in one transaction (one fsync).
+
+        The first ``leased`` new scans (all when None) are due again only after ``lease_ms``: the
+        caller sends them right away from memory, and the lease keeps :meth:`claim_due` from
+        handing them out a second time. The others are due now and wait for :meth:`claim_due`.
+        Outcomes only apply to rows still pending, so a late duplicate answer changes nothing.
+        """
+        leased = len(new) if leased is None else leased
+        first = self._next_seq
+        added = [OutboxItem(first + i, scan) for i, scan in enumerate(new)]
+        rows = [
+            (
+                item.seq,
+                item.scan.scan_id,
+                item.scan.device_id,
+                item.scan.barcode,
+                item.scan.scan_time,
+                now_ms + lease_ms if i < leased else now_ms,
+                now_ms,
+            )
+            for i, item in enumerate(added)
+        ]
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            if rows:
+                cur.executemany(
+                    "INSERT INTO outbox (seq, scan_id, device_id, barcode, scan_time, next_attempt_ms,"
+                    " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            acked = retried = rejected = 0
+            if acks:
+                cur.executemany(
+                    "UPDATE outbox SET state = 1, attempts = attempts + 1, done_ms = ?, last_status = ?,"
+                    " last_error = NULL WHERE seq = ? AND state = 0",
+                    [(now_ms, a.status, a.seq) for a in acks],
+                )
+                acked = cur.rowcount
+            if retries:
+                cur.executemany(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_status = ?,"
+                    " last_error = ? WHERE seq = ? AND state = 0",
+                    [(r.next_attempt_ms, r.status, r.error[:_MAX_ERROR_CHARS], r.seq) for r in retries],
+                )
+                retried = cur.rowcount
+            if rejects:
+                cur.executemany(
+                    "UPDATE outbox SET state = 2, attempts = attempts + 1, done_ms = ?, last_status = ?,"
+                    " last_error = ? WHERE seq = ? AND state = 0",
+                    [(now_ms, r.status, r.body[:_MAX_ERROR_CHARS], r.seq) for r in rejects],
+                )
+                rejected = cur.rowcount
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            raise
+        finally:
+            cur.close()
+        self._next_seq = first + len(added)
+        return WriteResult(added=added, acked=acked, retried=retried, rejected=rejected)
+
+    def add(self, scans: Sequence[ScanEvent], *, now_ms: int, lease_ms: int = 0) -> list[OutboxItem]:
+        return self.write(scans, now_ms=now_ms, lease_ms=lease_ms).added
+
+    def claim_due(
+        self, *, now_ms: int, limit: int, lease_ms: int, exclude: Iterable[int] = ()
+    ) -> list[OutboxItem]:
+        """Pending rows due now (oldest first), leased for ``lease_ms`` so they are not claimed twice.
+
+        ``exclude`` names rows the caller already holds in memory (their lease may have run out
+        while they waited in a queue); they are skipped, not re-leased.
+        """
+        held = set(exclude)
+        rows = self._conn.execute(
+            "SELECT seq, scan_id, device_id, barcode, scan_time, attempts FROM outbox"
+            " WHERE state = 0 AND next_attempt_ms <= ? ORDER BY next_attempt_ms, seq LIMIT ?",
+            (now_ms, limit + len(held)),
+        ).fetchall()
+        items = [
+            OutboxItem(seq, ScanEvent(barcode=bc, device_id=dev, scan_time=st, scan_id=sid), attempts)
+            for seq, sid, dev, bc, st, attempts in rows
+            if seq not in held
+        ][:limit]
+        if items:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(
+                    "UPDATE outbox SET next_attempt_ms = ? WHERE seq = ?",
+                    [(now_ms + lease_ms, item.seq) for item in items],
+                )
+        return items
+
+    def make_all_due(self, now_ms: int) -> int:
+        """On start-up nothing is in flight: leases and back-offs of a previous run end now."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            cur = self._conn.execute(
+                "UPDATE outbox SET next_attempt_ms = ? WHERE state = 0 AND next_attempt_ms > ?",
+                (now_ms, now_ms),
+            )
+            return cur.rowcount
+
+    def requeue_rejected(self, now_ms: int) -> int:
+        """Give rejected scans another chance (e.g. after fixing a wrong URL that answered 404)."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            cur = self._conn.execute(
+                "UPDATE outbox SET state = 0, next_attempt_ms = ?, done_ms = NULL WHERE state = 2",
+                (now_ms,),
+            )
+            return cur.rowcount
+
+    def purge_acked(self) -> int:
+        """Delete acknowledged rows to keep the file small; their number stays in the counts."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            cur = self._conn.execute("DELETE FROM outbox WHERE state = 1")
+            purged = cur.rowcount
+            self._conn.execute(
+                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'purged_acked'",
+                (purged,),
+            )
+            return purged
+
+    # ----------------------------------------------------------------- reads
+    def counts(self) -> OutboxCounts:
+        return read_counts(self._conn)
+
+    def rejected(self, limit: int = 100) -> list[tuple[OutboxItem, int | None, str | None]]:
+        """Rejected scans with the status and body the server answered."""
+        rows = self._conn.execute(
+            "SELECT seq, scan_id, device_id, barcode, scan_time, attempts, last_status, last_error"
+            " FROM outbox WHERE state = 2 ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            (OutboxItem(seq, ScanEvent(barcode=bc, device_id=dev, scan_time=st, scan_id=sid), n), status, err)
+            for seq, sid, dev, bc, st, n, status, err in rows
+        ]
+
+    def state_of(self, seq: int) -> State | None:
+        row = self._conn.execute("SELECT state FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else State(row[0])
+
+
+def read_counts(conn: sqlite3.Connection) -> OutboxCounts:
+    rows = conn.execute(
+        "SELECT state, COUNT(*), SUM(attempts > 0), SUM(attempts) FROM outbox GROUP BY state"
+    ).fetchall()
+    by_state = {State(s): (int(n), int(sent or 0), int(att or 0)) for s, n, sent, att in rows}
+    purged_row = conn.execute("SELECT value FROM meta WHERE key = 'purged_acked'").fetchone()
+    purged = int(purged_row[0]) if purged_row else 0
+    pending = by_state.get(State.PENDING, (0, 0, 0))
+    acked = by_state.get(State.ACKED, (0, 0, 0))
+    rejected = by_state.get(State.REJECTED, (0, 0, 0))
+    return OutboxCounts(
+        total=pending[0] + acked[0] + rejected[0] + purged,
+        pending=pending[0],
+        acked=acked[0] + purged,
+        rejected=rejected[0],
+        sent=pending[1] + acked[1] + rejected[1] + purged,
+        attempts=pending[2] + acked[2] + rejected[2] + purged,
+    )
+
+
+def outbox_status(path: Path) -> OutboxCounts:
+    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block)."""
+    if not path.exists():
+        raise ConfigError(f"no outbox at {path}", component="scanner")
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        if conn.execute("SELECT name FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
+            raise ConfigError(f"{path} is not a scanner outbox", component="scanner")
+        return read_counts(conn)
+    finally:
+        conn.close()

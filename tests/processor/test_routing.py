@@ -1,0 +1,39 @@
+"""Pure logic of the processor: shard routing, dedup keys, poison detection."""
+
+from __future__ import annotations
+
+import orjson
+
+from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.processor.decode import Poison, decode
+from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+
+EVENT = ScanEvent(
+    barcode="8801234567893", device_id="SEOUL-CENTER-PC-001", scan_time=1_795_000_000_000, scan_id="s-1"
+)
+
+
+def test_shard_is_stable_and_in_range() -> None:
+    shards = {shard_of(f"DEV-{i}", 4) for i in range(200)}
+    assert shards == {0, 1, 2, 3}
+    assert shard_of("SEOUL-CENTER-PC-001", 4) == shard_of("SEOUL-CENTER-PC-001", 4)
+
+
+def test_dedup_key_depends_on_policy() -> None:
+    assert dedup_key(EVENT, "event").endswith("e:SEOUL-CENTER-PC-001:s-1")
+    assert dedup_key(EVENT, "barcode").endswith("b:8801234567893")
+
+
+def test_to_stored_is_deterministic() -> None:
+    a, b = to_stored(EVENT, "Asia/Seoul", 1), to_stored(EVENT, "Asia/Seoul", 2)
+    assert a.internal_barcode_id == b.internal_barcode_id
+    assert a.internal_barcode_id.startswith("DLV-SEOUL-CENTER-PC-001-")
+
+
+def test_decode_accepts_old_events_and_rejects_poison() -> None:
+    old = {"barcode": "X1", "deviceId": "D", "scanTime": 1_000, "scanId": "a"}
+    assert isinstance(decode(orjson.dumps(old)), ScanEvent)
+    assert isinstance(decode(b"\xff\x00not json"), Poison)
+    assert isinstance(decode(None), Poison)
+    bad = decode(orjson.dumps({"barcode": "has space", "deviceId": "D", "scanTime": 5}))
+    assert isinstance(bad, Poison) and "barcode" in bad.reason
