@@ -77,3 +77,11 @@ def load_settings(**overrides: object) -> Settings:
     """Read the environment; explicit overrides (from CLI flags) win."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**clean)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``BP_*`` variables, so child processes see exactly what the parent resolved."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        env[f"BP_{name.upper()}"] = str(value)
+    return env

@@ -1,1 +1,1 @@
-"""ops subsystem."""
+"""Operator tools: pipeline status/backlog and dead-letter handling."""

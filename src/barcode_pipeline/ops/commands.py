@@ -1,9 +1,47 @@
-"""CLI commands of this subsystem (registered by ``barcode_pipeline.cli``)."""
+"""``barcode-pipeline status``: per-stage backlog."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import orjson
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from barcode_pipeline.config import load_settings
+from barcode_pipeline.logs import setup_logging
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Kafka consumer lag, stream lengths, undelivered and pending entries per worker, DLQ size."""
+    from barcode_pipeline.ops.backlog import measure
+
+    settings = load_settings()
+    setup_logging("WARNING", "status")
+    backlog = measure(settings)
+    if as_json:
+        typer.echo(orjson.dumps(backlog.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        table = Table(title="barcode-pipeline backlog")
+        table.add_column("stage")
+        table.add_column("item")
+        table.add_column("count", justify="right")
+        table.add_row("kafka", "processor lag (all partitions)", str(backlog.kafka_lag))
+        for stream, length in backlog.stream_length.items():
+            table.add_row("redis", f"{stream} length / undelivered",
+                          f"{length} / {backlog.stream_undelivered.get(stream, 0)}")  # fmt: skip
+        for consumer, pending in sorted(backlog.pending_by_consumer.items()):
+            table.add_row("workers", f"pending on {consumer}", str(pending))
+        table.add_row("dead letters", "barcode:dlq length", str(backlog.dlq_length))
+        table.add_row("total", "in flight", str(backlog.in_flight))
+        Console().print(table)
+        for err in backlog.errors:
+            typer.echo(f"warning: {err}", err=True)
+    raise typer.Exit(1 if backlog.errors else 0)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this subsystem's commands to the root app."""
+    app.command()(status)

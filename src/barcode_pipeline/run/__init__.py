@@ -1,1 +1,1 @@
-"""run subsystem."""
+"""Running the whole pipeline: supervised child processes, graceful drain, and the demo."""

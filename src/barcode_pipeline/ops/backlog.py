@@ -1,0 +1,103 @@
+"""Per-stage backlog: what is still in flight between Kafka and the database.
+
+Used by ``barcode-pipeline status``, by the demo and benchmarks to know when the pipeline has
+drained, and by the fault-injection suite to time recovery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from barcode_pipeline import names
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.config import Settings
+
+
+@dataclass
+class Backlog:
+    kafka_lag: int = 0  # records the processor group has not committed yet
+    kafka_lag_by_partition: dict[int, int] = field(default_factory=dict)
+    stream_length: dict[str, int] = field(default_factory=dict)
+    stream_undelivered: dict[str, int] = field(default_factory=dict)  # not yet read by any worker
+    pending_by_consumer: dict[str, int] = field(default_factory=dict)  # read, not acked
+    dlq_length: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def in_flight(self) -> int:
+        return self.kafka_lag + sum(self.stream_undelivered.values()) + sum(self.pending_by_consumer.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["in_flight"] = self.in_flight
+        return data
+
+
+def kafka_lag(settings: Settings, group: str = names.PROCESSOR_GROUP) -> dict[int, int]:
+    """Committed-offset lag per partition (a group with no commit counts from the log start)."""
+    consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
+    try:
+        meta = consumer.list_topics(names.TOPIC, timeout=5).topics.get(names.TOPIC)
+        if meta is None or meta.error is not None:
+            return {}
+        tps = [TopicPartition(names.TOPIC, p) for p in sorted(meta.partitions)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=5)}
+        lag: dict[int, int] = {}
+        for tp in tps:
+            low, high = consumer.get_watermark_offsets(tp, timeout=5)
+            start = committed.get(tp.partition, -1)
+            lag[tp.partition] = max(0, high - (start if start >= 0 else low))
+        return lag
+    finally:
+        consumer.close()
+
+
+def redis_backlog(settings: Settings, backlog: Backlog, client: redis.Redis | None = None) -> None:
+    r = client or redis_adapter.client(settings)
+    try:
+        for stream in names.all_streams(settings.stream_shards):
+            length = r.xlen(stream)
+            backlog.stream_length[stream] = length
+            undelivered = 0
+            try:
+                for group in r.xinfo_groups(stream):
+                    if group["name"] == names.WORKER_GROUP:
+                        lag = group.get("lag")
+                        undelivered = int(lag) if lag is not None else length
+                        break
+                else:
+                    undelivered = length
+            except redis.ResponseError:  # stream does not exist yet
+                undelivered = 0
+            backlog.stream_undelivered[stream] = undelivered
+            try:
+                for consumer in r.xinfo_consumers(stream, names.WORKER_GROUP):
+                    name = consumer["name"]
+                    backlog.pending_by_consumer[name] = backlog.pending_by_consumer.get(name, 0) + int(
+                        consumer["pending"]
+                    )
+            except redis.ResponseError:
+                pass
+        backlog.dlq_length = r.xlen(names.DLQ_STREAM)
+    finally:
+        if client is None:
+            r.close()
+
+
+def measure(settings: Settings) -> Backlog:
+    backlog = Backlog()
+    try:
+        backlog.kafka_lag_by_partition = kafka_lag(settings)
+        backlog.kafka_lag = sum(backlog.kafka_lag_by_partition.values())
+    except KafkaException as exc:
+        backlog.errors.append(f"kafka: {exc}")
+    try:
+        redis_backlog(settings, backlog)
+    except redis.RedisError as exc:
+        backlog.errors.append(f"redis: {exc}")
+    return backlog

@@ -1,0 +1,44 @@
+"""The explicit start-up stage: wait for dependencies, migrate, create topics and groups."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import StackError
+
+log = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings, *, start_stack: bool = True) -> None:
+    """Bring the local stack up if needed, apply migrations, create topics (all idempotent)."""
+    if start_stack:
+        from barcode_pipeline.stack.manager import StackManager
+
+        StackManager(settings).up(quiet=True)
+    from barcode_pipeline.db.migrate import upgrade
+
+    applied = upgrade(settings.db_url)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    kafka_adapter.ensure_topics(settings)
+
+
+def wait_http_ok(url: str, timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers 2xx (service readiness)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # loopback URL we built
+                if 200 <= resp.status < 300:
+                    return
+                last = f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise StackError(f"{url} not ready after {timeout:.0f}s ({last})", component="ingest")

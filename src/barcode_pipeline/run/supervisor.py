@@ -1,0 +1,177 @@
+"""Supervise the pipeline's services as child processes.
+
+Each service runs in its own process (one CLI command each), so a crash, a kill -9 or a slow
+garbage collection in one never stalls another. Output lines are prefixed with the child's name.
+Stopping drains front to back: ingest stops accepting and flushes to Kafka, the processor
+finishes its batch and commits, then the workers commit and ack what they hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from barcode_pipeline.config import Settings, settings_env
+
+log = logging.getLogger(__name__)
+
+STOP_ORDER = ("ingest", "processor", "worker")
+
+
+@dataclass
+class ChildSpec:
+    name: str
+    args: list[str]  # barcode-pipeline sub-command and options
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = True
+
+    @property
+    def role(self) -> str:
+        return self.name.split("-")[0]
+
+
+class Child:
+    def __init__(self, spec: ChildSpec, base_env: dict[str, str], out: IO[str]) -> None:
+        self.spec = spec
+        self.base_env = base_env
+        self.out = out
+        self.proc: subprocess.Popen[str] | None = None
+        self.restarts = 0
+        self.stopping = False
+
+    def start(self) -> None:
+        env = {**os.environ, **self.base_env, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, "-m", "barcode_pipeline", *self.spec.args]
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        threading.Thread(
+            target=self._pump, args=(self.proc,), daemon=True, name=f"pump-{self.spec.name}"
+        ).start()
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        prefix = f"[{self.spec.name}] "
+        for line in proc.stdout:
+            self.out.write(prefix + line)
+        self.out.flush()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+
+class Supervisor:
+    """Starts children, restarts the ones that die (unless told not to), drains them in order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        specs: Sequence[ChildSpec],
+        *,
+        out: IO[str] | None = None,
+        restart_delay_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.base_env = settings_env(settings)
+        self.children = {s.name: Child(s, self.base_env, out or sys.stderr) for s in specs}
+        self.restart_delay_s = restart_delay_s
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def start(self) -> None:
+        for child in self.children.values():
+            child.start()
+            log.info("started %s (pid %s)", child.spec.name, child.pid)
+        self._watch = threading.Thread(target=self._watchdog, daemon=True, name="supervisor")
+        self._watch.start()
+
+    def _watchdog(self) -> None:
+        while not self._stop.wait(0.2):
+            for child in self.children.values():
+                if child.alive() or child.stopping or not child.spec.restart:
+                    continue
+                code = child.proc.returncode if child.proc else None
+                log.warning(
+                    "%s exited with %s; restarting in %.1fs", child.spec.name, code, self.restart_delay_s
+                )
+                if self._stop.wait(self.restart_delay_s):
+                    return
+                child.restarts += 1
+                child.start()
+
+    # --- fault injection and control ---
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Signal a child; with SIGKILL the watchdog restarts it (if its spec says so)."""
+        self.children[name].signal(signum)
+
+    def pause_restarts(self, name: str, paused: bool) -> None:
+        self.children[name].stopping = paused
+
+    def restart(self, name: str) -> None:
+        child = self.children[name]
+        child.stopping = False
+        if not child.alive():
+            child.start()
+
+    def names(self, role: str) -> list[str]:
+        return [n for n, c in self.children.items() if c.spec.role == role]
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """Drain: SIGTERM role by role (ingest, processor, workers), SIGKILL what overstays."""
+        self._stop.set()
+        codes: dict[str, int | None] = {}
+        for role in STOP_ORDER:
+            group = [c for c in self.children.values() if c.spec.role == role]
+            for child in group:
+                child.stopping = True
+                child.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for child in group:
+                if not child.wait(max(0.1, deadline - time.monotonic())):
+                    log.warning("%s did not stop in %.0fs; killing", child.spec.name, timeout)
+                    child.signal(signal.SIGKILL)
+                    child.wait(5)
+                codes[child.spec.name] = child.proc.returncode if child.proc else None
+        return codes
+
+    def wait_forever(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+
+def pipeline_specs(
+    settings: Settings, *, workers: int | None = None, metrics: bool = True
+) -> list[ChildSpec]:
+    """The standard pipeline: ingest (its own multi-process server), one processor, N workers."""
+    specs = [ChildSpec("ingest", ["ingest"])]
+    specs.append(ChildSpec("processor", ["processor", *(["--metrics-port", "9101"] if metrics else [])]))
+    for i in range(1, (workers or settings.workers) + 1):
+        extra = ["--metrics-port", str(9101 + i)] if metrics else []
+        specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", f"worker-{i}", *extra]))
+    return specs
