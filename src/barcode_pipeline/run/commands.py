@@ -26,7 +26,7 @@ def run(
     sup = Supervisor(settings, pipeline_specs(settings))
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        sup._stop.set()
+        sup.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

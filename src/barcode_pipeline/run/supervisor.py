@@ -146,7 +146,8 @@ class Supervisor:
         """Drain: SIGTERM role by role (ingest, processor, workers), SIGKILL what overstays."""
         self._stop.set()
         codes: dict[str, int | None] = {}
-        for role in STOP_ORDER:
+        others = sorted({c.spec.role for c in self.children.values()} - set(STOP_ORDER))
+        for role in (*others, *STOP_ORDER):  # extra roles (e.g. legacy) first: nothing depends on them
             group = [c for c in self.children.values() if c.spec.role == role]
             for child in group:
                 child.stopping = True
@@ -159,6 +160,10 @@ class Supervisor:
                     child.wait(5)
                 codes[child.spec.name] = child.proc.returncode if child.proc else None
         return codes
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait_forever` to return (safe from a signal handler)."""
+        self._stop.set()
 
     def wait_forever(self) -> None:
         while not self._stop.wait(1.0):
