@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     ingest_port: int = 8081
     ingest_processes: int = Field(default=2, ge=1)
     produce_timeout_s: float = Field(default=5.0, gt=0)
-    linger_ms: float = Field(default=1.0, ge=0)
+    linger_ms: float = Field(default=0.0, ge=0)  # librdkafka still batches while sends are in flight
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_items: int = Field(default=1000, ge=1)
     scan_max_age_days: float = Field(default=30.0, gt=0)

@@ -23,6 +23,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.produce_timeout_s * 1000),
         "socket.keepalive.enable": True,
+        "socket.nagle.disable": True,  # a scan is a tiny write; don't let Nagle hold it back
         "reconnect.backoff.max.ms": 1000,
     }
     conf.update(extra)
@@ -53,7 +54,10 @@ def admin(settings: Settings) -> AdminClient:
 def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
     """Create the event topic and its dead-letter topic if absent (auto-creation is off on purpose)."""
     client = admin(settings)
-    existing = set(client.list_topics(timeout=timeout).topics)
+    try:
+        existing = set(client.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise DeliveryError(f"cannot list topics: {exc}", component="kafka") from exc
     wanted = [
         NewTopic(names.TOPIC, settings.topic_partitions, settings.topic_replication),
         NewTopic(names.DLT_TOPIC, 1, settings.topic_replication),

@@ -59,7 +59,7 @@ class IngestMetrics:
         # instruments as well would report this process's share twice.
         target = None if multiproc else self.registry
         if multiproc:
-            prom_multiprocess.MultiProcessCollector(self.registry)
+            prom_multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.request_seconds = Histogram(
             "bp_ingest_request_seconds",
             "HTTP request latency, from first byte handled to response sent.",

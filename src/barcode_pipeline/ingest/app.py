@@ -1,0 +1,258 @@
+"""The ingest HTTP API: validate a scan, write it to Kafka, answer only once Kafka confirmed it.
+
+FastAPI provides routing and the OpenAPI docs; the hot path deliberately skips its body
+validation: it reads the raw body, parses it with orjson and validates with the shared domain
+rules, then answers with pre-encoded bytes. That keeps the service's own overhead far below the
+Kafka round trip it has to wait for anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from barcode_pipeline import __version__
+from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
+from barcode_pipeline.errors import DeliveryError, ValidationFailed
+from barcode_pipeline.ingest import schemas
+from barcode_pipeline.ingest.http import (
+    JSON,
+    BadBody,
+    BodyTooLarge,
+    error_response,
+    json_response,
+    malformed_json,
+    read_body,
+    too_large,
+    unavailable,
+    validation_failed,
+)
+from barcode_pipeline.ingest.metrics import METRICS_CONTENT_TYPE, IngestMetrics
+from barcode_pipeline.ingest.producer import KafkaBridge
+
+log = logging.getLogger(__name__)
+
+ROUTE_ONE = "/ingest/barcode"
+ROUTE_BATCH = "/ingest/barcodes"
+# Paths get their own metrics label; anything else (docs, 404s) is "other", so labels stay bounded.
+_LABELLED_ROUTES = frozenset({ROUTE_ONE, ROUTE_BATCH, "/health", "/ready", "/metrics"})
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorBody, "description": "Malformed JSON."},
+    413: {
+        "model": schemas.ErrorBody,
+        "description": "Body over `max_body_bytes`, or batch over `max_batch_items`.",
+    },
+    422: {
+        "model": schemas.ErrorBody,
+        "description": "A rule is broken; `field` (and `index`, in a batch) name it.",
+    },
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before resending.", "schema": {"type": "integer"}}
+}
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware (no per-request Request object) timing every request by route and status."""
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in _LABELLED_ROUTES else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.observe_request(route, status, time.perf_counter() - started)
+
+
+def create_app(
+    settings: Settings, *, bridge: KafkaBridge | None = None, metrics: IngestMetrics | None = None
+) -> FastAPI:
+    """Build the app. The Kafka bridge starts in the lifespan, so importing or building costs no I/O.
+
+    ``bridge``/``metrics`` may be injected (tests tune the producer that way); by default each app
+    owns one producer for its process.
+    """
+    metrics = metrics if metrics is not None else IngestMetrics()
+    kafka = bridge if bridge is not None else KafkaBridge(settings, metrics=metrics)
+    rules = ScanRules.from_days(settings.scan_max_age_days, settings.scan_max_future_ms)
+    body_limit = settings.max_body_bytes
+    max_items = settings.max_batch_items
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(kafka.start, asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            # uvicorn has already stopped accepting and finished in-flight requests at this point.
+            await asyncio.to_thread(kafka.close)
+            log.info("ingest stopped; producer flushed")
+
+    app = FastAPI(
+        title="barcode-pipeline ingest",
+        version=__version__,
+        description=(
+            "Accepts barcode scans and answers only after Kafka confirmed the write (acks=all). "
+            "A 503 (with Retry-After) means *not confirmed*: resend; resending is idempotent because "
+            "the scanId is kept (or derived deterministically)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.kafka = kafka
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http"
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, _exc: Exception) -> Response:
+        # Starlette re-raises after this response, so the server logs the traceback once.
+        return error_response(500, "internal", "internal server error")
+
+    async def read_json(request: Request) -> object | Response:
+        """The decoded body, or the error response to send instead."""
+        try:
+            body = await read_body(request, body_limit)
+        except BodyTooLarge as exc:
+            return too_large(str(exc))
+        except BadBody as exc:
+            return error_response(400, "malformed_json", str(exc))
+        try:
+            decoded: object = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return malformed_json(exc)
+        return decoded
+
+    @app.post(
+        ROUTE_ONE,
+        status_code=202,
+        response_model=None,
+        summary="Ingest one scan",
+        responses={
+            202: {"model": schemas.Accepted, "description": "Kafka confirmed the write."},
+            **_ERRORS,
+            503: {
+                "model": schemas.ErrorBody,
+                "description": "Not confirmed in time or Kafka unreachable; resend after `Retry-After`.",
+                "headers": _RETRY_AFTER,
+            },
+        },
+        openapi_extra=schemas.json_body(schemas.scan_schema()),
+    )
+    async def ingest_barcode(request: Request) -> Response:
+        obj = await read_json(request)
+        if isinstance(obj, Response):
+            return obj
+        try:
+            event = parse_scan(obj, rules)
+        except ValidationFailed as exc:
+            return validation_failed(exc)
+        try:
+            await kafka.send(event)
+        except DeliveryError as exc:
+            return unavailable(str(exc))
+        metrics.accepted.inc()
+        return Response(
+            orjson.dumps({"scanId": event.scan_id, "status": "accepted"}), status_code=202, media_type=JSON
+        )
+
+    @app.post(
+        ROUTE_BATCH,
+        status_code=200,
+        response_model=None,
+        summary="Ingest a batch of scans (all valid, or none is sent)",
+        responses={
+            200: {"model": schemas.BatchResult, "description": "Kafka confirmed every scan."},
+            207: {"model": schemas.BatchResult, "description": "Some scans were not confirmed; resend them."},
+            **_ERRORS,
+            503: {
+                "model": schemas.BatchUnavailable,
+                "description": "No scan was confirmed; resend after `Retry-After`.",
+                "headers": _RETRY_AFTER,
+            },
+        },
+        openapi_extra=schemas.json_body(schemas.batch_schema(max_items)),
+    )
+    async def ingest_barcodes(request: Request) -> Response:
+        obj = await read_json(request)
+        if isinstance(obj, Response):
+            return obj
+        if isinstance(obj, list) and len(obj) > max_items:
+            return too_large(f"a batch holds at most {max_items} scans, got {len(obj)}")
+        try:
+            events = parse_scan_batch(obj, rules, max_items=max_items)
+        except ValidationFailed as exc:
+            return validation_failed(exc)
+        total = len(events)
+        try:
+            failed = await kafka.send_many(events)
+        except DeliveryError as exc:
+            return unavailable(str(exc), total=total, succeeded=0, failedIndices=list(range(total)))
+        succeeded = total - len(failed)
+        if succeeded:
+            metrics.accepted.inc(succeeded)
+        elif total:
+            return unavailable(
+                "Kafka confirmed none of the scans", total=total, succeeded=0, failedIndices=failed
+            )
+        return json_response(
+            207 if failed else 200, {"total": total, "succeeded": succeeded, "failedIndices": failed}
+        )
+
+    @app.get("/health", response_model=schemas.Health, summary="The process is alive")
+    async def health() -> Response:
+        return json_response(200, {"status": "ok"})
+
+    @app.get(
+        "/ready",
+        response_model=schemas.Ready,
+        summary="Kafka is reachable and the topic is writable",
+        responses={503: {"model": schemas.Ready, "description": "Kafka unreachable or topic not usable."}},
+    )
+    async def ready() -> Response:
+        if kafka.available:
+            return json_response(200, {"status": "ready", "kafka": "up"})
+        return json_response(503, {"status": "not_ready", "kafka": "down", "reason": kafka.reason})
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return app

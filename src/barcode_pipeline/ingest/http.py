@@ -1,0 +1,100 @@
+"""Request-body reading and JSON error responses, kept apart from routing so they stay testable.
+
+Every error the service answers is a small JSON object ``{"error": <code>, "message": ..., ...}``,
+never a stack trace, so scanners and load generators can branch on ``error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from barcode_pipeline.errors import ValidationFailed
+
+JSON = "application/json"
+RETRY_AFTER_S = 1  # how long a client should wait after a 503 before resending (the breaker re-probes faster)
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the configured limit (maps to 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class BadBody(Exception):
+    """The body could not be read (client went away mid-body)."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing anything over ``limit`` bytes without buffering it.
+
+    ``Content-Length`` is checked first (no read at all for an honest oversize request); the actual
+    read is capped as well, because a chunked request has no length up front.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    return await read_capped(request.receive, limit)
+
+
+async def read_capped(receive: Receive, limit: int) -> bytes:
+    """Collect ASGI ``http.request`` messages up to ``limit`` bytes (usually one message, no copy)."""
+    first = b""
+    chunks: list[bytes] | None = None
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadBody("client disconnected before the body was complete")
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            if not first:
+                first = chunk
+            else:
+                if chunks is None:
+                    chunks = [first]
+                chunks.append(chunk)
+        if not message.get("more_body", False):
+            return first if chunks is None else b"".join(chunks)
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def error_response(
+    status: int, error: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    return json_response(status, {"error": error, "message": message, **extra}, headers)
+
+
+def malformed_json(exc: Exception) -> Response:
+    return error_response(400, "malformed_json", f"request body is not valid JSON: {exc}")
+
+
+def too_large(message: str) -> Response:
+    """413, closing the connection: otherwise the server would keep reading and discarding the rest."""
+    return error_response(413, "too_large", message, headers={"Connection": "close"})
+
+
+def validation_failed(exc: ValidationFailed) -> Response:
+    """422 naming the broken field, and its position when it came from a batch."""
+    body: dict[str, Any] = {"error": "validation", "field": exc.field}
+    if exc.index is not None:
+        body["index"] = exc.index
+    body["message"] = str(exc)
+    return json_response(422, body)
+
+
+def unavailable(message: str, **extra: Any) -> Response:
+    """503 + Retry-After: the scan was not confirmed and the client should resend it (idempotently)."""
+    return error_response(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_S)}, **extra)

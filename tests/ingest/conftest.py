@@ -1,0 +1,175 @@
+"""Fixtures and helpers for ingest tests against the real Kafka of the local stack.
+
+Records are read back by assigning a fresh consumer to the offsets noted just before a request,
+so a test only reads what was written after it started, however full the shared topic is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from fastapi.testclient import TestClient
+
+from barcode_pipeline import names
+from barcode_pipeline.adapters.kafka import consumer_config, ensure_topics
+from barcode_pipeline.config import Settings
+from barcode_pipeline.ingest.app import create_app
+
+TEST_DEVICE_PREFIX = "INGEST-TEST-"
+
+
+def scan(**overrides: Any) -> dict[str, Any]:
+    """A valid wire-format scan with a unique scanId; keyword arguments replace fields."""
+    body: dict[str, Any] = {
+        "barcode": f"BC{uuid.uuid4().hex[:12]}",
+        "deviceId": f"{TEST_DEVICE_PREFIX}{uuid.uuid4().hex[:6]}",
+        "scanTime": int(time.time() * 1000),
+        "scanId": f"ingest-test-{uuid.uuid4().hex}",
+    }
+    body.update(overrides)
+    return body
+
+
+class TopicReader:
+    """Reads ``names.TOPIC`` from offsets noted by :meth:`mark`, with a fresh consumer group."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer(
+            consumer_config(settings, f"ingest-test-{uuid.uuid4().hex}", **{"enable.partition.eof": True})
+        )
+        self._start: dict[int, int] = {}
+
+    def mark(self) -> None:
+        """Remember the current end of every partition."""
+        metadata = self._consumer.list_topics(names.TOPIC, timeout=10)
+        partitions = metadata.topics[names.TOPIC].partitions
+        self._start = {
+            p: self._consumer.get_watermark_offsets(TopicPartition(names.TOPIC, p), timeout=10)[1]
+            for p in partitions
+        }
+
+    def read(self, want: set[str] | None = None, timeout: float = 10.0) -> dict[str, tuple[bytes, bytes]]:
+        """Records written since :meth:`mark`: scanId -> (key, value).
+
+        Stops when every wanted scanId was seen, or (``want`` None) at the end of every partition.
+        """
+        self._consumer.assign([TopicPartition(names.TOPIC, p, o) for p, o in self._start.items()])
+        found: dict[str, tuple[bytes, bytes]] = {}
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                msg = self._consumer.poll(0.2)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition() or 0)
+                        if want is None and at_end >= set(self._start):
+                            break
+                        continue
+                    raise AssertionError(f"consumer error: {error}")
+                value = msg.value() or b""
+                try:
+                    scan_id = orjson.loads(value).get("scanId")
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue  # someone else's poison test record
+                if isinstance(scan_id, str):
+                    found[scan_id] = (msg.key() or b"", value)
+                if want is not None and want <= set(found):
+                    break
+        finally:
+            self._consumer.unassign()
+        return found
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class TcpForwarder:
+    """Relays a loopback port to the real broker, so a test can make Kafka "appear" at that address.
+
+    Only the bootstrap connection goes through it (the broker then advertises its own address), which
+    is exactly what a client sees when a Kafka that was unreachable comes back.
+    """
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port = port
+        self._target = target
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        for sock in [*self._sockets, *([self._listener] if self._listener else [])]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def topic_reader(stack_settings: Settings) -> Iterator[TopicReader]:
+    reader = TopicReader(stack_settings)
+    reader.mark()
+    yield reader
+    reader.close()
+
+
+@pytest.fixture(scope="module")
+def client(stack_settings: Settings) -> Iterator[TestClient]:
+    """One app (one producer) against the stack's Kafka for the whole module."""
+    ensure_topics(stack_settings)
+    with TestClient(create_app(stack_settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def app_client(make_settings: Callable[..., Settings]) -> Callable[..., TestClient]:
+    """Factory for a client of an app with overridden settings (the caller enters it with ``with``)."""
+
+    def factory(**overrides: Any) -> TestClient:
+        return TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
+
+    return factory

@@ -1,0 +1,261 @@
+"""The ingest API against the real Kafka of the local stack (in-process app via TestClient)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import derive_scan_id
+from barcode_pipeline.ingest.app import create_app
+from barcode_pipeline.ingest.producer import KafkaBridge
+from tests.ingest.conftest import TcpForwarder, TopicReader, free_port, scan
+
+pytestmark = pytest.mark.integration
+
+DAY_MS = 86_400_000
+
+
+def test_one_scan_is_confirmed_and_on_the_topic(client: TestClient, topic_reader: TopicReader) -> None:
+    body = scan()
+    response = client.post("/ingest/barcode", content=orjson.dumps(body))
+    assert response.status_code == 202, response.text
+    assert response.json() == {"scanId": body["scanId"], "status": "accepted"}
+    assert response.headers["content-type"] == "application/json"
+
+    records = topic_reader.read(want={body["scanId"]})
+    key, value = records[body["scanId"]]
+    assert key == body["deviceId"].encode()
+    assert orjson.loads(value) == body
+
+
+def test_scan_without_scan_id_gets_the_derived_one(client: TestClient, topic_reader: TopicReader) -> None:
+    body = scan()
+    del body["scanId"]
+    response = client.post("/ingest/barcode", content=orjson.dumps(body))
+    assert response.status_code == 202, response.text
+    expected = derive_scan_id(body["deviceId"], body["barcode"], body["scanTime"])
+    assert response.json()["scanId"] == expected
+    assert expected in topic_reader.read(want={expected})
+
+
+@pytest.mark.parametrize("raw", [b"{bad", b"", b'{"barcode": "A"', b"\xff\xfe", b"[1,]"])
+def test_malformed_json_is_400(client: TestClient, raw: bytes) -> None:
+    for route in ("/ingest/barcode", "/ingest/barcodes"):
+        response = client.post(route, content=raw)
+        assert response.status_code == 400, (route, response.text)
+        assert response.json()["error"] == "malformed_json"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+RULES: list[tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]] = [
+    ("barcode", {"barcode": None}),
+    ("barcode", {"barcode": ""}),
+    ("barcode", {"barcode": "HAS SPACE"}),
+    ("barcode", {"barcode": "X" * 65}),
+    ("barcode", {"barcode": "바코드"}),
+    ("barcode", {"barcode": 12345}),
+    ("deviceId", {"deviceId": None}),
+    ("deviceId", {"deviceId": "bad/device"}),
+    ("deviceId", {"deviceId": "D" * 65}),
+    ("scanTime", {"scanTime": None}),
+    ("scanTime", {"scanTime": "1700000000000"}),
+    ("scanTime", {"scanTime": -5}),
+    ("scanTime", {"scanTime": True}),
+    ("scanTime", {"scanTime": 1.5}),
+    ("scanTime", lambda: {"scanTime": _now() + 60_000}),
+    ("scanTime", lambda: {"scanTime": _now() - 31 * DAY_MS}),
+    ("scanId", {"scanId": "bad id"}),
+    ("scanId", {"scanId": "s" * 65}),
+    ("scanId", {"scanId": 7}),
+]
+
+
+@pytest.mark.parametrize(("field", "change"), RULES)
+def test_each_rule_is_422_naming_the_field(
+    client: TestClient, field: str, change: dict[str, Any] | Callable[[], dict[str, Any]]
+) -> None:
+    body = scan(**(change() if callable(change) else change))
+    body = {k: v for k, v in body.items() if v is not None}
+    response = client.post("/ingest/barcode", content=orjson.dumps(body))
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["error"] == "validation"
+    assert error["field"] == field
+    assert "index" not in error
+    assert error["message"]
+
+
+def test_non_object_scan_is_422(client: TestClient) -> None:
+    response = client.post("/ingest/barcode", content=b"[]")
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"
+
+
+def test_batch_with_an_invalid_item_is_rejected_whole(client: TestClient, topic_reader: TopicReader) -> None:
+    batch = [scan() for _ in range(5)]
+    batch[3]["deviceId"] = "not valid!"
+    response = client.post("/ingest/barcodes", content=orjson.dumps(batch))
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "deviceId"
+    assert response.json()["index"] == 3
+
+    written = topic_reader.read(want=None)  # everything up to the current end of the topic
+    assert not {item["scanId"] for item in batch} & set(written)
+
+
+def test_batch_is_200_with_counts_and_every_scan_on_the_topic(
+    client: TestClient, topic_reader: TopicReader
+) -> None:
+    batch = [scan() for _ in range(25)]
+    del batch[0]["scanId"]
+    response = client.post("/ingest/barcodes", content=orjson.dumps(batch))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"total": 25, "succeeded": 25, "failedIndices": []}
+
+    ids = {
+        item.get("scanId") or derive_scan_id(item["deviceId"], item["barcode"], item["scanTime"])
+        for item in batch
+    }
+    assert ids <= set(topic_reader.read(want=ids))
+
+
+def test_empty_batch_is_200(client: TestClient) -> None:
+    response = client.post("/ingest/barcodes", content=b"[]")
+    assert response.status_code == 200
+    assert response.json() == {"total": 0, "succeeded": 0, "failedIndices": []}
+
+
+def test_batch_that_is_not_an_array_is_422(client: TestClient) -> None:
+    response = client.post("/ingest/barcodes", content=orjson.dumps(scan()))
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"
+
+
+def test_oversize_body_is_413(client: TestClient, stack_settings: Settings) -> None:
+    too_big = b" " * (stack_settings.max_body_bytes + 1)
+    for route in ("/ingest/barcode", "/ingest/barcodes"):
+        response = client.post(route, content=too_big)  # Content-Length is checked before reading
+        assert response.status_code == 413, response.text
+        assert response.json()["error"] == "too_large"
+
+    def chunks() -> Any:  # chunked: no Content-Length, so the capped read has to catch it
+        for _ in range(stack_settings.max_body_bytes // 4096 + 2):
+            yield b" " * 4096
+
+    response = client.post("/ingest/barcode", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+
+
+def test_batch_over_max_items_is_413(app_client: Callable[..., TestClient]) -> None:
+    with app_client(max_batch_items=3) as small:
+        response = small.post("/ingest/barcodes", content=orjson.dumps([scan() for _ in range(4)]))
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"
+        assert small.post("/ingest/barcodes", content=orjson.dumps([scan()] * 3)).status_code == 200
+
+
+def test_health_ready_and_errors_are_json(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready", "kafka": "up"}
+    missing = client.get("/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
+    wrong_method = client.get("/ingest/barcode")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "http"
+
+
+def test_openapi_documents_the_schemas(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    one = spec["paths"]["/ingest/barcode"]["post"]
+    body_schema = one["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body_schema["properties"]) == {"barcode", "deviceId", "scanTime", "scanId"}
+    assert {"202", "400", "413", "422", "503"} <= set(one["responses"])
+    assert "Retry-After" in one["responses"]["503"]["headers"]
+    batch = spec["paths"]["/ingest/barcodes"]["post"]
+    assert batch["requestBody"]["content"]["application/json"]["schema"]["type"] == "array"
+    assert {"200", "207", "413", "422", "503"} <= set(batch["responses"])
+    assert {"Accepted", "BatchResult", "ErrorBody"} <= set(spec["components"]["schemas"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_metrics_count_requests_and_deliveries(client: TestClient) -> None:
+    assert client.post("/ingest/barcode", content=orjson.dumps(scan())).status_code == 202
+    text = client.get("/metrics").text
+    assert 'bp_ingest_request_seconds_bucket{le="0.005",route="/ingest/barcode",status="202"}' in text
+    assert "bp_ingest_produce_seconds_count" in text
+    assert "bp_ingest_accepted_total" in text
+    assert "bp_ingest_delivery_failures" in text
+
+
+def test_kafka_unreachable_answers_503_fast(app_client: Callable[..., TestClient]) -> None:
+    timeout = 1.0
+    with app_client(kafka_bootstrap="127.0.0.1:1", produce_timeout_s=timeout) as down:
+        assert down.get("/health").status_code == 200
+        ready = down.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["kafka"] == "down"
+        for _ in range(3):  # every attempt, not just the first, must be answered quickly
+            started = time.monotonic()
+            response = down.post("/ingest/barcode", content=orjson.dumps(scan()))
+            assert time.monotonic() - started < timeout + 1
+            assert response.status_code == 503
+            assert response.headers["retry-after"].isdigit()
+            assert response.json()["error"] == "unavailable"
+        batch = down.post("/ingest/barcodes", content=orjson.dumps([scan(), scan()]))
+        assert batch.status_code == 503
+        assert batch.headers["retry-after"].isdigit()
+        assert batch.json()["failedIndices"] == [0, 1]
+        assert 'bp_ingest_delivery_failures_total{reason="unavailable"}' in down.get("/metrics").text
+
+
+def test_unconfirmed_write_is_503_and_the_service_recovers(make_settings: Callable[..., Settings]) -> None:
+    """A write Kafka cannot confirm in time -> 503; the breaker closes again once Kafka confirms."""
+    settings = make_settings(produce_timeout_s=0.2)
+    # A linger longer than the produce timeout: the broker is fine, the confirmation just comes late.
+    bridge = KafkaBridge(settings, producer_overrides={"linger.ms": 600, "message.timeout.ms": 10_000})
+    with TestClient(create_app(settings, bridge=bridge), raise_server_exceptions=False) as slow:
+        assert slow.get("/ready").status_code == 200
+        started = time.monotonic()
+        response = slow.post("/ingest/barcode", content=orjson.dumps(scan()))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"].isdigit()
+        assert 0.15 < elapsed < 1.2
+        deadline = time.monotonic() + 5
+        while slow.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the breaker never closed again"
+            time.sleep(0.05)
+
+
+def test_recovers_by_itself_when_kafka_becomes_reachable(
+    app_client: Callable[..., TestClient], stack_settings: Settings, topic_reader: TopicReader
+) -> None:
+    """Start with nothing listening at the bootstrap address, then let Kafka "come back" there."""
+    host, _, port = stack_settings.kafka_bootstrap.rpartition(":")
+    forwarder = TcpForwarder(free_port(), (host, int(port)))
+    with app_client(kafka_bootstrap=f"127.0.0.1:{forwarder.port}", produce_timeout_s=1.0) as later:
+        assert later.post("/ingest/barcode", content=orjson.dumps(scan())).status_code == 503
+        assert later.get("/ready").status_code == 503
+        forwarder.start()
+        try:
+            deadline = time.monotonic() + 10
+            while later.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, "did not recover after Kafka became reachable"
+                time.sleep(0.1)
+            body = scan()
+            response = later.post("/ingest/barcode", content=orjson.dumps(body))
+            assert response.status_code == 202, response.text
+            assert body["scanId"] in topic_reader.read(want={body["scanId"]})
+        finally:
+            forwarder.stop()

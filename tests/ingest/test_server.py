@@ -1,0 +1,171 @@
+"""``barcode-pipeline ingest`` as a real server (one and two processes on one port), real Kafka, SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from barcode_pipeline.config import Settings
+from tests.ingest.conftest import TopicReader, free_port, scan
+
+pytestmark = pytest.mark.integration
+
+CLI = Path(sys.executable).with_name("barcode-pipeline")
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[bytes], base_url: str, port: int) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.port = port
+
+
+@contextmanager
+def running_server(settings: Settings, processes: int, log_path: Path) -> Iterator[Server]:
+    """``barcode-pipeline ingest`` in its own session, ready (``/ready`` 200) when entered."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["BP_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [str(CLI), "ingest", "--port", str(port), "--processes", str(processes)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 30 s"
+            time.sleep(0.1)
+        yield Server(proc, base_url, port)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the session started above
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+
+@pytest.fixture(params=[2, 1], ids=["2-processes", "1-process"])
+def server(request: pytest.FixtureRequest, stack_settings: Settings, tmp_path: Path) -> Iterator[Server]:
+    with running_server(stack_settings, request.param, tmp_path / "ingest.log") as running:
+        yield running
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings: Settings) -> None:
+    reader = TopicReader(stack_settings)
+    reader.mark()
+    sent: list[str] = []
+    # Separate connections, so the kernel spreads them over both server processes.
+    for _ in range(20):
+        body = scan()
+        response = httpx.post(f"{server.base_url}/ingest/barcode", content=orjson.dumps(body), timeout=5)
+        assert response.status_code == 202, response.text
+        sent.append(body["scanId"])
+    batch = [scan() for _ in range(10)]
+    response = httpx.post(f"{server.base_url}/ingest/barcodes", content=orjson.dumps(batch), timeout=5)
+    assert response.json() == {"total": 10, "succeeded": 10, "failedIndices": []}
+    sent += [item["scanId"] for item in batch]
+
+    # Chunked oversize upload against the real HTTP stack.
+    def chunks() -> Iterator[bytes]:
+        for _ in range(300):
+            yield b" " * 4096
+
+    response = httpx.post(f"{server.base_url}/ingest/barcode", content=chunks(), timeout=5)
+    assert response.status_code == 413
+    # And an honest Content-Length over the limit is refused before the body is read.
+    response = httpx.post(f"{server.base_url}/ingest/barcodes", content=b" " * (2 << 20), timeout=5)
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+
+    # Metrics aggregate every process (multiprocess mode), whichever one answers the scrape.
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    match = re.search(r"^bp_ingest_accepted_total (\S+)$", metrics, re.MULTILINE)
+    assert match is not None, metrics
+    assert float(match.group(1)) == 30
+
+    assert set(sent) <= set(reader.read(want=set(sent)))
+    reader.close()
+
+    # SIGTERM while a client keeps sending: every answered request was accepted, then a clean exit.
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    statuses.append(client.post("/ingest/barcode", content=orjson.dumps(scan())).status_code)
+                except httpx.TransportError:
+                    return  # the listener closed: expected once draining started
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    stop.set()
+    sender.join(10)
+    assert statuses, "no request was answered before SIGTERM"
+    assert set(statuses) == {202}
+
+
+def test_workers_stop_when_their_supervisor_is_killed(stack_settings: Settings, tmp_path: Path) -> None:
+    """A SIGKILLed parent must not leave workers serving unsupervised and holding the port."""
+    with running_server(stack_settings, 2, tmp_path / "ingest.log") as server:
+        workers = [pid for pid in _children(server.proc.pid) if _running(pid)]
+        assert len(workers) >= 2
+        server.proc.kill()
+        server.proc.wait(5)
+        deadline = time.monotonic() + 15
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            sock.connect(("127.0.0.1", server.port))
