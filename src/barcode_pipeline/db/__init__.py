@@ -1,1 +1,1 @@
-"""db subsystem."""
+"""The database schema: numbered SQL migrations (package data), their runner, and the workers' SQL."""

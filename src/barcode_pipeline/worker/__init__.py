@@ -1,1 +1,6 @@
-"""worker subsystem."""
+"""Persistence workers: Redis stream shards -> batched multi-row INSERTs -> XACK after COMMIT.
+
+``batcher`` (when to write), ``entries`` (what is storable), ``storage`` (the DB write and the
+center cache), ``recovery`` (heartbeats, takeover of dead workers' entries, idle claims, DLQ),
+``service`` (the main loop) and ``commands`` (``barcode-pipeline worker --name NAME``).
+"""

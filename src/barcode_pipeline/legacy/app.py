@@ -1,0 +1,300 @@
+"""The legacy synchronous baseline: the same API and validation as the ingest service, the old write path.
+
+Each request is handled like a servlet on a classic thread-per-request container: the event loop
+only moves bytes (reading the capped body, writing the response); everything else, JSON parsing,
+validation, the center lookup, the row-by-row INSERTs and the COMMIT, runs on one worker thread of
+a bounded pool (anyio's default thread limiter, sized to the container's ``maxThreads``), and the
+answer is sent only after the COMMIT. DB connections come from a bounded pool that makes a request
+wait up to a timeout (HikariCP's 30 s by default) and then answer 503, as the old service did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio.to_thread
+import orjson
+import pymysql
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from barcode_pipeline import __version__
+from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
+from barcode_pipeline.errors import DeliveryError, ValidationFailed
+from barcode_pipeline.ingest import schemas
+from barcode_pipeline.ingest.http import (
+    JSON,
+    BadBody,
+    BodyTooLarge,
+    error_response,
+    json_response,
+    malformed_json,
+    read_body,
+    too_large,
+    unavailable,
+    validation_failed,
+)
+from barcode_pipeline.legacy.metrics import METRICS_CONTENT_TYPE, LegacyMetrics
+from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S, ConnectionPool, PoolTimeout
+from barcode_pipeline.legacy.store import LegacyStore, connection_factory
+
+log = logging.getLogger(__name__)
+
+ROUTE_ONE = "/ingest/barcode"
+ROUTE_BATCH = "/ingest/barcodes"
+_LABELLED_ROUTES = frozenset({ROUTE_ONE, ROUTE_BATCH, "/health", "/ready", "/metrics"})
+READY_TIMEOUT_S = 2.0  # /ready waits at most this long for a pooled connection
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorBody, "description": "Malformed JSON."},
+    413: {
+        "model": schemas.ErrorBody,
+        "description": "Body over `max_body_bytes`, or batch over `max_batch_items`.",
+    },
+    422: {
+        "model": schemas.ErrorBody,
+        "description": "A rule is broken or the device has no center; `field` (and `index`, in a batch) "
+        "name it.",
+    },
+}
+
+
+class LegacyReady(BaseModel):
+    status: Literal["ready", "not_ready"]
+    db: Literal["up", "down"]
+    reason: str | None = None
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware timing every request by route and status (bounded label set)."""
+
+    def __init__(self, app: ASGIApp, metrics: LegacyMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in _LABELLED_ROUTES else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.observe_request(route, status, time.perf_counter() - started)
+
+
+class LegacyHandlers:
+    """The blocking request bodies; each method runs on a worker thread and returns the response."""
+
+    def __init__(self, settings: Settings, store: LegacyStore, metrics: LegacyMetrics) -> None:
+        self._rules = ScanRules.from_days(settings.scan_max_age_days, settings.scan_max_future_ms)
+        self._max_items = settings.max_batch_items
+        self._store = store
+        self._metrics = metrics
+
+    def one(self, body: bytes) -> Response:
+        try:
+            obj: object = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return malformed_json(exc)
+        try:
+            event = parse_scan(obj, self._rules)
+            self._store.save([event], batch=False)
+        except ValidationFailed as exc:
+            return validation_failed(exc)
+        except DeliveryError as exc:
+            return self._unavailable(exc)
+        except pymysql.MySQLError as exc:
+            return self._failed(exc)
+        return Response(
+            orjson.dumps({"scanId": event.scan_id, "status": "accepted"}), status_code=202, media_type=JSON
+        )
+
+    def many(self, body: bytes) -> Response:
+        try:
+            obj: object = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return malformed_json(exc)
+        if isinstance(obj, list) and len(obj) > self._max_items:
+            return too_large(f"a batch holds at most {self._max_items} scans, got {len(obj)}")
+        try:
+            events = parse_scan_batch(obj, self._rules, max_items=self._max_items)
+            self._store.save(events, batch=True)
+        except ValidationFailed as exc:
+            return validation_failed(exc)
+        except DeliveryError as exc:
+            total = len(obj) if isinstance(obj, list) else 0
+            return self._unavailable(exc, total=total, succeeded=0, failedIndices=list(range(total)))
+        except pymysql.MySQLError as exc:
+            return self._failed(exc)
+        return json_response(200, {"total": len(events), "succeeded": len(events), "failedIndices": []})
+
+    def ready(self) -> Response:
+        try:
+            self._store.ping(READY_TIMEOUT_S)
+        except DeliveryError as exc:
+            return json_response(503, {"status": "not_ready", "db": "down", "reason": str(exc)})
+        return json_response(200, {"status": "ready", "db": "up"})
+
+    def _unavailable(self, exc: DeliveryError, **extra: Any) -> Response:
+        if isinstance(exc, PoolTimeout):
+            self._metrics.pool_timeouts.inc()
+        else:
+            self._metrics.db_error("unavailable")
+            log.warning("request failed on the database: %s", exc)
+        return unavailable(str(exc), **extra)
+
+    def _failed(self, exc: pymysql.MySQLError) -> Response:
+        """A DB error that a resend will not fix (e.g. data too long): 500, logged with its traceback."""
+        log.error("request failed on the database", exc_info=exc)
+        self._metrics.db_error("other")
+        return error_response(500, "internal", "database error")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool_size: int | None = None,
+    threads: int | None = None,
+    pool_timeout_s: float = DEFAULT_TIMEOUT_S,
+    metrics: LegacyMetrics | None = None,
+) -> FastAPI:
+    """Build one process's app: ``pool_size`` connections and ``threads`` workers (settings by default).
+
+    The pool is opened and pre-filled in the lifespan, so building the app costs no I/O.
+    """
+    metrics = metrics if metrics is not None else LegacyMetrics()
+    size = pool_size if pool_size is not None else settings.legacy_pool_size
+    max_threads = threads if threads is not None else settings.legacy_threads
+    pool = ConnectionPool(connection_factory(settings.db_url), size, pool_timeout_s)
+    store = LegacyStore(pool, settings.time_zone, metrics)
+    handlers = LegacyHandlers(settings, store, metrics)
+    body_limit = settings.max_body_bytes
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The servlet container's maxThreads: every blocking request body below shares this limiter.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max_threads
+        idle = await anyio.to_thread.run_sync(pool.fill)
+        log.info(
+            "legacy ready: %d/%d DB connection(s) open, %d worker thread(s), pool timeout %gs",
+            idle,
+            size,
+            max_threads,
+            pool_timeout_s,
+        )
+        try:
+            yield
+        finally:
+            pool.close()
+            log.info("legacy stopped; connections closed")
+
+    app = FastAPI(
+        title="barcode-pipeline legacy baseline",
+        version=__version__,
+        description=(
+            "The old synchronous path, kept as a benchmark baseline: each request looks up the device's "
+            "center, INSERTs its rows one by one into `legacy_barcodes` and COMMITs before answering."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http"
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, _exc: Exception) -> Response:
+        # Starlette re-raises after this response, so the server logs the traceback once.
+        return error_response(500, "internal", "internal server error")
+
+    async def read(request: Request) -> bytes | Response:
+        try:
+            return await read_body(request, body_limit)
+        except BodyTooLarge as exc:
+            return too_large(str(exc))
+        except BadBody as exc:
+            return error_response(400, "malformed_json", str(exc))
+
+    @app.post(
+        ROUTE_ONE,
+        status_code=202,
+        response_model=None,
+        summary="Store one scan (answers after COMMIT)",
+        responses={
+            202: {"model": schemas.Accepted, "description": "The row is committed."},
+            **_ERRORS,
+            503: {"model": schemas.ErrorBody, "description": "No DB connection in time, or the DB failed."},
+        },
+        openapi_extra=schemas.json_body(schemas.scan_schema()),
+    )
+    async def ingest_barcode(request: Request) -> Response:
+        body = await read(request)
+        if isinstance(body, Response):
+            return body
+        return await anyio.to_thread.run_sync(handlers.one, body)
+
+    @app.post(
+        ROUTE_BATCH,
+        status_code=200,
+        response_model=None,
+        summary="Store a batch of scans in one transaction (all or none)",
+        responses={
+            200: {"model": schemas.BatchResult, "description": "Every row is committed."},
+            **_ERRORS,
+            503: {"model": schemas.BatchUnavailable, "description": "Nothing was stored; resend later."},
+        },
+        openapi_extra=schemas.json_body(schemas.batch_schema(settings.max_batch_items)),
+    )
+    async def ingest_barcodes(request: Request) -> Response:
+        body = await read(request)
+        if isinstance(body, Response):
+            return body
+        return await anyio.to_thread.run_sync(handlers.many, body)
+
+    @app.get("/health", response_model=schemas.Health, summary="The process is alive")
+    async def health() -> Response:
+        return json_response(200, {"status": "ok"})
+
+    @app.get(
+        "/ready",
+        response_model=LegacyReady,
+        summary="A pooled DB connection answers",
+        responses={503: {"model": LegacyReady, "description": "DB unreachable or the pool is exhausted."}},
+    )
+    async def ready() -> Response:
+        return await anyio.to_thread.run_sync(handlers.ready)
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return app

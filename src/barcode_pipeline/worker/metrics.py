@@ -1,0 +1,40 @@
+"""Prometheus metrics of the persistence worker (one process = one worker, so no worker label)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BATCH_SIZE = Histogram(
+    "bp_worker_batch_size",
+    "Stream entries per written batch",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000),
+)
+BATCHES = Counter("bp_worker_batches_total", "Batches written, by what made them due", ["trigger"])
+INSERT_SECONDS = Histogram(
+    "bp_worker_insert_seconds",
+    "Time of one batch's multi-row INSERT plus COMMIT",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+ROWS_INSERTED = Counter("bp_worker_rows_inserted_total", "Rows newly stored")
+DUPLICATES = Counter(
+    "bp_worker_duplicates_total", "Entries absorbed by a UNIQUE index (already stored: redelivery, resend)"
+)
+DEAD_LETTERED = Counter("bp_worker_dead_lettered_total", "Entries moved to the DLQ, by cause", ["cause"])
+RECLAIMED = Counter(
+    "bp_worker_reclaimed_total",
+    "Pending entries taken over, by source (own: after restart, dead: expired heartbeat, idle)",
+    ["source"],
+)
+PENDING = Gauge(
+    "bp_worker_pending_entries", "Entries delivered to the group but not acked, per stream", ["stream"]
+)
+DB_FAILURES = Counter("bp_worker_db_failures_total", "Failed attempts to reach or write the database")
+REDIS_FAILURES = Counter("bp_worker_redis_failures_total", "Failed Redis round trips (retried)")
+
+# Export every known label at 0 from the start, so dashboards and alerts see a series before the first event.
+for _cause in ("malformed", "invalid", "unknown_device", "max_deliveries", "db_rejected"):
+    DEAD_LETTERED.labels(_cause)
+for _source in ("own", "dead", "idle"):
+    RECLAIMED.labels(_source)
+for _trigger in ("size", "delay", "recovery", "drain"):
+    BATCHES.labels(_trigger)

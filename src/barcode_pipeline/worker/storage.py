@@ -1,0 +1,228 @@
+"""Writing a batch to the database: the center lookup cache and one multi-row INSERT per transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import pymysql
+
+from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, insert_barcodes_sql
+from barcode_pipeline.domain import StoredScan
+from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.worker import metrics
+
+log = logging.getLogger(__name__)
+
+CRASH_EXIT_CODE = 137  # what a SIGKILL looks like to a supervisor
+_EPOCH = datetime(1970, 1, 1)
+# Errors that belong to a row (a value the column refuses), as opposed to the connection or server.
+ROW_ERRORS = (pymysql.err.DataError, pymysql.err.IntegrityError)
+
+Row = tuple[str, str, str, str, str, datetime, datetime, str | None]
+
+
+class DbUnavailable(PipelineError):
+    """The database could not take the batch now (down, lost connection, deadlock, schema missing).
+
+    Transient by definition: the caller keeps the batch unacked, backs off and tries again.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class CrashPoints:
+    """Fault injection for the crash tests: die like ``kill -9`` at the two critical moments."""
+
+    before_commit: bool = False  # after the INSERT, before COMMIT: the server rolls the batch back
+    after_commit: bool = False  # after COMMIT, before XACK: the batch is stored but redelivered
+
+
+@dataclass
+class WriteOutcome:
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
+
+    def merge(self, other: WriteOutcome, offset: int) -> WriteOutcome:
+        return WriteOutcome(
+            self.inserted + other.inserted,
+            self.duplicates + other.duplicates,
+            self.rejected + [(i + offset, reason) for i, reason in other.rejected],
+        )
+
+
+def db_time(epoch_ms: int) -> datetime:
+    """Epoch ms as the naive UTC datetime a DATETIME(3) column stores (sessions run in UTC)."""
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+def to_row(scan: StoredScan, center_id: str, dedup_policy: Literal["event", "barcode"]) -> Row:
+    """Values in ``INSERT_COLUMNS`` order; ``dedup_barcode`` is set only under policy ``barcode``."""
+    return (
+        scan.internal_barcode_id,
+        scan.scan_id,
+        scan.barcode,
+        center_id,
+        scan.device_id,
+        db_time(scan.scan_time),
+        db_time(scan.processed_time),
+        scan.barcode if dedup_policy == "barcode" else None,
+    )
+
+
+class CenterCache:
+    """device_id -> center_id, held in memory: the mapping is tiny and changes rarely.
+
+    A device not in the cache triggers a reload, at most once per ``min_refresh_s``, so a newly
+    mapped device is picked up quickly while a flood of scans from an unmapped device costs at
+    most one query per interval. The whole table is also reloaded after ``max_age_s`` so that a
+    device moved to another center is noticed.
+    """
+
+    def __init__(
+        self, load: Callable[[], dict[str, str]], *, min_refresh_s: float = 1.0, max_age_s: float = 300.0
+    ) -> None:
+        self._load = load
+        self._min_refresh_s = min_refresh_s
+        self._max_age_s = max_age_s
+        self._centers: dict[str, str] = {}
+        self._loaded_at: float | None = None
+
+    def resolve(self, device_ids: Collection[str], now: float) -> dict[str, str]:
+        """The centers of those devices that have one; absent keys are unknown devices."""
+        age = float("inf") if self._loaded_at is None else now - self._loaded_at
+        missing = any(d not in self._centers for d in device_ids)
+        if age >= self._max_age_s or (missing and age >= self._min_refresh_s):
+            self._reload(now)
+        return {d: self._centers[d] for d in device_ids if d in self._centers}
+
+    def _reload(self, now: float) -> None:
+        self._centers = self._load()
+        self._loaded_at = now
+        log.debug("center mapping loaded: %d devices", len(self._centers))
+
+
+class BarcodeStore:
+    """Owns one DB connection; reconnects lazily after any failure."""
+
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        dedup_policy: Literal["event", "barcode"],
+        table: str = BARCODES_TABLE,
+        crash: CrashPoints | None = None,
+        read_timeout_s: float = 60.0,
+        center_refresh_s: float = 1.0,
+    ) -> None:
+        self._db_url = db_url
+        self.dedup_policy = dedup_policy
+        self._sql = insert_barcodes_sql(table)
+        self._crash = crash or CrashPoints()
+        self._read_timeout_s = read_timeout_s
+        self._conn: Any = None
+        self._centers = CenterCache(self._load_centers, min_refresh_s=center_refresh_s)
+
+    # ------------------------------------------------------------------ connection
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = connect(
+                self._db_url,
+                autocommit=False,
+                init_command="SET time_zone = '+00:00'",
+                # Bounded, so a hung server surfaces as an error instead of a stalled worker.
+                read_timeout=int(self._read_timeout_s),
+                write_timeout=int(self._read_timeout_s),
+            )
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(pymysql.err.MySQLError, OSError):
+                conn.close()
+
+    def _unavailable(self, what: str, exc: BaseException) -> DbUnavailable:
+        """Drop the connection (it may be half-way through anything) and describe the failure."""
+        metrics.DB_FAILURES.inc()
+        self.close()
+        hint = (
+            "has `barcode-pipeline db upgrade` run?"
+            if isinstance(exc, pymysql.err.ProgrammingError)
+            else None
+        )
+        return DbUnavailable(f"{what}: {exc}", component="db", hint=hint)
+
+    # ------------------------------------------------------------------ centers
+    def _load_centers(self) -> dict[str, str]:
+        try:
+            conn = self._connection()
+            with conn.cursor() as cur:
+                cur.execute(SELECT_CENTERS)
+                rows = cur.fetchall()
+            conn.rollback()  # end the read snapshot now rather than at the next batch's COMMIT
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise self._unavailable("loading device_center_mapping failed", exc) from exc
+        return {str(device): str(center) for device, center in rows}
+
+    def centers(self, device_ids: Collection[str]) -> dict[str, str]:
+        """The center of every mapped device among ``device_ids``; raises ``DbUnavailable``."""
+        return self._centers.resolve(device_ids, time.monotonic())
+
+    # ------------------------------------------------------------------ write
+    def write(self, rows: Sequence[Row]) -> WriteOutcome:
+        """Store ``rows`` in one transaction; raises ``DbUnavailable`` (nothing is then committed).
+
+        If the server refuses a value (a data or integrity error other than a duplicate key, which
+        the statement absorbs), the batch is split in halves until the offending rows are isolated:
+        they come back in ``rejected`` and every other row is stored.
+        """
+        if not rows:
+            return WriteOutcome()
+        try:
+            return self._write_once(rows)
+        except ROW_ERRORS as exc:
+            self._rollback()
+            if len(rows) == 1:
+                return WriteOutcome(rejected=[(0, f"rejected by the database: {exc}")])
+            log.warning("batch of %d refused (%s); bisecting to isolate the bad rows", len(rows), exc)
+            mid = len(rows) // 2
+            return self.write(rows[:mid]).merge(self.write(rows[mid:]), offset=mid)
+
+    def _write_once(self, rows: Sequence[Row]) -> WriteOutcome:
+        try:
+            conn = self._connection()
+            started = time.perf_counter()
+            with conn.cursor() as cur:
+                affected = int(cur.executemany(self._sql, rows) or 0)
+            if self._crash.before_commit:
+                _crash("before COMMIT")
+            conn.commit()
+            metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
+        except ROW_ERRORS:
+            raise
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise self._unavailable(f"writing a batch of {len(rows)} failed", exc) from exc
+        if self._crash.after_commit:
+            _crash("after COMMIT, before XACK")
+        # With the no-op ON DUPLICATE KEY UPDATE a new row counts 1 and an absorbed duplicate 0.
+        return WriteOutcome(inserted=affected, duplicates=len(rows) - affected)
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rollback()
+        except (pymysql.err.MySQLError, OSError):
+            self.close()
+
+
+def _crash(where: str) -> None:
+    log.error("crash hook: exiting with %d %s", CRASH_EXIT_CODE, where)
+    os._exit(CRASH_EXIT_CODE)

@@ -1,0 +1,106 @@
+"""The connection pool against the real MariaDB, and the per-process budget split."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pymysql
+import pytest
+
+from barcode_pipeline.config import Settings
+from barcode_pipeline.legacy.pool import ConnectionPool, DbUnavailable, PoolTimeout
+from barcode_pipeline.legacy.server import budget
+from barcode_pipeline.legacy.store import connection_factory
+from tests.legacy.conftest import Db, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _connection_id(conn: Any) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+        return int(cur.fetchone()[0])
+
+
+def test_pool_is_bounded_and_times_out(legacy_db: Db) -> None:
+    pool = ConnectionPool(connection_factory(legacy_db.url), size=2, timeout_s=0.3)
+    try:
+        assert pool.fill() == 2
+        waits: list[float] = []
+        with pool.connection() as a, pool.connection() as b:
+            assert _connection_id(a) != _connection_id(b)
+            assert pool.in_use == 2
+            started = time.monotonic()
+            with pytest.raises(PoolTimeout), pool.connection(on_wait=waits.append):
+                pass
+            assert 0.25 <= time.monotonic() - started < 2
+        assert pool.in_use == 0
+        assert waits and waits[0] >= 0.25
+
+        # A waiter gets the connection as soon as it is returned.
+        got: list[float] = []
+        with pool.connection(), pool.connection():
+
+            def borrow() -> None:
+                with pool.connection(timeout_s=5, on_wait=got.append):
+                    pass
+
+            thread = threading.Thread(target=borrow)
+            thread.start()
+            time.sleep(0.2)
+        thread.join(5)
+        assert got and 0.15 <= got[0] < 2
+    finally:
+        pool.close()
+
+
+def test_failed_block_rolls_back_and_broken_connection_is_dropped(legacy_db: Db) -> None:
+    pool = ConnectionPool(connection_factory(legacy_db.url), size=1, timeout_s=1)
+    try:
+        with pytest.raises(RuntimeError), pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                " VALUES ('POOL-TEST-ROLLBACK', 'X', 'X')"
+            )
+            raise RuntimeError("request failed")
+        assert (
+            legacy_db.query("SELECT 1 FROM device_center_mapping WHERE device_id = 'POOL-TEST-ROLLBACK'")
+            == []
+        )
+
+        with pool.connection() as conn:
+            first = _connection_id(conn)
+        legacy_db.query(f"KILL {first}")
+        # Used at once (inside the validation window): the statement fails, the connection is dropped...
+        with pytest.raises(pymysql.err.OperationalError), pool.connection() as conn:
+            _connection_id(conn)
+        assert pool.in_use == 0
+        # ...and the slot it held opens a fresh one.
+        with pool.connection() as conn:
+            assert _connection_id(conn) != first
+    finally:
+        pool.close()
+
+
+def test_unreachable_database_frees_the_slot() -> None:
+    pool = ConnectionPool(
+        connection_factory(f"mysql://barcode:barcode@127.0.0.1:{free_port()}/nothing"), size=1, timeout_s=0.2
+    )
+    assert pool.fill() == 0
+    for _ in range(3):  # a slot leak would turn the second attempt into a PoolTimeout
+        with pytest.raises(DbUnavailable), pool.connection():
+            pass
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    ("processes", "pool_size", "threads", "expected"),
+    [(2, 10, 40, (5, 20)), (1, 10, 40, (10, 40)), (3, 10, 40, (4, 14)), (4, 1, 1, (1, 1))],
+)
+def test_budget_splits_pool_and_threads_over_processes(
+    processes: int, pool_size: int, threads: int, expected: tuple[int, int]
+) -> None:
+    share = budget(Settings(ingest_processes=processes, legacy_pool_size=pool_size, legacy_threads=threads))
+    assert (share.processes, share.pool_size, share.threads) == (processes, *expected)

@@ -1,0 +1,267 @@
+"""The persistence worker on the real Redis and MariaDB (in-process workers on threads)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from barcode_pipeline import names
+from barcode_pipeline.db import migrate
+from barcode_pipeline.worker.service import Worker, WorkerOptions
+from barcode_pipeline.worker.storage import BarcodeStore, to_row
+from tests.worker.conftest import DEVICES, Db, Env, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_every_entry_is_stored_once_and_acked(env: Env) -> None:
+    scans = env.many(1200)  # several batches of 500
+    env.add(scans)
+    env.start("w1")
+    wait_until(lambda: env.db.count() == 1200, 20, "1200 rows")
+    wait_until(lambda: env.pending() == 0, 5, "an empty PEL")
+    assert env.db.distinct_ids() == 1200
+    stored = env.db.query("SELECT internal_barcode_id, scan_id, original_barcode, center_id, device_id"
+                          " FROM barcodes ORDER BY id")  # fmt: skip
+    centers = dict(zip(DEVICES, ("CENTER-1", "CENTER-2", "CENTER-3"), strict=True))
+    assert {row[0] for row in stored} == {s.internal_barcode_id for s in scans}
+    assert all(row[3] == centers[row[4]] for row in stored)
+
+    # The processor (or a replay) publishing the very same records again must not add rows.
+    duplicates_before = metric("bp_worker_duplicates_total")
+    env.add(scans)
+    wait_until(lambda: metric("bp_worker_duplicates_total") - duplicates_before >= 1200, 20, "duplicates")
+    wait_until(lambda: env.pending() == 0, 5, "an empty PEL")
+    assert env.db.count() == 1200
+    assert env.dlq() == []
+
+
+def test_a_lone_entry_is_written_when_the_delay_expires(env: Env) -> None:
+    env.start("w1", env.settings.model_copy(update={"worker_max_delay_ms": 300}))
+    time.sleep(0.3)  # let the worker settle into its blocking read
+    env.add([env.scan(0)])
+    took = wait_until(lambda: env.db.count() == 1, 5, "the row", interval=0.005)
+    assert 0.25 <= took <= 0.8, f"stored after {took:.3f}s; expected about max_delay (0.3s)"
+
+
+def test_a_full_batch_is_written_at_once_and_the_rest_on_shutdown(env: Env) -> None:
+    settings = env.settings.model_copy(update={"worker_batch_size": 50, "worker_max_delay_ms": 60_000})
+    worker = env.start("w1", settings)
+    env.add(env.many(60))
+    wait_until(lambda: env.db.count() == 50, 5, "the first full batch")
+    time.sleep(0.5)
+    assert env.db.count() == 50, "the 10 left over must wait for size or delay"
+    worker.stop()  # graceful: the partial batch is committed and acked before exit
+    env.threads[-1][1].join(15)
+    assert env.db.count() == 60
+    assert env.pending() == 0
+
+
+def test_unknown_device_and_malformed_entries_go_to_the_dlq_and_are_acked(env: Env) -> None:
+    good = env.scan(1)
+    stray = env.scan(2, device="NOT-A-MAPPED-PC")
+    env.add([good, stray])
+    env.add_raw({"id": "x", "dev": "SEOUL-CENTER-PC-001"}, shard=1)
+    env.add_raw(
+        {b"id": b"\xff\xfe", b"sid": b"s", b"bc": b"b", b"dev": b"d", b"st": b"1", b"pt": b"1"}, shard=2
+    )
+    env.start("w1")
+    wait_until(lambda: len(env.dlq()) == 3, 10, "three dead letters")
+    wait_until(lambda: env.pending() == 0, 5, "all acked")
+    assert env.db.count() == 1
+    by_reason = {d["dlq_reason"].split(":")[0]: d for d in env.dlq()}
+    assert set(by_reason) == {"unknown device", "malformed entry"} and len(env.dlq()) == 3
+    unknown = by_reason["unknown device"]
+    assert "NOT-A-MAPPED-PC" in unknown["dlq_reason"]
+    assert unknown["dlq_stream"] == env.stream_of("NOT-A-MAPPED-PC")
+    assert unknown["dlq_consumer"] == "w1" and unknown["dlq_id"]
+    assert {k: unknown[k] for k in stray.to_fields()} == stray.to_fields()  # the original, intact
+    assert metric("bp_worker_dead_lettered_total", cause="unknown_device") >= 1
+
+
+def test_an_entry_delivered_too_often_goes_to_the_dlq(env: Env) -> None:
+    env.create_groups()
+    scan = env.scan(7)
+    [entry_id] = env.add([scan])
+    stream = env.stream_of(scan.device_id)
+    env.redis.xreadgroup(names.WORKER_GROUP, "ghost", {stream: ">"})
+    env.redis.xreadgroup(names.WORKER_GROUP, "ghost", {stream: "0"})  # 2nd delivery
+    env.redis.xreadgroup(names.WORKER_GROUP, "ghost", {stream: "0"})  # 3rd; the claim makes it 4
+    env.start("w1", env.settings.model_copy(update={"max_deliveries": 3}))  # "ghost" has no heartbeat
+    wait_until(lambda: len(env.dlq()) == 1, 10, "the dead letter")
+    letter = env.dlq()[0]
+    assert letter["dlq_id"] == entry_id and letter["dlq_deliveries"] == "4"
+    assert "delivered 4 times" in letter["dlq_reason"]
+    wait_until(lambda: env.pending() == 0, 5, "the ack")
+    assert env.db.count() == 0
+
+
+def test_a_slow_but_live_workers_entries_are_claimed_only_after_the_idle_limit(env: Env) -> None:
+    env.create_groups()
+    scans = env.many(20)
+    env.add(scans)
+    env.redis.set(names.heartbeat_key("slowpoke"), "alive", ex=60)
+    env.redis.xreadgroup(names.WORKER_GROUP, "slowpoke", dict.fromkeys(names.all_streams(4), ">"))
+    assert env.pending("slowpoke") == 20
+    t0 = time.monotonic()
+    env.start("w1", env.settings.model_copy(update={"claim_min_idle_ms": 3000}))
+    time.sleep(2.0)
+    assert env.pending("slowpoke") == 20 and env.db.count() == 0, "a live worker's entries were stolen"
+    wait_until(lambda: env.db.count() == 20, 5, "the idle claim")
+    assert time.monotonic() - t0 >= 2.5
+    wait_until(lambda: env.pending() == 0, 5, "the acks")
+    assert "slowpoke" in env.consumers(), "a live consumer must not be removed"
+
+
+def test_dead_consumers_without_entries_are_removed(env: Env) -> None:
+    env.create_groups()
+    env.redis.xgroup_createconsumer(names.stream_name(0), names.WORKER_GROUP, "gone")
+    assert "gone" in env.consumers()
+    env.start("w1")
+    wait_until(lambda: "gone" not in env.consumers(), 5, "the dead consumer to be removed")
+    env.add([env.scan(1)])
+    wait_until(lambda: "w1" in env.consumers() and env.pending() == 0, 5, "w1 to work on")
+
+
+def test_worker_waits_out_a_missing_database_without_acking(env: Env) -> None:
+    late_url = migrate.database_url(env.settings.db_url, "bp_test_worker_late")
+    migrate.drop_database(late_url)
+    try:
+        env.add(env.many(30))
+        failures = metric("bp_worker_db_failures_total")
+        env.start("w1", env.settings.model_copy(update={"db_url": late_url}))
+        wait_until(lambda: metric("bp_worker_db_failures_total") >= failures + 2, 10, "failed attempts")
+        assert env.pending("w1") == 30, "nothing may be acked while the database is away"
+        assert env.threads[-1][1].is_alive()
+        migrate.create_database(late_url)
+        migrate.upgrade(late_url)
+        wait_until(lambda: Db(late_url).count() == 30, 15, "the rows once the database is back")
+        wait_until(lambda: env.pending() == 0, 5, "the acks")
+    finally:
+        env.stop_all()
+        migrate.drop_database(late_url)
+
+
+# ---------------------------------------------------------------------------- storage on its own
+
+
+def test_a_batch_is_one_insert_statement_and_one_commit(env: Env) -> None:
+    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    rows = [to_row(s, "CENTER-1", "event") for s in env.many(300)]
+
+    def status() -> dict[str, int]:
+        conn = store._connection()  # the store's own session: only its statements count
+        with conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Com_insert', 'Com_commit')")
+            values = {str(k): int(v) for k, v in cur.fetchall()}
+        conn.rollback()
+        return values
+
+    try:
+        before = status()
+        outcome = store.write(rows)
+        after = status()
+        assert (outcome.inserted, outcome.duplicates, outcome.rejected) == (300, 0, [])
+        assert after["Com_insert"] - before["Com_insert"] == 1
+        assert after["Com_commit"] - before["Com_commit"] == 1
+        again = store.write(rows[:100] + rows[:100])  # a batch can even repeat itself
+        assert (again.inserted, again.duplicates) == (0, 200)
+        assert env.db.count() == 300
+    finally:
+        store.close()
+
+
+def test_policy_barcode_lets_the_first_scan_of_a_barcode_win(env: Env) -> None:
+    store = BarcodeStore(env.settings.db_url, dedup_policy="barcode")
+    first = env.scan(1)
+    same_barcode = dataclasses.replace(env.scan(2), barcode=first.barcode)  # another scan event
+    try:
+        outcome = store.write([to_row(first, "C", "barcode"), to_row(same_barcode, "C", "barcode")])
+        assert (outcome.inserted, outcome.duplicates) == (1, 1)
+        assert env.db.query("SELECT internal_barcode_id FROM barcodes") == [(first.internal_barcode_id,)]
+    finally:
+        store.close()
+
+
+def test_a_row_the_database_refuses_is_isolated_and_the_rest_stored(env: Env) -> None:
+    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    rows = [to_row(s, "CENTER-1", "event") for s in env.many(9)]
+    bad = list(rows[4])
+    bad[3] = "C" * 65  # center_id is VARCHAR(64): strict mode refuses it
+    rows[4] = tuple(bad)  # type: ignore[assignment]
+    try:
+        outcome = store.write(rows)
+        assert outcome.inserted == 8
+        assert [i for i, _ in outcome.rejected] == [4]
+        assert "rejected by the database" in outcome.rejected[0][1]
+        assert env.db.count() == 8
+    finally:
+        store.close()
+
+
+def test_redis_client_is_binary_so_odd_bytes_cannot_break_a_read(env: Env) -> None:
+    from barcode_pipeline.worker.service import redis_client
+
+    client = redis_client(env.settings)
+    try:
+        client.xadd("probe", {b"k": b"\xff"})
+        assert client.xrange("probe")[0][1] == {b"k": b"\xff"}
+    finally:
+        client.delete("probe")
+        client.close()
+    assert isinstance(client, redis.Redis)
+
+
+# ---------------------------------------------------------------------------- liveness
+
+
+def test_heartbeat_beats_while_the_loop_progresses_and_stops_when_it_stalls(env: Env) -> None:
+    from barcode_pipeline.worker.recovery import Heartbeat
+    from barcode_pipeline.worker.service import redis_client
+
+    progress = [time.monotonic()]
+    client = redis_client(env.settings)
+    beat = Heartbeat(client, "hb-test", 0.6, progress=lambda: progress[0], stall_limit_s=0.5)
+    key = names.heartbeat_key("hb-test")
+    try:
+        beat.beat()
+        beat.start()
+        for _ in range(5):  # well past the TTL: the thread keeps the key alive
+            progress[0] = time.monotonic()
+            time.sleep(0.2)
+        assert env.redis.exists(key)
+        assert 0 < env.redis.pttl(key) <= 600
+        # The main loop stops reporting progress (stuck): the key must expire, so others take over.
+        wait_until(lambda: not env.redis.exists(key), 3, "the heartbeat to expire")
+        progress[0] = time.monotonic()  # ...and resume when the loop does
+        wait_until(lambda: bool(env.redis.exists(key)), 2, "the heartbeat to resume")
+    finally:
+        beat.stop()
+        client.close()
+    assert not env.redis.exists(key), "a stopped worker deletes its heartbeat at once"
+
+
+def test_worker_survives_an_unreachable_redis_and_still_stops(env: Env) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = env.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/3"})
+    failures = metric("bp_worker_redis_failures_total")
+    worker = Worker(settings, WorkerOptions(name="lonely", shutdown_grace_s=0.5))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    wait_until(lambda: metric("bp_worker_redis_failures_total") >= failures + 2, 10, "retries")
+    assert thread.is_alive() and not worker.ready.is_set()
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
