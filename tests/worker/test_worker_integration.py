@@ -210,9 +210,9 @@ def test_a_row_the_database_refuses_is_isolated_and_the_rest_stored(env: Env) ->
 
 
 def test_redis_client_is_binary_so_odd_bytes_cannot_break_a_read(env: Env) -> None:
-    from barcode_pipeline.worker.service import redis_client
+    from barcode_pipeline.adapters.redis import client as make_client
 
-    client = redis_client(env.settings)
+    client = make_client(env.settings, decode=False)
     try:
         client.xadd("probe", {b"k": b"\xff"})
         assert client.xrange("probe")[0][1] == {b"k": b"\xff"}
@@ -226,11 +226,11 @@ def test_redis_client_is_binary_so_odd_bytes_cannot_break_a_read(env: Env) -> No
 
 
 def test_heartbeat_beats_while_the_loop_progresses_and_stops_when_it_stalls(env: Env) -> None:
+    from barcode_pipeline.adapters.redis import client as make_client
     from barcode_pipeline.worker.recovery import Heartbeat
-    from barcode_pipeline.worker.service import redis_client
 
     progress = [time.monotonic()]
-    client = redis_client(env.settings)
+    client = make_client(env.settings, decode=False)
     beat = Heartbeat(client, "hb-test", 0.6, progress=lambda: progress[0], stall_limit_s=0.5)
     key = names.heartbeat_key("hb-test")
     try:

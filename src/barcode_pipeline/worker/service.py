@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import redis
 
 from barcode_pipeline import names
+from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.errors import PipelineError
@@ -57,17 +58,6 @@ class WorkerOptions:
     stall_limit_s: float | None = None  # main loop silent this long -> heartbeats stop (None: derived)
 
 
-def redis_client(settings: Settings, *, timeout: float = 5.0) -> redis.Redis:
-    """Binary mode (unlike ``adapters.redis.client``): a non-UTF-8 entry must not fail a whole read."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=False,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-    )
-
-
 class Worker:
     """One consumer of ``names.WORKER_GROUP`` on every shard, writing to ``barcodes``."""
 
@@ -84,7 +74,7 @@ class Worker:
         self.name = options.name
         self.group = names.WORKER_GROUP
         self.streams = names.all_streams(settings.stream_shards)
-        self.client = client or redis_client(settings)
+        self.client = client or redis_adapter.client(settings, decode=False)
         self.store = store or BarcodeStore(
             settings.db_url, dedup_policy=settings.dedup_policy, crash=options.crash
         )
