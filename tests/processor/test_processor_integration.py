@@ -72,17 +72,26 @@ def _run_until(proc: Processor, done: Callable[[], bool], timeout: float = 30) -
         thread.join(15)
 
 
-def _group(tag: str) -> str:
-    return f"test-processor-{tag}-{uuid.uuid4().hex[:8]}"
+def _group(tag: str, settings: Settings | None = None) -> str:
+    """A fresh consumer group; with ``settings`` it starts at the log end, not at the topic's history."""
+    group = f"test-processor-{tag}-{uuid.uuid4().hex[:8]}"
+    if settings is not None:
+        c = Consumer(kafka_adapter.consumer_config(settings, group))
+        ends = []
+        for p in range(settings.topic_partitions):
+            _low, high = c.get_watermark_offsets(TopicPartition(names.TOPIC, p), timeout=10)
+            ends.append(TopicPartition(names.TOPIC, p, high))
+        c.commit(offsets=ends, asynchronous=False)
+        c.close()
+    return group
 
 
 def test_events_reach_their_shard_in_device_order(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
+    group = _group("order", settings)
     _produce(settings, [_scan(device, i) for i in range(300)])
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    _run_until(
-        Processor(settings, group=_group("order")), lambda: len(_entries_for(r, settings, device)) >= 300
-    )
+    _run_until(Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) >= 300)
     entries = _entries_for(r, settings, device)
     assert len(entries) == 300
     assert [int(e["st"]) for e in entries] == sorted(int(e["st"]) for e in entries)
@@ -91,9 +100,10 @@ def test_events_reach_their_shard_in_device_order(settings: Settings) -> None:
 
 def test_same_event_five_times_is_published_once(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
+    group = _group("dup", settings)
     _produce(settings, [_scan(device, 1, scan_id="same")] * 5 + [_scan(device, 2)])
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    proc = Processor(settings, group=_group("dup"))
+    proc = Processor(settings, group=group)
     _run_until(proc, lambda: len(_entries_for(r, settings, device)) >= 2)
     time.sleep(0.5)
     assert sorted(e["sid"] for e in _entries_for(r, settings, device)) == [f"{device}-2", "same"]
@@ -102,10 +112,11 @@ def test_same_event_five_times_is_published_once(settings: Settings) -> None:
 def test_poison_goes_to_dlt_and_the_pipeline_goes_on(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
     marker = uuid.uuid4().hex.encode()
+    group = _group("poison", settings)
     _produce(settings, [(device.encode(), b"\xff\xfe" + marker), _scan(device, 7)])
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     _run_until(
-        Processor(settings, group=_group("poison")), lambda: len(_entries_for(r, settings, device)) == 1
+        Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) == 1
     )
 
     c = Consumer(kafka_adapter.consumer_config(settings, _group("dlt-reader")))
@@ -124,7 +135,7 @@ def test_poison_goes_to_dlt_and_the_pipeline_goes_on(settings: Settings) -> None
 
 def test_redis_down_commits_nothing(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
-    group = _group("redis-down")
+    group = _group("redis-down", settings)
     [(partition, offset)] = _produce(settings, [_scan(device, 1)])
     dead = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     proc = Processor(dead, group=group)
@@ -144,10 +155,11 @@ def test_redis_down_commits_nothing(settings: Settings) -> None:
 
 def test_replay_since_redrives_after_redis_loss(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
-    since = int(time.time() * 1000) - 1000
+    group = _group("pre", settings)
+    since = int(time.time() * 1000)
     _produce(settings, [_scan(device, i) for i in range(20)])
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    _run_until(Processor(settings, group=_group("pre")), lambda: len(_entries_for(r, settings, device)) == 20)
+    _run_until(Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) == 20)
     r.flushdb()  # Redis lost everything, markers included
     outcome = replay(settings, since_ms=since)
     assert outcome.published >= 20

@@ -1,10 +1,20 @@
--- Duplicate filter and publish in one atomic step.
--- KEYS[1] = dedup marker key, KEYS[2] = stream of the event's shard
--- ARGV[1] = marker TTL in seconds, ARGV[2..] = stream entry field/value pairs
--- Returns the new entry id, or false when the marker already existed (a duplicate).
+-- Duplicate filter and publish, atomically, for a chunk of events in one call.
+-- KEYS: per event two keys, (dedup marker, stream of the event's shard)
+-- ARGV[1] = marker TTL in seconds, ARGV[2] = W, the number of field/value arguments per event,
+-- ARGV[3..] = the events' stream fields, W per event, in KEYS order.
+-- Returns one number per event: 1 published, 0 duplicate (marker already present).
 -- Atomicity matters: a marker without its entry would silently drop a scan, an entry
 -- without its marker would let a redelivery publish it twice.
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+local ttl = ARGV[1]
+local width = tonumber(ARGV[2])
+local out = {}
+for e = 0, #KEYS / 2 - 1 do
+  if redis.call('SET', KEYS[2 * e + 1], '1', 'NX', 'EX', ttl) then
+    local first = 3 + e * width
+    redis.call('XADD', KEYS[2 * e + 2], '*', unpack(ARGV, first, first + width - 1))
+    out[e + 1] = 1
+  else
+    out[e + 1] = 0
+  end
 end
-return false
+return out

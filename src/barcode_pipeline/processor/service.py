@@ -31,6 +31,7 @@ from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+SCRIPT_CHUNK = 100  # events per Lua call
 
 
 @dataclass
@@ -49,8 +50,11 @@ class Processor:
         self.group = group
         self.stop_event = threading.Event()
         self.consumer = Consumer(
-            kafka_adapter.consumer_config(settings, group, **{"client.id": f"processor-{group}"})
+            kafka_adapter.consumer_config(
+                settings, group, **{"client.id": f"processor-{group}", "on_commit": self._on_commit}
+            )
         )
+        self._uncommitted: dict[int, int] = {}
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
         self.script = self.redis.register_script(redis_adapter.lua_source("dedupe_publish"))
@@ -93,6 +97,7 @@ class Processor:
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # already closed
+            self._final_commit()
             self.consumer.close()  # leaves the group at once, so a successor gets the partitions now
         self.dlt.flush(5)
         self.redis.close()
@@ -160,23 +165,32 @@ class Processor:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def publish(self, events: list[ScanEvent]) -> tuple[int, int]:
-        """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates)."""
+        """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates).
+
+        Events go to Redis in chunks of ``SCRIPT_CHUNK``, one script call per chunk: each event
+        is still atomic (marker and entry together), and a call stays short enough not to stall Redis.
+        """
         s = self.settings
         now = int(time.time() * 1000)
         ttl = str(s.dedup_ttl_s)
         started = time.perf_counter()
         pipe = self.redis.pipeline(transaction=False)
-        for event in events:
-            stored = to_stored(event, s.time_zone, now)
-            args: list[str] = [ttl]
-            for key, value in stored.to_fields().items():
-                args += (key, value)
-            stream = self.streams[shard_of(event.device_id, s.stream_shards)]
-            self.script(keys=[dedup_key(event, s.dedup_policy), stream], args=args, client=pipe)
-        results = pipe.execute()
+        for i in range(0, len(events), SCRIPT_CHUNK):
+            keys: list[str] = []
+            args: list[str] = [ttl, ""]
+            for event in events[i : i + SCRIPT_CHUNK]:
+                keys += (
+                    dedup_key(event, s.dedup_policy),
+                    self.streams[shard_of(event.device_id, s.stream_shards)],
+                )
+                fields = to_stored(event, s.time_zone, now).to_fields()
+                for key, value in fields.items():
+                    args += (key, value)
+            args[1] = str(2 * len(fields))  # every entry has the same fields
+            self.script(keys=keys, args=args, client=pipe)
+        published = sum(sum(flags) for flags in pipe.execute())
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        published = sum(1 for r in results if r)
-        return published, len(results) - published
+        return published, len(events) - published
 
     def _dead_letter(self, poison: list[tuple[Message, str]]) -> None:
         failures: list[str] = []
@@ -204,13 +218,33 @@ class Processor:
             raise DeliveryError(f"DLT write not confirmed ({failures or remaining})", component="kafka")
 
     def _commit(self, offsets: dict[int, int]) -> None:
+        """Commit asynchronously: a lost commit only means a redelivery, which the markers absorb.
+
+        The last offsets are committed synchronously on close, so a clean stop redelivers nothing.
+        """
         tps = [TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()]
+        self._uncommitted.update(offsets)
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            metrics.COMMIT_FAILURES.inc()
+            log.warning("offset commit failed (%s); the batch will be redelivered and deduplicated", exc)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            # Typically a rebalance: another member re-reads these records and the markers absorb them.
+            metrics.COMMIT_FAILURES.inc()
+            log.warning("offset commit failed (%s); those records will be redelivered and deduplicated", err)
+
+    def _final_commit(self) -> None:
+        owned = {tp.partition for tp in self.consumer.assignment()}  # never commit for a partition we lost
+        tps = [TopicPartition(names.TOPIC, p, o) for p, o in self._uncommitted.items() if p in owned]
+        if not tps:
+            return
         try:
             self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
-            # Typically a rebalance: another member re-reads these records and the markers absorb them.
-            metrics.COMMIT_FAILURES.inc()
-            log.warning("offset commit failed (%s); the batch will be redelivered and deduplicated", exc)
+            log.warning("final offset commit failed (%s); the last batch will be redelivered", exc)
 
     def _maybe_report_lag(self) -> None:
         now = time.monotonic()
