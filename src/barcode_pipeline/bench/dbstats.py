@@ -1,0 +1,154 @@
+"""Database write I/O from ``SHOW GLOBAL STATUS``: totals per phase and a per-second series.
+
+Why these counters: the original study used MySQL's ``Innodb_data_writes``, but on MariaDB 10.11
+that counter leaves out redo-log writes and barely moves in short runs. What a synchronous commit
+costs is a redo-log write plus an fsync, so the reports lead with ``Innodb_log_writes`` and
+``Innodb_data_fsyncs`` (plus ``Innodb_os_log_fsyncs`` on servers that still have it) and keep
+``Innodb_data_writes`` where it moves. The counters are server-wide: phases must not overlap, and
+an async phase is sampled only after the pipeline drained, so its trailing batch writes count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from barcode_pipeline.adapters import db
+
+log = logging.getLogger(__name__)
+
+COUNTERS = (
+    "Innodb_log_writes",
+    "Innodb_data_fsyncs",
+    "Innodb_os_log_fsyncs",  # MySQL and older MariaDB only; absent on MariaDB 10.11
+    "Innodb_data_writes",
+    "Innodb_os_log_written",  # redo bytes, for context
+    "Com_commit",
+)
+# What the targets call "redo-log writes and fsyncs".
+HEADLINE = ("Innodb_log_writes", "Innodb_data_fsyncs")
+_QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ({})".format(", ".join(f"'{c}'" for c in COUNTERS))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    t: float  # wall clock, epoch seconds
+    values: dict[str, int]
+
+
+@dataclass
+class IoDelta:
+    """Counter increments over a window, with the scans stored in it."""
+
+    seconds: float
+    scans: int
+    deltas: dict[str, int] = field(default_factory=dict)
+
+    def per_second(self, counter: str) -> float:
+        return self.deltas.get(counter, 0) / self.seconds if self.seconds > 0 else 0.0
+
+    def per_1k(self, counter: str) -> float | None:
+        return self.deltas.get(counter, 0) * 1000 / self.scans if self.scans else None
+
+    def __add__(self, other: IoDelta) -> IoDelta:
+        keys = set(self.deltas) | set(other.deltas)
+        return IoDelta(
+            self.seconds + other.seconds,
+            self.scans + other.scans,
+            {k: self.deltas.get(k, 0) + other.deltas.get(k, 0) for k in sorted(keys)},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "scans": self.scans,
+            "deltas": self.deltas,
+            "per_second": {k: round(self.per_second(k), 2) for k in self.deltas},
+            "per_1k_scans": {k: _round(self.per_1k(k)) for k in self.deltas},
+        }
+
+
+def _round(v: float | None, digits: int = 2) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def delta(before: Snapshot, after: Snapshot, scans: int) -> IoDelta:
+    keys = [k for k in COUNTERS if k in after.values]
+    return IoDelta(
+        seconds=after.t - before.t,
+        scans=scans,
+        deltas={k: after.values[k] - before.values.get(k, 0) for k in keys},
+    )
+
+
+class DbStatus:
+    """One autocommit connection that reads the counters (reading them writes nothing)."""
+
+    def __init__(self, db_url: str) -> None:
+        self._conn: Any = db.connect(db_url, autocommit=True)
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock, self._conn.cursor() as cur:
+            cur.execute(_QUERY)
+            rows = cur.fetchall()
+        return Snapshot(time.time(), {str(k): int(v) for k, v in rows})
+
+    def server(self) -> str:
+        with self._lock, self._conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            (version,) = cur.fetchone()
+        name = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
+        return f"{name} {version}"
+
+    def present(self) -> list[str]:
+        """The counters this server has (the report names the missing ones)."""
+        return sorted(self.snapshot().values)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class DbSampler:
+    """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
+
+    def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
+        self._status = DbStatus(db_url)
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="db-sampler", daemon=True)
+        self.samples: list[Snapshot] = []
+
+    def __enter__(self) -> DbSampler:
+        self.samples.append(self._status.snapshot())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._status.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.samples.append(self._status.snapshot())
+            except Exception as exc:  # a missed sample is a gap in a chart, not a failed run
+                log.warning("DB status sample failed: %s", exc)
+
+    def rates(self, start: float, end: float, counters: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
+        """Per-second rates of ``counters`` between wall-clock ``start`` and ``end`` (t from start)."""
+        window = [s for s in self.samples if start - self._interval <= s.t <= end + self._interval]
+        out: dict[str, Any] = {"t": [], **{c: [] for c in counters}}
+        for a, b in itertools.pairwise(window):
+            dt = b.t - a.t
+            if dt <= 0 or b.t < start:
+                continue
+            out["t"].append(round(b.t - start, 2))
+            for c in counters:
+                out[c].append(round((b.values.get(c, 0) - a.values.get(c, 0)) / dt, 2))
+        return out

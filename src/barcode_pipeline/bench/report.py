@@ -1,0 +1,308 @@
+"""Where benchmark results go and what every report states: machine, versions, settings, targets.
+
+Every ``bench`` command writes one folder ``bench/results/<timestamp>/`` with ``<command>.json`` (all
+figures), ``<command>.md`` (the tables a person reads) and ``<command>-*.png`` charts. A report
+that does not say where and on what it ran cannot be compared with anything, so the environment
+section is built here once and used by every command.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from barcode_pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESULTS = Path("bench/results")
+LIBRARIES = (
+    "confluent-kafka",
+    "redis",
+    "hiredis",
+    "PyMySQL",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "orjson",
+    "pydantic",
+    "hdrhistogram",
+    "matplotlib",
+)
+
+
+# --------------------------------------------------------------------------- results folder
+def new_results_dir(base: Path, command: str) -> Path:
+    """A fresh ``<base>/<timestamp>/`` folder (suffixed if two runs start in the same second)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in ("", *(f"-{i}" for i in range(2, 100))):
+        path = base / f"{stamp}{suffix}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        log.info("%s results go to %s", command, path)
+        return path
+    raise FileExistsError(f"no free results folder under {base} for {stamp}")
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_bytes(
+        orjson.dumps(
+            payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+        )
+    )
+
+
+def command_line() -> str:
+    """The command as typed (program name shortened), so a report says how to regenerate it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("barcode-pipeline"):
+        argv[0] = "barcode-pipeline"
+    return shlex.join(argv)
+
+
+# --------------------------------------------------------------------------- environment
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, CPU model and the load average when the run started (others' load distorts)."""
+    try:
+        mem_gb: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gb": mem_gb,
+        "cpu_model": _cpu_model(),
+        "os": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _server_versions(settings: Settings) -> dict[str, str]:
+    out: dict[str, str] = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
+    try:
+        from barcode_pipeline.adapters import db
+
+        conn = db.connect(settings.db_url, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT VERSION(), @@version_comment")
+                version, comment = cur.fetchone()
+            out["database"] = f"{version} ({comment})"
+        finally:
+            conn.close()
+    except Exception as exc:  # a report must still be written when a server is away
+        out["database"] = f"unknown ({exc})"
+    try:
+        from barcode_pipeline.adapters import redis as redis_adapter
+
+        client = redis_adapter.client(settings)
+        try:
+            info: Any = client.info("server")
+            out["redis"] = str(info.get("redis_version", "unknown"))
+        finally:
+            client.close()
+    except Exception as exc:
+        out["redis"] = f"unknown ({exc})"
+    return out
+
+
+def versions(settings: Settings) -> dict[str, Any]:
+    libs: dict[str, str] = {}
+    for name in LIBRARIES:
+        try:
+            libs[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            libs[name] = "not installed"
+    try:
+        import confluent_kafka
+
+        libs["librdkafka"] = str(confluent_kafka.libversion()[0])
+    except Exception:
+        libs["librdkafka"] = "unknown"
+    try:
+        pipeline = importlib.metadata.version("barcode-pipeline")
+    except importlib.metadata.PackageNotFoundError:
+        pipeline = "unknown"
+    return {
+        "python": platform.python_version(),
+        "barcode_pipeline": pipeline,
+        "servers": _server_versions(settings),
+        "libraries": libs,
+    }
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def settings_summary(settings: Settings) -> dict[str, Any]:
+    data = settings.model_dump(mode="json")
+    for key in ("db_url", "redis_url"):
+        data[key] = redact_url(str(data[key]))
+    return dict(data)
+
+
+def shared_cores_note(cores: int | None) -> str:
+    return (
+        f"Everything in this run (load-generating clients, ingest and legacy servers, processor, "
+        f"workers, Kafka, Redis and MariaDB) ran on this one machine and shared its {cores} cores; "
+        "no figure comes from dedicated hardware."
+    )
+
+
+def environment(settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    info = machine()
+    return {
+        "machine": info,
+        "versions": versions(settings),
+        "settings": settings_summary(settings),
+        "shared_cores": shared_cores_note(info["cores"]),
+        "command": command_line(),
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        **(extra or {}),
+    }
+
+
+# --------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class Target:
+    """One goal of the issue, with what was measured; ``met`` is None when it could not be measured."""
+
+    name: str
+    goal: str
+    measured: str
+    met: bool | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(
+    name: str,
+    value: float | None,
+    op: Literal[">=", "<="],
+    threshold: float,
+    *,
+    unit: str = "",
+    fmt: str = "{:.2f}",
+    note: str = "",
+) -> Target:
+    goal = f"{op} {fmt.format(threshold)}{unit}"
+    if value is None or value != value:  # None or NaN: not measured
+        return Target(name, goal, "not measured", None, note)
+    met = value >= threshold if op == ">=" else value <= threshold
+    return Target(name, goal, f"{fmt.format(value)}{unit}", met, note)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator; infinity when only the denominator is 0; None when unknown."""
+    if numerator is None or denominator is None:
+        return None
+    if denominator == 0:
+        return float("inf") if numerator > 0 else None
+    return numerator / denominator
+
+
+# --------------------------------------------------------------------------- markdown
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            if v != v:
+                return "–"
+            if v == float("inf"):
+                return "∞"
+            return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+        if v is None:
+            return "–"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def md_targets(targets: Sequence[Target]) -> str:
+    def status(t: Target) -> str:
+        return "not measured" if t.met is None else ("**met**" if t.met else "**missed**")
+
+    return md_table(
+        ("target", "goal", "measured", "status", "note"),
+        [(t.name, t.goal, t.measured, status(t), t.note) for t in targets],
+    )
+
+
+def md_environment(env: dict[str, Any]) -> str:
+    m = env["machine"]
+    v = env["versions"]
+    servers = v["servers"]
+    libs = ", ".join(f"{k} {val}" for k, val in v["libraries"].items())
+    s = env["settings"]
+    keys = (
+        "ingest_processes", "linger_ms", "topic_partitions", "stream_shards", "processor_batch",
+        "workers", "worker_batch_size", "worker_max_delay_ms", "legacy_pool_size", "legacy_threads",
+        "redis_appendfsync", "dedup_policy",
+    )  # fmt: skip
+    shown = ", ".join(f"`{k}={s[k]}`" for k in keys if k in s)
+    return "\n".join(
+        [
+            "## Environment",
+            "",
+            f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
+            f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
+            f"- **Shared cores**: {env['shared_cores']}",
+            f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
+            f"Kafka {servers.get('kafka')}.",
+            f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs}.",
+            f"- **Settings**: {shown} (all settings are in the JSON file).",
+            f"- **Command**: `{env['command']}` (started {env['started_at']}).",
+        ]
+    )
+
+
+def md_document(title: str, sections: Sequence[str]) -> str:
+    return f"# {title}\n\n" + "\n\n".join(s.strip() for s in sections if s.strip()) + "\n"
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+
+
+def progress_logger(name: str) -> Callable[[str], None]:
+    """What the commands call between steps: a log line (the CLI shows INFO on stderr)."""
+    logger = logging.getLogger(name)
+    return lambda message: logger.info("%s", message)
