@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,7 +33,7 @@ from barcode_pipeline.ingest.http import (
     error_response,
     json_response,
     malformed_json,
-    read_body,
+    read_capped,
     too_large,
     unavailable,
     validation_failed,
@@ -92,6 +92,53 @@ class RequestMetricsMiddleware:
             self.metrics.observe_request(route, status, time.perf_counter() - started)
 
 
+Handler = Callable[[object], Awaitable[Response]]
+
+
+class FastIngestMiddleware:
+    """Serves ``POST /ingest/barcode(s)`` straight from ASGI, before FastAPI's router.
+
+    Profiling at 2,400 req/s showed ~80% of the event loop in routing, Request construction and
+    dependency solving; the scan endpoints need none of it. The FastAPI routes of the same paths
+    stay declared for the OpenAPI docs and behave identically (they call the same handlers).
+    """
+
+    def __init__(self, app: ASGIApp, handlers: dict[str, Handler], body_limit: int) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        response = await decode_body(scope, receive, self.body_limit)
+        if not isinstance(response, Response):
+            response = await handler(response)
+        await response(scope, receive, send)
+
+
+async def decode_body(scope: Scope, receive: Receive, limit: int) -> object | Response:
+    """The decoded JSON body, or the error response to send instead (413 before reading if declared)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                return too_large(str(BodyTooLarge(limit)))
+            break
+    try:
+        body = await read_capped(receive, limit)
+    except BodyTooLarge as exc:
+        return too_large(str(exc))
+    except BadBody as exc:
+        return error_response(400, "malformed_json", str(exc))
+    try:
+        decoded: object = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return malformed_json(exc)
+    return decoded
+
+
 def create_app(
     settings: Settings, *, bridge: KafkaBridge | None = None, metrics: IngestMetrics | None = None
 ) -> FastAPI:
@@ -128,6 +175,9 @@ def create_app(
     )
     app.state.kafka = kafka
     app.state.metrics = metrics
+    handlers: dict[str, Handler] = {}
+    # Added first, so it runs inside the metrics middleware: fast-path requests are still timed.
+    app.add_middleware(FastIngestMiddleware, handlers=handlers, body_limit=body_limit)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(StarletteHTTPException)
@@ -143,17 +193,7 @@ def create_app(
 
     async def read_json(request: Request) -> object | Response:
         """The decoded body, or the error response to send instead."""
-        try:
-            body = await read_body(request, body_limit)
-        except BodyTooLarge as exc:
-            return too_large(str(exc))
-        except BadBody as exc:
-            return error_response(400, "malformed_json", str(exc))
-        try:
-            decoded: object = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return malformed_json(exc)
-        return decoded
+        return await decode_body(request.scope, request.receive, body_limit)
 
     @app.post(
         ROUTE_ONE,
@@ -173,8 +213,9 @@ def create_app(
     )
     async def ingest_barcode(request: Request) -> Response:
         obj = await read_json(request)
-        if isinstance(obj, Response):
-            return obj
+        return obj if isinstance(obj, Response) else await handle_one(obj)
+
+    async def handle_one(obj: object) -> Response:
         try:
             event = parse_scan(obj, rules)
         except ValidationFailed as exc:
@@ -207,8 +248,9 @@ def create_app(
     )
     async def ingest_barcodes(request: Request) -> Response:
         obj = await read_json(request)
-        if isinstance(obj, Response):
-            return obj
+        return obj if isinstance(obj, Response) else await handle_batch(obj)
+
+    async def handle_batch(obj: object) -> Response:
         if isinstance(obj, list) and len(obj) > max_items:
             return too_large(f"a batch holds at most {max_items} scans, got {len(obj)}")
         try:
@@ -230,6 +272,8 @@ def create_app(
         return json_response(
             207 if failed else 200, {"total": total, "succeeded": succeeded, "failedIndices": failed}
         )
+
+    handlers.update({ROUTE_ONE: handle_one, ROUTE_BATCH: handle_batch})
 
     @app.get("/health", response_model=schemas.Health, summary="The process is alive")
     async def health() -> Response:
