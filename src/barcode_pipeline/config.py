@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     stream_shards: int = Field(default=4, ge=1)
     time_zone: str = "Asia/Seoul"
+    processors: int = Field(default=1, ge=1)  # processes in the consumer group (<= topic partitions)
     processor_batch: int = Field(default=500, ge=1)
     processor_poll_timeout_s: float = Field(default=0.05, gt=0)
 

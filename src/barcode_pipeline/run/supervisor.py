@@ -175,8 +175,13 @@ def pipeline_specs(
 ) -> list[ChildSpec]:
     """The standard pipeline: ingest (its own multi-process server), one processor, N workers."""
     specs = [ChildSpec("ingest", ["ingest"])]
-    specs.append(ChildSpec("processor", ["processor", *(["--metrics-port", "9101"] if metrics else [])]))
+    port = 9100
+    for i in range(1, settings.processors + 1):
+        port += 1
+        name = "processor" if settings.processors == 1 else f"processor-{i}"
+        specs.append(ChildSpec(name, ["processor", *(["--metrics-port", str(port)] if metrics else [])]))
     for i in range(1, (workers or settings.workers) + 1):
-        extra = ["--metrics-port", str(9101 + i)] if metrics else []
+        port += 1
+        extra = ["--metrics-port", str(port)] if metrics else []
         specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", f"worker-{i}", *extra]))
     return specs
