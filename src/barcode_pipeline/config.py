@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     claim_min_idle_ms: int = Field(default=60_000, ge=0)
     max_deliveries: int = Field(default=5, ge=1)
     workers: int = Field(default=2, ge=1)
+    # Extra workers read only when entries wait undelivered (fewer commits at low load); see worker/service.py
+    worker_standby: bool = True
 
     # --- legacy synchronous baseline ---
     legacy_host: str = "127.0.0.1"

@@ -265,3 +265,27 @@ def test_worker_survives_an_unreachable_redis_and_still_stops(env: Env) -> None:
     worker.stop()
     thread.join(10)
     assert not thread.is_alive()
+
+
+# ---------------------------------------------------------------------------- standby
+
+
+def test_a_second_worker_stands_by_at_low_load_and_takes_over_when_the_first_stops(env: Env) -> None:
+    settings = env.settings.model_copy(update={"worker_max_delay_ms": 100})
+    first = env.start("w-a", settings)
+    env.add([env.scan(0)])
+    wait_until(lambda: env.db.count() == 1, 5, "the first row")  # w-a is now a known consumer
+    second = env.start("w-b", settings)
+    time.sleep(1.5)  # both have swept and seen each other
+    first.batches_written = second.batches_written = 0
+    for i in range(1, 31):  # a trickle: 20 scans/s, far below what one worker handles
+        env.add([env.scan(i)])
+        time.sleep(0.05)
+    wait_until(lambda: env.db.count() == 31, 10, "the trickle stored")
+    assert first.batches_written >= 1
+    assert second.batches_written == 0, "the standby worker committed batches at low load"
+
+    first.stop()  # a clean stop ends its heartbeat; the standby must now take new entries
+    env.add([env.scan(i) for i in range(31, 41)])
+    wait_until(lambda: env.db.count() == 41, 10, "rows stored by the remaining worker")
+    assert second.batches_written >= 1

@@ -150,6 +150,7 @@ class Recovery:
         self.own_orphan_ms = max(claim_min_idle_ms, max_delay_ms + 5000)
         self.batch_size = batch_size
         self._reap = client.register_script(REAP_SCRIPT)
+        self.live_peers: set[str] = set()  # other consumers with a heartbeat, as of the last sweep
 
     # ------------------------------------------------------------------ own entries after a restart
     def own_pending(self, stream: str, after: str) -> list[Entry]:
@@ -172,6 +173,26 @@ class Recovery:
         )
         return {text(p["message_id"]): int(p["times_delivered"]) for p in pending}
 
+    @property
+    def is_primary(self) -> bool:
+        """The live worker with the lowest name always reads; the others join when work is waiting."""
+        return not self.live_peers or self.consumer < min(self.live_peers)
+
+    def undelivered(self) -> int | None:
+        """Entries no consumer has read yet, over all shards (None: Redis cannot tell, assume some)."""
+        pipe = self._client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        total = 0
+        for reply in pipe.execute():
+            for group in reply:
+                if text(group["name"]) == self.group:
+                    lag = group.get("lag", group.get(b"lag"))
+                    if lag is None:
+                        return None
+                    total += int(lag)
+        return total
+
     # ------------------------------------------------------------------ periodic sweep
     def sweep(self) -> list[Entry]:
         """One pass over all shards: claim dead consumers' entries, then long-idle ones; reap the dead."""
@@ -186,6 +207,7 @@ class Recovery:
             metrics.PENDING.labels(stream).set(sum(owned.values()))
         others = sorted({n for owned in consumers.values() for n in owned} - {self.consumer})
         dead = self._dead(others)
+        self.live_peers = set(others) - dead
         claimed: list[Entry] = []
         for stream, owned in consumers.items():
             for name, pending in owned.items():

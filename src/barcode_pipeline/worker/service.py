@@ -46,6 +46,9 @@ class _GaveUp(PipelineError):
     """Stopping, and the grace period ran out while a dependency was still failing."""
 
 
+STANDBY_POLL_S = 0.05  # how often a standby worker looks for waiting entries
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     """Per-process choices that are not pipeline settings (the CLI builds this from its flags)."""
@@ -113,6 +116,8 @@ class Worker:
         self._progress = time.monotonic()
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
+        self._waiting_polls = 0
+        self.batches_written = 0  # flushed batches (tests and tools read it)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -193,6 +198,9 @@ class Worker:
             if claimed:
                 self._accept(claimed, now)
                 return
+        if not self._reads_new():
+            self._stop.wait(min(STANDBY_POLL_S, max(0.001, self._next_sweep - now)))
+            return
         wait = self.batcher.wait_s(now)
         block_s = min(self.options.idle_block_s if wait is None else wait, self._next_sweep - now)
         reply: Any = self.client.xreadgroup(
@@ -204,6 +212,22 @@ class Worker:
         )
         if reply:
             self._accept(from_reply(reply), time.monotonic())
+
+    def _reads_new(self) -> bool:
+        """Standby rule: whether this worker takes new entries now.
+
+        With every worker reading, each one commits a partial batch every max delay, so at low load
+        the commit count grows with the number of workers. Instead the primary (lowest live name)
+        always reads, and the others join only while undelivered entries have been waiting for two
+        polls in a row, i.e. when the primary falls behind. Takeover of dead consumers' entries is
+        unaffected (the sweep runs first), so a dead primary's work is still picked up in seconds.
+        """
+        if not self.settings.worker_standby or len(self.batcher) or self.recovery.is_primary:
+            self._waiting_polls = 0
+            return True
+        waiting = self.recovery.undelivered()
+        self._waiting_polls = self._waiting_polls + 1 if waiting is None or waiting > 0 else 0
+        return self._waiting_polls >= 2
 
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
         """Batch the entries, except those delivered too often: they go to the DLQ right away."""
@@ -221,6 +245,7 @@ class Worker:
         """Write one batch, then dead-letter and ack; returns only when all of it is settled."""
         if not entries:
             return
+        self.batches_written += 1
         metrics.BATCH_SIZE.observe(len(entries))
         metrics.BATCHES.labels(trigger).inc()
         done: list[Entry] = []
