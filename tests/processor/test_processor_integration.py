@@ -115,9 +115,7 @@ def test_poison_goes_to_dlt_and_the_pipeline_goes_on(settings: Settings) -> None
     group = _group("poison", settings)
     _produce(settings, [(device.encode(), b"\xff\xfe" + marker), _scan(device, 7)])
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    _run_until(
-        Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) == 1
-    )
+    _run_until(Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) == 1)
 
     c = Consumer(kafka_adapter.consumer_config(settings, _group("dlt-reader")))
     c.subscribe([names.DLT_TOPIC])
