@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from barcode_pipeline import names
+
 
 class Settings(BaseSettings):
     """Every knob of the pipeline. Defaults point at the local stack (``barcode-pipeline stack up``)."""
@@ -52,6 +54,7 @@ class Settings(BaseSettings):
     dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     stream_shards: int = Field(default=4, ge=1)
     time_zone: str = "Asia/Seoul"
+    processor_group: str = names.PROCESSOR_GROUP  # another group = an independent pipeline on one topic
     processors: int = Field(default=1, ge=1)  # processes in the consumer group (<= topic partitions)
     processor_batch: int = Field(default=500, ge=1)
     processor_poll_timeout_s: float = Field(default=0.05, gt=0)

@@ -24,6 +24,7 @@ from barcode_pipeline.bench.maxrate import MaxSpec, run_max
 from barcode_pipeline.bench.report import md_table, new_results_dir
 from barcode_pipeline.cli import app
 from barcode_pipeline.config import Settings
+from tests.kafka_helpers import start_group_at_log_end
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +44,11 @@ def bench_env(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings
             "legacy_port": 18180,
             "redis_url": _redis_db(stack_settings.redis_url, REDIS_DB),
             "ingest_processes": 1,
+            "processor_group": "test-bench-smoke",  # never share partitions with another suite's pipeline
         }
     )
     settings = bench_settings(base, TEST_DB, fresh=True)
+    start_group_at_log_end(settings, settings.processor_group)
     logs = tmp_path_factory.mktemp("bench-services") / "services.log"
     with BenchEnv(settings, logs, start_stack=False, fresh_db=True) as env:
         yield env

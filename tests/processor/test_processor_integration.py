@@ -19,6 +19,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor.routing import shard_of
 from barcode_pipeline.processor.service import Processor, replay
+from tests.kafka_helpers import start_group_at_log_end
 
 pytestmark = pytest.mark.integration
 
@@ -76,13 +77,7 @@ def _group(tag: str, settings: Settings | None = None) -> str:
     """A fresh consumer group; with ``settings`` it starts at the log end, not at the topic's history."""
     group = f"test-processor-{tag}-{uuid.uuid4().hex[:8]}"
     if settings is not None:
-        c = Consumer(kafka_adapter.consumer_config(settings, group))
-        ends = []
-        for p in range(settings.topic_partitions):
-            _low, high = c.get_watermark_offsets(TopicPartition(names.TOPIC, p), timeout=10)
-            ends.append(TopicPartition(names.TOPIC, p, high))
-        c.commit(offsets=ends, asynchronous=False)
-        c.close()
+        start_group_at_log_end(settings, group)
     return group
 
 

@@ -38,8 +38,9 @@ class Backlog:
         return data
 
 
-def kafka_lag(settings: Settings, group: str = names.PROCESSOR_GROUP) -> dict[int, int]:
+def kafka_lag(settings: Settings, group: str | None = None) -> dict[int, int]:
     """Committed-offset lag per partition (a group with no commit counts from the log start)."""
+    group = group or settings.processor_group
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
         meta = consumer.list_topics(names.TOPIC, timeout=5).topics.get(names.TOPIC)

@@ -45,13 +45,13 @@ class BatchOutcome:
 class Processor:
     """Consumes ``names.TOPIC`` in batches and publishes each event once to its Redis stream shard."""
 
-    def __init__(self, settings: Settings, *, group: str = names.PROCESSOR_GROUP) -> None:
+    def __init__(self, settings: Settings, *, group: str | None = None) -> None:
         self.settings = settings
-        self.group = group
+        self.group: str = group or settings.processor_group
         self.stop_event = threading.Event()
         self.consumer = Consumer(
             kafka_adapter.consumer_config(
-                settings, group, **{"client.id": f"processor-{group}", "on_commit": self._on_commit}
+                settings, self.group, **{"client.id": f"processor-{self.group}", "on_commit": self._on_commit}
             )
         )
         self._uncommitted: dict[int, int] = {}
@@ -270,7 +270,7 @@ def replay(
     (dedup markers, then the UNIQUE index).
     """
     admin_consumer = Consumer(
-        kafka_adapter.consumer_config(settings, f"{names.PROCESSOR_GROUP}-replay-probe")
+        kafka_adapter.consumer_config(settings, f"{settings.processor_group}-replay-probe")
     )
     try:
         meta = admin_consumer.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC]
@@ -290,6 +290,6 @@ def replay(
             ]
     finally:
         admin_consumer.close()
-    proc = Processor(settings, group=f"{names.PROCESSOR_GROUP}-replay")
+    proc = Processor(settings, group=f"{settings.processor_group}-replay")
     log.info("replaying %s", {tp.partition: (tp.offset, end[tp.partition]) for tp in start})
     return proc.run_range(start, end)

@@ -1,0 +1,164 @@
+"""The whole pipeline as users run it: HTTP -> Kafka -> processor -> Redis Streams -> workers -> DB.
+
+One pipeline (real child processes, as ``barcode-pipeline run`` starts them) serves every test of
+this module, on its own ingest port, Redis database and MariaDB database.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+from confluent_kafka import Producer
+
+from barcode_pipeline import names
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.config import Settings
+from barcode_pipeline.db import migrate
+from barcode_pipeline.ops.verify import verify_scan_ids
+from barcode_pipeline.processor.routing import shard_of
+from barcode_pipeline.run.harness import running_pipeline, wait_drained
+from tests.kafka_helpers import start_group_at_log_end
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "SEOUL-CENTER-PC-001"
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    db_url = migrate.database_url(stack_settings.db_url, "bp_test_e2e")
+    migrate.drop_database(db_url)
+    migrate.create_database(db_url)
+    settings = stack_settings.model_copy(
+        update={"db_url": db_url, "redis_url": "redis://127.0.0.1:6380/12", "ingest_port": 18281,
+                "ingest_processes": 1, "worker_max_delay_ms": 100,
+                "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
+    )  # fmt: skip
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    start_group_at_log_end(settings, settings.processor_group)
+    log = tmp_path_factory.mktemp("e2e") / "pipeline.log"
+    with running_pipeline(settings, log_path=log, start_stack=False):
+        yield settings
+    migrate.drop_database(db_url)
+
+
+@pytest.fixture
+def post(pipeline: Settings) -> Iterator[Callable[..., httpx.Response]]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10) as client:
+
+        def send(path: str, body: Any) -> httpx.Response:
+            content = body if isinstance(body, bytes) else orjson.dumps(body)
+            return client.post(path, content=content, headers={"content-type": "application/json"})
+
+        yield send
+
+
+def scan(i: int, *, device: str = DEVICE, scan_id: str | None = None) -> dict[str, Any]:
+    return {"barcode": f"880{i:010d}", "deviceId": device, "scanTime": int(time.time() * 1000),
+            "scanId": scan_id or f"e2e-{uuid.uuid4().hex}"}  # fmt: skip
+
+
+def test_n_scans_in_n_rows(pipeline: Settings, post: Callable[..., httpx.Response]) -> None:
+    scans = [scan(i) for i in range(150)]
+    for s in scans[:100]:
+        assert post("/ingest/barcode", s).status_code == 202
+    batch = post("/ingest/barcodes", scans[100:])
+    assert batch.status_code == 200 and batch.json() == {"total": 50, "succeeded": 50, "failedIndices": []}
+    wait_drained(pipeline, timeout=60)
+    check = verify_scan_ids(pipeline.db_url, [s["scanId"] for s in scans])
+    assert (check.stored, check.missing, check.duplicate_rows) == (150, 0, 0)
+
+
+def test_the_same_scan_sent_five_times_is_one_row(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    same = scan(1)
+    for _ in range(5):
+        assert post("/ingest/barcode", same).status_code == 202
+    unique = {**scan(2), "barcode": f"77{uuid.uuid4().int % 10**11:011d}"}
+    without_id = {k: v for k, v in unique.items() if k != "scanId"}  # derived scanId: resends still dedup
+    for _ in range(5):
+        assert post("/ingest/barcode", without_id).status_code == 202
+    wait_drained(pipeline, timeout=60)
+    check = verify_scan_ids(pipeline.db_url, [same["scanId"]])
+    assert (check.stored, check.duplicate_rows) == (1, 0)
+    rows = _query(
+        pipeline, "SELECT COUNT(*) FROM barcodes WHERE original_barcode = %s", without_id["barcode"]
+    )
+    assert rows == [(1,)]
+
+
+def test_a_batch_with_an_invalid_item_is_rejected_whole(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    good = [scan(i) for i in range(3)]
+    bad = {**scan(9), "barcode": "has space"}
+    reply = post("/ingest/barcodes", [*good, bad])
+    assert reply.status_code == 422
+    assert reply.json()["field"] == "barcode" and reply.json()["index"] == 3
+    wait_drained(pipeline, timeout=60)
+    assert verify_scan_ids(pipeline.db_url, [s["scanId"] for s in good]).stored == 0
+
+
+def test_per_device_order_is_kept_in_its_shard(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    device = f"E2E-ORDER-{uuid.uuid4().hex[:6]}"  # unknown device: ends in the DLQ, but its order is visible
+    ids = [f"ord-{uuid.uuid4().hex[:8]}-{i:03d}" for i in range(40)]
+    for i, scan_id in enumerate(ids):
+        assert post("/ingest/barcode", scan(i, device=device, scan_id=scan_id)).status_code == 202
+    wait_drained(pipeline, timeout=60)
+    r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
+    stream = names.stream_name(shard_of(device, pipeline.stream_shards))
+    seen = [f["sid"] for _id, f in r.xrange(stream) if f["dev"] == device]
+    assert seen == ids
+
+
+def test_unknown_device_lands_in_the_dlq_with_its_reason(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    s = scan(5, device=f"E2E-UNKNOWN-{uuid.uuid4().hex[:6]}")
+    assert post("/ingest/barcode", s).status_code == 202
+    wait_drained(pipeline, timeout=60)
+    r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
+    letters = [f for _id, f in r.xrange(names.DLQ_STREAM) if f.get("sid") == s["scanId"]]
+    assert len(letters) == 1 and "unknown device" in letters[0]["dlq_reason"]
+    assert verify_scan_ids(pipeline.db_url, [s["scanId"]]).stored == 0
+
+
+def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    producer = Producer(kafka_adapter.producer_config(pipeline))
+    producer.produce(names.TOPIC, b"\xff\xfe not json", key=DEVICE.encode())
+    producer.produce(names.TOPIC, orjson.dumps({"barcode": "x y", "deviceId": DEVICE}), key=DEVICE.encode())
+    assert producer.flush(10) == 0
+    after = scan(77)
+    assert post("/ingest/barcode", after).status_code == 202
+    wait_drained(pipeline, timeout=60)
+    assert verify_scan_ids(pipeline.db_url, [after["scanId"]]).stored == 1
+
+
+def _query(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    from barcode_pipeline.adapters import db
+
+    conn = db.connect(settings.db_url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def test_pipeline_log_has_no_tracebacks(pipeline: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    logs = list(Path(tmp_path_factory.getbasetemp()).glob("e2e*/pipeline.log"))
+    assert logs and "Traceback" not in logs[0].read_text()
