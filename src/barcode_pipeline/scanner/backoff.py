@@ -7,12 +7,15 @@ the gate makes one request probe the endpoint while the others wait, and opens f
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 _MAX_RETRY_AFTER_S = 300.0
+_RNG = random.Random()
 
 
 def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
@@ -23,8 +26,8 @@ def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Rand
     """
     if attempt < 1:
         raise ValueError("attempt starts at 1")
-    step = min(cap_s, base_s * (2 ** min(attempt - 1, 62)))
-    return step / 2 + (rng or random).uniform(0, step / 2)
+    step = min(cap_s, math.ldexp(base_s, min(attempt - 1, 62)))
+    return step / 2 + (rng or _RNG).uniform(0, step / 2)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -67,39 +70,52 @@ class EndpointGate:
         self._rng = rng or random.Random()
         self._clock = clock
         self._failures = 0
+        self._closed = True
         self._open_until = 0.0
-        self._probing = False
-        self._closed = asyncio.Event()
-        self._closed.set()
-        self.generation = 0  # bumps on every state change; a request remembers the one it started in
+        self._probe: int | None = None  # generation handed to the probing request
+        self._changed = asyncio.Event()
+        self.generation = 0  # bumps on every change of state; a request remembers the one it started in
 
     @property
     def is_closed(self) -> bool:
-        return self._closed.is_set()
+        return self._closed
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def acquire(self) -> int:
-        """Wait until a request may be sent; returns the generation to pass back to success/failure."""
+        """Wait until a request may be sent; returns the generation to pass to success/failure/abandon."""
         while True:
-            if self._closed.is_set():
+            if self._closed:
                 return self.generation
+            changed = self._changed
             wait = self._open_until - self._clock()
             if wait > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=wait)
                 continue
-            if not self._probing:
-                self._probing = True
+            if self._probe is None:
+                self._probe = self.generation
                 return self.generation
-            await self._closed.wait()
+            await changed.wait()
 
     def success(self, generation: int) -> None:
-        del generation  # any success proves the endpoint is back
-        if not self._closed.is_set() or self._failures:
+        """The endpoint answered: any answer proves it is back, whenever the request started."""
+        del generation
+        if not self._closed or self._failures:
             self._failures = 0
-            self._probing = False
-            self.generation += 1
-            self._closed.set()
+            self._closed = True
+            self._probe = None
+            self._bump()
 
     def failure(self, generation: int, retry_after_s: float | None = None) -> None:
+        """A retryable failure (connection error, timeout, 408/429/5xx)."""
         if generation != self.generation:
             return  # started before the last change of state: says nothing new
         self._failures += 1
@@ -107,6 +123,12 @@ class EndpointGate:
         if retry_after_s is not None:
             delay = max(delay, retry_after_s)
         self._open_until = self._clock() + delay
-        self._probing = False
-        self.generation += 1
-        self._closed.clear()
+        self._closed = False
+        self._probe = None
+        self._bump()
+
+    def abandon(self, generation: int) -> None:
+        """The request given ``generation`` was not sent after all (shutdown): let another probe."""
+        if self._probe is not None and self._probe == generation == self.generation:
+            self._probe = None
+            self._bump()
