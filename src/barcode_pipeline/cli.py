@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "barcode_pipeline.bench.commands",
     "barcode_pipeline.chaos.commands",
     "barcode_pipeline.ops.commands",
+    "barcode_pipeline.ops.dlq_commands",
 )
 
 for _name in _COMMAND_MODULES:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
+from barcode_pipeline.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -82,7 +83,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; explicit overrides (from CLI flags) win."""
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)  # type: ignore[arg-type]
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "?"
+        source = f"--{name.replace('_', '-')}" if name in clean else f"BP_{name.upper()}"
+        raise ConfigError(f"{source}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
