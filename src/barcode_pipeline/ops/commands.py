@@ -23,7 +23,9 @@ def status(
     setup_logging("WARNING", "status")
     backlog = measure(settings)
     if as_json:
-        typer.echo(orjson.dumps(backlog.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        # Partition numbers are int keys: orjson refuses them without OPT_NON_STR_KEYS.
+        options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        typer.echo(orjson.dumps(backlog.to_dict(), option=options).decode())
     else:
         table = Table(title="barcode-pipeline backlog")
         table.add_column("stage")

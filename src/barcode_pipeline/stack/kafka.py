@@ -188,8 +188,11 @@ class KafkaComponent(Component):
             import base64
 
             cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        # "--cluster-id=ID", not "-t ID": a base64 id starts with "-" one time in 64, and the tool's
+        # argument parser then takes it for an option and refuses to format.
         cmd = [java, "-cp", f"{self.jar_dir}/*", "kafka.tools.StorageTool", "format",
-               "-t", cluster_file.read_text().strip(), "-c", str(props), "--ignore-formatted"]  # fmt: skip
+               f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props),
+               "--ignore-formatted"]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise StackError(
