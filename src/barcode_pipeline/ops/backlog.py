@@ -58,6 +58,26 @@ def kafka_lag(settings: Settings, group: str | None = None) -> dict[int, int]:
         consumer.close()
 
 
+def _undelivered(r: redis.Redis, stream: str, group: dict[str, Any], length: int) -> int:
+    """Entries the group has not delivered yet.
+
+    XINFO GROUPS ``lag`` alone is not trusted: after Redis restarts from its AOF (e.g. after a
+    SIGKILL) the group's ``entries-read`` counter can be left behind, and ``lag`` then reports
+    thousands of waiting entries forever while ``last-delivered-id`` is the stream's last id.
+    The ids decide: nothing is waiting when the group has delivered the last entry.
+    """
+    last_delivered = str(group.get("last-delivered-id", "0-0"))
+    newest: Any = r.xrevrange(stream, count=1)
+    if not newest or str(newest[0][0]) == last_delivered:
+        return 0
+    lag = group.get("lag")
+    if lag is not None and int(lag) > 0:
+        return int(lag)
+    # lag unknown (or claiming 0 although newer entries exist): count them, up to a bound
+    after: Any = r.xrange(stream, min=f"({last_delivered}", max="+", count=10_000)
+    return len(after) if after else length
+
+
 def redis_backlog(settings: Settings, backlog: Backlog, client: redis.Redis | None = None) -> None:
     r = client or redis_adapter.client(settings)
     try:
@@ -68,8 +88,7 @@ def redis_backlog(settings: Settings, backlog: Backlog, client: redis.Redis | No
             try:
                 for group in r.xinfo_groups(stream):
                     if group["name"] == names.WORKER_GROUP:
-                        lag = group.get("lag")
-                        undelivered = int(lag) if lag is not None else length
+                        undelivered = _undelivered(r, stream, group, length)
                         break
                 else:
                     undelivered = length
