@@ -22,6 +22,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from barcode_pipeline import names
+from barcode_pipeline.adapters.redis import stream_undelivered
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.entries import Entry, from_items, text
 
@@ -178,20 +179,9 @@ class Recovery:
         """The live worker with the lowest name always reads; the others join when work is waiting."""
         return not self.live_peers or self.consumer < min(self.live_peers)
 
-    def undelivered(self) -> int | None:
-        """Entries no consumer has read yet, over all shards (None: Redis cannot tell, assume some)."""
-        pipe = self._client.pipeline(transaction=False)
-        for stream in self.streams:
-            pipe.xinfo_groups(stream)
-        total = 0
-        for reply in pipe.execute():
-            for group in reply:
-                if text(group["name"]) == self.group:
-                    lag = group.get("lag", group.get(b"lag"))
-                    if lag is None:
-                        return None
-                    total += int(lag)
-        return total
+    def undelivered(self) -> int:
+        """Entries no consumer has read yet, over all shards (a cheap check: stops counting early)."""
+        return sum(stream_undelivered(self._client, stream, self.group, cap=100) for stream in self.streams)
 
     # ------------------------------------------------------------------ periodic sweep
     def sweep(self) -> list[Entry]:

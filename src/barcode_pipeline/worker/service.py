@@ -226,7 +226,7 @@ class Worker:
             self._waiting_polls = 0
             return True
         waiting = self.recovery.undelivered()
-        self._waiting_polls = self._waiting_polls + 1 if waiting is None or waiting > 0 else 0
+        self._waiting_polls = self._waiting_polls + 1 if waiting > 0 else 0
         return self._waiting_polls >= 2
 
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
