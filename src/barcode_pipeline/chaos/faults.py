@@ -78,14 +78,15 @@ def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------- Kafka
-def rewind_group(
-    settings: Settings, group: str = names.PROCESSOR_GROUP, *, timeout: float = 30.0
-) -> tuple[int, int]:
-    """Set every partition of the group back to the log start. Returns (records to re-read, tries).
+def rewind_group(settings: Settings, group: str | None = None, *, timeout: float = 30.0) -> tuple[int, int]:
+    """Set every partition of the group (default: the processor's) back to the log start.
+
+    Returns (records to re-read, tries).
 
     The group must be empty (its members stopped) for the broker to accept it; a member that
     was killed keeps it non-empty until its session times out, hence the retries.
     """
+    group = group or settings.processor_group
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
         meta = consumer.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC]

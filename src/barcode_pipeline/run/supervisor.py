@@ -62,7 +62,7 @@ class Child:
         prefix = f"[{self.spec.name}] "
         for line in proc.stdout:
             self.out.write(prefix + line)
-        self.out.flush()
+            self.out.flush()  # operators and the fault-injection harness read the log as it happens
 
     @property
     def pid(self) -> int | None:
@@ -122,6 +122,8 @@ class Supervisor:
                 )
                 if self._stop.wait(self.restart_delay_s):
                     return
+                if child.alive() or child.stopping:  # restarted or paused meanwhile: never run two copies
+                    continue
                 child.restarts += 1
                 child.start()
 
@@ -135,9 +137,9 @@ class Supervisor:
 
     def restart(self, name: str) -> None:
         child = self.children[name]
-        child.stopping = False
         if not child.alive():
-            child.start()
+            child.start()  # before un-pausing, so the watchdog cannot start a second copy
+        child.stopping = False
 
     def names(self, role: str) -> list[str]:
         return [n for n, c in self.children.items() if c.spec.role == role]

@@ -86,6 +86,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# A broker restarted after a crash re-registers once its old session expires: 3 s, not the default 9 s.
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=1000
 log.retention.hours=168
 num.network.threads=2
 num.io.threads=4
