@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, TopicPartition
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -17,10 +19,18 @@ def start_group_at_log_end(settings: Settings, group: str) -> None:
     kafka_adapter.ensure_topics(settings)
     consumer = Consumer(kafka_adapter.consumer_config(settings, group))
     try:
-        ends = []
-        for partition in range(settings.topic_partitions):
-            _low, high = consumer.get_watermark_offsets(TopicPartition(names.TOPIC, partition), timeout=10)
-            ends.append(TopicPartition(names.TOPIC, partition, high))
-        consumer.commit(offsets=ends, asynchronous=False)
+        for attempt in range(50):  # a just-created topic may answer NOT_LEADER for a moment
+            try:
+                ends = []
+                for partition in range(settings.topic_partitions):
+                    tp = TopicPartition(names.TOPIC, partition)
+                    _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                    ends.append(TopicPartition(names.TOPIC, partition, high))
+                consumer.commit(offsets=ends, asynchronous=False)
+                return
+            except KafkaException:
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()

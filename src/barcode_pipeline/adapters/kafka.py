@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -72,3 +73,24 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
             if "TOPIC_ALREADY_EXISTS" in str(exc):
                 continue
             raise DeliveryError(f"cannot create topic {topic}: {exc}", component="kafka") from exc
+    _wait_for_leaders(client, [t.topic for t in missing], timeout)
+
+
+def _wait_for_leaders(client: AdminClient, topics: list[str], timeout: float) -> None:
+    """A created topic answers NOT_LEADER until its partitions have leaders: wait for that here,
+    so no caller (offset queries, a replay, the first produce) sees the gap."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = client.list_topics(timeout=timeout).topics
+        if all(
+            name in meta
+            and meta[name].partitions
+            and all(p.leader >= 0 for p in meta[name].partitions.values())
+            for name in topics
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise DeliveryError(
+                f"topics {topics} have no partition leaders after {timeout:.0f}s", component="kafka"
+            )
+        time.sleep(0.1)
