@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +18,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from barcode_pipeline import __version__
 from barcode_pipeline.config import Settings
@@ -30,6 +29,7 @@ from barcode_pipeline.ingest.http import (
     JSON,
     BadBody,
     BodyTooLarge,
+    RequestMetricsMiddleware,
     error_response,
     json_response,
     malformed_json,
@@ -62,34 +62,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before resending.", "schema": {"type": "integer"}}
 }
-
-
-class RequestMetricsMiddleware:
-    """Pure ASGI middleware (no per-request Request object) timing every request by route and status."""
-
-    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        route = path if path in _LABELLED_ROUTES else "other"
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            self.metrics.observe_request(route, status, time.perf_counter() - started)
 
 
 Handler = Callable[[object], Awaitable[Response]]
@@ -178,7 +150,7 @@ def create_app(
     handlers: dict[str, Handler] = {}
     # Added first, so it runs inside the metrics middleware: fast-path requests are still timed.
     app.add_middleware(FastIngestMiddleware, handlers=handlers, body_limit=body_limit)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=_LABELLED_ROUTES)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:

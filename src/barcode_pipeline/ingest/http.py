@@ -6,12 +6,14 @@ never a stack trace, so scanners and load generators can branch on ``error``.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barcode_pipeline.errors import ValidationFailed
 
@@ -98,3 +100,38 @@ def validation_failed(exc: ValidationFailed) -> Response:
 def unavailable(message: str, **extra: Any) -> Response:
     """503 + Retry-After: the scan was not confirmed and the client should resend it (idempotently)."""
     return error_response(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_S)}, **extra)
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware (no per-request Request object) timing every request by route and status.
+
+    Shared by the ingest service and the legacy baseline, so both are measured the same way; paths
+    outside ``routes`` are labelled "other" to keep the label set bounded.
+    """
+
+    def __init__(
+        self, app: ASGIApp, observe: Callable[[str, int, float], None], routes: frozenset[str]
+    ) -> None:
+        self.app = app
+        self.observe = observe
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in self.routes else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.observe(route, status, time.perf_counter() - started)

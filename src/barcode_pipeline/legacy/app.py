@@ -11,7 +11,6 @@ wait up to a timeout (HikariCP's 30 s by default) and then answer 503, as the ol
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -23,7 +22,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barcode_pipeline import __version__
 from barcode_pipeline.config import Settings
@@ -34,6 +32,7 @@ from barcode_pipeline.ingest.http import (
     JSON,
     BadBody,
     BodyTooLarge,
+    RequestMetricsMiddleware,
     error_response,
     json_response,
     malformed_json,
@@ -71,34 +70,6 @@ class LegacyReady(BaseModel):
     status: Literal["ready", "not_ready"]
     db: Literal["up", "down"]
     reason: str | None = None
-
-
-class RequestMetricsMiddleware:
-    """Pure ASGI middleware timing every request by route and status (bounded label set)."""
-
-    def __init__(self, app: ASGIApp, metrics: LegacyMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        route = path if path in _LABELLED_ROUTES else "other"
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            self.metrics.observe_request(route, status, time.perf_counter() - started)
 
 
 class LegacyHandlers:
@@ -218,7 +189,7 @@ def create_app(
     )
     app.state.pool = pool
     app.state.metrics = metrics
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=_LABELLED_ROUTES)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:

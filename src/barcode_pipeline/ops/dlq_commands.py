@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from barcode_pipeline.clitime import parse_time_ms
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
@@ -45,17 +46,7 @@ SourceOpt = Annotated[
 
 
 def _since(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--since: not an ISO-8601 time or epoch ms: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()
-    return int(dt.timestamp() * 1000)
+    return None if text is None else parse_time_ms(text)
 
 
 def _when(ms: int | None) -> str:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import signal
-from datetime import datetime
 from types import FrameType
 from typing import Annotated
 
 import typer
 
+from barcode_pipeline.clitime import parse_time_ms
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
-
-
-def _parse_time(text: str) -> int:
-    """Epoch ms from ISO-8601 (``2026-11-25T10:00:00+09:00``) or a plain epoch-ms integer."""
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--since: not an ISO-8601 time or epoch ms: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()
-    return int(dt.timestamp() * 1000)
 
 
 def _parse_offsets(text: str) -> dict[int, int]:
@@ -74,7 +61,7 @@ def replay(
     setup_logging(settings.log_level, "replay")
     outcome = do_replay(
         settings,
-        since_ms=_parse_time(since) if since else None,
+        since_ms=parse_time_ms(since) if since else None,
         from_offsets=_parse_offsets(from_offsets) if from_offsets else None,
     )
     typer.echo(
