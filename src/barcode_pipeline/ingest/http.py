@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -135,3 +137,18 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             self.observe(route, status, time.perf_counter() - started)
+
+
+def install_json_error_handlers(app: FastAPI) -> None:
+    """404/405/... and unexpected errors answer as small JSON objects, never as a stack trace."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http"
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, _exc: Exception) -> Response:
+        # Starlette re-raises after this response, so the server logs the traceback once.
+        return error_response(500, "internal", "internal server error")

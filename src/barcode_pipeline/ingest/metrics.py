@@ -8,6 +8,11 @@ process then writes its samples to files there, and a scrape of any process aggr
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -103,3 +108,27 @@ class IngestMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@contextmanager
+def multiprocess_metrics_dir(prefix: str) -> Iterator[Path]:
+    """A metrics directory shared by the workers; must be set before they import prometheus_client.
+
+    An operator-provided directory is reused but emptied (prometheus_client requires a clean one
+    per run); otherwise a private temporary one is created and removed afterwards.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

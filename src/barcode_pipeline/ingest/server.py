@@ -13,15 +13,10 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -29,7 +24,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from barcode_pipeline.config import Settings
-from barcode_pipeline.ingest.metrics import MULTIPROC_ENV
+from barcode_pipeline.ingest.metrics import multiprocess_metrics_dir
 from barcode_pipeline.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -65,30 +60,6 @@ def _stop_with_supervisor() -> None:
         log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     if os.getppid() != parent.pid:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-@contextmanager
-def _multiprocess_metrics_dir() -> Iterator[Path]:
-    """A metrics directory shared by the workers; must be set before they import prometheus_client.
-
-    An operator-provided directory is reused but emptied (prometheus_client requires a clean one
-    per run); otherwise a private temporary one is created and removed afterwards.
-    """
-    given = os.environ.get(MULTIPROC_ENV)
-    if given:
-        path = Path(given)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        yield path
-        return
-    path = Path(tempfile.mkdtemp(prefix="bp-ingest-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(path)
-    try:
-        yield path
-    finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _exit_after_drain(_signum: int, _frame: FrameType | None) -> None:
@@ -130,7 +101,7 @@ def serve(settings: Settings) -> None:
             signal.signal(signal.SIGTERM, _exit_after_drain)
         uvicorn.Server(uvicorn_config(settings)).run()
         return
-    with _multiprocess_metrics_dir():
+    with multiprocess_metrics_dir("bp-ingest-metrics-"):
         config = uvicorn_config(settings)
         sock = config.bind_socket()
         try:

@@ -21,7 +21,6 @@ import pymysql
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from barcode_pipeline import __version__
 from barcode_pipeline.config import Settings
@@ -34,6 +33,7 @@ from barcode_pipeline.ingest.http import (
     BodyTooLarge,
     RequestMetricsMiddleware,
     error_response,
+    install_json_error_handlers,
     json_response,
     malformed_json,
     read_body,
@@ -191,16 +191,7 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=_LABELLED_ROUTES)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        code = "not_found" if exc.status_code == 404 else "http"
-        headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
-
-    @app.exception_handler(Exception)
-    async def internal_error(_request: Request, _exc: Exception) -> Response:
-        # Starlette re-raises after this response, so the server logs the traceback once.
-        return error_response(500, "internal", "internal server error")
+    install_json_error_handlers(app)
 
     async def read(request: Request) -> bytes | Response:
         try:

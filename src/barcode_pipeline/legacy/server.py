@@ -14,20 +14,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from barcode_pipeline.config import Settings
-from barcode_pipeline.ingest.metrics import MULTIPROC_ENV
+from barcode_pipeline.ingest.metrics import multiprocess_metrics_dir
 from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S
 from barcode_pipeline.logs import setup_logging
 
@@ -62,26 +57,6 @@ def build_worker_app(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT
     return create_app(
         settings, pool_size=share.pool_size, threads=share.threads, pool_timeout_s=pool_timeout_s
     )
-
-
-@contextmanager
-def _multiprocess_metrics_dir() -> Iterator[Path]:
-    """A private metrics directory shared by the workers (must be set before they start)."""
-    given = os.environ.get(MULTIPROC_ENV)
-    if given:
-        path = Path(given)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        yield path
-        return
-    path = Path(tempfile.mkdtemp(prefix="bp-legacy-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(path)
-    try:
-        yield path
-    finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def uvicorn_config(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> uvicorn.Config:
@@ -119,7 +94,7 @@ def serve(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> None
     if share.processes == 1:
         uvicorn.Server(uvicorn_config(settings, pool_timeout_s)).run()
         return
-    with _multiprocess_metrics_dir():
+    with multiprocess_metrics_dir("bp-legacy-metrics-"):
         config = uvicorn_config(settings, pool_timeout_s)
         sock = config.bind_socket()
         try:
