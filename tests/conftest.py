@@ -42,3 +42,24 @@ def make_settings(stack_settings: Settings) -> Callable[..., Settings]:
         return stack_settings.model_copy(update=overrides)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo a CLI's ``setup_logging`` after each test.
+
+    It points the root handler at the ``sys.stderr`` of the moment, which under pytest is a capture
+    stream that is closed after the test; worker threads logging later then print "Logging error".
+    """
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)

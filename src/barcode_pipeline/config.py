@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=1)
     # Extra workers read only when entries wait undelivered (fewer commits at low load); see worker/service.py
     worker_standby: bool = True
+    # ... for this long, or a full batch of them: the primary worker has fallen behind.
+    worker_standby_join_ms: int = Field(default=250, ge=0)
 
     # --- legacy synchronous baseline ---
     legacy_host: str = "127.0.0.1"

@@ -271,7 +271,9 @@ def test_worker_survives_an_unreachable_redis_and_still_stops(env: Env) -> None:
 
 
 def test_a_second_worker_stands_by_at_low_load_and_takes_over_when_the_first_stops(env: Env) -> None:
-    settings = env.settings.model_copy(update={"worker_max_delay_ms": 100})
+    # A generous join age: on a loaded machine one commit of the primary can take a few hundred ms,
+    # which must not count as falling behind here (the join itself is tested below).
+    settings = env.settings.model_copy(update={"worker_max_delay_ms": 100, "worker_standby_join_ms": 5000})
     first = env.start("w-a", settings)
     env.add([env.scan(0)])
     wait_until(lambda: env.db.count() == 1, 5, "the first row")  # w-a is now a known consumer
@@ -289,3 +291,39 @@ def test_a_second_worker_stands_by_at_low_load_and_takes_over_when_the_first_sto
     env.add([env.scan(i) for i in range(31, 41)])
     wait_until(lambda: env.db.count() == 41, 10, "rows stored by the remaining worker")
     assert second.batches_written >= 1
+
+
+def _live_idle_primary(env: Env) -> str:
+    """A consumer that sorts first and has a heartbeat but never reads: a primary that fell behind."""
+    env.create_groups()
+    name = "a-stuck-primary"
+    env.redis.set(names.heartbeat_key(name), "alive", ex=120)
+    for stream in names.all_streams(4):
+        env.redis.xgroup_createconsumer(stream, names.WORKER_GROUP, name)
+    return name
+
+
+def test_a_standby_joins_when_entries_have_waited_the_join_age(env: Env) -> None:
+    _live_idle_primary(env)
+    settings = env.settings.model_copy(update={"worker_max_delay_ms": 50, "worker_standby_join_ms": 600})
+    standby = env.start("w-b", settings)
+    time.sleep(1.5)  # it has swept and knows the primary is alive
+    t0 = time.monotonic()
+    env.add([env.scan(i) for i in range(5)])
+    wait_until(lambda: env.db.count() == 5, 10, "rows stored by the standby")
+    assert time.monotonic() - t0 >= 0.6, "the standby read before the entries had waited the join age"
+    assert standby.batches_written >= 1 and env.pending() == 0
+
+
+def test_a_standby_joins_at_once_when_a_full_batch_is_waiting(env: Env) -> None:
+    _live_idle_primary(env)
+    settings = env.settings.model_copy(update={"worker_batch_size": 20, "worker_standby_join_ms": 600_000})
+    env.start("w-b", settings)
+    time.sleep(1.5)
+    env.add(env.many(5))
+    time.sleep(1.0)
+    assert env.db.count() == 0, "the standby read although neither a full batch nor an old entry waited"
+    env.add([env.scan(i) for i in range(100, 120)])  # a full batch (20) is now waiting
+    wait_until(lambda: env.db.count() == 20, 10, "a batch stored by the standby")
+    time.sleep(0.5)
+    assert env.db.count() == 20, "the 5 left are fewer than a batch and young: the primary's to take"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 import redis
 
@@ -30,35 +29,19 @@ def lua_source(name: str) -> str:
     return resources.files("barcode_pipeline.lua").joinpath(f"{name}.lua").read_text()
 
 
-def _id(value: bytes | str) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+class WaitingProbe:
+    """Entries no consumer has read yet over several streams, and the age of the oldest, in one call.
 
-
-def _field(info: dict[Any, Any], name: str) -> Any:
-    return info.get(name, info.get(name.encode()))
-
-
-def stream_undelivered(client: redis.Redis, stream: str, group: str, *, cap: int = 10_000) -> int:
-    """Entries of ``stream`` no consumer of ``group`` has read yet (counted up to ``cap``).
-
-    Computed from the group's last-delivered ID, not from XINFO's ``lag``: after a restart from the
-    AOF, Redis 7.0 can report a ``lag`` of thousands for a group that is fully caught up.
+    A standby worker asks every poll; the Lua script (``lua/waiting.lua``) answers in one round
+    trip where the Python equivalent took three per stream.
     """
-    try:
-        groups: Any = client.xinfo_groups(stream)
-    except redis.ResponseError:  # no such stream yet
-        return 0
-    for info in groups:
-        name = _field(info, "name")
-        if (name.decode() if isinstance(name, bytes) else name) != group:
-            continue
-        last_delivered = _field(info, "last-delivered-id")
-        newest: Any = client.xrevrange(stream, count=1)
-        if not newest or _id(newest[0][0]) <= _id(last_delivered):
-            return 0
-        start = last_delivered.decode() if isinstance(last_delivered, bytes) else last_delivered
-        waiting: Any = client.xrange(stream, min=f"({start}", count=cap)
-        return len(waiting)
-    return int(client.xlen(stream))  # no group yet: everything is waiting
+
+    def __init__(self, client: redis.Redis, streams: list[str], group: str, *, cap: int = 1000) -> None:
+        self._script = client.register_script(lua_source("waiting"))
+        self._streams = streams
+        self._args: list[str | int] = [group, cap]
+
+    def __call__(self) -> tuple[int, int]:
+        """(waiting entries, counted up to the cap per stream; age of the oldest in ms, -1 if none)."""
+        waiting, oldest_ms = self._script(keys=self._streams, args=self._args)
+        return int(waiting), int(oldest_ms)

@@ -22,7 +22,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from barcode_pipeline import names
-from barcode_pipeline.adapters.redis import stream_undelivered
+from barcode_pipeline.adapters.redis import WaitingProbe
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.entries import Entry, from_items, text
 
@@ -151,6 +151,7 @@ class Recovery:
         self.own_orphan_ms = max(claim_min_idle_ms, max_delay_ms + 5000)
         self.batch_size = batch_size
         self._reap = client.register_script(REAP_SCRIPT)
+        self._waiting = WaitingProbe(client, self.streams, group, cap=batch_size)
         self.live_peers: set[str] = set()  # other consumers with a heartbeat, as of the last sweep
 
     # ------------------------------------------------------------------ own entries after a restart
@@ -179,9 +180,9 @@ class Recovery:
         """The live worker with the lowest name always reads; the others join when work is waiting."""
         return not self.live_peers or self.consumer < min(self.live_peers)
 
-    def undelivered(self) -> int:
-        """Entries no consumer has read yet, over all shards (a cheap check: stops counting early)."""
-        return sum(stream_undelivered(self._client, stream, self.group, cap=100) for stream in self.streams)
+    def waiting(self) -> tuple[int, int]:
+        """Entries no consumer has read yet over all shards, and the oldest one's age in ms (-1: none)."""
+        return self._waiting()
 
     # ------------------------------------------------------------------ periodic sweep
     def sweep(self) -> list[Entry]:

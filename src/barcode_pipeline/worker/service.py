@@ -116,7 +116,6 @@ class Worker:
         self._progress = time.monotonic()
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
-        self._waiting_polls = 0
         self.batches_written = 0  # flushed batches (tests and tools read it)
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,16 +217,17 @@ class Worker:
 
         With every worker reading, each one commits a partial batch every max delay, so at low load
         the commit count grows with the number of workers. Instead the primary (lowest live name)
-        always reads, and the others join only while undelivered entries have been waiting for two
-        polls in a row, i.e. when the primary falls behind. Takeover of dead consumers' entries is
-        unaffected (the sweep runs first), so a dead primary's work is still picked up in seconds.
+        always reads, and the others join only when the primary has fallen behind: a full batch is
+        waiting undelivered, or the oldest undelivered entry has waited ``worker_standby_join_ms``.
+        Entries waiting briefly while the primary commits are normal and do not count; an age, not
+        a count of polls, keeps a slow commit on a loaded machine from waking the standby.
+        Takeover of dead consumers' entries is unaffected (the sweep runs first), so a dead
+        primary's work is still picked up in seconds.
         """
         if not self.settings.worker_standby or len(self.batcher) or self.recovery.is_primary:
-            self._waiting_polls = 0
             return True
-        waiting = self.recovery.undelivered()
-        self._waiting_polls = self._waiting_polls + 1 if waiting > 0 else 0
-        return self._waiting_polls >= 2
+        waiting, oldest_ms = self.recovery.waiting()
+        return waiting >= self.settings.worker_batch_size or oldest_ms >= self.settings.worker_standby_join_ms
 
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
         """Batch the entries, except those delivered too often: they go to the DLQ right away."""
