@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     worker_standby: bool = True
     # ... for this long, or a full batch of them: the primary worker has fallen behind.
     worker_standby_join_ms: int = Field(default=250, ge=0)
+    # Workers delete acknowledged stream entries older than the retention this often (0: never;
+    # the streams then grow forever). Kafka keeps the long-term log; see worker/retention.py.
+    stream_trim_interval_s: float = Field(default=10.0, ge=0)
+    stream_retention_s: float = Field(default=300.0, ge=0)
 
     # --- legacy synchronous baseline ---
     legacy_host: str = "127.0.0.1"

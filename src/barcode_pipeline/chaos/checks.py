@@ -269,7 +269,9 @@ def wait_caught_up(settings: Settings, *, max_lag: int, timeout: float) -> float
 class RedisState:
     """What AOF must bring back after a crash: streams, group positions, dedup markers."""
 
-    stream_length: dict[str, int] = field(default_factory=dict)
+    # entries ever added (XINFO STREAM entries-added): unlike the length, trimming never lowers it
+    stream_added: dict[str, int] = field(default_factory=dict)
+    newest: dict[str, str] = field(default_factory=dict)  # the newest entry id per stream
     last_delivered: dict[str, str] = field(default_factory=dict)
     markers: list[str] = field(default_factory=list)
 
@@ -317,7 +319,13 @@ def redis_state(settings: Settings, *, marker_sample: int = 200) -> RedisState:
     try:
         state = RedisState()
         for stream in names.all_streams(settings.stream_shards):
-            state.stream_length[stream] = int(client.xlen(stream))
+            try:
+                info: Any = client.xinfo_stream(stream)
+            except redis.ResponseError:  # no such stream
+                continue
+            state.stream_added[stream] = int(info["entries-added"])
+            if info["last-entry"]:
+                state.newest[stream] = str(info["last-entry"][0])
             try:
                 for group in client.xinfo_groups(stream):
                     if group["name"] == names.WORKER_GROUP:
@@ -334,10 +342,14 @@ def redis_state(settings: Settings, *, marker_sample: int = 200) -> RedisState:
 
 
 def compare_redis_state(settings: Settings, before: RedisState) -> list[Check]:
-    """Checks that nothing ``before`` saw went missing (streams only grow; markers live 7 days)."""
+    """Checks that nothing ``before`` saw went missing.
+
+    Streams: the count of entries ever added must not drop, and the newest entry must still be
+    there (workers trim only acked entries past the retention, far older). Markers live 7 days.
+    """
     after = redis_state(settings, marker_sample=0)
-    shorter = {s: (n, after.stream_length.get(s, 0)) for s, n in before.stream_length.items()
-               if after.stream_length.get(s, 0) < n}  # fmt: skip
+    shorter = {s: (n, after.stream_added.get(s, 0)) for s, n in before.stream_added.items()
+               if after.stream_added.get(s, 0) < n}  # fmt: skip
     behind = {s: (i, after.last_delivered.get(s, "0-0")) for s, i in before.last_delivered.items()
               if _id_tuple(after.last_delivered.get(s, "0-0")) < _id_tuple(i)}  # fmt: skip
     client = redis_adapter.client(settings)
@@ -346,13 +358,16 @@ def compare_redis_state(settings: Settings, before: RedisState) -> list[Check]:
         for key in before.markers:
             pipe.exists(key)
         present = sum(int(x) for x in pipe.execute()) if before.markers else 0
+        for stream, newest in before.newest.items():
+            if not client.xrange(stream, min=newest, max=newest):
+                shorter[stream] = (before.stream_added[stream], -1)
     finally:
         client.close()
-    entries = sum(before.stream_length.values())
+    entries = sum(before.stream_added.values())
     groups_back = bool(before.last_delivered) == bool(after.last_delivered)
     return [
         Check("AOF kept every stream entry", not shorter,
-              f"{entries} entries before the kill" + (f"; shorter: {shorter}" if shorter else "")),
+              f"{entries} entries added before the kill" + (f"; lost: {shorter}" if shorter else "")),
         Check("AOF kept the consumer group positions", not behind and groups_back,
               f"{len(before.last_delivered)} groups" + (f"; behind: {behind}" if behind else "")),
         Check("AOF kept the dedup markers", present == len(before.markers),

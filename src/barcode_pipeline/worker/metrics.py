@@ -28,6 +28,7 @@ RECLAIMED = Counter(
 PENDING = Gauge(
     "bp_worker_pending_entries", "Entries delivered to the group but not acked, per stream", ["stream"]
 )
+TRIMMED = Counter("bp_worker_trimmed_total", "Acknowledged entries deleted from the shard streams")
 DB_FAILURES = Counter("bp_worker_db_failures_total", "Failed attempts to reach or write the database")
 REDIS_FAILURES = Counter("bp_worker_redis_failures_total", "Failed Redis round trips (retried)")
 

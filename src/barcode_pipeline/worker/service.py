@@ -31,6 +31,7 @@ from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
 from barcode_pipeline.worker.entries import Entry, decode, from_reply
 from barcode_pipeline.worker.recovery import DeadLetter, Heartbeat, Recovery, ensure_groups, settle
+from barcode_pipeline.worker.retention import Trimmer
 from barcode_pipeline.worker.storage import BarcodeStore, CrashPoints, DbUnavailable, to_row
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class Worker:
             batch_size=settings.worker_batch_size,
             max_delay_ms=settings.worker_max_delay_ms,
         )
+        self.trim = Trimmer(self.client, self.streams, retention_s=settings.stream_retention_s)
+        self._next_trim = time.monotonic() + settings.stream_trim_interval_s
         if settings.claim_min_idle_ms <= settings.worker_max_delay_ms:
             log.warning(
                 "claim_min_idle_ms (%d) <= worker_max_delay_ms (%d): workers will claim entries that "
@@ -197,6 +200,9 @@ class Worker:
             if claimed:
                 self._accept(claimed, now)
                 return
+            if self.settings.stream_trim_interval_s and now >= self._next_trim:
+                self._next_trim = now + self.settings.stream_trim_interval_s
+                self.trim()
         if not self._reads_new():
             self._stop.wait(min(STANDBY_POLL_S, max(0.001, self._next_sweep - now)))
             return
