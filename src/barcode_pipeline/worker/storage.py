@@ -170,6 +170,15 @@ class BarcodeStore:
             conn.rollback()  # end the read snapshot now rather than at the next batch's COMMIT
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._unavailable("loading device_center_mapping failed", exc) from exc
+        if not rows:
+            # Never a state to store in: the database is being created or restored and not seeded
+            # yet. Dead-lettering every scan as "unknown device" would be wrong; wait instead.
+            metrics.DB_FAILURES.inc()
+            raise DbUnavailable(
+                "device_center_mapping is empty",
+                component="db",
+                hint="map the devices (`db upgrade` seeds the demo ones)",
+            )
         return {str(device): str(center) for device, center in rows}
 
     def centers(self, device_ids: Collection[str]) -> dict[str, str]:
