@@ -51,7 +51,8 @@ def test_a_lone_entry_is_written_when_the_delay_expires(env: Env) -> None:
     time.sleep(0.3)  # let the worker settle into its blocking read
     env.add([env.scan(0)])
     took = wait_until(lambda: env.db.count() == 1, 5, "the row", interval=0.005)
-    assert 0.25 <= took <= 0.8, f"stored after {took:.3f}s; expected about max_delay (0.3s)"
+    # Written by the delay, not by the batch size (500): never before 0.3 s; loose above (CI load).
+    assert 0.25 <= took <= 3.0, f"stored after {took:.3f}s; expected about max_delay (0.3s)"
 
 
 def test_a_full_batch_is_written_at_once_and_the_rest_on_shutdown(env: Env) -> None:
@@ -112,13 +113,13 @@ def test_a_slow_but_live_workers_entries_are_claimed_only_after_the_idle_limit(e
     env.add(scans)
     env.redis.set(names.heartbeat_key("slowpoke"), "alive", ex=60)
     env.redis.xreadgroup(names.WORKER_GROUP, "slowpoke", dict.fromkeys(names.all_streams(4), ">"))
+    read_at = time.monotonic()  # idle time counts from this delivery
     assert env.pending("slowpoke") == 20
-    t0 = time.monotonic()
-    env.start("w1", env.settings.model_copy(update={"claim_min_idle_ms": 3000}))
-    time.sleep(2.0)
+    env.start("w1", env.settings.model_copy(update={"claim_min_idle_ms": 6000}))
+    time.sleep(max(0.0, read_at + 2.5 - time.monotonic()))  # w1 has swept twice by now
     assert env.pending("slowpoke") == 20 and env.db.count() == 0, "a live worker's entries were stolen"
-    wait_until(lambda: env.db.count() == 20, 5, "the idle claim")
-    assert time.monotonic() - t0 >= 2.5
+    wait_until(lambda: env.db.count() == 20, 15, "the idle claim")
+    assert time.monotonic() - read_at >= 6.0
     wait_until(lambda: env.pending() == 0, 5, "the acks")
     assert "slowpoke" in env.consumers(), "a live consumer must not be removed"
 
@@ -150,6 +151,32 @@ def test_worker_waits_out_a_missing_database_without_acking(env: Env) -> None:
     finally:
         env.stop_all()
         migrate.drop_database(late_url)
+
+
+def test_an_empty_center_mapping_makes_the_worker_wait_instead_of_dead_lettering(env: Env) -> None:
+    """A database being restored or created has the table before its rows: nothing is "unknown" yet."""
+    url = migrate.database_url(env.settings.db_url, "bp_test_worker_unseeded")
+    migrate.drop_database(url)
+    migrate.create_database(url)
+    migrate.upgrade(url)
+    unseeded = Db(url)
+    mapping = unseeded.query("SELECT device_id, center_id, center_name FROM device_center_mapping")
+    unseeded.query("DELETE FROM device_center_mapping")
+    try:
+        env.add(env.many(10))
+        failures = metric("bp_worker_db_failures_total")
+        env.start("w1", env.settings.model_copy(update={"db_url": url}))
+        wait_until(lambda: metric("bp_worker_db_failures_total") >= failures + 2, 10, "failed attempts")
+        assert env.dlq() == [] and env.pending("w1") == 10, "scans were given up on an empty mapping"
+        for row in mapping:
+            unseeded.query("INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                       " VALUES (%s, %s, %s)", *row)  # fmt: skip
+        wait_until(lambda: unseeded.count() == 10, 15, "the rows once the mapping is there")
+        wait_until(lambda: env.pending() == 0, 5, "the acks")
+        assert env.dlq() == []
+    finally:
+        env.stop_all()
+        migrate.drop_database(url)
 
 
 # ---------------------------------------------------------------------------- storage on its own
@@ -231,20 +258,20 @@ def test_heartbeat_beats_while_the_loop_progresses_and_stops_when_it_stalls(env:
 
     progress = [time.monotonic()]
     client = make_client(env.settings, decode=False)
-    beat = Heartbeat(client, "hb-test", 0.6, progress=lambda: progress[0], stall_limit_s=0.5)
+    beat = Heartbeat(client, "hb-test", 3.0, progress=lambda: progress[0], stall_limit_s=2.0)
     key = names.heartbeat_key("hb-test")
     try:
         beat.beat()
         beat.start()
-        for _ in range(5):  # well past the TTL: the thread keeps the key alive
+        for _ in range(25):  # 5 s, well past the TTL: the thread keeps the key alive
             progress[0] = time.monotonic()
             time.sleep(0.2)
         assert env.redis.exists(key)
-        assert 0 < env.redis.pttl(key) <= 600
+        assert 0 < env.redis.pttl(key) <= 3000
         # The main loop stops reporting progress (stuck): the key must expire, so others take over.
-        wait_until(lambda: not env.redis.exists(key), 3, "the heartbeat to expire")
+        wait_until(lambda: not env.redis.exists(key), 10, "the heartbeat to expire")
         progress[0] = time.monotonic()  # ...and resume when the loop does
-        wait_until(lambda: bool(env.redis.exists(key)), 2, "the heartbeat to resume")
+        wait_until(lambda: bool(env.redis.exists(key)), 5, "the heartbeat to resume")
     finally:
         beat.stop()
         client.close()
@@ -288,6 +315,7 @@ def test_a_second_worker_stands_by_at_low_load_and_takes_over_when_the_first_sto
     assert second.batches_written == 0, "the standby worker committed batches at low load"
 
     first.stop()  # a clean stop ends its heartbeat; the standby must now take new entries
+    env.threads[0][1].join(15)  # gone for sure, so it cannot read what comes next
     env.add([env.scan(i) for i in range(31, 41)])
     wait_until(lambda: env.db.count() == 41, 10, "rows stored by the remaining worker")
     assert second.batches_written >= 1
@@ -327,3 +355,59 @@ def test_a_standby_joins_at_once_when_a_full_batch_is_waiting(env: Env) -> None:
     wait_until(lambda: env.db.count() == 20, 10, "a batch stored by the standby")
     time.sleep(0.5)
     assert env.db.count() == 20, "the 5 left are fewer than a batch and young: the primary's to take"
+
+
+# ---------------------------------------------------------------------------- retention
+
+
+def test_acknowledged_entries_are_trimmed_and_pending_ones_kept(env: Env) -> None:
+    from barcode_pipeline.worker.retention import Trimmer
+
+    env.create_groups()
+    streams = names.all_streams(4)
+    trim = Trimmer(env.redis, streams, retention_s=0, exact=True)
+
+    def entries() -> set[tuple[str, str]]:  # (stream, id): ids repeat across streams
+        return {(s, e[0].decode()) for s in streams for e in env.redis.xrange(s)}
+
+    env.add(env.many(8))
+    first = entries()
+    env.redis.xreadgroup(names.WORKER_GROUP, "reader", dict.fromkeys(streams, ">"))  # all 8 pending
+    env.add(env.many(4))  # not delivered yet
+    later = entries() - first
+    assert trim() == 0, "pending and undelivered entries must stay"
+    delivered = {s: sorted((i for t, i in first if t == s), key=id_key) for s in streams}
+    held = next(s for s in streams if len(delivered[s]) >= 2)  # one stream keeps its oldest pending
+    for stream, got in delivered.items():
+        acked = got[1:] if stream == held else got
+        if acked:
+            env.redis.xack(stream, names.WORKER_GROUP, *acked)
+    kept = (held, delivered[held][0])
+    assert trim() > 0
+    remaining = entries()
+    assert remaining >= later | {kept}, "a pending or undelivered entry was trimmed"
+    # Of the acked entries only those behind the pending one (same stream, newer IDs) are left.
+    assert remaining & first == {(held, i) for i in delivered[held]}
+
+    env.redis.xack(held, names.WORKER_GROUP, kept[1])
+    assert Trimmer(env.redis, streams, retention_s=60, exact=True)() == 0, "younger than the retention"
+    assert Trimmer(env.redis, streams, retention_s=0, exact=True)() == len(delivered[held])
+    assert entries() == later
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+def test_workers_trim_the_streams_as_they_go(env: Env) -> None:
+    settings = env.settings.model_copy(
+        update={"stream_trim_interval_s": 0.5, "stream_retention_s": 0, "worker_max_delay_ms": 50}
+    )
+    env.start("w1", settings)
+    env.add(env.many(2000))
+    wait_until(lambda: env.db.count() == 2000, 30, "2000 rows")
+    streams = names.all_streams(4)
+    # '~' keeps the newest, partly filled node of each stream (at most 100 entries by default)
+    wait_until(lambda: sum(env.redis.xlen(s) for s in streams) <= 4 * 100, 10, "trimmed streams")
+    assert env.pending() == 0 and env.db.count() == 2000
