@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"
 
     # --- topic ---
+    # A consumer silent this long is dropped from its group (its partitions go to the others).
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=1_800_000)
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int = Field(default=1, ge=1)
 

@@ -160,3 +160,54 @@ def test_replay_since_redrives_after_redis_loss(settings: Settings) -> None:
     again = replay(settings, since_ms=since)  # markers are back: a second replay adds nothing
     assert again.published == 0
     assert len(_entries_for(r, settings, device)) == 20
+
+
+def test_a_static_member_killed_and_restarted_resumes_without_waiting_for_its_session(
+    settings: Settings, tmp_path: Any
+) -> None:
+    """With a 60 s session a dynamic member's successor would wait about that long to be assigned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from barcode_pipeline.config import settings_env
+
+    s = settings.model_copy(
+        update={"processor_group": _group("static", settings), "kafka_session_timeout_ms": 60_000}
+    )
+    env = {**os.environ, **settings_env(s)}
+    device = f"T-{uuid.uuid4().hex[:8]}"
+    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    log = (tmp_path / "processor.log").open("wb")
+
+    def spawn() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "barcode_pipeline", "processor", "--instance", "p-static"]
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_for(n: int, timeout: float) -> float:
+        t0 = time.monotonic()
+        while len(_entries_for(r, s, device)) < n:
+            assert time.monotonic() - t0 < timeout, (tmp_path / "processor.log").read_text()[-3000:]
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+    first = spawn()
+    try:
+        _produce(s, [_scan(device, i) for i in range(5)])
+        wait_for(5, 60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        second = spawn()
+        try:
+            _produce(s, [_scan(device, i) for i in range(5, 10)])
+            took = wait_for(10, 40)  # well under the 60 s session
+            assert len(_entries_for(r, s, device)) == 10
+        finally:
+            second.terminate()
+            assert second.wait(30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    assert took < 40

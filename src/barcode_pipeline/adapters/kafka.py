@@ -39,7 +39,7 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 10_000,
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
         "heartbeat.interval.ms": 1_000,
         "fetch.wait.max.ms": 50,
         "reconnect.backoff.max.ms": 1000,

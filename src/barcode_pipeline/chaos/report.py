@@ -236,9 +236,10 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         "",
         "Reading the times: *heal → drained* starts when the repair starts, so it includes the "
         "server's own restart. After a SIGKILL, a single KRaft broker may only register again once "
-        "its previous session has expired (`broker.session.timeout.ms`, 9 s by default), and the "
-        "processor's consumer group waits for its previous member's session (`session.timeout.ms`, "
-        "10 s) before it is assigned partitions again; most of scenario 1's time is those two waits. "
+        "its previous session has expired (`broker.session.timeout.ms`, 3 s in this stack), and "
+        "clients then reconnect with backoff. A restarted processor gets its partitions back at once: "
+        "the supervisor gives it a static group membership (`group.instance.id`) under its name, so "
+        "it does not wait for the old member's session (`session.timeout.ms`, 10 s) to expire. "
         "A worker is declared dead when its heartbeat key expires (the heartbeat TTL), and its "
         "entries are claimed at the next sweep (every second).",
         "",

@@ -24,6 +24,10 @@ def _parse_offsets(text: str) -> dict[int, int]:
 
 def processor(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(help="Static group membership under this name: a restart resumes without a rebalance."),
+    ] = None,
 ) -> None:
     """Consume scans from Kafka, deduplicate, and publish them to the sharded Redis streams."""
     from barcode_pipeline.processor.service import Processor
@@ -34,7 +38,7 @@ def processor(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    proc = Processor(settings)
+    proc = Processor(settings, instance=instance)
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         proc.stop()

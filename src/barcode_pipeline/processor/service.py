@@ -45,15 +45,22 @@ class BatchOutcome:
 class Processor:
     """Consumes ``names.TOPIC`` in batches and publishes each event once to its Redis stream shard."""
 
-    def __init__(self, settings: Settings, *, group: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, group: str | None = None, instance: str | None = None) -> None:
+        """``instance`` makes the membership static (``group.instance.id``).
+
+        A processor restarted under the same instance name, after a crash or a clean stop, gets its
+        partitions back at once: the broker keeps them for it for the session timeout instead of
+        waiting that long for the old member to expire and then rebalancing. The price: a static
+        member that is gone for good holds its partitions for the session timeout, and an offset
+        reset on the group must wait that long after a stop.
+        """
         self.settings = settings
         self.group: str = group or settings.processor_group
         self.stop_event = threading.Event()
-        self.consumer = Consumer(
-            kafka_adapter.consumer_config(
-                settings, self.group, **{"client.id": f"processor-{self.group}", "on_commit": self._on_commit}
-            )
-        )
+        extra: dict[str, object] = {"client.id": f"processor-{self.group}", "on_commit": self._on_commit}
+        if instance:
+            extra["group.instance.id"] = instance
+        self.consumer = Consumer(kafka_adapter.consumer_config(settings, self.group, **extra))
         self._uncommitted: dict[int, int] = {}
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
@@ -98,7 +105,9 @@ class Processor:
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # already closed
             self._final_commit()
-            self.consumer.close()  # leaves the group at once, so a successor gets the partitions now
+            # A dynamic member leaves the group at once, so a successor gets the partitions now; a
+            # static one keeps them for the session timeout, for its own restart.
+            self.consumer.close()
         self.dlt.flush(5)
         self.redis.close()
 
@@ -122,6 +131,8 @@ class Processor:
         for msg in msgs:
             err = msg.error()
             if err is not None:
+                if err.fatal():  # e.g. fenced: another process took this static instance name
+                    raise DeliveryError(f"fatal consumer error: {err}", component="kafka")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue

@@ -181,7 +181,10 @@ def pipeline_specs(
     for i in range(1, settings.processors + 1):
         port += 1
         name = "processor" if settings.processors == 1 else f"processor-{i}"
-        specs.append(ChildSpec(name, ["processor", *(["--metrics-port", str(port)] if metrics else [])]))
+        extra = ["--metrics-port", str(port)] if metrics else []
+        # Static membership: the supervisor restarts a child under the same name, which then gets
+        # its partitions back at once instead of after the dead member's session and a rebalance.
+        specs.append(ChildSpec(name, ["processor", "--instance", name, *extra]))
     for i in range(1, (workers or settings.workers) + 1):
         port += 1
         extra = ["--metrics-port", str(port)] if metrics else []
