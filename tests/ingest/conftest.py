@@ -57,10 +57,11 @@ class TopicReader:
             for p in partitions
         }
 
-    def read(self, want: set[str] | None = None, timeout: float = 10.0) -> dict[str, tuple[bytes, bytes]]:
+    def read(self, want: set[str] | None = None, timeout: float = 30.0) -> dict[str, tuple[bytes, bytes]]:
         """Records written since :meth:`mark`: scanId -> (key, value).
 
         Stops when every wanted scanId was seen, or (``want`` None) at the end of every partition.
+        ``timeout`` only bounds a failing read (a loaded CI machine can be slow to deliver).
         """
         self._consumer.assign([TopicPartition(names.TOPIC, p, o) for p, o in self._start.items()])
         found: dict[str, tuple[bytes, bytes]] = {}
@@ -107,22 +108,21 @@ class TcpForwarder:
     """Relays a loopback port to the real broker, so a test can make Kafka "appear" at that address.
 
     Only the bootstrap connection goes through it (the broker then advertises its own address), which
-    is exactly what a client sees when a Kafka that was unreachable comes back.
+    is exactly what a client sees when a Kafka that was unreachable comes back. The port is bound
+    (not listening, so connections are refused) from construction on: nothing else can take it
+    between the test pointing a client at it and :meth:`start`.
     """
 
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port = port
+    def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
-        self._listener: socket.socket | None = None
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
 
     def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen()
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self._listener.listen()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -144,7 +144,7 @@ class TcpForwarder:
             dst.shutdown(socket.SHUT_WR)
 
     def stop(self) -> None:
-        for sock in [*self._sockets, *([self._listener] if self._listener else [])]:
+        for sock in [*self._sockets, self._listener]:
             with contextlib.suppress(OSError):
                 sock.close()
 

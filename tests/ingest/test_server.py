@@ -25,6 +25,9 @@ from tests.ingest.conftest import TopicReader, free_port, scan
 pytestmark = pytest.mark.integration
 
 CLI = Path(sys.executable).with_name("barcode-pipeline")
+# Well above the server's produce timeout (5 s): a slow confirmation must come back as an answer
+# (202, or the server's own 503), never as a client-side timeout.
+CLIENT_TIMEOUT_S = 15
 
 
 class Server:
@@ -36,41 +39,59 @@ class Server:
 
 @contextmanager
 def running_server(settings: Settings, processes: int, log_path: Path) -> Iterator[Server]:
-    """``barcode-pipeline ingest`` in its own session, ready (``/ready`` 200) when entered."""
-    port = free_port()
+    """``barcode-pipeline ingest`` in its own session, ready (``/ready`` 200) when entered.
+
+    ``free_port()`` can race with another process taking the port before the server binds it: a
+    start that fails with "address already in use" is retried once on another port.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["BP_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [str(CLI), "ingest", "--port", str(port), "--processes", str(processes)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 30 s"
-            time.sleep(0.1)
-        yield Server(proc, base_url, port)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-        with contextlib.suppress(ProcessLookupError):  # whatever is left of the session started above
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
+    for attempt in range(2):
+        port = free_port()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [str(CLI), "ingest", "--port", str(port), "--processes", str(processes)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            if _wait_ready(proc, base_url, log_path, retry_bind=attempt == 0):
+                yield Server(proc, base_url, port)
+                return
+        finally:
+            _stop(proc)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log_path: Path, *, retry_bind: bool) -> bool:
+    """True once ``/ready`` answers 200; False if the port was taken and a retry is allowed."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            output = log_path.read_text()
+            if retry_bind and "address already in use" in output.lower():
+                return False
+            raise AssertionError(output)
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server not ready in 30 s"
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(15)
+    with contextlib.suppress(ProcessLookupError):  # whatever is left of the session started above
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(params=[2, 1], ids=["2-processes", "1-process"])
@@ -104,11 +125,15 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
     # Separate connections, so the kernel spreads them over both server processes.
     for _ in range(20):
         body = scan()
-        response = httpx.post(f"{server.base_url}/ingest/barcode", content=orjson.dumps(body), timeout=5)
+        response = httpx.post(
+            f"{server.base_url}/ingest/barcode", content=orjson.dumps(body), timeout=CLIENT_TIMEOUT_S
+        )
         assert response.status_code == 202, response.text
         sent.append(body["scanId"])
     batch = [scan() for _ in range(10)]
-    response = httpx.post(f"{server.base_url}/ingest/barcodes", content=orjson.dumps(batch), timeout=5)
+    response = httpx.post(
+        f"{server.base_url}/ingest/barcodes", content=orjson.dumps(batch), timeout=CLIENT_TIMEOUT_S
+    )
     assert response.json() == {"total": 10, "succeeded": 10, "failedIndices": []}
     sent += [item["scanId"] for item in batch]
 
@@ -117,15 +142,17 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
         for _ in range(300):
             yield b" " * 4096
 
-    response = httpx.post(f"{server.base_url}/ingest/barcode", content=chunks(), timeout=5)
+    response = httpx.post(f"{server.base_url}/ingest/barcode", content=chunks(), timeout=CLIENT_TIMEOUT_S)
     assert response.status_code == 413
     # And an honest Content-Length over the limit is refused before the body is read.
-    response = httpx.post(f"{server.base_url}/ingest/barcodes", content=b" " * (2 << 20), timeout=5)
+    response = httpx.post(
+        f"{server.base_url}/ingest/barcodes", content=b" " * (2 << 20), timeout=CLIENT_TIMEOUT_S
+    )
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
 
     # Metrics aggregate every process (multiprocess mode), whichever one answers the scrape.
-    metrics = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=CLIENT_TIMEOUT_S).text
     match = re.search(r"^bp_ingest_accepted_total (\S+)$", metrics, re.MULTILINE)
     assert match is not None, metrics
     assert float(match.group(1)) == 30
@@ -138,7 +165,7 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
     stop = threading.Event()
 
     def keep_sending() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        with httpx.Client(base_url=server.base_url, timeout=CLIENT_TIMEOUT_S) as client:
             while not stop.is_set():
                 try:
                     statuses.append(client.post("/ingest/barcode", content=orjson.dumps(scan())).status_code)
@@ -147,12 +174,16 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
 
     sender = threading.Thread(target=keep_sending)
     sender.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while not statuses:  # SIGTERM only once the client is really sending
+        assert sender.is_alive(), "the sender stopped before any request was answered"
+        assert time.monotonic() < deadline, "no request was answered in 30 s"
+        time.sleep(0.01)
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(20) == 0
+    assert server.proc.wait(30) == 0
     stop.set()
-    sender.join(10)
-    assert statuses, "no request was answered before SIGTERM"
+    sender.join(CLIENT_TIMEOUT_S + 5)
+    assert not sender.is_alive()
     assert set(statuses) == {202}
 
 

@@ -7,6 +7,7 @@ thread of the test process, so blocking behaviour (pool waits, row locks) is exe
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database, upgrade
 from barcode_pipeline.legacy.app import create_app
+from barcode_pipeline.legacy.pool import ConnectionPool
 
 TEST_DB = "bp_test_legacy"
 SEEDED = {
@@ -36,6 +38,35 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port held bound but not listening: connecting to it is refused for sure.
+
+    Unlike a port from :func:`free_port`, nothing else (a test server, say) can take it meanwhile.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
+
+
+def pool_waiters(pool: ConnectionPool) -> int:
+    """Threads blocked in ``pool.connection()`` waiting for a free slot.
+
+    Read from the slot semaphore's condition (CPython's ``threading`` internals): the only exact
+    signal that a borrower is queued, which a test needs before it frees a connection for it.
+    """
+    condition = vars(pool._slots)["_cond"]
+    return len(condition._waiters)
+
+
+def wait_for_pool_waiters(pool: ConnectionPool, count: int = 1, within_s: float = 10) -> None:
+    deadline = time.monotonic() + within_s
+    while pool_waiters(pool) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} borrower(s) queued on the pool"
+        time.sleep(0.005)
 
 
 def scan(device: str = "SEOUL-CENTER-PC-001", **overrides: Any) -> dict[str, Any]:
@@ -101,17 +132,28 @@ def legacy_settings(make_settings: Callable[..., Settings], legacy_db: Db) -> Ca
 
 
 class ThreadServer:
-    """A real uvicorn server for one app, in a background thread of the test process."""
+    """A real uvicorn server for one app, in a background thread of the test process.
+
+    The listening socket is bound here and handed to uvicorn, so there is no window in which another
+    process could take the port (as there would be with :func:`free_port`).
+    """
 
     def __init__(self, app: Any) -> None:
-        self.port = free_port()
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.app = app
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, lifespan="on", log_config=None, access_log=False
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"legacy-test-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"legacy-test-{self.port}",
+            daemon=True,
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -124,8 +166,9 @@ class ThreadServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(30)
+        self._socket.close()
 
-    def client(self, timeout: float = 10.0) -> httpx.Client:
+    def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=timeout)
 
 

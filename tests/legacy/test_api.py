@@ -17,7 +17,7 @@ import pytest
 
 from barcode_pipeline.db.migrate import database_url
 from barcode_pipeline.domain import internal_barcode_id
-from tests.legacy.conftest import SEEDED, Db, ThreadServer, free_port, scan
+from tests.legacy.conftest import SEEDED, Db, ThreadServer, refused_port, scan, wait_for_pool_waiters
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_concurrent_resends_neither_duplicate_nor_fail(
     body = orjson.dumps(scan("SEOUL-CENTER-PC-003"))
 
     def send(_: int) -> int:
-        return httpx.post(f"{server.base_url}/ingest/barcode", content=body, timeout=10).status_code
+        return httpx.post(f"{server.base_url}/ingest/barcode", content=body, timeout=30).status_code
 
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(send, range(16)))
@@ -162,19 +162,19 @@ def test_health_ready_and_metrics(legacy: httpx.Client) -> None:
 
 
 def test_database_down_gives_503_and_not_ready(serve_legacy: Callable[..., ThreadServer]) -> None:
-    nowhere = f"mysql://barcode:barcode@127.0.0.1:{free_port()}/bp_test_legacy"
-    server = serve_legacy(db_url=nowhere)
-    with server.client() as client:
-        ready = client.get("/ready")
-        assert ready.status_code == 503
-        assert ready.json()["status"] == "not_ready"
-        response = client.post("/ingest/barcode", content=orjson.dumps(scan()))
-        assert response.status_code == 503
-        assert response.json()["error"] == "unavailable"
-        assert response.headers["retry-after"] == "1"
-        batch = client.post("/ingest/barcodes", content=orjson.dumps([scan(), scan()]))
-        assert batch.status_code == 503
-        assert (batch.json()["succeeded"], batch.json()["failedIndices"]) == (0, [0, 1])
+    with refused_port() as port:  # held for the whole test: nothing else can start listening there
+        server = serve_legacy(db_url=f"mysql://barcode:barcode@127.0.0.1:{port}/bp_test_legacy")
+        with server.client() as client:
+            ready = client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "not_ready"
+            response = client.post("/ingest/barcode", content=orjson.dumps(scan()))
+            assert response.status_code == 503
+            assert response.json()["error"] == "unavailable"
+            assert response.headers["retry-after"] == "1"
+            batch = client.post("/ingest/barcodes", content=orjson.dumps([scan(), scan()]))
+            assert batch.status_code == 503
+            assert (batch.json()["succeeded"], batch.json()["failedIndices"]) == (0, [0, 1])
 
 
 def test_missing_schema_is_not_ready(serve_legacy: Callable[..., ThreadServer], legacy_db: Db) -> None:
@@ -206,11 +206,23 @@ def test_broken_pooled_connections_are_replaced(
         for (conn_id,) in ids:
             with contextlib.suppress(pymysql.MySQLError):  # it may have closed in between
                 legacy_db.query(f"KILL {int(conn_id)}")
+        deadline = time.monotonic() + 10
+        while _connections_left(legacy_db, [int(conn_id) for (conn_id,) in ids]):
+            assert time.monotonic() < deadline, "the killed connections are still there"
+            time.sleep(0.02)
         time.sleep(0.7)  # past the validation window: the dead connections are pinged and replaced
         body = scan()
         assert client.post("/ingest/barcode", content=orjson.dumps(body)).status_code == 202
         assert len(legacy_db.rows_for(body["scanId"])) == 1
         assert client.get("/ready").status_code == 200
+
+
+def _connections_left(db: Db, ids: list[int]) -> int:
+    if not ids:
+        return 0
+    marks = ", ".join(["%s"] * len(ids))
+    rows = db.query(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN ({marks})", *ids)
+    return int(rows[0][0])
 
 
 def _inserts_running(db: Db) -> int:
@@ -231,7 +243,9 @@ def test_exhausted_pool_makes_requests_wait_then_503(
     serve_legacy: Callable[..., ThreadServer], legacy_db: Db
 ) -> None:
     """One connection, held by a request stuck on a row lock: the next waits, then gets a 503 JSON."""
-    server = serve_legacy(app_options={"pool_size": 1, "pool_timeout_s": 1.0})
+    pool_timeout_s = 3.0  # enough for the waiter below to get the connection however loaded the machine
+    server = serve_legacy(app_options={"pool_size": 1, "pool_timeout_s": pool_timeout_s})
+    pool = server.app.state.pool
     blocked = scan()
     locker = legacy_db.connect()
     results: dict[str, tuple[int, float]] = {}
@@ -270,20 +284,21 @@ def test_exhausted_pool_makes_requests_wait_then_503(
         assert response.status_code == 503
         assert response.json()["error"] == "unavailable"
         assert response.headers["retry-after"] == "1"
-        assert 0.9 <= waited < 5, waited
+        assert pool_timeout_s - 0.1 <= waited < pool_timeout_s + 7, waited
 
         # A request that arrives while blocked, but gets the connection within the timeout, succeeds.
         waiter = threading.Thread(target=post, args=("waiter", scan_waiting := scan()))
         waiter.start()
-        time.sleep(0.3)
+        wait_for_pool_waiters(pool)  # it is queued for the connection...
+        time.sleep(0.3)  # ...and stays queued a while before the holder lets go
         locker.rollback()
     finally:
         locker.close()
-    holder.join(15)
-    waiter.join(15)
+    holder.join(30)
+    waiter.join(30)
     assert results["holder"][0] == 202
-    assert results["waiter"][0] == 202
-    assert results["waiter"][1] >= 0.25  # it really waited for the connection
+    assert results["waiter"][0] == 202, results
+    assert results["waiter"][1] >= 0.3  # it really waited for the connection
     assert len(legacy_db.rows_for(blocked["scanId"], scan_waiting["scanId"])) == 2
     assert legacy_db.rows_for(rejected["scanId"]) == []
     with server.client() as client:

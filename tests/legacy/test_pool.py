@@ -10,10 +10,11 @@ import pymysql
 import pytest
 
 from barcode_pipeline.config import Settings
+from barcode_pipeline.legacy import pool as pool_module
 from barcode_pipeline.legacy.pool import ConnectionPool, DbUnavailable, PoolTimeout
 from barcode_pipeline.legacy.server import budget
 from barcode_pipeline.legacy.store import connection_factory
-from tests.legacy.conftest import Db, free_port
+from tests.legacy.conftest import Db, refused_port, wait_for_pool_waiters
 
 pytestmark = pytest.mark.integration
 
@@ -35,28 +36,39 @@ def test_pool_is_bounded_and_times_out(legacy_db: Db) -> None:
             started = time.monotonic()
             with pytest.raises(PoolTimeout), pool.connection(on_wait=waits.append):
                 pass
-            assert 0.25 <= time.monotonic() - started < 2
+            assert 0.25 <= time.monotonic() - started < 5
         assert pool.in_use == 0
         assert waits and waits[0] >= 0.25
 
         # A waiter gets the connection as soon as it is returned.
         got: list[float] = []
+        borrowing = threading.Event()
         with pool.connection(), pool.connection():
 
             def borrow() -> None:
-                with pool.connection(timeout_s=5, on_wait=got.append):
+                borrowing.set()
+                with pool.connection(timeout_s=10, on_wait=got.append):
                     pass
 
             thread = threading.Thread(target=borrow)
             thread.start()
+            assert borrowing.wait(10)
+            wait_for_pool_waiters(pool)  # really blocked on the pool, not just about to be
             time.sleep(0.2)
-        thread.join(5)
-        assert got and 0.15 <= got[0] < 2
+        thread.join(15)
+        # It waited for the return (>= the 0.2 s the connections were still held), and got one long
+        # before its own 10 s timeout.
+        assert got and 0.2 <= got[0] < 5, got
     finally:
         pool.close()
 
 
-def test_failed_block_rolls_back_and_broken_connection_is_dropped(legacy_db: Db) -> None:
+def test_failed_block_rolls_back_and_broken_connection_is_dropped(
+    legacy_db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The killed connection must be reused without the idle ping (which would quietly replace it), however
+    # slow the machine: only the statement itself can then find out that it is broken.
+    monkeypatch.setattr(pool_module, "VALIDATE_AFTER_IDLE_S", 60.0)
     pool = ConnectionPool(connection_factory(legacy_db.url), size=1, timeout_s=1)
     try:
         with pytest.raises(RuntimeError), pool.connection() as conn, conn.cursor() as cur:
@@ -73,7 +85,11 @@ def test_failed_block_rolls_back_and_broken_connection_is_dropped(legacy_db: Db)
         with pool.connection() as conn:
             first = _connection_id(conn)
         legacy_db.query(f"KILL {first}")
-        # Used at once (inside the validation window): the statement fails, the connection is dropped...
+        deadline = time.monotonic() + 10
+        while legacy_db.query("SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s", first):
+            assert time.monotonic() < deadline, "the killed connection is still there"
+            time.sleep(0.02)
+        # Reused inside the validation window: the statement fails, the connection is dropped...
         with pytest.raises(pymysql.err.OperationalError), pool.connection() as conn:
             _connection_id(conn)
         assert pool.in_use == 0
@@ -85,14 +101,15 @@ def test_failed_block_rolls_back_and_broken_connection_is_dropped(legacy_db: Db)
 
 
 def test_unreachable_database_frees_the_slot() -> None:
-    pool = ConnectionPool(
-        connection_factory(f"mysql://barcode:barcode@127.0.0.1:{free_port()}/nothing"), size=1, timeout_s=0.2
-    )
-    assert pool.fill() == 0
-    for _ in range(3):  # a slot leak would turn the second attempt into a PoolTimeout
-        with pytest.raises(DbUnavailable), pool.connection():
-            pass
-    pool.close()
+    with refused_port() as port:
+        pool = ConnectionPool(
+            connection_factory(f"mysql://barcode:barcode@127.0.0.1:{port}/nothing"), size=1, timeout_s=0.2
+        )
+        assert pool.fill() == 0
+        for _ in range(3):  # a slot leak would turn the second attempt into a PoolTimeout
+            with pytest.raises(DbUnavailable), pool.connection():
+                pass
+        pool.close()
 
 
 @pytest.mark.parametrize(
