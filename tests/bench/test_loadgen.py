@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from barcode_pipeline.bench import loadgen
 from barcode_pipeline.bench.httpclient import Pacer
 from barcode_pipeline.bench.loadgen import (
     LoadSpec,
@@ -101,10 +102,13 @@ def test_single_mode_against_the_trivial_endpoint_records_every_ack(tmp_path: Pa
     assert result.scans_acked == result.scans_acked_unique == 500
     ids = ids_path.read_text().split()
     assert len(ids) == len(set(ids)) == 500
-    assert result.latency.count == 500 and 0 < result.latency.p50_ms < 50
+    # no latency thresholds here: on a loaded CI machine they measure the machine, not the generator
+    assert result.latency.count == result.service_time.count == 500 and result.latency.p50_ms > 0
     assert result.service_time.p99_ms <= result.latency.max_ms
+    assert result.dispatch_lag.count == 500  # the pacer's lateness is reported for every request
     assert [p.count for p in result.timeseries] == [500]
-    assert result.achieved_rps == pytest.approx(500, rel=0.05)
+    # answers / max(duration, elapsed): at most the offered rate, and far from zero even if the run stalls
+    assert 0.5 * 500 <= result.achieved_rps <= 500 * 1.001
     as_json = result.to_dict()
     assert as_json["latency_ms"]["p99_ms"] == result.latency.p99_ms and as_json["hdr"]["latency_us"]
 
@@ -184,7 +188,8 @@ def test_open_loop_charges_queueing_to_the_server_no_coordinated_omission() -> N
     with StubIngest(delay_s=0.1) as stub:
         result = run_load(LoadSpec(url=stub.url, rate=50, duration_s=0.5, concurrency_limit=2))
     assert result.ok == 25
-    assert result.service_time.p50_ms == pytest.approx(100, abs=40)
+    # the server's 100 ms is a floor; a loaded machine only adds to it (the bound is generous on purpose)
+    assert 100 <= result.service_time.p50_ms < 300
     assert result.latency.max_ms > 500  # the last request waited for the 24 before it
     assert result.latency.p50_ms > 2 * result.service_time.p50_ms
 
@@ -200,17 +205,71 @@ def test_run_load_async_and_calibrate() -> None:
     assert calibration.ok == 100 and calibration.spec.url != "http://unused"
 
 
-def test_find_ceiling_grows_then_bisects() -> None:
-    with trivial_server_thread() as url:
-        best, steps = find_ceiling(
-            LoadSpec(url=url, rate=1, duration_s=0.3),
-            start_rate=100,
-            growth=2,
-            max_rate=400,
-            max_p99_ms=1000,
-        )
+class _FakeLoad:
+    """Stands in for :func:`run_load` so the search is tested without timing: ``capacity`` is sustained."""
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity = capacity
+        self.specs: list[LoadSpec] = []
+        self.p99_limits: list[float] = []
+
+    def __call__(self, spec: LoadSpec) -> _FakeLoad.Result:
+        self.specs.append(spec)
+        return _FakeLoad.Result(self, spec)
+
+    class Result:
+        def __init__(self, load: _FakeLoad, spec: LoadSpec) -> None:
+            self.load, self.spec = load, spec
+
+        def sustained(self, max_p99_ms: float = 50.0, max_error_rate: float = 0.0) -> bool:
+            del max_error_rate
+            self.load.p99_limits.append(max_p99_ms)
+            return self.spec.rate <= self.load.capacity
+
+
+def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    template = LoadSpec(url="http://sut:1", rate=1, duration_s=0.3, acked_ids_path=tmp_path / "ids.txt")
+
+    # grows by `growth` while sustained, and never past max_rate
+    fake = _FakeLoad(capacity=10_000)
+    monkeypatch.setattr(loadgen, "run_load", fake)
+    best, steps = find_ceiling(template, start_rate=100, growth=2, max_rate=400, max_p99_ms=1000)
     assert [s.rate for s in steps] == [100, 200, 400]
     assert all(s.sustained for s in steps) and best == 400
+    assert fake.p99_limits == [1000] * 3  # the caller's latency bound is the one applied
+    # each step runs the template at the step's rate; acked IDs are never written by a search
+    assert all(s.url == template.url and s.duration_s == template.duration_s for s in fake.specs)
+    assert all(s.acked_ids_path is None for s in fake.specs)
+
+    # the first failure stops the growth, then bisection narrows (good, bad) step by step
+    fake = _FakeLoad(capacity=700)
+    monkeypatch.setattr(loadgen, "run_load", fake)
+    seen: list[float] = []
+    best, steps = find_ceiling(
+        template,
+        start_rate=100,
+        growth=2,
+        max_rate=10_000,
+        refine_steps=3,
+        max_p99_ms=20,
+        on_step=lambda step: seen.append(step.rate),
+    )
+    assert [(s.rate, s.sustained) for s in steps] == [
+        (100, True),
+        (200, True),
+        (400, True),
+        (800, False),  # grown past the capacity: bisect between 400 and 800
+        (600, True),
+        (700, True),
+        (750, False),
+    ]
+    assert best == 700 and seen == [s.rate for s in steps]
+    assert [s.rate for s in fake.specs] == seen
+
+    # nothing sustained at all: the ceiling is 0
+    monkeypatch.setattr(loadgen, "run_load", _FakeLoad(capacity=0))
+    best, steps = find_ceiling(template, start_rate=100, refine_steps=2, max_rate=1000)
+    assert best == 0 and not any(s.sustained for s in steps)
 
 
 def test_machine_cpu_share_from_proc_stat_samples() -> None:
