@@ -145,7 +145,7 @@ class ScannerLoad:
         while time.monotonic() < deadline:
             try:
                 acked = self.counts().acked
-            except (ConfigError, sqlite3.OperationalError):  # file or schema not (fully) created yet
+            except (ConfigError, sqlite3.OperationalError):  # no file (or schema) yet
                 acked = 0
             if acked >= minimum:
                 return acked

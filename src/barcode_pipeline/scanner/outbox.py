@@ -134,15 +134,26 @@ class Outbox:
         self._lock_file: IO[bytes] | None = self._lock(path)
         try:
             self._conn = _connect(path, synchronous)
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (_SCHEMA_VERSION,)
-            )
-            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_acked', '0')")
+            self._create_schema()
             row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
             self._next_seq = int(row[0]) + 1
         except BaseException:
             self._release_lock()
+            raise
+
+    def _create_schema(self) -> None:
+        """Tables, index and meta rows in one transaction: a reader never sees half a schema."""
+        try:
+            self._conn.executescript(
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{_SCHEMA_VERSION}');"
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_acked', '0');"
+                "COMMIT;"
+            )
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.rollback()
             raise
 
     # ----------------------------------------------------------------- lifecycle
