@@ -83,8 +83,10 @@ def rewind_group(settings: Settings, group: str | None = None, *, timeout: float
 
     Returns (records to re-read, tries).
 
-    The group must be empty (its members stopped) for the broker to accept it; a member that
-    was killed keeps it non-empty until its session times out, hence the retries.
+    The group must be empty for the broker to accept it. A member that was killed, or a static
+    member (the supervisor's processors) even after a clean stop, keeps it non-empty until its
+    session times out, hence the retries. The broker refuses per partition, inside a successful
+    reply, so every partition's error is checked.
     """
     group = group or settings.processor_group
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
@@ -105,13 +107,17 @@ def rewind_group(settings: Settings, group: str | None = None, *, timeout: float
     while True:
         tries += 1
         try:
-            admin.alter_consumer_group_offsets(request)[group].result(10)
-            log.info("rewound group %s to the log start (%d records to re-read)", group, backlog)
-            return backlog, tries
+            reply = admin.alter_consumer_group_offsets(request)[group].result(10)
+            refused = [f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error]
+            if not refused:
+                log.info("rewound group %s to the log start (%d records to re-read)", group, backlog)
+                return backlog, tries
+            problem = "; ".join(refused)
         except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise DeliveryError(f"cannot rewind group {group}: {exc}", component="kafka") from exc
-            time.sleep(1.0)
+            problem = str(exc)
+        if time.monotonic() > deadline:
+            raise DeliveryError(f"cannot rewind group {group}: {problem}", component="kafka")
+        time.sleep(1.0)
 
 
 def produce_raw(settings: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
