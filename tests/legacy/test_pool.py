@@ -100,6 +100,22 @@ def test_failed_block_rolls_back_and_broken_connection_is_dropped(
         pool.close()
 
 
+def test_a_connection_past_its_lifetime_is_retired_when_it_comes_back(
+    legacy_db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = ConnectionPool(connection_factory(legacy_db.url), size=1)
+    try:
+        with pool.connection() as conn:
+            first = _connection_id(conn)
+        with pool.connection() as conn:
+            assert _connection_id(conn) == first, "a young connection is reused"
+            monkeypatch.setattr(pool_module, "MAX_LIFETIME_S", 0.0)
+        with pool.connection() as conn:
+            assert _connection_id(conn) != first, "the old one was closed on its way back"
+    finally:
+        pool.close()
+
+
 def test_unreachable_database_frees_the_slot() -> None:
     with refused_port() as port:
         pool = ConnectionPool(

@@ -27,6 +27,10 @@ VALIDATE_AFTER_IDLE_S = (
     0.5  # HikariCP re-validates a connection idle for longer than this (aliveBypassWindow)
 )
 
+# HikariCP's maxLifetime default: a connection is retired when it comes back after this long, so
+# none outlives a server-side or middlebox timeout (wait_timeout, a proxy's idle cut-off).
+MAX_LIFETIME_S = 1800.0
+
 Connect = Callable[[], Any]
 
 
@@ -39,11 +43,11 @@ class DbUnavailable(DeliveryError):
 
 
 class _Pooled:
-    __slots__ = ("conn", "last_used")
+    __slots__ = ("conn", "created", "last_used")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.last_used = time.monotonic()
+        self.created = self.last_used = time.monotonic()
 
 
 class ConnectionPool:
@@ -161,9 +165,10 @@ class ConnectionPool:
 
     def _checkin(self, item: _Pooled, broken: bool) -> None:
         item.last_used = time.monotonic()
+        retired = item.last_used - item.created > MAX_LIFETIME_S
         with self._lock:
             self._in_use -= 1
-            keep = not broken and not self._closed
+            keep = not broken and not self._closed and not retired
             if keep:
                 self._idle.append(item)
         if not keep:
