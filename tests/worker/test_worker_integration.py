@@ -168,9 +168,10 @@ def test_an_empty_center_mapping_makes_the_worker_wait_instead_of_dead_lettering
         env.start("w1", env.settings.model_copy(update={"db_url": url}))
         wait_until(lambda: metric("bp_worker_db_failures_total") >= failures + 2, 10, "failed attempts")
         assert env.dlq() == [] and env.pending("w1") == 10, "scans were given up on an empty mapping"
-        for row in mapping:
-            unseeded.query("INSERT INTO device_center_mapping (device_id, center_id, center_name)"
-                       " VALUES (%s, %s, %s)", *row)  # fmt: skip
+        # One statement: a worker reloading between row-by-row INSERTs would see a partial mapping.
+        values = ", ".join(["(%s, %s, %s)"] * len(mapping))
+        unseeded.query("INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                       f" VALUES {values}", *[v for row in mapping for v in row])  # fmt: skip
         wait_until(lambda: unseeded.count() == 10, 15, "the rows once the mapping is there")
         wait_until(lambda: env.pending() == 0, 5, "the acks")
         assert env.dlq() == []
