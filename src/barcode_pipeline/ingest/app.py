@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -26,10 +25,15 @@ from barcode_pipeline.errors import DeliveryError, ValidationFailed
 from barcode_pipeline.ingest import schemas
 from barcode_pipeline.ingest.http import (
     JSON,
+    LABELLED_ROUTES,
+    ROUTE_BATCH,
+    ROUTE_ONE,
     BadBody,
     BodyTooLarge,
     RequestMetricsMiddleware,
+    client_errors,
     error_response,
+    install_health_and_metrics,
     install_json_error_handlers,
     json_response,
     malformed_json,
@@ -43,22 +47,7 @@ from barcode_pipeline.ingest.producer import KafkaBridge
 
 log = logging.getLogger(__name__)
 
-ROUTE_ONE = "/ingest/barcode"
-ROUTE_BATCH = "/ingest/barcodes"
-# Paths get their own metrics label; anything else (docs, 404s) is "other", so labels stay bounded.
-_LABELLED_ROUTES = frozenset({ROUTE_ONE, ROUTE_BATCH, "/health", "/ready", "/metrics"})
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": schemas.ErrorBody, "description": "Malformed JSON."},
-    413: {
-        "model": schemas.ErrorBody,
-        "description": "Body over `max_body_bytes`, or batch over `max_batch_items`.",
-    },
-    422: {
-        "model": schemas.ErrorBody,
-        "description": "A rule is broken; `field` (and `index`, in a batch) name it.",
-    },
-}
+_ERRORS = client_errors("A rule is broken; `field` (and `index`, in a batch) name it.")
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before resending.", "schema": {"type": "integer"}}
 }
@@ -150,9 +139,10 @@ def create_app(
     handlers: dict[str, Handler] = {}
     # Added first, so it runs inside the metrics middleware: fast-path requests are still timed.
     app.add_middleware(FastIngestMiddleware, handlers=handlers, body_limit=body_limit)
-    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=_LABELLED_ROUTES)
+    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=LABELLED_ROUTES)
 
     install_json_error_handlers(app)
+    install_health_and_metrics(app, metrics.render, METRICS_CONTENT_TYPE)
 
     async def read_json(request: Request) -> object | Response:
         """The decoded body, or the error response to send instead."""
@@ -238,10 +228,6 @@ def create_app(
 
     handlers.update({ROUTE_ONE: handle_one, ROUTE_BATCH: handle_batch})
 
-    @app.get("/health", response_model=schemas.Health, summary="The process is alive")
-    async def health() -> Response:
-        return json_response(200, {"status": "ok"})
-
     @app.get(
         "/ready",
         response_model=schemas.Ready,
@@ -252,14 +238,5 @@ def create_app(
         if kafka.available:
             return json_response(200, {"status": "ready", "kafka": "up"})
         return json_response(503, {"status": "not_ready", "kafka": "down", "reason": kafka.reason})
-
-    @app.get(
-        "/metrics",
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
-    )
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return app

@@ -18,9 +18,28 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barcode_pipeline.errors import ValidationFailed
+from barcode_pipeline.ingest import schemas
 
 JSON = "application/json"
 RETRY_AFTER_S = 1  # how long a client should wait after a 503 before resending (the breaker re-probes faster)
+
+# The wire API, shared by the async ingest service and the legacy baseline (same scanners).
+ROUTE_ONE = "/ingest/barcode"
+ROUTE_BATCH = "/ingest/barcodes"
+# Paths get their own metrics label; anything else (docs, 404s) is "other", so labels stay bounded.
+LABELLED_ROUTES = frozenset({ROUTE_ONE, ROUTE_BATCH, "/health", "/ready", "/metrics"})
+
+
+def client_errors(invalid: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries of the 4xx answers both services give; ``invalid`` describes their 422."""
+    return {
+        400: {"model": schemas.ErrorBody, "description": "Malformed JSON."},
+        413: {
+            "model": schemas.ErrorBody,
+            "description": "Body over `max_body_bytes`, or batch over `max_batch_items`.",
+        },
+        422: {"model": schemas.ErrorBody, "description": invalid},
+    }
 
 
 class BodyTooLarge(Exception):
@@ -137,6 +156,23 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             self.observe(route, status, time.perf_counter() - started)
+
+
+def install_health_and_metrics(app: FastAPI, render: Callable[[], bytes], content_type: str) -> None:
+    """``GET /health`` (the process is alive) and ``GET /metrics`` (Prometheus text), the same in both."""
+
+    @app.get("/health", response_model=schemas.Health, summary="The process is alive")
+    async def health() -> Response:
+        return json_response(200, {"status": "ok"})
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {content_type: {}}, "description": "Prometheus text format."}},
+    )
+    async def prometheus() -> Response:
+        return Response(render(), media_type=content_type)
 
 
 def install_json_error_handlers(app: FastAPI) -> None:

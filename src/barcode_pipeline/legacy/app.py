@@ -29,10 +29,15 @@ from barcode_pipeline.errors import DeliveryError, ValidationFailed
 from barcode_pipeline.ingest import schemas
 from barcode_pipeline.ingest.http import (
     JSON,
+    LABELLED_ROUTES,
+    ROUTE_BATCH,
+    ROUTE_ONE,
     BadBody,
     BodyTooLarge,
     RequestMetricsMiddleware,
+    client_errors,
     error_response,
+    install_health_and_metrics,
     install_json_error_handlers,
     json_response,
     malformed_json,
@@ -47,23 +52,11 @@ from barcode_pipeline.legacy.store import LegacyStore, connection_factory
 
 log = logging.getLogger(__name__)
 
-ROUTE_ONE = "/ingest/barcode"
-ROUTE_BATCH = "/ingest/barcodes"
-_LABELLED_ROUTES = frozenset({ROUTE_ONE, ROUTE_BATCH, "/health", "/ready", "/metrics"})
 READY_TIMEOUT_S = 2.0  # /ready waits at most this long for a pooled connection
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": schemas.ErrorBody, "description": "Malformed JSON."},
-    413: {
-        "model": schemas.ErrorBody,
-        "description": "Body over `max_body_bytes`, or batch over `max_batch_items`.",
-    },
-    422: {
-        "model": schemas.ErrorBody,
-        "description": "A rule is broken or the device has no center; `field` (and `index`, in a batch) "
-        "name it.",
-    },
-}
+_ERRORS = client_errors(
+    "A rule is broken or the device has no center; `field` (and `index`, in a batch) name it."
+)
 
 
 class LegacyReady(BaseModel):
@@ -189,9 +182,10 @@ def create_app(
     )
     app.state.pool = pool
     app.state.metrics = metrics
-    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=_LABELLED_ROUTES)
+    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=LABELLED_ROUTES)
 
     install_json_error_handlers(app)
+    install_health_and_metrics(app, metrics.render, METRICS_CONTENT_TYPE)
 
     async def read(request: Request) -> bytes | Response:
         try:
@@ -237,10 +231,6 @@ def create_app(
             return body
         return await anyio.to_thread.run_sync(handlers.many, body)
 
-    @app.get("/health", response_model=schemas.Health, summary="The process is alive")
-    async def health() -> Response:
-        return json_response(200, {"status": "ok"})
-
     @app.get(
         "/ready",
         response_model=LegacyReady,
@@ -249,14 +239,5 @@ def create_app(
     )
     async def ready() -> Response:
         return await anyio.to_thread.run_sync(handlers.ready)
-
-    @app.get(
-        "/metrics",
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
-    )
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return app
