@@ -54,24 +54,45 @@ def multiprocess_enabled() -> bool:
     return MULTIPROC_ENV in os.environ or MULTIPROC_ENV.lower() in os.environ
 
 
-class IngestMetrics:
-    """The service's instruments, plus the registry ``/metrics`` renders."""
+class ServiceMetrics:
+    """What both HTTP services (ingest, legacy) have: the registry ``/metrics`` renders, and request
+    latency by route and status. Subclasses register their own instruments with ``self._target``."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str, buckets: tuple[float, ...]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         multiproc = multiprocess_enabled()
         # In multiprocess mode samples live in files and the collector reads them; registering the
         # instruments as well would report this process's share twice.
-        target = None if multiproc else self.registry
+        self._target = None if multiproc else self.registry
         if multiproc:
             prom_multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.request_seconds = Histogram(
-            "bp_ingest_request_seconds",
+            f"bp_{service}_request_seconds",
             "HTTP request latency, from first byte handled to response sent.",
             ["route", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=target,
+            buckets=buckets,
+            registry=self._target,
         )
+        self._request_children: dict[tuple[str, int], Histogram] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Record one request; label children are cached because ``labels()`` costs a lock and a lookup."""
+        key = (route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.request_seconds.labels(route, str(status))
+        child.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class IngestMetrics(ServiceMetrics):
+    """The ingest service's instruments."""
+
+    def __init__(self) -> None:
+        super().__init__("ingest", LATENCY_BUCKETS)
+        target = self._target
         self.produce_seconds = Histogram(
             "bp_ingest_produce_seconds",
             "Kafka produce round trip until the delivery report (acks=all) confirmed the write.",
@@ -89,25 +110,13 @@ class IngestMetrics:
             "Scans confirmed by Kafka and answered as accepted.",
             registry=target,
         )
-        self._request_children: dict[tuple[str, int], Histogram] = {}
         self._failure_children: dict[str, Counter] = {}
-
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        """Record one request; label children are cached because ``labels()`` costs a lock and a lookup."""
-        key = (route, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.request_seconds.labels(route, str(status))
-        child.observe(seconds)
 
     def delivery_failed(self, reason: str, count: int = 1) -> None:
         child = self._failure_children.get(reason)
         if child is None:
             child = self._failure_children[reason] = self.delivery_failures.labels(reason)
         child.inc(count)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 @contextmanager

@@ -8,10 +8,9 @@ the ingest service's (``PROMETHEUS_MULTIPROC_DIR`` set by the server before the 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client import Counter, Gauge, Histogram
 
-from barcode_pipeline.ingest.metrics import METRICS_CONTENT_TYPE, multiprocess_enabled
+from barcode_pipeline.ingest.metrics import METRICS_CONTENT_TYPE, ServiceMetrics
 
 __all__ = ["LATENCY_BUCKETS", "METRICS_CONTENT_TYPE", "LegacyMetrics"]
 
@@ -40,22 +39,12 @@ LATENCY_BUCKETS = (
 )
 
 
-class LegacyMetrics:
-    """The service's instruments, plus the registry ``/metrics`` renders (one instance per app)."""
+class LegacyMetrics(ServiceMetrics):
+    """The legacy service's instruments (one instance per app)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        multiproc = multiprocess_enabled()
-        target = None if multiproc else self.registry
-        if multiproc:
-            prom_multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
-        self.request_seconds = Histogram(
-            "bp_legacy_request_seconds",
-            "HTTP request latency, from first byte handled to response sent.",
-            ["route", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=target,
-        )
+        super().__init__("legacy", LATENCY_BUCKETS)
+        target = self._target
         self.pool_wait_seconds = Histogram(
             "bp_legacy_db_pool_wait_seconds",
             "Time a request waited for a free pooled DB connection (including ones that timed out).",
@@ -96,21 +85,10 @@ class LegacyMetrics:
             registry=target,
             multiprocess_mode="livesum",
         )
-        self._request_children: dict[tuple[str, int], Histogram] = {}
         self._error_children: dict[str, Counter] = {}
-
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.request_seconds.labels(route, str(status))
-        child.observe(seconds)
 
     def db_error(self, kind: str) -> None:
         child = self._error_children.get(kind)
         if child is None:
             child = self._error_children[kind] = self.db_errors.labels(kind)
         child.inc()
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
