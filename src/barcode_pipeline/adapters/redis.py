@@ -24,9 +24,11 @@ def client(settings: Settings, *, timeout: float = 5.0, decode: bool = True) -> 
     )
 
 
-def lua_source(name: str) -> str:
-    """Text of ``barcode_pipeline/lua/<name>.lua``."""
-    return resources.files("barcode_pipeline.lua").joinpath(f"{name}.lua").read_text()
+def lua_source(*names: str) -> str:
+    """Text of ``barcode_pipeline/lua/<name>.lua``; several names are joined in order (a shared
+    part such as ``groups`` first, then the script that uses it)."""
+    folder = resources.files("barcode_pipeline.lua")
+    return "\n".join(folder.joinpath(f"{name}.lua").read_text() for name in names)
 
 
 class WaitingProbe:
@@ -37,7 +39,7 @@ class WaitingProbe:
     """
 
     def __init__(self, client: redis.Redis, streams: list[str], group: str, *, cap: int = 1000) -> None:
-        self._script = client.register_script(lua_source("waiting"))
+        self._script = client.register_script(lua_source("groups", "waiting"))
         self._streams = streams
         self._args: list[str | int] = [group, cap]
 

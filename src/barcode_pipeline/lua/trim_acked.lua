@@ -7,6 +7,7 @@
 -- after the last delivered one: everything below it was delivered and acked, so no worker needs
 -- it again. It is lowered further to now - retention. A stream without any group is left alone
 -- (nobody has read it). One call, so the bound cannot go stale between reading it and trimming.
+-- Needs groups.lua.
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -28,15 +29,10 @@ local deleted = 0
 for _, stream in ipairs(KEYS) do
   if redis.call('EXISTS', stream) == 1 then
     local bound = nil
-    for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      local name, last
-      for i = 1, #info, 2 do
-        if info[i] == 'name' then name = info[i + 1] end
-        if info[i] == 'last-delivered-id' then last = info[i + 1] end
-      end
-      local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+    for _, g in ipairs(group_positions(stream)) do
+      local ms, seq = string.match(g.last, '^(%d+)-(%d+)$')
       bound = lower(bound, ms .. '-' .. string.format('%d', tonumber(seq) + 1))
-      local pending = redis.call('XPENDING', stream, name)
+      local pending = redis.call('XPENDING', stream, g.name)
       if tonumber(pending[1]) > 0 then bound = lower(bound, pending[2]) end
     end
     if bound ~= nil then

@@ -3,6 +3,7 @@
 -- Returns {waiting (counted up to the cap, per stream), age in ms of the oldest waiting entry or -1}.
 -- One call instead of three round trips per stream: a standby worker asks this every poll.
 -- Counted from the group's last-delivered ID (XINFO's lag can be stale after an AOF restart).
+-- Needs groups.lua.
 local group, cap = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -10,13 +11,8 @@ local waiting, oldest = 0, -1
 for _, stream in ipairs(KEYS) do
   if redis.call('EXISTS', stream) == 1 then
     local start = '-'
-    for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      local name, last
-      for i = 1, #info, 2 do
-        if info[i] == 'name' then name = info[i + 1] end
-        if info[i] == 'last-delivered-id' then last = info[i + 1] end
-      end
-      if name == group then start = '(' .. last end
+    for _, g in ipairs(group_positions(stream)) do
+      if g.name == group then start = '(' .. g.last end
     end
     local items = redis.call('XRANGE', stream, start, '+', 'COUNT', cap)
     if #items > 0 then

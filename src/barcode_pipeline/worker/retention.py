@@ -25,7 +25,7 @@ class Trimmer:
     def __init__(
         self, client: redis.Redis, streams: Sequence[str], *, retention_s: float, exact: bool = False
     ) -> None:
-        self._script = client.register_script(lua_source("trim_acked"))
+        self._script = client.register_script(lua_source("groups", "trim_acked"))
         self._streams = list(streams)
         # '~' trims whole radix-tree nodes only (up to 100 entries each): the cheap form for the loop.
         self._args: list[str | int] = ["=" if exact else "~", round(retention_s * 1000)]
