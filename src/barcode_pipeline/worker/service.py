@@ -202,7 +202,8 @@ class Worker:
                 return
             if self.settings.stream_trim_interval_s and now >= self._next_trim:
                 self._next_trim = now + self.settings.stream_trim_interval_s
-                self.trim()
+                if self.recovery.is_primary:  # one trimmer is enough; it trims every shard
+                    self.trim()
         if not self._reads_new():
             self._stop.wait(min(STANDBY_POLL_S, max(0.001, self._next_sweep - now)))
             return
