@@ -23,9 +23,10 @@ import redis
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.adapters.db import DbTimeouts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import StoredScan
-from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.errors import ConfigError, PipelineError
 from barcode_pipeline.scanner.backoff import backoff_delay
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
@@ -76,11 +77,21 @@ class Worker:
         self.settings = settings
         self.options = options
         self.name = options.name
+        if options.idle_block_s >= settings.redis_socket_timeout_s:
+            # The reply to XREADGROUP BLOCK comes after the block time: a socket timeout below it
+            # would turn every idle read into a timeout error.
+            raise ConfigError(
+                f"BP_REDIS_SOCKET_TIMEOUT_S ({settings.redis_socket_timeout_s}) must exceed the "
+                f"worker's read block ({options.idle_block_s} s)"
+            )
         self.group = names.WORKER_GROUP
         self.streams = names.all_streams(settings.stream_shards)
         self.client = client or redis_adapter.client(settings, decode=False)
         self.store = store or BarcodeStore(
-            settings.db_url, dedup_policy=settings.dedup_policy, crash=options.crash
+            settings.db_url,
+            dedup_policy=settings.dedup_policy,
+            crash=options.crash,
+            timeouts=DbTimeouts.of(settings),
         )
         self.batcher: Batcher[Entry] = Batcher(
             settings.worker_batch_size, settings.worker_max_delay_ms / 1000
