@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     db_read_timeout_s: float = Field(default=60.0, ge=1)
     db_write_timeout_s: float = Field(default=60.0, ge=1)
 
+    # --- liveness watchdog (supervisor; see run/watchdog.py) ---
+    # A processor or worker whose stage has work waiting and that moved none for this long is
+    # restarted, after its thread stacks are dumped to the log (0: watchdog off).
+    stall_timeout_s: float = Field(default=30.0, ge=0)
+    # The supervisor's /health and /metrics port; processors and workers get the next ports for
+    # their metrics under ``barcode-pipeline run`` (0: none of these servers).
+    metrics_port_base: int = Field(default=9100, ge=0, le=65000)
+
     # --- misc ---
     log_level: str = "INFO"
 

@@ -23,7 +23,7 @@ def run(
     settings = load_settings(workers=workers)
     setup_logging(settings.log_level, "run")
     prepare(settings, start_stack=not no_stack)
-    sup = Supervisor(settings, pipeline_specs(settings))
+    sup = Supervisor(settings, pipeline_specs(settings), health_port=settings.metrics_port_base or None)
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         sup.request_stop()

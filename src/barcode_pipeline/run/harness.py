@@ -25,12 +25,14 @@ def running_pipeline(
     workers: int | None = None,
     specs: list[ChildSpec] | None = None,
     start_stack: bool = True,
+    health_port: int | None = None,
 ) -> Iterator[Supervisor]:
     """Prepare (stack, migrations, topics), start ingest + processor + workers, yield, then drain."""
     prepare(settings, start_stack=start_stack)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as out:
-        sup = Supervisor(settings, specs or pipeline_specs(settings, workers=workers, metrics=False), out=out)
+        specs = specs or pipeline_specs(settings, workers=workers, metrics=False)
+        sup = Supervisor(settings, specs, out=out, health_port=health_port)
         sup.start()
         try:
             wait_http_ok(f"http://{settings.ingest_host}:{settings.ingest_port}/ready", timeout=60)

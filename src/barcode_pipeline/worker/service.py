@@ -27,6 +27,7 @@ from barcode_pipeline.adapters.db import DbTimeouts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.errors import ConfigError, PipelineError
+from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.scanner.backoff import backoff_delay
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
@@ -61,6 +62,7 @@ class WorkerOptions:
     idle_block_s: float = 1.0  # longest XREADGROUP BLOCK while nothing is batched
     shutdown_grace_s: float = 10.0  # on stop, how long to keep retrying the last batch's write
     stall_limit_s: float | None = None  # main loop silent this long -> heartbeats stop (None: derived)
+    stall_hook: StallHook = field(default_factory=lambda: StallHook(None))  # debug: block the loop
 
 
 class Worker:
@@ -128,6 +130,9 @@ class Worker:
         self.ready = threading.Event()  # set once own pending entries are handled (for tests, tools)
         self._stop = threading.Event()
         self._progress = time.monotonic()
+        # For the supervisor's watchdog (liveness.py): entries read or settled, nothing waiting
+        # for this worker, or a dependency retried.
+        self.progress = Progress()
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
         self.batches_written = 0  # flushed batches (tests and tools read it)
@@ -199,6 +204,7 @@ class Worker:
 
     # ------------------------------------------------------------------ one iteration
     def _step(self) -> None:
+        self.options.stall_hook()
         now = time.monotonic()
         self._progress = now
         trigger = self.batcher.trigger(now)
@@ -216,6 +222,7 @@ class Worker:
                 if self.recovery.is_primary:  # one trimmer is enough; it trims every shard
                     self.trim()
         if not self._reads_new():
+            self.progress.idle()  # the primary keeps up: nothing waits for this worker
             self._stop.wait(min(STANDBY_POLL_S, max(0.001, self._next_sweep - now)))
             return
         wait = self.batcher.wait_s(now)
@@ -229,6 +236,8 @@ class Worker:
         )
         if reply:
             self._accept(from_reply(reply), time.monotonic())
+        else:
+            self.progress.idle()
 
     def _reads_new(self) -> bool:
         """Standby rule: whether this worker takes new entries now.
@@ -249,6 +258,7 @@ class Worker:
 
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
         """Batch the entries, except those delivered too often: they go to the DLQ right away."""
+        self.progress.moved()
         limit = self.settings.max_deliveries
         over = [
             DeadLetter(e, "max_deliveries", f"delivered {e.deliveries} times (limit {limit})")
@@ -306,6 +316,7 @@ class Worker:
 
     def _settle(self, done: list[Entry], dead: list[DeadLetter]) -> None:
         self._redis("ack", lambda: settle(self.client, self.group, self.name, done=done, dead=dead))
+        self.progress.moved()
         if not dead:
             return
         causes = Counter(letter.cause for letter in dead)
@@ -342,6 +353,7 @@ class Worker:
                 return action()
             except errors as exc:
                 attempt += 1
+                self.progress.waiting()
                 if isinstance(exc, redis.RedisError):
                     metrics.REDIS_FAILURES.inc()
                 delay = backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
@@ -354,6 +366,7 @@ class Worker:
     def _redis_failed(self, what: str, exc: redis.RedisError, attempt: int) -> None:
         """A failed read or sweep: nothing is lost (entries stay pending), so log and back off."""
         metrics.REDIS_FAILURES.inc()
+        self.progress.waiting()
         if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
             log.warning("consumer group missing (stream deleted?); re-creating it")
             try:
