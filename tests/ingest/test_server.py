@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import orjson
 import pytest
 
 from barcode_pipeline.config import Settings
+from tests.drain_helpers import HeldRequest, Senders
 from tests.ingest.conftest import TopicReader, free_port, scan
 
 pytestmark = pytest.mark.integration
@@ -164,62 +164,27 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
     # SIGTERM with a request in flight (headers in, body half sent) and a client that keeps sending.
     reader = TopicReader(stack_settings)
     reader.mark()
-    held_scan = scan()
-    held_body = orjson.dumps(held_scan)
-    held = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S)
-    head = (
-        "POST /ingest/barcode HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(held_body)}\r\n\r\n"
-    )
-    held.sendall(head.encode() + held_body[:10])
-    answered: list[tuple[str, int]] = []
-    failed: list[tuple[str, str]] = []  # requests that got no answer: (scanId, error)
-    stop = threading.Event()
-
-    def keep_sending() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=CLIENT_TIMEOUT_S) as client:
-            while not stop.is_set():
-                body = scan()
-                try:
-                    reply = client.post("/ingest/barcode", content=orjson.dumps(body))
-                except httpx.ConnectError:
-                    return  # the listener is closed: draining, and this request was never sent
-                except httpx.TransportError as exc:
-                    failed.append((body["scanId"], repr(exc)))
-                    return
-                answered.append((body["scanId"], reply.status_code))
-                if reply.headers.get("connection") == "close":
-                    return  # the server said it is draining: a new connection would not be served
-
-    sender = threading.Thread(target=keep_sending)
-    sender.start()
-    deadline = time.monotonic() + 30
-    while not answered:  # SIGTERM only once the client is really sending
-        assert sender.is_alive(), f"the sender stopped before any request was answered: {failed}"
-        assert time.monotonic() < deadline, "no request was answered in 30 s"
-        time.sleep(0.01)
+    held = HeldRequest(server.port, scan())
+    senders = Senders(server.base_url, scan)
+    senders.start()
+    senders.wait_answers(1, timeout_s=30)  # SIGTERM only once the client is really sending
     server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
     while "Shutting down" not in server.log_path.read_text():  # the drain has begun
-        assert time.monotonic() < deadline + 30, "the server never started shutting down"
+        assert time.monotonic() < deadline, "the server never started shutting down"
         time.sleep(0.05)
-    held.sendall(held_body[10:])  # the rest of the in-flight request, after the drain began
-    reply_bytes = b""
-    while chunk := held.recv(65536):  # until the server closes the connection
-        reply_bytes += chunk
-    held.close()
-    assert reply_bytes.startswith(b"HTTP/1.1 202"), reply_bytes  # answered, not reset
+    reply = held.finish()  # the rest of the in-flight request, after the drain began
+    assert reply.startswith(b"HTTP/1.1 202"), reply  # answered, not reset
     assert server.proc.wait(30) == 0
-    stop.set()
-    sender.join(CLIENT_TIMEOUT_S + 5)
-    assert not sender.is_alive()
-    assert answered and {status for _, status in answered} == {202}
+    senders.join(CLIENT_TIMEOUT_S + 5)
+    assert senders.answered and {status for _, status in senders.answered} == {202}
     on_topic = set(reader.read())  # everything written since the mark, to the end of every partition
     reader.close()
-    assert held_scan["scanId"] in on_topic
-    assert {scan_id for scan_id, _ in answered} <= on_topic
+    assert held.body["scanId"] in on_topic
+    assert senders.acknowledged() <= on_topic
     # A request without an answer is acceptable only if the server never took it (it never reached
     # Kafka): one it accepted and then reset is an acknowledgement lost, the failure to catch here.
-    assert not [f for f in failed if f[0] in on_topic], failed
+    assert not [f for f in senders.failed if f[0] in on_topic], senders.failed
 
 
 def test_workers_stop_when_their_supervisor_is_killed(stack_settings: Settings, tmp_path: Path) -> None:
