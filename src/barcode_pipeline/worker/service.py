@@ -25,26 +25,20 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import StoredScan
-from barcode_pipeline.errors import PipelineError
-from barcode_pipeline.scanner.backoff import backoff_delay
+from barcode_pipeline.errors import DatabaseUnavailable, RetriesExhausted
+from barcode_pipeline.retry import Backoff
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
 from barcode_pipeline.worker.entries import Entry, decode, from_reply
 from barcode_pipeline.worker.recovery import DeadLetter, Heartbeat, Recovery, ensure_groups, settle
 from barcode_pipeline.worker.retention import Trimmer
-from barcode_pipeline.worker.storage import BarcodeStore, CrashPoints, DbUnavailable, to_row
+from barcode_pipeline.worker.storage import BarcodeStore, CrashPoints, to_row
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-BACKOFF_BASE_S = 0.1
-BACKOFF_CAP_S = 5.0
-# Errors worth retrying: the server is away, loading, or failing over.
-REDIS_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError)
-
-
-class _GaveUp(PipelineError):
-    """Stopping, and the grace period ran out while a dependency was still failing."""
+BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
+REDIS_TRANSIENT = redis_adapter.TRANSIENT_ERRORS
 
 
 STANDBY_POLL_S = 0.05  # how often a standby worker looks for waiting entries
@@ -154,7 +148,7 @@ class Worker:
                     attempt += 1
                     self._redis_failed("read", exc, attempt)
             self._drain()
-        except _GaveUp as exc:
+        except RetriesExhausted as exc:
             log.warning("stopping with unfinished work (it stays pending for a restart or takeover): %s", exc)
         finally:
             if started:
@@ -313,7 +307,7 @@ class Worker:
 
     # ------------------------------------------------------------------ retrying
     def _db(self, what: str, action: Callable[[], T]) -> T:
-        return self._retry(what, action, (DbUnavailable,))
+        return self._retry(what, action, (DatabaseUnavailable,))
 
     def _redis(self, what: str, action: Callable[[], T]) -> T:
         return self._retry(what, action, REDIS_TRANSIENT)
@@ -324,21 +318,26 @@ class Worker:
         The main loop reports progress on every attempt: waiting for a dependency is not a stall.
         Once stopping, retries go on only until the grace period ends.
         """
-        attempt = 0
-        while True:
+
+        def budget() -> float | None:
+            return self._drain_deadline - time.monotonic() if self._stop.is_set() else None
+
+        def count(exc: Exception) -> None:
+            if isinstance(exc, redis.RedisError):
+                metrics.REDIS_FAILURES.inc()
+
+        def progressed() -> None:
             self._progress = time.monotonic()
-            try:
-                return action()
-            except errors as exc:
-                attempt += 1
-                if isinstance(exc, redis.RedisError):
-                    metrics.REDIS_FAILURES.inc()
-                delay = backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
-                remaining = self._drain_deadline - time.monotonic()
-                if self._stop.is_set() and remaining <= 0:
-                    raise _GaveUp(f"{what}: {exc}") from exc
-                log.warning("%s failed (attempt %d): %s; retrying in %.2fs", what, attempt, exc, delay)
-                time.sleep(min(delay, max(0.0, remaining)))
+
+        return BACKOFF.call(
+            what,
+            action,
+            errors=errors,
+            sleep=time.sleep,
+            budget=budget,
+            on_error=count,
+            on_attempt=progressed,
+        )
 
     def _redis_failed(self, what: str, exc: redis.RedisError, attempt: int) -> None:
         """A failed read or sweep: nothing is lost (entries stay pending), so log and back off."""
@@ -354,4 +353,4 @@ class Worker:
             log.warning("redis %s failed (attempt %d): %s", what, attempt, exc)
         else:
             log.error("redis %s failed (attempt %d): %r", what, attempt, exc)
-        self._stop.wait(backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S))
+        self._stop.wait(BACKOFF.delay(attempt))
