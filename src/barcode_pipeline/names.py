@@ -19,6 +19,13 @@ DLQ_STREAM = "barcode:dlq"
 DEDUP_PREFIX = "barcode:seen:"  # + "e:{deviceId}:{scanId}" or "b:{barcode}"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
 
+# The wire API (ingest and the legacy baseline serve the same routes; scanners post to them)
+ROUTE_SCAN = "/ingest/barcode"  # one scan
+ROUTE_BATCH = "/ingest/barcodes"  # a JSON array of scans
+ROUTE_HEALTH = "/health"
+ROUTE_READY = "/ready"
+ROUTE_METRICS = "/metrics"
+
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"
 DLT_ORIGIN_HEADER = "bp-origin"  # "topic/partition/offset" of the poison record

@@ -47,6 +47,7 @@ from barcode_harness.scanner.scans import (
     encode_batch,
     encode_scan,
 )
+from barcode_pipeline import names
 from barcode_pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,10 @@ log = logging.getLogger(__name__)
 Mode = Literal["single", "batch"]
 ClientKind = Literal["raw", "aiohttp"]
 UNFINISHED = "unfinished"  # still unanswered when the drain time ran out
-SINGLE_PATH = "/ingest/barcode"
+SINGLE_PATH = names.ROUTE_SCAN
 SATURATED_CPU = 0.9  # a worker process busy this share of the run has no headroom left
 SATURATED_LAG_MS = 5.0  # pacer lateness p99 above this: requests left late because the loop was busy
-BATCH_PATH = "/ingest/barcodes"
+BATCH_PATH = names.ROUTE_BATCH
 
 
 class BodyFactory(Protocol):

@@ -27,6 +27,7 @@ from typing import Any, cast
 import httptools
 import orjson
 
+from barcode_pipeline import names
 from barcode_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,13 @@ def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
     )
 
 
+_SCAN = names.ROUTE_SCAN.encode()
+_BATCH = names.ROUTE_BATCH.encode()
+
+
 def answer(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes]:
     """The status and body for one request (pure, so tests can check it without sockets)."""
-    if path == b"/ingest/barcode":
+    if path == _SCAN:
         if method != b"POST":
             return 405, b'{"detail":"method not allowed"}'
         try:
@@ -56,7 +61,7 @@ def answer(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes]:
         except orjson.JSONDecodeError:
             return 400, b'{"detail":"malformed JSON"}'
         return 202, orjson.dumps({"scanId": scan_id, "status": "accepted"})
-    if path == b"/ingest/barcodes":
+    if path == _BATCH:
         if method != b"POST":
             return 405, b'{"detail":"method not allowed"}'
         try:

@@ -178,7 +178,7 @@ def post_scan(base_url: str, scan: ScanEvent, *, timeout: float = 30.0) -> tuple
     while True:
         attempts += 1
         req = urllib.request.Request(
-            base_url.rstrip("/") + "/ingest/barcode",
+            base_url.rstrip("/") + names.ROUTE_SCAN,
             data=body,
             headers={"Content-Type": "application/json"},
             method="POST",

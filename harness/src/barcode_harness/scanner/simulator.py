@@ -33,6 +33,7 @@ from barcode_harness.scanner.backoff import EndpointGate, parse_retry_after
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.outbox import Ack, Outbox, OutboxCounts, OutboxItem, Reject, Retry
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_batch, encode_scan
+from barcode_pipeline import names
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError, PipelineError
 from barcode_pipeline.retry import backoff_delay
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-SINGLE_PATH = "/ingest/barcode"
-BATCH_PATH = "/ingest/barcodes"
+SINGLE_PATH = names.ROUTE_SCAN
+BATCH_PATH = names.ROUTE_BATCH
 _JSON = {"Content-Type": "application/json"}
 _MAX_BODY_IN_ERROR = 2000
 Mode = Literal["single", "batch"]

@@ -2,7 +2,8 @@
 
 They never validate a request: the hot path parses with orjson and validates with
 ``barcode_pipeline.domain`` (the same rules the processor and legacy service use), which is several
-times cheaper and names the exact field and batch index in its error.
+times cheaper and names the exact field and batch index in its error. The patterns below are the
+domain's own, so the documented rules cannot drift from the enforced ones.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from barcode_pipeline.domain.validation import BARCODE_PATTERN, DEVICE_ID_PATTERN, SCAN_ID_PATTERN
 
 ErrorCode = Literal[
     "malformed_json", "validation", "too_large", "unavailable", "not_found", "http", "internal"
@@ -20,14 +23,12 @@ class ScanIn(BaseModel):
     """A scan as scanners send it (camelCase wire format)."""
 
     barcode: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=f"^{BARCODE_PATTERN}$",
         description="1-64 printable ASCII characters, no whitespace.",
         examples=["8801234567890"],
     )
     deviceId: str = Field(
-        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        pattern=f"^{DEVICE_ID_PATTERN}$",
         description="1-64 characters of [A-Za-z0-9._-]; also the Kafka key, so one device stays in order.",
         examples=["SEOUL-CENTER-PC-001"],
     )
@@ -39,7 +40,7 @@ class ScanIn(BaseModel):
     )
     scanId: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+        pattern=f"^{SCAN_ID_PATTERN}$",
         description="Optional client ID. When absent it is derived from (deviceId, barcode, scanTime), "
         "so resending the same scan is idempotent.",
     )
