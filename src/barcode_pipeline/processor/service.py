@@ -295,6 +295,6 @@ def replay(
             ]
     finally:
         admin_consumer.close()
-    proc = Processor(settings, group=f"{settings.processor_group}-replay")
+    proc = Processor(settings, group=names.replay_group(settings.processor_group))
     log.info("replaying %s", {tp.partition: (tp.offset, end[tp.partition]) for tp in start})
     return proc.run_range(start, end)

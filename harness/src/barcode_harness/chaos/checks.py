@@ -24,7 +24,7 @@ from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
-from barcode_pipeline.ops import dlq
+from barcode_pipeline.ops import dlq, dlt
 from barcode_pipeline.ops.backlog import measure
 from barcode_pipeline.ops.verify import verify_scan_ids
 
@@ -71,7 +71,7 @@ def dead_letter_index(settings: Settings, since_ms: int) -> dict[ScanKey, str]:
                 found[(letter.device_id, letter.scan_id)] = f"barcode:dlq: {letter.reason}"
     finally:
         client.close()
-    for letter in dlq.read_dlt(settings, since_ms=since_ms):
+    for letter in dlt.read_dlt(settings, since_ms=since_ms):
         if letter.device_id and letter.scan_id:
             found[(letter.device_id, letter.scan_id)] = f"{names.DLT_TOPIC}: {letter.reason}"
     return found

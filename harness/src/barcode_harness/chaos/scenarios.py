@@ -33,8 +33,9 @@ from barcode_harness.chaos.checks import (
 from barcode_harness.chaos.context import ChaosContext
 from barcode_pipeline.adapters import db
 from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
-from barcode_pipeline.ops import dlq
+from barcode_pipeline.ops import dlq, dlt
 from barcode_pipeline.run.pipeline import wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
 from barcode_pipeline.worker.commands import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV
@@ -434,7 +435,7 @@ class Poison(Scenario):
                   accepted == len(self.unknown), f"{accepted}/{len(self.unknown)}")  # fmt: skip
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        in_dlt = [x for x in dlq.read_dlt(ctx.settings, since_ms=ctx.started_ms) if x.key in self.poison_keys]
+        in_dlt = [x for x in dlt.read_dlt(ctx.settings, since_ms=ctx.started_ms) if x.key in self.poison_keys]
         ctx.check(
             "every poison record is in barcode-events.dlt with its reason",
             {x.key for x in in_dlt} == set(self.poison_keys)
@@ -449,7 +450,7 @@ class Poison(Scenario):
         ctx.check(
             "every unknown-device scan is in barcode:dlq with its reason",
             len({x.scan_id for x in letters}) == len(self.unknown)
-            and all(x.reason.startswith(dlq.UNKNOWN_DEVICE_REASON) for x in letters),
+            and all(x.cause is Cause.UNKNOWN_DEVICE for x in letters),
             f"{len(letters)} entries; reason: {letters[0].reason if letters else '-'}",
         )  # fmt: skip
         ids = [x.id for x in letters]
