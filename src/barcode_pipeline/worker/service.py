@@ -30,12 +30,13 @@ from barcode_pipeline.errors import DatabaseUnavailable, RetriesExhausted
 from barcode_pipeline.retry import Backoff
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
+from barcode_pipeline.worker.crash import CrashPoints
 from barcode_pipeline.worker.entries import Entry, Unstorable, decode, from_reply
 from barcode_pipeline.worker.primary import StandbyRule, is_primary
 from barcode_pipeline.worker.recovery import Heartbeat, Recovery, ensure_groups
 from barcode_pipeline.worker.retention import Trimmer
 from barcode_pipeline.worker.settle import Rejected, settle
-from barcode_pipeline.worker.storage import BarcodeStore, CrashPoints, to_row
+from barcode_pipeline.worker.storage import BarcodeStore, to_row
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -18,22 +17,14 @@ from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, insert_b
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.errors import DatabaseUnavailable
 from barcode_pipeline.worker import metrics
+from barcode_pipeline.worker.crash import CrashPoints, crash
 
 log = logging.getLogger(__name__)
 
-CRASH_EXIT_CODE = 137  # what a SIGKILL looks like to a supervisor
 # Errors that belong to a row (a value the column refuses), as opposed to the connection or server.
 ROW_ERRORS = (pymysql.err.DataError, pymysql.err.IntegrityError)
 
 Row = tuple[str, str, str, str, str, datetime, datetime, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class CrashPoints:
-    """Fault injection for the crash tests: die like ``kill -9`` at the two critical moments."""
-
-    before_commit: bool = False  # after the INSERT, before COMMIT: the server rolls the batch back
-    after_commit: bool = False  # after COMMIT, before XACK: the batch is stored but redelivered
 
 
 @dataclass
@@ -199,7 +190,7 @@ class BarcodeStore:
             with conn.cursor() as cur:
                 affected = int(cur.executemany(self._sql, rows) or 0)
             if self._crash.before_commit:
-                _crash("before COMMIT")
+                crash("before COMMIT")
             conn.commit()
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
         except ROW_ERRORS:
@@ -207,7 +198,7 @@ class BarcodeStore:
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._unavailable(f"writing a batch of {len(rows)} failed", exc) from exc
         if self._crash.after_commit:
-            _crash("after COMMIT, before XACK")
+            crash("after COMMIT, before XACK")
         # With the no-op ON DUPLICATE KEY UPDATE a new row counts 1 and an absorbed duplicate 0.
         return WriteOutcome(inserted=affected, duplicates=len(rows) - affected)
 
@@ -217,8 +208,3 @@ class BarcodeStore:
                 self._conn.rollback()
         except (pymysql.err.MySQLError, OSError):
             self.close()
-
-
-def _crash(where: str) -> None:
-    log.error("crash hook: exiting with %d %s", CRASH_EXIT_CODE, where)
-    os._exit(CRASH_EXIT_CODE)

@@ -13,7 +13,10 @@ HDR histograms exactly. Every request body is a valid scan (or batch of scans) w
 IDs and barcodes, and each acknowledged scan ID can be written to a file, so a benchmark can
 check acknowledged == stored.
 
-Entry point for regenerating figures: ``python -m barcode_harness.bench.loadgen --help``.
+Entry point for regenerating figures: ``python -m barcode_harness.bench.loadgen_cli --help``.
+
+Why one file over 500 lines: the per-process worker loop, the fan-out over processes and the exact
+merge of their histograms share one private result format; split, each part would export it.
 """
 
 from __future__ import annotations
@@ -686,10 +689,3 @@ def find_ceiling(
             else:
                 bad = mid
     return good, steps
-
-
-if __name__ == "__main__":
-    # import through the package so worker processes unpickle functions from their real module
-    from barcode_harness.bench.loadgen_cli import main
-
-    main()

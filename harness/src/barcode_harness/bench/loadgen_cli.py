@@ -1,4 +1,4 @@
-"""``python -m barcode_harness.bench.loadgen``: run a load, calibrate, find the generator's ceiling.
+"""``python -m barcode_harness.bench.loadgen_cli``: run a load, calibrate, find the generator's ceiling.
 
 A standalone entry so the generator's own figures can be regenerated without the full stack;
 the ``barcode-pipeline bench`` commands call the same functions.

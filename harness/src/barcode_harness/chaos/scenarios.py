@@ -38,8 +38,7 @@ from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.ops import dlq, dlt
 from barcode_pipeline.run.pipeline import wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
-from barcode_pipeline.worker.commands import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV
-from barcode_pipeline.worker.storage import CRASH_EXIT_CODE
+from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV, CRASH_EXIT_CODE
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,9 @@ leaves ``pending`` only after a 2xx, so any crash in between means "send again",
 Memory is bounded: at most ``max_in_memory`` scans are queued or in flight; the rest wait in the
 outbox and a relay claims them (oldest first) as room frees up, together with failed scans whose
 back-off has expired. All SQLite work runs on one dedicated thread, off the event loop.
+
+Why one file over 500 lines: generation, the device lanes, the relay and the outcome buffer share
+the in-memory accounting that keeps the bound above; it is only correct when read as one piece.
 """
 
 from __future__ import annotations
