@@ -26,7 +26,7 @@ from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops.backlog import Backlog, redis_backlog
 from barcode_pipeline.ops.verify import verify_scan_ids
-from barcode_pipeline.run.harness import running_pipeline, wait_drained
+from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.startup import wait_http_ok
 from tests.drain_helpers import HeldRequest, Senders
 from tests.kafka_helpers import start_group_at_log_end

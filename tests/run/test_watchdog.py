@@ -28,7 +28,7 @@ from barcode_pipeline.db import migrate
 from barcode_pipeline.liveness import STALL_FILE_ENV
 from barcode_pipeline.ops.backlog import Backlog
 from barcode_pipeline.ops.verify import verify_scan_ids
-from barcode_pipeline.run.harness import running_pipeline, wait_drained
+from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs
 from tests.kafka_helpers import start_group_at_log_end

@@ -104,11 +104,13 @@ class Supervisor:
 
         self.settings = settings
         self.base_env = settings_env(settings)
-        self.children = {s.name: Child(s, self.base_env, out or sys.stderr) for s in specs}
+        self.out = out or sys.stderr  # where the children's lines go (others may add theirs in order)
+        self.children = {s.name: Child(s, self.base_env, self.out) for s in specs}
         self.restart_delay_s = restart_delay_s
         self._stop = threading.Event()
         self._lock = threading.Lock()  # a watchdog restart never races the drain
         self._watch: threading.Thread | None = None
+        self.exit_codes: dict[str, int | None] = {}  # filled by stop()
         self.liveness = Watchdog(self, settings, health_port=health_port, grace_s=watchdog_grace_s)
 
     def start(self) -> None:
@@ -180,6 +182,7 @@ class Supervisor:
                     child.signal(signal.SIGKILL)
                     child.wait(5)
                 codes[child.spec.name] = child.proc.returncode if child.proc else None
+        self.exit_codes = codes
         return codes
 
     def request_stop(self) -> None:
