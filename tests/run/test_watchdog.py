@@ -116,6 +116,9 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
 
             report = _wait_for("the health endpoint to report the stall", stalled, timeout=60)
             assert report["services"][victim]["backlog"] > 0
+            one = httpx.get(f"{base}/health/{victim}")  # the per-service probe
+            assert one.status_code == 503 and one.json()["state"] == "stalled"
+            assert httpx.get(f"{base}/health/nobody").status_code == 404
             status = subprocess.run(
                 [sys.executable, "-m", "barcode_pipeline", "status"],
                 env={**os.environ, **settings_env(settings)}, capture_output=True, text=True, timeout=60,
@@ -132,6 +135,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
             check = verify_scan_ids(db_url, [s["scanId"] for s in before + after])
             assert (check.stored, check.missing, check.duplicate_rows) == (70, 0, 0)
             _wait_for("health to recover", lambda: httpx.get(f"{base}/health").status_code == 200)
+            assert httpx.get(f"{base}/health/{victim}").json()["restarts"] == 1
         said = caplog.text  # the supervisor's own log
         assert f"watchdog: {victim} (pid" in said and f"watchdog: {victim} restarted" in said
         text = log_path.read_text()  # the children's output
