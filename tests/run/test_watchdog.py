@@ -32,6 +32,7 @@ from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs
 from tests.kafka_helpers import start_group_at_log_end
+from tests.stack_helpers import redis_db
 
 DEVICE = "SEOUL-CENTER-PC-001"
 
@@ -74,7 +75,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_watchdog")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
-    redis_url = stack_settings.redis_url.rsplit("/", 1)[0] + "/13"
+    redis_url = redis_db(stack_settings.redis_url, 13)
     health_port = _free_port()
     settings = stack_settings.model_copy(
         update={"db_url": db_url, "redis_url": redis_url, "ingest_processes": 1, "workers": 1,
