@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class Progress:
         self.moved_at = now  # work moved: records consumed and published, entries read or acked
         self.idle_at = 0.0  # looked and found nothing waiting for this service
         self.waiting_at = 0.0  # a dependency was down and the loop is retrying it
+        self.busy_until = 0.0  # inside a call bounded by its own timeouts until then (e.g. a DB write)
         self.partitions: list[int] | None = None  # Kafka partitions held (processors only)
 
     def moved(self) -> None:
@@ -57,6 +59,20 @@ class Progress:
     def waiting(self) -> None:
         self.waiting_at = time.time()
 
+    @contextlib.contextmanager
+    def inside(self, bound_s: float) -> Iterator[None]:
+        """A call that its timeouts end within ``bound_s``: a frozen server is not this loop's stall.
+
+        Restarting a service blocked in a call to a server that hangs would not bring the server
+        back; once the bound has passed without the call returning, the bound itself failed and the
+        watchdog counts the time again.
+        """
+        self.busy_until = time.time() + bound_s
+        try:
+            yield
+        finally:
+            self.busy_until = 0.0
+
     def record(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -64,6 +80,7 @@ class Progress:
             "moved_at": self.moved_at,
             "idle_at": self.idle_at,
             "waiting_at": self.waiting_at,
+            "busy_until": self.busy_until,
             "partitions": self.partitions,
         }
 

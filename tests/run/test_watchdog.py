@@ -25,12 +25,12 @@ import redis
 
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
-from barcode_pipeline.liveness import STALL_FILE_ENV
+from barcode_pipeline.liveness import STALL_FILE_ENV, Progress
 from barcode_pipeline.ops.backlog import Backlog
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
-from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs
+from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs, waits_on_a_dependency
 from tests.kafka_helpers import start_group_at_log_end
 from tests.stack_helpers import redis_db
 
@@ -169,3 +169,20 @@ def test_quiet_time_counts_from_the_latest_sign_of_life() -> None:
     retrying = {**record, "waiting_at": 190.0}  # a dependency is down and being retried
     assert quiet_seconds(200.0, 5, 50.0, retrying, 0.0) == 10.0
     assert quiet_seconds(200.0, 5, 50.0, None, 180.0) == 20.0  # no record yet: from the start
+
+
+def test_a_call_within_its_own_timeouts_is_waiting_not_a_stall() -> None:
+    record = {"moved_at": 100.0, "idle_at": 0.0, "waiting_at": 0.0, "busy_until": 260.0}
+    assert quiet_seconds(200.0, 5, 50.0, record, 0.0) == 0.0  # a DB write to a frozen server, bounded
+    assert waits_on_a_dependency(200.0, record)
+    assert quiet_seconds(300.0, 5, 50.0, record, 0.0) == 40.0  # the bound passed: counted again
+    assert not waits_on_a_dependency(300.0, record)
+    assert waits_on_a_dependency(300.0, {**record, "waiting_at": 290.0})  # retrying a server that is down
+    assert not waits_on_a_dependency(300.0, {**record, "waiting_at": 90.0})  # moved since
+
+
+def test_progress_marks_a_bounded_call_while_it_runs() -> None:
+    progress = Progress()
+    with progress.inside(60.0):
+        assert progress.record()["busy_until"] > time.time() + 59
+    assert progress.record()["busy_until"] == 0.0

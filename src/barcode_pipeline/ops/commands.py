@@ -60,6 +60,8 @@ def _liveness_text(verdict: dict[str, object]) -> str:
     if state == "stalled":
         quiet = verdict.get("quiet_s")
         return f"STALLED: {verdict.get('backlog')} waiting, no progress for {quiet}s{restarts}"
+    if state == "waiting":
+        return f"waiting on a dependency (down or slow){restarts}"
     return f"{state}{restarts}"
 
 

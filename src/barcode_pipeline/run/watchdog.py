@@ -10,10 +10,12 @@ service's stage:
 
 A service is *stalled* once its backlog has been non-zero for ``BP_STALL_TIMEOUT_S`` and in that
 time its loop neither moved work, nor found nothing waiting for it, nor retried a dependency that
-was down (a restart would not bring a dependency back). Before restarting a stalled service the
-supervisor sends it SIGUSR1, so faulthandler prints every thread's stack to the log; then it
-stops it (SIGTERM, SIGKILL after a grace) and starts it again. Unknown backlog (Kafka or Redis not
-answering) never counts as a stall.
+was down, nor was inside a call still within its own timeouts (a database write to a frozen server:
+a restart would not bring a dependency back; such a service is reported as *waiting*).
+
+Before restarting a stalled service the supervisor sends it SIGUSR1, so faulthandler prints every
+thread's stack to the log; then it stops it (SIGTERM, SIGKILL after a grace) and starts it again.
+Unknown backlog (Kafka or Redis not answering) never counts as a stall.
 
 Visible: ``watchdog.json`` next to the progress files (``barcode-pipeline status`` shows it), the
 supervisor's ``/health`` (503 while a service is stalled; ``/health/<name>`` per service, for a
@@ -75,7 +77,7 @@ class Verdict:
     """One service as the watchdog last saw it."""
 
     service: str
-    state: str  # ok | stalled | unknown (backlog not measurable) | down
+    state: str  # ok | stalled | waiting (on a dependency) | unknown (backlog not measurable) | down
     backlog: int | None = None
     quiet_s: float | None = None  # seconds with work waiting and no progress
     restarts: int = 0
@@ -123,7 +125,18 @@ def quiet_seconds(
     signs = [backlog_since, started]
     if record:
         signs += [float(record.get(k) or 0) for k in ("moved_at", "idle_at", "waiting_at")]
+        signs.append(min(now, float(record.get("busy_until") or 0)))  # inside a bounded call
     return max(0.0, now - max(signs))
+
+
+def waits_on_a_dependency(now: float, record: dict[str, Any] | None) -> bool:
+    """The loop's latest sign is a retry of a server that is down, or a bounded call still running."""
+    if not record:
+        return False
+    if float(record.get("busy_until") or 0) > now:
+        return True
+    waiting = float(record.get("waiting_at") or 0)
+    return waiting > 0 and waiting >= max(float(record.get(k) or 0) for k in ("moved_at", "idle_at"))
 
 
 class Watchdog:
@@ -223,6 +236,8 @@ class Watchdog:
                 state = "unknown"
             elif quiet is not None and quiet >= self.timeout_s:
                 state = "stalled"
+            elif backlog and waits_on_a_dependency(now, records[name]):
+                state = "waiting"
             else:
                 state = "ok"
             verdicts[name] = Verdict(

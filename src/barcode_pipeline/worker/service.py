@@ -137,6 +137,10 @@ class Worker:
         # For the supervisor's watchdog (liveness.py): entries read or settled, nothing waiting
         # for this worker, or a dependency retried.
         self.progress = Progress()
+        # Longest one DB call can take before its own timeouts end it: connect, send, await the reply.
+        self._db_bound_s = (
+            settings.db_connect_timeout_s + settings.db_write_timeout_s + settings.db_read_timeout_s
+        )
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
         self.batches_written = 0  # flushed batches (tests and tools read it)
@@ -322,7 +326,11 @@ class Worker:
 
     # ------------------------------------------------------------------ retrying
     def _db(self, what: str, action: Callable[[], T]) -> T:
-        return self._retry(what, action, (DatabaseUnavailable,))
+        def bounded() -> T:
+            with self.progress.inside(self._db_bound_s):  # the watchdog trusts the DB timeouts
+                return action()
+
+        return self._retry(what, bounded, (DatabaseUnavailable,))
 
     def _redis(self, what: str, action: Callable[[], T]) -> T:
         return self._retry(what, action, REDIS_TRANSIENT)
