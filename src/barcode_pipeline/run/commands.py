@@ -25,7 +25,13 @@ def run(
 
     settings = load_settings(workers=workers)
     setup_logging(settings.log_level, "run")
-    with running_pipeline(settings, metrics=True, start_stack=not no_stack, stop_on_signals=True) as sup:
+    with running_pipeline(
+        settings,
+        metrics=True,
+        start_stack=not no_stack,
+        stop_on_signals=True,
+        health_port=settings.metrics_port_base or None,
+    ) as sup:
         typer.echo(
             f"pipeline running: POST http://{settings.ingest_host}:{settings.ingest_port}/ingest/barcode"
         )
