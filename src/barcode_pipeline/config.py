@@ -84,8 +84,24 @@ class Settings(BaseSettings):
     legacy_pool_size: int = Field(default=10, ge=1)
     legacy_threads: int = Field(default=40, ge=1)
 
+    # --- monitoring (ports are on 127.0.0.1; see README "Operating") ---
+    # Under `run`: processor-i serves /metrics on processor_metrics_port + i - 1, worker-i on
+    # worker_metrics_port + i - 1, and the run process exports the backlog gauges on exporter_port.
+    processor_metrics_port: int = Field(default=9101, ge=1, le=65535)
+    worker_metrics_port: int = Field(default=9111, ge=1, le=65535)
+    exporter_port: int = Field(default=9120, ge=1, le=65535)
+    exporter_interval_s: float = Field(default=5.0, gt=0)  # how often the backlog probes run
+    # `stack up --monitoring`: Debian's Prometheus and exporters, data under state_dir/prometheus
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    prometheus_scrape_interval_s: float = Field(default=5.0, gt=0)
+    prometheus_retention: str = "7d"
+    redis_exporter_port: int = Field(default=9121, ge=1, le=65535)
+    mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
+    freshness_slo_s: float = Field(default=10.0, gt=0)  # scanTime to row committed, p99 (alert)
+
     # --- misc ---
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -40,7 +40,7 @@ def build_worker_app(settings: Settings) -> FastAPI:
     """App factory run inside each server process (picklable via ``functools.partial``)."""
     from barcode_pipeline.ingest.app import create_app
 
-    setup_logging(settings.log_level, f"ingest[{os.getpid()}]")
+    setup_logging(settings.log_level, f"ingest[{os.getpid()}]", settings.log_format)
     _stop_with_supervisor()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return create_app(settings)

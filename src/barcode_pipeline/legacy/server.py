@@ -52,7 +52,7 @@ def build_worker_app(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT
     """App factory run inside each server process (picklable via ``functools.partial``)."""
     from barcode_pipeline.legacy.app import create_app
 
-    setup_logging(settings.log_level, f"legacy[{os.getpid()}]")
+    setup_logging(settings.log_level, f"legacy[{os.getpid()}]", settings.log_format)
     share = budget(settings)
     return create_app(
         settings, pool_size=share.pool_size, threads=share.threads, pool_timeout_s=pool_timeout_s

@@ -15,15 +15,28 @@ from barcode_pipeline.logs import setup_logging
 def run(
     workers: Annotated[int | None, typer.Option(help="Persistence workers to start.")] = None,
     no_stack: Annotated[bool, typer.Option("--no-stack", help="Use already running Kafka/Redis/DB.")] = False,
+    monitoring: Annotated[
+        bool,
+        typer.Option("--monitoring", help="Also start Prometheus and its exporters (stack up --monitoring)."),
+    ] = False,
 ) -> None:
-    """Stack up if needed, migrate, then ingest + processor + workers until Ctrl-C/SIGTERM (drains)."""
+    """Stack up if needed, migrate, then ingest + processor + workers until Ctrl-C/SIGTERM (drains).
+
+    Every service serves /metrics (ports: README "Operating"); this process exports the backlog gauges.
+    """
+    from barcode_pipeline.monitoring.exporter import serve as serve_backlog
     from barcode_pipeline.run.startup import prepare, wait_http_ok
     from barcode_pipeline.run.supervisor import Supervisor, pipeline_specs
 
     settings = load_settings(workers=workers)
-    setup_logging(settings.log_level, "run")
+    setup_logging(settings.log_level, "run", settings.log_format)
+    if monitoring and not no_stack:
+        from barcode_pipeline.stack.manager import StackManager
+
+        StackManager(settings, monitoring=True).up(quiet=True)
     prepare(settings, start_stack=not no_stack)
     sup = Supervisor(settings, pipeline_specs(settings))
+    backlog, backlog_server = serve_backlog(settings)
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         sup.request_stop()
@@ -36,6 +49,8 @@ def run(
     sup.wait_forever()
     typer.echo("draining ...")
     codes = sup.stop()
+    backlog.stop()
+    backlog_server.shutdown()
     typer.echo("stopped: " + ", ".join(f"{k}={v}" for k, v in codes.items()))
 
 
