@@ -36,6 +36,7 @@ _COMMAND_MODULES = (
     "barcode_pipeline.chaos.commands",
     "barcode_pipeline.ops.commands",
     "barcode_pipeline.ops.dlq_commands",
+    "barcode_pipeline.monitoring.commands",
 )
 
 for _name in _COMMAND_MODULES:
