@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -175,3 +176,18 @@ def test_top_command_exits_cleanly_on_ctrl_c(monitored: Settings) -> None:
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert any("kafka lag" in line for line in seen)
+
+
+def test_snapshot_png_from_prometheus(monitored: Settings, load: Load, tmp_path: Path) -> None:
+    from barcode_pipeline.monitoring.snapshot import PANELS, snapshot
+
+    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    wanted = sum(len(queries) for _, queries in PANELS)
+    deadline = time.monotonic() + 120
+    while True:
+        png, with_data = snapshot(base, tmp_path / "snap.png", minutes=5)
+        if with_data >= wanted or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert with_data >= wanted
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
