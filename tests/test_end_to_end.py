@@ -24,7 +24,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.processor.routing import shard_of
-from barcode_pipeline.run.harness import running_pipeline, wait_drained
+from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from tests.kafka_helpers import start_group_at_log_end
 
 pytestmark = pytest.mark.integration

@@ -19,15 +19,14 @@ import orjson
 import pytest
 import redis
 
+from barcode_harness.stack.manager import StackManager
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.monitoring import dashboards
 from barcode_pipeline.monitoring.exporter import serve
 from barcode_pipeline.monitoring.top import run_top
-from barcode_pipeline.run.harness import running_pipeline
-from barcode_pipeline.run.startup import wait_http_ok
+from barcode_pipeline.run.pipeline import running_pipeline
 from barcode_pipeline.run.supervisor import ChildSpec, pipeline_specs
-from barcode_pipeline.stack.manager import StackManager
 from tests.kafka_helpers import start_group_at_log_end
 
 pytestmark = pytest.mark.integration
@@ -58,8 +57,7 @@ def monitored(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
     collector, server = serve(settings)
     try:
         with running_pipeline(settings, log_path=log, specs=specs, start_stack=False):
-            wait_http_ok(f"http://127.0.0.1:{settings.legacy_port}/health")
-            yield settings
+            yield settings  # ready: running_pipeline waited for ingest's and legacy's /ready
     finally:
         collector.stop()
         server.shutdown()
@@ -179,7 +177,7 @@ def test_top_command_exits_cleanly_on_ctrl_c(monitored: Settings) -> None:
 
 
 def test_snapshot_png_from_prometheus(monitored: Settings, load: Load, tmp_path: Path) -> None:
-    from barcode_pipeline.monitoring.snapshot import PANELS, snapshot
+    from barcode_harness.snapshot import PANELS, snapshot
 
     base = f"http://127.0.0.1:{monitored.prometheus_port}"
     wanted = sum(len(queries) for _, queries in PANELS)

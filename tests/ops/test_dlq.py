@@ -26,6 +26,7 @@ from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops import dlq
+from barcode_pipeline.ops import dlt as dlt_store
 from barcode_pipeline.ops.dlq_commands import dlq_app
 
 pytestmark = pytest.mark.integration
@@ -214,14 +215,14 @@ def test_dlt_list_show_and_replay_of_valid_records(stack_settings: Settings, top
         (b"k", b"\xff not json", "undecodable JSON: unexpected character"),
     ])  # fmt: skip
 
-    letters = dlq.read_dlt(stack_settings, topic=dlt)
+    letters = dlt_store.read_dlt(stack_settings, topic=dlt)
     assert [x.id for x in letters] == ["0:0", "0:1"]
     assert letters[0].scan_id == valid["scanId"] and letters[0].origin == "barcode-events/3/42"
     assert letters[1].reason.startswith("undecodable JSON")
-    assert dlq.get_dlt(stack_settings, "0:1", topic=dlt) == letters[1]
-    assert dlq.get_dlt(stack_settings, "0:7", topic=dlt) is None
+    assert dlt_store.get_dlt(stack_settings, "0:1", topic=dlt) == letters[1]
+    assert dlt_store.get_dlt(stack_settings, "0:7", topic=dlt) is None
 
-    outcome = dlq.replay_dlt(stack_settings, everything=True, topic=dlt, target=main)
+    outcome = dlt_store.replay_dlt(stack_settings, everything=True, topic=dlt, target=main)
     assert [i for i, _ in outcome.replayed] == ["0:0"]
     assert outcome.skipped[0][0] == "0:1" and "still invalid" in outcome.skipped[0][1]
 
@@ -235,6 +236,6 @@ def test_dlt_list_show_and_replay_of_valid_records(stack_settings: Settings, top
                 break
         assert msg is not None and msg.error() is None
         assert orjson.loads(msg.value() or b"") == valid and msg.key() == b"SEOUL-CENTER-PC-001"
-        assert dict(msg.headers() or [])[dlq.REPLAYED_FROM_HEADER] == f"{dlt}/0/0".encode()
+        assert dict(msg.headers() or [])[names.DLT_REPLAYED_FROM_HEADER] == f"{dlt}/0/0".encode()
     finally:
         c.close()

@@ -27,7 +27,7 @@ from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.processor.routing import shard_of
-from barcode_pipeline.worker.commands import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV
+from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV
 from barcode_pipeline.worker.service import Worker, WorkerOptions
 
 REDIS_DB = 3

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from barcode_pipeline import names
-from barcode_pipeline.worker.storage import CRASH_EXIT_CODE
+from barcode_pipeline.worker.crash import CRASH_EXIT_CODE
 from tests.worker.conftest import Env, wait_until
 
 pytestmark = pytest.mark.integration

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pymysql
 
 from barcode_pipeline.errors import ConfigError
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def db_time(epoch_ms: int) -> datetime:
+    """Epoch ms as the naive UTC datetime a DATETIME(3) column stores (sessions run in UTC)."""
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
 @dataclass(frozen=True, slots=True)

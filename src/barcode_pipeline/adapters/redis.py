@@ -8,6 +8,14 @@ import redis
 
 from barcode_pipeline.config import Settings
 
+# Errors worth retrying: the server is away, loading, or failing over (a demoted primary is read-only).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.ReadOnlyError,
+)
+
 
 def client(settings: Settings, *, timeout: float = 5.0, decode: bool = True) -> redis.Redis:
     """A Redis client; hiredis parses replies when installed.

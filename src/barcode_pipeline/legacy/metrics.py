@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from barcode_pipeline.ingest.metrics import METRICS_CONTENT_TYPE, ServiceMetrics
-
-__all__ = ["LATENCY_BUCKETS", "METRICS_CONTENT_TYPE", "LegacyMetrics"]
+from barcode_pipeline.web.metrics import ServiceMetrics
 
 # Wider than ingest's: a blocked legacy request can wait the whole pool timeout (30 s) and more.
 LATENCY_BUCKETS = (

@@ -1,10 +1,12 @@
-"""``barcode-pipeline top`` and ``barcode-pipeline monitor exporter|config``."""
+"""``barcode-pipeline top`` and ``barcode-pipeline monitor exporter|config|check-dashboards``.
+
+The development harness adds ``monitor snapshot`` (a PNG, with matplotlib) to the same group.
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -78,27 +80,6 @@ def check_dashboards(
             status = "ok" if ok else (f"ERROR {result.error}" if result.error else "NO SERIES")
             typer.echo(f"{status:>9}  {result.series:3d}  {query.panel} [{query.ref}]")
     raise typer.Exit(1 if bad else 0)
-
-
-@monitor_app.command()
-def snapshot(
-    minutes: Annotated[float, typer.Option(help="How far back.", min=1)] = 15.0,
-    out: Annotated[
-        Path | None, typer.Option(help="PNG path (default: BP_STATE_DIR/snapshots/<time>.png).")
-    ] = None,
-    url: Annotated[str | None, typer.Option(help="Prometheus base URL (default: the local one).")] = None,
-) -> None:
-    """Plot the key series of the last N minutes from Prometheus to a PNG (no Grafana needed)."""
-    import time
-
-    from barcode_pipeline.monitoring.snapshot import snapshot as take_snapshot
-
-    settings = load_settings()
-    setup_logging("WARNING", "snapshot")
-    base = url or f"http://127.0.0.1:{settings.prometheus_port}"
-    path = out or settings.state_dir / "snapshots" / time.strftime("%Y%m%dT%H%M%S.png")
-    png, count = take_snapshot(base, path, minutes)
-    typer.echo(f"{png} ({count} series with data)")
 
 
 def register(app: typer.Typer) -> None:

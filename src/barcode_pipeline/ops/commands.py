@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from barcode_pipeline import names
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.logs import setup_logging
 
@@ -37,7 +38,7 @@ def status(
                           f"{length} / {backlog.stream_undelivered.get(stream, 0)}")  # fmt: skip
         for consumer, pending in sorted(backlog.pending_by_consumer.items()):
             table.add_row("workers", f"pending on {consumer}", str(pending))
-        table.add_row("dead letters", "barcode:dlq length", str(backlog.dlq_length))
+        table.add_row("dead letters", f"{names.DLQ_STREAM} length", str(backlog.dlq_length))
         table.add_row("total", "in flight", str(backlog.in_flight))
         Console().print(table)
         for err in backlog.errors:

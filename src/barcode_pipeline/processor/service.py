@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from barcode_pipeline import names
@@ -27,10 +26,11 @@ from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+from barcode_pipeline.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 5.0
+BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 SCRIPT_CHUNK = 100  # events per Lua call
 
 
@@ -161,21 +161,15 @@ class Processor:
 
     def _publish_with_retry(self, events: list[ScanEvent], ingest_times: list[int]) -> tuple[int, int]:
         """Redis down -> keep this batch, back off, retry; nothing is committed meanwhile."""
-        backoff = 0.1
-        while True:
-            try:
-                return self.publish(events, ingest_times)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-                metrics.REDIS_FAILURES.inc()
-                if self.stop_event.is_set():
-                    raise DeliveryError(
-                        f"stopping with an unpublished batch: {exc}", component="redis"
-                    ) from exc
-                log.warning(
-                    "redis unavailable (%s); retrying batch of %d in %.1fs", exc, len(events), backoff
-                )
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        return BACKOFF.call(
+            f"publishing a batch of {len(events)} to redis",
+            lambda: self.publish(events, ingest_times),
+            errors=redis_adapter.TRANSIENT_ERRORS,
+            sleep=self.stop_event.wait,
+            budget=lambda: 0.0 if self.stop_event.is_set() else None,  # stopping: give the batch back
+            on_error=lambda _exc: metrics.REDIS_FAILURES.inc(),
+            component="redis",
+        )
 
     def publish(self, events: list[ScanEvent], ingest_times: list[int] | None = None) -> tuple[int, int]:
         """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates).
@@ -307,6 +301,6 @@ def replay(
             ]
     finally:
         admin_consumer.close()
-    proc = Processor(settings, group=f"{settings.processor_group}-replay")
+    proc = Processor(settings, group=names.replay_group(settings.processor_group))
     log.info("replaying %s", {tp.partition: (tp.offset, end[tp.partition]) for tp in start})
     return proc.run_range(start, end)

@@ -100,10 +100,12 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.base_env = settings_env(settings)
-        self.children = {s.name: Child(s, self.base_env, out or sys.stderr) for s in specs}
+        self.out = out or sys.stderr  # where the children's lines go (others may add theirs in order)
+        self.children = {s.name: Child(s, self.base_env, self.out) for s in specs}
         self.restart_delay_s = restart_delay_s
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self.exit_codes: dict[str, int | None] = {}  # filled by stop()
 
     def start(self) -> None:
         for child in self.children.values():
@@ -162,6 +164,7 @@ class Supervisor:
                     child.signal(signal.SIGKILL)
                     child.wait(5)
                 codes[child.spec.name] = child.proc.returncode if child.proc else None
+        self.exit_codes = codes
         return codes
 
     def request_stop(self) -> None:
