@@ -29,7 +29,7 @@ def _print_status(manager: StackManager) -> bool:
     for col in ("component", "address", "pid", "health", "detail"):
         table.add_column(col)
     ok = True
-    for s in manager.status():
+    for s in (*manager.status(), *manager.monitoring_status()):
         ok &= s.healthy
         health = (
             "[green]healthy[/]" if s.healthy else ("[yellow]unhealthy[/]" if s.running else "[red]down[/]")

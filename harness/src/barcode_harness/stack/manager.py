@@ -89,8 +89,12 @@ class StackManager:
             self.components[name].stop()
 
     def status(self) -> list[ComponentStatus]:
+        return [c.status() for c in self.components.values()]
+
+    def monitoring_status(self) -> list[ComponentStatus]:
+        """Prometheus and the exporters that run although this manager was not asked to start them."""
         extra = [c for n, c in self.monitoring.items() if n not in self.components and c.pid() is not None]
-        return [c.status() for c in (*self.components.values(), *extra)]
+        return [c.status() for c in extra]
 
     def healthy(self) -> bool:
         return all(s.healthy for s in self.status())
