@@ -175,3 +175,22 @@ def test_freshness_observed_per_committed_row() -> None:
     worker_metrics.observe_committed(scans, now_s=1_002.0)
     assert _count(worker_metrics.FRESHNESS_SECONDS) == fresh_before + 2
     assert _count(worker_metrics.INGEST_TO_COMMIT_SECONDS) == ingest_before + 1
+
+
+def test_observe_many_matches_observe_one_by_one() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    values = [0.0, 0.01, 0.0100001, 0.3, 5.0, 9.99, 10.0, 4000.0, 0.05]
+    buckets = worker_metrics.FRESHNESS_BUCKETS
+    one, many = CollectorRegistry(), CollectorRegistry()
+    single = Histogram("h_seconds", "h", buckets=buckets, registry=one)
+    bulk = Histogram("h_seconds", "h", buckets=buckets, registry=many)
+    for value in values:
+        single.observe(value)
+    worker_metrics.observe_many(bulk, values)
+    worker_metrics.observe_many(bulk, [])
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert samples(many) == samples(one)

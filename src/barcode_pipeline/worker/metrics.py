@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -59,10 +61,31 @@ for _trigger in ("size", "delay", "recovery", "drain"):
     BATCHES.labels(_trigger)
 
 
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``observe`` for a whole batch: one increment per bucket instead of two locked ones per value.
+
+    A batch has up to ``worker_batch_size`` rows; observing them one by one cost ~3.5 µs a row. This
+    writes the same samples through the histogram's own value objects (bucket counts are stored per
+    bucket and made cumulative on collection); if a prometheus-client release renames them, it falls
+    back to ``observe``.
+    """
+    try:
+        bounds: Sequence[float] = histogram._upper_bounds
+        buckets = histogram._buckets
+        total = histogram._sum
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = Tally(bisect.bisect_left(bounds, value) for value in values)  # first bound >= value
+    total.inc(sum(values))
+    for index, count in counts.items():
+        buckets[index].inc(count)
+
+
 def observe_committed(scans: Sequence[StoredScan], now_s: float | None = None) -> None:
     """Freshness of rows just committed (duplicates absorbed by the UNIQUE index included)."""
-    now = time.time() if now_s is None else now_s
-    for scan in scans:
-        FRESHNESS_SECONDS.observe(max(0.0, now - scan.scan_time / 1000))
-        if scan.ingest_time > 0:
-            INGEST_TO_COMMIT_SECONDS.observe(max(0.0, now - scan.ingest_time / 1000))
+    now_ms = (time.time() if now_s is None else now_s) * 1000
+    observe_many(FRESHNESS_SECONDS, [max(0.0, now_ms - s.scan_time) / 1000 for s in scans])
+    known = [max(0.0, now_ms - s.ingest_time) / 1000 for s in scans if s.ingest_time > 0]
+    observe_many(INGEST_TO_COMMIT_SECONDS, known)
