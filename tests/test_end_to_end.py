@@ -28,6 +28,7 @@ from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.processor.routing import shard_of
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from tests.kafka_helpers import start_group_at_log_end
+from tests.stack_helpers import redis_db
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def running(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     migrate.create_database(db_url)
     # The stack's own Redis (database 12) and ingest port: the shared stack's ports are per checkout.
     settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": stack_settings.redis_url.rsplit("/", 1)[0] + "/12",
+        update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 12),
                 "ingest_processes": 1, "worker_max_delay_ms": 100,
                 "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip

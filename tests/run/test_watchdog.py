@@ -32,6 +32,7 @@ from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs
 from tests.kafka_helpers import start_group_at_log_end
+from tests.stack_helpers import redis_db
 
 DEVICE = "SEOUL-CENTER-PC-001"
 
@@ -74,7 +75,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_watchdog")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
-    redis_url = stack_settings.redis_url.rsplit("/", 1)[0] + "/13"
+    redis_url = redis_db(stack_settings.redis_url, 13)
     health_port = _free_port()
     settings = stack_settings.model_copy(
         update={"db_url": db_url, "redis_url": redis_url, "ingest_processes": 1, "workers": 1,
@@ -116,6 +117,9 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
 
             report = _wait_for("the health endpoint to report the stall", stalled, timeout=60)
             assert report["services"][victim]["backlog"] > 0
+            one = httpx.get(f"{base}/health/{victim}")  # the per-service probe
+            assert one.status_code == 503 and one.json()["state"] == "stalled"
+            assert httpx.get(f"{base}/health/nobody").status_code == 404
             status = subprocess.run(
                 [sys.executable, "-m", "barcode_pipeline", "status"],
                 env={**os.environ, **settings_env(settings)}, capture_output=True, text=True, timeout=60,
@@ -132,6 +136,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
             check = verify_scan_ids(db_url, [s["scanId"] for s in before + after])
             assert (check.stored, check.missing, check.duplicate_rows) == (70, 0, 0)
             _wait_for("health to recover", lambda: httpx.get(f"{base}/health").status_code == 200)
+            assert httpx.get(f"{base}/health/{victim}").json()["restarts"] == 1
         said = caplog.text  # the supervisor's own log
         assert f"watchdog: {victim} (pid" in said and f"watchdog: {victim} restarted" in said
         text = log_path.read_text()  # the children's output

@@ -38,8 +38,8 @@ def running_pipeline(
     ``log_path`` gets the children's lines as they come (line-buffered, so a fault timeline written
     to the same file stays in order); without it they go to stderr. ``stop_on_signals`` makes
     SIGTERM/SIGINT end :meth:`Supervisor.wait_forever` from the moment the children exist, so a
-    signal during start-up still drains them instead of orphaning them. ``health_port``: where the
-    supervisor serves its liveness watchdog's /health and /metrics.
+    signal during start-up still drains them instead of orphaning them. ``health_port``: the
+    supervisor serves the liveness watchdog's /health and /metrics there.
     """
     prepare(settings, start_stack=start_stack)
     with ExitStack() as cleanup:

@@ -162,9 +162,13 @@ class Watchdog:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._health_port:
-            self._server = health_server(self._health_port, self.health)
-            threading.Thread(target=self._server.serve_forever, daemon=True, name="health").start()
-            log.info("supervisor health and metrics on 127.0.0.1:%d", self._health_port)
+            try:
+                self._server = health_server(self._health_port, self.health)
+            except OSError as exc:  # the pipeline matters more than its probe endpoint
+                log.error("cannot serve health and metrics on port %d: %s", self._health_port, exc)
+            else:
+                threading.Thread(target=self._server.serve_forever, daemon=True, name="health").start()
+                log.info("supervisor health and metrics on 127.0.0.1:%d", self._health_port)
         if self.enabled:
             self._thread.start()
 
@@ -203,6 +207,7 @@ class Watchdog:
                 self._since.pop(name, None)
         backlogs = service_backlogs(records, self._lag(), self._redis_state())
         restarted: list[str] = []
+        verdicts: dict[str, Verdict] = {}
         for name, child in children.items():
             backlog = backlogs.get(name)
             if not backlog:
@@ -220,13 +225,14 @@ class Watchdog:
                 state = "stalled"
             else:
                 state = "ok"
-            self.verdicts[name] = Verdict(
+            verdicts[name] = Verdict(
                 name, state, backlog, None if quiet is None else round(quiet, 1),
                 self._restarts.get(name, 0), child.pid,
             )  # fmt: skip
             STALLED.labels(name).set(1 if state == "stalled" else 0)
             if state == "stalled" and not child.stopping:
                 restarted.append(name)
+        self.verdicts = verdicts  # one assignment: the health thread never sees a half-built round
         self._write_state()
         for name in restarted:
             self._restart(children[name], self.verdicts[name])
@@ -273,12 +279,16 @@ class Watchdog:
         self._restarts[name] = self._restarts.get(name, 0) + 1
         RESTARTS.labels(name).inc()
         self._since.pop(name, None)
+        fresh = Verdict(name, "ok", restarts=self._restarts[name], pid=child.pid)  # until the next round
+        self.verdicts = {**self.verdicts, name: fresh}
+        STALLED.labels(name).set(0)
         log.warning("watchdog: %s restarted (pid %s)", name, child.pid)
 
     # ------------------------------------------------------------------ reporting
     def health(self) -> dict[str, Any]:
-        services = {name: asdict(v) for name, v in self.verdicts.items()}
-        stalled = sorted(n for n, v in self.verdicts.items() if v.state == "stalled")
+        verdicts = self.verdicts  # the last round's, whole
+        services = {name: asdict(v) for name, v in verdicts.items()}
+        stalled = sorted(n for n, v in verdicts.items() if v.state == "stalled")
         return {
             "status": "stalled" if stalled else "ok",
             "stalled": stalled,

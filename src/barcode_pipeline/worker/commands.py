@@ -39,10 +39,8 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    service = Worker(
-        settings,
-        WorkerOptions(name=name, crash=CrashPoints.from_env(os.environ), stall_hook=StallHook.from_env()),
-    )
+    crash = CrashPoints.from_env(os.environ)
+    service = Worker(settings, WorkerOptions(name=name, crash=crash, stall_hook=StallHook.from_env()))
     if progress_file:
         ProgressFile(service.progress, progress_file).start()
 

@@ -341,7 +341,7 @@ class Worker:
             return self._drain_deadline - time.monotonic() if self._stop.is_set() else None
 
         def count(exc: Exception) -> None:
-            self.progress.waiting()
+            self.progress.waiting()  # a dependency is down: for the watchdog, waiting is no stall
             if isinstance(exc, redis.RedisError):
                 metrics.REDIS_FAILURES.inc()
 
