@@ -55,6 +55,13 @@ def test_the_harness_commands_are_entry_points_of_the_harness() -> None:
     from barcode_pipeline.plugins import COMMANDS_GROUP, LOCAL_STACK_GROUP, command_registrars
 
     harness = tomllib.loads((ROOT / "harness" / "pyproject.toml").read_text())["project"]
-    assert set(harness["entry-points"][COMMANDS_GROUP]) == {"stack", "scanner", "bench", "chaos", "demo"}
+    assert set(harness["entry-points"][COMMANDS_GROUP]) == {
+        "stack",
+        "scanner",
+        "bench",
+        "chaos",
+        "demo",
+        "snapshot",
+    }
     assert set(harness["entry-points"][LOCAL_STACK_GROUP]) == {"up"}
-    assert len(command_registrars()) == 5  # installed in this environment, so the CLI has them
+    assert len(command_registrars()) == 6  # installed in this environment, so the CLI has them

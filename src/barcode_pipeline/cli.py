@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "barcode_pipeline.legacy.commands",
     "barcode_pipeline.ops.commands",
     "barcode_pipeline.ops.dlq_commands",
+    "barcode_pipeline.monitoring.commands",
 )
 
 for _name in _COMMAND_MODULES:

@@ -100,12 +100,28 @@ class Settings(BaseSettings):
     # A processor or worker whose stage has work waiting and that moved none for this long is
     # restarted, after its thread stacks are dumped to the log (0: watchdog off).
     stall_timeout_s: float = Field(default=30.0, ge=0)
-    # The supervisor's /health and /metrics port; processors and workers get the next ports for
-    # their metrics under ``barcode-pipeline run`` (0: none of these servers).
-    metrics_port_base: int = Field(default=9100, ge=0, le=65000)
+    # The supervisor's /health (503 while a service is stalled) and /metrics (watchdog restarts),
+    # under ``barcode-pipeline run`` (0: not served).
+    supervisor_port: int = Field(default=9100, ge=0, le=65535)
+
+    # --- monitoring (ports are on 127.0.0.1; see README "Operating") ---
+    # Under `run`: processor-i serves /metrics on processor_metrics_port + i - 1, worker-i on
+    # worker_metrics_port + i - 1, and the run process exports the backlog gauges on exporter_port.
+    processor_metrics_port: int = Field(default=9101, ge=1, le=65535)
+    worker_metrics_port: int = Field(default=9111, ge=1, le=65535)
+    exporter_port: int = Field(default=9120, ge=1, le=65535)
+    exporter_interval_s: float = Field(default=5.0, gt=0)  # how often the backlog probes run
+    # `stack up --monitoring`: Debian's Prometheus and exporters, data under state_dir/prometheus
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    prometheus_scrape_interval_s: float = Field(default=5.0, gt=0)
+    prometheus_retention: str = "7d"
+    redis_exporter_port: int = Field(default=9121, ge=1, le=65535)
+    mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
+    freshness_slo_s: float = Field(default=10.0, gt=0)  # scanTime to row committed, p99 (alert)
 
     # --- misc ---
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
 def load_settings(**overrides: object) -> Settings:

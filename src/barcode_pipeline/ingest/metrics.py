@@ -42,6 +42,12 @@ class IngestMetrics(ServiceMetrics):
             buckets=LATENCY_BUCKETS,
             registry=target,
         )
+        self.kafka_delivery_seconds = Histogram(
+            "bp_ingest_kafka_delivery_seconds",
+            "librdkafka's own produce latency of each confirmed record (delivery report's latency()).",
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
         self.delivery_failures = Counter(
             "bp_ingest_delivery_failures",
             "Scans Kafka did not confirm, by reason (timeout, rejected, unavailable, queue_full).",
@@ -54,6 +60,8 @@ class IngestMetrics(ServiceMetrics):
             registry=target,
         )
         self._failure_children: dict[str, Counter] = {}
+        for reason in ("timeout", "rejected", "unavailable", "queue_full"):  # a series from the start
+            self.delivery_failures.labels(reason)
 
     def delivery_failed(self, reason: str, count: int = 1) -> None:
         child = self._failure_children.get(reason)

@@ -31,6 +31,7 @@ def server_spec(settings: Settings) -> ServerSpec:
         # In-flight requests wait at most produce_timeout_s for Kafka; allow that plus slack.
         graceful_shutdown_s=math.ceil(settings.produce_timeout_s) + 5,
         log_level=settings.log_level,
+        log_format=settings.log_format,
     )
 
 

@@ -83,7 +83,15 @@ class LegacyMetrics(ServiceMetrics):
             registry=target,
             multiprocess_mode="livesum",
         )
+        self.connections_waiting = Gauge(
+            "bp_legacy_db_connections_waiting",
+            "Requests waiting for a free pooled DB connection (summed over live processes).",
+            registry=target,
+            multiprocess_mode="livesum",
+        )
         self._error_children: dict[str, Counter] = {}
+        for kind in ("unavailable", "other"):  # a series from the start, for dashboards and alerts
+            self.db_errors.labels(kind)
 
     def db_error(self, kind: str) -> None:
         child = self._error_children.get(kind)

@@ -65,6 +65,7 @@ def server_spec(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -
         # An in-flight request may wait the pool timeout and then for its statements; allow that.
         graceful_shutdown_s=math.ceil(pool_timeout_s) + 10,
         log_level=settings.log_level,
+        log_format=settings.log_format,
     )
 
 

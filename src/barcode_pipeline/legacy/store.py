@@ -64,8 +64,13 @@ class LegacyStore:
         """
         if not events:
             return
+        waiting = self._metrics.connections_waiting
+        waiting.inc()  # the study's picture: request threads blocked on the pool
+        queued = True
         try:
             with self._pool.connection(on_wait=self._metrics.pool_wait_seconds.observe) as conn:
+                waiting.dec()
+                queued = False
                 self._metrics.connections_in_use.inc()
                 started = time.perf_counter()
                 try:
@@ -75,6 +80,9 @@ class LegacyStore:
                 self._metrics.transaction_seconds.observe(time.perf_counter() - started)
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
             raise DatabaseUnavailable(f"database error: {exc}", component="legacy-db") from exc
+        finally:
+            if queued:  # the pool timed out or failed before lending a connection
+                waiting.dec()
         self._metrics.stored.inc(len(events))
 
     def _write(self, conn: Any, events: Sequence[ScanEvent], batch: bool) -> None:

@@ -38,7 +38,7 @@ def processor(
     from barcode_pipeline.processor.service import Processor
 
     settings = load_settings()
-    setup_logging(settings.log_level, "processor")
+    setup_logging(settings.log_level, "processor", settings.log_format)
     install_stack_dump()
     if metrics_port:
         from prometheus_client import start_http_server

@@ -143,6 +143,7 @@ class Processor:
         """Process one batch end to end and commit its offsets (see module docstring for the order)."""
         outcome = BatchOutcome()
         events: list[ScanEvent] = []
+        ingest_times: list[int] = []  # the records' Kafka timestamps: when ingest produced them
         poison: list[tuple[Message, str]] = []
         for msg in msgs:
             err = msg.error()
@@ -160,37 +161,41 @@ class Processor:
                 poison.append((msg, decoded.reason))
             else:
                 events.append(decoded)
+                ingest_times.append(msg.timestamp()[1])
         metrics.BATCH_SIZE.observe(len(events) + len(poison))
         if poison:
             self._dead_letter(poison)
             outcome.dead_lettered = len(poison)
             metrics.EVENTS.labels("dlt").inc(len(poison))
         if events:
-            outcome.published, outcome.duplicates = self._publish_with_retry(events)
+            outcome.published, outcome.duplicates = self._publish_with_retry(events, ingest_times)
             metrics.EVENTS.labels("published").inc(outcome.published)
             metrics.EVENTS.labels("duplicate").inc(outcome.duplicates)
         if outcome.offsets:
             self._commit(outcome.offsets)
         return outcome
 
-    def _publish_with_retry(self, events: list[ScanEvent]) -> tuple[int, int]:
+    def _publish_with_retry(self, events: list[ScanEvent], ingest_times: list[int]) -> tuple[int, int]:
         """Redis down -> keep this batch, back off, retry; nothing is committed meanwhile."""
         return BACKOFF.call(
             f"publishing a batch of {len(events)} to redis",
-            lambda: self.publish(events),
+            lambda: self.publish(events, ingest_times),
             errors=redis_adapter.TRANSIENT_ERRORS,
             sleep=self.stop_event.wait,
             budget=lambda: 0.0 if self.stop_event.is_set() else None,  # stopping: give the batch back
-            on_error=self._publish_failed,
+            on_error=self._redis_failed,
             component="redis",
         )
 
-    def _publish_failed(self, _exc: BaseException) -> None:
+    def _redis_failed(self, _exc: Exception) -> None:
         metrics.REDIS_FAILURES.inc()
-        self.progress.waiting()  # Redis is down: for the watchdog this is waiting, not a stall
+        self.progress.waiting()  # waiting for a dependency is not a stall
 
-    def publish(self, events: list[ScanEvent]) -> tuple[int, int]:
+    def publish(self, events: list[ScanEvent], ingest_times: list[int] | None = None) -> tuple[int, int]:
         """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates).
+
+        ``ingest_times`` (epoch ms, one per event) travel with the entry so the worker can measure
+        ingest-to-committed; unknown ones are 0.
 
         Events go to Redis in chunks of ``SCRIPT_CHUNK``, one script call per chunk: each event
         is still atomic (marker and entry together), and a call stays short enough not to stall Redis.
@@ -203,12 +208,13 @@ class Processor:
         for i in range(0, len(events), SCRIPT_CHUNK):
             keys: list[str] = []
             args: list[str] = [ttl, ""]
-            for event in events[i : i + SCRIPT_CHUNK]:
+            for j, event in enumerate(events[i : i + SCRIPT_CHUNK], start=i):
                 keys += (
                     dedup_key(event, s.dedup_policy),
                     self.streams[shard_of(event.device_id, s.stream_shards)],
                 )
-                fields = to_stored(event, s.time_zone, now).to_fields()
+                ingest_ms = ingest_times[j] if ingest_times is not None else 0
+                fields = to_stored(event, s.time_zone, now, max(0, ingest_ms)).to_fields()
                 for key, value in fields.items():
                     args += (key, value)
             args[1] = str(2 * len(fields))  # every entry has the same fields

@@ -20,20 +20,28 @@ def run(
 
     With the development harness installed, the local stack is started first if it is not running;
     otherwise the servers named by BP_KAFKA_BOOTSTRAP, BP_REDIS_URL and BP_DB_URL must be up.
+    Every service serves /metrics (ports: README "Operating"); this process exports the backlog gauges.
     """
+    from barcode_pipeline.monitoring.exporter import serve as serve_backlog
     from barcode_pipeline.run.pipeline import running_pipeline
 
     settings = load_settings(workers=workers)
-    setup_logging(settings.log_level, "run")
-    health_port = settings.metrics_port_base or None  # the supervisor's /health and /metrics
+    setup_logging(settings.log_level, "run", settings.log_format)
     with running_pipeline(
-        settings, metrics=True, start_stack=not no_stack, stop_on_signals=True, health_port=health_port
+        settings,
+        metrics=True,
+        start_stack=not no_stack,
+        stop_on_signals=True,
+        health_port=settings.supervisor_port or None,
     ) as sup:
+        backlog, backlog_server = serve_backlog(settings)
         typer.echo(
             f"pipeline running: POST http://{settings.ingest_host}:{settings.ingest_port}/ingest/barcode"
         )
         sup.wait_forever()
         typer.echo("draining ...")
+    backlog.stop()
+    backlog_server.shutdown()
     typer.echo("stopped: " + ", ".join(f"{k}={v}" for k, v in sup.exit_codes.items()))
 
 

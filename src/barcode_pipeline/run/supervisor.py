@@ -59,7 +59,8 @@ class Child:
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        prefix = f"[{self.spec.name}] "
+        # JSON log lines name their service themselves and must stay one object per line.
+        prefix = "" if self.base_env.get("BP_LOG_FORMAT") == "json" else f"[{self.spec.name}] "
         for line in proc.stdout:
             self.out.write(prefix + line)
             self.out.flush()  # operators and the fault-injection harness read the log as it happens
@@ -199,25 +200,23 @@ def pipeline_specs(
 ) -> list[ChildSpec]:
     """The standard pipeline: ingest (its own multi-process server), one processor, N workers.
 
-    Processors and workers write progress files for the liveness watchdog; with ``metrics`` they
-    serve metrics on the ports after ``BP_METRICS_PORT_BASE`` (the supervisor's own).
+    Processors and workers write progress files for the liveness watchdog. With ``metrics`` each
+    processor and worker serves ``/metrics`` on its port from settings (monitoring/targets.py);
+    ingest always serves it on its own HTTP port.
     """
+    from barcode_pipeline.monitoring import targets
     from barcode_pipeline.run.watchdog import progress_path
 
     specs = [ChildSpec("ingest", ["ingest"])]
-    port = settings.metrics_port_base
-    metrics = metrics and port > 0
     for i in range(1, settings.processors + 1):
-        port += 1
-        name = "processor" if settings.processors == 1 else f"processor-{i}"
-        extra = ["--metrics-port", str(port)] if metrics else []
+        name = targets.processor_name(settings, i)
+        extra = ["--metrics-port", str(targets.processor_port(settings, i))] if metrics else []
         extra += ["--progress-file", str(progress_path(settings, name))]
         # Static membership: the supervisor restarts a child under the same name, which then gets
         # its partitions back at once instead of after the dead member's session and a rebalance.
         specs.append(ChildSpec(name, ["processor", "--instance", name, *extra]))
     for i in range(1, (workers or settings.workers) + 1):
-        port += 1
-        extra = ["--metrics-port", str(port)] if metrics else []
+        extra = ["--metrics-port", str(targets.worker_port(settings, i))] if metrics else []
         extra += ["--progress-file", str(progress_path(settings, f"worker-{i}"))]
         specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", f"worker-{i}", *extra]))
     return specs

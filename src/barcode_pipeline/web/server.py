@@ -48,11 +48,12 @@ class ServerSpec:
     app_factory: Callable[[], FastAPI]
     graceful_shutdown_s: int  # how long in-flight requests may take to finish on SIGTERM
     log_level: str = "INFO"
+    log_format: str = "text"  # "json": one object per line (BP_LOG_FORMAT)
 
 
 def build_process_app(spec: ServerSpec) -> FastAPI:
     """Run inside each server process: logging, supervision and GIL settings, then the app."""
-    setup_logging(spec.log_level, f"{spec.name}[{os.getpid()}]")
+    setup_logging(spec.log_level, f"{spec.name}[{os.getpid()}]", spec.log_format)
     _stop_with_supervisor()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return spec.app_factory()

@@ -33,7 +33,7 @@ def worker(
     from barcode_pipeline.worker.service import Worker, WorkerOptions
 
     settings = load_settings()
-    setup_logging(settings.log_level, f"worker[{name}]")
+    setup_logging(settings.log_level, f"worker[{name}]", settings.log_format)
     install_stack_dump()
     if metrics_port:
         from prometheus_client import start_http_server

@@ -284,6 +284,7 @@ class Worker:
             centers = self._db("center lookup", lambda: self.store.centers(devices))
             rows = []
             kept: list[Entry] = []
+            stored: list[StoredScan] = []  # parallel to kept
             for entry, scan in scans:
                 center = centers.get(scan.device_id)
                 if center is None:
@@ -292,6 +293,7 @@ class Worker:
                 else:
                     rows.append(to_row(scan, center, self.store.dedup_policy))
                     kept.append(entry)
+                    stored.append(scan)
             outcome = self._db("batch write", lambda: self.store.write(rows))
             rejected = dict(outcome.rejected)
             for i, entry in enumerate(kept):
@@ -299,6 +301,7 @@ class Worker:
                     dead.append(Rejected(entry, Cause.DB_REJECTED, rejected[i]))
                 else:
                     done.append(entry)
+            metrics.observe_committed([scan for i, scan in enumerate(stored) if i not in rejected])
             metrics.ROWS_INSERTED.inc(outcome.inserted)
             metrics.DUPLICATES.inc(outcome.duplicates)
             log.debug("batch of %d (%s): %d new, %d duplicates", len(entries), trigger, outcome.inserted,

@@ -118,6 +118,12 @@ def test_max_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
         steps = result["paths"][path]["steps"]
         assert 1 <= len(steps) <= 2
         assert all(s["lost"] == 0 and s["duplicates"] == 0 for s in steps)
+        # CPU per scan by stage: the stages of the path used CPU, and the figure follows from the cores
+        step = steps[0]
+        assert step["cpu_us_per_scan"], step["cpu_cores"]
+        for stage, us in step["cpu_us_per_scan"].items():
+            assert us == round(step["cpu_cores"][stage] / step["scans_per_s"] * 1e6, 1)
+    assert "## CPU per scan, by stage" in (folder / "max.md").read_text()
     # the docs page is assembled from the latest results, charts copied next to it
     doc = tmp_path / "docs" / "benchmarks.md"
     used = build_docs(tmp_path, doc, tmp_path / "docs" / "img")

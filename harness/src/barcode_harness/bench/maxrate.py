@@ -37,7 +37,7 @@ from barcode_harness.bench.ceilings import (
 from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, BenchEnv, stage_counts
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import acked_ids, run_load, spec_for, summary_dict
-from barcode_harness.bench.maxrate_render import markdown, write_charts
+from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops.backlog import measure
@@ -80,6 +80,13 @@ QUICK = MaxSpec(
 )
 
 
+def cpu_per_scan(cpu_cores: dict[str, float], scans_per_s: float) -> dict[str, float]:
+    """CPU microseconds each stage spent per scan: cores busy ÷ scans per second."""
+    if scans_per_s <= 0:
+        return {}
+    return {k: round(v / scans_per_s * 1e6, 1) for k, v in cpu_cores.items() if k in STAGES}
+
+
 @dataclass
 class Step:
     path: str
@@ -107,6 +114,7 @@ class Step:
             "reasons": self.reasons,
             "load": summary_dict(self.load),
             "cpu_cores": self.cpu_cores,
+            "cpu_us_per_scan": cpu_per_scan(self.cpu_cores, self.scans_per_s),
             "backlog_start": self.backlog_start,
             "backlog_end": self.backlog_end,
             "backlog_growth_per_s": self.growth_per_s,

@@ -11,6 +11,9 @@ from typing import Any
 
 from barcode_harness.bench import charts, report
 
+CPU_RATES = (1000, 5000)  # the rates the CPU-per-scan table reports
+STAGES = ("ingest", "legacy", "processor", "workers", "kafka", "redis", "mariadb")  # CPU groups of a step
+
 
 def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
     series = {
@@ -51,6 +54,15 @@ def markdown(result: dict[str, Any]) -> str:
                  s["load"]["errors"], lat["p50_ms"], lat["p99_ms"], backlog_end, s["drain_s"], s["lost"],
                  ", ".join(f"{k} {v:.2f}" for k, v in top)]
             )  # fmt: skip
+    cpu_rows = []
+    for name, r in result["paths"].items():
+        for wanted in CPU_RATES:
+            near = min(r["steps"], key=lambda s: abs(s["scans_per_s"] - wanted), default=None)
+            if near is None or "cpu_us_per_scan" not in near:
+                continue
+            per = near["cpu_us_per_scan"]
+            cpu_rows.append([name, wanted, near["scans_per_s"], *(per.get(k) for k in STAGES),
+                             round(sum(per.values()), 1)])  # fmt: skip
     evidence = []
     for name, r in result["paths"].items():
         if r["first_failure"]:
@@ -90,6 +102,12 @@ def markdown(result: dict[str, Any]) -> str:
             rows,
         ),
         "## Which stage saturated first: evidence\n\n" + ("\n".join(evidence) or "No step failed."),
+        "## CPU per scan, by stage\n\n"
+        "Microseconds of CPU each stage used per scan (cores busy ÷ scans/s) at the search step nearest "
+        "each rate, so a change shows where it moved the cost. The client's own CPU is left out.\n\n"
+        + report.md_table(
+            ("path", "rate", "step scans/s", *(f"{k} µs" for k in STAGES), "total µs"), cpu_rows
+        ),
         "## Every step\n\n" + report.md_table(
             ("path", "scans/s", "sustained", "answered req/s", "errors", "p50 ms", "p99 ms", "backlog at end",
              "drain s", "lost", "CPU cores (top 5)"),

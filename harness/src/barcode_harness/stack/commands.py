@@ -18,10 +18,10 @@ stack_app = typer.Typer(help="Local infrastructure on loopback: Kafka (KRaft), R
                         no_args_is_help=True)  # fmt: skip
 
 
-def _manager() -> StackManager:
+def _manager(*, monitoring: bool = False) -> StackManager:
     settings = load_settings()
     setup_logging(settings.log_level, "stack")
-    return StackManager(settings)
+    return StackManager(settings, monitoring=monitoring)
 
 
 def _print_status(manager: StackManager) -> bool:
@@ -29,7 +29,7 @@ def _print_status(manager: StackManager) -> bool:
     for col in ("component", "address", "pid", "health", "detail"):
         table.add_column(col)
     ok = True
-    for s in manager.status():
+    for s in (*manager.status(), *manager.monitoring_status()):
         ok &= s.healthy
         health = (
             "[green]healthy[/]" if s.healthy else ("[yellow]unhealthy[/]" if s.running else "[red]down[/]")
@@ -40,9 +40,13 @@ def _print_status(manager: StackManager) -> bool:
 
 
 @stack_app.command()
-def up() -> None:
+def up(
+    monitoring: Annotated[
+        bool, typer.Option("--monitoring", help="Also Prometheus and the Redis and MySQL exporters.")
+    ] = False,
+) -> None:
     """Start Kafka, Redis and MariaDB (idempotent) and wait until each really answers."""
-    manager = _manager()
+    manager = _manager(monitoring=monitoring)
     t0 = time.monotonic()
     timings = manager.up()
     detail = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())

@@ -24,21 +24,26 @@ COMPONENT_NAMES = ("kafka", "redis", "mariadb")
 class StackManager:
     """Owns the three servers under ``settings.state_dir``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, monitoring: bool = False) -> None:
+        """``monitoring`` adds Prometheus and its exporters (stack/monitoring.py) to what ``up`` starts."""
+        from barcode_harness.stack.monitoring import monitoring_components
+
         self.settings = settings
         self.components: dict[str, Component] = {
             "kafka": KafkaComponent(settings),
             "redis": RedisComponent(settings),
             "mariadb": MariaDBComponent(settings),
         }
+        self.monitoring = monitoring_components(settings)
+        if monitoring:
+            self.components.update(self.monitoring)
 
     def component(self, name: str) -> Component:
         try:
-            return self.components[name]
+            return {**self.monitoring, **self.components}[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown component {name!r}; choose one of {', '.join(COMPONENT_NAMES)}"
-            ) from None
+            choices = ", ".join((*COMPONENT_NAMES, *self.monitoring))
+            raise ConfigError(f"unknown component {name!r}; choose one of {choices}") from None
 
     def up(self, *, quiet: bool = False) -> dict[str, float]:
         """Start whatever is not running and wait until every component answers; idempotent.
@@ -77,12 +82,19 @@ class StackManager:
                     errors.append(str(exc) if comp.name in str(exc) else f"{comp.name}: {exc}")
 
     def down(self) -> None:
-        """Stop cleanly (data kept). The pipeline's processes should be stopped first."""
+        """Stop cleanly (data kept), monitoring included. The pipeline's processes should be stopped first."""
+        for comp in self.monitoring.values():
+            comp.stop()
         for name in reversed(COMPONENT_NAMES):
             self.components[name].stop()
 
     def status(self) -> list[ComponentStatus]:
         return [c.status() for c in self.components.values()]
+
+    def monitoring_status(self) -> list[ComponentStatus]:
+        """Prometheus and the exporters that run although this manager was not asked to start them."""
+        extra = [c for n, c in self.monitoring.items() if n not in self.components and c.pid() is not None]
+        return [c.status() for c in extra]
 
     def healthy(self) -> bool:
         return all(s.healthy for s in self.status())
