@@ -2,9 +2,69 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from urllib.parse import urlsplit, urlunsplit
 
 
 def redis_db(url: str, db: int) -> str:
     """The same Redis server as ``url`` (the stack's, whatever its port), database ``db``."""
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+class FreezableRelay:
+    """A loopback TCP relay to a real server that can stop passing bytes, as a frozen server would.
+
+    While frozen, connections stay open and requests go unanswered (the bytes wait in the relay),
+    so a client blocks in its read until its own timeout: what a SIGSTOPped server does to it,
+    without freezing a server other tests share.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self._listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self._flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self._flowing.wait()  # read before the freeze: held until the thaw
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        self._flowing.set()
+        for sock in [*self._sockets, self._listener]:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs, waits_on_a_dependency
 from tests.kafka_helpers import start_group_at_log_end
-from tests.stack_helpers import redis_db
+from tests.stack_helpers import FreezableRelay, redis_db
 
 DEVICE = "SEOUL-CENTER-PC-001"
 
@@ -66,24 +67,29 @@ def _restarts(metrics_text: str, service: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _watched_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
+    """A pipeline of its own (database, Redis DB 13, group), one worker, a 3 s stall timeout."""
+    db_url = migrate.database_url(stack_settings.db_url, "bp_test_watchdog")
+    migrate.drop_database(db_url)
+    migrate.create_database(db_url)
+    settings = stack_settings.model_copy(
+        update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 13),
+                "ingest_processes": 1, "workers": 1, "worker_max_delay_ms": 50, "stall_timeout_s": 3.0,
+                "state_dir": tmp_path / "state", "processor_group": f"test-watchdog-{uuid.uuid4().hex[:8]}"}
+    )  # fmt: skip
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    start_group_at_log_end(settings, settings.processor_group)
+    return settings
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("victim", ["processor", "worker-1"])
 def test_the_watchdog_dumps_and_restarts_a_stalled_service(
     victim: str, stack_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="barcode_pipeline.run.watchdog")
-    db_url = migrate.database_url(stack_settings.db_url, "bp_test_watchdog")
-    migrate.drop_database(db_url)
-    migrate.create_database(db_url)
-    redis_url = redis_db(stack_settings.redis_url, 13)
-    health_port = _free_port()
-    settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": redis_url, "ingest_processes": 1, "workers": 1,
-                "worker_max_delay_ms": 50, "stall_timeout_s": 3.0, "state_dir": tmp_path / "state",
-                "processor_group": f"test-watchdog-{uuid.uuid4().hex[:8]}"}
-    )  # fmt: skip
-    redis.Redis.from_url(redis_url).flushdb()
-    start_group_at_log_end(settings, settings.processor_group)
+    settings = _watched_settings(stack_settings, tmp_path)
+    db_url, health_port = settings.db_url, _free_port()
     stall_file = tmp_path / "stall-now"
     specs = pipeline_specs(settings, workers=1, metrics=False)
     for spec in specs:
@@ -146,6 +152,69 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
         assert any("liveness.py" in line and "__call__" in line for line in dump)
     finally:
         migrate.drop_database(db_url)
+
+
+@pytest.mark.integration
+def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """The worker's DB connection runs through a relay that stops passing bytes, as a SIGSTOPped
+    server would: the worker sits in a write bounded by its own timeouts (60 s), which the watchdog
+    reports as waiting, for well over the stall timeout, and never restarts; the thaw finishes it."""
+    settings = _watched_settings(stack_settings, tmp_path)
+    target = urlsplit(settings.db_url)
+    relay = FreezableRelay((target.hostname or "127.0.0.1", target.port or 3306))
+    relay.start()
+    specs = pipeline_specs(settings, workers=1, metrics=False)
+    through_relay = target._replace(netloc=f"{target.netloc.rsplit(':', 1)[0]}:{relay.port}")
+    for spec in specs:
+        if spec.role == "worker":
+            spec.env["BP_DB_URL"] = urlunsplit(through_relay)
+    health_port = _free_port()
+    base = f"http://127.0.0.1:{health_port}"
+    try:
+        with (
+            running_pipeline(
+                settings, log_path=tmp_path / "pipeline.log", specs=specs, start_stack=False,
+                health_port=health_port,
+            ),
+            httpx.Client(base_url=f"http://127.0.0.1:{settings.ingest_port}", timeout=10) as client,
+        ):  # fmt: skip
+            before, during = _scans(10), _scans(20)
+            for s in before:
+                assert client.post("/ingest/barcode", json=s).status_code == 202
+            wait_drained(settings, timeout=60)  # the worker's connection now runs through the relay
+            relay.freeze()
+            frozen_at = time.time()
+            for s in during:
+                assert client.post("/ingest/barcode", json=s).status_code == 202
+
+            def worker() -> dict[str, Any]:
+                body: dict[str, Any] = httpx.get(f"{base}/health").json()
+                assert body["services"].get("worker-1", {}).get("state") != "stalled", body
+                return body
+
+            _wait_for(
+                "the watchdog to see the worker waiting on the frozen database",
+                lambda: worker()["services"].get("worker-1", {}).get("state") == "waiting",
+                timeout=60,
+            )
+            # Three stall timeouts of frozen database, as the watchdog itself observed them.
+            _wait_for(
+                "the watchdog to watch the frozen database for three stall timeouts",
+                lambda: worker()["checked_at"] > frozen_at + 3 * settings.stall_timeout_s,
+                timeout=60,
+            )
+            assert worker()["services"]["worker-1"]["state"] == "waiting"
+            assert _restarts(httpx.get(f"{base}/metrics").text, "worker-1") == 0
+            relay.thaw()
+            wait_drained(settings, timeout=90)
+            check = verify_scan_ids(settings.db_url, [s["scanId"] for s in before + during])
+            assert (check.stored, check.missing, check.duplicate_rows) == (30, 0, 0)
+            assert _restarts(httpx.get(f"{base}/metrics").text, "worker-1") == 0
+    finally:
+        relay.stop()
+        migrate.drop_database(settings.db_url)
 
 
 def test_backlog_is_attributed_per_service() -> None:
