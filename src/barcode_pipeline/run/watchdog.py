@@ -53,14 +53,25 @@ log = logging.getLogger(__name__)
 WATCHED_ROLES = ("processor", "worker")
 STATE_FILE = "watchdog.json"
 
-REGISTRY = CollectorRegistry()
-RESTARTS = Counter(
-    "bp_watchdog_restarts_total",
-    "Services restarted by the liveness watchdog (work waiting, no progress)",
-    ["service"],
-    registry=REGISTRY,
-)
-STALLED = Gauge("bp_watchdog_stalled", "1 while the service is stalled", ["service"], registry=REGISTRY)
+# A service without a record yet is still starting (imports, first connections): it gets this
+# long on top of the stall timeout before its silence counts, so a slow start is not a stall.
+STARTUP_GRACE_S = 60.0
+
+
+class WatchdogMetrics:
+    """The watchdog's own registry: one per supervisor, so two supervisors in a process never mix."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.restarts = Counter(
+            "bp_watchdog_restarts_total",
+            "Services restarted by the liveness watchdog (work waiting, no progress)",
+            ["service"],
+            registry=self.registry,
+        )
+        self.stalled = Gauge(
+            "bp_watchdog_stalled", "1 while the service is stalled", ["service"], registry=self.registry
+        )
 
 
 def progress_dir(settings: Settings) -> Path:
@@ -167,6 +178,8 @@ class Watchdog:
         self._redis = redis_adapter.client(settings)
         self._server: ThreadingHTTPServer | None = None
         self._health_port = health_port
+        self.metrics = WatchdogMetrics()
+        self.startup_grace_s = STARTUP_GRACE_S
 
     @property
     def enabled(self) -> bool:
@@ -176,7 +189,7 @@ class Watchdog:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._health_port:
             try:
-                self._server = health_server(self._health_port, self.health)
+                self._server = health_server(self._health_port, self.health, self.metrics.registry)
             except OSError as exc:  # the pipeline matters more than its probe endpoint
                 log.error("cannot serve health and metrics on port %d: %s", self._health_port, exc)
             else:
@@ -230,11 +243,12 @@ class Watchdog:
             quiet = quiet_seconds(
                 now, backlog, self._since.get(name), records[name], self._started.get(name, (0, now))[1]
             )
+            limit = self.timeout_s + (0.0 if records[name] else self.startup_grace_s)  # still starting?
             if not child.alive():
                 state = "down"
             elif backlog is None:
                 state = "unknown"
-            elif quiet is not None and quiet >= self.timeout_s:
+            elif quiet is not None and quiet >= limit:
                 state = "stalled"
             elif backlog and waits_on_a_dependency(now, records[name]):
                 state = "waiting"
@@ -244,7 +258,7 @@ class Watchdog:
                 name, state, backlog, None if quiet is None else round(quiet, 1),
                 self._restarts.get(name, 0), child.pid,
             )  # fmt: skip
-            STALLED.labels(name).set(1 if state == "stalled" else 0)
+            self.metrics.stalled.labels(name).set(1 if state == "stalled" else 0)
             if state == "stalled" and not child.stopping:
                 restarted.append(name)
         self.verdicts = verdicts  # one assignment: the health thread never sees a half-built round
@@ -292,11 +306,11 @@ class Watchdog:
         finally:
             child.stopping = False
         self._restarts[name] = self._restarts.get(name, 0) + 1
-        RESTARTS.labels(name).inc()
+        self.metrics.restarts.labels(name).inc()
         self._since.pop(name, None)
         fresh = Verdict(name, "ok", restarts=self._restarts[name], pid=child.pid)  # until the next round
         self.verdicts = {**self.verdicts, name: fresh}
-        STALLED.labels(name).set(0)
+        self.metrics.stalled.labels(name).set(0)
         log.warning("watchdog: %s restarted (pid %s)", name, child.pid)
 
     # ------------------------------------------------------------------ reporting
@@ -331,13 +345,15 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
     return state if time.time() - float(state.get("checked_at", 0)) <= fresh_s else None
 
 
-def health_server(port: int, health: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
+def health_server(
+    port: int, health: Callable[[], dict[str, Any]], registry: CollectorRegistry
+) -> ThreadingHTTPServer:
     """``GET /health`` (all services), ``GET /health/<name>`` (one) and ``GET /metrics``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # the http.server API
             if self.path == "/metrics":
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 return
             report = health()
             if self.path == "/health":
