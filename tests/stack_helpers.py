@@ -68,3 +68,26 @@ class FreezableRelay:
         for sock in [*self._sockets, self._listener]:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now (for a child's port range)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base: int = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs, waits_on_a_dependency
 from tests.kafka_helpers import start_group_at_log_end
-from tests.stack_helpers import FreezableRelay, redis_db
+from tests.stack_helpers import FreezableRelay, free_ports, redis_db
 
 DEVICE = "SEOUL-CENTER-PC-001"
 
@@ -46,12 +45,6 @@ def _wait_for(what: str, condition: Callable[[], Any], timeout: float = 90.0) ->
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _scans(n: int) -> list[dict[str, Any]]:
@@ -89,7 +82,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
 ) -> None:
     caplog.set_level(logging.INFO, logger="barcode_pipeline.run.watchdog")
     settings = _watched_settings(stack_settings, tmp_path)
-    db_url, health_port = settings.db_url, _free_port()
+    db_url, health_port = settings.db_url, free_ports()
     stall_file = tmp_path / "stall-now"
     specs = pipeline_specs(settings, workers=1, metrics=False)
     for spec in specs:
@@ -170,7 +163,7 @@ def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
     for spec in specs:
         if spec.role == "worker":
             spec.env["BP_DB_URL"] = urlunsplit(through_relay)
-    health_port = _free_port()
+    health_port = free_ports()
     base = f"http://127.0.0.1:{health_port}"
     try:
         with (
