@@ -1,8 +1,9 @@
 """Dead-letter tools on the real Redis, Kafka and MariaDB of the shared stack.
 
 Isolation: Redis database 9 (flushed per test, never FLUSHALL), MariaDB database ``bp_test_ops``
-(re-created per module), and Kafka topics named per test, so neither the shared DLQ, the shared
-DLT nor the main topic of other suites is touched.
+(re-created per module), and Kafka topics named per test, so neither the shared DLQ nor the main
+topic of other suites is touched. The CLI test adds one record of its own to the shared DLT (the
+CLI reads only that topic) and lists it by its time and its unique reason.
 """
 
 from __future__ import annotations
@@ -181,9 +182,18 @@ def test_cli_list_replay_and_help(settings: Settings, monkeypatch: pytest.Monkey
     helped = runner.invoke(dlq_app, ["--help"])
     assert helped.exit_code == 0 and "barcode-events.dlt" in helped.output
 
-    dlt = runner.invoke(dlq_app, ["list", "--source", "dlt", "--json", "--limit", "3"])  # read-only
+    # The CLI reads the shared DLT: one record of this test's own, found by its time and reason.
+    since = int(time.time() * 1000) - 1
+    reason = f"undecodable JSON: cli test {uuid.uuid4().hex[:8]}"
+    _to_dlt(settings, names.DLT_TOPIC, [(b"cli-test", b"\xff cli test", reason)])
+    dlt = runner.invoke(
+        dlq_app, ["list", "--source", "dlt", "--json", "--since", str(since), "--reason", reason]
+    )
     assert dlt.exit_code == 0, dlt.output
-    assert all(x["source"] == "dlt" for x in json.loads(dlt.output))
+    listed_dlt = json.loads(dlt.output)
+    assert [(x["source"], x["reason"], x["origin"]) for x in listed_dlt] == [
+        ("dlt", reason, "barcode-events/3/42")
+    ]
 
 
 # ---------------------------------------------------------------------------------------- DLT

@@ -23,6 +23,7 @@ from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
@@ -45,7 +46,14 @@ class BatchOutcome:
 class Processor:
     """Consumes ``names.TOPIC`` in batches and publishes each event once to its Redis stream shard."""
 
-    def __init__(self, settings: Settings, *, group: str | None = None, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str | None = None,
+        instance: str | None = None,
+        stall_hook: StallHook | None = None,
+    ) -> None:
         """``instance`` makes the membership static (``group.instance.id``).
 
         A processor restarted under the same instance name, after a crash or a clean stop, gets its
@@ -68,6 +76,11 @@ class Processor:
         self.streams = names.all_streams(settings.stream_shards)
         self.totals = BatchOutcome()
         self._last_lag = 0.0
+        # For the supervisor's watchdog (liveness.py): consumed-and-published batches and Redis
+        # retries count as progress; an empty poll does not (records may wait unfetched).
+        self.progress = Progress()
+        self._stall_hook = stall_hook or StallHook(None)
+        self._last_assignment = 0.0
 
     # ------------------------------------------------------------------ main loops
     def run(self) -> None:
@@ -113,11 +126,14 @@ class Processor:
 
     # ------------------------------------------------------------------ one batch
     def _step(self) -> BatchOutcome | None:
+        self._stall_hook()
         msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
         self._maybe_report_lag()
+        self._note_assignment()
         if not msgs:
             return None
         outcome = self.handle(msgs)
+        self.progress.moved()
         self.totals.published += outcome.published
         self.totals.duplicates += outcome.duplicates
         self.totals.dead_lettered += outcome.dead_lettered
@@ -167,9 +183,13 @@ class Processor:
             errors=redis_adapter.TRANSIENT_ERRORS,
             sleep=self.stop_event.wait,
             budget=lambda: 0.0 if self.stop_event.is_set() else None,  # stopping: give the batch back
-            on_error=lambda _exc: metrics.REDIS_FAILURES.inc(),
+            on_error=self._redis_failed,
             component="redis",
         )
+
+    def _redis_failed(self, _exc: Exception) -> None:
+        metrics.REDIS_FAILURES.inc()
+        self.progress.waiting()  # waiting for a dependency is not a stall
 
     def publish(self, events: list[ScanEvent], ingest_times: list[int] | None = None) -> tuple[int, int]:
         """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates).
@@ -256,6 +276,16 @@ class Processor:
             self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             log.warning("final offset commit failed (%s); the last batch will be redelivered", exc)
+
+    def _note_assignment(self) -> None:
+        """The partitions held, once a second, so the watchdog knows whose backlog is whose."""
+        now = time.monotonic()
+        if now - self._last_assignment < 1.0:
+            return
+        self._last_assignment = now
+        self.progress.partitions = sorted(
+            tp.partition for tp in self.consumer.assignment() if tp.partition is not None
+        )
 
     def _maybe_report_lag(self) -> None:
         now = time.monotonic()

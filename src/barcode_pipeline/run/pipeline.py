@@ -31,13 +31,15 @@ def running_pipeline(
     start_stack: bool = True,
     ready_timeout_s: float = 60.0,
     stop_on_signals: bool = False,
+    health_port: int | None = None,
 ) -> Iterator[Supervisor]:
     """The one start-up path (``run``, demo, chaos, bench): prepare, start, wait until ready, yield, drain.
 
     ``log_path`` gets the children's lines as they come (line-buffered, so a fault timeline written
     to the same file stays in order); without it they go to stderr. ``stop_on_signals`` makes
     SIGTERM/SIGINT end :meth:`Supervisor.wait_forever` from the moment the children exist, so a
-    signal during start-up still drains them instead of orphaning them.
+    signal during start-up still drains them instead of orphaning them. ``health_port``: where the
+    supervisor serves its liveness watchdog's /health and /metrics.
     """
     prepare(settings, start_stack=start_stack)
     with ExitStack() as cleanup:
@@ -46,7 +48,7 @@ def running_pipeline(
             log_path.parent.mkdir(parents=True, exist_ok=True)
             out = cleanup.enter_context(log_path.open("a", buffering=1))
         chosen = specs if specs is not None else pipeline_specs(settings, workers=workers, metrics=metrics)
-        sup = Supervisor(settings, chosen, out=out)
+        sup = Supervisor(settings, chosen, out=out, health_port=health_port)
         if stop_on_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda _s, _f: sup.request_stop())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -22,18 +23,28 @@ def worker(
         ),
     ],
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    progress_file: Annotated[
+        Path | None, typer.Option(help="Write loop progress here for the supervisor's liveness watchdog.")
+    ] = None,
 ) -> None:
     """Store stream entries in the database in batches; ack after COMMIT; take over dead workers' work."""
+    from barcode_pipeline.liveness import ProgressFile, StallHook, install_stack_dump
     from barcode_pipeline.worker.crash import CrashPoints
     from barcode_pipeline.worker.service import Worker, WorkerOptions
 
     settings = load_settings()
     setup_logging(settings.log_level, f"worker[{name}]", settings.log_format)
+    install_stack_dump()
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    service = Worker(settings, WorkerOptions(name=name, crash=CrashPoints.from_env(os.environ)))
+    service = Worker(
+        settings,
+        WorkerOptions(name=name, crash=CrashPoints.from_env(os.environ), stall_hook=StallHook.from_env()),
+    )
+    if progress_file:
+        ProgressFile(service.progress, progress_file).start()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         service.stop()

@@ -23,10 +23,12 @@ import redis
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.adapters.db import DbTimeouts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.domain.dead_letter import Cause
-from barcode_pipeline.errors import DatabaseUnavailable, RetriesExhausted
+from barcode_pipeline.errors import ConfigError, DatabaseUnavailable, RetriesExhausted
+from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.retry import Backoff
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
@@ -58,6 +60,7 @@ class WorkerOptions:
     idle_block_s: float = 1.0  # longest XREADGROUP BLOCK while nothing is batched
     shutdown_grace_s: float = 10.0  # on stop, how long to keep retrying the last batch's write
     stall_limit_s: float | None = None  # main loop silent this long -> heartbeats stop (None: derived)
+    stall_hook: StallHook = field(default_factory=lambda: StallHook(None))  # debug: block the loop
 
 
 class Worker:
@@ -74,11 +77,21 @@ class Worker:
         self.settings = settings
         self.options = options
         self.name = options.name
+        if options.idle_block_s >= settings.redis_socket_timeout_s:
+            # The reply to XREADGROUP BLOCK comes after the block time: a socket timeout below it
+            # would turn every idle read into a timeout error.
+            raise ConfigError(
+                f"BP_REDIS_SOCKET_TIMEOUT_S ({settings.redis_socket_timeout_s}) must exceed the "
+                f"worker's read block ({options.idle_block_s} s)"
+            )
         self.group = names.WORKER_GROUP
         self.streams = names.all_streams(settings.stream_shards)
         self.client = client or redis_adapter.client(settings, decode=False)
         self.store = store or BarcodeStore(
-            settings.db_url, dedup_policy=settings.dedup_policy, crash=options.crash
+            settings.db_url,
+            dedup_policy=settings.dedup_policy,
+            crash=options.crash,
+            timeouts=DbTimeouts.of(settings),
         )
         self.batcher: Batcher[Entry] = Batcher(
             settings.worker_batch_size, settings.worker_max_delay_ms / 1000
@@ -121,6 +134,9 @@ class Worker:
         self.ready = threading.Event()  # set once own pending entries are handled (for tests, tools)
         self._stop = threading.Event()
         self._progress = time.monotonic()
+        # For the supervisor's watchdog (liveness.py): entries read or settled, nothing waiting
+        # for this worker, or a dependency retried.
+        self.progress = Progress()
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
         self.batches_written = 0  # flushed batches (tests and tools read it)
@@ -192,6 +208,7 @@ class Worker:
 
     # ------------------------------------------------------------------ one iteration
     def _step(self) -> None:
+        self.options.stall_hook()
         now = time.monotonic()
         self._progress = now
         trigger = self.batcher.trigger(now)
@@ -209,6 +226,7 @@ class Worker:
                 if is_primary(self.name, self.recovery.live_peers):  # one trimmer trims every shard
                     self.trim()
         if not self.standby.reads_new(self.name, self.recovery.live_peers, batched=len(self.batcher)):
+            self.progress.idle()  # the primary keeps up: nothing waits for this worker
             self._stop.wait(min(STANDBY_POLL_S, max(0.001, self._next_sweep - now)))
             return
         wait = self.batcher.wait_s(now)
@@ -222,9 +240,12 @@ class Worker:
         )
         if reply:
             self._accept(from_reply(reply), time.monotonic())
+        else:
+            self.progress.idle()
 
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
         """Batch the entries, except those delivered too often: they go to the DLQ right away."""
+        self.progress.moved()
         limit = self.settings.max_deliveries
         over = [
             Rejected(e, Cause.MAX_DELIVERIES, f"delivered {e.deliveries} times (limit {limit})")
@@ -285,6 +306,7 @@ class Worker:
 
     def _settle(self, done: list[Entry], dead: list[Rejected]) -> None:
         self._redis("ack", lambda: settle(self.client, self.group, self.name, done=done, dead=dead))
+        self.progress.moved()
         if not dead:
             return
         causes = Counter(letter.cause for letter in dead)
@@ -319,6 +341,7 @@ class Worker:
             return self._drain_deadline - time.monotonic() if self._stop.is_set() else None
 
         def count(exc: Exception) -> None:
+            self.progress.waiting()
             if isinstance(exc, redis.RedisError):
                 metrics.REDIS_FAILURES.inc()
 
@@ -338,6 +361,7 @@ class Worker:
     def _redis_failed(self, what: str, exc: redis.RedisError, attempt: int) -> None:
         """A failed read or sweep: nothing is lost (entries stay pending), so log and back off."""
         metrics.REDIS_FAILURES.inc()
+        self.progress.waiting()
         if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
             log.warning("consumer group missing (stream deleted?); re-creating it")
             try:

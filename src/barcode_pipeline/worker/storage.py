@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pymysql
 
-from barcode_pipeline.adapters.db import connect, db_time
+from barcode_pipeline.adapters.db import DbTimeouts, connect, db_time
 from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, insert_barcodes_sql
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.errors import DatabaseUnavailable
@@ -97,14 +97,14 @@ class BarcodeStore:
         dedup_policy: Literal["event", "barcode"],
         table: str = BARCODES_TABLE,
         crash: CrashPoints | None = None,
-        read_timeout_s: float = 60.0,
+        timeouts: DbTimeouts | None = None,
         center_refresh_s: float = 1.0,
     ) -> None:
         self._db_url = db_url
         self.dedup_policy = dedup_policy
         self._sql = insert_barcodes_sql(table)
         self._crash = crash or CrashPoints()
-        self._read_timeout_s = read_timeout_s
+        self._timeouts = timeouts or DbTimeouts()
         self._conn: Any = None
         self._centers = CenterCache(self._load_centers, min_refresh_s=center_refresh_s)
 
@@ -116,8 +116,7 @@ class BarcodeStore:
                 autocommit=False,
                 init_command="SET time_zone = '+00:00'",
                 # Bounded, so a hung server surfaces as an error instead of a stalled worker.
-                read_timeout=int(self._read_timeout_s),
-                write_timeout=int(self._read_timeout_s),
+                timeouts=self._timeouts,
             )
         return self._conn
 

@@ -196,6 +196,39 @@ def max_cmd(
     _print_targets(result, folder, "max")
 
 
+@bench_app.command("vegeta")
+def vegeta_cmd(
+    quick: Quick = False,
+    rate: Annotated[
+        list[float] | None,
+        typer.Option(min=1, help="Request rates to run (repeatable) [100 1000 2000 3000]."),
+    ] = None,
+    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per rate [20; quick 5].")] = None,
+    warmup: Annotated[float | None, typer.Option(min=0, help="Warm-up seconds, reported apart [5].")] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    keep_db: KeepDb = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Single-scan ingest latency measured by vegeta, an independent open-loop load tool."""
+    from barcode_harness.bench.report import new_results_dir
+    from barcode_harness.bench.vegeta import QUICK, VegetaSpec, run_vegeta
+
+    settings = _prepare(database, keep_db, log_level, "vegeta")
+    spec = _spec(
+        VegetaSpec(), QUICK, quick, rates=tuple(rate) if rate else None, duration_s=duration, warmup_s=warmup
+    )
+    folder = new_results_dir(out, "vegeta")
+    result = run_vegeta(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
+    for run in result["runs"]:
+        typer.echo(
+            f"{run['label']:>8}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
+            f"success {run['success']:.4f}, lost {run['lost']}"
+        )
+    typer.echo(f"results: {folder}")
+
+
 @bench_app.command("docs")
 def docs_cmd(
     results: Annotated[

@@ -15,7 +15,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("compare", "isolation", "max")
+COMMANDS = ("compare", "isolation", "max", "vegeta")
 
 INTRO = """\
 # Benchmarks
@@ -29,6 +29,7 @@ ran with. Nothing here was typed in by hand. The page itself is rebuilt from the
 .venv/bin/barcode-pipeline bench compare     # legacy vs async: latency, DB writes, freshness, loss
 .venv/bin/barcode-pipeline bench isolation   # both paths while the DB is saturated with row locks
 .venv/bin/barcode-pipeline bench max         # highest sustained rate per path/API + raw ceilings
+.venv/bin/barcode-pipeline bench vegeta      # single-scan ingest latency by an independent client (vegeta)
 .venv/bin/barcode-pipeline bench docs        # rebuild this page from bench/results/
 ```
 
