@@ -49,7 +49,7 @@ def test_run_drains_front_to_back_on_sigterm_under_load(stack_settings: Settings
     migrate.create_database(db_url)
     settings = stack_settings.model_copy(
         update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 14),
-                "state_dir": tmp_path / "state", "supervisor_port": 0, "workers": 2,
+                "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 2,
                 "processor_group": f"test-drain-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
     redis.Redis.from_url(settings.redis_url).flushdb()
