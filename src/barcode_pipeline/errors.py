@@ -43,3 +43,7 @@ class ValidationFailed(PipelineError):
 
 class DeliveryError(PipelineError):
     """A downstream system (Kafka, Redis, DB) did not confirm a write in time."""
+
+
+class ConsumerFatalError(DeliveryError):
+    """librdkafka declared a consumer unusable (e.g. a static member fenced); it must be replaced."""

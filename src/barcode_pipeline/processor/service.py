@@ -23,9 +23,10 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
-from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
+from barcode_pipeline.processor.fencing import ReplacementBudget, is_fatal
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,10 @@ class Processor:
         extra: dict[str, object] = {"client.id": f"processor-{self.group}", "on_commit": self._on_commit}
         if instance:
             extra["group.instance.id"] = instance
-        self.consumer = Consumer(kafka_adapter.consumer_config(settings, self.group, **extra))
+        self._consumer_conf = kafka_adapter.consumer_config(settings, self.group, **extra)
+        self.consumer = Consumer(self._consumer_conf)
+        self._fatal: KafkaError | None = None  # set by the commit callback; see fencing.py
+        self._replacements = ReplacementBudget()
         self._uncommitted: dict[int, int] = {}
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
@@ -77,9 +81,34 @@ class Processor:
         log.info("processor consuming %s as group %s", names.TOPIC, self.group)
         try:
             while not self.stop_event.is_set():
-                self._step()
+                try:
+                    self._step()
+                except ConsumerFatalError as exc:
+                    self._replace_consumer(exc)
         finally:
             self.close()
+
+    def _replace_consumer(self, exc: ConsumerFatalError) -> None:
+        """A fatally failed consumer never fetches again: build a new one under the same name.
+
+        Offsets not yet committed are simply re-read by the new instance (the markers absorb
+        them). More replacements than the budget allows mean a rival with the same instance
+        name, and the error propagates (the process exits) as before.
+        """
+        if not self._replacements.allow():
+            raise DeliveryError(
+                f"consumer failed fatally {self._replacements.limit} times within "
+                f"{self._replacements.window_s:.0f}s (another processor with the same --instance?): {exc}",
+                component="kafka",
+            ) from exc
+        log.error("kafka consumer failed fatally (%s); replacing it under the same group and instance", exc)
+        metrics.CONSUMER_REPLACEMENTS.inc()
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self._fatal = None
+        self._uncommitted.clear()
+        self.consumer = Consumer(self._consumer_conf)
+        self.consumer.subscribe([names.TOPIC])
 
     def run_range(self, start: Sequence[TopicPartition], end: dict[int, int]) -> BatchOutcome:
         """Re-drive a fixed range of the topic (replay): from ``start`` until each partition's ``end``."""
@@ -114,6 +143,8 @@ class Processor:
     # ------------------------------------------------------------------ one batch
     def _step(self) -> BatchOutcome | None:
         msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
+        if self._fatal is not None:  # reported by the commit callback during consume()
+            raise ConsumerFatalError(f"fatal consumer error: {self._fatal}", component="kafka")
         self._maybe_report_lag()
         if not msgs:
             return None
@@ -131,8 +162,8 @@ class Processor:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.fatal():  # e.g. fenced: another process took this static instance name
-                    raise DeliveryError(f"fatal consumer error: {err}", component="kafka")
+                if is_fatal(err):  # fenced: the consumer instance is dead (see fencing.py)
+                    raise ConsumerFatalError(f"fatal consumer error: {err}", component="kafka")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
@@ -243,6 +274,8 @@ class Processor:
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:
+            if is_fatal(err):
+                self._fatal = err
             # Typically a rebalance: another member re-reads these records and the markers absorb them.
             metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit failed (%s); those records will be redelivered and deduplicated", err)
