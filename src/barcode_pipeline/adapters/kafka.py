@@ -44,6 +44,8 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "fetch.wait.max.ms": 50,
         "reconnect.backoff.max.ms": 1000,
     }
+    if settings.kafka_debug:
+        conf["debug"] = settings.kafka_debug
     conf.update(extra)
     return conf
 
