@@ -32,6 +32,7 @@ from barcode_pipeline.chaos.checks import (
     wait_pending,
 )
 from barcode_pipeline.chaos.context import ChaosContext
+from barcode_pipeline.chaos.probes import IngestProbe
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.ops import dlq
@@ -90,6 +91,7 @@ class ServerKill(Scenario):
             f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
         )
         self._before: RedisState | None = None
+        self._probe: IngestProbe | None = None
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component(self.component)
@@ -100,8 +102,27 @@ class ServerKill(Scenario):
         else:
             comp.kill()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
+        if self.component == "kafka":  # what a client is told while the broker is away
+            self._probe = IngestProbe(ctx.ingest_url)
+            self._probe.start()
+
+    def _probe_checks(self, ctx: ChaosContext) -> None:
+        if self._probe is None:
+            return
+        a = self._probe.stop()
+        self._probe = None
+        ctx.extra_sent += sum(a.statuses.values())
+        ctx.extra_acked.update(a.acknowledged)
+        ctx.note(f"one request every 0.5 s while Kafka was down: {a.summary()}")
+        bare, n503 = a.unavailable_without_retry_after, a.statuses[503]
+        ctx.check("ingest answered 503 with Retry-After while Kafka was down", n503 > 0 and bare == 0,
+                  f"{n503} 503s, {bare} without Retry-After")  # fmt: skip
+        bad = sum(n for status, n in a.statuses.items() if status == 0 or (status >= 500 and status != 503))
+        ctx.check("no 500 and no request left unanswered while Kafka was down", bad == 0,
+                  a.summary())  # fmt: skip
 
     def heal(self, ctx: ChaosContext) -> None:
+        self._probe_checks(ctx)
         started = time.monotonic()
         ctx.stack.component(self.component).start()
         ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
@@ -109,6 +130,8 @@ class ServerKill(Scenario):
             ctx.checks.extend(compare_redis_state(ctx.settings, self._before))
 
     def cleanup(self, ctx: ChaosContext) -> None:
+        if self._probe is not None:
+            self._probe.stop()
         ctx.stack.component(self.component).start()
 
 
@@ -181,7 +204,7 @@ class WorkerKill(Scenario):
         self._victims = workers if self.all_workers else workers[:1]
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
         at_least = max(1, int(ctx.params.rate * ctx.settings.worker_max_delay_ms / 1000 / len(workers) / 2))
-        held = wait_pending(ctx.settings, self._victims[0], at_least=at_least)
+        held = wait_pending(ctx.settings, self._victims[0], at_least=at_least, timeout=10.0)
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
         killed_at = time.monotonic()
@@ -189,6 +212,9 @@ class WorkerKill(Scenario):
         self._probe = TakeoverProbe(ctx.settings, self._victims, started=killed_at)
         ctx.metrics["pending_at_kill"] = self._probe.initial
         ctx.note(f"{', '.join(self._victims)} held {self._probe.initial} pending entries when killed")
+        # With nothing held, "every held entry was taken over" would pass without a takeover.
+        ctx.check("the killed worker(s) held pending entries", self._probe.initial > 0,
+                  f"{self._probe.initial} entries")  # fmt: skip
         if not self.all_workers:
             self._probe.start()
 
