@@ -31,7 +31,8 @@ def _run(seed: int, *, ok: bool = True) -> NemesisRun:
 
 
 def _info() -> NemesisInfo:
-    return NemesisInfo("barcode-pipeline chaos nemesis --seed 1 --iterations 2", ChaosParams(), ScheduleSpec())
+    command = "barcode-pipeline chaos nemesis --seed 1 --iterations 2"
+    return NemesisInfo(command, ChaosParams(), ScheduleSpec())
 
 
 def test_section_lists_every_seed_and_the_failures(tmp_path: Path) -> None:

@@ -98,10 +98,12 @@ class Nemesis(Scenario):
 
     def _apply(self, ctx: ChaosContext, f: Fault) -> None:
         if f.kind == "pause":
-            pid = self._pid(ctx, f.target)
-            if pid is None:
-                self._mark(ctx, f"pause {f.target}: not running, skipped")
-                return
+            with self._server_lock(f):  # never pause a server while `stack up` is looking at it
+                pid = self._pid(ctx, f.target)
+                if pid is None:
+                    self._mark(ctx, f"pause {f.target}: not running, skipped")
+                    return
+                self._stop_process(f.target, pid)
             with self._stopped(f.target, pid):
                 self._mark(ctx, f"SIGSTOP {f.target} (pid {pid})")
                 self._abort.wait(f.for_s)
@@ -110,12 +112,13 @@ class Nemesis(Scenario):
             return
         if f.is_server:
             comp = ctx.stack.component(f.target)
-            if f.kind == "kill":
-                comp.kill()
-                self._mark(ctx, f"SIGKILL {f.target}")
-            else:
-                comp.stop()
-                self._mark(ctx, f"clean shutdown of {f.target}")
+            with self._stack_lock:  # a server going down under a running `stack up` fails it
+                if f.kind == "kill":
+                    comp.kill()
+                    self._mark(ctx, f"SIGKILL {f.target}")
+                else:
+                    comp.stop()
+                    self._mark(ctx, f"clean shutdown of {f.target}")
             self._abort.wait(f.for_s)
             self._stack_up(ctx, f.target)
             return
@@ -130,15 +133,27 @@ class Nemesis(Scenario):
         self._mark(ctx, f"{f.target} running again")
         self._healed()
 
-    def _stack_up(self, ctx: ChaosContext, target: str) -> None:
+    def _stack_up(self, ctx: ChaosContext, target: str, attempts: int = 3) -> None:
+        """`stack up`, retried as an operator would if it failed (say, a server paused too long)."""
         with self._stack_lock:
-            started = time.monotonic()
-            result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=180)
-            self._mark(ctx, f"`stack up` (for {target}) rc {result.returncode} in "
-                            f"{time.monotonic() - started:.1f} s")  # fmt: skip
+            for attempt in range(1, attempts + 1):
+                started = time.monotonic()
+                result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=180)
+                self._mark(ctx, f"`stack up` (for {target}) rc {result.returncode} in "
+                                f"{time.monotonic() - started:.1f} s")  # fmt: skip
+                if result.returncode == 0 or attempt == attempts:
+                    break
             ctx.check(f"`stack up` after the {target} fault succeeded", result.returncode == 0,
                       result.stderr.strip()[-300:])  # fmt: skip
         self._healed()
+
+    @contextmanager
+    def _server_lock(self, f: Fault) -> Iterator[None]:
+        if not f.is_server:
+            yield
+            return
+        with self._stack_lock:
+            yield
 
     def _healed(self) -> None:
         self._last_heal = max(self._last_heal, time.monotonic())
@@ -150,10 +165,13 @@ class Nemesis(Scenario):
         child = ctx.sup.children[target]
         return child.pid if child.alive() else None
 
-    @contextmanager
-    def _stopped(self, target: str, pid: int) -> Iterator[None]:
+    def _stop_process(self, target: str, pid: int) -> None:
         os.kill(pid, signal.SIGSTOP)
         self._paused[target] = pid
+
+    @contextmanager
+    def _stopped(self, target: str, pid: int) -> Iterator[None]:
+        """Already SIGSTOPped by ``_stop_process``; SIGCONT on the way out, whatever happens."""
         try:
             yield
         finally:
