@@ -34,3 +34,23 @@ def test_budget_recovers_once_the_window_has_passed() -> None:
     assert budget.allow(now=0) and budget.allow(now=10)
     assert not budget.allow(now=30)
     assert budget.allow(now=71)  # the first two are out of the window
+
+
+def test_idle_watch_counts_running_time_and_rechecks_at_intervals() -> None:
+    from barcode_pipeline.processor.wedge import IdleWatch
+
+    watch = IdleWatch(after_s=1.0, poll_timeout_s=0.05, recheck_s=0.5)
+    due = [watch.polled(0, 0.05) for _ in range(19)]
+    assert not any(due)  # 0.95 s idle
+    assert watch.polled(0, 0.05)  # 1.0 s: look at the lag
+    assert not any(watch.polled(0, 0.05) for _ in range(9))
+    assert watch.polled(0, 0.05)  # and again 0.5 s later
+    assert not watch.polled(3, 0.01) and watch.idle_s == 0  # records delivered: start over
+
+
+def test_idle_watch_ignores_time_spent_stopped() -> None:
+    from barcode_pipeline.processor.wedge import IdleWatch
+
+    watch = IdleWatch(after_s=1.0, poll_timeout_s=0.05)
+    assert not watch.polled(0, 30.0)  # one poll spanning a 30 s SIGSTOP counts 0.1 s
+    assert watch.idle_s == 0.1

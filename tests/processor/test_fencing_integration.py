@@ -67,3 +67,28 @@ def test_a_fenced_processor_replaces_its_consumer_and_goes_on(settings: Settings
         if rival is not None:
             rival.close()
         r.close()
+
+
+def test_a_consumer_that_delivers_nothing_while_records_wait_is_replaced(settings: Settings) -> None:
+    """The symptom of a wedged consumer (no error, no records) is enough to replace it."""
+    device = f"T-{uuid.uuid4().hex[:8]}"
+    group = _group("wedged", settings)
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    proc = Processor(settings, group=group, instance=f"wedge-{uuid.uuid4().hex[:8]}")
+    proc.wedged_after_s = 2.0
+    thread = threading.Thread(target=proc.run, daemon=True)
+    thread.start()
+    replaced_before = metrics.CONSUMER_REPLACEMENTS._value.get()
+    try:
+        _produce(settings, [_scan(device, 1)])
+        _wait(lambda: len(_entries_for(r, settings, device)) == 1, "the first scan in Redis")
+        stuck = proc.consumer
+        stuck.pause(stuck.assignment())  # alive, no error, and it will never deliver again
+        _produce(settings, [_scan(device, 2)])
+        _wait(lambda: len(_entries_for(r, settings, device)) == 2, "a scan produced after the wedge")
+        assert proc.consumer is not stuck
+        assert metrics.CONSUMER_REPLACEMENTS._value.get() > replaced_before
+    finally:
+        proc.stop()
+        thread.join(15)
+        r.close()

@@ -28,10 +28,12 @@ from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.fencing import ReplacementBudget, is_fatal
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+from barcode_pipeline.processor.wedge import IdleWatch, records_waiting
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 
 
@@ -65,6 +67,8 @@ class Processor:
         self.consumer = Consumer(self._consumer_conf)
         self._fatal: KafkaError | None = None  # set by the commit callback; see fencing.py
         self._replacements = ReplacementBudget()
+        self._idle: IdleWatch | None = None  # set by run(): only a group member can be wedged
+        self.wedged_after_s = WEDGED_AFTER_S
         self._uncommitted: dict[int, int] = {}
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
@@ -78,6 +82,7 @@ class Processor:
         """Consume the live topic as a member of the processor group until stopped."""
         kafka_adapter.ensure_topics(self.settings)
         self.consumer.subscribe([names.TOPIC])
+        self._idle = IdleWatch(self.wedged_after_s, self.settings.processor_poll_timeout_s)
         log.info("processor consuming %s as group %s", names.TOPIC, self.group)
         try:
             while not self.stop_event.is_set():
@@ -109,6 +114,8 @@ class Processor:
         self._uncommitted.clear()
         self.consumer = Consumer(self._consumer_conf)
         self.consumer.subscribe([names.TOPIC])
+        if self._idle is not None:
+            self._idle.reset()
 
     def run_range(self, start: Sequence[TopicPartition], end: dict[int, int]) -> BatchOutcome:
         """Re-drive a fixed range of the topic (replay): from ``start`` until each partition's ``end``."""
@@ -142,9 +149,12 @@ class Processor:
 
     # ------------------------------------------------------------------ one batch
     def _step(self) -> BatchOutcome | None:
+        started = time.monotonic()
         msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
         if self._fatal is not None:  # reported by the commit callback during consume()
             raise ConsumerFatalError(f"fatal consumer error: {self._fatal}", component="kafka")
+        if self._idle is not None and self._idle.polled(len(msgs), time.monotonic() - started):
+            self._check_wedged()
         self._maybe_report_lag()
         if not msgs:
             return None
@@ -289,6 +299,18 @@ class Processor:
             self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             log.warning("final offset commit failed (%s); the last batch will be redelivered", exc)
+
+    def _check_wedged(self) -> None:
+        """Idle for a while: if a fresh client sees records waiting for us, this consumer is stuck."""
+        assert self._idle is not None
+        mine = {tp.partition for tp in self.consumer.assignment()}
+        waiting = records_waiting(self.settings, self.group, mine)
+        if waiting:
+            raise ConsumerFatalError(
+                f"the consumer delivered nothing for {self._idle.idle_s:.0f}s while {waiting} records wait "
+                f"(assigned partitions: {sorted(mine) or 'none'})",
+                component="kafka",
+            )
 
     def _maybe_report_lag(self) -> None:
         now = time.monotonic()
