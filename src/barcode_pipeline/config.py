@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # --- topic ---
     # A consumer silent this long is dropped from its group (its partitions go to the others).
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=1_800_000)
+    # librdkafka debug contexts for the services' consumers, e.g. "cgrp,consumer,protocol" (empty: off)
+    kafka_debug: str = ""
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int = Field(default=1, ge=1)
 
@@ -100,15 +102,13 @@ class Settings(BaseSettings):
     # A processor or worker whose stage has work waiting and that moved none for this long is
     # restarted, after its thread stacks are dumped to the log (0: watchdog off).
     stall_timeout_s: float = Field(default=30.0, ge=0)
-    # The supervisor's /health (503 while a service is stalled) and /metrics (watchdog restarts),
-    # under ``barcode-pipeline run`` (0: not served).
-    supervisor_port: int = Field(default=9100, ge=0, le=65535)
+    # The supervisor's /health and /metrics port; processors and workers get the next ports for
+    # their metrics under ``barcode-pipeline run`` (0: none of these servers).
+    metrics_port_base: int = Field(default=9100, ge=0, le=65000)
 
-    # --- monitoring (ports are on 127.0.0.1; see README "Operating") ---
-    # Under `run`: processor-i serves /metrics on processor_metrics_port + i - 1, worker-i on
-    # worker_metrics_port + i - 1, and the run process exports the backlog gauges on exporter_port.
-    processor_metrics_port: int = Field(default=9101, ge=1, le=65535)
-    worker_metrics_port: int = Field(default=9111, ge=1, le=65535)
+    # --- monitoring (ports are on 127.0.0.1; see docs/monitoring.md) ---
+    # The backlog gauges (Kafka lag, streams, pending, DLQ), exported once: by the `run` process,
+    # or by `monitor exporter` under systemd.
     exporter_port: int = Field(default=9120, ge=1, le=65535)
     exporter_interval_s: float = Field(default=5.0, gt=0)  # how often the backlog probes run
     # `stack up --monitoring`: Debian's Prometheus and exporters, data under state_dir/prometheus

@@ -56,7 +56,9 @@ def monitored(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
     log = tmp_path_factory.mktemp("monitoring") / "pipeline.log"
     collector, server = serve(settings)
     try:
-        with running_pipeline(settings, log_path=log, specs=specs, start_stack=False):
+        with running_pipeline(
+            settings, log_path=log, specs=specs, start_stack=False, health_port=settings.metrics_port_base
+        ):
             yield settings  # ready: running_pipeline waited for ingest's and legacy's /ready
     finally:
         collector.stop()

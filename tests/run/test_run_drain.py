@@ -30,7 +30,7 @@ from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.startup import wait_http_ok
 from tests.drain_helpers import HeldRequest, Senders
 from tests.kafka_helpers import start_group_at_log_end
-from tests.stack_helpers import free_ports, redis_db
+from tests.stack_helpers import redis_db
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,7 @@ def test_run_drains_front_to_back_on_sigterm_under_load(stack_settings: Settings
     migrate.create_database(db_url)
     settings = stack_settings.model_copy(
         update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 14),
-                "state_dir": tmp_path / "state", "supervisor_port": 0, "workers": 2,
-                # every port `run` serves, away from the defaults other checkouts use
-                "processor_metrics_port": free_ports(), "worker_metrics_port": free_ports(2),
-                "exporter_port": free_ports(),
+                "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 2,
                 "processor_group": f"test-drain-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
     redis.Redis.from_url(settings.redis_url).flushdb()

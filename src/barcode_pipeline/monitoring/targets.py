@@ -1,7 +1,9 @@
 """Where each service serves ``/metrics``: one function, used by ``run``, the scrape config and ``top``.
 
-Ports come from settings (see config.py, "monitoring"): processor-i and worker-i get consecutive
-ports from their base, so the addresses are known without asking the supervisor.
+Ports come from settings: under ``run`` the supervisor serves its /health and /metrics (the
+liveness watchdog's) on ``BP_METRICS_PORT_BASE``, processor-i on base + i and worker-i on
+base + processors + i, so the addresses are known without asking the supervisor. 0 as the base
+means no metrics servers for those (ingest and legacy always serve /metrics on their own port).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    job: str  # Prometheus job: bp-ingest, bp-processor, bp-worker, bp-backlog, bp-legacy, redis, mysql
+    job: str  # Prometheus job: bp-ingest, bp-supervisor, bp-processor, bp-worker, bp-backlog, ...
     name: str  # the service's name under `run` (worker-1, processor, ...): the `service` label
     address: str  # host:port
 
@@ -29,22 +31,23 @@ def processor_name(settings: Settings, index: int) -> str:
 
 
 def processor_port(settings: Settings, index: int) -> int:
-    return settings.processor_metrics_port + index - 1
+    return settings.metrics_port_base + index
 
 
 def worker_port(settings: Settings, index: int) -> int:
-    return settings.worker_metrics_port + index - 1
+    return settings.metrics_port_base + settings.processors + index
 
 
 def pipeline_targets(settings: Settings, *, legacy: bool = True) -> list[Target]:
-    """The pipeline's own endpoints (ingest, processors, workers, backlog exporter, legacy)."""
+    """The pipeline's own endpoints (ingest, supervisor, processors, workers, backlog exporter, legacy)."""
     out = [Target("bp-ingest", "ingest", f"{settings.ingest_host}:{settings.ingest_port}")]
-    for i in range(1, settings.processors + 1):
-        out.append(
-            Target("bp-processor", processor_name(settings, i), f"{HOST}:{processor_port(settings, i)}")
-        )
-    for i in range(1, settings.workers + 1):
-        out.append(Target("bp-worker", f"worker-{i}", f"{HOST}:{worker_port(settings, i)}"))
+    if settings.metrics_port_base:
+        out.append(Target("bp-supervisor", "supervisor", f"{HOST}:{settings.metrics_port_base}"))
+        for i in range(1, settings.processors + 1):
+            address = f"{HOST}:{processor_port(settings, i)}"
+            out.append(Target("bp-processor", processor_name(settings, i), address))
+        for i in range(1, settings.workers + 1):
+            out.append(Target("bp-worker", f"worker-{i}", f"{HOST}:{worker_port(settings, i)}"))
     out.append(Target("bp-backlog", "backlog", f"{HOST}:{settings.exporter_port}"))
     if legacy:
         out.append(Target("bp-legacy", "legacy", f"{settings.legacy_host}:{settings.legacy_port}"))

@@ -32,16 +32,18 @@ def run(
         metrics=True,
         start_stack=not no_stack,
         stop_on_signals=True,
-        health_port=settings.supervisor_port or None,
+        health_port=settings.metrics_port_base or None,
     ) as sup:
-        backlog, backlog_server = serve_backlog(settings)
+        # BP_METRICS_PORT_BASE=0 turns off run's metrics servers, this one included.
+        exporter = serve_backlog(settings) if settings.metrics_port_base else None
         typer.echo(
             f"pipeline running: POST http://{settings.ingest_host}:{settings.ingest_port}/ingest/barcode"
         )
         sup.wait_forever()
         typer.echo("draining ...")
-    backlog.stop()
-    backlog_server.shutdown()
+    if exporter is not None:
+        exporter[0].stop()
+        exporter[1].shutdown()
     typer.echo("stopped: " + ", ".join(f"{k}={v}" for k, v in sup.exit_codes.items()))
 
 

@@ -200,14 +200,15 @@ def pipeline_specs(
 ) -> list[ChildSpec]:
     """The standard pipeline: ingest (its own multi-process server), one processor, N workers.
 
-    Processors and workers write progress files for the liveness watchdog. With ``metrics`` each
-    processor and worker serves ``/metrics`` on its port from settings (monitoring/targets.py);
-    ingest always serves it on its own HTTP port.
+    Processors and workers write progress files for the liveness watchdog; with ``metrics`` they
+    serve metrics on the ports after ``BP_METRICS_PORT_BASE`` (the supervisor's own; the addresses
+    are computed in monitoring/targets.py, which the scrape config and ``top`` use too).
     """
     from barcode_pipeline.monitoring import targets
     from barcode_pipeline.run.watchdog import progress_path
 
     specs = [ChildSpec("ingest", ["ingest"])]
+    metrics = metrics and settings.metrics_port_base > 0
     for i in range(1, settings.processors + 1):
         name = targets.processor_name(settings, i)
         extra = ["--metrics-port", str(targets.processor_port(settings, i))] if metrics else []

@@ -26,7 +26,8 @@ def test_up_with_monitoring_runs_prometheus_and_exporters(stack_settings: Settin
     url = f"http://127.0.0.1:{stack_settings.prometheus_port}/api/v1/status/config"
     with urllib.request.urlopen(url, timeout=10) as resp:
         loaded = json.loads(resp.read())["data"]["yaml"]
-    assert f"127.0.0.1:{stack_settings.worker_metrics_port}" in loaded  # the generated targets
+    first_worker = stack_settings.metrics_port_base + stack_settings.processors + 1
+    assert f"127.0.0.1:{first_worker}" in loaded  # the generated targets
     assert f"127.0.0.1:{stack_settings.mysqld_exporter_port}" in loaded
 
 
