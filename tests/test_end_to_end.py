@@ -20,6 +20,8 @@ from confluent_kafka import Producer
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.auth.keys import client_headers
+from barcode_pipeline.auth.store import create_key
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops.verify import verify_scan_ids
@@ -42,6 +44,8 @@ def pipeline(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
                 "ingest_processes": 1, "worker_max_delay_ms": 100,
                 "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
+    migrate.upgrade(db_url)  # the key table, so the key exists before ingest starts (it requires one)
+    settings = settings.model_copy(update={"ingest_api_key": create_key(db_url, "test-e2e", "*")})
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
     log = tmp_path_factory.mktemp("e2e") / "pipeline.log"
@@ -52,7 +56,10 @@ def pipeline(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 def post(pipeline: Settings) -> Iterator[Callable[..., httpx.Response]]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10) as client:
+    auth = client_headers(pipeline.ingest_api_key)
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10, headers=auth
+    ) as client:
 
         def send(path: str, body: Any) -> httpx.Response:
             content = body if isinstance(body, bytes) else orjson.dumps(body)

@@ -26,6 +26,7 @@ app = typer.Typer(
 # The product's subsystems that contribute commands; each module exposes ``register(app)``.
 _COMMAND_MODULES = (
     "barcode_pipeline.db.commands",
+    "barcode_pipeline.auth.commands",
     "barcode_pipeline.ingest.commands",
     "barcode_pipeline.processor.commands",
     "barcode_pipeline.worker.commands",

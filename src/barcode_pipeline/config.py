@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=1000, ge=1)
     scan_max_age_days: float = Field(default=30.0, gt=0)
     scan_max_future_ms: int = Field(default=1000, ge=0)
+    # Scanner authentication (auth/): keys from the scanner_keys table, reloaded by every process this
+    # often, so a revocation is in force everywhere within that (plus one query) - at most 5 s.
+    ingest_auth: Literal["required", "off"] = "required"
+    ingest_auth_refresh_s: float = Field(default=2.0, gt=0, le=4)
+    # Keyless scanners admitted by source address: "CIDR=PATTERN[,PATTERN];..." (auth/networks.py)
+    ingest_trusted_networks: str = ""
+    ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
+    ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
+    # The key the harness's own clients (scanner simulator, load generators) send; "" sends none.
+    ingest_api_key: str = ""
 
     # --- processor ---
     dedup_policy: Literal["event", "barcode"] = "event"
@@ -83,6 +93,17 @@ class Settings(BaseSettings):
     legacy_port: int = 8080
     legacy_pool_size: int = Field(default=10, ge=1)
     legacy_threads: int = Field(default=40, ge=1)
+
+    @field_validator("ingest_trusted_networks")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        from barcode_pipeline.auth.networks import parse_trusted_networks
+
+        try:
+            parse_trusted_networks(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     # --- misc ---
     log_level: str = "INFO"

@@ -221,7 +221,7 @@ def test_an_unexpected_error_is_a_json_500_without_a_stack_trace() -> None:
 
     from barcode_pipeline.ingest.app import create_app
 
-    settings = Settings()
+    settings = Settings(ingest_auth="off")
     app = create_app(settings, bridge=_BrokenBridge(settings))
     with TestClient(app, raise_server_exceptions=False) as client:
         body = orjson.dumps({"barcode": "B", "deviceId": "D", "scanTime": int(time.time() * 1000)})

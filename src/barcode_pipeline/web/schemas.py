@@ -15,7 +15,16 @@ from pydantic import BaseModel, Field
 from barcode_pipeline.domain.validation import BARCODE_PATTERN, DEVICE_ID_PATTERN, SCAN_ID_PATTERN
 
 ErrorCode = Literal[
-    "malformed_json", "validation", "too_large", "unavailable", "not_found", "http", "internal"
+    "malformed_json",
+    "validation",
+    "too_large",
+    "unavailable",
+    "not_found",
+    "http",
+    "internal",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
 ]
 
 

@@ -166,6 +166,16 @@ def scanner(
         SyncChoice, typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash.")
     ] = SyncChoice.full,
     seed: Annotated[int | None, typer.Option(help="Random seed (barcodes, resends, jitter).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Scanner API key (env BP_INGEST_API_KEY). Without one, a key 'harness-scanner' for every "
+            "device is created in BP_DB_URL's database (replacing the last one); --no-key sends none."
+        ),
+    ] = None,
+    no_key: Annotated[
+        bool, typer.Option("--no-key", help="Send no key (BP_INGEST_AUTH=off, or a trusted network).")
+    ] = False,
     status: Annotated[bool, typer.Option("--status", help="Print the outbox counts and exit.")] = False,
     requeue_rejected: Annotated[
         bool, typer.Option("--requeue-rejected", help="Make rejected scans pending again, then exit.")
@@ -208,6 +218,7 @@ def scanner(
         drain_timeout_s=None if drain_timeout < 0 else drain_timeout,
         synchronous="FULL" if synchronous is SyncChoice.full else "NORMAL",
         seed=seed,
+        api_key="" if no_key else (api_key or settings.ingest_api_key or _own_key(settings)),
     )
     report = asyncio.run(_run_with_progress(config, console, quiet or as_json))
     _print_report(console, report, as_json)
@@ -236,3 +247,10 @@ def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_js
 def register(app: typer.Typer) -> None:
     """Add this subsystem's commands to the root app."""
     app.command("scanner")(scanner)
+
+
+def _own_key(settings: Settings) -> str:
+    """Create the simulator's own key, as an operator would with ``keys create``."""
+    from barcode_harness.keys import with_harness_key
+
+    return with_harness_key(settings, "scanner", start_stack=False).ingest_api_key
