@@ -169,3 +169,39 @@ def _query(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 def test_pipeline_log_has_no_tracebacks(pipeline: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
     logs = list(Path(tmp_path_factory.getbasetemp()).glob("e2e*/pipeline.log"))
     assert logs and "Traceback" not in logs[0].read_text()
+
+
+# Printable ASCII that means something to SQL, Redis, a shell or a template engine: stored as sent.
+HOSTILE_BARCODES = [
+    "';DROP/**/TABLE/**/barcodes;--",
+    "1'OR'1'='1",
+    '"),(1,2,3);--',
+    "FLUSHALL",
+    "*1\\r\\n$8\\r\\nFLUSHALL",
+    "EVAL\"redis.call('flushall')\"0",
+    "%s%s%n",
+    "${jndi:ldap://127.0.0.1/x}",
+    "<script>alert(1)</script>",
+    "\\x00\\';--",
+]
+HOSTILE_SCAN_IDS = ["FLUSHALL", "DEL:barcode:stream:0", "x--", "1:EVAL:0", "barcode:seen:e:x"]
+
+
+def test_values_that_look_like_commands_are_stored_literally(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    scans = [{**scan(i), "barcode": b} for i, b in enumerate(HOSTILE_BARCODES)]
+    scans += [
+        scan(100 + i, scan_id=f"{sid}-{uuid.uuid4().hex[:8]}") for i, sid in enumerate(HOSTILE_SCAN_IDS)
+    ]
+    for s in scans:
+        assert post("/ingest/barcode", s).status_code == 202, s
+    wait_drained(pipeline, timeout=60)
+    marks = ", ".join(["%s"] * len(scans))
+    rows = _query(
+        pipeline, f"SELECT scan_id, original_barcode FROM barcodes WHERE scan_id IN ({marks})",
+        *[s["scanId"] for s in scans],
+    )  # fmt: skip
+    assert sorted(rows) == sorted((s["scanId"], s["barcode"]) for s in scans)
+    stream = names.stream_name(shard_of(DEVICE, pipeline.stream_shards))
+    assert redis.Redis.from_url(pipeline.redis_url).exists(stream)  # nothing was flushed

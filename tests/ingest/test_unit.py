@@ -201,6 +201,9 @@ def test_schemas_describe_the_wire_format() -> None:
     assert set(schema["properties"]) == {"barcode", "deviceId", "scanTime", "scanId"}
     assert set(schema["required"]) == {"barcode", "deviceId", "scanTime"}
     assert batch_schema(7)["maxItems"] == 7
+    # The example is dated when the app is built, so it never ages out of the accepted window.
+    assert scan_schema(now_ms=123)["properties"]["scanTime"]["examples"] == [123]
+    assert batch_schema(7, now_ms=456)["examples"][0][0]["scanTime"] == 456
 
 
 class _BrokenBridge(KafkaBridge):

@@ -37,6 +37,7 @@ from barcode_pipeline.web.contract import (
     batch_unavailable,
     client_errors,
     json_response,
+    too_large_doc,
     unavailable,
     validation_failed,
 )
@@ -129,6 +130,7 @@ def create_app(
         responses={
             202: {"model": schemas.Accepted, "description": "Kafka confirmed the write."},
             **_ERRORS,
+            413: too_large_doc(body_limit),
             **auth_errors,
             503: {
                 "model": schemas.ErrorBody,
@@ -173,6 +175,7 @@ def create_app(
             200: {"model": schemas.BatchResult, "description": "Kafka confirmed every scan."},
             207: {"model": schemas.BatchResult, "description": "Some scans were not confirmed; resend them."},
             **_ERRORS,
+            413: too_large_doc(body_limit, max_items),
             **auth_errors,
             503: {
                 "model": schemas.BatchUnavailable,
