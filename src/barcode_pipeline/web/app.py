@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -32,7 +33,16 @@ def service_app(
 ) -> FastAPI:
     """A FastAPI app with the parts both services share. ``inner_middleware`` runs inside the timing,
     so requests it answers itself (ingest's fast path) are still measured."""
-    app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan)
+    # FastAPIOffline serves Swagger UI's and ReDoc's files from its own package: /docs works in an
+    # air-gapped network and runs no script from a public CDN.
+    app = FastAPIOffline(
+        title=title,
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        docs_url=names.ROUTE_DOCS,
+        static_url=names.ROUTE_DOCS_ASSETS,
+    )
     app.state.metrics = metrics
     for middleware in inner_middleware:
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
