@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     ingest_trusted_networks: str = ""
     ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
     ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
+    # Direct TLS on the ingest port (usually a proxy terminates it): a PEM certificate chain and its key.
+    ingest_tls_cert: Path | None = None
+    ingest_tls_key: Path | None = None
     # The key the harness's own clients (scanner simulator, load generators) send; "" sends none.
     ingest_api_key: str = ""
 
@@ -94,6 +97,15 @@ class Settings(BaseSettings):
     legacy_pool_size: int = Field(default=10, ge=1)
     legacy_threads: int = Field(default=40, ge=1)
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.ingest_tls_cert is None) != (self.ingest_tls_key is None):
+            raise ValueError("BP_INGEST_TLS_CERT and BP_INGEST_TLS_KEY go together: set both or neither")
+        for path in (self.ingest_tls_cert, self.ingest_tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
     @field_validator("ingest_trusted_networks")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
@@ -116,6 +128,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across settings: its message names them (never echo the input)
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         name = str(first["loc"][0]) if first["loc"] else "?"
         source = f"--{name.replace('_', '-')}" if name in clean else f"BP_{name.upper()}"
         raise ConfigError(f"{source}: {first['msg']} (got {first.get('input')!r})") from None
