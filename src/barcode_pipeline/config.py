@@ -139,5 +139,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as ``BP_*`` variables, so child processes see exactly what the parent resolved."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        env[f"BP_{name.upper()}"] = str(value)
+        if value is not None:  # unset optional settings stay unset (not the string "None")
+            env[f"BP_{name.upper()}"] = str(value)
     return env
