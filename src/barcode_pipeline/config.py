@@ -7,6 +7,8 @@ reads the environment behind their back.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
 from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.logs import MASK, add_secret
 
 
 class Settings(BaseSettings):
@@ -26,6 +29,16 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6380/0"
     db_url: str = "mysql://barcode:barcode@127.0.0.1:3307/barcode"
+    # Secured servers (docs/security.md). Redis: rediss://user:password@host:port/0?ssl_ca_certs=CA.pem
+    # in BP_REDIS_URL. MariaDB/MySQL: ?ssl_ca=CA.pem[&ssl_cert=..&ssl_key=..] in BP_DB_URL. Every
+    # secret can come from a file instead: BP_<NAME>_FILE (see SECRET_FILE_SETTINGS).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None  # client certificate (mutual TLS), with its key
+    kafka_ssl_key_file: Path | None = None
 
     # --- local stack ---
     state_dir: Path = Path(".stack")
@@ -121,18 +134,41 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
 
+# Settings that hold a secret (or a URL with one): each may also be read from the file BP_<NAME>_FILE
+# names, as container and systemd secrets are mounted. The variable itself wins when both are set.
+SECRET_FILE_SETTINGS = ("db_url", "redis_url", "kafka_sasl_password", "ingest_api_key")
+
+
+def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """``{setting: file content}`` for every ``BP_<NAME>_FILE`` given (trailing newline stripped)."""
+    found: dict[str, str] = {}
+    for name in SECRET_FILE_SETTINGS:
+        var = f"BP_{name.upper()}"
+        path = environ.get(f"{var}_FILE")
+        if not path or var in environ:
+            continue
+        try:
+            found[name] = Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{var}_FILE: cannot read {path}: {exc.strerror}") from None
+    return found
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment; explicit overrides (from CLI flags) win."""
-    clean = {k: v for k, v in overrides.items() if v is not None}
+    """Read the environment (and ``BP_*_FILE`` secrets); explicit overrides (from CLI flags) win."""
+    clean = {**secrets_from_files(os.environ), **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        settings = Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:  # a rule across settings: its message names them (never echo the input)
             raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         name = str(first["loc"][0]) if first["loc"] else "?"
         source = f"--{name.replace('_', '-')}" if name in clean else f"BP_{name.upper()}"
-        raise ConfigError(f"{source}: {first['msg']} (got {first.get('input')!r})") from None
+        shown = MASK if name in SECRET_FILE_SETTINGS else repr(first.get("input"))
+        raise ConfigError(f"{source}: {first['msg']} (got {shown})") from None
+    add_secret(settings.kafka_sasl_password)  # URLs and scanner keys are masked by their shape
+    return settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

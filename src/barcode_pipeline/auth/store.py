@@ -8,7 +8,7 @@ from typing import Any
 
 import pymysql
 
-from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.adapters.db import connect, parse_db_url
 from barcode_pipeline.auth.keys import check_name, digest, new_secret, parse_patterns
 from barcode_pipeline.errors import ConfigError, DatabaseUnavailable
 
@@ -50,7 +50,10 @@ def _connect(db_url: str, timeout_s: float) -> Any:
             write_timeout=timeout_s,
         )
     except pymysql.Error as exc:
-        raise DatabaseUnavailable(f"database unreachable: {exc}", component="keys") from exc
+        where = parse_db_url(db_url)
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {where.host}:{where.port}: {exc}", component="keys"
+        ) from exc
 
 
 def _failed(exc: pymysql.Error) -> DatabaseUnavailable:
