@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from enum import StrEnum
@@ -29,6 +30,8 @@ from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, Simula
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
+
+log = logging.getLogger(__name__)
 
 EXIT_NOT_DRAINED = 3
 
@@ -250,7 +253,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _own_key(settings: Settings) -> str:
-    """Create the simulator's own key, as an operator would with ``keys create``."""
+    """Create the simulator's own key, as an operator would with ``keys create``.
+
+    A running ingest learns of a new key within its refresh interval, on every process; the
+    simulator waits that long before its first scan, or those scans would be refused (401).
+    """
     from barcode_harness.keys import with_harness_key
 
-    return with_harness_key(settings, "scanner", start_stack=False).ingest_api_key
+    created = time.monotonic()
+    key = with_harness_key(settings, "scanner", start_stack=False).ingest_api_key
+    if key:
+        log.info(
+            "created scanner key harness-scanner; ingest knows it within %.1f s",
+            settings.ingest_auth_refresh_s,
+        )
+        time.sleep(max(0.0, created + settings.ingest_auth_refresh_s + 0.5 - time.monotonic()))
+    return key
