@@ -78,7 +78,7 @@ def test_docs_render_both_scan_operations_with_no_other_host(ingest_docs: str, t
     assert ingest_docs + "/openapi.json" in by_page
 
 
-@pytest.mark.parametrize("page", [names.ROUTE_DOCS, "/redoc"])
+@pytest.mark.parametrize("page", [names.ROUTE_DOCS, names.ROUTE_REDOC])
 def test_docs_pages_reference_only_their_own_service(
     page: str, stack_settings: Settings, legacy_db: Db
 ) -> None:
@@ -90,7 +90,9 @@ def test_docs_pages_reference_only_their_own_service(
         server = ThreadServer(app)
         server.start()
         try:
-            html = httpx.get(server.base_url + page, timeout=30).text
+            answer = httpx.get(server.base_url + page, timeout=30)
+            html = answer.text
+            assert "default-src 'self'" in answer.headers["content-security-policy"]
             assert "cdn" not in html.lower() and "https://" not in html and "http://" not in html, html
             assets = [
                 a for a in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js") if a in html

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from barcode_pipeline import __version__, names
 from barcode_pipeline.web import schemas
 from barcode_pipeline.web.contract import error_response, json_response
+from barcode_pipeline.web.docs_policy import DocsPolicyMiddleware
 from barcode_pipeline.web.metrics import METRICS_CONTENT_TYPE, RequestMetricsMiddleware, ServiceMetrics
 
 # Paths get their own metrics label; anything else (docs, 404s) is "other", so labels stay bounded.
@@ -41,8 +42,10 @@ def service_app(
         description=description,
         lifespan=lifespan,
         docs_url=names.ROUTE_DOCS,
+        redoc_url=names.ROUTE_REDOC,
         static_url=names.ROUTE_DOCS_ASSETS,
     )
+    app.add_middleware(DocsPolicyMiddleware, paths=frozenset({names.ROUTE_DOCS, names.ROUTE_REDOC}))
     app.state.metrics = metrics
     for middleware in inner_middleware:
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
