@@ -16,6 +16,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null 2>&1 || need+=(prometheus-redis-exporter)
 command -v prometheus-mysqld-exporter >/dev/null 2>&1 || need+=(prometheus-mysqld-exporter)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# A real browser for the test that /docs works with no other host reachable (tests/web/test_docs_browser.py).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
   # Package install scripts must not start system-wide servers: the project runs its own on other ports.

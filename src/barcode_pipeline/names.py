@@ -27,6 +27,9 @@ ROUTE_BATCH = "/ingest/barcodes"  # a JSON array of scans
 ROUTE_HEALTH = "/health"
 ROUTE_READY = "/ready"
 ROUTE_METRICS = "/metrics"
+ROUTE_DOCS = "/docs"  # Swagger UI, its assets served by the service itself (no third-party host)
+ROUTE_DOCS_ASSETS = "/docs-assets"
+ROUTE_REDOC = "/redoc"
 
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"
