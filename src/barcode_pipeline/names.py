@@ -18,6 +18,10 @@ DLQ_STREAM = "barcode:dlq"
 # Redis keys
 DEDUP_PREFIX = "barcode:seen:"  # + "e:{deviceId}:{scanId}" or "b:{barcode}"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
+PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publish call (see processor)
+
+# Redis Sentinel: the monitored primary's service name
+REDIS_SERVICE = "barcode-redis"
 
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, StackError
+from barcode_pipeline.stack import profile as profiles
 from barcode_pipeline.stack.base import Component, ComponentStatus
 from barcode_pipeline.stack.kafka import KafkaComponent
 from barcode_pipeline.stack.mariadb import MariaDBComponent
@@ -23,6 +24,8 @@ COMPONENT_NAMES = ("kafka", "redis", "mariadb")
 
 class StackManager:
     """Owns the three servers under ``settings.state_dir``."""
+
+    profile = "single"  # see stack/profile.py; stack/ha.py holds the replicated profile
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -37,7 +40,7 @@ class StackManager:
             return self.components[name]
         except KeyError:
             raise ConfigError(
-                f"unknown component {name!r}; choose one of {', '.join(COMPONENT_NAMES)}"
+                f"unknown component {name!r}; choose one of {', '.join(self.components)}"
             ) from None
 
     def up(self, *, quiet: bool = False) -> dict[str, float]:
@@ -46,6 +49,8 @@ class StackManager:
         Components start in parallel (Kafka's JVM dominates a cold start). Returns seconds per component.
         """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        profiles.claim(self.settings.state_dir, self.profile)
+        self.prepare_start()
         timings: dict[str, float] = {}
 
         def start(comp: Component) -> None:
@@ -61,11 +66,15 @@ class StackManager:
         else:
             from rich.console import Console
 
-            with Console(stderr=True).status("starting kafka, redis, mariadb ...", spinner="dots"):
+            with Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots"):
                 self._run_parallel(start, errors)
         if errors:
             raise StackError("; ".join(errors))
         return timings
+
+    def prepare_start(self) -> None:
+        """What must exist before any server starts (the ha profile's namespaces). Default: nothing."""
+        return None
 
     def _run_parallel(self, fn: Callable[[Component], None], errors: list[str]) -> None:
         with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
