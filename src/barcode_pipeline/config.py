@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # The processor commits Kafka offsets only once this many replicas hold the batch (WAIT).
     redis_min_replicas: int = Field(default=0, ge=0)
     redis_wait_timeout_ms: int = Field(default=2000, ge=1)
+    # When the primary changes (Sentinel mode), the processor re-reads what it committed this long
+    # before it last saw the old primary (processor/failover.py).
+    redis_rewind_window_s: float = Field(default=10.0, ge=0)
 
     # --- topic ---
     # A consumer silent this long is dropped from its group (its partitions go to the others).

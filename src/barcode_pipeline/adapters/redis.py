@@ -10,11 +10,17 @@ from barcode_pipeline.config import Settings
 
 
 def client(settings: Settings, *, timeout: float = 5.0, decode: bool = True) -> redis.Redis:
-    """A Redis client; hiredis parses replies when installed.
+    """A Redis client; hiredis parses replies when installed. The one factory every component uses.
 
+    With ``BP_REDIS_SENTINELS`` set it follows the primary through Sentinel (adapters/sentinel.py):
+    after a failover, the next command goes to the new primary, without a restart.
     Text mode suits entries the pipeline wrote itself. Readers of arbitrary entries (workers,
     DLQ tools) use ``decode=False``, so one non-UTF-8 entry cannot fail a whole read.
     """
+    if settings.redis_sentinels:
+        from barcode_pipeline.adapters.sentinel import primary_client
+
+        return primary_client(settings, timeout=timeout, decode=decode)
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=decode,

@@ -33,6 +33,7 @@ from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.run.harness import wait_drained
 from barcode_pipeline.run.startup import prepare, wait_http_ok
 from barcode_pipeline.run.supervisor import Supervisor, pipeline_specs
+from barcode_pipeline.stack.ha import manager_for
 from barcode_pipeline.stack.manager import StackManager
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def chaos_env(settings: Settings, workdir: Path, *, workers: int = 2) -> Iterato
     harness, so the services' lines and the fault timeline appear in the order they happened.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = StackManager(settings)
+    stack = manager_for(settings)
     prepare(settings, start_stack=True)
     with (workdir / "pipeline.log").open("a", buffering=1) as out:
         sup = Supervisor(settings, pipeline_specs(settings, workers=workers, metrics=False), out=out)

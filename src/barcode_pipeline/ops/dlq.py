@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, DeliveryError
 from barcode_pipeline.processor.decode import Poison, decode
@@ -114,9 +115,7 @@ def _text(value: bytes | str | None) -> str:
 
 def binary_client(settings: Settings, *, timeout: float = 5.0) -> redis.Redis:
     """Binary mode: DLQ entries may hold bytes that are not UTF-8 (that may be why they are here)."""
-    return redis.Redis.from_url(
-        settings.redis_url, decode_responses=False, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    return redis_adapter.client(settings, timeout=timeout, decode=False)
 
 
 # ---------------------------------------------------------------------------------------- DLQ (Redis)

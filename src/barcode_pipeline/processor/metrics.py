@@ -18,3 +18,8 @@ COMMIT_FAILURES = Counter(
     "bp_processor_commit_failures_total", "Offset commits that failed (batch redelivered)"
 )
 LAG = Gauge("bp_processor_consumer_lag", "Records behind the log end, per partition", ["partition"])
+REPLICA_SHORTFALLS = Counter(
+    "bp_processor_replica_shortfalls_total", "Batches WAIT could not confirm on enough replicas (retried)"
+)
+REWINDS = Counter("bp_processor_rewinds_total", "Rewinds of the group after a Redis primary change")
+REWOUND_RECORDS = Counter("bp_processor_rewound_records_total", "Records re-read because of a rewind")

@@ -26,6 +26,7 @@ from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
+from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead_lettered: int = 0
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
+    rewound: int = 0  # records re-read after a Redis primary change (processor/failover.py)
 
 
 class Processor:
@@ -68,6 +70,11 @@ class Processor:
         self.streams = names.all_streams(settings.stream_shards)
         self.totals = BatchOutcome()
         self._last_lag = 0.0
+        # Commit protocol across Redis failovers (processor/failover.py).
+        self.wait_replicas = settings.redis_min_replicas
+        self.watch = PrimaryWatch() if settings.redis_sentinels else None
+        self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
+        self._run_id: str | None = None
 
     # ------------------------------------------------------------------ main loops
     def run(self) -> None:
@@ -153,6 +160,8 @@ class Processor:
             outcome.published, outcome.duplicates = self._publish_with_retry(events)
             metrics.EVENTS.labels("published").inc(outcome.published)
             metrics.EVENTS.labels("duplicate").inc(outcome.duplicates)
+            if self._primary_changed():
+                return outcome  # rewound: this batch comes back with the re-read range
         if outcome.offsets:
             self._commit(outcome.offsets)
         return outcome
@@ -160,9 +169,22 @@ class Processor:
     def _publish_with_retry(self, events: list[ScanEvent]) -> tuple[int, int]:
         """Redis down -> keep this batch, back off, retry; nothing is committed meanwhile."""
         backoff = 0.1
+        earlier = 0  # published by attempts whose WAIT came back short
         while True:
             try:
-                return self.publish(events)
+                published, _ = self.publish(events)
+                published = min(len(events), published + earlier)
+                return published, len(events) - published
+            except ReplicaShortfall as exc:
+                earlier += exc.published
+                metrics.REPLICA_SHORTFALLS.inc()
+                # The server may be an isolated old primary: the next connection asks Sentinel again.
+                self.redis.connection_pool.disconnect()
+                if self.stop_event.is_set():
+                    raise
+                log.warning("%s; retrying batch of %d in %.1fs", exc, len(events), backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 metrics.REDIS_FAILURES.inc()
                 if self.stop_event.is_set():
@@ -185,11 +207,14 @@ class Processor:
         now = int(time.time() * 1000)
         ttl = str(s.dedup_ttl_s)
         started = time.perf_counter()
+        # One connection, no MULTI: WAIT must follow the scripts on the connection that ran them.
         pipe = self.redis.pipeline(transaction=False)
+        chunks = 0
         for i in range(0, len(events), SCRIPT_CHUNK):
             keys: list[str] = []
             args: list[str] = [ttl, ""]
-            for event in events[i : i + SCRIPT_CHUNK]:
+            chunk = events[i : i + SCRIPT_CHUNK]
+            for event in chunk:
                 keys += (
                     dedup_key(event, s.dedup_policy),
                     self.streams[shard_of(event.device_id, s.stream_shards)],
@@ -198,10 +223,56 @@ class Processor:
                 for key, value in fields.items():
                     args += (key, value)
             args[1] = str(2 * len(fields))  # every entry has the same fields
+            keys.append(names.publish_counter(shard_of(chunk[0].device_id, s.stream_shards)))
             self.script(keys=keys, args=args, client=pipe)
-        published = sum(sum(flags) for flags in pipe.execute())
+            chunks += 1
+        if self.wait_replicas:
+            pipe.wait(self.wait_replicas, s.redis_wait_timeout_ms)
+        if self.watch is not None:
+            pipe.info("server")
+        replies = pipe.execute()
+        published = sum(sum(flags) for flags in replies[:chunks])
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        rest = replies[chunks:]
+        if self.wait_replicas:
+            acked = int(rest.pop(0))
+            if acked < self.wait_replicas:
+                raise ReplicaShortfall(acked, self.wait_replicas, published)
+        if self.watch is not None:
+            self._run_id = str(rest.pop(0).get("run_id", ""))
         return published, len(events) - published
+
+    def _primary_changed(self) -> bool:
+        """After a publish: if another primary took it, rewind the group (processor/failover.py)."""
+        if self.watch is None or not self._run_id:
+            return False
+        now_ms = int(time.time() * 1000)
+        last_seen = self.watch.changed_since(self._run_id)
+        if last_seen is None:
+            self.watch.seen(self._run_id, now_ms)
+            return False
+        since_ms = last_seen - int(self.settings.redis_rewind_window_s * 1000)
+        try:
+            targets = rewind_targets(self.consumer, names.TOPIC, since_ms, self.history)
+            positions = {tp.partition: tp.offset for tp in self.consumer.position(self.consumer.assignment())}
+            if targets:
+                # Committed first: a crash right after the rewind must not skip the re-read range.
+                self.consumer.commit(offsets=targets, asynchronous=False)
+                for tp in targets:
+                    self.consumer.seek(tp)
+        except KafkaException as exc:
+            # Nothing committed, the new primary not recorded: the next batch tries the rewind again.
+            log.error("rewind after a Redis primary change failed (retried with the next batch): %s", exc)
+            return True
+        self.watch.seen(self._run_id, now_ms)
+        rewound = sum(max(0, positions.get(tp.partition, tp.offset) - tp.offset) for tp in targets)
+        self._uncommitted.update({tp.partition: tp.offset for tp in targets})
+        self.totals.rewound += rewound
+        metrics.REWINDS.inc()
+        metrics.REWOUND_RECORDS.inc(rewound)
+        log.warning("redis primary changed: rewound %d records of %d partitions to %d ms before the "
+                    "old primary was last seen", rewound, len(targets), since_ms)  # fmt: skip
+        return True
 
     def _dead_letter(self, poison: list[tuple[Message, str]]) -> None:
         failures: list[str] = []
@@ -235,6 +306,7 @@ class Processor:
         """
         tps = [TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()]
         self._uncommitted.update(offsets)
+        self.history.record(int(time.time() * 1000), offsets)
         try:
             self.consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:

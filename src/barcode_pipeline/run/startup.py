@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 def prepare(settings: Settings, *, start_stack: bool = True) -> None:
     """Bring the local stack up if needed, apply migrations, create topics (all idempotent)."""
     if start_stack:
-        from barcode_pipeline.stack.manager import StackManager
+        from barcode_pipeline.stack.ha import manager_for
 
-        StackManager(settings).up(quiet=True)
+        manager_for(settings).up(quiet=True)
     from barcode_pipeline.db.migrate import upgrade
 
     applied = upgrade(settings.db_url)

@@ -252,6 +252,9 @@ min-replicas-max-lag {MIN_REPLICAS_MAX_LAG_S}
 replica-read-only yes
 replica-serve-stale-data yes
 repl-diskless-sync yes
+# No 5 s wait for more replicas before a full sync: after a failover the new primary refuses
+# writes (min-replicas-to-write) until a replica has synced.
+repl-diskless-sync-delay 0
 {replica}"""
 
 
@@ -460,6 +463,12 @@ class HaStackManager(StackManager):
         with ThreadPoolExecutor(max_workers=NODES + 1) as pool:
             list(pool.map(lambda c: c.stop(), [*self.kafka_nodes(), self.components["mariadb"]]))
         self.network.down()
+
+    def reset(self) -> None:
+        """Stop everything, remove the namespaces and the bridge, delete the state directory."""
+        self.down()
+        self.network.destroy()
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
     def _is_primary(self, node: HaRedisNode) -> bool:
         with contextlib.suppress(redis.RedisError, OSError):

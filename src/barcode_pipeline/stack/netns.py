@@ -150,13 +150,21 @@ class Network:
             _run("-n", ns, "link", "set", NS_IFACE, "up")
 
     def down(self) -> None:
-        """Delete our namespaces (their veths go with them) and the bridge."""
+        """Delete our namespaces (their veths go with them). The bridge stays, with the subnet's
+        route: a client still configured for the nodes then fails here, at once, instead of
+        sending its packets to the default gateway."""
         if not self.ours():
             return
         names = existing_namespaces()
         for node in self.nodes:
             if node.namespace in names:
                 _run("netns", "del", node.namespace, check=False)
+
+    def destroy(self) -> None:
+        """Namespaces and bridge gone (``stack reset``)."""
+        if not self.ours():
+            return
+        self.down()
         if BRIDGE in existing_links():
             _run("link", "del", BRIDGE, check=False)
         self.state_file.unlink(missing_ok=True)
