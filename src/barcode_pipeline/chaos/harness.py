@@ -60,6 +60,7 @@ class ScenarioResult:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ledger: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the scenario measured (failover_s, ...)
     error: str | None = None
     reports_takeover: bool = False
 
@@ -193,6 +194,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     if result.error:
         result.checks.append(Check("scenario ran to completion", False, result.error))
     result.notes = ctx.notes
+    result.metrics = ctx.metrics
     log.info("scenario %s: %s", scenario.name, "PASS" if result.ok else "FAIL")
     return result
 

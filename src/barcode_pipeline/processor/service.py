@@ -32,6 +32,7 @@ from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+SHORTFALL_BACKOFF_S = 1.0  # WAIT itself already waited its timeout; retry soon after a replica is back
 SCRIPT_CHUNK = 100  # events per Lua call
 
 
@@ -184,7 +185,7 @@ class Processor:
                     raise
                 log.warning("%s; retrying batch of %d in %.1fs", exc, len(events), backoff)
                 self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff = min(backoff * 2, SHORTFALL_BACKOFF_S)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 metrics.REDIS_FAILURES.inc()
                 if self.stop_event.is_set():
@@ -270,8 +271,9 @@ class Processor:
         self.totals.rewound += rewound
         metrics.REWINDS.inc()
         metrics.REWOUND_RECORDS.inc(rewound)
-        log.warning("redis primary changed: rewound %d records of %d partitions to %d ms before the "
-                    "old primary was last seen", rewound, len(targets), since_ms)  # fmt: skip
+        log.warning("redis primary changed: rewound %d records of %d partitions to what was committed "
+                    "at epoch ms %d (%.0f s before the old primary was last seen)", rewound, len(targets),
+                    since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
         return True
 
     def _dead_letter(self, poison: list[tuple[Message, str]]) -> None:

@@ -168,3 +168,31 @@ class Network:
         if BRIDGE in existing_links():
             _run("link", "del", BRIDGE, check=False)
         self.state_file.unlink(missing_ok=True)
+
+
+def _iptables() -> str:
+    path = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if not path:
+        raise StackError(
+            "iptables not found; install it with: apt-get install -y iptables", component="netns"
+        )
+    return path
+
+
+def cut_off(node: NetNode, peers: list[str]) -> None:
+    """Drop every packet between ``node`` and ``peers`` (rules inside the node's own namespace,
+    so nothing outside our namespaces is touched). The host and other addresses still reach it."""
+    for peer in peers:
+        for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+            cmd = [*node.exec_prefix(), _iptables(), "-w", "-A", chain, flag, peer, "-j", "DROP"]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
+
+
+def reconnect(node: NetNode) -> None:
+    """Undo :func:`cut_off`: flush the namespace's filter rules (only ours live there)."""
+    for chain in ("INPUT", "OUTPUT"):
+        subprocess.run(
+            [*node.exec_prefix(), _iptables(), "-w", "-F", chain], capture_output=True, check=False
+        )

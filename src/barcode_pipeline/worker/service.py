@@ -30,6 +30,7 @@ from barcode_pipeline.scanner.backoff import backoff_delay
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
 from barcode_pipeline.worker.entries import Entry, decode, from_reply
+from barcode_pipeline.worker.failover import PrimaryIdentity
 from barcode_pipeline.worker.recovery import DeadLetter, Heartbeat, Recovery, ensure_groups, settle
 from barcode_pipeline.worker.retention import Trimmer
 from barcode_pipeline.worker.storage import BarcodeStore, CrashPoints, DbUnavailable, to_row
@@ -96,6 +97,7 @@ class Worker:
             max_delay_ms=settings.worker_max_delay_ms,
         )
         self.trim = Trimmer(self.client, self.streams, retention_s=settings.stream_retention_s)
+        self.primary = PrimaryIdentity(self.client) if settings.redis_sentinels else None
         self._next_trim = time.monotonic() + settings.stream_trim_interval_s
         if settings.claim_min_idle_ms <= settings.worker_max_delay_ms:
             log.warning(
@@ -199,6 +201,12 @@ class Worker:
             claimed = self.recovery.sweep()
             if claimed:
                 self._accept(claimed, now)
+                return
+            if self.primary is not None and self.primary.changed():
+                log.warning("redis primary changed: re-reading this worker's own pending entries")
+                while len(self.batcher):
+                    self._flush(self.batcher.take(), "failover")
+                self._recover_own()
                 return
             if self.settings.stream_trim_interval_s and now >= self._next_trim:
                 self._next_trim = now + self.settings.stream_trim_interval_s
