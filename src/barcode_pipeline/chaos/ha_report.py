@@ -28,6 +28,21 @@ CANNOT_SURVIVE = (
 )  # fmt: skip
 
 
+WAIT_OFF_NOTE = (
+    "The WAIT-off run is evidence, not a pass condition. Without WAIT the processor commits what "
+    "only the primary holds; the rewind after the primary change still re-drives the last "
+    "`BP_REDIS_REWIND_WINDOW_S` of committed records, and workers reading the old primary may "
+    "already have stored its entries, so a loss shows only when the lost writes were neither "
+    "replicated, nor read by a worker, nor inside the window."
+)
+COLUMNS_NOTE = (
+    "Failover: from the fault until every partition of the event topic has a live leader other "
+    "than the faulty broker, a new controller leads the quorum, or Sentinel names a new primary. "
+    "Drain: from the heal (the restart begun, the link restored) until nothing is in flight. "
+    "Client retries: requests the outbox-backed scanners resent (503s, connection errors)."
+)
+
+
 def _num(value: object) -> str:
     return f"{value:.1f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
@@ -52,16 +67,19 @@ def render_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInfo) 
     for label, results in runs:
         lines += [f"### {label}", "",
                   "| scenario | fault | acknowledged | stored | lost | duplicates | failover (s) | "
-                  "drain after heal (s) | records rewound | result |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "drain after heal (s) | records rewound | client retries | result |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in results:
             verdict = "PASS" if r.ok else "FAIL: " + "; ".join(f"{c.name} ({c.detail})" for c in r.failures)
             lines.append(
                 f"| {r.key} {r.name} | {r.fault} | {r.acknowledged} | {r.stored} | {r.lost} | "
                 f"{r.duplicates} | {_num(r.metrics.get('failover_s'))} | {_num(r.drain_s)} | "
-                f"{_num(r.metrics.get('rewound'))} | {verdict} |"
+                f"{_num(r.metrics.get('rewound'))} | {r.client_retries} | {verdict} |"
             )
         lines.append("")
+    lines += [COLUMNS_NOTE, ""]
+    if len(runs) > 1:
+        lines += [WAIT_OFF_NOTE, ""]
     lines += ["### What this topology cannot survive", "", "| lost | consequence |", "|---|---|"]
     lines += [f"| {what} | {why} |" for what, why in CANNOT_SURVIVE]
     lines += ["", "Settings behind these results:", "", "| setting | value |", "|---|---|"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from redis.exceptions import NoScriptError
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -186,7 +187,9 @@ class Processor:
                 log.warning("%s; retrying batch of %d in %.1fs", exc, len(events), backoff)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, SHORTFALL_BACKOFF_S)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            # NoScriptError: a new primary after a failover has not cached the script yet; the retry's
+            # pipeline loads it first.
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, NoScriptError) as exc:
                 metrics.REDIS_FAILURES.inc()
                 if self.stop_event.is_set():
                     raise DeliveryError(
