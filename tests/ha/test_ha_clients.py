@@ -44,26 +44,40 @@ def wait_for_new_primary(settings: Settings, old: tuple[str, int], timeout: floa
     raise AssertionError(f"Sentinel still reports {old} after {timeout}s")
 
 
+CLIENTS_REDIS_DB = 5  # this module's own database: its test events must never reach a pipeline
+
+
 @pytest.fixture
-def processor(ha_settings: Settings) -> Iterator[Processor]:
-    proc = Processor(ha_settings, group=f"test-ha-{uuid.uuid4().hex[:8]}")
+def settings(ha_settings: Settings) -> Iterator[Settings]:
+    s = ha_settings.model_copy(
+        update={"redis_url": ha_settings.redis_url.rsplit("/", 1)[0] + f"/{CLIENTS_REDIS_DB}"}
+    )
+    yield s
+    client = redis_adapter.client(s)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def processor(settings: Settings) -> Iterator[Processor]:
+    proc = Processor(settings, group=f"test-ha-{uuid.uuid4().hex[:8]}")
     yield proc
     proc.close()
 
 
-def test_every_publish_is_confirmed_by_both_replicas(processor: Processor, ha_settings: Settings) -> None:
+def test_every_publish_is_confirmed_by_both_replicas(processor: Processor, settings: Settings) -> None:
     events = _events(30)
-    client = redis_adapter.client(ha_settings)
-    before = _counters(client, ha_settings.stream_shards)
+    client = redis_adapter.client(settings)
+    before = _counters(client, settings.stream_shards)
     assert processor.wait_replicas == 2
     assert processor.publish(events) == (30, 0)
     # A retry of the same batch writes no entry, but still a counter WAIT can confirm.
     assert processor.publish(events) == (0, 30)
-    assert _counters(client, ha_settings.stream_shards) == before + 2
+    assert _counters(client, settings.stream_shards) == before + 2
 
 
-def test_a_short_replica_count_is_not_a_success(ha_settings: Settings) -> None:
-    proc = Processor(ha_settings.model_copy(update={"redis_min_replicas": 3, "redis_wait_timeout_ms": 100}))
+def test_a_short_replica_count_is_not_a_success(settings: Settings) -> None:
+    proc = Processor(settings.model_copy(update={"redis_min_replicas": 3, "redis_wait_timeout_ms": 100}))
     try:
         with pytest.raises(ReplicaShortfall, match="2 of 3 replicas"):
             proc.publish(_events(5))
@@ -72,8 +86,9 @@ def test_a_short_replica_count_is_not_a_success(ha_settings: Settings) -> None:
 
 
 def test_the_client_follows_a_failover_without_a_restart(
-    ha_stack: HaStackManager, ha_settings: Settings
+    ha_stack: HaStackManager, settings: Settings
 ) -> None:
+    ha_settings = settings
     client = redis_adapter.client(ha_settings, timeout=2)
     key = f"bp-test:failover:{uuid.uuid4().hex}"
     client.set(key, "before")
