@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from barcode_pipeline.config import Settings
-from barcode_pipeline.errors import StackError
+from barcode_pipeline.errors import ConfigError, StackError
 from barcode_pipeline.stack import profile
 from barcode_pipeline.stack.ha import (
     Topology,
+    check_subnet,
     client_settings,
     render_ha_redis_conf,
     render_kafka_node_properties,
@@ -65,3 +66,9 @@ def test_one_profile_never_starts_over_the_others_data(tmp_path: Path) -> None:
     legacy = tmp_path / "old"
     (legacy / "kafka").mkdir(parents=True)  # written before profiles existed: single-node
     assert profile.recorded(legacy) == "single"
+
+
+@pytest.mark.parametrize("subnet", ["10.1.2.0/28", "not-a-net", "fd00::/64"])
+def test_an_unusable_subnet_is_a_config_error(subnet: str) -> None:
+    with pytest.raises(ConfigError, match="BP_HA_SUBNET"):
+        check_subnet(subnet)

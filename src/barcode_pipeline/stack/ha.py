@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from confluent_kafka.admin import AdminClient
 
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.config import Settings
-from barcode_pipeline.errors import MissingPrerequisite, StackError
+from barcode_pipeline.errors import ConfigError, MissingPrerequisite, StackError
 from barcode_pipeline.stack.base import Component, ComponentStatus
 from barcode_pipeline.stack.kafka import KafkaComponent, render_log4j2
 from barcode_pipeline.stack.manager import StackManager
@@ -56,6 +57,16 @@ SENTINEL_FAILOVER_TIMEOUT_MS = 10_000
 MIN_REPLICAS_MAX_LAG_S = 5
 
 
+def check_subnet(subnet: str) -> None:
+    """BP_HA_SUBNET must be an IPv4 network with room for every node (.1 to .40)."""
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError as exc:
+        raise ConfigError(f"BP_HA_SUBNET: {exc}") from None
+    if net.version != 4 or net.num_addresses < 64:
+        raise ConfigError(f"BP_HA_SUBNET: {subnet} must be an IPv4 network of at least 64 addresses (/26)")
+
+
 @dataclass(frozen=True)
 class Topology:
     """Addresses of every node, derived from the subnet: .1 host, .11-13 Kafka, .21-23 Redis,
@@ -64,8 +75,6 @@ class Topology:
     subnet: str
 
     def _ip(self, offset: int) -> str:
-        import ipaddress
-
         return str(ipaddress.ip_network(self.subnet).network_address + offset)
 
     def kafka(self, i: int) -> NetNode:
@@ -418,6 +427,7 @@ class HaStackManager(StackManager):
     profile = "ha"
 
     def __init__(self, settings: Settings) -> None:
+        check_subnet(settings.ha_subnet)
         self.settings = settings
         self.topology = Topology(settings.ha_subnet)
         self.network = Network(settings.ha_subnet, self.topology.all_nodes(),
