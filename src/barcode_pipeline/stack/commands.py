@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from barcode_pipeline.config import load_settings
+from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 from barcode_pipeline.stack import profile as profiles
 from barcode_pipeline.stack.ha import manager_for
@@ -30,6 +31,8 @@ ProfileOption = Annotated[
 def _manager(profile: str | None = None, *, starting: bool = False) -> StackManager:
     """The manager of the chosen profile. Commands other than ``up`` act on whatever profile the
     state directory holds unless one is named, so ``stack down`` needs no flag."""
+    if profile is not None and profile not in profiles.PROFILES:
+        raise ConfigError(f"--profile: choose one of {', '.join(profiles.PROFILES)} (got {profile!r})")
     settings = load_settings()
     if profile is None and not starting:
         profile = profiles.recorded(settings.state_dir)
