@@ -117,16 +117,30 @@ class Network:
         names = existing_namespaces()
         links = existing_links()
         taken = [f"namespace {n.namespace}" for n in self.nodes if n.namespace in names]
-        taken += [f"interface {i}" for i in [BRIDGE, *(n.veth for n in self.nodes)] if i in links]
+        taken += [f"interface {n.veth}" for n in self.nodes if n.veth in links]
+        # A bare bridge with our address is what `stack down` of a stopped ha stack leaves: reusable.
+        if BRIDGE in links and (taken or self._bridge_address() != f"{self.host_ip}/{self.net.prefixlen}"):
+            taken.append(f"interface {BRIDGE} ({self._bridge_address() or 'no address'})")
         taken += [f"subnet {self.net} (route {r})" for r in overlapping_routes(str(self.net))]
         return taken
+
+    @staticmethod
+    def _bridge_address() -> str:
+        out = _run("-j", "-4", "addr", "show", "dev", BRIDGE, check=False).stdout.strip()
+        try:
+            infos = json.loads(out or "[]")
+            addr = infos[0]["addr_info"][0]
+            return f"{addr['local']}/{addr['prefixlen']}"
+        except (ValueError, LookupError, TypeError):
+            return ""
 
     def up(self) -> None:
         """Create whatever is missing (idempotent); raise one line when something is taken."""
         taken = self.conflicts()
         if taken:
             raise StackError(
-                f"already in use: {', '.join(taken)}; stop whatever owns them or set BP_HA_SUBNET",
+                f"already in use: {', '.join(taken)}; another ha stack runs here (`stack down` with its "
+                "BP_STATE_DIR), or choose another BP_HA_SUBNET if a route clashes",
                 component="netns",
             )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +150,7 @@ class Network:
         prefix = self.net.prefixlen
         if BRIDGE not in links:
             _run("link", "add", BRIDGE, "type", "bridge")
+        if not self._bridge_address():
             _run("addr", "add", f"{self.host_ip}/{prefix}", "dev", BRIDGE)
         _run("link", "set", BRIDGE, "up")
         for node in self.nodes:
