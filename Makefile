@@ -16,8 +16,8 @@ test: setup lint
 	.venv/bin/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo 'test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 lint:
-	.venv/bin/ruff check src tests
-	.venv/bin/ruff format --check src tests
+	.venv/bin/ruff check src harness tests
+	.venv/bin/ruff format --check src harness tests
 	.venv/bin/mypy
 
 unit: setup

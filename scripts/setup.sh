@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
@@ -13,9 +14,13 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 # The ha profile (stack up --profile ha): Sentinels, and iptables for the partition faults.
 { command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ]; } || need+=(redis-sentinel)
 { command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ]; } || need+=(iptables)
+# Monitoring (`stack up --monitoring`, promtool in the tests) and `systemd-analyze verify` of deploy/systemd.
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-redis-exporter >/dev/null 2>&1 || need+=(prometheus-redis-exporter)
+command -v prometheus-mysqld-exporter >/dev/null 2>&1 || need+=(prometheus-mysqld-exporter)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   # Package install scripts must not start system-wide servers: the project runs its own on other ports.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
@@ -30,10 +35,25 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the Python package and its dependencies into .venv"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ harness/pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing the product, its development harness and their dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  # The product alone is `pip install .`; the harness (stack, scanner, bench, chaos, demo) is a second
+  # distribution in harness/ that adds its commands to the same CLI.
+  .venv/bin/pip install -q -e '.[dev]' -e ./harness
   touch "$stamp"
+fi
+# vegeta, the independent open-loop load tool of `bench vegeta`, from the Go module proxy.
+VEGETA_VERSION=v12.13.0
+if [ ! -x .venv/bin/vegeta ]; then
+  GO=$(command -v go || true)
+  [ -n "$GO" ] || { [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go; }
+  if [ -z "$GO" ]; then
+    echo "setup: installing the Go toolchain (for vegeta)"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq golang-go >/dev/null
+    GO=$(command -v go)
+  fi
+  echo "setup: building vegeta $VEGETA_VERSION"
+  GOBIN="$PWD/.venv/bin" "$GO" install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"
 fi
 echo "setup: ok"

@@ -27,7 +27,7 @@ def _base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     """Settings pointing at a running local stack (started here if it is not up yet)."""
-    from barcode_pipeline.stack.manager import StackManager
+    from barcode_harness.stack.manager import StackManager
 
     settings = _base_settings()
     StackManager(settings).up(quiet=True)

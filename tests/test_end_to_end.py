@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +23,55 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
+from barcode_pipeline.ops.dlt import read_dlt
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.processor.routing import shard_of
-from barcode_pipeline.run.harness import running_pipeline, wait_drained
+from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from tests.kafka_helpers import start_group_at_log_end
+from tests.stack_helpers import redis_db
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "SEOUL-CENTER-PC-001"
 
 
+class Running:
+    """The module's pipeline; :meth:`stop` drains it (the last test checks its log after that)."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        self._stack = ExitStack()
+        self._stack.enter_context(running_pipeline(settings, log_path=log, start_stack=False))
+
+    def stop(self) -> None:
+        self._stack.close()  # drains front to back, then the children have exited
+
+
 @pytest.fixture(scope="module")
-def pipeline(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def running(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_e2e")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
+    # The stack's own Redis (database 12) and ingest port: the shared stack's ports are per checkout.
     settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": "redis://127.0.0.1:6380/12", "ingest_port": 18281,
+        update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 12),
                 "ingest_processes": 1, "worker_max_delay_ms": 100,
                 "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
-    log = tmp_path_factory.mktemp("e2e") / "pipeline.log"
-    with running_pipeline(settings, log_path=log, start_stack=False):
-        yield settings
-    migrate.drop_database(db_url)
+    run = Running(settings, tmp_path_factory.mktemp("e2e") / "pipeline.log")
+    try:
+        yield run
+    finally:
+        run.stop()
+        migrate.drop_database(db_url)
+
+
+@pytest.fixture(scope="module")
+def pipeline(running: Running) -> Settings:
+    return running.settings
 
 
 @pytest.fixture
@@ -137,14 +161,24 @@ def test_unknown_device_lands_in_the_dlq_with_its_reason(
 def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
     pipeline: Settings, post: Callable[..., httpx.Response]
 ) -> None:
+    since = int(time.time() * 1000) - 1
+    tag = uuid.uuid4().hex[:8]  # this test's poison, among whatever else the shared DLT holds
+    undecodable = b"\xff\xfe not json " + tag.encode()
+    invalid = orjson.dumps({"barcode": "x y", "deviceId": DEVICE, "scanId": f"poison-{tag}"})
     producer = Producer(kafka_adapter.producer_config(pipeline))
-    producer.produce(names.TOPIC, b"\xff\xfe not json", key=DEVICE.encode())
-    producer.produce(names.TOPIC, orjson.dumps({"barcode": "x y", "deviceId": DEVICE}), key=DEVICE.encode())
+    producer.produce(names.TOPIC, undecodable, key=DEVICE.encode())
+    producer.produce(names.TOPIC, invalid, key=DEVICE.encode())
     assert producer.flush(10) == 0
     after = scan(77)
     assert post("/ingest/barcode", after).status_code == 202
     wait_drained(pipeline, timeout=60)
     assert verify_scan_ids(pipeline.db_url, [after["scanId"]]).stored == 1
+    mine = {x.raw: x for x in read_dlt(pipeline, since_ms=since) if x.raw in (undecodable, invalid)}
+    assert set(mine) == {undecodable, invalid}, "each poison record is in the DLT"
+    assert mine[undecodable].reason.startswith("undecodable JSON")
+    assert mine[invalid].reason.startswith("invalid barcode")
+    assert mine[undecodable].key == DEVICE.encode()
+    assert all(x.origin.startswith(f"{names.TOPIC}/") for x in mine.values())
 
 
 def _query(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -159,6 +193,9 @@ def _query(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def test_pipeline_log_has_no_tracebacks(pipeline: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
-    logs = list(Path(tmp_path_factory.getbasetemp()).glob("e2e*/pipeline.log"))
-    assert logs and "Traceback" not in logs[0].read_text()
+def test_pipeline_log_has_no_tracebacks_after_the_drain(running: Running) -> None:
+    """Last in this module: stopping drains every service, and a shutdown error shows up only then."""
+    running.stop()
+    text = running.log.read_text()
+    assert "worker worker-1 stopped" in text  # the log covers the shutdown
+    assert "Traceback" not in text

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.plugins import command_registrars
 
 app = typer.Typer(
     name="barcode-pipeline",
@@ -22,24 +23,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Subsystems that contribute commands; each module exposes ``register(app)``.
+# The product's subsystems that contribute commands; each module exposes ``register(app)``.
 _COMMAND_MODULES = (
-    "barcode_pipeline.stack.commands",
     "barcode_pipeline.db.commands",
     "barcode_pipeline.ingest.commands",
     "barcode_pipeline.processor.commands",
     "barcode_pipeline.worker.commands",
     "barcode_pipeline.run.commands",
     "barcode_pipeline.legacy.commands",
-    "barcode_pipeline.scanner.commands",
-    "barcode_pipeline.bench.commands",
-    "barcode_pipeline.chaos.commands",
     "barcode_pipeline.ops.commands",
     "barcode_pipeline.ops.dlq_commands",
+    "barcode_pipeline.monitoring.commands",
 )
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+# The development harness (stack, scanner, bench, chaos, demo) adds its commands when installed.
+for _register in command_registrars():
+    _register(app)
 
 
 def main() -> None:

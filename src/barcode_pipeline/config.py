@@ -98,8 +98,42 @@ class Settings(BaseSettings):
     legacy_pool_size: int = Field(default=10, ge=1)
     legacy_threads: int = Field(default=40, ge=1)
 
+    # --- bounds on every blocking call (a hung server surfaces as an error, never as a stall) ---
+    # Kafka network requests (commit, offsets, metadata, close) and connection set-up.
+    kafka_socket_timeout_ms: int = Field(default=30_000, ge=1_000)
+    kafka_connect_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # Redis replies and connects; must exceed the longest XREADGROUP BLOCK (the workers' is 1 s).
+    redis_socket_timeout_s: float = Field(default=5.0, gt=1.0)
+    redis_connect_timeout_s: float = Field(default=5.0, gt=0)
+    # Database connect, and each read or write of a statement (a batch INSERT, a migration step).
+    db_connect_timeout_s: float = Field(default=5.0, ge=1)
+    db_read_timeout_s: float = Field(default=60.0, ge=1)
+    db_write_timeout_s: float = Field(default=60.0, ge=1)
+
+    # --- liveness watchdog (supervisor; see run/watchdog.py) ---
+    # A processor or worker whose stage has work waiting and that moved none for this long is
+    # restarted, after its thread stacks are dumped to the log (0: watchdog off).
+    stall_timeout_s: float = Field(default=30.0, ge=0)
+    # The supervisor's /health and /metrics port; processors and workers get the next ports for
+    # their metrics under ``barcode-pipeline run`` (0: none of these servers).
+    metrics_port_base: int = Field(default=9100, ge=0, le=65000)
+
+    # --- monitoring (ports are on 127.0.0.1; see docs/monitoring.md) ---
+    # The backlog gauges (Kafka lag, streams, pending, DLQ), exported once: by the `run` process,
+    # or by `monitor exporter` under systemd.
+    exporter_port: int = Field(default=9120, ge=1, le=65535)
+    exporter_interval_s: float = Field(default=5.0, gt=0)  # how often the backlog probes run
+    # `stack up --monitoring`: Debian's Prometheus and exporters, data under state_dir/prometheus
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    prometheus_scrape_interval_s: float = Field(default=5.0, gt=0)
+    prometheus_retention: str = "7d"
+    redis_exporter_port: int = Field(default=9121, ge=1, le=65535)
+    mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
+    freshness_slo_s: float = Field(default=10.0, gt=0)  # scanTime to row committed, p99 (alert)
+
     # --- misc ---
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -43,3 +43,14 @@ class ValidationFailed(PipelineError):
 
 class DeliveryError(PipelineError):
     """A downstream system (Kafka, Redis, DB) did not confirm a write in time."""
+
+
+class RetriesExhausted(DeliveryError):
+    """A dependency kept failing until the retry budget (e.g. the shutdown grace period) ran out."""
+
+
+class DatabaseUnavailable(DeliveryError):
+    """The database could not take the statement now (down, lost connection, deadlock, schema missing).
+
+    Transient by definition: a worker keeps its batch unacked and retries; legacy answers 503.
+    """

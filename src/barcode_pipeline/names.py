@@ -9,6 +9,8 @@ from __future__ import annotations
 TOPIC = "barcode-events"
 DLT_TOPIC = "barcode-events.dlt"
 PROCESSOR_GROUP = "barcode-processor"
+REPLAY_GROUP_SUFFIX = "-replay"  # `replay` consumes as "<processor group>-replay", apart from the live group
+TOOL_GROUP_PREFIX = "barcode-dlq-tool-"  # + a random id: read-only consumers of the tools, never committed
 
 # Redis Streams
 STREAM_PREFIX = "barcode:stream:"
@@ -23,9 +25,17 @@ PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publis
 # Redis Sentinel: the monitored primary's service name
 REDIS_SERVICE = "barcode-redis"
 
+# The wire API (ingest and the legacy baseline serve the same routes; scanners post to them)
+ROUTE_SCAN = "/ingest/barcode"  # one scan
+ROUTE_BATCH = "/ingest/barcodes"  # a JSON array of scans
+ROUTE_HEALTH = "/health"
+ROUTE_READY = "/ready"
+ROUTE_METRICS = "/metrics"
+
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"
 DLT_ORIGIN_HEADER = "bp-origin"  # "topic/partition/offset" of the poison record
+DLT_REPLAYED_FROM_HEADER = "bp-replayed-from"  # set on records re-produced from the DLT
 
 
 def stream_name(shard: int) -> str:
@@ -35,6 +45,14 @@ def stream_name(shard: int) -> str:
 
 def all_streams(shards: int) -> list[str]:
     return [stream_name(i) for i in range(shards)]
+
+
+def replay_group(processor_group: str) -> str:
+    return f"{processor_group}{REPLAY_GROUP_SUFFIX}"
+
+
+def tool_group(suffix: str) -> str:
+    return f"{TOOL_GROUP_PREFIX}{suffix}"
 
 
 def heartbeat_key(consumer: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -19,10 +20,20 @@ def test_encode_ulid_matches_the_reference_library() -> None:
     assert encode_ulid(b"\x00" * 16) == "0" * 26
 
 
+# Pinned: a change of the ID function would map every redelivery after an upgrade to a new row.
+# Derivation: 2026-11-25 in Seoul; the ULID is the 48-bit time 1795611368634 followed by
+# blake2b-80("SEOUL-CENTER-PC-001" 0x1f "s-1").
+KNOWN_INTERNAL_ID = "DLV-SEOUL-CENTER-PC-001-261125-01M89CE75TAP15NGE24627JWQ4"
+KNOWN_DERIVED_SCAN_ID = "auto:bdab79c5d2acbd16f5fbc8e06752c625"  # blake2b-128("DEV" 0x1f "880123" 0x1f "1")
+
+
 def test_internal_id_is_deterministic_and_well_formed() -> None:
     t = 1_795_611_368_634
     a = internal_barcode_id("SEOUL-CENTER-PC-001", "s-1", t)
-    assert a == internal_barcode_id("SEOUL-CENTER-PC-001", "s-1", t)
+    assert a == KNOWN_INTERNAL_ID
+    # The pinned value, re-derived with the reference ULID library and hashlib.
+    rand = hashlib.blake2b(b"SEOUL-CENTER-PC-001\x1fs-1", digest_size=10).digest()
+    assert a.endswith("-" + str(ULID.from_bytes(t.to_bytes(6, "big") + rand)))
     assert a != internal_barcode_id("SEOUL-CENTER-PC-001", "s-2", t)
     assert a != internal_barcode_id("SEOUL-CENTER-PC-002", "s-1", t)
     prefix, dev, day, ulid = a[:3], a[4:23], a[24:30], a[31:]
@@ -42,5 +53,6 @@ def test_date_uses_the_configured_zone_at_midnight_edges() -> None:
 
 def test_derived_scan_id_is_stable_and_valid() -> None:
     a = derive_scan_id("DEV", "880123", 1)
-    assert a == derive_scan_id("DEV", "880123", 1) != derive_scan_id("DEV", "880123", 2)
+    assert a == KNOWN_DERIVED_SCAN_ID != derive_scan_id("DEV", "880123", 2)
+    assert a == "auto:" + hashlib.blake2b(b"DEV\x1f880123\x1f1", digest_size=16).hexdigest()
     assert len(a) <= 64 and a.startswith("auto:")

@@ -93,6 +93,13 @@ class TopicReader:
             self._consumer.unassign()
         return found
 
+    def count(self) -> int:
+        """Records written since :meth:`mark`, whatever they hold (even bytes that are not JSON)."""
+        return sum(
+            self._consumer.get_watermark_offsets(TopicPartition(names.TOPIC, p), timeout=10)[1] - start
+            for p, start in self._start.items()
+        )
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -155,6 +162,20 @@ def topic_reader(stack_settings: Settings) -> Iterator[TopicReader]:
     reader.mark()
     yield reader
     reader.close()
+
+
+@pytest.fixture
+def nothing_reaches_kafka(client: TestClient, topic_reader: TopicReader) -> Iterator[None]:
+    """After the test: not one record was written, except a valid scan sent last as a witness.
+
+    The witness is confirmed (acks=all) before its 202, so anything a refused request had produced
+    before it is on the topic by then, and the record count since the mark would be more than 1.
+    """
+    yield
+    witness = scan()
+    assert client.post("/ingest/barcode", content=orjson.dumps(witness)).status_code == 202
+    assert witness["scanId"] in topic_reader.read(want={witness["scanId"]})
+    assert topic_reader.count() == 1, "a refused request reached Kafka"
 
 
 @pytest.fixture(scope="module")

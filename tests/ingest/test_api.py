@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 
+# The package re-exports these without __all__, which mypy --strict does not accept.
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from barcode_pipeline import names
+from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import derive_scan_id
 from barcode_pipeline.ingest.app import create_app
 from barcode_pipeline.ingest.producer import KafkaBridge
-from tests.ingest.conftest import TcpForwarder, TopicReader, scan
+from tests.ingest.conftest import TEST_DEVICE_PREFIX, TcpForwarder, TopicReader, scan
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +56,7 @@ def test_scan_without_scan_id_gets_the_derived_one(client: TestClient, topic_rea
 
 
 @pytest.mark.parametrize("raw", [b"{bad", b"", b'{"barcode": "A"', b"\xff\xfe", b"[1,]"])
+@pytest.mark.usefixtures("nothing_reaches_kafka")
 def test_malformed_json_is_400(client: TestClient, raw: bytes) -> None:
     for route in ("/ingest/barcode", "/ingest/barcodes"):
         response = client.post(route, content=raw)
@@ -80,6 +92,7 @@ RULES: list[tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]] = [
 
 
 @pytest.mark.parametrize(("field", "change"), RULES)
+@pytest.mark.usefixtures("nothing_reaches_kafka")
 def test_each_rule_is_422_naming_the_field(
     client: TestClient, field: str, change: dict[str, Any] | Callable[[], dict[str, Any]]
 ) -> None:
@@ -94,6 +107,7 @@ def test_each_rule_is_422_naming_the_field(
     assert error["message"]
 
 
+@pytest.mark.usefixtures("nothing_reaches_kafka")
 def test_non_object_scan_is_422(client: TestClient) -> None:
     response = client.post("/ingest/barcode", content=b"[]")
     assert response.status_code == 422
@@ -140,6 +154,7 @@ def test_batch_that_is_not_an_array_is_422(client: TestClient) -> None:
     assert response.json()["field"] == "body"
 
 
+@pytest.mark.usefixtures("nothing_reaches_kafka")
 def test_oversize_body_is_413(client: TestClient, stack_settings: Settings) -> None:
     too_big = b" " * (stack_settings.max_body_bytes + 1)
     for route in ("/ingest/barcode", "/ingest/barcodes"):
@@ -189,13 +204,31 @@ def test_openapi_documents_the_schemas(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page: (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def test_metrics_count_requests_and_deliveries(client: TestClient) -> None:
-    assert client.post("/ingest/barcode", content=orjson.dumps(scan())).status_code == 202
-    text = client.get("/metrics").text
-    assert 'bp_ingest_request_seconds_bucket{le="0.005",route="/ingest/barcode",status="202"}' in text
-    assert "bp_ingest_produce_seconds_count" in text
-    assert "bp_ingest_accepted_total" in text
-    assert "bp_ingest_delivery_failures" in text
+    accepted = ("bp_ingest_accepted_total", ())
+    produced = ("bp_ingest_produce_seconds_count", ())
+    requests = ("bp_ingest_request_seconds_count", (("route", "/ingest/barcode"), ("status", "202")))
+    refused = ("bp_ingest_request_seconds_count", (("route", "/ingest/barcode"), ("status", "422")))
+    before = _samples(client.get("/metrics").text)
+    for _ in range(3):
+        assert client.post("/ingest/barcode", content=orjson.dumps(scan())).status_code == 202
+    assert client.post("/ingest/barcode", content=orjson.dumps(scan(barcode=""))).status_code == 422
+    after = _samples(client.get("/metrics").text)
+    assert after[accepted] - before.get(accepted, 0) == 3
+    assert after[produced] - before.get(produced, 0) == 3
+    assert after[requests] - before.get(requests, 0) == 3
+    assert after[refused] - before.get(refused, 0) == 1
+    failures = {k for k in (*before, *after) if k[0] == "bp_ingest_delivery_failures_total"}
+    assert all(after.get(k, 0) == before.get(k, 0) for k in failures)  # none of these writes failed
 
 
 def _wait_ready(client: TestClient, within_s: float, message: str) -> None:
@@ -266,3 +299,69 @@ def test_recovers_by_itself_when_kafka_becomes_reachable(
             assert body["scanId"] in topic_reader.read(want={body["scanId"]})
     finally:
         forwarder.stop()
+
+
+@contextmanager
+def topic_max_message_bytes(settings: Settings, limit: int) -> Iterator[None]:
+    """The event topic refuses record batches over ``limit`` bytes while inside (the broker's own check)."""
+    admin = kafka_adapter.admin(settings)
+
+    def alter(op: AlterConfigOpType, value: str) -> None:
+        entry = ConfigEntry("max.message.bytes", value, incremental_operation=op)
+        resource = ConfigResource(ResourceType.TOPIC, names.TOPIC, incremental_configs=[entry])
+        for fut in admin.incremental_alter_configs([resource]).values():
+            fut.result(15)
+
+    alter(AlterConfigOpType.SET, str(limit))
+    try:
+        yield
+    finally:
+        alter(AlterConfigOpType.DELETE, "")
+
+
+def _scan_on_its_own_partition(partitions: int, taken: int) -> dict[str, Any]:
+    """A small scan whose device (the key) maps to another partition than ``taken`` (librdkafka's
+    default partitioner is CRC32 of the key), so it never shares a record batch with the big ones."""
+    while True:
+        small = scan(barcode="S1", scanId=f"s-{uuid.uuid4().hex[:6]}")
+        if zlib.crc32(small["deviceId"].encode()) % partitions != taken:
+            return small
+
+
+def test_batch_partly_refused_by_kafka_is_207_with_the_failed_indices(
+    app_client: Callable[..., TestClient], stack_settings: Settings, topic_reader: TopicReader
+) -> None:
+    """The broker refuses the record batches of one partition (over the topic's size limit) and
+    takes the other's: the answer names exactly the refused indices, and only the rest is on the topic.
+
+    Big scans (64 random characters in barcode, device and scanId: a record batch over 300 bytes)
+    all go to one partition; one small scan (a batch of about 150 bytes) to another; limit 200.
+    """
+    big_device = f"{TEST_DEVICE_PREFIX}{secrets.token_hex(26)}"  # 64 characters
+    taken = zlib.crc32(big_device.encode()) % stack_settings.topic_partitions
+
+    def big() -> dict[str, Any]:
+        return scan(deviceId=big_device, barcode=secrets.token_hex(32), scanId=secrets.token_hex(32))
+
+    with app_client() as ingest:
+        _wait_ready(ingest, 20, "Kafka never became ready")
+        with topic_max_message_bytes(stack_settings, 200):
+            deadline = time.monotonic() + 60
+            while True:  # the topic's new limit reaches the broker's log layer within moments
+                small = _scan_on_its_own_partition(stack_settings.topic_partitions, taken)
+                batch = [big(), small, big(), big()]
+                reply = ingest.post("/ingest/barcodes", content=orjson.dumps(batch))
+                if reply.status_code != 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert reply.status_code == 207, reply.text
+        assert reply.json() == {"total": 4, "succeeded": 1, "failedIndices": [0, 2, 3]}
+        metrics = _samples(ingest.get("/metrics").text)
+        assert metrics[("bp_ingest_delivery_failures_total", (("reason", "rejected"),))] >= 3
+        restored = time.monotonic() + 60
+        while ingest.post("/ingest/barcodes", content=orjson.dumps([big()])).status_code != 200:
+            assert time.monotonic() < restored, "the topic's size limit was not lifted"
+            time.sleep(0.2)
+    written = topic_reader.read(want=None)  # everything up to the current end of the topic
+    assert small["scanId"] in written
+    assert not {item["scanId"] for i, item in enumerate(batch) if i != 1} & set(written)

@@ -16,14 +16,6 @@ from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError, ValidationFailed
-from barcode_pipeline.ingest.http import (
-    RETRY_AFTER_S,
-    BadBody,
-    BodyTooLarge,
-    read_capped,
-    unavailable,
-    validation_failed,
-)
 from barcode_pipeline.ingest.metrics import IngestMetrics
 from barcode_pipeline.ingest.producer import (
     DeliveryTimeout,
@@ -32,7 +24,9 @@ from barcode_pipeline.ingest.producer import (
     _settle,
     topic_problem,
 )
-from barcode_pipeline.ingest.schemas import batch_schema, scan_schema
+from barcode_pipeline.web.body import BadBody, BodyTooLarge, read_capped
+from barcode_pipeline.web.contract import RETRY_AFTER_S, unavailable, validation_failed
+from barcode_pipeline.web.schemas import batch_schema, scan_schema
 
 EVENT = ScanEvent(barcode="B1", device_id="DEV-1", scan_time=1, scan_id="s1")
 

@@ -10,8 +10,9 @@ import pymysql
 import pytest
 
 from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import DatabaseUnavailable
 from barcode_pipeline.legacy import pool as pool_module
-from barcode_pipeline.legacy.pool import ConnectionPool, DbUnavailable, PoolTimeout
+from barcode_pipeline.legacy.pool import ConnectionPool, PoolTimeout
 from barcode_pipeline.legacy.server import budget
 from barcode_pipeline.legacy.store import connection_factory
 from tests.legacy.conftest import Db, refused_port, wait_for_pool_waiters
@@ -123,7 +124,7 @@ def test_unreachable_database_frees_the_slot() -> None:
         )
         assert pool.fill() == 0
         for _ in range(3):  # a slot leak would turn the second attempt into a PoolTimeout
-            with pytest.raises(DbUnavailable), pool.connection():
+            with pytest.raises(DatabaseUnavailable), pool.connection():
                 pass
         pool.close()
 

@@ -1,8 +1,9 @@
 """Dead-letter tools on the real Redis, Kafka and MariaDB of the shared stack.
 
 Isolation: Redis database 9 (flushed per test, never FLUSHALL), MariaDB database ``bp_test_ops``
-(re-created per module), and Kafka topics named per test, so neither the shared DLQ, the shared
-DLT nor the main topic of other suites is touched.
+(re-created per module), and Kafka topics named per test, so neither the shared DLQ nor the main
+topic of other suites is touched. The CLI test adds one record of its own to the shared DLT (the
+CLI reads only that topic) and lists it by its time and its unique reason.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops import dlq
+from barcode_pipeline.ops import dlt as dlt_store
 from barcode_pipeline.ops.dlq_commands import dlq_app
 
 pytestmark = pytest.mark.integration
@@ -180,9 +182,18 @@ def test_cli_list_replay_and_help(settings: Settings, monkeypatch: pytest.Monkey
     helped = runner.invoke(dlq_app, ["--help"])
     assert helped.exit_code == 0 and "barcode-events.dlt" in helped.output
 
-    dlt = runner.invoke(dlq_app, ["list", "--source", "dlt", "--json", "--limit", "3"])  # read-only
+    # The CLI reads the shared DLT: one record of this test's own, found by its time and reason.
+    since = int(time.time() * 1000) - 1
+    reason = f"undecodable JSON: cli test {uuid.uuid4().hex[:8]}"
+    _to_dlt(settings, names.DLT_TOPIC, [(b"cli-test", b"\xff cli test", reason)])
+    dlt = runner.invoke(
+        dlq_app, ["list", "--source", "dlt", "--json", "--since", str(since), "--reason", reason]
+    )
     assert dlt.exit_code == 0, dlt.output
-    assert all(x["source"] == "dlt" for x in json.loads(dlt.output))
+    listed_dlt = json.loads(dlt.output)
+    assert [(x["source"], x["reason"], x["origin"]) for x in listed_dlt] == [
+        ("dlt", reason, "barcode-events/3/42")
+    ]
 
 
 # ---------------------------------------------------------------------------------------- DLT
@@ -214,14 +225,14 @@ def test_dlt_list_show_and_replay_of_valid_records(stack_settings: Settings, top
         (b"k", b"\xff not json", "undecodable JSON: unexpected character"),
     ])  # fmt: skip
 
-    letters = dlq.read_dlt(stack_settings, topic=dlt)
+    letters = dlt_store.read_dlt(stack_settings, topic=dlt)
     assert [x.id for x in letters] == ["0:0", "0:1"]
     assert letters[0].scan_id == valid["scanId"] and letters[0].origin == "barcode-events/3/42"
     assert letters[1].reason.startswith("undecodable JSON")
-    assert dlq.get_dlt(stack_settings, "0:1", topic=dlt) == letters[1]
-    assert dlq.get_dlt(stack_settings, "0:7", topic=dlt) is None
+    assert dlt_store.get_dlt(stack_settings, "0:1", topic=dlt) == letters[1]
+    assert dlt_store.get_dlt(stack_settings, "0:7", topic=dlt) is None
 
-    outcome = dlq.replay_dlt(stack_settings, everything=True, topic=dlt, target=main)
+    outcome = dlt_store.replay_dlt(stack_settings, everything=True, topic=dlt, target=main)
     assert [i for i, _ in outcome.replayed] == ["0:0"]
     assert outcome.skipped[0][0] == "0:1" and "still invalid" in outcome.skipped[0][1]
 
@@ -235,6 +246,6 @@ def test_dlt_list_show_and_replay_of_valid_records(stack_settings: Settings, top
                 break
         assert msg is not None and msg.error() is None
         assert orjson.loads(msg.value() or b"") == valid and msg.key() == b"SEOUL-CENTER-PC-001"
-        assert dict(msg.headers() or [])[dlq.REPLAYED_FROM_HEADER] == f"{dlt}/0/0".encode()
+        assert dict(msg.headers() or [])[names.DLT_REPLAYED_FROM_HEADER] == f"{dlt}/0/0".encode()
     finally:
         c.close()

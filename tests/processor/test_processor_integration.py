@@ -20,6 +20,7 @@ from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor.routing import shard_of
 from barcode_pipeline.processor.service import Processor, replay
 from tests.kafka_helpers import start_group_at_log_end
+from tests.stack_helpers import redis_db
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,8 @@ REDIS_DB = 6  # this module's own Redis database, so other suites never see its 
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Iterator[Settings]:
-    s = make_settings(redis_url=f"redis://127.0.0.1:6380/{REDIS_DB}")
+def settings(make_settings: Callable[..., Settings], stack_settings: Settings) -> Iterator[Settings]:
+    s = make_settings(redis_url=redis_db(stack_settings.redis_url, REDIS_DB))
     kafka_adapter.ensure_topics(s)
     r = redis.Redis.from_url(s.redis_url)
     r.flushdb()

@@ -25,6 +25,7 @@ from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.processor.routing import shard_of
+from tests.stack_helpers import redis_db
 
 log = logging.getLogger("bench")
 DEVICES = [f"BENCH-PC-{i:03d}" for i in range(100)]
@@ -82,7 +83,7 @@ def main() -> None:
     settings = base.model_copy(
         update={
             "db_url": migrate.database_url(base.db_url, args.database),
-            "redis_url": f"redis://127.0.0.1:6380/{args.redis_db}",
+            "redis_url": redis_db(base.redis_url, args.redis_db),
             "log_level": "WARNING",
         }
     )

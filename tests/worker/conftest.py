@@ -27,8 +27,9 @@ from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.processor.routing import shard_of
-from barcode_pipeline.worker.commands import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV
+from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV
 from barcode_pipeline.worker.service import Worker, WorkerOptions
+from tests.stack_helpers import redis_db
 
 REDIS_DB = 3
 TEST_DB = "bp_test_worker"
@@ -198,10 +199,12 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 
 
 @pytest.fixture
-def env(make_settings: Callable[..., Settings], worker_db_url: str, tmp_path: Path) -> Iterator[Env]:
+def env(
+    make_settings: Callable[..., Settings], stack_settings: Settings, worker_db_url: str, tmp_path: Path
+) -> Iterator[Env]:
     """Empty Redis DB 3 and empty tables (mapping kept), fast heartbeats; workers stopped afterwards."""
     settings = make_settings(
-        redis_url=f"redis://127.0.0.1:6380/{REDIS_DB}",
+        redis_url=redis_db(stack_settings.redis_url, REDIS_DB),
         db_url=worker_db_url,
         worker_heartbeat_ttl_s=1.5,
         log_level="INFO",

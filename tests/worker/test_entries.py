@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from barcode_pipeline.domain import StoredScan
-from barcode_pipeline.worker.entries import MAX_EPOCH_MS, Entry, decode, from_reply
+from barcode_pipeline.domain.dead_letter import Cause
+from barcode_pipeline.worker.entries import MAX_EPOCH_MS, Entry, Unstorable, decode, from_reply
 
 SCAN = StoredScan(
     "DLV-DEV-1-261125-01J", "sid-1", "8801234567890", "DEV-1", 1_795_000_000_000, 1_795_000_000_100
@@ -23,39 +24,40 @@ def test_a_well_formed_entry_decodes_to_its_scan() -> None:
     assert decode(entry(encoded())) == SCAN
 
 
+def why(fields: dict[bytes, bytes], cause: Cause) -> str:
+    """The reason an entry cannot be stored, after checking its cause."""
+    outcome = decode(entry(fields))
+    assert isinstance(outcome, Unstorable) and outcome.cause is cause
+    return outcome.reason
+
+
 def test_missing_field_is_malformed_and_named() -> None:
     fields = encoded()
     del fields[b"dev"]
-    reason = decode(entry(fields))
-    assert isinstance(reason, str)
+    reason = why(fields, Cause.MALFORMED)
     assert reason.startswith("malformed") and "'dev'" in reason
 
 
 def test_non_numeric_time_is_malformed() -> None:
-    reason = decode(entry(encoded(st="yesterday")))
-    assert isinstance(reason, str) and reason.startswith("malformed")
+    assert why(encoded(st="yesterday"), Cause.MALFORMED).startswith("malformed")
 
 
 def test_bytes_that_are_not_utf8_are_malformed_not_an_exception() -> None:
     fields = encoded()
     fields[b"bc"] = b"\xff\xfe"
-    reason = decode(entry(fields))
-    assert isinstance(reason, str) and reason.startswith("malformed")
+    assert why(fields, Cause.MALFORMED).startswith("malformed")
 
 
 def test_values_the_columns_cannot_hold_are_invalid() -> None:
-    too_long = decode(entry(encoded(bc="9" * 65)))
-    assert isinstance(too_long, str) and too_long.startswith("invalid") and "barcode" in too_long
-    empty = decode(entry(encoded(dev="")))
-    assert isinstance(empty, str) and "device_id" in empty
-    late = decode(entry(encoded(st=str(MAX_EPOCH_MS + 1))))
-    assert isinstance(late, str) and "scan_time" in late
-    negative = decode(entry(encoded(pt="-5")))
-    assert isinstance(negative, str) and "processed_time" in negative
+    too_long = why(encoded(bc="9" * 65), Cause.INVALID)
+    assert too_long.startswith("invalid") and "barcode" in too_long
+    assert "device_id" in why(encoded(dev=""), Cause.INVALID)
+    assert "scan_time" in why(encoded(st=str(MAX_EPOCH_MS + 1)), Cause.INVALID)
+    assert "processed_time" in why(encoded(pt="-5"), Cause.INVALID)
 
 
 def test_an_entry_without_fields_is_malformed() -> None:
-    assert decode(entry({})) == "malformed entry: no fields"
+    assert why({}, Cause.MALFORMED) == "malformed entry: no fields"
 
 
 def test_from_reply_flattens_streams_and_marks_deleted_entries() -> None:

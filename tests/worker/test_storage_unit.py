@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pymysql.cursors
 
+from barcode_pipeline.adapters.db import db_time
 from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_sql
 from barcode_pipeline.domain import StoredScan
-from barcode_pipeline.worker.storage import CenterCache, WriteOutcome, db_time, to_row
+from barcode_pipeline.worker.storage import CenterCache, WriteOutcome, to_row
 
 SCAN = StoredScan("DLV-X-261125-01J", "sid", "880", "DEV-1", 1_795_000_000_123, 1_795_000_000_456)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from barcode_pipeline import names
-from barcode_pipeline.worker.storage import CRASH_EXIT_CODE
+from barcode_pipeline.worker.crash import CRASH_EXIT_CODE
 from tests.worker.conftest import Env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -48,14 +48,23 @@ def test_killed_before_commit_is_taken_over_by_a_live_worker(env: Env) -> None:
     env.add(env.many(N))
     env.spawn("doomed", crash_before=True)
     assert exited(env, 0, 30) == CRASH_EXIT_CODE, env.logs()
-    died = time.monotonic()
+    key = names.heartbeat_key("doomed")
+    ttl_left_ms = env.redis.pttl(key)  # the dead worker's last beat still counts this long
+    expires = time.monotonic() + ttl_left_ms / 1000
+    assert ttl_left_ms > 0, "the heartbeat had expired already: the lower bound below would prove nothing"
     assert env.db.count() == 0, "the transaction died with the process"
     held = env.pending("doomed")
     assert held > 0
 
     env.start("survivor", settings)
+    while True:  # while the heartbeat lives, the entries stay with the dead worker
+        still_held, stored = env.pending("doomed"), env.db.count()
+        if not env.redis.exists(key):  # read after the counts: they were taken while the key lived
+            break
+        assert still_held == held and stored == 0, "taken over before the heartbeat TTL ran out"
+        time.sleep(0.05)
+    assert time.monotonic() >= expires - 0.25, "the heartbeat went before its TTL (deleted?)"
     wait_until(lambda: env.db.count() == N and env.pending() == 0, 30, "the takeover")
-    assert time.monotonic() - died >= 1, "taken over before the dead worker's heartbeat could expire"
     assert env.db.distinct_ids() == N == env.db.count()
     assert "doomed" not in env.consumers() or env.pending("doomed") == 0
 

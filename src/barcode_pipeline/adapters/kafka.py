@@ -26,9 +26,22 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "socket.keepalive.enable": True,
         "socket.nagle.disable": True,  # a scan is a tiny write; don't let Nagle hold it back
         "reconnect.backoff.max.ms": 1000,
+        **_bounds(settings),
     }
     conf.update(extra)
     return conf
+
+
+def _bounds(settings: Settings) -> dict[str, Any]:
+    """Bounds on every network request (commit, offsets, metadata, leave on close) and connect.
+
+    ``flush``, ``poll``, ``consume``, ``list_topics`` and the offset queries take their own timeout
+    at the call; a synchronous commit and ``close`` take none, so these bound them.
+    """
+    return {
+        "socket.timeout.ms": settings.kafka_socket_timeout_ms,
+        "socket.connection.setup.timeout.ms": settings.kafka_connect_timeout_ms,
+    }
 
 
 def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
@@ -43,13 +56,19 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "heartbeat.interval.ms": 1_000,
         "fetch.wait.max.ms": 50,
         "reconnect.backoff.max.ms": 1000,
+        **_bounds(settings),
     }
     conf.update(extra)
     return conf
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(admin_config(settings))
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """Admin calls take a request timeout at the call; the socket bounds still apply underneath."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, **_bounds(settings)}
 
 
 def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:

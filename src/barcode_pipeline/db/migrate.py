@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_PACKAGE = "barcode_pipeline.db.migrations"
 LOCK_TIMEOUT_S = 60
+MIGRATION_IO_TIMEOUT_S = 3600
 _FILE_NAME = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")
 
@@ -160,6 +161,10 @@ def _connect(db_url: str) -> Any:
             autocommit=True,
             client_flag=CLIENT.MULTI_STATEMENTS,
             init_command="SET time_zone = '+00:00'",
+            # Bounded, but far above the default: a migration step may rebuild a large table, and
+            # GET_LOCK waits up to LOCK_TIMEOUT_S for another run.
+            read_timeout=MIGRATION_IO_TIMEOUT_S,
+            write_timeout=MIGRATION_IO_TIMEOUT_S,
         )
     except pymysql.err.MySQLError as exc:
         raise MigrationError(

@@ -45,6 +45,7 @@ class StoredScan:
     device_id: str
     scan_time: int  # epoch ms
     processed_time: int  # epoch ms, when the processor converted it
+    ingest_time: int = 0  # epoch ms, the Kafka record's timestamp (ingest produced it); 0: unknown
 
     def to_fields(self) -> dict[str, str]:
         """Redis stream entry fields (short names: they are stored once per entry)."""
@@ -55,6 +56,7 @@ class StoredScan:
             "dev": self.device_id,
             "st": str(self.scan_time),
             "pt": str(self.processed_time),
+            "it": str(self.ingest_time),
         }
 
     @classmethod
@@ -67,4 +69,5 @@ class StoredScan:
             device_id=fields["dev"],
             scan_time=int(fields["st"]),
             processed_time=int(fields["pt"]),
+            ingest_time=int(fields.get("it", 0)),  # absent in entries written before it existed
         )

@@ -15,9 +15,13 @@ from barcode_pipeline.domain.ids import derive_scan_id
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ValidationFailed
 
-_BARCODE = re.compile(r"[\x21-\x7e]{1,64}")  # printable ASCII, no whitespace
-_DEVICE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_SCAN_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# The rules as patterns; the API's OpenAPI models are built from these same strings.
+BARCODE_PATTERN = r"[\x21-\x7e]{1,64}"  # printable ASCII, no whitespace
+DEVICE_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+SCAN_ID_PATTERN = r"[A-Za-z0-9._:-]{1,64}"
+_BARCODE = re.compile(BARCODE_PATTERN)
+_DEVICE = re.compile(DEVICE_ID_PATTERN)
+_SCAN_ID = re.compile(SCAN_ID_PATTERN)
 _DAY_MS = 86_400_000
 
 

@@ -13,44 +13,35 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from barcode_pipeline import __version__
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
 from barcode_pipeline.errors import DeliveryError, ValidationFailed
-from barcode_pipeline.ingest import schemas
-from barcode_pipeline.ingest.http import (
-    JSON,
-    LABELLED_ROUTES,
-    ROUTE_BATCH,
-    ROUTE_ONE,
-    BadBody,
-    BodyTooLarge,
-    RequestMetricsMiddleware,
+from barcode_pipeline.ingest.metrics import IngestMetrics
+from barcode_pipeline.ingest.producer import KafkaBridge
+from barcode_pipeline.web import schemas
+from barcode_pipeline.web.app import service_app
+from barcode_pipeline.web.body import read_json
+from barcode_pipeline.web.contract import (
+    RETRY_AFTER_DOC,
+    accepted,
+    batch_result,
+    batch_too_large,
+    batch_unavailable,
     client_errors,
-    error_response,
-    install_health_and_metrics,
-    install_json_error_handlers,
     json_response,
-    malformed_json,
-    read_capped,
-    too_large,
     unavailable,
     validation_failed,
 )
-from barcode_pipeline.ingest.metrics import METRICS_CONTENT_TYPE, IngestMetrics
-from barcode_pipeline.ingest.producer import KafkaBridge
 
 log = logging.getLogger(__name__)
 
 _ERRORS = client_errors("A rule is broken; `field` (and `index`, in a batch) name it.")
-_RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before resending.", "schema": {"type": "integer"}}
-}
 
 
 Handler = Callable[[object], Awaitable[Response]]
@@ -74,30 +65,10 @@ class FastIngestMiddleware:
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        response = await decode_body(scope, receive, self.body_limit)
+        response = await read_json(scope, receive, self.body_limit)
         if not isinstance(response, Response):
             response = await handler(response)
         await response(scope, receive, send)
-
-
-async def decode_body(scope: Scope, receive: Receive, limit: int) -> object | Response:
-    """The decoded JSON body, or the error response to send instead (413 before reading if declared)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                return too_large(str(BodyTooLarge(limit)))
-            break
-    try:
-        body = await read_capped(receive, limit)
-    except BodyTooLarge as exc:
-        return too_large(str(exc))
-    except BadBody as exc:
-        return error_response(400, "malformed_json", str(exc))
-    try:
-        decoded: object = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return malformed_json(exc)
-    return decoded
 
 
 def create_app(
@@ -124,32 +95,22 @@ def create_app(
             await asyncio.to_thread(kafka.close)
             log.info("ingest stopped; producer flushed")
 
-    app = FastAPI(
+    handlers: dict[str, Handler] = {}
+    app = service_app(
         title="barcode-pipeline ingest",
-        version=__version__,
         description=(
             "Accepts barcode scans and answers only after Kafka confirmed the write (acks=all). "
             "A 503 (with Retry-After) means *not confirmed*: resend; resending is idempotent because "
             "the scanId is kept (or derived deterministically)."
         ),
         lifespan=lifespan,
+        metrics=metrics,
+        inner_middleware=[Middleware(FastIngestMiddleware, handlers=handlers, body_limit=body_limit)],
     )
     app.state.kafka = kafka
-    app.state.metrics = metrics
-    handlers: dict[str, Handler] = {}
-    # Added first, so it runs inside the metrics middleware: fast-path requests are still timed.
-    app.add_middleware(FastIngestMiddleware, handlers=handlers, body_limit=body_limit)
-    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=LABELLED_ROUTES)
-
-    install_json_error_handlers(app)
-    install_health_and_metrics(app, metrics.render, METRICS_CONTENT_TYPE)
-
-    async def read_json(request: Request) -> object | Response:
-        """The decoded body, or the error response to send instead."""
-        return await decode_body(request.scope, request.receive, body_limit)
 
     @app.post(
-        ROUTE_ONE,
+        names.ROUTE_SCAN,
         status_code=202,
         response_model=None,
         summary="Ingest one scan",
@@ -159,13 +120,13 @@ def create_app(
             503: {
                 "model": schemas.ErrorBody,
                 "description": "Not confirmed in time or Kafka unreachable; resend after `Retry-After`.",
-                "headers": _RETRY_AFTER,
+                "headers": RETRY_AFTER_DOC,
             },
         },
         openapi_extra=schemas.json_body(schemas.scan_schema()),
     )
     async def ingest_barcode(request: Request) -> Response:
-        obj = await read_json(request)
+        obj = await read_json(request.scope, request.receive, body_limit)
         return obj if isinstance(obj, Response) else await handle_one(obj)
 
     async def handle_one(obj: object) -> Response:
@@ -178,12 +139,10 @@ def create_app(
         except DeliveryError as exc:
             return unavailable(str(exc))
         metrics.accepted.inc()
-        return Response(
-            orjson.dumps({"scanId": event.scan_id, "status": "accepted"}), status_code=202, media_type=JSON
-        )
+        return accepted(event.scan_id)
 
     @app.post(
-        ROUTE_BATCH,
+        names.ROUTE_BATCH,
         status_code=200,
         response_model=None,
         summary="Ingest a batch of scans (all valid, or none is sent)",
@@ -194,18 +153,18 @@ def create_app(
             503: {
                 "model": schemas.BatchUnavailable,
                 "description": "No scan was confirmed; resend after `Retry-After`.",
-                "headers": _RETRY_AFTER,
+                "headers": RETRY_AFTER_DOC,
             },
         },
         openapi_extra=schemas.json_body(schemas.batch_schema(max_items)),
     )
     async def ingest_barcodes(request: Request) -> Response:
-        obj = await read_json(request)
+        obj = await read_json(request.scope, request.receive, body_limit)
         return obj if isinstance(obj, Response) else await handle_batch(obj)
 
     async def handle_batch(obj: object) -> Response:
         if isinstance(obj, list) and len(obj) > max_items:
-            return too_large(f"a batch holds at most {max_items} scans, got {len(obj)}")
+            return batch_too_large(max_items, len(obj))
         try:
             events = parse_scan_batch(obj, rules, max_items=max_items)
         except ValidationFailed as exc:
@@ -214,22 +173,15 @@ def create_app(
         try:
             failed = await kafka.send_many(events)
         except DeliveryError as exc:
-            return unavailable(str(exc), total=total, succeeded=0, failedIndices=list(range(total)))
-        succeeded = total - len(failed)
-        if succeeded:
-            metrics.accepted.inc(succeeded)
-        elif total:
-            return unavailable(
-                "Kafka confirmed none of the scans", total=total, succeeded=0, failedIndices=failed
-            )
-        return json_response(
-            207 if failed else 200, {"total": total, "succeeded": succeeded, "failedIndices": failed}
-        )
+            return batch_unavailable(str(exc), total)
+        if total > len(failed):
+            metrics.accepted.inc(total - len(failed))
+        return batch_result(total, failed, none_confirmed="Kafka confirmed none of the scans")
 
-    handlers.update({ROUTE_ONE: handle_one, ROUTE_BATCH: handle_batch})
+    handlers.update({names.ROUTE_SCAN: handle_one, names.ROUTE_BATCH: handle_batch})
 
     @app.get(
-        "/ready",
+        names.ROUTE_READY,
         response_model=schemas.Ready,
         summary="Kafka is reachable and the topic is writable",
         responses={503: {"model": schemas.Ready, "description": "Kafka unreachable or topic not usable."}},

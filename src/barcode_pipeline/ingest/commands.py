@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
             produce_timeout_s=produce_timeout,
             log_level=log_level,
         )
-        setup_logging(settings.log_level, "ingest")
+        setup_logging(settings.log_level, "ingest", settings.log_format)
         # Imported here so other commands do not pay for FastAPI/uvicorn at CLI start-up.
         from barcode_pipeline.ingest.server import serve
 

@@ -323,11 +323,14 @@ class KafkaBridge:
 
     # ----- poll thread -----
 
-    def _on_delivery(self, fut: asyncio.Future[None], err: KafkaError | None, _msg: Message) -> None:
+    def _on_delivery(self, fut: asyncio.Future[None], err: KafkaError | None, msg: Message) -> None:
         loop = self._loop
         if loop is None:
             return
         if err is None:
+            latency = msg.latency()
+            if self._metrics is not None and latency is not None:
+                self._metrics.kafka_delivery_seconds.observe(latency)
             if not self._available and not self._stop.is_set():
                 self._mark_up()  # a confirmed write is the best evidence Kafka is back
         elif err.code() == KafkaError._MSG_TIMED_OUT:

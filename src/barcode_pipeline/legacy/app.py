@@ -13,42 +13,35 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Literal
 
 import anyio.to_thread
-import orjson
 import pymysql
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from barcode_pipeline import __version__
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
 from barcode_pipeline.errors import DeliveryError, ValidationFailed
-from barcode_pipeline.ingest import schemas
-from barcode_pipeline.ingest.http import (
-    JSON,
-    LABELLED_ROUTES,
-    ROUTE_BATCH,
-    ROUTE_ONE,
-    BadBody,
-    BodyTooLarge,
-    RequestMetricsMiddleware,
+from barcode_pipeline.legacy.metrics import LegacyMetrics
+from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S, ConnectionPool, PoolTimeout
+from barcode_pipeline.legacy.store import LegacyStore, connection_factory
+from barcode_pipeline.web import schemas
+from barcode_pipeline.web.app import service_app
+from barcode_pipeline.web.body import decode_json, read_body
+from barcode_pipeline.web.contract import (
+    accepted,
+    batch_result,
+    batch_too_large,
+    batch_unavailable,
     client_errors,
     error_response,
-    install_health_and_metrics,
-    install_json_error_handlers,
     json_response,
-    malformed_json,
-    read_body,
-    too_large,
     unavailable,
     validation_failed,
 )
-from barcode_pipeline.legacy.metrics import METRICS_CONTENT_TYPE, LegacyMetrics
-from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S, ConnectionPool, PoolTimeout
-from barcode_pipeline.legacy.store import LegacyStore, connection_factory
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +68,9 @@ class LegacyHandlers:
         self._metrics = metrics
 
     def one(self, body: bytes) -> Response:
-        try:
-            obj: object = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return malformed_json(exc)
+        obj = decode_json(body)
+        if isinstance(obj, Response):
+            return obj
         try:
             event = parse_scan(obj, self._rules)
             self._store.save([event], batch=False)
@@ -88,28 +80,24 @@ class LegacyHandlers:
             return self._unavailable(exc)
         except pymysql.MySQLError as exc:
             return self._failed(exc)
-        return Response(
-            orjson.dumps({"scanId": event.scan_id, "status": "accepted"}), status_code=202, media_type=JSON
-        )
+        return accepted(event.scan_id)
 
     def many(self, body: bytes) -> Response:
-        try:
-            obj: object = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return malformed_json(exc)
+        obj = decode_json(body)
+        if isinstance(obj, Response):
+            return obj
         if isinstance(obj, list) and len(obj) > self._max_items:
-            return too_large(f"a batch holds at most {self._max_items} scans, got {len(obj)}")
+            return batch_too_large(self._max_items, len(obj))
         try:
             events = parse_scan_batch(obj, self._rules, max_items=self._max_items)
             self._store.save(events, batch=True)
         except ValidationFailed as exc:
             return validation_failed(exc)
         except DeliveryError as exc:
-            total = len(obj) if isinstance(obj, list) else 0
-            return self._unavailable(exc, total=total, succeeded=0, failedIndices=list(range(total)))
+            return self._unavailable(exc, batch_total=len(obj) if isinstance(obj, list) else 0)
         except pymysql.MySQLError as exc:
             return self._failed(exc)
-        return json_response(200, {"total": len(events), "succeeded": len(events), "failedIndices": []})
+        return batch_result(len(events), [], none_confirmed="nothing was stored")  # one transaction: all
 
     def ready(self) -> Response:
         try:
@@ -118,13 +106,13 @@ class LegacyHandlers:
             return json_response(503, {"status": "not_ready", "db": "down", "reason": str(exc)})
         return json_response(200, {"status": "ready", "db": "up"})
 
-    def _unavailable(self, exc: DeliveryError, **extra: Any) -> Response:
+    def _unavailable(self, exc: DeliveryError, *, batch_total: int | None = None) -> Response:
         if isinstance(exc, PoolTimeout):
             self._metrics.pool_timeouts.inc()
         else:
             self._metrics.db_error("unavailable")
             log.warning("request failed on the database: %s", exc)
-        return unavailable(str(exc), **extra)
+        return unavailable(str(exc)) if batch_total is None else batch_unavailable(str(exc), batch_total)
 
     def _failed(self, exc: pymysql.MySQLError) -> Response:
         """A DB error that a resend will not fix (e.g. data too long): 500, logged with its traceback."""
@@ -171,32 +159,22 @@ def create_app(
             pool.close()
             log.info("legacy stopped; connections closed")
 
-    app = FastAPI(
+    app = service_app(
         title="barcode-pipeline legacy baseline",
-        version=__version__,
         description=(
             "The old synchronous path, kept as a benchmark baseline: each request looks up the device's "
             "center, INSERTs its rows one by one into `legacy_barcodes` and COMMITs before answering."
         ),
         lifespan=lifespan,
+        metrics=metrics,
     )
     app.state.pool = pool
-    app.state.metrics = metrics
-    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=LABELLED_ROUTES)
-
-    install_json_error_handlers(app)
-    install_health_and_metrics(app, metrics.render, METRICS_CONTENT_TYPE)
 
     async def read(request: Request) -> bytes | Response:
-        try:
-            return await read_body(request, body_limit)
-        except BodyTooLarge as exc:
-            return too_large(str(exc))
-        except BadBody as exc:
-            return error_response(400, "malformed_json", str(exc))
+        return await read_body(request.scope, request.receive, body_limit)
 
     @app.post(
-        ROUTE_ONE,
+        names.ROUTE_SCAN,
         status_code=202,
         response_model=None,
         summary="Store one scan (answers after COMMIT)",
@@ -214,7 +192,7 @@ def create_app(
         return await anyio.to_thread.run_sync(handlers.one, body)
 
     @app.post(
-        ROUTE_BATCH,
+        names.ROUTE_BATCH,
         status_code=200,
         response_model=None,
         summary="Store a batch of scans in one transaction (all or none)",
@@ -232,7 +210,7 @@ def create_app(
         return await anyio.to_thread.run_sync(handlers.many, body)
 
     @app.get(
-        "/ready",
+        names.ROUTE_READY,
         response_model=LegacyReady,
         summary="A pooled DB connection answers",
         responses={503: {"model": LegacyReady, "description": "DB unreachable or the pool is exhausted."}},

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             db_url=db_url,
             log_level=log_level,
         )
-        setup_logging(settings.log_level, "legacy")
+        setup_logging(settings.log_level, "legacy", settings.log_format)
         # Imported here so other commands do not pay for FastAPI/uvicorn at CLI start-up.
         from barcode_pipeline.legacy.server import serve
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from barcode_pipeline.ingest.metrics import METRICS_CONTENT_TYPE, ServiceMetrics
-
-__all__ = ["LATENCY_BUCKETS", "METRICS_CONTENT_TYPE", "LegacyMetrics"]
+from barcode_pipeline.web.metrics import ServiceMetrics
 
 # Wider than ingest's: a blocked legacy request can wait the whole pool timeout (30 s) and more.
 LATENCY_BUCKETS = (
@@ -85,7 +83,15 @@ class LegacyMetrics(ServiceMetrics):
             registry=target,
             multiprocess_mode="livesum",
         )
+        self.connections_waiting = Gauge(
+            "bp_legacy_db_connections_waiting",
+            "Requests waiting for a free pooled DB connection (summed over live processes).",
+            registry=target,
+            multiprocess_mode="livesum",
+        )
         self._error_children: dict[str, Counter] = {}
+        for kind in ("unavailable", "other"):  # a series from the start, for dashboards and alerts
+            self.db_errors.labels(kind)
 
     def db_error(self, kind: str) -> None:
         child = self._error_children.get(kind)

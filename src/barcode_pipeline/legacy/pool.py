@@ -18,7 +18,7 @@ from typing import Any
 
 import pymysql
 
-from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.errors import DatabaseUnavailable, DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ Connect = Callable[[], Any]
 
 class PoolTimeout(DeliveryError):
     """No connection became free within the pool timeout (the service answers 503)."""
-
-
-class DbUnavailable(DeliveryError):
-    """The database could not be reached, or failed the statement for a transient reason."""
 
 
 class _Pooled:
@@ -97,7 +93,8 @@ class ConnectionPool:
     def connection(
         self, *, timeout_s: float | None = None, on_wait: Callable[[float], None] | None = None
     ) -> Iterator[Any]:
-        """Lend a connection; ``PoolTimeout`` if none frees up in time, ``DbUnavailable`` if connect fails."""
+        """Lend a connection; ``PoolTimeout`` if none frees up in time, ``DatabaseUnavailable`` if connect
+        fails."""
         wait = self.timeout_s if timeout_s is None else timeout_s
         started = time.perf_counter()
         acquired = self._slots.acquire(timeout=wait)
@@ -134,7 +131,7 @@ class ConnectionPool:
     def _checkout(self) -> _Pooled:
         with self._lock:
             if self._closed:
-                raise DbUnavailable("the connection pool is closed", component="legacy-db")
+                raise DatabaseUnavailable("the connection pool is closed", component="legacy-db")
             item = self._idle.pop() if self._idle else None
             self._in_use += 1
         try:
@@ -145,7 +142,9 @@ class ConnectionPool:
         except pymysql.MySQLError as exc:
             with self._lock:
                 self._in_use -= 1
-            raise DbUnavailable(f"cannot connect to the database: {exc}", component="legacy-db") from exc
+            raise DatabaseUnavailable(
+                f"cannot connect to the database: {exc}", component="legacy-db"
+            ) from exc
         except BaseException:
             with self._lock:
                 self._in_use -= 1

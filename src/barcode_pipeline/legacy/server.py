@@ -1,4 +1,4 @@
-"""Run the legacy app under uvicorn, in as many processes as the ingest service, on one port.
+"""Serve the legacy app (see :mod:`barcode_pipeline.web.server`) in as many processes as ingest.
 
 Like-for-like resources: the benchmark compares the two paths on the same cores, so the baseline
 gets the same number of server processes as ingest (``ingest_processes``), which also keeps one
@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from functools import partial
 
-import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
 
 from barcode_pipeline.config import Settings
-from barcode_pipeline.ingest.metrics import multiprocess_metrics_dir
 from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S
-from barcode_pipeline.logs import setup_logging
+from barcode_pipeline.web.server import ServerSpec
+from barcode_pipeline.web.server import serve as serve_http
 
 log = logging.getLogger(__name__)
 
@@ -48,34 +45,27 @@ def budget(settings: Settings) -> ProcessBudget:
     )
 
 
-def build_worker_app(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> FastAPI:
-    """App factory run inside each server process (picklable via ``functools.partial``)."""
+def build_app(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> FastAPI:
+    """One process's app, with its share of the pool and thread budget."""
     from barcode_pipeline.legacy.app import create_app
 
-    setup_logging(settings.log_level, f"legacy[{os.getpid()}]")
     share = budget(settings)
     return create_app(
         settings, pool_size=share.pool_size, threads=share.threads, pool_timeout_s=pool_timeout_s
     )
 
 
-def uvicorn_config(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> uvicorn.Config:
-    return uvicorn.Config(
-        partial(build_worker_app, settings, pool_timeout_s),
-        factory=True,
+def server_spec(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> ServerSpec:
+    return ServerSpec(
+        name="legacy",
         host=settings.legacy_host,
         port=settings.legacy_port,
-        workers=settings.ingest_processes,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        backlog=4096,
-        timeout_keep_alive=30,
+        processes=settings.ingest_processes,
+        app_factory=partial(build_app, settings, pool_timeout_s),
         # An in-flight request may wait the pool timeout and then for its statements; allow that.
-        timeout_graceful_shutdown=math.ceil(pool_timeout_s) + 10,
+        graceful_shutdown_s=math.ceil(pool_timeout_s) + 10,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
     )
 
 
@@ -91,16 +81,7 @@ def serve(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> None
         share.threads,
         _redacted(settings.db_url),
     )
-    if share.processes == 1:
-        uvicorn.Server(uvicorn_config(settings, pool_timeout_s)).run()
-        return
-    with multiprocess_metrics_dir("bp-legacy-metrics-"):
-        config = uvicorn_config(settings, pool_timeout_s)
-        sock = config.bind_socket()
-        try:
-            Multiprocess(config, sockets=[sock]).run()
-        finally:
-            sock.close()
+    serve_http(server_spec(settings, pool_timeout_s))
 
 
 def _redacted(url: str) -> str:

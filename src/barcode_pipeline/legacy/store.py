@@ -11,17 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
 
-from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.adapters.db import connect, db_time
 from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_sql
 from barcode_pipeline.domain import ScanEvent, internal_barcode_id
-from barcode_pipeline.errors import ValidationFailed
+from barcode_pipeline.errors import DatabaseUnavailable, ValidationFailed
 from barcode_pipeline.legacy.metrics import LegacyMetrics
-from barcode_pipeline.legacy.pool import ConnectionPool, DbUnavailable
+from barcode_pipeline.legacy.pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,6 @@ INSERT_SQL = insert_barcodes_sql(TABLE)
 
 # Fails (1146) when a table is missing, reads no row when they exist.
 SCHEMA_PROBE_SQL = f"SELECT 1 FROM {TABLE}, device_center_mapping LIMIT 0"
-
-
-def db_time(epoch_ms: int) -> datetime:
-    """Epoch ms as a naive UTC ``datetime``: the migrations' DATETIME(3) columns hold UTC."""
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 def connection_factory(db_url: str) -> Any:
@@ -65,13 +59,18 @@ class LegacyStore:
         """Look up, insert and commit ``events`` in one transaction; all are stored or none.
 
         Raises ``ValidationFailed`` (field ``deviceId``, with the index in a batch) for a device that
-        has no center, ``PoolTimeout`` when no connection is free in time and ``DbUnavailable`` when
+        has no center, ``PoolTimeout`` when no connection is free in time and ``DatabaseUnavailable`` when
         the database fails for a transient reason (lock wait timeout, deadlock, lost connection).
         """
         if not events:
             return
+        waiting = self._metrics.connections_waiting
+        waiting.inc()  # the study's picture: request threads blocked on the pool
+        queued = True
         try:
             with self._pool.connection(on_wait=self._metrics.pool_wait_seconds.observe) as conn:
+                waiting.dec()
+                queued = False
                 self._metrics.connections_in_use.inc()
                 started = time.perf_counter()
                 try:
@@ -80,7 +79,10 @@ class LegacyStore:
                     self._metrics.connections_in_use.dec()
                 self._metrics.transaction_seconds.observe(time.perf_counter() - started)
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
-            raise DbUnavailable(f"database error: {exc}", component="legacy-db") from exc
+            raise DatabaseUnavailable(f"database error: {exc}", component="legacy-db") from exc
+        finally:
+            if queued:  # the pool timed out or failed before lending a connection
+                waiting.dec()
         self._metrics.stored.inc(len(events))
 
     def _write(self, conn: Any, events: Sequence[ScanEvent], batch: bool) -> None:
@@ -128,8 +130,8 @@ class LegacyStore:
                 cur.execute(SCHEMA_PROBE_SQL)
                 conn.rollback()
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
-            raise DbUnavailable(f"database error: {exc}", component="legacy-db") from exc
+            raise DatabaseUnavailable(f"database error: {exc}", component="legacy-db") from exc
         except pymysql.err.ProgrammingError as exc:
-            raise DbUnavailable(
+            raise DatabaseUnavailable(
                 f"schema not ready: {exc}", component="legacy-db", hint="run `barcode-pipeline db upgrade`"
             ) from exc

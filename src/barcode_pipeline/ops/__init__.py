@@ -1,1 +1,1 @@
-"""Operator tools: pipeline status/backlog and dead-letter handling."""
+"""Operator tools: the per-stage backlog (``status``) and the dead letters of both stores (dlq, dlt)."""

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from barcode_pipeline import names
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.logs import setup_logging
 
@@ -18,14 +19,17 @@ def status(
 ) -> None:
     """Kafka consumer lag, stream lengths, undelivered and pending entries per worker, DLQ size."""
     from barcode_pipeline.ops.backlog import measure
+    from barcode_pipeline.run.watchdog import read_state
 
     settings = load_settings()
     setup_logging("WARNING", "status")
     backlog = measure(settings)
+    watchdog = read_state(settings)  # None unless a supervisor is running the pipeline
+    stalled = list(watchdog["stalled"]) if watchdog else []
     if as_json:
         # Partition numbers are int keys: orjson refuses them without OPT_NON_STR_KEYS.
         options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-        typer.echo(orjson.dumps(backlog.to_dict(), option=options).decode())
+        typer.echo(orjson.dumps({**backlog.to_dict(), "watchdog": watchdog}, option=options).decode())
     else:
         table = Table(title="barcode-pipeline backlog")
         table.add_column("stage")
@@ -37,12 +41,26 @@ def status(
                           f"{length} / {backlog.stream_undelivered.get(stream, 0)}")  # fmt: skip
         for consumer, pending in sorted(backlog.pending_by_consumer.items()):
             table.add_row("workers", f"pending on {consumer}", str(pending))
-        table.add_row("dead letters", "barcode:dlq length", str(backlog.dlq_length))
+        table.add_row("dead letters", f"{names.DLQ_STREAM} length", str(backlog.dlq_length))
         table.add_row("total", "in flight", str(backlog.in_flight))
+        for name, verdict in sorted((watchdog or {}).get("services", {}).items()):
+            table.add_row("liveness", name, _liveness_text(verdict))
         Console().print(table)
         for err in backlog.errors:
             typer.echo(f"warning: {err}", err=True)
-    raise typer.Exit(1 if backlog.errors else 0)
+        for name in stalled:
+            typer.echo(f"warning: {name} is STALLED (work waiting, no progress); restart pending", err=True)
+    raise typer.Exit(1 if backlog.errors or stalled else 0)
+
+
+def _liveness_text(verdict: dict[str, object]) -> str:
+    """The watchdog's verdict on one service, e.g. ``STALLED: 1544 waiting, no progress for 31s``."""
+    state = str(verdict.get("state"))
+    restarts = f", {verdict['restarts']} watchdog restarts" if verdict.get("restarts") else ""
+    if state == "stalled":
+        quiet = verdict.get("quiet_s")
+        return f"STALLED: {verdict.get('backlog')} waiting, no progress for {quiet}s{restarts}"
+    return f"{state}{restarts}"
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from barcode_pipeline import names
 from barcode_pipeline.clitime import parse_time_ms
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.errors import ConfigError
@@ -62,16 +63,17 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List dead letters with their reason, origin and scan."""
-    from barcode_pipeline.ops.dlq import list_letters
+    from barcode_pipeline.ops import dlq, dlt
 
     settings = load_settings()
     setup_logging("WARNING", "dlq")
-    letters = list_letters(settings, source.value, since_ms=_since(since), limit=limit, reason=reason)
+    lister = dlq.list_dlq if source == SourceChoice.dlq else dlt.list_dlt
+    letters = lister(settings, since_ms=_since(since), limit=limit, reason=reason)
     if as_json:
         typer.echo(orjson.dumps([x.to_dict() for x in letters], option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(
-        title=f"dead letters in {'barcode:dlq' if source == SourceChoice.dlq else 'barcode-events.dlt'}"
+        title=f"dead letters in {names.DLQ_STREAM if source == SourceChoice.dlq else names.DLT_TOPIC}"
     )
     for column in ("id", "time", "device", "scan id", "reason", "origin"):
         table.add_column(column, overflow="fold")
@@ -89,11 +91,13 @@ def show_cmd(
     source: SourceOpt = SourceChoice.dlq,
 ) -> None:
     """Everything one dead letter holds: original fields or record value, reason, origin, headers."""
-    from barcode_pipeline.ops.dlq import get_letter
+    from barcode_pipeline.ops import dlq, dlt
 
     settings = load_settings()
     setup_logging("WARNING", "dlq")
-    letter = get_letter(settings, source.value, letter_id)
+    letter = (
+        dlq.get_dlq(settings, letter_id) if source == SourceChoice.dlq else dlt.get_dlt(settings, letter_id)
+    )
     if letter is None:
         typer.echo(f"no dead letter {letter_id} in {source.value}", err=True)
         raise typer.Exit(1)
@@ -127,7 +131,7 @@ def replay_cmd(
     re-produced to barcode-events (the DLT itself is left as is; a second replay is harmless).
     Exits 2 when anything was skipped, so a script notices a cause that is still there.
     """
-    from barcode_pipeline.ops.dlq import replay
+    from barcode_pipeline.ops import dlq, dlt
 
     if not ids and not all_ and not reason:
         raise ConfigError("name the dead letters to replay, or use --reason TEXT or --all")
@@ -135,9 +139,12 @@ def replay_cmd(
         raise ConfigError("give IDs or --all, not both")
     settings = load_settings()
     setup_logging("WARNING", "dlq")
-    outcome = replay(
-        settings, source.value, ids=ids or None, reason=reason, everything=all_, dry_run=dry_run, force=force
-    )
+    if source == SourceChoice.dlq:
+        outcome = dlq.replay_dlq(
+            settings, ids=ids or None, reason=reason, everything=all_, dry_run=dry_run, force=force
+        )
+    else:  # the DLT keeps no cause that --force could override: what decodes now is replayed
+        outcome = dlt.replay_dlt(settings, ids=ids or None, reason=reason, everything=all_, dry_run=dry_run)
     if as_json:
         typer.echo(orjson.dumps(outcome.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

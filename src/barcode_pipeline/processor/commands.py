@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -28,17 +29,24 @@ def processor(
         str | None,
         typer.Option(help="Static group membership under this name: a restart resumes without a rebalance."),
     ] = None,
+    progress_file: Annotated[
+        Path | None, typer.Option(help="Write loop progress here for the supervisor's liveness watchdog.")
+    ] = None,
 ) -> None:
     """Consume scans from Kafka, deduplicate, and publish them to the sharded Redis streams."""
+    from barcode_pipeline.liveness import ProgressFile, StallHook, install_stack_dump
     from barcode_pipeline.processor.service import Processor
 
     settings = load_settings()
-    setup_logging(settings.log_level, "processor")
+    setup_logging(settings.log_level, "processor", settings.log_format)
+    install_stack_dump()
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    proc = Processor(settings, instance=instance)
+    proc = Processor(settings, instance=instance, stall_hook=StallHook.from_env())
+    if progress_file:
+        ProgressFile(proc.progress, progress_file).start()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         proc.stop()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS = Counter("bp_processor_events_total", "Events handled, by outcome", ["outcome"])
+EVENTS = Counter(
+    "bp_processor_events_total",
+    "Events handled, by outcome (published; duplicate = dedup hit, already published; dlt = poison)",
+    ["outcome"],
+)
 BATCH_SIZE = Histogram(
     "bp_processor_batch_size", "Kafka records per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000)
 )
@@ -23,3 +27,7 @@ REPLICA_SHORTFALLS = Counter(
 )
 REWINDS = Counter("bp_processor_rewinds_total", "Rewinds of the group after a Redis primary change")
 REWOUND_RECORDS = Counter("bp_processor_rewound_records_total", "Records re-read because of a rewind")
+
+# Export every outcome at 0 from the start, so dashboards and alerts see a series before the first event.
+for _outcome in ("published", "duplicate", "dlt"):
+    EVENTS.labels(_outcome)

@@ -21,7 +21,7 @@ def dedup_key(event: ScanEvent, policy: Literal["event", "barcode"]) -> str:
     return f"{names.DEDUP_PREFIX}e:{event.device_id}:{event.scan_id}"
 
 
-def to_stored(event: ScanEvent, zone: str, processed_time: int) -> StoredScan:
+def to_stored(event: ScanEvent, zone: str, processed_time: int, ingest_time: int = 0) -> StoredScan:
     return StoredScan(
         internal_barcode_id=internal_barcode_id(event.device_id, event.scan_id, event.scan_time, zone),
         scan_id=event.scan_id,
@@ -29,4 +29,5 @@ def to_stored(event: ScanEvent, zone: str, processed_time: int) -> StoredScan:
         device_id=event.device_id,
         scan_time=event.scan_time,
         processed_time=processed_time,
+        ingest_time=ingest_time,
     )

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from redis.exceptions import NoScriptError
 
@@ -25,15 +24,19 @@ from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+from barcode_pipeline.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 5.0
-SHORTFALL_BACKOFF_S = 1.0  # WAIT itself already waited its timeout; retry soon after a replica is back
+BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
+# NoScriptError: a new primary after a failover has not cached the script yet (the retry's pipeline
+# loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed.
+PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall)
 SCRIPT_CHUNK = 100  # events per Lua call
 
 
@@ -49,7 +52,14 @@ class BatchOutcome:
 class Processor:
     """Consumes ``names.TOPIC`` in batches and publishes each event once to its Redis stream shard."""
 
-    def __init__(self, settings: Settings, *, group: str | None = None, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str | None = None,
+        instance: str | None = None,
+        stall_hook: StallHook | None = None,
+    ) -> None:
         """``instance`` makes the membership static (``group.instance.id``).
 
         A processor restarted under the same instance name, after a crash or a clean stop, gets its
@@ -77,6 +87,12 @@ class Processor:
         self.watch = PrimaryWatch() if settings.redis_sentinels else None
         self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
         self._run_id: str | None = None
+        self._earlier = 0  # published by attempts at the current batch whose WAIT came back short
+        # For the supervisor's watchdog (liveness.py): consumed-and-published batches and Redis
+        # retries count as progress; an empty poll does not (records may wait unfetched).
+        self.progress = Progress()
+        self._stall_hook = stall_hook or StallHook(None)
+        self._last_assignment = 0.0
 
     # ------------------------------------------------------------------ main loops
     def run(self) -> None:
@@ -122,11 +138,14 @@ class Processor:
 
     # ------------------------------------------------------------------ one batch
     def _step(self) -> BatchOutcome | None:
+        self._stall_hook()
         msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
         self._maybe_report_lag()
+        self._note_assignment()
         if not msgs:
             return None
         outcome = self.handle(msgs)
+        self.progress.moved()
         self.totals.published += outcome.published
         self.totals.duplicates += outcome.duplicates
         self.totals.dead_lettered += outcome.dead_lettered
@@ -136,6 +155,7 @@ class Processor:
         """Process one batch end to end and commit its offsets (see module docstring for the order)."""
         outcome = BatchOutcome()
         events: list[ScanEvent] = []
+        ingest_times: list[int] = []  # the records' Kafka timestamps: when ingest produced them
         poison: list[tuple[Message, str]] = []
         for msg in msgs:
             err = msg.error()
@@ -153,13 +173,14 @@ class Processor:
                 poison.append((msg, decoded.reason))
             else:
                 events.append(decoded)
+                ingest_times.append(msg.timestamp()[1])
         metrics.BATCH_SIZE.observe(len(events) + len(poison))
         if poison:
             self._dead_letter(poison)
             outcome.dead_lettered = len(poison)
             metrics.EVENTS.labels("dlt").inc(len(poison))
         if events:
-            outcome.published, outcome.duplicates = self._publish_with_retry(events)
+            outcome.published, outcome.duplicates = self._publish_with_retry(events, ingest_times)
             metrics.EVENTS.labels("published").inc(outcome.published)
             metrics.EVENTS.labels("duplicate").inc(outcome.duplicates)
             if self._primary_changed():
@@ -168,41 +189,36 @@ class Processor:
             self._commit(outcome.offsets)
         return outcome
 
-    def _publish_with_retry(self, events: list[ScanEvent]) -> tuple[int, int]:
+    def _publish_with_retry(self, events: list[ScanEvent], ingest_times: list[int]) -> tuple[int, int]:
         """Redis down -> keep this batch, back off, retry; nothing is committed meanwhile."""
-        backoff = 0.1
-        earlier = 0  # published by attempts whose WAIT came back short
-        while True:
-            try:
-                published, _ = self.publish(events)
-                published = min(len(events), published + earlier)
-                return published, len(events) - published
-            except ReplicaShortfall as exc:
-                earlier += exc.published
-                metrics.REPLICA_SHORTFALLS.inc()
-                # The server may be an isolated old primary: the next connection asks Sentinel again.
-                self.redis.connection_pool.disconnect()
-                if self.stop_event.is_set():
-                    raise
-                log.warning("%s; retrying batch of %d in %.1fs", exc, len(events), backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, SHORTFALL_BACKOFF_S)
-            # NoScriptError: a new primary after a failover has not cached the script yet; the retry's
-            # pipeline loads it first.
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, NoScriptError) as exc:
-                metrics.REDIS_FAILURES.inc()
-                if self.stop_event.is_set():
-                    raise DeliveryError(
-                        f"stopping with an unpublished batch: {exc}", component="redis"
-                    ) from exc
-                log.warning(
-                    "redis unavailable (%s); retrying batch of %d in %.1fs", exc, len(events), backoff
-                )
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        self._earlier = 0
+        published, _ = BACKOFF.call(
+            f"publishing a batch of {len(events)} to redis",
+            lambda: self.publish(events, ingest_times),
+            errors=PUBLISH_RETRIED,
+            sleep=self.stop_event.wait,
+            budget=lambda: 0.0 if self.stop_event.is_set() else None,  # stopping: give the batch back
+            on_error=self._redis_failed,
+            component="redis",
+        )
+        published = min(len(events), published + self._earlier)
+        return published, len(events) - published
 
-    def publish(self, events: list[ScanEvent]) -> tuple[int, int]:
+    def _redis_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ReplicaShortfall):
+            self._earlier += exc.published
+            metrics.REPLICA_SHORTFALLS.inc()
+            # The server may be an isolated old primary: the next connection asks Sentinel again.
+            self.redis.connection_pool.disconnect()
+        else:
+            metrics.REDIS_FAILURES.inc()
+        self.progress.waiting()  # waiting for a dependency is not a stall
+
+    def publish(self, events: list[ScanEvent], ingest_times: list[int] | None = None) -> tuple[int, int]:
         """Dedup + XADD every event in one pipelined round trip; returns (published, duplicates).
+
+        ``ingest_times`` (epoch ms, one per event) travel with the entry so the worker can measure
+        ingest-to-committed; unknown ones are 0.
 
         Events go to Redis in chunks of ``SCRIPT_CHUNK``, one script call per chunk: each event
         is still atomic (marker and entry together), and a call stays short enough not to stall Redis.
@@ -218,12 +234,13 @@ class Processor:
             keys: list[str] = []
             args: list[str] = [ttl, ""]
             chunk = events[i : i + SCRIPT_CHUNK]
-            for event in chunk:
+            for j, event in enumerate(chunk, start=i):
                 keys += (
                     dedup_key(event, s.dedup_policy),
                     self.streams[shard_of(event.device_id, s.stream_shards)],
                 )
-                fields = to_stored(event, s.time_zone, now).to_fields()
+                ingest_ms = ingest_times[j] if ingest_times is not None else 0
+                fields = to_stored(event, s.time_zone, now, max(0, ingest_ms)).to_fields()
                 for key, value in fields.items():
                     args += (key, value)
             args[1] = str(2 * len(fields))  # every entry has the same fields
@@ -334,6 +351,16 @@ class Processor:
         except KafkaException as exc:
             log.warning("final offset commit failed (%s); the last batch will be redelivered", exc)
 
+    def _note_assignment(self) -> None:
+        """The partitions held, once a second, so the watchdog knows whose backlog is whose."""
+        now = time.monotonic()
+        if now - self._last_assignment < 1.0:
+            return
+        self._last_assignment = now
+        self.progress.partitions = sorted(
+            tp.partition for tp in self.consumer.assignment() if tp.partition is not None
+        )
+
     def _maybe_report_lag(self) -> None:
         now = time.monotonic()
         if now - self._last_lag < 5.0:
@@ -378,6 +405,6 @@ def replay(
             ]
     finally:
         admin_consumer.close()
-    proc = Processor(settings, group=f"{settings.processor_group}-replay")
+    proc = Processor(settings, group=names.replay_group(settings.processor_group))
     log.info("replaying %s", {tp.partition: (tp.offset, end[tp.partition]) for tp in start})
     return proc.run_range(start, end)

@@ -1,1 +1,1 @@
-"""Running the whole pipeline: supervised child processes, graceful drain, and the demo."""
+"""Running the whole pipeline: the start-up stage, supervised child processes and a graceful drain."""

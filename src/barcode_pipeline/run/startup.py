@@ -10,16 +10,19 @@ import urllib.request
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import StackError
+from barcode_pipeline.plugins import local_stack_starter
 
 log = logging.getLogger(__name__)
 
 
 def prepare(settings: Settings, *, start_stack: bool = True) -> None:
-    """Bring the local stack up if needed, apply migrations, create topics (all idempotent)."""
-    if start_stack:
-        from barcode_pipeline.stack.ha import manager_for
+    """Bring the local stack up if needed, apply migrations, create topics (all idempotent).
 
-        manager_for(settings).up(quiet=True)
+    ``start_stack`` only has an effect where the development harness is installed; a production
+    install expects the servers named by ``BP_*`` to be running.
+    """
+    if start_stack and (start_local_stack := local_stack_starter()) is not None:
+        start_local_stack(settings)
     from barcode_pipeline.db.migrate import upgrade
 
     applied = upgrade(settings.db_url)

@@ -59,7 +59,8 @@ class Child:
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        prefix = f"[{self.spec.name}] "
+        # JSON log lines name their service themselves and must stay one object per line.
+        prefix = "" if self.base_env.get("BP_LOG_FORMAT") == "json" else f"[{self.spec.name}] "
         for line in proc.stdout:
             self.out.write(prefix + line)
             self.out.flush()  # operators and the fault-injection harness read the log as it happens
@@ -96,13 +97,22 @@ class Supervisor:
         *,
         out: IO[str] | None = None,
         restart_delay_s: float = 1.0,
+        health_port: int | None = None,
+        watchdog_grace_s: float = 5.0,
     ) -> None:
+        """``health_port``: serve the liveness watchdog's /health and /metrics there (run/watchdog.py)."""
+        from barcode_pipeline.run.watchdog import Watchdog
+
         self.settings = settings
         self.base_env = settings_env(settings)
-        self.children = {s.name: Child(s, self.base_env, out or sys.stderr) for s in specs}
+        self.out = out or sys.stderr  # where the children's lines go (others may add theirs in order)
+        self.children = {s.name: Child(s, self.base_env, self.out) for s in specs}
         self.restart_delay_s = restart_delay_s
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a watchdog restart never races the drain
         self._watch: threading.Thread | None = None
+        self.exit_codes: dict[str, int | None] = {}  # filled by stop()
+        self.liveness = Watchdog(self, settings, health_port=health_port, grace_s=watchdog_grace_s)
 
     def start(self) -> None:
         for child in self.children.values():
@@ -110,6 +120,16 @@ class Supervisor:
             log.info("started %s (pid %s)", child.spec.name, child.pid)
         self._watch = threading.Thread(target=self._watchdog, daemon=True, name="supervisor")
         self._watch.start()
+        self.liveness.start()
+
+    def start_again(self, child: Child) -> bool:
+        """Start a child the liveness watchdog stopped, unless the supervisor is stopping."""
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            child.restarts += 1
+            child.start()
+            return True
 
     def _watchdog(self) -> None:
         while not self._stop.wait(0.2):
@@ -146,7 +166,9 @@ class Supervisor:
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """Drain: SIGTERM role by role (ingest, processor, workers), SIGKILL what overstays."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+        self.liveness.stop()
         codes: dict[str, int | None] = {}
         others = sorted({c.spec.role for c in self.children.values()} - set(STOP_ORDER))
         for role in (*others, *STOP_ORDER):  # extra roles (e.g. legacy) first: nothing depends on them
@@ -161,6 +183,7 @@ class Supervisor:
                     child.signal(signal.SIGKILL)
                     child.wait(5)
                 codes[child.spec.name] = child.proc.returncode if child.proc else None
+        self.exit_codes = codes
         return codes
 
     def request_stop(self) -> None:
@@ -175,18 +198,26 @@ class Supervisor:
 def pipeline_specs(
     settings: Settings, *, workers: int | None = None, metrics: bool = True
 ) -> list[ChildSpec]:
-    """The standard pipeline: ingest (its own multi-process server), one processor, N workers."""
+    """The standard pipeline: ingest (its own multi-process server), one processor, N workers.
+
+    Processors and workers write progress files for the liveness watchdog; with ``metrics`` they
+    serve metrics on the ports after ``BP_METRICS_PORT_BASE`` (the supervisor's own; the addresses
+    are computed in monitoring/targets.py, which the scrape config and ``top`` use too).
+    """
+    from barcode_pipeline.monitoring import targets
+    from barcode_pipeline.run.watchdog import progress_path
+
     specs = [ChildSpec("ingest", ["ingest"])]
-    port = 9100
+    metrics = metrics and settings.metrics_port_base > 0
     for i in range(1, settings.processors + 1):
-        port += 1
-        name = "processor" if settings.processors == 1 else f"processor-{i}"
-        extra = ["--metrics-port", str(port)] if metrics else []
+        name = targets.processor_name(settings, i)
+        extra = ["--metrics-port", str(targets.processor_port(settings, i))] if metrics else []
+        extra += ["--progress-file", str(progress_path(settings, name))]
         # Static membership: the supervisor restarts a child under the same name, which then gets
         # its partitions back at once instead of after the dead member's session and a rebalance.
         specs.append(ChildSpec(name, ["processor", "--instance", name, *extra]))
     for i in range(1, (workers or settings.workers) + 1):
-        port += 1
-        extra = ["--metrics-port", str(port)] if metrics else []
+        extra = ["--metrics-port", str(targets.worker_port(settings, i))] if metrics else []
+        extra += ["--progress-file", str(progress_path(settings, f"worker-{i}"))]
         specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", f"worker-{i}", *extra]))
     return specs

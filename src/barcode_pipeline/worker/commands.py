@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -11,11 +12,6 @@ import typer
 
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.logs import setup_logging
-
-# Fault injection for the crash tests and the chaos suite: "1" makes the worker exit with 137
-# (as if SIGKILLed) right before COMMIT, or right after COMMIT and before XACK. Read only here.
-CRASH_BEFORE_COMMIT_ENV = "BP_WORKER_CRASH_BEFORE_COMMIT"
-CRASH_AFTER_COMMIT_ENV = "BP_WORKER_CRASH_AFTER_COMMIT"
 
 
 def worker(
@@ -27,22 +23,26 @@ def worker(
         ),
     ],
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    progress_file: Annotated[
+        Path | None, typer.Option(help="Write loop progress here for the supervisor's liveness watchdog.")
+    ] = None,
 ) -> None:
     """Store stream entries in the database in batches; ack after COMMIT; take over dead workers' work."""
+    from barcode_pipeline.liveness import ProgressFile, StallHook, install_stack_dump
+    from barcode_pipeline.worker.crash import CrashPoints
     from barcode_pipeline.worker.service import Worker, WorkerOptions
-    from barcode_pipeline.worker.storage import CrashPoints
 
     settings = load_settings()
-    setup_logging(settings.log_level, f"worker[{name}]")
+    setup_logging(settings.log_level, f"worker[{name}]", settings.log_format)
+    install_stack_dump()
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    crash = CrashPoints(
-        before_commit=os.environ.get(CRASH_BEFORE_COMMIT_ENV) == "1",
-        after_commit=os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1",
-    )
-    service = Worker(settings, WorkerOptions(name=name, crash=crash))
+    crash = CrashPoints.from_env(os.environ)
+    service = Worker(settings, WorkerOptions(name=name, crash=crash, stall_hook=StallHook.from_env()))
+    if progress_file:
+        ProgressFile(service.progress, progress_file).start()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         service.stop()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from barcode_pipeline.domain import StoredScan
+from barcode_pipeline.domain.dead_letter import Cause
 
 # Column widths of ``barcodes`` (db/migrations/0001): a longer value would fail the whole INSERT.
 MAX_LENGTHS = {"internal_barcode_id": 128, "scan_id": 64, "barcode": 64, "device_id": 64}
@@ -52,23 +53,37 @@ def from_items(stream: str, items: Iterable[Any], deliveries: Mapping[str, int] 
     return out
 
 
-def decode(entry: Entry) -> StoredScan | str:
-    """The scan an entry carries, or the reason it can never be stored (it goes to the DLQ)."""
+@dataclass(frozen=True, slots=True)
+class Unstorable:
+    """Why an entry can never be stored (it goes to the DLQ): the cause, and the text for operators."""
+
+    cause: Cause
+    reason: str
+
+
+def _malformed(reason: str) -> Unstorable:
+    return Unstorable(Cause.MALFORMED, f"malformed entry: {reason}")
+
+
+def decode(entry: Entry) -> StoredScan | Unstorable:
+    """The scan an entry carries, or why it can never be stored."""
     if not entry.fields:
-        return "malformed entry: no fields"
+        return _malformed("no fields")
     try:
         fields = {k.decode("utf-8"): v.decode("utf-8") for k, v in entry.fields.items()}
         scan = StoredScan.from_fields(fields)
     except KeyError as exc:
-        return f"malformed entry: missing field {exc.args[0]!r}"
+        return _malformed(f"missing field {exc.args[0]!r}")
     except (ValueError, UnicodeDecodeError) as exc:
-        return f"malformed entry: {exc}"
+        return _malformed(str(exc))
     for name, limit in MAX_LENGTHS.items():
         value: str = getattr(scan, name)
         if not 0 < len(value) <= limit:
-            return f"invalid entry: {name} must be 1-{limit} characters, got {len(value)}"
+            return Unstorable(
+                Cause.INVALID, f"invalid entry: {name} must be 1-{limit} characters, got {len(value)}"
+            )
     for name in ("scan_time", "processed_time"):
         ms: int = getattr(scan, name)
         if not 0 < ms <= MAX_EPOCH_MS:
-            return f"invalid entry: {name} {ms} is outside the storable range"
+            return Unstorable(Cause.INVALID, f"invalid entry: {name} {ms} is outside the storable range")
     return scan

@@ -1,4 +1,4 @@
-"""Liveness and recovery: heartbeats, taking over a dead worker's entries, idle claims, the DLQ.
+"""Liveness and recovery: heartbeats, and taking over a dead worker's entries; idle claims.
 
 Redis Streams only knows how long an entry has been idle, not whether its consumer still lives, so
 a plain idle-time sweep must choose between slow recovery and stealing from live workers. Each
@@ -15,33 +15,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from barcode_pipeline import names
-from barcode_pipeline.adapters.redis import WaitingProbe
+from barcode_pipeline.adapters.redis import lua_source
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.entries import Entry, from_items, text
 
 log = logging.getLogger(__name__)
-
-# Atomically: forget a consumer only if it is still dead and owns nothing. Without the re-check, a
-# worker restarting between our XINFO and the DELCONSUMER would lose the entries it just read.
-REAP_SCRIPT = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return -1 end
-return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    entry: Entry
-    cause: str  # metric label: malformed, invalid, unknown_device, max_deliveries, db_rejected
-    reason: str  # human-readable, stored in the DLQ entry
 
 
 class Heartbeat:
@@ -150,8 +133,7 @@ class Recovery:
         # batch delay, so an own entry idle much longer than that was orphaned (say, its XACK failed).
         self.own_orphan_ms = max(claim_min_idle_ms, max_delay_ms + 5000)
         self.batch_size = batch_size
-        self._reap = client.register_script(REAP_SCRIPT)
-        self._waiting = WaitingProbe(client, self.streams, group, cap=batch_size)
+        self._reap = client.register_script(lua_source("reap_consumer"))
         self.live_peers: set[str] = set()  # other consumers with a heartbeat, as of the last sweep
 
     # ------------------------------------------------------------------ own entries after a restart
@@ -174,15 +156,6 @@ class Recovery:
             stream, self.group, min=first, max=last, count=count, consumername=consumer
         )
         return {text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-
-    @property
-    def is_primary(self) -> bool:
-        """The live worker with the lowest name always reads; the others join when work is waiting."""
-        return not self.live_peers or self.consumer < min(self.live_peers)
-
-    def waiting(self) -> tuple[int, int]:
-        """Entries no consumer has read yet over all shards, and the oldest one's age in ms (-1: none)."""
-        return self._waiting()
 
     # ------------------------------------------------------------------ periodic sweep
     def sweep(self) -> list[Entry]:
@@ -273,42 +246,3 @@ class Recovery:
         removed = self._reap(keys=[stream, names.heartbeat_key(consumer)], args=[self.group, consumer])
         if removed != -1:
             log.info("removed dead consumer %s from %s", consumer, stream)
-
-
-def settle(
-    client: redis.Redis,
-    group: str,
-    consumer: str,
-    *,
-    done: Sequence[Entry],
-    dead: Sequence[DeadLetter],
-) -> None:
-    """Dead-letter and acknowledge in one MULTI/EXEC: an entry is never both lost and acked.
-
-    One XACK per stream carries all its ids; the whole thing is one round trip.
-    """
-    if not done and not dead:
-        return
-    pipe = client.pipeline(transaction=True)
-    now_ms = str(int(time.time() * 1000))
-    for letter in dead:
-        entry = letter.entry
-        meta = {
-            "dlq_stream": entry.stream,
-            "dlq_id": entry.entry_id,
-            "dlq_reason": letter.reason,
-            "dlq_deliveries": str(entry.deliveries),
-            "dlq_consumer": consumer,
-            "dlq_time": now_ms,
-        }
-        fields: dict[FieldT, EncodableT] = {}
-        for key, value in (entry.fields or {}).items():  # the original entry, byte for byte
-            fields[key] = value
-        fields.update(meta)
-        pipe.xadd(names.DLQ_STREAM, fields)
-    by_stream: dict[str, list[str]] = {}
-    for entry in [*done, *(letter.entry for letter in dead)]:
-        by_stream.setdefault(entry.stream, []).append(entry.entry_id)
-    for stream, ids in by_stream.items():
-        pipe.xack(stream, group, *ids)
-    pipe.execute()

@@ -23,29 +23,29 @@ import redis
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.adapters.db import DbTimeouts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import StoredScan
-from barcode_pipeline.errors import PipelineError
-from barcode_pipeline.scanner.backoff import backoff_delay
+from barcode_pipeline.domain.dead_letter import Cause
+from barcode_pipeline.errors import ConfigError, DatabaseUnavailable, RetriesExhausted
+from barcode_pipeline.liveness import Progress, StallHook
+from barcode_pipeline.retry import Backoff
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
-from barcode_pipeline.worker.entries import Entry, decode, from_reply
+from barcode_pipeline.worker.crash import CrashPoints
+from barcode_pipeline.worker.entries import Entry, Unstorable, decode, from_reply
 from barcode_pipeline.worker.failover import PrimaryIdentity
-from barcode_pipeline.worker.recovery import DeadLetter, Heartbeat, Recovery, ensure_groups, settle
+from barcode_pipeline.worker.primary import StandbyRule, is_primary
+from barcode_pipeline.worker.recovery import Heartbeat, Recovery, ensure_groups
 from barcode_pipeline.worker.retention import Trimmer
-from barcode_pipeline.worker.storage import BarcodeStore, CrashPoints, DbUnavailable, to_row
+from barcode_pipeline.worker.settle import Rejected, settle
+from barcode_pipeline.worker.storage import BarcodeStore, to_row
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-BACKOFF_BASE_S = 0.1
-BACKOFF_CAP_S = 5.0
-# Errors worth retrying: the server is away, loading, or failing over.
-REDIS_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError)
-
-
-class _GaveUp(PipelineError):
-    """Stopping, and the grace period ran out while a dependency was still failing."""
+BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
+REDIS_TRANSIENT = redis_adapter.TRANSIENT_ERRORS
 
 
 STANDBY_POLL_S = 0.05  # how often a standby worker looks for waiting entries
@@ -61,6 +61,7 @@ class WorkerOptions:
     idle_block_s: float = 1.0  # longest XREADGROUP BLOCK while nothing is batched
     shutdown_grace_s: float = 10.0  # on stop, how long to keep retrying the last batch's write
     stall_limit_s: float | None = None  # main loop silent this long -> heartbeats stop (None: derived)
+    stall_hook: StallHook = field(default_factory=lambda: StallHook(None))  # debug: block the loop
 
 
 class Worker:
@@ -77,11 +78,21 @@ class Worker:
         self.settings = settings
         self.options = options
         self.name = options.name
+        if options.idle_block_s >= settings.redis_socket_timeout_s:
+            # The reply to XREADGROUP BLOCK comes after the block time: a socket timeout below it
+            # would turn every idle read into a timeout error.
+            raise ConfigError(
+                f"BP_REDIS_SOCKET_TIMEOUT_S ({settings.redis_socket_timeout_s}) must exceed the "
+                f"worker's read block ({options.idle_block_s} s)"
+            )
         self.group = names.WORKER_GROUP
         self.streams = names.all_streams(settings.stream_shards)
         self.client = client or redis_adapter.client(settings, decode=False)
         self.store = store or BarcodeStore(
-            settings.db_url, dedup_policy=settings.dedup_policy, crash=options.crash
+            settings.db_url,
+            dedup_policy=settings.dedup_policy,
+            crash=options.crash,
+            timeouts=DbTimeouts.of(settings),
         )
         self.batcher: Batcher[Entry] = Batcher(
             settings.worker_batch_size, settings.worker_max_delay_ms / 1000
@@ -96,8 +107,14 @@ class Worker:
             batch_size=settings.worker_batch_size,
             max_delay_ms=settings.worker_max_delay_ms,
         )
+        self.standby = StandbyRule(
+            redis_adapter.WaitingProbe(self.client, self.streams, self.group, cap=settings.worker_batch_size),
+            enabled=settings.worker_standby,
+            batch_size=settings.worker_batch_size,
+            join_ms=settings.worker_standby_join_ms,
+        )
         self.trim = Trimmer(self.client, self.streams, retention_s=settings.stream_retention_s)
-        self.primary = PrimaryIdentity(self.client) if settings.redis_sentinels else None
+        self.redis_primary = PrimaryIdentity(self.client) if settings.redis_sentinels else None
         self._next_trim = time.monotonic() + settings.stream_trim_interval_s
         if settings.claim_min_idle_ms <= settings.worker_max_delay_ms:
             log.warning(
@@ -119,6 +136,9 @@ class Worker:
         self.ready = threading.Event()  # set once own pending entries are handled (for tests, tools)
         self._stop = threading.Event()
         self._progress = time.monotonic()
+        # For the supervisor's watchdog (liveness.py): entries read or settled, nothing waiting
+        # for this worker, or a dependency retried.
+        self.progress = Progress()
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
         self.batches_written = 0  # flushed batches (tests and tools read it)
@@ -156,7 +176,7 @@ class Worker:
                     attempt += 1
                     self._redis_failed("read", exc, attempt)
             self._drain()
-        except _GaveUp as exc:
+        except RetriesExhausted as exc:
             log.warning("stopping with unfinished work (it stays pending for a restart or takeover): %s", exc)
         finally:
             if started:
@@ -190,6 +210,7 @@ class Worker:
 
     # ------------------------------------------------------------------ one iteration
     def _step(self) -> None:
+        self.options.stall_hook()
         now = time.monotonic()
         self._progress = now
         trigger = self.batcher.trigger(now)
@@ -202,7 +223,7 @@ class Worker:
             if claimed:
                 self._accept(claimed, now)
                 return
-            if self.primary is not None and self.primary.changed():
+            if self.redis_primary is not None and self.redis_primary.changed():
                 log.warning("redis primary changed: re-reading this worker's own pending entries")
                 while len(self.batcher):
                     self._flush(self.batcher.take(), "failover")
@@ -210,9 +231,10 @@ class Worker:
                 return
             if self.settings.stream_trim_interval_s and now >= self._next_trim:
                 self._next_trim = now + self.settings.stream_trim_interval_s
-                if self.recovery.is_primary:  # one trimmer is enough; it trims every shard
+                if is_primary(self.name, self.recovery.live_peers):  # one trimmer trims every shard
                     self.trim()
-        if not self._reads_new():
+        if not self.standby.reads_new(self.name, self.recovery.live_peers, batched=len(self.batcher)):
+            self.progress.idle()  # the primary keeps up: nothing waits for this worker
             self._stop.wait(min(STANDBY_POLL_S, max(0.001, self._next_sweep - now)))
             return
         wait = self.batcher.wait_s(now)
@@ -226,29 +248,15 @@ class Worker:
         )
         if reply:
             self._accept(from_reply(reply), time.monotonic())
-
-    def _reads_new(self) -> bool:
-        """Standby rule: whether this worker takes new entries now.
-
-        With every worker reading, each one commits a partial batch every max delay, so at low load
-        the commit count grows with the number of workers. Instead the primary (lowest live name)
-        always reads, and the others join only when the primary has fallen behind: a full batch is
-        waiting undelivered, or the oldest undelivered entry has waited ``worker_standby_join_ms``.
-        Entries waiting briefly while the primary commits are normal and do not count; an age, not
-        a count of polls, keeps a slow commit on a loaded machine from waking the standby.
-        Takeover of dead consumers' entries is unaffected (the sweep runs first), so a dead
-        primary's work is still picked up in seconds.
-        """
-        if not self.settings.worker_standby or len(self.batcher) or self.recovery.is_primary:
-            return True
-        waiting, oldest_ms = self.recovery.waiting()
-        return waiting >= self.settings.worker_batch_size or oldest_ms >= self.settings.worker_standby_join_ms
+        else:
+            self.progress.idle()
 
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
         """Batch the entries, except those delivered too often: they go to the DLQ right away."""
+        self.progress.moved()
         limit = self.settings.max_deliveries
         over = [
-            DeadLetter(e, "max_deliveries", f"delivered {e.deliveries} times (limit {limit})")
+            Rejected(e, Cause.MAX_DELIVERIES, f"delivered {e.deliveries} times (limit {limit})")
             for e in entries
             if e.deliveries > limit
         ]
@@ -264,15 +272,15 @@ class Worker:
         metrics.BATCH_SIZE.observe(len(entries))
         metrics.BATCHES.labels(trigger).inc()
         done: list[Entry] = []
-        dead: list[DeadLetter] = []
+        dead: list[Rejected] = []
         scans: list[tuple[Entry, StoredScan]] = []
         for entry in entries:
             if entry.fields is None:  # deleted from the stream after delivery: nothing to store
                 done.append(entry)
                 continue
             decoded = decode(entry)
-            if isinstance(decoded, str):
-                dead.append(DeadLetter(entry, decoded.split(" ", 1)[0], decoded))
+            if isinstance(decoded, Unstorable):
+                dead.append(Rejected(entry, decoded.cause, decoded.reason))
             else:
                 scans.append((entry, decoded))
         if scans:
@@ -280,29 +288,33 @@ class Worker:
             centers = self._db("center lookup", lambda: self.store.centers(devices))
             rows = []
             kept: list[Entry] = []
+            stored: list[StoredScan] = []  # parallel to kept
             for entry, scan in scans:
                 center = centers.get(scan.device_id)
                 if center is None:
                     reason = f"unknown device: deviceId {scan.device_id!r} has no center mapping"
-                    dead.append(DeadLetter(entry, "unknown_device", reason))
+                    dead.append(Rejected(entry, Cause.UNKNOWN_DEVICE, reason))
                 else:
                     rows.append(to_row(scan, center, self.store.dedup_policy))
                     kept.append(entry)
+                    stored.append(scan)
             outcome = self._db("batch write", lambda: self.store.write(rows))
             rejected = dict(outcome.rejected)
             for i, entry in enumerate(kept):
                 if i in rejected:
-                    dead.append(DeadLetter(entry, "db_rejected", rejected[i]))
+                    dead.append(Rejected(entry, Cause.DB_REJECTED, rejected[i]))
                 else:
                     done.append(entry)
+            metrics.observe_committed([scan for i, scan in enumerate(stored) if i not in rejected])
             metrics.ROWS_INSERTED.inc(outcome.inserted)
             metrics.DUPLICATES.inc(outcome.duplicates)
             log.debug("batch of %d (%s): %d new, %d duplicates", len(entries), trigger, outcome.inserted,
                       outcome.duplicates)  # fmt: skip
         self._settle(done, dead)
 
-    def _settle(self, done: list[Entry], dead: list[DeadLetter]) -> None:
+    def _settle(self, done: list[Entry], dead: list[Rejected]) -> None:
         self._redis("ack", lambda: settle(self.client, self.group, self.name, done=done, dead=dead))
+        self.progress.moved()
         if not dead:
             return
         causes = Counter(letter.cause for letter in dead)
@@ -321,7 +333,7 @@ class Worker:
 
     # ------------------------------------------------------------------ retrying
     def _db(self, what: str, action: Callable[[], T]) -> T:
-        return self._retry(what, action, (DbUnavailable,))
+        return self._retry(what, action, (DatabaseUnavailable,))
 
     def _redis(self, what: str, action: Callable[[], T]) -> T:
         return self._retry(what, action, REDIS_TRANSIENT)
@@ -332,25 +344,32 @@ class Worker:
         The main loop reports progress on every attempt: waiting for a dependency is not a stall.
         Once stopping, retries go on only until the grace period ends.
         """
-        attempt = 0
-        while True:
+
+        def budget() -> float | None:
+            return self._drain_deadline - time.monotonic() if self._stop.is_set() else None
+
+        def count(exc: Exception) -> None:
+            self.progress.waiting()  # a dependency is down: for the watchdog, waiting is no stall
+            if isinstance(exc, redis.RedisError):
+                metrics.REDIS_FAILURES.inc()
+
+        def progressed() -> None:
             self._progress = time.monotonic()
-            try:
-                return action()
-            except errors as exc:
-                attempt += 1
-                if isinstance(exc, redis.RedisError):
-                    metrics.REDIS_FAILURES.inc()
-                delay = backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
-                remaining = self._drain_deadline - time.monotonic()
-                if self._stop.is_set() and remaining <= 0:
-                    raise _GaveUp(f"{what}: {exc}") from exc
-                log.warning("%s failed (attempt %d): %s; retrying in %.2fs", what, attempt, exc, delay)
-                time.sleep(min(delay, max(0.0, remaining)))
+
+        return BACKOFF.call(
+            what,
+            action,
+            errors=errors,
+            sleep=time.sleep,
+            budget=budget,
+            on_error=count,
+            on_attempt=progressed,
+        )
 
     def _redis_failed(self, what: str, exc: redis.RedisError, attempt: int) -> None:
         """A failed read or sweep: nothing is lost (entries stay pending), so log and back off."""
         metrics.REDIS_FAILURES.inc()
+        self.progress.waiting()
         if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
             log.warning("consumer group missing (stream deleted?); re-creating it")
             try:
@@ -362,4 +381,4 @@ class Worker:
             log.warning("redis %s failed (attempt %d): %s", what, attempt, exc)
         else:
             log.error("redis %s failed (attempt %d): %r", what, attempt, exc)
-        self._stop.wait(backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S))
+        self._stop.wait(BACKOFF.delay(attempt))

@@ -4,44 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import pymysql
 
-from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.adapters.db import DbTimeouts, connect, db_time
 from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, insert_barcodes_sql
 from barcode_pipeline.domain import StoredScan
-from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.errors import DatabaseUnavailable
 from barcode_pipeline.worker import metrics
+from barcode_pipeline.worker.crash import CrashPoints, crash
 
 log = logging.getLogger(__name__)
 
-CRASH_EXIT_CODE = 137  # what a SIGKILL looks like to a supervisor
-_EPOCH = datetime(1970, 1, 1)
 # Errors that belong to a row (a value the column refuses), as opposed to the connection or server.
 ROW_ERRORS = (pymysql.err.DataError, pymysql.err.IntegrityError)
 
 Row = tuple[str, str, str, str, str, datetime, datetime, str | None]
-
-
-class DbUnavailable(PipelineError):
-    """The database could not take the batch now (down, lost connection, deadlock, schema missing).
-
-    Transient by definition: the caller keeps the batch unacked, backs off and tries again.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class CrashPoints:
-    """Fault injection for the crash tests: die like ``kill -9`` at the two critical moments."""
-
-    before_commit: bool = False  # after the INSERT, before COMMIT: the server rolls the batch back
-    after_commit: bool = False  # after COMMIT, before XACK: the batch is stored but redelivered
 
 
 @dataclass
@@ -56,11 +39,6 @@ class WriteOutcome:
             self.duplicates + other.duplicates,
             self.rejected + [(i + offset, reason) for i, reason in other.rejected],
         )
-
-
-def db_time(epoch_ms: int) -> datetime:
-    """Epoch ms as the naive UTC datetime a DATETIME(3) column stores (sessions run in UTC)."""
-    return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
 def to_row(scan: StoredScan, center_id: str, dedup_policy: Literal["event", "barcode"]) -> Row:
@@ -119,14 +97,14 @@ class BarcodeStore:
         dedup_policy: Literal["event", "barcode"],
         table: str = BARCODES_TABLE,
         crash: CrashPoints | None = None,
-        read_timeout_s: float = 60.0,
+        timeouts: DbTimeouts | None = None,
         center_refresh_s: float = 1.0,
     ) -> None:
         self._db_url = db_url
         self.dedup_policy = dedup_policy
         self._sql = insert_barcodes_sql(table)
         self._crash = crash or CrashPoints()
-        self._read_timeout_s = read_timeout_s
+        self._timeouts = timeouts or DbTimeouts()
         self._conn: Any = None
         self._centers = CenterCache(self._load_centers, min_refresh_s=center_refresh_s)
 
@@ -138,8 +116,7 @@ class BarcodeStore:
                 autocommit=False,
                 init_command="SET time_zone = '+00:00'",
                 # Bounded, so a hung server surfaces as an error instead of a stalled worker.
-                read_timeout=int(self._read_timeout_s),
-                write_timeout=int(self._read_timeout_s),
+                timeouts=self._timeouts,
             )
         return self._conn
 
@@ -149,7 +126,7 @@ class BarcodeStore:
             with contextlib.suppress(pymysql.err.MySQLError, OSError):
                 conn.close()
 
-    def _unavailable(self, what: str, exc: BaseException) -> DbUnavailable:
+    def _unavailable(self, what: str, exc: BaseException) -> DatabaseUnavailable:
         """Drop the connection (it may be half-way through anything) and describe the failure."""
         metrics.DB_FAILURES.inc()
         self.close()
@@ -158,7 +135,7 @@ class BarcodeStore:
             if isinstance(exc, pymysql.err.ProgrammingError)
             else None
         )
-        return DbUnavailable(f"{what}: {exc}", component="db", hint=hint)
+        return DatabaseUnavailable(f"{what}: {exc}", component="db", hint=hint)
 
     # ------------------------------------------------------------------ centers
     def _load_centers(self) -> dict[str, str]:
@@ -174,7 +151,7 @@ class BarcodeStore:
             # Never a state to store in: the database is being created or restored and not seeded
             # yet. Dead-lettering every scan as "unknown device" would be wrong; wait instead.
             metrics.DB_FAILURES.inc()
-            raise DbUnavailable(
+            raise DatabaseUnavailable(
                 "device_center_mapping is empty",
                 component="db",
                 hint="map the devices (`db upgrade` seeds the demo ones)",
@@ -182,12 +159,12 @@ class BarcodeStore:
         return {str(device): str(center) for device, center in rows}
 
     def centers(self, device_ids: Collection[str]) -> dict[str, str]:
-        """The center of every mapped device among ``device_ids``; raises ``DbUnavailable``."""
+        """The center of every mapped device among ``device_ids``; raises ``DatabaseUnavailable``."""
         return self._centers.resolve(device_ids, time.monotonic())
 
     # ------------------------------------------------------------------ write
     def write(self, rows: Sequence[Row]) -> WriteOutcome:
-        """Store ``rows`` in one transaction; raises ``DbUnavailable`` (nothing is then committed).
+        """Store ``rows`` in one transaction; raises ``DatabaseUnavailable`` (nothing is then committed).
 
         If the server refuses a value (a data or integrity error other than a duplicate key, which
         the statement absorbs), the batch is split in halves until the offending rows are isolated:
@@ -212,7 +189,7 @@ class BarcodeStore:
             with conn.cursor() as cur:
                 affected = int(cur.executemany(self._sql, rows) or 0)
             if self._crash.before_commit:
-                _crash("before COMMIT")
+                crash("before COMMIT")
             conn.commit()
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
         except ROW_ERRORS:
@@ -220,7 +197,7 @@ class BarcodeStore:
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._unavailable(f"writing a batch of {len(rows)} failed", exc) from exc
         if self._crash.after_commit:
-            _crash("after COMMIT, before XACK")
+            crash("after COMMIT, before XACK")
         # With the no-op ON DUPLICATE KEY UPDATE a new row counts 1 and an absorbed duplicate 0.
         return WriteOutcome(inserted=affected, duplicates=len(rows) - affected)
 
@@ -230,8 +207,3 @@ class BarcodeStore:
                 self._conn.rollback()
         except (pymysql.err.MySQLError, OSError):
             self.close()
-
-
-def _crash(where: str) -> None:
-    log.error("crash hook: exiting with %d %s", CRASH_EXIT_CODE, where)
-    os._exit(CRASH_EXIT_CODE)

@@ -1,0 +1,298 @@
+"""The raw ceilings the pipeline cannot beat, measured on the same servers in the same run.
+
+* Kafka: one ``acks=all`` idempotent produce round trip (the same producer settings as ingest), paced
+  at a fixed rate so its p99 compares with the ingest API's p99 at that rate; and the throughput of
+  one producer sending as fast as it can.
+* MariaDB: multi-row INSERTs of 500 rows, one COMMIT each, into a scratch table shaped like
+  ``barcodes``, with the statements built *before* the clock starts, so the figure is the server's
+  and not Python's. The pipeline's workers pay the statement building on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.cimpl import NewTopic
+
+from barcode_harness.bench.histogram import LatencyHistogram
+from barcode_pipeline.adapters import db
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.config import Settings
+from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_sql
+from barcode_pipeline.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+PROBE_TOPIC = "bench.produce-ceiling"
+SCRATCH_TABLE = "bench_insert_ceiling"
+WARM_UP_S = 1.0
+# About the size of one scan event on the wire (JSON as ingest produces it).
+_PAYLOAD = (
+    b'{"barcode":"8801234567893","deviceId":"SEOUL-CENTER-PC-001","scanTime":1760000000000,'
+    b'"scanId":"lg-0123abcd-0-000000001","receivedTime":1760000000001}'
+)
+
+
+@dataclass(frozen=True)
+class KafkaLatency:
+    rate: float
+    duration_s: float
+    sent: int
+    failed: int
+    latency: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate,
+            "duration_s": self.duration_s,
+            "sent": self.sent,
+            "failed": self.failed,
+            "latency_ms": self.latency,
+        }
+
+
+def _ensure_probe_topic(settings: Settings) -> None:
+    admin = kafka_adapter.admin(settings)
+    if PROBE_TOPIC in admin.list_topics(timeout=10).topics:
+        return
+    topic = NewTopic(PROBE_TOPIC, settings.topic_partitions, settings.topic_replication)
+    for _, fut in admin.create_topics([topic], request_timeout=15).items():
+        try:
+            fut.result(15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+
+
+def drop_probe_topic(settings: Settings) -> None:
+    try:
+        for _, fut in kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15).items():
+            fut.result(15)
+    except KafkaException as exc:
+        log.debug("probe topic not deleted: %s", exc)
+
+
+def kafka_produce_latency(settings: Settings, *, rate: float, duration_s: float) -> KafkaLatency:
+    """Produce one message every ``1/rate`` s; latency = produce() call -> delivery report.
+
+    A poller thread waits in ``poll()`` (GIL released) so a report is seen as soon as librdkafka
+    has it, the way the ingest service's bridge sees it.
+    """
+    _ensure_probe_topic(settings)
+    producer = Producer(kafka_adapter.producer_config(settings, **{"log_level": 3}))
+    hist = LatencyHistogram()
+    failed = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def on_delivery(sent_ns: int, record: bool) -> Any:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            nonlocal failed
+            elapsed_us = (time.perf_counter_ns() - sent_ns) // 1000
+            if not record:
+                return
+            with lock:
+                if err is None:
+                    hist.record_us(elapsed_us)
+                else:
+                    failed += 1
+
+        return report
+
+    def poll() -> None:
+        while not stop.is_set():
+            producer.poll(0.05)
+
+    poller = threading.Thread(target=poll, name="probe-poll", daemon=True)
+    # warm up: metadata and connections to every partition leader
+    for i in range(settings.topic_partitions * 4):
+        producer.produce(PROBE_TOPIC, _PAYLOAD, key=str(i).encode())
+    producer.flush(15)
+    poller.start()
+    n = int(rate * duration_s)
+    warm = int(rate * WARM_UP_S)  # a fresh topic's first second is slow (leaders, connections)
+    start = time.perf_counter()
+    try:
+        for k in range(warm + n):
+            due = start + k / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            report = on_delivery(time.perf_counter_ns(), k >= warm)
+            producer.produce(PROBE_TOPIC, _PAYLOAD, key=f"dev-{k % 3}".encode(), on_delivery=report)
+        producer.flush(30)
+    finally:
+        stop.set()
+        poller.join(5)
+    return KafkaLatency(rate, duration_s, n, failed, hist.summary().to_dict())
+
+
+def kafka_produce_throughput(settings: Settings, *, duration_s: float) -> dict[str, Any]:
+    """Messages/s one producer gets confirmed (acks=all, idempotent) when it sends without pause."""
+    _ensure_probe_topic(settings)
+    extra = {"log_level": 3, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
+    producer = Producer(kafka_adapter.producer_config(settings, **extra))
+    confirmed = 0
+    failed = 0
+
+    def report(err: KafkaError | None, _msg: Message) -> None:
+        nonlocal confirmed, failed
+        if err is None:
+            confirmed += 1
+        else:
+            failed += 1
+
+    start = time.perf_counter()
+    end = start + duration_s
+    sent = 0
+    while time.perf_counter() < end:
+        for _ in range(1000):
+            try:
+                producer.produce(PROBE_TOPIC, _PAYLOAD, key=f"dev-{sent % 3}".encode(), on_delivery=report)
+                sent += 1
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    elapsed = time.perf_counter() - start
+    return {
+        "duration_s": round(elapsed, 3),
+        "sent": sent,
+        "confirmed": confirmed,
+        "failed": failed,
+        "messages_per_s": round(confirmed / elapsed, 1) if elapsed > 0 else 0.0,
+        "payload_bytes": len(_PAYLOAD),
+    }
+
+
+def _statements(cur: Any, batches: int, batch_rows: int, token: str) -> list[str]:
+    """Multi-row INSERT statements, escaped by PyMySQL, built before the timed part."""
+    head = insert_barcodes_sql(SCRATCH_TABLE).split(" VALUES ", 1)
+    prefix = head[0] + " VALUES "
+    suffix = " ON DUPLICATE KEY UPDATE internal_barcode_id = internal_barcode_id"
+    marks = "(" + ", ".join(["%s"] * len(INSERT_COLUMNS)) + ")"
+    now = datetime.now(UTC).replace(tzinfo=None)
+    out = []
+    for b in range(batches):
+        rows = []
+        for i in range(batch_rows):
+            n = b * batch_rows + i
+            rows.append(
+                cur.mogrify(
+                    marks,
+                    (
+                        f"DLV-SEOUL-CENTER-PC-00{n % 3 + 1}-251125-{token}{n:016d}",
+                        f"ceil-{token}-{n}",
+                        f"880{n:010d}",
+                        f"CENTER-{n % 3 + 1}",
+                        f"SEOUL-CENTER-PC-00{n % 3 + 1}",
+                        now,
+                        now,
+                        None,
+                    ),
+                )
+            )
+        out.append(prefix + ",".join(rows) + suffix)
+    return out
+
+
+def bare_insert(
+    settings: Settings, *, rows: int, batch_rows: int = 500, connections: int | None = None
+) -> dict[str, Any]:
+    """Rows/s of pre-built 500-row INSERT + COMMIT on ``connections`` connections in parallel."""
+    conns = connections or settings.workers
+    admin = db.connect(settings.db_url, autocommit=True)
+    token = f"{int(time.time()) % 100000:05d}"
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
+            cur.execute(f"CREATE TABLE {SCRATCH_TABLE} LIKE barcodes")
+            batches = max(conns, rows // batch_rows)
+            statements = _statements(cur, batches, batch_rows, token)
+        shares = [statements[i::conns] for i in range(conns)]
+        hist = LatencyHistogram()
+        lock = threading.Lock()
+
+        def run(share: list[str]) -> None:
+            conn = db.connect(settings.db_url, autocommit=False, init_command="SET time_zone = '+00:00'")
+            try:
+                with conn.cursor() as cur:
+                    for sql in share:
+                        t = time.perf_counter()
+                        cur.execute(sql)
+                        conn.commit()
+                        with lock:
+                            hist.record_s(time.perf_counter() - t)
+            finally:
+                conn.close()
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(conns) as pool:
+            for fut in [pool.submit(run, s) for s in shares]:
+                fut.result()
+        elapsed = time.perf_counter() - start
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {SCRATCH_TABLE}")
+            (stored,) = cur.fetchone()
+            cur.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
+    finally:
+        admin.close()
+    total = batches * batch_rows
+    return {
+        "rows": total,
+        "stored": int(stored),
+        "batch_rows": batch_rows,
+        "connections": conns,
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(total / elapsed, 1) if elapsed > 0 else 0.0,
+        "batch_latency_ms": hist.summary().to_dict(),
+    }
+
+
+def commit_latency(settings: Settings, *, commits: int = 300) -> dict[str, Any]:
+    """Latency of one single-row INSERT + COMMIT, one after another: what the legacy path pays per scan.
+
+    With ``innodb_flush_log_at_trx_commit=1`` each COMMIT waits for a redo-log write and fsync, so
+    this is mostly the storage's fsync time; it explains how far apart the two paths can be here.
+    """
+    table = f"{SCRATCH_TABLE}_commit"
+    conn = db.connect(settings.db_url, autocommit=False, init_command="SET time_zone = '+00:00'")
+    hist = LatencyHistogram()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute(f"CREATE TABLE {table} LIKE barcodes")
+            cur.execute("SELECT @@innodb_flush_log_at_trx_commit")
+            (flush_setting,) = cur.fetchone()
+            now = datetime.now(UTC).replace(tzinfo=None)
+            sql = insert_barcodes_sql(table)
+            for n in range(commits):
+                row = (
+                    f"commit-probe-{n}",
+                    f"p-{n}",
+                    "8801234567893",
+                    "CENTER-1",
+                    "SEOUL-CENTER-PC-001",
+                    now,
+                    now,
+                    None,
+                )
+                t = time.perf_counter()
+                cur.execute(sql, row)
+                conn.commit()
+                hist.record_s(time.perf_counter() - t)
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+    finally:
+        conn.close()
+    return {
+        "commits": commits,
+        "innodb_flush_log_at_trx_commit": int(flush_setting),
+        "latency_ms": hist.summary().to_dict(),
+    }

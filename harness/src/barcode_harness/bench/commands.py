@@ -1,0 +1,252 @@
+"""``barcode-pipeline bench compare|isolation|max|docs``: one command per benchmark.
+
+Each command brings up what it needs (the local stack unless ``--no-stack``, a fresh bench database,
+the pipeline and the legacy server under a supervisor), runs, and writes JSON + Markdown + PNG charts
+into a new ``bench/results/<timestamp>/`` folder; the summary printed at the end points there.
+``--quick`` is a short preset for trying things out; the defaults are the full benchmark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from barcode_pipeline.config import Settings, load_settings
+from barcode_pipeline.logs import setup_logging
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmarks: legacy vs async, DB-contention isolation, maximum sustained rates. "
+    "Results go to bench/results/<timestamp>/ (JSON, Markdown, PNG).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+Quick = Annotated[bool, typer.Option("--quick", help="Short preset (seconds per phase), for a first look.")]
+Out = Annotated[Path, typer.Option("--out", help="Base folder; a <timestamp>/ folder is created in it.")]
+NoStack = Annotated[
+    bool,
+    typer.Option(
+        "--no-stack", help="Use already running Kafka/Redis/MariaDB (connection settings from env)."
+    ),
+]
+Database = Annotated[
+    str, typer.Option(help="Database the run writes to (same server as BP_DB_URL); dropped and re-created.")
+]
+KeepDb = Annotated[bool, typer.Option("--keep-db", help="Do not drop the bench database first (append).")]
+LogLevel = Annotated[str, typer.Option(help="Log level of the progress lines on stderr.")]
+
+DEFAULT_OUT = Path("bench/results")
+DEFAULT_DB = "bp_bench"
+
+
+def _prepare(database: str, keep_db: bool, log_level: str, command: str) -> Settings:
+    from barcode_harness.bench.env import bench_settings
+
+    setup_logging(log_level, f"bench-{command}")
+    return bench_settings(load_settings(), database, fresh=not keep_db)
+
+
+def _spec(base: Any, quick_preset: Any, quick: bool, **overrides: Any) -> Any:
+    chosen = quick_preset if quick else base
+    return dataclasses.replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _print_targets(result: dict[str, Any], out: Path, command: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"bench {command}: targets (details in {out / (command + '.md')})")
+    for col in ("target", "goal", "measured", "status"):
+        table.add_column(col)
+    for t in result.get("targets", []):
+        status = "not measured" if t["met"] is None else ("[green]met[/]" if t["met"] else "[red]missed[/]")
+        table.add_row(t["name"], t["goal"], t["measured"], status)
+    console.print(table)
+    typer.echo(f"results: {out}")
+
+
+@bench_app.command("compare")
+def compare_cmd(
+    quick: Quick = False,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="Scans/s per path [100].")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight per path [10].")] = None,
+    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per phase [60; quick 8].")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Rounds (odd: legacy first, even: async first) [2].")
+    ] = None,
+    high_rate: Annotated[
+        float | None, typer.Option(min=1, help="Rate of the high-load comparison [1000].")
+    ] = None,
+    high_duration: Annotated[
+        float | None, typer.Option(min=0, help="Seconds per path at the high rate; 0 skips [30; quick 6].")
+    ] = None,
+    sweep_delay: Annotated[
+        list[int] | None,
+        typer.Option(help="worker_max_delay_ms values to sweep (repeatable) [0 50 200 1000]."),
+    ] = None,
+    sweep_duration: Annotated[
+        float | None, typer.Option(min=0, help="Seconds per sweep setting; 0 skips [30; quick 5].")
+    ] = None,
+    sweep_rate: Annotated[float | None, typer.Option(min=0.1, help="Rate of the sweep [= --rate].")] = None,
+    no_kafka_probe: Annotated[
+        bool, typer.Option("--no-kafka-probe", help="Skip the bare Kafka produce.")
+    ] = False,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    keep_db: KeepDb = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Legacy vs async under identical load: latency, DB writes per 1,000 scans, freshness, loss."""
+    from barcode_harness.bench.compare import QUICK, CompareSpec, run_compare
+    from barcode_harness.bench.report import new_results_dir
+
+    settings = _prepare(database, keep_db, log_level, "compare")
+    spec = _spec(
+        CompareSpec(), QUICK, quick, rate=rate, concurrency=concurrency, duration_s=duration, rounds=rounds,
+        high_rate=high_rate, high_duration_s=high_duration,
+        sweep_delays_ms=tuple(sweep_delay) if sweep_delay else None, sweep_duration_s=sweep_duration,
+        sweep_rate=sweep_rate, kafka_probe=False if no_kafka_probe else None,
+    )  # fmt: skip
+    folder = new_results_dir(out, "compare")
+    result = run_compare(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
+    _print_targets(result, folder, "compare")
+
+
+@bench_app.command("isolation")
+def isolation_cmd(
+    quick: Quick = False,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="Scans/s on each path [100].")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight per path [10].")] = None,
+    baseline: Annotated[
+        float | None, typer.Option(min=1, help="Seconds before contention [20; quick 5].")
+    ] = None,
+    contention: Annotated[
+        float | None, typer.Option(min=1, help="Seconds of DB contention [40; quick 15].")
+    ] = None,
+    recovery: Annotated[
+        float | None, typer.Option(min=1, help="Seconds after contention [40; quick 12].")
+    ] = None,
+    lockers: Annotated[int | None, typer.Option(min=1, help="Threads holding row locks [4].")] = None,
+    hold: Annotated[
+        float | None, typer.Option(min=0.01, help="Seconds each lock transaction holds [2].")
+    ] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    keep_db: KeepDb = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Both paths under load while the DB is saturated with row locks: who stays flat, who drains after."""
+    from barcode_harness.bench.isolation import QUICK, IsolationSpec, run_isolation
+    from barcode_harness.bench.report import new_results_dir
+
+    settings = _prepare(database, keep_db, log_level, "isolation")
+    spec = _spec(
+        IsolationSpec(), QUICK, quick, rate=rate, concurrency=concurrency, baseline_s=baseline,
+        contention_s=contention, recovery_s=recovery, lockers=lockers, hold_s=hold,
+    )  # fmt: skip
+    folder = new_results_dir(out, "isolation")
+    result = run_isolation(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
+    _print_targets(result, folder, "isolation")
+
+
+@bench_app.command("max")
+def max_cmd(
+    quick: Quick = False,
+    path: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Paths to search (repeatable): legacy-single legacy-batch async-single async-batch."
+        ),
+    ] = None,
+    step: Annotated[float | None, typer.Option(min=1, help="Seconds per rate step [15; quick 4].")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Scans per batch request [100].")] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(min=0, help="Sustained: errors below [0.001].")
+    ] = None,
+    max_p99: Annotated[
+        float | None, typer.Option(min=1, help="Sustained: client p99 at most (ms) [250].")
+    ] = None,
+    insert_rows: Annotated[
+        int | None, typer.Option(min=500, help="Rows for the bare INSERT ceiling.")
+    ] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    keep_db: KeepDb = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Highest sustained rate per path and API, the stage that saturated first, and the raw ceilings."""
+    from barcode_harness.bench.maxrate import QUICK, MaxSpec, run_max
+    from barcode_harness.bench.report import new_results_dir
+
+    settings = _prepare(database, keep_db, log_level, "max")
+    spec = _spec(
+        MaxSpec(), QUICK, quick, paths=tuple(path) if path else None, step_s=step, batch_size=batch_size,
+        max_error_rate=max_error_rate, max_p99_ms=max_p99, insert_rows=insert_rows,
+    )  # fmt: skip
+    folder = new_results_dir(out, "max")
+    result = run_max(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
+    _print_targets(result, folder, "max")
+
+
+@bench_app.command("vegeta")
+def vegeta_cmd(
+    quick: Quick = False,
+    rate: Annotated[
+        list[float] | None,
+        typer.Option(min=1, help="Request rates to run (repeatable) [100 1000 2000 3000]."),
+    ] = None,
+    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per rate [20; quick 5].")] = None,
+    warmup: Annotated[float | None, typer.Option(min=0, help="Warm-up seconds, reported apart [5].")] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    keep_db: KeepDb = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Single-scan ingest latency measured by vegeta, an independent open-loop load tool."""
+    from barcode_harness.bench.report import new_results_dir
+    from barcode_harness.bench.vegeta import QUICK, VegetaSpec, run_vegeta
+
+    settings = _prepare(database, keep_db, log_level, "vegeta")
+    spec = _spec(
+        VegetaSpec(), QUICK, quick, rates=tuple(rate) if rate else None, duration_s=duration, warmup_s=warmup
+    )
+    folder = new_results_dir(out, "vegeta")
+    result = run_vegeta(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
+    for run in result["runs"]:
+        typer.echo(
+            f"{run['label']:>8}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
+            f"success {run['success']:.4f}, lost {run['lost']}"
+        )
+    typer.echo(f"results: {folder}")
+
+
+@bench_app.command("docs")
+def docs_cmd(
+    results: Annotated[
+        Path, typer.Option(help="Where the bench commands wrote their folders.")
+    ] = DEFAULT_OUT,
+    doc: Annotated[Path, typer.Option(help="Markdown file to (re)write.")] = Path("docs/benchmarks.md"),
+    images: Annotated[Path, typer.Option(help="Folder the charts are copied to.")] = Path("docs/img/bench"),
+) -> None:
+    """Rebuild docs/benchmarks.md from the latest result of each bench command (copies the charts)."""
+    from barcode_harness.bench.docs import build_docs
+
+    setup_logging("INFO", "bench-docs")
+    used = build_docs(results, doc, images)
+    for command, folder in used.items():
+        typer.echo(f"{command}: {folder}")
+    typer.echo(f"wrote {doc}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this subsystem's commands to the root app."""
+    app.add_typer(bench_app, name="bench")

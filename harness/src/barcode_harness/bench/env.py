@@ -1,0 +1,225 @@
+"""The system under test for every ``bench`` command: stack, a bench database, pipeline + legacy.
+
+Why two supervisors: the batching-delay sweep must restart the persistence workers with another
+``worker_max_delay_ms`` while ingest, processor and the legacy server keep running (restarting
+those would cost seconds of start-up per setting and change nothing measured). So the core
+services and the workers are supervised separately; both use :class:`Supervisor` as ``run`` does.
+
+Why a separate database (``bp_bench`` by default, dropped and re-created each run): both paths
+write into tables that start empty, so run after run sees the same index sizes, and the
+production ``barcode`` database is never filled with benchmark rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from barcode_pipeline.config import Settings
+from barcode_pipeline.db.migrate import create_database, database_url, drop_database
+from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.ops.backlog import Backlog, measure
+from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
+from barcode_pipeline.run.supervisor import ChildSpec, Supervisor, pipeline_specs
+
+log = logging.getLogger(__name__)
+
+LEGACY = "legacy"
+ASYNC = "async"
+PATHS = (LEGACY, ASYNC)
+TABLES = {LEGACY: "legacy_barcodes", ASYNC: "barcodes"}
+
+
+def bench_settings(settings: Settings, database: str | None, *, fresh: bool) -> Settings:
+    """The settings pointed at the bench database, which is (re-)created empty when ``fresh``."""
+    if not database:
+        return settings
+    if database == "barcode" and fresh:
+        raise ConfigError("refusing to drop the production database 'barcode'; pick another --database")
+    url = database_url(settings.db_url, database)
+    return settings.model_copy(update={"db_url": url})
+
+
+def reset_database(settings: Settings, *, fresh: bool) -> None:
+    if fresh:
+        drop_database(settings.db_url)
+    create_database(settings.db_url)
+
+
+@dataclass
+class BenchEnv:
+    """Context manager: everything up (migrated, topics created, services ready), then drained and stopped."""
+
+    settings: Settings
+    log_path: Path
+    legacy: bool = True
+    pipeline: bool = True
+    start_stack: bool = True
+    fresh_db: bool = True
+    ready_timeout_s: float = 90.0
+    _core: Supervisor | None = field(default=None, init=False)
+    _workers: Supervisor | None = field(default=None, init=False)
+    _stack: ExitStack | None = field(default=None, init=False)
+    worker_settings: Settings | None = field(default=None, init=False)
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+
+    @property
+    def legacy_url(self) -> str:
+        return f"http://{self.settings.legacy_host}:{self.settings.legacy_port}"
+
+    def url(self, path: str) -> str:
+        return self.legacy_url if path == LEGACY else self.ingest_url
+
+    def __enter__(self) -> BenchEnv:
+        if self.start_stack:
+            from barcode_harness.stack.manager import StackManager
+
+            StackManager(self.settings).up(quiet=True)
+        reset_database(self.settings, fresh=self.fresh_db)
+        specs = pipeline_specs(self.settings, metrics=False)
+        core = [s for s in specs if s.role != "worker"] if self.pipeline else []
+        if self.legacy:
+            core.append(ChildSpec(LEGACY, [LEGACY]))
+        self._stack = ExitStack()
+        try:
+            self._core = self._stack.enter_context(
+                running_pipeline(
+                    self.settings,
+                    log_path=self.log_path,
+                    specs=core,
+                    start_stack=False,
+                    ready_timeout_s=self.ready_timeout_s,
+                )
+            )
+            if self.pipeline:
+                self.start_workers(self.settings)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        log.info("services ready (logs: %s)", self.log_path)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._core is not None:
+            self._core.stop()  # legacy, ingest, processor: in drain order
+        self.stop_workers()  # then the workers, while the shared log is still open
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+            self._core = None
+
+    # ------------------------------------------------------------------ workers
+    def start_workers(self, settings: Settings) -> None:
+        """(Re)start the persistence workers with ``settings`` (e.g. another batching delay)."""
+        self.stop_workers()
+        specs = [s for s in pipeline_specs(settings, metrics=False) if s.role == "worker"]
+        self._workers = Supervisor(settings, specs, out=self._core.out if self._core else None)
+        self._workers.start()
+        self.worker_settings = settings
+        log.info("workers started with worker_max_delay_ms=%d", settings.worker_max_delay_ms)
+
+    def stop_workers(self) -> None:
+        if self._workers is not None:
+            self._workers.stop()
+            self._workers = None
+
+    # ------------------------------------------------------------------ inspection
+    def drain(self, timeout: float = 120.0) -> float:
+        """Seconds until nothing is in flight between Kafka and the database."""
+        if not self.pipeline:
+            return 0.0
+        seconds, _ = wait_drained(self.settings, timeout=timeout)
+        return seconds
+
+    def pids(self) -> dict[str, list[int]]:
+        """Root pids per group, for CPU accounting (stack servers included when they are ours)."""
+        groups: dict[str, list[int]] = {}
+        for sup in (self._core, self._workers):
+            if sup is None:
+                continue
+            for child in sup.children.values():
+                if child.pid is not None:
+                    role = "workers" if child.spec.role == "worker" else child.spec.role
+                    groups.setdefault(role, []).append(child.pid)
+        try:
+            from barcode_harness.stack.manager import StackManager
+
+            for name, comp in StackManager(self.settings).components.items():
+                pid = comp.pid()
+                if pid is not None:
+                    groups[name] = [pid]
+        except Exception as exc:  # someone else's servers: no CPU figures for them
+            log.debug("no stack pids: %s", exc)
+        return groups
+
+
+class BacklogSampler:
+    """Measures the per-stage backlog every ``interval_s`` on a thread (for charts and growth checks)."""
+
+    def __init__(self, settings: Settings, interval_s: float = 1.0) -> None:
+        self._settings = settings
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog-sampler", daemon=True)
+        self.samples: list[tuple[float, Backlog]] = []
+        self.on_sample: Callable[[float, Backlog], None] | None = None
+
+    def __enter__(self) -> BacklogSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            t = time.time()
+            try:
+                backlog = measure(self._settings)
+                self.samples.append((t, backlog))
+            except Exception as exc:
+                log.warning("backlog sample failed: %s", exc)
+            if self._stop.wait(max(0.0, self._interval - (time.time() - t))):
+                return
+
+    def window(self, start: float, end: float) -> list[tuple[float, Backlog]]:
+        return [(t, b) for t, b in self.samples if start <= t <= end]
+
+    def series(self, start: float) -> dict[str, list[float]]:
+        """Per-stage series with t relative to ``start`` (wall clock)."""
+        out: dict[str, list[float]] = {
+            "t": [],
+            "kafka_lag": [],
+            "undelivered": [],
+            "pending": [],
+            "in_flight": [],
+        }
+        for t, b in self.samples:
+            if t < start - 2.0:
+                continue
+            out["t"].append(round(t - start, 2))
+            out["kafka_lag"].append(b.kafka_lag)
+            out["undelivered"].append(sum(b.stream_undelivered.values()))
+            out["pending"].append(sum(b.pending_by_consumer.values()))
+            out["in_flight"].append(b.in_flight)
+        return out
+
+
+def stage_counts(b: Backlog) -> dict[str, int]:
+    return {
+        "kafka_lag": b.kafka_lag,
+        "undelivered": sum(b.stream_undelivered.values()),
+        "pending": sum(b.pending_by_consumer.values()),
+    }

@@ -1,0 +1,342 @@
+"""``bench isolation``: both paths under the same scan load while the database is saturated with locks.
+
+The contention: a few threads each run, in a loop, one transaction that takes
+``SELECT ... ORDER BY id DESC LIMIT n FOR UPDATE`` on the newest rows of ``legacy_barcodes`` and
+``barcodes``, touches them with an ``UPDATE``, holds the locks for ``hold_s`` and commits. Under
+REPEATABLE READ that next-key-locks the end of each primary key, so every INSERT into either table
+waits (this is what a long reporting or back-office transaction does to an OLTP table).
+
+Expected: the legacy path's requests, which insert before answering, pile up behind the locks
+(latency climbs, client timeouts appear); the async path's ingest only needs Kafka, so its latency
+stays flat, while the persistence workers' pending entries grow and drain once the locks are gone.
+
+The load runs as three back-to-back windows per path (baseline, contention, recovery), each in
+its own process and started on schedule without waiting for the previous window's stragglers, so
+the arrival rate is continuous and each window has exact HDR percentiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from barcode_harness.bench import report
+from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampler, BenchEnv
+from barcode_harness.bench.histogram import LatencyHistogram
+from barcode_harness.bench.isolation_render import markdown, write_charts
+from barcode_harness.bench.loadgen import LoadResult
+from barcode_harness.bench.loads import ParallelLoads, acked_ids, run_load, series, spec_for, summary_dict
+from barcode_pipeline.adapters import db
+from barcode_pipeline.config import Settings
+from barcode_pipeline.ops.verify import verify_scan_ids
+
+log = logging.getLogger(__name__)
+
+WINDOWS = ("baseline", "contention", "recovery")
+
+
+@dataclass(frozen=True)
+class IsolationSpec:
+    rate: float = 100.0
+    concurrency: int = 10
+    baseline_s: float = 20.0
+    contention_s: float = 40.0
+    recovery_s: float = 40.0
+    lockers: int = 4
+    hold_s: float = 2.0
+    lock_rows: int = 100
+    timeout_s: float = 10.0  # the clients' request timeout
+    warmup_s: float = 5.0
+    drain_timeout_s: float = 300.0
+    preset: str = "default"
+
+    def durations(self) -> dict[str, float]:
+        return {"baseline": self.baseline_s, "contention": self.contention_s, "recovery": self.recovery_s}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = IsolationSpec(baseline_s=5.0, contention_s=15.0, recovery_s=12.0, warmup_s=2.0, preset="quick")
+
+
+class LockContention:
+    """Threads that keep the newest rows of the tables locked (see the module docstring)."""
+
+    def __init__(
+        self, db_url: str, tables: tuple[str, ...], *, threads: int, hold_s: float, rows: int
+    ) -> None:
+        self._db_url = db_url
+        self._tables = tables
+        self._threads = [
+            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(threads)
+        ]
+        self._hold_s = hold_s
+        self._rows = rows
+        self._stop = threading.Event()
+        self.transactions = 0
+        self.lock_waits_timed_out = 0
+        self.deadlocks = 0
+        self.errors = 0
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        """Ask the lockers to commit now (holding threads wake at once)."""
+        self._stop.set()
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join(60)
+
+    def _run(self) -> None:
+        conn: Any = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = db.connect(self._db_url, autocommit=False)
+                with conn.cursor() as cur:
+                    for table in self._tables:
+                        cur.execute(
+                            f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self._rows,)
+                        )
+                        ids = [row[0] for row in cur.fetchall()]
+                        if ids:
+                            marks = ",".join(["%s"] * len(ids))
+                            cur.execute(
+                                f"UPDATE {table} SET processed_time = processed_time WHERE id IN ({marks})",
+                                ids,
+                            )
+                    self._stop.wait(self._hold_s)
+                conn.commit()
+                self.transactions += 1
+            except pymysql.err.OperationalError as exc:
+                code = exc.args[0] if exc.args else None
+                if code == 1205:  # lock wait timeout behind another locker
+                    self.lock_waits_timed_out += 1
+                elif code == 1213:  # deadlock with another locker or a writer: expected, retry
+                    self.deadlocks += 1
+                else:
+                    self.errors += 1
+                    log.warning("locker: %s", exc)
+                try:
+                    if conn is not None:
+                        conn.rollback()
+                except pymysql.err.MySQLError:
+                    conn = None
+            except pymysql.err.MySQLError as exc:
+                self.errors += 1
+                log.warning("locker: %s", exc)
+                conn = None
+        if conn is not None:
+            try:
+                conn.commit()
+                conn.close()
+            except pymysql.err.MySQLError:
+                pass
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threads": len(self._threads),
+            "tables": list(self._tables),
+            "hold_s": self._hold_s,
+            "rows_locked_per_table": self._rows,
+            "transactions": self.transactions,
+            "lock_waits_timed_out": self.lock_waits_timed_out,
+            "deadlocks": self.deadlocks,
+            "errors": self.errors,
+        }
+
+
+def with_timeouts(result: LoadResult) -> dict[str, Any]:
+    """Latency where each request without an answer counts at the client timeout (a lower bound).
+
+    Without this a path whose requests time out would look *faster*: only answers have latencies.
+    """
+    hist = LatencyHistogram.decode(result.latency_hdr) if result.latency_hdr else LatencyHistogram()
+    if result.failures:
+        hist.record_us(int(result.spec.timeout_s * 1_000_000), result.failures)
+    return hist.summary().to_dict()
+
+
+def run_isolation(
+    settings: Settings,
+    spec: IsolationSpec,
+    out: Path,
+    *,
+    start_stack: bool = True,
+    fresh_db: bool = True,
+    progress: Callable[[str], None] | None = None,
+    shared: BenchEnv | None = None,
+) -> dict[str, Any]:
+    say = progress or report.progress_logger(__name__)
+    (out / "acked").mkdir(exist_ok=True)
+    env = shared or BenchEnv(settings, out / "services.log", start_stack=start_stack, fresh_db=fresh_db)
+    durations = spec.durations()
+    with nullcontext(env) if shared else env:
+        env.drain(spec.drain_timeout_s)
+        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
+        if spec.warmup_s > 0:
+            for path in PATHS:
+                run_load(
+                    spec_for(
+                        env.url(path), rate=spec.rate, duration_s=spec.warmup_s, concurrency=spec.concurrency
+                    )
+                )
+            env.drain(spec.drain_timeout_s)
+        contention = LockContention(
+            settings.db_url, (TABLES[LEGACY], TABLES[ASYNC]), threads=spec.lockers, hold_s=spec.hold_s,
+            rows=spec.lock_rows,
+        )  # fmt: skip
+        futures: dict[tuple[str, str], Future[LoadResult]] = {}
+        marks: dict[str, float] = {}
+        with BacklogSampler(settings, 1.0) as backlog, ParallelLoads(len(WINDOWS) * len(PATHS)) as pool:
+            t0 = time.time() + 0.5
+            offset = 0.0
+            for window in WINDOWS:
+                time.sleep(max(0.0, t0 + offset - time.time()))
+                if window == "contention":
+                    say(f"contention on: {spec.lockers} threads locking the newest rows of both tables")
+                    contention.start()
+                elif window == "recovery":
+                    contention.stop()
+                    say("contention off")
+                marks[window] = time.time()
+                for path in PATHS:
+                    futures[(window, path)] = pool.submit(
+                        spec_for(
+                            env.url(path), rate=spec.rate, duration_s=durations[window],
+                            concurrency=spec.concurrency, acked=out / "acked" / f"{window}-{path}.txt",
+                            processes=1, timeout_s=spec.timeout_s,
+                        )
+                    )  # fmt: skip
+                say(f"{window}: {durations[window]:g}s at {spec.rate:g} scans/s on each path")
+                offset += durations[window]
+            results = {key: fut.result() for key, fut in futures.items()}
+            contention.join()
+            load_end = time.time()
+            say("load over; waiting for the pipeline to drain")
+            drain_s = env.drain(spec.drain_timeout_s)
+            drained_at = time.time()
+            time.sleep(1.0)  # one more backlog sample at zero for the chart
+    checks = {
+        path: verify_scan_ids(
+            settings.db_url, [i for w in WINDOWS for i in acked_ids(results[(w, path)])], table=TABLES[path]
+        )
+        for path in PATHS
+    }
+    result = summarise(
+        spec, env_info, results, marks, backlog, contention, checks, load_end, drain_s, drained_at, t0
+    )
+    report.write_json(out / "isolation.json", result)
+    write_charts(out, result)
+    (out / "isolation.md").write_text(markdown(result))
+    return result
+
+
+def summarise(
+    spec: IsolationSpec,
+    env_info: dict[str, Any],
+    results: dict[tuple[str, str], LoadResult],
+    marks: dict[str, float],
+    backlog: BacklogSampler,
+    contention: LockContention,
+    checks: dict[str, Any],
+    load_end: float,
+    drain_s: float,
+    drained_at: float,
+    t0: float,
+) -> dict[str, Any]:
+    windows: dict[str, dict[str, Any]] = {}
+    for (window, path), res in results.items():
+        windows.setdefault(window, {})[path] = {
+            **summary_dict(res),
+            "latency_incl_timeouts_ms": with_timeouts(res),
+            "failures": res.failures,
+        }
+    c_start, c_end = marks["contention"], marks["recovery"]
+    base = [b.in_flight for t, b in backlog.window(marks["baseline"], c_start)]
+    during = [b.in_flight for t, b in backlog.window(c_start, c_end)]
+    baseline_level = max([*base, int(spec.rate)])  # a second's worth of scans in flight is normal
+    back_at = next((t for t, b in backlog.samples if t > c_end and b.in_flight <= baseline_level), None)
+    series_t0 = marks["baseline"]
+    result: dict[str, Any] = {
+        "command": "isolation",
+        "environment": env_info,
+        "windows": windows,
+        "contention": {
+            **contention.to_dict(),
+            "start_s": round(c_start - series_t0, 2),
+            "end_s": round(c_end - series_t0, 2),
+        },
+        "backlog": {
+            "series": backlog.series(series_t0),
+            "baseline_max_in_flight": max(base, default=0),
+            "peak_in_flight_during_contention": max(during, default=0),
+            "peak_in_flight": max((b.in_flight for _, b in backlog.samples), default=0),
+            "back_to_baseline_s_after_contention": round(back_at - c_end, 1) if back_at else None,
+            "baseline_level_used": baseline_level,
+            "drained_s_after_load_end": round(drained_at - load_end, 1),
+            "drain_wait_s": round(drain_s, 1),
+        },
+        "latency_series": {
+            f"{path}": _joined_series([results[(w, path)] for w in WINDOWS], series_t0) for path in PATHS
+        },
+        "verification": {path: checks[path].to_dict() for path in PATHS},
+    }
+    result["targets"] = [t.to_dict() for t in targets(result)]
+    return result
+
+
+def _joined_series(parts: list[LoadResult], t0: float) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for res in parts:
+        for key, values in series(res, t0).items():
+            out.setdefault(key, []).extend(values)
+    return out
+
+
+def targets(result: dict[str, Any]) -> list[report.Target]:
+    c = result["windows"]["contention"]
+    # the larger of the two readings: a timed-out request waited at least the timeout
+    legacy99 = max(c[LEGACY]["latency_incl_timeouts_ms"]["p99_ms"], c[LEGACY]["latency_ms"]["p99_ms"])
+    async99 = max(c[ASYNC]["latency_incl_timeouts_ms"]["p99_ms"], c[ASYNC]["latency_ms"]["p99_ms"])
+    base99 = result["windows"]["baseline"][ASYNC]["latency_ms"]["p99_ms"]
+    b = result["backlog"]
+    out = [
+        report.check(
+            "p99 legacy ÷ async under DB contention", report.ratio(legacy99, async99), ">=", 10, unit="×",
+            fmt="{:.1f}",
+            note=f"legacy {legacy99:.1f} ms, async {async99:.2f} ms (unanswered requests counted "
+            "at the client timeout)",
+        ),
+        report.check(
+            "async ingest p99 during contention ÷ baseline p99 (flat)", report.ratio(async99, base99),
+            "<=", 2, unit="×", fmt="{:.2f}",
+            note=f"baseline p99 {base99:.2f} ms; bound chosen here: 2× = flat",
+        ),
+        report.check("async errors during contention", float(c[ASYNC]["errors"]), "<=", 0, fmt="{:.0f}"),
+        report.check(
+            "backlog back to its baseline after the contention (s)",
+            b["back_to_baseline_s_after_contention"], "<=", result["environment"]["spec"]["recovery_s"],
+            unit=" s", fmt="{:.1f}", note="within the recovery window",
+        ),
+    ]  # fmt: skip
+    lost = sum(v["missing"] + v["duplicate_rows"] for v in result["verification"].values())
+    out.append(
+        report.check(
+            "acknowledged = stored, both paths (lost + duplicated)", float(lost), "<=", 0, fmt="{:.0f}"
+        )
+    )
+    return out

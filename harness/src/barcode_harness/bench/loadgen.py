@@ -1,0 +1,691 @@
+"""Open-loop load generator: a constant arrival rate, HDR latency percentiles, errors, a time series.
+
+Open loop: request k is due at ``start + k / rate`` whether or not earlier ones returned, and
+its latency is measured from that *scheduled* instant, so a slow server cannot slow the client
+down and hide its own slowness (no coordinated omission). Service time (from the moment the
+request was written) and the pacer's own lateness are recorded too, to tell queueing, server
+and client cost apart. ``calibrate`` runs the same load against a trivial endpoint: what the
+generator sees there is its own overhead.
+
+One asyncio process drives a few thousand requests/s on this machine; ``processes=N`` splits the
+rate over N worker processes (interleaved schedules, one shared start instant) and merges their
+HDR histograms exactly. Every request body is a valid scan (or batch of scans) with unique scan
+IDs and barcodes, and each acknowledged scan ID can be written to a file, so a benchmark can
+check acknowledged == stored.
+
+Entry point for regenerating figures: ``python -m barcode_harness.bench.loadgen_cli --help``.
+
+Why one file over 500 lines: the per-process worker loop, the fan-out over processes and the exact
+merge of their histograms share one private result format; split, each part would export it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+import orjson
+
+from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary, SecondPoint, TimeSeries
+from barcode_harness.bench.httpclient import AiohttpClient, Client, Pacer, RawHttpClient, Request
+from barcode_harness.scanner.barcodes import BarcodeFactory
+from barcode_harness.scanner.scans import (
+    SEEDED_DEVICES,
+    ScanFactory,
+    counter_scan_ids,
+    encode_batch,
+    encode_scan,
+)
+from barcode_pipeline import names
+from barcode_pipeline.errors import ConfigError, PipelineError
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["single", "batch"]
+ClientKind = Literal["raw", "aiohttp"]
+UNFINISHED = "unfinished"  # still unanswered when the drain time ran out
+SINGLE_PATH = names.ROUTE_SCAN
+SATURATED_CPU = 0.9  # a worker process busy this share of the run has no headroom left
+SATURATED_LAG_MS = 5.0  # pacer lateness p99 above this: requests left late because the loop was busy
+BATCH_PATH = names.ROUTE_BATCH
+
+
+class BodyFactory(Protocol):
+    """Makes request bodies; returns the body and the scan IDs it carries (to record acknowledgements)."""
+
+    def make(self) -> tuple[bytes, list[str]]: ...
+
+
+# (spec, worker index, worker count, run token) -> factory; must be picklable when processes > 1
+BodyFactoryMaker = Callable[["LoadSpec", int, int, str], BodyFactory]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One load run. ``rate`` is requests/s over all processes (a batch request carries batch_size scans)."""
+
+    url: str
+    rate: float
+    duration_s: float
+    concurrency_limit: int = 512  # connections = requests in flight, over all processes
+    mode: Mode = "single"
+    batch_size: int = 100
+    processes: int = 1
+    client: ClientKind = "raw"
+    devices: tuple[str, ...] = SEEDED_DEVICES
+    duplicate_ratio: float = 0.0
+    itf14_ratio: float = 0.3
+    timeout_s: float = 10.0
+    path: str | None = None  # default: /ingest/barcode or /ingest/barcodes by mode
+    acked_ids_path: Path | None = None  # one acknowledged scanId per line
+    body_factory: BodyFactoryMaker | None = None
+    warm_connections: int = 8  # per process, opened before the clock starts
+    use_uvloop: bool = True
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.rate > 0, "rate must be > 0"),
+            (self.duration_s > 0, "duration_s must be > 0"),
+            (self.processes >= 1, "processes must be >= 1"),
+            (self.concurrency_limit >= self.processes, "concurrency_limit must be >= processes"),
+            (self.mode in ("single", "batch"), "mode is single or batch"),
+            (self.client in ("raw", "aiohttp"), "client is raw or aiohttp"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0 <= self.duplicate_ratio < 1, "duplicate_ratio must be in [0, 1)"),
+            (self.timeout_s > 0, "timeout_s must be > 0"),
+            (bool(self.devices), "at least one device"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message, component="loadgen")
+
+    @property
+    def endpoint(self) -> str:
+        return self.path or (BATCH_PATH if self.mode == "batch" else SINGLE_PATH)
+
+    @property
+    def scans_per_request(self) -> int:
+        return self.batch_size if self.mode == "batch" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "body_factory"}
+        out["acked_ids_path"] = str(self.acked_ids_path) if self.acked_ids_path else None
+        out["devices"] = list(self.devices)
+        out["endpoint"] = self.endpoint
+        out["body_factory"] = getattr(self.body_factory, "__qualname__", None) if self.body_factory else None
+        return out
+
+
+class ScanBodies:
+    """Default bodies: valid scans; scan IDs and barcodes unique over all processes and runs."""
+
+    def __init__(self, spec: LoadSpec, worker: int, workers: int, token: str) -> None:
+        seed = int(token, 16) if token.isalnum() else abs(hash(token))
+        self._factory = ScanFactory(
+            spec.devices,
+            barcodes=BarcodeFactory(seed=seed, stream=worker, streams=workers, itf14_ratio=spec.itf14_ratio),
+            scan_ids=counter_scan_ids(f"lg-{token}-{worker}-"),
+            duplicate_ratio=spec.duplicate_ratio,
+            seed=seed + worker,
+        )
+        self._batch = spec.batch_size if spec.mode == "batch" else 0
+
+    def make(self) -> tuple[bytes, list[str]]:
+        if not self._batch:
+            scan = self._factory.next()
+            return encode_scan(scan), [scan.scan_id]
+        scans = [self._factory.next() for _ in range(self._batch)]
+        return encode_batch(scans), [s.scan_id for s in scans]
+
+
+# --------------------------------------------------------------------------- schedule (pure)
+def schedule_count(rate: float, duration_s: float, processes: int = 1, index: int = 0) -> int:
+    """How many requests worker ``index`` of ``processes`` sends.
+
+    Global request j is due at j / rate for every j / rate < duration; worker i owns j = k * processes + i.
+    """
+    total = math.ceil(rate * duration_s - 1e-9)
+    return max(0, (total - index + processes - 1) // processes)
+
+
+def scheduled_offset(k: int, rate: float, processes: int = 1, index: int = 0) -> float:
+    """Seconds after the start at which worker ``index``'s k-th request is due."""
+    return (k * processes + index) / rate
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class WorkerResult:
+    index: int
+    scheduled: int
+    sent: int
+    responses: int
+    failures: int
+    status_counts: dict[str, int]
+    scans_sent: int
+    scans_acked: int
+    scans_acked_unique: int
+    latency_hdr: str
+    service_hdr: str
+    lag_hdr: str
+    series: list[tuple[int, int, int, int, str]]
+    start_wall: float
+    last_done_s: float  # last answer, seconds after the start
+    cpu_s: float  # CPU time this process used from the start to the end of the drain
+    connections_opened: int
+    precise_pacer: bool
+    ack_part: str | None
+
+
+@dataclass
+class LoadResult:
+    """The merged outcome of a run; :meth:`to_dict` is the JSON reports store."""
+
+    spec: LoadSpec
+    started_at: float  # wall clock (epoch s) of the first scheduled request
+    scheduled: int
+    sent: int
+    responses: int
+    failures: int  # no HTTP answer: connect errors, disconnects, timeouts, unfinished
+    ok: int  # 2xx answers
+    errors: int  # everything that is not a 2xx answer
+    status_counts: dict[str, int]
+    scans_sent: int
+    scans_acked: int
+    scans_acked_unique: int
+    latency: LatencySummary  # scheduled instant -> answer (what a client at this arrival rate sees)
+    service_time: LatencySummary  # request written -> answer
+    dispatch_lag: LatencySummary  # scheduled instant -> handed to the client (the generator's lateness)
+    timeseries: list[SecondPoint]
+    elapsed_s: float  # start -> last answer
+    achieved_rps: float  # answers / max(duration, elapsed)
+    client_cpu: list[float]  # per process: CPU seconds / elapsed (1.0 = one core saturated)
+    client_cpu_us_per_request: float  # the generator's CPU cost per request, robust to other load
+    connections_opened: int
+    precise_pacer: bool
+    acked_ids_path: Path | None
+    machine_cpu_busy: float | None = None  # share of all cores busy during the run (anyone's work), Linux
+    loadavg_at_start: float | None = None  # 1-min load average when the run began: was the machine quiet?
+    latency_hdr: str = field(repr=False, default="")
+    service_hdr: str = field(repr=False, default="")
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.scheduled if self.scheduled else 0.0
+
+    @property
+    def generator_saturated(self) -> bool:
+        """The generator fell behind (a busy core or a late pacer): its figures include its own queueing."""
+        return (
+            max(self.client_cpu, default=0.0) > SATURATED_CPU or self.dispatch_lag.p99_ms > SATURATED_LAG_MS
+        )
+
+    def sustained(self, max_p99_ms: float = 50.0, max_error_rate: float = 0.0) -> bool:
+        """Kept up: (almost) every request answered on time, errors within bounds, p99 bounded."""
+        return (
+            self.achieved_rps >= 0.99 * self.spec.rate
+            and self.error_rate <= max_error_rate
+            and self.latency.p99_ms <= max_p99_ms
+        )
+
+    def to_dict(self, *, with_histograms: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "spec": self.spec.to_dict(),
+            "machine": machine_info(),
+            "started_at": self.started_at,
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "responses": self.responses,
+            "failures": self.failures,
+            "ok": self.ok,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "status_counts": self.status_counts,
+            "scans_sent": self.scans_sent,
+            "scans_acked": self.scans_acked,
+            "scans_acked_unique": self.scans_acked_unique,
+            "latency_ms": self.latency.to_dict(),
+            "service_time_ms": self.service_time.to_dict(),
+            "dispatch_lag_ms": self.dispatch_lag.to_dict(),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "achieved_rps": round(self.achieved_rps, 1),
+            "client_cpu": [round(c, 3) for c in self.client_cpu],
+            "client_cpu_us_per_request": round(self.client_cpu_us_per_request, 1),
+            "connections_opened": self.connections_opened,
+            "precise_pacer": self.precise_pacer,
+            "generator_saturated": self.generator_saturated,
+            "machine_cpu_busy": None if self.machine_cpu_busy is None else round(self.machine_cpu_busy, 3),
+            "loadavg_at_start": self.loadavg_at_start,
+            "acked_ids_path": str(self.acked_ids_path) if self.acked_ids_path else None,
+            "timeseries": [p.to_dict() for p in self.timeseries],
+        }
+        if with_histograms:
+            out["hdr"] = {"latency_us": self.latency_hdr, "service_time_us": self.service_hdr}
+        return out
+
+
+def machine_info() -> dict[str, Any]:
+    """What every report states about where it ran (everything shares these cores)."""
+    mem_gb: float | None = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all cores from /proc/stat; None where it does not exist."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+# --------------------------------------------------------------------------- one worker
+class _Worker:
+    """One process's share of the schedule; receives every request's outcome (the client's Sink)."""
+
+    def __init__(self, spec: LoadSpec, index: int, token: str) -> None:
+        self.spec = spec
+        self.index = index
+        self.workers = spec.processes
+        self.n = schedule_count(spec.rate, spec.duration_s, spec.processes, index)
+        self.k = 0
+        self.t0 = 0.0
+        maker = spec.body_factory or ScanBodies
+        self.bodies: BodyFactory = maker(spec, index, spec.processes, token)
+        self.latency = LatencyHistogram()
+        self.service = LatencyHistogram()
+        self.lag = LatencyHistogram()
+        self.series = TimeSeries()
+        self.status: Counter[int | str] = Counter()
+        self.sent = self.responses = self.failures = 0
+        self.scans_sent = self.scans_acked = 0
+        self.last_done = 0.0
+        self._unique: set[str] | None = set() if spec.duplicate_ratio > 0 else None
+        self._ack_file: IO[str] | None = None
+        self.ack_part: Path | None = None
+        if spec.acked_ids_path is not None:
+            self.ack_part = spec.acked_ids_path.with_name(f"{spec.acked_ids_path.name}.part{index}")
+            self.ack_part.parent.mkdir(parents=True, exist_ok=True)
+            self._ack_file = open(self.ack_part, "w", buffering=1 << 16)  # noqa: SIM115 - closed in run()
+        per_process = max(1, spec.concurrency_limit // spec.processes)
+        client_cls = RawHttpClient if spec.client == "raw" else AiohttpClient
+        self.client: Client = client_cls(
+            spec.url,
+            spec.endpoint,
+            self,
+            max_connections=per_process,
+            timeout_s=spec.timeout_s,
+            keep_body=spec.mode == "batch",
+        )
+
+    # pacer callback: send everything due, return when the next request is due
+    def fire(self, now: float) -> float | None:
+        rate, step, index, t0, n = self.spec.rate, self.workers, self.index, self.t0, self.n
+        k = self.k
+        while k < n:
+            due = t0 + (k * step + index) / rate
+            if due > now:
+                self.k = k
+                return due
+            body, ids = self.bodies.make()
+            self.lag.record_us(int((now - due) * 1_000_000))
+            self.sent += 1
+            self.scans_sent += len(ids)
+            self.client.submit(Request(due, body, ids, now))
+            k += 1
+        self.k = k
+        return None
+
+    # Sink
+    def on_response(self, req: Request, status: int, body: bytes, done: float) -> None:
+        latency_us = int((done - req.intended) * 1_000_000)
+        self.latency.record_us(latency_us)
+        self.service.record_us(int((done - req.sent) * 1_000_000))
+        ok = 200 <= status < 300
+        self.series.record(int(req.intended - self.t0), latency_us, ok)
+        self.status[status] += 1
+        self.responses += 1
+        self.last_done = max(self.last_done, done)
+        if ok:
+            self._acked(req, status, body)
+
+    def on_failure(self, req: Request, kind: str, done: float) -> None:
+        self.series.error(int(req.intended - self.t0))
+        self.status[kind] += 1
+        self.failures += 1
+        self.last_done = max(self.last_done, done)
+
+    def _acked(self, req: Request, status: int, body: bytes) -> None:
+        ids = req.scan_ids
+        if status == 207 or (status == 200 and len(ids) > 1):  # batch answers name what failed
+            failed = _failed_indices(body)
+            if failed:
+                ids = [sid for i, sid in enumerate(ids) if i not in failed]
+            elif failed is None and status == 207:
+                return  # partial success we cannot read: claim nothing
+        self.scans_acked += len(ids)
+        if self._unique is not None:
+            self._unique.update(ids)
+        if self._ack_file is not None:
+            self._ack_file.write("\n".join(ids))
+            self._ack_file.write("\n")
+
+    async def run(self, wait_for_start: Callable[[], Any] | None) -> WorkerResult:
+        spec = self.spec
+        await self.client.start(spec.warm_connections)
+        pacer = Pacer(self.fire)
+        precise = pacer.precise
+        # everything allocated so far lives for the whole run: keep the cyclic GC from rescanning it
+        gc.collect()
+        gc.freeze()
+        try:
+            start_wall = await wait_for_start() if wait_for_start is not None else time.time() + 0.05
+            self.t0 = time.monotonic() + (start_wall - time.time())
+            cpu0 = time.process_time()
+            if self.n:
+                await pacer.run(self.t0 + scheduled_offset(0, spec.rate, self.workers, self.index))
+            deadline = time.monotonic() + spec.timeout_s + 1.0
+            while self.client.busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            self.client.abandon_all(UNFINISHED)
+            cpu = time.process_time() - cpu0
+        finally:
+            gc.unfreeze()
+            pacer.close()
+            await self.client.close()
+            if self._ack_file is not None:
+                self._ack_file.close()
+        return WorkerResult(
+            index=self.index,
+            scheduled=self.n,
+            sent=self.sent,
+            responses=self.responses,
+            failures=self.failures,
+            status_counts={str(k): v for k, v in self.status.items()},
+            scans_sent=self.scans_sent,
+            scans_acked=self.scans_acked,
+            scans_acked_unique=len(self._unique) if self._unique is not None else self.scans_acked,
+            latency_hdr=self.latency.encode(),
+            service_hdr=self.service.encode(),
+            lag_hdr=self.lag.encode(),
+            series=self.series.encode(),
+            start_wall=start_wall,
+            last_done_s=max(0.0, self.last_done - self.t0),
+            cpu_s=cpu,
+            connections_opened=getattr(self.client, "connections_opened", 0),
+            precise_pacer=precise,
+            ack_part=str(self.ack_part) if self.ack_part else None,
+        )
+
+
+def _failed_indices(body: bytes) -> set[int] | None:
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    raw = decoded.get("failedIndices") if isinstance(decoded, dict) else None
+    if not isinstance(raw, list):
+        return None
+    return {i for i in raw if isinstance(i, int)}
+
+
+def _new_loop(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+            return asyncio.new_event_loop
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _run_worker(
+    spec: LoadSpec, index: int, token: str, wait_for_start: Callable[[], Any] | None
+) -> WorkerResult:
+    with asyncio.Runner(loop_factory=_new_loop(spec.use_uvloop)) as runner:
+        return runner.run(_Worker(spec, index, token).run(wait_for_start))
+
+
+def _process_main(
+    spec: LoadSpec, index: int, token: str, ready: Any, go: Any, start: Any, results: Any
+) -> None:
+    """Entry point of a worker process: prepare, meet the others at the barrier, run, report."""
+    logging.basicConfig(
+        level=logging.WARNING, format=f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
+    )
+
+    async def wait_for_start() -> float:
+        await asyncio.to_thread(ready.wait, 120)
+        await asyncio.to_thread(go.wait, 120)
+        return float(start.value)
+
+    try:
+        results.put(("ok", index, _run_worker(spec, index, token, wait_for_start)))
+    except BaseException:
+        results.put(("error", index, traceback.format_exc()))
+
+
+def _run_processes(spec: LoadSpec, token: str) -> list[WorkerResult]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, go = ctx.Barrier(spec.processes + 1), ctx.Barrier(spec.processes + 1)
+    start = ctx.Value("d", 0.0)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_process_main,
+            args=(spec, i, token, ready, go, start, results),
+            name=f"loadgen-{i}",
+            daemon=True,
+        )
+        for i in range(spec.processes)
+    ]
+    for proc in procs:
+        proc.start()
+    out: list[WorkerResult] = []
+    try:
+        try:
+            ready.wait(120)
+            start.value = time.time() + 0.1
+            go.wait(60)
+        except Exception as exc:  # BrokenBarrierError: a worker died while starting
+            raise PipelineError("a load worker failed to start", component="loadgen") from exc
+        deadline = time.monotonic() + spec.duration_s + spec.timeout_s + 120
+        while len(out) < spec.processes:
+            kind, index, payload = results.get(timeout=max(1.0, deadline - time.monotonic()))
+            if kind != "ok":
+                raise PipelineError(f"load worker {index} failed:\n{payload}", component="loadgen")
+            out.append(payload)
+    finally:
+        for proc in procs:
+            proc.join(10 if out else 1)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+    return sorted(out, key=lambda r: r.index)
+
+
+def _merge(spec: LoadSpec, parts: list[WorkerResult]) -> LoadResult:
+    status: Counter[str] = Counter()
+    series = TimeSeries()
+    for part in parts:
+        status.update(part.status_counts)
+        series.add_encoded(part.series)
+    latency = LatencyHistogram.merged(p.latency_hdr for p in parts)
+    service = LatencyHistogram.merged(p.service_hdr for p in parts)
+    lag = LatencyHistogram.merged(p.lag_hdr for p in parts)
+    ok = sum(v for k, v in status.items() if k.isdigit() and 200 <= int(k) < 300)
+    scheduled = sum(p.scheduled for p in parts)
+    responses = sum(p.responses for p in parts)
+    elapsed = max((p.last_done_s for p in parts), default=0.0)
+    acked_path: Path | None = None
+    if spec.acked_ids_path is not None:
+        acked_path = spec.acked_ids_path
+        with open(acked_path, "wb") as out:
+            for part in parts:
+                if part.ack_part:
+                    with open(part.ack_part, "rb") as src:
+                        shutil.copyfileobj(src, out)
+                    os.unlink(part.ack_part)
+    window = max(spec.duration_s, elapsed)
+    return LoadResult(
+        spec=spec,
+        started_at=parts[0].start_wall if parts else time.time(),
+        scheduled=scheduled,
+        sent=sum(p.sent for p in parts),
+        responses=responses,
+        failures=sum(p.failures for p in parts),
+        ok=ok,
+        errors=scheduled - ok,
+        status_counts=dict(sorted(status.items())),
+        scans_sent=sum(p.scans_sent for p in parts),
+        scans_acked=sum(p.scans_acked for p in parts),
+        scans_acked_unique=sum(p.scans_acked_unique for p in parts),
+        latency=latency.summary(),
+        service_time=service.summary(),
+        dispatch_lag=lag.summary(),
+        timeseries=series.points(math.ceil(spec.duration_s)),
+        elapsed_s=elapsed,
+        achieved_rps=responses / window if window else 0.0,
+        client_cpu=[p.cpu_s / window if window else 0.0 for p in parts],
+        client_cpu_us_per_request=sum(p.cpu_s for p in parts) / max(1, sum(p.sent for p in parts)) * 1e6,
+        connections_opened=sum(p.connections_opened for p in parts),
+        precise_pacer=all(p.precise_pacer for p in parts),
+        acked_ids_path=acked_path,
+        latency_hdr=latency.encode(),
+        service_hdr=service.encode(),
+    )
+
+
+# --------------------------------------------------------------------------- API
+def run_load(spec: LoadSpec) -> LoadResult:
+    """Run one open-loop load and return the merged result. Blocking; see :func:`run_load_async`.
+
+    With ``processes == 1`` the load runs on a fresh event loop in the calling thread (which must
+    not be running one); otherwise in ``processes`` spawned worker processes.
+    """
+    token = secrets.token_hex(4)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cpu_before = cpu_times()
+    parts = [_run_worker(spec, 0, token, None)] if spec.processes == 1 else _run_processes(spec, token)
+    result = _merge(spec, parts)
+    result.machine_cpu_busy = busy_share(cpu_before, cpu_times())
+    result.loadavg_at_start = load_before
+    log.info(
+        "load %s %.0f req/s x %.1f s: %d ok, %d errors, p50 %.2f ms p99 %.2f ms max %.2f ms",
+        spec.url,
+        spec.rate,
+        spec.duration_s,
+        result.ok,
+        result.errors,
+        result.latency.p50_ms,
+        result.latency.p99_ms,
+        result.latency.max_ms,
+    )
+    if result.generator_saturated:
+        log.warning(
+            "the load generator fell behind its schedule (CPU %s, pacer lag p99 %.2f ms): its process is "
+            "saturated or the cores are busy with other work; latencies include that client-side delay",
+            ", ".join(f"{c:.0%}" for c in result.client_cpu),
+            result.dispatch_lag.p99_ms,
+        )
+    return result
+
+
+async def run_load_async(spec: LoadSpec) -> LoadResult:
+    """:func:`run_load` from async code: on its own thread and loop, so the caller's loop keeps running."""
+    return await asyncio.to_thread(run_load, spec)
+
+
+def calibrate(spec: LoadSpec, *, server_processes: int = 1) -> LoadResult:
+    """The same load against the trivial endpoint: the latency the generator itself adds at this rate.
+
+    The endpoint runs in its own process(es), sharing the machine's cores with the generator,
+    exactly as a real server under test would.
+    """
+    from barcode_harness.bench.trivial_server import TrivialServerProcess
+
+    with TrivialServerProcess(processes=server_processes) as server:
+        return run_load(replace(spec, url=server.url, acked_ids_path=None))
+
+
+@dataclass(frozen=True)
+class CeilingStep:
+    rate: float
+    sustained: bool
+    result: LoadResult
+
+
+def find_ceiling(
+    template: LoadSpec,
+    *,
+    start_rate: float = 1000.0,
+    growth: float = 1.5,
+    refine_steps: int = 3,
+    max_rate: float = 200_000.0,
+    max_p99_ms: float = 20.0,
+    on_step: Callable[[CeilingStep], None] | None = None,
+) -> tuple[float, list[CeilingStep]]:
+    """Highest rate of ``template`` (url and all) that is sustained: grow geometrically, then bisect.
+
+    Against the trivial endpoint this is the generator's own ceiling on this machine.
+    """
+    steps: list[CeilingStep] = []
+
+    def attempt(rate: float) -> bool:
+        result = run_load(replace(template, rate=rate, acked_ids_path=None))
+        step = CeilingStep(rate, result.sustained(max_p99_ms=max_p99_ms), result)
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        return step.sustained
+
+    good, bad = 0.0, math.inf
+    rate = start_rate
+    while rate <= max_rate:
+        if attempt(rate):
+            good = rate
+            rate *= growth
+        else:
+            bad = rate
+            break
+    if math.isfinite(bad):
+        for _ in range(refine_steps):
+            mid = round((good + bad) / 2, -1) if good else bad / 2
+            if mid in (good, bad) or mid <= 0:
+                break
+            if attempt(mid):
+                good = mid
+            else:
+                bad = mid
+    return good, steps

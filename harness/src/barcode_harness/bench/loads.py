@@ -1,0 +1,146 @@
+"""Running the open-loop generator for the bench commands: one load in-process, or several at once.
+
+Why processes for simultaneous loads: the isolation benchmark drives both paths at the same time;
+two event loops in one process would share a GIL and charge one path's client work to the other's
+latency. Each load gets its own spawned process (warmed up first, so they start within
+milliseconds of each other); results are aligned on their wall-clock start.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary
+from barcode_harness.bench.loadgen import LoadResult, LoadSpec, Mode, run_load
+
+log = logging.getLogger(__name__)
+
+SINGLE_PROCESS_MAX_RPS = 2500.0  # above this one generator process adds its own queueing here
+
+
+def spec_for(
+    url: str,
+    *,
+    rate: float,
+    duration_s: float,
+    concurrency: int = 512,
+    mode: Mode = "single",
+    batch_size: int = 100,
+    acked: Path | None = None,
+    processes: int | None = None,
+    timeout_s: float = 10.0,
+) -> LoadSpec:
+    """A load of ``rate`` requests/s; processes chosen by rate unless given."""
+    procs = processes or (1 if rate <= SINGLE_PROCESS_MAX_RPS else 2)
+    return LoadSpec(
+        url=url,
+        rate=rate,
+        duration_s=duration_s,
+        concurrency_limit=max(concurrency, procs),
+        mode=mode,
+        batch_size=batch_size,
+        processes=procs,
+        acked_ids_path=acked,
+        timeout_s=timeout_s,
+    )
+
+
+def acked_ids(result: LoadResult) -> list[str]:
+    path = result.acked_ids_path
+    if path is None or not path.exists():
+        return []
+    return path.read_text().split()
+
+
+def merged_latency(results: list[LoadResult]) -> LatencySummary:
+    """Exact percentiles over several runs (HDR histograms add up; percentiles do not average)."""
+    return LatencyHistogram.merged(r.latency_hdr for r in results if r.latency_hdr).summary()
+
+
+def series(result: LoadResult, t0: float | None = None) -> dict[str, list[float]]:
+    """Per-second latency and errors, t relative to ``t0`` (wall clock; default the load's start)."""
+    base = result.started_at - (t0 if t0 is not None else result.started_at)
+    out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "max_ms": [], "errors": [], "ok": []}
+    for p in result.timeseries:
+        out["t"].append(round(base + p.second, 2))
+        out["p50_ms"].append(p.p50_ms)
+        out["p99_ms"].append(p.p99_ms)
+        out["max_ms"].append(p.max_ms)
+        out["errors"].append(p.errors)
+        out["ok"].append(p.ok)
+    return out
+
+
+def summary_dict(result: LoadResult) -> dict[str, Any]:
+    """The compact figures a report keeps of one load (the full result goes to the JSON as well)."""
+    return {
+        "rate": result.spec.rate,
+        "mode": result.spec.mode,
+        "scans_per_request": result.spec.scans_per_request,
+        "duration_s": result.spec.duration_s,
+        "concurrency_limit": result.spec.concurrency_limit,
+        "processes": result.spec.processes,
+        "scheduled": result.scheduled,
+        "ok": result.ok,
+        "errors": result.errors,
+        "error_rate": result.error_rate,
+        "status_counts": result.status_counts,
+        "scans_acked": result.scans_acked,
+        "achieved_rps": round(result.achieved_rps, 1),
+        "latency_ms": result.latency.to_dict(),
+        "service_time_ms": result.service_time.to_dict(),
+        "dispatch_lag_ms": result.dispatch_lag.to_dict(),
+        "client_cpu": [round(c, 3) for c in result.client_cpu],
+        "generator_saturated": result.generator_saturated,
+        "started_at": result.started_at,
+    }
+
+
+def _warm(seconds: float) -> int:
+    """Run in each pool process once, so every process is spawned and imported before the clock."""
+    import barcode_harness.bench.loadgen  # noqa: F401 - the import is the warm-up
+
+    time.sleep(seconds)
+    return 0
+
+
+class ParallelLoads:
+    """A pool of ``n`` warmed-up processes; :meth:`submit` starts a load at once in one of them."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+
+    def __enter__(self) -> ParallelLoads:
+        warm = [self._pool.submit(_warm, 1.0) for _ in range(self._n)]
+        for fut in warm:
+            fut.result(timeout=120)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
+
+    def submit(self, spec: LoadSpec) -> Future[LoadResult]:
+        if spec.processes != 1:
+            spec = replace(spec, processes=1)
+        return self._pool.submit(run_load, spec)
+
+
+__all__ = [
+    "ParallelLoads",
+    "acked_ids",
+    "merged_latency",
+    "run_load",
+    "series",
+    "spec_for",
+    "summary_dict",
+]

@@ -1,0 +1,194 @@
+"""``bench vegeta``: single-scan ingest latency measured by an independent open-loop load tool.
+
+Why a second client: every other figure comes from our own load generator, so a flaw in it would
+hide in every table. vegeta (installed by the project's setup from the Go module proxy) is a
+widely used open-loop HTTP load tool: it sends at a fixed rate whatever the server does, and its
+own ``report`` gives the latency figures quoted here. While it runs, the processor and workers
+persist everything; afterwards every scan vegeta saw acknowledged is looked up in the database.
+
+Each rate gets its own targets file of unique, valid scans (scanTime = when the file was made), so
+the pipeline stores every one instead of deduplicating a repeated body.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from barcode_harness.bench import report
+from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.vegeta_render import markdown
+from barcode_harness.scanner.barcodes import BarcodeFactory
+from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
+from barcode_pipeline import names
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import MissingPrerequisite
+from barcode_pipeline.ops.verify import verify_scan_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VegetaSpec:
+    rates: tuple[float, ...] = (100.0, 1000.0, 2000.0, 3000.0)
+    duration_s: float = 20.0
+    warmup_s: float = 5.0  # at the lowest rate, reported apart: connections, metadata, the broker's JIT
+    timeout_s: float = 10.0
+    preset: str = "full"
+
+
+QUICK = VegetaSpec(rates=(100.0, 1000.0), duration_s=5.0, warmup_s=2.0, preset="quick")
+
+
+def vegeta_binary() -> str:
+    """The vegeta executable: on PATH, or where the project's setup puts it (the venv's bin)."""
+    found = shutil.which("vegeta") or shutil.which("vegeta", path=str(Path(".venv/bin").resolve()))
+    if not found:
+        raise MissingPrerequisite(
+            "vegeta is not installed; run `make setup` (it installs it with `go install`)"
+        )
+    return found
+
+
+def vegeta_version(binary: str) -> str:
+    """vegeta's version: its own ``-version``, or, for a ``go install`` build (which leaves that empty),
+    the module version recorded in the binary."""
+    own = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False).stdout
+    for line in own.splitlines():
+        if line.startswith("Version:") and line.split(":", 1)[1].strip():
+            return line.split(":", 1)[1].strip()
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go:
+        info = subprocess.run(
+            [go, "version", "-m", binary], capture_output=True, text=True, check=False
+        ).stdout
+        for line in info.splitlines():
+            parts = line.split()
+            if parts[:2] == ["mod", "github.com/tsenart/vegeta/v12"] and len(parts) > 2:
+                return parts[2]
+    return "unknown"
+
+
+def write_targets(path: Path, url: str, count: int, token: str, headers: dict[str, str]) -> None:
+    """``count`` vegeta JSON targets, each a unique valid scan of a seeded device."""
+    factory = ScanFactory(
+        SEEDED_DEVICES,
+        barcodes=BarcodeFactory(seed=int(token, 16)),
+        scan_ids=counter_scan_ids(f"vg-{token}-"),
+    )
+    header = {"Content-Type": ["application/json"], **{k: [v] for k, v in headers.items()}}
+    with path.open("wb") as out:
+        for _ in range(count):
+            body = base64.b64encode(encode_scan(factory.next())).decode()
+            out.write(orjson.dumps({"method": "POST", "url": url, "body": body, "header": header}) + b"\n")
+
+
+def attack(
+    binary: str, targets: Path, rate: float, duration_s: float, timeout_s: float, results: Path
+) -> None:
+    """One open-loop run: ``rate`` requests/s for ``duration_s``, raw results kept in ``results``."""
+    with results.open("wb") as out:
+        subprocess.run(
+            [binary, "attack", "-format=json", f"-targets={targets}", f"-rate={rate:g}/1s",
+             f"-duration={duration_s:g}s", f"-timeout={timeout_s:g}s", "-keepalive=true"],
+            stdout=out, check=True, timeout=duration_s + timeout_s + 60,
+        )  # fmt: skip
+
+
+def vegeta_report(binary: str, results: Path) -> dict[str, Any]:
+    """vegeta's own summary of a run (latencies in ns, status codes, success ratio)."""
+    done = subprocess.run(
+        [binary, "report", "-type=json", str(results)], capture_output=True, check=True, timeout=120
+    )
+    parsed: dict[str, Any] = orjson.loads(done.stdout)
+    return parsed
+
+
+def acknowledged_ids(binary: str, results: Path) -> list[str]:
+    """The scanIds of the requests vegeta saw answered 202 (from the response bodies it kept)."""
+    done = subprocess.run(
+        [binary, "encode", "--to", "json", str(results)], capture_output=True, check=True, timeout=300
+    )
+    ids: list[str] = []
+    for line in done.stdout.splitlines():
+        result = orjson.loads(line)
+        if result.get("code") == 202 and result.get("body"):
+            ids.append(str(orjson.loads(base64.b64decode(result["body"]))["scanId"]))
+    return ids
+
+
+def summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one run in ms, as vegeta computed them."""
+    lat = raw["latencies"]
+    return {
+        "requests": raw["requests"],
+        "rate": round(raw["rate"], 1),
+        "success": raw["success"],
+        "status_codes": raw["status_codes"],
+        "mean_ms": round(lat["mean"] / 1e6, 3),
+        "p50_ms": round(lat["50th"] / 1e6, 3),
+        "p90_ms": round(lat["90th"] / 1e6, 3),
+        "p99_ms": round(lat["99th"] / 1e6, 3),
+        "max_ms": round(lat["max"] / 1e6, 3),
+        "errors": raw.get("errors") or [],
+    }
+
+
+def run_vegeta(
+    settings: Settings,
+    spec: VegetaSpec,
+    out: Path,
+    *,
+    start_stack: bool = True,
+    fresh_db: bool = True,
+    headers: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
+    say = progress or report.progress_logger(__name__)
+    binary = vegeta_binary()
+    version = vegeta_version(binary)
+    work = out / "vegeta"
+    work.mkdir(parents=True, exist_ok=True)
+    rates: list[dict[str, Any]] = []
+    with BenchEnv(
+        settings, out / "services.log", legacy=False, start_stack=start_stack, fresh_db=fresh_db
+    ) as env:
+        url = env.ingest_url + names.ROUTE_SCAN
+        runs = [("warm-up", min(spec.rates), spec.warmup_s)] if spec.warmup_s > 0 else []
+        runs += [(f"{rate:g}", rate, spec.duration_s) for rate in spec.rates]
+        for label, rate, seconds in runs:
+            token = secrets.token_hex(4)
+            targets, results = work / f"targets-{label}.json", work / f"results-{label}.bin"
+            write_targets(targets, url, int(rate * seconds) + 1, token, headers or {})
+            say(f"vegeta {label}: {rate:g} req/s for {seconds:g} s")
+            started = time.time()
+            attack(binary, targets, rate, seconds, spec.timeout_s, results)
+            figures = summary(vegeta_report(binary, results))
+            drained = env.drain()
+            check = verify_scan_ids(env.settings.db_url, acknowledged_ids(binary, results))
+            figures.update(
+                label=label, target_rate=rate, started_at=started, drained_after_s=round(drained, 2),
+                acknowledged=check.acknowledged, stored=check.stored, lost=check.missing,
+                duplicate_rows=check.duplicate_rows,
+            )  # fmt: skip
+            rates.append(figures)
+            targets.unlink()  # the raw results stay; the targets are only inputs (and large)
+            say(f"  p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, lost {figures['lost']}")
+    result = {
+        "environment": report.environment(settings, {"spec": asdict(spec), "vegeta": version.strip()}),
+        "runs": rates,
+    }
+    report.write_json(out / "vegeta.json", result)
+    (out / "vegeta.md").write_text(markdown(result))
+    return result

@@ -1,0 +1,375 @@
+"""The evidence: what the clients were told, against what the database and dead-letter stores hold.
+
+A scenario passes only on facts read back from the stores, never on what a component reported
+about itself: every acknowledged scan must have exactly one row, or sit in ``barcode:dlq`` or
+``barcode-events.dlt`` with a reason; a dead worker's pending entries must have left its hands.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+from barcode_harness.chaos.load import ScanKey
+from barcode_pipeline import names
+from barcode_pipeline.adapters import db
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.ops import dlq, dlt
+from barcode_pipeline.ops.backlog import measure
+from barcode_pipeline.ops.verify import verify_scan_ids
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One named pass/fail fact of a scenario, with what was observed."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Ledger:
+    """Acknowledged scans, accounted for."""
+
+    acknowledged: int = 0  # distinct scans the clients got a 2xx for
+    stored: int = 0  # of those, with a row
+    dead_lettered: int = 0  # of those, without a row but in a dead-letter store
+    lost: int = 0  # neither stored nor dead-lettered
+    duplicate_rows: int = 0  # rows beyond the first, for acknowledged scans
+    stray_duplicates: int = 0  # rows beyond the first for any scan saved during the scenario
+    stored_and_dead: int = 0  # both a row and a dead letter (a dead letter that should not be)
+    dead_without_reason: int = 0  # dead letters that do not say why
+    lost_sample: list[str] = field(default_factory=list)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dead_letter_index(settings: Settings, since_ms: int) -> dict[ScanKey, str]:
+    """Every scan found in the DLQ or the DLT since ``since_ms``, with its reason."""
+    found: dict[ScanKey, str] = {}
+    client = dlq.binary_client(settings)
+    try:
+        for letter in dlq.read_dlq(client, since_ms=since_ms):
+            if letter.device_id and letter.scan_id:
+                found[(letter.device_id, letter.scan_id)] = f"barcode:dlq: {letter.reason}"
+    finally:
+        client.close()
+    for letter in dlt.read_dlt(settings, since_ms=since_ms):
+        if letter.device_id and letter.scan_id:
+            found[(letter.device_id, letter.scan_id)] = f"{names.DLT_TOPIC}: {letter.reason}"
+    return found
+
+
+def stray_duplicates(settings: Settings, since_ms: int) -> int:
+    """Rows beyond the first per (device, scan) among rows saved since ``since_ms`` (any scan at all)."""
+    since = _EPOCH + timedelta(milliseconds=since_ms - 5_000)  # saved_time is UTC; allow clock slack
+    conn = db.connect(settings.db_url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM barcodes"
+                " WHERE saved_time >= %s GROUP BY device_id, scan_id HAVING COUNT(*) > 1) d",
+                (since,),
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def verify(settings: Settings, acknowledged: Iterable[ScanKey], since_ms: int) -> Ledger:
+    """Account for every acknowledged scan (see the module docstring)."""
+    acked = set(acknowledged)
+    dead = dead_letter_index(settings, since_ms)
+    acked_dead = {k for k in acked if k in dead}
+    main = verify_scan_ids(settings.db_url, [sid for _dev, sid in acked - acked_dead])
+    in_dlq = verify_scan_ids(settings.db_url, [sid for _dev, sid in acked_dead])
+    reasons = Counter(dead[k][:80] for k in acked_dead)
+    return Ledger(
+        acknowledged=len(acked),
+        stored=main.stored + in_dlq.stored,
+        dead_lettered=len(acked_dead) - in_dlq.stored,
+        lost=main.missing,
+        duplicate_rows=main.duplicate_rows + in_dlq.duplicate_rows,
+        stray_duplicates=stray_duplicates(settings, since_ms),
+        stored_and_dead=in_dlq.stored,
+        dead_without_reason=sum(1 for k in acked_dead if "(no reason" in dead[k]),
+        lost_sample=main.missing_sample,
+        dead_letter_reasons=dict(reasons),
+    )
+
+
+def rows_for(settings: Settings, keys: Iterable[ScanKey]) -> dict[ScanKey, int]:
+    """Row count per scan (0 for none)."""
+    wanted = sorted(set(keys))
+    counts = dict.fromkeys(wanted, 0)
+    if not wanted:
+        return counts
+    conn = db.connect(settings.db_url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join(["(%s, %s)"] * len(chunk))
+                cur.execute(
+                    "SELECT device_id, scan_id, COUNT(*) FROM barcodes"
+                    f" WHERE (device_id, scan_id) IN ({marks}) GROUP BY device_id, scan_id",
+                    [v for key in chunk for v in key],
+                )
+                for dev, sid, n in cur.fetchall():
+                    counts[(str(dev), str(sid))] = int(n)
+    finally:
+        conn.close()
+    return counts
+
+
+# ---------------------------------------------------------------------------------------- takeover
+def pending_ids(client: redis.Redis, streams: Sequence[str], consumer: str) -> set[tuple[str, str]]:
+    """(stream, entry id) of every entry in ``consumer``'s pending list."""
+    out: set[tuple[str, str]] = set()
+    for stream in streams:
+        try:
+            rows: Any = client.xpending_range(
+                stream, names.WORKER_GROUP, min="-", max="+", count=100_000, consumername=consumer
+            )
+        except redis.ResponseError:  # no stream or group (yet, or any more)
+            continue
+        out.update((stream, str(r["message_id"])) for r in rows)
+    return out
+
+
+class TakeoverProbe:
+    """Times how long the entries some dead consumers held stay in their hands.
+
+    The snapshot is taken right after the kill (a dead process changes nothing), so the probe is
+    done once every one of those entries was acknowledged or claimed by another consumer.
+    """
+
+    def __init__(self, settings: Settings, consumers: Sequence[str], *, started: float | None = None) -> None:
+        self.settings = settings
+        self.consumers = list(consumers)
+        self.streams = names.all_streams(settings.stream_shards)
+        self.started = time.monotonic() if started is None else started
+        self._client = redis_adapter.client(settings)
+        self.held: dict[str, set[tuple[str, str]]] = {
+            c: pending_ids(self._client, self.streams, c) for c in consumers
+        }
+        self.initial = sum(len(v) for v in self.held.values())
+        self.done_after_s: float | None = 0.0 if self.initial == 0 else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def restart_clock(self, at: float | None = None) -> None:
+        """Measure from now on (e.g. from the restart, when the dead workers recover their own)."""
+        self.started = time.monotonic() if at is None else at
+
+    def remaining(self) -> int:
+        left = 0
+        for consumer, held in self.held.items():
+            still = pending_ids(self._client, self.streams, consumer) & held
+            self.held[consumer] = still
+            left += len(still)
+        return left
+
+    def poll(self) -> bool:
+        """True once every entry has left the dead consumers; records when."""
+        if self.done_after_s is not None:
+            return True
+        try:
+            if self.remaining() == 0:
+                self.done_after_s = time.monotonic() - self.started
+                return True
+        except redis.RedisError as exc:
+            log.debug("takeover probe: %s", exc)
+        return False
+
+    def start(self, interval: float = 0.1) -> None:
+        """Poll in the background, so the moment of completion is caught whatever the caller does."""
+        if self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self.poll() and not self._stop.wait(interval):
+                pass
+
+        self._thread = threading.Thread(target=run, name="takeover-probe", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> float | None:
+        """Wait up to ``timeout`` for completion; the time it took, or None."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.done_after_s
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def close(self) -> None:
+        self.stop()
+        self._client.close()
+
+
+def wait_pending(settings: Settings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
+    """Wait (briefly) until ``consumer`` holds ``at_least`` entries, so a kill lands mid-batch.
+
+    Returns how many it held at the last look (the caller kills anyway when the time is up).
+    """
+    client = redis_adapter.client(settings)
+    try:
+        deadline = time.monotonic() + timeout
+        held = 0
+        while time.monotonic() < deadline:
+            held = len(pending_ids(client, names.all_streams(settings.stream_shards), consumer))
+            if held >= at_least:
+                return held
+            time.sleep(0.01)
+        return held
+    finally:
+        client.close()
+
+
+def wait_caught_up(settings: Settings, *, max_lag: int, timeout: float) -> float:
+    """Wait until the processor is back within ``max_lag`` records of the log end, under live load.
+
+    (``wait_drained`` wants zero in flight, which a pipeline under steady load never reaches.)
+    Returns the seconds it took.
+    """
+    started = time.monotonic()
+    while True:
+        backlog = measure(settings)
+        if not backlog.errors and backlog.kafka_lag <= max_lag:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise PipelineError(f"processor not caught up after {timeout:.0f}s: lag {backlog.kafka_lag}",
+                                component="chaos")  # fmt: skip
+        time.sleep(0.25)
+
+
+# ---------------------------------------------------------------------------------------- Redis state
+@dataclass
+class RedisState:
+    """What AOF must bring back after a crash: streams, group positions, dedup markers."""
+
+    # entries ever added (XINFO STREAM entries-added): unlike the length, trimming never lowers it
+    stream_added: dict[str, int] = field(default_factory=dict)
+    newest: dict[str, str] = field(default_factory=dict)  # the newest entry id per stream
+    last_delivered: dict[str, str] = field(default_factory=dict)
+    markers: list[str] = field(default_factory=list)
+
+
+def stream_tails(settings: Settings) -> dict[str, str]:
+    """The newest entry id of every shard stream ("0-0" for an empty or missing one)."""
+    client = redis_adapter.client(settings)
+    try:
+        tails: dict[str, str] = {}
+        for stream in names.all_streams(settings.stream_shards):
+            last: Any = client.xrevrange(stream, count=1)
+            tails[stream] = str(last[0][0]) if last else "0-0"
+        return tails
+    finally:
+        client.close()
+
+
+def published_since(settings: Settings, tails: dict[str, str]) -> set[ScanKey]:
+    """The scans of every entry added to the shard streams after ``tails``."""
+    client = redis_adapter.client(settings)
+    found: set[ScanKey] = set()
+    try:
+        for stream, after in tails.items():
+            start = f"({after}"
+            while True:
+                items: Any = client.xrange(stream, min=start, max="+", count=5000)
+                for _id, fields in items:
+                    if "dev" in fields and "sid" in fields:
+                        found.add((str(fields["dev"]), str(fields["sid"])))
+                if len(items) < 5000:
+                    break
+                start = f"({items[-1][0]}"
+        return found
+    finally:
+        client.close()
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def redis_state(settings: Settings, *, marker_sample: int = 200) -> RedisState:
+    client = redis_adapter.client(settings)
+    try:
+        state = RedisState()
+        for stream in names.all_streams(settings.stream_shards):
+            try:
+                info: Any = client.xinfo_stream(stream)
+            except redis.ResponseError:  # no such stream
+                continue
+            state.stream_added[stream] = int(info["entries-added"])
+            if info["last-entry"]:
+                state.newest[stream] = str(info["last-entry"][0])
+            try:
+                for group in client.xinfo_groups(stream):
+                    if group["name"] == names.WORKER_GROUP:
+                        state.last_delivered[stream] = str(group["last-delivered-id"])
+            except redis.ResponseError:
+                pass
+        for key in client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000):
+            state.markers.append(str(key))
+            if len(state.markers) >= marker_sample:
+                break
+        return state
+    finally:
+        client.close()
+
+
+def compare_redis_state(settings: Settings, before: RedisState) -> list[Check]:
+    """Checks that nothing ``before`` saw went missing.
+
+    Streams: the count of entries ever added must not drop, and the newest entry must still be
+    there (workers trim only acked entries past the retention, far older). Markers live 7 days.
+    """
+    after = redis_state(settings, marker_sample=0)
+    shorter = {s: (n, after.stream_added.get(s, 0)) for s, n in before.stream_added.items()
+               if after.stream_added.get(s, 0) < n}  # fmt: skip
+    behind = {s: (i, after.last_delivered.get(s, "0-0")) for s, i in before.last_delivered.items()
+              if _id_tuple(after.last_delivered.get(s, "0-0")) < _id_tuple(i)}  # fmt: skip
+    client = redis_adapter.client(settings)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in before.markers:
+            pipe.exists(key)
+        present = sum(int(x) for x in pipe.execute()) if before.markers else 0
+        for stream, newest in before.newest.items():
+            if not client.xrange(stream, min=newest, max=newest):
+                shorter[stream] = (before.stream_added[stream], -1)
+    finally:
+        client.close()
+    entries = sum(before.stream_added.values())
+    groups_back = bool(before.last_delivered) == bool(after.last_delivered)
+    return [
+        Check("AOF kept every stream entry", not shorter,
+              f"{entries} entries added before the kill" + (f"; lost: {shorter}" if shorter else "")),
+        Check("AOF kept the consumer group positions", not behind and groups_back,
+              f"{len(before.last_delivered)} groups" + (f"; behind: {behind}" if behind else "")),
+        Check("AOF kept the dedup markers", present == len(before.markers),
+              f"{present}/{len(before.markers)} sampled markers present after restart"),
+    ]  # fmt: skip

@@ -1,0 +1,131 @@
+"""``barcode-pipeline chaos <scenario>|all``: fault injection with the exactly-once checks."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from barcode_pipeline.config import load_settings
+from barcode_pipeline.logs import setup_logging
+
+HELP = """Inject faults under steady load and check that no acknowledged scan is lost or stored twice.
+
+Runs the whole pipeline (ingest, processor, 2 workers) with simulated scanners sending --rate
+scans/s through a durable outbox (they resend until they get a 2xx), injects a fault, keeps it for
+--hold seconds, heals it, waits until the clients and the pipeline have drained, then checks every
+acknowledged scan against the database and the dead-letter stores. Exits 1 if any check fails.
+
+`chaos all` runs every scenario and writes docs/reliability.md (or --report PATH).
+
+WARNING: this SIGKILLs and restarts the Kafka, Redis and MariaDB of the stack the BP_* settings
+point at, flushes Redis and rewinds the processor's consumer group. Run it on a disposable stack,
+e.g. BP_STATE_DIR=/tmp/bp-chaos with its own ports (BP_KAFKA_BOOTSTRAP, BP_KAFKA_CONTROLLER_PORT,
+BP_REDIS_URL, BP_DB_URL, BP_INGEST_PORT).
+"""
+
+
+def _list() -> None:
+    from barcode_harness.chaos.scenarios import describe
+
+    for info in describe():
+        typer.echo(f"{info.key:>3}  {info.name:<28} {info.title}")
+
+
+def chaos(
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SCENARIO...", help="Scenario names or numbers (see --list), or `all`."),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
+    rate: Annotated[float, typer.Option(min=1, help="Client scans per second during each scenario.")] = 200.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of steady load before the fault.")] = 5.0,
+    hold: Annotated[float, typer.Option(min=0, help="Seconds the fault is kept before it is healed.")] = 20.0,
+    drain_timeout: Annotated[
+        float, typer.Option(min=10, help="Give up (fail) if not drained this long after the heal.")
+    ] = 120.0,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the results as Markdown here (default for `all`: docs/reliability.md)."),
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write a report.")] = False,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Outboxes and the pipeline log (default: <state dir>/chaos/<time>).")
+    ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile", help="single, or ha: the replicated stack's scenarios (chaos/ha_scenarios.py)."
+        ),
+    ] = "single",
+    wait_off: Annotated[
+        bool,
+        typer.Option(
+            "--wait-off",
+            help="ha: also run the Redis primary kill and the split brain with "
+            "BP_REDIS_MIN_REPLICAS=0, as evidence of what WAIT protects.",
+        ),
+    ] = False,
+) -> None:
+    """Inject faults under load; check every acknowledged scan is stored exactly once (or dead-lettered)."""
+    if profile == "ha":
+        from barcode_pipeline.chaos.ha_commands import chaos_ha
+
+        chaos_ha(scenarios, list_=list_, rate=rate, warmup=warmup, hold=hold, drain_timeout=drain_timeout,
+                 report=report, no_report=no_report, workdir=workdir, wait_off=wait_off)  # fmt: skip
+        return
+    if list_:
+        _list()
+        return
+    from barcode_harness.chaos.context import ChaosParams
+    from barcode_harness.chaos.harness import ScenarioResult, run_scenarios
+    from barcode_harness.chaos.report import RunInfo, machine_info, settings_info, write_report
+    from barcode_harness.chaos.scenarios import select
+    from barcode_pipeline.errors import ConfigError
+
+    if not scenarios:
+        raise ConfigError("name a scenario (see `barcode-pipeline chaos --list`) or `all`")
+    chosen = select(scenarios)
+    settings = load_settings()
+    setup_logging(settings.log_level, "chaos")
+    params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
+    work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
+    if report is None and not no_report and "all" in scenarios:
+        report = Path("docs/reliability.md")
+    typer.echo(
+        f"chaos: {len(chosen)} scenario(s) at {rate:g} scans/s, hold {hold:g} s; log: {work / 'pipeline.log'}"
+    )
+
+    def show(result: ScenarioResult) -> None:
+        verdict = typer.style("PASS", fg="green") if result.ok else typer.style("FAIL", fg="red", bold=True)
+        typer.echo(
+            f"{verdict} {result.key:>3} {result.name:<28} "
+            f"ack {result.acknowledged:>6} stored {result.stored:>6} "
+            f"dead {result.dead_lettered:>3} lost {result.lost} dup {result.duplicates} "
+            f"drain {'-' if result.drain_s is None else f'{result.drain_s:.1f}s'}"
+            + (f" takeover {result.takeover_s:.2f}s" if result.takeover_s is not None else "")
+        )
+        for failed in result.failures:
+            typer.echo(f"      failed: {failed.name}: {failed.detail}")
+
+    started = time.monotonic()
+    results = run_scenarios(settings, chosen, params, work, on_result=show)
+    if report is not None and not no_report:
+        command = "barcode-pipeline chaos " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        info = RunInfo(command=command.strip(), params=params, settings=settings_info(settings),
+                       machine=machine_info(), duration_s=time.monotonic() - started)  # fmt: skip
+        written = write_report(report, results, info)
+        typer.echo(f"report written to {written}")
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        typer.echo(f"{len(failed)} scenario(s) failed: {', '.join(failed)}", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``chaos`` to the root app."""
+    app.command(help=HELP)(chaos)

@@ -1,0 +1,216 @@
+"""Fault and repair primitives the scenarios are built from.
+
+Each is small and does one thing to one system, the way an operator (or a crash) would: signal a
+supervised child, rewind a Kafka consumer group, delete Redis keys, write raw bytes to a topic,
+resend scans over HTTP. None of them checks anything; the checks live in ``chaos.checks``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+
+from barcode_harness.scanner.scans import encode_scan
+from barcode_pipeline import names
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.errors import DeliveryError, PipelineError
+from barcode_pipeline.run.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------- children
+def resume(sup: Supervisor, name: str, *, timeout: float = 30.0) -> None:
+    """Make sure a child runs and is supervised again; returns once it is alive.
+
+    Only a paused child is started here, and before its pause is lifted: a dead child that is not
+    paused belongs to the watchdog, and starting it from here too (or lifting the pause first, as
+    ``Supervisor.restart`` does) can race the watchdog into running two copies of it.
+    """
+    child = sup.children[name]
+    if child.stopping:
+        if not child.alive():
+            child.start()
+        sup.pause_restarts(name, False)
+    deadline = time.monotonic() + timeout
+    while not child.alive():
+        if time.monotonic() > deadline:
+            raise PipelineError(f"{name} is not running after {timeout:.0f}s", component="chaos")
+        time.sleep(0.1)
+
+
+def stop_child(sup: Supervisor, name: str, timeout: float = 30.0) -> int | None:
+    """Graceful stop (SIGTERM) with restarts paused; returns the exit code."""
+    sup.pause_restarts(name, True)
+    child = sup.children[name]
+    child.signal(signal.SIGTERM)
+    if not child.wait(timeout):
+        child.signal(signal.SIGKILL)
+        child.wait(5)
+    return child.proc.returncode if child.proc else None
+
+
+def kill_child(sup: Supervisor, name: str, *, restart: bool) -> None:
+    """SIGKILL; with ``restart`` the supervisor's watchdog brings it back after its delay."""
+    sup.pause_restarts(name, not restart)
+    sup.kill(name, signal.SIGKILL)
+    sup.children[name].wait(10)
+
+
+def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
+    """Wait for a child to exit by itself (e.g. a crash hook); its exit code, or None if still alive."""
+    child = sup.children[name]
+    if not child.wait(timeout):
+        return None
+    return child.proc.returncode if child.proc else None
+
+
+# ---------------------------------------------------------------------------------------- Kafka
+def rewind_group(settings: Settings, group: str | None = None, *, timeout: float = 30.0) -> tuple[int, int]:
+    """Set every partition of the group (default: the processor's) back to the log start.
+
+    Returns (records to re-read, tries).
+
+    The group must be empty for the broker to accept it. A member that was killed, or a static
+    member (the supervisor's processors) even after a clean stop, keeps it non-empty until its
+    session times out, hence the retries. The broker refuses per partition, inside a successful
+    reply, so every partition's error is checked.
+    """
+    group = group or settings.processor_group
+    consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
+    try:
+        meta = consumer.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC]
+        tps = [TopicPartition(names.TOPIC, p) for p in sorted(meta.partitions)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        low = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[0] for tp in tps}
+    finally:
+        consumer.close()
+    backlog = sum(max(0, committed[p] - low[p]) for p in low if committed.get(p, -1) >= 0)
+    admin = kafka_adapter.admin(settings)
+    request = [
+        ConsumerGroupTopicPartitions(group, [TopicPartition(names.TOPIC, p, o) for p, o in low.items()])
+    ]
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            reply = admin.alter_consumer_group_offsets(request)[group].result(10)
+            refused = [f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error]
+            if not refused:
+                log.info("rewound group %s to the log start (%d records to re-read)", group, backlog)
+                return backlog, tries
+            problem = "; ".join(refused)
+        except KafkaException as exc:
+            problem = str(exc)
+        if time.monotonic() > deadline:
+            raise DeliveryError(f"cannot rewind group {group}: {problem}", component="kafka")
+        time.sleep(1.0)
+
+
+def produce_raw(settings: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+    """Write (key, value) records straight to the main topic, bypassing ingest's validation."""
+    producer = Producer(kafka_adapter.producer_config(settings))
+    failures: list[str] = []
+    for key, value in records:
+        producer.produce(
+            names.TOPIC,
+            value=value,
+            key=key,
+            on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
+        )
+    if producer.flush(15) or failures:
+        raise DeliveryError(f"raw records not confirmed: {failures}", component="kafka")
+
+
+# ---------------------------------------------------------------------------------------- Redis
+def delete_markers(settings: Settings) -> int:
+    """Delete every dedup marker: only the database's UNIQUE index then stops a redelivered scan."""
+    client = redis_adapter.client(settings)
+    deleted = 0
+    try:
+        batch: list[str] = []
+        for key in client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+def flush_redis(settings: Settings) -> int:
+    """FLUSHALL: every stream, pending list, consumer group, marker and heartbeat is gone."""
+    client = redis_adapter.client(settings)
+    try:
+        keys = int(client.dbsize())
+        client.flushall()
+        return keys
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------- HTTP
+def post_scan(base_url: str, scan: ScanEvent, *, timeout: float = 30.0) -> tuple[int, int]:
+    """POST one scan until a 2xx (retrying 5xx/429/network errors as a scanner does).
+
+    Returns (final status, attempts); a 4xx other than 408/429 is final and returned as is.
+    """
+    body = encode_scan(scan)
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    delay = 0.1
+    while True:
+        attempts += 1
+        req = urllib.request.Request(
+            base_url.rstrip("/") + names.ROUTE_SCAN,
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        status = 0
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # loopback URL we built
+                status = int(resp.status)
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+        except (urllib.error.URLError, OSError) as exc:
+            log.debug("post failed: %s", exc)
+        if 200 <= status < 300 or (400 <= status < 500 and status not in (408, 429)):
+            return status, attempts
+        if time.monotonic() > deadline:
+            raise PipelineError(f"scan {scan.scan_id} not accepted within {timeout:.0f}s (last {status})",
+                                component="chaos")  # fmt: skip
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def run_cli(
+    settings: Settings, args: Sequence[str], *, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``barcode-pipeline ARGS`` as an operator would, with exactly these settings."""
+    env = {**os.environ, **settings_env(settings)}
+    return subprocess.run(
+        [sys.executable, "-m", "barcode_pipeline", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

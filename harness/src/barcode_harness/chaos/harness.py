@@ -1,0 +1,242 @@
+"""Runs scenarios: one pipeline under steady client load, a fault, a heal, a drain, then the ledger.
+
+Timeline of one scenario::
+
+    load starts -- warmup -- inject -- hold -- heal -- (load stops) -- clients drain -- pipeline drains
+                                               |<------------------ time to drain ------------------>|
+
+The load stops at heal so "drained" has a precise meaning: no client holds a pending scan and
+nothing is in flight between Kafka and the database. Then every scan a client was acknowledged is
+looked up in the database and the dead-letter stores.
+
+The harness never reads the environment: its caller passes the ``Settings`` of the stack it may
+break (the CLI from ``BP_*``, the tests a private stack on their own ports).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from barcode_harness.chaos.checks import Check, Ledger, verify
+from barcode_harness.chaos.context import ChaosContext, ChaosParams
+from barcode_harness.chaos.load import LoadConfig, ScannerLoad
+from barcode_harness.chaos.scenarios import Scenario
+from barcode_harness.stack.ha import manager_for
+from barcode_harness.stack.manager import StackManager
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
+from barcode_pipeline.run.startup import wait_http_ok
+from barcode_pipeline.run.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScenarioResult:
+    """One row of the reliability report."""
+
+    key: str
+    name: str
+    title: str
+    fault: str
+    started_at: str = ""
+    sent: int = 0  # scans the clients generated (resends included) + what the scenario sent itself
+    acknowledged: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    client_retries: int = 0  # failed attempts the clients retried (503s, connection errors, ...)
+    drain_s: float | None = None  # heal -> clients and pipeline drained
+    takeover_s: float | None = None
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ledger: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the scenario measured (failover_s, ...)
+    error: str | None = None
+    reports_takeover: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+@dataclass
+class ChaosEnv:
+    """The stack and the supervised pipeline every scenario of a run shares."""
+
+    settings: Settings
+    stack: StackManager
+    sup: Supervisor
+    workdir: Path
+    log_out: IO[str]
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+
+    def ensure_healthy(self, timeout: float = 60.0) -> None:
+        """Every server up, every child running and supervised, ingest ready: a clean start line."""
+        from barcode_harness.chaos.faults import resume
+
+        for comp in self.stack.components.values():
+            comp.start()
+        for name in self.sup.children:
+            resume(self.sup, name, timeout=timeout)
+        wait_http_ok(f"{self.ingest_url}/ready", timeout=timeout)
+
+
+@contextmanager
+def chaos_env(settings: Settings, workdir: Path, *, workers: int = 2) -> Iterator[ChaosEnv]:
+    """Stack up, migrations and topics, then the pipeline (ingest, processor, workers) until exit.
+
+    The log is shared with the harness, so the services' lines and the fault timeline appear in the
+    order they happened.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with running_pipeline(settings, log_path=workdir / "pipeline.log", workers=workers) as sup:
+        yield ChaosEnv(settings, manager_for(settings), sup, workdir, sup.out)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> ScenarioResult:
+    """Run one scenario end to end; never raises for a pipeline failure (it becomes a failed check)."""
+    result = ScenarioResult(scenario.key, scenario.name, scenario.title, scenario.fault,
+                            reports_takeover=scenario.reports_takeover)  # fmt: skip
+    result.started_at = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    outbox = env.workdir / f"{scenario.key}-{scenario.name}" / f"outbox-{int(time.time())}.sqlite3"
+    load = ScannerLoad(
+        env.ingest_url, outbox, LoadConfig(rate=params.rate, duplicate_ratio=params.duplicate_ratio)
+    )
+    ctx = ChaosContext(env.settings, env.stack, env.sup, params, load, outbox.parent, env.log_out)
+    checks: list[Check] = []
+    ledger: Ledger | None = None
+    try:
+        env.ensure_healthy()
+        wait_drained(env.settings, timeout=params.drain_timeout_s)  # start from an empty pipeline
+        ctx.mark(f"=== scenario {scenario.key} {scenario.name}: load {params.rate:.0f} scans/s")
+        ctx.started_ms = _now_ms()
+        load.start()
+        load.wait_acknowledged(1, timeout=30)
+        ctx.sleep(params.warmup_s)
+        ctx.t_inject = time.monotonic()
+        ctx.mark(f"inject: {scenario.fault}")
+        scenario.inject(ctx)
+        scenario.hold(ctx)
+        ctx.t_heal = time.monotonic()
+        load.stop_generating()  # the fault's backlog is what must drain; the clock runs from here
+        ctx.mark("heal (load stopped)")
+        scenario.heal(ctx)
+        ctx.mark("healed; draining clients")
+        left = params.drain_timeout_s - (time.monotonic() - ctx.t_heal)
+        client = load.drain(timeout_s=max(5.0, left))
+        counts = load.counts()
+        checks.append(Check("clients have no pending scan", client.drained and counts.pending == 0,
+                            f"{counts.pending} pending in the outbox"))  # fmt: skip
+        checks.append(
+            Check("ingest refused no scan (no 4xx)", counts.rejected == 0, f"{counts.rejected} rejected")
+        )
+        left = params.drain_timeout_s - (time.monotonic() - ctx.t_heal)
+        wait_drained(env.settings, timeout=max(5.0, left))
+        result.drain_s = time.monotonic() - ctx.t_heal
+        ctx.mark(f"drained {result.drain_s:.1f} s after heal")
+        result.sent = counts.total + ctx.extra_sent
+        result.client_retries = counts.attempts - counts.sent
+        ledger = verify(env.settings, load.acknowledged() | ctx.extra_acked, ctx.started_ms)
+        scenario.after_drain(ctx, ledger)
+    except Exception as exc:
+        log.exception("scenario %s failed to run", scenario.name)
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if load.running:
+            with suppress(Exception):
+                load.stop_generating()
+        try:
+            scenario.cleanup(ctx)
+        except Exception as exc:
+            log.exception("cleanup of %s failed", scenario.name)
+            checks.append(Check("cleanup restored the pipeline", False, f"{type(exc).__name__}: {exc}"))
+        for extra in ctx.extra_supervisors:
+            with suppress(Exception):
+                extra.stop()
+        ctx.mark(f"=== scenario {scenario.key} {scenario.name} done")
+    if ledger is not None:
+        _ledger_checks(result, ledger, scenario, params, checks)
+    if result.drain_s is not None:
+        checks.append(Check(f"drained within {params.drain_target_s:.0f} s of heal",
+                            result.drain_s <= params.drain_target_s, f"{result.drain_s:.1f} s"))  # fmt: skip
+    takeover = ctx.metrics.get("takeover_s")
+    result.takeover_s = float(takeover) if isinstance(takeover, (int, float)) else None
+    result.checks = checks + ctx.checks
+    if result.error:
+        result.checks.append(Check("scenario ran to completion", False, result.error))
+    result.notes = ctx.notes
+    result.metrics = ctx.metrics
+    log.info("scenario %s: %s", scenario.name, "PASS" if result.ok else "FAIL")
+    return result
+
+
+def _ledger_checks(
+    result: ScenarioResult, ledger: Ledger, scenario: Scenario, params: ChaosParams, checks: list[Check]
+) -> None:
+    result.ledger = ledger.to_dict()
+    result.acknowledged = ledger.acknowledged
+    result.stored = ledger.stored
+    result.dead_lettered = ledger.dead_lettered
+    result.lost = ledger.lost
+    result.duplicates = ledger.duplicate_rows + ledger.stray_duplicates
+    checks.append(
+        Check("load was flowing", ledger.acknowledged > 0, f"{ledger.acknowledged} scans acknowledged")
+    )
+    sample = f", e.g. {ledger.lost_sample[:3]}" if ledger.lost else ""
+    checks.append(Check("every acknowledged scan is stored or dead-lettered", ledger.lost == 0,
+                        f"{ledger.lost} lost{sample}"))  # fmt: skip
+    checks.append(Check("no scan stored twice", result.duplicates == 0,
+                        f"{ledger.duplicate_rows} extra rows for acknowledged scans, "
+                        f"{ledger.stray_duplicates} for any scan saved meanwhile"))  # fmt: skip
+    checks.append(Check("no scan both stored and dead-lettered", ledger.stored_and_dead == 0,
+                        f"{ledger.stored_and_dead}"))  # fmt: skip
+    if ledger.dead_lettered:
+        reasons = f"{ledger.dead_without_reason} without; {ledger.dead_letter_reasons}"
+        checks.append(
+            Check("every dead-lettered scan carries its reason", ledger.dead_without_reason == 0, reasons)
+        )
+    if not scenario.expects_dead_letters:
+        checks.append(Check("no acknowledged scan dead-lettered", ledger.dead_lettered == 0,
+                            f"{ledger.dead_lettered}: {ledger.dead_letter_reasons}"))  # fmt: skip
+
+
+def run_scenarios(
+    settings: Settings,
+    scenarios: Sequence[Scenario],
+    params: ChaosParams,
+    workdir: Path,
+    *,
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> list[ScenarioResult]:
+    """Bring up the stack and pipeline once, then run each scenario in turn."""
+    if not scenarios:
+        raise PipelineError("no scenario selected", component="chaos")
+    results: list[ScenarioResult] = []
+    with chaos_env(settings, workdir) as env:
+        for scenario in scenarios:
+            result = run_scenario(env, scenario, params)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results

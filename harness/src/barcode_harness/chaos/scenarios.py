@@ -1,0 +1,567 @@
+"""The fault scenarios: small objects with ``inject`` / ``hold`` / ``heal`` and their own checks.
+
+The harness runs every scenario the same way (steady load, inject, hold, heal, drain, account for
+every acknowledged scan); a scenario only says what breaks, how it is repaired, and which extra
+facts prove the mechanism it targets (AOF survival, takeover time, the UNIQUE index, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from barcode_harness.chaos import faults
+from barcode_harness.chaos.checks import (
+    Ledger,
+    RedisState,
+    TakeoverProbe,
+    compare_redis_state,
+    published_since,
+    redis_state,
+    rows_for,
+    stream_tails,
+    wait_caught_up,
+    wait_pending,
+)
+from barcode_harness.chaos.context import ChaosContext
+from barcode_pipeline.adapters import db
+from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.domain.dead_letter import Cause
+from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.ops import dlq, dlt
+from barcode_pipeline.run.pipeline import wait_drained
+from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
+from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV, CRASH_EXIT_CODE
+
+log = logging.getLogger(__name__)
+
+
+def processors(ctx: ChaosContext) -> list[str]:
+    """The supervised processor children ("processor", or "processor-N" with BP_PROCESSORS > 1)."""
+    return ctx.sup.names("processor")
+
+
+class Scenario:
+    """Base: a fault that is injected, kept for ``hold_s``, then healed. Subclasses override the hooks."""
+
+    key = ""  # short id: "1", "6b", ...
+    name = ""  # CLI name: "kafka-kill"
+    title = ""  # one line for the report
+    fault = ""  # what is done, for the report
+    expects_dead_letters = False  # acknowledged scans may legitimately end in a dead-letter store
+    reports_takeover = False  # the scenario measures a dead worker's takeover time
+
+    def inject(self, ctx: ChaosContext) -> None:
+        raise NotImplementedError
+
+    def hold(self, ctx: ChaosContext) -> None:
+        ctx.sleep(max(0.0, ctx.params.hold_s - ctx.since_inject()))
+
+    def heal(self, ctx: ChaosContext) -> None:
+        """Undo the fault. Default: nothing to undo (the fault was instantaneous)."""
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        """Extra checks once everything drained and the ledger was taken."""
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        """Always runs (also after a failure): leave the stack and pipeline whole for the next one."""
+
+
+# ---------------------------------------------------------------------------------------- servers
+class ServerKill(Scenario):
+    """SIGKILL (or a clean stop of) one server of the stack, restart it at heal."""
+
+    def __init__(self, key: str, component: str, *, clean_stop: bool = False) -> None:
+        self.key = key
+        self.component = component
+        self.clean_stop = clean_stop
+        how = "stop" if clean_stop else "kill"
+        self.name = f"{component}-{how}"
+        label = {"kafka": "Kafka broker", "redis": "Redis", "mariadb": "MariaDB"}[component]
+        self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
+        self.fault = (
+            f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
+        )
+        self._before: RedisState | None = None
+
+    def inject(self, ctx: ChaosContext) -> None:
+        comp = ctx.stack.component(self.component)
+        if self.component == "redis":
+            self._before = redis_state(ctx.settings)
+        if self.clean_stop:
+            comp.stop()
+        else:
+            comp.kill()
+        ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
+
+    def heal(self, ctx: ChaosContext) -> None:
+        started = time.monotonic()
+        ctx.stack.component(self.component).start()
+        ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
+        if self._before is not None:
+            ctx.checks.extend(compare_redis_state(ctx.settings, self._before))
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        ctx.stack.component(self.component).start()
+
+
+# ---------------------------------------------------------------------------------------- processor
+class ProcessorKill(Scenario):
+    key = "2"
+    name = "processor-kill"
+    title = "Processor SIGKILL under load (three times), restarted by the supervisor"
+    fault = (
+        "SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
+        "cycle; the supervisor restarts it each time"
+    )
+    kills = 3
+
+    def __init__(self) -> None:
+        self._killed = 0
+
+    def inject(self, ctx: ChaosContext) -> None:
+        self._kill(ctx)
+
+    def _kill(self, ctx: ChaosContext) -> None:
+        victim = processors(ctx)[0]
+        child = ctx.sup.children[victim]
+        deadline = time.monotonic() + 15
+        while not child.alive() and time.monotonic() < deadline:  # the supervisor is restarting it
+            time.sleep(0.1)
+        faults.kill_child(ctx.sup, victim, restart=True)
+        self._killed += 1
+        ctx.mark(f"processor SIGKILL #{self._killed}")
+
+    def hold(self, ctx: ChaosContext) -> None:
+        gap = ctx.params.hold_s / self.kills
+        for i in range(1, self.kills):
+            ctx.sleep(max(0.0, gap * i - ctx.since_inject()))
+            self._kill(ctx)
+        super().hold(ctx)
+
+    def heal(self, ctx: ChaosContext) -> None:
+        faults.resume(ctx.sup, processors(ctx)[0])
+        ctx.note(f"processor killed {self._killed} times; restarted by the supervisor each time")
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        faults.resume(ctx.sup, processors(ctx)[0])
+
+
+# ---------------------------------------------------------------------------------------- workers
+class WorkerKill(Scenario):
+    """SIGKILL worker(s) while they hold entries; measure how long their entries stay with them."""
+
+    reports_takeover = True
+
+    def __init__(self, key: str, *, all_workers: bool) -> None:
+        self.key = key
+        self.all_workers = all_workers
+        if all_workers:
+            self.name = "workers-kill-all"
+            self.title = "All workers SIGKILL together, restarted after the hold"
+            self.fault = (
+                "SIGKILL of every worker at once; restarted after the hold (they recover their own entries)"
+            )
+        else:
+            self.name = "worker-kill"
+            self.title = "One worker SIGKILL mid-batch, not restarted during the hold"
+            self.fault = "SIGKILL of worker-1 while it holds entries; the live worker must take them over"
+        self._probe: TakeoverProbe | None = None
+        self._victims: list[str] = []
+
+    def inject(self, ctx: ChaosContext) -> None:
+        workers = ctx.sup.names("worker")
+        self._victims = workers if self.all_workers else workers[:1]
+        # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
+        at_least = max(1, int(ctx.params.rate * ctx.settings.worker_max_delay_ms / 1000 / len(workers) / 2))
+        held = wait_pending(ctx.settings, self._victims[0], at_least=at_least)
+        for name in self._victims:
+            faults.kill_child(ctx.sup, name, restart=False)
+        killed_at = time.monotonic()
+        ctx.mark(f"SIGKILL {', '.join(self._victims)} (first held {held} entries just before)")
+        self._probe = TakeoverProbe(ctx.settings, self._victims, started=killed_at)
+        ctx.metrics["pending_at_kill"] = self._probe.initial
+        ctx.note(f"{', '.join(self._victims)} held {self._probe.initial} pending entries when killed")
+        if not self.all_workers:
+            self._probe.start()
+
+    def hold(self, ctx: ChaosContext) -> None:
+        super().hold(ctx)
+        if self._probe is not None and not self.all_workers:
+            # Not restarted until its entries are taken over (or clearly never will be).
+            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+
+    def heal(self, ctx: ChaosContext) -> None:
+        if self.all_workers and self._probe is not None:
+            self._probe.restart_clock()
+            self._probe.start()
+        for name in self._victims:
+            faults.resume(ctx.sup, name)
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        if self._probe is None:
+            return
+        self._probe.stop()
+        took = self._probe.done_after_s
+        ctx.metrics["takeover_s"] = took
+        target = ctx.params.takeover_target_s
+        if self.all_workers:
+            what = "restarted workers re-processed the entries they held"
+            clock = "from the restart"
+        else:
+            what = "the live worker took over the dead worker's entries"
+            clock = "from the kill"
+        ctx.check(
+            f"{what} within {target:.0f} s",
+            took is not None and took <= target,
+            f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} {clock}",
+        )
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if self._probe is not None:
+            self._probe.stop()
+            self._probe.close()
+        for name in self._victims:
+            faults.resume(ctx.sup, name)
+
+
+class WorkerCrashHook(Scenario):
+    """A worker started with a crash hook dies at its first batch; the live workers take over."""
+
+    reports_takeover = True
+    # Sorts before worker-1: under the workers' standby rule the lowest live name is the primary
+    # that always reads, so this worker gets entries (and crashes) at once, as a primary would.
+    consumer = "worker-0-crash"
+
+    def __init__(self, key: str, *, after_commit: bool) -> None:
+        self.key = key
+        self.after_commit = after_commit
+        where = "after COMMIT, before XACK" if after_commit else "after the INSERT, before COMMIT"
+        self.name = "worker-crash-after-commit" if after_commit else "worker-crash-before-commit"
+        self.title = f"Worker crash {where}"
+        self.fault = f"an extra worker with the crash hook exits like SIGKILL {where} of its first batch"
+        self._extra: Supervisor | None = None
+        self._probe: TakeoverProbe | None = None
+
+    def inject(self, ctx: ChaosContext) -> None:
+        env = {CRASH_AFTER_COMMIT_ENV if self.after_commit else CRASH_BEFORE_COMMIT_ENV: "1"}
+        spec = ChildSpec(self.consumer, ["worker", "--name", self.consumer], env=env, restart=False)
+        self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
+        ctx.extra_supervisors.append(self._extra)
+        self._extra.start()
+        code = faults.wait_exit(self._extra, self.consumer, timeout=30)
+        crashed_at = time.monotonic()
+        ctx.mark(f"{self.consumer} exited with {code}")
+        ctx.check("the crash hook fired", code == CRASH_EXIT_CODE, f"exit code {code}")
+        self._probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
+        ctx.metrics["pending_at_kill"] = self._probe.initial
+        ctx.check("the crashed worker left entries pending", self._probe.initial > 0,
+                  f"{self._probe.initial} entries")  # fmt: skip
+        if self.after_commit:
+            committed = rows_for(ctx.settings, self._pending_keys(ctx))
+            ctx.check(
+                "its batch was committed before the crash",
+                bool(committed) and all(n == 1 for n in committed.values()),
+                f"{sum(1 for n in committed.values() if n == 1)}/{len(committed)} of its pending scans"
+                " have a row",
+            )
+        self._probe.start()
+
+    def _pending_keys(self, ctx: ChaosContext) -> set[tuple[str, str]]:
+        assert self._probe is not None
+        client = dlq.binary_client(ctx.settings)
+        keys: set[tuple[str, str]] = set()
+        try:
+            for stream, entry_id in self._probe.held.get(self.consumer, set()):
+                items: Any = client.xrange(stream, min=entry_id, max=entry_id)
+                for _id, fields in items:
+                    keys.add((fields[b"dev"].decode(), fields[b"sid"].decode()))
+        finally:
+            client.close()
+        return keys
+
+    def hold(self, ctx: ChaosContext) -> None:
+        super().hold(ctx)
+        if self._probe is not None:
+            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        if self._probe is None:
+            return
+        self._probe.stop()
+        took = self._probe.done_after_s
+        ctx.metrics["takeover_s"] = took
+        ctx.check(
+            f"live workers took over the crashed worker's entries within "
+            f"{ctx.params.takeover_target_s:.0f} s",
+            took is not None and took <= ctx.params.takeover_target_s,
+            f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} from the crash",
+        )
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if self._probe is not None:
+            self._probe.stop()
+            self._probe.close()
+        if self._extra is not None:
+            self._extra.stop()
+
+
+# ---------------------------------------------------------------------------------------- duplicates
+def _acked_scans(ctx: ChaosContext, limit: int) -> list[ScanEvent]:
+    conn = sqlite3.connect(ctx.load.outbox_path, timeout=10.0)
+    try:
+        rows = conn.execute(
+            "SELECT DISTINCT device_id, scan_id, barcode, scan_time FROM outbox WHERE state = 1 LIMIT ?",
+            (limit,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        ScanEvent(barcode=str(b), device_id=str(d), scan_time=int(t), scan_id=str(s)) for d, s, b, t in rows
+    ]
+
+
+class Duplicates(Scenario):
+    key = "8"
+    name = "duplicates"
+    title = "Duplicates: client resends 5x, processor group rewound, markers deleted + rewound"
+    fault = ("20 acknowledged scans resent 5x each; processor stopped and its group rewound to the earliest "
+             "offset; then dedup markers deleted and the group rewound again")  # fmt: skip
+    resent_scans = 20
+    resends = 5
+
+    def inject(self, ctx: ChaosContext) -> None:
+        scans = _acked_scans(ctx, self.resent_scans)
+        ok = 0
+        for scan in scans:
+            for _ in range(self.resends):
+                status, _attempts = faults.post_scan(ctx.ingest_url, scan)
+                ok += 200 <= status < 300
+        ctx.extra_sent += len(scans) * self.resends
+        ctx.extra_acked.update((s.device_id, s.scan_id) for s in scans)
+        self._resent = scans
+        ctx.check("every resend was acknowledged", ok == len(scans) * self.resends and len(scans) > 0,
+                  f"{ok}/{len(scans) * self.resends} resends got a 2xx")  # fmt: skip
+        self._rewind(ctx, delete_markers=False)
+        self._rewind(ctx, delete_markers=True)
+
+    def _rewind(self, ctx: ChaosContext, *, delete_markers: bool) -> None:
+        """Stop the processor, (delete the markers,) rewind its group, restart it and let it catch up.
+
+        The evidence is in the streams: of this scenario's scans already stored before the rewind
+        (so certainly published, with a marker), how many were published *again* by the re-read.
+        """
+        for name in processors(ctx):  # the whole group must be empty for the broker to rewind it
+            faults.stop_child(ctx.sup, name)
+        stored = {k for k, n in rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
+        tails = stream_tails(ctx.settings)
+        deleted = faults.delete_markers(ctx.settings) if delete_markers else 0
+        backlog, _tries = faults.rewind_group(ctx.settings)
+        for name in processors(ctx):
+            faults.resume(ctx.sup, name)
+        what = f"deleted {deleted} dedup markers and rewound" if delete_markers else "rewound"
+        ctx.mark(f"{what} the processor group: {backlog} records to re-read")
+        # Let the re-read finish before the next step, so each protection is exercised on its own.
+        took = wait_caught_up(ctx.settings, max_lag=int(ctx.params.rate), timeout=ctx.params.drain_timeout_s)
+        again = published_since(ctx.settings, tails) & stored
+        ctx.note(
+            f"{what} the processor group to the earliest offset: {backlog} records re-read in "
+            f"{took:.1f} s; {len(again)} of {len(stored)} already stored scans published again"
+        )
+        if delete_markers:
+            ctx.check("without markers, stored scans were published again (the UNIQUE index's turn)",
+                      bool(stored) and len(again) == len(stored), f"{len(again)}/{len(stored)}")  # fmt: skip
+        else:
+            ctx.check("the dedup markers absorbed the re-read", bool(stored) and backlog > 0 and not again,
+                      f"{len(again)} of {len(stored)} stored scans published again")  # fmt: skip
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
+        ctx.check("each resent scan has exactly one row", bool(rows) and all(n == 1 for n in rows.values()),
+                  f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        for name in processors(ctx):
+            faults.resume(ctx.sup, name)
+
+
+# ---------------------------------------------------------------------------------------- poison
+class Poison(Scenario):
+    key = "9"
+    name = "poison"
+    title = "Poison: undecodable and schema-violating records on the topic; an unknown device"
+    fault = (
+        "3 raw records written straight to the topic (undecodable bytes, schema-violating JSON, empty "
+        "value) -> DLT; 20 scans of an unmapped device via ingest -> DLQ, replayed after mapping it"
+    )
+    expects_dead_letters = True
+    unknown_scans = 20
+
+    def inject(self, ctx: ChaosContext) -> None:
+        self.token = secrets.token_hex(6)
+        self.device = f"CHAOS-UNMAPPED-{self.token}"
+        bad_json = {"barcode": "has space", "deviceId": "SEOUL-CENTER-PC-001", "scanTime": "yesterday",
+                    "scanId": f"poison-{self.token}"}  # fmt: skip
+        self.poison_keys = [f"poison-{self.token}-{i}".encode() for i in range(3)]
+        faults.produce_raw(
+            ctx.settings,
+            [
+                (self.poison_keys[0], b"\xff\xfe\x00not json " + self.token.encode()),
+                (self.poison_keys[1], orjson.dumps(bad_json)),
+                (self.poison_keys[2], None),
+            ],
+        )
+        now = int(time.time() * 1000)
+        self.unknown = [
+            ScanEvent(f"880{i:010d}", self.device, now + i, f"chaos-{self.token}-{i}")
+            for i in range(self.unknown_scans)
+        ]
+        accepted = 0
+        for scan in self.unknown:
+            status, _ = faults.post_scan(ctx.ingest_url, scan)
+            if 200 <= status < 300:
+                accepted += 1
+                ctx.extra_acked.add((scan.device_id, scan.scan_id))
+        ctx.extra_sent += len(self.poison_keys) + len(self.unknown)
+        ctx.check("ingest accepted the unknown device's scans (it does not know the mapping)",
+                  accepted == len(self.unknown), f"{accepted}/{len(self.unknown)}")  # fmt: skip
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        in_dlt = [x for x in dlt.read_dlt(ctx.settings, since_ms=ctx.started_ms) if x.key in self.poison_keys]
+        ctx.check(
+            "every poison record is in barcode-events.dlt with its reason",
+            {x.key for x in in_dlt} == set(self.poison_keys)
+            and all(x.reason and "no reason" not in x.reason for x in in_dlt),
+            "; ".join(f"{(x.key or b'').decode()}: {x.reason[:60]}" for x in in_dlt) or "none found",
+        )  # fmt: skip
+        letters = [
+            x
+            for x in dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
+            if x.device_id == self.device
+        ]
+        ctx.check(
+            "every unknown-device scan is in barcode:dlq with its reason",
+            len({x.scan_id for x in letters}) == len(self.unknown)
+            and all(x.cause is Cause.UNKNOWN_DEVICE for x in letters),
+            f"{len(letters)} entries; reason: {letters[0].reason if letters else '-'}",
+        )  # fmt: skip
+        ids = [x.id for x in letters]
+        refused = dlq.replay_dlq(ctx.settings, ids=ids)
+        ctx.check("dlq replay refuses while the device is still unmapped",
+                  not refused.replayed and len(refused.skipped) == len(ids),
+                  refused.skipped[0][1] if refused.skipped else "nothing skipped")  # fmt: skip
+        self._map_device(ctx, add=True)
+        outcome = dlq.replay_dlq(ctx.settings, ids=ids)
+        wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
+        rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
+        left = [
+            x
+            for x in dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
+            if x.device_id == self.device
+        ]
+        ctx.check(
+            "after mapping the device, dlq replay stored each of its scans exactly once",
+            len(outcome.replayed) == len(ids) and all(n == 1 for n in rows.values()) and not left,
+            f"replayed {len(outcome.replayed)}, rows {sum(rows.values())} for {len(rows)} scans, "
+            f"{len(left)} left in the DLQ",
+        )  # fmt: skip
+        ctx.note(f"{len(in_dlt)} poison records in the DLT; {len(letters)} unknown-device scans in the DLQ, "
+                 f"replayed after mapping {self.device}: {sum(rows.values())} rows")  # fmt: skip
+
+    def _map_device(self, ctx: ChaosContext, *, add: bool) -> None:
+        conn = db.connect(ctx.settings.db_url, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                if add:
+                    cur.execute(
+                        "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                        " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
+                        (self.device, "CENTER-CHAOS", "Chaos test center"),
+                    )
+                else:
+                    cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
+        finally:
+            conn.close()
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if getattr(self, "device", None):
+            self._map_device(ctx, add=False)
+
+
+# ---------------------------------------------------------------------------------------- Redis data loss
+class RedisFlush(Scenario):
+    key = "10"
+    name = "redis-flush"
+    title = "Redis data lost (FLUSHALL) with scans in flight; re-driven with `replay --since`"
+    fault = (
+        "FLUSHALL while scans are in flight (streams, pending lists, groups, markers gone); "
+        "heal = `barcode-pipeline replay --since <load start>`"
+    )
+
+    def inject(self, ctx: ChaosContext) -> None:
+        keys = faults.flush_redis(ctx.settings)
+        ctx.mark(f"FLUSHALL ({keys} keys)")
+        ctx.note(f"FLUSHALL dropped {keys} keys while scans were in flight")
+
+    def heal(self, ctx: ChaosContext) -> None:
+        since = ctx.started_ms - 1000
+        result = faults.run_cli(ctx.settings, ["replay", "--since", str(since)])
+        out = (result.stdout.strip().splitlines() or [""])[-1]
+        ctx.mark(f"replay --since {since}: rc {result.returncode}: {out}")
+        ctx.check("`barcode-pipeline replay --since` succeeded", result.returncode == 0,
+                  out or result.stderr.strip()[-300:])  # fmt: skip
+        ctx.note(f"`barcode-pipeline replay --since {since}`: {out}")
+
+
+# ---------------------------------------------------------------------------------------- registry
+# Factories, not instances: a scenario keeps state while it runs, so every run gets a fresh one.
+FACTORIES: tuple[Callable[[], Scenario], ...] = (
+    lambda: ServerKill("1", "kafka"),
+    ProcessorKill,
+    lambda: ServerKill("3", "redis"),
+    lambda: WorkerKill("4", all_workers=False),
+    lambda: WorkerKill("5", all_workers=True),
+    lambda: WorkerCrashHook("6", after_commit=True),
+    lambda: WorkerCrashHook("6b", after_commit=False),
+    lambda: ServerKill("7", "mariadb"),
+    lambda: ServerKill("7b", "mariadb", clean_stop=True),
+    Duplicates,
+    Poison,
+    RedisFlush,
+)
+
+
+@dataclass(frozen=True)
+class ScenarioInfo:
+    key: str
+    name: str
+    title: str
+    fault: str
+
+
+def describe() -> list[ScenarioInfo]:
+    """Every scenario, in run order."""
+    return [ScenarioInfo(s.key, s.name, s.title, s.fault) for s in (f() for f in FACTORIES)]
+
+
+def select(wanted: Sequence[str]) -> list[Scenario]:
+    """Fresh scenarios by name or key, in registry order; ``all`` (or nothing) selects every one."""
+    every = [f() for f in FACTORIES]
+    if not wanted or "all" in wanted:
+        return every
+    by = {s.name: s for s in every} | {s.key: s for s in every}
+    unknown = [w for w in wanted if w not in by]
+    if unknown:
+        raise ConfigError(
+            f"unknown scenario(s): {', '.join(unknown)}; choose from: all, "
+            + ", ".join(s.name for s in every)
+        )
+    chosen = {by[w].name for w in wanted}
+    return [s for s in every if s.name in chosen]

@@ -1,0 +1,238 @@
+"""``barcode-pipeline scanner``: simulated center PCs sending scans through a durable outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from barcode_harness.scanner.outbox import Outbox, OutboxCounts, outbox_status
+from barcode_harness.scanner.scans import device_ids
+from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport, now_ms
+from barcode_pipeline.config import Settings, load_settings
+from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.logs import setup_logging
+
+EXIT_NOT_DRAINED = 3
+
+
+class ModeChoice(StrEnum):
+    single = "single"
+    batch = "batch"
+
+
+class SyncChoice(StrEnum):
+    full = "full"
+    normal = "normal"
+
+
+def default_outbox(settings: Settings) -> Path:
+    return settings.state_dir / "scanner" / "outbox.sqlite3"
+
+
+def failed_attempts(counts: OutboxCounts) -> int:
+    """Attempts that did not resolve their scan: every acked or rejected row ended with exactly one."""
+    return counts.attempts - counts.acked - counts.rejected
+
+
+def _counts_table(counts: OutboxCounts) -> Table:
+    table = Table(show_header=False)
+    for key, value in counts.to_dict().items():
+        table.add_row(key, f"{value:,}")
+    table.add_row("failed attempts", f"{failed_attempts(counts):,}")
+    return table
+
+
+def _print_report(console: Console, report: SimulatorReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    run = report.stats
+    table = Table(title=f"scanner run ({report.elapsed_s:.1f} s)", show_header=True)
+    table.add_column("")
+    table.add_column("this run", justify="right")
+    table.add_column("outbox (all runs)", justify="right")
+    table.add_row("generated", f"{run.generated:,} ({run.duplicates:,} resends)", f"{report.outbox.total:,}")
+    table.add_row("HTTP requests", f"{run.requests:,}", "")
+    table.add_row("scans sent at least once", "", f"{report.outbox.sent:,}")
+    table.add_row("acknowledged", f"{run.acked:,}", f"{report.outbox.acked:,}")
+    table.add_row("failed attempts (retried)", f"{run.retried:,}", f"{failed_attempts(report.outbox):,}")
+    table.add_row("rejected (4xx, kept)", f"{run.rejected:,}", f"{report.outbox.rejected:,}")
+    table.add_row("pending", f"{report.outbox.pending:,}", f"{report.outbox.pending:,}")
+    table.add_row("resumed from a previous run", f"{run.recovered:,}", "")
+    console.print(table)
+    if not report.drained:
+        console.print(
+            f"[yellow]{report.outbox.pending:,} scans still pending: they are sent on the next run "
+            "with the same --outbox[/yellow]"
+        )
+
+
+async def _run_with_progress(config: SimulatorConfig, console: Console, quiet: bool) -> SimulatorReport:
+    simulator = Simulator(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        console.print(f"[yellow]{sig.name}: stopping (pending scans stay in the outbox)[/yellow]")
+        stop.set()
+        loop.remove_signal_handler(sig)  # a second signal ends the process the default way
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+    run_task = asyncio.ensure_future(simulator.run(stop))
+    with progress:
+        bar = progress.add_task("scanner", total=config.count, info="")
+        while not run_task.done():
+            s = simulator.stats
+            up = "up" if s.endpoint_up else "[red]DOWN[/red]"
+            progress.update(
+                bar,
+                completed=s.acked + s.rejected,
+                total=config.count if config.count else None,
+                info=(
+                    f"gen {s.generated:,} sent {s.requests:,} ack {s.acked:,} pending {s.pending:,} "
+                    f"rej {s.rejected:,} retries {s.retried:,} ingest {up}"
+                ),
+            )
+            await asyncio.wait({run_task}, timeout=0.25)
+    return run_task.result()
+
+
+def scanner(
+    url: Annotated[
+        str | None, typer.Option(help="Ingest base URL (default: http://BP_INGEST_HOST:BP_INGEST_PORT).")
+    ] = None,
+    outbox: Annotated[
+        Path | None, typer.Option(help="Outbox file, SQLite (default: BP_STATE_DIR/scanner/outbox.sqlite3).")
+    ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(min=1, help="Number of devices; the first three are the seeded SEOUL-CENTER-PC-00x."),
+    ] = 3,
+    device: Annotated[
+        list[str] | None, typer.Option(help="Explicit device ID (repeatable); overrides --devices.")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=0.001, help="Scans per second per device.")] = 10.0,
+    count: Annotated[
+        int | None, typer.Option(min=0, help="Total scans to generate (0 = only deliver what is pending).")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(min=0.001, help="Seconds to generate scans for.")] = None,
+    mode: Annotated[ModeChoice, typer.Option(help="One request per scan, or batches.")] = ModeChoice.single,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size trigger (batch mode).")] = 100,
+    batch_interval: Annotated[float, typer.Option(min=0.001, help="Batch time trigger, seconds.")] = 1.0,
+    duplicate_ratio: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.99, help="Share of scans that resend an earlier scan (same scanId)."),
+    ] = 0.0,
+    itf14_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of ITF-14 (case) barcodes; the rest are EAN-13.")
+    ] = 0.3,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests (or batches) in flight per device.")] = 4,
+    timeout: Annotated[float, typer.Option(min=0.01, help="HTTP request timeout, seconds.")] = 10.0,
+    drain_timeout: Annotated[
+        float, typer.Option(help="After generating, wait this long for pending scans (< 0: forever).")
+    ] = 30.0,
+    synchronous: Annotated[
+        SyncChoice, typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash.")
+    ] = SyncChoice.full,
+    seed: Annotated[int | None, typer.Option(help="Random seed (barcodes, resends, jitter).")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Print the outbox counts and exit.")] = False,
+    requeue_rejected: Annotated[
+        bool, typer.Option("--requeue-rejected", help="Make rejected scans pending again, then exit.")
+    ] = False,
+    purge_acked: Annotated[
+        bool, typer.Option("--purge-acked", help="Delete acknowledged rows (counts are kept), then exit.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Simulate center PCs: generate scans and deliver each one at least once, through a durable outbox.
+
+    Each scan is committed to the local outbox before it is sent and stays pending until a 2xx.
+    Failures are retried with back-off; 4xx answers (except 408/429) are kept as rejected.
+    Run again with the same --outbox to resume. Exit code 3: scans were left pending.
+    """
+    settings = load_settings()
+    setup_logging(settings.log_level, "scanner")
+    path = outbox or default_outbox(settings)
+    console = Console(stderr=not as_json)
+    if status or requeue_rejected or purge_acked:
+        _maintain(path, console, requeue=requeue_rejected, purge=purge_acked, as_json=as_json)
+        return
+    if count is not None and duration is not None:
+        raise ConfigError("give --count or --duration, not both", component="scanner")
+    config = SimulatorConfig(
+        url=url or f"http://{settings.ingest_host}:{settings.ingest_port}",
+        outbox_path=path,
+        devices=tuple(device) if device else device_ids(devices),
+        rate_per_device=rate,
+        count=count,
+        duration_s=duration,
+        mode=mode.value,
+        batch_size=batch_size,
+        batch_interval_s=batch_interval,
+        duplicate_ratio=duplicate_ratio,
+        itf14_ratio=itf14_ratio,
+        concurrency=concurrency,
+        request_timeout_s=timeout,
+        drain_timeout_s=None if drain_timeout < 0 else drain_timeout,
+        synchronous="FULL" if synchronous is SyncChoice.full else "NORMAL",
+        seed=seed,
+    )
+    report = asyncio.run(_run_with_progress(config, console, quiet or as_json))
+    _print_report(console, report, as_json)
+    if not report.drained:
+        raise typer.Exit(EXIT_NOT_DRAINED)
+
+
+def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_json: bool) -> None:
+    """Maintenance actions on an outbox (the status read works while a simulator is running)."""
+    if requeue or purge:
+        if not path.exists():
+            raise ConfigError(f"no outbox at {path}", component="scanner")
+        with Outbox(path) as box:
+            if requeue:
+                console.print(f"requeued {box.requeue_rejected(now_ms()):,} rejected scans")
+            if purge:
+                console.print(f"purged {box.purge_acked():,} acknowledged rows")
+    counts = outbox_status(path)
+    if as_json:
+        typer.echo(orjson.dumps({"outbox": str(path), **counts.to_dict()}).decode())
+    else:
+        console.print(f"outbox {path} at {time.strftime('%H:%M:%S')}")
+        console.print(_counts_table(counts))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this subsystem's commands to the root app."""
+    app.command("scanner")(scanner)

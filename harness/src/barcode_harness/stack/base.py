@@ -1,0 +1,136 @@
+"""What every local component has in common: paths, pid file, start/stop/kill and health."""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from barcode_harness.stack import process
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import StackError
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    address: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str = ""
+
+
+class Component(abc.ABC):
+    """One server of the local stack, living in ``<state_dir>/<name>/``."""
+
+    name: str = ""
+    start_timeout: float = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = (settings.state_dir / self.name).resolve()
+
+    # --- paths ---
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "server.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        """Where the process's own stdout/stderr go (servers that log to a file of their own differ)."""
+        return self.logfile
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def marker(self) -> str:
+        """A string in the server's command line that proves a pid is really ours."""
+
+    # --- lifecycle ---
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Create config files and initialise storage on first start (idempotent)."""
+
+    @abc.abstractmethod
+    def argv(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise if the server does not really answer (round trip, PING, SELECT 1)."""
+
+    def after_start(self) -> None:
+        """First-start bootstrap once healthy (users, databases). Default: nothing."""
+        return None
+
+    def pid(self) -> int | None:
+        pid = process.read_pid(self.pidfile)
+        return pid if process.is_alive(pid, self.marker) else None
+
+    def start(self) -> bool:
+        """Start unless running; wait until healthy. Returns True if it was started now."""
+        if self.pid() is not None:
+            self.wait_healthy()
+            return False
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        process.spawn(self.argv(), log=self.stdout_log, pidfile=self.pidfile)
+        self.wait_healthy()
+        self.after_start()
+        return True
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise StackError(
+                    f"exited during start-up; see {self.logfile}", component=self.name, hint=self._log_tail()
+                )
+            try:
+                self.check()
+                return
+            except Exception as exc:
+                last = exc
+                time.sleep(0.25)
+        raise StackError(
+            f"did not answer within {timeout or self.start_timeout:.0f}s ({last}); see {self.logfile}",
+            component=self.name,
+        )
+
+    def stop(self, timeout: float = 60.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            process.terminate(pid, self.marker, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, for fault injection."""
+        pid = self.pid()
+        if pid is not None:
+            process.kill(pid)
+
+    def status(self) -> ComponentStatus:
+        pid = self.pid()
+        healthy, detail = False, "stopped"
+        if pid is not None:
+            try:
+                self.check()
+                healthy, detail = True, "ok"
+            except Exception as exc:
+                detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return ComponentStatus(self.name, self.address, pid, pid is not None, healthy, detail)
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            tail = self.logfile.read_text(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            return "no log"
+        return " | ".join(tail)[-400:]

@@ -1,0 +1,259 @@
+"""Apache Kafka 4.x in KRaft mode (one combined broker+controller), run from Maven Central jars.
+
+There is no Kafka package in Debian or PyPI, so the broker's jars are resolved once with Maven
+into a per-version cache outside the state directory (``stack reset`` does not refetch them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from barcode_harness.stack.base import Component
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import MissingPrerequisite, StackError
+
+HEALTH_TOPIC = "barcode-stack-health"
+SLF4J_VERSION = "2.0.17"
+LOG4J_VERSION = "2.24.3"
+
+
+def split_hostport(address: str, default_port: int) -> tuple[str, int]:
+    first = address.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep:
+        return (first or "127.0.0.1", default_port)
+    return (host or "127.0.0.1", int(port))
+
+
+def render_pom(kafka_version: str) -> str:
+    """A throw-away POM whose runtime dependencies are exactly the broker's classpath."""
+    deps = [
+        ("org.apache.kafka", "kafka_2.13", kafka_version),
+        ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+        ("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
+        ("org.slf4j", "slf4j-api", SLF4J_VERSION),  # the log4j2 binding needs slf4j 2.x
+    ]
+    dep_xml = "\n".join(
+        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.barcode-pipeline</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka_version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+{dep_xml}
+  </dependencies>
+</project>
+"""
+
+
+def render_server_properties(settings: Settings, data_dir: Path) -> str:
+    host, port = split_hostport(settings.kafka_bootstrap, 9092)
+    cport = settings.kafka_controller_port
+    return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{host}:{cport}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data_dir}
+# Topics are created explicitly by the pipeline, with the partition count it wants.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# A broker restarted after a crash re-registers once its old session expires: 3 s, not the default 9 s.
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=1000
+log.retention.hours=168
+num.network.threads=2
+num.io.threads=4
+"""
+
+
+def render_log4j2(log_dir: Path) -> str:
+    return f"""status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log_dir}/server.log
+appender.file.filePattern = {log_dir}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class KafkaComponent(Component):
+    name = "kafka"
+    start_timeout = 90.0
+    health_replication = 1  # replication factor of the health topic (the ha profile uses 3)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.jar_dir = (settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs").resolve()
+        self.data_dir = self.home / "data"
+
+    @property
+    def address(self) -> str:
+        host, port = split_hostport(self.settings.kafka_bootstrap, 9092)
+        return f"{host}:{port}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Where clients connect (every broker of a cluster; this one broker here)."""
+        return self.address
+
+    @property
+    def marker(self) -> str:
+        return str(self.home / "server.properties")
+
+    @property
+    def logfile(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    def ensure_jars(self) -> Path:
+        """Resolve the broker's jars with Maven once; later calls reuse the cache."""
+        if (self.jar_dir / ".complete").exists():
+            return self.jar_dir
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise MissingPrerequisite(
+                "mvn not found; install it with: apt-get install -y maven", component="kafka"
+            )
+        build = self.jar_dir.parent / "build"
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        (build / "pom.xml").write_text(render_pom(self.settings.kafka_version))
+        staging = build / "libs"
+        cmd = [
+            mvn, "-q", "-B", "-f", str(build / "pom.xml"), "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+            raise StackError("Maven could not fetch the Kafka jars: " + " | ".join(tail), component="kafka")
+        shutil.rmtree(self.jar_dir, ignore_errors=True)
+        staging.rename(self.jar_dir)
+        (self.jar_dir / ".complete").write_text(self.settings.kafka_version)
+        shutil.rmtree(build, ignore_errors=True)
+        return self.jar_dir
+
+    def _java(self) -> str:
+        java = shutil.which("java")
+        if not java:
+            raise MissingPrerequisite(
+                "java not found; install a JDK 17+ with: apt-get install -y openjdk-17-jre-headless",
+                component="kafka",
+            )
+        return java
+
+    def prepare(self) -> None:
+        java = self._java()
+        self.ensure_jars()
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        props = self.home / "server.properties"
+        props.write_text(render_server_properties(self.settings, self.data_dir))
+        (self.home / "log4j2.properties").write_text(render_log4j2(self.home / "logs"))
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_file = self.home / "cluster.id"
+        if not cluster_file.exists():
+            # A Kafka cluster id is a base64 UUID, which the StorageTool would otherwise generate.
+            import base64
+
+            cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        # "--cluster-id=ID", not "-t ID": a base64 id starts with "-" one time in 64, and the tool's
+        # argument parser then takes it for an option and refuses to format.
+        cmd = [java, "-cp", f"{self.jar_dir}/*", "kafka.tools.StorageTool", "format",
+               f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props),
+               "--ignore-formatted"]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(
+                f"storage format failed: {result.stdout}{result.stderr}"[-500:], component="kafka"
+            )
+
+    def argv(self) -> list[str]:
+        heap = self.settings.kafka_heap
+        return [
+            self._java(), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp", f"{self.jar_dir}/*", "kafka.Kafka", str(self.home / "server.properties"),
+        ]  # fmt: skip
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.home / "logs" / "stdout.log"
+
+    def check(self) -> None:
+        """A real produce/consume round trip on a small health topic."""
+        bootstrap = self.bootstrap
+        host, port = split_hostport(bootstrap, 9092)
+        with socket.create_connection((host, port), timeout=2):
+            pass  # fail fast (and quietly) while the broker is not listening yet
+        quiet: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap, "log_level": 0}
+        admin = AdminClient(quiet)
+        topics = admin.list_topics(timeout=3).topics
+        if HEALTH_TOPIC not in topics:
+            with contextlib.suppress(KafkaException):
+                topic = NewTopic(HEALTH_TOPIC, 1, self.health_replication)
+                admin.create_topics([topic])[HEALTH_TOPIC].result(10)
+        producer = Producer({**quiet, "acks": "all", "message.timeout.ms": 5000})
+        token = uuid.uuid4().hex.encode()
+        delivered: list[tuple[int, int]] = []
+
+        def on_delivery(err: object, msg: object) -> None:
+            if err is None:
+                delivered.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
+
+        producer.produce(HEALTH_TOPIC, token, on_delivery=on_delivery)
+        producer.flush(6)
+        if not delivered:
+            raise StackError("produce not acknowledged", component="kafka")
+        partition, offset = delivered[0]
+        consumer = Consumer({**quiet, "group.id": "barcode-stack-health", "enable.auto.commit": False})
+        try:
+            consumer.assign([TopicPartition(HEALTH_TOPIC, partition, offset)])
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and not msg.error() and msg.value() == token:
+                    return
+        finally:
+            consumer.close()
+        raise StackError("consumed nothing back from the health topic", component="kafka")

@@ -1,0 +1,132 @@
+"""Bring the local stack up and down as one unit."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from barcode_harness.stack import profile as profiles
+from barcode_harness.stack.base import Component, ComponentStatus
+from barcode_harness.stack.kafka import KafkaComponent
+from barcode_harness.stack.mariadb import MariaDBComponent
+from barcode_harness.stack.redis import RedisComponent
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import ConfigError, StackError
+
+log = logging.getLogger(__name__)
+
+COMPONENT_NAMES = ("kafka", "redis", "mariadb")
+
+
+class StackManager:
+    """Owns the three servers under ``settings.state_dir``."""
+
+    profile = "single"  # see stack/profile.py; stack/ha.py holds the replicated profile
+
+    def __init__(self, settings: Settings, *, monitoring: bool = False) -> None:
+        """``monitoring`` adds Prometheus and its exporters (stack/monitoring.py) to what ``up`` starts."""
+        from barcode_harness.stack.monitoring import monitoring_components
+
+        self.settings = settings
+        self.components: dict[str, Component] = {
+            "kafka": KafkaComponent(settings),
+            "redis": RedisComponent(settings),
+            "mariadb": MariaDBComponent(settings),
+        }
+        self.monitoring = monitoring_components(settings)
+        if monitoring:
+            self.components.update(self.monitoring)
+
+    def component(self, name: str) -> Component:
+        try:
+            return {**self.monitoring, **self.components}[name]
+        except KeyError:
+            choices = ", ".join((*self.components, *self.monitoring))
+            raise ConfigError(f"unknown component {name!r}; choose one of {choices}") from None
+
+    def up(self, *, quiet: bool = False) -> dict[str, float]:
+        """Start whatever is not running and wait until every component answers; idempotent.
+
+        Components start in parallel (Kafka's JVM dominates a cold start). Returns seconds per component.
+        """
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        profiles.claim(self.settings.state_dir, self.profile)
+        self.prepare_start()
+        timings: dict[str, float] = {}
+
+        def start(comp: Component) -> None:
+            t0 = time.monotonic()
+            started = comp.start()
+            timings[comp.name] = time.monotonic() - t0
+            log.info("%s %s at %s (%.1fs)", comp.name, "started" if started else "already up", comp.address,
+                     timings[comp.name])  # fmt: skip
+
+        errors: list[str] = []
+        if quiet:
+            self._run_parallel(start, errors)
+        else:
+            from rich.console import Console
+
+            with Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots"):
+                self._run_parallel(start, errors)
+        if errors:
+            raise StackError("; ".join(errors))
+        return timings
+
+    def prepare_start(self) -> None:
+        """What must exist before any server starts (the ha profile's namespaces). Default: nothing."""
+        return None
+
+    def _run_parallel(self, fn: Callable[[Component], None], errors: list[str]) -> None:
+        with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
+            futures = {pool.submit(fn, comp): comp for comp in self.components.values()}
+            for fut, comp in futures.items():
+                try:
+                    fut.result()
+                except Exception as exc:
+                    errors.append(str(exc) if comp.name in str(exc) else f"{comp.name}: {exc}")
+
+    def down(self) -> None:
+        """Stop cleanly (data kept), monitoring included. The pipeline's processes should be stopped first."""
+        for comp in self.monitoring.values():
+            comp.stop()
+        for name in reversed(COMPONENT_NAMES):
+            self.components[name].stop()
+
+    def status(self) -> list[ComponentStatus]:
+        return [c.status() for c in self.components.values()]
+
+    def monitoring_status(self) -> list[ComponentStatus]:
+        """Prometheus and the exporters that run although this manager was not asked to start them."""
+        extra = [c for n, c in self.monitoring.items() if n not in self.components and c.pid() is not None]
+        return [c.status() for c in extra]
+
+    def healthy(self) -> bool:
+        return all(s.healthy for s in self.status())
+
+    def reset(self) -> None:
+        """Stop everything and delete the state directory (the Kafka jar cache is kept)."""
+        self.down()
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+
+    def env(self) -> str:
+        """Shell exports of the connection settings the services read."""
+        values = {
+            "BP_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "BP_REDIS_URL": self.settings.redis_url,
+            "BP_DB_URL": self.settings.db_url,
+            "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
+        }
+        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
+
+
+def ensure_up(settings: Settings) -> None:
+    """Start the local stack of ``settings.stack_profile`` if it is not running (idempotent):
+    ``run``'s start-up hook."""
+    from barcode_harness.stack.ha import manager_for  # ha.py builds on this module
+
+    manager_for(settings).up(quiet=True)

@@ -1,0 +1,131 @@
+"""MariaDB from Debian's ``mariadb-server``: its own datadir, port and socket under the state dir.
+
+On first start the data directory is initialised with ``mariadb-install-db`` and the
+application database and user named in ``BP_DB_URL`` are created.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+from pathlib import Path
+
+import pymysql
+
+from barcode_harness.stack.base import Component
+from barcode_pipeline.adapters.db import parse_db_url
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import MissingPrerequisite, StackError
+
+
+def render_my_cnf(settings: Settings, home: Path, run_as_root: bool) -> str:
+    target = parse_db_url(settings.db_url)
+    user_line = "user = root\n" if run_as_root else ""
+    return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
+[mysqld]
+{user_line}datadir = {home / "data"}
+socket = {home / "mysqld.sock"}
+pid-file = {home / "mysqld.pid"}
+port = {target.port}
+bind-address = {target.host}
+log-error = {home / "logs" / "server.log"}
+skip-name-resolve
+character-set-server = utf8mb4
+collation-server = utf8mb4_unicode_ci
+max_connections = 500
+innodb_buffer_pool_size = 512M
+innodb_log_file_size = 256M
+# Durable commits, as a production OLTP server runs: every COMMIT is on disk.
+innodb_flush_log_at_trx_commit = 1
+sync_binlog = 0
+"""
+
+
+class MariaDBComponent(Component):
+    name = "mariadb"
+    start_timeout = 90.0
+
+    @property
+    def address(self) -> str:
+        t = parse_db_url(self.settings.db_url)
+        return f"{t.host}:{t.port}"
+
+    @property
+    def marker(self) -> str:
+        return str(self.home / "my.cnf")
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "mysqld.sock"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.home / "logs" / "stdout.log"
+
+    def _binary(self, name: str) -> str:
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+        if not path:
+            raise MissingPrerequisite(
+                f"{name} not found; install it with: apt-get install -y mariadb-server", component="mariadb"
+            )
+        return path
+
+    def prepare(self) -> None:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        cnf = self.home / "my.cnf"
+        cnf.write_text(render_my_cnf(self.settings, self.home, getpass.getuser() == "root"))
+        if (self.home / "data" / "mysql").is_dir():
+            return
+        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        cmd = [
+            self._binary("mariadb-install-db"), f"--defaults-file={cnf}",
+            "--auth-root-authentication-method=normal", "--skip-test-db", f"--datadir={self.home / 'data'}",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            shutil.rmtree(self.home / "data", ignore_errors=True)
+            raise StackError(
+                f"mariadb-install-db failed: {result.stdout}{result.stderr}"[-600:], component="mariadb"
+            )
+
+    def argv(self) -> list[str]:
+        return [self._binary("mariadbd"), f"--defaults-file={self.home / 'my.cnf'}"]
+
+    def _root(self) -> pymysql.connections.Connection:
+        return pymysql.connect(unix_socket=str(self.socket), user="root", password="", connect_timeout=3)
+
+    def after_start(self) -> None:
+        """Create the application database and user from BP_DB_URL (idempotent)."""
+        t = parse_db_url(self.settings.db_url)
+        conn = self._root()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{t.database}` CHARACTER SET utf8mb4")
+                for host in ("127.0.0.1", "localhost"):
+                    cur.execute(
+                        f"CREATE USER IF NOT EXISTS %s@'{host}' IDENTIFIED BY %s", (t.user, t.password)
+                    )
+                    # A private loopback-only server: the app user may create test/bench databases.
+                    cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{host}'", (t.user,))
+            conn.commit()
+        finally:
+            conn.close()
+
+    def check(self) -> None:
+        t = parse_db_url(self.settings.db_url)
+        try:
+            conn = pymysql.connect(
+                host=t.host, port=t.port, user=t.user, password=t.password, connect_timeout=2
+            )
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == 1045:  # user not created yet: still ask as root over the socket
+                conn = self._root()
+            else:
+                raise
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        finally:
+            conn.close()

@@ -1,0 +1,348 @@
+"""Liveness watchdog: restart a processor or worker that has work waiting and moves none.
+
+A process check sees a blocked loop as healthy. Each processor and worker writes its progress to a
+file (``liveness.py``); every few seconds the supervisor reads those files and the backlog of each
+service's stage:
+
+- a processor's backlog is the committed lag of the partitions it holds (a processor that holds
+  none answers for the partitions nobody holds);
+- a worker's backlog is the entries it holds unacknowledged plus the entries no worker has read.
+
+A service is *stalled* once its backlog has been non-zero for ``BP_STALL_TIMEOUT_S`` and in that
+time its loop neither moved work, nor found nothing waiting for it, nor retried a dependency that
+was down (a restart would not bring a dependency back). Before restarting a stalled service the
+supervisor sends it SIGUSR1, so faulthandler prints every thread's stack to the log; then it
+stops it (SIGTERM, SIGKILL after a grace) and starts it again. Unknown backlog (Kafka or Redis not
+answering) never counts as a stall.
+
+Visible: ``watchdog.json`` next to the progress files (``barcode-pipeline status`` shows it), the
+supervisor's ``/health`` (503 while a service is stalled; ``/health/<name>`` per service, for a
+systemd or Kubernetes probe) and ``/metrics`` (``bp_watchdog_restarts_total``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import redis
+from confluent_kafka import KafkaException
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.config import Settings
+from barcode_pipeline.liveness import STACK_DUMP_SIGNAL, read_progress
+from barcode_pipeline.ops.backlog import Backlog, kafka_lag, redis_backlog
+
+if TYPE_CHECKING:
+    from barcode_pipeline.run.supervisor import Child, Supervisor
+
+log = logging.getLogger(__name__)
+
+WATCHED_ROLES = ("processor", "worker")
+STATE_FILE = "watchdog.json"
+
+REGISTRY = CollectorRegistry()
+RESTARTS = Counter(
+    "bp_watchdog_restarts_total",
+    "Services restarted by the liveness watchdog (work waiting, no progress)",
+    ["service"],
+    registry=REGISTRY,
+)
+STALLED = Gauge("bp_watchdog_stalled", "1 while the service is stalled", ["service"], registry=REGISTRY)
+
+
+def progress_dir(settings: Settings) -> Path:
+    """Where services write their progress and the supervisor its verdicts."""
+    return settings.state_dir.resolve() / "progress"
+
+
+def progress_path(settings: Settings, service: str) -> Path:
+    return progress_dir(settings) / f"{service}.json"
+
+
+@dataclass
+class Verdict:
+    """One service as the watchdog last saw it."""
+
+    service: str
+    state: str  # ok | stalled | unknown (backlog not measurable) | down
+    backlog: int | None = None
+    quiet_s: float | None = None  # seconds with work waiting and no progress
+    restarts: int = 0
+    pid: int | None = None
+
+
+def service_backlogs(
+    services: Mapping[str, dict[str, Any] | None],
+    lag: Mapping[int, int] | None,
+    redis_state: Backlog | None,
+) -> dict[str, int | None]:
+    """Work waiting for each service (None: not measurable now). ``services`` maps names to records."""
+    held: set[int] = set()
+    for name, record in services.items():
+        if name.split("-")[0] == "processor" and record and record.get("partitions"):
+            held.update(record["partitions"])
+    undelivered = sum(redis_state.stream_undelivered.values()) if redis_state else 0
+    out: dict[str, int | None] = {}
+    for name, record in services.items():
+        role = name.split("-")[0]
+        if role == "processor":
+            if lag is None:
+                out[name] = None
+                continue
+            mine = (record or {}).get("partitions") or [p for p in lag if p not in held]
+            out[name] = sum(lag.get(p, 0) for p in mine)
+        else:
+            if redis_state is None:
+                out[name] = None
+                continue
+            out[name] = redis_state.pending_by_consumer.get(name, 0) + undelivered
+    return out
+
+
+def quiet_seconds(
+    now: float,
+    backlog: int | None,
+    backlog_since: float | None,
+    record: dict[str, Any] | None,
+    started: float,
+) -> float | None:
+    """Seconds the service has had work waiting without a sign of progress (None: nothing waits)."""
+    if not backlog or backlog_since is None:
+        return None
+    signs = [backlog_since, started]
+    if record:
+        signs += [float(record.get(k) or 0) for k in ("moved_at", "idle_at", "waiting_at")]
+    return max(0.0, now - max(signs))
+
+
+class Watchdog:
+    """The supervisor's liveness check, on its own thread (measuring may take seconds)."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        settings: Settings,
+        *,
+        grace_s: float = 5.0,
+        dump_wait_s: float = 1.0,
+        health_port: int | None = None,
+    ) -> None:
+        self.sup = supervisor
+        self.settings = settings
+        self.timeout_s = settings.stall_timeout_s
+        self.interval_s = min(5.0, max(0.5, self.timeout_s / 6))
+        self.grace_s = grace_s
+        self.dump_wait_s = dump_wait_s
+        self.dir = progress_dir(settings)
+        self.verdicts: dict[str, Verdict] = {}
+        self._since: dict[str, float] = {}  # service -> when its backlog was first seen (continuously)
+        self._started: dict[str, tuple[int, float]] = {}  # service -> (pid, first seen)
+        self._restarts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="liveness-watchdog")
+        self._redis = redis_adapter.client(settings)
+        self._server: ThreadingHTTPServer | None = None
+        self._health_port = health_port
+
+    @property
+    def enabled(self) -> bool:
+        return self.timeout_s > 0
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._health_port:
+            try:
+                self._server = health_server(self._health_port, self.health)
+            except OSError as exc:  # the pipeline matters more than its probe endpoint
+                log.error("cannot serve health and metrics on port %d: %s", self._health_port, exc)
+            else:
+                threading.Thread(target=self._server.serve_forever, daemon=True, name="health").start()
+                log.info("supervisor health and metrics on 127.0.0.1:%d", self._health_port)
+        if self.enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self._redis.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # the watchdog must outlive any surprise in one round
+                log.exception("watchdog round failed")
+
+    # ------------------------------------------------------------------ one round
+    def _watched(self) -> dict[str, Child]:
+        return {
+            n: c
+            for n, c in self.sup.children.items()
+            if c.spec.role in WATCHED_ROLES and "--progress-file" in c.spec.args  # others write none
+        }
+
+    def check(self) -> list[str]:
+        """One round: measure, judge, restart the stalled; returns the names restarted."""
+        now = time.time()
+        children = self._watched()
+        records: dict[str, dict[str, Any] | None] = {}
+        for name, child in children.items():
+            record = read_progress(self.dir / f"{name}.json")
+            records[name] = record if record and child.pid and record.get("pid") == child.pid else None
+            if child.pid and self._started.get(name, (None, 0.0))[0] != child.pid:
+                self._started[name] = (child.pid, now)
+                self._since.pop(name, None)
+        backlogs = service_backlogs(records, self._lag(), self._redis_state())
+        restarted: list[str] = []
+        verdicts: dict[str, Verdict] = {}
+        for name, child in children.items():
+            backlog = backlogs.get(name)
+            if not backlog:
+                self._since.pop(name, None)
+            else:
+                self._since.setdefault(name, now)
+            quiet = quiet_seconds(
+                now, backlog, self._since.get(name), records[name], self._started.get(name, (0, now))[1]
+            )
+            if not child.alive():
+                state = "down"
+            elif backlog is None:
+                state = "unknown"
+            elif quiet is not None and quiet >= self.timeout_s:
+                state = "stalled"
+            else:
+                state = "ok"
+            verdicts[name] = Verdict(
+                name, state, backlog, None if quiet is None else round(quiet, 1),
+                self._restarts.get(name, 0), child.pid,
+            )  # fmt: skip
+            STALLED.labels(name).set(1 if state == "stalled" else 0)
+            if state == "stalled" and not child.stopping:
+                restarted.append(name)
+        self.verdicts = verdicts  # one assignment: the health thread never sees a half-built round
+        self._write_state()
+        for name in restarted:
+            self._restart(children[name], self.verdicts[name])
+        return restarted
+
+    def _lag(self) -> dict[int, int] | None:
+        try:
+            lag = kafka_lag(self.settings)
+        except KafkaException as exc:
+            log.debug("watchdog: kafka lag not measurable: %s", exc)
+            return None
+        return lag or None  # no topic metadata: not measurable
+
+    def _redis_state(self) -> Backlog | None:
+        state = Backlog()
+        try:
+            redis_backlog(self.settings, state, self._redis)
+        except redis.RedisError as exc:
+            log.debug("watchdog: redis backlog not measurable: %s", exc)
+            return None
+        return state
+
+    def _restart(self, child: Child, verdict: Verdict) -> None:
+        name = child.spec.name
+        if self._stop.is_set():
+            return
+        log.error(
+            "watchdog: %s (pid %s) stalled: %s waiting, no progress for %.0fs; dumping its threads, "
+            "then restarting it",
+            name, child.pid, verdict.backlog, verdict.quiet_s or 0,
+        )  # fmt: skip
+        child.stopping = True  # the supervisor's restart loop leaves it to us now
+        try:
+            child.signal(STACK_DUMP_SIGNAL)
+            self._stop.wait(self.dump_wait_s)  # faulthandler writes at once; the pump needs a moment
+            child.signal(signal.SIGTERM)
+            if not child.wait(self.grace_s):
+                child.signal(signal.SIGKILL)
+                child.wait(5)
+            if not self.sup.start_again(child):
+                return
+        finally:
+            child.stopping = False
+        self._restarts[name] = self._restarts.get(name, 0) + 1
+        RESTARTS.labels(name).inc()
+        self._since.pop(name, None)
+        fresh = Verdict(name, "ok", restarts=self._restarts[name], pid=child.pid)  # until the next round
+        self.verdicts = {**self.verdicts, name: fresh}
+        STALLED.labels(name).set(0)
+        log.warning("watchdog: %s restarted (pid %s)", name, child.pid)
+
+    # ------------------------------------------------------------------ reporting
+    def health(self) -> dict[str, Any]:
+        verdicts = self.verdicts  # the last round's, whole
+        services = {name: asdict(v) for name, v in verdicts.items()}
+        stalled = sorted(n for n, v in verdicts.items() if v.state == "stalled")
+        return {
+            "status": "stalled" if stalled else "ok",
+            "stalled": stalled,
+            "stall_timeout_s": self.timeout_s,
+            "checked_at": time.time(),
+            "services": services,
+        }
+
+    def _write_state(self) -> None:
+        path = self.dir / STATE_FILE
+        tmp = path.with_name(f".{STATE_FILE}.tmp")
+        try:
+            tmp.write_bytes(orjson.dumps({**self.health(), "interval_s": self.interval_s}))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    """The supervisor's last verdicts, if a supervisor wrote them recently (for ``status``)."""
+    state = read_progress(progress_dir(settings) / STATE_FILE)
+    if not state:
+        return None
+    fresh_s = 3 * float(state.get("interval_s", 5.0)) + 10.0
+    return state if time.time() - float(state.get("checked_at", 0)) <= fresh_s else None
+
+
+def health_server(port: int, health: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
+    """``GET /health`` (all services), ``GET /health/<name>`` (one) and ``GET /metrics``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the http.server API
+            if self.path == "/metrics":
+                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                return
+            report = health()
+            if self.path == "/health":
+                code = 503 if report["stalled"] else 200
+                self._send(code, orjson.dumps(report), "application/json")
+            elif self.path.startswith("/health/") and self.path[8:] in report["services"]:
+                verdict = report["services"][self.path[8:]]
+                code = 503 if verdict["state"] in ("stalled", "down") else 200
+                self._send(code, orjson.dumps(verdict), "application/json")
+            else:
+                self._send(404, orjson.dumps({"error": "not_found", "path": self.path}), "application/json")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet probes
+            log.debug("health: " + format, *args)
+
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)

@@ -1,0 +1,144 @@
+"""Smoke runs of ``bench compare``, ``bench isolation`` and ``bench max`` at tiny scale.
+
+They prove the commands run end to end against the real stack and write JSON + Markdown + PNG, with
+acknowledged == stored; they never assert anything about speed (figures on a shared CI machine mean
+nothing). One set of services is shared by the three runs to keep the suite short: its own ports,
+its own database and its own Redis database, so nothing else on the stack is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from barcode_harness.bench.compare import CompareSpec, run_compare
+from barcode_harness.bench.docs import build_docs
+from barcode_harness.bench.env import BenchEnv, bench_settings
+from barcode_harness.bench.isolation import IsolationSpec, run_isolation
+from barcode_harness.bench.maxrate import MaxSpec, run_max
+from barcode_harness.bench.report import md_table, new_results_dir
+from barcode_pipeline.cli import app
+from barcode_pipeline.config import Settings
+from tests.kafka_helpers import start_group_at_log_end
+
+pytestmark = pytest.mark.integration
+
+TEST_DB = "bp_test_bench"
+REDIS_DB = 13
+
+
+def _redis_db(url: str, index: int) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{index}"))
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings) -> Iterator[BenchEnv]:
+    base = stack_settings.model_copy(
+        update={
+            "ingest_port": 18181,
+            "legacy_port": 18180,
+            "redis_url": _redis_db(stack_settings.redis_url, REDIS_DB),
+            "ingest_processes": 1,
+            "processor_group": "test-bench-smoke",  # never share partitions with another suite's pipeline
+        }
+    )
+    settings = bench_settings(base, TEST_DB, fresh=True)
+    start_group_at_log_end(settings, settings.processor_group)
+    logs = tmp_path_factory.mktemp("bench-services") / "services.log"
+    with BenchEnv(settings, logs, start_stack=False, fresh_db=True) as env:
+        yield env
+
+
+def _files(folder: Path, command: str) -> dict[str, object]:
+    assert (folder / f"{command}.md").read_text().startswith("# Benchmark")
+    assert list(folder.glob(f"{command}-*.png")), "no chart written"
+    data: dict[str, object] = json.loads((folder / f"{command}.json").read_text())
+    env = data["environment"]
+    assert isinstance(env, dict)
+    assert env["machine"]["cores"] and env["versions"]["servers"]["database"]
+    assert "shared its" in env["shared_cores"]
+    return data
+
+
+def test_compare_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
+    spec = CompareSpec(
+        rate=40, duration_s=1.5, rounds=2, high_rate=150, high_duration_s=1.5, sweep_delays_ms=(0, 100),
+        sweep_duration_s=1.0, idle_s=0.3, settle_s=0.1, warmup_s=0.5, kafka_probe_s=1.0, commit_probe=30,
+        preset="smoke",
+    )  # fmt: skip
+    folder = new_results_dir(tmp_path, "compare")
+    result = run_compare(bench_env.settings, spec, folder, shared=bench_env)
+    data = _files(folder, "compare")
+    assert data["database_server"] == result["database_server"]
+    for path in ("legacy", "async"):
+        combined = result["paths"][path]
+        assert combined["acknowledged"] > 0
+        assert combined["stored"] == combined["acknowledged"]
+        assert combined["duplicate_rows"] == 0
+        assert "Innodb_log_writes" in combined["io"]["deltas"]
+    assert [s["worker_max_delay_ms"] for s in result["sweep"]] == [0, 100]
+    assert result["kafka_produce"]["sent"] > 0
+    assert {t["name"] for t in result["targets"]} >= {"avg latency legacy ÷ async at the compare load"}
+    assert (folder / "compare-batching.png").exists()
+
+
+def test_isolation_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
+    spec = IsolationSpec(
+        rate=40, baseline_s=1.5, contention_s=2.5, recovery_s=2.5, lockers=2, hold_s=0.5, warmup_s=0.5,
+        timeout_s=5.0, preset="smoke",
+    )  # fmt: skip
+    folder = new_results_dir(tmp_path, "isolation")
+    result = run_isolation(bench_env.settings, spec, folder, shared=bench_env)
+    _files(folder, "isolation")
+    assert result["contention"]["transactions"] > 0
+    assert set(result["windows"]) == {"baseline", "contention", "recovery"}
+    for check in result["verification"].values():
+        assert check["acknowledged"] > 0
+        assert check["missing"] == 0 and check["duplicate_rows"] == 0
+    assert result["backlog"]["series"]["t"], "no backlog samples"
+
+
+def test_max_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
+    spec = MaxSpec(
+        paths=("legacy-single", "async-batch"), step_s=1.0, batch_size=20, start_single=50, start_batch=400,
+        growth=2.0, refine_steps=0, max_steps=2, warmup_s=0.5, kafka_probe_s=1.0, insert_rows=2000,
+        preset="smoke",
+    )  # fmt: skip
+    folder = new_results_dir(tmp_path, "max")
+    result = run_max(bench_env.settings, spec, folder, shared=bench_env)
+    _files(folder, "max")
+    assert result["ceilings"]["bare_insert"]["stored"] == result["ceilings"]["bare_insert"]["rows"]
+    assert result["ceilings"]["kafka_produce_throughput"]["confirmed"] > 0
+    for path in spec.paths:
+        steps = result["paths"][path]["steps"]
+        assert 1 <= len(steps) <= 2
+        assert all(s["lost"] == 0 and s["duplicates"] == 0 for s in steps)
+        # CPU per scan by stage: the stages of the path used CPU, and the figure follows from the cores
+        step = steps[0]
+        assert step["cpu_us_per_scan"], step["cpu_cores"]
+        for stage, us in step["cpu_us_per_scan"].items():
+            assert us == round(step["cpu_cores"][stage] / step["scans_per_s"] * 1e6, 1)
+    assert "## CPU per scan, by stage" in (folder / "max.md").read_text()
+    # the docs page is assembled from the latest results, charts copied next to it
+    doc = tmp_path / "docs" / "benchmarks.md"
+    used = build_docs(tmp_path, doc, tmp_path / "docs" / "img")
+    assert set(used) == {"max"}
+    text = doc.read_text()
+    assert "](img/max-rates.png)" in text and (tmp_path / "docs" / "img" / "max-rates.png").exists()
+
+
+def test_cli_lists_bench_commands() -> None:
+    out = CliRunner().invoke(app, ["bench", "--help"])
+    assert out.exit_code == 0
+    for command in ("compare", "isolation", "max", "docs"):
+        assert command in out.output
+
+
+def test_md_table_formats_cells() -> None:
+    table = md_table(("a", "b"), [[1.23456, None], [float("inf"), "x|y"], [12345.6, float("nan")]])
+    assert table.splitlines()[2:] == ["| 1.23 | – |", "| ∞ | x\\|y |", "| 12,346 | – |"]

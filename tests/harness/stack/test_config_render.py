@@ -1,0 +1,46 @@
+"""Unit tests of the stack's rendered configuration (pure, no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from barcode_harness.stack.kafka import render_pom, render_server_properties, split_hostport
+from barcode_harness.stack.mariadb import render_my_cnf
+from barcode_harness.stack.redis import render_redis_conf
+from barcode_pipeline.config import Settings
+
+
+def test_kafka_properties_follow_settings(tmp_path: Path) -> None:
+    s = Settings(kafka_bootstrap="127.0.0.1:19092", kafka_controller_port=19093)
+    text = render_server_properties(s, tmp_path / "data")
+    assert "process.roles=broker,controller" in text
+    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+    assert "auto.create.topics.enable=false" in text
+    assert f"log.dirs={tmp_path / 'data'}" in text
+
+
+def test_pom_pins_kafka_and_a_log4j2_binding() -> None:
+    pom = render_pom("4.1.1")
+    assert "<artifactId>kafka_2.13</artifactId><version>4.1.1</version>" in pom
+    assert "log4j-slf4j2-impl" in pom and "slf4j-api" in pom
+
+
+def test_redis_conf_has_aof_and_fsync_policy(tmp_path: Path) -> None:
+    s = Settings(redis_url="redis://127.0.0.1:6390/0", redis_appendfsync="always")
+    text = render_redis_conf(s, tmp_path)
+    assert "port 6390" in text and "bind 127.0.0.1" in text
+    assert "appendonly yes" in text and "appendfsync always" in text
+    assert f"dir {tmp_path / 'data'}" in text
+
+
+def test_mariadb_cnf_uses_url_port_and_own_socket(tmp_path: Path) -> None:
+    s = Settings(db_url="mysql://u:p@127.0.0.1:3399/app")
+    text = render_my_cnf(s, tmp_path, run_as_root=True)
+    assert "port = 3399" in text and f"socket = {tmp_path / 'mysqld.sock'}" in text
+    assert "user = root" in text
+    assert "user = root" not in render_my_cnf(s, tmp_path, run_as_root=False)
+
+
+def test_split_hostport() -> None:
+    assert split_hostport("127.0.0.1:9092,127.0.0.1:9094", 1) == ("127.0.0.1", 9092)
+    assert split_hostport("localhost", 9092) == ("localhost", 9092)
