@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from barcode_harness.stack.ha import HaStackManager, client_settings
 from barcode_pipeline.config import Settings
-from barcode_pipeline.stack.ha import HaStackManager, client_settings
 from tests.conftest import _base_settings
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from barcode_harness.stack.ha import HaStackManager
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.sentinel import primary_address
@@ -16,7 +17,6 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.processor.failover import ReplicaShortfall
 from barcode_pipeline.processor.service import Processor
-from barcode_pipeline.stack.ha import HaStackManager
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from barcode_pipeline.chaos.context import ChaosParams
-from barcode_pipeline.chaos.ha_report import BEGIN, END, render_section, write_section
-from barcode_pipeline.chaos.harness import ScenarioResult
-from barcode_pipeline.chaos.report import RunInfo
+from barcode_harness.chaos.context import ChaosParams
+from barcode_harness.chaos.ha_report import BEGIN, END, render_section, write_section
+from barcode_harness.chaos.harness import ScenarioResult
+from barcode_harness.chaos.report import RunInfo
 
 
 def _section(lost: int) -> str:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from barcode_harness.chaos.context import ChaosParams
+from barcode_harness.chaos.ha_scenarios import SMOKE
+from barcode_harness.chaos.harness import run_scenarios
 from barcode_pipeline.adapters import redis as redis_adapter
-from barcode_pipeline.chaos.context import ChaosParams
-from barcode_pipeline.chaos.ha_scenarios import SMOKE
-from barcode_pipeline.chaos.harness import run_scenarios
 from barcode_pipeline.config import Settings
 
 pytestmark = pytest.mark.integration

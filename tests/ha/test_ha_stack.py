@@ -12,10 +12,10 @@ import pytest
 import redis
 from confluent_kafka import admin as kafka_admin
 
+from barcode_harness.stack.ha import HaStackManager
+from barcode_harness.stack.manager import StackManager
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import StackError
-from barcode_pipeline.stack.ha import HaStackManager
-from barcode_pipeline.stack.manager import StackManager
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from barcode_pipeline.config import Settings
-from barcode_pipeline.errors import ConfigError, StackError
-from barcode_pipeline.stack import profile
-from barcode_pipeline.stack.ha import (
+from barcode_harness.stack import profile
+from barcode_harness.stack.ha import (
     Topology,
     check_subnet,
     client_settings,
@@ -17,6 +15,8 @@ from barcode_pipeline.stack.ha import (
     render_kafka_node_properties,
     render_sentinel_conf,
 )
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import ConfigError, StackError
 
 
 def test_topology_gives_every_node_its_own_address_and_bp_names() -> None:

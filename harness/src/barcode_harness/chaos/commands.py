@@ -73,7 +73,7 @@ def chaos(
 ) -> None:
     """Inject faults under load; check every acknowledged scan is stored exactly once (or dead-lettered)."""
     if profile == "ha":
-        from barcode_pipeline.chaos.ha_commands import chaos_ha
+        from barcode_harness.chaos.ha_commands import chaos_ha
 
         chaos_ha(scenarios, list_=list_, rate=rate, warmup=warmup, hold=hold, drain_timeout=drain_timeout,
                  report=report, no_report=no_report, workdir=workdir, wait_off=wait_off)  # fmt: skip

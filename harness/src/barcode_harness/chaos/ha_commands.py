@@ -14,10 +14,10 @@ from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.ha_report import render_section, write_section
 from barcode_harness.chaos.harness import ScenarioResult, run_scenarios
 from barcode_harness.chaos.report import RunInfo, machine_info
+from barcode_harness.stack.ha import client_settings
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
-from barcode_harness.stack.ha import client_settings
 
 WAIT_OFF_SCENARIOS = ("ha-redis-primary-kill", "ha-redis-split-brain")
 

@@ -18,15 +18,15 @@ from collections import Counter
 import redis
 from confluent_kafka.admin import AdminClient
 
-from barcode_pipeline import names
-from barcode_pipeline.adapters.sentinel import primary_address
 from barcode_harness.chaos.checks import Ledger
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
-from barcode_pipeline.errors import ConfigError, PipelineError
 from barcode_harness.stack import netns
 from barcode_harness.stack.base import Component
 from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager
+from barcode_pipeline import names
+from barcode_pipeline.adapters.sentinel import primary_address
+from barcode_pipeline.errors import ConfigError, PipelineError
 
 FAILOVER_TIMEOUT_S = 60.0
 

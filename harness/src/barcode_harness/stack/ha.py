@@ -33,15 +33,15 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.config import Settings
-from barcode_pipeline.errors import ConfigError, MissingPrerequisite, StackError
 from barcode_harness.stack.base import Component, ComponentStatus
 from barcode_harness.stack.kafka import KafkaComponent, render_log4j2
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode, Network
 from barcode_harness.stack.redis import RedisComponent
+from barcode_pipeline.adapters.db import parse_db_url
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import ConfigError, MissingPrerequisite, StackError
 
 log = logging.getLogger(__name__)
 
