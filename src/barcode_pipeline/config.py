@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # --- topic ---
     # A consumer silent this long is dropped from its group (its partitions go to the others).
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=1_800_000)
+    # librdkafka debug contexts for the services' consumers, e.g. "cgrp,consumer,protocol" (empty: off)
+    kafka_debug: str = ""
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int = Field(default=1, ge=1)
 

@@ -54,3 +54,7 @@ class DatabaseUnavailable(DeliveryError):
 
     Transient by definition: a worker keeps its batch unacked and retries; legacy answers 503.
     """
+
+
+class ConsumerFatalError(DeliveryError):
+    """librdkafka declared a consumer unusable (e.g. a static member fenced); it must be replaced."""

@@ -58,6 +58,8 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "reconnect.backoff.max.ms": 1000,
         **_bounds(settings),
     }
+    if settings.kafka_debug:
+        conf["debug"] = settings.kafka_debug
     conf.update(extra)
     return conf
 

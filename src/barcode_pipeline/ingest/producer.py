@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from barcode_pipeline import names
-from barcode_pipeline.adapters.kafka import ensure_topics, producer_config
+from barcode_pipeline.adapters.kafka import admin, ensure_topics, producer_config
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError
@@ -137,6 +137,7 @@ class KafkaBridge:
         self._available = False
         self._reason = "not connected yet"
         self._fatal = False
+        self._last_second_opinion = 0.0  # monotonic; see _producer_wedged
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -391,12 +392,34 @@ class KafkaBridge:
                 metadata = producer.list_topics(timeout=self._probe_timeout)
         except (KafkaException, DeliveryError) as exc:
             self._mark_down(f"Kafka unreachable: {describe(exc)}")
+            if self._producer_wedged():
+                log.warning("Kafka answers a new client but not this producer; replacing the producer")
+                self._fatal = True
+                self._wake.set()
             return
         problem = topic_problem(metadata)
         if problem is None:
             self._mark_up()
         else:
             self._mark_down(problem)
+
+    def _producer_wedged(self, every_s: float = 2.0) -> bool:
+        """Ask a fresh client whether Kafka is really down (at most every ``every_s`` seconds).
+
+        After a mix of broker kills, pauses and clean restarts, one ingest process's producer was
+        seen failing every metadata request with "broker transport failure" for good, while the
+        broker was up and its sibling process had reconnected (``chaos nemesis``, seed 1). A
+        producer that cannot see a broker a new client sees is beyond waiting for: replace it.
+        """
+        now = time.monotonic()
+        if now - self._last_second_opinion < every_s:
+            return False
+        self._last_second_opinion = now
+        try:
+            metadata = admin(self._settings).list_topics(timeout=self._probe_timeout)
+        except KafkaException:
+            return False  # Kafka is down for everyone: keep waiting for it
+        return bool(metadata.brokers) and topic_problem(metadata) is None
 
     def _replace_producer(self) -> None:
         """After a fatal (idempotence) error the producer is unusable: fail its queue, start a new one."""

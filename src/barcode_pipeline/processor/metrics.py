@@ -21,6 +21,9 @@ REDIS_FAILURES = Counter("bp_processor_redis_failures_total", "Failed attempts t
 COMMIT_FAILURES = Counter(
     "bp_processor_commit_failures_total", "Offset commits that failed (batch redelivered)"
 )
+CONSUMER_REPLACEMENTS = Counter(
+    "bp_processor_consumer_replacements_total", "Kafka consumers replaced after a fatal error (fenced)"
+)
 LAG = Gauge("bp_processor_consumer_lag", "Records behind the log end, per partition", ["partition"])
 REPLICA_SHORTFALLS = Counter(
     "bp_processor_replica_shortfalls_total", "Batches WAIT could not confirm on enough replicas (retried)"

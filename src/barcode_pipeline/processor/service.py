@@ -23,12 +23,14 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
-from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
+from barcode_pipeline.processor.fencing import ReplacementBudget, is_fatal
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+from barcode_pipeline.processor.wedge import IdleWatch, records_waiting
 from barcode_pipeline.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 # NoScriptError: a new primary after a failover has not cached the script yet (the retry's pipeline
 # loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed.
 PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall)
+WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 
 
@@ -74,7 +77,12 @@ class Processor:
         extra: dict[str, object] = {"client.id": f"processor-{self.group}", "on_commit": self._on_commit}
         if instance:
             extra["group.instance.id"] = instance
-        self.consumer = Consumer(kafka_adapter.consumer_config(settings, self.group, **extra))
+        self._consumer_conf = kafka_adapter.consumer_config(settings, self.group, **extra)
+        self.consumer = Consumer(self._consumer_conf)
+        self._fatal: KafkaError | None = None  # set by the commit callback; see fencing.py
+        self._replacements = ReplacementBudget()
+        self._idle: IdleWatch | None = None  # set by run(): only a group member can be wedged
+        self.wedged_after_s = WEDGED_AFTER_S
         self._uncommitted: dict[int, int] = {}
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
@@ -99,12 +107,40 @@ class Processor:
         """Consume the live topic as a member of the processor group until stopped."""
         kafka_adapter.ensure_topics(self.settings)
         self.consumer.subscribe([names.TOPIC])
+        self._idle = IdleWatch(self.wedged_after_s, self.settings.processor_poll_timeout_s)
         log.info("processor consuming %s as group %s", names.TOPIC, self.group)
         try:
             while not self.stop_event.is_set():
-                self._step()
+                try:
+                    self._step()
+                except ConsumerFatalError as exc:
+                    self._replace_consumer(exc)
         finally:
             self.close()
+
+    def _replace_consumer(self, exc: ConsumerFatalError) -> None:
+        """A fatally failed consumer never fetches again: build a new one under the same name.
+
+        Offsets not yet committed are simply re-read by the new instance (the markers absorb
+        them). More replacements than the budget allows mean a rival with the same instance
+        name, and the error propagates (the process exits) as before.
+        """
+        if not self._replacements.allow():
+            raise DeliveryError(
+                f"consumer failed fatally {self._replacements.limit} times within "
+                f"{self._replacements.window_s:.0f}s (another processor with the same --instance?): {exc}",
+                component="kafka",
+            ) from exc
+        log.error("kafka consumer failed fatally (%s); replacing it under the same group and instance", exc)
+        metrics.CONSUMER_REPLACEMENTS.inc()
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self._fatal = None
+        self._uncommitted.clear()
+        self.consumer = Consumer(self._consumer_conf)
+        self.consumer.subscribe([names.TOPIC])
+        if self._idle is not None:
+            self._idle.reset()
 
     def run_range(self, start: Sequence[TopicPartition], end: dict[int, int]) -> BatchOutcome:
         """Re-drive a fixed range of the topic (replay): from ``start`` until each partition's ``end``."""
@@ -139,7 +175,12 @@ class Processor:
     # ------------------------------------------------------------------ one batch
     def _step(self) -> BatchOutcome | None:
         self._stall_hook()
+        started = time.monotonic()
         msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
+        if self._fatal is not None:  # reported by the commit callback during consume()
+            raise ConsumerFatalError(f"fatal consumer error: {self._fatal}", component="kafka")
+        if self._idle is not None and self._idle.polled(len(msgs), time.monotonic() - started):
+            self._check_wedged()
         self._maybe_report_lag()
         self._note_assignment()
         if not msgs:
@@ -160,8 +201,8 @@ class Processor:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.fatal():  # e.g. fenced: another process took this static instance name
-                    raise DeliveryError(f"fatal consumer error: {err}", component="kafka")
+                if is_fatal(err):  # fenced: the consumer instance is dead (see fencing.py)
+                    raise ConsumerFatalError(f"fatal consumer error: {err}", component="kafka")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
@@ -337,6 +378,8 @@ class Processor:
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:
+            if is_fatal(err):
+                self._fatal = err
             # Typically a rebalance: another member re-reads these records and the markers absorb them.
             metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit failed (%s); those records will be redelivered and deduplicated", err)
@@ -360,6 +403,18 @@ class Processor:
         self.progress.partitions = sorted(
             tp.partition for tp in self.consumer.assignment() if tp.partition is not None
         )
+
+    def _check_wedged(self) -> None:
+        """Idle for a while: if a fresh client sees records waiting for us, this consumer is stuck."""
+        assert self._idle is not None
+        mine = {tp.partition for tp in self.consumer.assignment()}
+        waiting = records_waiting(self.settings, self.group, mine)
+        if waiting:
+            raise ConsumerFatalError(
+                f"the consumer delivered nothing for {self._idle.idle_s:.0f}s while {waiting} records wait "
+                f"(assigned partitions: {sorted(mine) or 'none'})",
+                component="kafka",
+            )
 
     def _maybe_report_lag(self) -> None:
         now = time.monotonic()

@@ -28,11 +28,15 @@ DB_PORT = 13317
 INGEST_PORT = 18391
 
 # CI scale: the documented run holds each fault for 20 s; here 4 s keeps the suite within minutes
-# while every mechanism (restart, takeover, replay, dedup) still has to work for real. The timing
-# targets (drained 30 s after heal, takeover in 10 s) are measured by the documented run; a loaded
-# CI machine gets loose bounds, so only loss, duplicates and the mechanisms decide here.
+# while every mechanism (restart, takeover, replay, dedup) still has to work for real.
+# Drain: the promise itself (30 s after the heal). A stall such as issue 9's (a processor alive but
+# consuming nothing) shows only as a slow drain, so a looser bound would hide it; the short holds
+# leave a smaller backlog than the documented run, which keeps 30 s safe on a loaded machine.
+# Takeover: 15 s against the 10 s target. It is mostly waiting (the heartbeat TTL, 5 s, then the
+# next 1 s sweep); the 5 s above the target are for a 2-core CI machine running every server and
+# service at once, where the documented run measures 4-6 s.
 CI_PARAMS = ChaosParams(
-    rate=150.0, warmup_s=2.0, hold_s=4.0, drain_timeout_s=90.0, drain_target_s=80.0, takeover_target_s=25.0
+    rate=150.0, warmup_s=2.0, hold_s=4.0, drain_timeout_s=90.0, drain_target_s=30.0, takeover_target_s=15.0
 )
 
 

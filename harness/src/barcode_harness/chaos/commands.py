@@ -6,12 +6,15 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from barcode_pipeline.config import load_settings
+from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.logs import setup_logging
+
+if TYPE_CHECKING:
+    from barcode_harness.chaos.context import ChaosParams
 
 HELP = """Inject faults under steady load and check that no acknowledged scan is lost or stored twice.
 
@@ -21,6 +24,10 @@ scans/s through a durable outbox (they resend until they get a 2xx), injects a f
 acknowledged scan against the database and the dead-letter stores. Exits 1 if any check fails.
 
 `chaos all` runs every scenario and writes docs/reliability.md (or --report PATH).
+
+`chaos nemesis --seed N --duration S --iterations K` runs K random schedules (seeds N, N+1, ...)
+of overlapping kills, pauses and restarts of the processor, each worker, Redis, Kafka and
+MariaDB, each printed before it runs, and writes the nemesis section of docs/reliability.md.
 
 WARNING: this SIGKILLs and restarts the Kafka, Redis and MariaDB of the stack the BP_* settings
 point at, flushes Redis and rewinds the processor's consumer group. Run it on a disposable stack,
@@ -56,6 +63,11 @@ def chaos(
     workdir: Annotated[
         Path | None, typer.Option(help="Outboxes and the pipeline log (default: <state dir>/chaos/<time>).")
     ] = None,
+    seed: Annotated[int, typer.Option(help="nemesis: seed of the first schedule.")] = 1,
+    duration: Annotated[float, typer.Option(min=5, help="nemesis: seconds one schedule spans.")] = 40.0,
+    iterations: Annotated[
+        int, typer.Option(min=1, help="nemesis: schedules to run (seed, seed+1, ...).")
+    ] = 1,
     profile: Annotated[
         str,
         typer.Option(
@@ -88,12 +100,18 @@ def chaos(
     from barcode_pipeline.errors import ConfigError
 
     if not scenarios:
-        raise ConfigError("name a scenario (see `barcode-pipeline chaos --list`) or `all`")
-    chosen = select(scenarios)
+        raise ConfigError("name a scenario (see `barcode-pipeline chaos --list`), `all` or `nemesis`")
+    if "nemesis" in scenarios and len(scenarios) > 1:
+        raise ConfigError("`nemesis` runs on its own: `barcode-pipeline chaos nemesis --seed N`")
+    chosen = [] if scenarios == ["nemesis"] else select(scenarios)
     settings = load_settings()
     setup_logging(settings.log_level, "chaos")
     params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
     work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
+    if not chosen:
+        _nemesis(settings, params, work, seed=seed, duration=duration, iterations=iterations,
+                 report=None if no_report else report or Path("docs/reliability.md"))  # fmt: skip
+        return
     if report is None and not no_report and "all" in scenarios:
         report = Path("docs/reliability.md")
     typer.echo(
@@ -123,6 +141,48 @@ def chaos(
     failed = [r.name for r in results if not r.ok]
     if failed:
         typer.echo(f"{len(failed)} scenario(s) failed: {', '.join(failed)}", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _nemesis(
+    settings: Settings, params: ChaosParams, work: Path, *, seed: int, duration: float, iterations: int,
+    report: Path | None,
+) -> None:  # fmt: skip
+    """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
+    from barcode_harness.chaos.nemesis import Nemesis
+    from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, run_iterations, write_section
+    from barcode_harness.chaos.report import machine_info
+    from barcode_harness.chaos.schedule import ScheduleSpec, render
+
+    spec = ScheduleSpec(duration_s=duration)
+    seeds = list(range(seed, seed + iterations))
+    typer.echo(f"chaos nemesis: seeds {seeds[0]}..{seeds[-1]}, {duration:g} s each at "
+               f"{params.rate:g} scans/s; log: {work / 'pipeline.log'}")  # fmt: skip
+
+    def started(nemesis: Nemesis) -> None:
+        typer.echo(render(nemesis.seed, nemesis.schedule))
+
+    def show(run: NemesisRun) -> None:
+        r = run.result
+        verdict = typer.style("PASS", fg="green") if r.ok else typer.style("FAIL", fg="red", bold=True)
+        drain = run.stats.last_heal_to_drained_s
+        typer.echo(
+            f"{verdict} seed {run.stats.seed}: ack {r.acknowledged} stored {r.stored} lost {r.lost} "
+            f"dup {r.duplicates} last heal -> drained {'-' if drain is None else f'{drain:.1f}s'}"
+        )
+        for failed in r.failures:
+            typer.echo(f"      failed: {failed.name}: {failed.detail}")
+
+    t0 = time.monotonic()
+    runs = run_iterations(settings, seeds, params, work, spec=spec, on_start=started, on_result=show)
+    if report is not None:
+        command = "barcode-pipeline chaos " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        info = NemesisInfo(command.strip(), params, spec, duration_s=time.monotonic() - t0,
+                           machine=machine_info())  # fmt: skip
+        typer.echo(f"nemesis section written to {write_section(report, runs, info)}")
+    failed = [str(r.stats.seed) for r in runs if not r.result.ok]
+    if failed:
+        typer.echo(f"{len(failed)} of {len(runs)} iteration(s) failed: seeds {', '.join(failed)}", err=True)
     raise typer.Exit(1 if failed else 0)
 
 

@@ -154,6 +154,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
         left = params.drain_timeout_s - (time.monotonic() - ctx.t_heal)
         wait_drained(env.settings, timeout=max(5.0, left))
         result.drain_s = time.monotonic() - ctx.t_heal
+        ctx.metrics["drained_at"] = ctx.t_heal + result.drain_s  # monotonic, for scenarios with several heals
         ctx.mark(f"drained {result.drain_s:.1f} s after heal")
         result.sent = counts.total + ctx.extra_sent
         result.client_retries = counts.attempts - counts.sent

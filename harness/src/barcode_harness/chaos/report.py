@@ -14,6 +14,7 @@ import redis
 
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
+from barcode_harness.chaos.nemesis_report import extract_section
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
@@ -293,5 +294,9 @@ def write_report(path: Path, results: list[ScenarioResult], info: RunInfo) -> Pa
     if not info.finished_at:
         info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, info))
+    text = render(results, info)
+    kept = extract_section(path.read_text()) if path.exists() else None
+    if kept:  # `chaos nemesis` owns that section; carry it over
+        text = text.rstrip("\n") + "\n\n" + kept
+    path.write_text(text)
     return path

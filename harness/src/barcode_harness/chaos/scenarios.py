@@ -31,6 +31,7 @@ from barcode_harness.chaos.checks import (
     wait_pending,
 )
 from barcode_harness.chaos.context import ChaosContext
+from barcode_harness.chaos.probes import IngestProbe
 from barcode_pipeline.adapters import db
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause
@@ -90,6 +91,7 @@ class ServerKill(Scenario):
             f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
         )
         self._before: RedisState | None = None
+        self._probe: IngestProbe | None = None
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component(self.component)
@@ -100,8 +102,27 @@ class ServerKill(Scenario):
         else:
             comp.kill()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
+        if self.component == "kafka":  # what a client is told while the broker is away
+            self._probe = IngestProbe(ctx.ingest_url)
+            self._probe.start()
+
+    def _probe_checks(self, ctx: ChaosContext) -> None:
+        if self._probe is None:
+            return
+        a = self._probe.stop()
+        self._probe = None
+        ctx.extra_sent += sum(a.statuses.values())
+        ctx.extra_acked.update(a.acknowledged)
+        ctx.note(f"one request every 0.5 s while Kafka was down: {a.summary()}")
+        bare, n503 = a.unavailable_without_retry_after, a.statuses[503]
+        ctx.check("ingest answered 503 with Retry-After while Kafka was down", n503 > 0 and bare == 0,
+                  f"{n503} 503s, {bare} without Retry-After")  # fmt: skip
+        bad = sum(n for status, n in a.statuses.items() if status == 0 or (status >= 500 and status != 503))
+        ctx.check("no 500 and no request left unanswered while Kafka was down", bad == 0,
+                  a.summary())  # fmt: skip
 
     def heal(self, ctx: ChaosContext) -> None:
+        self._probe_checks(ctx)
         started = time.monotonic()
         ctx.stack.component(self.component).start()
         ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
@@ -109,6 +130,8 @@ class ServerKill(Scenario):
             ctx.checks.extend(compare_redis_state(ctx.settings, self._before))
 
     def cleanup(self, ctx: ChaosContext) -> None:
+        if self._probe is not None:
+            self._probe.stop()
         ctx.stack.component(self.component).start()
 
 
@@ -181,7 +204,7 @@ class WorkerKill(Scenario):
         self._victims = workers if self.all_workers else workers[:1]
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
         at_least = max(1, int(ctx.params.rate * ctx.settings.worker_max_delay_ms / 1000 / len(workers) / 2))
-        held = wait_pending(ctx.settings, self._victims[0], at_least=at_least)
+        held = wait_pending(ctx.settings, self._victims[0], at_least=at_least, timeout=10.0)
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
         killed_at = time.monotonic()
@@ -189,6 +212,9 @@ class WorkerKill(Scenario):
         self._probe = TakeoverProbe(ctx.settings, self._victims, started=killed_at)
         ctx.metrics["pending_at_kill"] = self._probe.initial
         ctx.note(f"{', '.join(self._victims)} held {self._probe.initial} pending entries when killed")
+        # With nothing held, "every held entry was taken over" would pass without a takeover.
+        ctx.check("the killed worker(s) held pending entries", self._probe.initial > 0,
+                  f"{self._probe.initial} entries")  # fmt: skip
         if not self.all_workers:
             self._probe.start()
 
@@ -520,6 +546,84 @@ class RedisFlush(Scenario):
         ctx.note(f"`barcode-pipeline replay --since {since}`: {out}")
 
 
+# ---------------------------------------------------------------------------------------- combined
+class Combined(Scenario):
+    """Several faults in one window, each healed as an operator would, while the load keeps going.
+
+    One fault at a time cannot show what a component does when it recovers *into* the next fault
+    (a processor restarting while Redis is down, a static group member rejoining a broker that has
+    just restarted). The schedule is the one of the field report: processor, worker-1, Redis and
+    Kafka SIGKILLed in turn, the servers brought back with ``stack up``, within about 25 s of load.
+    """
+
+    key = "11"
+    name = "combined"
+    title = "Combined: processor, worker-1, Redis and Kafka SIGKILLed in turn within one hold"
+    fault = (
+        "SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
+        "(restarted too), then of Redis followed by `stack up`, then of Kafka followed by `stack up`"
+    )
+    # (share of the hold at which the step starts, step); steps run in order, each once
+    schedule: tuple[tuple[float, str], ...] = (
+        (0.0, "processor"),
+        (0.15, "worker"),
+        (0.3, "redis"),
+        (0.375, "kafka"),  # right after Redis is back, as in the field report
+    )
+
+    def __init__(self) -> None:
+        self.last_heal = 0.0  # monotonic: when the last `stack up` returned
+
+    def inject(self, ctx: ChaosContext) -> None:
+        """All of the schedule runs here (the hold only waits out the rest of it)."""
+        for share, step in self.schedule:
+            ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
+            getattr(self, f"_{step}")(ctx)
+
+    def _processor(self, ctx: ChaosContext) -> None:
+        faults.kill_child(ctx.sup, processors(ctx)[0], restart=True)
+        ctx.mark("combined: processor SIGKILL (the supervisor restarts it)")
+
+    def _worker(self, ctx: ChaosContext) -> None:
+        victim = ctx.sup.names("worker")[0]
+        held = wait_pending(ctx.settings, victim, at_least=1, timeout=10.0)
+        faults.kill_child(ctx.sup, victim, restart=True)
+        ctx.mark(f"combined: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
+        ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
+
+    def _redis(self, ctx: ChaosContext) -> None:
+        self._server(ctx, "redis")
+
+    def _kafka(self, ctx: ChaosContext) -> None:
+        self._server(ctx, "kafka")
+
+    def _server(self, ctx: ChaosContext, component: str) -> None:
+        ctx.stack.component(component).kill()
+        ctx.mark(f"combined: {component} SIGKILL; `stack up`")
+        started = time.monotonic()
+        result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=120)
+        self.last_heal = time.monotonic()
+        ctx.mark(f"combined: `stack up` rc {result.returncode} after {self.last_heal - started:.1f} s")
+        ctx.check(f"`stack up` after the {component} kill succeeded", result.returncode == 0,
+                  result.stderr.strip()[-300:])  # fmt: skip
+        ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        drained = ctx.metrics.get("drained_at")
+        if not isinstance(drained, float) or not self.last_heal:
+            return
+        took = drained - self.last_heal
+        ctx.metrics["last_heal_to_drained_s"] = took
+        target = ctx.params.drain_target_s
+        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
+                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        ctx.stack.up(quiet=True)
+        for name in ctx.sup.children:
+            faults.resume(ctx.sup, name)
+
+
 # ---------------------------------------------------------------------------------------- registry
 # Factories, not instances: a scenario keeps state while it runs, so every run gets a fresh one.
 FACTORIES: tuple[Callable[[], Scenario], ...] = (
@@ -535,6 +639,7 @@ FACTORIES: tuple[Callable[[], Scenario], ...] = (
     Duplicates,
     Poison,
     RedisFlush,
+    Combined,
 )
 
 

@@ -1,0 +1,209 @@
+"""``chaos nemesis``: a seeded random fault schedule run under load, judged by the usual ledger.
+
+Each target runs its faults in order on its own thread, so faults on different targets overlap
+as drawn. Servers killed or shut down come back with ``barcode-pipeline stack up``, run as an
+operator would (one at a time: two concurrent start-ups could both start the same server).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+from barcode_harness.chaos import faults
+from barcode_harness.chaos.checks import Ledger
+from barcode_harness.chaos.context import ChaosContext
+from barcode_harness.chaos.scenarios import Scenario
+from barcode_harness.chaos.schedule import SERVERS, Fault, ScheduleSpec, draw, overlaps, render, targets_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NemesisStats:
+    """What one iteration did, for the report."""
+
+    seed: int
+    faults: list[Fault] = field(default_factory=list)
+    overlapping_pairs: int = 0
+    done: list[str] = field(default_factory=list)  # timeline as executed: "t+3.2s kill redis"
+    last_heal_to_drained_s: float | None = None
+
+
+class Nemesis(Scenario):
+    """One seed's schedule as a scenario: inject starts it, hold waits until every fault is healed."""
+
+    key = "N"
+    name = "nemesis"
+    title = "Nemesis: a seeded random schedule of overlapping kills, pauses and restarts"
+    fault = "random overlapping faults on the processor, each worker, Redis, Kafka and MariaDB"
+
+    def __init__(self, seed: int, *, workers: int = 2, spec: ScheduleSpec | None = None) -> None:
+        self.seed = seed
+        self.spec = spec or ScheduleSpec()
+        self.schedule = draw(seed, targets_for(workers), self.spec)
+        self.stats = NemesisStats(seed, list(self.schedule), len(overlaps(self.schedule)))
+        self.title = f"Nemesis seed {seed}"
+        self.fault = f"{len(self.schedule)} faults, {self.stats.overlapping_pairs} overlapping pairs"
+        self._threads: list[threading.Thread] = []
+        self._abort = threading.Event()
+        self._stack_lock = threading.Lock()
+        self._last_heal = 0.0
+        self._started = 0.0
+        self._paused: dict[str, int] = {}  # target -> pid under SIGSTOP, for cleanup
+
+    # ------------------------------------------------------------------ running the schedule
+    def inject(self, ctx: ChaosContext) -> None:
+        ctx.mark(render(self.seed, self.schedule))
+        self._started = time.monotonic()
+        by_target: dict[str, list[Fault]] = {}
+        for f in self.schedule:
+            by_target.setdefault(f.target, []).append(f)
+        for target, mine in by_target.items():
+            t = threading.Thread(target=self._run_target, args=(ctx, mine), name=f"nemesis-{target}")
+            t.start()
+            self._threads.append(t)
+
+    def hold(self, ctx: ChaosContext) -> None:
+        """Keep the load up for the whole schedule, and until its last fault is healed."""
+        ctx.sleep(max(0.0, self.spec.duration_s - ctx.since_inject()))
+        for t in self._threads:
+            while t.is_alive():
+                ctx.sleep(0.2)
+        self._last_heal = self._last_heal or time.monotonic()
+
+    def _run_target(self, ctx: ChaosContext, mine: list[Fault]) -> None:
+        for f in mine:
+            if not self._wait_until(f.at_s):
+                return
+            try:
+                self._apply(ctx, f)
+            except Exception as exc:
+                log.exception("nemesis: %s failed", f.describe())
+                ctx.check(f"nemesis step ran: {f.describe()}", False, f"{type(exc).__name__}: {exc}")
+
+    def _wait_until(self, at_s: float) -> bool:
+        return not self._abort.wait(max(0.0, self._started + at_s - time.monotonic()))
+
+    def _mark(self, ctx: ChaosContext, text: str) -> None:
+        line = f"t+{time.monotonic() - self._started:5.1f}s {text}"
+        self.stats.done.append(line)
+        ctx.mark(f"nemesis: {line}")
+
+    def _apply(self, ctx: ChaosContext, f: Fault) -> None:
+        if f.kind == "pause":
+            with self._server_lock(f):  # never pause a server while `stack up` is looking at it
+                pid = self._pid(ctx, f.target)
+                if pid is None:
+                    self._mark(ctx, f"pause {f.target}: not running, skipped")
+                    return
+                self._stop_process(f.target, pid)
+            with self._stopped(f.target, pid):
+                self._mark(ctx, f"SIGSTOP {f.target} (pid {pid})")
+                self._abort.wait(f.for_s)
+            self._mark(ctx, f"SIGCONT {f.target}")
+            self._healed()
+            return
+        if f.is_server:
+            comp = ctx.stack.component(f.target)
+            with self._stack_lock:  # a server going down under a running `stack up` fails it
+                if f.kind == "kill":
+                    comp.kill()
+                    self._mark(ctx, f"SIGKILL {f.target}")
+                else:
+                    comp.stop()
+                    self._mark(ctx, f"clean shutdown of {f.target}")
+            self._abort.wait(f.for_s)
+            self._stack_up(ctx, f.target)
+            return
+        if f.kind == "kill":
+            faults.kill_child(ctx.sup, f.target, restart=False)
+            self._mark(ctx, f"SIGKILL {f.target}")
+        else:
+            code = faults.stop_child(ctx.sup, f.target)
+            self._mark(ctx, f"SIGTERM {f.target} (exit {code})")
+        self._abort.wait(f.for_s)
+        faults.resume(ctx.sup, f.target, timeout=60)
+        self._mark(ctx, f"{f.target} running again")
+        self._healed()
+
+    def _stack_up(self, ctx: ChaosContext, target: str, attempts: int = 3) -> None:
+        """`stack up`, retried as an operator would if it failed (say, a server paused too long)."""
+        with self._stack_lock:
+            for attempt in range(1, attempts + 1):
+                started = time.monotonic()
+                result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=180)
+                self._mark(ctx, f"`stack up` (for {target}) rc {result.returncode} in "
+                                f"{time.monotonic() - started:.1f} s")  # fmt: skip
+                if result.returncode == 0 or attempt == attempts:
+                    break
+            ctx.check(f"`stack up` after the {target} fault succeeded", result.returncode == 0,
+                      result.stderr.strip()[-300:])  # fmt: skip
+        self._healed()
+
+    @contextmanager
+    def _server_lock(self, f: Fault) -> Iterator[None]:
+        if not f.is_server:
+            yield
+            return
+        with self._stack_lock:
+            yield
+
+    def _healed(self) -> None:
+        self._last_heal = max(self._last_heal, time.monotonic())
+
+    @staticmethod
+    def _pid(ctx: ChaosContext, target: str) -> int | None:
+        if target in SERVERS:
+            return ctx.stack.component(target).pid()
+        child = ctx.sup.children[target]
+        return child.pid if child.alive() else None
+
+    def _stop_process(self, target: str, pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        self._paused[target] = pid
+
+    @contextmanager
+    def _stopped(self, target: str, pid: int) -> Iterator[None]:
+        """Already SIGSTOPped by ``_stop_process``; SIGCONT on the way out, whatever happens."""
+        try:
+            yield
+        finally:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            self._paused.pop(target, None)
+
+    # ------------------------------------------------------------------ after the drain
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        drained = ctx.metrics.get("drained_at")
+        if not isinstance(drained, float) or not self._last_heal:
+            return
+        took = drained - self._last_heal
+        self.stats.last_heal_to_drained_s = took
+        ctx.metrics["last_heal_to_drained_s"] = took
+        target = ctx.params.drain_target_s
+        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
+                  f"{took:.1f} s after the last fault was healed")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        self._abort.set()
+        for t in self._threads:
+            t.join(60)
+        for pid in list(self._paused.values()):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        for comp in ctx.stack.components.values():  # a pause that outlived a failed thread
+            server_pid = comp.pid()
+            if server_pid is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(server_pid, signal.SIGCONT)
+        ctx.stack.up(quiet=True)
+        for name in ctx.sup.children:
+            faults.resume(ctx.sup, name, timeout=60)
+        ctx.notes.extend(self.stats.done)

@@ -1,0 +1,117 @@
+"""Random fault schedules for ``chaos nemesis``: pure, seeded, and printable so a failure replays.
+
+A schedule is a list of faults, each on one target (a supervised service or a server of the
+stack), of one kind (SIGKILL, SIGSTOP/SIGCONT, graceful restart), at an offset and for a while.
+Faults on *different* targets overlap freely (that is the point: a component recovering into the
+next fault); faults on the same target follow each other, each starting after the previous one
+was healed, because a process cannot be killed while it is still being restarted.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SERVERS = ("kafka", "redis", "mariadb")
+KINDS = ("kill", "pause", "restart")
+
+# What each kind means, per kind of target (for the printed schedule and the report).
+MEANING = {
+    ("kill", "service"): "SIGKILL; restarts held off for the duration, then the supervisor restarts it",
+    ("pause", "service"): "SIGSTOP for the duration, then SIGCONT",
+    ("restart", "service"): "SIGTERM (graceful stop), started again after the duration",
+    ("kill", "server"): "SIGKILL; `stack up` after the duration",
+    ("pause", "server"): "SIGSTOP for the duration, then SIGCONT",
+    ("restart", "server"): "clean shutdown; `stack up` after the duration",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault: ``kind`` on ``target`` from ``at_s`` (seconds into the schedule) for ``for_s``."""
+
+    at_s: float
+    target: str
+    kind: str
+    for_s: float
+
+    @property
+    def end_s(self) -> float:
+        return self.at_s + self.for_s
+
+    @property
+    def is_server(self) -> bool:
+        return self.target in SERVERS
+
+    def describe(self) -> str:
+        return f"t+{self.at_s:5.1f}s {self.kind:<7} {self.target:<10} for {self.for_s:4.1f}s"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """Shape of a drawn schedule. Defaults fit a 40-60 s iteration on a 2-core machine."""
+
+    duration_s: float = 40.0  # faults start within the first ``active_share`` of this
+    active_share: float = 0.75  # the rest is quiet time for the last heals to finish under load
+    mean_gap_s: float = 3.0  # mean time between fault starts over all targets (exponential gaps)
+    min_for_s: float = 1.0
+    max_for_s: float = 8.0
+    # A pause of the processor this long outlives its session timeout (10 s): the broker expels
+    # it and it must rejoin on SIGCONT. Drawn now and then on purpose.
+    long_pause_s: float = 12.0
+    long_pause_share: float = 0.2
+    settle_s: float = 1.0  # gap after a target's heal before its next fault
+
+
+def targets_for(workers: int) -> tuple[str, ...]:
+    """Every target of the catalogue: the processor, each worker and the three servers."""
+    return ("processor", *(f"worker-{i}" for i in range(1, workers + 1)), *SERVERS)
+
+
+def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) -> list[Fault]:
+    """The schedule for ``seed``: the same seed and targets always give the same faults.
+
+    Fault starts form a Poisson process over the active window (mean gap ``mean_gap_s``), each on
+    a uniformly chosen target and kind; durations are uniform in [min, max]. With a mean gap well
+    under the mean duration, most schedules have several faults in effect at once. A start that
+    lands while its target is still faulted moves to just after that target's heal (if that is
+    still inside the window; otherwise the fault is dropped).
+    """
+    spec = spec or ScheduleSpec()
+    rng = random.Random(seed)
+    window = spec.duration_s * spec.active_share
+    free_at = dict.fromkeys(targets, 0.0)
+    faults: list[Fault] = []
+    t = rng.uniform(0.0, spec.mean_gap_s / 2)
+    while t < window:
+        target = rng.choice(list(targets))
+        kind = rng.choice(KINDS)
+        for_s = round(rng.uniform(spec.min_for_s, spec.max_for_s), 1)
+        if kind == "pause" and target == "processor" and rng.random() < spec.long_pause_share:
+            for_s = spec.long_pause_s
+        at = round(max(t, free_at[target]), 1)
+        if at < window:
+            faults.append(Fault(at, target, kind, for_s))
+            free_at[target] = at + for_s + spec.settle_s
+        t += rng.expovariate(1.0 / spec.mean_gap_s)
+    return sorted(faults, key=lambda f: (f.at_s, f.target))
+
+
+def overlaps(faults: Sequence[Fault]) -> list[tuple[Fault, Fault]]:
+    """Pairs of faults in effect at the same time (on different targets, by construction)."""
+    ordered = sorted(faults, key=lambda f: f.at_s)
+    pairs: list[tuple[Fault, Fault]] = []
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1 :]:
+            if b.at_s >= a.end_s:
+                break
+            pairs.append((a, b))
+    return pairs
+
+
+def render(seed: int, faults: Sequence[Fault]) -> str:
+    """The schedule as printed before a run (and in the report), enough to replay it by seed."""
+    lines = [f"nemesis seed {seed}: {len(faults)} faults, {len(overlaps(faults))} overlapping pairs"]
+    lines += [f"  {f.describe()}" for f in faults]
+    return "\n".join(lines)

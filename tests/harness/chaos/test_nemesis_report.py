@@ -1,0 +1,64 @@
+"""The nemesis section of docs/reliability.md: rendered from the runs, kept by `chaos all`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from barcode_harness.chaos.checks import Check
+from barcode_harness.chaos.context import ChaosParams
+from barcode_harness.chaos.harness import ScenarioResult
+from barcode_harness.chaos.nemesis import NemesisStats
+from barcode_harness.chaos.nemesis_report import (
+    BEGIN,
+    END,
+    NemesisInfo,
+    NemesisRun,
+    extract_section,
+    merge_section,
+    write_section,
+)
+from barcode_harness.chaos.report import RunInfo, write_report
+from barcode_harness.chaos.schedule import ScheduleSpec, draw, targets_for
+
+
+def _run(seed: int, *, ok: bool = True) -> NemesisRun:
+    faults = draw(seed, targets_for(2))
+    stats = NemesisStats(seed, faults, 3, done=["t+  1.0s SIGKILL redis"], last_heal_to_drained_s=2.5)
+    result = ScenarioResult(key="N", name="nemesis", title=f"Nemesis seed {seed}", fault="x")
+    result.acknowledged = result.stored = 900
+    result.checks = [Check("no scan stored twice", ok, "0" if ok else "2 extra rows")]
+    return NemesisRun(stats, result)
+
+
+def _info() -> NemesisInfo:
+    command = "barcode-pipeline chaos nemesis --seed 1 --iterations 2"
+    return NemesisInfo(command, ChaosParams(), ScheduleSpec())
+
+
+def test_section_lists_every_seed_and_the_failures(tmp_path: Path) -> None:
+    path = write_section(tmp_path / "reliability.md", [_run(1), _run(2, ok=False)], _info())
+    text = path.read_text()
+    section = extract_section(text)
+    assert section is not None and section.startswith(BEGIN) and section.rstrip().endswith(END)
+    assert "**1 of 2 iterations passed**" in section
+    rows = [line for line in section.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2 and "**FAIL**" in rows[1]
+    assert "Seed 2:" in section and "2 extra rows" in section and "SIGKILL redis" in section
+    assert "--seed <seed>" in section
+
+
+def test_rewriting_the_section_replaces_it_in_place() -> None:
+    doc = "# Title\n\nbefore\n\n" + BEGIN + "\nold\n" + END + "\n\nafter\n"
+    merged = merge_section(doc, BEGIN + "\nnew\n" + END + "\n")
+    assert "old" not in merged and "new" in merged
+    assert merged.index("before") < merged.index("new") < merged.index("after")
+
+
+def test_chaos_all_keeps_the_nemesis_section(tmp_path: Path) -> None:
+    path = tmp_path / "reliability.md"
+    write_section(path, [_run(5)], _info())
+    write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
+    text = path.read_text()
+    assert text.startswith("# Reliability")
+    assert extract_section(text) is not None and "| 5 |" in text
+    assert text.count(BEGIN) == 1
