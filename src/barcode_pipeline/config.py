@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
     redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"
+    # Topology of `stack up`: one node each, or the replicated `ha` profile (stack/ha.py).
+    stack_profile: Literal["single", "ha"] = "single"
+    ha_subnet: str = "10.77.10.0/24"  # the ha profile's bridge; every node gets an address in it
+    ha_kafka_heap: str = "384m"
+
+    # --- Redis through Sentinel (empty: connect to redis_url directly) ---
+    redis_sentinels: str = ""  # host:port,host:port,...
+    redis_service: str = names.REDIS_SERVICE
+    # The processor commits Kafka offsets only once this many replicas hold the batch (WAIT).
+    redis_min_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=2000, ge=1)
+    # When the primary changes (Sentinel mode), the processor re-reads what it committed this long
+    # before it last saw the old primary (processor/failover.py).
+    redis_rewind_window_s: float = Field(default=10.0, ge=0)
 
     # --- topic ---
     # A consumer silent this long is dropped from its group (its partitions go to the others).

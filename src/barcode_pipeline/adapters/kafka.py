@@ -111,9 +111,12 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
         existing = set(client.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise DeliveryError(f"cannot list topics: {exc}", component="kafka") from exc
+    rf = settings.topic_replication
+    # Replicated: an acks=all write is on all but one replica, and no out-of-sync replica may lead.
+    config = {"min.insync.replicas": str(rf - 1), "unclean.leader.election.enable": "false"} if rf > 2 else {}
     wanted = [
-        NewTopic(names.TOPIC, settings.topic_partitions, settings.topic_replication),
-        NewTopic(names.DLT_TOPIC, 1, settings.topic_replication),
+        NewTopic(names.TOPIC, settings.topic_partitions, rf, config=config),
+        NewTopic(names.DLT_TOPIC, 1, rf, config=config),
     ]
     missing = [t for t in wanted if t.topic not in existing]
     if not missing:

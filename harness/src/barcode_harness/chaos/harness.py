@@ -29,6 +29,7 @@ from barcode_harness.chaos.context import ChaosContext, ChaosParams
 from barcode_harness.chaos.load import LoadConfig, ScannerLoad
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.keys import with_harness_key
+from barcode_harness.stack.ha import manager_for
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
@@ -60,6 +61,7 @@ class ScenarioResult:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ledger: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the scenario measured (failover_s, ...)
     error: str | None = None
     reports_takeover: bool = False
 
@@ -107,7 +109,7 @@ def chaos_env(settings: Settings, workdir: Path, *, workers: int = 2) -> Iterato
     workdir.mkdir(parents=True, exist_ok=True)
     settings = with_harness_key(settings, "chaos")
     with running_pipeline(settings, log_path=workdir / "pipeline.log", workers=workers) as sup:
-        yield ChaosEnv(settings, StackManager(settings), sup, workdir, sup.out)
+        yield ChaosEnv(settings, manager_for(settings), sup, workdir, sup.out)
 
 
 def _now_ms() -> int:
@@ -191,6 +193,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     if result.error:
         result.checks.append(Check("scenario ran to completion", False, result.error))
     result.notes = ctx.notes
+    result.metrics = ctx.metrics
     log.info("scenario %s: %s", scenario.name, "PASS" if result.ok else "FAIL")
     return result
 
