@@ -11,11 +11,16 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+# The ha profile (stack up --profile ha): Sentinels, and iptables for the partition faults.
+{ command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ]; } || need+=(redis-sentinel)
+{ command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ]; } || need+=(iptables)
 # Monitoring (`stack up --monitoring`, promtool in the tests) and `systemd-analyze verify` of deploy/systemd.
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null 2>&1 || need+=(prometheus-redis-exporter)
 command -v prometheus-mysqld-exporter >/dev/null 2>&1 || need+=(prometheus-mysqld-exporter)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# A real browser for the test that /docs works with no other host reachable (tests/web/test_docs_browser.py).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
   # Package install scripts must not start system-wide servers: the project runs its own on other ports.

@@ -34,6 +34,28 @@ def stack_settings() -> Iterator[Settings]:
     yield settings
 
 
+@pytest.fixture(scope="session")
+def ingest_key(stack_settings: Settings) -> str:
+    """A scanner key for every device in the stack's database: what the tests' clients send to ingest."""
+    from barcode_pipeline.auth.store import create_key
+    from barcode_pipeline.db.migrate import upgrade
+
+    upgrade(stack_settings.db_url)
+    return create_key(stack_settings.db_url, "test-suite", "*", replace=True)
+
+
+def keyed(settings: Settings, name: str) -> Settings:
+    """``settings`` with a scanner key for every device in its own database (migrated first), for tests
+    that run ingest on a database of their own."""
+    from barcode_pipeline.auth.store import create_key
+    from barcode_pipeline.db.migrate import upgrade
+
+    upgrade(settings.db_url)
+    return settings.model_copy(
+        update={"ingest_api_key": create_key(settings.db_url, name, "*", replace=True)}
+    )
+
+
 @pytest.fixture
 def make_settings(stack_settings: Settings) -> Callable[..., Settings]:
     """Factory: the stack's settings with per-test overrides (e.g. another Redis DB or database)."""

@@ -21,13 +21,21 @@ import orjson
 class HeldRequest:
     """``POST /ingest/barcode`` on a raw socket, headers and part of the body sent, the rest later."""
 
-    def __init__(self, port: int, body: dict[str, Any], *, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        body: dict[str, Any],
+        *,
+        timeout_s: float = 15.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.body = body
         self._payload = orjson.dumps(body)
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
             "POST /ingest/barcode HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(self._payload)}\r\n\r\n"
+            f"{extra}Content-Length: {len(self._payload)}\r\n\r\n"
         )
         self._sock.sendall(head.encode() + self._payload[:10])
 
@@ -44,8 +52,16 @@ class HeldRequest:
 class Senders:
     """Threads posting single scans in a loop on keep-alive connections until the server drains."""
 
-    def __init__(self, base_url: str, make_scan: Callable[[], dict[str, Any]], *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        make_scan: Callable[[], dict[str, Any]],
+        *,
+        threads: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url
+        self.headers = headers or {}
         self.make_scan = make_scan
         self.answered: list[tuple[str, int]] = []  # (scanId, status)
         self.failed: list[tuple[str, str]] = []  # requests that got no answer: (scanId, error)
@@ -73,7 +89,7 @@ class Senders:
         return {scan_id for scan_id, status in self.answered if 200 <= status < 300}
 
     def _loop(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=15) as client:
+        with httpx.Client(base_url=self.base_url, timeout=15, headers=self.headers) as client:
             while not self._stop.is_set():
                 body = self.make_scan()
                 try:

@@ -21,6 +21,8 @@ from confluent_kafka import Producer
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.auth.keys import client_headers
+from barcode_pipeline.auth.store import create_key
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops.dlt import read_dlt
@@ -59,6 +61,8 @@ def running(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
                 "ingest_processes": 1, "worker_max_delay_ms": 100,
                 "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
+    migrate.upgrade(db_url)  # the key table, so the key exists before ingest starts (it requires one)
+    settings = settings.model_copy(update={"ingest_api_key": create_key(db_url, "test-e2e", "*")})
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
     run = Running(settings, tmp_path_factory.mktemp("e2e") / "pipeline.log")
@@ -76,7 +80,10 @@ def pipeline(running: Running) -> Settings:
 
 @pytest.fixture
 def post(pipeline: Settings) -> Iterator[Callable[..., httpx.Response]]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10) as client:
+    auth = client_headers(pipeline.ingest_api_key)
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10, headers=auth
+    ) as client:
 
         def send(path: str, body: Any) -> httpx.Response:
             content = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -191,6 +198,42 @@ def _query(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
             return list(cur.fetchall())
     finally:
         conn.close()
+
+
+# Printable ASCII that means something to SQL, Redis, a shell or a template engine: stored as sent.
+HOSTILE_BARCODES = [
+    "';DROP/**/TABLE/**/barcodes;--",
+    "1'OR'1'='1",
+    '"),(1,2,3);--',
+    "FLUSHALL",
+    "*1\\r\\n$8\\r\\nFLUSHALL",
+    "EVAL\"redis.call('flushall')\"0",
+    "%s%s%n",
+    "${jndi:ldap://127.0.0.1/x}",
+    "<script>alert(1)</script>",
+    "\\x00\\';--",
+]
+HOSTILE_SCAN_IDS = ["FLUSHALL", "DEL:barcode:stream:0", "x--", "1:EVAL:0", "barcode:seen:e:x"]
+
+
+def test_values_that_look_like_commands_are_stored_literally(
+    pipeline: Settings, post: Callable[..., httpx.Response]
+) -> None:
+    scans = [{**scan(i), "barcode": b} for i, b in enumerate(HOSTILE_BARCODES)]
+    scans += [
+        scan(100 + i, scan_id=f"{sid}-{uuid.uuid4().hex[:8]}") for i, sid in enumerate(HOSTILE_SCAN_IDS)
+    ]
+    for s in scans:
+        assert post("/ingest/barcode", s).status_code == 202, s
+    wait_drained(pipeline, timeout=60)
+    marks = ", ".join(["%s"] * len(scans))
+    rows = _query(
+        pipeline, f"SELECT scan_id, original_barcode FROM barcodes WHERE scan_id IN ({marks})",
+        *[s["scanId"] for s in scans],
+    )  # fmt: skip
+    assert sorted(rows) == sorted((s["scanId"], s["barcode"]) for s in scans)
+    stream = names.stream_name(shard_of(DEVICE, pipeline.stream_shards))
+    assert redis.Redis.from_url(pipeline.redis_url).exists(stream)  # nothing was flushed
 
 
 def test_pipeline_log_has_no_tracebacks_after_the_drain(running: Running) -> None:

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.logs import mask
 from barcode_pipeline.plugins import command_registrars
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 # The product's subsystems that contribute commands; each module exposes ``register(app)``.
 _COMMAND_MODULES = (
     "barcode_pipeline.db.commands",
+    "barcode_pipeline.auth.commands",
     "barcode_pipeline.ingest.commands",
     "barcode_pipeline.processor.commands",
     "barcode_pipeline.worker.commands",
@@ -48,7 +50,7 @@ def main() -> None:
         app()
     except PipelineError as exc:
         logging.getLogger("barcode_pipeline").debug("failed", exc_info=True)
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {mask(str(exc))}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

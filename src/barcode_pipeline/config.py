@@ -7,14 +7,17 @@ reads the environment behind their back.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
 from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.logs import MASK, add_secret
 
 
 class Settings(BaseSettings):
@@ -26,6 +29,16 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6380/0"
     db_url: str = "mysql://barcode:barcode@127.0.0.1:3307/barcode"
+    # Secured servers (docs/security.md). Redis: rediss://user:password@host:port/0?ssl_ca_certs=CA.pem
+    # in BP_REDIS_URL. MariaDB/MySQL: ?ssl_ca=CA.pem[&ssl_cert=..&ssl_key=..] in BP_DB_URL. Every
+    # secret can come from a file instead: BP_<NAME>_FILE (see SECRET_FILE_SETTINGS).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None  # client certificate (mutual TLS), with its key
+    kafka_ssl_key_file: Path | None = None
 
     # --- local stack ---
     state_dir: Path = Path(".stack")
@@ -34,6 +47,20 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
     redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"
+    # Topology of `stack up`: one node each, or the replicated `ha` profile (stack/ha.py).
+    stack_profile: Literal["single", "ha"] = "single"
+    ha_subnet: str = "10.77.10.0/24"  # the ha profile's bridge; every node gets an address in it
+    ha_kafka_heap: str = "384m"
+
+    # --- Redis through Sentinel (empty: connect to redis_url directly) ---
+    redis_sentinels: str = ""  # host:port,host:port,...
+    redis_service: str = names.REDIS_SERVICE
+    # The processor commits Kafka offsets only once this many replicas hold the batch (WAIT).
+    redis_min_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=2000, ge=1)
+    # When the primary changes (Sentinel mode), the processor re-reads what it committed this long
+    # before it last saw the old primary (processor/failover.py).
+    redis_rewind_window_s: float = Field(default=10.0, ge=0)
 
     # --- topic ---
     # A consumer silent this long is dropped from its group (its partitions go to the others).
@@ -53,6 +80,19 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=1000, ge=1)
     scan_max_age_days: float = Field(default=30.0, gt=0)
     scan_max_future_ms: int = Field(default=1000, ge=0)
+    # Scanner authentication (auth/): keys from the scanner_keys table, reloaded by every process this
+    # often, so a revocation is in force everywhere within that (plus one query) - at most 5 s.
+    ingest_auth: Literal["required", "off"] = "required"
+    ingest_auth_refresh_s: float = Field(default=2.0, gt=0, le=4)
+    # Keyless scanners admitted by source address: "CIDR=PATTERN[,PATTERN];..." (auth/networks.py)
+    ingest_trusted_networks: str = ""
+    ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
+    ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
+    # Direct TLS on the ingest port (usually a proxy terminates it): a PEM certificate chain and its key.
+    ingest_tls_cert: Path | None = None
+    ingest_tls_key: Path | None = None
+    # The key the harness's own clients (scanner simulator, load generators) send; "" sends none.
+    ingest_api_key: str = ""
 
     # --- processor ---
     dedup_policy: Literal["event", "barcode"] = "event"
@@ -119,26 +159,72 @@ class Settings(BaseSettings):
     mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
     freshness_slo_s: float = Field(default=10.0, gt=0)  # scanTime to row committed, p99 (alert)
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.ingest_tls_cert is None) != (self.ingest_tls_key is None):
+            raise ValueError("BP_INGEST_TLS_CERT and BP_INGEST_TLS_KEY go together: set both or neither")
+        for path in (self.ingest_tls_cert, self.ingest_tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    @field_validator("ingest_trusted_networks")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        from barcode_pipeline.auth.networks import parse_trusted_networks
+
+        try:
+            parse_trusted_networks(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     # --- misc ---
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
+# Settings that hold a secret (or a URL with one): each may also be read from the file BP_<NAME>_FILE
+# names, as container and systemd secrets are mounted. The variable itself wins when both are set.
+SECRET_FILE_SETTINGS = ("db_url", "redis_url", "kafka_sasl_password", "ingest_api_key")
+
+
+def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """``{setting: file content}`` for every ``BP_<NAME>_FILE`` given (trailing newline stripped)."""
+    found: dict[str, str] = {}
+    for name in SECRET_FILE_SETTINGS:
+        var = f"BP_{name.upper()}"
+        path = environ.get(f"{var}_FILE")
+        if not path or var in environ:
+            continue
+        try:
+            found[name] = Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{var}_FILE: cannot read {path}: {exc.strerror}") from None
+    return found
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment; explicit overrides (from CLI flags) win."""
-    clean = {k: v for k, v in overrides.items() if v is not None}
+    """Read the environment (and ``BP_*_FILE`` secrets); explicit overrides (from CLI flags) win."""
+    clean = {**secrets_from_files(os.environ), **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        settings = Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across settings: its message names them (never echo the input)
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         name = str(first["loc"][0]) if first["loc"] else "?"
         source = f"--{name.replace('_', '-')}" if name in clean else f"BP_{name.upper()}"
-        raise ConfigError(f"{source}: {first['msg']} (got {first.get('input')!r})") from None
+        shown = MASK if name in SECRET_FILE_SETTINGS else repr(first.get("input"))
+        raise ConfigError(f"{source}: {first['msg']} (got {shown})") from None
+    add_secret(settings.kafka_sasl_password)  # URLs and scanner keys are masked by their shape
+    return settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as ``BP_*`` variables, so child processes see exactly what the parent resolved."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        env[f"BP_{name.upper()}"] = str(value)
+        if value is not None:  # unset optional settings stay unset (not the string "None")
+            env[f"BP_{name.upper()}"] = str(value)
     return env

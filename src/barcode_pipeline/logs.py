@@ -4,6 +4,9 @@
 (``BP_LOG_FORMAT=json``, for log shippers): one JSON object per line with ``ts``, ``level``,
 ``service``, ``instance`` (e.g. the worker's name), ``pid``, ``logger`` and ``event`` (the message),
 plus ``exception`` when there is one.
+
+Every line goes through :func:`mask`: passwords in URLs and scanner keys never reach a log, whoever
+logs them (our code, a library, an exception's text).
 """
 
 from __future__ import annotations
@@ -16,6 +19,34 @@ from datetime import UTC, datetime
 import orjson
 
 _SERVICE = re.compile(r"^(?P<service>[^\[]+)(?:\[(?P<instance>[^\]]*)\])?$")
+
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)(?=@)", re.IGNORECASE
+)
+_SCANNER_KEY = re.compile(r"bpk_[A-Za-z0-9_-]{8,}")
+_extra_secrets: set[str] = set()
+MASK = "***"
+
+
+def add_secret(value: str) -> None:
+    """Mask this exact value too (e.g. a SASL password that is no URL), in this process."""
+    if len(value) >= 4:  # shorter values would mask ordinary words
+        _extra_secrets.add(value)
+
+
+def mask(text: str) -> str:
+    text = _URL_PASSWORD.sub(rf"\g<head>{MASK}", text)
+    text = _SCANNER_KEY.sub("bpk_" + MASK, text)
+    for secret in _extra_secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+class MaskingFormatter(logging.Formatter):
+    """Masks the whole formatted record, its traceback included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,7 +71,7 @@ class JsonFormatter(logging.Formatter):
             data["instance"] = self.instance
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(data).decode()
+        return mask(orjson.dumps(data).decode())
 
 
 def setup_logging(level: str = "INFO", service: str = "bp", fmt: str = "text") -> None:
@@ -48,5 +79,5 @@ def setup_logging(level: str = "INFO", service: str = "bp", fmt: str = "text") -
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(MaskingFormatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

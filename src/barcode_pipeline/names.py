@@ -20,6 +20,10 @@ DLQ_STREAM = "barcode:dlq"
 # Redis keys
 DEDUP_PREFIX = "barcode:seen:"  # + "e:{deviceId}:{scanId}" or "b:{barcode}"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
+PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publish (lua/dedupe_publish.lua)
+
+# Redis Sentinel: the monitored primary's service name
+REDIS_SERVICE = "barcode-redis"
 
 # The wire API (ingest and the legacy baseline serve the same routes; scanners post to them)
 ROUTE_SCAN = "/ingest/barcode"  # one scan
@@ -27,6 +31,9 @@ ROUTE_BATCH = "/ingest/barcodes"  # a JSON array of scans
 ROUTE_HEALTH = "/health"
 ROUTE_READY = "/ready"
 ROUTE_METRICS = "/metrics"
+ROUTE_DOCS = "/docs"  # Swagger UI, its assets served by the service itself (no third-party host)
+ROUTE_DOCS_ASSETS = "/docs-assets"
+ROUTE_REDOC = "/redoc"
 
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"
@@ -53,3 +60,8 @@ def tool_group(suffix: str) -> str:
 
 def heartbeat_key(consumer: str) -> str:
     return f"{HEARTBEAT_PREFIX}{consumer}"
+
+
+def publish_counter(shard: int) -> str:
+    """Counter every publish call bumps, so a WAIT after it proves the call's earlier writes too."""
+    return f"{PUBLISH_COUNTER_PREFIX}{shard}"

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters.kafka import consumer_config, ensure_topics
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.app import create_app
 
@@ -179,18 +180,20 @@ def nothing_reaches_kafka(client: TestClient, topic_reader: TopicReader) -> Iter
 
 
 @pytest.fixture(scope="module")
-def client(stack_settings: Settings) -> Iterator[TestClient]:
-    """One app (one producer) against the stack's Kafka for the whole module."""
+def client(stack_settings: Settings, ingest_key: str) -> Iterator[TestClient]:
+    """One app (one producer) against the stack's Kafka for the whole module; it sends the suite's key."""
     ensure_topics(stack_settings)
-    with TestClient(create_app(stack_settings), raise_server_exceptions=False) as test_client:
+    app = create_app(stack_settings)
+    with TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key)) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def app_client(make_settings: Callable[..., Settings]) -> Callable[..., TestClient]:
+def app_client(make_settings: Callable[..., Settings], ingest_key: str) -> Callable[..., TestClient]:
     """Factory for a client of an app with overridden settings (the caller enters it with ``with``)."""
 
     def factory(**overrides: Any) -> TestClient:
-        return TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
+        app = create_app(make_settings(**overrides))
+        return TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key))
 
     return factory

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import derive_scan_id
 from barcode_pipeline.ingest.app import create_app
@@ -261,12 +262,15 @@ def test_kafka_unreachable_answers_503_fast(app_client: Callable[..., TestClient
         assert 'bp_ingest_delivery_failures_total{reason="unavailable"}' in down.get("/metrics").text
 
 
-def test_unconfirmed_write_is_503_and_the_service_recovers(make_settings: Callable[..., Settings]) -> None:
+def test_unconfirmed_write_is_503_and_the_service_recovers(
+    make_settings: Callable[..., Settings], ingest_key: str
+) -> None:
     """A write Kafka cannot confirm in time -> 503; the breaker closes again once Kafka confirms."""
     settings = make_settings(produce_timeout_s=0.2)
     # A linger longer than the produce timeout: the broker is fine, the confirmation just comes late.
     bridge = KafkaBridge(settings, producer_overrides={"linger.ms": 600, "message.timeout.ms": 10_000})
-    with TestClient(create_app(settings, bridge=bridge), raise_server_exceptions=False) as slow:
+    app = create_app(settings, bridge=bridge)
+    with TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key)) as slow:
         # The start-up probe has only min(produce timeout, 1 s) to connect; the monitor keeps probing.
         _wait_ready(slow, 10, "Kafka never became ready")
         started = time.monotonic()

@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from tests.drain_helpers import HeldRequest, Senders
 from tests.ingest.conftest import TopicReader, free_port, scan
@@ -39,7 +40,9 @@ class Server:
 
 
 @contextmanager
-def running_server(settings: Settings, processes: int, log_path: Path) -> Iterator[Server]:
+def running_server(
+    settings: Settings, processes: int, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """``barcode-pipeline ingest`` in its own session, ready (``/ready`` 200) when entered.
 
     ``free_port()`` can race with another process taking the port before the server binds it: a
@@ -48,6 +51,8 @@ def running_server(settings: Settings, processes: int, log_path: Path) -> Iterat
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["BP_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+    env["BP_DB_URL"] = settings.db_url  # where the scanner keys are
+    env.update(extra_env or {})
     for attempt in range(2):
         port = free_port()
         with log_path.open("wb") as log:
@@ -119,7 +124,10 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings: Settings) -> None:
+def test_real_server_serves_and_drains_on_sigterm(
+    server: Server, stack_settings: Settings, ingest_key: str
+) -> None:
+    auth = client_headers(ingest_key)
     reader = TopicReader(stack_settings)
     reader.mark()
     sent: list[str] = []
@@ -127,13 +135,19 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
     for _ in range(20):
         body = scan()
         response = httpx.post(
-            f"{server.base_url}/ingest/barcode", content=orjson.dumps(body), timeout=CLIENT_TIMEOUT_S
+            f"{server.base_url}/ingest/barcode",
+            content=orjson.dumps(body),
+            timeout=CLIENT_TIMEOUT_S,
+            headers=auth,
         )
         assert response.status_code == 202, response.text
         sent.append(body["scanId"])
     batch = [scan() for _ in range(10)]
     response = httpx.post(
-        f"{server.base_url}/ingest/barcodes", content=orjson.dumps(batch), timeout=CLIENT_TIMEOUT_S
+        f"{server.base_url}/ingest/barcodes",
+        content=orjson.dumps(batch),
+        timeout=CLIENT_TIMEOUT_S,
+        headers=auth,
     )
     assert response.json() == {"total": 10, "succeeded": 10, "failedIndices": []}
     sent += [item["scanId"] for item in batch]
@@ -143,11 +157,13 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
         for _ in range(300):
             yield b" " * 4096
 
-    response = httpx.post(f"{server.base_url}/ingest/barcode", content=chunks(), timeout=CLIENT_TIMEOUT_S)
+    response = httpx.post(
+        f"{server.base_url}/ingest/barcode", content=chunks(), timeout=CLIENT_TIMEOUT_S, headers=auth
+    )
     assert response.status_code == 413
     # And an honest Content-Length over the limit is refused before the body is read.
     response = httpx.post(
-        f"{server.base_url}/ingest/barcodes", content=b" " * (2 << 20), timeout=CLIENT_TIMEOUT_S
+        f"{server.base_url}/ingest/barcodes", content=b" " * (2 << 20), timeout=CLIENT_TIMEOUT_S, headers=auth
     )
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
@@ -164,8 +180,8 @@ def test_real_server_serves_and_drains_on_sigterm(server: Server, stack_settings
     # SIGTERM with a request in flight (headers in, body half sent) and a client that keeps sending.
     reader = TopicReader(stack_settings)
     reader.mark()
-    held = HeldRequest(server.port, scan())
-    senders = Senders(server.base_url, scan)
+    held = HeldRequest(server.port, scan(), headers=auth)
+    senders = Senders(server.base_url, scan, headers=auth)
     senders.start()
     senders.wait_answers(1, timeout_s=30)  # SIGTERM only once the client is really sending
     server.proc.send_signal(signal.SIGTERM)

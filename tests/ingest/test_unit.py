@@ -201,6 +201,9 @@ def test_schemas_describe_the_wire_format() -> None:
     assert set(schema["properties"]) == {"barcode", "deviceId", "scanTime", "scanId"}
     assert set(schema["required"]) == {"barcode", "deviceId", "scanTime"}
     assert batch_schema(7)["maxItems"] == 7
+    # The example is dated when the app is built, so it never ages out of the accepted window.
+    assert scan_schema(now_ms=123)["properties"]["scanTime"]["examples"] == [123]
+    assert batch_schema(7, now_ms=456)["examples"][0][0]["scanTime"] == 456
 
 
 class _BrokenBridge(KafkaBridge):
@@ -221,7 +224,7 @@ def test_an_unexpected_error_is_a_json_500_without_a_stack_trace() -> None:
 
     from barcode_pipeline.ingest.app import create_app
 
-    settings = Settings()
+    settings = Settings(ingest_auth="off")
     app = create_app(settings, bridge=_BrokenBridge(settings))
     with TestClient(app, raise_server_exceptions=False) as client:
         body = orjson.dumps({"barcode": "B", "deviceId": "D", "scanTime": int(time.time() * 1000)})

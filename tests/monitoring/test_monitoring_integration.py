@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from barcode_harness.stack.manager import StackManager
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.monitoring import dashboards
@@ -27,6 +28,7 @@ from barcode_pipeline.monitoring.exporter import serve
 from barcode_pipeline.monitoring.top import run_top
 from barcode_pipeline.run.pipeline import running_pipeline
 from barcode_pipeline.run.supervisor import ChildSpec, pipeline_specs
+from tests.conftest import keyed
 from tests.kafka_helpers import start_group_at_log_end
 
 pytestmark = pytest.mark.integration
@@ -49,6 +51,7 @@ def monitored(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
                 "worker_max_delay_ms": 100, "processor_group": f"test-monitoring-{uuid.uuid4().hex[:8]}",
                 "exporter_interval_s": 1.0}
     )  # fmt: skip
+    settings = keyed(settings, "test-monitoring")
     StackManager(settings, monitoring=True).up(quiet=True)  # (re)renders the scrape config for these settings
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
@@ -79,7 +82,7 @@ class Load(threading.Thread):
     def run(self) -> None:
         ingest = f"http://127.0.0.1:{self.settings.ingest_port}"
         legacy = f"http://127.0.0.1:{self.settings.legacy_port}"
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **client_headers(self.settings.ingest_api_key)}
         with httpx.Client(timeout=10, headers=headers) as client:
             i = 0
             while not self.stop.is_set():

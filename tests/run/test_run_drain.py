@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 import redis
 
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops.backlog import Backlog, redis_backlog
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.startup import wait_http_ok
+from tests.conftest import keyed
 from tests.drain_helpers import HeldRequest, Senders
 from tests.kafka_helpers import start_group_at_log_end
 from tests.stack_helpers import redis_db
@@ -52,6 +54,8 @@ def test_run_drains_front_to_back_on_sigterm_under_load(stack_settings: Settings
                 "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 2,
                 "processor_group": f"test-drain-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
+    settings = keyed(settings, "test-run-drain")
+    auth = client_headers(settings.ingest_api_key)
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
@@ -66,8 +70,8 @@ def test_run_drains_front_to_back_on_sigterm_under_load(stack_settings: Settings
     try:
         base_url = f"http://127.0.0.1:{settings.ingest_port}"
         wait_http_ok(f"{base_url}/ready", timeout=90)
-        held = HeldRequest(settings.ingest_port, _scan())
-        senders = Senders(base_url, _scan, threads=4)
+        held = HeldRequest(settings.ingest_port, _scan(), headers=auth)
+        senders = Senders(base_url, _scan, threads=4, headers=auth)
         senders.start()
         senders.wait_answers(200)
         proc.send_signal(signal.SIGTERM)

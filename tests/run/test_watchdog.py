@@ -23,6 +23,7 @@ import httpx
 import pytest
 import redis
 
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.liveness import STALL_FILE_ENV, Progress
@@ -31,6 +32,7 @@ from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs, waits_on_a_dependency
+from tests.conftest import keyed
 from tests.kafka_helpers import start_group_at_log_end
 from tests.stack_helpers import FreezableRelay, free_ports, redis_db
 
@@ -70,6 +72,7 @@ def _watched_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
                 "ingest_processes": 1, "workers": 1, "worker_max_delay_ms": 50, "stall_timeout_s": 3.0,
                 "state_dir": tmp_path / "state", "processor_group": f"test-watchdog-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
+    settings = keyed(settings, "test-watchdog")  # ingest wants a scanner key
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
     return settings
@@ -95,7 +98,11 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
             running_pipeline(
                 settings, log_path=log_path, specs=specs, start_stack=False, health_port=health_port
             ),
-            httpx.Client(base_url=f"http://127.0.0.1:{settings.ingest_port}", timeout=10) as client,
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{settings.ingest_port}",
+                timeout=10,
+                headers=client_headers(settings.ingest_api_key),
+            ) as client,
         ):
             before, after = _scans(20), _scans(50)
             for s in before:
@@ -171,7 +178,10 @@ def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
                 settings, log_path=tmp_path / "pipeline.log", specs=specs, start_stack=False,
                 health_port=health_port,
             ),
-            httpx.Client(base_url=f"http://127.0.0.1:{settings.ingest_port}", timeout=10) as client,
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{settings.ingest_port}", timeout=10,
+                headers=client_headers(settings.ingest_api_key),
+            ) as client,
         ):  # fmt: skip
             before, during = _scans(10), _scans(20)
             for s in before:

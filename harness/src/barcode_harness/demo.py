@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from barcode_harness.bench.loadgen import LoadSpec, run_load
+from barcode_harness.keys import with_harness_key
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
@@ -36,11 +37,18 @@ def run_demo(settings: Settings, spec: DemoSpec) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bp-demo-"))
     acked = work / "acked-scan-ids.txt"
     pipeline_log = settings.state_dir / "logs" / "demo-pipeline.log"
+    settings = with_harness_key(settings, "demo")
     warm_acked = work / "warmup-acked-scan-ids.txt"
     url = f"http://{settings.ingest_host}:{settings.ingest_port}"
     with running_pipeline(settings, log_path=pipeline_log):
         warm = run_load(
-            LoadSpec(url=url, rate=spec.rate, duration_s=spec.warmup_s, acked_ids_path=warm_acked)
+            LoadSpec(
+                url=url,
+                rate=spec.rate,
+                duration_s=spec.warmup_s,
+                acked_ids_path=warm_acked,
+                api_key=settings.ingest_api_key,
+            )
         )
         load = run_load(
             LoadSpec(
@@ -49,6 +57,7 @@ def run_demo(settings: Settings, spec: DemoSpec) -> dict[str, Any]:
                 duration_s=spec.duration_s,
                 duplicate_ratio=spec.duplicate_ratio,
                 acked_ids_path=acked,
+                api_key=settings.ingest_api_key,
             )
         )
         drain_s, _backlog = wait_drained(settings, timeout=120)

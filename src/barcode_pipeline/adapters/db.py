@@ -28,17 +28,35 @@ class DbTarget:
     password: str
     database: str
     unix_socket: str | None = None
+    ssl_ca: str | None = None  # verify the server against this CA (TLS required from then on)
+    ssl_cert: str | None = None  # client certificate and key, for servers that ask for one
+    ssl_key: str | None = None
+    ssl_verify_identity: bool = True  # the server certificate must name the host connected to
+
+    def ssl_args(self) -> dict[str, Any]:
+        """PyMySQL's TLS arguments: none without a CA, else a verified connection."""
+        if self.ssl_ca is None:
+            return {}
+        ssl: dict[str, str] = {"ca": self.ssl_ca}
+        if self.ssl_cert:
+            ssl["cert"] = self.ssl_cert
+        if self.ssl_key:
+            ssl["key"] = self.ssl_key
+        return {"ssl": ssl, "ssl_verify_cert": True, "ssl_verify_identity": self.ssl_verify_identity}
 
 
 def parse_db_url(url: str) -> DbTarget:
-    """Accept ``mysql://``, ``mysql+pymysql://`` and ``mariadb://`` URLs; ``?unix_socket=`` is honoured."""
+    """Accept ``mysql://``, ``mysql+pymysql://`` and ``mariadb://`` URLs.
+
+    Query parameters: ``unix_socket``; ``ssl_ca`` (turns on verified TLS), ``ssl_cert``, ``ssl_key``,
+    ``ssl_verify_identity=false`` (only for a server certificate without the host's name)."""
     parts = urlsplit(url)
     if parts.scheme.split("+")[0] not in ("mysql", "mariadb"):
         raise ConfigError(f"BP_DB_URL must start with mysql:// or mariadb://, got {parts.scheme!r}")
     database = parts.path.lstrip("/")
     if not database:
         raise ConfigError("BP_DB_URL must name a database, e.g. mysql://user:pass@127.0.0.1:3307/barcode")
-    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    query = {k: unquote(v) for k, v in (p.split("=", 1) for p in parts.query.split("&") if "=" in p)}
     return DbTarget(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
@@ -46,6 +64,10 @@ def parse_db_url(url: str) -> DbTarget:
         password=unquote(parts.password or ""),
         database=database,
         unix_socket=query.get("unix_socket"),
+        ssl_ca=query.get("ssl_ca"),
+        ssl_cert=query.get("ssl_cert"),
+        ssl_key=query.get("ssl_key"),
+        ssl_verify_identity=query.get("ssl_verify_identity", "true").lower() not in ("false", "0", "no"),
     )
 
 
@@ -93,5 +115,6 @@ def connect(
         charset="utf8mb4",
         autocommit=autocommit,
         connect_timeout=int(max(1, connect_timeout)),
+        **t.ssl_args(),
         **extra,
     )

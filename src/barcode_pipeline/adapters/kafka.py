@@ -11,13 +11,44 @@ from confluent_kafka.cimpl import NewTopic
 
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings
-from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.errors import ConfigError, DeliveryError
+
+
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """Where Kafka is and how to talk to it: every client (producer, consumers, admin) starts from this."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return conf
+    conf["security.protocol"] = protocol
+    if protocol.startswith("SASL"):
+        if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
+            raise ConfigError(
+                f"BP_KAFKA_SECURITY_PROTOCOL={protocol} needs BP_KAFKA_SASL_USERNAME and "
+                "BP_KAFKA_SASL_PASSWORD (or BP_KAFKA_SASL_PASSWORD_FILE)"
+            )
+        conf |= {
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username,
+            "sasl.password": settings.kafka_sasl_password,
+        }
+    if protocol.endswith("SSL"):
+        conf["enable.ssl.certificate.verification"] = True
+        conf["ssl.endpoint.identification.algorithm"] = "https"  # the broker's name must match
+        for key, path in (
+            ("ssl.ca.location", settings.kafka_ssl_ca_file),
+            ("ssl.certificate.location", settings.kafka_ssl_cert_file),
+            ("ssl.key.location", settings.kafka_ssl_key_file),
+        ):
+            if path is not None:
+                conf[key] = str(path)
+    return conf
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Durable producer: acks=all + idempotence, so retries never duplicate or reorder a partition."""
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **connection_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms,
@@ -47,7 +78,7 @@ def _bounds(settings: Settings) -> dict[str, Any]:
 def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
     """Manual commits only: offsets move after the downstream write is safe, never before."""
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **connection_config(settings),
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -70,7 +101,7 @@ def admin(settings: Settings) -> AdminClient:
 
 def admin_config(settings: Settings) -> dict[str, Any]:
     """Admin calls take a request timeout at the call; the socket bounds still apply underneath."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, **_bounds(settings)}
+    return {**connection_config(settings), **_bounds(settings)}
 
 
 def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
@@ -80,9 +111,12 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
         existing = set(client.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise DeliveryError(f"cannot list topics: {exc}", component="kafka") from exc
+    rf = settings.topic_replication
+    # Replicated: an acks=all write is on all but one replica, and no out-of-sync replica may lead.
+    config = {"min.insync.replicas": str(rf - 1), "unclean.leader.election.enable": "false"} if rf > 2 else {}
     wanted = [
-        NewTopic(names.TOPIC, settings.topic_partitions, settings.topic_replication),
-        NewTopic(names.DLT_TOPIC, 1, settings.topic_replication),
+        NewTopic(names.TOPIC, settings.topic_partitions, rf, config=config),
+        NewTopic(names.DLT_TOPIC, 1, rf, config=config),
     ]
     missing = [t for t in wanted if t.topic not in existing]
     if not missing:

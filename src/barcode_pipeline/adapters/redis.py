@@ -18,13 +18,19 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 
 
 def client(settings: Settings, *, timeout: float | None = None, decode: bool = True) -> redis.Redis:
-    """A Redis client; hiredis parses replies when installed.
+    """A Redis client; hiredis parses replies when installed. The one factory every component uses.
 
+    With ``BP_REDIS_SENTINELS`` set it follows the primary through Sentinel (adapters/sentinel.py):
+    after a failover, the next command goes to the new primary, without a restart.
     Text mode suits entries the pipeline wrote itself. Readers of arbitrary entries (workers,
     DLQ tools) use ``decode=False``, so one non-UTF-8 entry cannot fail a whole read.
     Every reply and connect is bounded (``BP_REDIS_SOCKET_TIMEOUT_S``, ``BP_REDIS_CONNECT_TIMEOUT_S``);
     a blocking read (XREADGROUP BLOCK) must block for less than the socket timeout.
     """
+    if settings.redis_sentinels:
+        from barcode_pipeline.adapters.sentinel import primary_client
+
+        return primary_client(settings, timeout=timeout or settings.redis_socket_timeout_s, decode=decode)
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=decode,

@@ -13,12 +13,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
+from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from barcode_pipeline import names
+from barcode_pipeline.auth.guard import Authenticator, Principal, openapi_responses
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
 from barcode_pipeline.errors import DeliveryError, ValidationFailed
@@ -35,6 +37,7 @@ from barcode_pipeline.web.contract import (
     batch_unavailable,
     client_errors,
     json_response,
+    too_large_doc,
     unavailable,
     validation_failed,
 )
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 _ERRORS = client_errors("A rule is broken; `field` (and `index`, in a batch) name it.")
 
 
-Handler = Callable[[object], Awaitable[Response]]
+Handler = Callable[[Scope, Receive], Awaitable[Response]]
 
 
 class FastIngestMiddleware:
@@ -55,19 +58,16 @@ class FastIngestMiddleware:
     stay declared for the OpenAPI docs and behave identically (they call the same handlers).
     """
 
-    def __init__(self, app: ASGIApp, handlers: dict[str, Handler], body_limit: int) -> None:
+    def __init__(self, app: ASGIApp, handlers: dict[str, Handler]) -> None:
         self.app = app
         self.handlers = handlers
-        self.body_limit = body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        response = await read_json(scope, receive, self.body_limit)
-        if not isinstance(response, Response):
-            response = await handler(response)
+        response = await handler(scope, receive)
         await response(scope, receive, send)
 
 
@@ -84,13 +84,24 @@ def create_app(
     rules = ScanRules.from_days(settings.scan_max_age_days, settings.scan_max_future_ms)
     body_limit = settings.max_body_bytes
     max_items = settings.max_batch_items
+    guard = Authenticator(settings, metrics)
+    auth_errors = openapi_responses(settings.ingest_key_rate > 0) if guard.required else {}
+    # Declared for the OpenAPI docs only (security schemes, the "Authorize" button): the fast path
+    # answers these routes before FastAPI's dependencies would run.
+    auth_docs = (
+        [Depends(HTTPBearer(auto_error=False)), Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
+        if guard.required
+        else []
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(kafka.start, asyncio.get_running_loop())
+        await guard.start()
         try:
             yield
         finally:
+            await guard.stop()
             # uvicorn has already stopped accepting and finished in-flight requests at this point.
             await asyncio.to_thread(kafka.close)
             log.info("ingest stopped; producer flushed")
@@ -105,18 +116,22 @@ def create_app(
         ),
         lifespan=lifespan,
         metrics=metrics,
-        inner_middleware=[Middleware(FastIngestMiddleware, handlers=handlers, body_limit=body_limit)],
+        inner_middleware=[Middleware(FastIngestMiddleware, handlers=handlers)],
     )
     app.state.kafka = kafka
+    app.state.auth = guard
 
     @app.post(
         names.ROUTE_SCAN,
         status_code=202,
         response_model=None,
+        dependencies=auth_docs,
         summary="Ingest one scan",
         responses={
             202: {"model": schemas.Accepted, "description": "Kafka confirmed the write."},
             **_ERRORS,
+            413: too_large_doc(body_limit),
+            **auth_errors,
             503: {
                 "model": schemas.ErrorBody,
                 "description": "Not confirmed in time or Kafka unreachable; resend after `Retry-After`.",
@@ -126,30 +141,42 @@ def create_app(
         openapi_extra=schemas.json_body(schemas.scan_schema()),
     )
     async def ingest_barcode(request: Request) -> Response:
-        obj = await read_json(request.scope, request.receive, body_limit)
-        return obj if isinstance(obj, Response) else await handle_one(obj)
+        return await scan_one(request.scope, request.receive)
 
-    async def handle_one(obj: object) -> Response:
+    async def scan_one(scope: Scope, receive: Receive) -> Response:
+        principal = guard.identify(scope)
+        if isinstance(principal, Response):
+            return principal  # refused before the body is read
+        obj = await read_json(scope, receive, body_limit)
+        return obj if isinstance(obj, Response) else await handle_one(obj, principal)
+
+    async def handle_one(obj: object, principal: Principal) -> Response:
         try:
             event = parse_scan(obj, rules)
         except ValidationFailed as exc:
             return validation_failed(exc)
+        if (refused := guard.forbidden(principal, (event.device_id,), batch=False)) is not None:
+            return refused
         try:
             await kafka.send(event)
         except DeliveryError as exc:
             return unavailable(str(exc))
         metrics.accepted.inc()
+        guard.accepted(principal, 1)
         return accepted(event.scan_id)
 
     @app.post(
         names.ROUTE_BATCH,
         status_code=200,
         response_model=None,
+        dependencies=auth_docs,
         summary="Ingest a batch of scans (all valid, or none is sent)",
         responses={
             200: {"model": schemas.BatchResult, "description": "Kafka confirmed every scan."},
             207: {"model": schemas.BatchResult, "description": "Some scans were not confirmed; resend them."},
             **_ERRORS,
+            413: too_large_doc(body_limit, max_items),
+            **auth_errors,
             503: {
                 "model": schemas.BatchUnavailable,
                 "description": "No scan was confirmed; resend after `Retry-After`.",
@@ -159,16 +186,25 @@ def create_app(
         openapi_extra=schemas.json_body(schemas.batch_schema(max_items)),
     )
     async def ingest_barcodes(request: Request) -> Response:
-        obj = await read_json(request.scope, request.receive, body_limit)
-        return obj if isinstance(obj, Response) else await handle_batch(obj)
+        return await scan_batch(request.scope, request.receive)
 
-    async def handle_batch(obj: object) -> Response:
+    async def scan_batch(scope: Scope, receive: Receive) -> Response:
+        principal = guard.identify(scope)
+        if isinstance(principal, Response):
+            return principal
+        obj = await read_json(scope, receive, body_limit)
+        return obj if isinstance(obj, Response) else await handle_batch(obj, principal)
+
+    async def handle_batch(obj: object, principal: Principal) -> Response:
         if isinstance(obj, list) and len(obj) > max_items:
             return batch_too_large(max_items, len(obj))
         try:
             events = parse_scan_batch(obj, rules, max_items=max_items)
         except ValidationFailed as exc:
             return validation_failed(exc)
+        devices = (event.device_id for event in events)
+        if (refused := guard.forbidden(principal, devices, batch=True)) is not None:
+            return refused  # like a validation error: the whole batch is refused, nothing is sent
         total = len(events)
         try:
             failed = await kafka.send_many(events)
@@ -176,9 +212,10 @@ def create_app(
             return batch_unavailable(str(exc), total)
         if total > len(failed):
             metrics.accepted.inc(total - len(failed))
+            guard.accepted(principal, total - len(failed))
         return batch_result(total, failed, none_confirmed="Kafka confirmed none of the scans")
 
-    handlers.update({names.ROUTE_SCAN: handle_one, names.ROUTE_BATCH: handle_batch})
+    handlers.update({names.ROUTE_SCAN: scan_one, names.ROUTE_BATCH: scan_batch})
 
     @app.get(
         names.ROUTE_READY,

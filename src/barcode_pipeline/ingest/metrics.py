@@ -62,9 +62,36 @@ class IngestMetrics(ServiceMetrics):
         self._failure_children: dict[str, Counter] = {}
         for reason in ("timeout", "rejected", "unavailable", "queue_full"):  # a series from the start
             self.delivery_failures.labels(reason)
+        self.auth_failures = Counter(
+            "bp_ingest_auth_failures",
+            "Requests refused by authentication, by reason (missing, unknown, revoked, forbidden_device, "
+            "rate_limited, not_loaded).",
+            ["reason"],
+            registry=target,
+        )
+        self.key_scans = Counter(
+            "bp_ingest_key_scans",
+            "Scans accepted, by the name of the key (or trusted network) that sent them; never the secret.",
+            ["key"],
+            registry=target,
+        )
+        self._auth_children: dict[str, Counter] = {}
+        self._key_children: dict[str, Counter] = {}
 
     def delivery_failed(self, reason: str, count: int = 1) -> None:
         child = self._failure_children.get(reason)
         if child is None:
             child = self._failure_children[reason] = self.delivery_failures.labels(reason)
+        child.inc(count)
+
+    def auth_failed(self, reason: str) -> None:
+        child = self._auth_children.get(reason)
+        if child is None:
+            child = self._auth_children[reason] = self.auth_failures.labels(reason)
+        child.inc()
+
+    def key_accepted(self, key: str, count: int) -> None:
+        child = self._key_children.get(key)
+        if child is None:
+            child = self._key_children[key] = self.key_scans.labels(key)
         child.inc(count)

@@ -32,16 +32,20 @@ def server_spec(settings: Settings) -> ServerSpec:
         graceful_shutdown_s=math.ceil(settings.produce_timeout_s) + 5,
         log_level=settings.log_level,
         log_format=settings.log_format,
+        tls_cert=settings.ingest_tls_cert,
+        tls_key=settings.ingest_tls_key,
     )
 
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then drain gracefully (every producer flushed)."""
+    spec = server_spec(settings)
     log.info(
-        "ingest listening on http://%s:%d with %d process(es), Kafka at %s",
+        "ingest listening on %s://%s:%d with %d process(es), Kafka at %s",
+        spec.scheme,
         settings.ingest_host,
         settings.ingest_port,
         settings.ingest_processes,
         settings.kafka_bootstrap,
     )
-    serve_http(server_spec(settings))
+    serve_http(spec)

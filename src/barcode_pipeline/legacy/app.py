@@ -39,6 +39,7 @@ from barcode_pipeline.web.contract import (
     client_errors,
     error_response,
     json_response,
+    too_large_doc,
     unavailable,
     validation_failed,
 )
@@ -181,6 +182,7 @@ def create_app(
         responses={
             202: {"model": schemas.Accepted, "description": "The row is committed."},
             **_ERRORS,
+            413: too_large_doc(settings.max_body_bytes),
             503: {"model": schemas.ErrorBody, "description": "No DB connection in time, or the DB failed."},
         },
         openapi_extra=schemas.json_body(schemas.scan_schema()),
@@ -199,6 +201,7 @@ def create_app(
         responses={
             200: {"model": schemas.BatchResult, "description": "Every row is committed."},
             **_ERRORS,
+            413: too_large_doc(settings.max_body_bytes, settings.max_batch_items),
             503: {"model": schemas.BatchUnavailable, "description": "Nothing was stored; resend later."},
         },
         openapi_extra=schemas.json_body(schemas.batch_schema(settings.max_batch_items)),

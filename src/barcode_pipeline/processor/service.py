@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from redis.exceptions import NoScriptError
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -26,6 +27,7 @@ from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
+from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
 from barcode_pipeline.processor.fencing import ReplacementBudget, is_fatal
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
 from barcode_pipeline.processor.wedge import IdleWatch, records_waiting
@@ -34,6 +36,9 @@ from barcode_pipeline.retry import Backoff
 log = logging.getLogger(__name__)
 
 BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
+# NoScriptError: a new primary after a failover has not cached the script yet (the retry's pipeline
+# loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed.
+PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall)
 WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 
@@ -44,6 +49,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead_lettered: int = 0
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
+    rewound: int = 0  # records re-read after a Redis primary change (processor/failover.py)
 
 
 class Processor:
@@ -84,6 +90,12 @@ class Processor:
         self.streams = names.all_streams(settings.stream_shards)
         self.totals = BatchOutcome()
         self._last_lag = 0.0
+        # Commit protocol across Redis failovers (processor/failover.py).
+        self.wait_replicas = settings.redis_min_replicas
+        self.watch = PrimaryWatch() if settings.redis_sentinels else None
+        self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
+        self._run_id: str | None = None
+        self._earlier = 0  # published by attempts at the current batch whose WAIT came back short
         # For the supervisor's watchdog (liveness.py): consumed-and-published batches and Redis
         # retries count as progress; an empty poll does not (records may wait unfetched).
         self.progress = Progress()
@@ -212,24 +224,35 @@ class Processor:
             outcome.published, outcome.duplicates = self._publish_with_retry(events, ingest_times)
             metrics.EVENTS.labels("published").inc(outcome.published)
             metrics.EVENTS.labels("duplicate").inc(outcome.duplicates)
+            if self._primary_changed():
+                return outcome  # rewound: this batch comes back with the re-read range
         if outcome.offsets:
             self._commit(outcome.offsets)
         return outcome
 
     def _publish_with_retry(self, events: list[ScanEvent], ingest_times: list[int]) -> tuple[int, int]:
         """Redis down -> keep this batch, back off, retry; nothing is committed meanwhile."""
-        return BACKOFF.call(
+        self._earlier = 0
+        published, _ = BACKOFF.call(
             f"publishing a batch of {len(events)} to redis",
             lambda: self.publish(events, ingest_times),
-            errors=redis_adapter.TRANSIENT_ERRORS,
+            errors=PUBLISH_RETRIED,
             sleep=self.stop_event.wait,
             budget=lambda: 0.0 if self.stop_event.is_set() else None,  # stopping: give the batch back
             on_error=self._redis_failed,
             component="redis",
         )
+        published = min(len(events), published + self._earlier)
+        return published, len(events) - published
 
-    def _redis_failed(self, _exc: Exception) -> None:
-        metrics.REDIS_FAILURES.inc()
+    def _redis_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ReplicaShortfall):
+            self._earlier += exc.published
+            metrics.REPLICA_SHORTFALLS.inc()
+            # The server may be an isolated old primary: the next connection asks Sentinel again.
+            self.redis.connection_pool.disconnect()
+        else:
+            metrics.REDIS_FAILURES.inc()
         self.progress.waiting()  # waiting for a dependency is not a stall
 
     def publish(self, events: list[ScanEvent], ingest_times: list[int] | None = None) -> tuple[int, int]:
@@ -245,11 +268,14 @@ class Processor:
         now = int(time.time() * 1000)
         ttl = str(s.dedup_ttl_s)
         started = time.perf_counter()
+        # One connection, no MULTI: WAIT must follow the scripts on the connection that ran them.
         pipe = self.redis.pipeline(transaction=False)
+        chunks = 0
         for i in range(0, len(events), SCRIPT_CHUNK):
             keys: list[str] = []
             args: list[str] = [ttl, ""]
-            for j, event in enumerate(events[i : i + SCRIPT_CHUNK], start=i):
+            chunk = events[i : i + SCRIPT_CHUNK]
+            for j, event in enumerate(chunk, start=i):
                 keys += (
                     dedup_key(event, s.dedup_policy),
                     self.streams[shard_of(event.device_id, s.stream_shards)],
@@ -259,10 +285,57 @@ class Processor:
                 for key, value in fields.items():
                     args += (key, value)
             args[1] = str(2 * len(fields))  # every entry has the same fields
+            keys.append(names.publish_counter(shard_of(chunk[0].device_id, s.stream_shards)))
             self.script(keys=keys, args=args, client=pipe)
-        published = sum(sum(flags) for flags in pipe.execute())
+            chunks += 1
+        if self.wait_replicas:
+            pipe.wait(self.wait_replicas, s.redis_wait_timeout_ms)
+        if self.watch is not None:
+            pipe.info("server")
+        replies = pipe.execute()
+        published = sum(sum(flags) for flags in replies[:chunks])
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        rest = replies[chunks:]
+        if self.wait_replicas:
+            acked = int(rest.pop(0))
+            if acked < self.wait_replicas:
+                raise ReplicaShortfall(acked, self.wait_replicas, published)
+        if self.watch is not None:
+            self._run_id = str(rest.pop(0).get("run_id", ""))
         return published, len(events) - published
+
+    def _primary_changed(self) -> bool:
+        """After a publish: if another primary took it, rewind the group (processor/failover.py)."""
+        if self.watch is None or not self._run_id:
+            return False
+        now_ms = int(time.time() * 1000)
+        last_seen = self.watch.changed_since(self._run_id)
+        if last_seen is None:
+            self.watch.seen(self._run_id, now_ms)
+            return False
+        since_ms = last_seen - int(self.settings.redis_rewind_window_s * 1000)
+        try:
+            targets = rewind_targets(self.consumer, names.TOPIC, since_ms, self.history)
+            positions = {tp.partition: tp.offset for tp in self.consumer.position(self.consumer.assignment())}
+            if targets:
+                # Committed first: a crash right after the rewind must not skip the re-read range.
+                self.consumer.commit(offsets=targets, asynchronous=False)
+                for tp in targets:
+                    self.consumer.seek(tp)
+        except KafkaException as exc:
+            # Nothing committed, the new primary not recorded: the next batch tries the rewind again.
+            log.error("rewind after a Redis primary change failed (retried with the next batch): %s", exc)
+            return True
+        self.watch.seen(self._run_id, now_ms)
+        rewound = sum(max(0, positions.get(tp.partition, tp.offset) - tp.offset) for tp in targets)
+        self._uncommitted.update({tp.partition: tp.offset for tp in targets})
+        self.totals.rewound += rewound
+        metrics.REWINDS.inc()
+        metrics.REWOUND_RECORDS.inc(rewound)
+        log.warning("redis primary changed: rewound %d records of %d partitions to what was committed "
+                    "at epoch ms %d (%.0f s before the old primary was last seen)", rewound, len(targets),
+                    since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
+        return True
 
     def _dead_letter(self, poison: list[tuple[Message, str]]) -> None:
         failures: list[str] = []
@@ -296,6 +369,7 @@ class Processor:
         """
         tps = [TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()]
         self._uncommitted.update(offsets)
+        self.history.record(int(time.time() * 1000), offsets)
         try:
             self.consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:

@@ -66,7 +66,8 @@ def ready_urls(settings: Settings, sup: Supervisor) -> list[str]:
     roles = {child.spec.role for child in sup.children.values()}
     urls = []
     if "ingest" in roles:
-        urls.append(f"http://{settings.ingest_host}:{settings.ingest_port}/ready")
+        scheme = "https" if settings.ingest_tls_cert is not None else "http"
+        urls.append(f"{scheme}://{settings.ingest_host}:{settings.ingest_port}/ready")
     if "legacy" in roles:
         urls.append(f"http://{settings.legacy_host}:{settings.legacy_port}/ready")
     return urls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -31,13 +32,22 @@ def prepare(settings: Settings, *, start_stack: bool = True) -> None:
     kafka_adapter.ensure_topics(settings)
 
 
+def _probe_context() -> ssl.SSLContext:
+    """A readiness probe of our own child on loopback: its certificate is for its clients, not checked."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def wait_http_ok(url: str, timeout: float = 60.0) -> None:
     """Poll ``url`` until it answers 2xx (service readiness)."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # loopback URL we built
+            context = _probe_context() if url.startswith("https:") else None
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # loopback URL we built
                 if 200 <= resp.status < 300:
                     return
                 last = f"HTTP {resp.status}"

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from barcode_pipeline import __version__, names
 from barcode_pipeline.web import schemas
 from barcode_pipeline.web.contract import error_response, json_response
+from barcode_pipeline.web.docs_policy import DocsPolicyMiddleware
 from barcode_pipeline.web.metrics import METRICS_CONTENT_TYPE, RequestMetricsMiddleware, ServiceMetrics
 
 # Paths get their own metrics label; anything else (docs, 404s) is "other", so labels stay bounded.
@@ -32,7 +34,18 @@ def service_app(
 ) -> FastAPI:
     """A FastAPI app with the parts both services share. ``inner_middleware`` runs inside the timing,
     so requests it answers itself (ingest's fast path) are still measured."""
-    app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan)
+    # FastAPIOffline serves Swagger UI's and ReDoc's files from its own package: /docs works in an
+    # air-gapped network and runs no script from a public CDN.
+    app = FastAPIOffline(
+        title=title,
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        docs_url=names.ROUTE_DOCS,
+        redoc_url=names.ROUTE_REDOC,
+        static_url=names.ROUTE_DOCS_ASSETS,
+    )
+    app.add_middleware(DocsPolicyMiddleware, paths=frozenset({names.ROUTE_DOCS, names.ROUTE_REDOC}))
     app.state.metrics = metrics
     for middleware in inner_middleware:
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)

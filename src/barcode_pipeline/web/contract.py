@@ -35,6 +35,12 @@ def client_errors(invalid: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def too_large_doc(max_body_bytes: int, max_batch_items: int | None = None) -> dict[str, Any]:
+    """The 413 entry of one route, with its limits in numbers (a batch route also gives its item cap)."""
+    batch = f", or a batch of more than {max_batch_items} scans (refused whole)" if max_batch_items else ""
+    return {"model": schemas.ErrorBody, "description": f"Body over {max_body_bytes} bytes{batch}."}
+
+
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 

@@ -8,6 +8,7 @@ domain's own, so the documented rules cannot drift from the enforced ones.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -15,7 +16,16 @@ from pydantic import BaseModel, Field
 from barcode_pipeline.domain.validation import BARCODE_PATTERN, DEVICE_ID_PATTERN, SCAN_ID_PATTERN
 
 ErrorCode = Literal[
-    "malformed_json", "validation", "too_large", "unavailable", "not_found", "http", "internal"
+    "malformed_json",
+    "validation",
+    "too_large",
+    "unavailable",
+    "not_found",
+    "http",
+    "internal",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
 ]
 
 
@@ -36,6 +46,7 @@ class ScanIn(BaseModel):
         gt=0,
         description="Epoch milliseconds; at most 1 s in the future and not older than the accepted window "
         "(30 days by default).",
+        # A fixed date would age out of the accepted window; scan_schema() puts the app's build time here.
         examples=[1767225600000],
     )
     scanId: str | None = Field(
@@ -93,9 +104,24 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def scan_schema() -> dict[str, Any]:
-    return ScanIn.model_json_schema()
+def scan_schema(now_ms: int | None = None) -> dict[str, Any]:
+    """The scan's JSON schema; its example scanTime is ``now_ms`` (default: now), so the example the
+    docs offer ("Try it out") is accepted whenever the app was built, not only near a fixed date."""
+    schema = ScanIn.model_json_schema()
+    stamp = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    schema["properties"]["scanTime"]["examples"] = [stamp]
+    example = {name: prop["examples"][0] for name, prop in schema["properties"].items() if "examples" in prop}
+    schema["examples"] = [example]
+    return schema
 
 
-def batch_schema(max_items: int) -> dict[str, Any]:
-    return {"type": "array", "items": ScanIn.model_json_schema(), "maxItems": max_items}
+def batch_schema(max_items: int, now_ms: int | None = None) -> dict[str, Any]:
+    """A JSON array of scans; more than ``max_items`` is answered with 413 (documented in the spec)."""
+    item = scan_schema(now_ms)
+    return {
+        "type": "array",
+        "items": item,
+        "maxItems": max_items,
+        "description": f"At most {max_items} scans; a longer batch is refused whole with 413 (too_large).",
+        "examples": [[item["examples"][0]]],
+    }

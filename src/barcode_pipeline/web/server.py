@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -49,6 +50,12 @@ class ServerSpec:
     graceful_shutdown_s: int  # how long in-flight requests may take to finish on SIGTERM
     log_level: str = "INFO"
     log_format: str = "text"  # "json": one object per line (BP_LOG_FORMAT)
+    tls_cert: Path | None = None  # PEM chain; with tls_key, the port speaks HTTPS only
+    tls_key: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
 
 
 def build_process_app(spec: ServerSpec) -> FastAPI:
@@ -96,6 +103,8 @@ def uvicorn_config(spec: ServerSpec) -> uvicorn.Config:
         backlog=4096,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=spec.graceful_shutdown_s,
+        ssl_certfile=spec.tls_cert,
+        ssl_keyfile=spec.tls_key,
     )
 
 

@@ -34,6 +34,7 @@ from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.batcher import Batcher, read_count
 from barcode_pipeline.worker.crash import CrashPoints
 from barcode_pipeline.worker.entries import Entry, Unstorable, decode, from_reply
+from barcode_pipeline.worker.failover import PrimaryIdentity
 from barcode_pipeline.worker.primary import StandbyRule, is_primary
 from barcode_pipeline.worker.recovery import Heartbeat, Recovery, ensure_groups
 from barcode_pipeline.worker.retention import Trimmer
@@ -113,6 +114,7 @@ class Worker:
             join_ms=settings.worker_standby_join_ms,
         )
         self.trim = Trimmer(self.client, self.streams, retention_s=settings.stream_retention_s)
+        self.redis_primary = PrimaryIdentity(self.client) if settings.redis_sentinels else None
         self._next_trim = time.monotonic() + settings.stream_trim_interval_s
         if settings.claim_min_idle_ms <= settings.worker_max_delay_ms:
             log.warning(
@@ -224,6 +226,12 @@ class Worker:
             claimed = self.recovery.sweep()
             if claimed:
                 self._accept(claimed, now)
+                return
+            if self.redis_primary is not None and self.redis_primary.changed():
+                log.warning("redis primary changed: re-reading this worker's own pending entries")
+                while len(self.batcher):
+                    self._flush(self.batcher.take(), "failover")
+                self._recover_own()
                 return
             if self.settings.stream_trim_interval_s and now >= self._next_trim:
                 self._next_trim = now + self.settings.stream_trim_interval_s

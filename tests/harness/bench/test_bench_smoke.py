@@ -135,7 +135,7 @@ def test_max_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
 def test_cli_lists_bench_commands() -> None:
     out = CliRunner().invoke(app, ["bench", "--help"])
     assert out.exit_code == 0
-    for command in ("compare", "isolation", "max", "docs"):
+    for command in ("compare", "isolation", "max", "auth", "docs"):
         assert command in out.output
 
 

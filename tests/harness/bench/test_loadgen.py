@@ -294,3 +294,12 @@ def test_module_cli_run_writes_json_and_acked_ids(tmp_path: Path) -> None:
     data = orjson.loads(out.read_bytes())
     assert data["ok"] == 30 and data["machine"]["cpus"] and data["latency_ms"]["count"] == 30
     assert len(ids.read_text().split()) == 30
+
+
+@pytest.mark.parametrize("client", ["raw", "aiohttp"])
+def test_the_api_key_is_sent_with_every_request_and_never_written_out(client: str) -> None:
+    with StubIngest() as stub:
+        spec = LoadSpec(url=stub.url, rate=100, duration_s=0.2, client=client, api_key="bpk_test")
+        result = run_load(spec)
+    assert result.ok > 0 and stub.authorization == {"Bearer bpk_test": result.sent}
+    assert "bpk_test" not in orjson.dumps(spec.to_dict()).decode()

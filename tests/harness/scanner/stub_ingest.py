@@ -42,6 +42,7 @@ class StubIngest:
         self.requests: list[tuple[str, Any, int]] = []  # path, body, status
         self.accepted: Counter[str] = Counter()  # scanId -> times acknowledged
         self.batch_sizes: list[int] = []
+        self.authorization: Counter[str] = Counter()  # Authorization header values received
         self._lock = threading.Lock()
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -62,6 +63,7 @@ class StubIngest:
             await asyncio.sleep(self.delay_s)
         with self._lock:
             n = len(self.requests) + 1
+            self.authorization[request.headers.get("Authorization", "")] += 1
             status, answer, headers = self.behaviour(request.path, body, n)
             self.requests.append((request.path, body, status))
             if 200 <= status < 300:

@@ -81,6 +81,16 @@ def test_single_mode_delivers_every_scan_including_resends(tmp_path: Path) -> No
     assert_nothing_lost(box, stub)
 
 
+def test_the_api_key_goes_with_every_request(tmp_path: Path) -> None:
+    with StubIngest() as stub:
+        report = simulate(fast_config(stub.url, tmp_path / "o.sqlite3", count=20, api_key="bpk_sim"))
+        batches = simulate(
+            fast_config(stub.url, tmp_path / "b.sqlite3", count=20, mode="batch", api_key="bpk_sim")
+        )
+    assert report.drained and batches.drained
+    assert set(stub.authorization) == {"Bearer bpk_sim"}
+
+
 def test_an_ingest_outage_loses_nothing(tmp_path: Path) -> None:
     """503 with Retry-After, 500, 429 and 408 for a while, then recovery: every scan ends up acknowledged."""
     outage_requests = 24  # the outage is counted in requests, not seconds: a slow start cannot skip it

@@ -250,3 +250,42 @@ def docs_cmd(
 def register(app: typer.Typer) -> None:
     """Add this subsystem's commands to the root app."""
     app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("auth")
+def auth_cmd(
+    quick: Quick = False,
+    rate: Annotated[float | None, typer.Option(min=1, help="Requests/s [500].")] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="Seconds per round and mode [10; quick 4].")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Rounds, each with auth off and on [3; quick 2].")
+    ] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Scanner authentication's cost: the same load against ingest with auth off and on, alternately."""
+    import json
+    import time
+
+    from barcode_harness.bench.auth_overhead import AuthBenchSpec, run_auth_bench
+
+    setup_logging(log_level, "bench-auth")
+    spec = _spec(AuthBenchSpec(), AuthBenchSpec(duration_s=4, rounds=2), quick,
+                 rate=rate, duration_s=duration, rounds=rounds)  # fmt: skip
+    folder = out / time.strftime("%Y%m%d-%H%M%S")
+    result = run_auth_bench(load_settings(), spec, folder, start_stack=not no_stack)
+    (folder / "auth.json").write_text(json.dumps(result, indent=2))
+    med = result["median_p50_ms"]
+    micro = result["in_process_auth_cost"]
+    typer.echo(
+        f"bench auth ({spec.rate:g} req/s, {spec.rounds} rounds x {spec.duration_s:g} s per mode, "
+        "shared machine):\n"
+        f"  p50 auth off {med['off']:.3f} ms, auth required {med['required']:.3f} ms: "
+        f"added {result['added_p50_ms']:+.3f} ms (target <= 0.05 ms)\n"
+        f"  the checks alone, in process: {micro['key_us']:.2f} us per request with a key, "
+        f"{micro['trusted_network_us']:.2f} us from a trusted network\n"
+        f"results: {folder / 'auth.json'}"
+    )

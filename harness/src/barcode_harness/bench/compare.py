@@ -120,7 +120,11 @@ class Runner:
             return
         for path in paths:
             spec = spec_for(
-                self.env.url(path), rate=rate, duration_s=self.spec.warmup_s, concurrency=concurrency
+                self.env.url(path),
+                api_key=self.env.api_key,
+                rate=rate,
+                duration_s=self.spec.warmup_s,
+                concurrency=concurrency,
             )
             result = run_load(spec)
             log.info("warm-up %s at %g/s: %d ok, %d errors", path, rate, result.ok, result.errors)
@@ -140,6 +144,7 @@ class Runner:
         before = self.status.snapshot()
         spec = spec_for(
             self.env.url(path),
+            api_key=self.env.api_key,
             rate=rate,
             duration_s=duration_s,
             concurrency=concurrency,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from barcode_harness.keys import with_harness_key
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
 from barcode_pipeline.errors import ConfigError
@@ -69,6 +70,11 @@ class BenchEnv:
     worker_settings: Settings | None = field(default=None, init=False)
 
     @property
+    def api_key(self) -> str:
+        """The key the bench's load generators send to ingest (legacy ignores it)."""
+        return self.settings.ingest_api_key
+
+    @property
     def ingest_url(self) -> str:
         return f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
 
@@ -85,6 +91,7 @@ class BenchEnv:
 
             StackManager(self.settings).up(quiet=True)
         reset_database(self.settings, fresh=self.fresh_db)
+        self.settings = with_harness_key(self.settings, "bench", start_stack=False)
         specs = pipeline_specs(self.settings, metrics=False)
         core = [s for s in specs if s.role != "worker"] if self.pipeline else []
         if self.legacy:

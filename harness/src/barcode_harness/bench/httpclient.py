@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
@@ -162,6 +162,7 @@ class RawHttpClient:
         max_connections: int,
         timeout_s: float,
         keep_body: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.host, self.port = split_url(url)
         self.sink = sink
@@ -169,8 +170,9 @@ class RawHttpClient:
         self._max = max_connections
         self._timeout = timeout_s
         host_header = self.host if self.port == 80 else f"{self.host}:{self.port}"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bp-loadgen\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bp-loadgen\r\n{extra}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self._idle: list[_Conn] = []
@@ -303,8 +305,10 @@ class AiohttpClient:
         max_connections: int,
         timeout_s: float,
         keep_body: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         split_url(url)
+        self._headers = {"Content-Type": "application/json", "User-Agent": "bp-loadgen", **(headers or {})}
         self._url = url.rstrip("/") + path
         self.sink = sink
         self._max = max_connections
@@ -323,7 +327,7 @@ class AiohttpClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
-            headers={"Content-Type": "application/json", "User-Agent": "bp-loadgen"},
+            headers=self._headers,
             skip_auto_headers=("Accept-Encoding",),
         )
 

@@ -191,7 +191,11 @@ def run_isolation(
             for path in PATHS:
                 run_load(
                     spec_for(
-                        env.url(path), rate=spec.rate, duration_s=spec.warmup_s, concurrency=spec.concurrency
+                        env.url(path),
+                        api_key=env.api_key,
+                        rate=spec.rate,
+                        duration_s=spec.warmup_s,
+                        concurrency=spec.concurrency,
                     )
                 )
             env.drain(spec.drain_timeout_s)
@@ -216,7 +220,7 @@ def run_isolation(
                 for path in PATHS:
                     futures[(window, path)] = pool.submit(
                         spec_for(
-                            env.url(path), rate=spec.rate, duration_s=durations[window],
+                            env.url(path), api_key=env.api_key, rate=spec.rate, duration_s=durations[window],
                             concurrency=spec.concurrency, acked=out / "acked" / f"{window}-{path}.txt",
                             processes=1, timeout_s=spec.timeout_s,
                         )

@@ -51,6 +51,7 @@ from barcode_harness.scanner.scans import (
     encode_scan,
 )
 from barcode_pipeline import names
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class LoadSpec:
     body_factory: BodyFactoryMaker | None = None
     warm_connections: int = 8  # per process, opened before the clock starts
     use_uvloop: bool = True
+    api_key: str = ""  # sent as Authorization: Bearer (ingest requires a key unless BP_INGEST_AUTH=off)
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -127,6 +129,7 @@ class LoadSpec:
         out["devices"] = list(self.devices)
         out["endpoint"] = self.endpoint
         out["body_factory"] = getattr(self.body_factory, "__qualname__", None) if self.body_factory else None
+        out["api_key"] = "***" if self.api_key else ""  # results are written to disk: never the secret
         return out
 
 
@@ -347,6 +350,7 @@ class _Worker:
             max_connections=per_process,
             timeout_s=spec.timeout_s,
             keep_body=spec.mode == "batch",
+            headers=client_headers(spec.api_key),
         )
 
     # pacer callback: send everything due, return when the next request is due

@@ -36,6 +36,7 @@ def spec_for(
     acked: Path | None = None,
     processes: int | None = None,
     timeout_s: float = 10.0,
+    api_key: str = "",
 ) -> LoadSpec:
     """A load of ``rate`` requests/s; processes chosen by rate unless given."""
     procs = processes or (1 if rate <= SINGLE_PROCESS_MAX_RPS else 2)
@@ -49,6 +50,7 @@ def spec_for(
         processes=procs,
         acked_ids_path=acked,
         timeout_s=timeout_s,
+        api_key=api_key,
     )
 
 

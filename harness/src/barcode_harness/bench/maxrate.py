@@ -140,7 +140,8 @@ class Searcher:
         server, mode = path.split("-")
         per_request = self.spec.batch_size if mode == "batch" else 1
         load_spec = spec_for(
-            self.env.url(server), rate=scans_per_s / per_request, duration_s=self.spec.step_s,
+            self.env.url(server), api_key=self.env.api_key, rate=scans_per_s / per_request,
+            duration_s=self.spec.step_s,
             concurrency=self.spec.concurrency, mode="batch" if mode == "batch" else "single",
             batch_size=self.spec.batch_size, acked=self.out / "acked" / f"{path}-{scans_per_s:.0f}.txt",
         )  # fmt: skip
@@ -322,7 +323,8 @@ def run_max(
                     per = spec.batch_size if mode == "batch" else 1
                     run_load(
                         spec_for(
-                            env.url(server), rate=max(1.0, 200 / per), duration_s=spec.warmup_s,
+                            env.url(server), api_key=env.api_key, rate=max(1.0, 200 / per),
+                            duration_s=spec.warmup_s,
                             mode="batch" if mode == "batch" else "single", batch_size=spec.batch_size,
                         )
                     )  # fmt: skip

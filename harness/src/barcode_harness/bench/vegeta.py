@@ -31,6 +31,7 @@ from barcode_harness.bench.vegeta_render import markdown
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
 from barcode_pipeline import names
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite
 from barcode_pipeline.ops.verify import verify_scan_ids
@@ -151,7 +152,7 @@ def run_vegeta(
     *,
     start_stack: bool = True,
     fresh_db: bool = True,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,  # beyond the bench's own scanner key
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
@@ -165,12 +166,13 @@ def run_vegeta(
         settings, out / "services.log", legacy=False, start_stack=start_stack, fresh_db=fresh_db
     ) as env:
         url = env.ingest_url + names.ROUTE_SCAN
+        sent_headers = {**client_headers(env.api_key), **(headers or {})}
         runs = [("warm-up", min(spec.rates), spec.warmup_s)] if spec.warmup_s > 0 else []
         runs += [(f"{rate:g}", rate, spec.duration_s) for rate in spec.rates]
         for label, rate, seconds in runs:
             token = secrets.token_hex(4)
             targets, results = work / f"targets-{label}.json", work / f"results-{label}.bin"
-            write_targets(targets, url, int(rate * seconds) + 1, token, headers or {})
+            write_targets(targets, url, int(rate * seconds) + 1, token, sent_headers)
             say(f"vegeta {label}: {rate:g} req/s for {seconds:g} s")
             started = time.time()
             attack(binary, targets, rate, seconds, spec.timeout_s, results)

@@ -68,8 +68,28 @@ def chaos(
     iterations: Annotated[
         int, typer.Option(min=1, help="nemesis: schedules to run (seed, seed+1, ...).")
     ] = 1,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile", help="single, or ha: the replicated stack's scenarios (chaos/ha_scenarios.py)."
+        ),
+    ] = "single",
+    wait_off: Annotated[
+        bool,
+        typer.Option(
+            "--wait-off",
+            help="ha: also run the Redis primary kill and the split brain with "
+            "BP_REDIS_MIN_REPLICAS=0, as evidence of what WAIT protects.",
+        ),
+    ] = False,
 ) -> None:
     """Inject faults under load; check every acknowledged scan is stored exactly once (or dead-lettered)."""
+    if profile == "ha":
+        from barcode_harness.chaos.ha_commands import chaos_ha
+
+        chaos_ha(scenarios, list_=list_, rate=rate, warmup=warmup, hold=hold, drain_timeout=drain_timeout,
+                 report=report, no_report=no_report, workdir=workdir, wait_off=wait_off)  # fmt: skip
+        return
     if list_:
         _list()
         return

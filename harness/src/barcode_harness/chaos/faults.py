@@ -23,6 +23,7 @@ from barcode_harness.scanner.scans import encode_scan
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError, PipelineError
@@ -166,7 +167,7 @@ def flush_redis(settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------------------------------- HTTP
-def post_scan(base_url: str, scan: ScanEvent, *, timeout: float = 30.0) -> tuple[int, int]:
+def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 30.0) -> tuple[int, int]:
     """POST one scan until a 2xx (retrying 5xx/429/network errors as a scanner does).
 
     Returns (final status, attempts); a 4xx other than 408/429 is final and returned as is.
@@ -180,7 +181,7 @@ def post_scan(base_url: str, scan: ScanEvent, *, timeout: float = 30.0) -> tuple
         req = urllib.request.Request(
             base_url.rstrip("/") + names.ROUTE_SCAN,
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **client_headers(api_key)},
             method="POST",
         )
         status = 0

@@ -28,6 +28,8 @@ from barcode_harness.chaos.checks import Check, Ledger, verify
 from barcode_harness.chaos.context import ChaosContext, ChaosParams
 from barcode_harness.chaos.load import LoadConfig, ScannerLoad
 from barcode_harness.chaos.scenarios import Scenario
+from barcode_harness.keys import with_harness_key
+from barcode_harness.stack.ha import manager_for
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
@@ -59,6 +61,7 @@ class ScenarioResult:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ledger: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the scenario measured (failover_s, ...)
     error: str | None = None
     reports_takeover: bool = False
 
@@ -104,8 +107,9 @@ def chaos_env(settings: Settings, workdir: Path, *, workers: int = 2) -> Iterato
     order they happened.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    settings = with_harness_key(settings, "chaos")
     with running_pipeline(settings, log_path=workdir / "pipeline.log", workers=workers) as sup:
-        yield ChaosEnv(settings, StackManager(settings), sup, workdir, sup.out)
+        yield ChaosEnv(settings, manager_for(settings), sup, workdir, sup.out)
 
 
 def _now_ms() -> int:
@@ -119,7 +123,11 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     result.started_at = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     outbox = env.workdir / f"{scenario.key}-{scenario.name}" / f"outbox-{int(time.time())}.sqlite3"
     load = ScannerLoad(
-        env.ingest_url, outbox, LoadConfig(rate=params.rate, duplicate_ratio=params.duplicate_ratio)
+        env.ingest_url,
+        outbox,
+        LoadConfig(
+            rate=params.rate, duplicate_ratio=params.duplicate_ratio, api_key=env.settings.ingest_api_key
+        ),
     )
     ctx = ChaosContext(env.settings, env.stack, env.sup, params, load, outbox.parent, env.log_out)
     checks: list[Check] = []
@@ -185,6 +193,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     if result.error:
         result.checks.append(Check("scenario ran to completion", False, result.error))
     result.notes = ctx.notes
+    result.metrics = ctx.metrics
     log.info("scenario %s: %s", scenario.name, "PASS" if result.ok else "FAIL")
     return result
 

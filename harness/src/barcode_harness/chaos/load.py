@@ -41,6 +41,7 @@ class LoadConfig:
     # Capped low so a healed fault is noticed within seconds; a real scanner fleet would use more.
     backoff_cap_s: float = 2.0
     request_timeout_s: float = 10.0
+    api_key: str = ""  # the run's harness key (see barcode_harness.keys)
 
 
 class ScannerLoad:
@@ -72,6 +73,7 @@ class ScannerLoad:
             backoff_cap_s=c.backoff_cap_s,
             drain_timeout_s=drain_timeout_s,
             synchronous="NORMAL",  # the outbox's own fsync is not what is under test here
+            api_key=c.api_key,
         )
 
     # ------------------------------------------------------------------ phase 1: steady load

@@ -368,7 +368,9 @@ class Duplicates(Scenario):
         ok = 0
         for scan in scans:
             for _ in range(self.resends):
-                status, _attempts = faults.post_scan(ctx.ingest_url, scan)
+                status, _attempts = faults.post_scan(
+                    ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key
+                )
                 ok += 200 <= status < 300
         ctx.extra_sent += len(scans) * self.resends
         ctx.extra_acked.update((s.device_id, s.scan_id) for s in scans)
@@ -451,7 +453,7 @@ class Poison(Scenario):
         ]
         accepted = 0
         for scan in self.unknown:
-            status, _ = faults.post_scan(ctx.ingest_url, scan)
+            status, _ = faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key)
             if 200 <= status < 300:
                 accepted += 1
                 ctx.extra_acked.add((scan.device_id, scan.scan_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from enum import StrEnum
@@ -29,6 +30,8 @@ from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, Simula
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
+
+log = logging.getLogger(__name__)
 
 EXIT_NOT_DRAINED = 3
 
@@ -166,6 +169,16 @@ def scanner(
         SyncChoice, typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash.")
     ] = SyncChoice.full,
     seed: Annotated[int | None, typer.Option(help="Random seed (barcodes, resends, jitter).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Scanner API key (env BP_INGEST_API_KEY). Without one, a key 'harness-scanner' for every "
+            "device is created in BP_DB_URL's database (replacing the last one); --no-key sends none."
+        ),
+    ] = None,
+    no_key: Annotated[
+        bool, typer.Option("--no-key", help="Send no key (BP_INGEST_AUTH=off, or a trusted network).")
+    ] = False,
     status: Annotated[bool, typer.Option("--status", help="Print the outbox counts and exit.")] = False,
     requeue_rejected: Annotated[
         bool, typer.Option("--requeue-rejected", help="Make rejected scans pending again, then exit.")
@@ -208,6 +221,7 @@ def scanner(
         drain_timeout_s=None if drain_timeout < 0 else drain_timeout,
         synchronous="FULL" if synchronous is SyncChoice.full else "NORMAL",
         seed=seed,
+        api_key="" if no_key else (api_key or settings.ingest_api_key or _own_key(settings)),
     )
     report = asyncio.run(_run_with_progress(config, console, quiet or as_json))
     _print_report(console, report, as_json)
@@ -236,3 +250,22 @@ def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_js
 def register(app: typer.Typer) -> None:
     """Add this subsystem's commands to the root app."""
     app.command("scanner")(scanner)
+
+
+def _own_key(settings: Settings) -> str:
+    """Create the simulator's own key, as an operator would with ``keys create``.
+
+    A running ingest learns of a new key within its refresh interval, on every process; the
+    simulator waits that long before its first scan, or those scans would be refused (401).
+    """
+    from barcode_harness.keys import with_harness_key
+
+    created = time.monotonic()
+    key = with_harness_key(settings, "scanner", start_stack=False).ingest_api_key
+    if key:
+        log.info(
+            "created scanner key harness-scanner; ingest knows it within %.1f s",
+            settings.ingest_auth_refresh_s,
+        )
+        time.sleep(max(0.0, created + settings.ingest_auth_refresh_s + 0.5 - time.monotonic()))
+    return key

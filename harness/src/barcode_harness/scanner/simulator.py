@@ -37,6 +37,7 @@ from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.outbox import Ack, Outbox, OutboxCounts, OutboxItem, Reject, Retry
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_batch, encode_scan
 from barcode_pipeline import names
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError, PipelineError
 from barcode_pipeline.retry import backoff_delay
@@ -83,6 +84,7 @@ class SimulatorConfig:
     relay_interval_s: float = 0.25
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     seed: int | None = None
+    api_key: str = ""  # sent as Authorization: Bearer; "" sends none (auth off, or a trusted network)
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -289,7 +291,9 @@ class Simulator:
                 log.info("outbox %s: resuming %d pending scans", cfg.outbox_path, counts.pending)
             connector = aiohttp.TCPConnector(limit=max(1, len(cfg.devices)) * cfg.concurrency + 8)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s)
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s),
+                headers=client_headers(cfg.api_key),
             )
             flusher = self._spawn(self._flusher(), "outbox-flusher")
             self._spawn(self._relay(), "outbox-relay")

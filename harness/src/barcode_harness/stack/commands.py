@@ -10,18 +10,35 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from barcode_harness.stack import profile as profiles
+from barcode_harness.stack.ha import manager_for
 from barcode_harness.stack.manager import COMPONENT_NAMES, StackManager
 from barcode_pipeline.config import load_settings
+from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 
 stack_app = typer.Typer(help="Local infrastructure on loopback: Kafka (KRaft), Redis (AOF), MariaDB.",
                         no_args_is_help=True)  # fmt: skip
 
 
-def _manager(*, monitoring: bool = False) -> StackManager:
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--profile", help="single (default) or ha (3 Kafka, Redis + 2 replicas + 3 Sentinels, "
+                 "in network namespaces); default BP_STACK_PROFILE, else what the state dir holds"),
+]  # fmt: skip
+
+
+def _manager(profile: str | None = None, *, starting: bool = False, monitoring: bool = False) -> StackManager:
+    """The manager of the chosen profile. Commands other than ``up`` act on whatever profile the
+    state directory holds unless one is named, so ``stack down`` needs no flag."""
+    if profile is not None and profile not in profiles.PROFILES:
+        raise ConfigError(f"--profile: choose one of {', '.join(profiles.PROFILES)} (got {profile!r})")
     settings = load_settings()
+    if profile is None and not starting:
+        profile = profiles.recorded(settings.state_dir)
+    settings = load_settings(stack_profile=profile)
     setup_logging(settings.log_level, "stack")
-    return StackManager(settings, monitoring=monitoring)
+    return manager_for(settings, monitoring=monitoring)
 
 
 def _print_status(manager: StackManager) -> bool:
@@ -41,12 +58,13 @@ def _print_status(manager: StackManager) -> bool:
 
 @stack_app.command()
 def up(
+    profile: ProfileOption = None,
     monitoring: Annotated[
         bool, typer.Option("--monitoring", help="Also Prometheus and the Redis and MySQL exporters.")
     ] = False,
 ) -> None:
     """Start Kafka, Redis and MariaDB (idempotent) and wait until each really answers."""
-    manager = _manager(monitoring=monitoring)
+    manager = _manager(profile, starting=True, monitoring=monitoring)
     t0 = time.monotonic()
     timings = manager.up()
     detail = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
@@ -55,24 +73,30 @@ def up(
 
 
 @stack_app.command()
-def down() -> None:
+def down(profile: ProfileOption = None) -> None:
     """Stop all components cleanly; data is kept."""
-    _manager().down()
+    _manager(profile).down()
     typer.echo("stack down")
 
 
 @stack_app.command()
-def status(check: Annotated[bool, typer.Option("--check", help="Only set the exit code.")] = False) -> None:
-    """Each component, its address, pid and health. Exit code 1 unless all are healthy."""
-    manager = _manager()
+def status(
+    check: Annotated[bool, typer.Option("--check", help="Only set the exit code.")] = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Each component, its address, pid, health and role. Exit code 1 unless all are healthy."""
+    manager = _manager(profile)
     ok = manager.healthy() if check else _print_status(manager)
     raise typer.Exit(0 if ok else 1)
 
 
 @stack_app.command()
-def reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    profile: ProfileOption = None,
+) -> None:
     """Stop everything and wipe the state directory."""
-    manager = _manager()
+    manager = _manager(profile)
     if not yes and sys.stdin.isatty():
         typer.confirm(f"Delete {manager.settings.state_dir.resolve()}?", abort=True)
     manager.reset()
@@ -83,10 +107,11 @@ def reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] 
 def logs(
     component: Annotated[str | None, typer.Argument(help=f"One of {', '.join(COMPONENT_NAMES)}.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n")] = 40,
+    profile: ProfileOption = None,
 ) -> None:
     """Show the tail of a component's log (all components when none is named)."""
-    manager = _manager()
-    names = [component] if component else list(COMPONENT_NAMES)
+    manager = _manager(profile)
+    names = [component] if component else list(manager.components)
     for name in names:
         comp = manager.component(name)
         typer.echo(f"==> {comp.logfile} <==")
@@ -98,9 +123,9 @@ def logs(
 
 
 @stack_app.command()
-def env() -> None:
+def env(profile: ProfileOption = None) -> None:
     """Connection settings as shell exports: eval "$(barcode-pipeline stack env)"."""
-    typer.echo(_manager().env())
+    typer.echo(_manager(profile).env())
 
 
 def register(app: typer.Typer) -> None:

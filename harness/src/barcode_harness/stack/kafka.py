@@ -120,6 +120,7 @@ logger.state.level = WARN
 class KafkaComponent(Component):
     name = "kafka"
     start_timeout = 90.0
+    health_replication = 1  # replication factor of the health topic (the ha profile uses 3)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -130,6 +131,11 @@ class KafkaComponent(Component):
     def address(self) -> str:
         host, port = split_hostport(self.settings.kafka_bootstrap, 9092)
         return f"{host}:{port}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Where clients connect (every broker of a cluster; this one broker here)."""
+        return self.address
 
     @property
     def marker(self) -> str:
@@ -216,7 +222,7 @@ class KafkaComponent(Component):
 
     def check(self) -> None:
         """A real produce/consume round trip on a small health topic."""
-        bootstrap = self.address
+        bootstrap = self.bootstrap
         host, port = split_hostport(bootstrap, 9092)
         with socket.create_connection((host, port), timeout=2):
             pass  # fail fast (and quietly) while the broker is not listening yet
@@ -225,7 +231,8 @@ class KafkaComponent(Component):
         topics = admin.list_topics(timeout=3).topics
         if HEALTH_TOPIC not in topics:
             with contextlib.suppress(KafkaException):
-                admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])[HEALTH_TOPIC].result(10)
+                topic = NewTopic(HEALTH_TOPIC, 1, self.health_replication)
+                admin.create_topics([topic])[HEALTH_TOPIC].result(10)
         producer = Producer({**quiet, "acks": "all", "message.timeout.ms": 5000})
         token = uuid.uuid4().hex.encode()
         delivered: list[tuple[int, int]] = []

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from barcode_harness.stack import profile as profiles
 from barcode_harness.stack.base import Component, ComponentStatus
 from barcode_harness.stack.kafka import KafkaComponent
 from barcode_harness.stack.mariadb import MariaDBComponent
@@ -23,6 +24,8 @@ COMPONENT_NAMES = ("kafka", "redis", "mariadb")
 
 class StackManager:
     """Owns the three servers under ``settings.state_dir``."""
+
+    profile = "single"  # see stack/profile.py; stack/ha.py holds the replicated profile
 
     def __init__(self, settings: Settings, *, monitoring: bool = False) -> None:
         """``monitoring`` adds Prometheus and its exporters (stack/monitoring.py) to what ``up`` starts."""
@@ -42,7 +45,7 @@ class StackManager:
         try:
             return {**self.monitoring, **self.components}[name]
         except KeyError:
-            choices = ", ".join((*COMPONENT_NAMES, *self.monitoring))
+            choices = ", ".join((*self.components, *self.monitoring))
             raise ConfigError(f"unknown component {name!r}; choose one of {choices}") from None
 
     def up(self, *, quiet: bool = False) -> dict[str, float]:
@@ -51,6 +54,8 @@ class StackManager:
         Components start in parallel (Kafka's JVM dominates a cold start). Returns seconds per component.
         """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        profiles.claim(self.settings.state_dir, self.profile)
+        self.prepare_start()
         timings: dict[str, float] = {}
 
         def start(comp: Component) -> None:
@@ -66,11 +71,15 @@ class StackManager:
         else:
             from rich.console import Console
 
-            with Console(stderr=True).status("starting kafka, redis, mariadb ...", spinner="dots"):
+            with Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots"):
                 self._run_parallel(start, errors)
         if errors:
             raise StackError("; ".join(errors))
         return timings
+
+    def prepare_start(self) -> None:
+        """What must exist before any server starts (the ha profile's namespaces). Default: nothing."""
+        return None
 
     def _run_parallel(self, fn: Callable[[Component], None], errors: list[str]) -> None:
         with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
@@ -116,5 +125,8 @@ class StackManager:
 
 
 def ensure_up(settings: Settings) -> None:
-    """Start the local stack if it is not running (idempotent): ``run``'s start-up hook."""
-    StackManager(settings).up(quiet=True)
+    """Start the local stack of ``settings.stack_profile`` if it is not running (idempotent):
+    ``run``'s start-up hook."""
+    from barcode_harness.stack.ha import manager_for  # ha.py builds on this module
+
+    manager_for(settings).up(quiet=True)

@@ -1,0 +1,113 @@
+"""``bench auth``: what scanner authentication costs on the hot path, the same load with auth off and on.
+
+Two figures. The end-to-end one: ingest (alone: it only needs Kafka) is started with
+``BP_INGEST_AUTH=off``, then with ``required``, alternately for several rounds on the same port, under
+the same open-loop load; the p50 of each round is kept and the median per mode compared. Alternating
+rounds spreads the noise of a shared machine over both modes. The in-process one: the auth checks
+alone (identify + device check) timed over many calls, which is what the first figure should show.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from barcode_harness.bench.loadgen import LoadSpec, run_load
+from barcode_harness.keys import with_harness_key
+from barcode_pipeline.auth.guard import Authenticator, Principal
+from barcode_pipeline.auth.keys import digest
+from barcode_pipeline.auth.store import StoredKey
+from barcode_pipeline.config import Settings
+from barcode_pipeline.ingest.metrics import IngestMetrics
+from barcode_pipeline.run.pipeline import running_pipeline
+from barcode_pipeline.run.supervisor import ChildSpec
+
+log = logging.getLogger(__name__)
+
+MODES = ("off", "required")
+TARGET_P50_MS = 0.05
+_EPOCH = datetime(2026, 1, 1)  # created_at of the synthetic keys; never compared
+
+
+@dataclass(frozen=True)
+class AuthBenchSpec:
+    rate: float = 500.0  # requests/s
+    duration_s: float = 10.0  # per round and mode
+    rounds: int = 3
+    warmup_s: float = 2.0
+    calls: int = 200_000  # in-process timing
+
+
+def in_process_cost_us(calls: int) -> dict[str, float]:
+    """Microseconds per request of the auth checks alone, for a key and for a trusted network."""
+    secret = "bpk_" + "x" * 43
+    settings = Settings(ingest_trusted_networks="127.0.0.0/8=SEOUL-*")
+    guard = Authenticator(settings, IngestMetrics(), load=list)
+    others = [StoredKey(f"k{i}", digest(f"s{i}"), ("SEOUL-*",), _EPOCH, None) for i in range(200)]
+    guard.replace_keys([*others, StoredKey("bench", digest(secret), ("SEOUL-CENTER-PC-*",), _EPOCH, None)])
+    headers = [(b"host", b"127.0.0.1:8081"), (b"content-type", b"application/json"),
+               (b"authorization", f"Bearer {secret}".encode()), (b"content-length", b"90")]  # fmt: skip
+    keyed = {"type": "http", "headers": headers, "client": ("127.0.0.1", 40000)}
+    keyless = {"type": "http", "headers": headers[:2] + headers[3:], "client": ("127.0.0.1", 40000)}
+    devices = ("SEOUL-CENTER-PC-001",)
+    out = {}
+    for name, scope in (("key", keyed), ("trusted_network", keyless)):
+        started = time.perf_counter()
+        for _ in range(calls):
+            principal = guard.identify(scope)
+            assert isinstance(principal, Principal)
+            guard.forbidden(principal, devices, batch=False)
+        out[f"{name}_us"] = round((time.perf_counter() - started) / calls * 1e6, 3)
+    return out
+
+
+def run_auth_bench(
+    settings: Settings, spec: AuthBenchSpec, out: Path, *, start_stack: bool
+) -> dict[str, Any]:
+    keyed = with_harness_key(settings.model_copy(update={"ingest_auth": "required"}), "bench-auth",
+                             start_stack=start_stack)  # fmt: skip
+    url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    p50: dict[str, list[float]] = {m: [] for m in MODES}
+    p99: dict[str, list[float]] = {m: [] for m in MODES}
+    errors: dict[str, int] = dict.fromkeys(MODES, 0)
+    out.mkdir(parents=True, exist_ok=True)
+    for round_no in range(spec.rounds):
+        order = MODES if round_no % 2 == 0 else MODES[::-1]
+        for mode in order:
+            mode_settings = keyed.model_copy(update={"ingest_auth": mode})
+            with running_pipeline(mode_settings, specs=[ChildSpec("ingest", ["ingest"])], start_stack=False,
+                                  log_path=out / "ingest.log"):  # fmt: skip
+                load = LoadSpec(
+                    url=url, rate=spec.rate, duration_s=spec.warmup_s, api_key=keyed.ingest_api_key
+                )
+                run_load(load)  # warm-up: connections, producer id, JIT-free but caches warm
+                result = run_load(LoadSpec(url=url, rate=spec.rate, duration_s=spec.duration_s,
+                                           api_key=keyed.ingest_api_key))  # fmt: skip
+            p50[mode].append(result.latency.p50_ms)
+            p99[mode].append(result.latency.p99_ms)
+            errors[mode] += result.errors + result.failures
+            summary = result.latency
+            log.info("round %d, auth %s: p50 %.3f ms, p99 %.3f ms, %d errors", round_no + 1, mode,
+                     summary.p50_ms, summary.p99_ms, result.errors + result.failures)  # fmt: skip
+    median = {m: statistics.median(p50[m]) for m in MODES}
+    added = median["required"] - median["off"]
+    micro = in_process_cost_us(spec.calls)
+    return {
+        "rate_per_s": spec.rate,
+        "duration_s_per_round": spec.duration_s,
+        "rounds": spec.rounds,
+        "p50_ms_per_round": p50,
+        "p99_ms_per_round": p99,
+        "errors": errors,
+        "median_p50_ms": median,
+        "added_p50_ms": round(added, 4),
+        "in_process_auth_cost": micro,
+        "target": f"auth adds at most {TARGET_P50_MS} ms to p50",
+        "met_in_process": micro["key_us"] / 1000 <= TARGET_P50_MS,
+        "met_end_to_end": added <= TARGET_P50_MS,
+    }

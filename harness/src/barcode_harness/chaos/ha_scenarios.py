@@ -1,0 +1,367 @@
+"""Fault scenarios of the ``ha`` profile (stack/ha.py): one node of a replicated cluster fails.
+
+They run under the same harness as the single-node scenarios (steady load, inject, hold, heal,
+drain, then every acknowledged scan accounted for); what differs is that the pipeline must ride
+through the fault: Kafka elects new partition leaders, Sentinel promotes a replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from barcode_harness.chaos.checks import Ledger
+from barcode_harness.chaos.context import ChaosContext
+from barcode_harness.chaos.scenarios import Scenario
+from barcode_harness.stack import netns
+from barcode_harness.stack.base import Component
+from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager
+from barcode_pipeline import names
+from barcode_pipeline.adapters.sentinel import primary_address
+from barcode_pipeline.errors import ConfigError, PipelineError
+
+FAILOVER_TIMEOUT_S = 60.0
+
+
+def _ha(ctx: ChaosContext) -> HaStackManager:
+    if not isinstance(ctx.stack, HaStackManager):
+        raise PipelineError("this scenario needs the ha profile (--profile ha)", component="chaos")
+    return ctx.stack
+
+
+REWOUND = re.compile(r"rewound (\d+) records")
+
+
+class HaScenario(Scenario):
+    """Base of the ha scenarios: reports how many records the processors re-read after a rewind."""
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        ctx.metrics["rewound"] = rewound_since_mark(ctx, f"=== scenario {self.key} {self.name}:")
+
+
+def rewound_since_mark(ctx: ChaosContext, mark: str) -> int:
+    """Records the processors logged as rewound after ``mark`` in the shared pipeline log."""
+    try:
+        text = (ctx.workdir.parent / "pipeline.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    tail = text[text.rfind(mark) :] if mark in text else ""
+    return sum(int(m.group(1)) for m in REWOUND.finditer(tail))
+
+
+def topic_leaders(bootstrap: str, topic: str = names.TOPIC) -> dict[int, int]:
+    """Partition -> leader broker id (-1 while a partition has none)."""
+    meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
+    return {p.id: p.leader for p in meta.topics[topic].partitions.values()}
+
+
+class NodeFault(HaScenario):
+    """A fault on one node that a restart repairs.
+
+    The heal only begins the restart: a broker's JVM takes many seconds to come up on a loaded
+    machine, and the pipeline does not wait for it (the other nodes serve), so the drain clock
+    measures the pipeline, not the JVM. Cleanup waits for the node to be healthy again.
+    """
+
+    def __init__(self) -> None:
+        self.node: Component | None = None
+        self._restart: threading.Thread | None = None
+
+    def heal(self, ctx: ChaosContext) -> None:
+        if self.node is not None:
+            self._restart = threading.Thread(target=self.node.start, name=f"restart-{self.node.name}")
+            self._restart.start()
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if self._restart is not None:
+            self._restart.join(timeout=300)
+        if self.node is not None:
+            self.node.start()
+
+
+class KafkaLeaderKill(NodeFault):
+    """SIGKILL of the broker that leads most partitions of the event topic; restarted at heal."""
+
+    key = "h1"
+    name = "ha-kafka-leader-kill"
+    title = "Kafka: SIGKILL of the broker leading most partitions (RF=3, min.insync=2)"
+    fault = "SIGKILL of the broker leading most partitions of the event topic, restarted after the hold"
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        node, led = _most_leading(stack)
+        self.node = node
+        ctx.note(f"killing {node.name}, leader of {led} partitions")
+        node.kill()
+        ctx.check(f"{node.name} is down during the hold", node.pid() is None)
+        others = ",".join(k.address for k in stack.kafka_nodes() if k is not node)
+        failover_s = _wait_leaders_avoid(ctx, others, node.node_id)
+        ctx.metrics["failover_s"] = round(failover_s, 1)
+        ctx.check("every partition got a new leader", failover_s < FAILOVER_TIMEOUT_S, f"{failover_s:.1f} s")
+
+
+class RedisPrimaryKill(NodeFault):
+    """SIGKILL of the Redis primary: Sentinel promotes a replica; the old one rejoins at heal."""
+
+    key = "h6"
+    name = "ha-redis-primary-kill"
+    title = "Redis: SIGKILL of the primary, Sentinel failover"
+    fault = "SIGKILL of the Redis primary; the old primary restarted (it rejoins as a replica) after the hold"
+
+    def inject(self, ctx: ChaosContext) -> None:
+        old, node = _current_primary(ctx)
+        self.node = node
+        ctx.note(f"killing {node.name}, the primary at {old[0]}:{old[1]}")
+        node.kill()
+        _record_promotion(ctx, old)
+
+
+def _current_primary(ctx: ChaosContext) -> tuple[tuple[str, int], HaRedisNode]:
+    old = primary_address(ctx.settings)
+    return old, next(n for n in _ha(ctx).redis_nodes() if n.net.ip == old[0])
+
+
+def _record_promotion(ctx: ChaosContext, old: tuple[str, int]) -> None:
+    failover_s, new = _wait_new_primary(ctx, old)
+    ctx.metrics["failover_s"] = round(failover_s, 1)
+    ctx.check("Sentinel promoted a replica", new != old, f"{old[0]} -> {new[0]} in {failover_s:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------- Kafka
+def _wait_leaders_avoid(ctx: ChaosContext, bootstrap: str, victim: int) -> float:
+    """Seconds until every partition of the event topic has a leader other than ``victim``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < FAILOVER_TIMEOUT_S:
+        with contextlib.suppress(Exception):
+            if all(leader >= 0 and leader != victim for leader in topic_leaders(bootstrap).values()):
+                break
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def _most_leading(stack: HaStackManager) -> tuple[HaKafkaNode, int]:
+    leaders = topic_leaders(stack.topology.bootstrap)
+    victim, led = Counter(leaders.values()).most_common(1)[0]
+    return next(k for k in stack.kafka_nodes() if k.node_id == victim), led
+
+
+def active_controller(stack: HaStackManager) -> tuple[int, int]:
+    """(leader id, epoch) of the metadata quorum, from the live nodes' quorum-state files."""
+    states = [s for s in (k.quorum_state() for k in stack.kafka_nodes() if k.pid() is not None) if s]
+    return max(states, key=lambda s: s[1]) if states else (-1, -1)
+
+
+class KafkaControllerKill(NodeFault):
+    """SIGKILL of the active KRaft controller: the two other voters elect a new one."""
+
+    key = "h2"
+    name = "ha-kafka-controller-kill"
+    title = "Kafka: SIGKILL of the active controller (3-voter KRaft quorum)"
+    fault = "SIGKILL of the node that is the active controller, restarted after the hold"
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        leader, epoch = active_controller(stack)
+        node = next(k for k in stack.kafka_nodes() if k.node_id == leader)
+        self.node = node
+        ctx.note(f"killing {node.name}, the active controller (epoch {epoch})")
+        node.kill()
+        t0 = time.monotonic()
+        new = (leader, epoch)
+        while time.monotonic() - t0 < FAILOVER_TIMEOUT_S:
+            new = active_controller(stack)
+            if new[0] not in (leader, -1) and new[1] > epoch:
+                break
+            time.sleep(0.1)
+        failover_s = time.monotonic() - t0
+        ctx.metrics["failover_s"] = round(failover_s, 1)
+        ctx.check("another voter became the active controller", new[0] != leader,
+                  f"node {leader} -> {new[0]} (epoch {new[1]}) in {failover_s:.1f} s")  # fmt: skip
+
+
+class KafkaBrokerPause(HaScenario):
+    """SIGSTOP of the broker leading most partitions (a GC pause or a hung VM), SIGCONT at heal."""
+
+    key = "h3"
+    name = "ha-kafka-broker-pause"
+    title = "Kafka: SIGSTOP of the broker leading most partitions, SIGCONT after the hold"
+    fault = "SIGSTOP of the broker leading most partitions for the hold, then SIGCONT"
+
+    def __init__(self) -> None:
+        self.node: HaKafkaNode | None = None
+        self.pid: int | None = None
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        self.node, led = _most_leading(stack)
+        self.pid = self.node.pid()
+        ctx.note(f"pausing {self.node.name} (leader of {led} partitions)")
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGSTOP)
+        others = ",".join(k.address for k in stack.kafka_nodes() if k is not self.node)
+        failover_s = _wait_leaders_avoid(ctx, others, self.node.node_id)
+        ctx.metrics["failover_s"] = round(failover_s, 1)
+        ctx.check("the paused broker's partitions got new leaders", failover_s < FAILOVER_TIMEOUT_S,
+                  f"{failover_s:.1f} s")  # fmt: skip
+
+    def heal(self, ctx: ChaosContext) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+        if self.node is not None:
+            self.node.wait_healthy(timeout=120)
+
+    cleanup = heal
+
+
+class KafkaBrokerPartition(HaScenario):
+    """One broker cut off from the two others by iptables (clients still reach it), then healed."""
+
+    key = "h4"
+    name = "ha-kafka-broker-partition"
+    title = "Kafka: the broker leading most partitions cut off from the two others (iptables)"
+    fault = "iptables DROP between one broker and the two others for the hold (clients still reach it)"
+
+    def __init__(self) -> None:
+        self.node: HaKafkaNode | None = None
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        self.node, led = _most_leading(stack)
+        peers = [k.net.ip for k in stack.kafka_nodes() if k is not self.node]
+        ctx.note(f"cutting {self.node.name} (leader of {led} partitions) off from {', '.join(peers)}")
+        netns.cut_off(self.node.net, peers)
+        others = ",".join(k.address for k in stack.kafka_nodes() if k is not self.node)
+        failover_s = _wait_leaders_avoid(ctx, others, self.node.node_id)
+        ctx.metrics["failover_s"] = round(failover_s, 1)
+        ctx.check("the isolated broker's partitions got new leaders", failover_s < FAILOVER_TIMEOUT_S,
+                  f"{failover_s:.1f} s")  # fmt: skip
+
+    def heal(self, ctx: ChaosContext) -> None:
+        if self.node is not None:
+            netns.reconnect(self.node.net)
+            self.node.wait_healthy(timeout=120)
+
+    cleanup = heal
+
+
+class KafkaRollingRestart(HaScenario):
+    """Every broker stopped cleanly and restarted, one after the other, under load."""
+
+    key = "h5"
+    name = "ha-kafka-rolling-restart"
+    title = "Kafka: rolling restart of all 3 brokers (clean stop, start, wait healthy)"
+    fault = "each broker in turn stopped cleanly and restarted once the previous one is healthy again"
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        t0 = time.monotonic()
+        for node in stack.kafka_nodes():
+            node.stop()
+            node.start()
+            ctx.note(f"{node.name} restarted at {time.monotonic() - t0:.1f} s")
+        ctx.metrics["restart_s"] = round(time.monotonic() - t0, 1)
+
+    def hold(self, ctx: ChaosContext) -> None:
+        """The restarts are the fault; no extra hold."""
+
+
+# ---------------------------------------------------------------------------------------- Redis
+class RedisSplitBrain(HaScenario):
+    """The primary cut off from its replicas and the Sentinels while the pipeline still reaches it.
+
+    The Sentinels promote a replica; the old primary keeps taking writes until
+    ``min-replicas-max-lag`` passes, then refuses them (NOREPLICAS). Whatever it took is lost when
+    it rejoins as a replica, so none of it may have been committed to Kafka (WAIT saw 0 replicas).
+    """
+
+    key = "h7"
+    name = "ha-redis-split-brain"
+    title = "Redis: the primary cut off from its replicas and Sentinels (split brain), then healed"
+    fault = "iptables DROP between the primary and its replicas and Sentinels; the host still reaches it"
+
+    def __init__(self) -> None:
+        self.node: HaRedisNode | None = None
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        old, self.node = _current_primary(ctx)
+        peers = [n.net.ip for n in stack.redis_nodes() if n is not self.node]
+        peers += [s.net.ip for s in stack.sentinels()]
+        ctx.note(f"cutting {self.node.name} (primary) off from {', '.join(peers)}")
+        netns.cut_off(self.node.net, peers)
+        _record_promotion(ctx, old)
+
+    def heal(self, ctx: ChaosContext) -> None:
+        if self.node is not None:
+            netns.reconnect(self.node.net)
+            _wait_replica(self.node)
+
+    cleanup = heal
+
+
+class RedisReplicaKill(NodeFault):
+    """SIGKILL of one replica: commits wait (WAIT wants both) until it is back; nothing is lost."""
+
+    key = "h8"
+    name = "ha-redis-replica-kill"
+    title = "Redis: SIGKILL of one replica, restarted after the hold"
+    fault = "SIGKILL of one Redis replica, restarted after the hold"
+
+    def inject(self, ctx: ChaosContext) -> None:
+        primary = primary_address(ctx.settings)
+        node = next(n for n in _ha(ctx).redis_nodes() if n.net.ip != primary[0])
+        self.node = node
+        ctx.note(f"killing {node.name}, a replica")
+        node.kill()
+
+
+def _wait_new_primary(ctx: ChaosContext, old: tuple[str, int]) -> tuple[float, tuple[str, int]]:
+    t0 = time.monotonic()
+    new = old
+    while time.monotonic() - t0 < FAILOVER_TIMEOUT_S:
+        with contextlib.suppress(redis.RedisError):
+            new = primary_address(ctx.settings)
+        if new != old:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - t0, new
+
+
+def _wait_replica(node: HaRedisNode, timeout: float = FAILOVER_TIMEOUT_S) -> None:
+    """A healed old primary is turned into a replica by the Sentinels; wait for its link."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if "link up" in node.role():
+                return
+        time.sleep(0.2)
+    raise PipelineError(f"{node.name} did not rejoin as a replica within {timeout:.0f}s", component="chaos")
+
+
+ALL: tuple[type[Scenario], ...] = (
+    KafkaLeaderKill, KafkaControllerKill, KafkaBrokerPause, KafkaBrokerPartition, KafkaRollingRestart,
+    RedisPrimaryKill, RedisSplitBrain, RedisReplicaKill,
+)  # fmt: skip
+SMOKE: tuple[type[Scenario], ...] = (KafkaLeaderKill, RedisPrimaryKill)
+
+
+def select(wanted: list[str]) -> list[Scenario]:
+    """Fresh ha scenarios by name or key; ``all`` selects every one."""
+    every = [cls() for cls in ALL]
+    if not wanted or "all" in wanted:
+        return every
+    by = {s.name: s for s in every} | {s.key: s for s in every}
+    unknown = [w for w in wanted if w not in by]
+    if unknown:
+        raise ConfigError(f"unknown ha scenario(s): {', '.join(unknown)}; choose from: all, "
+                          + ", ".join(s.name for s in every))  # fmt: skip
+    return [by[w] for w in dict.fromkeys(wanted)]

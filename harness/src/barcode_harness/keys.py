@@ -1,0 +1,29 @@
+"""The harness's own scanner key: demo, bench and chaos create one per run and send it with every scan.
+
+Ingest requires a key by default (``BP_INGEST_AUTH=required``), so the harness does what an operator
+does: ``keys create``. The key is created before ingest starts, so its first request already knows it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from barcode_pipeline.auth.store import create_key
+from barcode_pipeline.config import Settings
+from barcode_pipeline.run.startup import prepare
+
+log = logging.getLogger(__name__)
+
+
+def with_harness_key(settings: Settings, name: str, *, start_stack: bool = True) -> Settings:
+    """``settings`` whose ``ingest_api_key`` is a fresh key ``harness-<name>`` for every device.
+
+    Prepares the stack first (migrations create the key table); with auth off nothing is created.
+    The key of an earlier run of the same name is replaced, so keys do not pile up.
+    """
+    if settings.ingest_auth == "off":
+        return settings
+    prepare(settings, start_stack=start_stack)
+    secret = create_key(settings.db_url, f"harness-{name}", "*", replace=True)
+    log.info("created scanner key harness-%s for the harness's clients", name)
+    return settings.model_copy(update={"ingest_api_key": secret})

@@ -1,0 +1,213 @@
+"""Network namespaces on one bridge, so every node of the ``ha`` profile has an address of its own.
+
+A node in its own namespace can be cut off from the others with iptables inside that namespace
+(partition faults), and a killed node's ports are really gone. The host keeps the bridge's first
+address, so the pipeline's services, the CLI and the tests reach every node directly.
+Names start with ``bp`` (namespaces, bridge, veths) and the subnet is private; nothing here
+touches an interface or namespace it did not create.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from barcode_pipeline.errors import StackError
+
+BRIDGE = "bpha0"
+NS_IFACE = "bpeth0"  # the node's end of its veth, inside its namespace
+
+
+@dataclass(frozen=True)
+class NetNode:
+    """One namespace: ``bp<name>``, reached at ``ip`` over the veth ``bpv<name>`` on the bridge."""
+
+    name: str  # short: k1, r1, s1, db (interface names are limited to 15 characters)
+    ip: str
+
+    @property
+    def namespace(self) -> str:
+        return f"bp{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"bpv{self.name}"
+
+    def exec_prefix(self) -> list[str]:
+        """Prepend to an argv to run it inside this node's namespace (``ip netns exec`` execs it, so
+        the pid recorded for the spawned process is the server's own)."""
+        return [_ip(), "netns", "exec", self.namespace]
+
+
+def _ip() -> str:
+    path = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin")
+    if not path:
+        raise StackError("the ha profile needs iproute2 ('ip' not found): apt-get install -y iproute2")
+    return path
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([_ip(), *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise StackError(
+            f"network namespaces cannot be created here (ip {' '.join(args)}: "
+            f"{result.stderr.strip() or result.returncode}); the ha profile needs root and iproute2",
+            component="netns",
+        )
+    return result
+
+
+def existing_namespaces() -> set[str]:
+    out = _run("-j", "netns", "list", check=False).stdout.strip()
+    try:
+        return {entry["name"] for entry in json.loads(out or "[]")}
+    except (ValueError, KeyError, TypeError):
+        return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def existing_links() -> set[str]:
+    out = _run("-j", "link", "show", check=False).stdout.strip()
+    try:
+        return {entry["ifname"] for entry in json.loads(out or "[]")}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
+def overlapping_routes(subnet: str) -> list[str]:
+    """Routes of the host (other than our bridge's) that overlap ``subnet``."""
+    net = ipaddress.ip_network(subnet)
+    out = _run("-j", "-4", "route", "show", check=False).stdout.strip()
+    try:
+        routes = json.loads(out or "[]")
+    except ValueError:
+        return []
+    clashes = []
+    for route in routes:
+        dst, dev = route.get("dst", ""), route.get("dev", "")
+        if dst in ("", "default") or dev == BRIDGE:
+            continue
+        try:
+            if ipaddress.ip_network(dst, strict=False).overlaps(net):
+                clashes.append(f"{dst} dev {dev}")
+        except ValueError:
+            continue
+    return clashes
+
+
+class Network:
+    """The bridge, the host's address on it and one namespace per node; ownership in a state file."""
+
+    def __init__(self, subnet: str, nodes: list[NetNode], state_file: Path) -> None:
+        self.net = ipaddress.ip_network(subnet)
+        self.host_ip = str(self.net.network_address + 1)
+        self.nodes = nodes
+        self.state_file = state_file
+
+    def ours(self) -> bool:
+        return self.state_file.exists()
+
+    def conflicts(self) -> list[str]:
+        """What is in use by someone else: namespaces, links, overlapping routes (empty when free)."""
+        if self.ours():
+            return []
+        names = existing_namespaces()
+        links = existing_links()
+        taken = [f"namespace {n.namespace}" for n in self.nodes if n.namespace in names]
+        taken += [f"interface {n.veth}" for n in self.nodes if n.veth in links]
+        # A bare bridge with our address is what `stack down` of a stopped ha stack leaves: reusable.
+        if BRIDGE in links and (taken or self._bridge_address() != f"{self.host_ip}/{self.net.prefixlen}"):
+            taken.append(f"interface {BRIDGE} ({self._bridge_address() or 'no address'})")
+        taken += [f"subnet {self.net} (route {r})" for r in overlapping_routes(str(self.net))]
+        return taken
+
+    @staticmethod
+    def _bridge_address() -> str:
+        out = _run("-j", "-4", "addr", "show", "dev", BRIDGE, check=False).stdout.strip()
+        try:
+            infos = json.loads(out or "[]")
+            addr = infos[0]["addr_info"][0]
+            return f"{addr['local']}/{addr['prefixlen']}"
+        except (ValueError, LookupError, TypeError):
+            return ""
+
+    def up(self) -> None:
+        """Create whatever is missing (idempotent); raise one line when something is taken."""
+        taken = self.conflicts()
+        if taken:
+            raise StackError(
+                f"already in use: {', '.join(taken)}; another ha stack runs here (`stack down` with its "
+                "BP_STATE_DIR), or choose another BP_HA_SUBNET if a route clashes",
+                component="netns",
+            )
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"subnet": str(self.net), "bridge": BRIDGE}))
+        links = existing_links()
+        names = existing_namespaces()
+        prefix = self.net.prefixlen
+        if BRIDGE not in links:
+            _run("link", "add", BRIDGE, "type", "bridge")
+        if not self._bridge_address():
+            _run("addr", "add", f"{self.host_ip}/{prefix}", "dev", BRIDGE)
+        _run("link", "set", BRIDGE, "up")
+        for node in self.nodes:
+            ns = node.namespace
+            if ns not in names:
+                _run("netns", "add", ns)
+            _run("-n", ns, "link", "set", "lo", "up")
+            if node.veth not in links:
+                _run("link", "add", node.veth, "type", "veth", "peer", "name", NS_IFACE, "netns", ns)
+                _run("link", "set", node.veth, "master", BRIDGE, "up")
+                _run("-n", ns, "addr", "add", f"{node.ip}/{prefix}", "dev", NS_IFACE)
+            _run("-n", ns, "link", "set", NS_IFACE, "up")
+
+    def down(self) -> None:
+        """Delete our namespaces (their veths go with them). The bridge stays, with the subnet's
+        route: a client still configured for the nodes then fails here, at once, instead of
+        sending its packets to the default gateway."""
+        if not self.ours():
+            return
+        names = existing_namespaces()
+        for node in self.nodes:
+            if node.namespace in names:
+                _run("netns", "del", node.namespace, check=False)
+
+    def destroy(self) -> None:
+        """Namespaces and bridge gone (``stack reset``)."""
+        if not self.ours():
+            return
+        self.down()
+        if BRIDGE in existing_links():
+            _run("link", "del", BRIDGE, check=False)
+        self.state_file.unlink(missing_ok=True)
+
+
+def _iptables() -> str:
+    path = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if not path:
+        raise StackError(
+            "iptables not found; install it with: apt-get install -y iptables", component="netns"
+        )
+    return path
+
+
+def cut_off(node: NetNode, peers: list[str]) -> None:
+    """Drop every packet between ``node`` and ``peers`` (rules inside the node's own namespace,
+    so nothing outside our namespaces is touched). The host and other addresses still reach it."""
+    for peer in peers:
+        for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+            cmd = [*node.exec_prefix(), _iptables(), "-w", "-A", chain, flag, peer, "-j", "DROP"]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
+
+
+def reconnect(node: NetNode) -> None:
+    """Undo :func:`cut_off`: flush the namespace's filter rules (only ours live there)."""
+    for chain in ("INPUT", "OUTPUT"):
+        subprocess.run(
+            [*node.exec_prefix(), _iptables(), "-w", "-F", chain], capture_output=True, check=False
+        )

@@ -1,0 +1,271 @@
+"""The ingest side of scanner authentication: who is asking, may they send for these devices, how fast.
+
+Each ingest process keeps every key in memory (a dict by digest) and reloads the table every
+``ingest_auth_refresh_s`` in a thread, so the hot path never waits for the database and a
+revocation reaches every process within one refresh. If the database is down the last loaded
+keys stay in force; a process that never loaded them answers keyed requests with 503 (resend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Scope
+
+from barcode_pipeline.auth.keys import DevicePatterns, digest
+from barcode_pipeline.auth.networks import NetworkTable, parse_trusted_networks
+from barcode_pipeline.auth.store import StoredKey, load_keys
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.ingest.metrics import IngestMetrics
+from barcode_pipeline.web.contract import error_response, unavailable
+
+log = logging.getLogger(__name__)
+
+REALM = "barcode-pipeline ingest"
+CHALLENGE = f'Bearer realm="{REALM}"'
+_LOG_EVERY_S = 10.0  # one log line per (reason, who) per this many seconds: a flood must not flood the log
+
+
+class TokenBucket:
+    """``rate`` requests/s with bursts up to ``burst``; per key and per process."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 when admitted, else the seconds until a token is there."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who sent a request: a key (by name) or a trusted network. Never holds the secret."""
+
+    name: str
+    patterns: DevicePatterns
+    bucket: TokenBucket | None = None
+    any_device: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.any_device = "*" in self.patterns.patterns
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    digest: str
+    revoked: bool
+    principal: Principal
+
+
+OPEN = Principal("", DevicePatterns(("*",)))  # auth off: everyone, every device
+
+
+class Authenticator:
+    """Identifies, authorises and rate-limits requests; see the module docstring for the cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: IngestMetrics,
+        *,
+        load: Callable[[], list[StoredKey]] | None = None,
+    ) -> None:
+        self.required = settings.ingest_auth == "required"
+        self.refresh_s = settings.ingest_auth_refresh_s
+        self._rate = settings.ingest_key_rate
+        self._burst = float(settings.ingest_key_burst or max(1, math.ceil(self._rate)))
+        self._load = load or (lambda: load_keys(settings.db_url, timeout_s=min(3.0, self.refresh_s + 1)))
+        self._metrics = metrics
+        self._networks = NetworkTable(parse_trusted_networks(settings.ingest_trusted_networks))
+        self._network_principals = [
+            Principal(n.name, p, self._new_bucket())
+            for n, p in zip(self._networks.networks, self._networks.patterns, strict=True)
+        ]
+        self._by_digest: dict[str, _Entry] = {}
+        self.loaded = False
+        self._task: asyncio.Task[None] | None = None
+        self._logged: dict[tuple[str, str], float] = {}
+
+    def _new_bucket(self) -> TokenBucket | None:
+        return TokenBucket(self._rate, self._burst) if self._rate > 0 else None
+
+    # ------------------------------------------------------------------ the cache
+    def replace_keys(self, keys: Iterable[StoredKey]) -> None:
+        """Swap in a freshly loaded key set; unchanged keys keep their rate-limit state and memo."""
+        old = {e.principal.name: e for e in self._by_digest.values()}
+        fresh: dict[str, _Entry] = {}
+        for key in keys:
+            prev = old.get(key.name)
+            if (
+                prev is not None
+                and prev.digest == key.digest
+                and prev.principal.patterns.patterns == key.patterns
+            ):
+                principal = prev.principal
+            else:
+                principal = Principal(key.name, DevicePatterns(key.patterns), self._new_bucket())
+            fresh[key.digest] = _Entry(key.digest, key.revoked, principal)
+        self._by_digest = fresh  # one reference swap: the event loop never sees a half-built dict
+        self.loaded = True
+
+    async def refresh(self) -> None:
+        try:
+            keys = await asyncio.to_thread(self._load)
+        except PipelineError as exc:
+            self._note("refresh", "db", "cannot reload scanner keys (keeping the last loaded set): %s", exc)
+            return
+        self.replace_keys(keys)
+
+    async def start(self) -> None:
+        """Load the keys once (bounded), then keep reloading them in the background."""
+        if not self.required:
+            log.warning("BP_INGEST_AUTH=off: ingest accepts scans from anyone who can reach it")
+            return
+        await self.refresh()
+        if self.loaded:
+            log.info("scanner keys loaded: %d", len(self._by_digest))
+        self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # ------------------------------------------------------------------ the hot path
+    def identify(self, scope: Scope) -> Principal | Response:
+        """The request's principal, or the 401/429/503 to answer instead."""
+        if not self.required:
+            return OPEN
+        presented = _presented_key(scope["headers"])
+        if presented is None:
+            client = scope.get("client")
+            index = self._networks.lookup(client[0]) if client else None
+            if index is None:
+                return self._unauthorized(
+                    "missing", "", "an API key is required (Authorization: Bearer <key>)"
+                )
+            principal = self._network_principals[index]
+        else:
+            if not self.loaded:
+                self._metrics.auth_failed("not_loaded")
+                return unavailable("scanner keys are not loaded yet (database unreachable)")
+            wanted = digest(presented)
+            entry = self._by_digest.get(wanted)
+            if entry is None or not hmac.compare_digest(entry.digest, wanted):
+                return self._unauthorized("unknown", "", "unknown API key", invalid=True)
+            if entry.revoked:
+                return self._unauthorized(
+                    "revoked", entry.principal.name, "this API key was revoked", invalid=True
+                )
+            principal = entry.principal
+        bucket = principal.bucket
+        if bucket is not None and (wait := bucket.take()) > 0:
+            self._metrics.auth_failed("rate_limited")
+            self._note("rate_limited", principal.name, "rate limit reached for %s", principal.name)
+            return error_response(
+                429,
+                "rate_limited",
+                f"rate limit of {self._rate:g} requests/s reached",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return principal
+
+    def forbidden(self, principal: Principal, device_ids: Iterable[str], batch: bool) -> Response | None:
+        """403 naming the first scan whose deviceId the principal may not send for, else None."""
+        if principal.any_device:
+            return None
+        allows = principal.patterns.allows
+        for index, device_id in enumerate(device_ids):
+            if not allows(device_id):
+                self._metrics.auth_failed("forbidden_device")
+                who = principal.name
+                self._note("forbidden", who, "%s may not send for device %s", who, device_id)
+                extra: dict[str, Any] = {"field": "deviceId"}
+                if batch:
+                    extra["index"] = index
+                return error_response(
+                    403, "forbidden", f"{who} may not send scans for deviceId {device_id!r}", **extra
+                )
+        return None
+
+    def accepted(self, principal: Principal, scans: int) -> None:
+        if principal.name:
+            self._metrics.key_accepted(principal.name, scans)
+
+    # ------------------------------------------------------------------ helpers
+    def _unauthorized(self, reason: str, who: str, message: str, *, invalid: bool = False) -> Response:
+        self._metrics.auth_failed(reason)
+        self._note(reason, who, "rejected a request: %s key %s", reason, who or "-")
+        challenge = f'{CHALLENGE}, error="invalid_token"' if invalid else CHALLENGE
+        return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
+
+    def _note(self, reason: str, who: str, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._logged.get((reason, who), -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._logged[(reason, who)] = now
+            log.warning(fmt, *args)
+
+
+def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The key of ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; None when neither is sent."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value.strip():
+            return value.strip()
+    return None
+
+
+def openapi_responses(rate_limited: bool) -> dict[int | str, dict[str, object]]:
+    """The OpenAPI entries of the answers authentication adds to the scan routes."""
+    from barcode_pipeline.web import schemas
+    from barcode_pipeline.web.contract import RETRY_AFTER_DOC
+
+    entries: dict[int | str, dict[str, object]] = {
+        401: {
+            "model": schemas.ErrorBody,
+            "description": "No API key, or an unknown or revoked one. Nothing was sent to Kafka.",
+            "headers": {"WWW-Authenticate": {"description": CHALLENGE, "schema": {"type": "string"}}},
+        },
+        403: {
+            "model": schemas.ErrorBody,
+            "description": "The key may not send for this deviceId (`index` names the scan in a batch). "
+            "Nothing was sent to Kafka.",
+        },
+    }
+    if rate_limited:
+        entries[429] = {
+            "model": schemas.ErrorBody,
+            "description": "The key's rate limit is reached; resend after `Retry-After`.",
+            "headers": RETRY_AFTER_DOC,
+        }
+    return entries

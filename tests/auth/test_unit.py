@@ -1,0 +1,93 @@
+"""Scanner keys, device patterns, trusted networks and the rate limit as pure logic (no servers)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from barcode_pipeline.auth.guard import Authenticator, TokenBucket, _presented_key
+from barcode_pipeline.auth.keys import DevicePatterns, check_name, digest, new_secret, parse_patterns
+from barcode_pipeline.auth.networks import NetworkTable, parse_trusted_networks
+from barcode_pipeline.auth.store import StoredKey
+from barcode_pipeline.config import Settings, load_settings
+from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.ingest.metrics import IngestMetrics
+
+
+def test_secrets_are_random_prefixed_and_stored_only_as_their_digest() -> None:
+    a, b = new_secret(), new_secret()
+    assert a != b and a.startswith("bpk_") and len(a) >= 40
+    assert digest(a) == digest(a.encode()) and len(digest(a)) == 64 and a not in digest(a)
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 65, "semi;colon", "star*"])
+def test_bad_key_names_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        check_name(bad)
+
+
+def test_device_patterns_are_globs_on_device_id() -> None:
+    patterns = DevicePatterns(parse_patterns("SEOUL-CENTER-PC-*, BUSAN-PC-0?"))
+    assert patterns.allows("SEOUL-CENTER-PC-001")
+    assert patterns.allows("BUSAN-PC-07")
+    assert not patterns.allows("BUSAN-PC-007")
+    assert not patterns.allows("XSEOUL-CENTER-PC-001")
+    assert not patterns.allows("SEOUL-CENTER-PC")
+    assert DevicePatterns(("*",)).allows("anything")
+    for bad in ("", " , ", "A;DROP", "[abc]", "A B"):
+        with pytest.raises(ConfigError):
+            parse_patterns(bad)
+
+
+def test_trusted_networks_parse_and_match_loopback() -> None:
+    table = NetworkTable(parse_trusted_networks("10.20.0.0/16=SEOUL-*; 127.0.0.0/8=LEGACY-*,OLD-?"))
+    assert table.lookup("127.0.0.1") == 1
+    assert table.lookup("::ffff:127.0.0.1") == 1  # an IPv4 client on a dual-stack socket
+    assert table.lookup("10.20.3.4") == 0
+    assert table.lookup("10.21.0.1") is None
+    assert table.lookup("::1") is None
+    assert table.lookup("testclient") is None
+    for bad in ("127.0.0.1/8=*", "10.0.0.0/8", "nonsense=*", "10.0.0.0/8=a b"):
+        with pytest.raises(ConfigError):
+            parse_trusted_networks(bad)
+
+
+def test_a_bad_trusted_network_setting_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BP_INGEST_TRUSTED_NETWORKS", "300.0.0.0/8=*")
+    with pytest.raises(ConfigError, match=r"BP_INGEST_TRUSTED_NETWORKS: .*300\.0\.0\.0/8"):
+        load_settings()
+
+
+def test_the_key_comes_from_bearer_or_x_api_key() -> None:
+    assert _presented_key([(b"authorization", b"Bearer abc")]) == b"abc"
+    assert _presented_key([(b"authorization", b"bearer  abc ")]) == b"abc"
+    assert _presented_key([(b"x-api-key", b"k1")]) == b"k1"
+    assert _presented_key([(b"authorization", b"Basic dXNlcg==")]) is None
+    assert _presented_key([(b"authorization", b"Bearer ")]) is None
+    assert _presented_key([(b"content-type", b"application/json")]) is None
+
+
+def test_token_bucket_admits_the_burst_then_says_how_long_to_wait() -> None:
+    bucket = TokenBucket(rate=2.0, burst=2.0)
+    assert bucket.take() == 0 and bucket.take() == 0
+    wait = bucket.take()
+    assert 0 < wait <= 0.5
+    bucket.stamp = time.monotonic() - 1  # a second later: two more
+    assert bucket.take() == 0
+
+
+def _stored(name: str, secret: str, patterns: tuple[str, ...], revoked: bool = False) -> StoredKey:
+    now = datetime(2026, 1, 1)
+    return StoredKey(name, digest(secret), patterns, now, now if revoked else None)
+
+
+def test_reloading_keys_keeps_the_state_of_unchanged_ones() -> None:
+    guard = Authenticator(Settings(ingest_key_rate=5), IngestMetrics(), load=list)
+    guard.replace_keys([_stored("a", "sa", ("*",)), _stored("b", "sb", ("B-*",))])
+    before = {e.principal.name: e.principal for e in guard._by_digest.values()}
+    guard.replace_keys([_stored("a", "sa", ("*",)), _stored("b", "sb", ("B-1",))])
+    after = {e.principal.name: e.principal for e in guard._by_digest.values()}
+    assert after["a"] is before["a"]  # same bucket: a reload is no way around the rate limit
+    assert after["b"] is not before["b"] and after["b"].patterns.patterns == ("B-1",)

@@ -1,0 +1,39 @@
+"""The ``ha`` profile's stack, brought up once per session in its own state directory.
+
+It lives beside the single-node stack (``<BP_STATE_DIR>-ha``), in network namespaces of its own, so
+both can run at once. It is stopped at the end of the session if this session started it: three
+brokers are too heavy to leave running on a shared CI machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from barcode_harness.stack.ha import HaStackManager, client_settings
+from barcode_pipeline.config import Settings
+from tests.conftest import _base_settings
+
+
+def ha_state_dir(base: Path) -> Path:
+    return base.with_name(base.name + "-ha")
+
+
+@pytest.fixture(scope="session")
+def ha_stack() -> Iterator[HaStackManager]:
+    base = _base_settings()
+    settings = base.model_copy(update={"state_dir": ha_state_dir(base.state_dir), "stack_profile": "ha"})
+    manager = HaStackManager(settings)
+    was_up = manager.healthy()
+    manager.up(quiet=True)
+    yield manager
+    if not was_up:
+        manager.down()
+
+
+@pytest.fixture
+def ha_settings(ha_stack: HaStackManager) -> Settings:
+    """What the pipeline's services connect with on the ha profile (brokers, Sentinels, WAIT)."""
+    return client_settings(ha_stack.settings)

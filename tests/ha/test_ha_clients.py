@@ -1,0 +1,103 @@
+"""Clients on the ha profile: Redis through Sentinel across a failover, WAIT before the commit."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from barcode_harness.stack.ha import HaStackManager
+from barcode_pipeline import names
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.adapters.sentinel import primary_address
+from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.processor.failover import ReplicaShortfall
+from barcode_pipeline.processor.service import Processor
+
+pytestmark = pytest.mark.integration
+
+
+def _events(n: int) -> list[ScanEvent]:
+    tag = uuid.uuid4().hex[:8]
+    return [ScanEvent(barcode=f"880{i:010d}", device_id=f"HA-{tag}", scan_time=int(time.time() * 1000),
+                      scan_id=f"{tag}-{i}") for i in range(n)]  # fmt: skip
+
+
+def _counters(client: redis.Redis, shards: int) -> int:
+    return sum(int(client.get(names.publish_counter(s)) or 0) for s in range(shards))
+
+
+def wait_for_new_primary(settings: Settings, old: tuple[str, int], timeout: float = 60) -> tuple[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            now = primary_address(settings)
+            if now != old:
+                return now
+        except redis.RedisError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"Sentinel still reports {old} after {timeout}s")
+
+
+CLIENTS_REDIS_DB = 5  # this module's own database: its test events must never reach a pipeline
+
+
+@pytest.fixture
+def settings(ha_settings: Settings) -> Iterator[Settings]:
+    s = ha_settings.model_copy(
+        update={"redis_url": ha_settings.redis_url.rsplit("/", 1)[0] + f"/{CLIENTS_REDIS_DB}"}
+    )
+    yield s
+    client = redis_adapter.client(s)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def processor(settings: Settings) -> Iterator[Processor]:
+    proc = Processor(settings, group=f"test-ha-{uuid.uuid4().hex[:8]}")
+    yield proc
+    proc.close()
+
+
+def test_every_publish_is_confirmed_by_both_replicas(processor: Processor, settings: Settings) -> None:
+    events = _events(30)
+    client = redis_adapter.client(settings)
+    before = _counters(client, settings.stream_shards)
+    assert processor.wait_replicas == 2
+    assert processor.publish(events) == (30, 0)
+    # A retry of the same batch writes no entry, but still a counter WAIT can confirm.
+    assert processor.publish(events) == (0, 30)
+    assert _counters(client, settings.stream_shards) == before + 2
+
+
+def test_a_short_replica_count_is_not_a_success(settings: Settings) -> None:
+    proc = Processor(settings.model_copy(update={"redis_min_replicas": 3, "redis_wait_timeout_ms": 100}))
+    try:
+        with pytest.raises(ReplicaShortfall, match="2 of 3 replicas"):
+            proc.publish(_events(5))
+    finally:
+        proc.close()
+
+
+def test_the_client_follows_a_failover_without_a_restart(
+    ha_stack: HaStackManager, settings: Settings
+) -> None:
+    ha_settings = settings
+    client = redis_adapter.client(ha_settings, timeout=2)
+    key = f"bp-test:failover:{uuid.uuid4().hex}"
+    client.set(key, "before")
+    old = primary_address(ha_settings)
+    sentinel = redis.Redis(host=ha_stack.topology.sentinel(1).ip, port=26379)
+    assert sentinel.sentinel_failover(ha_settings.redis_service)
+    new = wait_for_new_primary(ha_settings, old)
+    client.set(key, "after")  # the same client object: no restart, no error
+    assert client.get(key) == "after"
+    server = redis.Redis(host=new[0], port=new[1])
+    assert server.info("replication")["role"] == "master"
+    assert client.wait(2, 10_000) == 2

@@ -1,0 +1,74 @@
+"""The ha profile's pure parts: addresses, rendered configs, the profile guard (no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from barcode_harness.stack import profile
+from barcode_harness.stack.ha import (
+    Topology,
+    check_subnet,
+    client_settings,
+    render_ha_redis_conf,
+    render_kafka_node_properties,
+    render_sentinel_conf,
+)
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import ConfigError, StackError
+
+
+def test_topology_gives_every_node_its_own_address_and_bp_names() -> None:
+    topo = Topology("10.9.8.0/24")
+    nodes = topo.all_nodes()
+    assert len({n.ip for n in nodes}) == len(nodes) == 10
+    assert all(n.namespace.startswith("bp") and n.veth.startswith("bp") for n in nodes)
+    assert all(len(n.veth) <= 15 for n in nodes)  # the kernel's interface name limit
+    assert topo.bootstrap == "10.9.8.11:9092,10.9.8.12:9092,10.9.8.13:9092"
+    assert topo.sentinels.count(":26379") == 3
+
+
+def test_kafka_node_is_one_voter_of_three_with_replicated_topics(tmp_path: Path) -> None:
+    text = render_kafka_node_properties(Topology("10.9.8.0/24"), 2, tmp_path)
+    assert "node.id=2" in text
+    assert "controller.quorum.bootstrap.servers=10.9.8.11:9093,10.9.8.12:9093,10.9.8.13:9093" in text
+    assert "controller.quorum.voters" not in text  # a dynamic quorum: bootstrap servers only
+    assert "listeners=PLAINTEXT://10.9.8.12:9092,CONTROLLER://10.9.8.12:9093" in text
+    for line in ("default.replication.factor=3", "min.insync.replicas=2",
+                 "unclean.leader.election.enable=false", "offsets.topic.replication.factor=3",
+                 "transaction.state.log.replication.factor=3"):  # fmt: skip
+        assert line in text
+
+
+def test_redis_replica_and_sentinel_configs(tmp_path: Path) -> None:
+    primary = render_ha_redis_conf(Settings(), tmp_path, "10.9.8.21", None)
+    replica = render_ha_redis_conf(Settings(), tmp_path, "10.9.8.22", "10.9.8.21")
+    assert "replicaof" not in primary and "replicaof 10.9.8.21 6379" in replica
+    for text in (primary, replica):
+        assert "appendonly yes" in text and "min-replicas-to-write 1" in text
+    sentinel = render_sentinel_conf(tmp_path, "10.9.8.31", "10.9.8.21", "svc")
+    assert "sentinel monitor svc 10.9.8.21 6379 2" in sentinel
+
+
+def test_client_settings_point_at_brokers_sentinels_and_wait_for_all_replicas() -> None:
+    s = client_settings(Settings(ha_subnet="10.9.8.0/24"))
+    assert s.kafka_bootstrap.count(",") == 2 and s.redis_sentinels.count(",") == 2
+    assert s.redis_min_replicas == 2 and s.topic_replication == 3
+    assert s.db_url.startswith("mysql://barcode:barcode@10.9.8.40:3306/")
+
+
+def test_one_profile_never_starts_over_the_others_data(tmp_path: Path) -> None:
+    profile.claim(tmp_path, "ha")
+    profile.claim(tmp_path, "ha")  # the same profile again is fine
+    with pytest.raises(StackError, match=r"holds data of the 'ha' profile.*--profile ha"):
+        profile.claim(tmp_path, "single")
+    legacy = tmp_path / "old"
+    (legacy / "kafka").mkdir(parents=True)  # written before profiles existed: single-node
+    assert profile.recorded(legacy) == "single"
+
+
+@pytest.mark.parametrize("subnet", ["10.1.2.0/28", "not-a-net", "fd00::/64"])
+def test_an_unusable_subnet_is_a_config_error(subnet: str) -> None:
+    with pytest.raises(ConfigError, match="BP_HA_SUBNET"):
+        check_subnet(subnet)
