@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from barcode_harness.chaos.load import ScanKey
 from barcode_harness.scanner.scans import SEEDED_DEVICES, encode_scan
+from barcode_pipeline import names
+from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.domain import ScanEvent
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,11 @@ class ProbeAnswers:
 class IngestProbe:
     """POSTs one fresh scan every ``interval_s`` on a thread until stopped; answers are tallied."""
 
-    def __init__(self, base_url: str, *, interval_s: float = 0.5, timeout_s: float = 10.0) -> None:
-        self.url = base_url.rstrip("/") + "/ingest/barcode"
+    def __init__(
+        self, base_url: str, *, api_key: str = "", interval_s: float = 0.5, timeout_s: float = 10.0
+    ) -> None:
+        self.url = base_url.rstrip("/") + names.ROUTE_SCAN
+        self.headers = {"Content-Type": "application/json", **client_headers(api_key)}
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.answers = ProbeAnswers()
@@ -67,8 +72,7 @@ class IngestProbe:
             self._stop.wait(self.interval_s)
 
     def _one(self, scan: ScanEvent) -> None:
-        req = urllib.request.Request(self.url, data=encode_scan(scan), method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(self.url, data=encode_scan(scan), method="POST", headers=self.headers)
         started = time.monotonic()
         status, retry_after = 0, None
         try:

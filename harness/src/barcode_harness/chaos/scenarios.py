@@ -103,7 +103,7 @@ class ServerKill(Scenario):
             comp.kill()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
         if self.component == "kafka":  # what a client is told while the broker is away
-            self._probe = IngestProbe(ctx.ingest_url)
+            self._probe = IngestProbe(ctx.ingest_url, api_key=ctx.settings.ingest_api_key)
             self._probe.start()
 
     def _probe_checks(self, ctx: ChaosContext) -> None:
