@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from barcode_harness.chaos import ha_report, sections
 from barcode_harness.chaos.checks import Check
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
@@ -13,8 +14,6 @@ from barcode_harness.chaos.nemesis_report import (
     END,
     NemesisInfo,
     NemesisRun,
-    extract_section,
-    merge_section,
     write_section,
 )
 from barcode_harness.chaos.report import RunInfo, write_report
@@ -38,7 +37,7 @@ def _info() -> NemesisInfo:
 def test_section_lists_every_seed_and_the_failures(tmp_path: Path) -> None:
     path = write_section(tmp_path / "reliability.md", [_run(1), _run(2, ok=False)], _info())
     text = path.read_text()
-    section = extract_section(text)
+    section = sections.extract(text, sections.NEMESIS)
     assert section is not None and section.startswith(BEGIN) and section.rstrip().endswith(END)
     assert "**1 of 2 iterations passed**" in section
     rows = [line for line in section.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
@@ -49,7 +48,7 @@ def test_section_lists_every_seed_and_the_failures(tmp_path: Path) -> None:
 
 def test_rewriting_the_section_replaces_it_in_place() -> None:
     doc = "# Title\n\nbefore\n\n" + BEGIN + "\nold\n" + END + "\n\nafter\n"
-    merged = merge_section(doc, BEGIN + "\nnew\n" + END + "\n")
+    merged = sections.put(doc, BEGIN + "\nnew\n" + END + "\n", sections.NEMESIS)
     assert "old" not in merged and "new" in merged
     assert merged.index("before") < merged.index("new") < merged.index("after")
 
@@ -60,5 +59,16 @@ def test_chaos_all_keeps_the_nemesis_section(tmp_path: Path) -> None:
     write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
     text = path.read_text()
     assert text.startswith("# Reliability")
-    assert extract_section(text) is not None and "| 5 |" in text
+    assert sections.extract(text, sections.NEMESIS) is not None and "| 5 |" in text
     assert text.count(BEGIN) == 1
+
+
+def test_chaos_all_keeps_both_owned_sections_and_each_writer_only_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "reliability.md"
+    write_section(path, [_run(5)], _info())
+    ha_report.write_section(path, ha_report.BEGIN + "\nha results\n" + ha_report.END + "\n")
+    write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
+    write_section(path, [_run(6)], _info())  # a later nemesis run replaces only its own section
+    text = path.read_text()
+    assert text.startswith("# Reliability") and "ha results" in text and "| 6 |" in text
+    assert text.count(ha_report.BEGIN) == 1 and text.count(BEGIN) == 1

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import redis
 
+from barcode_harness.chaos import sections
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
-from barcode_harness.chaos.nemesis_report import extract_section
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
@@ -295,8 +295,7 @@ def write_report(path: Path, results: list[ScenarioResult], info: RunInfo) -> Pa
         info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render(results, info)
-    kept = extract_section(path.read_text()) if path.exists() else None
-    if kept:  # `chaos nemesis` owns that section; carry it over
-        text = text.rstrip("\n") + "\n\n" + kept
+    for kept in sections.carried(path.read_text()) if path.exists() else []:
+        text = text.rstrip("\n") + "\n\n" + kept  # owned by `chaos nemesis` / `chaos --profile ha`
     path.write_text(text)
     return path
