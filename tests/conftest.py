@@ -29,8 +29,11 @@ def stack_settings() -> Iterator[Settings]:
     """Settings pointing at a running local stack (started here if it is not up yet)."""
     from barcode_harness.stack.manager import StackManager
 
+    from barcode_pipeline.db.migrate import upgrade
+
     settings = _base_settings()
     StackManager(settings).up(quiet=True)
+    upgrade(settings.db_url)  # a fresh stack's database has no tables yet; the suites expect the schema
     yield settings
 
 
