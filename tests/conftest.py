@@ -28,7 +28,6 @@ def _base_settings() -> Settings:
 def stack_settings() -> Iterator[Settings]:
     """Settings pointing at a running local stack (started here if it is not up yet)."""
     from barcode_harness.stack.manager import StackManager
-
     from barcode_pipeline.db.migrate import upgrade
 
     settings = _base_settings()
