@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     # --- local stack ---
     state_dir: Path = Path(".stack")
     cache_dir: Path = Path.home() / ".cache" / "barcode-pipeline"
-    kafka_version: str = "4.1.1"
+    kafka_version: str = "4.1.2"
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
     redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"

@@ -22,6 +22,8 @@ from barcode_harness.scanner.outbox import State, outbox_status
 from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport
 from barcode_pipeline.cli import app
 from barcode_pipeline.errors import ConfigError, PipelineError
+from barcode_pipeline.names import ROUTE_BATCH as BATCH_PATH
+from barcode_pipeline.names import ROUTE_SCAN as SINGLE_PATH
 from tests.harness.scanner.stub_ingest import StubIngest, accept_all, free_port
 
 Answer = tuple[int, Any, dict[str, str]]
@@ -130,6 +132,29 @@ def test_connection_refused_then_restart_resumes_the_pending_scans(tmp_path: Pat
     assert second.outbox.acked == 30 and second.outbox.pending == 0
     assert set(stub.accepted) == {sid for sid, *_ in outbox_rows(box)}
     assert_nothing_lost(box, stub)
+
+
+def test_a_backlog_is_caught_up_in_batches_and_new_scans_go_singly(tmp_path: Path) -> None:
+    """After an outage the pending scans go through the batch endpoint; steady scans stay single."""
+    box = tmp_path / "o.sqlite3"
+    dead = f"http://127.0.0.1:{free_port()}"
+    first = simulate(fast_config(dead, box, count=300, drain_timeout_s=1.0))
+    assert first.outbox.pending == 300
+
+    with StubIngest() as stub:
+        second = simulate(fast_config(stub.url, box, count=0, concurrency=2, catch_up_batch=50))
+    assert second.drained and second.outbox.acked == 300
+    batches = [body for path, body, _ in stub.requests if path == BATCH_PATH]
+    assert batches and all(1 < len(b) <= 50 for b in batches)
+    assert len(stub.requests) < 300 // 2  # far fewer requests than scans
+    assert_nothing_lost(box, stub)
+
+    with StubIngest() as stub:
+        steady = simulate(
+            fast_config(stub.url, tmp_path / "s.sqlite3", count=30, rate_per_device=5.0, catch_up_batch=50)
+        )
+    assert steady.drained
+    assert {path for path, _, _ in stub.requests} == {SINGLE_PATH}
 
 
 def test_killed_simulator_resumes_from_its_outbox(tmp_path: Path) -> None:

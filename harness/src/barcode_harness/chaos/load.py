@@ -41,6 +41,9 @@ class LoadConfig:
     # Capped low so a healed fault is noticed within seconds; a real scanner fleet would use more.
     backoff_cap_s: float = 2.0
     request_timeout_s: float = 10.0
+    # A backlog left by an outage is resent in batches of up to this many, as a scanner with an
+    # outbox would catch up; one scan per request would make the drain measure the client.
+    catch_up_batch: int = 100
     api_key: str = ""  # the run's harness key (see barcode_harness.keys)
 
 
@@ -68,6 +71,7 @@ class ScannerLoad:
             count=count,
             duplicate_ratio=c.duplicate_ratio,
             concurrency=c.concurrency,
+            catch_up_batch=c.catch_up_batch,
             request_timeout_s=c.request_timeout_s,
             backoff_base_s=c.backoff_base_s,
             backoff_cap_s=c.backoff_cap_s,

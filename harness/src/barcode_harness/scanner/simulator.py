@@ -74,6 +74,9 @@ class SimulatorConfig:
     duplicate_ratio: float = 0.0
     itf14_ratio: float = 0.3
     concurrency: int = 4  # requests (single) or batches (batch) in flight per device
+    # single mode: a device whose queue holds a backlog (e.g. after an outage) resends it through
+    # the batch endpoint, up to this many scans per request, as a scanner catching up would; 0 = never
+    catch_up_batch: int = 0
     request_timeout_s: float = 10.0
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 30.0
@@ -98,6 +101,7 @@ class SimulatorConfig:
             (0 <= self.duplicate_ratio < 1, "duplicate_ratio must be in [0, 1)"),
             (0 <= self.itf14_ratio <= 1, "itf14_ratio must be in [0, 1]"),
             (self.concurrency >= 1, "concurrency must be >= 1"),
+            (self.catch_up_batch >= 0, "catch_up_batch must be >= 0"),
             (self.request_timeout_s > 0, "request_timeout_s must be > 0"),
             (0 < self.backoff_base_s <= self.backoff_cap_s, "need 0 < backoff_base_s <= backoff_cap_s"),
             (self.max_in_memory >= 1, "max_in_memory must be >= 1"),
@@ -534,8 +538,13 @@ class Simulator:
             return resp.status, payload, parse_retry_after(resp.headers.get("Retry-After"))
 
     async def _single_sender(self, lane: _Lane) -> None:
+        catch_up = self.config.catch_up_batch
+        backlog = self.config.concurrency
         while True:
             item = await lane.get()
+            if catch_up > 1 and len(lane.queue) >= backlog:
+                await self._send_batch(lane, [item, *lane.take(min(catch_up, lane.max_batch) - 1)])
+                continue
             gen = await self._gate.acquire()
             try:
                 self.stats.requests += 1
