@@ -15,7 +15,7 @@ from barcode_pipeline import names
 from barcode_pipeline.db import migrate
 from barcode_pipeline.worker.service import Worker, WorkerOptions
 from barcode_pipeline.worker.storage import BarcodeStore, to_row
-from tests.worker.conftest import DEVICES, Db, Env, wait_until
+from tests.worker.conftest import DEVICES, REDIS_DB, Db, Env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +122,27 @@ def test_a_slow_but_live_workers_entries_are_claimed_only_after_the_idle_limit(e
     assert time.monotonic() - read_at >= 6.0
     wait_until(lambda: env.pending() == 0, 5, "the acks")
     assert "slowpoke" in env.consumers(), "a live consumer must not be removed"
+
+
+def test_a_read_whose_reply_was_lost_is_reread_after_the_reconnect(env: Env) -> None:
+    """Entries delivered to this worker's name by a read it never saw (the reply died with the
+    connection, e.g. Redis paused past the socket timeout) are processed once it reconnects,
+    not after the idle claim (set far out of reach here)."""
+    env.create_groups()
+    worker = env.start("w1", env.settings.model_copy(update={"claim_min_idle_ms": 600_000}))
+    scans = env.many(20)
+    env.add(scans)
+    # the served read whose reply w1 never got: its entries are pending under "w1"
+    lost = redis.Redis(connection_pool=env.redis.connection_pool)
+    lost.xreadgroup(names.WORKER_GROUP, "w1", dict.fromkeys(names.all_streams(4), ">"))
+    assert env.pending("w1") == 20 and env.db.count() == 0
+    me = env.redis.client_id()
+    for client in env.redis.client_list():
+        if int(client["db"]) == REDIS_DB and int(client["id"]) != me:
+            env.redis.client_kill_filter(_id=client["id"])  # w1's connections drop: a read error
+    wait_until(lambda: env.db.count() == 20, 15, "the lost read's entries stored")
+    wait_until(lambda: env.pending() == 0, 5, "the acks")
+    assert worker.ready.is_set()
 
 
 def test_dead_consumers_without_entries_are_removed(env: Env) -> None:

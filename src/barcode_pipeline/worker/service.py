@@ -115,6 +115,7 @@ class Worker:
         )
         self.trim = Trimmer(self.client, self.streams, retention_s=settings.stream_retention_s)
         self.redis_primary = PrimaryIdentity(self.client) if settings.redis_sentinels else None
+        self._reread_own = False  # see run(): after a Redis error, entries may be pending unseen
         self._next_trim = time.monotonic() + settings.stream_trim_interval_s
         if settings.claim_min_idle_ms <= settings.worker_max_delay_ms:
             log.warning(
@@ -178,6 +179,10 @@ class Worker:
                     attempt = 0
                 except redis.RedisError as exc:
                     attempt += 1
+                    # A read cut off by this error may have been served all the same (a reply lost
+                    # with the connection, e.g. Redis paused past the socket timeout): its entries
+                    # are then pending under this name, unseen. Re-read them once Redis answers.
+                    self._reread_own = True
                     self._redis_failed("read", exc, attempt)
             self._drain()
         except RetriesExhausted as exc:
@@ -217,6 +222,12 @@ class Worker:
         self.options.stall_hook()
         now = time.monotonic()
         self._progress = now
+        if self._reread_own:
+            self._reread_own = False  # an error during the re-read sets it again
+            while len(self.batcher):
+                self._flush(self.batcher.take(), "reconnect")
+            self._recover_own()
+            return
         trigger = self.batcher.trigger(now)
         if trigger is not None:
             self._flush(self.batcher.take(), trigger)
