@@ -50,7 +50,7 @@ def test_sasl_ssl_reaches_every_kafka_client(tmp_path: Path) -> None:
 
 def test_database_tls_comes_from_the_url() -> None:
     plain = parse_db_url("mysql://u:p@db:3306/app")
-    assert plain.ssl_args() == {}
+    assert plain.ssl_args() == {"ssl_disabled": True}  # no opportunistic, unverified TLS
     secured = parse_db_url(
         "mysql://u:p@db:3306/app?ssl_ca=/etc/ca%20dir/ca.pem&ssl_cert=/c.pem&ssl_key=/k.pem"
     )
