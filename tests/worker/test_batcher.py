@@ -57,6 +57,33 @@ def test_zero_delay_means_every_read_is_written_at_once() -> None:
     assert b.trigger(5.0) == "delay"
 
 
+def test_an_early_batch_goes_once_the_interval_since_the_last_write_has_passed() -> None:
+    b: Batcher[int] = Batcher(max_size=500, max_delay_s=0.2, early_size=3, min_interval_s=0.1)
+    b.add([1, 2], now=0.0)
+    assert b.trigger(0.0) is None  # too few for an early write: the delay rules
+    assert b.wait_s(0.0) == pytest.approx(0.2)
+    b.add([3], now=0.01)
+    assert b.trigger(0.01) == "early"  # no write yet, so the interval has passed
+    assert b.take(0.01) == [1, 2, 3]
+    b.add([4, 5, 6], now=0.05)
+    assert b.trigger(0.05) is None  # only 0.04 s since the last write
+    assert b.wait_s(0.05) == pytest.approx(0.06)  # wake when the interval is over
+    assert b.trigger(0.11) == "early"
+
+
+def test_early_writes_leave_full_batches_to_high_rates_and_small_ones_to_the_delay() -> None:
+    b: Batcher[int] = Batcher(max_size=5, max_delay_s=0.2, early_size=3, min_interval_s=0.1)
+    b.take(0.0)
+    b.add(range(5), now=0.02)
+    assert b.trigger(0.02) == "size"  # a full batch never waits for the interval
+    b.take(0.02)
+    b.add([9], now=0.5)
+    assert b.trigger(0.6) is None and b.trigger(0.7) == "delay"  # one scan: the delay, as before
+    off: Batcher[int] = Batcher(max_size=500, max_delay_s=0.2)
+    off.add(range(400), now=0.0)
+    assert off.trigger(0.1) is None  # early_size 0: no early writes
+
+
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         Batcher(max_size=0, max_delay_s=1)

@@ -57,7 +57,7 @@ for _cause in ("malformed", "invalid", "unknown_device", "max_deliveries", "db_r
     DEAD_LETTERED.labels(_cause)
 for _source in ("own", "dead", "idle"):
     RECLAIMED.labels(_source)
-for _trigger in ("size", "delay", "recovery", "drain"):
+for _trigger in ("size", "delay", "early", "recovery", "drain"):
     BATCHES.labels(_trigger)
 
 

@@ -95,7 +95,10 @@ class Worker:
             timeouts=DbTimeouts.of(settings),
         )
         self.batcher: Batcher[Entry] = Batcher(
-            settings.worker_batch_size, settings.worker_max_delay_ms / 1000
+            settings.worker_batch_size,
+            settings.worker_max_delay_ms / 1000,
+            early_size=settings.worker_early_batch,
+            min_interval_s=settings.worker_min_commit_interval_ms / 1000,
         )
         self.recovery = Recovery(
             self.client,
@@ -230,7 +233,7 @@ class Worker:
             return
         trigger = self.batcher.trigger(now)
         if trigger is not None:
-            self._flush(self.batcher.take(), trigger)
+            self._flush(self.batcher.take(now), trigger)
             return
         if now >= self._next_sweep:
             self._next_sweep = now + self.options.sweep_interval_s
