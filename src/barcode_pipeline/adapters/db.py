@@ -34,15 +34,19 @@ class DbTarget:
     ssl_verify_identity: bool = True  # the server certificate must name the host connected to
 
     def ssl_args(self) -> dict[str, Any]:
-        """PyMySQL's TLS arguments: none without a CA, else a verified connection."""
+        """PyMySQL's TLS arguments: none without a CA, else a verified connection.
+
+        Its ``ssl_*`` keywords, not an ``ssl`` dict: given any ``ssl_verify_*`` keyword, PyMySQL
+        replaces the dict with one built from the keywords alone, and the CA was lost that way."""
         if self.ssl_ca is None:
             return {}
-        ssl: dict[str, str] = {"ca": self.ssl_ca}
+        args: dict[str, Any] = {"ssl_ca": self.ssl_ca, "ssl_verify_cert": True}
+        args["ssl_verify_identity"] = self.ssl_verify_identity
         if self.ssl_cert:
-            ssl["cert"] = self.ssl_cert
+            args["ssl_cert"] = self.ssl_cert
         if self.ssl_key:
-            ssl["key"] = self.ssl_key
-        return {"ssl": ssl, "ssl_verify_cert": True, "ssl_verify_identity": self.ssl_verify_identity}
+            args["ssl_key"] = self.ssl_key
+        return args
 
 
 def parse_db_url(url: str) -> DbTarget:
