@@ -131,6 +131,26 @@ def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -
         default.ping()
 
 
+def test_kafka_users_have_only_their_topics(secure_stack: Settings) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.cimpl import NewTopic
+
+    from barcode_pipeline import names
+    from barcode_pipeline.adapters.kafka import connection_config
+    from barcode_pipeline.config import for_role
+
+    ingest = for_role(secure_stack, "ingest")
+    admin = AdminClient({**connection_config(ingest), "log_level": 0})
+    with pytest.raises(KafkaException, match="AUTHORIZATION"):
+        admin.create_topics([NewTopic("not-for-ingest", 1, 1)])["not-for-ingest"].result(20)
+    processor = for_role(secure_stack, "processor")
+    errors: list[str] = []
+    producer = Producer({**connection_config(processor), "log_level": 0, "message.timeout.ms": 10_000})
+    producer.produce(names.TOPIC, b"x", on_delivery=lambda err, _msg: errors.append(str(err)))
+    producer.flush(20)
+    assert errors and "AUTHORIZATION" in errors[0].upper(), errors  # it reads the topic, never writes it
+
+
 # --- wrong credentials: one clear line, retried -----------------------------------------------
 
 
@@ -221,9 +241,12 @@ def test_a_wrong_database_password_is_one_line_naming_the_server(secure_stack: S
 def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(secure_stack: Settings) -> None:
     log = secure_stack.state_dir / "logs" / "demo-pipeline.log"
     log.unlink(missing_ok=True)
+    admin_redis = redis.Redis.from_url(secure_stack.redis_url, socket_timeout=5)
+    admin_redis.acl_log_reset()
     summary = run_demo(secure_stack, DemoSpec(rate=50, duration_s=2, duplicate_ratio=0.1, warmup_s=1))
     assert summary["lost"] == 0 and summary["duplicate_rows"] == 0, summary
     assert summary["stored"] > 0, summary
+    assert admin_redis.acl_log() == []  # no command or key was refused
     logs = [log, *sorted(secure_stack.state_dir.glob("*/logs/*.log"))]
     secrets = _secrets(secure_stack)
     assert len(secrets) == 10

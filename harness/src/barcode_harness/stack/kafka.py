@@ -232,6 +232,16 @@ class KafkaComponent(Component):
     def stdout_log(self) -> Path:
         return self.home / "logs" / "stdout.log"
 
+    def after_start(self) -> None:
+        """A secured broker: the per-user ACLs (idempotent; an existing binding is left as it is)."""
+        if self.secure is None:
+            return
+        from barcode_harness.stack.secure import kafka_acls
+
+        admin = AdminClient({**connection_config(self.settings), "log_level": 0})
+        for future in admin.create_acls(kafka_acls(self.settings), request_timeout=15).values():  # type: ignore[arg-type]
+            future.result(20)
+
     def check(self) -> None:
         """A real produce/consume round trip on a small health topic."""
         bootstrap = self.bootstrap

@@ -312,7 +312,40 @@ ssl.truststore.type=PEM
 ssl.truststore.location={files.ca_cert}
 ssl.endpoint.identification.algorithm=https
 listener.name.controller.ssl.client.auth=required
+# Per-user ACLs (kafka_acls): the broker itself (SCRAM admin between listeners, its certificate to
+# the controller) and the tools are super users; ingest and the processor get what they use.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:{CERT_PRINCIPAL}
+allow.everyone.if.no.acl.found=false
 """  # noqa: E501
+
+
+CERT_PRINCIPAL = "CN=127.0.0.1"  # the server certificate's subject: the broker when it calls its controller
+
+
+def kafka_acls(settings: Settings) -> list[object]:
+    """What the ingest and processor users may do: ingest writes the topic (and sees the dead-letter
+    topic); the processor reads the topic in its group and writes the dead-letter topic. Topics are
+    created by the admin (``run``'s start-up); anything else is denied."""
+    from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+    def allow(user: str, kind: ResourceType, name: str, *ops: AclOperation) -> list[AclBinding]:
+        return [
+            AclBinding(
+                kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", op, AclPermissionType.ALLOW
+            )
+            for op in ops
+        ]
+
+    read, write, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
+    return [
+        *allow("ingest", ResourceType.TOPIC, names.TOPIC, write, describe),
+        *allow("ingest", ResourceType.TOPIC, names.DLT_TOPIC, describe),  # its readiness probe looks
+        *allow("processor", ResourceType.TOPIC, names.TOPIC, read, describe),
+        *allow("processor", ResourceType.GROUP, settings.processor_group, read, describe),
+        *allow("processor", ResourceType.TOPIC, names.DLT_TOPIC, write, describe),
+    ]
 
 
 def kafka_format_args(files: SecureFiles) -> list[str]:
