@@ -136,9 +136,10 @@ def test_kafka_users_have_only_their_topics(secure_stack: Settings) -> None:
     from confluent_kafka.cimpl import NewTopic
 
     from barcode_pipeline import names
-    from barcode_pipeline.adapters.kafka import connection_config
+    from barcode_pipeline.adapters.kafka import connection_config, ensure_topics
     from barcode_pipeline.config import for_role
 
+    ensure_topics(secure_stack)  # as the admin: the topic exists, so only the ACL can refuse the write
     ingest = for_role(secure_stack, "ingest")
     admin = AdminClient({**connection_config(ingest), "log_level": 0})
     with pytest.raises(KafkaException, match="AUTHORIZATION"):
