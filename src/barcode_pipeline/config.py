@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     kafka_ssl_ca_file: Path | None = None
     kafka_ssl_cert_file: Path | None = None  # client certificate (mutual TLS), with its key
     kafka_ssl_key_file: Path | None = None
+    # Per-role credentials (least privilege): a service uses its role's value where one is set, else
+    # the shared one above, which stays the admin's (migrations, topics, ops tools). See for_role().
+    ingest_db_url: str = ""  # reads scanner_keys
+    worker_db_url: str = ""  # INSERT/SELECT on barcodes
+    legacy_db_url: str = ""  # the legacy baseline's table
+    processor_redis_url: str = ""
+    worker_redis_url: str = ""
+    ingest_kafka_sasl_username: str = ""
+    ingest_kafka_sasl_password: str = ""
+    processor_kafka_sasl_username: str = ""
+    processor_kafka_sasl_password: str = ""
 
     # --- local stack ---
     state_dir: Path = Path(".stack")
@@ -49,6 +60,9 @@ class Settings(BaseSettings):
     redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"
     # Topology of `stack up`: one node each, or the replicated `ha` profile (stack/ha.py).
     stack_profile: Literal["single", "ha"] = "single"
+    # `stack up --secure`: TLS and per-role users on every server (harness stack/secure.py); recorded
+    # in the state dir, so a secured stack is never started plaintext by mistake.
+    stack_secure: bool = False
     ha_subnet: str = "10.77.10.0/24"  # the ha profile's bridge; every node gets an address in it
     ha_kafka_heap: str = "384m"
 
@@ -192,7 +206,40 @@ class Settings(BaseSettings):
 
 # Settings that hold a secret (or a URL with one): each may also be read from the file BP_<NAME>_FILE
 # names, as container and systemd secrets are mounted. The variable itself wins when both are set.
-SECRET_FILE_SETTINGS = ("db_url", "redis_url", "kafka_sasl_password", "ingest_api_key")
+SECRET_FILE_SETTINGS = (
+    "db_url", "redis_url", "kafka_sasl_password", "ingest_api_key",
+    "ingest_db_url", "worker_db_url", "legacy_db_url", "processor_redis_url", "worker_redis_url",
+    "ingest_kafka_sasl_password", "processor_kafka_sasl_password",
+)  # fmt: skip
+
+# What each service role replaces with its own credentials: {role: {shared setting: role's setting}}.
+ROLE_SETTINGS: dict[str, dict[str, str]] = {
+    "ingest": {
+        "db_url": "ingest_db_url",
+        "kafka_sasl_username": "ingest_kafka_sasl_username",
+        "kafka_sasl_password": "ingest_kafka_sasl_password",
+    },
+    "processor": {
+        "redis_url": "processor_redis_url",
+        "kafka_sasl_username": "processor_kafka_sasl_username",
+        "kafka_sasl_password": "processor_kafka_sasl_password",
+    },
+    "worker": {"db_url": "worker_db_url", "redis_url": "worker_redis_url"},
+    "legacy": {"db_url": "legacy_db_url"},
+}
+
+
+def for_role(settings: Settings, role: str) -> Settings:
+    """``settings`` as the service ``role`` uses them: its own credentials where they are set.
+
+    Called once at a service's entrypoint, so everything below it (and any child it spawns) holds
+    only that role's secrets for the connections it opens."""
+    update = {
+        shared: getattr(settings, own)
+        for shared, own in ROLE_SETTINGS[role].items()
+        if getattr(settings, own)
+    }
+    return settings.model_copy(update=update) if update else settings
 
 
 def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
@@ -223,7 +270,9 @@ def load_settings(**overrides: object) -> Settings:
         source = f"--{name.replace('_', '-')}" if name in clean else f"BP_{name.upper()}"
         shown = MASK if name in SECRET_FILE_SETTINGS else repr(first.get("input"))
         raise ConfigError(f"{source}: {first['msg']} (got {shown})") from None
-    add_secret(settings.kafka_sasl_password)  # URLs and scanner keys are masked by their shape
+    for secret in (settings.kafka_sasl_password, settings.ingest_kafka_sasl_password,
+                   settings.processor_kafka_sasl_password):  # fmt: skip
+        add_secret(secret)  # URLs and scanner keys are masked by their shape
     return settings
 
 

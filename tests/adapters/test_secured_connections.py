@@ -55,7 +55,9 @@ def test_database_tls_comes_from_the_url() -> None:
         "mysql://u:p@db:3306/app?ssl_ca=/etc/ca%20dir/ca.pem&ssl_cert=/c.pem&ssl_key=/k.pem"
     )
     assert secured.ssl_args() == {
-        "ssl": {"ca": "/etc/ca dir/ca.pem", "cert": "/c.pem", "key": "/k.pem"},
+        "ssl_ca": "/etc/ca dir/ca.pem",
+        "ssl_cert": "/c.pem",
+        "ssl_key": "/k.pem",
         "ssl_verify_cert": True,
         "ssl_verify_identity": True,
     }

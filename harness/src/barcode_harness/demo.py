@@ -13,6 +13,7 @@ import typer
 
 from barcode_harness.bench.loadgen import LoadSpec, run_load
 from barcode_harness.keys import with_harness_key
+from barcode_harness.stack.secure import stack_settings
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
@@ -101,7 +102,7 @@ def demo(
 
     if rate <= 0 or duration <= 0 or not 0 <= duplicates < 1:
         raise ConfigError("--rate and --duration must be > 0 and --duplicates within [0, 1)")
-    settings = load_settings()
+    settings = stack_settings(load_settings())  # a secured state dir: its TLS and per-role users
     setup_logging("WARNING", "demo")
     console = Console()
     with console.status(f"demo: pipeline up, sending {rate:.0f} scans/s for {duration:.0f}s ..."):

@@ -39,15 +39,17 @@ class DbTarget:
         Plaintext is explicit: by default PyMySQL (1.2) builds a TLS context for every connection
         and tries an unverified upgrade, which protects against nothing and cost the ingest's key
         reload thread a tenth of its process's CPU (loading the system CA store each time).
-        """
+        With a CA: its ``ssl_*`` keywords, not an ``ssl`` dict: given any ``ssl_verify_*`` keyword,
+        PyMySQL replaces the dict with one built from the keywords alone, and the CA was lost so."""
         if self.ssl_ca is None:
             return {"ssl_disabled": True}
-        ssl: dict[str, str] = {"ca": self.ssl_ca}
+        args: dict[str, Any] = {"ssl_ca": self.ssl_ca, "ssl_verify_cert": True}
+        args["ssl_verify_identity"] = self.ssl_verify_identity
         if self.ssl_cert:
-            ssl["cert"] = self.ssl_cert
+            args["ssl_cert"] = self.ssl_cert
         if self.ssl_key:
-            ssl["key"] = self.ssl_key
-        return {"ssl": ssl, "ssl_verify_cert": True, "ssl_verify_identity": self.ssl_verify_identity}
+            args["ssl_key"] = self.ssl_key
+        return args
 
 
 def parse_db_url(url: str) -> DbTarget:

@@ -40,6 +40,14 @@ def client(settings: Settings, *, timeout: float | None = None, decode: bool = T
     )
 
 
+def address(client: redis.Redis) -> str:
+    """``host:port`` a client connects to, for error messages (a Sentinel client: its service name)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    return str(kwargs.get("service_name", "sentinel"))
+
+
 def lua_source(*names: str) -> str:
     """Text of ``barcode_pipeline/lua/<name>.lua``; several names are joined in order (a shared
     part such as ``groups`` first, then the script that uses it)."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from barcode_pipeline.config import load_settings
+from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S
 from barcode_pipeline.logs import setup_logging
 
@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
             db_url=db_url,
             log_level=log_level,
         )
+        if db_url is None:  # an explicit --db-url wins over the role's own
+            settings = for_role(settings, "legacy")
         setup_logging(settings.log_level, "legacy", settings.log_format)
         # Imported here so other commands do not pay for FastAPI/uvicorn at CLI start-up.
         from barcode_pipeline.legacy.server import serve

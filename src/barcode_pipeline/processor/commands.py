@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from barcode_pipeline.clitime import parse_time_ms
-from barcode_pipeline.config import load_settings
+from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 
@@ -37,7 +37,7 @@ def processor(
     from barcode_pipeline.liveness import ProgressFile, StallHook, install_stack_dump
     from barcode_pipeline.processor.service import Processor
 
-    settings = load_settings()
+    settings = for_role(load_settings(), "processor")
     setup_logging(settings.log_level, "processor", settings.log_format)
     install_stack_dump()
     if metrics_port:

@@ -36,6 +36,7 @@ from barcode_pipeline.retry import Backoff
 log = logging.getLogger(__name__)
 
 BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
+STARTUP_BACKOFF = Backoff(base_s=0.5, cap_s=10.0)
 # NoScriptError: a new primary after a failover has not cached the script yet (the retry's pipeline
 # loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed.
 PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall)
@@ -105,7 +106,16 @@ class Processor:
     # ------------------------------------------------------------------ main loops
     def run(self) -> None:
         """Consume the live topic as a member of the processor group until stopped."""
-        kafka_adapter.ensure_topics(self.settings)
+        # Kafka unreachable at start (down, a wrong password, an untrusted certificate): back off and
+        # try again, logging why, rather than exit and be restarted every second by the supervisor.
+        STARTUP_BACKOFF.call(
+            f"start-up (kafka {self.settings.kafka_bootstrap})",
+            lambda: kafka_adapter.ensure_topics(self.settings),
+            errors=(DeliveryError,),
+            sleep=self.stop_event.wait,
+            budget=lambda: 0.0 if self.stop_event.is_set() else None,
+            on_error=lambda _exc: self.progress.waiting(),  # for the watchdog: waiting is no stall
+        )
         self.consumer.subscribe([names.TOPIC])
         self._idle = IdleWatch(self.wedged_after_s, self.settings.processor_poll_timeout_s)
         log.info("processor consuming %s as group %s", names.TOPIC, self.group)

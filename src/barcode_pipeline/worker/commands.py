@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from barcode_pipeline.config import load_settings
+from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.logs import setup_logging
 
 
@@ -32,7 +32,7 @@ def worker(
     from barcode_pipeline.worker.crash import CrashPoints
     from barcode_pipeline.worker.service import Worker, WorkerOptions
 
-    settings = load_settings()
+    settings = for_role(load_settings(), "worker")
     setup_logging(settings.log_level, f"worker[{name}]", settings.log_format)
     install_stack_dump()
     if metrics_port:

@@ -358,7 +358,8 @@ class Worker:
         return self._retry(what, bounded, (DatabaseUnavailable,))
 
     def _redis(self, what: str, action: Callable[[], T]) -> T:
-        return self._retry(what, action, REDIS_TRANSIENT)
+        # The server in the label: an authentication error ("invalid username-password pair") says not which.
+        return self._retry(f"{what} (redis {redis_adapter.address(self.client)})", action, REDIS_TRANSIENT)
 
     def _retry(self, what: str, action: Callable[[], T], errors: tuple[type[Exception], ...]) -> T:
         """Run ``action`` until it succeeds, backing off (capped) between attempts.

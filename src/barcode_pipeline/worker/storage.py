@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pymysql
 
-from barcode_pipeline.adapters.db import DbTimeouts, connect, db_time
+from barcode_pipeline.adapters.db import DbTimeouts, connect, db_time, parse_db_url
 from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, insert_barcodes_sql
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.errors import DatabaseUnavailable
@@ -135,7 +135,8 @@ class BarcodeStore:
             if isinstance(exc, pymysql.err.ProgrammingError)
             else None
         )
-        return DatabaseUnavailable(f"{what}: {exc}", component="db", hint=hint)
+        target = parse_db_url(self._db_url)  # name the server: "access denied" alone says not which
+        return DatabaseUnavailable(f"{what} ({target.host}:{target.port}): {exc}", component="db", hint=hint)
 
     # ------------------------------------------------------------------ centers
     def _load_centers(self) -> dict[str, str]:

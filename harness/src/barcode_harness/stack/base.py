@@ -6,10 +6,14 @@ import abc
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from barcode_harness.stack import process
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import StackError
+
+if TYPE_CHECKING:
+    from barcode_harness.stack.secure import SecureFiles
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class Component(abc.ABC):
 
     name: str = ""
     start_timeout: float = 60.0
+    # Set by the secured stack's manager (stack/secure.py): TLS and per-role users on this server.
+    secure: SecureFiles | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from barcode_harness.stack import profile as profiles
+from barcode_harness.stack import secure as transport
 from barcode_harness.stack.ha import manager_for
-from barcode_harness.stack.manager import COMPONENT_NAMES, StackManager
+from barcode_harness.stack.manager import COMPONENT_NAMES, StackManager, secure_manager
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
@@ -28,9 +29,12 @@ ProfileOption = Annotated[
 ]  # fmt: skip
 
 
-def _manager(profile: str | None = None, *, starting: bool = False, monitoring: bool = False) -> StackManager:
+def _manager(
+    profile: str | None = None, *, starting: bool = False, monitoring: bool = False, secure: bool = False
+) -> StackManager:
     """The manager of the chosen profile. Commands other than ``up`` act on whatever profile the
-    state directory holds unless one is named, so ``stack down`` needs no flag."""
+    state directory holds unless one is named, so ``stack down`` needs no flag; the same for a
+    secured state directory (``--secure`` is needed only the first time)."""
     if profile is not None and profile not in profiles.PROFILES:
         raise ConfigError(f"--profile: choose one of {', '.join(profiles.PROFILES)} (got {profile!r})")
     settings = load_settings()
@@ -38,6 +42,8 @@ def _manager(profile: str | None = None, *, starting: bool = False, monitoring: 
         profile = profiles.recorded(settings.state_dir)
     settings = load_settings(stack_profile=profile)
     setup_logging(settings.log_level, "stack")
+    if transport.wanted(settings, secure):
+        return secure_manager(settings, monitoring=monitoring)
     return manager_for(settings, monitoring=monitoring)
 
 
@@ -62,9 +68,18 @@ def up(
     monitoring: Annotated[
         bool, typer.Option("--monitoring", help="Also Prometheus and the Redis and MySQL exporters.")
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS on every server and one least-privilege user per role "
+            "(CA, certificates and passwords under the state dir); default BP_STACK_SECURE. "
+            "Recorded: later commands need no flag.",
+        ),
+    ] = False,
 ) -> None:
     """Start Kafka, Redis and MariaDB (idempotent) and wait until each really answers."""
-    manager = _manager(profile, starting=True, monitoring=monitoring)
+    manager = _manager(profile, starting=True, monitoring=monitoring, secure=secure)
     t0 = time.monotonic()
     timings = manager.up()
     detail = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
@@ -123,9 +138,21 @@ def logs(
 
 
 @stack_app.command()
-def env(profile: ProfileOption = None) -> None:
-    """Connection settings as shell exports: eval "$(barcode-pipeline stack env)"."""
-    typer.echo(_manager(profile).env())
+def env(
+    profile: ProfileOption = None,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="A secured stack's secrets inline, not as BP_*_FILE paths.")
+    ] = False,
+) -> None:
+    """Connection settings as shell exports: eval "$(barcode-pipeline stack env)".
+
+    For a secured stack the secrets are files under the state dir (mode 0600), named by BP_*_FILE
+    variables, so the output can be shown or logged; --show-secrets prints the values instead."""
+    manager = _manager(profile)
+    if manager.secure is not None:
+        typer.echo(transport.env_lines(manager.settings, show_secrets=show_secrets))
+    else:
+        typer.echo(manager.env())
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness.stack.base import Component
+from barcode_pipeline.adapters.kafka import connection_config
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite, StackError
 
@@ -187,7 +188,14 @@ class KafkaComponent(Component):
         self.ensure_jars()
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
-        props.write_text(render_server_properties(self.settings, self.data_dir))
+        if self.secure is None:
+            props.write_text(render_server_properties(self.settings, self.data_dir))
+        else:
+            from barcode_harness.stack import secure
+
+            props.touch(mode=0o600)  # it holds the broker's own SCRAM password
+            props.write_text(secure.kafka_properties(self.settings, self.data_dir, self.secure))
+            props.chmod(0o600)
         (self.home / "log4j2.properties").write_text(render_log4j2(self.home / "logs"))
         if (self.data_dir / "meta.properties").exists():
             return
@@ -202,6 +210,10 @@ class KafkaComponent(Component):
         cmd = [java, "-cp", f"{self.jar_dir}/*", "kafka.tools.StorageTool", "format",
                f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props),
                "--ignore-formatted"]  # fmt: skip
+        if self.secure is not None:
+            from barcode_harness.stack.secure import kafka_format_args
+
+            cmd += kafka_format_args(self.secure)
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise StackError(
@@ -220,13 +232,24 @@ class KafkaComponent(Component):
     def stdout_log(self) -> Path:
         return self.home / "logs" / "stdout.log"
 
+    def after_start(self) -> None:
+        """A secured broker: the per-user ACLs (idempotent; an existing binding is left as it is)."""
+        if self.secure is None:
+            return
+        from barcode_harness.stack.secure import kafka_acls
+
+        admin = AdminClient({**connection_config(self.settings), "log_level": 0})
+        for future in admin.create_acls(kafka_acls(self.settings), request_timeout=15).values():  # type: ignore[arg-type]
+            future.result(20)
+
     def check(self) -> None:
         """A real produce/consume round trip on a small health topic."""
         bootstrap = self.bootstrap
         host, port = split_hostport(bootstrap, 9092)
         with socket.create_connection((host, port), timeout=2):
             pass  # fail fast (and quietly) while the broker is not listening yet
-        quiet: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap, "log_level": 0}
+        quiet: dict[str, str | int | float | bool] = {**connection_config(self.settings), "log_level": 0}
+        quiet["bootstrap.servers"] = bootstrap
         admin = AdminClient(quiet)
         topics = admin.list_topics(timeout=3).topics
         if HEALTH_TOPIC not in topics:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from barcode_harness.stack import profile as profiles
+from barcode_harness.stack import secure as transport
 from barcode_harness.stack.base import Component, ComponentStatus
 from barcode_harness.stack.kafka import KafkaComponent
 from barcode_harness.stack.mariadb import MariaDBComponent
@@ -27,8 +28,11 @@ class StackManager:
 
     profile = "single"  # see stack/profile.py; stack/ha.py holds the replicated profile
 
-    def __init__(self, settings: Settings, *, monitoring: bool = False) -> None:
-        """``monitoring`` adds Prometheus and its exporters (stack/monitoring.py) to what ``up`` starts."""
+    def __init__(
+        self, settings: Settings, *, monitoring: bool = False, secure: transport.SecureFiles | None = None
+    ) -> None:
+        """``monitoring`` adds Prometheus and its exporters (stack/monitoring.py) to what ``up`` starts.
+        ``secure``: TLS and per-role users (stack/secure.py); ``settings`` then hold its admin's."""
         from barcode_harness.stack.monitoring import monitoring_components
 
         self.settings = settings
@@ -37,6 +41,9 @@ class StackManager:
             "redis": RedisComponent(settings),
             "mariadb": MariaDBComponent(settings),
         }
+        self.secure = secure
+        for comp in self.components.values():
+            comp.secure = secure
         self.monitoring = monitoring_components(settings)
         if monitoring:
             self.components.update(self.monitoring)
@@ -55,6 +62,7 @@ class StackManager:
         """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         profiles.claim(self.settings.state_dir, self.profile)
+        transport.claim(self.settings.state_dir, self.secure is not None)
         self.prepare_start()
         timings: dict[str, float] = {}
 
@@ -114,7 +122,10 @@ class StackManager:
         shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
     def env(self) -> str:
-        """Shell exports of the connection settings the services read."""
+        """Shell exports of the connection settings the services read (a secured stack's secrets as
+        ``BP_*_FILE`` paths: stack/secure.py; the plaintext stack's are the known dev ones)."""
+        if self.secure is not None:
+            return transport.env_lines(self.settings)
         values = {
             "BP_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "BP_REDIS_URL": self.settings.redis_url,
@@ -129,4 +140,19 @@ def ensure_up(settings: Settings) -> None:
     ``run``'s start-up hook."""
     from barcode_harness.stack.ha import manager_for  # ha.py builds on this module
 
+    if transport.wanted(settings):
+        transport.require_client_settings(settings)
+        secure_manager(settings).up(quiet=True)
+        return
     manager_for(settings).up(quiet=True)
+
+
+def secure_manager(settings: Settings, *, monitoring: bool = False) -> StackManager:
+    """The single-node stack secured (stack/secure.py), its components holding the admin's settings."""
+    if settings.stack_profile != "single":
+        raise ConfigError("--secure: only the single profile can be secured yet")
+    if monitoring:
+        raise ConfigError("--monitoring is not available on a secured stack yet (its exporters need users)")
+    files = transport.SecureFiles.of(settings)
+    files.ensure()
+    return StackManager(transport.secure_settings(settings), secure=files)

@@ -74,7 +74,12 @@ class MariaDBComponent(Component):
     def prepare(self) -> None:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         cnf = self.home / "my.cnf"
-        cnf.write_text(render_my_cnf(self.settings, self.home, getpass.getuser() == "root"))
+        text = render_my_cnf(self.settings, self.home, getpass.getuser() == "root")
+        if self.secure is not None:
+            from barcode_harness.stack.secure import mariadb_conf
+
+            text += mariadb_conf(self.secure)
+        cnf.write_text(text)
         if (self.home / "data" / "mysql").is_dir():
             return
         (self.home / "data").mkdir(parents=True, exist_ok=True)
@@ -99,6 +104,14 @@ class MariaDBComponent(Component):
         """Create the application database and user from BP_DB_URL (idempotent)."""
         t = parse_db_url(self.settings.db_url)
         conn = self._root()
+        if self.secure is not None:
+            from barcode_harness.stack.secure import bootstrap_database
+
+            try:
+                bootstrap_database(self.settings, self.secure, conn)
+            finally:
+                conn.close()
+            return
         try:
             with conn.cursor() as cur:
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{t.database}` CHARACTER SET utf8mb4")
@@ -116,7 +129,7 @@ class MariaDBComponent(Component):
         t = parse_db_url(self.settings.db_url)
         try:
             conn = pymysql.connect(
-                host=t.host, port=t.port, user=t.user, password=t.password, connect_timeout=2
+                host=t.host, port=t.port, user=t.user, password=t.password, connect_timeout=2, **t.ssl_args()
             )
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] == 1045:  # user not created yet: still ask as root over the socket

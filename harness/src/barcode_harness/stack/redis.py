@@ -60,7 +60,12 @@ class RedisComponent(Component):
     def prepare(self) -> None:
         (self.home / "data").mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        (self.home / "redis.conf").write_text(render_redis_conf(self.settings, self.home))
+        conf = render_redis_conf(self.settings, self.home)
+        if self.secure is not None:
+            from barcode_harness.stack.secure import redis_conf
+
+            conf += redis_conf(self.home, urlsplit(self.settings.redis_url).port or 6379, self.secure)
+        (self.home / "redis.conf").write_text(conf)
 
     def argv(self) -> list[str]:
         server = shutil.which("redis-server")

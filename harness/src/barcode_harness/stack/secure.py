@@ -1,0 +1,428 @@
+"""``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
+
+Under ``<state_dir>/secure/``: a CA and one server certificate (for 127.0.0.1 and localhost) made
+with ``cryptography``, and every password in its own file (mode 0600) under ``secrets/``, with the
+connection URLs built from them, so the pipeline reads its secrets through the ``BP_*_FILE`` settings
+and ``stack env`` prints file names, not secrets.
+
+- Kafka: a SASL_SSL listener (SCRAM-SHA-512; users ``admin``, ``ingest``, ``processor`` created
+  when the storage is formatted) and a controller listener that takes only mutual TLS.
+- Redis: TLS only (``port 0``), the default user off, ACL users ``admin``, ``processor``, ``worker``
+  allowed only the commands and keys each one uses.
+- MariaDB: ``require_secure_transport=ON``; ``bp_admin`` (migrations, ops tools), ``bp_worker``,
+  ``bp_ingest`` and ``bp_legacy`` with grants on their own tables only.
+
+Whether a state directory is secured is recorded in it (like the profile), so a secured stack is
+never started plaintext by mistake, nor a plaintext one "upgraded" under its clients.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from barcode_pipeline import names
+from barcode_pipeline.adapters.db import parse_db_url
+from barcode_pipeline.config import Settings
+from barcode_pipeline.db.queries import INSERT_COLUMNS
+from barcode_pipeline.errors import ConfigError, StackError
+from barcode_pipeline.logs import add_secret
+
+MARKER = "transport"  # holds "tls" or "plaintext"
+KAFKA_USERS = ("admin", "ingest", "processor")
+REDIS_USERS = ("admin", "processor", "worker")
+DB_USERS = ("admin", "ingest", "worker", "legacy")
+DB_USER_PREFIX = "bp_"
+SCRAM = "SCRAM-SHA-512"
+
+_STREAMS = names.STREAM_PREFIX + "*"
+# Least privilege per Redis user: what its code and its Lua scripts call (ACLs apply inside scripts
+# too), on its own keys. EVALSHA runs a cached script; redis-py loads it with SCRIPT LOAD first.
+_COMMON = "+ping +hello +auth +info +time +evalsha +script|load +script|exists +wait"
+REDIS_ACL = {
+    "admin": "~* &* +@all",
+    "processor": f"resetchannels ~{_STREAMS} ~{names.DEDUP_PREFIX}* ~{names.PUBLISH_COUNTER_PREFIX}* "
+    f"-@all {_COMMON} +xadd +set +get +incr +exists +xinfo|groups +xinfo|stream",
+    "worker": f"resetchannels ~{_STREAMS} ~{names.DLQ_STREAM} ~{names.HEARTBEAT_PREFIX}* "
+    f"%R~{names.PUBLISH_COUNTER_PREFIX}* -@all {_COMMON} +xreadgroup +xack +xadd +xclaim +xautoclaim "
+    "+xpending +xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xinfo|consumers +xinfo|groups "
+    "+xinfo|stream +xrange +xtrim +exists +set +get +del +unlink +pexpire +expire +multi +exec +discard",
+}
+
+
+def recorded(state_dir: Path) -> bool | None:
+    """True for a secured state dir, False for a plaintext one, None for a fresh one."""
+    try:
+        return (state_dir / MARKER).read_text().strip() == "tls"
+    except OSError:
+        return False if (state_dir / "kafka").is_dir() else None
+
+
+def claim(state_dir: Path, secure: bool) -> None:
+    """Record the transport of ``state_dir``; refuse to start it the other way."""
+    found = recorded(state_dir)
+    if found is not None and found != secure:
+        wanted, held = ("secured", "plaintext") if secure else ("plaintext", "secured")
+        raise StackError(
+            f"{state_dir.resolve()} holds a {held} stack, not a {wanted} one: "
+            + ("`stack reset` it first, or use another BP_STATE_DIR" if secure
+               else 'its clients need its settings: eval "$(barcode-pipeline stack env)"'),
+            component="stack",
+        )  # fmt: skip
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / MARKER).write_text(("tls" if secure else "plaintext") + "\n")
+
+
+def wanted(settings: Settings, flag: bool = False) -> bool:
+    """Secure when asked (``--secure``, ``BP_STACK_SECURE=1``) or when the state dir is secured."""
+    return flag or settings.stack_secure or recorded(settings.state_dir) is True
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` readable by its owner only, from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(path, 0o600)
+
+
+@dataclass(frozen=True)
+class SecureFiles:
+    """The CA, the server certificate and the secrets of one secured state directory."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> SecureFiles:
+        return cls((settings.state_dir / "secure").resolve())
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.root / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "server.key"
+
+    @property
+    def kafka_keystore(self) -> Path:
+        """Key and certificate in one PEM file, as Kafka's PEM keystore wants them."""
+        return self.root / "kafka-keystore.pem"
+
+    def secret(self, name: str) -> Path:
+        return self.root / "secrets" / name
+
+    def password(self, service: str, user: str) -> str:
+        """The password of ``user`` on ``service``, made once (256 bits) and then kept."""
+        path = self.secret(f"{service}-{user}.password")
+        if not path.exists():
+            _write_private(path, secrets.token_urlsafe(32).encode())
+        value = path.read_text().strip()
+        add_secret(value)
+        return value
+
+    def ensure(self) -> None:
+        """Make the CA, the server certificate and every password unless they exist (idempotent)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.server_cert.exists():
+            _make_certificates(self)
+        for service, users in (("kafka", KAFKA_USERS), ("redis", REDIS_USERS), ("db", DB_USERS)):
+            for user in users:
+                self.password(service, user)
+
+
+_SKEW = datetime.timedelta(minutes=5)  # certificates valid a little before "now": clocks differ
+
+
+def _make_certificates(files: SecureFiles) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    # A CA signs certificates and CRLs, nothing else.
+    ca_usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "barcode-pipeline local CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(ca_usage, critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=397))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # Server and client: Kafka's broker side also presents it to its own controller listener.
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    plain = serialization.NoEncryption()
+    key_pem = key.private_bytes(serialization.Encoding.PEM, pkcs8, plain)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    # The CA key signs nothing after this, and is kept only for whoever wants to add a client cert.
+    _write_private(files.root / "ca.key", ca_key.private_bytes(serialization.Encoding.PEM, pkcs8, plain))
+    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _write_private(files.server_key, key_pem)
+    _write_private(files.kafka_keystore, key_pem + cert_pem)
+    files.server_cert.write_bytes(cert_pem)
+
+
+# --- client settings -------------------------------------------------------------------------------
+
+
+def redis_url(settings: Settings, files: SecureFiles, user: str) -> str:
+    parts = urlsplit(settings.redis_url)
+    host, port, db = parts.hostname or "127.0.0.1", parts.port or 6379, parts.path.lstrip("/") or "0"
+    password = files.password("redis", user)
+    return f"rediss://{user}:{password}@{host}:{port}/{db}?ssl_ca_certs={files.ca_cert}"
+
+
+def db_url(settings: Settings, files: SecureFiles, user: str) -> str:
+    t = parse_db_url(settings.db_url)
+    password = files.password("db", user)
+    return f"mysql://{DB_USER_PREFIX}{user}:{password}@{t.host}:{t.port}/{t.database}?ssl_ca={files.ca_cert}"
+
+
+def client_values(settings: Settings, files: SecureFiles) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain settings, secret settings) the pipeline needs for this stack, as setting names."""
+    plain = {
+        "stack_secure": "1",
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": SCRAM,
+        "kafka_sasl_username": "admin",
+        "kafka_ssl_ca_file": str(files.ca_cert),
+        "ingest_kafka_sasl_username": "ingest",
+        "processor_kafka_sasl_username": "processor",
+    }
+    secret = {
+        "db_url": db_url(settings, files, "admin"),
+        "ingest_db_url": db_url(settings, files, "ingest"),
+        "worker_db_url": db_url(settings, files, "worker"),
+        "legacy_db_url": db_url(settings, files, "legacy"),
+        "redis_url": redis_url(settings, files, "admin"),
+        "processor_redis_url": redis_url(settings, files, "processor"),
+        "worker_redis_url": redis_url(settings, files, "worker"),
+        "kafka_sasl_password": files.password("kafka", "admin"),
+        "ingest_kafka_sasl_password": files.password("kafka", "ingest"),
+        "processor_kafka_sasl_password": files.password("kafka", "processor"),
+    }
+    return plain, secret
+
+
+def secure_settings(settings: Settings) -> Settings:
+    """``settings`` with this state dir's secured connections (admin) and every role's credentials."""
+    files = SecureFiles.of(settings)
+    files.ensure()
+    plain, secret = client_values(settings, files)
+    typed: dict[str, object] = {**plain, **secret, "stack_secure": True, "kafka_ssl_ca_file": files.ca_cert}
+    return settings.model_copy(update=typed)
+
+
+def stack_settings(settings: Settings) -> Settings:
+    """What the harness's own runs (demo, tests) connect with: the secured stack's settings when the
+    state dir is secured (or ``BP_STACK_SECURE`` is set), else ``settings`` unchanged."""
+    return secure_settings(settings) if wanted(settings) else settings
+
+
+def env_lines(settings: Settings, *, show_secrets: bool = False) -> str:
+    """Shell lines for ``eval``: secrets as ``BP_*_FILE`` paths (the files are written here), or inline."""
+    files = SecureFiles.of(settings)
+    files.ensure()
+    plain, secret = client_values(settings, files)
+    lines = [f"unset {' '.join(f'BP_{n.upper()}' for n in secret)}"]
+    lines += [f"export BP_{k.upper()}={shlex.quote(v)}" for k, v in plain.items()]
+    for name, value in secret.items():
+        if show_secrets:
+            lines.append(f"export BP_{name.upper()}={shlex.quote(value)}")
+            continue
+        path = files.secret(name.replace("_", "-"))
+        if not path.exists() or path.read_text() != value:
+            _write_private(path, value.encode())
+        lines.append(f"export BP_{name.upper()}_FILE={shlex.quote(str(path))}")
+    lines.append(f"export BP_STATE_DIR={shlex.quote(str(settings.state_dir.resolve()))}")
+    return "\n".join(lines)
+
+
+def require_client_settings(settings: Settings) -> None:
+    """``run`` on a secured stack with plaintext settings would only fail to connect: say why now."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        raise ConfigError(
+            f"the stack in {settings.state_dir.resolve()} is secured (TLS, per-role users): load its "
+            'settings first: eval "$(barcode-pipeline stack env)"'
+        )
+
+
+# --- server configuration -------------------------------------------------------------------------
+
+
+def kafka_properties(settings: Settings, data_dir: Path, files: SecureFiles) -> str:
+    """server.properties of a SASL_SSL broker whose controller listener takes only mutual TLS."""
+    from barcode_harness.stack.kafka import render_server_properties, split_hostport
+
+    host, port = split_hostport(settings.kafka_bootstrap, 9092)
+    cport = settings.kafka_controller_port
+    base = render_server_properties(settings, data_dir)
+    drop = (
+        "listeners=",
+        "advertised.listeners=",
+        "inter.broker.listener.name=",
+        "listener.security.protocol.map=",
+    )
+    kept = "\n".join(line for line in base.splitlines() if not line.startswith(drop))
+    admin = files.password("kafka", "admin")
+    return f"""{kept}
+# --- secured (stack up --secure) ---
+listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{cport}
+advertised.listeners=SASL_SSL://{host}:{port}
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
+sasl.enabled.mechanisms={SCRAM}
+sasl.mechanism.inter.broker.protocol={SCRAM}
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{admin}";
+ssl.keystore.type=PEM
+ssl.keystore.location={files.kafka_keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={files.ca_cert}
+ssl.endpoint.identification.algorithm=https
+listener.name.controller.ssl.client.auth=required
+# Per-user ACLs (kafka_acls): the broker itself (SCRAM admin between listeners, its certificate to
+# the controller) and the tools are super users; ingest and the processor get what they use.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:{CERT_PRINCIPAL}
+allow.everyone.if.no.acl.found=false
+"""  # noqa: E501
+
+
+CERT_PRINCIPAL = "CN=127.0.0.1"  # the server certificate's subject: the broker when it calls its controller
+
+
+def kafka_acls(settings: Settings) -> list[object]:
+    """What the ingest and processor users may do: ingest writes the topic (and sees the dead-letter
+    topic); the processor reads the topic in its group and writes the dead-letter topic. Topics are
+    created by the admin (``run``'s start-up); anything else is denied."""
+    from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+    def allow(user: str, kind: ResourceType, name: str, *ops: AclOperation) -> list[AclBinding]:
+        return [
+            AclBinding(
+                kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", op, AclPermissionType.ALLOW
+            )
+            for op in ops
+        ]
+
+    read, write, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
+    return [
+        *allow("ingest", ResourceType.TOPIC, names.TOPIC, write, describe),
+        *allow("ingest", ResourceType.TOPIC, names.DLT_TOPIC, describe),  # its readiness probe looks
+        *allow("processor", ResourceType.TOPIC, names.TOPIC, read, describe),
+        *allow("processor", ResourceType.GROUP, settings.processor_group, read, describe),
+        *allow("processor", ResourceType.TOPIC, names.DLT_TOPIC, write, describe),
+    ]
+
+
+def kafka_format_args(files: SecureFiles) -> list[str]:
+    """``kafka-storage format`` arguments that create the SCRAM users in the bootstrap metadata."""
+    args: list[str] = []
+    for user in KAFKA_USERS:
+        args += ["--add-scram", f"{SCRAM}=[name={user},password={files.password('kafka', user)}]"]
+    return args
+
+
+def redis_conf(home: Path, port: int, files: SecureFiles) -> str:
+    """Lines appended to redis.conf (later lines win): TLS only, and the ACL file."""
+    acl = home / "users.acl"
+    lines = ["user default off"]
+    for user in REDIS_USERS:
+        digest = hashlib.sha256(files.password("redis", user).encode()).hexdigest()
+        lines.append(f"user {user} on #{digest} {REDIS_ACL[user]}")
+    _write_private(acl, ("\n".join(lines) + "\n").encode())
+    return f"""
+# --- secured (stack up --secure) ---
+port 0
+tls-port {port}
+tls-cert-file {files.server_cert}
+tls-key-file {files.server_key}
+tls-ca-cert-file {files.ca_cert}
+tls-auth-clients optional
+aclfile {acl}
+"""
+
+
+def mariadb_conf(files: SecureFiles) -> str:
+    """Lines appended to my.cnf's [mysqld]: TLS, and nothing but TLS over TCP."""
+    return f"""
+# --- secured (stack up --secure) ---
+ssl_ca = {files.ca_cert}
+ssl_cert = {files.server_cert}
+ssl_key = {files.server_key}
+require_secure_transport = ON
+"""
+
+
+# Grants per database user: the workers and the legacy baseline write their table and read the center
+# mapping. Their INSERT ... ON DUPLICATE KEY UPDATE (a duplicate is a no-op, any other error still
+# fails) needs, on MariaDB, UPDATE on every inserted column: column grants, never DELETE or DROP.
+_UPDATE = f"UPDATE ({', '.join(INSERT_COLUMNS)})"
+DB_GRANTS = {
+    "worker": [
+        f"SELECT, INSERT, {_UPDATE} ON `{{db}}`.barcodes",
+        "SELECT ON `{db}`.device_center_mapping",
+    ],
+    "legacy": [
+        f"SELECT, INSERT, {_UPDATE} ON `{{db}}`.legacy_barcodes",
+        "SELECT ON `{db}`.device_center_mapping",
+    ],
+    "ingest": ["SELECT ON `{db}`.scanner_keys"],
+}
+
+
+def bootstrap_database(settings: Settings, files: SecureFiles, root: object) -> None:
+    """Users (TLS required), the schema (migrated as the admin) and each role's table grants."""
+    from barcode_pipeline.db.migrate import upgrade
+
+    database = parse_db_url(settings.db_url).database
+    with root.cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
+        for user in DB_USERS:
+            name = DB_USER_PREFIX + user
+            cur.execute(
+                "CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s REQUIRE SSL",
+                (name, files.password("db", user)),
+            )
+        # The admin runs migrations and the ops tools, and may make the test suite's own databases.
+        cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO {DB_USER_PREFIX}admin@'127.0.0.1'")
+    root.commit()  # type: ignore[attr-defined]
+    upgrade(db_url(settings, files, "admin"))
+    with root.cursor() as cur:  # type: ignore[attr-defined]
+        for user, grants in DB_GRANTS.items():
+            for grant in grants:
+                cur.execute(f"GRANT {grant.format(db=database)} TO {DB_USER_PREFIX}{user}@'127.0.0.1'")
+    root.commit()  # type: ignore[attr-defined]
