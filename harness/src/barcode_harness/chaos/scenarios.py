@@ -34,6 +34,7 @@ from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.probes import IngestProbe
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
+from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
@@ -59,6 +60,13 @@ class Scenario:
     fault = ""  # what is done, for the report
     expects_dead_letters = False  # acknowledged scans may legitimately end in a dead-letter store
     reports_takeover = False  # the scenario measures a dead worker's takeover time
+
+    def load_url(self, settings: Settings) -> str | None:
+        """Where the clients send (default: the pipeline's own ingest); e.g. a load balancer."""
+        return None
+
+    def before_load(self, ctx: ChaosContext) -> None:
+        """Set-up once the pipeline is healthy and empty, before the load starts. Default: none."""
 
     def inject(self, ctx: ChaosContext) -> None:
         raise NotImplementedError
