@@ -14,6 +14,8 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 # The ha profile (stack up --profile ha): Sentinels, and iptables for the partition faults.
 { command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ]; } || need+=(redis-sentinel)
 { command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ]; } || need+=(iptables)
+# HAProxy in front of the app hosts' ingest (the ha profile's load balancer, stack/haproxy.py).
+{ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; } || need+=(haproxy)
 # Monitoring (`stack up --monitoring`, promtool in the tests) and `systemd-analyze verify` of deploy/systemd.
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null 2>&1 || need+=(prometheus-redis-exporter)

@@ -240,5 +240,7 @@ def test_pipeline_log_has_no_tracebacks_after_the_drain(running: Running) -> Non
     """Last in this module: stopping drains every service, and a shutdown error shows up only then."""
     running.stop()
     text = running.log.read_text()
-    assert "worker worker-1 stopped" in text  # the log covers the shutdown
+    assert (
+        f"worker {names.node_member(running.settings.node_name, 'worker-1')} stopped" in text
+    )  # the shutdown
     assert "Traceback" not in text

@@ -8,6 +8,7 @@ reads the environment behind their back.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     # When the primary changes (Sentinel mode), the processor re-reads what it committed this long
     # before it last saw the old primary (processor/failover.py).
     redis_rewind_window_s: float = Field(default=10.0, ge=0)
+
+    # --- app host (several `run`s share one cluster; see run/lease.py) ---
+    # Prefix of the processors' static member ids and the workers' consumer names; one `run` per name.
+    node_name: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$")
+    node_lease_ttl_s: float = Field(default=10.0, ge=2)  # a crashed node's name is free again after this
 
     # --- topic ---
     # A consumer silent this long is dropped from its group (its partitions go to the others).

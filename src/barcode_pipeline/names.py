@@ -21,6 +21,7 @@ DLQ_STREAM = "barcode:dlq"
 DEDUP_PREFIX = "barcode:seen:"  # + "e:{deviceId}:{scanId}" or "b:{barcode}"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
 PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publish (lua/dedupe_publish.lua)
+NODE_LEASE_PREFIX = "barcode:node:"  # + node name; held (SET NX, TTL) by the one `run` of that node
 
 # Redis Sentinel: the monitored primary's service name
 REDIS_SERVICE = "barcode-redis"
@@ -65,3 +66,15 @@ def heartbeat_key(consumer: str) -> str:
 def publish_counter(shard: int) -> str:
     """Counter every publish call bumps, so a WAIT after it proves the call's earlier writes too."""
     return f"{PUBLISH_COUNTER_PREFIX}{shard}"
+
+
+def node_lease_key(node: str) -> str:
+    """The lease a ``run`` holds for its node name, so a second ``run`` with that name is refused."""
+    return f"{NODE_LEASE_PREFIX}{node}"
+
+
+def node_member(node: str, service: str) -> str:
+    """A processor's static member id or a worker's consumer name: unique per node and service.
+
+    ``.`` is legal in both a Kafka ``group.instance.id`` and a Redis consumer name."""
+    return f"{node}.{service}"

@@ -15,6 +15,8 @@ from barcode_harness.stack.ha import (
     render_kafka_node_properties,
     render_sentinel_conf,
 )
+from barcode_harness.stack.haproxy import render_haproxy_cfg
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, StackError
 
@@ -22,11 +24,20 @@ from barcode_pipeline.errors import ConfigError, StackError
 def test_topology_gives_every_node_its_own_address_and_bp_names() -> None:
     topo = Topology("10.9.8.0/24")
     nodes = topo.all_nodes()
-    assert len({n.ip for n in nodes}) == len(nodes) == 10
+    assert len({n.ip for n in nodes}) == len(nodes) == 13  # 3+3+3 servers, MariaDB, HAProxy, 2 app hosts
     assert all(n.namespace.startswith("bp") and n.veth.startswith("bp") for n in nodes)
     assert all(len(n.veth) <= 15 for n in nodes)  # the kernel's interface name limit
     assert topo.bootstrap == "10.9.8.11:9092,10.9.8.12:9092,10.9.8.13:9092"
     assert topo.sentinels.count(":26379") == 3
+    assert [topo.app(i).namespace for i in (1, 2)] == ["bpapp1", "bpapp2"]
+
+
+def test_haproxy_checks_ready_on_both_app_hosts(tmp_path: Path) -> None:
+    cfg = render_haproxy_cfg("10.9.8.50", 8081, [("app1", "10.9.8.51"), ("app2", "10.9.8.52")],
+                             tmp_path / "admin.sock")  # fmt: skip
+    assert "bind 10.9.8.50:8081" in cfg
+    assert f"option httpchk GET {names.ROUTE_READY}" in cfg
+    assert "server app1 10.9.8.51:8081 check" in cfg and "server app2 10.9.8.52:8081 check" in cfg
 
 
 def test_kafka_node_is_one_voter_of_three_with_replicated_topics(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.monitoring import scrape
 from barcode_pipeline.monitoring.exporter import Snapshot, probe
@@ -194,7 +195,8 @@ def run_top(
     """
     console = console or Console()
     targets: list[Target] = pipeline_targets(settings, legacy=False)
-    workers = [t.name for t in targets if t.job == "bp-worker"]
+    # Heartbeats are keyed by consumer name, which carries the node name (run/supervisor.py).
+    workers = [names.node_member(settings.node_name, t.name) for t in targets if t.job == "bp-worker"]
     samples: deque[scrape.Sample] = deque()
     view = View()
     live = Live(render(view), console=console, refresh_per_second=4) if console.is_terminal else None

@@ -14,6 +14,7 @@ from typing import IO
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops.backlog import Backlog, measure
+from barcode_pipeline.run.lease import NodeLease
 from barcode_pipeline.run.startup import prepare, wait_http_ok
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor, pipeline_specs
 
@@ -48,6 +49,11 @@ def running_pipeline(
             log_path.parent.mkdir(parents=True, exist_ok=True)
             out = cleanup.enter_context(log_path.open("a", buffering=1))
         chosen = specs if specs is not None else pipeline_specs(settings, workers=workers, metrics=metrics)
+        if any(s.role in ("processor", "worker") for s in chosen):
+            # Their names derive from the node name: a second `run` of this node is refused here.
+            lease = NodeLease(settings)
+            lease.acquire()
+            cleanup.callback(lease.release)
         sup = Supervisor(settings, chosen, out=out, health_port=health_port)
         if stop_on_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):

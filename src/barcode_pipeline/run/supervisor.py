@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings, settings_env
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,12 @@ def pipeline_specs(
         extra += ["--progress-file", str(progress_path(settings, name))]
         # Static membership: the supervisor restarts a child under the same name, which then gets
         # its partitions back at once instead of after the dead member's session and a rebalance.
-        specs.append(ChildSpec(name, ["processor", "--instance", name, *extra]))
+        # The member id carries the node name, so processors of two app hosts never fence each other.
+        member = names.node_member(settings.node_name, name)
+        specs.append(ChildSpec(name, ["processor", "--instance", member, *extra]))
     for i in range(1, (workers or settings.workers) + 1):
         extra = ["--metrics-port", str(targets.worker_port(settings, i))] if metrics else []
         extra += ["--progress-file", str(progress_path(settings, f"worker-{i}"))]
-        specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", f"worker-{i}", *extra]))
+        consumer = names.node_member(settings.node_name, f"worker-{i}")
+        specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", consumer, *extra]))
     return specs

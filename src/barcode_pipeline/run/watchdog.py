@@ -40,6 +40,7 @@ from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.liveness import STACK_DUMP_SIGNAL, read_progress
@@ -99,8 +100,10 @@ def service_backlogs(
     services: Mapping[str, dict[str, Any] | None],
     lag: Mapping[int, int] | None,
     redis_state: Backlog | None,
+    node: str | None = None,
 ) -> dict[str, int | None]:
-    """Work waiting for each service (None: not measurable now). ``services`` maps names to records."""
+    """Work waiting for each service (None: not measurable now). ``services`` maps names to records;
+    ``node``: the workers' consumer names carry it (run/supervisor.pipeline_specs)."""
     held: set[int] = set()
     for name, record in services.items():
         if name.split("-")[0] == "processor" and record and record.get("partitions"):
@@ -119,7 +122,8 @@ def service_backlogs(
             if redis_state is None:
                 out[name] = None
                 continue
-            out[name] = redis_state.pending_by_consumer.get(name, 0) + undelivered
+            consumer = names.node_member(node, name) if node else name
+            out[name] = redis_state.pending_by_consumer.get(consumer, 0) + undelivered
     return out
 
 
@@ -231,7 +235,7 @@ class Watchdog:
             if child.pid and self._started.get(name, (None, 0.0))[0] != child.pid:
                 self._started[name] = (child.pid, now)
                 self._since.pop(name, None)
-        backlogs = service_backlogs(records, self._lag(), self._redis_state())
+        backlogs = service_backlogs(records, self._lag(), self._redis_state(), self.settings.node_name)
         restarted: list[str] = []
         verdicts: dict[str, Verdict] = {}
         for name, child in children.items():

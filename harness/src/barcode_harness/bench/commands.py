@@ -229,6 +229,51 @@ def vegeta_cmd(
     typer.echo(f"results: {folder}")
 
 
+@bench_app.command("replication")
+def replication_cmd(
+    quick: Quick = False,
+    rate: Annotated[
+        float | None, typer.Option(min=1, help="Single scans/s of the latency phase [200].")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="Seconds of the latency phase [30; quick 8].")
+    ] = None,
+    step: Annotated[
+        float | None, typer.Option(min=1, help="Seconds per maximum-rate step [10; quick 4].")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Rounds, each measuring both profiles [2; quick 1].")
+    ] = None,
+    ha_state_dir: Annotated[
+        Path | None, typer.Option(help="State directory of the ha stack [<BP_STATE_DIR>-ha].")
+    ] = None,
+    doc: Annotated[Path, typer.Option(help="Markdown file whose replication section is rewritten.")] = Path(
+        "docs/benchmarks.md"
+    ),
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Cost of replication: Kafka produce and ingest latency, end-to-end maximum rate, single vs ha."""
+    from barcode_harness.bench.replication import QUICK, ReplicationSpec, run_replication, write_section
+    from barcode_harness.bench.report import new_results_dir
+
+    setup_logging(log_level, "bench-replication")
+    spec = _spec(ReplicationSpec(), QUICK, quick, rate=rate, duration_s=duration, step_s=step, rounds=rounds)
+    folder = new_results_dir(out, "replication")
+    result = run_replication(load_settings(), spec, folder, database=database, ha_dir=ha_state_dir,
+                             start_stack=not no_stack)  # fmt: skip
+    for p in result["profiles"]:
+        lat = p["ingest_latency"]["latency_ms"]
+        kafka = p["kafka_produce"]["latency_ms"]
+        typer.echo(f"{p['profile']:>6}: Kafka produce p50 {kafka['p50_ms']:.2f} ms, "
+                   f"ingest p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms, "
+                   f"max {p['max_sustained_scans_per_s']:,.0f} scans/s end to end")  # fmt: skip
+    typer.echo(f"section written to {write_section(doc, (folder / 'replication.md').read_text())}")
+    typer.echo(f"results: {folder}")
+
+
 @bench_app.command("docs")
 def docs_cmd(
     results: Annotated[

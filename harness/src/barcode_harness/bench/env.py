@@ -87,9 +87,9 @@ class BenchEnv:
 
     def __enter__(self) -> BenchEnv:
         if self.start_stack:
-            from barcode_harness.stack.manager import StackManager
+            from barcode_harness.stack.ha import manager_for
 
-            StackManager(self.settings).up(quiet=True)
+            manager_for(self.settings).up(quiet=True)
         reset_database(self.settings, fresh=self.fresh_db)
         self.settings = with_harness_key(self.settings, "bench", start_stack=False)
         specs = pipeline_specs(self.settings, metrics=False)
@@ -160,9 +160,9 @@ class BenchEnv:
                     role = "workers" if child.spec.role == "worker" else child.spec.role
                     groups.setdefault(role, []).append(child.pid)
         try:
-            from barcode_harness.stack.manager import StackManager
+            from barcode_harness.stack.ha import manager_for
 
-            for name, comp in StackManager(self.settings).components.items():
+            for name, comp in manager_for(self.settings).components.items():
                 pid = comp.pid()
                 if pid is not None:
                     groups[name] = [pid]

@@ -38,8 +38,32 @@ COLUMNS_NOTE = (
     "Failover: from the fault until every partition of the event topic has a live leader other "
     "than the faulty broker, a new controller leads the quorum, or Sentinel names a new primary. "
     "Drain: from the heal (the restart begun, the link restored) until nothing is in flight. "
-    "Client retries: requests the outbox-backed scanners resent (503s, connection errors)."
+    "Client retries: requests the outbox-backed scanners resent (503s, connection errors). "
+    "For the app-host kill, failover is the takeover: from the kill until the surviving host's "
+    "processor owns every partition."
 )
+
+
+def _app_tier(results: list[ScenarioResult]) -> list[str]:
+    """The app-host kill's own timings, one paragraph per run that had it."""
+    out = []
+    for r in results:
+        if "lb_down_s" not in r.metrics:
+            continue
+        m = r.metrics
+        out += [
+            f"{r.key} {r.name}: two app hosts (`barcode-pipeline run` in namespaces bpapp1 and "
+            f"bpapp2, node names app1 and app2) behind HAProxy, which health-checks `/ready`; the "
+            f"scanners only know HAProxy's address. HAProxy took app1 out of the rotation "
+            f"{_num(m.get('lb_down_s'))} s after the kill; app2's processor owned every partition after "
+            f"{_num(m.get('takeover_s'))} s (the dead static members' session timeout); app2's workers "
+            f"had claimed the {m.get('pending_at_kill', 0)} entries app1's workers held after "
+            f"{_num(m.get('claimed_s'))} s (their heartbeats' TTL). Once drained, app1 started again "
+            f"under its own name; `run` was refused {m.get('restart_refused', 0)} time(s) before its old "
+            "lease expired.",
+            "",
+        ]
+    return out
 
 
 def _num(value: object) -> str:
@@ -77,6 +101,7 @@ def render_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInfo) 
             )
         lines.append("")
     lines += [COLUMNS_NOTE, ""]
+    lines += _app_tier(runs[0][1] if runs else [])
     if len(runs) > 1:
         lines += [WAIT_OFF_NOTE, ""]
     lines += ["### What this topology cannot survive", "", "| lost | consequence |", "|---|---|"]

@@ -14,18 +14,23 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import redis
 from confluent_kafka.admin import AdminClient
 
-from barcode_harness.chaos.checks import Ledger
+from barcode_harness.chaos import faults
+from barcode_harness.chaos.apphosts import AppHost, app_hosts, group_members, prefix, wait_owners
+from barcode_harness.chaos.checks import Ledger, TakeoverProbe, wait_pending
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.stack import netns
 from barcode_harness.stack.base import Component
-from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager
+from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager, Topology
+from barcode_harness.stack.haproxy import HaProxy
 from barcode_pipeline import names
 from barcode_pipeline.adapters.sentinel import primary_address
+from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, PipelineError
 
 FAILOVER_TIMEOUT_S = 60.0
@@ -347,9 +352,158 @@ def _wait_replica(node: HaRedisNode, timeout: float = FAILOVER_TIMEOUT_S) -> Non
     raise PipelineError(f"{node.name} did not rejoin as a replica within {timeout:.0f}s", component="chaos")
 
 
+# ------------------------------------------------------------------------------------- app tier
+class AppHostKill(HaScenario):
+    """Two app hosts (``run`` in bpapp1/bpapp2) behind HAProxy; every process of one SIGKILLed.
+
+    The survivor's processor takes the dead host's partitions once its static members' session
+    times out, and its workers claim the dead workers' pending entries once their heartbeats
+    expire. Once drained, the dead host starts again under its own node name: its lease (not
+    renewed since the kill) has expired by then, or ``run`` is refused until it has. The restart
+    waits for the drain so that the drain clock measures the surviving host alone.
+    """
+
+    key = "h9"
+    name = "ha-app-host-kill"
+    title = "App tier: SIGKILL of every process on one of two app hosts, under load through HAProxy"
+    fault = (
+        "SIGKILL of every process in app host bpapp1 (ingest, processor, workers, supervisor); the "
+        "load goes through HAProxy; the host is restarted under its own name once drained"
+    )
+    SERVICES = ("ingest", "processor", "worker")
+
+    def __init__(self) -> None:
+        self.hosts: list[AppHost] = []
+        self.paused: list[str] = []
+        self.probe: TakeoverProbe | None = None
+        self._restart: threading.Thread | None = None
+        self._refused = 0
+
+    def load_url(self, settings: Settings) -> str | None:
+        return f"http://{Topology(settings.ha_subnet).balancer().ip}:{settings.ingest_port}"
+
+    def before_load(self, ctx: ChaosContext) -> None:
+        """The host's own pipeline steps aside; two app hosts share the cluster instead."""
+        for name in ctx.sup.children:
+            if ctx.sup.children[name].spec.role in self.SERVICES:
+                faults.stop_child(ctx.sup, name)
+                self.paused.append(name)
+        self.hosts = app_hosts(ctx.settings, ctx.log_out)
+        for host in self.hosts:
+            host.start()
+        for host in self.hosts:
+            host.wait_ready()
+        balancer = self._balancer(ctx)
+        _wait_until(lambda: set(balancer.server_states().values()) == {"UP"}, 30, "HAProxy: both hosts UP")
+        settle = wait_owners(
+            ctx.settings, [prefix(h.node) for h in self.hosts], 90, ctx.settings.topic_partitions
+        )
+        hosts = ", ".join(h.node for h in self.hosts)
+        ctx.note(
+            f"app hosts {hosts} share the partitions after {settle:.1f} s: {group_members(ctx.settings)}"
+        )
+
+    @staticmethod
+    def _balancer(ctx: ChaosContext) -> HaProxy:
+        balancer = _ha(ctx).components["haproxy"]
+        assert isinstance(balancer, HaProxy)
+        return balancer
+
+    def inject(self, ctx: ChaosContext) -> None:
+        victim, survivor = self.hosts[0], self.hosts[1]
+        members = group_members(ctx.settings)
+        holding = [
+            h for h in self.hosts if any(m.startswith(prefix(h.node)) and p for m, p in members.items())
+        ]
+        ctx.check("both hosts' processors held partitions before the kill", len(holding) == 2, str(members))
+        consumers = [
+            names.node_member(victim.node, f"worker-{i}") for i in range(1, victim.settings.workers + 1)
+        ]
+        wait_pending(ctx.settings, consumers[0], at_least=1, timeout=10.0)
+        killed = victim.kill()
+        t0 = time.monotonic()
+        ctx.mark(f"SIGKILL of every process on {victim.node} ({killed} processes)")
+        self.probe = TakeoverProbe(ctx.settings, consumers, started=t0)
+        self.probe.start()
+        ctx.metrics["pending_at_kill"] = self.probe.initial
+        ctx.note(
+            f"{victim.node} had {killed} processes; its workers held {self.probe.initial} pending entries"
+        )
+        balancer = self._balancer(ctx)
+        _wait_until(lambda: balancer.server_states().get(victim.node, "").startswith("DOWN"), 30,
+                    f"HAProxy marks {victim.node} down")  # fmt: skip
+        ctx.metrics["lb_down_s"] = round(time.monotonic() - t0, 1)
+        took = wait_owners(
+            ctx.settings, [prefix(survivor.node)], FAILOVER_TIMEOUT_S, ctx.settings.topic_partitions
+        )
+        ctx.metrics["failover_s"] = round(time.monotonic() - t0, 1)
+        ctx.metrics["takeover_s"] = ctx.metrics["failover_s"]
+        ctx.check(f"{survivor.node}'s processor took every partition", took < FAILOVER_TIMEOUT_S,
+                  f"{ctx.metrics['failover_s']} s after the kill (session timeout "
+                  f"{ctx.settings.kafka_session_timeout_ms / 1000:g} s)")  # fmt: skip
+
+    def hold(self, ctx: ChaosContext) -> None:
+        super().hold(ctx)
+        if self.probe is not None:
+            self.probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+
+    def _restart_victim(self) -> None:
+        """Start the dead host again; ``run`` refuses while its old lease lives, so retry until then."""
+        victim = self.hosts[0]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            victim.start()
+            while victim.alive():
+                with contextlib.suppress(PipelineError):
+                    victim.wait_ready(timeout=2)
+                    return
+            self._refused += 1
+            time.sleep(1)
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        super().after_drain(ctx, ledger)
+        self._restart = threading.Thread(target=self._restart_victim, name="restart-app-host")
+        self._restart.start()
+        if self.probe is None:
+            return
+        self.probe.stop()
+        took = self.probe.done_after_s
+        ctx.metrics["claimed_s"] = None if took is None else round(took, 1)
+        target = ctx.params.takeover_target_s
+        when = "never" if took is None else f"{took:.1f} s"
+        ctx.check(f"the live host's workers claimed the dead host's pending entries within {target:.0f} s",
+                  took is not None and took <= target,
+                  f"{self.probe.initial} entries, {when} after the kill")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if self._restart is not None:
+            self._restart.join(timeout=150)
+            victim = self.hosts[0]
+            ctx.check(f"{victim.node} restarted under its own node name", victim.alive(),
+                      f"refused {self._refused} time(s) while its old lease lived")  # fmt: skip
+            ctx.metrics["restart_refused"] = self._refused
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe.close()
+        for host in self.hosts:
+            host.stop()
+        for name in self.paused:
+            faults.resume(ctx.sup, name)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, redis.RedisError):
+            if condition():
+                return
+        time.sleep(0.1)
+    raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
+
+
 ALL: tuple[type[Scenario], ...] = (
     KafkaLeaderKill, KafkaControllerKill, KafkaBrokerPause, KafkaBrokerPartition, KafkaRollingRestart,
-    RedisPrimaryKill, RedisSplitBrain, RedisReplicaKill,
+    RedisPrimaryKill, RedisSplitBrain, RedisReplicaKill, AppHostKill,
 )  # fmt: skip
 SMOKE: tuple[type[Scenario], ...] = (KafkaLeaderKill, RedisPrimaryKill)
 

@@ -123,7 +123,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     result.started_at = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     outbox = env.workdir / f"{scenario.key}-{scenario.name}" / f"outbox-{int(time.time())}.sqlite3"
     load = ScannerLoad(
-        env.ingest_url,
+        scenario.load_url(env.settings) or env.ingest_url,
         outbox,
         LoadConfig(
             rate=params.rate, duplicate_ratio=params.duplicate_ratio, api_key=env.settings.ingest_api_key
@@ -135,6 +135,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     try:
         env.ensure_healthy()
         wait_drained(env.settings, timeout=params.drain_timeout_s)  # start from an empty pipeline
+        scenario.before_load(ctx)
         ctx.mark(f"=== scenario {scenario.key} {scenario.name}: load {params.rate:.0f} scans/s")
         ctx.started_ms = _now_ms()
         load.start()

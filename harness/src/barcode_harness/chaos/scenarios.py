@@ -32,7 +32,9 @@ from barcode_harness.chaos.checks import (
 )
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.probes import IngestProbe
+from barcode_pipeline import names
 from barcode_pipeline.adapters import db
+from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
@@ -58,6 +60,13 @@ class Scenario:
     fault = ""  # what is done, for the report
     expects_dead_letters = False  # acknowledged scans may legitimately end in a dead-letter store
     reports_takeover = False  # the scenario measures a dead worker's takeover time
+
+    def load_url(self, settings: Settings) -> str | None:
+        """Where the clients send (default: the pipeline's own ingest); e.g. a load balancer."""
+        return None
+
+    def before_load(self, ctx: ChaosContext) -> None:
+        """Set-up once the pipeline is healthy and empty, before the load starts. Default: none."""
 
     def inject(self, ctx: ChaosContext) -> None:
         raise NotImplementedError
@@ -204,12 +213,13 @@ class WorkerKill(Scenario):
         self._victims = workers if self.all_workers else workers[:1]
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
         at_least = max(1, int(ctx.params.rate * ctx.settings.worker_max_delay_ms / 1000 / len(workers) / 2))
-        held = wait_pending(ctx.settings, self._victims[0], at_least=at_least, timeout=10.0)
+        consumers = [names.node_member(ctx.settings.node_name, v) for v in self._victims]
+        held = wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
         killed_at = time.monotonic()
         ctx.mark(f"SIGKILL {', '.join(self._victims)} (first held {held} entries just before)")
-        self._probe = TakeoverProbe(ctx.settings, self._victims, started=killed_at)
+        self._probe = TakeoverProbe(ctx.settings, consumers, started=killed_at)
         ctx.metrics["pending_at_kill"] = self._probe.initial
         ctx.note(f"{', '.join(self._victims)} held {self._probe.initial} pending entries when killed")
         # With nothing held, "every held entry was taken over" would pass without a takeover.
@@ -262,9 +272,10 @@ class WorkerCrashHook(Scenario):
     """A worker started with a crash hook dies at its first batch; the live workers take over."""
 
     reports_takeover = True
-    # Sorts before worker-1: under the workers' standby rule the lowest live name is the primary
-    # that always reads, so this worker gets entries (and crashes) at once, as a primary would.
-    consumer = "worker-0-crash"
+    # Its consumer name (node name + this) sorts before worker-1's: under the workers' standby rule
+    # the lowest live name is the primary that always reads, so this worker gets entries (and
+    # crashes) at once, as a primary would.
+    service = "worker-0-crash"
 
     def __init__(self, key: str, *, after_commit: bool) -> None:
         self.key = key
@@ -275,16 +286,18 @@ class WorkerCrashHook(Scenario):
         self.fault = f"an extra worker with the crash hook exits like SIGKILL {where} of its first batch"
         self._extra: Supervisor | None = None
         self._probe: TakeoverProbe | None = None
+        self.consumer = self.service
 
     def inject(self, ctx: ChaosContext) -> None:
         env = {CRASH_AFTER_COMMIT_ENV if self.after_commit else CRASH_BEFORE_COMMIT_ENV: "1"}
-        spec = ChildSpec(self.consumer, ["worker", "--name", self.consumer], env=env, restart=False)
+        self.consumer = names.node_member(ctx.settings.node_name, self.service)
+        spec = ChildSpec(self.service, ["worker", "--name", self.consumer], env=env, restart=False)
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
         ctx.extra_supervisors.append(self._extra)
         self._extra.start()
-        code = faults.wait_exit(self._extra, self.consumer, timeout=30)
+        code = faults.wait_exit(self._extra, self.service, timeout=30)
         crashed_at = time.monotonic()
-        ctx.mark(f"{self.consumer} exited with {code}")
+        ctx.mark(f"{self.service} exited with {code}")
         ctx.check("the crash hook fired", code == CRASH_EXIT_CODE, f"exit code {code}")
         self._probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
         ctx.metrics["pending_at_kill"] = self._probe.initial
@@ -588,7 +601,9 @@ class Combined(Scenario):
 
     def _worker(self, ctx: ChaosContext) -> None:
         victim = ctx.sup.names("worker")[0]
-        held = wait_pending(ctx.settings, victim, at_least=1, timeout=10.0)
+        held = wait_pending(
+            ctx.settings, names.node_member(ctx.settings.node_name, victim), at_least=1, timeout=10.0
+        )
         faults.kill_child(ctx.sup, victim, restart=True)
         ctx.mark(f"combined: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
         ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")

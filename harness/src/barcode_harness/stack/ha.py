@@ -34,6 +34,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from barcode_harness.stack.base import Component, ComponentStatus
+from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.kafka import KafkaComponent, render_log4j2
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.mariadb import MariaDBComponent
@@ -55,10 +56,11 @@ SENTINEL_QUORUM = 2
 SENTINEL_DOWN_AFTER_MS = 2000
 SENTINEL_FAILOVER_TIMEOUT_MS = 10_000
 MIN_REPLICAS_MAX_LAG_S = 5
+APP_HOSTS = 2
 
 
 def check_subnet(subnet: str) -> None:
-    """BP_HA_SUBNET must be an IPv4 network with room for every node (.1 to .40)."""
+    """BP_HA_SUBNET must be an IPv4 network with room for every node (.1 to .52)."""
     try:
         net = ipaddress.ip_network(subnet)
     except ValueError as exc:
@@ -70,7 +72,7 @@ def check_subnet(subnet: str) -> None:
 @dataclass(frozen=True)
 class Topology:
     """Addresses of every node, derived from the subnet: .1 host, .11-13 Kafka, .21-23 Redis,
-    .31-33 Sentinel, .40 MariaDB."""
+    .31-33 Sentinel, .40 MariaDB, .50 HAProxy, .51-52 the app hosts (``run``, stack/haproxy.py)."""
 
     subnet: str
 
@@ -89,6 +91,12 @@ class Topology:
     def mariadb(self) -> NetNode:
         return NetNode("db", self._ip(40))
 
+    def balancer(self) -> NetNode:
+        return NetNode("lb", self._ip(50))
+
+    def app(self, i: int) -> NetNode:
+        return NetNode(f"app{i}", self._ip(50 + i))
+
     def all_nodes(self) -> list[NetNode]:
         rng = range(1, NODES + 1)
         return [
@@ -96,6 +104,8 @@ class Topology:
             *(self.redis(i) for i in rng),
             *(self.sentinel(i) for i in rng),
             self.mariadb(),
+            self.balancer(),
+            *(self.app(i) for i in range(1, APP_HOSTS + 1)),
         ]
 
     @property
@@ -388,15 +398,16 @@ class HaMariaDB(MariaDBComponent):
         return [*self.net.exec_prefix(), *super().argv()]
 
     def after_start(self) -> None:
-        """The services connect from the host's bridge address, not from loopback."""
+        """The services connect from the host's bridge address and from the app hosts, not loopback."""
         super().after_start()
         t = parse_db_url(self.settings.db_url)
+        topo = Topology(self.settings.ha_subnet)
         conn = self._root()
         try:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE USER IF NOT EXISTS %s@'{self.host_ip}' IDENTIFIED BY %s",
-                            (t.user, t.password))  # fmt: skip
-                cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{self.host_ip}'", (t.user,))
+                for ip in (self.host_ip, *(topo.app(i).ip for i in range(1, APP_HOSTS + 1))):
+                    cur.execute(f"CREATE USER IF NOT EXISTS %s@'{ip}' IDENTIFIED BY %s", (t.user, t.password))
+                    cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{ip}'", (t.user,))
             conn.commit()
         finally:
             conn.close()
@@ -438,6 +449,7 @@ class HaStackManager(StackManager):
             *(HaRedisNode(settings, i, self.topology) for i in rng),
             *(HaSentinel(settings, i, self.topology) for i in rng),
             HaMariaDB(settings, self.topology, self.network.host_ip),
+            HaProxy(settings, self.topology),
         ]
         self.components = {c.name: c for c in comps}
         self.monitoring: dict[str, Component] = {}  # `stack up --monitoring` is for the single profile
@@ -465,6 +477,7 @@ class HaStackManager(StackManager):
 
     def down(self) -> None:
         """Sentinels first (no failover while the servers stop), replicas before the primary."""
+        self.components["haproxy"].stop()
         for sentinel in self.sentinels():
             sentinel.stop()
         primary_last = sorted(self.redis_nodes(), key=lambda n: self._is_primary(n))
@@ -519,6 +532,12 @@ class HaStackManager(StackManager):
             except redis.RedisError as exc:
                 roles[comp.name] = f"role unknown ({exc})"
         roles["mariadb"] = "single server (no failover)"
+        balancer = self.components["haproxy"]
+        if isinstance(balancer, HaProxy) and balancer.pid() is not None:
+            try:
+                roles[balancer.name] = balancer.role()
+            except OSError as exc:
+                roles[balancer.name] = f"backends unknown ({exc})"
         return roles
 
     def env(self) -> str:

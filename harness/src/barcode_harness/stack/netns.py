@@ -185,6 +185,12 @@ class Network:
         self.state_file.unlink(missing_ok=True)
 
 
+def namespace_pids(node: NetNode) -> list[int]:
+    """Every process running in ``node``'s namespace (a whole app host, for a host-kill fault)."""
+    out = _run("netns", "pids", node.namespace, check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
 def _iptables() -> str:
     path = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
     if not path:

@@ -1,0 +1,235 @@
+"""``bench replication``: what replication costs, the single-node and the ``ha`` profile in one run.
+
+The same measurements on both stacks, one after the other, on the same machine: the bare Kafka
+produce round trip (``acks=all``; on ha a topic of RF=3 with min.insync.replicas=2, so the leader
+answers once the in-sync followers have the record), single-scan ingest latency at a fixed rate,
+and the end-to-end maximum sustained batch rate (scans acknowledged, stored, drained; on ha the
+processor also waits for ``WAIT`` on both Redis replicas). The ha stack lives in its own state
+directory, beside the single-node one, as the tests keep it.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from barcode_harness.bench import report
+from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_latency
+from barcode_harness.bench.docs import REPLICATION
+from barcode_harness.bench.env import BacklogSampler, BenchEnv, bench_settings
+from barcode_harness.bench.loadgen import run_load
+from barcode_harness.bench.loads import spec_for
+from barcode_harness.bench.maxrate import MaxSpec, Searcher
+from barcode_harness.chaos import sections
+from barcode_harness.stack.ha import client_settings
+from barcode_pipeline import names
+from barcode_pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("single", "ha")
+SECTION = REPLICATION
+PATH = "async-batch"
+
+
+@dataclass(frozen=True)
+class ReplicationSpec:
+    rate: float = 200.0  # single scans/s of the latency phase
+    duration_s: float = 30.0
+    kafka_rate: float = 1000.0  # messages/s of the bare produce probe
+    kafka_s: float = 10.0
+    step_s: float = 10.0  # seconds per rate step of the maximum-rate search
+    start_batch: float = 1000.0  # scans/s of the search's first step
+    rounds: int = 2  # both profiles each round, the order alternated; figures are the median
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = ReplicationSpec(duration_s=8.0, kafka_s=3.0, step_s=4.0, rounds=1, preset="quick")
+QUANTILES = ("p50_ms", "p99_ms", "p999_ms")
+
+
+def ha_state_dir(state_dir: Path) -> Path:
+    """``<BP_STATE_DIR>-ha``: where the ha stack lives beside the single-node one."""
+    return state_dir.with_name(state_dir.name + "-ha")
+
+
+def profile_settings(base: Settings, profile: str, database: str, ha_dir: Path | None) -> Settings:
+    if profile == "single":
+        settings = base.model_copy(update={"stack_profile": "single"})
+    else:
+        ha_base = base.model_copy(
+            update={"stack_profile": "ha", "state_dir": ha_dir or ha_state_dir(base.state_dir)}
+        )
+        settings = client_settings(ha_base)
+    return bench_settings(settings, database, fresh=True)
+
+
+def replicas(settings: Settings) -> dict[str, int]:
+    """Replication factor and the smallest in-sync replica set of the event topic, as measured."""
+    meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}).list_topics(
+        names.TOPIC, timeout=10
+    )
+    parts = list(meta.topics[names.TOPIC].partitions.values())
+    return {
+        "replication_factor": min(len(p.replicas) for p in parts),
+        "min_in_sync": min(len(p.isrs) for p in parts),
+    }
+
+
+def measure_profile(
+    settings: Settings, spec: ReplicationSpec, out: Path, *, start_stack: bool
+) -> dict[str, Any]:
+    profile = settings.stack_profile
+    (out / "acked").mkdir(parents=True, exist_ok=True)
+    say = report.progress_logger(__name__)
+    with BenchEnv(settings, out / f"services-{profile}.log", legacy=False, start_stack=start_stack) as env:
+        env.drain(300)
+        info = report.environment(env.settings, {"profile": profile})
+        isr = replicas(env.settings)
+        say(f"{profile}: replication factor {isr['replication_factor']}, in sync {isr['min_in_sync']}")
+        kafka = kafka_produce_latency(env.settings, rate=spec.kafka_rate, duration_s=spec.kafka_s).to_dict()
+        drop_probe_topic(env.settings)
+        run_load(spec_for(env.ingest_url, api_key=env.api_key, rate=50, duration_s=3))  # warm-up
+        env.drain(300)
+        latency = run_load(
+            spec_for(
+                env.ingest_url,
+                api_key=env.api_key,
+                rate=spec.rate,
+                duration_s=spec.duration_s,
+                acked=out / "acked" / f"{profile}-latency.txt",
+            )
+        )
+        env.drain(300)
+        say(f"{profile}: ingest p50 {latency.latency.p50_ms:.1f} ms, p99 {latency.latency.p99_ms:.1f} ms")
+        max_spec = MaxSpec(paths=(PATH,), step_s=spec.step_s, start_batch=spec.start_batch, warmup_s=0)
+        with BacklogSampler(env.settings, 1.0) as backlog:
+            best, steps = Searcher(env, max_spec, out, backlog).search(PATH)
+        first_fail = next((s for s in steps if not s.sustained), None)
+        say(f"{profile}: {best:,.0f} scans/s sustained end to end")
+    return {
+        "profile": profile,
+        "environment": info,
+        "replicas": isr,
+        "redis_wait_replicas": settings.redis_min_replicas,
+        "kafka_produce": kafka,
+        "ingest_latency": {
+            "rate": spec.rate,
+            "duration_s": spec.duration_s,
+            "ok": latency.ok,
+            "errors": latency.errors,
+            "latency_ms": latency.latency.to_dict(),
+        },
+        "max_sustained_scans_per_s": best,
+        "saturated_stage": first_fail.stage if first_fail else "none",
+        "steps": [s.to_dict() for s in steps],
+    }
+
+
+def run_replication(
+    base: Settings, spec: ReplicationSpec, out: Path, *, database: str, ha_dir: Path | None, start_stack: bool
+) -> dict[str, Any]:
+    started = time.time()
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PROFILES}
+    for r in range(spec.rounds):
+        for p in PROFILES if r % 2 == 0 else tuple(reversed(PROFILES)):  # neither always goes first
+            settings = profile_settings(base, p, database, ha_dir)
+            runs[p].append(measure_profile(settings, spec, out / f"round-{r + 1}", start_stack=start_stack))
+    profiles = [aggregate(runs[p]) for p in PROFILES]
+    result = {"spec": spec.to_dict(), "started_at": started, "duration_s": time.time() - started,
+              "profiles": profiles}  # fmt: skip
+    report.write_json(out / "replication.json", result)
+    (out / "replication.md").write_text(markdown(result))
+    return result
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One profile's figures over the rounds: the median of each (every round kept under ``rounds``)."""
+    out = {k: v for k, v in runs[0].items() if k != "steps"}
+    for src in ("kafka_produce", "ingest_latency"):
+        out[src] = {
+            "latency_ms": {q: statistics.median(r[src]["latency_ms"][q] for r in runs) for q in QUANTILES}
+        }
+    out["max_sustained_scans_per_s"] = statistics.median(r["max_sustained_scans_per_s"] for r in runs)
+    out["saturated_stage"] = Counter(r["saturated_stage"] for r in runs).most_common(1)[0][0]
+    out["rounds"] = runs
+    return out
+
+
+def _ms(summary: dict[str, Any], key: str) -> str:
+    value = summary.get(key)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    single, ha = result["profiles"]
+    spec = result["spec"]
+    machine = single["environment"]["machine"]
+    rows = []
+    for label, src in (
+        ("bare Kafka produce, acks=all (ms)", "kafka_produce"),
+        ("ingest POST single scan, until Kafka confirmed (ms)", "ingest_latency"),
+    ):
+        for q in ("p50_ms", "p99_ms", "p999_ms"):
+            a, b = single[src]["latency_ms"].get(q), ha[src]["latency_ms"].get(q)
+            ratio = f"{b / a:.2f}" if a and b else "-"
+            rows.append(f"| {label}, {q.removesuffix('_ms')} | {_ms(single[src]['latency_ms'], q)} | "
+                        f"{_ms(ha[src]['latency_ms'], q)} | {ratio} |")  # fmt: skip
+    a, b = single["max_sustained_scans_per_s"], ha["max_sustained_scans_per_s"]
+    rows.append(f"| end-to-end maximum sustained rate, batches of 100 (scans/s) | {a:,.0f} | {b:,.0f} | "
+                f"{(b / a if a else 0):.2f} |")  # fmt: skip
+    rows.append(f"| stage that saturated first | {single['saturated_stage']} | {ha['saturated_stage']} | |")
+    lines = [
+        SECTION[0],
+        "## `bench replication`: the cost of replication (single-node vs ha profile)",
+        "",
+        f"Command: `barcode-pipeline bench replication`{' --quick' if spec['preset'] == 'quick' else ''}; "
+        f"both profiles in the same run, one after the other ({result['duration_s'] / 60:.1f} min), on "
+        f"{machine.get('cores')} cores. **The machine was shared with other agents' test and fault runs "
+        "while this ran**, and the ha profile runs 3 brokers, 3 Redis servers and 3 Sentinels on the "
+        "same cores: read the ratios, not the absolute figures, and rerun on an idle machine for those.",
+        "",
+        f"- single: 1 broker (RF=1), 1 Redis, processor WAIT for {single['redis_wait_replicas']} replicas.",
+        f"- ha: 3 brokers, event topic RF={ha['replicas']['replication_factor']} with "
+        f"{ha['replicas']['min_in_sync']} replicas in sync at the start (min.insync.replicas=2): an "
+        f"`acks=all` write is confirmed once every in-sync follower has it; processor WAIT for "
+        f"{ha['redis_wait_replicas']} Redis replicas before each Kafka commit.",
+        f"- Every figure is the median of {spec.get('rounds', 1)} round(s), each measuring both profiles, "
+        "the order alternated between rounds; the maximum rates per round were: "
+        + "; ".join(
+            f"{p['profile']} "
+            + ", ".join(f"{r['max_sustained_scans_per_s']:,.0f}" for r in p.get("rounds", []))
+            for p in (single, ha)
+        )
+        + " scans/s.",
+        f"- Kafka probe: {spec['kafka_rate']:g} messages/s for {spec['kafka_s']:g} s; ingest: "
+        f"{spec['rate']:g} single scans/s for {spec['duration_s']:g} s (open loop, latency from the "
+        f"scheduled send); maximum rate: the `bench max` search on async-batch, {spec['step_s']:g} s "
+        "per step, sustained = answered on time, no errors, backlog drained, every acknowledged scan "
+        "stored once.",
+        "",
+        "| measure | single | ha | ha ÷ single |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        SECTION[1],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(doc: Path, section: str) -> Path:
+    """Replace (or append) the replication section of ``doc``; ``bench docs`` carries it over."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(sections.put(text, section, SECTION))
+    return doc

@@ -1,0 +1,126 @@
+"""HAProxy (Debian's ``haproxy``) in front of the ingest of the ha profile's app hosts.
+
+Scanners keep one address, ``<balancer ip>:BP_INGEST_PORT``, whichever app host answers. Each
+app host's ingest is health-checked on ``/ready`` (Kafka reachable) every 500 ms; two failed
+checks take it out of the rotation, so a dead host costs the clients one failed attempt, which
+they resend (scans are idempotent). Only connection failures are retried by HAProxy itself: a
+request that reached a host is never sent twice by the balancer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from barcode_harness.stack.base import Component
+from barcode_pipeline import names
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import MissingPrerequisite
+
+if TYPE_CHECKING:
+    from barcode_harness.stack.ha import Topology
+
+CHECK_INTERVAL_MS = 500
+
+
+def render_haproxy_cfg(bind: str, port: int, backends: list[tuple[str, str]], stats_socket: Path) -> str:
+    servers = "\n".join(f"    server {name} {ip}:{port} check" for name, ip in backends)
+    return f"""# Rendered by barcode-pipeline (ha profile); edits are overwritten on the next `stack up`.
+global
+    maxconn 4096
+    stats socket {stats_socket} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # A connection refused by a dead host is retried on the other one; a sent request never is.
+    retries 2
+    option redispatch
+
+frontend ingest
+    bind {bind}:{port}
+    default_backend app_hosts
+
+backend app_hosts
+    balance roundrobin
+    option httpchk GET {names.ROUTE_READY}
+    http-check expect status 200
+    default-server inter {CHECK_INTERVAL_MS}ms fall 2 rise 2 on-marked-down shutdown-sessions
+{servers}
+"""
+
+
+class HaProxy(Component):
+    """The load balancer, in namespace ``bplb``; its backends are the app hosts' ingest."""
+
+    name = "haproxy"
+    start_timeout = 30.0
+
+    def __init__(self, settings: Settings, topo: Topology) -> None:
+        super().__init__(settings)
+        from barcode_harness.stack.ha import APP_HOSTS
+
+        self.net = topo.balancer()
+        self.backends = [(f"app{i}", topo.app(i).ip) for i in range(1, APP_HOSTS + 1)]
+
+    @property
+    def port(self) -> int:
+        return self.settings.ingest_port
+
+    @property
+    def address(self) -> str:
+        return f"{self.net.ip}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def marker(self) -> str:
+        return "haproxy"
+
+    @property
+    def stats_socket(self) -> Path:
+        return self.home / "admin.sock"
+
+    def prepare(self) -> None:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        cfg = render_haproxy_cfg(self.net.ip, self.port, self.backends, self.stats_socket)
+        (self.home / "haproxy.cfg").write_text(cfg)
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/bin")
+        if not binary:
+            raise MissingPrerequisite("haproxy not found; install it with: apt-get install -y haproxy",
+                                      component=self.name)  # fmt: skip
+        return [*self.net.exec_prefix(), binary, "-db", "-f", str(self.home / "haproxy.cfg")]
+
+    def check(self) -> None:
+        with socket.create_connection((self.net.ip, self.port), timeout=2):
+            pass
+
+    def server_states(self) -> dict[str, str]:
+        """Backend server -> UP / DOWN / ... as HAProxy's health checks see it (stats socket)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(self.stats_socket))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        lines = data.decode(errors="replace").splitlines()
+        header = lines[0].lstrip("# ").split(",") if lines else []
+        states: dict[str, str] = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            if row.get("pxname") == "app_hosts" and row.get("svname") not in ("BACKEND", None):
+                states[row["svname"]] = row.get("status", "")
+        return states
+
+    def role(self) -> str:
+        states = self.server_states()
+        return "load balancer: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
