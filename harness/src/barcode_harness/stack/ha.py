@@ -453,6 +453,7 @@ class HaStackManager(StackManager):
         ]
         self.components = {c.name: c for c in comps}
         self.monitoring: dict[str, Component] = {}  # `stack up --monitoring` is for the single profile
+        self.secure = None  # `stack up --secure` is for the single profile too
 
     def kafka_nodes(self) -> list[HaKafkaNode]:
         return [c for c in self.components.values() if isinstance(c, HaKafkaNode)]
