@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def test_every_node_is_healthy_with_a_role(ha_stack: HaStackManager) -> None:
     statuses = {s.name: s for s in ha_stack.status()}
-    assert len(statuses) == 10
+    assert len(statuses) == 11  # 3 brokers, 3 Redis, 3 Sentinels, MariaDB, HAProxy
     assert all(s.healthy for s in statuses.values()), statuses
     kafka = [statuses[f"kafka-{i}"].detail for i in (1, 2, 3)]
     assert sum("active controller" in d for d in kafka) == 1, kafka
@@ -30,6 +30,7 @@ def test_every_node_is_healthy_with_a_role(ha_stack: HaStackManager) -> None:
     redis_roles = [statuses[f"redis-{i}"].detail for i in (1, 2, 3)]
     assert sum("primary" in d for d in redis_roles) == 1 and sum("replica of" in d for d in redis_roles) == 2
     assert all(s.address.startswith("10.") for s in statuses.values())  # never loopback
+    assert statuses["haproxy"].detail.count("DOWN") == 2  # no app host runs: both backends out
 
 
 def test_internal_topics_are_replicated_and_unclean_election_is_off(ha_settings: Settings) -> None:
