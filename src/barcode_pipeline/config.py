@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     # --- Redis through Sentinel (empty: connect to redis_url directly) ---
     redis_sentinels: str = ""  # host:port,host:port,...
+    # Sentinels that require auth (`requirepass` / an ACL user in sentinel.conf); the data nodes'
+    # user and password come from BP_REDIS_URL as without Sentinel.
+    redis_sentinel_username: str = ""
+    redis_sentinel_password: str = ""
     redis_service: str = names.REDIS_SERVICE
     # The processor commits Kafka offsets only once this many replicas hold the batch (WAIT).
     redis_min_replicas: int = Field(default=0, ge=0)
@@ -215,7 +219,7 @@ class Settings(BaseSettings):
 SECRET_FILE_SETTINGS = (
     "db_url", "redis_url", "kafka_sasl_password", "ingest_api_key",
     "ingest_db_url", "worker_db_url", "legacy_db_url", "processor_redis_url", "worker_redis_url",
-    "ingest_kafka_sasl_password", "processor_kafka_sasl_password",
+    "ingest_kafka_sasl_password", "processor_kafka_sasl_password", "redis_sentinel_password",
 )  # fmt: skip
 
 # What each service role replaces with its own credentials: {role: {shared setting: role's setting}}.
@@ -277,7 +281,7 @@ def load_settings(**overrides: object) -> Settings:
         shown = MASK if name in SECRET_FILE_SETTINGS else repr(first.get("input"))
         raise ConfigError(f"{source}: {first['msg']} (got {shown})") from None
     for secret in (settings.kafka_sasl_password, settings.ingest_kafka_sasl_password,
-                   settings.processor_kafka_sasl_password):  # fmt: skip
+                   settings.processor_kafka_sasl_password, settings.redis_sentinel_password):  # fmt: skip
         add_secret(secret)  # URLs and scanner keys are masked by their shape
     return settings
 

@@ -12,7 +12,7 @@ drops a connection whose server turned out to be a replica (READONLY). Two addit
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -72,8 +72,12 @@ def primary_client(settings: Settings, *, timeout: float, decode: bool) -> redis
     path = urlsplit(settings.redis_url).path.strip("/")
     db = int(path) if path.isdigit() else 0
     retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES)
+    url = urlsplit(settings.redis_url)  # the data nodes' credentials, as without Sentinel
+    auth = {"username": unquote(url.username) if url.username else None,
+            "password": unquote(url.password) if url.password else None}  # fmt: skip
     primary: redis.Redis = _sentinel(settings).master_for(  # type: ignore[no-untyped-call]
         settings.redis_service,
+        **auth,
         redis_class=redis.Redis,
         connection_class=FailoverAwareConnection,
         db=db,
@@ -88,10 +92,14 @@ def primary_client(settings: Settings, *, timeout: float, decode: bool) -> redis
 
 
 def _sentinel(settings: Settings) -> Sentinel:
-    return Sentinel(  # type: ignore[no-untyped-call]
-        sentinel_addresses(settings.redis_sentinels),
-        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S},
-    )
+    kwargs: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+    }
+    if settings.redis_sentinel_password:
+        kwargs["password"] = settings.redis_sentinel_password
+        kwargs["username"] = settings.redis_sentinel_username or None
+    return Sentinel(sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
 
 
 def primary_address(settings: Settings) -> tuple[str, int]:
