@@ -101,7 +101,9 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         f"target and of a random kind, held {s.min_for_s:g}-{s.max_for_s:g} s (a processor pause is "
         f"sometimes {s.long_pause_s:g} s, past its session timeout). Faults on different targets "
         "overlap; faults on one target follow each other. The load runs until the last fault is "
-        "healed; the drain is timed from that last heal.",
+        "healed; the drain is timed from that last heal. A client whose outbox holds a backlog after "
+        "an outage resends it through the batch endpoint (up to 100 scans a request), as a scanner "
+        "catching up would; new scans still go one per request.",
         "",
         "| kind | on a service (processor, worker-N) | on a server (Kafka, Redis, MariaDB) |",
         "|---|---|---|",
