@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     processor_batch: int = Field(default=500, ge=1)
     # consume() waits this long for a full batch: at ~1,000 scans/s it is a floor on freshness
     processor_poll_timeout_s: float = Field(default=0.02, gt=0)
+    # The broker holds the processor's fetch until this many bytes or this long: one fetch per
+    # record at ~2,000 scans/s would cost the broker as much CPU as the produce requests themselves.
+    processor_fetch_min_bytes: int = Field(default=16_384, ge=1)
+    processor_fetch_wait_ms: int = Field(default=20, ge=0)
 
     # --- persistence workers ---
     worker_batch_size: int = Field(default=500, ge=1)

@@ -75,7 +75,12 @@ class Processor:
         self.settings = settings
         self.group: str = group or settings.processor_group
         self.stop_event = threading.Event()
-        extra: dict[str, object] = {"client.id": f"processor-{self.group}", "on_commit": self._on_commit}
+        extra: dict[str, object] = {
+            "client.id": f"processor-{self.group}",
+            "on_commit": self._on_commit,
+            "fetch.min.bytes": settings.processor_fetch_min_bytes,
+            "fetch.wait.max.ms": settings.processor_fetch_wait_ms,
+        }
         if instance:
             extra["group.instance.id"] = instance
         self._consumer_conf = kafka_adapter.consumer_config(settings, self.group, **extra)
