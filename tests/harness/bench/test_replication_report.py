@@ -34,7 +34,7 @@ def test_the_section_puts_both_profiles_side_by_side_and_says_the_machine_was_sh
     assert text.startswith(SECTION[0]) and text.rstrip().endswith(SECTION[1])
     assert "| bare Kafka produce, acks=all (ms), p50 | 1.00 | 2.50 | 2.50 |" in text
     assert "| end-to-end maximum sustained rate, batches of 100 (scans/s) | 4,000 | 2,000 | 0.50 |" in text
-    assert "shared with other agents" in text
+    assert "load average at start" in text
     assert "RF=3" in text
 
 

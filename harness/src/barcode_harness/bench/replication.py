@@ -195,9 +195,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `barcode-pipeline bench replication`{' --quick' if spec['preset'] == 'quick' else ''}; "
         f"both profiles in the same run, one after the other ({result['duration_s'] / 60:.1f} min), on "
-        f"{machine.get('cores')} cores. **The machine was shared with other agents' test and fault runs "
-        "while this ran**, and the ha profile runs 3 brokers, 3 Redis servers and 3 Sentinels on the "
-        "same cores: read the ratios, not the absolute figures, and rerun on an idle machine for those.",
+        f"{machine.get('cores')} cores, load average at start {machine.get('load_average_at_start')}. "
+        "Everything shares those cores, and the ha profile runs 3 brokers, 3 Redis servers and 3 "
+        "Sentinels on them: read the ratios more than the absolute figures; other work on the "
+        "machine distorts both.",
         "",
         f"- single: 1 broker (RF=1), 1 Redis, processor WAIT for {single['redis_wait_replicas']} replicas.",
         f"- ha: 3 brokers, event topic RF={ha['replicas']['replication_factor']} with "
