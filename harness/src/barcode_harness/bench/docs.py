@@ -72,21 +72,23 @@ Profiled with py-spy (`py-spy record -p <pid>`) on the processes of a running be
 holds no figures, the tables above do. Read it against the latest tables: on a quiet machine some of
 these limits may no longer bite.
 
-- **Single-scan ingest throughput and p99** (`bench max` async-single, `bench compare` at the high
-  rate): the ingest processes' event loops are CPU-bound, and most of their time per request goes to
-  the FastAPI/Starlette layers (middleware stack, routing, dependency solving that builds query
-  parameters for every request), far more than the endpoint's own work (validation, the Kafka
-  hand-off). The Kafka produce itself is not the limit: the bare produce round trip stays low at the
-  same rate. On two shared cores, every bit of CPU the HTTP layer burns delays the delivery-report
-  thread too, which is what the p99 shows.
+- **Single-scan ingest throughput and p99** (`bench max` async-single, `bench vegeta`): the two
+  cores are busy. The scan endpoints are answered ahead of FastAPI's middleware stack, so what is
+  left per request is uvicorn's HTTP handling, the endpoint's own work and the hand-off to and from
+  librdkafka's threads; the broker's CPU per produce request comes next (one request per scan at low
+  concurrency, with `linger_ms=0`). On two shared cores every bit of CPU also delays the
+  delivery-report thread, which is what the p99 shows. At low load the p50 is above the bare produce
+  round trip mostly by wake-up latency: several idle threads (HTTP, librdkafka's broker thread, the
+  delivery-report thread, the event loop) each wake up once per request.
 - **End-to-end batch rate** (`bench max` async-batch): the processor is the first stage whose backlog
   (Kafka lag) grows. It is one process running a serial loop per batch: decode and validate every
   event in Python, one Lua call per event in a Redis pipeline (and waiting for its reply), then a
   synchronous offset commit; no step overlaps another and a single process cannot use more than one
   core.
 - **Freshness at the high rate**: a batch waits for its oldest entry's maximum batching delay
-  (`worker_max_delay_ms`, default 200 ms) unless it fills first, so freshness p99 is bounded below by
-  that delay plus ingest and processor time; the batching sweep in `bench compare` shows the curve.
+  (`worker_max_delay_ms`, default 200 ms) unless it fills first or is written early (120 scans and
+  100 ms since the worker's last write), so freshness p99 is bounded below by that wait plus ingest
+  and processor time; the batching sweep in `bench compare` shows the curve.
 - **Writes per 1,000 scans, legacy ÷ async**: at low rates each persistence worker commits a partial
   batch every maximum batching delay, so async commits per second are roughly workers × (1 s ÷ delay)
   whatever the load; the ratio is then set by that delay (see the sweep). Under concurrency the legacy
