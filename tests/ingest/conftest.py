@@ -6,9 +6,7 @@ so a test only reads what was written after it started, however full the shared 
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from barcode_pipeline.adapters.kafka import consumer_config, ensure_topics
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.app import create_app
+from tests.stack_helpers import FreezableRelay
 
 TEST_DEVICE_PREFIX = "INGEST-TEST-"
 
@@ -112,49 +111,11 @@ def free_port() -> int:
         return port
 
 
-class TcpForwarder:
-    """Relays a loopback port to the real broker, so a test can make Kafka "appear" at that address.
-
-    Only the bootstrap connection goes through it (the broker then advertises its own address), which
-    is exactly what a client sees when a Kafka that was unreachable comes back. The port is bound
-    (not listening, so connections are refused) from construction on: nothing else can take it
-    between the test pointing a client at it and :meth:`start`.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-
-    def start(self) -> None:
-        self._listener.listen()
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def stop(self) -> None:
-        for sock in [*self._sockets, self._listener]:
-            with contextlib.suppress(OSError):
-                sock.close()
+# Relays a loopback port to the real broker, so a test can make Kafka "appear" at that address. Only
+# the bootstrap connection goes through it (the broker then advertises its own address), which is
+# what a client sees when a Kafka that was unreachable comes back. The port is bound (not listening,
+# so connections are refused) from construction on: nothing else can take it before start().
+TcpForwarder = FreezableRelay
 
 
 @pytest.fixture

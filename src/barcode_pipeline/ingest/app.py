@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -26,7 +26,7 @@ from barcode_pipeline.errors import DeliveryError, ValidationFailed
 from barcode_pipeline.ingest.metrics import IngestMetrics
 from barcode_pipeline.ingest.producer import KafkaBridge
 from barcode_pipeline.web import schemas
-from barcode_pipeline.web.app import service_app
+from barcode_pipeline.web.app import HotHandler, service_app
 from barcode_pipeline.web.body import read_json
 from barcode_pipeline.web.contract import (
     RETRY_AFTER_DOC,
@@ -44,9 +44,6 @@ from barcode_pipeline.web.contract import (
 log = logging.getLogger(__name__)
 
 _ERRORS = client_errors("A rule is broken; `field` (and `index`, in a batch) name it.")
-
-
-Handler = Callable[[Scope, Receive], Awaitable[Response]]  # see web.app.ServiceApp: the hot paths
 
 
 def create_app(
@@ -84,7 +81,7 @@ def create_app(
             await asyncio.to_thread(kafka.close)
             log.info("ingest stopped; producer flushed")
 
-    handlers: dict[str, Handler] = {}
+    handlers: dict[str, HotHandler] = {}
     app = service_app(
         title="barcode-pipeline ingest",
         description=(

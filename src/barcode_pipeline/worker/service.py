@@ -215,6 +215,13 @@ class Worker:
                     self._flush(self.batcher.take(), "recovery")
                 after = entries[-1].entry_id
 
+    def _write_then_reread_own(self, trigger: str) -> None:
+        """Write what is batched, then re-process this consumer's pending entries (the written ones
+        are acked by then, so none is read twice)."""
+        while len(self.batcher):
+            self._flush(self.batcher.take(), trigger)
+        self._recover_own()
+
     def _drain(self) -> None:
         leftover = self.batcher.take_all()
         for i in range(0, len(leftover), self.settings.worker_batch_size):
@@ -227,9 +234,7 @@ class Worker:
         self._progress = now
         if self._reread_own:
             self._reread_own = False  # an error during the re-read sets it again
-            while len(self.batcher):
-                self._flush(self.batcher.take(), "reconnect")
-            self._recover_own()
+            self._write_then_reread_own("reconnect")
             return
         trigger = self.batcher.trigger(now)
         if trigger is not None:
@@ -243,9 +248,7 @@ class Worker:
                 return
             if self.redis_primary is not None and self.redis_primary.changed():
                 log.warning("redis primary changed: re-reading this worker's own pending entries")
-                while len(self.batcher):
-                    self._flush(self.batcher.take(), "failover")
-                self._recover_own()
+                self._write_then_reread_own("failover")
                 return
             if self.settings.stream_trim_interval_s and now >= self._next_trim:
                 self._next_trim = now + self.settings.stream_trim_interval_s
