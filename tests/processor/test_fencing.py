@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from confluent_kafka import KafkaError
 
-from barcode_pipeline.processor.fencing import ReplacementBudget, is_fatal
+from barcode_pipeline.processor.fencing import ReplacementBudget, close_within, is_fatal
 
 
 def test_the_fatal_event_is_fatal_although_its_flag_says_no() -> None:
@@ -54,3 +57,19 @@ def test_idle_watch_ignores_time_spent_stopped() -> None:
     watch = IdleWatch(after_s=1.0, poll_timeout_s=0.05)
     assert not watch.polled(0, 30.0)  # one poll spanning a 30 s SIGSTOP counts 0.1 s
     assert watch.idle_s == 0.1
+
+
+def test_a_close_that_hangs_is_abandoned_after_its_bound_and_a_quick_one_completes() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    assert close_within(release.wait, timeout_s=0.2) is False  # a close stuck on a dead coordinator
+    assert 0.2 <= time.monotonic() - started < 2.0
+    release.set()
+    calls: list[int] = []
+    assert close_within(lambda: calls.append(1), timeout_s=2.0) is True
+    assert calls == [1]
+
+    def broken() -> None:
+        raise RuntimeError("already closed")
+
+    assert close_within(broken, timeout_s=2.0) is True  # its failure does not reach the caller

@@ -15,10 +15,43 @@ instance in turn; the budget below turns that ping-pong into an exit with a clea
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError
+
+log = logging.getLogger(__name__)
+
+# How long closing a consumer that is being replaced may take. Its close() takes no timeout, and
+# one wedged by a network partition was seen blocking 30 s in it (ha scenario h4), while the
+# replacement waited and the watchdog restarted the whole processor.
+CLOSE_BOUND_S = 5.0
+
+
+def close_within(close: Callable[[], object], timeout_s: float = CLOSE_BOUND_S) -> bool:
+    """Run ``close`` for at most ``timeout_s``; False if it is still running (it is abandoned).
+
+    An abandoned close goes on in a daemon thread; the broker fences the old instance once its
+    replacement joins under the same name, so nothing depends on it finishing.
+    """
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            close()
+        except Exception:  # the instance is being thrown away: its close's failure changes nothing
+            log.debug("closing the replaced consumer failed", exc_info=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="consumer-close", daemon=True).start()
+    if done.wait(timeout_s):
+        return True
+    log.warning("the replaced consumer did not close within %.0fs; abandoning it", timeout_s)
+    return False
 
 
 def is_fatal(err: KafkaError) -> bool:

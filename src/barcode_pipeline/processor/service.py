@@ -28,7 +28,7 @@ from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
-from barcode_pipeline.processor.fencing import ReplacementBudget, is_fatal
+from barcode_pipeline.processor.fencing import ReplacementBudget, close_within, is_fatal
 from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
 from barcode_pipeline.processor.wedge import IdleWatch, records_waiting
 from barcode_pipeline.retry import Backoff
@@ -148,8 +148,7 @@ class Processor:
             ) from exc
         log.error("kafka consumer failed fatally (%s); replacing it under the same group and instance", exc)
         metrics.CONSUMER_REPLACEMENTS.inc()
-        with contextlib.suppress(KafkaException, RuntimeError):
-            self.consumer.close()
+        close_within(self.consumer.close)
         self._fatal = None
         self._uncommitted.clear()
         self.consumer = Consumer(self._consumer_conf)
