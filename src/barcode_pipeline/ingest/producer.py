@@ -1,9 +1,10 @@
 """Bridge between asyncio request handlers and the one confluent-kafka Producer of this process.
 
 Why a bridge: ``Producer.produce`` is non-blocking but its delivery reports only arrive through
-``poll()``. A background thread polls (the GIL is released while librdkafka waits) and hands each
-report to the event loop with ``call_soon_threadsafe``, so a request awaits its own confirmation
-without a flush per request and without blocking the loop.
+``poll()``. A background thread polls (the GIL is released while librdkafka waits) and hands the
+reports to the event loop through a :class:`~barcode_pipeline.ingest.handoff.Handoff` (one wake-up
+per burst), so a request awaits its own confirmation without a flush per request and without
+blocking the loop. A batch request waits on one future for all its scans, not one per scan.
 
 Why a breaker: while Kafka is unreachable every write would wait the full produce timeout. Once a
 write times out or a metadata probe fails, :meth:`KafkaBridge.send` fails at once instead; a
@@ -13,7 +14,6 @@ monitor thread keeps probing and lets traffic through again as soon as Kafka ans
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -28,6 +28,7 @@ from barcode_pipeline.adapters.kafka import admin, ensure_topics, producer_confi
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.ingest.handoff import Handoff
 from barcode_pipeline.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,29 @@ def _settle(fut: asyncio.Future[None], err: KafkaError | None) -> None:
         fut.set_exception(DeliveryError(f"Kafka rejected the write: {err.str()}", component="kafka"))
 
 
+class _BatchWaiter:
+    """One batch request's delivery state. ``ok`` and ``rejected`` are written on the poll thread
+    only; ``expected`` on the loop only (see :meth:`KafkaBridge.send_many` for why that suffices)."""
+
+    __slots__ = ("delivered", "expected", "fut", "ok", "rejected")
+
+    def __init__(self, fut: asyncio.Future[None], size: int) -> None:
+        self.fut = fut
+        self.ok = bytearray(size)  # 1 where Kafka confirmed the scan at that index
+        self.rejected = 0
+        self.delivered = 0
+        self.expected = size + 1  # never reached until the loop has produced the whole batch
+
+    def complete(self) -> bool:
+        return self.delivered >= self.expected
+
+
+def _settle_batch(fut: asyncio.Future[None]) -> None:
+    """Runs on the event loop: every produced scan of a batch has its report."""
+    if not fut.done():
+        fut.set_result(None)
+
+
 def topic_problem(metadata: Any) -> str | None:
     """Why the event topic cannot take writes now (``None`` if it can), from cluster metadata."""
     topic = metadata.topics.get(names.TOPIC)
@@ -133,6 +157,7 @@ class KafkaBridge:
         self._down_interval = down_probe_interval_s
         self._up_interval = up_probe_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoff: Handoff | None = None
         self._producer: Producer | None = None
         self._available = False
         self._reason = "not connected yet"
@@ -178,6 +203,7 @@ class KafkaBridge:
         if self._producer is not None:
             raise RuntimeError("KafkaBridge already started")
         self._loop = loop
+        self._handoff = Handoff(loop)
         self._producer = self._new_producer()
         self._probe()
         if not self._available:
@@ -263,6 +289,11 @@ class KafkaBridge:
         """Produce a batch; return the indices Kafka did not confirm within one shared timeout.
 
         Raises ``KafkaUnavailable`` before producing anything if Kafka is known to be down.
+
+        The poll thread counts the batch's reports and settles its one future when the last one
+        arrives. It cannot know how many scans were produced until the loop has finished producing
+        (a full queue stops early), so the loop sets ``expected`` afterwards and then checks the
+        count itself: whichever side comes second sees the other's write.
         """
         if not events:
             return []
@@ -270,43 +301,42 @@ class KafkaBridge:
             raise self._unavailable(len(events))
         producer, loop = self._require_producer()
         started = time.perf_counter()
-        pending: list[tuple[int, asyncio.Future[None]]] = []
-        failed: list[int] = []
+        waiter = _BatchWaiter(loop.create_future(), len(events))
+        produced = 0
         for index, event in enumerate(events):
-            fut: asyncio.Future[None] = loop.create_future()
             try:
                 producer.produce(
                     names.TOPIC,
                     event.to_kafka_value(),
                     event.kafka_key,
-                    on_delivery=partial(self._on_delivery, fut),
+                    on_delivery=partial(self._on_batch_delivery, waiter, index),
                 )
             except BufferError:
-                fut.cancel()
-                failed.extend(range(index, len(events)))
                 self._count_failure("queue_full", len(events) - index)
                 break
             except KafkaException:
-                fut.cancel()
-                failed.append(index)
                 self._count_failure("rejected")
                 continue
-            pending.append((index, fut))
-        if pending:
-            _, not_done = await asyncio.wait([f for _, f in pending], timeout=self._timeout)
-            if not_done:
-                self._mark_down(f"Kafka did not confirm {len(not_done)} write(s) within {self._timeout:g}s")
-            for index, fut in pending:
-                if not fut.done():
-                    fut.cancel()  # a late delivery report is then ignored by _settle
-                    failed.append(index)
-                    self._count_failure("timeout")
-                elif fut.exception() is not None:
-                    failed.append(index)
-                    self._count_failure("rejected")
-            if self._metrics is not None and len(failed) < len(events):
-                self._metrics.produce_seconds.observe(time.perf_counter() - started)
-        failed.sort()
+            produced += 1
+        if not produced:
+            return list(range(len(events)))
+        waiter.expected = produced
+        if waiter.complete():
+            _settle_batch(waiter.fut)
+        done, _ = await asyncio.wait({waiter.fut}, timeout=self._timeout)
+        # After a timeout a late report may still land in ``ok``: the scan is then counted as
+        # failed although Kafka has it, and its resend is absorbed by the duplicate filter.
+        confirmed = bytes(waiter.ok)
+        failed = [index for index, ok in enumerate(confirmed) if not ok]
+        if not done:
+            waiter.fut.cancel()
+            unreported = produced - waiter.delivered
+            self._mark_down(f"Kafka did not confirm {unreported} write(s) within {self._timeout:g}s")
+            self._count_failure("timeout", max(0, unreported))
+        if waiter.rejected:
+            self._count_failure("rejected", waiter.rejected)
+        if self._metrics is not None and len(failed) < len(events):
+            self._metrics.produce_seconds.observe(time.perf_counter() - started)
         return failed
 
     def _expire(self, fut: asyncio.Future[None]) -> None:
@@ -325,9 +355,29 @@ class KafkaBridge:
     # ----- poll thread -----
 
     def _on_delivery(self, fut: asyncio.Future[None], err: KafkaError | None, msg: Message) -> None:
-        loop = self._loop
-        if loop is None:
+        handoff = self._handoff
+        if handoff is None:
             return
+        self._observe_delivery(err, msg)
+        handoff.put(_settle, fut, err)
+
+    def _on_batch_delivery(
+        self, waiter: _BatchWaiter, index: int, err: KafkaError | None, msg: Message
+    ) -> None:
+        handoff = self._handoff
+        if handoff is None:
+            return
+        self._observe_delivery(err, msg)
+        if err is None:
+            waiter.ok[index] = 1
+        else:
+            waiter.rejected += 1
+        waiter.delivered += 1
+        if waiter.complete():
+            handoff.put(_settle_batch, waiter.fut)
+
+    def _observe_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Poll thread: the delivery metric, and what a report says about Kafka's reachability."""
         if err is None:
             latency = msg.latency()
             if self._metrics is not None and latency is not None:
@@ -336,9 +386,6 @@ class KafkaBridge:
                 self._mark_up()  # a confirmed write is the best evidence Kafka is back
         elif err.code() == KafkaError._MSG_TIMED_OUT:
             self._mark_down(f"librdkafka gave up on a write: {err.str()}")
-        # RuntimeError: the loop closed during shutdown, so nobody awaits this future any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, fut, err)
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's error callback: most errors are transient and retried internally."""
