@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -42,6 +43,37 @@ def wait_for_new_primary(settings: Settings, old: tuple[str, int], timeout: floa
             pass
         time.sleep(0.2)
     raise AssertionError(f"Sentinel still reports {old} after {timeout}s")
+
+
+def _promotable(replica: dict[str, Any]) -> bool:
+    """Would Sentinel pick this replica? Its own tests (sentinelSelectSlave): not down, linked to
+    the primary, pinged within 5 s, INFO within 30 s, a priority above 0; and a replica for 1 s."""
+    return (
+        replica.get("flags") == "slave"
+        and replica.get("master-link-status") == "ok"
+        and int(replica.get("last-ok-ping-reply", 10**9)) < 5_000
+        and int(replica.get("info-refresh", 10**9)) < 30_000
+        and int(replica.get("role-reported-time", 0)) >= 1_000
+        and int(replica.get("slave-priority", 0)) > 0
+    )
+
+
+def wait_for_a_promotable_replica(sentinel: redis.Redis, service: str, timeout: float = 30) -> None:
+    """A forced failover before then fails with NOGOODSLAVE: right after start-up or an earlier
+    failover, Sentinel has not yet pinged, asked INFO of or seen the link of any replica."""
+    keys = ("ip", "flags", "master-link-status", "last-ok-ping-reply", "info-refresh", "role-reported-time")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            replicas: list[dict[str, Any]] = sentinel.sentinel_slaves(service)
+        except redis.RedisError as exc:
+            replicas = [{"error": str(exc)}]
+        if any(_promotable(r) for r in replicas):
+            return
+        if time.monotonic() >= deadline:
+            seen = [{k: r.get(k) for k in ("error", *keys) if k in r} for r in replicas]
+            raise AssertionError(f"no replica of {service} Sentinel can promote after {timeout:.0f}s: {seen}")
+        time.sleep(0.2)
 
 
 CLIENTS_REDIS_DB = 5  # this module's own database: its test events must never reach a pipeline
@@ -94,6 +126,7 @@ def test_the_client_follows_a_failover_without_a_restart(
     client.set(key, "before")
     old = primary_address(ha_settings)
     sentinel = redis.Redis(host=ha_stack.topology.sentinel(1).ip, port=26379)
+    wait_for_a_promotable_replica(sentinel, ha_settings.redis_service)
     assert sentinel.sentinel_failover(ha_settings.redis_service)
     new = wait_for_new_primary(ha_settings, old)
     client.set(key, "after")  # the same client object: no restart, no error

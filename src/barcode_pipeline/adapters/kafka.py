@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -105,12 +105,14 @@ def admin_config(settings: Settings) -> dict[str, Any]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
-    """Create the event topic and its dead-letter topic if absent (auto-creation is off on purpose)."""
-    client = admin(settings)
-    try:
-        existing = set(client.list_topics(timeout=timeout).topics)
-    except KafkaException as exc:
-        raise DeliveryError(f"cannot list topics: {exc}", component="kafka") from exc
+    """Create the event topic and its dead-letter topic if absent (auto-creation is off on purpose).
+
+    A broker that refuses this client (a wrong password, a certificate not trusted) fails it at
+    once: waiting ``timeout`` would not cure it, and the caller's back-off should say so early.
+    """
+    errors: list[KafkaError] = []
+    client = AdminClient(admin_config(settings), error_cb=errors.append)
+    existing = _topic_names(client, errors, settings.kafka_bootstrap, timeout)
     rf = settings.topic_replication
     # Replicated: an acks=all write is on all but one replica, and no out-of-sync replica may lead.
     config = {"min.insync.replicas": str(rf - 1), "unclean.leader.election.enable": "false"} if rf > 2 else {}
@@ -129,6 +131,42 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
                 continue
             raise DeliveryError(f"cannot create topic {topic}: {exc}", component="kafka") from exc
     _wait_for_leaders(client, [t.topic for t in missing], timeout)
+
+
+def refusal(err: KafkaError) -> str | None:
+    """Why this client and the broker cannot talk, if ``err`` is a failed login or TLS handshake.
+
+    librdkafka reports these only to the error callback; its metadata request merely times out.
+    A broker that is down or unreachable is no refusal: it may come back within the wait.
+    """
+    code, text = err.code(), err.str()
+    if code in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+        return text
+    if code == KafkaError._TRANSPORT and "SSL handshake failed" in text:
+        return text
+    return None
+
+
+def _topic_names(
+    client: AdminClient, errors: list[KafkaError], bootstrap: str, timeout: float, first_slice_s: float = 0.5
+) -> set[str]:
+    """The cluster's topics (``list_topics``) within ``timeout``, asked in growing slices so that
+    the error callback (served by ``poll``) is read between them and a refusal ends the wait."""
+    deadline = time.monotonic() + timeout
+    slice_s = first_slice_s
+    while True:
+        try:
+            wait = max(0.05, min(slice_s, deadline - time.monotonic()))
+            return set(client.list_topics(timeout=wait).topics)
+        except KafkaException as exc:
+            client.poll(0)
+            reason = next((r for err in errors if (r := refusal(err)) is not None), None)
+            if reason is not None:
+                what = f"cannot connect to {bootstrap} (login or TLS handshake failed): {reason}"
+                raise DeliveryError(what, component="kafka") from exc
+            if time.monotonic() >= deadline:
+                raise DeliveryError(f"cannot list topics: {exc}", component="kafka") from exc
+            slice_s *= 2  # a slow but healthy broker still gets long requests
 
 
 def _wait_for_leaders(client: AdminClient, topics: list[str], timeout: float) -> None:

@@ -40,9 +40,18 @@ def secure_base_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def secure_stack() -> Iterator[Settings]:
-    """A running secured stack; the settings are its admin's, with every role's credentials set."""
+    """A running secured stack; the settings are its admin's, with every role's credentials set.
+
+    Stopped at the end of the session if this session started it (as ``tests/ha``'s stack is), also
+    when tests fail or ``up`` fails half-way: left running, it holds its ports against the next run.
+    """
     from barcode_harness.stack.manager import secure_manager
 
     manager = secure_manager(secure_base_settings())
-    manager.up(quiet=True)
-    yield manager.settings
+    was_up = manager.healthy()
+    try:
+        manager.up(quiet=True)
+        yield manager.settings
+    finally:
+        if not was_up:
+            manager.down()
