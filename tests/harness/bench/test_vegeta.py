@@ -11,12 +11,14 @@ from barcode_harness.bench.trivial_server import trivial_server_thread
 from barcode_harness.bench.vegeta import (
     acknowledged_ids,
     attack,
+    latency_targets,
     summary,
     vegeta_binary,
     vegeta_report,
     vegeta_version,
     write_targets,
 )
+from barcode_harness.bench.vegeta_render import floors_section
 from barcode_pipeline import names
 from barcode_pipeline.domain import ScanRules, parse_scan
 
@@ -46,3 +48,23 @@ def test_a_real_vegeta_run_is_reported_and_its_acknowledged_scans_are_read_back(
         for line in targets.read_bytes().splitlines()
     }
     assert set(acknowledged_ids(binary, results)) == sent
+
+
+def _run(rate: float, p50: float, p99: float, label: str | None = None) -> dict[str, object]:
+    return {"label": label or f"{rate:g}", "target_rate": rate, "p50_ms": p50, "p99_ms": p99}
+
+
+def test_the_latency_goals_are_judged_from_the_runs_and_the_floors_of_the_same_run() -> None:
+    runs = [_run(100, 9.0, 9.0, "warm-up"), _run(100, 1.2, 3.0), _run(2000, 1.0, 4.9), _run(3000, 2.0, 16.0)]
+    floors = [
+        {"rate": 100.0, "http": {"p50_ms": 0.4, "p99_ms": 0.8}, "produce": {"p50_ms": 0.75, "p99_ms": 1}}
+    ]
+    goals = {t.name: t for t in latency_targets(runs, floors)}
+    assert goals["single-scan p99 at 2,000 req/s"].met is True
+    assert goals["single-scan p99 at 3,000 req/s"].met is False
+    gap = goals["single-scan p50 at 100 req/s minus the bare produce p50"]
+    assert gap.met is True and gap.measured == "0.45 ms"  # the warm-up run is not the 100 req/s run
+    table = floors_section({"runs": runs, "floors": floors}, {"floor_s": 10})
+    assert "| 100 | 1.20 / 3.00 | 0.40 / 0.80 | 0.75 / 1.00 | 0.05 |" in table
+    unmeasured = {t.name: t for t in latency_targets(runs[:2], [])}
+    assert unmeasured["single-scan p99 at 2,000 req/s"].met is None

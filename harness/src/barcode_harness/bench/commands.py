@@ -226,7 +226,7 @@ def vegeta_cmd(
             f"{run['label']:>8}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
             f"success {run['success']:.4f}, lost {run['lost']}"
         )
-    typer.echo(f"results: {folder}")
+    _print_targets(result, folder, "vegeta")
 
 
 @bench_app.command("replication")

@@ -8,6 +8,11 @@ persist everything; afterwards every scan vegeta saw acknowledged is looked up i
 
 Each rate gets its own targets file of unique, valid scans (scanTime = when the file was made), so
 the pipeline stores every one instead of deduplicating a repeated body.
+
+Then the floors at the same rates, on the same machine and while the same services run: vegeta
+against a trivial endpoint that answers at once (what the client, the kernel and an HTTP round
+trip cost here) and a bare Kafka produce round trip. The ingest latency minus both is what the
+service itself adds.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Any
 import orjson
 
 from barcode_harness.bench import report
+from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_harness.bench.vegeta_render import markdown
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
@@ -45,10 +52,11 @@ class VegetaSpec:
     duration_s: float = 20.0
     warmup_s: float = 5.0  # at the lowest rate, reported apart: connections, metadata, the broker's JIT
     timeout_s: float = 10.0
+    floor_s: float = 10.0  # per rate, for the trivial endpoint and for the bare produce round trip
     preset: str = "full"
 
 
-QUICK = VegetaSpec(rates=(100.0, 1000.0), duration_s=5.0, warmup_s=2.0, preset="quick")
+QUICK = VegetaSpec(rates=(100.0, 1000.0), duration_s=5.0, warmup_s=2.0, floor_s=3.0, preset="quick")
 
 
 def vegeta_binary() -> str:
@@ -128,6 +136,57 @@ def acknowledged_ids(binary: str, results: Path) -> list[str]:
     return ids
 
 
+def measure_floors(
+    settings: Settings,
+    spec: VegetaSpec,
+    binary: str,
+    work: Path,
+    headers: dict[str, str],
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Per rate: vegeta against the trivial endpoint, then a bare produce round trip at that rate."""
+    floors: list[dict[str, Any]] = []
+    with TrivialServerProcess(processes=settings.ingest_processes) as trivial:
+        for rate in spec.rates:
+            targets_file = work / f"targets-floor-{rate:g}.json"
+            results = work / f"results-floor-{rate:g}.bin"
+            write_targets(targets_file, trivial.url + names.ROUTE_SCAN, int(rate * spec.floor_s) + 1,
+                          secrets.token_hex(4), headers)  # fmt: skip
+            say(f"floor {rate:g} req/s: trivial endpoint, then bare Kafka produce, {spec.floor_s:g} s each")
+            attack(binary, targets_file, rate, spec.floor_s, spec.timeout_s, results)
+            targets_file.unlink()
+            floors.append({"rate": rate, "http": summary(vegeta_report(binary, results))})
+    try:
+        for floor in floors:
+            produce = kafka_produce_latency(settings, rate=floor["rate"], duration_s=spec.floor_s)
+            floor["produce"] = produce.latency
+    finally:
+        drop_probe_topic(settings)
+    return floors
+
+
+def latency_targets(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) -> list[report.Target]:
+    """The single-scan latency goals, from vegeta's figures and the floors of the same run."""
+    by_rate = {r["target_rate"]: r for r in runs if r["label"] != "warm-up"}
+    produce = {f["rate"]: f["produce"] for f in floors if "produce" in f}
+
+    def p99(rate: float) -> float | None:
+        return by_rate[rate]["p99_ms"] if rate in by_rate else None
+
+    low = min(by_rate, default=None)
+    gap = None
+    if low is not None and low in produce:
+        gap = by_rate[low]["p50_ms"] - produce[low]["p50_ms"]
+    return [
+        report.check("single-scan p99 at 2,000 req/s", p99(2000.0), "<=", 5, unit=" ms"),
+        report.check("single-scan p99 at 3,000 req/s", p99(3000.0), "<=", 15, unit=" ms"),
+        report.check(
+            f"single-scan p50 at {low or 100:g} req/s minus the bare produce p50", gap, "<=", 0.5,
+            unit=" ms", note="the trivial endpoint's p50 at that rate is in the floors table",
+        ),
+    ]  # fmt: skip
+
+
 def summary(raw: dict[str, Any]) -> dict[str, Any]:
     """The figures of one run in ms, as vegeta computed them."""
     lat = raw["latencies"]
@@ -187,10 +246,13 @@ def run_vegeta(
             rates.append(figures)
             targets.unlink()  # the raw results stay; the targets are only inputs (and large)
             say(f"  p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, lost {figures['lost']}")
+        floors = measure_floors(env.settings, spec, binary, work, sent_headers, say)
     result = {
         "environment": report.environment(settings, {"spec": asdict(spec), "vegeta": version.strip()}),
         "runs": rates,
+        "floors": floors,
     }
+    result["targets"] = [t.to_dict() for t in latency_targets(rates, floors)]
     report.write_json(out / "vegeta.json", result)
     (out / "vegeta.md").write_text(markdown(result))
     return result
