@@ -1,10 +1,10 @@
 """Bridge between asyncio request handlers and the one confluent-kafka Producer of this process.
 
 Why a bridge: ``Producer.produce`` is non-blocking but its delivery reports only arrive through
-``poll()``. A background thread polls (the GIL is released while librdkafka waits) and hands the
-reports to the event loop through a :class:`~barcode_pipeline.ingest.handoff.Handoff` (one wake-up
-per burst), so a request awaits its own confirmation without a flush per request and without
-blocking the loop. A batch request waits on one future for all its scans, not one per scan.
+``poll()``. A background thread polls (the GIL is released while librdkafka waits) and hands each
+report to the event loop with ``call_soon_threadsafe``, so a request awaits its own confirmation
+without a flush per request and without blocking the loop. A batch request waits on one future for
+all its scans: the poll thread counts their reports and wakes the loop once, when the last arrives.
 
 Why a breaker: while Kafka is unreachable every write would wait the full produce timeout. Once a
 write times out or a metadata probe fails, :meth:`KafkaBridge.send` fails at once instead; a
@@ -14,6 +14,7 @@ monitor thread keeps probing and lets traffic through again as soon as Kafka ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -28,7 +29,6 @@ from barcode_pipeline.adapters.kafka import admin, ensure_topics, producer_confi
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError
-from barcode_pipeline.ingest.handoff import Handoff
 from barcode_pipeline.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,6 @@ class KafkaBridge:
         self._down_interval = down_probe_interval_s
         self._up_interval = up_probe_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handoff: Handoff | None = None
         self._producer: Producer | None = None
         self._available = False
         self._reason = "not connected yet"
@@ -203,7 +202,6 @@ class KafkaBridge:
         if self._producer is not None:
             raise RuntimeError("KafkaBridge already started")
         self._loop = loop
-        self._handoff = Handoff(loop)
         self._producer = self._new_producer()
         self._probe()
         if not self._available:
@@ -355,17 +353,19 @@ class KafkaBridge:
     # ----- poll thread -----
 
     def _on_delivery(self, fut: asyncio.Future[None], err: KafkaError | None, msg: Message) -> None:
-        handoff = self._handoff
-        if handoff is None:
+        loop = self._loop
+        if loop is None:
             return
         self._observe_delivery(err, msg)
-        handoff.put(_settle, fut, err)
+        # RuntimeError: the loop closed during shutdown, so nobody awaits this future any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, fut, err)
 
     def _on_batch_delivery(
         self, waiter: _BatchWaiter, index: int, err: KafkaError | None, msg: Message
     ) -> None:
-        handoff = self._handoff
-        if handoff is None:
+        loop = self._loop
+        if loop is None:
             return
         self._observe_delivery(err, msg)
         if err is None:
@@ -374,7 +374,8 @@ class KafkaBridge:
             waiter.rejected += 1
         waiter.delivered += 1
         if waiter.complete():
-            handoff.put(_settle_batch, waiter.fut)
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                loop.call_soon_threadsafe(_settle_batch, waiter.fut)
 
     def _observe_delivery(self, err: KafkaError | None, msg: Message) -> None:
         """Poll thread: the delivery metric, and what a report says about Kafka's reachability."""
