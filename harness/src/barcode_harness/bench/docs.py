@@ -76,15 +76,30 @@ these limits may no longer bite.
   cores are busy. The scan endpoints are answered ahead of FastAPI's middleware stack, so what is
   left per request is uvicorn's HTTP handling, the endpoint's own work and the hand-off to and from
   librdkafka's threads; the broker's CPU per produce request comes next (one request per scan at low
-  concurrency, with `linger_ms=0`). On two shared cores every bit of CPU also delays the
-  delivery-report thread, which is what the p99 shows. At low load the p50 is above the bare produce
-  round trip mostly by wake-up latency: several idle threads (HTTP, librdkafka's broker thread, the
-  delivery-report thread, the event loop) each wake up once per request.
-- **End-to-end batch rate** (`bench max` async-batch): the processor is the first stage whose backlog
-  (Kafka lag) grows. It is one process running a serial loop per batch: decode and validate every
-  event in Python, one Lua call per event in a Redis pipeline (and waiting for its reply), then a
-  synchronous offset commit; no step overlaps another and a single process cannot use more than one
-  core.
+  concurrency, with `linger_ms=0`). On two shared cores every burst of CPU anywhere (a worker's
+  INSERT, the broker's garbage collection, the load tool itself) delays some answers, which is what
+  the p99 shows; back-to-back runs of the same command spread more than most single changes move it.
+- **Single-scan p50 at low load** (`bench vegeta`, floors table): at a low rate every stage wakes
+  from idle for each request, and on this virtual machine a wake-up is expensive: the trivial
+  endpoint's and the bare produce's own p50 are higher at the lowest rate than at 1,000 req/s. The
+  ingest p50 minus both floors is the service's own share: parsing and validation, and two thread
+  hops the bare producer does not make (librdkafka's delivery-report thread, then the event loop).
+  The Kafka client offers no way for the event loop to wait on its report queue directly, so the
+  hops stay; a queue that woke the loop once per burst of reports instead of once per report was
+  tried and dropped (no gain on single scans). A batch request does wake it only once: its scans
+  share one future, settled when the last report arrives.
+- **Candidates tried and not kept** (A/B runs on this machine; see the issue's closing notes): the
+  per-burst wake-up queue above; a Rust HTTP server (granian, ASGI interface) used more CPU per
+  request than uvicorn with httptools; a higher niceness for the processor and the workers did not
+  lower the ingest p99 beyond the run-to-run spread; two processors in the consumer group did not
+  raise the batch maximum, because the cores were already busy.
+- **End-to-end batch rate** (`bench max` async-batch): near the maximum the two cores are busy, and
+  the processor is the first stage whose backlog (Kafka lag) grows. It is one process running a
+  serial loop per batch: decode and validate every event in Python, one Lua call per event in a
+  Redis pipeline (and waiting for its reply), then an asynchronous offset commit; decoding and the
+  Redis round trip do not overlap. The CPU-per-scan table shows where each scan's cost goes; the
+  Redis client's command packing (the processor's script arguments, the workers' acknowledgements)
+  is a visible part of it in profiles.
 - **Freshness at the high rate**: a batch waits for its oldest entry's maximum batching delay
   (`worker_max_delay_ms`, default 200 ms) unless it fills first or is written early (120 scans and
   100 ms since the worker's last write), so freshness p99 is bounded below by that wait plus ingest
