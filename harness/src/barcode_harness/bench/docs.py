@@ -103,8 +103,10 @@ these limits may no longer bite.
 - **State left by earlier runs**: Redis keeps a duplicate marker per scan for `dedup_ttl_s` (7 days
   by default). A stack that has taken millions of scans holds them all, and Redis then rewrites its
   append-only file during the runs: a forked child busy on one of the two cores for seconds, and the
-  fork itself pauses Redis. Figures from such a stack are worse and spread more; the runs on this
-  page started from a freshly reset stack (`barcode-pipeline stack reset`, then `stack up`).
+  fork itself pauses Redis. Figures from such a stack are worse and spread more. This page's series
+  (`bench vegeta`, then `max`, then `compare`) started from a freshly reset stack
+  (`barcode-pipeline stack reset`, then `stack up`); the later commands inherit the earlier ones'
+  markers.
 - **Freshness at the high rate**: a batch waits for its oldest entry's maximum batching delay
   (`worker_max_delay_ms`, default 200 ms) unless it fills first or is written early (120 scans and
   100 ms since the worker's last write), so freshness p99 is bounded below by that wait plus ingest
