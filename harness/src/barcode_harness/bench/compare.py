@@ -268,6 +268,7 @@ def run_compare(
         for p in [*phases, *high, *sweep]:
             p.db_rates = sampler.rates(p.start, p.end)
 
+    report.finish_environment(env_info)
     result = summarise(spec, env_info, server, counters, idle, phases, high, sweep, kafka)
     result["commit_probe"] = commit
     report.write_json(out / "compare.json", result)

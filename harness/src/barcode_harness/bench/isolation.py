@@ -240,6 +240,7 @@ def run_isolation(
         )
         for path in PATHS
     }
+    report.finish_environment(env_info)
     result = summarise(
         spec, env_info, results, marks, backlog, contention, checks, load_end, drain_s, drained_at, t0
     )

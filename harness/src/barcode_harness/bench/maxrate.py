@@ -344,7 +344,7 @@ def run_max(
                     f"{path}: {best:,.0f} scans/s sustained; "
                     f"first saturated: {results[path]['saturated_stage']}"
                 )
-    result = summarise(env_info, ceilings, results)
+    result = summarise(report.finish_environment(env_info), ceilings, results)
     report.write_json(out / "max.json", result)
     write_charts(out, result)
     (out / "max.md").write_text(markdown(result))

@@ -184,9 +184,39 @@ def shared_cores_note(cores: int | None) -> str:
     )
 
 
+def cpu_counters() -> tuple[int, int, int] | None:
+    """(steal, idle incl. iowait, total) jiffies of all CPUs since boot, from ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already counted in user/nice]
+    fields += [0] * (8 - len(fields))
+    return fields[7], fields[3] + fields[4], sum(fields[:8])
+
+
+def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
+    """Steal and busy share of the machine's CPU time since ``start`` (a :func:`cpu_counters` value).
+
+    Steal is time the hypervisor gave our vCPUs to someone else: it slows every stage at once and
+    is the first thing to check when two runs of the same code disagree.
+    """
+    end = cpu_counters()
+    if start is None or end is None or end[2] <= start[2]:
+        return None
+    total = end[2] - start[2]
+    return {
+        "steal_pct": round(100 * (end[0] - start[0]) / total, 1),
+        "busy_pct": round(100 * (1 - (end[1] - start[1]) / total), 1),
+    }
+
+
 def environment(settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the run ran on; call at its start and :func:`finish_environment` at its end."""
     info = machine()
     return {
+        "cpu_at_start": cpu_counters(),
         "machine": info,
         "versions": versions(settings),
         "settings": settings_summary(settings),
@@ -195,6 +225,12 @@ def environment(settings: Settings, extra: dict[str, Any] | None = None) -> dict
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         **(extra or {}),
     }
+
+
+def finish_environment(env: dict[str, Any]) -> dict[str, Any]:
+    """Add the CPU steal and busy share over the run (from :func:`environment` until now)."""
+    env["cpu_during_run"] = cpu_since(env.pop("cpu_at_start", None))
+    return env
 
 
 # --------------------------------------------------------------------------- targets
@@ -285,12 +321,22 @@ def md_environment(env: dict[str, Any]) -> str:
             f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
             f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
             f"- **Shared cores**: {env['shared_cores']}",
+            f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
             f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
             f"Kafka {servers.get('kafka')}.",
             f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs}.",
             f"- **Settings**: {shown} (all settings are in the JSON file).",
             f"- **Command**: `{env['command']}` (started {env['started_at']}).",
         ]
+    )
+
+
+def _cpu_note(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "not recorded."
+    return (
+        f"{cpu['busy_pct']} % busy, {cpu['steal_pct']} % stolen by the hypervisor "
+        "(time our vCPUs waited for a physical core; it slows every stage at once)."
     )
 
 

@@ -224,6 +224,7 @@ def run_vegeta(
     with BenchEnv(
         settings, out / "services.log", legacy=False, start_stack=start_stack, fresh_db=fresh_db
     ) as env:
+        env_info = report.environment(env.settings, {"spec": asdict(spec), "vegeta": version.strip()})
         url = env.ingest_url + names.ROUTE_SCAN
         sent_headers = {**client_headers(env.api_key), **(headers or {})}
         runs = [("warm-up", min(spec.rates), spec.warmup_s)] if spec.warmup_s > 0 else []
@@ -248,7 +249,7 @@ def run_vegeta(
             say(f"  p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, lost {figures['lost']}")
         floors = measure_floors(env.settings, spec, binary, work, sent_headers, say)
     result = {
-        "environment": report.environment(settings, {"spec": asdict(spec), "vegeta": version.strip()}),
+        "environment": report.finish_environment(env_info),
         "runs": rates,
         "floors": floors,
     }

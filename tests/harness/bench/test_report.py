@@ -1,0 +1,45 @@
+"""The bench environment: CPU steal and busy share over a run (they move every figure at once)."""
+
+from __future__ import annotations
+
+import time
+
+from barcode_harness.bench import report
+
+
+def test_cpu_counters_read_this_machine() -> None:
+    counters = report.cpu_counters()
+    assert counters is not None  # /proc/stat exists on every machine this project runs on
+    steal, idle, total = counters
+    assert 0 <= steal <= total and 0 <= idle <= total
+
+
+def test_cpu_since_reports_shares_of_the_elapsed_cpu_time() -> None:
+    start = report.cpu_counters()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # keep one core busy so the busy share cannot be 0
+        pass
+    cpu = report.cpu_since(start)
+    assert cpu is not None
+    assert 0 < cpu["busy_pct"] <= 100
+    assert 0 <= cpu["steal_pct"] <= 100
+
+
+def test_cpu_since_without_a_start_is_unknown() -> None:
+    assert report.cpu_since(None) is None
+
+
+def test_finish_environment_replaces_the_start_snapshot_and_is_rendered() -> None:
+    env = {
+        "cpu_at_start": (0, 0, 1),
+        "machine": {"cores": 2, "usable_cores": 2, "memory_gb": 24, "cpu_model": "x", "os": "y",
+                    "load_average_at_start": [0.1, 0.1, 0.1]},
+        "versions": {"servers": {}, "libraries": {}, "python": "3", "barcode_pipeline": "0"},
+        "settings": {}, "shared_cores": "shared.", "command": "c", "started_at": "t",
+    }  # fmt: skip
+    report.finish_environment(env)
+    assert "cpu_at_start" not in env
+    assert env["cpu_during_run"] is not None
+    assert "stolen by the hypervisor" in report.md_environment(env)
+    env["cpu_during_run"] = None
+    assert "CPU during the run**: not recorded." in report.md_environment(env)
