@@ -4,22 +4,43 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pymysql.cursors
+import pytest
+from pymysql.converters import escape_string
 
 from barcode_pipeline.adapters.db import db_time
-from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_sql
+from barcode_pipeline.db import queries
+from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_statements
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.worker.storage import CenterCache, WriteOutcome, to_row
 
 SCAN = StoredScan("DLV-X-261125-01J", "sid", "880", "DEV-1", 1_795_000_000_123, 1_795_000_000_456)
 
 
-def test_insert_is_the_shape_pymysql_turns_into_one_multi_row_statement() -> None:
-    sql = insert_barcodes_sql()
-    match = pymysql.cursors.RE_INSERT_VALUES.match(sql)
-    assert match is not None, "executemany would fall back to one statement per row"
-    assert match.group(3).strip() == "ON DUPLICATE KEY UPDATE internal_barcode_id = internal_barcode_id"
+def test_one_statement_holds_every_row_with_escaped_strings_and_utc_times() -> None:
+    rows = [to_row(SCAN, "CENTER-1", "event"), to_row(SCAN, "it's \\ here", "barcode")]
+    (sql,) = insert_barcodes_statements(rows, escape_string)
+    head = f"INSERT INTO barcodes ({', '.join(INSERT_COLUMNS)}) VALUES "
+    assert sql.startswith(head)
+    assert sql.endswith(" ON DUPLICATE KEY UPDATE internal_barcode_id = internal_barcode_id")
     assert "IGNORE" not in sql.upper()
+    values = sql[len(head) : sql.index(" ON DUPLICATE")]
+    first = (
+        "('DLV-X-261125-01J','sid','880','CENTER-1','DEV-1',"
+        "'2026-11-18 11:06:40.123','2026-11-18 11:06:40.456',NULL)"
+    )
+    assert values.startswith(first + ",")
+    assert "'it\\'s \\\\ here'" in values and values.endswith(",'880')")  # dedup_barcode under "barcode"
+    assert db_time(SCAN.scan_time).isoformat(sep=" ", timespec="milliseconds") in first
+
+
+def test_statements_stay_under_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queries, "MAX_STATEMENT_BYTES", 1000)
+    rows = [to_row(SCAN, f"CENTER-{i}", "event") for i in range(25)]
+    statements = list(insert_barcodes_statements(rows, escape_string))
+    assert len(statements) > 1
+    assert all(len(s) < 1000 + 300 for s in statements)  # the head and tail come on top of the values
+    assert sum(s.count("CENTER-") for s in statements) == 25
+    assert list(insert_barcodes_statements([], escape_string)) == []
 
 
 def test_db_time_is_naive_utc_with_milliseconds() -> None:
@@ -35,7 +56,7 @@ def test_row_follows_the_column_order_and_the_dedup_policy() -> None:
     values = dict(zip(INSERT_COLUMNS, row, strict=True))
     assert values["center_id"] == "CENTER-1"
     assert values["original_barcode"] == "880"
-    assert values["scan_time"] == db_time(SCAN.scan_time)
+    assert values["scan_time"] == SCAN.scan_time  # epoch ms; the statement writes it as UTC
     assert values["dedup_barcode"] is None
     assert to_row(SCAN, "CENTER-1", "barcode")[-1] == "880"
 

@@ -12,7 +12,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from barcode_pipeline import names
-from barcode_pipeline.db import migrate
+from barcode_pipeline.adapters.db import db_time
+from barcode_pipeline.db import migrate, queries
 from barcode_pipeline.worker.service import Worker, WorkerOptions
 from barcode_pipeline.worker.storage import BarcodeStore, to_row
 from tests.worker.conftest import DEVICES, REDIS_DB, Db, Env, wait_until
@@ -226,6 +227,47 @@ def test_a_batch_is_one_insert_statement_and_one_commit(env: Env) -> None:
         again = store.write(rows[:100] + rows[:100])  # a batch can even repeat itself
         assert (again.inserted, again.duplicates) == (0, 200)
         assert env.db.count() == 300
+    finally:
+        store.close()
+
+
+def test_stored_values_read_back_exactly_even_hostile_strings(env: Env) -> None:
+    """The worker builds its INSERT text itself: quotes, backslashes, NUL and non-ASCII must survive."""
+    store = BarcodeStore(env.settings.db_url, dedup_policy="barcode")
+    hostile = ["it's", 'say "hi"', "back\\slash\\", "nul\x00byte", "line\nbreak\r", "ctrl-z\x1a", "바코드 😀"]
+    base = env.scan(0)
+    scans = [
+        dataclasses.replace(
+            env.scan(i + 1), scan_id=f"{text}-{i}", barcode=f"{text}-bc", scan_time=base.scan_time + 999 * i
+        )
+        for i, text in enumerate(hostile)
+    ]
+    try:
+        outcome = store.write([to_row(s, f"C'{i}\\", "barcode") for i, s in enumerate(scans)])
+        assert (outcome.inserted, outcome.rejected) == (len(hostile), [])
+        got = env.db.query(
+            "SELECT scan_id, original_barcode, center_id, dedup_barcode, scan_time, processed_time"
+            " FROM barcodes ORDER BY scan_time"
+        )
+        expected = [
+            (s.scan_id, s.barcode, f"C'{i}\\", s.barcode, db_time(s.scan_time), db_time(s.processed_time))
+            for i, s in enumerate(scans)
+        ]
+        assert got == expected
+    finally:
+        store.close()
+
+
+def test_a_batch_over_the_statement_limit_is_split_in_one_transaction(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "MAX_STATEMENT_BYTES", 2000)
+    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    rows = [to_row(s, "CENTER-1", "event") for s in env.many(40)]
+    try:
+        outcome = store.write(rows + rows[:5])
+        assert (outcome.inserted, outcome.duplicates, outcome.rejected) == (40, 5, [])
+        assert env.db.count() == 40
     finally:
         store.close()
 

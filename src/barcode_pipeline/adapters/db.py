@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pymysql
+from pymysql.constants import SERVER_STATUS
+from pymysql.converters import escape_string
 
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError
@@ -18,6 +21,17 @@ _EPOCH = datetime(1970, 1, 1)
 def db_time(epoch_ms: int) -> datetime:
     """Epoch ms as the naive UTC datetime a DATETIME(3) column stores (sessions run in UTC)."""
     return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+def string_escaper(conn: Any) -> Callable[[str], str]:
+    """How to escape a string literal's body on this connection (without the quotes).
+
+    Under ``NO_BACKSLASH_ESCAPES`` a backslash is an ordinary character and only ``'`` is doubled;
+    otherwise quotes, backslashes and control bytes get backslash escapes (what PyMySQL does itself).
+    """
+    if conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        return lambda text: text.replace("'", "''")
+    return escape_string
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,12 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 import pymysql
 
-from barcode_pipeline.adapters.db import DbTimeouts, connect, db_time, parse_db_url
-from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, insert_barcodes_sql
+from barcode_pipeline.adapters.db import DbTimeouts, connect, parse_db_url, string_escaper
+from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, Row, insert_barcodes_statements
 from barcode_pipeline.domain import StoredScan
 from barcode_pipeline.errors import DatabaseUnavailable
 from barcode_pipeline.worker import metrics
@@ -23,8 +22,6 @@ log = logging.getLogger(__name__)
 
 # Errors that belong to a row (a value the column refuses), as opposed to the connection or server.
 ROW_ERRORS = (pymysql.err.DataError, pymysql.err.IntegrityError)
-
-Row = tuple[str, str, str, str, str, datetime, datetime, str | None]
 
 
 @dataclass
@@ -49,8 +46,8 @@ def to_row(scan: StoredScan, center_id: str, dedup_policy: Literal["event", "bar
         scan.barcode,
         center_id,
         scan.device_id,
-        db_time(scan.scan_time),
-        db_time(scan.processed_time),
+        scan.scan_time,
+        scan.processed_time,
         scan.barcode if dedup_policy == "barcode" else None,
     )
 
@@ -102,7 +99,7 @@ class BarcodeStore:
     ) -> None:
         self._db_url = db_url
         self.dedup_policy = dedup_policy
-        self._sql = insert_barcodes_sql(table)
+        self._table = table
         self._crash = crash or CrashPoints()
         self._timeouts = timeouts or DbTimeouts()
         self._conn: Any = None
@@ -187,8 +184,10 @@ class BarcodeStore:
         try:
             conn = self._connection()
             started = time.perf_counter()
+            affected = 0
             with conn.cursor() as cur:
-                affected = int(cur.executemany(self._sql, rows) or 0)
+                for statement in insert_barcodes_statements(rows, string_escaper(conn), self._table):
+                    affected += int(cur.execute(statement) or 0)
             if self._crash.before_commit:
                 crash("before COMMIT")
             conn.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from barcode_harness.bench import report
 
@@ -30,7 +31,7 @@ def test_cpu_since_without_a_start_is_unknown() -> None:
 
 
 def test_finish_environment_replaces_the_start_snapshot_and_is_rendered() -> None:
-    env = {
+    env: dict[str, Any] = {
         "cpu_at_start": (0, 0, 1),
         "machine": {"cores": 2, "usable_cores": 2, "memory_gb": 24, "cpu_model": "x", "os": "y",
                     "load_average_at_start": [0.1, 0.1, 0.1]},
