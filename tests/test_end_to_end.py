@@ -25,6 +25,7 @@ from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.auth.store import create_key
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
+from barcode_pipeline.domain import named_fields
 from barcode_pipeline.ops.dlt import read_dlt
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.processor.routing import shard_of
@@ -149,7 +150,8 @@ def test_per_device_order_is_kept_in_its_shard(
     wait_drained(pipeline, timeout=60)
     r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
     stream = names.stream_name(shard_of(device, pipeline.stream_shards))
-    seen = [f["sid"] for _id, f in r.xrange(stream) if f["dev"] == device]
+    scans = [named_fields(f) for _id, f in r.xrange(stream)]
+    seen = [f["sid"] for f in scans if f["dev"] == device]
     assert seen == ids
 
 
@@ -160,7 +162,7 @@ def test_unknown_device_lands_in_the_dlq_with_its_reason(
     assert post("/ingest/barcode", s).status_code == 202
     wait_drained(pipeline, timeout=60)
     r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
-    letters = [f for _id, f in r.xrange(names.DLQ_STREAM) if f.get("sid") == s["scanId"]]
+    letters = [f for _id, f in r.xrange(names.DLQ_STREAM) if named_fields(f).get("sid") == s["scanId"]]
     assert len(letters) == 1 and "unknown device" in letters[0]["dlq_reason"]
     assert verify_scan_ids(pipeline.db_url, [s["scanId"]]).stored == 0
 

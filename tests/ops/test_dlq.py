@@ -26,6 +26,7 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
+from barcode_pipeline.domain import SCAN_FIELD, StoredScan
 from barcode_pipeline.ops import dlq
 from barcode_pipeline.ops import dlt as dlt_store
 from barcode_pipeline.ops.dlq_commands import dlq_app
@@ -60,17 +61,26 @@ def settings(
     r.close()
 
 
-def _dead_letter(settings: Settings, device: str, *, reason: str, shard: int = 1, extra: bytes = b"") -> str:
-    """A DLQ entry shaped exactly as a worker writes it (original fields + dlq_* fields)."""
+def _dead_letter(
+    settings: Settings, device: str, *, reason: str, shard: int = 1, extra: bytes = b"", original: bytes = b""
+) -> str:
+    """A DLQ entry shaped exactly as a worker writes it (original fields + dlq_* fields).
+
+    The original is one field per name (as processors wrote entries before the JSON field), or
+    ``original``, the JSON value of today's one field.
+    """
     r = redis.Redis.from_url(settings.redis_url)
     try:
-        fields: dict[bytes, bytes] = {
+        scan: dict[bytes, bytes] = {
             b"id": f"DLV-{device}-261125-01J0000000000000000000000".encode(),
             b"sid": f"sid-{uuid.uuid4().hex[:8]}".encode(),
             b"bc": b"8801234567890" + extra,
             b"dev": device.encode(),
             b"st": b"1795600000000",
             b"pt": b"1795600000100",
+        }
+        fields: dict[bytes, bytes] = {
+            **({SCAN_FIELD.encode(): original} if original else scan),
             b"dlq_stream": names.stream_name(shard).encode(),
             b"dlq_id": b"1795600000100-0",
             b"dlq_reason": reason.encode(),
@@ -107,6 +117,26 @@ def test_list_and_show_dlq_entries(settings: Settings) -> None:
     assert "dlq_reason" not in letter.fields and letter.fields["dev"] == device
     assert dlq.get_dlq(settings, entry_id) == letter
     assert dlq.list_dlq(settings, reason="max deliveries") == []
+
+
+def test_a_dead_letter_in_the_json_format_names_its_device_and_scan_and_replays_intact(
+    settings: Settings,
+) -> None:
+    device = f"T-{uuid.uuid4().hex[:6]}"
+    scan = StoredScan(
+        f"DLV-{device}-261125-01J", "sid-json", "880", device, 1_795_600_000_000, 1_795_600_000_100
+    )
+    entry_id = _dead_letter(settings, device, reason=UNKNOWN.format(device), original=scan.to_entry())
+    (letter,) = dlq.list_dlq(settings)
+    assert (letter.id, letter.device_id, letter.scan_id) == (entry_id, device, "sid-json")
+    _map(settings, device)
+    assert [i for i, _ in dlq.replay_dlq(settings, ids=[entry_id]).replayed] == [entry_id]
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        ((_id, fields),) = r.xrange(names.stream_name(1))
+        assert fields == {SCAN_FIELD.encode(): scan.to_entry()}
+    finally:
+        r.close()
 
 
 def test_replay_waits_for_the_device_mapping_then_moves_the_entry_once(settings: Settings) -> None:

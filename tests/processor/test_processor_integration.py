@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import named_fields
 from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor.routing import shard_of
 from barcode_pipeline.processor.service import Processor, replay
@@ -58,7 +59,8 @@ def _scan(device: str, i: int, scan_id: str | None = None) -> tuple[bytes, bytes
 
 def _entries_for(r: redis.Redis, settings: Settings, device: str) -> list[Any]:
     stream = names.stream_name(shard_of(device, settings.stream_shards))
-    return [fields for _id, fields in r.xrange(stream) if fields["dev"] == device]
+    scans = (named_fields(fields) for _id, fields in r.xrange(stream))
+    return [scan for scan in scans if scan["dev"] == device]
 
 
 def _run_until(proc: Processor, done: Callable[[], bool], timeout: float = 30) -> None:

@@ -1,7 +1,8 @@
 -- Duplicate filter and publish, atomically, for a chunk of events in one call.
 -- KEYS: per event two keys, (dedup marker, stream of the event's shard), then one last key: the
 -- publish counter of the chunk's first shard.
--- ARGV[1] = marker TTL in seconds, ARGV[2] = W, the number of field/value arguments per event,
+-- ARGV[1] = marker TTL in seconds, ARGV[2] = W, the number of field/value arguments per event (2: the
+-- processor writes one field, the scan as JSON),
 -- ARGV[3..] = the events' stream fields, W per event, in KEYS order.
 -- Returns one number per event: 1 published, 0 duplicate (marker already present).
 -- Atomicity matters: a marker without its entry would silently drop a scan, an entry

@@ -23,6 +23,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import named_fields
 from barcode_pipeline.domain.dead_letter import FIELD_PREFIX, Cause, DeadLetterRecord
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.ops.dead_letters import DeadLetter, ReplayOutcome, text, with_reason
@@ -38,6 +39,7 @@ def binary_client(settings: Settings) -> redis.Redis:
 def _dlq_letter(entry_id: bytes | str, raw_fields: dict[bytes, bytes]) -> DeadLetter:
     record = DeadLetterRecord.from_fields(raw_fields)
     original = {text(k): text(v) for k, v in record.original}
+    scan = named_fields(original)
     meta = {text(k): text(v) for k, v in raw_fields.items() if k.startswith(FIELD_PREFIX)}
     eid = text(entry_id)
     return DeadLetter(
@@ -48,8 +50,8 @@ def _dlq_letter(entry_id: bytes | str, raw_fields: dict[bytes, bytes]) -> DeadLe
         origin=f"{record.stream or '?'}/{record.entry_id or '?'}",
         target=record.stream,
         time_ms=record.time_ms if record.time_ms is not None else int(eid.split("-")[0]),
-        device_id=original.get("dev"),
-        scan_id=original.get("sid"),
+        device_id=scan.get("dev"),
+        scan_id=scan.get("sid"),
         deliveries=record.deliveries,
         fields=original,
         meta=meta,

@@ -22,7 +22,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
-from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.domain import SCAN_FIELD, ScanEvent
 from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
@@ -287,7 +287,7 @@ class Processor:
         chunks = 0
         for i in range(0, len(events), SCRIPT_CHUNK):
             keys: list[str] = []
-            args: list[str] = [ttl, ""]
+            args: list[str | bytes] = [ttl, "2"]  # every entry is one field/value pair (SCAN_FIELD)
             chunk = events[i : i + SCRIPT_CHUNK]
             for j, event in enumerate(chunk, start=i):
                 keys += (
@@ -295,10 +295,7 @@ class Processor:
                     self.streams[shard_of(event.device_id, s.stream_shards)],
                 )
                 ingest_ms = ingest_times[j] if ingest_times is not None else 0
-                fields = to_stored(event, s.time_zone, now, max(0, ingest_ms)).to_fields()
-                for key, value in fields.items():
-                    args += (key, value)
-            args[1] = str(2 * len(fields))  # every entry has the same fields
+                args += (SCAN_FIELD, to_stored(event, s.time_zone, now, max(0, ingest_ms)).to_entry())
             keys.append(names.publish_counter(shard_of(chunk[0].device_id, s.stream_shards)))
             self.script(keys=keys, args=args, client=pipe)
             chunks += 1

@@ -10,8 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from barcode_pipeline.domain import StoredScan
+from barcode_pipeline.domain import SCAN_FIELD, StoredScan
 from barcode_pipeline.domain.dead_letter import Cause
+
+_SCAN_KEY = SCAN_FIELD.encode()
 
 # Column widths of ``barcodes`` (db/migrations/0001): a longer value would fail the whole INSERT.
 MAX_LENGTHS = {"internal_barcode_id": 128, "scan_id": 64, "barcode": 64, "device_id": 64}
@@ -70,8 +72,12 @@ def decode(entry: Entry) -> StoredScan | Unstorable:
     if not entry.fields:
         return _malformed("no fields")
     try:
-        fields = {k.decode("utf-8"): v.decode("utf-8") for k, v in entry.fields.items()}
-        scan = StoredScan.from_fields(fields)
+        encoded = entry.fields.get(_SCAN_KEY)
+        if encoded is not None:
+            scan = StoredScan.from_entry(encoded)
+        else:  # written one field per name, by a processor from before the JSON field
+            fields = {k.decode("utf-8"): v.decode("utf-8") for k, v in entry.fields.items()}
+            scan = StoredScan.from_fields(fields)
     except KeyError as exc:
         return _malformed(f"missing field {exc.args[0]!r}")
     except (ValueError, UnicodeDecodeError) as exc:

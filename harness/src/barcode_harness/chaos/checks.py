@@ -23,6 +23,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
+from barcode_pipeline.domain import named_fields
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops import dlq, dlt
 from barcode_pipeline.ops.backlog import measure
@@ -299,8 +300,9 @@ def published_since(settings: Settings, tails: dict[str, str]) -> set[ScanKey]:
             while True:
                 items: Any = client.xrange(stream, min=start, max="+", count=5000)
                 for _id, fields in items:
-                    if "dev" in fields and "sid" in fields:
-                        found.add((str(fields["dev"]), str(fields["sid"])))
+                    scan = named_fields(fields)
+                    if "dev" in scan and "sid" in scan:
+                        found.add((scan["dev"], scan["sid"]))
                 if len(items) < 5000:
                     break
                 start = f"({items[-1][0]}"

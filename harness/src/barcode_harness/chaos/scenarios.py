@@ -35,7 +35,7 @@ from barcode_harness.chaos.probes import IngestProbe
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.config import Settings
-from barcode_pipeline.domain import ScanEvent
+from barcode_pipeline.domain import ScanEvent, named_fields
 from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.ops import dlq, dlt
@@ -321,7 +321,8 @@ class WorkerCrashHook(Scenario):
             for stream, entry_id in self._probe.held.get(self.consumer, set()):
                 items: Any = client.xrange(stream, min=entry_id, max=entry_id)
                 for _id, fields in items:
-                    keys.add((fields[b"dev"].decode(), fields[b"sid"].decode()))
+                    scan = named_fields({k.decode(): v.decode() for k, v in fields.items()})
+                    keys.add((scan["dev"], scan["sid"]))
         finally:
             client.close()
         return keys
