@@ -62,6 +62,7 @@ def _files(folder: Path, command: str) -> dict[str, object]:
     assert isinstance(env, dict)
     assert env["machine"]["cores"] and env["versions"]["servers"]["database"]
     assert "shared its" in env["shared_cores"]
+    assert env["cpu_during_run"]["busy_pct"] > 0
     return data
 
 

@@ -1,9 +1,10 @@
 """``barcode-pipeline bench compare|isolation|max|docs``: one command per benchmark.
 
-Each command brings up what it needs (the local stack unless ``--no-stack``, a fresh bench database,
-the pipeline and the legacy server under a supervisor), runs, and writes JSON + Markdown + PNG charts
-into a new ``bench/results/<timestamp>/`` folder; the summary printed at the end points there.
-``--quick`` is a short preset for trying things out; the defaults are the full benchmark.
+Each command brings up what it needs (the local stack unless ``--no-stack``, a fresh bench database
+and an empty Redis database 1, the pipeline and the legacy server under a supervisor), runs, and
+writes JSON + Markdown + PNG charts into a new ``bench/results/<timestamp>/`` folder; the summary
+printed at the end points there. ``--quick`` is a short preset for trying things out; the defaults
+are the full benchmark.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ NoStack = Annotated[
 Database = Annotated[
     str, typer.Option(help="Database the run writes to (same server as BP_DB_URL); dropped and re-created.")
 ]
-KeepDb = Annotated[bool, typer.Option("--keep-db", help="Do not drop the bench database first (append).")]
+KeepDb = Annotated[
+    bool,
+    typer.Option(
+        "--keep-db", help="Do not drop the bench database or empty Redis database 1 first (append)."
+    ),
+]
 LogLevel = Annotated[str, typer.Option(help="Log level of the progress lines on stderr.")]
 
 DEFAULT_OUT = Path("bench/results")
@@ -44,10 +50,10 @@ DEFAULT_DB = "bp_bench"
 
 
 def _prepare(database: str, keep_db: bool, log_level: str, command: str) -> Settings:
-    from barcode_harness.bench.env import bench_settings
+    from barcode_harness.bench.env import BENCH_REDIS_DB, bench_settings
 
     setup_logging(log_level, f"bench-{command}")
-    return bench_settings(load_settings(), database, fresh=not keep_db)
+    return bench_settings(load_settings(), database, fresh=not keep_db, redis_db=BENCH_REDIS_DB)
 
 
 def _spec(base: Any, quick_preset: Any, quick: bool, **overrides: Any) -> Any:

@@ -41,12 +41,12 @@ ran with. Nothing here was typed in by hand. The page itself is rebuilt from the
 .venv/bin/barcode-pipeline bench docs        # rebuild this page from bench/results/
 ```
 
-Each command starts what it needs (the local stack unless `--no-stack`, a fresh `bp_bench` database on the
-same MariaDB, the pipeline and the legacy server under one supervisor), writes `bench/results/<timestamp>/`
-(`<command>.json` with every figure, `<command>.md`, PNG charts, the acknowledged scan IDs and the
-services' log), and prints the targets as met or missed. `--quick` is a short preset for a first look;
-`--help` lists the knobs (`--rate`, `--duration`, ...). A section marked **quick** below comes from
-that preset and is indicative only.
+Each command starts what it needs (the local stack unless `--no-stack`, a fresh `bp_bench` database on
+the same MariaDB, an empty Redis database 1, the pipeline and the legacy server under one supervisor),
+writes `bench/results/<timestamp>/` (`<command>.json` with every figure, `<command>.md`, PNG charts,
+the acknowledged scan IDs and the services' log), and prints the targets as met or missed. `--quick`
+is a short preset for a first look; `--help` lists the knobs (`--rate`, `--duration`, ...). A section
+marked **quick** below comes from that preset and is indicative only.
 
 Everything (load generator, servers, Kafka, Redis, MariaDB) shares the machine's cores: other work on
 the machine distorts the figures, so run on an otherwise idle machine. Reading notes:
@@ -101,12 +101,11 @@ these limits may no longer bite.
   Redis client's command packing (the processor's script arguments, the workers' acknowledgements)
   is a visible part of it in profiles.
 - **State left by earlier runs**: Redis keeps a duplicate marker per scan for `dedup_ttl_s` (7 days
-  by default). A stack that has taken millions of scans holds them all, and Redis then rewrites its
-  append-only file during the runs: a forked child busy on one of the two cores for seconds, and the
-  fork itself pauses Redis. Figures from such a stack are worse and spread more. This page's series
-  (`bench vegeta`, then `max`, then `compare`) started from a freshly reset stack
-  (`barcode-pipeline stack reset`, then `stack up`); the later commands inherit the earlier ones'
-  markers.
+  by default). A Redis that has taken millions of scans holds them all and rewrites its append-only
+  file during the runs: a forked child busy on one of the two cores for seconds, and the fork itself
+  pauses Redis. Figures from such a stack were worse and spread more. So every bench command now
+  starts from an empty Redis database of its own (database 1; the pipeline's data in database 0 is
+  left alone), as it starts from an empty `bp_bench` database; `--keep-db` keeps both.
 - **Freshness at the high rate**: a batch waits for its oldest entry's maximum batching delay
   (`worker_max_delay_ms`, default 200 ms) unless it fills first or is written early (120 scans and
   100 ms since the worker's last write), so freshness p99 is bounded below by that wait plus ingest

@@ -7,7 +7,10 @@ services and the workers are supervised separately; both use :class:`Supervisor`
 
 Why a separate database (``bp_bench`` by default, dropped and re-created each run): both paths
 write into tables that start empty, so run after run sees the same index sizes, and the
-production ``barcode`` database is never filled with benchmark rows.
+production ``barcode`` database is never filled with benchmark rows. Redis likewise: the bench
+commands use Redis database ``BENCH_REDIS_DB``, emptied at the start of each run. Duplicate
+markers live for days; left to pile up (millions after a few runs) they made Redis rewrite its
+AOF again and again during later runs, each fork pausing it, and series stopped being comparable.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
 
 from barcode_harness.keys import with_harness_key
+from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
 from barcode_pipeline.errors import ConfigError
@@ -35,22 +42,51 @@ LEGACY = "legacy"
 ASYNC = "async"
 PATHS = (LEGACY, ASYNC)
 TABLES = {LEGACY: "legacy_barcodes", ASYNC: "barcodes"}
+BENCH_REDIS_DB = 1  # the pipeline's own data is in database 0
 
 
-def bench_settings(settings: Settings, database: str | None, *, fresh: bool) -> Settings:
-    """The settings pointed at the bench database, which is (re-)created empty when ``fresh``."""
-    if not database:
-        return settings
-    if database == "barcode" and fresh:
-        raise ConfigError("refusing to drop the production database 'barcode'; pick another --database")
-    url = database_url(settings.db_url, database)
-    return settings.model_copy(update={"db_url": url})
+def bench_settings(
+    settings: Settings, database: str | None, *, fresh: bool, redis_db: int | None = None
+) -> Settings:
+    """The settings pointed at the bench database (and Redis database ``redis_db``, if given).
+
+    Both are emptied by :class:`BenchEnv` when ``fresh``.
+    """
+    update: dict[str, str] = {}
+    if database:
+        if database == "barcode" and fresh:
+            raise ConfigError("refusing to drop the production database 'barcode'; pick another --database")
+        update["db_url"] = database_url(settings.db_url, database)
+    if redis_db is not None:
+        update["redis_url"] = urlunsplit(urlsplit(settings.redis_url)._replace(path=f"/{redis_db}"))
+    return settings.model_copy(update=update)
+
+
+def redis_database(url: str) -> int:
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 def reset_database(settings: Settings, *, fresh: bool) -> None:
     if fresh:
         drop_database(settings.db_url)
     create_database(settings.db_url)
+
+
+def reset_redis(settings: Settings) -> None:
+    """Empty the bench's Redis database; database 0, the pipeline's own, is never flushed."""
+    db = redis_database(settings.redis_url)
+    if db == 0:
+        return
+    client = redis_adapter.client(settings)
+    try:
+        removed = int(client.dbsize())
+        client.flushdb()
+        log.info("emptied Redis database %d (%d keys)", db, removed)
+    except redis.ResponseError as exc:  # e.g. an ACL user without FLUSHDB: the run still goes on
+        log.warning("could not empty Redis database %d (%s); earlier runs' keys stay", db, exc)
+    finally:
+        client.close()
 
 
 @dataclass
@@ -91,6 +127,8 @@ class BenchEnv:
 
             manager_for(self.settings).up(quiet=True)
         reset_database(self.settings, fresh=self.fresh_db)
+        if self.fresh_db:
+            reset_redis(self.settings)
         self.settings = with_harness_key(self.settings, "bench", start_stack=False)
         specs = pipeline_specs(self.settings, metrics=False)
         core = [s for s in specs if s.role != "worker"] if self.pipeline else []
