@@ -94,12 +94,14 @@ these limits may no longer bite.
   lower the ingest p99 beyond the run-to-run spread; two processors in the consumer group did not
   raise the batch maximum, because the cores were already busy.
 - **End-to-end batch rate** (`bench max` async-batch): near the maximum the two cores are busy, and
-  the processor is the first stage whose backlog (Kafka lag) grows. It is one process running a
-  serial loop per batch: decode and validate every event in Python, one Lua call per event in a
-  Redis pipeline (and waiting for its reply), then an asynchronous offset commit; decoding and the
-  Redis round trip do not overlap. The CPU-per-scan table shows where each scan's cost goes; the
-  Redis client's command packing (the processor's script arguments, the workers' acknowledgements)
-  is a visible part of it in profiles.
+  which backlog grows first varies from run to run (Kafka lag: the processor; stream entries not
+  yet delivered: the workers; the evidence list names it). Two costs that profiles showed have been
+  cut: the workers built their multi-row INSERT through PyMySQL's generic escaping (a type dispatch
+  and a datetime formatting per value; now a builder of their own), and each stream entry carried
+  seven field/value pairs that the processor packed and the workers decoded (now one JSON field).
+  The processor is still one serial loop per batch: decode and validate every event, Lua calls in a
+  Redis pipeline (waiting for the reply), then an asynchronous offset commit; decoding and the Redis
+  round trip do not overlap. The CPU-per-scan table shows where each scan's cost goes.
 - **State left by earlier runs**: Redis keeps a duplicate marker per scan for `dedup_ttl_s` (7 days
   by default). A Redis that has taken millions of scans holds them all and rewrites its append-only
   file during the runs: a forked child busy on one of the two cores for seconds, and the fork itself
