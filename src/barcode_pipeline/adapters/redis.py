@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from urllib.parse import urlsplit
 
 import redis
 
@@ -38,6 +39,12 @@ def client(settings: Settings, *, timeout: float | None = None, decode: bool = T
         socket_connect_timeout=timeout or settings.redis_connect_timeout_s,
         health_check_interval=30,
     )
+
+
+def database_of(url: str) -> int:
+    """The database number in a ``redis://host:port/N`` URL (0 when it names none)."""
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 def address(client: redis.Redis) -> str:

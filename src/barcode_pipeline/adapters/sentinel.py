@@ -19,6 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from barcode_pipeline.adapters.redis import database_of
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError
 
@@ -69,8 +70,7 @@ class FailoverAwareConnection(SentinelManagedConnection):
 
 def primary_client(settings: Settings, *, timeout: float, decode: bool) -> redis.Redis:
     """A client of the service's current primary (``BP_REDIS_SERVICE``), database from ``BP_REDIS_URL``."""
-    path = urlsplit(settings.redis_url).path.strip("/")
-    db = int(path) if path.isdigit() else 0
+    db = database_of(settings.redis_url)
     retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES)
     url = urlsplit(settings.redis_url)  # the data nodes' credentials, as without Sentinel
     auth = {"username": unquote(url.username) if url.username else None,

@@ -42,9 +42,12 @@ def insert_barcodes_sql(table: str = BARCODES_TABLE) -> str:
     no-op that reports 0 affected rows, while a new row reports 1; unlike ``INSERT IGNORE`` it does
     not downgrade truncation, bad values or NULL violations to warnings.
     """
-    columns = ", ".join(INSERT_COLUMNS)
     marks = ", ".join(["%s"] * len(INSERT_COLUMNS))
-    return f"INSERT INTO {table} ({columns}) VALUES ({marks})" + _ON_DUPLICATE
+    return f"{_insert_head(table)}({marks}){_ON_DUPLICATE}"
+
+
+def _insert_head(table: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) VALUES "
 
 
 def insert_barcodes_statements(
@@ -59,7 +62,7 @@ def insert_barcodes_statements(
     become ``'YYYY-MM-DD hh:mm:ss.fff'`` literals, which the UTC session reads like the datetimes
     PyMySQL sent. Each statement stays under ``MAX_STATEMENT_BYTES``.
     """
-    head = f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) VALUES "
+    head = _insert_head(table)
     seconds: dict[int, str] = {}  # a batch's scans share few distinct seconds
 
     def moment(ms: int) -> str:

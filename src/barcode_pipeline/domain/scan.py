@@ -98,7 +98,7 @@ class StoredScan:
         if not isinstance(obj, dict):
             raise ValueError(f"{SCAN_FIELD!r} is not a JSON object")
         texts = [obj[name] for name in _TEXT_NAMES]
-        times = [obj[name] if name != "it" else obj.get(name, 0) for name in _TIME_NAMES]
+        times = [obj["st"], obj["pt"], obj.get("it", 0)]  # "it" came last; 0: unknown
         for name, v in zip(_TEXT_NAMES, texts, strict=True):
             if type(v) is not str:
                 raise ValueError(f"{name} is not a string")

@@ -6,7 +6,8 @@ import uuid
 
 import redis
 
-from barcode_harness.bench.env import BENCH_REDIS_DB, bench_settings, redis_database, reset_redis
+from barcode_harness.bench.env import BENCH_REDIS_DB, bench_settings, reset_redis
+from barcode_pipeline.adapters.redis import database_of
 from barcode_pipeline.config import Settings
 
 TEST_REDIS_DB = 15  # this module's own database
@@ -14,7 +15,7 @@ TEST_REDIS_DB = 15  # this module's own database
 
 def test_bench_settings_point_at_the_bench_databases(stack_settings: Settings) -> None:
     s = bench_settings(stack_settings, "bp_bench_x", fresh=True, redis_db=BENCH_REDIS_DB)
-    assert s.db_url.endswith("/bp_bench_x") and redis_database(s.redis_url) == BENCH_REDIS_DB
+    assert s.db_url.endswith("/bp_bench_x") and database_of(s.redis_url) == BENCH_REDIS_DB
     assert bench_settings(stack_settings, None, fresh=True).redis_url == stack_settings.redis_url
 
 

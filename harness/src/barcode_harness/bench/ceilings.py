@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
-from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_sql
+from barcode_pipeline.db.queries import Row, insert_barcodes_sql, insert_barcodes_statements
 from barcode_pipeline.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -172,34 +173,27 @@ def kafka_produce_throughput(settings: Settings, *, duration_s: float) -> dict[s
     }
 
 
-def _statements(cur: Any, batches: int, batch_rows: int, token: str) -> list[str]:
-    """Multi-row INSERT statements, escaped by PyMySQL, built before the timed part."""
-    head = insert_barcodes_sql(SCRATCH_TABLE).split(" VALUES ", 1)
-    prefix = head[0] + " VALUES "
-    suffix = " ON DUPLICATE KEY UPDATE internal_barcode_id = internal_barcode_id"
-    marks = "(" + ", ".join(["%s"] * len(INSERT_COLUMNS)) + ")"
-    now = datetime.now(UTC).replace(tzinfo=None)
-    out = []
+def _statements(quote: Callable[[str], str], batches: int, batch_rows: int, token: str) -> list[str]:
+    """Multi-row INSERT statements, built as the workers build theirs, before the timed part."""
+    now = int(time.time() * 1000)
+    out: list[str] = []
     for b in range(batches):
-        rows = []
+        rows: list[Row] = []
         for i in range(batch_rows):
             n = b * batch_rows + i
             rows.append(
-                cur.mogrify(
-                    marks,
-                    (
-                        f"DLV-SEOUL-CENTER-PC-00{n % 3 + 1}-251125-{token}{n:016d}",
-                        f"ceil-{token}-{n}",
-                        f"880{n:010d}",
-                        f"CENTER-{n % 3 + 1}",
-                        f"SEOUL-CENTER-PC-00{n % 3 + 1}",
-                        now,
-                        now,
-                        None,
-                    ),
+                (
+                    f"DLV-SEOUL-CENTER-PC-00{n % 3 + 1}-251125-{token}{n:016d}",
+                    f"ceil-{token}-{n}",
+                    f"880{n:010d}",
+                    f"CENTER-{n % 3 + 1}",
+                    f"SEOUL-CENTER-PC-00{n % 3 + 1}",
+                    now,
+                    now,
+                    None,
                 )
             )
-        out.append(prefix + ",".join(rows) + suffix)
+        out.extend(insert_barcodes_statements(rows, quote, SCRATCH_TABLE))
     return out
 
 
@@ -215,7 +209,7 @@ def bare_insert(
             cur.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
             cur.execute(f"CREATE TABLE {SCRATCH_TABLE} LIKE barcodes")
             batches = max(conns, rows // batch_rows)
-            statements = _statements(cur, batches, batch_rows, token)
+            statements = _statements(db.string_escaper(admin), batches, batch_rows, token)
         shares = [statements[i::conns] for i in range(conns)]
         hist = LatencyHistogram()
         lock = threading.Lock()

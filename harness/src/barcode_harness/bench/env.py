@@ -62,11 +62,6 @@ def bench_settings(
     return settings.model_copy(update=update)
 
 
-def redis_database(url: str) -> int:
-    path = urlsplit(url).path.strip("/")
-    return int(path) if path.isdigit() else 0
-
-
 def reset_database(settings: Settings, *, fresh: bool) -> None:
     if fresh:
         drop_database(settings.db_url)
@@ -75,7 +70,7 @@ def reset_database(settings: Settings, *, fresh: bool) -> None:
 
 def reset_redis(settings: Settings) -> None:
     """Empty the bench's Redis database; database 0, the pipeline's own, is never flushed."""
-    db = redis_database(settings.redis_url)
+    db = redis_adapter.database_of(settings.redis_url)
     if db == 0:
         return
     client = redis_adapter.client(settings)
