@@ -210,7 +210,10 @@ def vegeta_cmd(
         typer.Option(min=1, help="Request rates to run (repeatable) [100 1000 2000 3000]."),
     ] = None,
     duration: Annotated[float | None, typer.Option(min=1, help="Seconds per rate [20; quick 5].")] = None,
-    warmup: Annotated[float | None, typer.Option(min=0, help="Warm-up seconds, reported apart [5].")] = None,
+    warmup: Annotated[
+        float | None,
+        typer.Option(min=0, help="Warm-up seconds at the highest rate, reported apart [60; quick 2]."),
+    ] = None,
     out: Out = DEFAULT_OUT,
     no_stack: NoStack = False,
     database: Database = DEFAULT_DB,

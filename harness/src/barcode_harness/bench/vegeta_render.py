@@ -22,9 +22,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Single-scan `POST /ingest/barcode` driven by **vegeta** ({env['vegeta'] or 'version unknown'}), an "
         f"independent open-loop load tool, at each rate for {spec['duration_s']:g} s while the processor and "
         "workers persist everything; latencies are vegeta's own `report`. The warm-up run "
-        f"({spec['warmup_s']:g} s at the lowest rate) opens connections and warms the broker; it is shown "
-        "apart and not part of the comparison. Then every scan vegeta saw answered 202 is looked up in the "
-        "database."
+        f"({spec['warmup_s']:g} s at the highest rate) opens connections and lets the broker's JIT compiler "
+        "finish its request path (a fresh broker keeps compiling for about a minute of load, with a compile "
+        "thread taking a core meanwhile); it is shown apart and not part of the comparison. "
+        "Then every scan vegeta saw answered 202 is looked up in the database."
     )
     sections = [intro, report.md_table(head, rows)]
     if result.get("floors"):
