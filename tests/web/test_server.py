@@ -8,6 +8,7 @@ import pickle
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest import server as ingest_server
 from barcode_pipeline.legacy import server as legacy_server
+from barcode_pipeline.web.onewrite import OneWriteHttpToolsProtocol
 from barcode_pipeline.web.server import uvicorn_config
 
 
@@ -18,7 +19,7 @@ def test_ingest_and_legacy_share_the_process_settings() -> None:
     shared = ("loop", "http", "lifespan", "access_log", "backlog", "timeout_keep_alive", "workers", "factory")
     assert {k: getattr(ingest, k) for k in shared} == {k: getattr(legacy, k) for k in shared}
     assert (ingest.port, legacy.port, ingest.workers) == (18001, 18002, 3)
-    assert ingest.loop == "uvloop" and ingest.http == "httptools" and not ingest.server_header
+    assert ingest.loop == "uvloop" and ingest.http is OneWriteHttpToolsProtocol and not ingest.server_header
 
 
 def test_each_server_process_can_rebuild_its_app_from_the_spec() -> None:
