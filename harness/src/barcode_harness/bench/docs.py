@@ -76,9 +76,16 @@ these limits may no longer bite.
   cores are busy. The scan endpoints are answered ahead of FastAPI's middleware stack, so what is
   left per request is uvicorn's HTTP handling, the endpoint's own work and the hand-off to and from
   librdkafka's threads; the broker's CPU per produce request comes next (one request per scan at low
-  concurrency, with `linger_ms=0`). On two shared cores every burst of CPU anywhere (a worker's
-  INSERT, the broker's garbage collection, the load tool itself) delays some answers, which is what
-  the p99 shows; back-to-back runs of the same command spread more than most single changes move it.
+  concurrency, with `linger_ms=0`). Two costs that profiles showed have been cut: uvicorn wrote each
+  response as two sends (header block, then body; now joined, see `web.onewrite`), and the cyclic
+  garbage collector ran every few dozen requests (start-up objects are now frozen out of it and the
+  young generation is larger). The tail is scheduling: `perf sched` over a stall showed the answers
+  waiting while every runnable thread queued for the two cores, librdkafka's and the broker's
+  network threads among them, behind the broker's JIT compiler and the load tool. A freshly started
+  broker keeps compiling its request path for about a minute of load, so `bench vegeta` warms up at
+  its highest rate first and reports that run apart. Some stalls also coincide with Redis rewriting
+  its append-only file (a forked child on one core). Back-to-back runs of the same command spread
+  more than most single changes move the p99.
 - **Single-scan p50 at low load** (`bench vegeta`, floors table): at a low rate every stage wakes
   from idle for each request, and on this virtual machine a wake-up is expensive: the trivial
   endpoint's and the bare produce's own p50 are higher at the lowest rate than at 1,000 req/s. The
@@ -92,7 +99,9 @@ these limits may no longer bite.
   per-burst wake-up queue above; a Rust HTTP server (granian, ASGI interface) used more CPU per
   request than uvicorn with httptools; a higher niceness for the processor and the workers did not
   lower the ingest p99 beyond the run-to-run spread; two processors in the consumer group did not
-  raise the batch maximum, because the cores were already busy.
+  raise the batch maximum, because the cores were already busy; the broker's JIT limited to its
+  quick first tier (`-XX:TieredStopAtLevel=1`) warmed up sooner, but the broker then spent clearly
+  more CPU per request for good.
 - **End-to-end batch rate** (`bench max` async-batch): near the maximum the two cores are busy, and
   which backlog grows first varies from run to run (Kafka lag: the processor; stream entries not
   yet delivered: the workers; the evidence list names it). Two costs that profiles showed have been
