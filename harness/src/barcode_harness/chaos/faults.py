@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
@@ -79,10 +79,35 @@ def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------- Kafka
-def rewind_group(settings: Settings, group: str | None = None, *, timeout: float = 30.0) -> tuple[int, int]:
-    """Set every partition of the group (default: the processor's) back to the log start.
+def end_offsets(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
+    """A topic's end offset per partition: where records written from now on will start."""
+    consumer = Consumer(kafka_adapter.consumer_config(settings, settings.processor_group, log_level=0))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(meta.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def rewind_group(
+    settings: Settings,
+    group: str | None = None,
+    *,
+    to: Mapping[int, int] | None = None,
+    topic: str = names.TOPIC,
+    timeout: float = 30.0,
+) -> tuple[int, int]:
+    """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
+    never below the log start) or, without it, to the log start.
 
     Returns (records to re-read, tries).
+
+    A scenario passes the offsets from before its own load: on a stack whose topic holds the
+    history of earlier runs (millions of records after a bench series), a re-read from the log
+    start cannot finish within a scenario's drain timeout.
 
     The group must be empty for the broker to accept it. A member that was killed, or a static
     member (the supervisor's processors) even after a clean stop, keeps it non-empty until its
@@ -92,17 +117,16 @@ def rewind_group(settings: Settings, group: str | None = None, *, timeout: float
     group = group or settings.processor_group
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
-        meta = consumer.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC]
-        tps = [TopicPartition(names.TOPIC, p) for p in sorted(meta.partitions)]
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
         low = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[0] for tp in tps}
     finally:
         consumer.close()
-    backlog = sum(max(0, committed[p] - low[p]) for p in low if committed.get(p, -1) >= 0)
+    target = {p: max(start, to.get(p, start)) for p, start in low.items()} if to is not None else low
+    backlog = sum(max(0, committed[p] - target[p]) for p in target if committed.get(p, -1) >= 0)
     admin = kafka_adapter.admin(settings)
-    request = [
-        ConsumerGroupTopicPartitions(group, [TopicPartition(names.TOPIC, p, o) for p, o in low.items()])
-    ]
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in target.items()])]
     deadline = time.monotonic() + timeout
     tries = 0
     while True:
@@ -111,7 +135,7 @@ def rewind_group(settings: Settings, group: str | None = None, *, timeout: float
             reply = admin.alter_consumer_group_offsets(request)[group].result(10)
             refused = [f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error]
             if not refused:
-                log.info("rewound group %s to the log start (%d records to re-read)", group, backlog)
+                log.info("rewound group %s (%d records to re-read)", group, backlog)
                 return backlog, tries
             problem = "; ".join(refused)
         except KafkaException as exc:
