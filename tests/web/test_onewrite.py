@@ -19,6 +19,11 @@ from barcode_pipeline.web.onewrite import OneWriteHttpToolsProtocol, OneWriteTra
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
 
+def _wrapped() -> tuple[RecordingTransport, OneWriteTransport]:
+    inner = RecordingTransport()
+    return inner, OneWriteTransport(inner, asyncio.get_running_loop())
+
+
 class RecordingTransport(asyncio.Transport):
     """Pure-logic stand-in for a socket transport: records what reaches it."""
 
@@ -42,8 +47,7 @@ def test_headers_and_body_leave_in_one_write() -> None:
 
 
 async def _test_headers_and_body_leave_in_one_write() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner, asyncio.get_running_loop())
+    inner, transport = _wrapped()
     transport.write(HEAD)
     assert inner.writes == []
     transport.write(b"{}")
@@ -57,8 +61,7 @@ def test_a_lone_header_block_goes_out_at_the_end_of_the_iteration() -> None:
 
 
 async def _test_a_lone_header_block_goes_out_at_the_end_of_the_iteration() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner, asyncio.get_running_loop())
+    inner, transport = _wrapped()
     transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     await asyncio.sleep(0)
     assert inner.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
@@ -71,8 +74,7 @@ def test_close_writes_what_is_held_first() -> None:
 
 
 async def _test_close_writes_what_is_held_first() -> None:
-    inner = RecordingTransport()
-    transport = OneWriteTransport(inner, asyncio.get_running_loop())
+    inner, transport = _wrapped()
     transport.write(HEAD)
     transport.close()
     assert inner.writes == [HEAD] and inner.closed

@@ -79,17 +79,22 @@ def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------- Kafka
-def end_offsets(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
-    """A topic's end offset per partition: where records written from now on will start."""
-    consumer = Consumer(kafka_adapter.consumer_config(settings, settings.processor_group, log_level=0))
+def _offsets(settings: Settings, group: str, topic: str) -> dict[int, tuple[int, int, int]]:
+    """Per partition of ``topic``: (log start, end, ``group``'s committed offset or a negative)."""
+    consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in sorted(meta.partitions)
-        }
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        marks = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10) for tp in tps}
     finally:
         consumer.close()
+    return {p: (low, high, committed.get(p, -1)) for p, (low, high) in marks.items()}
+
+
+def end_offsets(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
+    """A topic's end offset per partition: where records written from now on will start."""
+    return {p: high for p, (_low, high, _c) in _offsets(settings, settings.processor_group, topic).items()}
 
 
 def rewind_group(
@@ -115,16 +120,9 @@ def rewind_group(
     reply, so every partition's error is checked.
     """
     group = group or settings.processor_group
-    consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        low = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[0] for tp in tps}
-    finally:
-        consumer.close()
-    target = {p: max(start, to.get(p, start)) for p, start in low.items()} if to is not None else low
-    backlog = sum(max(0, committed[p] - target[p]) for p in target if committed.get(p, -1) >= 0)
+    offsets = _offsets(settings, group, topic)
+    target = {p: max(low, (to or {}).get(p, low)) for p, (low, _high, _c) in offsets.items()}
+    backlog = sum(max(0, c - target[p]) for p, (_low, _high, c) in offsets.items() if c >= 0)
     admin = kafka_adapter.admin(settings)
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in target.items()])]
     deadline = time.monotonic() + timeout
