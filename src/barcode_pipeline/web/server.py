@@ -1,7 +1,8 @@
 """One way to serve an HTTP service: uvicorn (uvloop + httptools), one or several processes on one port.
 
-Several processes use uvicorn's own supervisor: the parent binds the socket once and spawns the
-workers, restarts a worker that dies, and on SIGTERM/SIGINT forwards SIGTERM to each. A worker then
+Several processes use uvicorn's own supervisor: the parent binds one socket per process (see
+``web.reuseport``) and spawns the workers, restarts a worker that dies, and on SIGTERM/SIGINT
+forwards SIGTERM to each. A worker then
 stops accepting, finishes its in-flight requests and runs the app's shutdown (ingest flushes its
 producer, legacy closes its pool). Every service gets the same process settings from here.
 """
@@ -24,11 +25,11 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
 
 from barcode_pipeline.logs import setup_logging
 from barcode_pipeline.web.metrics import multiprocess_metrics_dir
 from barcode_pipeline.web.onewrite import OneWriteHttpToolsProtocol
+from barcode_pipeline.web.reuseport import SlotMultiprocess, bind_slots
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ def serve(spec: ServerSpec) -> None:
         return
     with multiprocess_metrics_dir(f"bp-{spec.name}-metrics-"):
         config = uvicorn_config(spec)
-        sock = config.bind_socket()
+        slots = bind_slots(spec.host, spec.port, spec.processes)
         try:
-            Multiprocess(config, sockets=[sock]).run()
+            SlotMultiprocess(config, slots).run()
         finally:
-            sock.close()
+            for sock in slots:
+                sock.close()
