@@ -21,6 +21,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from barcode_pipeline.web.reuseport import bind_slots
 from barcode_pipeline.web.server import ServerSpec, serve
+from tests.stack_helpers import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,13 +39,6 @@ def _pid_app() -> FastAPI:
 def _serve(port: int) -> None:
     """Run in a subprocess: two processes of the app above, as the services are served."""
     serve(ServerSpec("reuseport-test", "127.0.0.1", port, 2, partial(_pid_app), graceful_shutdown_s=1))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_every_slot_listens_on_the_same_port() -> None:
@@ -69,7 +63,7 @@ def test_a_port_another_listener_holds_fails_the_start_even_if_it_shares() -> No
 
 @pytest.fixture
 def server_port(tmp_path: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_ports()
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-c", f"from tests.web.test_reuseport import _serve; _serve({port})"],

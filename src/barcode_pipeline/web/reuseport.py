@@ -15,7 +15,7 @@ import logging
 import socket
 import sys
 
-from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 log = logging.getLogger(__name__)
@@ -50,19 +50,15 @@ def bind_slots(host: str, port: int, count: int) -> list[socket.socket]:
 
 
 class SlotMultiprocess(Multiprocess):
-    """uvicorn's supervisor (health checks, restarts, graceful stop), one socket per process slot."""
-
-    def __init__(self, config: Config, slots: list[socket.socket]) -> None:
-        super().__init__(config, sockets=slots)
-        self.slots = slots
+    """uvicorn's supervisor (health checks, restarts, graceful stop); process i listens on ``sockets[i]``."""
 
     def _spawn(self, index: int) -> Process:
-        process = Process(self.config, [self.slots[index]])
+        process = Process(self.config, [self.sockets[index]])
         process.start()
         return process
 
     def init_processes(self) -> None:
-        self.processes = [self._spawn(i) for i in range(len(self.slots))]
+        self.processes = [self._spawn(i) for i in range(len(self.sockets))]
 
     def keep_subprocess_alive(self) -> None:
         """uvicorn's own check, except that a replacement gets the slot's socket."""

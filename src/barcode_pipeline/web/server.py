@@ -136,7 +136,7 @@ def serve(spec: ServerSpec) -> None:
         config = uvicorn_config(spec)
         slots = bind_slots(spec.host, spec.port, spec.processes)
         try:
-            SlotMultiprocess(config, slots).run()
+            SlotMultiprocess(config, sockets=slots).run()
         finally:
             for sock in slots:
                 sock.close()
