@@ -244,7 +244,10 @@ def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(secur
     log.unlink(missing_ok=True)
     admin_redis = redis.Redis.from_url(secure_stack.redis_url, socket_timeout=5)
     admin_redis.acl_log_reset()
-    summary = run_demo(secure_stack, DemoSpec(rate=50, duration_s=2, duplicate_ratio=0.1, warmup_s=1))
+    spec = DemoSpec(
+        rate=50, duration_s=2, duplicate_ratio=0.1, warmup_rate=50, warmup_round_s=0.5, warmup_max_rounds=3
+    )
+    summary = run_demo(secure_stack, spec)
     assert summary["lost"] == 0 and summary["duplicate_rows"] == 0, summary
     assert summary["stored"] > 0, summary
     assert admin_redis.acl_log() == []  # no command or key was refused
