@@ -68,7 +68,7 @@ def _files(folder: Path, command: str) -> dict[str, object]:
 
 def test_compare_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
     spec = CompareSpec(
-        rate=40, duration_s=1.5, rounds=2, high_rate=150, high_duration_s=1.5, sweep_delays_ms=(0, 100),
+        rate=40, duration_s=1.5, rounds=1, high_rate=150, high_duration_s=1.5, sweep_delays_ms=(0, 100),
         sweep_duration_s=1.0, idle_s=0.3, settle_s=0.1, warmup_s=0.5, kafka_probe_s=1.0, commit_probe=30,
         preset="smoke",
     )  # fmt: skip
