@@ -1,8 +1,8 @@
 """The ``ha`` profile's stack, brought up once per session in its own state directory.
 
 It lives beside the single-node stack (``<BP_STATE_DIR>-ha``), in network namespaces of its own, so
-both can run at once. It is stopped at the end of the session if this session started it: three
-brokers are too heavy to leave running on a shared CI machine.
+both can run at once. It is stopped at the end of the session if this session started it, and at once
+if its start-up fails: three brokers are too heavy to leave running on a shared CI machine.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ def ha_stack() -> Iterator[HaStackManager]:
     settings = base.model_copy(update={"state_dir": ha_state_dir(base.state_dir), "stack_profile": "ha"})
     manager = HaStackManager(settings)
     was_up = manager.healthy()
-    manager.up(quiet=True)
+    try:
+        manager.up(quiet=True)
+    except BaseException:
+        # A half-started cluster (some brokers, the namespaces) would outlive the failed session.
+        if not was_up:
+            manager.down()
+        raise
     yield manager
     if not was_up:
         manager.down()
