@@ -29,14 +29,10 @@ def ha_stack() -> Iterator[HaStackManager]:
     was_up = manager.healthy()
     try:
         manager.up(quiet=True)
-    except BaseException:
-        # A half-started cluster (some brokers, the namespaces) would outlive the failed session.
+        yield manager
+    finally:  # after the session, or at once if up() failed half-way: stop what this session started
         if not was_up:
             manager.down()
-        raise
-    yield manager
-    if not was_up:
-        manager.down()
 
 
 @pytest.fixture
