@@ -1,7 +1,7 @@
 # The two entry points a newcomer needs (see README): `make demo` and `make test`.
 BP := .venv/bin/barcode-pipeline
 
-.PHONY: setup demo test lint unit clean
+.PHONY: setup demo test lint unit lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,9 +20,15 @@ lint:
 	.venv/bin/ruff format --check src harness tests
 	.venv/bin/mypy
 
+## Refresh uv.lock: newest versions within pyproject.toml's ranges, then the whole suite on them.
+## Commit the new lock only if this passes.
+lock:
+	bash scripts/uv.sh lock --upgrade
+	$(MAKE) test
+
 unit: setup
 	.venv/bin/pytest -q -m "not integration"
 
 clean:
 	-$(BP) stack down
-	rm -rf .venv
+	rm -rf .venv .tools

@@ -34,19 +34,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+# The product, its dev extra and the harness, exactly as uv.lock pins them (hashes checked): the same
+# commit installs the same versions on any day. A pyproject.toml whose ranges changed without a new
+# lock fails here, before anything is installed.
+if ! bash scripts/uv.sh lock --check -q 2>/dev/null; then
+  echo "setup: uv.lock is out of date with pyproject.toml: run 'make lock', let the suite pass, commit both" >&2
+  exit 1
 fi
-stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ harness/pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the product, its development harness and their dependencies into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  # The product alone is `pip install .`; the harness (stack, scanner, bench, chaos, demo) is a second
-  # distribution in harness/ that adds its commands to the same CLI.
-  .venv/bin/pip install -q -e '.[dev]' -e ./harness
-  touch "$stamp"
-fi
+bash scripts/uv.sh sync --locked --all-extras --all-packages -q
 # vegeta, the independent open-loop load tool of `bench vegeta`, from the Go module proxy.
 VEGETA_VERSION=v12.13.0
 if [ ! -x .venv/bin/vegeta ]; then

@@ -73,11 +73,10 @@ def primary_client(settings: Settings, *, timeout: float, decode: bool) -> redis
     db = database_of(settings.redis_url)
     retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES)
     url = urlsplit(settings.redis_url)  # the data nodes' credentials, as without Sentinel
-    auth = {"username": unquote(url.username) if url.username else None,
-            "password": unquote(url.password) if url.password else None}  # fmt: skip
-    primary: redis.Redis = _sentinel(settings).master_for(  # type: ignore[no-untyped-call]
+    primary: redis.Redis = _sentinel(settings).master_for(
         settings.redis_service,
-        **auth,
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
         redis_class=redis.Redis,
         connection_class=FailoverAwareConnection,
         db=db,
@@ -99,10 +98,10 @@ def _sentinel(settings: Settings) -> Sentinel:
     if settings.redis_sentinel_password:
         kwargs["password"] = settings.redis_sentinel_password
         kwargs["username"] = settings.redis_sentinel_username or None
-    return Sentinel(sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
+    return Sentinel(sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=kwargs)
 
 
 def primary_address(settings: Settings) -> tuple[str, int]:
     """Where the Sentinels say the primary is now (fault injection and status use this)."""
-    host, port = _sentinel(settings).discover_master(settings.redis_service)  # type: ignore[no-untyped-call]
+    host, port = _sentinel(settings).discover_master(settings.redis_service)
     return str(host), int(port)

@@ -8,6 +8,7 @@ section is built here once and used by every command.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -42,6 +43,8 @@ LIBRARIES = (
     "hdrhistogram",
     "matplotlib",
 )
+# The lock every install of this repository uses (scripts/setup.sh): its digest names the whole set.
+LOCK_FILE = Path(__file__).resolve().parents[4] / "uv.lock"
 
 
 # --------------------------------------------------------------------------- results folder
@@ -136,6 +139,14 @@ def _server_versions(settings: Settings) -> dict[str, str]:
     return out
 
 
+def lock_digest() -> str:
+    """The first 12 hex digits of uv.lock's SHA-256, or ``none`` outside a checkout."""
+    try:
+        return hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "none"
+
+
 def versions(settings: Settings) -> dict[str, Any]:
     libs: dict[str, str] = {}
     for name in LIBRARIES:
@@ -156,6 +167,7 @@ def versions(settings: Settings) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "barcode_pipeline": pipeline,
+        "lock": lock_digest(),
         "servers": _server_versions(settings),
         "libraries": libs,
     }
@@ -324,7 +336,8 @@ def md_environment(env: dict[str, Any]) -> str:
             f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
             f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
             f"Kafka {servers.get('kafka')}.",
-            f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs}.",
+            f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
+            f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
             f"- **Settings**: {shown} (all settings are in the JSON file).",
             f"- **Command**: `{env['command']}` (started {env['started_at']}).",
         ]
