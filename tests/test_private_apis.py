@@ -41,6 +41,9 @@ INTERNALS: list[tuple[str, str, str]] = [
     # The ACL types have no explicit export in the package's stubs (harness stack/secure.py).
     ("confluent_kafka.admin._acl", "AclBinding", "harness stack/secure.py"),
     ("confluent_kafka.admin._resource", "ResourcePatternType", "harness stack/secure.py"),
+    ("confluent_kafka.admin._config", "ConfigResource", "adapters/kafka.py (topic retention)"),
+    ("confluent_kafka.admin._config", "ConfigEntry", "adapters/kafka.py (topic retention)"),
+    ("confluent_kafka.admin._config", "AlterConfigOpType.SET", "adapters/kafka.py (topic retention)"),
 ]
 
 

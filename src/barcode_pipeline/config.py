@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     kafka_debug: str = ""
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int = Field(default=1, ge=1)
+    # How long, and up to how many bytes per partition, the topic keeps scans: the window for
+    # `replay` and the most a processor may fall behind before acknowledged scans are deleted
+    # unread (an alert fires at half the time). 32 GiB x 6 partitions hold 7 days of single scans
+    # at about 300 scans/s, of batches at 1,000/s; docs/capacity.md has the formula.
+    topic_retention_hours: float = Field(default=168.0, gt=0)
+    topic_retention_bytes: int = Field(default=32 * 1024**3, ge=-1)  # -1: no bound
 
     # --- ingest service ---
     ingest_host: str = "127.0.0.1"
@@ -120,7 +126,16 @@ class Settings(BaseSettings):
 
     # --- processor ---
     dedup_policy: Literal["event", "barcode"] = "event"
-    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # Duplicate markers (processor/markers.py) live from the scan's minute for this window: a resend
+    # or redelivery within it stops in Redis; an older one reaches the database, whose UNIQUE key
+    # absorbs it. 24 h covers a scanner that resends after a night offline and any Kafka redelivery;
+    # at 1,000 scans/s it holds 86 M markers, about 1.3 GiB (docs/capacity.md has the formula).
+    dedup_window_s: int = Field(default=24 * 3600, ge=60)
+    # Hashes per minute of scan time: keep peak scans/s x 60 / dedup_buckets under Redis's
+    # hash-max-listpack-entries (128 by default; the local stack sets 512) so hashes stay compact.
+    dedup_buckets: int = Field(default=1024, ge=1, le=1_000_000)
+    # Also honour one-key-per-scan markers of earlier releases: "auto" looks for them at start-up.
+    dedup_legacy_markers: Literal["auto", "on", "off"] = "auto"
     stream_shards: int = Field(default=4, ge=1)
     time_zone: str = "Asia/Seoul"
     processor_group: str = names.PROCESSOR_GROUP  # another group = an independent pipeline on one topic
@@ -144,6 +159,9 @@ class Settings(BaseSettings):
     worker_heartbeat_ttl_s: float = Field(default=5.0, gt=0)
     claim_min_idle_ms: int = Field(default=60_000, ge=0)
     max_deliveries: int = Field(default=5, ge=1)
+    # The DLQ stream's bound (about 375 B an entry: 1 M is ~375 MB of Redis). At the limit workers
+    # keep further dead letters pending instead of dropping them; an alert fires at half of it.
+    dlq_max_entries: int = Field(default=1_000_000, ge=1)
     workers: int = Field(default=2, ge=1)
     # Extra workers read only when entries wait undelivered (fewer commits at low load); see worker/service.py
     worker_standby: bool = True

@@ -18,7 +18,9 @@ WORKER_GROUP = "barcode-persistence"
 DLQ_STREAM = "barcode:dlq"
 
 # Redis keys
-DEDUP_PREFIX = "barcode:seen:"  # + "e:{deviceId}:{scanId}" or "b:{barcode}"
+DEDUP_PREFIX = "barcode:seen:"  # + "h{e|b}:{minute}:{bucket}", a hash of markers (processor/markers.py)
+# One string key per scan ("e:{deviceId}:{scanId}" or "b:{barcode}"), as releases before the hashes wrote.
+LEGACY_MARKER_PATTERN = "barcode:seen:[eb]:*"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
 PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publish (lua/dedupe_publish.lua)
 NODE_LEASE_PREFIX = "barcode:node:"  # + node name; held (SET NX, TTL) by the one `run` of that node
@@ -57,6 +59,12 @@ def replay_group(processor_group: str) -> str:
 
 def tool_group(suffix: str) -> str:
     return f"{TOOL_GROUP_PREFIX}{suffix}"
+
+
+def dedup_bucket_key(policy: str, minute: int, bucket: int) -> str:
+    """A hash of duplicate markers: policy (e or b), epoch minute of the scan time, bucket number.
+    The ``h`` keeps the name apart from every legacy marker (``e:`` or ``b:``), whatever the IDs."""
+    return f"{DEDUP_PREFIX}h{policy[0]}:{minute}:{bucket}"
 
 
 def heartbeat_key(consumer: str) -> str:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -34,6 +35,7 @@ from tests.kafka_helpers import start_group_at_log_end
 pytestmark = pytest.mark.integration
 
 DEVICES = ("SEOUL-CENTER-PC-001", "SEOUL-CENTER-PC-002", "SEOUL-CENTER-PC-003")
+THROUGHPUT_PANELS = {"Throughput per stage (scans/s)", "Ingest rate by endpoint and status", "Worker rows/s"}
 
 
 def _redis_db(url: str, db: int) -> str:
@@ -145,6 +147,42 @@ def test_every_dashboard_panel_returns_series(monitored: Settings, load: Load) -
     # Every Prometheus target the dashboards rely on is up (legacy included: it runs here).
     body = dashboards.instant_query(base, "up == 0")
     assert body["data"]["result"] == [], body["data"]["result"]
+    # A series is not traffic: the throughput panels must show a finite rate above zero after the load.
+    while True:
+        results = [dashboards.check(base, q) for q in queries if q.panel in THROUGHPUT_PANELS]
+        flat = [(r.query.panel, r.query.promql) for r in results if r.nonzero == 0]
+        if not flat:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"throughput panels flat at zero or NaN after the load: {flat}")
+        time.sleep(2)
+    assert {r.query.panel for r in results} == THROUGHPUT_PANELS
+
+
+def test_every_rule_is_healthy_and_reads_only_scraped_metrics(monitored: Settings, load: Load) -> None:
+    """A rule over a misspelt or missing metric is valid PromQL that never fires: hold every rule's
+    metric names against what Prometheus scrapes from the real exporters and services."""
+    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    deadline = time.monotonic() + 120
+    while True:
+        rules = [r for g in _api(base, "rules")["groups"] for r in g["rules"]]
+        scraped = set(_api(base, "label/__name__/values"))
+        recorded = {r["name"] for r in rules if r["type"] == "recording"}
+        missing = {r["name"]: sorted(dashboards.metric_names(r["query"]) - scraped - recorded) for r in rules}
+        missing = {name: names for name, names in missing.items() if names}
+        unhealthy = {r["name"]: r.get("lastError") for r in rules if r.get("health") != "ok"}
+        if not missing and not unhealthy:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"rules not healthy: {unhealthy}; metrics no target exports: {missing}")
+        time.sleep(2)
+    assert len([r for r in rules if r["type"] == "alerting"]) >= 16
+
+
+def _api(base: str, path: str) -> Any:
+    body = httpx.get(f"{base}/api/v1/{path}", timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]
 
 
 def test_top_command_exits_cleanly_on_ctrl_c(monitored: Settings) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from barcode_pipeline.domain import ScanEvent, StoredScan
 from barcode_pipeline.logs import JsonFormatter, setup_logging
 from barcode_pipeline.monitoring import scrape
-from barcode_pipeline.monitoring.exporter import Snapshot, metric_families
+from barcode_pipeline.monitoring.exporter import Bounds, Snapshot, metric_families
 from barcode_pipeline.monitoring.top import build_view, render
 from barcode_pipeline.ops.backlog import Backlog
 from barcode_pipeline.processor.routing import to_stored
@@ -103,7 +103,8 @@ def test_top_warns_about_stalls_missing_workers_and_dead_letters() -> None:
 
 
 def test_exporter_families_name_every_backlog_gauge() -> None:
-    names = {family.name for family in metric_families(healthy_snapshot(), "barcode-processor")}
+    bounds = Bounds(kafka_retention_s=604_800, dlq_max_entries=1000)
+    names = {family.name for family in metric_families(healthy_snapshot(), "barcode-processor", bounds)}
     assert {
         "bp_backlog_kafka_lag_records",
         "bp_backlog_stream_undelivered_entries",
@@ -112,9 +113,13 @@ def test_exporter_families_name_every_backlog_gauge() -> None:
         "bp_backlog_dlt_records",
         "bp_backlog_probe_up",
         "bp_backlog_workers_alive",
+        "bp_backlog_kafka_lag_age_seconds",
+        "bp_backlog_kafka_log_age_seconds",
+        "bp_backlog_kafka_retention_seconds",
+        "bp_backlog_dlq_max_entries",
     } <= names
     down = Snapshot()  # nothing reached: only the probe's own gauges, saying so
-    families = {f.name: f for f in metric_families(down, "g")}
+    families = {f.name: f for f in metric_families(down, "g", bounds)}
     assert "bp_backlog_kafka_lag_records" not in families
     assert [s.value for s in families["bp_backlog_probe_up"].samples] == [0.0, 0.0]
 
@@ -196,3 +201,27 @@ def test_observe_many_matches_observe_one_by_one() -> None:
         return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
 
     assert samples(many) == samples(one)
+
+
+def test_a_constant_fallback_is_stripped_before_a_panel_is_checked() -> None:
+    from barcode_pipeline.monitoring.dashboards import PanelQuery
+
+    query = PanelQuery("d", "p", "A", "sum(increase(bp_x_total[$__rate_interval])) or vector(0)")
+    assert query.promql == "sum(increase(bp_x_total[1m]))"
+    assert PanelQuery("d", "p", "A", "a or on() vector(0)").promql == "a"
+    assert PanelQuery("d", "p", "A", "a or b").promql == "a or b"
+
+
+def test_metric_names_of_a_rule() -> None:
+    from barcode_pipeline.monitoring.dashboards import metric_names
+
+    expr = (
+        'max by (instance) (redis_memory_used_bytes{job="redis"} / (redis_memory_max_bytes > 0)) > 0.8 '
+        "or histogram_quantile(0.99, sum by (le) (rate(bp_x_bucket[5m]))) > 1e3 and on() bp:rec:sum"
+    )
+    assert metric_names(expr) == {
+        "redis_memory_used_bytes",
+        "redis_memory_max_bytes",
+        "bp_x_bucket",
+        "bp:rec:sum",
+    }

@@ -26,6 +26,7 @@ from tests.stack_helpers import redis_db
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 6  # this module's own Redis database, so other suites never see its streams
+RECENT_MS = int(time.time() * 1000) - 60_000  # within the dedup window: resends stop at the markers
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def _produce(settings: Settings, values: list[tuple[bytes, bytes]]) -> list[tupl
 
 
 def _scan(device: str, i: int, scan_id: str | None = None) -> tuple[bytes, bytes]:
-    body = {"barcode": f"880{i:010d}", "deviceId": device, "scanTime": 1_795_000_000_000 + i,
+    body = {"barcode": f"880{i:010d}", "deviceId": device, "scanTime": RECENT_MS + i,
             "scanId": scan_id or f"{device}-{i}"}  # fmt: skip
     return device.encode(), orjson.dumps(body)
 

@@ -1,4 +1,4 @@
-"""Pure logic of the processor: shard routing, dedup keys, poison detection."""
+"""Pure logic of the processor: shard routing, stored records, poison detection."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import orjson
 
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.processor.decode import Poison, decode
-from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+from barcode_pipeline.processor.routing import shard_of, to_stored
 
 EVENT = ScanEvent(
     barcode="8801234567893", device_id="SEOUL-CENTER-PC-001", scan_time=1_795_000_000_000, scan_id="s-1"
@@ -17,11 +17,6 @@ def test_shard_is_stable_and_in_range() -> None:
     shards = {shard_of(f"DEV-{i}", 4) for i in range(200)}
     assert shards == {0, 1, 2, 3}
     assert shard_of("SEOUL-CENTER-PC-001", 4) == 3  # crc32, pinned: hash() would vary per process
-
-
-def test_dedup_key_depends_on_policy() -> None:
-    assert dedup_key(EVENT, "event").endswith("e:SEOUL-CENTER-PC-001:s-1")
-    assert dedup_key(EVENT, "barcode").endswith("b:8801234567893")
 
 
 def test_to_stored_is_deterministic() -> None:

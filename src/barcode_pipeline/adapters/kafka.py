@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)  # no public re-export
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, DeliveryError
+
+log = logging.getLogger(__name__)
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
@@ -116,11 +124,15 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
     rf = settings.topic_replication
     # Replicated: an acks=all write is on all but one replica, and no out-of-sync replica may lead.
     config = {"min.insync.replicas": str(rf - 1), "unclean.leader.election.enable": "false"} if rf > 2 else {}
+    retention = retention_config(settings)
     wanted = [
-        NewTopic(names.TOPIC, settings.topic_partitions, rf, config=config),
-        NewTopic(names.DLT_TOPIC, 1, rf, config=config),
+        NewTopic(names.TOPIC, settings.topic_partitions, rf, config={**config, **retention}),
+        NewTopic(names.DLT_TOPIC, 1, rf, config={**config, **retention}),
     ]
     missing = [t for t in wanted if t.topic not in existing]
+    present = [t.topic for t in wanted if t.topic in existing]
+    if present:
+        _ensure_retention(client, present, retention, timeout)
     if not missing:
         return
     for topic, fut in client.create_topics(missing, request_timeout=timeout).items():
@@ -131,6 +143,39 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
                 continue
             raise DeliveryError(f"cannot create topic {topic}: {exc}", component="kafka") from exc
     _wait_for_leaders(client, [t.topic for t in missing], timeout)
+
+
+def retention_config(settings: Settings) -> dict[str, str]:
+    """The topics' retention, explicit: never the broker's default, which nobody watches."""
+    return {
+        "retention.ms": str(int(settings.topic_retention_hours * 3_600_000)),
+        "retention.bytes": str(settings.topic_retention_bytes),
+    }
+
+
+def _ensure_retention(client: AdminClient, topics: list[str], wanted: dict[str, str], timeout: float) -> None:
+    """Set the retention of existing topics where it differs (a setting changed since they were made)."""
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    for resource, fut in client.describe_configs(resources, request_timeout=timeout).items():
+        try:
+            current = {name: entry.value for name, entry in fut.result(timeout).items()}
+        except KafkaException as exc:
+            log.warning("cannot read the retention of %s: %s", resource.name, exc)
+            continue
+        changed = {name: value for name, value in wanted.items() if current.get(name) != value}
+        if not changed:
+            continue
+        entries = [
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in changed.items()
+        ]
+        target = ConfigResource(ConfigResource.Type.TOPIC, resource.name, incremental_configs=entries)
+        for _res, done in client.incremental_alter_configs([target], request_timeout=timeout).items():
+            try:
+                done.result(timeout)
+                log.info("topic %s retention set to %s", resource.name, changed)
+            except KafkaException as exc:
+                log.warning("cannot set the retention of %s: %s", resource.name, exc)
 
 
 def refusal(err: KafkaError) -> str | None:

@@ -9,6 +9,8 @@ integration test does the same after a short load).
 from __future__ import annotations
 
 import json
+import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from barcode_pipeline.monitoring.promconfig import deploy_dir
+
+# A constant fallback ("... or vector(0)") returns a series whatever the metric does: checked with it,
+# a panel whose metric is missing or misspelt would pass. The check strips it first.
+FALLBACK = re.compile(r"\s*\bor\s+(?:on\s*\(\s*\)\s*)?vector\s*\(\s*[0-9.]+\s*\)")
 
 # What Grafana would put in; $__rate_interval is at least four scrape intervals.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
@@ -31,7 +37,7 @@ class PanelQuery:
 
     @property
     def promql(self) -> str:
-        out = self.expr
+        out = FALLBACK.sub("", self.expr)
         for name, value in GRAFANA_VARIABLES.items():
             out = out.replace(name, value)
         return out
@@ -40,8 +46,9 @@ class PanelQuery:
 @dataclass(frozen=True, slots=True)
 class QueryResult:
     query: PanelQuery
-    series: int
+    series: int  # series returned, constant fallbacks stripped
     error: str | None = None
+    nonzero: int = 0  # series whose value is finite and not zero (NaN and a flat 0 prove no traffic)
 
 
 def dashboard_files() -> list[Path]:
@@ -82,4 +89,36 @@ def check(base_url: str, query: PanelQuery) -> QueryResult:
     body = instant_query(base_url, query.promql)
     if body.get("status") != "success":
         return QueryResult(query, 0, str(body.get("error", body)))
-    return QueryResult(query, len(body.get("data", {}).get("result", [])))
+    result = body.get("data", {}).get("result", [])
+    return QueryResult(query, len(result), nonzero=sum(1 for series in result if _live(series)))
+
+
+def _live(series: dict[str, Any]) -> bool:
+    try:
+        value = float(series["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+    return math.isfinite(value) and value != 0.0
+
+
+# PromQL words that look like metric names but are not.
+_KEYWORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"}
+)
+
+
+def metric_names(promql: str) -> set[str]:
+    """The metric names a query reads (functions, label names, keywords and durations left out), so a
+    rule can be held against what Prometheus actually scrapes: a misspelt name is never an error in
+    PromQL, only an alert that can never fire."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', promql)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names: set[str] = set()
+    for match in re.finditer(r"(?<![0-9.])[A-Za-z_:][A-Za-z0-9_:]*", text):
+        word = match.group(0)
+        if word in _KEYWORDS or text[match.end() :].lstrip().startswith("("):
+            continue
+        names.add(word)
+    return names

@@ -31,6 +31,28 @@ from barcode_pipeline.ops import backlog as backlog_probe
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Configured limits, exported beside the measurements so an alert can say "half of the limit"."""
+
+    kafka_retention_s: float
+    dlq_max_entries: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Bounds:
+        return cls(settings.topic_retention_hours * 3600, settings.dlq_max_entries)
+
+    def families(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "bp_backlog_kafka_retention_seconds",
+            "The topic's retention.ms, in seconds",
+            self.kafka_retention_s,
+        )
+        yield GaugeMetricFamily(
+            "bp_backlog_dlq_max_entries", "The DLQ's bound (BP_DLQ_MAX_ENTRIES)", float(self.dlq_max_entries)
+        )
+
+
 @dataclass
 class Snapshot:
     """One round of probes; ``kafka_up``/``redis_up`` say whether that half could be measured."""
@@ -73,9 +95,12 @@ def probe(settings: Settings) -> Snapshot:
     started = time.perf_counter()
     snap = Snapshot()
     try:
-        lag = backlog_probe.kafka_lag(settings)
+        positions = backlog_probe.kafka_positions(settings)
+        lag = {partition: pos.lag for partition, pos in positions.items()}
         snap.backlog.kafka_lag_by_partition = lag
         snap.backlog.kafka_lag = sum(lag.values())
+        ages = backlog_probe.oldest_ages_s(settings, positions)
+        snap.backlog.kafka_lag_age_s, snap.backlog.kafka_log_age_s = ages
         snap.dlt_records = dlt_records(settings)
         snap.kafka_up = bool(lag)  # no partitions found = the topic or the broker is not there
     except KafkaException as exc:
@@ -94,8 +119,9 @@ def probe(settings: Settings) -> Snapshot:
     return snap
 
 
-def metric_families(snap: Snapshot, group: str) -> Iterator[Metric]:
-    """The snapshot as Prometheus gauges (names: ``bp_backlog_*``)."""
+def metric_families(snap: Snapshot, group: str, bounds: Bounds) -> Iterator[Metric]:
+    """The snapshot as Prometheus gauges (names: ``bp_backlog_*``), and the bounds alerts compare with."""
+    yield from bounds.families()
     up = GaugeMetricFamily("bp_backlog_probe_up", "1 if the last probe reached the source", labels=["source"])
     up.add_metric(["kafka"], 1.0 if snap.kafka_up else 0.0)
     up.add_metric(["redis"], 1.0 if snap.redis_up else 0.0)
@@ -118,6 +144,16 @@ def metric_families(snap: Snapshot, group: str) -> Iterator[Metric]:
         yield lag
         yield GaugeMetricFamily(
             "bp_backlog_dlt_records", "Records in the Kafka dead-letter topic", snap.dlt_records
+        )
+        yield GaugeMetricFamily(
+            "bp_backlog_kafka_lag_age_seconds",
+            "Age of the oldest record of the topic the processor group has not read (0: none)",
+            b.kafka_lag_age_s,
+        )
+        yield GaugeMetricFamily(
+            "bp_backlog_kafka_log_age_seconds",
+            "Age of the oldest record retention has kept, in partitions it already trimmed (0: none)",
+            b.kafka_log_age_s,
         )
     if snap.redis_up:
         length = GaugeMetricFamily(
@@ -183,7 +219,7 @@ class BacklogCollector(Collector):
             self._stop.wait(self.settings.exporter_interval_s)
 
     def collect(self) -> Iterator[Metric]:
-        return metric_families(self.latest, self.settings.processor_group)
+        return metric_families(self.latest, self.settings.processor_group, Bounds.of(self.settings))
 
 
 def serve(settings: Settings) -> tuple[BacklogCollector, WSGIServer]:

@@ -6,6 +6,7 @@ drained, and by the fault-injection suite to time recovery.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +27,16 @@ class Backlog:
     stream_undelivered: dict[str, int] = field(default_factory=dict)  # not yet read by any worker
     pending_by_consumer: dict[str, int] = field(default_factory=dict)  # read, not acked
     dlq_length: int = 0
+    kafka_lag_age_s: float = 0.0  # how old the oldest record the processor group has not read is
+    kafka_log_age_s: float = 0.0  # how old the oldest retained record is (where retention trimmed)
+    redis_used_bytes: int = 0  # as Redis counts it against maxmemory
+    redis_max_bytes: int = 0  # maxmemory; 0 = unbounded
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def redis_full(self) -> bool:
+        """Redis refuses writes (maxmemory reached with noeviction)."""
+        return self.redis_max_bytes > 0 and self.redis_used_bytes >= self.redis_max_bytes
 
     @property
     def in_flight(self) -> int:
@@ -35,11 +45,25 @@ class Backlog:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["in_flight"] = self.in_flight
+        data["redis_full"] = self.redis_full
         return data
 
 
-def kafka_lag(settings: Settings, group: str | None = None) -> dict[int, int]:
-    """Committed-offset lag per partition (a group with no commit counts from the log start)."""
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A partition of the topic: its retained range and where the group will read next."""
+
+    low: int  # the oldest retained offset: above 0, retention has deleted records
+    high: int  # the log end
+    next: int  # the group's committed offset (the log start if it never committed)
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.high - self.next)
+
+
+def kafka_positions(settings: Settings, group: str | None = None) -> dict[int, Position]:
+    """Retained range and committed position of every partition of the topic, for ``group``."""
     group = group or settings.processor_group
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
@@ -48,14 +72,55 @@ def kafka_lag(settings: Settings, group: str | None = None) -> dict[int, int]:
             return {}
         tps = [TopicPartition(names.TOPIC, p) for p in sorted(meta.partitions)]
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=5)}
-        lag: dict[int, int] = {}
+        out: dict[int, Position] = {}
         for tp in tps:
             low, high = consumer.get_watermark_offsets(tp, timeout=5)
             start = committed.get(tp.partition, -1)
-            lag[tp.partition] = max(0, high - (start if start >= 0 else low))
-        return lag
+            out[tp.partition] = Position(low, high, max(low, start) if start >= 0 else low)
+        return out
     finally:
         consumer.close()
+
+
+def kafka_lag(settings: Settings, group: str | None = None) -> dict[int, int]:
+    """Committed-offset lag per partition (a group with no commit counts from the log start)."""
+    return {p: pos.lag for p, pos in kafka_positions(settings, group).items()}
+
+
+def record_times(settings: Settings, offsets: dict[int, int], timeout_s: float = 3.0) -> dict[int, int]:
+    """The timestamp (epoch ms) of the record at each ``partition -> offset``, read without a group.
+
+    The age of the record a group reads next is how close its lag comes to the topic's retention:
+    a record older than ``retention.ms`` is deleted whether or not the processor has read it.
+    """
+    if not offsets:
+        return {}
+    consumer = Consumer(
+        kafka_adapter.consumer_config(settings, f"{settings.processor_group}-probe", log_level=0)
+    )
+    try:
+        consumer.assign([TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()])
+        found: dict[int, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(offsets) and time.monotonic() < deadline:
+            for msg in consumer.consume(len(offsets), 0.5):
+                partition = msg.partition()
+                if msg.error() is None and partition is not None and partition not in found:
+                    found[partition] = msg.timestamp()[1]
+        return found
+    finally:
+        consumer.close()
+
+
+def oldest_ages_s(settings: Settings, positions: dict[int, Position]) -> tuple[float, float]:
+    """(age of the oldest record the group has not read, age of the oldest record still retained in a
+    partition that retention has already trimmed), in seconds; 0 where there is none."""
+    now_ms = time.time() * 1000
+    unread = record_times(settings, {p: pos.next for p, pos in positions.items() if pos.lag > 0})
+    trimmed = record_times(settings, {p: pos.low for p, pos in positions.items() if pos.low > 0})
+    lag_age = max((now_ms - t for t in unread.values()), default=0.0) / 1000
+    log_age = min((now_ms - t for t in trimmed.values()), default=0.0) / 1000
+    return max(0.0, lag_age), max(0.0, log_age)
 
 
 def _undelivered(r: redis.Redis, stream: str, group: dict[str, Any], length: int) -> int:
@@ -104,6 +169,12 @@ def redis_backlog(settings: Settings, backlog: Backlog, client: redis.Redis | No
             except redis.ResponseError:
                 pass
         backlog.dlq_length = r.xlen(names.DLQ_STREAM)
+        memory: Any = r.info("memory")
+        # Redis compares maxmemory with used memory less its replication and AOF buffers
+        backlog.redis_used_bytes = int(memory["used_memory"]) - int(
+            memory.get("mem_not_counted_for_evict", 0)
+        )
+        backlog.redis_max_bytes = int(memory.get("maxmemory", 0))
     finally:
         if client is None:
             r.close()

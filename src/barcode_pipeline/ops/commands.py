@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -12,6 +12,9 @@ from rich.table import Table
 from barcode_pipeline import names
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.logs import setup_logging
+
+if TYPE_CHECKING:
+    from barcode_pipeline.ops.backlog import Backlog
 
 
 def status(
@@ -42,15 +45,31 @@ def status(
         for consumer, pending in sorted(backlog.pending_by_consumer.items()):
             table.add_row("workers", f"pending on {consumer}", str(pending))
         table.add_row("dead letters", f"{names.DLQ_STREAM} length", str(backlog.dlq_length))
+        table.add_row("redis", "memory used / maxmemory", _memory_text(backlog))
         table.add_row("total", "in flight", str(backlog.in_flight))
         for name, verdict in sorted((watchdog or {}).get("services", {}).items()):
             table.add_row("liveness", name, _liveness_text(verdict))
         Console().print(table)
         for err in backlog.errors:
             typer.echo(f"warning: {err}", err=True)
+        if backlog.redis_full:
+            typer.echo(
+                "warning: Redis is FULL (maxmemory reached): the processor waits and retries, workers keep "
+                "acknowledging; free memory or raise maxmemory and the pipeline resumes by itself",
+                err=True,
+            )
         for name in stalled:
             typer.echo(f"warning: {name} is STALLED (work waiting, no progress); restart pending", err=True)
-    raise typer.Exit(1 if backlog.errors or stalled else 0)
+    raise typer.Exit(1 if backlog.errors or stalled or backlog.redis_full else 0)
+
+
+def _memory_text(backlog: Backlog) -> str:
+    used_mib = backlog.redis_used_bytes / 2**20
+    if not backlog.redis_max_bytes:
+        return f"{used_mib:,.0f} MiB / unbounded"
+    share = backlog.redis_used_bytes / backlog.redis_max_bytes
+    full = " FULL" if backlog.redis_full else ""
+    return f"{used_mib:,.0f} / {backlog.redis_max_bytes / 2**20:,.0f} MiB ({share:.0%}){full}"
 
 
 def _liveness_text(verdict: dict[str, object]) -> str:

@@ -18,6 +18,9 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 REDIS_FAILURES = Counter("bp_processor_redis_failures_total", "Failed attempts to publish a batch to Redis")
+REDIS_FULL = Counter(
+    "bp_processor_redis_full_total", "Publish attempts Redis refused for lack of memory (OOM; retried)"
+)
 COMMIT_FAILURES = Counter(
     "bp_processor_commit_failures_total", "Offset commits that failed (batch redelivered)"
 )

@@ -1,24 +1,15 @@
-"""Pure mapping from an event to its shard, dedup marker and internal record."""
+"""Pure mapping from an event to its shard and internal record (markers: processor/markers.py)."""
 
 from __future__ import annotations
 
 import zlib
-from typing import Literal
 
-from barcode_pipeline import names
 from barcode_pipeline.domain import ScanEvent, StoredScan, internal_barcode_id
 
 
 def shard_of(device_id: str, shards: int) -> int:
     """Stable across processes and restarts (unlike ``hash()``): one device always maps to one shard."""
     return zlib.crc32(device_id.encode()) % shards
-
-
-def dedup_key(event: ScanEvent, policy: Literal["event", "barcode"]) -> str:
-    """``event``: the same scan event is stored once; ``barcode``: the first scan of a barcode wins."""
-    if policy == "barcode":
-        return f"{names.DEDUP_PREFIX}b:{event.barcode}"
-    return f"{names.DEDUP_PREFIX}e:{event.device_id}:{event.scan_id}"
 
 
 def to_stored(event: ScanEvent, zone: str, processed_time: int, ingest_time: int = 0) -> StoredScan:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -29,7 +29,8 @@ from barcode_pipeline.processor import metrics
 from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
 from barcode_pipeline.processor.fencing import ReplacementBudget, close_within, is_fatal
-from barcode_pipeline.processor.routing import dedup_key, shard_of, to_stored
+from barcode_pipeline.processor.markers import MarkerScheme, legacy_key, legacy_markers_present
+from barcode_pipeline.processor.routing import shard_of, to_stored
 from barcode_pipeline.processor.wedge import IdleWatch, records_waiting
 from barcode_pipeline.retry import Backoff
 
@@ -38,8 +39,10 @@ log = logging.getLogger(__name__)
 BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 STARTUP_BACKOFF = Backoff(base_s=0.5, cap_s=10.0)
 # NoScriptError: a new primary after a failover has not cached the script yet (the retry's pipeline
-# loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed.
-PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall)
+# loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed;
+# OutOfMemoryError: Redis is full (maxmemory, noeviction) and refused the call whole: wait until
+# the workers' trimming or an operator frees memory, rather than exit and be restarted in a loop.
+PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall, OutOfMemoryError)
 WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 
@@ -93,6 +96,9 @@ class Processor:
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
         self.script = self.redis.register_script(redis_adapter.lua_source("dedupe_publish"))
+        self.markers = MarkerScheme(settings.dedup_policy, settings.dedup_buckets, settings.dedup_window_s)
+        # "auto": None until the first publish looks (retried with it while Redis is down)
+        self.legacy_markers: bool | None = {"on": True, "off": False}.get(settings.dedup_legacy_markers)
         self.streams = names.all_streams(settings.stream_shards)
         self.totals = BatchOutcome()
         self._last_lag = 0.0
@@ -267,6 +273,8 @@ class Processor:
             self.redis.connection_pool.disconnect()
         else:
             metrics.REDIS_FAILURES.inc()
+        if isinstance(exc, OutOfMemoryError):
+            metrics.REDIS_FULL.inc()
         self.progress.waiting()  # waiting for a dependency is not a stall
 
     def publish(self, events: list[ScanEvent], ingest_times: list[int] | None = None) -> tuple[int, int]:
@@ -280,22 +288,29 @@ class Processor:
         """
         s = self.settings
         now = int(time.time() * 1000)
-        ttl = str(s.dedup_ttl_s)
+        if self.legacy_markers is None:
+            self.legacy_markers = legacy_markers_present(self.redis)
+            log.info(
+                "legacy one-key duplicate markers %s", "found: checked too" if self.legacy_markers else "none"
+            )
+        per_event = 3 if self.legacy_markers else 2
         started = time.perf_counter()
         # One connection, no MULTI: WAIT must follow the scripts on the connection that ran them.
         pipe = self.redis.pipeline(transaction=False)
         chunks = 0
         for i in range(0, len(events), SCRIPT_CHUNK):
             keys: list[str] = []
-            args: list[str | bytes] = [ttl, "2"]  # every entry is one field/value pair (SCAN_FIELD)
+            # every entry is one field/value pair (SCAN_FIELD)
+            args: list[str | bytes | int] = [2, per_event]
             chunk = events[i : i + SCRIPT_CHUNK]
             for j, event in enumerate(chunk, start=i):
-                keys += (
-                    dedup_key(event, s.dedup_policy),
-                    self.streams[shard_of(event.device_id, s.stream_shards)],
-                )
+                marker = self.markers.of(event, now / 1000)
+                keys += (marker.key, self.streams[shard_of(event.device_id, s.stream_shards)])
+                if per_event == 3:
+                    keys.append(legacy_key(event, s.dedup_policy))
                 ingest_ms = ingest_times[j] if ingest_times is not None else 0
-                args += (SCAN_FIELD, to_stored(event, s.time_zone, now, max(0, ingest_ms)).to_entry())
+                stored = to_stored(event, s.time_zone, now, max(0, ingest_ms))
+                args += (marker.field, marker.expire_at, SCAN_FIELD, stored.to_entry())
             keys.append(names.publish_counter(shard_of(chunk[0].device_id, s.stream_shards)))
             self.script(keys=keys, args=args, client=pipe)
             chunks += 1

@@ -191,6 +191,9 @@ class Watchdog:
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        for name in self._watched():  # a series at 0 from the start: alerts and panels see the metric
+            self.metrics.restarts.labels(name)
+            self.metrics.stalled.labels(name).set(0)
         if self._health_port:
             try:
                 self._server = health_server(self._health_port, self.health, self.metrics.registry)

@@ -27,6 +27,10 @@ DUPLICATES = Counter(
     "bp_worker_duplicates_total", "Entries absorbed by a UNIQUE index (already stored: redelivery, resend)"
 )
 DEAD_LETTERED = Counter("bp_worker_dead_lettered_total", "Entries moved to the DLQ, by cause", ["cause"])
+DEAD_LETTERS_DEFERRED = Counter(
+    "bp_worker_dead_letters_deferred_total",
+    "Dead letters kept pending because the DLQ was at its limit or Redis was full (retried later)",
+)
 RECLAIMED = Counter(
     "bp_worker_reclaimed_total",
     "Pending entries taken over, by source (own: after restart, dead: expired heartbeat, idle)",

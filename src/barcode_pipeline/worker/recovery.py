@@ -56,8 +56,17 @@ class Heartbeat:
         self._stalled = False
 
     def beat(self) -> None:
-        """One refresh; raises ``redis.RedisError`` (the caller decides whether that matters)."""
-        self._client.set(self.key, self._value, px=self._ttl_ms)
+        """One refresh; raises ``redis.RedisError`` (the caller decides whether that matters).
+
+        A full Redis refuses the SET but not a PEXPIRE, which keeps the live key alive: otherwise a
+        full Redis would make every worker look dead to the others, and they would take over each
+        other's entries in a loop.
+        """
+        try:
+            self._client.set(self.key, self._value, px=self._ttl_ms)
+        except redis.OutOfMemoryError:
+            if not self._client.pexpire(self.key, self._ttl_ms):
+                raise
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.key}", daemon=True)

@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
-REDIS_TRANSIENT = redis_adapter.TRANSIENT_ERRORS
+# A full Redis (maxmemory, noeviction) refuses the few writes that need memory (a new heartbeat, a
+# consumer group, a dead letter): wait for room like for any other outage, never exit on it.
+REDIS_TRANSIENT = (*redis_adapter.TRANSIENT_ERRORS, redis.OutOfMemoryError)
 
 
 STANDBY_POLL_S = 0.05  # how often a standby worker looks for waiting entries
@@ -334,8 +336,21 @@ class Worker:
         self._settle(done, dead)
 
     def _settle(self, done: list[Entry], dead: list[Rejected]) -> None:
-        self._redis("ack", lambda: settle(self.client, self.group, self.name, done=done, dead=dead))
+        limit = self.settings.dlq_max_entries
+        deferred = self._redis(
+            "ack",
+            lambda: settle(self.client, self.group, self.name, done=done, dead=dead, dlq_max_entries=limit),
+        )
         self.progress.moved()
+        if deferred:
+            metrics.DEAD_LETTERS_DEFERRED.inc(len(deferred))
+            log.warning(
+                "kept %d dead letters pending: the DLQ is at its limit (%d, BP_DLQ_MAX_ENTRIES) or Redis is "
+                "full; they come back once there is room",
+                len(deferred),
+                limit,
+            )
+            dead = []  # settle writes a batch's dead letters all together or not at all
         if not dead:
             return
         causes = Counter(letter.cause for letter in dead)

@@ -114,12 +114,12 @@ these limits may no longer bite.
   The processor is still one serial loop per batch: decode and validate every event, Lua calls in a
   Redis pipeline (waiting for the reply), then an asynchronous offset commit; decoding and the Redis
   round trip do not overlap. The CPU-per-scan table shows where each scan's cost goes.
-- **State left by earlier runs**: Redis keeps a duplicate marker per scan for `dedup_ttl_s` (7 days
-  by default). A Redis that has taken millions of scans holds them all and rewrites its append-only
-  file during the runs: a forked child busy on one of the two cores for seconds, and the fork itself
-  pauses Redis. Figures from such a stack were worse and spread more. So every bench command now
-  starts from an empty Redis database of its own (database 1; the pipeline's data in database 0 is
-  left alone), as it starts from an empty `bp_bench` database; `--keep-db` keeps both.
+- **State left by earlier runs**: Redis keeps duplicate markers for `dedup_window_s` (24 h; 7 days
+  before the compact markers). A Redis that has taken millions of scans holds them all and rewrites
+  its append-only file during the runs: a forked child busy on one of the two cores for seconds,
+  and the fork itself pauses Redis. Figures from such a stack were worse and spread more. So every
+  bench command now starts from an empty Redis database of its own (database 1; the pipeline's data
+  in database 0 is left alone), as it starts from an empty `bp_bench` database; `--keep-db` keeps both.
 - **Freshness at the high rate**: a batch waits for its oldest entry's maximum batching delay
   (`worker_max_delay_ms`, default 200 ms) unless it fills first or is written early (120 scans and
   100 ms since the worker's last write), so freshness p99 is bounded below by that wait plus ingest

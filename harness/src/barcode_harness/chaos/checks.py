@@ -347,7 +347,8 @@ def compare_redis_state(settings: Settings, before: RedisState) -> list[Check]:
     """Checks that nothing ``before`` saw went missing.
 
     Streams: the count of entries ever added must not drop, and the newest entry must still be
-    there (workers trim only acked entries past the retention, far older). Markers live 7 days.
+    there (workers trim only acked entries past the retention, far older). Markers live for the
+    dedup window (24 h).
     """
     after = redis_state(settings, marker_sample=0)
     shorter = {s: (n, after.stream_added.get(s, 0)) for s, n in before.stream_added.items()

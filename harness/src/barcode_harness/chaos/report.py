@@ -103,7 +103,7 @@ def settings_info(settings: Settings) -> dict[str, str]:
         f"{settings.topic_replication}",
         "Kafka min.insync.replicas (local stack)": "1 (a single broker)",
         "Redis appendfsync (setting)": settings.redis_appendfsync,
-        "dedup policy / marker TTL": f"{settings.dedup_policy} / {settings.dedup_ttl_s} s",
+        "dedup policy / window": f"{settings.dedup_policy} / {settings.dedup_window_s} s",
         "stream shards": str(settings.stream_shards),
         "worker batch / max delay": f"{settings.worker_batch_size} / {settings.worker_max_delay_ms} ms",
         "worker heartbeat TTL": f"{settings.worker_heartbeat_ttl_s:g} s",

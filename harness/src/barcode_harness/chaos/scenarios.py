@@ -34,13 +34,16 @@ from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.probes import IngestProbe
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
+from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent, named_fields
 from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.monitoring.exporter import live_workers
 from barcode_pipeline.ops import dlq, dlt
 from barcode_pipeline.run.pipeline import wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
+from barcode_pipeline.run.watchdog import read_state
 from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV, CRASH_EXIT_CODE
 
 log = logging.getLogger(__name__)
@@ -568,6 +571,76 @@ class RedisFlush(Scenario):
         ctx.note(f"`barcode-pipeline replay --since {since}`: {out}")
 
 
+# ---------------------------------------------------------------------------------------- Redis full
+class RedisFull(Scenario):
+    """Redis at its ``maxmemory`` (noeviction) under load: every write that needs memory is refused.
+
+    Before the fix the processor crashed on the OOM error and was restarted every second, the
+    workers' acknowledgements (a MULTI) were refused until stored entries were dead-lettered as
+    ``max_deliveries``, and refused heartbeats made live workers take over each other's entries.
+    """
+
+    key = "12"
+    name = "redis-full"
+    title = "Redis full (maxmemory reached, noeviction) under load, then memory freed"
+    fault = (
+        "CONFIG SET maxmemory 1mb: every write that needs memory is refused; heal = the old maxmemory back"
+    )
+
+    def __init__(self) -> None:
+        self._old: str | None = None
+        self._restarts: dict[str, int] = {}
+
+    def inject(self, ctx: ChaosContext) -> None:
+        client = redis_adapter.client(ctx.settings)
+        try:
+            self._old = str(client.config_get("maxmemory")["maxmemory"])
+            client.config_set("maxmemory", "1mb")
+        finally:
+            client.close()
+        self._restarts = {name: child.restarts for name, child in ctx.sup.children.items()}
+        ctx.mark(f"maxmemory 1mb (was {self._old}): Redis full")
+
+    def hold(self, ctx: ChaosContext) -> None:
+        ctx.sleep(max(0.0, ctx.params.hold_s / 2 - ctx.since_inject()))
+        result = faults.run_cli(ctx.settings, ["status"])
+        full = result.returncode == 1 and "Redis is FULL" in result.stderr
+        ctx.check("`status` says Redis is full (and exits 1)", full, result.stderr.strip()[-300:])
+        verdicts = (read_state(ctx.settings) or {}).get("services", {})
+        states = {name: verdicts.get(name, {}).get("state") for name in processors(ctx)}
+        ctx.check("the processor's liveness shows it waiting on a dependency",
+                  set(states.values()) == {"waiting"}, str(states))  # fmt: skip
+        super().hold(ctx)
+        client = redis_adapter.client(ctx.settings)
+        try:
+            alive = set(live_workers(client))
+        finally:
+            client.close()
+        workers = {names.node_member(ctx.settings.node_name, w) for w in ctx.sup.names("worker")}
+        ctx.check("every worker's heartbeat stayed live while Redis was full (no takeover)",
+                  workers <= alive, f"live: {sorted(alive)}, workers: {sorted(workers)}")  # fmt: skip
+
+    def heal(self, ctx: ChaosContext) -> None:
+        self._restore(ctx)
+        restarted = {n: c.restarts - self._restarts.get(n, 0) for n, c in ctx.sup.children.items()}
+        ctx.check("no process restarted while Redis was full (no crash loop)",
+                  not any(restarted.values()), str(restarted))  # fmt: skip
+
+    def _restore(self, ctx: ChaosContext) -> None:
+        if self._old is None:
+            return
+        client = redis_adapter.client(ctx.settings)
+        try:
+            client.config_set("maxmemory", self._old)
+        finally:
+            client.close()
+        ctx.mark(f"maxmemory {self._old} again")
+        self._old = None
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        self._restore(ctx)
+
+
 # ---------------------------------------------------------------------------------------- combined
 class Combined(Scenario):
     """Several faults in one window, each healed as an operator would, while the load keeps going.
@@ -663,6 +736,7 @@ FACTORIES: tuple[Callable[[], Scenario], ...] = (
     Duplicates,
     Poison,
     RedisFlush,
+    RedisFull,
     Combined,
 )
 

@@ -39,7 +39,7 @@ from barcode_harness.stack.kafka import KafkaComponent, render_log4j2
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode, Network
-from barcode_harness.stack.redis import RedisComponent
+from barcode_harness.stack.redis import HASH_MAX_LISTPACK_ENTRIES, REDIS_MAXMEMORY, RedisComponent
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, MissingPrerequisite, StackError
@@ -262,7 +262,12 @@ appendonly yes
 appendfilename "appendonly.aof"
 appendfsync {settings.redis_appendfsync}
 save ""
+# Bounded, and never evicting: an evicted stream entry or marker would lose or duplicate a scan. A
+# full Redis refuses writes; the pipeline waits and resumes (docs/capacity.md, sizing).
+maxmemory {REDIS_MAXMEMORY}
 maxmemory-policy noeviction
+# Duplicate-marker hashes (processor/markers.py) stay in the compact encoding up to this many fields.
+hash-max-listpack-entries {HASH_MAX_LISTPACK_ENTRIES}
 tcp-keepalive 60
 # A primary that no replica has acknowledged for {MIN_REPLICAS_MAX_LAG_S}s refuses writes (NOREPLICAS): an
 # isolated old primary cannot take writes for long.

@@ -17,6 +17,11 @@ from barcode_harness.stack.base import Component
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite
 
+# The local stack's bound: the steady state at 1,000 scans/s with the default dedup window is
+# under 3 GiB; the rest of this 24 GiB machine's memory leaves room for the AOF rewrite's fork.
+REDIS_MAXMEMORY = "4gb"
+HASH_MAX_LISTPACK_ENTRIES = 512
+
 
 def render_redis_conf(settings: Settings, home: Path) -> str:
     parts = urlsplit(settings.redis_url)
@@ -39,7 +44,12 @@ auto-aof-rewrite-percentage 100
 # lined up with the longest ingest stalls. The cost: a longer log to replay when Redis restarts.
 auto-aof-rewrite-min-size 1gb
 save ""
+# Bounded, and never evicting: an evicted stream entry or marker would lose or duplicate a scan. A
+# full Redis refuses writes; the pipeline waits and resumes (docs/capacity.md, sizing).
+maxmemory {REDIS_MAXMEMORY}
 maxmemory-policy noeviction
+# Duplicate-marker hashes (processor/markers.py) stay in the compact encoding up to this many fields.
+hash-max-listpack-entries {HASH_MAX_LISTPACK_ENTRIES}
 tcp-keepalive 60
 """
 
