@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     # Duplicate markers (processor/markers.py) live from the scan's minute for this window: a resend
     # or redelivery within it stops in Redis; an older one reaches the database, whose UNIQUE key
     # absorbs it. 24 h covers a scanner that resends after a night offline and any Kafka redelivery;
-    # at 1,000 scans/s it holds 86 M markers, about 1.3 GiB (docs/capacity.md has the formula).
+    # at 1,000 scans/s it holds 86 M markers, about 1.7 GiB (docs/capacity.md, measured).
     dedup_window_s: int = Field(default=24 * 3600, ge=60)
     # Hashes per minute of scan time: keep peak scans/s x 60 / dedup_buckets under Redis's
     # hash-max-listpack-entries (128 by default; the local stack sets 512) so hashes stay compact.
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     worker_heartbeat_ttl_s: float = Field(default=5.0, gt=0)
     claim_min_idle_ms: int = Field(default=60_000, ge=0)
     max_deliveries: int = Field(default=5, ge=1)
-    # The DLQ stream's bound (about 375 B an entry: 1 M is ~375 MB of Redis). At the limit workers
+    # The DLQ stream's bound (about 260 B an entry: 1 M is ~260 MB of Redis). At the limit workers
     # keep further dead letters pending instead of dropping them; an alert fires at half of it.
     dlq_max_entries: int = Field(default=1_000_000, ge=1)
     workers: int = Field(default=2, ge=1)

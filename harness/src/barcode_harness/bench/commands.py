@@ -10,6 +10,7 @@ are the full benchmark.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -283,6 +284,38 @@ def replication_cmd(
     typer.echo(f"results: {folder}")
 
 
+@bench_app.command("footprint")
+def footprint_cmd(
+    quick: Quick = False,
+    scans: Annotated[
+        int | None, typer.Option(min=1000, help="Scans through the publish path [200,000].")
+    ] = None,
+    rate: Annotated[
+        list[float] | None,
+        typer.Option(min=1, help="Scans/s whose scan times the markers see; repeatable [100, 1,000, 5,000]."),
+    ] = None,
+    doc: Annotated[Path, typer.Option(help="Markdown file whose footprint section is rewritten.")] = Path(
+        "docs/capacity.md"
+    ),
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ) and of Kafka."""
+    from barcode_harness.bench.footprint import QUICK, FootprintSpec, run_footprint, write_section
+    from barcode_harness.bench.report import new_results_dir
+
+    setup_logging(log_level, "bench-footprint")
+    spec = _spec(FootprintSpec(), QUICK, quick, scans=scans, rates=tuple(rate) if rate else None)
+    folder = new_results_dir(out, "footprint")
+    result = run_footprint(load_settings(), spec, folder, start_stack=not no_stack)
+    markdown = result.pop("markdown")
+    (folder / "footprint.json").write_text(json.dumps(result, indent=2))
+    (folder / "footprint.md").write_text(markdown)
+    typer.echo(markdown)
+    typer.echo(f"section written to {write_section(doc, markdown)}; results: {folder}")
+
+
 @bench_app.command("docs")
 def docs_cmd(
     results: Annotated[
@@ -321,7 +354,6 @@ def auth_cmd(
     log_level: LogLevel = "INFO",
 ) -> None:
     """Scanner authentication's cost: the same load against ingest with auth off and on, alternately."""
-    import json
     import time
 
     from barcode_harness.bench.auth_overhead import AuthBenchSpec, run_auth_bench
