@@ -178,6 +178,12 @@ class Settings(BaseSettings):
     legacy_pool_size: int = Field(default=10, ge=1)
     legacy_threads: int = Field(default=40, ge=1)
 
+    # --- the table's retention (db/partitions.py): partitions by day of scan time, created this many
+    # days ahead and dropped once wholly older than the retention, by `run` every interval (0: never)
+    db_retention_days: int = Field(default=90, ge=1)
+    db_partitions_ahead_days: int = Field(default=8, ge=2, le=366)
+    db_partition_interval_s: float = Field(default=3600.0, ge=0)
+
     # --- bounds on every blocking call (a hung server surfaces as an error, never as a stall) ---
     # Kafka network requests (commit, offsets, metadata, close) and connection set-up.
     kafka_socket_timeout_ms: int = Field(default=30_000, ge=1_000)
@@ -210,6 +216,16 @@ class Settings(BaseSettings):
     redis_exporter_port: int = Field(default=9121, ge=1, le=65535)
     mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
     freshness_slo_s: float = Field(default=10.0, gt=0)  # scanTime to row committed, p99 (alert)
+
+    @model_validator(mode="after")
+    def _retention_keeps_what_ingest_accepts(self) -> Settings:
+        if self.db_retention_days <= self.scan_max_age_days:
+            raise ValueError(
+                f"BP_DB_RETENTION_DAYS ({self.db_retention_days}) must exceed BP_SCAN_MAX_AGE_DAYS "
+                f"({self.scan_max_age_days:g}): ingest accepts scans that old, and their partition would "
+                "already be gone"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

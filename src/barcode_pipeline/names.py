@@ -23,6 +23,7 @@ DEDUP_PREFIX = "barcode:seen:"  # + "h{e|b}:{minute}:{bucket}", a hash of marker
 LEGACY_MARKER_PATTERN = "barcode:seen:[eb]:*"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
 PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publish (lua/dedupe_publish.lua)
+RETENTION_LOCK = "barcode:retention:lock"  # held (SET NX, TTL) by the `run` doing a partition round
 NODE_LEASE_PREFIX = "barcode:node:"  # + node name; held (SET NX, TTL) by the one `run` of that node
 
 # Redis Sentinel: the monitored primary's service name

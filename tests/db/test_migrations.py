@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pymysql
 import pytest
@@ -113,11 +114,20 @@ def test_barcodes_table_has_the_specified_shape(migrated_db: str) -> None:
         assert cols[name] == ("datetime(3)", "NO")
     assert cols["dedup_barcode"] == ("varchar(64)", "YES")
     idx = indexes(migrated_db, "barcodes")
-    assert idx["PRIMARY"] == (True, ("id",))
-    assert (True, ("internal_barcode_id",)) in idx.values()
-    assert (True, ("dedup_barcode",)) in idx.values()
+    # partitioned by day of scan_time: every unique key holds the partitioning column
+    assert idx["PRIMARY"] == (True, ("id", "scan_time"))
+    assert (True, ("internal_barcode_id", "scan_time")) in idx.values()
     assert (False, ("device_id", "scan_time")) in idx.values()
     assert (False, ("saved_time",)) in idx.values()
+    assert len(idx) == 4  # the all-NULL dedup_barcode index is gone (policy "barcode": its own table)
+    names = [str(row[0]) for row in query(
+        migrated_db,
+        "SELECT partition_name FROM information_schema.partitions"
+        " WHERE table_schema = DATABASE() AND table_name = 'barcodes' ORDER BY partition_ordinal_position",
+    )]  # fmt: skip
+    today = datetime.now(UTC).date()
+    assert names[0] == f"p{today:%Y%m%d}" and names[-1] == f"p{today + timedelta(days=8):%Y%m%d}"
+    assert len(names) == 9
     engine, collation = query(
         migrated_db,
         "SELECT engine, table_collation FROM information_schema.tables"
@@ -126,10 +136,12 @@ def test_barcodes_table_has_the_specified_shape(migrated_db: str) -> None:
     assert engine == "InnoDB" and str(collation).startswith("utf8mb4")
 
 
-def test_legacy_barcodes_has_the_same_shape(migrated_db: str) -> None:
+def test_legacy_barcodes_has_the_same_columns_and_the_old_keys(migrated_db: str) -> None:
+    """The baseline stays the unpartitioned monolith's table: the same columns, its global keys."""
     assert columns(migrated_db, "legacy_barcodes") == columns(migrated_db, "barcodes")
     strip = {k.replace("legacy_", ""): v for k, v in indexes(migrated_db, "legacy_barcodes").items()}
-    assert strip == indexes(migrated_db, "barcodes")
+    assert strip["PRIMARY"] == (True, ("id",))
+    assert strip["uk_barcodes_dedup_barcode"] == (True, ("dedup_barcode",))
 
 
 def test_seeded_device_mapping(migrated_db: str) -> None:
@@ -152,16 +164,18 @@ INSERT = (
 )
 
 
-def test_dedup_barcode_admits_many_nulls_but_one_of_each_barcode(migrated_db: str) -> None:
+def test_a_scan_is_unique_by_internal_id_and_scan_time_and_a_barcode_may_repeat(migrated_db: str) -> None:
     t = "2026-11-25 01:02:03.456"
-    query(migrated_db, INSERT, "ID-null-1", "B1", t, t, None)
-    query(migrated_db, INSERT, "ID-null-2", "B1", t, t, None)  # policy "event": same barcode twice is fine
-    query(migrated_db, INSERT, "ID-bc-1", "B2", t, t, "B2")
+    query(migrated_db, INSERT, "ID-1", "B1", t, t, None)
+    query(migrated_db, INSERT, "ID-2", "B1", t, t, None)  # the same barcode scanned twice: two rows
     with pytest.raises(pymysql.err.IntegrityError):
-        query(migrated_db, INSERT, "ID-bc-2", "B2", t, t, "B2")  # policy "barcode": first scan wins
-    query(migrated_db, INSERT, "ID-bc-3", "b2", t, t, "b2")  # barcodes compare byte for byte
+        query(migrated_db, INSERT, "ID-1", "B3", t, t, None)  # a redelivery carries its scan time
+    # policy "barcode": a barcode's first scan is claimed in a table of its own, byte for byte
+    claim = "INSERT INTO barcode_first_scans (barcode, internal_barcode_id, scan_time) VALUES (%s, %s, %s)"
+    query(migrated_db, claim, "B2", "ID-bc-1", t)
+    query(migrated_db, claim, "b2", "ID-bc-3", t)
     with pytest.raises(pymysql.err.IntegrityError):
-        query(migrated_db, INSERT, "ID-null-1", "B3", t, t, None)
+        query(migrated_db, claim, "B2", "ID-bc-2", t)
 
 
 def test_times_keep_milliseconds_and_saved_time_defaults_to_utc_now(migrated_db: str) -> None:
@@ -173,3 +187,30 @@ def test_times_keep_milliseconds_and_saved_time_defaults_to_utc_now(migrated_db:
     )[0]
     assert scan_time.microsecond == 456000 and processed.microsecond == 999000
     assert drift < 5
+
+
+def test_partitioning_a_filled_table_keeps_every_row_in_its_days_partition(
+    new_database: Callable[[], str],
+) -> None:
+    """Migration 0004 on a table that releases before it filled: every row kept, a partition for each
+    day from the oldest scan on, and the old UNIQUE key's duplicates still refused."""
+    url = new_database()
+    migrate.upgrade(url, before="0004")
+    today = datetime.now(UTC).date()
+    days_back = [today - timedelta(days=n) for n in (5, 2, 0)]
+    for i, day in enumerate(days_back):
+        t = f"{day:%Y-%m-%d} 12:00:00.000"
+        query(url, INSERT, f"ID-old-{i}", f"B{i}", t, t, None)
+    assert "0004_partition_barcodes" in migrate.upgrade(url)
+    assert query(url, "SELECT COUNT(*) FROM barcodes")[0][0] == 3
+    rows = query(
+        url,
+        "SELECT partition_name, table_rows FROM information_schema.partitions WHERE table_schema = DATABASE()"
+        " AND table_name = 'barcodes' ORDER BY partition_ordinal_position",
+    )
+    names = [str(name) for name, _ in rows]
+    assert names[0] == f"p{days_back[0]:%Y%m%d}" and names[-1] == f"p{today + timedelta(days=8):%Y%m%d}"
+    assert len(names) == 5 + 9
+    with pytest.raises(pymysql.err.IntegrityError):
+        t = f"{days_back[1]:%Y-%m-%d} 12:00:00.000"
+        query(url, INSERT, "ID-old-1", "B1", t, t, None)  # a redelivery of a migrated row

@@ -11,6 +11,7 @@ from barcode_pipeline.adapters.db import db_time
 from barcode_pipeline.db import queries
 from barcode_pipeline.db.queries import INSERT_COLUMNS, insert_barcodes_statements
 from barcode_pipeline.domain import StoredScan
+from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.worker.storage import CenterCache, WriteOutcome, to_row
 
 SCAN = StoredScan("DLV-X-261125-01J", "sid", "880", "DEV-1", 1_795_000_000_123, 1_795_000_000_456)
@@ -62,9 +63,10 @@ def test_row_follows_the_column_order_and_the_dedup_policy() -> None:
 
 
 def test_outcomes_merge_with_shifted_indices() -> None:
-    left = WriteOutcome(inserted=2, duplicates=1, rejected=[(0, "a")])
-    right = WriteOutcome(inserted=1, duplicates=0, rejected=[(1, "b")])
-    assert left.merge(right, offset=3) == WriteOutcome(3, 1, [(0, "a"), (4, "b")])
+    left = WriteOutcome(inserted=2, duplicates=1, rejected=[(0, Cause.DB_REJECTED, "a")])
+    right = WriteOutcome(inserted=1, duplicates=0, rejected=[(1, Cause.NO_PARTITION, "b")])
+    expected = [(0, Cause.DB_REJECTED, "a"), (4, Cause.NO_PARTITION, "b")]
+    assert left.merge(right, offset=3) == WriteOutcome(3, 1, expected)
 
 
 class FakeMapping:

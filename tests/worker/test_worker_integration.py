@@ -15,6 +15,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters.db import db_time
 from barcode_pipeline.db import migrate, queries
 from barcode_pipeline.domain import SCAN_FIELD
+from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.worker.service import Worker, WorkerOptions
 from barcode_pipeline.worker.storage import BarcodeStore, to_row
 from tests.worker.conftest import DEVICES, REDIS_DB, Db, Env, wait_until
@@ -294,8 +295,8 @@ def test_a_row_the_database_refuses_is_isolated_and_the_rest_stored(env: Env) ->
     try:
         outcome = store.write(rows)
         assert outcome.inserted == 8
-        assert [i for i, _ in outcome.rejected] == [4]
-        assert "rejected by the database" in outcome.rejected[0][1]
+        assert [(i, cause) for i, cause, _ in outcome.rejected] == [(4, Cause.DB_REJECTED)]
+        assert "rejected by the database" in outcome.rejected[0][2]
         assert env.db.count() == 8
     finally:
         store.close()

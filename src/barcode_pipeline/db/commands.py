@@ -56,6 +56,26 @@ def status() -> None:
     raise typer.Exit(1 if state.pending else 0)
 
 
+@db_app.command()
+def partitions(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would change; change nothing.")
+    ] = False,
+) -> None:
+    """Create the partitions of barcodes ahead of time and drop those past BP_DB_RETENTION_DAYS."""
+    from barcode_pipeline.db import partitions as parts
+
+    settings = load_settings()
+    setup_logging(settings.log_level, "db")
+    plan = parts.maintain(
+        settings.db_url,
+        ahead_days=settings.db_partitions_ahead_days,
+        retention_days=settings.db_retention_days,
+        dry_run=dry_run,
+    )
+    typer.echo(f"{'would ' if dry_run else ''}{plan.describe()}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``db`` and its sub-commands to the root app."""
     app.add_typer(db_app, name="db")

@@ -36,6 +36,8 @@ LOCK_TIMEOUT_S = 60
 MIGRATION_IO_TIMEOUT_S = 3600
 _FILE_NAME = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")
+DAILY_PARTITIONS = "{{DAILY_PARTITIONS}}"  # in a migration file: the partitions its data needs
+INITIAL_AHEAD_DAYS = 8
 
 CREATE_HISTORY_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -202,6 +204,15 @@ def _compare(applied: list[AppliedMigration], files: list[Migration]) -> Migrati
     )
 
 
+def _render(cur: Any, sql: str) -> str:
+    """Fill in what only the database can tell (the checksum stays the file's own)."""
+    if DAILY_PARTITIONS not in sql:
+        return sql
+    from barcode_pipeline.db.partitions import initial_partitions
+
+    return sql.replace(DAILY_PARTITIONS, initial_partitions(cur, ahead_days=INITIAL_AHEAD_DAYS))
+
+
 def _run_script(cur: Any, sql: str) -> None:
     """Execute a multi-statement script and drain every result, so an error in any statement raises."""
     cur.execute(sql)
@@ -209,8 +220,11 @@ def _run_script(cur: Any, sql: str) -> None:
         pass
 
 
-def upgrade(db_url: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> list[str]:
-    """Apply every pending migration in order; returns the ones applied now (``[]`` when up to date)."""
+def upgrade(db_url: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S, before: str | None = None) -> list[str]:
+    """Apply every pending migration in order; returns the ones applied now (``[]`` when up to date).
+
+    ``before``: stop ahead of that version (a schema as an older release left it, to test or time
+    the migrations after it on a filled table)."""
     files = discover()
     lock_name = f"bp_migrate.{parse_db_url(db_url).database}"[:64]
     conn = _connect(db_url)
@@ -229,9 +243,11 @@ def upgrade(db_url: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> list[str]
                 for ident in state.modified:
                     log.warning("migration %s was edited after it was applied; not re-applying it", ident)
                 for migration in state.pending:
+                    if before is not None and migration.version >= before:
+                        break
                     started = time.perf_counter()
                     try:
-                        _run_script(cur, migration.sql)
+                        _run_script(cur, _render(cur, migration.sql))
                     except pymysql.err.MySQLError as exc:
                         raise MigrationError(
                             f"migration {migration.ident} failed: {exc}", component="db"

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 BARCODES_TABLE = "barcodes"
+FIRST_SCANS_TABLE = "barcode_first_scans"  # policy "barcode": the first scan of each barcode
 
 # Column order of one inserted row; ``saved_time`` is left to the column default (server clock, UTC).
 INSERT_COLUMNS = (
@@ -29,6 +30,15 @@ MAX_STATEMENT_BYTES = 1_000_000
 _ON_DUPLICATE = " ON DUPLICATE KEY UPDATE internal_barcode_id = internal_barcode_id"
 
 SELECT_CENTERS = "SELECT device_id, center_id FROM device_center_mapping"
+
+# Policy "barcode" (worker/storage.py): the first scan of a barcode claims it; later ones are no-ops.
+CLAIM_FIRST_SCANS = (
+    f"INSERT INTO {FIRST_SCANS_TABLE} (barcode, internal_barcode_id, scan_time) VALUES (%s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE barcode = barcode"
+)
+SELECT_FIRST_SCANS = (
+    f"SELECT barcode, internal_barcode_id FROM {FIRST_SCANS_TABLE} WHERE barcode IN ({{marks}})"
+)
 
 
 def insert_barcodes_sql(table: str = BARCODES_TABLE) -> str:

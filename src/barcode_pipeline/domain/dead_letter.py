@@ -30,6 +30,7 @@ class Cause(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"  # the device has no center mapping (yet)
     MAX_DELIVERIES = "max_deliveries"  # delivered too often without being stored
     DB_REJECTED = "db_rejected"  # the database refused the row
+    NO_PARTITION = "no_partition"  # the scan's day has no partition of barcodes (yet): replay once it has
 
     @property
     def permanent(self) -> bool:

@@ -15,6 +15,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops.backlog import Backlog, measure
 from barcode_pipeline.run.lease import NodeLease
+from barcode_pipeline.run.retention import RetentionKeeper
 from barcode_pipeline.run.startup import prepare, wait_http_ok
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor, pipeline_specs
 
@@ -54,6 +55,10 @@ def running_pipeline(
             lease = NodeLease(settings)
             lease.acquire()
             cleanup.callback(lease.release)
+        if any(s.role == "worker" for s in chosen):
+            keeper = RetentionKeeper(settings)  # the table's partitions, ahead and past retention
+            keeper.start()
+            cleanup.callback(keeper.stop)
         sup = Supervisor(settings, chosen, out=out, health_port=health_port)
         if stop_on_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter, Gauge, Histogram
 
 from barcode_pipeline.domain import StoredScan
+from barcode_pipeline.domain.dead_letter import Cause
 
 BATCH_SIZE = Histogram(
     "bp_worker_batch_size",
@@ -57,7 +58,7 @@ DB_FAILURES = Counter("bp_worker_db_failures_total", "Failed attempts to reach o
 REDIS_FAILURES = Counter("bp_worker_redis_failures_total", "Failed Redis round trips (retried)")
 
 # Export every known label at 0 from the start, so dashboards and alerts see a series before the first event.
-for _cause in ("malformed", "invalid", "unknown_device", "max_deliveries", "db_rejected"):
+for _cause in Cause:
     DEAD_LETTERED.labels(_cause)
 for _source in ("own", "dead", "idle"):
     RECLAIMED.labels(_source)

@@ -322,10 +322,10 @@ class Worker:
                     kept.append(entry)
                     stored.append(scan)
             outcome = self._db("batch write", lambda: self.store.write(rows))
-            rejected = dict(outcome.rejected)
+            rejected = {i: (cause, reason) for i, cause, reason in outcome.rejected}
             for i, entry in enumerate(kept):
                 if i in rejected:
-                    dead.append(Rejected(entry, Cause.DB_REJECTED, rejected[i]))
+                    dead.append(Rejected(entry, *rejected[i]))
                 else:
                     done.append(entry)
             metrics.observe_committed([scan for i, scan in enumerate(stored) if i not in rejected])

@@ -11,9 +11,17 @@ from typing import Any, Literal
 
 import pymysql
 
-from barcode_pipeline.adapters.db import DbTimeouts, connect, parse_db_url, string_escaper
-from barcode_pipeline.db.queries import BARCODES_TABLE, SELECT_CENTERS, Row, insert_barcodes_statements
+from barcode_pipeline.adapters.db import DbTimeouts, connect, db_time, parse_db_url, string_escaper
+from barcode_pipeline.db.queries import (
+    BARCODES_TABLE,
+    CLAIM_FIRST_SCANS,
+    SELECT_CENTERS,
+    SELECT_FIRST_SCANS,
+    Row,
+    insert_barcodes_statements,
+)
 from barcode_pipeline.domain import StoredScan
+from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import DatabaseUnavailable
 from barcode_pipeline.worker import metrics
 from barcode_pipeline.worker.crash import CrashPoints, crash
@@ -22,19 +30,27 @@ log = logging.getLogger(__name__)
 
 # Errors that belong to a row (a value the column refuses), as opposed to the connection or server.
 ROW_ERRORS = (pymysql.err.DataError, pymysql.err.IntegrityError)
+NO_PARTITION = 1526  # ER_NO_PARTITION_FOR_GIVEN_VALUE: the scan's day has no partition (db/partitions.py)
+
+
+class NoPartition(Exception):
+    """A row whose scan day has no partition: the row's fault until the partition exists, so it is
+    isolated and dead-lettered (cause ``no_partition``), never retried forever as an outage."""
 
 
 @dataclass
 class WriteOutcome:
     inserted: int = 0
     duplicates: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
+    rejected: list[tuple[int, Cause, str]] = field(
+        default_factory=list
+    )  # (index in the batch, cause, reason)
 
     def merge(self, other: WriteOutcome, offset: int) -> WriteOutcome:
         return WriteOutcome(
             self.inserted + other.inserted,
             self.duplicates + other.duplicates,
-            self.rejected + [(i + offset, reason) for i, reason in other.rejected],
+            self.rejected + [(i + offset, cause, reason) for i, cause, reason in other.rejected],
         )
 
 
@@ -172,10 +188,12 @@ class BarcodeStore:
             return WriteOutcome()
         try:
             return self._write_once(rows)
-        except ROW_ERRORS as exc:
+        except (*ROW_ERRORS, NoPartition) as exc:
             self._rollback()
             if len(rows) == 1:
-                return WriteOutcome(rejected=[(0, f"rejected by the database: {exc}")])
+                if isinstance(exc, NoPartition):
+                    return WriteOutcome(rejected=[(0, Cause.NO_PARTITION, str(exc))])
+                return WriteOutcome(rejected=[(0, Cause.DB_REJECTED, f"rejected by the database: {exc}")])
             log.warning("batch of %d refused (%s); bisecting to isolate the bad rows", len(rows), exc)
             mid = len(rows) // 2
             return self.write(rows[:mid]).merge(self.write(rows[mid:]), offset=mid)
@@ -186,7 +204,8 @@ class BarcodeStore:
             started = time.perf_counter()
             affected = 0
             with conn.cursor() as cur:
-                for statement in insert_barcodes_statements(rows, string_escaper(conn), self._table):
+                stored = self._first_scans(cur, rows) if self.dedup_policy == "barcode" else rows
+                for statement in insert_barcodes_statements(stored, string_escaper(conn), self._table):
                     affected += int(cur.execute(statement) or 0)
             if self._crash.before_commit:
                 crash("before COMMIT")
@@ -194,12 +213,33 @@ class BarcodeStore:
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
         except ROW_ERRORS:
             raise
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == NO_PARTITION:
+                raise NoPartition(
+                    f"no partition of {self._table} for the scan's day ({exc.args[-1]}): the partitions "
+                    "ahead were not created; run `barcode-pipeline db partitions`, then `dlq replay`"
+                ) from exc
+            raise self._unavailable(f"writing a batch of {len(rows)} failed", exc) from exc
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._unavailable(f"writing a batch of {len(rows)} failed", exc) from exc
         if self._crash.after_commit:
             crash("after COMMIT, before XACK")
         # With the no-op ON DUPLICATE KEY UPDATE a new row counts 1 and an absorbed duplicate 0.
         return WriteOutcome(inserted=affected, duplicates=len(rows) - affected)
+
+    @staticmethod
+    def _first_scans(cur: Any, rows: Sequence[Row]) -> list[Row]:
+        """Policy ``barcode``: claim each barcode for its first scan, in the batch's transaction, and
+        keep the rows that own their barcode (a redelivered winner owns it still).
+
+        A UNIQUE key on the barcode in ``barcodes`` itself cannot work once the table is partitioned
+        by day (a unique key must contain the partitioning column), hence a table of its own.
+        """
+        cur.executemany(CLAIM_FIRST_SCANS, [(row[2], row[0], db_time(row[5])) for row in rows])
+        barcodes = sorted({row[2] for row in rows})
+        cur.execute(SELECT_FIRST_SCANS.format(marks=", ".join(["%s"] * len(barcodes))), barcodes)
+        owner = {str(barcode): str(internal_id) for barcode, internal_id in cur.fetchall()}
+        return [row for row in rows if owner.get(row[2]) == row[0]]
 
     def _rollback(self) -> None:
         try:

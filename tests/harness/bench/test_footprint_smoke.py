@@ -19,12 +19,12 @@ def test_footprint_quick_writes_its_section(stack_settings: Settings, tmp_path: 
     doc.write_text("# Capacity\n\nkept text\n")
     result = CliRunner().invoke(
         app,
-        ["bench", "footprint", "--quick", "--no-stack", "--scans", "5000", "--doc", str(doc),
-         "--out", str(tmp_path / "results"), "--log-level", "WARNING"],
+        ["bench", "footprint", "--quick", "--no-stack", "--scans", "5000", "--table-rows", "2000",
+         "--doc", str(doc), "--out", str(tmp_path / "results"), "--log-level", "WARNING"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     text = doc.read_text()
     assert text.startswith("# Capacity\n\nkept text\n")
     assert "<!-- footprint: begin" in text and "| 1,000 |" in text and ", listpack |" in text
-    assert "hashtable" not in text
+    assert "hashtable" not in text and "per million rows" in text
     assert len(list((tmp_path / "results").glob("*/footprint.json"))) == 1

@@ -294,6 +294,10 @@ def footprint_cmd(
         list[float] | None,
         typer.Option(min=1, help="Scans/s whose scan times the markers see; repeatable [100, 1,000, 5,000]."),
     ] = None,
+    table_rows: Annotated[
+        int | None,
+        typer.Option(min=1000, help="Rows of the table measurement and migration timing [1,000,000]."),
+    ] = None,
     doc: Annotated[Path, typer.Option(help="Markdown file whose footprint section is rewritten.")] = Path(
         "docs/capacity.md"
     ),
@@ -301,12 +305,14 @@ def footprint_cmd(
     no_stack: NoStack = False,
     log_level: LogLevel = "INFO",
 ) -> None:
-    """Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ) and of Kafka."""
+    """Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ), of Kafka and of the
+    table; the time the partitioning migration takes per million rows."""
     from barcode_harness.bench.footprint import QUICK, FootprintSpec, run_footprint, write_section
     from barcode_harness.bench.report import new_results_dir
 
     setup_logging(log_level, "bench-footprint")
-    spec = _spec(FootprintSpec(), QUICK, quick, scans=scans, rates=tuple(rate) if rate else None)
+    spec = _spec(FootprintSpec(), QUICK, quick, scans=scans, rates=tuple(rate) if rate else None,
+                 table_rows=table_rows)  # fmt: skip
     folder = new_results_dir(out, "footprint")
     result = run_footprint(load_settings(), spec, folder, start_stack=not no_stack)
     markdown = result.pop("markdown")

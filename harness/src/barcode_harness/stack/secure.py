@@ -49,11 +49,12 @@ _COMMON = "+ping +hello +auth +info +time +evalsha +script|load +script|exists +
 REDIS_ACL = {
     "admin": "~* &* +@all",
     "processor": f"resetchannels ~{_STREAMS} ~{names.DEDUP_PREFIX}* ~{names.PUBLISH_COUNTER_PREFIX}* "
-    f"-@all {_COMMON} +xadd +set +get +incr +exists +xinfo|groups +xinfo|stream",
+    f"-@all {_COMMON} +xadd +set +get +incr +exists +hsetnx +expireat +scan +xinfo|groups +xinfo|stream",
     "worker": f"resetchannels ~{_STREAMS} ~{names.DLQ_STREAM} ~{names.HEARTBEAT_PREFIX}* "
     f"%R~{names.PUBLISH_COUNTER_PREFIX}* -@all {_COMMON} +xreadgroup +xack +xadd +xclaim +xautoclaim "
     "+xpending +xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xinfo|consumers +xinfo|groups "
-    "+xinfo|stream +xrange +xtrim +exists +set +get +del +unlink +pexpire +expire +multi +exec +discard",
+    "+xinfo|stream +xrange +xtrim +xlen +exists +set +get +del +unlink +pexpire +expire "
+    "+multi +exec +discard",
 }
 
 
@@ -394,6 +395,7 @@ _UPDATE = f"UPDATE ({', '.join(INSERT_COLUMNS)})"
 DB_GRANTS = {
     "worker": [
         f"SELECT, INSERT, {_UPDATE} ON `{{db}}`.barcodes",
+        "SELECT, INSERT, UPDATE (barcode) ON `{db}`.barcode_first_scans",  # policy "barcode"
         "SELECT ON `{db}`.device_center_mapping",
     ],
     "legacy": [
