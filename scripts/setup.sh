@@ -20,6 +20,7 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null 2>&1 || need+=(prometheus-redis-exporter)
 command -v prometheus-mysqld-exporter >/dev/null 2>&1 || need+=(prometheus-mysqld-exporter)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)  # disk space of the data dirs
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # A real browser for the test that /docs works with no other host reachable (tests/web/test_docs_browser.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -215,6 +215,7 @@ class Settings(BaseSettings):
     prometheus_retention: str = "7d"
     redis_exporter_port: int = Field(default=9121, ge=1, le=65535)
     mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
+    node_exporter_port: int = Field(default=9129, ge=1, le=65535)  # free space of the data directories
     freshness_slo_s: float = Field(default=10.0, gt=0)  # scanTime to row committed, p99 (alert)
 
     @model_validator(mode="after")

@@ -55,8 +55,9 @@ def pipeline_targets(settings: Settings, *, legacy: bool = True) -> list[Target]
 
 
 def exporter_targets(settings: Settings) -> list[Target]:
-    """Debian's Redis and MySQL exporters run by ``stack up --monitoring``."""
+    """Debian's Redis, MySQL and node exporters run by ``stack up --monitoring``."""
     return [
         Target("redis", "redis", f"{HOST}:{settings.redis_exporter_port}"),
         Target("mysql", "mariadb", f"{HOST}:{settings.mysqld_exporter_port}"),
+        Target("node", "host", f"{HOST}:{settings.node_exporter_port}"),
     ]

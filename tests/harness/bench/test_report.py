@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from barcode_harness.bench import report
@@ -44,3 +45,13 @@ def test_finish_environment_replaces_the_start_snapshot_and_is_rendered() -> Non
     assert "stolen by the hypervisor" in report.md_environment(env)
     env["cpu_during_run"] = None
     assert "CPU during the run**: not recorded." in report.md_environment(env)
+
+
+def test_only_the_newest_result_folders_are_kept(tmp_path: Path) -> None:
+    for stamp in ("20261201-100000", "20261202-100000", "20261203-100000", "20261203-100000-2"):
+        (tmp_path / stamp).mkdir()
+    (tmp_path / "notes").mkdir()  # not a results folder: never touched
+    gone = report.prune_results(tmp_path, 2)
+    assert [p.name for p in gone] == ["20261201-100000", "20261202-100000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261203-100000", "20261203-100000-2", "notes"]
+    assert report.prune_results(tmp_path, 0) == []

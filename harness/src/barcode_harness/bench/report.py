@@ -13,7 +13,9 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -48,8 +50,24 @@ LOCK_FILE = Path(__file__).resolve().parents[4] / "uv.lock"
 
 
 # --------------------------------------------------------------------------- results folder
-def new_results_dir(base: Path, command: str) -> Path:
-    """A fresh ``<base>/<timestamp>/`` folder (suffixed if two runs start in the same second)."""
+KEEP_RESULTS = int(os.environ.get("BP_BENCH_KEEP_RESULTS", "20"))
+_RESULT_NAME = re.compile(r"\d{8}-\d{6}(-\d+)?")
+
+
+def prune_results(base: Path, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` timestamped result folders of ``base`` (0: keep all)."""
+    if keep <= 0:
+        return []
+    found = sorted(p for p in base.iterdir() if p.is_dir() and _RESULT_NAME.fullmatch(p.name))
+    gone = found[:-keep]
+    for old in gone:
+        shutil.rmtree(old, ignore_errors=True)
+    return gone
+
+
+def new_results_dir(base: Path, command: str, *, keep: int | None = None) -> Path:
+    """A fresh ``<base>/<timestamp>/`` folder (suffixed if two runs start in the same second); the
+    oldest beyond the last ``keep`` (``BP_BENCH_KEEP_RESULTS``, 20; 0 keeps all) are removed."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in ("", *(f"-{i}" for i in range(2, 100))):
         path = base / f"{stamp}{suffix}"
@@ -58,6 +76,7 @@ def new_results_dir(base: Path, command: str) -> Path:
         except FileExistsError:
             continue
         log.info("%s results go to %s", command, path)
+        prune_results(base, KEEP_RESULTS if keep is None else keep)
         return path
     raise FileExistsError(f"no free results folder under {base} for {stamp}")
 

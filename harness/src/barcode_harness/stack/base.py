@@ -16,6 +16,28 @@ if TYPE_CHECKING:
     from barcode_harness.stack.secure import SecureFiles
 
 
+LOG_MAX_BYTES = 64 * 2**20
+LOG_GENERATIONS = 3
+
+
+def rotate_logs(folder: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_GENERATIONS) -> list[Path]:
+    """Before a server starts: each ``*.log`` over ``max_bytes`` becomes ``.log.1`` (older ones shift,
+    the oldest beyond ``keep`` goes), so a stack restarted for weeks keeps a bounded amount of logs.
+    Kafka also rolls its own while running (log4j2); the pipeline under systemd logs to journald."""
+    rotated: list[Path] = []
+    for log in sorted(folder.glob("*.log")) if folder.is_dir() else []:
+        if log.stat().st_size <= max_bytes:
+            continue
+        for n in range(keep - 1, 0, -1):
+            older = log.with_name(f"{log.name}.{n}")
+            if older.exists():
+                older.replace(log.with_name(f"{log.name}.{n + 1}"))
+        log.replace(log.with_name(f"{log.name}.1"))
+        log.with_name(f"{log.name}.{keep + 1}").unlink(missing_ok=True)
+        rotated.append(log)
+    return rotated
+
+
 @dataclass(frozen=True)
 class ComponentStatus:
     name: str
@@ -88,6 +110,7 @@ class Component(abc.ABC):
             return False
         self.home.mkdir(parents=True, exist_ok=True)
         self.prepare()
+        rotate_logs(self.home / "logs")
         process.spawn(self.argv(), log=self.stdout_log, pidfile=self.pidfile)
         self.wait_healthy()
         self.after_start()

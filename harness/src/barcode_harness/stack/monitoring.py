@@ -1,4 +1,4 @@
-"""``stack up --monitoring``: Debian's Prometheus and its Redis and MySQL exporters, on loopback.
+"""``stack up --monitoring``: Debian's Prometheus and its Redis, MySQL and node exporters, on loopback.
 
 They live under the state dir like the other servers (``<state_dir>/prometheus/data`` holds the
 TSDB) and are started and stopped with the stack. Prometheus listens on ``prometheus_port``.
@@ -17,7 +17,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite, StackError
 from barcode_pipeline.monitoring import promconfig
 
-MONITORING_NAMES = ("prometheus", "redis-exporter", "mysqld-exporter")
+MONITORING_NAMES = ("prometheus", "redis-exporter", "mysqld-exporter", "node-exporter")
 
 
 def _binary(name: str, package: str, component: str) -> str:
@@ -150,9 +150,40 @@ class MysqldExporterComponent(Component):
         _http_ok(f"http://{self.address}/metrics")
 
 
+class NodeExporterComponent(Component):
+    """The host's filesystems (free space of every data directory's disk) and memory; nothing else."""
+
+    name = "node-exporter"
+    start_timeout = 30.0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.settings.node_exporter_port}"
+
+    @property
+    def marker(self) -> str:
+        return f"--web.listen-address={self.address}"
+
+    def prepare(self) -> None:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+
+    def argv(self) -> list[str]:
+        return [
+            _binary("prometheus-node-exporter", "prometheus-node-exporter", self.name),
+            "--collector.disable-defaults",
+            "--collector.filesystem",
+            "--collector.meminfo",
+            self.marker,
+        ]
+
+    def check(self) -> None:
+        _http_ok(f"http://{self.address}/metrics")
+
+
 def monitoring_components(settings: Settings) -> dict[str, Component]:
     return {
         "redis-exporter": RedisExporterComponent(settings),
         "mysqld-exporter": MysqldExporterComponent(settings),
+        "node-exporter": NodeExporterComponent(settings),
         "prometheus": PrometheusComponent(settings),
     }
