@@ -87,20 +87,38 @@ class PrometheusComponent(Component):
                 raise StackError(f"reload answered {resp.status}", component=self.name)
 
 
-class RedisExporterComponent(Component):
-    name = "redis-exporter"
+class _Exporter(Component):
+    """A Prometheus exporter on loopback: its port, its listen flag, ``/metrics`` as the health check."""
+
     start_timeout = 30.0
+    listen_flag = "--web.listen-address"
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.settings.redis_exporter_port}"
+        return f"127.0.0.1:{self.port}"
 
     @property
     def marker(self) -> str:
-        return f"-web.listen-address={self.address}"
+        return f"{self.listen_flag}={self.address}"
 
     def prepare(self) -> None:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
+
+    def check(self) -> None:
+        _http_ok(f"http://{self.address}/metrics")
+
+
+class RedisExporterComponent(_Exporter):
+    name = "redis-exporter"
+    listen_flag = "-web.listen-address"
+
+    @property
+    def port(self) -> int:
+        return self.settings.redis_exporter_port
 
     def argv(self) -> list[str]:
         parts = urlsplit(self.settings.redis_url)
@@ -111,28 +129,20 @@ class RedisExporterComponent(Component):
             self.marker,
         ]
 
-    def check(self) -> None:
-        _http_ok(f"http://{self.address}/metrics")
 
-
-class MysqldExporterComponent(Component):
+class MysqldExporterComponent(_Exporter):
     name = "mysqld-exporter"
-    start_timeout = 30.0
 
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.settings.mysqld_exporter_port}"
-
-    @property
-    def marker(self) -> str:
-        return f"--web.listen-address={self.address}"
+    def port(self) -> int:
+        return self.settings.mysqld_exporter_port
 
     @property
     def my_cnf(self) -> Path:
         return self.home / "my.cnf"
 
     def prepare(self) -> None:
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        super().prepare()
         db = parse_db_url(self.settings.db_url)
         self.my_cnf.write_text(
             f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
@@ -146,26 +156,15 @@ class MysqldExporterComponent(Component):
             self.marker,
         ]
 
-    def check(self) -> None:
-        _http_ok(f"http://{self.address}/metrics")
 
-
-class NodeExporterComponent(Component):
+class NodeExporterComponent(_Exporter):
     """The host's filesystems (free space of every data directory's disk) and memory; nothing else."""
 
     name = "node-exporter"
-    start_timeout = 30.0
 
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.settings.node_exporter_port}"
-
-    @property
-    def marker(self) -> str:
-        return f"--web.listen-address={self.address}"
-
-    def prepare(self) -> None:
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+    def port(self) -> int:
+        return self.settings.node_exporter_port
 
     def argv(self) -> list[str]:
         return [
@@ -175,9 +174,6 @@ class NodeExporterComponent(Component):
             "--collector.meminfo",
             self.marker,
         ]
-
-    def check(self) -> None:
-        _http_ok(f"http://{self.address}/metrics")
 
 
 def monitoring_components(settings: Settings) -> dict[str, Component]:
