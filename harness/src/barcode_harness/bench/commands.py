@@ -284,6 +284,30 @@ def replication_cmd(
     typer.echo(f"results: {folder}")
 
 
+@bench_app.command("fill")
+def fill_cmd(
+    rows: Annotated[int, typer.Option(min=1, help="Rows to add to barcodes.")],
+    days: Annotated[
+        float, typer.Option(min=0.01, help="Scan times spread over the last this many days.")
+    ] = 30,
+    database: Database = DEFAULT_DB,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Rows straight into barcodes of the bench database (outside the pipeline), for `bench max --keep-db`
+    on a filled table. Appends; creates and migrates the database if needed."""
+    from barcode_harness.bench.fill import fill
+    from barcode_pipeline.db import migrate
+
+    setup_logging(log_level, "bench-fill")
+    url = migrate.database_url(load_settings().db_url, database)
+    migrate.create_database(url)
+    migrate.upgrade(url)
+    done = fill(url, rows, days=days)
+    typer.echo(
+        f"{done['rows']:,} rows in {done['seconds']:.1f} s ({done['rows_per_s']:,.0f} rows/s) into {database}"
+    )
+
+
 @bench_app.command("footprint")
 def footprint_cmd(
     quick: Quick = False,

@@ -25,15 +25,15 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness.bench.env import bench_settings, reset_redis
+from barcode_harness.bench.fill import fill
 from barcode_harness.chaos import sections
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
-from barcode_pipeline.adapters.db import connect, string_escaper
+from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
-from barcode_pipeline.db.queries import Row, insert_barcodes_statements
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause, DeadLetterRecord
 from barcode_pipeline.processor.service import Processor
@@ -175,13 +175,6 @@ def _table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:
     return data, sum(per_index.values()), per_index
 
 
-def _row(i: int, scan_ms: int) -> Row:
-    """A row shaped like the workers' (an internal ID of the real length)."""
-    device = f"FOOTPRINT-PC-{i % DEVICES:04d}"
-    return (f"DLV-{device}-261206-{i:026d}", f"s-{i}", f"88{i:011d}", "CENTER-1", device, scan_ms,
-            scan_ms + 150, None)  # fmt: skip
-
-
 def measure_table(settings: Settings, rows: int) -> dict[str, Any]:
     """Bytes per row of ``barcodes`` before and after it is partitioned, and how long the migration
     that partitions a filled table (a full copy) takes, on ``rows`` rows written with the workers'
@@ -190,16 +183,9 @@ def measure_table(settings: Settings, rows: int) -> dict[str, Any]:
     migrate.drop_database(url)
     migrate.create_database(url)
     migrate.upgrade(url, before=PARTITIONING_MIGRATION)  # the schema as releases before it left it
+    fill(url, rows, days=3)
     conn = connect(url, autocommit=True, init_command="SET time_zone = '+00:00'")
     try:
-        quote = string_escaper(conn)
-        start_ms = int(time.time() * 1000) - 3 * 86_400_000
-        step = 3 * 86_400_000 / rows
-        with conn.cursor() as cur:
-            for first in range(0, rows, 5000):
-                batch = [_row(i, int(start_ms + i * step)) for i in range(first, min(rows, first + 5000))]
-                for statement in insert_barcodes_statements(batch, quote):
-                    cur.execute(statement)
         before = _table_bytes(conn)
         started = time.perf_counter()
         migrate.upgrade(url)

@@ -1,0 +1,56 @@
+"""``bench fill``: rows straight into ``barcodes``, outside the pipeline, as fast as the server takes them.
+
+The table's size must not slow the pipeline; proving it needs tens of millions of rows already in
+the table, which the pipeline itself would take hours to write. These rows are shaped like the
+workers' (an internal ID of the real length, the workers' own multi-row INSERT builder), one
+statement of 5,000 rows at a time, their scan times spread evenly over the last ``days`` days, so
+every daily partition gets its share. ``bench max --keep-db`` then measures on the filled table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from barcode_pipeline.adapters.db import connect, string_escaper
+from barcode_pipeline.db.queries import Row, insert_barcodes_statements
+
+log = logging.getLogger(__name__)
+
+DEVICES = 500
+BATCH = 5000
+
+
+def row(i: int, scan_ms: int, device_prefix: str = "FILL-PC") -> Row:
+    """Row ``i``: shaped like the workers' (an internal ID of the real length)."""
+    device = f"{device_prefix}-{i % DEVICES:04d}"
+    return (f"DLV-{device}-261206-{i:026d}", f"s-{i}", f"88{i:011d}", "CENTER-1", device, scan_ms,
+            scan_ms + 150, None)  # fmt: skip
+
+
+def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC") -> dict[str, Any]:
+    """Insert ``rows`` rows, scan times spread over the last ``days`` days; returns the rate."""
+    conn = connect(db_url, autocommit=True, init_command="SET time_zone = '+00:00'")
+    started = time.perf_counter()
+    try:
+        quote = string_escaper(conn)
+        span_ms = days * 86_400_000
+        start_ms = int(time.time() * 1000 - span_ms)
+        step = span_ms / rows
+        with conn.cursor() as cur:
+            cur.execute("SELECT COALESCE(MAX(id), 0) FROM barcodes")  # appending: new IDs after the last
+            offset = int(cur.fetchone()[0])
+            for first in range(0, rows, BATCH):
+                batch = [
+                    row(offset + i, int(start_ms + i * step), device_prefix)
+                    for i in range(first, min(rows, first + BATCH))
+                ]
+                for statement in insert_barcodes_statements(batch, quote):
+                    cur.execute(statement)
+                if first and first % 1_000_000 == 0:
+                    log.info("filled %d of %d rows", first, rows)
+    finally:
+        conn.close()
+    took = time.perf_counter() - started
+    return {"rows": rows, "days": days, "seconds": took, "rows_per_s": rows / took if took else 0.0}

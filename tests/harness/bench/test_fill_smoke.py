@@ -1,0 +1,39 @@
+"""``bench fill`` on the real MariaDB: rows land in barcodes, spread over the days asked for."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.cli import app
+from barcode_pipeline.config import Settings
+from barcode_pipeline.db import migrate
+
+pytestmark = pytest.mark.integration
+
+DATABASE = "bp_test_fill"
+
+
+def test_fill_appends_rows_spread_over_the_days(stack_settings: Settings) -> None:
+    url = migrate.database_url(stack_settings.db_url, DATABASE)
+    migrate.drop_database(url)
+    try:
+        for _ in range(2):  # it appends: a second run adds as many again
+            result = CliRunner().invoke(
+                app, ["bench", "fill", "--rows", "12000", "--days", "3", "--database", DATABASE,
+                      "--log-level", "WARNING"],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            assert "12,000 rows in" in result.output
+        conn = connect(url, autocommit=True, init_command="SET time_zone = '+00:00'")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*), COUNT(DISTINCT DATE(scan_time)) FROM barcodes")
+                count, days = cur.fetchone()
+        finally:
+            conn.close()
+        assert count == 24000
+        assert days >= 3
+    finally:
+        migrate.drop_database(url)
