@@ -18,6 +18,17 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class WritesRefused(redis.RedisError):
+    """Redis cannot persist (``MISCONF``: an AOF or snapshot write failed, e.g. its disk is full) and
+    refuses every write until a write succeeds again: an outage to wait out, not a bug to exit on."""
+
+
+def writes_refused(exc: redis.ResponseError) -> WritesRefused | None:
+    """``exc`` as :class:`WritesRefused` if it is Redis's ``MISCONF`` refusal (redis-py has no class
+    for it; a pipeline wraps it in a longer message)."""
+    return WritesRefused(str(exc)) if "MISCONF" in str(exc) else None
+
+
 def client(settings: Settings, *, timeout: float | None = None, decode: bool = True) -> redis.Redis:
     """A Redis client; hiredis parses replies when installed. The one factory every component uses.
 

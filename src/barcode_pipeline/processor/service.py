@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -42,7 +42,14 @@ STARTUP_BACKOFF = Backoff(base_s=0.5, cap_s=10.0)
 # loads it first); ReplicaShortfall: WAIT came back short, so the batch must not be committed;
 # OutOfMemoryError: Redis is full (maxmemory, noeviction) and refused the call whole: wait until
 # the workers' trimming or an operator frees memory, rather than exit and be restarted in a loop.
-PUBLISH_RETRIED = (*redis_adapter.TRANSIENT_ERRORS, NoScriptError, ReplicaShortfall, OutOfMemoryError)
+# WritesRefused: Redis cannot persist (a full disk under its AOF): the same wait.
+PUBLISH_RETRIED = (
+    *redis_adapter.TRANSIENT_ERRORS,
+    NoScriptError,
+    ReplicaShortfall,
+    OutOfMemoryError,
+    redis_adapter.WritesRefused,
+)
 WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 
@@ -255,7 +262,7 @@ class Processor:
         self._earlier = 0
         published, _ = BACKOFF.call(
             f"publishing a batch of {len(events)} to redis",
-            lambda: self.publish(events, ingest_times),
+            lambda: self._publish_once(events, ingest_times),
             errors=PUBLISH_RETRIED,
             sleep=self.stop_event.wait,
             budget=lambda: 0.0 if self.stop_event.is_set() else None,  # stopping: give the batch back
@@ -264,6 +271,15 @@ class Processor:
         )
         published = min(len(events), published + self._earlier)
         return published, len(events) - published
+
+    def _publish_once(self, events: list[ScanEvent], ingest_times: list[int]) -> tuple[int, int]:
+        try:
+            return self.publish(events, ingest_times)
+        except ResponseError as exc:
+            refused = redis_adapter.writes_refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     def _redis_failed(self, exc: Exception) -> None:
         if isinstance(exc, ReplicaShortfall):
