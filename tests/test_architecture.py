@@ -65,3 +65,19 @@ def test_the_harness_commands_are_entry_points_of_the_harness() -> None:
     }
     assert set(harness["entry-points"][LOCAL_STACK_GROUP]) == {"up"}
     assert len(command_registrars()) == 6  # installed in this environment, so the CLI has them
+
+
+ROUTE_AND_JOB_LITERALS = {"/health", "/ready", "/metrics", "bp-ingest", "bp-supervisor", "bp-processor",
+                          "bp-worker", "bp-backlog", "bp-legacy"}  # fmt: skip
+
+
+def test_route_and_job_names_live_in_names_only() -> None:
+    """A route or a Prometheus job spelled out elsewhere drifts from the one in names.py."""
+    offenders = {
+        f"{path.relative_to(ROOT)}:{node.lineno}": node.value
+        for path in sorted(RUNTIME.rglob("*.py"))
+        if path.name != "names.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in ROUTE_AND_JOB_LITERALS
+    }
+    assert offenders == {}

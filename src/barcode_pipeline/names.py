@@ -39,6 +39,14 @@ ROUTE_DOCS = "/docs"  # Swagger UI, its assets served by the service itself (no 
 ROUTE_DOCS_ASSETS = "/docs-assets"
 ROUTE_REDOC = "/redoc"
 
+# Prometheus job names of the pipeline's own endpoints (monitoring/targets.py, deploy/prometheus/).
+JOB_INGEST = "bp-ingest"
+JOB_SUPERVISOR = "bp-supervisor"
+JOB_PROCESSOR = "bp-processor"
+JOB_WORKER = "bp-worker"
+JOB_BACKLOG = "bp-backlog"
+JOB_LEGACY = "bp-legacy"
+
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"
 DLT_ORIGIN_HEADER = "bp-origin"  # "topic/partition/offset" of the poison record

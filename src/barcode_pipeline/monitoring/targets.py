@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 
 HOST = "127.0.0.1"
@@ -23,7 +24,7 @@ class Target:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}/metrics"
+        return f"http://{self.address}{names.ROUTE_METRICS}"
 
 
 def processor_name(settings: Settings, index: int) -> str:
@@ -40,17 +41,17 @@ def worker_port(settings: Settings, index: int) -> int:
 
 def pipeline_targets(settings: Settings, *, legacy: bool = True) -> list[Target]:
     """The pipeline's own endpoints (ingest, supervisor, processors, workers, backlog exporter, legacy)."""
-    out = [Target("bp-ingest", "ingest", f"{settings.ingest_host}:{settings.ingest_port}")]
+    out = [Target(names.JOB_INGEST, "ingest", f"{settings.ingest_host}:{settings.ingest_port}")]
     if settings.metrics_port_base:
-        out.append(Target("bp-supervisor", "supervisor", f"{HOST}:{settings.metrics_port_base}"))
+        out.append(Target(names.JOB_SUPERVISOR, "supervisor", f"{HOST}:{settings.metrics_port_base}"))
         for i in range(1, settings.processors + 1):
             address = f"{HOST}:{processor_port(settings, i)}"
-            out.append(Target("bp-processor", processor_name(settings, i), address))
+            out.append(Target(names.JOB_PROCESSOR, processor_name(settings, i), address))
         for i in range(1, settings.workers + 1):
-            out.append(Target("bp-worker", f"worker-{i}", f"{HOST}:{worker_port(settings, i)}"))
-    out.append(Target("bp-backlog", "backlog", f"{HOST}:{settings.exporter_port}"))
+            out.append(Target(names.JOB_WORKER, f"worker-{i}", f"{HOST}:{worker_port(settings, i)}"))
+    out.append(Target(names.JOB_BACKLOG, "backlog", f"{HOST}:{settings.exporter_port}"))
     if legacy:
-        out.append(Target("bp-legacy", "legacy", f"{settings.legacy_host}:{settings.legacy_port}"))
+        out.append(Target(names.JOB_LEGACY, "legacy", f"{settings.legacy_host}:{settings.legacy_port}"))
     return out
 
 

@@ -196,7 +196,7 @@ def run_top(
     console = console or Console()
     targets: list[Target] = pipeline_targets(settings, legacy=False)
     # Heartbeats are keyed by consumer name, which carries the node name (run/supervisor.py).
-    workers = [names.node_member(settings.node_name, t.name) for t in targets if t.job == "bp-worker"]
+    workers = [names.node_member(settings.node_name, t.name) for t in targets if t.job == names.JOB_WORKER]
     samples: deque[scrape.Sample] = deque()
     view = View()
     live = Live(render(view), console=console, refresh_per_second=4) if console.is_terminal else None

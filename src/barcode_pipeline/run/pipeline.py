@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops.backlog import Backlog, measure
@@ -78,9 +79,9 @@ def ready_urls(settings: Settings, sup: Supervisor) -> list[str]:
     urls = []
     if "ingest" in roles:
         scheme = "https" if settings.ingest_tls_cert is not None else "http"
-        urls.append(f"{scheme}://{settings.ingest_host}:{settings.ingest_port}/ready")
+        urls.append(f"{scheme}://{settings.ingest_host}:{settings.ingest_port}{names.ROUTE_READY}")
     if "legacy" in roles:
-        urls.append(f"http://{settings.legacy_host}:{settings.legacy_port}/ready")
+        urls.append(f"http://{settings.legacy_host}:{settings.legacy_port}{names.ROUTE_READY}")
     return urls
 
 

@@ -359,15 +359,16 @@ def health_server(
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # the http.server API
-            if self.path == "/metrics":
+            if self.path == names.ROUTE_METRICS:
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 return
             report = health()
-            if self.path == "/health":
+            service = self.path.removeprefix(f"{names.ROUTE_HEALTH}/")  # GET /health/<service>
+            if self.path == names.ROUTE_HEALTH:
                 code = 503 if report["stalled"] else 200
                 self._send(code, orjson.dumps(report), "application/json")
-            elif self.path.startswith("/health/") and self.path[8:] in report["services"]:
-                verdict = report["services"][self.path[8:]]
+            elif service != self.path and service in report["services"]:
+                verdict = report["services"][service]
                 code = 503 if verdict["state"] in ("stalled", "down") else 200
                 self._send(code, orjson.dumps(verdict), "application/json")
             else:
