@@ -17,7 +17,6 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import partitions
-from barcode_pipeline.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,10 @@ class RetentionKeeper:
             lock_s = max(60, int(min(s.db_partition_interval_s, 600)))
             if not client.set(names.RETENTION_LOCK, token, nx=True, ex=lock_s):
                 return None
-            try:
-                return partitions.maintain(
-                    s.db_url, ahead_days=s.db_partitions_ahead_days, retention_days=s.db_retention_days
-                )
-            except DatabaseUnavailable as exc:
-                log.warning("%s", exc)
-                raise
+            # a database failure propagates: the loop logs it once and retries sooner
+            return partitions.maintain(
+                s.db_url, ahead_days=s.db_partitions_ahead_days, retention_days=s.db_retention_days
+            )
         except redis.RedisError as exc:
             log.warning("partition maintenance skipped this round: redis %s", exc)
             return None
