@@ -6,8 +6,9 @@ need them error out (in CI and locally alike), so a missing service can never pa
 
 from __future__ import annotations
 
+import faulthandler
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,28 @@ from barcode_pipeline.config import Settings
 
 IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parents[1]
+
+# pytest-timeout (300 s) interrupts a test from Python, which cannot happen while a C call holds the
+# GIL (seen once: confluent-kafka's rebalance callback blocked in rd_kafka_assign during a
+# consumer's close). faulthandler's timer is a C thread: it writes every thread's stack to this
+# file and ends the run, so CI goes red with the stacks (the Makefile prints them) instead of
+# hanging until its own limit.
+HARD_TIMEOUT_S = 420
+HANG_REPORT = ROOT / ".stack" / "pytest-hang.txt"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+    HANG_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    with HANG_REPORT.open("w") as report:
+        report.write(f"{item.nodeid} did not end within {HARD_TIMEOUT_S} s; the run was ended here\n")
+        report.flush()
+        faulthandler.dump_traceback_later(HARD_TIMEOUT_S, exit=True, file=report)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    HANG_REPORT.unlink(missing_ok=True)
 
 
 def _base_settings() -> Settings:
