@@ -22,6 +22,7 @@ from barcode_harness.bench.env import BenchEnv, bench_settings
 from barcode_harness.bench.isolation import IsolationSpec, run_isolation
 from barcode_harness.bench.maxrate import MaxSpec, run_max
 from barcode_harness.bench.report import md_table, new_results_dir
+from barcode_harness.bench.tablesize import TableSizeSpec, run_table_size
 from barcode_pipeline.cli import app
 from barcode_pipeline.config import Settings
 from tests.kafka_helpers import start_group_at_log_end
@@ -133,10 +134,29 @@ def test_max_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
     assert "](img/max-rates.png)" in text and (tmp_path / "docs" / "img" / "max-rates.png").exists()
 
 
+def test_table_size_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
+    """Two tiny searches around a fill: the table grew by the fill, and nothing was lost either time."""
+    search = MaxSpec(
+        paths=("async-batch",), step_s=1.0, batch_size=20, start_batch=400, growth=2.0, refine_steps=0,
+        max_steps=1, warmup_s=0.0, kafka_probe_s=1.0, insert_rows=1000, preset="smoke",
+    )  # fmt: skip
+    spec = TableSizeSpec(rows=20_000, days=3, search=search, preset="smoke")
+    folder = new_results_dir(tmp_path, "table-size")
+    result = run_table_size(bench_env.settings, spec, folder, shared=bench_env)
+    empty, filled = result["empty"], result["filled"]
+    assert filled["table"]["rows"] >= empty["table"]["rows"] + 20_000
+    assert empty["max_sustained_scans_per_s"] > 0 and filled["max_sustained_scans_per_s"] > 0
+    for side in ("empty", "filled"):
+        steps = json.loads((folder / side / "max.json").read_text())["paths"]["async-batch"]["steps"]
+        assert all(s["lost"] == 0 and s["duplicates"] == 0 and s["stored"] > 0 for s in steps)
+    text = (folder / "table-size.md").read_text()
+    assert "| filled | " in text and "Filled ÷ empty" in text
+
+
 def test_cli_lists_bench_commands() -> None:
     out = CliRunner().invoke(app, ["bench", "--help"])
     assert out.exit_code == 0
-    for command in ("compare", "isolation", "max", "auth", "docs"):
+    for command in ("compare", "isolation", "max", "table-size", "auth", "docs"):
         assert command in out.output
 
 

@@ -308,6 +308,31 @@ def fill_cmd(
     )
 
 
+@bench_app.command("table-size")
+def table_size_cmd(
+    quick: Quick = False,
+    rows: Annotated[
+        int | None, typer.Option(min=1, help="Rows the fill puts in barcodes [50,000,000].")
+    ] = None,
+    days: Annotated[
+        float | None, typer.Option(min=0.01, help="Their scan times over the last this many days [30].")
+    ] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """The batch API's maximum on the empty table, then on one filled with tens of millions of rows."""
+    from barcode_harness.bench.report import new_results_dir
+    from barcode_harness.bench.tablesize import QUICK, TableSizeSpec, run_table_size
+
+    settings = _prepare(database, False, log_level, "table-size")
+    spec = _spec(TableSizeSpec(), QUICK, quick, rows=rows, days=days)
+    folder = new_results_dir(out, "table-size")
+    result = run_table_size(settings, spec, folder, start_stack=not no_stack)
+    _print_targets(result, folder, "table-size")
+
+
 @bench_app.command("footprint")
 def footprint_cmd(
     quick: Quick = False,

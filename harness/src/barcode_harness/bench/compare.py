@@ -29,7 +29,15 @@ from barcode_harness.bench.compare_render import markdown, write_charts
 from barcode_harness.bench.dbstats import HEADLINE, DbSampler, DbStatus, IoDelta, delta
 from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BenchEnv
 from barcode_harness.bench.loadgen import LoadResult
-from barcode_harness.bench.loads import acked_ids, merged_latency, run_load, series, spec_for, summary_dict
+from barcode_harness.bench.loads import (
+    acked_ids,
+    merged_latency,
+    run_load,
+    scan_window,
+    series,
+    spec_for,
+    summary_dict,
+)
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ops.verify import Verification, percentile, verify_scan_ids
 
@@ -153,7 +161,9 @@ class Runner:
         load = run_load(spec)
         drain_s = self.env.drain(self.spec.drain_timeout_s) if path == ASYNC else 0.0
         after = self.status.snapshot()
-        check = verify_scan_ids(self.env.settings.db_url, acked_ids(load), table=TABLES[path])
+        check = verify_scan_ids(
+            self.env.settings.db_url, acked_ids(load), table=TABLES[path], window=scan_window(load)
+        )
         io = delta(before, after, scans=check.stored)
         phase = Phase(name, path, rate, load, io, check, drain_s, before.t, after.t, max_delay_ms)
         log.info(

@@ -22,7 +22,7 @@ REPLICATION = (
     "<!-- replication: end -->",
 )
 
-COMMANDS = ("compare", "isolation", "max", "vegeta")
+COMMANDS = ("compare", "isolation", "max", "table-size", "vegeta")
 
 INTRO = """\
 # Benchmarks
@@ -36,6 +36,7 @@ ran with. Nothing here was typed in by hand. The page itself is rebuilt from the
 .venv/bin/barcode-pipeline bench compare     # legacy vs async: latency, DB writes, freshness, loss
 .venv/bin/barcode-pipeline bench isolation   # both paths while the DB is saturated with row locks
 .venv/bin/barcode-pipeline bench max         # highest sustained rate per path/API + raw ceilings
+.venv/bin/barcode-pipeline bench table-size  # the batch maximum on an empty and a 50-million-row table
 .venv/bin/barcode-pipeline bench vegeta      # single-scan ingest latency by an independent client (vegeta)
 .venv/bin/barcode-pipeline bench replication # the cost of replication: single-node vs the ha profile
 .venv/bin/barcode-pipeline bench docs        # rebuild this page from bench/results/

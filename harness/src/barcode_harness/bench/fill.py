@@ -4,16 +4,19 @@ The table's size must not slow the pipeline; proving it needs tens of millions o
 the table, which the pipeline itself would take hours to write. These rows are shaped like the
 workers' (an internal ID of the real length, the workers' own multi-row INSERT builder), one
 statement of 5,000 rows at a time, their scan times spread evenly over the last ``days`` days, so
-every daily partition gets its share. ``bench max --keep-db`` then measures on the filled table.
+every daily partition gets its share (the table first gets partitions for those past days, as if it
+had been kept that long). ``bench max --keep-db`` then measures on the filled table.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, date, datetime
 from typing import Any
 
 from barcode_pipeline.adapters.db import connect, string_escaper
+from barcode_pipeline.db import partitions
 from barcode_pipeline.db.queries import Row, insert_barcodes_statements
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC")
         start_ms = int(time.time() * 1000 - span_ms)
         step = span_ms / rows
         with conn.cursor() as cur:
+            partitions_back_to(cur, datetime.fromtimestamp(start_ms / 1000, UTC).date())
             cur.execute("SELECT COALESCE(MAX(id), 0) FROM barcodes")  # appending: new IDs after the last
             offset = int(cur.fetchone()[0])
             for first in range(0, rows, BATCH):
@@ -54,3 +58,17 @@ def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC")
         conn.close()
     took = time.perf_counter() - started
     return {"rows": rows, "days": days, "seconds": took, "rows_per_s": rows / took if took else 0.0}
+
+
+def partitions_back_to(cur: Any, first: date) -> None:
+    """Split the oldest partition so that every day from ``first`` on has its own.
+
+    A new table's partitions start today; older scans would all land in that one partition, unlike
+    a table that has been kept for weeks. REORGANIZE copies only the oldest partition's rows.
+    """
+    known = sorted((d, n) for n in partitions.existing(cur) if (d := partitions.day_of(n)) is not None)
+    if not known or known[0][0] <= first:
+        return
+    oldest_day, oldest = known[0]
+    clauses = ", ".join(partitions.partition_clause(d) for d in partitions.days(first, oldest_day))
+    cur.execute(f"ALTER TABLE barcodes REORGANIZE PARTITION {oldest} INTO ({clauses})")

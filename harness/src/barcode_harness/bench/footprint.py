@@ -165,14 +165,15 @@ def measure_dlq(settings: Settings, count: int) -> float:
         client.close()
 
 
-def _table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:
+def table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:
     """(data, indexes, bytes per index) of ``barcodes``, from InnoDB's own statistics."""
     with conn.cursor() as cur:
         cur.execute("ANALYZE TABLE barcodes")
         cur.fetchall()
         cur.execute(
             "SELECT index_name, SUM(stat_value) * @@innodb_page_size FROM mysql.innodb_index_stats"
-            " WHERE database_name = DATABASE() AND table_name LIKE 'barcodes%%' AND stat_name = 'size'"
+            " WHERE database_name = DATABASE() AND stat_name = 'size'"
+            " AND (table_name = 'barcodes' OR table_name LIKE 'barcodes#P#%%')"
             " GROUP BY index_name"
         )
         per_index = {str(name): int(size) for name, size in cur.fetchall()}
@@ -205,7 +206,7 @@ def measure_table(settings: Settings, rows: int) -> dict[str, Any]:
 
 
 def _per_row(conn: Any, rows: int) -> dict[str, Any]:
-    data, indexes, per_index = _table_bytes(conn)
+    data, indexes, per_index = table_bytes(conn)
     per_row = {k: v / rows for k, v in per_index.items()}
     return {"data": data / rows, "indexes": indexes / rows, "per_index": per_row}
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, Mode, run_load
+from barcode_pipeline.ops.verify import ScanWindow
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ def acked_ids(result: LoadResult) -> list[str]:
     if path is None or not path.exists():
         return []
     return path.read_text().split()
+
+
+# The load stamps each scan with its sender's clock when it builds the request; a minute of slack
+# covers a slow start without widening the window to earlier runs' rows by much.
+WINDOW_SLACK_MS = 60_000
+
+
+def scan_window(result: LoadResult) -> ScanWindow:
+    """Where a run's scans are stored: its devices, scanned since it started (see ``ScanWindow``)."""
+    return ScanWindow(tuple(result.spec.devices), int(result.started_at * 1000) - WINDOW_SLACK_MS)
 
 
 def merged_latency(results: list[LoadResult]) -> LatencySummary:

@@ -36,7 +36,7 @@ from barcode_harness.bench.ceilings import (
 )
 from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, BenchEnv, stage_counts
 from barcode_harness.bench.loadgen import LoadResult
-from barcode_harness.bench.loads import acked_ids, run_load, spec_for, summary_dict
+from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for, summary_dict
 from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
@@ -188,7 +188,9 @@ class Searcher:
             )
         if load.latency.p99_ms > self.spec.max_p99_ms:
             reasons.append(f"p99 {load.latency.p99_ms:,.1f} ms > {self.spec.max_p99_ms:g} ms")
-        check = verify_scan_ids(self.env.settings.db_url, acked_ids(load), table=TABLES[server])
+        check = verify_scan_ids(
+            self.env.settings.db_url, acked_ids(load), table=TABLES[server], window=scan_window(load)
+        )
         lost = check.missing
         if lost or check.duplicate_rows:
             reasons.append(f"{lost} acknowledged scans missing, {check.duplicate_rows} duplicate rows")

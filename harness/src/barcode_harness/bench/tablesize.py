@@ -1,0 +1,151 @@
+"""``bench table-size``: does a large ``barcodes`` slow the pipeline down?
+
+At peak the table holds tens of millions of rows within days. The batch API's end-to-end maximum
+(``bench max`` async-batch) is searched twice in one run on the same servers: on the empty bench
+table (then holding only the search's own rows), then after ``bench fill`` has put ``rows`` rows
+in it, their scan times spread over the last ``days`` days (every daily partition holds its share,
+as under retention). The goal is a filled figure of at least 80 % of the empty one. Acknowledged
+scans are verified along the duplicate guard's (device, scan time) prefix, so verification does
+not itself grow with the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from barcode_harness.bench import report
+from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.fill import fill
+from barcode_harness.bench.footprint import table_bytes
+from barcode_harness.bench.maxrate import QUICK as MAX_QUICK
+from barcode_harness.bench.maxrate import MaxSpec, run_max
+from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+PATH = "async-batch"
+GOAL = 0.8  # filled maximum ÷ empty maximum
+
+
+@dataclass(frozen=True)
+class TableSizeSpec:
+    rows: int = 50_000_000
+    days: float = 30.0
+    search: MaxSpec = field(default_factory=lambda: dataclasses.replace(MaxSpec(), paths=(PATH,)))
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = TableSizeSpec(
+    rows=100_000, days=2.0, search=dataclasses.replace(MAX_QUICK, paths=(PATH,)), preset="quick"
+)
+
+
+def _table(settings: Settings) -> dict[str, Any]:
+    conn = connect(settings.db_url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM barcodes")
+            rows = int(cur.fetchone()[0])
+        data, indexes, _per_index = table_bytes(conn)
+    finally:
+        conn.close()
+    return {"rows": rows, "data_bytes": data, "index_bytes": indexes}
+
+
+def _search(settings: Settings, spec: TableSizeSpec, folder: Path, env: BenchEnv) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_max(settings, spec.search, folder, shared=env)
+    return {
+        "max_sustained_scans_per_s": result["paths"][PATH]["max_sustained_scans_per_s"],
+        "saturated_stage": result["paths"][PATH]["saturated_stage"],
+        "bare_insert_rows_per_s": result["ceilings"]["bare_insert"]["rows_per_s"],
+        "table": _table(env.settings),
+        "folder": folder.name,
+    }
+
+
+def run_table_size(
+    settings: Settings,
+    spec: TableSizeSpec,
+    out: Path,
+    *,
+    start_stack: bool = True,
+    shared: BenchEnv | None = None,
+) -> dict[str, Any]:
+    say = report.progress_logger(__name__)
+    env = shared or BenchEnv(settings, out / "services.log", start_stack=start_stack, legacy=False)
+    with nullcontext(env) if shared else env:
+        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
+        say(f"{PATH} maximum on the empty table")
+        empty = _search(settings, spec, out / "empty", env)
+        say(f"filling barcodes with {spec.rows:,} rows over {spec.days:g} days")
+        filled_with = fill(env.settings.db_url, spec.rows, days=spec.days)
+        say(f"{PATH} maximum on the filled table")
+        filled = _search(settings, spec, out / "filled", env)
+    ratio = (
+        filled["max_sustained_scans_per_s"] / empty["max_sustained_scans_per_s"]
+        if empty["max_sustained_scans_per_s"]
+        else 0.0
+    )
+    target = report.check(f"{PATH} maximum, filled ÷ empty table", ratio, ">=", GOAL, fmt="{:.2f}")
+    result = {
+        "command": "table-size",
+        "environment": report.finish_environment(env_info),
+        "empty": empty,
+        "fill": filled_with,
+        "filled": filled,
+        "ratio": round(ratio, 3),
+        "targets": [target.to_dict()],
+    }
+    report.write_json(out / "table-size.json", result)
+    (out / "table-size.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The section ``bench docs`` puts in docs/benchmarks.md."""
+    empty, filled, spec = result["empty"], result["filled"], result["environment"]["spec"]
+
+    def row(label: str, r: dict[str, Any]) -> str:
+        t = r["table"]
+        size = (t["data_bytes"] + t["index_bytes"]) / 2**30
+        return (
+            f"| {label} | {t['rows']:,} | {size:.1f} GiB | **{r['max_sustained_scans_per_s']:,.0f}** "
+            f"| {r['saturated_stage']} | {r['bare_insert_rows_per_s']:,.0f} |"
+        )
+
+    quick = " (**quick** preset: indicative only)" if spec["preset"] == "quick" else ""
+    return "\n".join(
+        [
+            f"# `bench table-size`{quick}",
+            "",
+            report.md_environment(result["environment"]),
+            "",
+            f"The batch API's end-to-end maximum (`bench max --path {PATH}`), searched on the empty table, "
+            f"then again after `bench fill` put {spec['rows']:,} rows in it (scan times over the last "
+            f"{spec['days']:g} days, {result['fill']['rows_per_s']:,.0f} rows/s). Same servers, same run.",
+            "",
+            "| table | rows | data + indexes | async-batch max (scans/s) | saturated first"
+            " | bare INSERT (rows/s) |",
+            "|---|---|---|---|---|---|",
+            row("empty", empty),
+            row("filled", filled),
+            "",
+            f"Filled ÷ empty: **{result['ratio']:.0%}** (goal ≥ {GOAL:.0%}). Each search's steps are in "
+            f"`{empty['folder']}/max.md` and `{filled['folder']}/max.md` of the result folder.",
+            "",
+            "## Targets",
+            "",
+            report.md_targets([report.Target(**t) for t in result["targets"]]),
+            "",
+        ]
+    )
