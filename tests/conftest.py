@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import shutil
+import subprocess
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from barcode_pipeline.config import Settings
+from tests.stack_helpers import SMALL_REDIS_DISK_BYTES, free_ports
 
 IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +115,40 @@ def _restore_logging() -> Iterator[None]:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture
+def redis_on_small_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A scratch redis-server (AOF on, ``appendfsync everysec`` as the stack runs it) on a 16 MiB tmpfs.
+
+    (With ``always`` Redis exits on a failed AOF write instead of refusing writes.)"""
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_REDIS_DISK_BYTES}", "tmpfs", str(data)], check=True
+    )
+    port = free_ports()
+    server = shutil.which("redis-server")
+    assert server, "redis-server not found: run scripts/setup.sh"
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes",
+         "--appendfsync", "everysec", "--save", "", "--auto-aof-rewrite-percentage", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "scratch redis-server did not start"
+                time.sleep(0.1)
+        client.close()
+        yield url, data
+    finally:
+        proc.kill()
+        proc.wait(10)
+        subprocess.run(["umount", str(data)], check=False)

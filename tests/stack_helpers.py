@@ -5,7 +5,24 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+
+SMALL_REDIS_DISK_BYTES = 16 * 2**20  # the tmpfs under the ``redis_on_small_disk`` fixture's data
+
+
+def fill_redis_disk(client: redis.Redis, data: Path) -> Path:
+    """Fill the disk under a scratch Redis until it refuses writes (MISCONF); returns the ballast,
+    whose removal frees the disk again. A ballast file leaves a little room, which the AOF fills."""
+    ballast = data / "ballast"
+    ballast.write_bytes(b"\0" * (SMALL_REDIS_DISK_BYTES - 2 * 2**20))
+    with pytest.raises(redis.ResponseError, match="MISCONF"):
+        for i in range(100_000):
+            client.set(f"fill:{i}", b"x" * 4096)
+    return ballast
 
 
 def redis_db(url: str, db: int) -> str:

@@ -7,6 +7,8 @@ the legacy service, so its pool panels have series too. Grafana itself is not in
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ from tests.kafka_helpers import start_group_at_log_end
 pytestmark = pytest.mark.integration
 
 DEVICES = ("SEOUL-CENTER-PC-001", "SEOUL-CENTER-PC-002", "SEOUL-CENTER-PC-003")
+DISK_ALERTS = {"BarcodeDiskSpaceLow", "BarcodeDiskSpaceCritical"}
 THROUGHPUT_PANELS = {"Throughput per stage (scans/s)", "Ingest rate by endpoint and status", "Worker rows/s"}
 
 
@@ -177,6 +180,33 @@ def test_every_rule_is_healthy_and_reads_only_scraped_metrics(monitored: Setting
             pytest.fail(f"rules not healthy: {unhealthy}; metrics no target exports: {missing}")
         time.sleep(2)
     assert len([r for r in rules if r["type"] == "alerting"]) >= 16
+
+
+def test_a_nearly_full_disk_raises_the_disk_alert_naming_its_mount(
+    monitored: Settings, tmp_path: Path
+) -> None:
+    """A real filesystem (a 16 MiB tmpfs) filled to 98 %: the node exporter's scrape and the rule
+    together name that mount in a BarcodeDiskSpaceCritical alert (pending: it fires after 1 m)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={16 * 2**20}", "tmpfs", str(disk)], check=True)
+    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    try:
+        (disk / "ballast").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 300 * 2**10))
+        deadline = time.monotonic() + 90
+        while True:
+            alerts = [a for a in _api(base, "alerts")["alerts"] if a["labels"].get("mountpoint") == str(disk)]
+            if {a["labels"]["alertname"] for a in alerts} >= {
+                "BarcodeDiskSpaceLow",
+                "BarcodeDiskSpaceCritical",
+            }:
+                break
+            assert time.monotonic() < deadline, f"no disk alert names {disk}: {alerts}"
+            time.sleep(2)
+        critical = next(a for a in alerts if a["labels"]["alertname"] == "BarcodeDiskSpaceCritical")
+        assert str(disk) in critical["annotations"]["summary"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 def _api(base: str, path: str) -> Any:

@@ -7,11 +7,8 @@ once space is freed. (Before, ``MISCONF`` was not among the errors it retried: i
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,46 +17,9 @@ import redis
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.processor.service import Processor
-from tests.stack_helpers import free_ports
+from tests.stack_helpers import fill_redis_disk
 
 pytestmark = pytest.mark.integration
-
-TMPFS_BYTES = 16 * 2**20
-
-
-@pytest.fixture
-def redis_on_small_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A scratch redis-server (AOF on, ``appendfsync everysec`` as the stack runs it) on a 16 MiB tmpfs.
-
-    (With ``always`` Redis exits on a failed AOF write instead of refusing writes.)"""
-    data = tmp_path / "data"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(data)], check=True)
-    port = free_ports()
-    server = shutil.which("redis-server")
-    assert server, "redis-server not found: run scripts/setup.sh"
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes",
-         "--appendfsync", "everysec", "--save", "", "--auto-aof-rewrite-percentage", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "scratch redis-server did not start"
-                time.sleep(0.1)
-        client.close()
-        yield url, data
-    finally:
-        proc.kill()
-        proc.wait(10)
-        subprocess.run(["umount", str(data)], check=False)
 
 
 def test_the_processor_waits_out_a_full_disk_and_publishes_once_there_is_room(
@@ -68,12 +28,7 @@ def test_the_processor_waits_out_a_full_disk_and_publishes_once_there_is_room(
     url, data = redis_on_small_disk
     settings = Settings(state_dir=tmp_path, redis_url=url)  # Kafka is never reached: publish only
     client = redis.Redis.from_url(url)
-    ballast = data / "ballast"
-    # fill the disk: a ballast file leaves a little room, which the AOF then fills
-    ballast.write_bytes(b"\0" * (TMPFS_BYTES - 2 * 2**20))
-    with pytest.raises(redis.ResponseError, match="MISCONF"):
-        for i in range(100_000):
-            client.set(f"fill:{i}", b"x" * 4096)
+    ballast = fill_redis_disk(client, data)
     now = int(time.time() * 1000)
     events = [
         ScanEvent(f"880{i:010d}", "SEOUL-CENTER-PC-001", now - 1000 + i, f"full-{i}") for i in range(50)

@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 # A full Redis (maxmemory, noeviction) refuses the few writes that need memory (a new heartbeat, a
-# consumer group, a dead letter): wait for room like for any other outage, never exit on it.
-REDIS_TRANSIENT = (*redis_adapter.TRANSIENT_ERRORS, redis.OutOfMemoryError)
+# consumer group, a dead letter), and one that cannot persist (MISCONF: its AOF disk is full)
+# refuses every write, the XACK included: wait either out like any other outage, never exit on it.
+REDIS_TRANSIENT = (*redis_adapter.TRANSIENT_ERRORS, redis.OutOfMemoryError, redis_adapter.WritesRefused)
 
 
 STANDBY_POLL_S = 0.05  # how often a standby worker looks for waiting entries
@@ -377,7 +378,8 @@ class Worker:
 
     def _redis(self, what: str, action: Callable[[], T]) -> T:
         # The server in the label: an authentication error ("invalid username-password pair") says not which.
-        return self._retry(f"{what} (redis {redis_adapter.address(self.client)})", action, REDIS_TRANSIENT)
+        label = f"{what} (redis {redis_adapter.address(self.client)})"
+        return self._retry(label, partial(_refusal_typed, action), REDIS_TRANSIENT)
 
     def _retry(self, what: str, action: Callable[[], T], errors: tuple[type[Exception], ...]) -> T:
         """Run ``action`` until it succeeds, backing off (capped) between attempts.
@@ -418,8 +420,22 @@ class Worker:
                 return
             except redis.RedisError as again:
                 exc = again
-        if isinstance(exc, REDIS_TRANSIENT):
+        if isinstance(exc, REDIS_TRANSIENT) or (
+            isinstance(exc, redis.ResponseError) and redis_adapter.writes_refused(exc)
+        ):
             log.warning("redis %s failed (attempt %d): %s", what, attempt, exc)
         else:
             log.error("redis %s failed (attempt %d): %r", what, attempt, exc)
         self._stop.wait(BACKOFF.delay(attempt))
+
+
+def _refusal_typed(action: Callable[[], T]) -> T:
+    """``action``, with Redis's ``MISCONF`` refusal raised as ``WritesRefused`` (redis-py reports it
+    as a plain ``ResponseError``, which is also what a real bug looks like)."""
+    try:
+        return action()
+    except redis.ResponseError as exc:
+        refused = redis_adapter.writes_refused(exc)
+        if refused is None:
+            raise
+        raise refused from exc

@@ -22,7 +22,7 @@ from barcode_harness.bench.env import BenchEnv, bench_settings
 from barcode_harness.bench.isolation import IsolationSpec, run_isolation
 from barcode_harness.bench.maxrate import MaxSpec, run_max
 from barcode_harness.bench.report import md_table, new_results_dir
-from barcode_harness.bench.tablesize import TableSizeSpec, run_table_size
+from barcode_harness.bench.tablesize import TableSizeSpec, run_table_size, write_section
 from barcode_pipeline.cli import app
 from barcode_pipeline.config import Settings
 from tests.kafka_helpers import start_group_at_log_end
@@ -151,6 +151,10 @@ def test_table_size_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
         assert all(s["lost"] == 0 and s["duplicates"] == 0 and s["stored"] > 0 for s in steps)
     text = (folder / "table-size.md").read_text()
     assert "| filled | " in text and "Filled ÷ empty" in text
+    # the command writes its own section of the page, and a rebuild of the page keeps it
+    doc = write_section(tmp_path / "docs" / "benchmarks.md", text)
+    build_docs(tmp_path / "no-results", doc, tmp_path / "docs" / "img")
+    assert text.strip() in doc.read_text()
 
 
 def test_cli_lists_bench_commands() -> None:

@@ -317,6 +317,9 @@ def table_size_cmd(
     days: Annotated[
         float | None, typer.Option(min=0.01, help="Their scan times over the last this many days [30].")
     ] = None,
+    doc: Annotated[Path, typer.Option(help="Markdown file whose table-size section is rewritten.")] = Path(
+        "docs/benchmarks.md"
+    ),
     out: Out = DEFAULT_OUT,
     no_stack: NoStack = False,
     database: Database = DEFAULT_DB,
@@ -324,13 +327,14 @@ def table_size_cmd(
 ) -> None:
     """The batch API's maximum on the empty table, then on one filled with tens of millions of rows."""
     from barcode_harness.bench.report import new_results_dir
-    from barcode_harness.bench.tablesize import QUICK, TableSizeSpec, run_table_size
+    from barcode_harness.bench.tablesize import QUICK, TableSizeSpec, run_table_size, write_section
 
     settings = _prepare(database, False, log_level, "table-size")
     spec = _spec(TableSizeSpec(), QUICK, quick, rows=rows, days=days)
     folder = new_results_dir(out, "table-size")
     result = run_table_size(settings, spec, folder, start_stack=not no_stack)
     _print_targets(result, folder, "table-size")
+    typer.echo(f"section written to {write_section(doc, (folder / 'table-size.md').read_text())}")
 
 
 @bench_app.command("footprint")

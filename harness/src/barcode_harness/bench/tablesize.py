@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from barcode_harness.bench import report
+from barcode_harness.bench.docs import TABLE_SIZE
 from barcode_harness.bench.env import BenchEnv
 from barcode_harness.bench.fill import fill
 from barcode_harness.bench.footprint import table_bytes
 from barcode_harness.bench.maxrate import QUICK as MAX_QUICK
 from barcode_harness.bench.maxrate import MaxSpec, run_max
+from barcode_harness.chaos import sections
 from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
 
@@ -105,14 +107,23 @@ def run_table_size(
         "filled": filled,
         "ratio": round(ratio, 3),
         "targets": [target.to_dict()],
+        "folder": str(out),
     }
     report.write_json(out / "table-size.json", result)
     (out / "table-size.md").write_text(markdown(result))
     return result
 
 
+def write_section(doc: Path, section: str) -> Path:
+    """Replace (or append) the table-size section of ``doc``; ``bench docs`` carries it over."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(sections.put(text, section, TABLE_SIZE))
+    return doc
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The section ``bench docs`` puts in docs/benchmarks.md."""
+    """This run's section of docs/benchmarks.md, between its markers."""
     empty, filled, spec = result["empty"], result["filled"], result["environment"]["spec"]
 
     def row(label: str, r: dict[str, Any]) -> str:
@@ -126,9 +137,10 @@ def markdown(result: dict[str, Any]) -> str:
     quick = " (**quick** preset: indicative only)" if spec["preset"] == "quick" else ""
     return "\n".join(
         [
-            f"# `bench table-size`{quick}",
+            TABLE_SIZE[0],
+            f"## `bench table-size`{quick}",
             "",
-            report.md_environment(result["environment"]),
+            report.md_environment(result["environment"]).replace("## Environment", "### Environment"),
             "",
             f"The batch API's end-to-end maximum (`bench max --path {PATH}`), searched on the empty table, "
             f"then again after `bench fill` put {spec['rows']:,} rows in it (scan times over the last "
@@ -143,9 +155,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"Filled ÷ empty: **{result['ratio']:.0%}** (goal ≥ {GOAL:.0%}). Each search's steps are in "
             f"`{empty['folder']}/max.md` and `{filled['folder']}/max.md` of the result folder.",
             "",
-            "## Targets",
+            "### Targets",
             "",
             report.md_targets([report.Target(**t) for t in result["targets"]]),
             "",
+            f"_Source: `{result['folder']}`._",
+            TABLE_SIZE[1],
         ]
     )
