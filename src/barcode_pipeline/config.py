@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
+from barcode_pipeline.domain.networks import parse_trusted_networks
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import MASK, add_secret
 
@@ -114,7 +115,7 @@ class Settings(BaseSettings):
     # often, so a revocation is in force everywhere within that (plus one query) - at most 5 s.
     ingest_auth: Literal["required", "off"] = "required"
     ingest_auth_refresh_s: float = Field(default=2.0, gt=0, le=4)
-    # Keyless scanners admitted by source address: "CIDR=PATTERN[,PATTERN];..." (auth/networks.py)
+    # Keyless scanners admitted by source address: "CIDR=PATTERN[,PATTERN];..." (domain/networks.py)
     ingest_trusted_networks: str = ""
     ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
     ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
@@ -240,8 +241,6 @@ class Settings(BaseSettings):
     @field_validator("ingest_trusted_networks")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
-        from barcode_pipeline.auth.networks import parse_trusted_networks
-
         try:
             parse_trusted_networks(value)
         except ConfigError as exc:

@@ -148,3 +148,13 @@ class StallHook:
             self.path.unlink()
         log.error("stall hook (%s): blocking this loop for good", STALL_FILE_ENV)
         threading.Event().wait()  # never set: only a kill ends this
+
+
+def progress_dir(state_dir: Path) -> Path:
+    """Where services write their progress files and the supervisor its watchdog's verdicts."""
+    return state_dir.resolve() / "progress"
+
+
+def progress_path(state_dir: Path, service: str) -> Path:
+    """The progress file of one supervised service (the supervisor passes it as ``--progress-file``)."""
+    return progress_dir(state_dir) / f"{service}.json"

@@ -17,7 +17,7 @@ from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.ingest import producer as ingest_producer
-from barcode_pipeline.ops import backlog
+from barcode_pipeline.probes import backlog
 from barcode_pipeline.processor import service as processor_service
 from barcode_pipeline.worker.service import Worker, WorkerOptions
 

@@ -8,10 +8,11 @@ from datetime import datetime
 import pytest
 
 from barcode_pipeline.auth.guard import Authenticator, TokenBucket, _presented_key
-from barcode_pipeline.auth.keys import DevicePatterns, check_name, digest, new_secret, parse_patterns
-from barcode_pipeline.auth.networks import NetworkTable, parse_trusted_networks
+from barcode_pipeline.auth.keys import check_name, digest, new_secret
 from barcode_pipeline.auth.store import StoredKey
 from barcode_pipeline.config import Settings, load_settings
+from barcode_pipeline.domain.devices import DevicePatterns, parse_patterns
+from barcode_pipeline.domain.networks import NetworkTable, parse_trusted_networks
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.ingest.metrics import IngestMetrics
 

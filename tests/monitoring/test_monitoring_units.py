@@ -15,7 +15,7 @@ from barcode_pipeline.logs import JsonFormatter, setup_logging
 from barcode_pipeline.monitoring import scrape
 from barcode_pipeline.monitoring.exporter import Bounds, Snapshot, metric_families
 from barcode_pipeline.monitoring.top import build_view, render
-from barcode_pipeline.ops.backlog import Backlog
+from barcode_pipeline.probes.backlog import Backlog
 from barcode_pipeline.processor.routing import to_stored
 from barcode_pipeline.worker import metrics as worker_metrics
 

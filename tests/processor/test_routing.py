@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from barcode_pipeline.domain import ScanEvent
-from barcode_pipeline.processor.decode import Poison, decode
+from barcode_pipeline.domain.records import Poison, decode
 from barcode_pipeline.processor.routing import shard_of, to_stored
 
 EVENT = ScanEvent(

@@ -25,8 +25,8 @@ import redis
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
-from barcode_pipeline.ops.backlog import Backlog, redis_backlog
 from barcode_pipeline.ops.verify import verify_scan_ids
+from barcode_pipeline.probes.backlog import Backlog, redis_backlog
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.startup import wait_http_ok
 from tests.conftest import keyed

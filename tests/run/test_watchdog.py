@@ -27,8 +27,8 @@ from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.liveness import STALL_FILE_ENV, Progress
-from barcode_pipeline.ops.backlog import Backlog
 from barcode_pipeline.ops.verify import verify_scan_ids
+from barcode_pipeline.probes.backlog import Backlog
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import pipeline_specs
 from barcode_pipeline.run.watchdog import quiet_seconds, service_backlogs, waits_on_a_dependency

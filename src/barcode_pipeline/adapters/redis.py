@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from barcode_pipeline.adapters.sentinel import primary_client
 from barcode_pipeline.config import Settings
 
 # Errors worth retrying: the server is away, loading, or failing over (a demoted primary is read-only).
@@ -40,9 +41,8 @@ def client(settings: Settings, *, timeout: float | None = None, decode: bool = T
     a blocking read (XREADGROUP BLOCK) must block for less than the socket timeout.
     """
     if settings.redis_sentinels:
-        from barcode_pipeline.adapters.sentinel import primary_client
-
-        return primary_client(settings, timeout=timeout or settings.redis_socket_timeout_s, decode=decode)
+        timeout = timeout or settings.redis_socket_timeout_s
+        return primary_client(settings, db=database_of(settings.redis_url), timeout=timeout, decode=decode)
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=decode,

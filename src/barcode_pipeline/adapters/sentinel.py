@@ -19,7 +19,6 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from barcode_pipeline.adapters.redis import database_of
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError
 
@@ -68,9 +67,9 @@ class FailoverAwareConnection(SentinelManagedConnection):
             raise
 
 
-def primary_client(settings: Settings, *, timeout: float, decode: bool) -> redis.Redis:
-    """A client of the service's current primary (``BP_REDIS_SERVICE``), database from ``BP_REDIS_URL``."""
-    db = database_of(settings.redis_url)
+def primary_client(settings: Settings, *, db: int, timeout: float, decode: bool) -> redis.Redis:
+    """A client of the service's current primary (``BP_REDIS_SERVICE``), database ``db`` (the caller,
+    adapters/redis.py, reads it from ``BP_REDIS_URL``)."""
     retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES)
     url = urlsplit(settings.redis_url)  # the data nodes' credentials, as without Sentinel
     primary: redis.Redis = _sentinel(settings).master_for(

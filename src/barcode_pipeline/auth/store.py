@@ -9,7 +9,8 @@ from typing import Any
 import pymysql
 
 from barcode_pipeline.adapters.db import connect, parse_db_url
-from barcode_pipeline.auth.keys import check_name, digest, new_secret, parse_patterns
+from barcode_pipeline.auth.keys import check_name, digest, new_secret
+from barcode_pipeline.domain.devices import parse_patterns
 from barcode_pipeline.errors import ConfigError, DatabaseUnavailable
 
 INSERT_KEY = "INSERT INTO scanner_keys (name, key_digest, device_patterns) VALUES (%s, %s, %s)"

@@ -1,6 +1,6 @@
 """The backlog exporter: the pipeline-wide gauges, exported once rather than by every worker.
 
-A background thread runs the backlog probes of ops/backlog.py every ``exporter_interval_s`` (Kafka
+A background thread runs the backlog probes of probes/backlog.py every ``exporter_interval_s`` (Kafka
 lag per partition, stream lengths and undelivered entries, pending per consumer, DLQ size) plus the
 Kafka DLT size and the live worker heartbeats. A scrape only reads the last result, so Prometheus,
 ``top`` and a human with curl never make the probes run more often. ``run`` starts it in its own
@@ -26,7 +26,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
-from barcode_pipeline.ops import backlog as backlog_probe
+from barcode_pipeline.probes import backlog as backlog_probe
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from barcode_pipeline.config import load_settings
 from barcode_pipeline.logs import setup_logging
 
 if TYPE_CHECKING:
-    from barcode_pipeline.ops.backlog import Backlog
+    from barcode_pipeline.probes.backlog import Backlog
 
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Kafka consumer lag, stream lengths, undelivered and pending entries per worker, DLQ size."""
-    from barcode_pipeline.ops.backlog import measure
+    from barcode_pipeline.probes.backlog import measure
     from barcode_pipeline.run.watchdog import read_state
 
     settings = load_settings()

@@ -20,9 +20,9 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
+from barcode_pipeline.domain.records import Poison, decode
 from barcode_pipeline.errors import ConfigError, DeliveryError
 from barcode_pipeline.ops.dead_letters import DeadLetter, ReplayOutcome, text, with_reason
-from barcode_pipeline.processor.decode import Poison, decode
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import SCAN_FIELD, ScanEvent
+from barcode_pipeline.domain.records import Poison, decode
 from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
-from barcode_pipeline.processor.decode import Poison, decode
 from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
 from barcode_pipeline.processor.fencing import ReplacementBudget, close_within, is_fatal
 from barcode_pipeline.processor.markers import MarkerScheme, legacy_key, legacy_markers_present

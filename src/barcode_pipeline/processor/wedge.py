@@ -16,7 +16,7 @@ from collections.abc import Collection
 from confluent_kafka import KafkaException
 
 from barcode_pipeline.config import Settings
-from barcode_pipeline.ops.backlog import kafka_lag
+from barcode_pipeline.probes.backlog import kafka_lag
 
 log = logging.getLogger(__name__)
 

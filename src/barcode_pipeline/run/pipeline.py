@@ -14,7 +14,7 @@ from typing import IO
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
-from barcode_pipeline.ops.backlog import Backlog, measure
+from barcode_pipeline.probes.backlog import Backlog, measure
 from barcode_pipeline.run.lease import NodeLease
 from barcode_pipeline.run.retention import RetentionKeeper
 from barcode_pipeline.run.startup import prepare, wait_http_ok

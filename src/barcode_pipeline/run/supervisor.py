@@ -15,12 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.liveness import progress_path
+from barcode_pipeline.run.watchdog import Watchdog, Watched
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class ChildSpec:
     args: list[str]  # barcode-pipeline sub-command and options
     env: dict[str, str] = field(default_factory=dict)
     restart: bool = True
+    watched: bool = False  # it writes a progress file, which the liveness watchdog judges
 
     @property
     def role(self) -> str:
@@ -102,8 +105,6 @@ class Supervisor:
         watchdog_grace_s: float = 5.0,
     ) -> None:
         """``health_port``: serve the liveness watchdog's /health and /metrics there (run/watchdog.py)."""
-        from barcode_pipeline.run.watchdog import Watchdog
-
         self.settings = settings
         self.base_env = settings_env(settings)
         self.out = out or sys.stderr  # where the children's lines go (others may add theirs in order)
@@ -119,20 +120,27 @@ class Supervisor:
         for child in self.children.values():
             child.start()
             log.info("started %s (pid %s)", child.spec.name, child.pid)
-        self._watch = threading.Thread(target=self._watchdog, daemon=True, name="supervisor")
+        self._watch = threading.Thread(target=self._restart_the_dead, daemon=True, name="supervisor")
         self._watch.start()
         self.liveness.start()
 
-    def start_again(self, child: Child) -> bool:
-        """Start a child the liveness watchdog stopped, unless the supervisor is stopping."""
-        with self._lock:
-            if self._stop.is_set():
-                return False
-            child.restarts += 1
-            child.start()
-            return True
+    def take_over(self, child: Watched, stop: Callable[[], None]) -> bool:
+        """The liveness watchdog's restart of a stalled child: ``stop`` ends it while this loop's own
+        restarts hold off (never two copies), then it starts again unless the supervisor is stopping."""
+        own = self.children[child.spec.name]
+        own.stopping = True
+        try:
+            stop()
+            with self._lock:
+                if self._stop.is_set():
+                    return False
+                own.restarts += 1
+                own.start()
+                return True
+        finally:
+            own.stopping = False
 
-    def _watchdog(self) -> None:
+    def _restart_the_dead(self) -> None:
         while not self._stop.wait(0.2):
             for child in self.children.values():
                 if child.alive() or child.stopping or not child.spec.restart:
@@ -206,22 +214,21 @@ def pipeline_specs(
     are computed in monitoring/targets.py, which the scrape config and ``top`` use too).
     """
     from barcode_pipeline.monitoring import targets
-    from barcode_pipeline.run.watchdog import progress_path
 
     specs = [ChildSpec("ingest", ["ingest"])]
     metrics = metrics and settings.metrics_port_base > 0
     for i in range(1, settings.processors + 1):
         name = targets.processor_name(settings, i)
         extra = ["--metrics-port", str(targets.processor_port(settings, i))] if metrics else []
-        extra += ["--progress-file", str(progress_path(settings, name))]
+        extra += ["--progress-file", str(progress_path(settings.state_dir, name))]
         # Static membership: the supervisor restarts a child under the same name, which then gets
         # its partitions back at once instead of after the dead member's session and a rebalance.
         # The member id carries the node name, so processors of two app hosts never fence each other.
         member = names.node_member(settings.node_name, name)
-        specs.append(ChildSpec(name, ["processor", "--instance", member, *extra]))
+        specs.append(ChildSpec(name, ["processor", "--instance", member, *extra], watched=True))
     for i in range(1, (workers or settings.workers) + 1):
         extra = ["--metrics-port", str(targets.worker_port(settings, i))] if metrics else []
-        extra += ["--progress-file", str(progress_path(settings, f"worker-{i}"))]
+        extra += ["--progress-file", str(progress_path(settings.state_dir, f"worker-{i}"))]
         consumer = names.node_member(settings.node_name, f"worker-{i}")
-        specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", consumer, *extra]))
+        specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", consumer, *extra], watched=True))
     return specs

@@ -31,8 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 import redis
@@ -43,15 +42,51 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
-from barcode_pipeline.liveness import STACK_DUMP_SIGNAL, read_progress
-from barcode_pipeline.ops.backlog import Backlog, kafka_lag, redis_backlog
-
-if TYPE_CHECKING:
-    from barcode_pipeline.run.supervisor import Child, Supervisor
+from barcode_pipeline.liveness import STACK_DUMP_SIGNAL, progress_dir, read_progress
+from barcode_pipeline.probes.backlog import Backlog, kafka_lag, redis_backlog
 
 log = logging.getLogger(__name__)
 
-WATCHED_ROLES = ("processor", "worker")
+
+class WatchedSpec(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def watched(self) -> bool: ...  # it writes a progress file
+
+
+class Watched(Protocol):
+    """A supervised child as the watchdog sees it (run/supervisor.Child); read-only."""
+
+    @property
+    def spec(self) -> WatchedSpec: ...
+
+    @property
+    def stopping(self) -> bool: ...  # being stopped or paused by the supervisor: not ours to judge
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def signal(self, signum: int) -> None: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
+class Supervised(Protocol):
+    """The supervisor as the watchdog uses it: its children, and a restart it carries out itself."""
+
+    @property
+    def children(self) -> Mapping[str, Watched]: ...
+
+    def take_over(self, child: Watched, stop: Callable[[], None]) -> bool:
+        """Run ``stop`` (which ends the child) with the supervisor's own restarts held off, then start
+        the child again; False when the supervisor is stopping (the child stays down)."""
+        ...
+
+
 STATE_FILE = "watchdog.json"
 
 # A service without a record yet is still starting (imports, first connections): it gets this
@@ -73,15 +108,6 @@ class WatchdogMetrics:
         self.stalled = Gauge(
             "bp_watchdog_stalled", "1 while the service is stalled", ["service"], registry=self.registry
         )
-
-
-def progress_dir(settings: Settings) -> Path:
-    """Where services write their progress and the supervisor its verdicts."""
-    return settings.state_dir.resolve() / "progress"
-
-
-def progress_path(settings: Settings, service: str) -> Path:
-    return progress_dir(settings) / f"{service}.json"
 
 
 @dataclass
@@ -159,7 +185,7 @@ class Watchdog:
 
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: Supervised,
         settings: Settings,
         *,
         grace_s: float = 5.0,
@@ -172,7 +198,7 @@ class Watchdog:
         self.interval_s = min(5.0, max(0.5, self.timeout_s / 6))
         self.grace_s = grace_s
         self.dump_wait_s = dump_wait_s
-        self.dir = progress_dir(settings)
+        self.dir = progress_dir(settings.state_dir)
         self.verdicts: dict[str, Verdict] = {}
         self._since: dict[str, float] = {}  # service -> when its backlog was first seen (continuously)
         self._started: dict[str, tuple[int, float]] = {}  # service -> (pid, first seen)
@@ -220,12 +246,8 @@ class Watchdog:
                 log.exception("watchdog round failed")
 
     # ------------------------------------------------------------------ one round
-    def _watched(self) -> dict[str, Child]:
-        return {
-            n: c
-            for n, c in self.sup.children.items()
-            if c.spec.role in WATCHED_ROLES and "--progress-file" in c.spec.args  # others write none
-        }
+    def _watched(self) -> dict[str, Watched]:
+        return {n: c for n, c in self.sup.children.items() if c.spec.watched}  # others write no progress
 
     def check(self) -> list[str]:
         """One round: measure, judge, restart the stalled; returns the names restarted."""
@@ -291,7 +313,7 @@ class Watchdog:
             return None
         return state
 
-    def _restart(self, child: Child, verdict: Verdict) -> None:
+    def _restart(self, child: Watched, verdict: Verdict) -> None:
         name = child.spec.name
         if self._stop.is_set():
             return
@@ -300,18 +322,17 @@ class Watchdog:
             "then restarting it",
             name, child.pid, verdict.backlog, verdict.quiet_s or 0,
         )  # fmt: skip
-        child.stopping = True  # the supervisor's restart loop leaves it to us now
-        try:
+
+        def stop() -> None:
             child.signal(STACK_DUMP_SIGNAL)
             self._stop.wait(self.dump_wait_s)  # faulthandler writes at once; the pump needs a moment
             child.signal(signal.SIGTERM)
             if not child.wait(self.grace_s):
                 child.signal(signal.SIGKILL)
                 child.wait(5)
-            if not self.sup.start_again(child):
-                return
-        finally:
-            child.stopping = False
+
+        if not self.sup.take_over(child, stop):
+            return
         self._restarts[name] = self._restarts.get(name, 0) + 1
         self.metrics.restarts.labels(name).inc()
         self._since.pop(name, None)
@@ -345,7 +366,7 @@ class Watchdog:
 
 def read_state(settings: Settings) -> dict[str, Any] | None:
     """The supervisor's last verdicts, if a supervisor wrote them recently (for ``status``)."""
-    state = read_progress(progress_dir(settings) / STATE_FILE)
+    state = read_progress(progress_dir(settings.state_dir) / STATE_FILE)
     if not state:
         return None
     fresh_s = 3 * float(state.get("interval_s", 5.0)) + 10.0

@@ -32,7 +32,7 @@ from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
 from barcode_pipeline.errors import ConfigError
-from barcode_pipeline.ops.backlog import Backlog, measure
+from barcode_pipeline.probes.backlog import Backlog, measure
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor, pipeline_specs
 

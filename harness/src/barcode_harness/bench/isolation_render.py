@@ -101,7 +101,7 @@ def markdown(result: dict[str, Any]) -> str:
         "so a path that stops answering cannot look fast. Requests count in the window of their scheduled "
         "send time: the last legacy requests of the baseline window, still in flight when the locks were "
         "taken, wait too.",
-        "## Async backlog (ops.backlog: Kafka lag + stream undelivered + workers' pending)\n\n"
+        "## Async backlog (probes.backlog: Kafka lag + stream undelivered + workers' pending)\n\n"
         + report.md_table(
             ("baseline max in flight", "peak during contention", "back to baseline after contention",
              "drained after load end"),

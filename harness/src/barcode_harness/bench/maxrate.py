@@ -40,8 +40,8 @@ from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_f
 from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
-from barcode_pipeline.ops.backlog import measure
 from barcode_pipeline.ops.verify import verify_scan_ids
+from barcode_pipeline.probes.backlog import measure
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import named_fields
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops import dlq, dlt
-from barcode_pipeline.ops.backlog import measure
 from barcode_pipeline.ops.verify import verify_scan_ids
+from barcode_pipeline.probes.backlog import measure
 
 log = logging.getLogger(__name__)
 

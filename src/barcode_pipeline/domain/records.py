@@ -1,4 +1,8 @@
-"""Decoding Kafka records back into scan events; poison records are reported, never raised."""
+"""Decoding topic records back into scan events; poison records are reported, never raised.
+
+The processor decodes what it consumes, and the DLT tools what they inspect or replay: one decoder,
+in the domain, below both.
+"""
 
 from __future__ import annotations
 

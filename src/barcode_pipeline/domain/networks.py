@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from barcode_pipeline.auth.keys import DevicePatterns, parse_patterns
+from barcode_pipeline.domain.devices import DevicePatterns, parse_patterns
 from barcode_pipeline.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
