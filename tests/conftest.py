@@ -33,6 +33,23 @@ HARD_TIMEOUT_S = 420
 HANG_REPORT = ROOT / ".stack" / "pytest-hang.txt"
 
 
+# Fixtures that reach real servers: a test using one, however indirectly, is an integration test.
+SERVICE_FIXTURES = frozenset({"stack_settings", "redis_on_small_disk"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse the run if a test that needs real services is not marked ``integration`` (``-m "not
+    integration"`` would otherwise run it, or a reader would take it for a unit test)."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("needs real services but is not marked integration: " + ", ".join(unmarked))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
     HANG_REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import redis
 
 from barcode_harness.bench.env import BENCH_REDIS_DB, bench_settings, reset_redis
@@ -11,6 +12,9 @@ from barcode_pipeline.adapters.redis import database_of
 from barcode_pipeline.config import Settings
 
 TEST_REDIS_DB = 15  # this module's own database
+
+
+pytestmark = pytest.mark.integration
 
 
 def test_bench_settings_point_at_the_bench_databases(stack_settings: Settings) -> None:

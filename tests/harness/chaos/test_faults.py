@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness.chaos import faults
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_group_rewinds_to_given_offsets_or_to_the_log_start(stack_settings: Settings) -> None:
