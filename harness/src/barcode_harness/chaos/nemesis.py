@@ -33,6 +33,8 @@ class NemesisStats:
     faults: list[Fault] = field(default_factory=list)
     overlapping_pairs: int = 0
     done: list[str] = field(default_factory=list)  # timeline as executed: "t+3.2s kill redis"
+    applied: int = 0  # faults carried out and healed
+    skipped: list[str] = field(default_factory=list)  # faults that found nothing to act on
     last_heal_to_drained_s: float | None = None
 
 
@@ -83,7 +85,10 @@ class Nemesis(Scenario):
             if not self._wait_until(f.at_s):
                 return
             try:
-                self._apply(ctx, f)
+                if self._apply(ctx, f):
+                    self.stats.applied += 1
+                else:
+                    self.stats.skipped.append(f.describe())
             except Exception as exc:
                 log.exception("nemesis: %s failed", f.describe())
                 ctx.check(f"nemesis step ran: {f.describe()}", False, f"{type(exc).__name__}: {exc}")
@@ -96,20 +101,21 @@ class Nemesis(Scenario):
         self.stats.done.append(line)
         ctx.mark(f"nemesis: {line}")
 
-    def _apply(self, ctx: ChaosContext, f: Fault) -> None:
+    def _apply(self, ctx: ChaosContext, f: Fault) -> bool:
+        """Carry out one fault and heal it; False if it found nothing to act on."""
         if f.kind == "pause":
             with self._server_lock(f):  # never pause a server while `stack up` is looking at it
                 pid = self._pid(ctx, f.target)
                 if pid is None:
                     self._mark(ctx, f"pause {f.target}: not running, skipped")
-                    return
+                    return False
                 self._stop_process(f.target, pid)
             with self._stopped(f.target, pid):
                 self._mark(ctx, f"SIGSTOP {f.target} (pid {pid})")
                 self._abort.wait(f.for_s)
             self._mark(ctx, f"SIGCONT {f.target}")
             self._healed()
-            return
+            return True
         if f.is_server:
             comp = ctx.stack.component(f.target)
             with self._stack_lock:  # a server going down under a running `stack up` fails it
@@ -121,7 +127,7 @@ class Nemesis(Scenario):
                     self._mark(ctx, f"clean shutdown of {f.target}")
             self._abort.wait(f.for_s)
             self._stack_up(ctx, f.target)
-            return
+            return True
         if f.kind == "kill":
             faults.kill_child(ctx.sup, f.target, restart=False)
             self._mark(ctx, f"SIGKILL {f.target}")
@@ -132,6 +138,7 @@ class Nemesis(Scenario):
         faults.resume(ctx.sup, f.target, timeout=60)
         self._mark(ctx, f"{f.target} running again")
         self._healed()
+        return True
 
     def _stack_up(self, ctx: ChaosContext, target: str, attempts: int = 3) -> None:
         """`stack up`, retried as an operator would if it failed (say, a server paused too long)."""
