@@ -79,8 +79,15 @@ class NodeFault(HaScenario):
     def __init__(self) -> None:
         self.node: Component | None = None
         self._restart: threading.Thread | None = None
+        self._failed_over_ms: int | None = None
+        self._healed_ms: int | None = None
+
+    def failed_over(self) -> None:
+        """The pipeline's clients have a new leader or primary from now on."""
+        self._failed_over_ms = int(time.time() * 1000)
 
     def heal(self, ctx: ChaosContext) -> None:
+        self._healed_ms = int(time.time() * 1000)
         if self.node is not None:
             self._restart = threading.Thread(target=self.node.start, name=f"restart-{self.node.name}")
             self._restart.start()
@@ -90,6 +97,19 @@ class NodeFault(HaScenario):
             self._restart.join(timeout=300)
         if self.node is not None:
             self.node.start()
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        """Riding through means answering: an ingest that said 503 from the fault to the heal would
+        lose nothing and still have failed. Scans must be acknowledged after the failover, before
+        the failed node came back."""
+        super().after_drain(ctx, ledger)
+        if self._failed_over_ms is None or self._healed_ms is None:
+            return
+        acked = len(ctx.load.acknowledged(before_ms=self._healed_ms)) - len(
+            ctx.load.acknowledged(before_ms=self._failed_over_ms)
+        )
+        ctx.metrics["acked_between_failover_and_heal"] = acked
+        ctx.check("scans acknowledged between the failover and the heal", acked > 0, f"{acked}")
 
 
 class KafkaLeaderKill(NodeFault):
@@ -109,6 +129,7 @@ class KafkaLeaderKill(NodeFault):
         ctx.check(f"{node.name} is down during the hold", node.pid() is None)
         others = ",".join(k.address for k in stack.kafka_nodes() if k is not node)
         failover_s = _wait_leaders_avoid(ctx, others, node.node_id)
+        self.failed_over()
         ctx.metrics["failover_s"] = round(failover_s, 1)
         ctx.check("every partition got a new leader", failover_s < FAILOVER_TIMEOUT_S, f"{failover_s:.1f} s")
 
@@ -127,6 +148,7 @@ class RedisPrimaryKill(NodeFault):
         ctx.note(f"killing {node.name}, the primary at {old[0]}:{old[1]}")
         node.kill()
         _record_promotion(ctx, old)
+        self.failed_over()
 
 
 def _current_primary(ctx: ChaosContext) -> tuple[tuple[str, int], HaRedisNode]:
