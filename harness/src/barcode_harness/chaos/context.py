@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,3 +85,13 @@ class ChaosContext:
 
     def since_inject(self) -> float:
         return time.monotonic() - self.t_inject
+
+    def logged_since(self, mark: str, pattern: re.Pattern[str]) -> int:
+        """The sum of ``pattern``'s first group over the pipeline log's lines after ``mark`` (the
+        services' own account of what they did: records rewound, duplicates absorbed)."""
+        try:
+            text = (self.workdir.parent / "pipeline.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        tail = text[text.rfind(mark) :] if mark in text else ""
+        return sum(int(m.group(1)) for m in pattern.finditer(tail))

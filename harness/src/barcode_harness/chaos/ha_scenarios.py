@@ -49,17 +49,7 @@ class HaScenario(Scenario):
     """Base of the ha scenarios: reports how many records the processors re-read after a rewind."""
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        ctx.metrics["rewound"] = rewound_since_mark(ctx, f"=== scenario {self.key} {self.name}:")
-
-
-def rewound_since_mark(ctx: ChaosContext, mark: str) -> int:
-    """Records the processors logged as rewound after ``mark`` in the shared pipeline log."""
-    try:
-        text = (ctx.workdir.parent / "pipeline.log").read_text(errors="replace")
-    except OSError:
-        return 0
-    tail = text[text.rfind(mark) :] if mark in text else ""
-    return sum(int(m.group(1)) for m in REWOUND.finditer(tail))
+        ctx.metrics["rewound"] = ctx.logged_since(f"=== scenario {self.key} {self.name}:", REWOUND)
 
 
 def topic_leaders(bootstrap: str, topic: str = names.TOPIC) -> dict[int, int]:

@@ -8,6 +8,7 @@ facts prove the mechanism it targets (AOF survival, takeover time, the UNIQUE in
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import sqlite3
 import time
@@ -47,6 +48,8 @@ from barcode_pipeline.run.watchdog import read_state
 from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV, CRASH_EXIT_CODE
 
 log = logging.getLogger(__name__)
+
+ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a batch that came again
 
 
 def processors(ctx: ChaosContext) -> list[str]:
@@ -347,6 +350,11 @@ class WorkerCrashHook(Scenario):
             took is not None and took <= ctx.params.takeover_target_s,
             f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} from the crash",
         )
+        if self.after_commit:  # its committed batch came again to a live worker: the UNIQUE key's turn
+            absorbed = ctx.logged_since(f"=== scenario {self.key} {self.name}:", ABSORBED)
+            ctx.metrics["duplicates_absorbed"] = absorbed
+            ctx.check("the redelivered batch met the UNIQUE key (workers absorbed duplicates)", absorbed > 0,
+                      f"{absorbed} duplicates absorbed")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._probe is not None:
@@ -379,6 +387,7 @@ class Duplicates(Scenario):
              "scenario's load began; then dedup markers deleted and the group rewound again")  # fmt: skip
     resent_scans = 20
     resends = 5
+    _republished = 0  # stored scans the markerless re-read published again
     _start: dict[int, int] | None = None  # the topic's end offsets before the load
 
     def before_load(self, ctx: ChaosContext) -> None:
@@ -427,6 +436,7 @@ class Duplicates(Scenario):
             f"{took:.1f} s; {len(again)} of {len(stored)} already stored scans published again"
         )
         if delete_markers:
+            self._republished = len(again)
             ctx.check("without markers, stored scans were published again (the UNIQUE index's turn)",
                       bool(stored) and len(again) == len(stored), f"{len(again)}/{len(stored)}")  # fmt: skip
         else:
@@ -434,6 +444,12 @@ class Duplicates(Scenario):
                       f"{len(again)} of {len(stored)} stored scans published again")  # fmt: skip
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        # The rows alone cannot show the UNIQUE key at work (it makes a second row impossible): the
+        # workers' own count of absorbed duplicates must cover every scan published again.
+        absorbed = ctx.logged_since(f"=== scenario {self.key} {self.name}:", ABSORBED)
+        ctx.metrics["duplicates_absorbed"] = absorbed
+        ctx.check("the workers absorbed every scan published again", absorbed >= self._republished > 0,
+                  f"{absorbed} duplicates absorbed, {self._republished} scans published again")  # fmt: skip
         rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
         ctx.check("each resent scan has exactly one row", bool(rows) and all(n == 1 for n in rows.values()),
                   f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
