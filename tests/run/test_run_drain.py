@@ -91,6 +91,10 @@ def test_run_drains_front_to_back_on_sigterm_under_load(stack_settings: Settings
             proc.wait()
     text = log_path.read_text()
     assert "stopped: ingest=0, processor=0, worker-1=0, worker-2=0" in text, text[-3000:]
+    # front to back: the ingest had flushed to Kafka before the processor was stopped, and the
+    # processor had committed before the workers were
+    order = [text.find(f"drained {role} (") for role in ("ingest", "processor", "worker")]
+    assert -1 not in order and order == sorted(order), (order, text[-3000:])
     assert "Traceback" not in text, text
     assert {status for _, status in senders.answered} == {202}
 

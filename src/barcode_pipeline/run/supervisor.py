@@ -192,6 +192,10 @@ class Supervisor:
                     child.signal(signal.SIGKILL)
                     child.wait(5)
                 codes[child.spec.name] = child.proc.returncode if child.proc else None
+            if group:  # one line per role, in drain order: the log shows front to back
+                log.info(
+                    "drained %s (%s)", role, ", ".join(f"{c.spec.name}={codes[c.spec.name]}" for c in group)
+                )
         self.exit_codes = codes
         return codes
 
