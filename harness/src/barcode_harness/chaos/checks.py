@@ -53,6 +53,8 @@ class Ledger:
     lost: int = 0  # neither stored nor dead-lettered
     duplicate_rows: int = 0  # rows beyond the first, for acknowledged scans
     stray_duplicates: int = 0  # rows beyond the first for any scan saved during the scenario
+    never_sent: int = 0  # rows of the clients' devices saved meanwhile for scans no client made
+    never_sent_sample: list[str] = field(default_factory=list)
     stored_and_dead: int = 0  # both a row and a dead letter (a dead letter that should not be)
     dead_without_reason: int = 0  # dead letters that do not say why
     lost_sample: list[str] = field(default_factory=list)
@@ -95,14 +97,41 @@ def stray_duplicates(settings: Settings, since_ms: int) -> int:
         conn.close()
 
 
-def verify(settings: Settings, acknowledged: Iterable[ScanKey], since_ms: int) -> Ledger:
-    """Account for every acknowledged scan (see the module docstring)."""
+def never_sent(settings: Settings, since_ms: int, sent: set[ScanKey]) -> list[ScanKey]:
+    """Rows of the clients' devices scanned since ``since_ms`` whose scan no client ever made: a
+    pipeline that invented or corrupted scans would store them (``sent``: every scan made, with the
+    scenario's own sends; its devices are the ones looked at)."""
+    devices = sorted({device for device, _scan in sent})
+    if not devices:
+        return []
+    # The clients stamp each scan when they make it, after ``since_ms``; an earlier run's scans are
+    # older, however late they were stored. (No clock slack: the clients and the server share a clock.)
+    since = _EPOCH + timedelta(milliseconds=since_ms)
+    conn = db.connect(settings.db_url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            marks = ",".join(["%s"] * len(devices))
+            cur.execute(
+                f"SELECT device_id, scan_id FROM barcodes WHERE device_id IN ({marks}) AND scan_time >= %s",
+                (*devices, since),
+            )
+            return sorted(key for d, s in cur.fetchall() if (key := (str(d), str(s))) not in sent)
+    finally:
+        conn.close()
+
+
+def verify(
+    settings: Settings, acknowledged: Iterable[ScanKey], since_ms: int, sent: set[ScanKey] | None = None
+) -> Ledger:
+    """Account for every acknowledged scan (see the module docstring); with ``sent``, also look for
+    rows of scans that were never sent."""
     acked = set(acknowledged)
     dead = dead_letter_index(settings, since_ms)
     acked_dead = {k for k in acked if k in dead}
     main = verify_scan_ids(settings.db_url, [sid for _dev, sid in acked - acked_dead])
     in_dlq = verify_scan_ids(settings.db_url, [sid for _dev, sid in acked_dead])
     reasons = Counter(dead[k][:80] for k in acked_dead)
+    strays = never_sent(settings, since_ms, sent | acked) if sent is not None else []
     return Ledger(
         acknowledged=len(acked),
         stored=main.stored + in_dlq.stored,
@@ -110,6 +139,8 @@ def verify(settings: Settings, acknowledged: Iterable[ScanKey], since_ms: int) -
         lost=main.missing,
         duplicate_rows=main.duplicate_rows + in_dlq.duplicate_rows,
         stray_duplicates=stray_duplicates(settings, since_ms),
+        never_sent=len(strays),
+        never_sent_sample=[f"{d}/{s}" for d, s in strays[:5]],
         stored_and_dead=in_dlq.stored,
         dead_without_reason=sum(1 for k in acked_dead if "(no reason" in dead[k]),
         lost_sample=main.missing_sample,

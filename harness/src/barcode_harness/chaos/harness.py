@@ -165,7 +165,8 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
         ctx.mark(f"drained {result.drain_s:.1f} s after heal")
         result.sent = counts.total + ctx.extra_sent
         result.client_retries = counts.attempts - counts.sent
-        ledger = verify(env.settings, load.acknowledged() | ctx.extra_acked, ctx.started_ms)
+        acknowledged = load.acknowledged() | ctx.extra_acked
+        ledger = verify(env.settings, acknowledged, ctx.started_ms, sent=load.generated() | acknowledged)
         scenario.after_drain(ctx, ledger)
     except Exception as exc:
         log.exception("scenario %s failed to run", scenario.name)
@@ -217,6 +218,8 @@ def _ledger_checks(
     checks.append(Check("no scan stored twice", result.duplicates == 0,
                         f"{ledger.duplicate_rows} extra rows for acknowledged scans, "
                         f"{ledger.stray_duplicates} for any scan saved meanwhile"))  # fmt: skip
+    checks.append(Check("nothing stored that was never sent", ledger.never_sent == 0,
+                        f"{ledger.never_sent} rows, e.g. {ledger.never_sent_sample}"))  # fmt: skip
     checks.append(Check("no scan both stored and dead-lettered", ledger.stored_and_dead == 0,
                         f"{ledger.stored_and_dead}"))  # fmt: skip
     if ledger.dead_lettered:

@@ -144,6 +144,17 @@ class ScannerLoad:
         finally:
             conn.close()
 
+    def generated(self) -> set[ScanKey]:
+        """Every distinct scan the clients made, whatever became of it (answered or not)."""
+        conn = sqlite3.connect(self.outbox_path, timeout=10.0)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            return {
+                (str(d), str(s)) for d, s in conn.execute("SELECT DISTINCT device_id, scan_id FROM outbox")
+            }
+        finally:
+            conn.close()
+
     def wait_acknowledged(self, minimum: int, timeout: float) -> int:
         """Block until the clients hold at least ``minimum`` acknowledgements (load is flowing)."""
         deadline = time.monotonic() + timeout
