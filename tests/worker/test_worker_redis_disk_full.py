@@ -74,3 +74,4 @@ def test_a_committed_batch_stays_pending_until_redis_can_write_its_acknowledgeme
     assert env.db.count() == SCANS == env.db.distinct_ids()
     assert client.xlen(names.DLQ_STREAM) == 0
     assert env.threads[-1][1].is_alive(), "the same worker went on, without a restart"
+    env.stop_all()  # while its Redis still runs: stopped later, the worker would retry its drain for a minute
