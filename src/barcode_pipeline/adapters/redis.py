@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
 
 from barcode_pipeline.adapters.sentinel import primary_client
 from barcode_pipeline.config import Settings
+
+T = TypeVar("T")
 
 # Errors worth retrying: the server is away, loading, or failing over (a demoted primary is read-only).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -28,6 +32,18 @@ def writes_refused(exc: redis.ResponseError) -> WritesRefused | None:
     """``exc`` as :class:`WritesRefused` if it is Redis's ``MISCONF`` refusal (redis-py has no class
     for it; a pipeline wraps it in a longer message)."""
     return WritesRefused(str(exc)) if "MISCONF" in str(exc) else None
+
+
+def refusal_typed(action: Callable[[], T]) -> T:
+    """``action``, with Redis's ``MISCONF`` refusal raised as :class:`WritesRefused`, which callers
+    wait out like an outage (a plain ``ResponseError`` is also what a real bug looks like)."""
+    try:
+        return action()
+    except redis.ResponseError as exc:
+        refused = writes_refused(exc)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 def client(settings: Settings, *, timeout: float | None = None, decode: bool = True) -> redis.Redis:

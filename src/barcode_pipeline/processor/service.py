@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -273,13 +273,7 @@ class Processor:
         return published, len(events) - published
 
     def _publish_once(self, events: list[ScanEvent], ingest_times: list[int]) -> tuple[int, int]:
-        try:
-            return self.publish(events, ingest_times)
-        except ResponseError as exc:
-            refused = redis_adapter.writes_refused(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+        return redis_adapter.refusal_typed(lambda: self.publish(events, ingest_times))
 
     def _redis_failed(self, exc: Exception) -> None:
         if isinstance(exc, ReplicaShortfall):

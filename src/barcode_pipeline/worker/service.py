@@ -382,7 +382,7 @@ class Worker:
     def _redis(self, what: str, action: Callable[[], T]) -> T:
         # The server in the label: an authentication error ("invalid username-password pair") says not which.
         label = f"{what} (redis {redis_adapter.address(self.client)})"
-        return self._retry(label, partial(_refusal_typed, action), REDIS_TRANSIENT)
+        return self._retry(label, partial(redis_adapter.refusal_typed, action), REDIS_TRANSIENT)
 
     def _retry(self, what: str, action: Callable[[], T], errors: tuple[type[Exception], ...]) -> T:
         """Run ``action`` until it succeeds, backing off (capped) between attempts.
@@ -430,15 +430,3 @@ class Worker:
         else:
             log.error("redis %s failed (attempt %d): %r", what, attempt, exc)
         self._stop.wait(BACKOFF.delay(attempt))
-
-
-def _refusal_typed(action: Callable[[], T]) -> T:
-    """``action``, with Redis's ``MISCONF`` refusal raised as ``WritesRefused`` (redis-py reports it
-    as a plain ``ResponseError``, which is also what a real bug looks like)."""
-    try:
-        return action()
-    except redis.ResponseError as exc:
-        refused = redis_adapter.writes_refused(exc)
-        if refused is None:
-            raise
-        raise refused from exc

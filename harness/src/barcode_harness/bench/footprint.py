@@ -341,7 +341,4 @@ def _table_lines(t: dict[str, Any]) -> list[str]:
 
 def write_section(doc: Path, section: str) -> Path:
     """Replace (or append) the footprint section of ``doc``."""
-    text = doc.read_text() if doc.exists() else "# Capacity\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(sections.put(text, section, SECTION))
-    return doc
+    return sections.write(doc, section, SECTION, "# Capacity")

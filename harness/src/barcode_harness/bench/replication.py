@@ -230,7 +230,4 @@ def markdown(result: dict[str, Any]) -> str:
 
 def write_section(doc: Path, section: str) -> Path:
     """Replace (or append) the replication section of ``doc``; ``bench docs`` carries it over."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(sections.put(text, section, SECTION))
-    return doc
+    return sections.write(doc, section, SECTION, "# Benchmarks")

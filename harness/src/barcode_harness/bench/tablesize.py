@@ -116,10 +116,7 @@ def run_table_size(
 
 def write_section(doc: Path, section: str) -> Path:
     """Replace (or append) the table-size section of ``doc``; ``bench docs`` carries it over."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(sections.put(text, section, TABLE_SIZE))
-    return doc
+    return sections.write(doc, section, TABLE_SIZE, "# Benchmarks")
 
 
 def markdown(result: dict[str, Any]) -> str:

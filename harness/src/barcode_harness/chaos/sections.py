@@ -45,9 +45,11 @@ def carried(text: str) -> list[str]:
     return [s for s in (extract(text, m) for m in OWNED) if s]
 
 
-def write(path: Path, section: str, markers: tuple[str, str]) -> Path:
-    """Replace (or append) one owned section of the document at ``path``."""
-    text = path.read_text() if path.exists() else "# Reliability: fault injection results\n"
+def write(
+    path: Path, section: str, markers: tuple[str, str], title: str = "# Reliability: fault injection results"
+) -> Path:
+    """Replace (or append) one owned section of the document at ``path`` (``title``: a new file's heading)."""
+    text = path.read_text() if path.exists() else f"{title}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(put(text, section, markers))
     return path
