@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "barcode_pipeline.legacy.commands",
     "barcode_pipeline.ops.commands",
     "barcode_pipeline.ops.dlq_commands",
+    "barcode_pipeline.ops.capacity_commands",
     "barcode_pipeline.monitoring.commands",
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -66,6 +66,12 @@ def client(settings: Settings, *, timeout: float | None = None, decode: bool = T
         socket_connect_timeout=timeout or settings.redis_connect_timeout_s,
         health_check_interval=30,
     )
+
+
+def maxmemory(client: redis.Redis) -> int:
+    """The server's memory bound in bytes (0: unbounded), from INFO, which every ACL user may run."""
+    memory: Any = client.info("memory")
+    return int(memory.get("maxmemory", 0))
 
 
 def database_of(url: str) -> int:

@@ -375,6 +375,41 @@ def footprint_cmd(
     typer.echo(f"section written to {write_section(doc, markdown)}; results: {folder}")
 
 
+@bench_app.command("soak")
+def soak_cmd(
+    quick: Quick = False,
+    rate: Annotated[float | None, typer.Option(min=1, help="Scans/s, all APIs together [1000].")] = None,
+    duration: Annotated[float | None, typer.Option(min=10, help="Seconds of load [3600; quick 100].")] = None,
+    warmup: Annotated[
+        float | None, typer.Option(min=0, help="Seconds before the slopes are fitted [300; quick 30].")
+    ] = None,
+    sample: Annotated[
+        float | None, typer.Option(min=1, help="Seconds between samples [30; quick 10].")
+    ] = None,
+    doc: Annotated[Path | None, typer.Option(help="Markdown file whose soak section is rewritten.")] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """A steady load for as long as asked: every store's slope and bytes per scan, the time until each
+    reaches its bound; fails on growing memory or descriptors, a tail that doubles, or a lost scan."""
+    from barcode_harness.bench.report import new_results_dir
+    from barcode_harness.bench.soak import QUICK, SoakSpec, run_soak, write_section
+
+    settings = _prepare(database, False, log_level, "soak")
+    spec = _spec(SoakSpec(), QUICK, quick, rate=rate, duration_s=duration, warmup_s=warmup, sample_s=sample)
+    if spec.warmup_s >= spec.duration_s:
+        raise typer.BadParameter("must be shorter than --duration", param_hint="--warmup")
+    folder = new_results_dir(out, "soak")
+    result = run_soak(settings, spec, folder, start_stack=not no_stack)
+    _print_targets(result, folder, "soak")
+    if doc is not None:
+        typer.echo(f"section written to {write_section(doc, (folder / 'soak.md').read_text())}")
+    if not all(t["met"] for t in result["targets"]):
+        raise typer.Exit(1)
+
+
 @bench_app.command("docs")
 def docs_cmd(
     results: Annotated[

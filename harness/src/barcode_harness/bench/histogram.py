@@ -169,12 +169,32 @@ class TimeSeries:
             bucket[2] += errors
             bucket[3].add(LatencyHistogram.decode(hist))
 
-    def points(self, seconds: int | None = None) -> list[SecondPoint]:
-        """One point per second from 0 (gaps filled with zeros, so charts show stalls as stalls)."""
+    def coarse(self, width_s: int) -> TimeSeries:
+        """The same series in ``width_s``-second buckets, keyed by each bucket's first second.
+
+        Why: a soak's interval percentiles must be exact, and percentiles of seconds do not add up
+        to an interval's; histograms do.
+        """
+        out = TimeSeries()
+        for second, (count, ok, errors, hist) in self._buckets.items():
+            bucket = out._bucket(second - second % width_s)
+            bucket[0] += count
+            bucket[1] += ok
+            bucket[2] += errors
+            bucket[3].add(hist)
+        return out
+
+    def histograms(self) -> dict[int, LatencyHistogram]:
+        """Each bucket's latency histogram, by its first second."""
+        return {second: bucket[3] for second, bucket in sorted(self._buckets.items())}
+
+    def points(self, seconds: int | None = None, step: int = 1) -> list[SecondPoint]:
+        """One point per ``step`` seconds from 0 (gaps filled with zeros, so charts show stalls as stalls);
+        ``step`` is the width of a :meth:`coarse` series."""
         last = max(self._buckets, default=-1) + 1
         span = max(last, seconds or 0)
         out = []
-        for second in range(span):
+        for second in range(0, span, step):
             bucket = self._buckets.get(second)
             if bucket is None:
                 out.append(SecondPoint(second, 0, 0, 0, 0.0, 0.0, 0.0))

@@ -97,6 +97,7 @@ class LoadSpec:
     warm_connections: int = 8  # per process, opened before the clock starts
     use_uvloop: bool = True
     api_key: str = ""  # sent as Authorization: Bearer (ingest requires a key unless BP_INGEST_AUTH=off)
+    window_s: int = 0  # > 0: the result also keeps the series in windows this wide, histograms included
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -110,6 +111,7 @@ class LoadSpec:
             (0 <= self.duplicate_ratio < 1, "duplicate_ratio must be in [0, 1)"),
             (self.timeout_s > 0, "timeout_s must be > 0"),
             (bool(self.devices), "at least one device"),
+            (self.window_s >= 0, "window_s must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -225,6 +227,8 @@ class LoadResult:
     loadavg_at_start: float | None = None  # 1-min load average when the run began: was the machine quiet?
     latency_hdr: str = field(repr=False, default="")
     service_hdr: str = field(repr=False, default="")
+    # spec.window_s wide buckets, encoded as TimeSeries.encode does (mergeable across loads)
+    windows: list[tuple[int, int, int, int, str]] = field(repr=False, default_factory=list)
 
     @property
     def error_rate(self) -> float:
@@ -588,6 +592,7 @@ def _merge(spec: LoadSpec, parts: list[WorkerResult]) -> LoadResult:
         acked_ids_path=acked_path,
         latency_hdr=latency.encode(),
         service_hdr=service.encode(),
+        windows=series.coarse(spec.window_s).encode() if spec.window_s else [],
     )
 
 

@@ -1,4 +1,4 @@
-"""CPU used per group of processes (ingest, processor, workers, Kafka, ...), read from ``/proc``.
+"""CPU, memory, descriptors and threads per group of processes (ingest, Kafka, ...), from ``/proc``.
 
 Why: on a 2-core machine where every component shares the cores, "which stage saturated first"
 is answered by who burned the CPU while a stage's backlog grew. ``/proc/<pid>/stat`` gives each
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -63,13 +63,7 @@ class CpuSnapshot:
     machine: tuple[int, int] | None
 
 
-def snapshot(roots: Mapping[str, list[int]], rest: str | None = None) -> CpuSnapshot:
-    """Ticks per group: each group is its root pids and their descendants.
-
-    With ``rest`` set, the descendants of this process that belong to no other group are counted
-    under that name (e.g. the load generator's own processes).
-    """
-    procs = _all_processes()
+def _trees(procs: Mapping[int, tuple[int, int]]) -> Callable[[int], set[int]]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
@@ -85,19 +79,73 @@ def snapshot(roots: Mapping[str, list[int]], rest: str | None = None) -> CpuSnap
             stack.extend(children.get(p, []))
         return seen
 
+    return tree
+
+
+def _members(
+    roots: Mapping[str, list[int]], procs: Mapping[int, tuple[int, int]], rest: str | None
+) -> dict[str, set[int]]:
+    """Each group's processes: its root pids and their descendants, each process in one group only."""
+    tree = _trees(procs)
     claimed: set[int] = set()
-    groups: dict[str, int] = {}
+    groups: dict[str, set[int]] = {}
     for name, pids in roots.items():
         members: set[int] = set()
         for pid in pids:
             members |= tree(pid)
         members -= claimed
         claimed |= members
-        groups[name] = sum(procs[p][1] for p in members)
+        groups[name] = members
     if rest is not None:
-        own = tree(os.getpid()) - claimed
-        groups[rest] = sum(procs[p][1] for p in own)
+        groups[rest] = tree(os.getpid()) - claimed
+    return groups
+
+
+def snapshot(roots: Mapping[str, list[int]], rest: str | None = None) -> CpuSnapshot:
+    """Ticks per group: each group is its root pids and their descendants.
+
+    With ``rest`` set, the descendants of this process that belong to no other group are counted
+    under that name (e.g. the load generator's own processes).
+    """
+    procs = _all_processes()
+    groups = {name: sum(procs[p][1] for p in pids) for name, pids in _members(roots, procs, rest).items()}
     return CpuSnapshot(time.monotonic(), groups, _machine_ticks())
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a group of processes holds: resident memory, open descriptors, threads (summed)."""
+
+    rss_bytes: int
+    fds: int
+    threads: int
+    processes: int
+
+
+def _held(pid: int) -> tuple[int, int, int] | None:
+    """(RSS bytes, open fds, threads) of one process, or None if it is gone or not ours to read."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    rss_kib = int(status.get(b"VmRSS", b"0 kB").split()[0])
+    return rss_kib * 1024, fds, int(status.get(b"Threads", b"0").strip())
+
+
+def resources(roots: Mapping[str, list[int]], *, alone: Collection[str] = ()) -> dict[str, Resources]:
+    """Memory, descriptors and threads per group (each root and its descendants, except for the groups
+    named in ``alone``: their roots only, e.g. a process whose children are the other groups)."""
+    out: dict[str, Resources] = {}
+    members = _members({k: v for k, v in roots.items() if k not in alone}, _all_processes(), None)
+    members.update({k: set(v) for k, v in roots.items() if k in alone})
+    for name, pids in members.items():
+        held = [h for h in (_held(p) for p in pids) if h is not None]
+        out[name] = Resources(
+            sum(h[0] for h in held), sum(h[1] for h in held), sum(h[2] for h in held), len(held)
+        )
+    return out
 
 
 def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:

@@ -1,0 +1,141 @@
+"""What ``bench soak`` reads every interval: each store's size, and each process group's memory,
+descriptors, threads and CPU.
+
+Why read sizes from the servers' own accounts (Redis ``used_memory`` and ``aof_current_size``,
+the Kafka topic's files, InnoDB's page counts): those are what fill a machine, so their slopes are
+what a capacity plan needs; counting entries would miss every overhead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from barcode_harness.bench import procstats
+from barcode_harness.bench.footprint import table_bytes
+from barcode_pipeline import names
+from barcode_pipeline.adapters import redis as redis_adapter
+from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR = "supervisor"  # the bench process itself: it supervises the services, as `run` would
+
+
+@dataclass
+class Sample:
+    """One interval's reading; ``t`` is the wall clock."""
+
+    t: float
+    stores: dict[str, int]  # bytes (or entries, for the *_entries keys)
+    groups: dict[str, procstats.Resources]
+    cpu: dict[str, float]  # cores used since the previous sample
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "stores": self.stores,
+            "groups": {k: vars(v) for k, v in self.groups.items()},
+            "cpu": self.cpu,
+        }
+
+
+def _redis(client: redis.Redis, streams: list[str]) -> dict[str, int]:
+    info: Any = client.info("memory")
+    persistence: Any = client.info("persistence")
+    pending = 0
+    stream_bytes = 0
+    for stream in streams:
+        stream_bytes += int(client.memory_usage(stream, samples=0) or 0)
+        with contextlib.suppress(redis.ResponseError):  # no group yet
+            pending += int(client.xpending(stream, names.WORKER_GROUP)["pending"])
+    used = int(info["used_memory"])
+    dlq = int(client.memory_usage(names.DLQ_STREAM, samples=0) or 0)
+    return {
+        "redis_used_bytes": used,
+        "redis_markers_bytes": used - stream_bytes - dlq,  # and Redis's own overhead, which stays flat
+        "redis_streams_bytes": stream_bytes,
+        "redis_dlq_bytes": dlq,
+        "redis_aof_bytes": int(persistence.get("aof_current_size", 0)),
+        "redis_pending_entries": pending,
+        "dlq_entries": int(client.xlen(names.DLQ_STREAM)),
+        "redis_keys": int(client.dbsize()),
+    }
+
+
+def kafka_topic_bytes(data_dir: Path, topic: str) -> int:
+    """Bytes of the topic's partition folders in one broker's log directory (all files)."""
+    total = 0
+    for folder in data_dir.glob(f"{topic}-*"):
+        if folder.name.rsplit("-", 1)[-1].isdigit():
+            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    return total
+
+
+@dataclass
+class SoakSampler:
+    """Samples every ``interval_s`` on a thread until closed; ``pids`` names the groups to follow."""
+
+    settings: Settings
+    kafka_dir: Path
+    pids: Callable[[], dict[str, list[int]]]
+    interval_s: float
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> SoakSampler:
+        self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+    def _roots(self) -> dict[str, list[int]]:
+        return {**self.pids(), SUPERVISOR: [os.getpid()]}
+
+    def _run(self) -> None:
+        client = redis_adapter.client(self.settings)
+        conn = connect(self.settings.db_url, autocommit=True)
+        streams = names.all_streams(self.settings.stream_shards)
+        cpu_before = procstats.snapshot(self.pids())
+        try:
+            while True:
+                started = time.time()
+                try:
+                    cpu_now = procstats.snapshot(self.pids())
+                    # the first reading has no interval behind it: no CPU figures rather than zeros
+                    cpu = procstats.cores_used(cpu_before, cpu_now) if self.samples else {}
+                    self.samples.append(self._read(client, conn, streams, cpu))
+                    cpu_before = cpu_now
+                except Exception as exc:  # one missed reading is a gap in the charts, not a failed run
+                    log.warning("soak sample failed: %s", exc)
+                if self._stop.wait(max(0.0, self.interval_s - (time.time() - started))):
+                    return
+        finally:
+            client.close()
+            conn.close()
+
+    def _read(self, client: redis.Redis, conn: Any, streams: list[str], cpu: dict[str, float]) -> Sample:
+        t = time.time()
+        data, indexes, _ = table_bytes(conn)
+        stores = {
+            **_redis(client, streams),
+            "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
+            "table_bytes": data + indexes,
+        }
+        groups = procstats.resources(self._roots(), alone=(SUPERVISOR,))
+        return Sample(t, stores, groups, cpu)

@@ -1,0 +1,141 @@
+"""The capacity plan: what each store holds at a given scan rate, its bound, what fills first and when.
+
+Why a model and not a rule of thumb: every store is bounded by a setting (the duplicate window,
+the stream and topic retentions, the table's retention, the DLQ's bound), so its size at a rate
+is a product of measured bytes per scan and those settings. The bytes come from ``bench
+footprint`` (one structure at a time) and are checked on a live run by ``bench soak``;
+``docs/capacity.md`` shows both. ``barcode-pipeline capacity`` prints the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from barcode_pipeline.config import Settings
+
+DAY_S = 86_400
+GIB = 1024**3
+# Redis as the stacks configure it (maxmemory, auto-aof-rewrite-*): a rewrite starts once the AOF
+# has doubled since the last one and is at least this big; the new base is written beside the old.
+AOF_REWRITE_MIN_BYTES = 1 * GIB
+KAFKA_SEGMENT_BYTES = 1 * GIB  # Kafka's default: retention deletes whole segments, the active one stays
+
+
+@dataclass(frozen=True)
+class PerScan:
+    """Bytes a store holds per scan, measured by ``bench footprint`` on 2026-12-06 (docs/capacity.md).
+
+    A duplicate marker costs its share of a hash plus the hash's own overhead, one hash per (scan
+    minute, bucket): fitted to the measurements at 1,000 and 5,000 scans/s (21.4 and 19.0 B);
+    at 100 scans/s the fit overstates the measured 43.9 B by about 10 %.
+    """
+
+    marker_field: float = 18.4
+    marker_hash: float = 176.0
+    stream_entry: float = 219.0
+    aof: float = 649.0  # what the AOF grows by per scan between rewrites (the whole path)
+    kafka_single: float = 192.0  # per record and replica, one scan per request
+    kafka_batched: float = 32.0  # per record and replica, 100 scans per request
+    row: float = 274.0  # data + the one secondary index, migration 0005
+    dlq_entry: float = 257.0
+
+
+MEASURED = PerScan()
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What each store may use, in bytes."""
+
+    redis_memory: int  # maxmemory
+    redis_disk: int  # for the AOF
+    kafka_disk: int  # all brokers together
+    db_disk: int
+
+
+@dataclass(frozen=True)
+class Line:
+    """One store in the plan."""
+
+    store: str
+    per_day: float  # bytes added per day while the store is filling
+    steady: float  # bytes once its window or retention is full (and the DLQ at its bound, for Redis)
+    bound: int
+    fills_in_days: float | None  # None: its steady state fits the bound
+    change: str  # the settings that move the figure
+
+    @property
+    def share(self) -> float:
+        return self.steady / self.bound if self.bound else float("inf")
+
+
+def marker_bytes_per_s(rate: float, settings: Settings, per_scan: PerScan = MEASURED) -> float:
+    """Redis bytes the duplicate markers add per second: fields, and a hash per minute and bucket used."""
+    hashes_per_s = min(settings.dedup_buckets, rate * 60) / 60
+    return rate * per_scan.marker_field + hashes_per_s * per_scan.marker_hash
+
+
+def _fills(per_day: float, steady: float, bound: int) -> float | None:
+    """Days until a store growing ``per_day`` passes ``bound``, if its steady state does not fit."""
+    if steady <= bound:
+        return None
+    return bound / per_day if per_day > 0 else 0.0
+
+
+def _line(store: str, per_day: float, steady: float, bound: int, change: str) -> Line:
+    return Line(store, per_day, steady, bound, _fills(per_day, steady, bound), change)
+
+
+def plan(
+    settings: Settings,
+    rate: float,
+    bounds: Bounds,
+    *,
+    days: int | None = None,
+    batch_share: float = 0.0,
+    per_scan: PerScan = MEASURED,
+) -> list[Line]:
+    """Each store at ``rate`` unique scans/s (``batch_share`` of them sent through the batch API)."""
+    retention_days = days if days is not None else settings.db_retention_days
+    markers = marker_bytes_per_s(rate, settings, per_scan)
+    redis_steady = (
+        markers * (settings.dedup_window_s + 60)
+        + rate * settings.stream_retention_s * per_scan.stream_entry
+        + settings.dlq_max_entries * per_scan.dlq_entry
+    )
+    redis_day = markers * DAY_S  # the streams and the DLQ reach their bounds within minutes
+    aof_steady = max(AOF_REWRITE_MIN_BYTES, 2 * redis_steady) + redis_steady
+    record = per_scan.kafka_single * (1 - batch_share) + per_scan.kafka_batched * batch_share
+    kafka_day = rate * DAY_S * record * settings.topic_replication
+    kafka_steady = kafka_day * settings.topic_retention_hours / 24
+    if settings.topic_retention_bytes >= 0:
+        kafka_steady = min(
+            kafka_steady,
+            settings.topic_retention_bytes * settings.topic_partitions * settings.topic_replication,
+        )
+    kafka_steady += KAFKA_SEGMENT_BYTES * settings.topic_partitions * settings.topic_replication
+    db_day = rate * DAY_S * per_scan.row
+    # a day's partition is dropped once wholly older than the retention: up to one day more is kept
+    db_steady = db_day * (retention_days + 1)
+    return [
+        _line("Redis memory", redis_day, redis_steady, bounds.redis_memory,
+              "BP_DEDUP_WINDOW_S, BP_STREAM_RETENTION_S, BP_DLQ_MAX_ENTRIES; Redis maxmemory"),
+        _line("Redis AOF disk (peak between rewrites)", rate * DAY_S * per_scan.aof, aof_steady,
+              bounds.redis_disk,
+              "as for Redis memory; auto-aof-rewrite-percentage, auto-aof-rewrite-min-size"),
+        _line("Kafka disk (all replicas)", kafka_day, kafka_steady, bounds.kafka_disk,
+              "BP_TOPIC_RETENTION_HOURS, BP_TOPIC_RETENTION_BYTES, BP_TOPIC_REPLICATION"),
+        _line("database disk", db_day, db_steady, bounds.db_disk,
+              "BP_DB_RETENTION_DAYS (--days); a bigger disk"),
+    ]  # fmt: skip
+
+
+def fills_first(lines: list[Line]) -> Line | None:
+    """The store that passes its bound soonest, or None when every steady state fits."""
+    filling = [line for line in lines if line.fills_in_days is not None]
+    return min(filling, key=lambda line: line.fills_in_days or 0.0) if filling else None
+
+
+def to_dict(lines: list[Line]) -> list[dict[str, Any]]:
+    return [{**asdict(line), "share": round(line.share, 4)} for line in lines]

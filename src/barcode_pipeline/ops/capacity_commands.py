@@ -1,0 +1,116 @@
+"""``barcode-pipeline capacity --rate N``: the capacity plan for the current settings, printed."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from barcode_pipeline.config import Settings, load_settings
+from barcode_pipeline.logs import setup_logging
+from barcode_pipeline.ops.capacity import GIB, Bounds, Line, fills_first, plan, to_dict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDIS_MEMORY = 4 * GIB  # the stacks' maxmemory, when the configured Redis cannot be asked
+
+
+def _maxmemory(settings: Settings) -> tuple[int, str]:
+    """The configured Redis's maxmemory, or the stacks' default when it cannot be asked or is unset."""
+    from barcode_pipeline.adapters import redis as redis_adapter
+
+    try:
+        client = redis_adapter.client(settings)
+        try:
+            value = redis_adapter.maxmemory(client)
+        finally:
+            client.close()
+    except Exception as exc:  # any refusal or outage: the plan still prints, saying so
+        log.debug("maxmemory not read: %s", exc)
+        return DEFAULT_REDIS_MEMORY, "the stacks' default (Redis not asked)"
+    if value <= 0:
+        return DEFAULT_REDIS_MEMORY, "unset in Redis: planned against the stacks' default"
+    return value, "Redis's maxmemory"
+
+
+def _free_at(path: Path) -> int:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _gib(value: float) -> str:
+    return f"{value / GIB:,.1f} GiB"
+
+
+def _fills_text(line: Line) -> str:
+    if line.fills_in_days is None:
+        return f"never ({line.share:.0%} of it)"
+    return f"[red]in {line.fills_in_days:,.1f} days[/]"
+
+
+def capacity(
+    rate: Annotated[float, typer.Option(min=0.001, help="Unique scans per second to plan for.")],
+    days: Annotated[
+        int | None, typer.Option(min=1, help="The table's retention in days [BP_DB_RETENTION_DAYS].")
+    ] = None,
+    batch_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of scans sent through the batch API [0].")
+    ] = 0.0,
+    redis_memory: Annotated[
+        float | None, typer.Option(min=0.001, help="GiB Redis may use [its maxmemory].")
+    ] = None,
+    redis_disk: Annotated[float | None, typer.Option(min=0.001, help="GiB for the AOF [free space].")] = None,
+    kafka_disk: Annotated[
+        float | None, typer.Option(min=0.001, help="GiB for Kafka, all brokers [free space].")
+    ] = None,
+    db_disk: Annotated[
+        float | None, typer.Option(min=0.001, help="GiB for the database [free space].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each store's size at RATE scans/s: per day, at its window or retention, against its bound;
+    what fills first and when, and the settings that move it. Disks default to the free space
+    where the stack keeps its data (BP_STATE_DIR)."""
+    setup_logging("WARNING", "capacity")
+    settings = load_settings()
+    memory, memory_source = (
+        (int(redis_memory * GIB), "--redis-memory") if redis_memory else _maxmemory(settings)
+    )
+    free = _free_at(settings.state_dir)
+
+    def disk(given: float | None) -> int:
+        return int(given * GIB) if given else free
+
+    bounds = Bounds(memory, disk(redis_disk), disk(kafka_disk), disk(db_disk))
+    lines = plan(settings, rate, bounds, days=days, batch_share=batch_share)
+    first = fills_first(lines)
+    if as_json:
+        out = {"rate": rate, "lines": to_dict(lines), "fills_first": first.store if first else None}
+        typer.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=f"capacity at {rate:,g} scans/s (Redis bound: {memory_source})")
+    for col in ("store", "written per day", "held at its window / retention", "bound", "fills"):
+        table.add_column(col)
+    for line in lines:
+        table.add_row(line.store, _gib(line.per_day), _gib(line.steady), _gib(line.bound), _fills_text(line))
+    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
+    for line in lines:
+        typer.echo(f"{line.store}: {line.change}")
+    if first is None:
+        largest = max(lines, key=lambda line: line.share)
+        typer.echo(f"nothing fills: the fullest store is {largest.store} at {largest.share:.0%} of its bound")
+    else:
+        typer.echo(f"fills first: {first.store}, in {first.fills_in_days:,.1f} days; change {first.change}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(capacity)
