@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 import uuid
+from pathlib import Path
 
 import pytest
+import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness.chaos import faults
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import PipelineError
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +55,31 @@ def _committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
         return {tp.partition: tp.offset for tp in tps}
     finally:
         consumer.close()
+
+
+def test_a_full_disk_fault_refuses_the_root_disk_and_fills_a_server_s_own(
+    redis_on_small_disk: tuple[str, Path],
+) -> None:
+    """The nemesis's disk-full fault on a real server's disk: Redis refuses writes while the ballast
+    is there and takes them again once it is gone; the machine's own disk is never filled."""
+    with pytest.raises(PipelineError, match="root filesystem"):
+        faults.fill_disk(Path(tempfile.gettempdir()))
+    url, data = redis_on_small_disk
+    client = redis.Redis.from_url(url)
+    try:
+        ballast, size = faults.fill_disk(data)
+        assert size > 10 * 2**20 and os.statvfs(data).f_bavail == 0
+        with pytest.raises(redis.ResponseError, match="MISCONF"):
+            for i in range(10_000):
+                client.set(f"k{i}", b"x" * 4096)
+        faults.free_disk(ballast)
+        deadline = time.monotonic() + 10
+        while True:  # Redis retries its AOF write every second and lifts the refusal itself
+            try:
+                client.set("after", b"1")
+                break
+            except redis.ResponseError:
+                assert time.monotonic() < deadline, "Redis still refuses writes with the disk free again"
+                time.sleep(0.2)
+    finally:
+        client.close()

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from barcode_harness.chaos import ha_report, sections
+from barcode_harness import sections
+from barcode_harness.chaos import ha_report
 from barcode_harness.chaos.checks import Check
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
 from barcode_harness.chaos.nemesis import NemesisStats
-from barcode_harness.chaos.nemesis_report import (
-    BEGIN,
-    END,
-    NemesisInfo,
-    NemesisRun,
-    write_section,
-)
+from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, write_section
 from barcode_harness.chaos.report import RunInfo, write_report
 from barcode_harness.chaos.schedule import ScheduleSpec, draw, targets_for
+
+BEGIN, END = sections.NEMESIS
 
 
 def _run(seed: int, *, ok: bool = True) -> NemesisRun:
@@ -72,3 +69,17 @@ def test_chaos_all_keeps_both_owned_sections_and_each_writer_only_its_own(tmp_pa
     text = path.read_text()
     assert text.startswith("# Reliability") and "ha results" in text and "| 6 |" in text
     assert text.count(ha_report.BEGIN) == 1 and text.count(BEGIN) == 1
+
+
+def test_a_long_schedule_keeps_its_own_section_beside_the_series(tmp_path: Path) -> None:
+    path = tmp_path / "reliability.md"
+    write_section(path, [_run(5)], _info())
+    long = ScheduleSpec(duration_s=1800, mean_gap_s=20, fills=("redis", "disk"))
+    write_section(
+        path, [_run(7)], NemesisInfo("barcode-pipeline chaos nemesis --duration 1800", ChaosParams(), long)
+    )
+    write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
+    text = path.read_text()
+    short, kept = sections.extract(text, sections.NEMESIS), sections.extract(text, sections.LONG_NEMESIS)
+    assert short is not None and "| 5 |" in short and "| 7 |" not in short
+    assert kept is not None and "| 7 |" in kept and "(a long schedule)" in kept and "| full |" in kept

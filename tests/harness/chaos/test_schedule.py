@@ -6,7 +6,17 @@ import itertools
 
 import pytest
 
-from barcode_harness.chaos.schedule import KINDS, SERVERS, ScheduleSpec, draw, overlaps, render, targets_for
+from barcode_harness.chaos.schedule import (
+    DISK,
+    KINDS,
+    SERVERS,
+    Fault,
+    ScheduleSpec,
+    draw,
+    overlaps,
+    render,
+    targets_for,
+)
 
 TARGETS = targets_for(2)
 
@@ -77,3 +87,20 @@ def test_every_fault_kind_on_every_target_is_reachable() -> None:
 def test_servers_are_marked() -> None:
     faults = [f for seed in range(20) for f in draw(seed, TARGETS)]
     assert {f.target for f in faults if f.is_server} == set(SERVERS)
+
+
+def test_fill_faults_are_opt_in_and_leave_every_seed_as_it_was() -> None:
+    # drawn before fills existed: a seed must replay the same schedule
+    assert draw(7, TARGETS, ScheduleSpec(duration_s=60))[:3] == [
+        Fault(0.5, "worker-1", "pause", 5.6),
+        Fault(0.7, "redis", "kill", 3.6),
+        Fault(2.6, "processor", "kill", 1.6),
+    ]
+    plain = [f for seed in range(20) for f in draw(seed, TARGETS, ScheduleSpec())]
+    assert all(f.kind in KINDS and f.target != DISK for f in plain)
+    spec = ScheduleSpec(duration_s=1800, mean_gap_s=20, fills=("redis", DISK))
+    long = [f for seed in range(3) for f in draw(seed, targets_for(2, spec), spec)]
+    full = {(f.target, f.kind) for f in long if f.kind == "full"}
+    assert full == {("redis", "full"), (DISK, "full")}
+    assert all(f.kind == "full" for f in long if f.target == DISK)
+    assert max(f.at_s for f in long) > 0.6 * 1800  # spread over the schedule, not bunched at its start

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from barcode_harness.chaos import sections
+from barcode_harness import sections
 
 log = logging.getLogger(__name__)
 

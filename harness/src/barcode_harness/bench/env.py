@@ -23,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -184,24 +185,16 @@ class BenchEnv:
 
     def pids(self) -> dict[str, list[int]]:
         """Root pids per group, for CPU accounting (stack servers included when they are ours)."""
-        groups: dict[str, list[int]] = {}
-        for sup in (self._core, self._workers):
-            if sup is None:
-                continue
-            for child in sup.children.values():
-                if child.pid is not None:
-                    role = "workers" if child.spec.role == "worker" else child.spec.role
-                    groups.setdefault(role, []).append(child.pid)
+        from barcode_harness.bench.soaksample import group_pids
+
+        servers: dict[str, Any] = {}
         try:
             from barcode_harness.stack.ha import manager_for
 
-            for name, comp in manager_for(self.settings).components.items():
-                pid = comp.pid()
-                if pid is not None:
-                    groups[name] = [pid]
+            servers = dict(manager_for(self.settings).components)
         except Exception as exc:  # someone else's servers: no CPU figures for them
             log.debug("no stack pids: %s", exc)
-        return groups
+        return group_pids((self._core, self._workers), servers)
 
 
 class BacklogSampler:

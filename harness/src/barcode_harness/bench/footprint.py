@@ -24,9 +24,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from barcode_harness import sections
 from barcode_harness.bench.env import bench_settings, reset_redis
 from barcode_harness.bench.fill import fill
-from barcode_harness.chaos import sections
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter

@@ -20,6 +20,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.docs import REPLICATION
@@ -27,7 +28,6 @@ from barcode_harness.bench.env import BacklogSampler, BenchEnv, bench_settings
 from barcode_harness.bench.loadgen import run_load
 from barcode_harness.bench.loads import spec_for
 from barcode_harness.bench.maxrate import MaxSpec, Searcher
-from barcode_harness.chaos import sections
 from barcode_harness.stack.ha import client_settings
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.charts import Line, Panel, time_chart
 from barcode_harness.bench.env import BenchEnv
@@ -34,7 +35,6 @@ from barcode_harness.bench.histogram import LatencyHistogram, TimeSeries
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, ScanBodies
 from barcode_harness.bench.loads import ParallelLoads, acked_ids, scan_window, spec_for
 from barcode_harness.bench.soaksample import SUPERVISOR, Sample, SoakSampler
-from barcode_harness.chaos import sections
 from barcode_harness.scanner.scans import encode_batch
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
@@ -49,7 +49,8 @@ SECTION = (
     "<!-- soak: end -->",
 )
 BATCH_MIN = 10
-PIPELINE_GROUPS = ("ingest", "processor", "workers", SUPERVISOR)  # our code: where a leak would be
+SERVICE_GROUPS = ("ingest", "processor", "workers")  # our code: where a leak would be
+PIPELINE_GROUPS = (*SERVICE_GROUPS, SUPERVISOR)
 RSS_GROWTH_MAX = 0.10
 TAIL_GROWTH_MAX = 2.0  # last quarter's p99 / first quarter's
 ROW_BYTES_MAX = 300.0  # issue 27's goal

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
+from barcode_pipeline.run.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -108,34 +109,50 @@ class SoakSampler:
         return {**self.pids(), SUPERVISOR: [os.getpid()]}
 
     def _run(self) -> None:
-        client = redis_adapter.client(self.settings)
-        conn = connect(self.settings.db_url, autocommit=True)
         streams = names.all_streams(self.settings.stream_shards)
         cpu_before = procstats.snapshot(self.pids())
+        while True:
+            started = time.time()
+            try:
+                cpu_now = procstats.snapshot(self.pids())
+                # the first reading has no interval behind it: no CPU figures rather than zeros
+                cpu = procstats.cores_used(cpu_before, cpu_now) if self.samples else {}
+                self.samples.append(self._read(streams, cpu))
+                cpu_before = cpu_now
+            except Exception as exc:  # a server down (a fault) is a gap in the series, not a failed run
+                log.warning("soak sample failed: %s", exc)
+            if self._stop.wait(max(0.0, self.interval_s - (time.time() - started))):
+                return
+
+    def _read(self, streams: list[str], cpu: dict[str, float]) -> Sample:
+        """One reading, on fresh connections: a server restarted since the last one is read again."""
+        t = time.time()
+        client = redis_adapter.client(self.settings, timeout=5.0)
+        conn = connect(self.settings.db_url, autocommit=True)
         try:
-            while True:
-                started = time.time()
-                try:
-                    cpu_now = procstats.snapshot(self.pids())
-                    # the first reading has no interval behind it: no CPU figures rather than zeros
-                    cpu = procstats.cores_used(cpu_before, cpu_now) if self.samples else {}
-                    self.samples.append(self._read(client, conn, streams, cpu))
-                    cpu_before = cpu_now
-                except Exception as exc:  # one missed reading is a gap in the charts, not a failed run
-                    log.warning("soak sample failed: %s", exc)
-                if self._stop.wait(max(0.0, self.interval_s - (time.time() - started))):
-                    return
+            data, indexes, _ = table_bytes(conn)
+            stores = {
+                **_redis(client, streams),
+                "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
+                "table_bytes": data + indexes,
+            }
         finally:
             client.close()
             conn.close()
-
-    def _read(self, client: redis.Redis, conn: Any, streams: list[str], cpu: dict[str, float]) -> Sample:
-        t = time.time()
-        data, indexes, _ = table_bytes(conn)
-        stores = {
-            **_redis(client, streams),
-            "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
-            "table_bytes": data + indexes,
-        }
         groups = procstats.resources(self._roots(), alone=(SUPERVISOR,))
         return Sample(t, stores, groups, cpu)
+
+
+def group_pids(supervisors: Iterable[Supervisor | None], servers: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Root pids per group: each supervised role (the workers together) and each server of the stack."""
+    groups: dict[str, list[int]] = {}
+    for sup in supervisors:
+        for child in sup.children.values() if sup is not None else ():
+            if child.pid is not None:
+                role = "workers" if child.spec.role == "worker" else child.spec.role
+                groups.setdefault(role, []).append(child.pid)
+    for name, component in servers.items():
+        pid = component.pid()
+        if pid is not None:
+            groups[name] = [pid]
+    return groups

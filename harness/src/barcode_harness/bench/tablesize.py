@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.docs import TABLE_SIZE
 from barcode_harness.bench.env import BenchEnv
@@ -25,7 +26,6 @@ from barcode_harness.bench.fill import fill
 from barcode_harness.bench.footprint import table_bytes
 from barcode_harness.bench.maxrate import QUICK as MAX_QUICK
 from barcode_harness.bench.maxrate import MaxSpec, run_max
-from barcode_harness.chaos import sections
 from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
 

@@ -15,6 +15,7 @@ from barcode_pipeline.logs import setup_logging
 
 if TYPE_CHECKING:
     from barcode_harness.chaos.context import ChaosParams
+    from barcode_harness.chaos.schedule import ScheduleSpec
 
 HELP = """Inject faults under steady load and check that no acknowledged scan is lost or stored twice.
 
@@ -68,6 +69,16 @@ def chaos(
     iterations: Annotated[
         int, typer.Option(min=1, help="nemesis: schedules to run (seed, seed+1, ...).")
     ] = 1,
+    mean_gap: Annotated[
+        float, typer.Option(min=0.5, help="nemesis: mean seconds between fault starts.")
+    ] = 3.0,
+    fill: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="nemesis: also fill (repeatable): redis (maxmemory), disk (a ballast file on the servers' "
+            "disk: BP_STATE_DIR must be its own mount, --workdir on another)."
+        ),
+    ] = None,
     profile: Annotated[
         str,
         typer.Option(
@@ -109,7 +120,8 @@ def chaos(
     params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
     work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
     if not chosen:
-        _nemesis(settings, params, work, seed=seed, duration=duration, iterations=iterations,
+        spec = _schedule_spec(settings, work, duration=duration, mean_gap=mean_gap, fills=tuple(fill or ()))
+        _nemesis(settings, params, work, seed=seed, spec=spec, iterations=iterations,
                  report=None if no_report else report or Path("docs/reliability.md"))  # fmt: skip
         return
     if report is None and not no_report and "all" in scenarios:
@@ -144,17 +156,42 @@ def chaos(
     raise typer.Exit(1 if failed else 0)
 
 
+def _schedule_spec(
+    settings: Settings, work: Path, *, duration: float, mean_gap: float, fills: tuple[str, ...]
+) -> ScheduleSpec:
+    """The nemesis's schedule shape; a disk fault only where it cannot starve the machine or the clients."""
+    from barcode_harness.chaos.faults import own_filesystem
+    from barcode_harness.chaos.schedule import DISK, FILLABLE, ScheduleSpec
+    from barcode_pipeline.errors import ConfigError
+
+    unknown = sorted(set(fills) - set(FILLABLE))
+    if unknown:
+        raise ConfigError(f"--fill takes {' or '.join(FILLABLE)}, not {', '.join(unknown)}")
+    if DISK in fills:
+        state = settings.state_dir.resolve()
+        if not state.exists() or not own_filesystem(state):
+            raise ConfigError(
+                f"--fill disk needs BP_STATE_DIR ({state}) on its own mount (a loop device or tmpfs)"
+            )
+        near = next(p for p in (work.resolve(), *work.resolve().parents) if p.exists())
+        if near.stat().st_dev == state.stat().st_dev:
+            raise ConfigError(
+                "--fill disk needs --workdir on another filesystem: the clients' outboxes live there"
+            )
+    return ScheduleSpec(duration_s=duration, mean_gap_s=mean_gap, fills=fills)
+
+
 def _nemesis(
-    settings: Settings, params: ChaosParams, work: Path, *, seed: int, duration: float, iterations: int,
+    settings: Settings, params: ChaosParams, work: Path, *, seed: int, spec: ScheduleSpec, iterations: int,
     report: Path | None,
 ) -> None:  # fmt: skip
     """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
     from barcode_harness.chaos.nemesis import Nemesis
     from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, run_iterations, write_section
     from barcode_harness.chaos.report import machine_info
-    from barcode_harness.chaos.schedule import ScheduleSpec, render
+    from barcode_harness.chaos.schedule import render
 
-    spec = ScheduleSpec(duration_s=duration)
+    duration = spec.duration_s
     seeds = list(range(seed, seed + iterations))
     typer.echo(f"chaos nemesis: seeds {seeds[0]}..{seeds[-1]}, {duration:g} s each at "
                f"{params.rate:g} scans/s; log: {work / 'pipeline.log'}")  # fmt: skip

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
@@ -186,6 +187,67 @@ def flush_redis(settings: Settings) -> int:
         return keys
     finally:
         client.close()
+
+
+FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every write needing memory is refused
+
+
+def fill_redis(settings: Settings) -> str:
+    """Make Redis full (maxmemory below its use, noeviction); returns the maxmemory to restore."""
+    client = redis_adapter.client(settings)
+    try:
+        old = str(client.config_get("maxmemory")["maxmemory"])
+        client.config_set("maxmemory", FULL_MAXMEMORY)
+        return old
+    finally:
+        client.close()
+
+
+def restore_maxmemory(settings: Settings, old: str) -> None:
+    client = redis_adapter.client(settings)
+    try:
+        client.config_set("maxmemory", old)
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------- disks
+BALLAST = ".nemesis-ballast"
+
+
+def own_filesystem(path: Path) -> bool:
+    """``path`` is on another filesystem than ``/``: filling it cannot starve the machine."""
+    return os.stat(path).st_dev != os.stat("/").st_dev
+
+
+def fill_disk(path: Path) -> tuple[Path, int]:
+    """Fill the filesystem holding ``path`` with one preallocated ballast file: every server writing
+    there meets ENOSPC at once, as on a data disk that ran full. Returns the file and its size.
+
+    ``posix_fallocate`` reserves the blocks without writing them (instant, any size); run as root it
+    takes the blocks reserved for root as well, so servers running as root are refused too.
+    """
+    if not own_filesystem(path):
+        raise PipelineError(f"{path} is on the root filesystem: a disk-full fault needs it on its own mount",
+                            component="chaos")  # fmt: skip
+    ballast = path / BALLAST
+    st = os.statvfs(path)
+    size = st.f_bfree * st.f_frsize
+    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        while size > 0:
+            try:
+                os.posix_fallocate(fd, 0, size)
+                break
+            except OSError:  # metadata needs a few blocks too: back off until it fits
+                size -= max(st.f_frsize, size // 100)
+    finally:
+        os.close(fd)
+    return ballast, size
+
+
+def free_disk(ballast: Path) -> None:
+    ballast.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------- HTTP

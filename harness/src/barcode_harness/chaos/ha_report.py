@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from barcode_harness.chaos import sections
+from barcode_harness import sections
 from barcode_harness.chaos.harness import ScenarioResult
 from barcode_harness.chaos.report import RunInfo
 

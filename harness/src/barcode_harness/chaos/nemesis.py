@@ -15,12 +15,24 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from barcode_harness.bench.soak import RSS_GROWTH_MAX, SERVICE_GROUPS, fds_keep_growing, rss_growth
+from barcode_harness.bench.soaksample import SoakSampler, group_pids
 from barcode_harness.chaos import faults
 from barcode_harness.chaos.checks import Ledger
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
-from barcode_harness.chaos.schedule import SERVERS, Fault, ScheduleSpec, draw, overlaps, render, targets_for
+from barcode_harness.chaos.schedule import (
+    DISK,
+    SERVERS,
+    Fault,
+    ScheduleSpec,
+    draw,
+    overlaps,
+    render,
+    targets_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,12 @@ class NemesisStats:
     applied: int = 0  # faults carried out and healed
     skipped: list[str] = field(default_factory=list)  # faults that found nothing to act on
     last_heal_to_drained_s: float | None = None
+    samples: int = 0  # memory and descriptor readings taken across the schedule
+
+
+def sample_interval(duration_s: float) -> float:
+    """Seconds between memory readings: about sixty over a schedule, every 5 to 30 s."""
+    return min(30.0, max(5.0, duration_s / 60))
 
 
 class Nemesis(Scenario):
@@ -49,7 +67,7 @@ class Nemesis(Scenario):
     def __init__(self, seed: int, *, workers: int = 2, spec: ScheduleSpec | None = None) -> None:
         self.seed = seed
         self.spec = spec or ScheduleSpec()
-        self.schedule = draw(seed, targets_for(workers), self.spec)
+        self.schedule = draw(seed, targets_for(workers, self.spec), self.spec)
         self.stats = NemesisStats(seed, list(self.schedule), len(overlaps(self.schedule)))
         self.title = f"Nemesis seed {seed}"
         self.fault = f"{len(self.schedule)} faults, {self.stats.overlapping_pairs} overlapping pairs"
@@ -59,10 +77,16 @@ class Nemesis(Scenario):
         self._last_heal = 0.0
         self._started = 0.0
         self._paused: dict[str, int] = {}  # target -> pid under SIGSTOP, for cleanup
+        self._ballast: Path | None = None  # a disk-full fault's file, removed by cleanup at the latest
+        self._sampler: SoakSampler | None = None
 
     # ------------------------------------------------------------------ running the schedule
     def inject(self, ctx: ChaosContext) -> None:
         ctx.mark(render(self.seed, self.schedule))
+        self._sampler = SoakSampler(
+            ctx.settings, ctx.stack.component("kafka").data_dir,  # type: ignore[attr-defined]
+            lambda: group_pids([ctx.sup], ctx.stack.components), sample_interval(self.spec.duration_s),
+        ).__enter__()  # fmt: skip
         self._started = time.monotonic()
         by_target: dict[str, list[Fault]] = {}
         for f in self.schedule:
@@ -103,6 +127,8 @@ class Nemesis(Scenario):
 
     def _apply(self, ctx: ChaosContext, f: Fault) -> bool:
         """Carry out one fault and heal it; False if it found nothing to act on."""
+        if f.kind == "full":
+            return self._fill(ctx, f)
         if f.kind == "pause":
             with self._server_lock(f):  # never pause a server while `stack up` is looking at it
                 pid = self._pid(ctx, f.target)
@@ -137,6 +163,31 @@ class Nemesis(Scenario):
         self._abort.wait(f.for_s)
         faults.resume(ctx.sup, f.target, timeout=60)
         self._mark(ctx, f"{f.target} running again")
+        self._healed()
+        return True
+
+    def _fill(self, ctx: ChaosContext, f: Fault) -> bool:
+        """Redis full (maxmemory) or the servers' disk full (a ballast file), for the duration."""
+        if f.target == DISK:
+            ballast, size = faults.fill_disk(ctx.settings.state_dir)
+            self._ballast = ballast
+            self._mark(ctx, f"disk full: {size / 2**20:,.0f} MiB of ballast in {ballast.parent}")
+            self._abort.wait(f.for_s)
+            faults.free_disk(ballast)
+            self._ballast = None
+            self._mark(ctx, "disk free again")
+            self._stack_up(ctx, DISK)  # a server that died of the full disk comes back, as an operator would
+            return True
+        with self._server_lock(f):  # not while `stack up` may be restarting Redis
+            if self._pid(ctx, f.target) is None:
+                self._mark(ctx, "fill redis: not running, skipped")
+                return False
+            old = faults.fill_redis(ctx.settings)
+        self._mark(ctx, f"Redis full (maxmemory {faults.FULL_MAXMEMORY}, was {old})")
+        self._abort.wait(f.for_s)
+        with self._server_lock(f):
+            faults.restore_maxmemory(ctx.settings, old)
+        self._mark(ctx, "Redis maxmemory restored")
         self._healed()
         return True
 
@@ -188,6 +239,29 @@ class Nemesis(Scenario):
 
     # ------------------------------------------------------------------ after the drain
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        self._judge_flatness(ctx)
+        self._drain_time(ctx)
+
+    def _judge_flatness(self, ctx: ChaosContext) -> None:
+        """The soak's memory and descriptor checks across the schedule (the services' memory, restarted
+        by the faults now and then; every group's descriptors). Skipped when the schedule is too short."""
+        if self._sampler is None:
+            return
+        self._sampler.__exit__(None, None, None)
+        samples = self._sampler.samples
+        self._sampler = None
+        self.stats.samples = len(samples)
+        for group in SERVICE_GROUPS:  # not this process: it also holds the clients' ledger
+            growth = rss_growth(samples, group)
+            if growth is not None:
+                ctx.check(f"{group} RSS grew at most {RSS_GROWTH_MAX:.0%} across the schedule",
+                          growth <= RSS_GROWTH_MAX, f"{growth:+.1%}")  # fmt: skip
+        groups = sorted({g for s in samples for g in s.groups})
+        if len(samples) >= 8:
+            rising = [g for g in groups if fds_keep_growing(samples, g)]
+            ctx.check("no group's open descriptors rose in every quarter", not rising, ", ".join(rising))
+
+    def _drain_time(self, ctx: ChaosContext) -> None:
         drained = ctx.metrics.get("drained_at")
         if not isinstance(drained, float) or not self._last_heal:
             return
@@ -200,8 +274,12 @@ class Nemesis(Scenario):
 
     def cleanup(self, ctx: ChaosContext) -> None:
         self._abort.set()
+        if self._sampler is not None:
+            self._sampler.__exit__(None, None, None)
         for t in self._threads:
             t.join(60)
+        if self._ballast is not None:
+            faults.free_disk(self._ballast)
         for pid in list(self._paused.values()):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)

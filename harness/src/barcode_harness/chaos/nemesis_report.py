@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from barcode_harness.chaos import sections
+from barcode_harness import sections
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.nemesis import Nemesis, NemesisStats
@@ -22,7 +22,10 @@ from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
-BEGIN, END = sections.NEMESIS
+
+def markers(spec: ScheduleSpec) -> tuple[str, str]:
+    """The section a run writes: a long schedule (the soak-length one) does not replace the series."""
+    return sections.LONG_NEMESIS if spec.duration_s >= sections.LONG_NEMESIS_S else sections.NEMESIS
 
 
 @dataclass
@@ -89,9 +92,11 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
     passed = sum(1 for r in runs if r.result.ok)
     drains = [r.stats.last_heal_to_drained_s for r in runs if r.stats.last_heal_to_drained_s is not None]
     kinds = {(f.target, f.kind) for r in runs for f in r.stats.faults}
+    begin, end = markers(s)
+    long = " (a long schedule)" if (begin, end) == sections.LONG_NEMESIS else ""
     lines = [
-        BEGIN,
-        "## Nemesis: random overlapping faults",
+        begin,
+        f"## Nemesis: random overlapping faults{long}",
         "",
         "`barcode-pipeline chaos nemesis` draws a fault schedule from a seed (`random.Random(seed)`) and "
         f"runs it under the same {p.rate:.0f} scans/s client load and the same ledger as the scenarios "
@@ -109,6 +114,8 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {k} | {MEANING[(k, 'service')]} | {MEANING[(k, 'server')]} |" for k in KINDS]
+    if s.fills:
+        lines += [f"| full | - | {MEANING[('full', 'server')]}; the disk: {MEANING[('full', 'disk')]} |"]
     lines += [
         "",
         f"**{passed} of {len(runs)} iterations passed** (finished {info.finished_at}, "
@@ -150,7 +157,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         f"{s.duration_s:g} --iterations 1 --no-report",
         "```",
         "",
-        END,
+        end,
         "",
     ]
     return "\n".join(lines)
@@ -159,4 +166,4 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
 def write_section(path: Path, runs: list[NemesisRun], info: NemesisInfo) -> Path:
     if not info.finished_at:
         info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
-    return sections.write(path, render_section(runs, info), sections.NEMESIS)
+    return sections.write(path, render_section(runs, info), markers(info.spec))

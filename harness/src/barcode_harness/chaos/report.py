@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from barcode_harness.chaos import sections
+from barcode_harness import sections
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
 from barcode_pipeline.adapters import db

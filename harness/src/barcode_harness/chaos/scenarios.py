@@ -608,14 +608,9 @@ class RedisFull(Scenario):
         self._restarts: dict[str, int] = {}
 
     def inject(self, ctx: ChaosContext) -> None:
-        client = redis_adapter.client(ctx.settings)
-        try:
-            self._old = str(client.config_get("maxmemory")["maxmemory"])
-            client.config_set("maxmemory", "1mb")
-        finally:
-            client.close()
+        self._old = faults.fill_redis(ctx.settings)
         self._restarts = {name: child.restarts for name, child in ctx.sup.children.items()}
-        ctx.mark(f"maxmemory 1mb (was {self._old}): Redis full")
+        ctx.mark(f"maxmemory {faults.FULL_MAXMEMORY} (was {self._old}): Redis full")
 
     def hold(self, ctx: ChaosContext) -> None:
         ctx.sleep(max(0.0, ctx.params.hold_s / 2 - ctx.since_inject()))
@@ -658,11 +653,7 @@ class RedisFull(Scenario):
     def _restore(self, ctx: ChaosContext) -> None:
         if self._old is None:
             return
-        client = redis_adapter.client(ctx.settings)
-        try:
-            client.config_set("maxmemory", self._old)
-        finally:
-            client.close()
+        faults.restore_maxmemory(ctx.settings, self._old)
         ctx.mark(f"maxmemory {self._old} again")
         self._old = None
 

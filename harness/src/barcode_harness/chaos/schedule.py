@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 SERVERS = ("kafka", "redis", "mariadb")
 KINDS = ("kill", "pause", "restart")
+DISK = "disk"  # the filesystem under the stack's state directory, all three servers' data
+FILLABLE = ("redis", DISK)  # targets a "full" fault can hit when the spec asks for them
 
 # What each kind means, per kind of target (for the printed schedule and the report).
 MEANING = {
@@ -24,6 +26,8 @@ MEANING = {
     ("kill", "server"): "SIGKILL; `stack up` after the duration",
     ("pause", "server"): "SIGSTOP for the duration, then SIGCONT",
     ("restart", "server"): "clean shutdown; `stack up` after the duration",
+    ("full", "server"): "Redis full: maxmemory below its use (writes refused), restored after the duration",
+    ("full", "disk"): "the servers' disk full (a ballast file); removed after the duration, then `stack up`",
 }
 
 
@@ -62,11 +66,23 @@ class ScheduleSpec:
     long_pause_s: float = 12.0
     long_pause_share: float = 0.2
     settle_s: float = 1.0  # gap after a target's heal before its next fault
+    # Targets that may also be filled ("full" faults): Redis (maxmemory) and the disk. Off by default,
+    # so the schedule of a seed stays what it was; a long nemesis turns them on.
+    fills: tuple[str, ...] = ()
 
 
-def targets_for(workers: int) -> tuple[str, ...]:
-    """Every target of the catalogue: the processor, each worker and the three servers."""
-    return ("processor", *(f"worker-{i}" for i in range(1, workers + 1)), *SERVERS)
+def kinds_for(target: str, spec: ScheduleSpec) -> tuple[str, ...]:
+    """What can happen to ``target``: the disk can only fill; Redis can also fill when asked."""
+    if target == DISK:
+        return ("full",)
+    return (*KINDS, "full") if target in spec.fills else KINDS
+
+
+def targets_for(workers: int, spec: ScheduleSpec | None = None) -> tuple[str, ...]:
+    """Every target of the catalogue: the processor, each worker, the three servers (and their disk,
+    when the spec fills it)."""
+    disk = (DISK,) if spec is not None and DISK in spec.fills else ()
+    return ("processor", *(f"worker-{i}" for i in range(1, workers + 1)), *SERVERS, *disk)
 
 
 def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) -> list[Fault]:
@@ -86,7 +102,7 @@ def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) ->
     t = rng.uniform(0.0, spec.mean_gap_s / 2)
     while t < window:
         target = rng.choice(list(targets))
-        kind = rng.choice(KINDS)
+        kind = rng.choice(kinds_for(target, spec))
         for_s = round(rng.uniform(spec.min_for_s, spec.max_for_s), 1)
         if kind == "pause" and target == "processor" and rng.random() < spec.long_pause_share:
             for_s = spec.long_pause_s
