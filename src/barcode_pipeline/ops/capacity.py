@@ -76,6 +76,10 @@ def marker_bytes_per_s(rate: float, settings: Settings, per_scan: PerScan = MEAS
     return rate * per_scan.marker_field + hashes_per_s * per_scan.marker_hash
 
 
+def _gib(value: float) -> str:
+    return f"{value / GIB:,.1f} GiB"
+
+
 def _fills(per_day: float, steady: float, bound: int) -> float | None:
     """Days until a store growing ``per_day`` passes ``bound``, if its steady state does not fit."""
     if steady <= bound:
@@ -118,17 +122,30 @@ def plan(
     db_day = rate * DAY_S * per_scan.row
     # a day's partition is dropped once wholly older than the retention: up to one day more is kept
     db_steady = db_day * (retention_days + 1)
+    fixed = redis_steady - markers * (settings.dedup_window_s + 60)  # streams and the DLQ at its bound
+    window_fits = int((bounds.redis_memory - fixed) / markers) - 60 if markers else 0
+    segments = KAFKA_SEGMENT_BYTES * settings.topic_partitions * settings.topic_replication
+    hours_fit = (bounds.kafka_disk - segments) / kafka_day * 24 if kafka_day else 0.0
+    days_fit = int(bounds.db_disk / db_day) - 1 if db_day else 0
     return [
         _line("Redis memory", redis_day, redis_steady, bounds.redis_memory,
-              "BP_DEDUP_WINDOW_S, BP_STREAM_RETENTION_S, BP_DLQ_MAX_ENTRIES; Redis maxmemory"),
+              f"BP_DEDUP_WINDOW_S <= {max(0, window_fits):,} (window now {settings.dedup_window_s:,}), "
+              f"or Redis maxmemory >= {_gib(redis_steady * 1.25)} (25 % headroom)"),
         _line("Redis AOF disk (peak between rewrites)", rate * DAY_S * per_scan.aof, aof_steady,
-              bounds.redis_disk,
-              "as for Redis memory; auto-aof-rewrite-percentage, auto-aof-rewrite-min-size"),
+              bounds.redis_disk, f"a disk of >= {_gib(aof_steady * 1.25)} for the AOF, or less Redis memory"),
         _line("Kafka disk (all replicas)", kafka_day, kafka_steady, bounds.kafka_disk,
-              "BP_TOPIC_RETENTION_HOURS, BP_TOPIC_RETENTION_BYTES, BP_TOPIC_REPLICATION"),
+              f"BP_TOPIC_RETENTION_HOURS <= {max(0.0, hours_fit):,.0f} "
+              f"(now {settings.topic_retention_hours:g}), or BP_TOPIC_RETENTION_BYTES, or more disk"),
         _line("database disk", db_day, db_steady, bounds.db_disk,
-              "BP_DB_RETENTION_DAYS (--days); a bigger disk"),
+              _db_advice(settings, days_fit, retention_days, db_steady)),
     ]  # fmt: skip
+
+
+def _db_advice(settings: Settings, days_fit: int, retention_days: int, steady: float) -> str:
+    disk = f"a disk of >= {_gib(steady * 1.25)}"
+    if days_fit <= settings.scan_max_age_days:  # the retention must keep every scan ingest accepts
+        return f"{disk} (a retention of {days_fit} days would not exceed BP_SCAN_MAX_AGE_DAYS)"
+    return f"BP_DB_RETENTION_DAYS <= {days_fit:,} (--days; now {retention_days}), or {disk}"
 
 
 def fills_first(lines: list[Line]) -> Line | None:
@@ -139,3 +156,32 @@ def fills_first(lines: list[Line]) -> Line | None:
 
 def to_dict(lines: list[Line]) -> list[dict[str, Any]]:
     return [{**asdict(line), "share": round(line.share, 4)} for line in lines]
+
+
+def summary(lines: list[Line]) -> str:
+    """One sentence: what fills first and when, or how full the fullest store gets."""
+    first = fills_first(lines)
+    if first is None:
+        largest = max(lines, key=lambda line: line.share)
+        return f"nothing fills: the fullest store is {largest.store} at {largest.share:.0%} of its bound"
+    return f"fills first: {first.store}, in {first.fills_in_days:,.1f} days; change {first.change}"
+
+
+def markdown(plans: dict[float, list[Line]]) -> str:
+    """The plans as Markdown tables, one per rate (docs/capacity.md shows them)."""
+    out: list[str] = []
+    for rate, lines in plans.items():
+        out += [
+            f"**{rate:,g} scans/s**: {summary(lines)}.",
+            "",
+            "| store | written per day | held at its window / retention | bound | fills |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {line.store} | {_gib(line.per_day)} | {_gib(line.steady)} | {_gib(line.bound)} | "
+                + ("never" if line.fills_in_days is None else f"**in {line.fills_in_days:,.1f} days**")
+                + f" ({line.share:.0%}) |"
+                for line in lines
+            ),
+            "",
+        ]
+    return "\n".join(out)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.logs import setup_logging
-from barcode_pipeline.ops.capacity import GIB, Bounds, Line, fills_first, plan, to_dict
+from barcode_pipeline.ops.capacity import GIB, Bounds, Line, markdown, plan, summary, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,29 @@ def _free_at(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _gib(value: float) -> str:
-    return f"{value / GIB:,.1f} GiB"
-
-
 def _fills_text(line: Line) -> str:
     if line.fills_in_days is None:
         return f"never ({line.share:.0%} of it)"
     return f"[red]in {line.fills_in_days:,.1f} days[/]"
 
 
+def _table(rate: float, lines: list[Line], memory_source: str) -> Table:
+    table = Table(title=f"capacity at {rate:,g} scans/s (Redis bound: {memory_source})")
+    for col in ("store", "written per day", "held at its window / retention", "bound", "fills"):
+        table.add_column(col)
+    for line in lines:
+        table.add_row(line.store, _gib(line.per_day), _gib(line.steady), _gib(line.bound), _fills_text(line))
+    return table
+
+
+def _gib(value: float) -> str:
+    return f"{value / GIB:,.1f} GiB"
+
+
 def capacity(
-    rate: Annotated[float, typer.Option(min=0.001, help="Unique scans per second to plan for.")],
+    rate: Annotated[
+        list[float], typer.Option(min=0.001, help="Unique scans per second to plan for (repeatable).")
+    ],
     days: Annotated[
         int | None, typer.Option(min=1, help="The table's retention in days [BP_DB_RETENTION_DAYS].")
     ] = None,
@@ -68,14 +79,18 @@ def capacity(
     redis_memory: Annotated[
         float | None, typer.Option(min=0.001, help="GiB Redis may use [its maxmemory].")
     ] = None,
-    redis_disk: Annotated[float | None, typer.Option(min=0.001, help="GiB for the AOF [free space].")] = None,
+    disk: Annotated[
+        float | None, typer.Option(min=0.001, help="GiB of each disk below, unless given [free space].")
+    ] = None,
+    redis_disk: Annotated[float | None, typer.Option(min=0.001, help="GiB for the AOF [--disk].")] = None,
     kafka_disk: Annotated[
-        float | None, typer.Option(min=0.001, help="GiB for Kafka, all brokers [free space].")
+        float | None, typer.Option(min=0.001, help="GiB for Kafka, all brokers [--disk].")
     ] = None,
-    db_disk: Annotated[
-        float | None, typer.Option(min=0.001, help="GiB for the database [free space].")
-    ] = None,
+    db_disk: Annotated[float | None, typer.Option(min=0.001, help="GiB for the database [--disk].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_markdown: Annotated[
+        bool, typer.Option("--markdown", help="Markdown tables (as in the docs).")
+    ] = False,
 ) -> None:
     """Each store's size at RATE scans/s: per day, at its window or retention, against its bound;
     what fills first and when, and the settings that move it. Disks default to the free space
@@ -85,31 +100,26 @@ def capacity(
     memory, memory_source = (
         (int(redis_memory * GIB), "--redis-memory") if redis_memory else _maxmemory(settings)
     )
-    free = _free_at(settings.state_dir)
+    free = int(disk * GIB) if disk else _free_at(settings.state_dir)
 
-    def disk(given: float | None) -> int:
+    def size(given: float | None) -> int:
         return int(given * GIB) if given else free
 
-    bounds = Bounds(memory, disk(redis_disk), disk(kafka_disk), disk(db_disk))
-    lines = plan(settings, rate, bounds, days=days, batch_share=batch_share)
-    first = fills_first(lines)
+    bounds = Bounds(memory, size(redis_disk), size(kafka_disk), size(db_disk))
+    plans = {r: plan(settings, r, bounds, days=days, batch_share=batch_share) for r in rate}
     if as_json:
-        out = {"rate": rate, "lines": to_dict(lines), "fills_first": first.store if first else None}
+        out = [{"rate": r, "lines": to_dict(lines), "summary": summary(lines)} for r, lines in plans.items()]
         typer.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title=f"capacity at {rate:,g} scans/s (Redis bound: {memory_source})")
-    for col in ("store", "written per day", "held at its window / retention", "bound", "fills"):
-        table.add_column(col)
-    for line in lines:
-        table.add_row(line.store, _gib(line.per_day), _gib(line.steady), _gib(line.bound), _fills_text(line))
-    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
-    for line in lines:
-        typer.echo(f"{line.store}: {line.change}")
-    if first is None:
-        largest = max(lines, key=lambda line: line.share)
-        typer.echo(f"nothing fills: the fullest store is {largest.store} at {largest.share:.0%} of its bound")
-    else:
-        typer.echo(f"fills first: {first.store}, in {first.fills_in_days:,.1f} days; change {first.change}")
+    if as_markdown:
+        typer.echo(markdown(plans))
+        return
+    console = Console(width=max(100, shutil.get_terminal_size().columns))
+    for r, lines in plans.items():
+        console.print(_table(r, lines, memory_source))
+        for line in lines:
+            typer.echo(f"{line.store}: {line.change}")
+        typer.echo(summary(lines))
 
 
 def register(app: typer.Typer) -> None:

@@ -410,6 +410,19 @@ def soak_cmd(
         raise typer.Exit(1)
 
 
+@bench_app.command("plan")
+def plan_cmd(
+    doc: Annotated[Path, typer.Option(help="Markdown file whose plan section is rewritten.")] = Path(
+        "docs/capacity.md"
+    ),
+) -> None:
+    """Write the capacity plan at 100, 1,000 and 5,000 scans/s into the docs (`capacity` at each rate)."""
+    from barcode_harness.bench.capacityplan import write_section
+
+    setup_logging("INFO", "bench-plan")
+    typer.echo(f"section written to {write_section(doc, load_settings())}")
+
+
 @bench_app.command("docs")
 def docs_cmd(
     results: Annotated[
