@@ -10,19 +10,18 @@ from typing import Any
 import orjson
 import pytest
 
-from barcode_harness.bench import loadgen
+from barcode_harness.bench import generator
+from barcode_harness.bench.generator import calibrate, find_ceiling
 from barcode_harness.bench.httpclient import Pacer
 from barcode_harness.bench.loadgen import (
     LoadSpec,
-    busy_share,
-    calibrate,
-    cpu_times,
-    find_ceiling,
     run_load,
     run_load_async,
     schedule_count,
     scheduled_offset,
 )
+from barcode_harness.bench.procstats import busy_share
+from barcode_harness.bench.procstats import machine_ticks as cpu_times
 from barcode_harness.bench.trivial_server import answer, trivial_server_thread
 from barcode_pipeline.domain.validation import ScanRules, parse_scan
 from barcode_pipeline.errors import ConfigError
@@ -232,7 +231,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     # grows by `growth` while sustained, and never past max_rate
     fake = _FakeLoad(capacity=10_000)
-    monkeypatch.setattr(loadgen, "run_load", fake)
+    monkeypatch.setattr(generator, "run_load", fake)
     best, steps = find_ceiling(template, start_rate=100, growth=2, max_rate=400, max_p99_ms=1000)
     assert [s.rate for s in steps] == [100, 200, 400]
     assert all(s.sustained for s in steps) and best == 400
@@ -243,7 +242,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     # the first failure stops the growth, then bisection narrows (good, bad) step by step
     fake = _FakeLoad(capacity=700)
-    monkeypatch.setattr(loadgen, "run_load", fake)
+    monkeypatch.setattr(generator, "run_load", fake)
     seen: list[float] = []
     best, steps = find_ceiling(
         template,
@@ -267,7 +266,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert [s.rate for s in fake.specs] == seen
 
     # nothing sustained at all: the ceiling is 0
-    monkeypatch.setattr(loadgen, "run_load", _FakeLoad(capacity=0))
+    monkeypatch.setattr(generator, "run_load", _FakeLoad(capacity=0))
     best, steps = find_ceiling(template, start_rate=100, refine_steps=2, max_rate=1000)
     assert best == 0 and not any(s.sustained for s in steps)
 

@@ -4,8 +4,8 @@ Open loop: request k is due at ``start + k / rate`` whether or not earlier ones 
 its latency is measured from that *scheduled* instant, so a slow server cannot slow the client
 down and hide its own slowness (no coordinated omission). Service time (from the moment the
 request was written) and the pacer's own lateness are recorded too, to tell queueing, server
-and client cost apart. ``calibrate`` runs the same load against a trivial endpoint: what the
-generator sees there is its own overhead.
+and client cost apart. ``bench/generator.py`` runs the same load against a trivial endpoint: what
+the generator sees there is its own overhead.
 
 One asyncio process drives a few thousand requests/s on this machine; ``processes=N`` splits the
 rate over N worker processes (interleaved schedules, one shared start instant) and merges their
@@ -34,12 +34,13 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import orjson
 
+from barcode_harness.bench import procstats
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary, SecondPoint, TimeSeries
 from barcode_harness.bench.httpclient import AiohttpClient, Client, Pacer, RawHttpClient, Request
 from barcode_harness.scanner.barcodes import BarcodeFactory
@@ -298,23 +299,6 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def cpu_times() -> tuple[int, int] | None:
-    """(busy, total) jiffies over all cores from /proc/stat; None where it does not exist."""
-    try:
-        with open("/proc/stat", "rb") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 # --------------------------------------------------------------------------- one worker
@@ -605,10 +589,10 @@ def run_load(spec: LoadSpec) -> LoadResult:
     """
     token = secrets.token_hex(4)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    cpu_before = cpu_times()
+    cpu_before = procstats.machine_ticks()
     parts = [_run_worker(spec, 0, token, None)] if spec.processes == 1 else _run_processes(spec, token)
     result = _merge(spec, parts)
-    result.machine_cpu_busy = busy_share(cpu_before, cpu_times())
+    result.machine_cpu_busy = procstats.busy_share(cpu_before, procstats.machine_ticks())
     result.loadavg_at_start = load_before
     log.info(
         "load %s %.0f req/s x %.1f s: %d ok, %d errors, p50 %.2f ms p99 %.2f ms max %.2f ms",
@@ -634,67 +618,3 @@ def run_load(spec: LoadSpec) -> LoadResult:
 async def run_load_async(spec: LoadSpec) -> LoadResult:
     """:func:`run_load` from async code: on its own thread and loop, so the caller's loop keeps running."""
     return await asyncio.to_thread(run_load, spec)
-
-
-def calibrate(spec: LoadSpec, *, server_processes: int = 1) -> LoadResult:
-    """The same load against the trivial endpoint: the latency the generator itself adds at this rate.
-
-    The endpoint runs in its own process(es), sharing the machine's cores with the generator,
-    exactly as a real server under test would.
-    """
-    from barcode_harness.bench.trivial_server import TrivialServerProcess
-
-    with TrivialServerProcess(processes=server_processes) as server:
-        return run_load(replace(spec, url=server.url, acked_ids_path=None))
-
-
-@dataclass(frozen=True)
-class CeilingStep:
-    rate: float
-    sustained: bool
-    result: LoadResult
-
-
-def find_ceiling(
-    template: LoadSpec,
-    *,
-    start_rate: float = 1000.0,
-    growth: float = 1.5,
-    refine_steps: int = 3,
-    max_rate: float = 200_000.0,
-    max_p99_ms: float = 20.0,
-    on_step: Callable[[CeilingStep], None] | None = None,
-) -> tuple[float, list[CeilingStep]]:
-    """Highest rate of ``template`` (url and all) that is sustained: grow geometrically, then bisect.
-
-    Against the trivial endpoint this is the generator's own ceiling on this machine.
-    """
-    steps: list[CeilingStep] = []
-
-    def attempt(rate: float) -> bool:
-        result = run_load(replace(template, rate=rate, acked_ids_path=None))
-        step = CeilingStep(rate, result.sustained(max_p99_ms=max_p99_ms), result)
-        steps.append(step)
-        if on_step is not None:
-            on_step(step)
-        return step.sustained
-
-    good, bad = 0.0, math.inf
-    rate = start_rate
-    while rate <= max_rate:
-        if attempt(rate):
-            good = rate
-            rate *= growth
-        else:
-            bad = rate
-            break
-    if math.isfinite(bad):
-        for _ in range(refine_steps):
-            mid = round((good + bad) / 2, -1) if good else bad / 2
-            if mid in (good, bad) or mid <= 0:
-                break
-            if attempt(mid):
-                good = mid
-            else:
-                bad = mid
-    return good, steps

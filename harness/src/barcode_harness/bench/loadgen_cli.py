@@ -17,14 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from barcode_harness.bench.loadgen import (
-    CeilingStep,
-    LoadResult,
-    LoadSpec,
-    calibrate,
-    find_ceiling,
-    run_load,
-)
+from barcode_harness.bench.generator import CeilingStep, calibrate, find_ceiling
+from barcode_harness.bench.loadgen import LoadResult, LoadSpec, run_load
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_pipeline.logs import setup_logging
 

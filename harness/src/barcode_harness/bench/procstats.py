@@ -45,8 +45,8 @@ def _all_processes() -> dict[int, tuple[int, int]]:
     return out
 
 
-def _machine_ticks() -> tuple[int, int] | None:
-    """(busy, total) ticks over all cores."""
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) ticks over all cores (idle and iowait are not busy); None without /proc."""
     try:
         with open("/proc/stat", "rb") as stat:
             fields = [int(x) for x in stat.readline().split()[1:]]
@@ -109,7 +109,7 @@ def snapshot(roots: Mapping[str, list[int]], rest: str | None = None) -> CpuSnap
     """
     procs = _all_processes()
     groups = {name: sum(procs[p][1] for p in pids) for name, pids in _members(roots, procs, rest).items()}
-    return CpuSnapshot(time.monotonic(), groups, _machine_ticks())
+    return CpuSnapshot(time.monotonic(), groups, machine_ticks())
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,13 @@ def resources(roots: Mapping[str, list[int]], *, alone: Collection[str] = ()) ->
     return out
 
 
+def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of all cores busy between two :func:`machine_ticks` readings (anyone's work)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     """Average cores each group kept busy between the snapshots (1.0 = one core all the time).
 
@@ -160,7 +167,7 @@ def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
         name: round(max(0, after.groups.get(name, 0) - before.groups.get(name, 0)) / _TICKS / dt, 3)
         for name in after.groups
     }
-    if before.machine and after.machine and after.machine[1] > before.machine[1]:
-        busy = (after.machine[0] - before.machine[0]) / (after.machine[1] - before.machine[1])
+    busy = busy_share(before.machine, after.machine)
+    if busy is not None:
         out["machine"] = round(busy * (os.cpu_count() or 1), 3)
     return out
