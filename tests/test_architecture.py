@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "src" / "barcode_pipeline"
+HARNESS = ROOT / "harness" / "src" / "barcode_harness"
 HARNESS_ONLY = {"barcode_harness", "matplotlib", "hdrh", "aiohttp", "pytest", "httpx"}
 
 
@@ -105,13 +106,13 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
 FOUNDATION = LAYERS[0]
 
 
-def _module(path: Path) -> str:
-    parts = path.relative_to(RUNTIME.parent).with_suffix("").parts
+def _module(path: Path, package: Path = RUNTIME) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module(p): p for p in sorted(RUNTIME.rglob("*.py"))}
+def _modules(package: Path = RUNTIME) -> dict[str, Path]:
+    return {_module(p, package): p for p in sorted(package.rglob("*.py"))}
 
 
 def _edges(modules: dict[str, Path]) -> dict[str, set[str]]:
@@ -196,6 +197,11 @@ def test_imports_point_down_the_layers() -> None:
 
 def test_no_two_product_modules_import_each_other() -> None:
     assert cycles(_edges(_modules())) == []
+
+
+def test_no_circle_among_the_harness_modules() -> None:
+    """The harness too: its stack, bench and chaos modules each build on the ones below."""
+    assert cycles(_edges(_modules(HARNESS))) == []
 
 
 def test_the_layering_checks_catch_a_climb_a_sideways_import_and_a_circle() -> None:

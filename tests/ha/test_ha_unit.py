@@ -8,14 +8,13 @@ import pytest
 
 from barcode_harness.stack import profile
 from barcode_harness.stack.ha import (
-    Topology,
-    check_subnet,
     client_settings,
     render_ha_redis_conf,
     render_kafka_node_properties,
     render_sentinel_conf,
 )
 from barcode_harness.stack.haproxy import render_haproxy_cfg
+from barcode_harness.stack.topology import Topology, check_subnet
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, StackError

@@ -45,7 +45,7 @@ def secure_stack() -> Iterator[Settings]:
     Stopped at the end of the session if this session started it (as ``tests/ha``'s stack is), also
     when tests fail or ``up`` fails half-way: left running, it holds its ports against the next run.
     """
-    from barcode_harness.stack.manager import secure_manager
+    from barcode_harness.stack.managers import secure_manager
 
     manager = secure_manager(secure_base_settings())
     was_up = manager.healthy()

@@ -119,7 +119,7 @@ class BenchEnv:
 
     def __enter__(self) -> BenchEnv:
         if self.start_stack:
-            from barcode_harness.stack.ha import manager_for
+            from barcode_harness.stack.managers import manager_for
 
             manager_for(self.settings).up(quiet=True)
         reset_database(self.settings, fresh=self.fresh_db)
@@ -185,11 +185,11 @@ class BenchEnv:
 
     def pids(self) -> dict[str, list[int]]:
         """Root pids per group, for CPU accounting (stack servers included when they are ours)."""
-        from barcode_harness.bench.soaksample import group_pids
+        from barcode_harness.bench.procstats import group_pids
 
         servers: dict[str, Any] = {}
         try:
-            from barcode_harness.stack.ha import manager_for
+            from barcode_harness.stack.managers import manager_for
 
             servers = dict(manager_for(self.settings).components)
         except Exception as exc:  # someone else's servers: no CPU figures for them

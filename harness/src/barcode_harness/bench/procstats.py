@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from barcode_pipeline.run.supervisor import Supervisor
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -171,3 +175,18 @@ def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     if busy is not None:
         out["machine"] = round(busy * (os.cpu_count() or 1), 3)
     return out
+
+
+def group_pids(supervisors: Iterable[Supervisor | None], servers: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Root pids per group: each supervised role (the workers together) and each server of the stack."""
+    groups: dict[str, list[int]] = {}
+    for sup in supervisors:
+        for child in sup.children.values() if sup is not None else ():
+            if child.pid is not None:
+                role = "workers" if child.spec.role == "worker" else child.spec.role
+                groups.setdefault(role, []).append(child.pid)
+    for name, component in servers.items():
+        pid = component.pid()
+        if pid is not None:
+            groups[name] = [pid]
+    return groups

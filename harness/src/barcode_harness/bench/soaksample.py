@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
 from barcode_pipeline.config import Settings
-from barcode_pipeline.run.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -141,18 +140,3 @@ class SoakSampler:
             conn.close()
         groups = procstats.resources(self._roots(), alone=(SUPERVISOR,))
         return Sample(t, stores, groups, cpu)
-
-
-def group_pids(supervisors: Iterable[Supervisor | None], servers: Mapping[str, Any]) -> dict[str, list[int]]:
-    """Root pids per group: each supervised role (the workers together) and each server of the stack."""
-    groups: dict[str, list[int]] = {}
-    for sup in supervisors:
-        for child in sup.children.values() if sup is not None else ():
-            if child.pid is not None:
-                role = "workers" if child.spec.role == "worker" else child.spec.role
-                groups.setdefault(role, []).append(child.pid)
-    for name, component in servers.items():
-        pid = component.pid()
-        if pid is not None:
-            groups[name] = [pid]
-    return groups

@@ -19,8 +19,8 @@ from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
-from barcode_harness.stack.ha import APP_HOSTS, Topology
 from barcode_harness.stack.netns import NetNode, namespace_pids
+from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.errors import PipelineError

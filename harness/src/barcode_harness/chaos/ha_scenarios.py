@@ -26,8 +26,9 @@ from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.stack import netns
 from barcode_harness.stack.base import Component
-from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager, Topology
+from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager
 from barcode_harness.stack.haproxy import HaProxy
+from barcode_harness.stack.topology import Topology
 from barcode_pipeline import names
 from barcode_pipeline.adapters.sentinel import primary_address
 from barcode_pipeline.config import Settings

@@ -29,8 +29,8 @@ from barcode_harness.chaos.context import ChaosContext, ChaosParams
 from barcode_harness.chaos.load import LoadConfig, ScannerLoad
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.keys import with_harness_key
-from barcode_harness.stack.ha import manager_for
 from barcode_harness.stack.manager import StackManager
+from barcode_harness.stack.managers import manager_for
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained

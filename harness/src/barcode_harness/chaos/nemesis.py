@@ -17,8 +17,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barcode_harness.bench.procstats import group_pids
 from barcode_harness.bench.soak import RSS_GROWTH_MAX, SERVICE_GROUPS, fds_keep_growing, rss_growth
-from barcode_harness.bench.soaksample import SoakSampler, group_pids
+from barcode_harness.bench.soaksample import SoakSampler
 from barcode_harness.chaos import faults
 from barcode_harness.chaos.checks import Ledger
 from barcode_harness.chaos.context import ChaosContext

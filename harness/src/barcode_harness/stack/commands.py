@@ -12,8 +12,8 @@ from rich.table import Table
 
 from barcode_harness.stack import profile as profiles
 from barcode_harness.stack import secure as transport
-from barcode_harness.stack.ha import manager_for
-from barcode_harness.stack.manager import COMPONENT_NAMES, StackManager, secure_manager
+from barcode_harness.stack.manager import COMPONENT_NAMES, StackManager
+from barcode_harness.stack.managers import manager_for, secure_manager
 from barcode_pipeline.config import load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
@@ -24,7 +23,6 @@ import subprocess
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,83 +36,29 @@ from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.kafka import KafkaComponent, render_log4j2
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.mariadb import MariaDBComponent
-from barcode_harness.stack.netns import NetNode, Network
+from barcode_harness.stack.netns import Network
 from barcode_harness.stack.redis import HASH_MAX_LISTPACK_ENTRIES, REDIS_MAXMEMORY, RedisComponent
+from barcode_harness.stack.topology import (
+    APP_HOSTS,
+    CONTROLLER_PORT,
+    KAFKA_PORT,
+    MARIADB_PORT,
+    NODES,
+    REDIS_PORT,
+    SENTINEL_PORT,
+    Topology,
+    check_subnet,
+)
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.config import Settings
-from barcode_pipeline.errors import ConfigError, MissingPrerequisite, StackError
+from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 log = logging.getLogger(__name__)
 
-KAFKA_PORT = 9092
-CONTROLLER_PORT = 9093
-REDIS_PORT = 6379
-SENTINEL_PORT = 26379
-MARIADB_PORT = 3306
-NODES = 3
 SENTINEL_QUORUM = 2
 SENTINEL_DOWN_AFTER_MS = 2000
 SENTINEL_FAILOVER_TIMEOUT_MS = 10_000
 MIN_REPLICAS_MAX_LAG_S = 5
-APP_HOSTS = 2
-
-
-def check_subnet(subnet: str) -> None:
-    """BP_HA_SUBNET must be an IPv4 network with room for every node (.1 to .52)."""
-    try:
-        net = ipaddress.ip_network(subnet)
-    except ValueError as exc:
-        raise ConfigError(f"BP_HA_SUBNET: {exc}") from None
-    if net.version != 4 or net.num_addresses < 64:
-        raise ConfigError(f"BP_HA_SUBNET: {subnet} must be an IPv4 network of at least 64 addresses (/26)")
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Addresses of every node, derived from the subnet: .1 host, .11-13 Kafka, .21-23 Redis,
-    .31-33 Sentinel, .40 MariaDB, .50 HAProxy, .51-52 the app hosts (``run``, stack/haproxy.py)."""
-
-    subnet: str
-
-    def _ip(self, offset: int) -> str:
-        return str(ipaddress.ip_network(self.subnet).network_address + offset)
-
-    def kafka(self, i: int) -> NetNode:
-        return NetNode(f"k{i}", self._ip(10 + i))
-
-    def redis(self, i: int) -> NetNode:
-        return NetNode(f"r{i}", self._ip(20 + i))
-
-    def sentinel(self, i: int) -> NetNode:
-        return NetNode(f"s{i}", self._ip(30 + i))
-
-    def mariadb(self) -> NetNode:
-        return NetNode("db", self._ip(40))
-
-    def balancer(self) -> NetNode:
-        return NetNode("lb", self._ip(50))
-
-    def app(self, i: int) -> NetNode:
-        return NetNode(f"app{i}", self._ip(50 + i))
-
-    def all_nodes(self) -> list[NetNode]:
-        rng = range(1, NODES + 1)
-        return [
-            *(self.kafka(i) for i in rng),
-            *(self.redis(i) for i in rng),
-            *(self.sentinel(i) for i in rng),
-            self.mariadb(),
-            self.balancer(),
-            *(self.app(i) for i in range(1, APP_HOSTS + 1)),
-        ]
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(f"{self.kafka(i).ip}:{KAFKA_PORT}" for i in range(1, NODES + 1))
-
-    @property
-    def sentinels(self) -> str:
-        return ",".join(f"{self.sentinel(i).ip}:{SENTINEL_PORT}" for i in range(1, NODES + 1))
 
 
 def client_settings(settings: Settings) -> Settings:
@@ -560,12 +504,3 @@ class HaStackManager(StackManager):
             "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
-
-
-def manager_for(settings: Settings, *, monitoring: bool = False) -> StackManager:
-    """The stack manager of ``settings.stack_profile``."""
-    if settings.stack_profile != "ha":
-        return StackManager(settings, monitoring=monitoring)
-    if monitoring:
-        raise ConfigError("--monitoring is not available with the ha profile yet")
-    return HaStackManager(settings)

@@ -12,15 +12,12 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from barcode_harness.stack.base import Component
+from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite
-
-if TYPE_CHECKING:
-    from barcode_harness.stack.ha import Topology
 
 CHECK_INTERVAL_MS = 500
 
@@ -62,8 +59,6 @@ class HaProxy(Component):
 
     def __init__(self, settings: Settings, topo: Topology) -> None:
         super().__init__(settings)
-        from barcode_harness.stack.ha import APP_HOSTS
-
         self.net = topo.balancer()
         self.backends = [(f"app{i}", topo.app(i).ip) for i in range(1, APP_HOSTS + 1)]
 

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from barcode_harness.stack import secure
 from barcode_harness.stack.base import Component
 from barcode_pipeline.adapters.kafka import connection_config
 from barcode_pipeline.config import Settings
@@ -94,6 +95,42 @@ log.retention.hours=168
 num.network.threads=2
 num.io.threads=4
 """
+
+
+def secured_server_properties(settings: Settings, data_dir: Path, files: secure.SecureFiles) -> str:
+    """server.properties of a SASL_SSL broker whose controller listener takes only mutual TLS."""
+    host, port = split_hostport(settings.kafka_bootstrap, 9092)
+    cport = settings.kafka_controller_port
+    base = render_server_properties(settings, data_dir)
+    drop = (
+        "listeners=",
+        "advertised.listeners=",
+        "inter.broker.listener.name=",
+        "listener.security.protocol.map=",
+    )
+    kept = "\n".join(line for line in base.splitlines() if not line.startswith(drop))
+    admin = files.password("kafka", "admin")
+    return f"""{kept}
+# --- secured (stack up --secure) ---
+listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{cport}
+advertised.listeners=SASL_SSL://{host}:{port}
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
+sasl.enabled.mechanisms={secure.SCRAM}
+sasl.mechanism.inter.broker.protocol={secure.SCRAM}
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{admin}";
+ssl.keystore.type=PEM
+ssl.keystore.location={files.kafka_keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={files.ca_cert}
+ssl.endpoint.identification.algorithm=https
+listener.name.controller.ssl.client.auth=required
+# Per-user ACLs (kafka_acls): the broker itself (SCRAM admin between listeners, its certificate to
+# the controller) and the tools are super users; ingest and the processor get what they use.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:{secure.CERT_PRINCIPAL}
+allow.everyone.if.no.acl.found=false
+"""  # noqa: E501
 
 
 def render_log4j2(log_dir: Path) -> str:
@@ -191,10 +228,8 @@ class KafkaComponent(Component):
         if self.secure is None:
             props.write_text(render_server_properties(self.settings, self.data_dir))
         else:
-            from barcode_harness.stack import secure
-
             props.touch(mode=0o600)  # it holds the broker's own SCRAM password
-            props.write_text(secure.kafka_properties(self.settings, self.data_dir, self.secure))
+            props.write_text(secured_server_properties(self.settings, self.data_dir, self.secure))
             props.chmod(0o600)
         (self.home / "log4j2.properties").write_text(render_log4j2(self.home / "logs"))
         if (self.data_dir / "meta.properties").exists():
@@ -211,9 +246,7 @@ class KafkaComponent(Component):
                f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props),
                "--ignore-formatted"]  # fmt: skip
         if self.secure is not None:
-            from barcode_harness.stack.secure import kafka_format_args
-
-            cmd += kafka_format_args(self.secure)
+            cmd += secure.kafka_format_args(self.secure)
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise StackError(
@@ -236,10 +269,8 @@ class KafkaComponent(Component):
         """A secured broker: the per-user ACLs (idempotent; an existing binding is left as it is)."""
         if self.secure is None:
             return
-        from barcode_harness.stack.secure import kafka_acls
-
         admin = AdminClient({**connection_config(self.settings), "log_level": 0})
-        for future in admin.create_acls(kafka_acls(self.settings), request_timeout=15).values():  # type: ignore[arg-type]
+        for future in admin.create_acls(secure.kafka_acls(self.settings), request_timeout=15).values():  # type: ignore[arg-type]
             future.result(20)
 
     def check(self) -> None:

@@ -133,26 +133,3 @@ class StackManager:
             "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
-
-
-def ensure_up(settings: Settings) -> None:
-    """Start the local stack of ``settings.stack_profile`` if it is not running (idempotent):
-    ``run``'s start-up hook."""
-    from barcode_harness.stack.ha import manager_for  # ha.py builds on this module
-
-    if transport.wanted(settings):
-        transport.require_client_settings(settings)
-        secure_manager(settings).up(quiet=True)
-        return
-    manager_for(settings).up(quiet=True)
-
-
-def secure_manager(settings: Settings, *, monitoring: bool = False) -> StackManager:
-    """The single-node stack secured (stack/secure.py), its components holding the admin's settings."""
-    if settings.stack_profile != "single":
-        raise ConfigError("--secure: only the single profile can be secured yet")
-    if monitoring:
-        raise ConfigError("--monitoring is not available on a secured stack yet (its exporters need users)")
-    files = transport.SecureFiles.of(settings)
-    files.ensure()
-    return StackManager(transport.secure_settings(settings), secure=files)

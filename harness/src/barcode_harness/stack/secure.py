@@ -283,44 +283,6 @@ def require_client_settings(settings: Settings) -> None:
 # --- server configuration -------------------------------------------------------------------------
 
 
-def kafka_properties(settings: Settings, data_dir: Path, files: SecureFiles) -> str:
-    """server.properties of a SASL_SSL broker whose controller listener takes only mutual TLS."""
-    from barcode_harness.stack.kafka import render_server_properties, split_hostport
-
-    host, port = split_hostport(settings.kafka_bootstrap, 9092)
-    cport = settings.kafka_controller_port
-    base = render_server_properties(settings, data_dir)
-    drop = (
-        "listeners=",
-        "advertised.listeners=",
-        "inter.broker.listener.name=",
-        "listener.security.protocol.map=",
-    )
-    kept = "\n".join(line for line in base.splitlines() if not line.startswith(drop))
-    admin = files.password("kafka", "admin")
-    return f"""{kept}
-# --- secured (stack up --secure) ---
-listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{cport}
-advertised.listeners=SASL_SSL://{host}:{port}
-inter.broker.listener.name=SASL_SSL
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
-sasl.enabled.mechanisms={SCRAM}
-sasl.mechanism.inter.broker.protocol={SCRAM}
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{admin}";
-ssl.keystore.type=PEM
-ssl.keystore.location={files.kafka_keystore}
-ssl.truststore.type=PEM
-ssl.truststore.location={files.ca_cert}
-ssl.endpoint.identification.algorithm=https
-listener.name.controller.ssl.client.auth=required
-# Per-user ACLs (kafka_acls): the broker itself (SCRAM admin between listeners, its certificate to
-# the controller) and the tools are super users; ingest and the processor get what they use.
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:admin;User:{CERT_PRINCIPAL}
-allow.everyone.if.no.acl.found=false
-"""  # noqa: E501
-
-
 CERT_PRINCIPAL = "CN=127.0.0.1"  # the server certificate's subject: the broker when it calls its controller
 
 

@@ -1,0 +1,42 @@
+"""Which stack manager a set of settings gets: single, ha, or the secured single.
+
+Kept apart from stack/manager.py and stack/ha.py, which it chooses between, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+from barcode_harness.stack import secure as transport
+from barcode_harness.stack.ha import HaStackManager
+from barcode_harness.stack.manager import StackManager
+from barcode_pipeline.config import Settings
+from barcode_pipeline.errors import ConfigError
+
+
+def manager_for(settings: Settings, *, monitoring: bool = False) -> StackManager:
+    """The stack manager of ``settings.stack_profile``."""
+    if settings.stack_profile != "ha":
+        return StackManager(settings, monitoring=monitoring)
+    if monitoring:
+        raise ConfigError("--monitoring is not available with the ha profile yet")
+    return HaStackManager(settings)
+
+
+def secure_manager(settings: Settings, *, monitoring: bool = False) -> StackManager:
+    """The single-node stack secured (stack/secure.py), its components holding the admin's settings."""
+    if settings.stack_profile != "single":
+        raise ConfigError("--secure: only the single profile can be secured yet")
+    if monitoring:
+        raise ConfigError("--monitoring is not available on a secured stack yet (its exporters need users)")
+    files = transport.SecureFiles.of(settings)
+    files.ensure()
+    return StackManager(transport.secure_settings(settings), secure=files)
+
+
+def ensure_up(settings: Settings) -> None:
+    """Start the local stack of ``settings.stack_profile`` if it is not running (idempotent):
+    ``run``'s start-up hook."""
+    if transport.wanted(settings):
+        transport.require_client_settings(settings)
+        secure_manager(settings).up(quiet=True)
+        return
+    manager_for(settings).up(quiet=True)

@@ -1,0 +1,79 @@
+"""The addresses of every node of the ``ha`` profile, derived from one subnet.
+
+Shared by the ha manager (stack/ha.py) and HAProxy's config (stack/haproxy.py), so neither imports
+the other for them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from barcode_harness.stack.netns import NetNode
+from barcode_pipeline.errors import ConfigError
+
+KAFKA_PORT = 9092
+CONTROLLER_PORT = 9093
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+MARIADB_PORT = 3306
+NODES = 3
+APP_HOSTS = 2
+
+
+def check_subnet(subnet: str) -> None:
+    """BP_HA_SUBNET must be an IPv4 network with room for every node (.1 to .52)."""
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError as exc:
+        raise ConfigError(f"BP_HA_SUBNET: {exc}") from None
+    if net.version != 4 or net.num_addresses < 64:
+        raise ConfigError(f"BP_HA_SUBNET: {subnet} must be an IPv4 network of at least 64 addresses (/26)")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Addresses of every node, derived from the subnet: .1 host, .11-13 Kafka, .21-23 Redis,
+    .31-33 Sentinel, .40 MariaDB, .50 HAProxy, .51-52 the app hosts (``run``, stack/haproxy.py)."""
+
+    subnet: str
+
+    def _ip(self, offset: int) -> str:
+        return str(ipaddress.ip_network(self.subnet).network_address + offset)
+
+    def kafka(self, i: int) -> NetNode:
+        return NetNode(f"k{i}", self._ip(10 + i))
+
+    def redis(self, i: int) -> NetNode:
+        return NetNode(f"r{i}", self._ip(20 + i))
+
+    def sentinel(self, i: int) -> NetNode:
+        return NetNode(f"s{i}", self._ip(30 + i))
+
+    def mariadb(self) -> NetNode:
+        return NetNode("db", self._ip(40))
+
+    def balancer(self) -> NetNode:
+        return NetNode("lb", self._ip(50))
+
+    def app(self, i: int) -> NetNode:
+        return NetNode(f"app{i}", self._ip(50 + i))
+
+    def all_nodes(self) -> list[NetNode]:
+        rng = range(1, NODES + 1)
+        return [
+            *(self.kafka(i) for i in rng),
+            *(self.redis(i) for i in rng),
+            *(self.sentinel(i) for i in rng),
+            self.mariadb(),
+            self.balancer(),
+            *(self.app(i) for i in range(1, APP_HOSTS + 1)),
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{self.kafka(i).ip}:{KAFKA_PORT}" for i in range(1, NODES + 1))
+
+    @property
+    def sentinels(self) -> str:
+        return ",".join(f"{self.sentinel(i).ip}:{SENTINEL_PORT}" for i in range(1, NODES + 1))
