@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 
 import pytest
+from starlette.responses import Response
 
-from barcode_pipeline.auth.guard import Authenticator, TokenBucket, _presented_key
+from barcode_pipeline.auth.guard import (
+    MALFORMED,
+    MAX_KEY_BYTES,
+    Authenticator,
+    Principal,
+    TokenBucket,
+    _presented_key,
+)
 from barcode_pipeline.auth.keys import check_name, digest, new_secret
 from barcode_pipeline.auth.store import StoredKey
 from barcode_pipeline.config import Settings, load_settings
@@ -65,9 +74,56 @@ def test_the_key_comes_from_bearer_or_x_api_key() -> None:
     assert _presented_key([(b"authorization", b"Bearer abc")]) == b"abc"
     assert _presented_key([(b"authorization", b"bearer  abc ")]) == b"abc"
     assert _presented_key([(b"x-api-key", b"k1")]) == b"k1"
-    assert _presented_key([(b"authorization", b"Basic dXNlcg==")]) is None
-    assert _presented_key([(b"authorization", b"Bearer ")]) is None
     assert _presented_key([(b"content-type", b"application/json")]) is None
+    # a key header without a usable key is malformed, never "no key" (a trusted network would admit it)
+    for bad in (b"Basic dXNlcg==", b"Bearer ", b"Bearer", b"Bearer\tabc", b"Bearer " + b"k" * 129):
+        assert _presented_key([(b"authorization", bad)]) == MALFORMED, bad
+    assert _presented_key([(b"x-api-key", b" ")]) == MALFORMED
+    two = [(b"authorization", b"Bearer abc"), (b"x-api-key", b"other")]
+    assert _presented_key(two) == MALFORMED  # two different keys: neither is believed
+    assert _presented_key([(b"authorization", b"Bearer abc"), (b"x-api-key", b"abc")]) == b"abc"
+    assert _presented_key([(b"authorization", b"Bearer " + b"k" * MAX_KEY_BYTES)]) == b"k" * MAX_KEY_BYTES
+
+
+def _scope(headers: list[tuple[bytes, bytes]], client: str = "127.0.0.1") -> dict[str, object]:
+    return {"type": "http", "headers": headers, "client": (client, 40000)}
+
+
+def _name(answer: Principal | Response) -> str:
+    assert isinstance(answer, Principal), answer
+    return answer.name
+
+
+def test_a_malformed_key_is_refused_even_from_a_trusted_network() -> None:
+    settings = Settings(ingest_auth="required", ingest_trusted_networks="127.0.0.0/8=*")
+    guard = Authenticator(settings, IngestMetrics(), load=list)
+    guard.replace_keys([])
+    assert isinstance(guard.identify(_scope([])), Principal)  # no key header: the network admits it
+    refused = guard.identify(_scope([(b"authorization", b"Bearer ")]))
+    assert isinstance(refused, Response) and refused.status_code == 401
+    assert b"malformed" in refused.body or b"one key" in refused.body
+
+
+def test_a_refresh_that_fails_in_any_way_keeps_the_keys_and_the_loop() -> None:
+    calls = 0
+
+    def load() -> list[StoredKey]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise FileNotFoundError("ca.pem")  # not one of ours: it used to end the loop for good
+        return [_stored("a", "sa", ("*",), revoked=calls >= 3)]
+
+    metrics = IngestMetrics()
+    guard = Authenticator(Settings(ingest_auth="required"), metrics, load=load)
+    asyncio.run(guard.refresh())
+    assert _name(guard.identify(_scope([(b"authorization", b"Bearer sa")]))) == "a"
+    asyncio.run(guard.refresh())  # fails: the last loaded set stays in force
+    assert _name(guard.identify(_scope([(b"authorization", b"Bearer sa")]))) == "a"
+    asyncio.run(guard.refresh())  # the next one takes the revocation
+    revoked = guard.identify(_scope([(b"authorization", b"Bearer sa")]))
+    assert isinstance(revoked, Response) and revoked.status_code == 401
+    assert metrics.keys_count._value.get() == 1 and metrics.keys_loaded_at._value.get() > 0
 
 
 def test_token_bucket_admits_the_burst_then_says_how_long_to_wait() -> None:

@@ -26,7 +26,6 @@ from barcode_pipeline.auth.store import StoredKey, load_keys
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain.devices import DevicePatterns
 from barcode_pipeline.domain.networks import NetworkTable, parse_trusted_networks
-from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.web.contract import error_response, unavailable
 
 
@@ -37,12 +36,18 @@ class AuthMetrics(Protocol):
 
     def key_accepted(self, key: str, count: int) -> None: ...
 
+    def keys_loaded(self, count: int) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
 REALM = "barcode-pipeline ingest"
 CHALLENGE = f'Bearer realm="{REALM}"'
 _LOG_EVERY_S = 10.0  # one log line per (reason, who) per this many seconds: a flood must not flood the log
+# Our keys are 47 bytes; a longer value is refused before it is hashed (a 50 MB one cost ~70 ms of
+# the event loop) or looked up.
+MAX_KEY_BYTES = 128
+MALFORMED = b""  # what _presented_key returns for a key header that carries no usable key
 
 
 class TokenBucket:
@@ -139,12 +144,16 @@ class Authenticator:
         self.loaded = True
 
     async def refresh(self) -> None:
+        """Reload the keys; on any failure keep the last set and try again next time. Any: a refresh
+        loop ended by an unexpected error (a CA file missing mid-rotation) would keep revoked keys
+        valid for good, silently."""
         try:
             keys = await asyncio.to_thread(self._load)
-        except PipelineError as exc:
+        except Exception as exc:
             self._note("refresh", "db", "cannot reload scanner keys (keeping the last loaded set): %s", exc)
             return
         self.replace_keys(keys)
+        self._metrics.keys_loaded(len(self._by_digest))
 
     async def start(self) -> None:
         """Load the keys once (bounded), then keep reloading them in the background."""
@@ -173,6 +182,10 @@ class Authenticator:
         if not self.required:
             return OPEN
         presented = _presented_key(scope["headers"])
+        if presented == MALFORMED:
+            return self._unauthorized(
+                "malformed", "", "send one key, as Authorization: Bearer <key> or X-API-Key", invalid=True
+            )
         if presented is None:
             client = scope.get("client")
             index = self._networks.lookup(client[0]) if client else None
@@ -243,15 +256,22 @@ class Authenticator:
 
 
 def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The key of ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; None when neither is sent."""
+    """The key of ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; None when neither header
+    is sent; ``MALFORMED`` when one is sent without a usable key (empty, another scheme, over-long,
+    two different keys). Never "no key" for those: a trusted network would admit them without one."""
+    found: bytes | None = None
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-        elif name == b"x-api-key" and value.strip():
-            return value.strip()
-    return None
+            scheme, space, token = value.partition(b" ")
+            key = token.strip() if space and scheme.lower() == b"bearer" else MALFORMED
+        elif name == b"x-api-key":
+            key = value.strip()
+        else:
+            continue
+        if not key or len(key) > MAX_KEY_BYTES or (found is not None and key != found):
+            return MALFORMED
+        found = key
+    return found
 
 
 def openapi_responses(rate_limited: bool) -> dict[int | str, dict[str, object]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from barcode_pipeline.web.metrics import ServiceMetrics
 
@@ -64,8 +64,8 @@ class IngestMetrics(ServiceMetrics):
             self.delivery_failures.labels(reason)
         self.auth_failures = Counter(
             "bp_ingest_auth_failures",
-            "Requests refused by authentication, by reason (missing, unknown, revoked, forbidden_device, "
-            "rate_limited, not_loaded).",
+            "Requests refused by authentication, by reason (missing, malformed, unknown, revoked, "
+            "forbidden_device, rate_limited, not_loaded).",
             ["reason"],
             registry=target,
         )
@@ -75,6 +75,17 @@ class IngestMetrics(ServiceMetrics):
             ["key"],
             registry=target,
         )
+        self.keys_loaded_at = Gauge(
+            "bp_ingest_keys_loaded_timestamp_seconds",
+            "When this process last reloaded the scanner keys (unix time): time() minus it is the age of "
+            "the keys in force, revocations included.",
+            registry=target,
+            multiprocess_mode="min",  # the stalest ingest process is the one that matters
+        )
+        self.keys_count = Gauge(
+            "bp_ingest_keys", "Scanner keys in force (the fewest over the ingest processes).",
+            registry=target, multiprocess_mode="min",
+        )  # fmt: skip
         self._auth_children: dict[str, Counter] = {}
         self._key_children: dict[str, Counter] = {}
 
@@ -89,6 +100,10 @@ class IngestMetrics(ServiceMetrics):
         if child is None:
             child = self._auth_children[reason] = self.auth_failures.labels(reason)
         child.inc()
+
+    def keys_loaded(self, count: int) -> None:
+        self.keys_loaded_at.set_to_current_time()
+        self.keys_count.set(count)
 
     def key_accepted(self, key: str, count: int) -> None:
         child = self._key_children.get(key)
