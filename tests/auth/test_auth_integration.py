@@ -81,6 +81,19 @@ def test_keys_cli_prints_the_secret_once_and_never_lists_it(stack_settings: Sett
     assert bad.exit_code == 1 and "device pattern" in str(bad.exception)
 
 
+def _read_after_witness(
+    app: TestClient, keyed: dict[str, str], tag: str, topic_reader: TopicReader
+) -> set[str]:
+    """What reached Kafka since the mark, read until an accepted witness scan sent last shows up
+    (confirmed before its 202): a refused request's record would be there by then; an empty read
+    of a topic not yet caught up proves nothing."""
+    witness = scan(deviceId=f"{tag}-SEOUL-999")
+    assert _post(app, "/ingest/barcode", witness, Authorization=f"Bearer {keyed['seoul']}").status_code == 202
+    seen = set(topic_reader.read(want={witness["scanId"]}))
+    assert witness["scanId"] in seen
+    return seen
+
+
 def test_missing_unknown_and_revoked_keys_are_401_and_nothing_reaches_kafka(
     auth_app: TestClient, keyed: dict[str, str], tag: str, topic_reader: TopicReader
 ) -> None:
@@ -91,6 +104,8 @@ def test_missing_unknown_and_revoked_keys_are_401_and_nothing_reaches_kafka(
         "revoked": {"Authorization": f"Bearer {keyed['revoked']}"},
         "unknown x-api-key": {"X-API-Key": "nope"},
         "other scheme": {"Authorization": f"Basic {keyed['seoul']}"},
+        "empty bearer": {"Authorization": "Bearer "},
+        "two keys": {"Authorization": f"Bearer {keyed['seoul']}", "X-API-Key": keyed["revoked"]},
     }
     sent = []
     for case, headers in cases.items():
@@ -100,9 +115,9 @@ def test_missing_unknown_and_revoked_keys_are_401_and_nothing_reaches_kafka(
             assert response.headers["www-authenticate"].startswith("Bearer realm=")
             assert response.json()["error"] == "unauthorized"
             sent.append(body["scanId"])
-    assert not set(sent) & set(topic_reader.read())
+    assert not set(sent) & _read_after_witness(auth_app, keyed, tag, topic_reader)
     metrics = auth_app.get("/metrics").text
-    for reason in ("missing", "unknown", "revoked"):
+    for reason in ("missing", "unknown", "revoked", "malformed"):
         assert f'bp_ingest_auth_failures_total{{reason="{reason}"}}' in metrics
     assert keyed["revoked"] not in metrics and keyed["seoul"] not in metrics
 
@@ -126,7 +141,8 @@ def test_a_key_sends_only_for_its_devices_and_a_batch_names_the_index(
     assert response.json()["index"] == 2
     seen = topic_reader.read(want={ok["scanId"], also_ok["scanId"]})
     assert {ok["scanId"], also_ok["scanId"]} <= set(seen)
-    assert not {s["scanId"] for s in batch} & set(topic_reader.read())  # the whole batch was refused
+    # the whole batch was refused
+    assert not {s["scanId"] for s in batch} & _read_after_witness(auth_app, keyed, tag, topic_reader)
     metrics = auth_app.get("/metrics").text
     assert f'bp_ingest_key_scans_total{{key="{tag}-seoul"}} 2.0' in metrics
     assert 'bp_ingest_auth_failures_total{reason="forbidden_device"}' in metrics

@@ -111,6 +111,25 @@ def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: Settings)
         ingest.close()
 
 
+def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: Settings) -> None:
+    """mariadb-install-db made root@127.0.0.1, root@::1 and root@<host> without a password; TLS alone
+    let any local process in with every privilege. Only root@localhost (the socket) stays, locked."""
+    target = db.parse_db_url(secure_stack.db_url)
+    ca = transport.SecureFiles.of(secure_stack).ca_cert
+    for host in ("127.0.0.1", "localhost"):
+        with pytest.raises(pymysql.err.OperationalError) as denied:
+            pymysql.connect(host=host, port=target.port, user="root", password="", connect_timeout=3,
+                            ssl={"ca": str(ca)})  # fmt: skip
+        assert denied.value.args[0] == 1045, (host, denied.value.args)  # access denied, not a TLS error
+    admin = db.connect(secure_stack.db_url, autocommit=True)  # the same TLS, the admin's password: in
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT Host, plugin, authentication_string = '' FROM mysql.user WHERE User = 'root'")
+            assert [(h, empty) for h, _plugin, empty in cur.fetchall()] == [("localhost", 0)]
+    finally:
+        admin.close()
+
+
 def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -> None:
     processor = redis.Redis.from_url(secure_stack.processor_redis_url, socket_timeout=3)
     worker = redis.Redis.from_url(secure_stack.worker_redis_url, socket_timeout=3)

@@ -98,7 +98,19 @@ class MariaDBComponent(Component):
         return [self._binary("mariadbd"), f"--defaults-file={self.home / 'my.cnf'}"]
 
     def _root(self) -> pymysql.connections.Connection:
-        return pymysql.connect(unix_socket=str(self.socket), user="root", password="", connect_timeout=3)
+        """root over the socket: on a secured stack with its generated password (stack/secure.py locks
+        root once it has made the users), before that, and on a plain stack, without one."""
+        passwords = [self.secure.password("db", "root"), ""] if self.secure is not None else [""]
+        for password in passwords[:-1]:
+            try:
+                return pymysql.connect(unix_socket=str(self.socket), user="root", password=password,
+                                       connect_timeout=3)  # fmt: skip
+            except pymysql.err.OperationalError as exc:
+                if not exc.args or exc.args[0] != 1045:  # not "access denied": a real failure
+                    raise
+        return pymysql.connect(
+            unix_socket=str(self.socket), user="root", password=passwords[-1], connect_timeout=3
+        )
 
     def after_start(self) -> None:
         """Create the application database and user from BP_DB_URL (idempotent)."""

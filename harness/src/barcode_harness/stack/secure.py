@@ -26,6 +26,7 @@ import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from barcode_pipeline import names
@@ -389,4 +390,15 @@ def bootstrap_database(settings: Settings, files: SecureFiles, root: object) -> 
         for user, grants in DB_GRANTS.items():
             for grant in grants:
                 cur.execute(f"GRANT {grant.format(db=database)} TO {DB_USER_PREFIX}{user}@'127.0.0.1'")
+        lock_root(cur, files)
     root.commit()  # type: ignore[attr-defined]
+
+
+def lock_root(cur: Any, files: SecureFiles) -> None:
+    """mariadb-install-db leaves ``root`` without a password on localhost, 127.0.0.1, ::1 and the host
+    name: anyone on the machine could log in over TCP with every privilege. Only root@localhost (the
+    socket, which the harness uses) is kept, with a generated password; the others are dropped."""
+    cur.execute("SELECT Host FROM mysql.user WHERE User = 'root' AND Host <> 'localhost'")
+    for (host,) in cur.fetchall():
+        cur.execute("DROP USER 'root'@%s", (host,))
+    cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (files.password("db", "root"),))
