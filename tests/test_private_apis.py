@@ -17,6 +17,11 @@ INTERNALS: list[tuple[str, str, str]] = [
     # web/onewrite.py: subclasses the protocol and wraps the transport it is handed.
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.connection_made", "web/onewrite.py"),
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.__init__", "web/onewrite.py"),
+    # web/headguard.py: counts the head's bytes around the parser's feed and hooks its callbacks.
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.data_received", "web/headguard.py"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_message_begin", "web/headguard.py"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_headers_complete", "web/headguard.py"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.connection_lost", "web/headguard.py"),
     # web/reuseport.py: replaces three methods of the supervisor and builds its processes itself.
     ("uvicorn.config", "STARTUP_FAILURE", "web/reuseport.py"),
     ("uvicorn.supervisors.multiprocess", "Multiprocess.init_processes", "web/reuseport.py"),

@@ -14,6 +14,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
@@ -27,8 +28,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from barcode_pipeline.logs import setup_logging
+from barcode_pipeline.web.headguard import GuardedHttpToolsProtocol
 from barcode_pipeline.web.metrics import multiprocess_metrics_dir
-from barcode_pipeline.web.onewrite import OneWriteHttpToolsProtocol
 from barcode_pipeline.web.reuseport import SlotMultiprocess, bind_slots
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def uvicorn_config(spec: ServerSpec) -> uvicorn.Config:
         port=spec.port,
         workers=spec.processes,
         loop="uvloop",
-        http=OneWriteHttpToolsProtocol,  # httptools, one write per response (see web.onewrite)
+        http=GuardedHttpToolsProtocol,  # httptools, bounded heads (web.headguard), one write per response
         lifespan="on",
         access_log=False,  # a log line per request would cost more than the rest of the request
         log_config=None,  # keep the pipeline's logging format (setup_logging)
@@ -125,8 +126,20 @@ def uvicorn_config(spec: ServerSpec) -> uvicorn.Config:
     )
 
 
+def raise_descriptor_limit() -> int:
+    """The soft limit on open descriptors raised to the hard one; returns it. Each client connection
+    holds one: at the usual soft 1,024, about a thousand idle or slow clients per process would make
+    the server refuse everyone else."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
 def serve(spec: ServerSpec) -> None:
     """Serve until SIGTERM/SIGINT, then drain gracefully."""
+    raise_descriptor_limit()
     if spec.processes == 1:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _exit_after_drain)
