@@ -160,7 +160,7 @@ def test_table_size_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
 def test_cli_lists_bench_commands() -> None:
     out = CliRunner().invoke(app, ["bench", "--help"])
     assert out.exit_code == 0
-    for command in ("compare", "isolation", "max", "table-size", "auth", "docs"):
+    for command in ("compare", "isolation", "max", "table-size", "auth", "soak", "plan", "hostile", "docs"):
         assert command in out.output
 
 

@@ -423,6 +423,37 @@ def plan_cmd(
     typer.echo(f"section written to {write_section(doc, load_settings())}")
 
 
+@bench_app.command("hostile")
+def hostile_cmd(
+    quick: Quick = False,
+    rate: Annotated[float | None, typer.Option(min=1, help="Keyed scans/s [500].")] = None,
+    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per phase [30; quick 8].")] = None,
+    slow: Annotated[
+        int | None, typer.Option(min=0, help="Connections that never finish their headers [2000; quick 300].")
+    ] = None,
+    invalid_rate: Annotated[
+        float | None, typer.Option(min=1, help="Requests/s with random invalid keys [1000; quick 200].")
+    ] = None,
+    out: Out = DEFAULT_OUT,
+    no_stack: NoStack = False,
+    database: Database = DEFAULT_DB,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Keyed scanners alone, then while keyless clients hold slow connections, stream huge headers and
+    send invalid keys: every keyed scan answered, p99 at most 3x, ingest memory bounded, no restart."""
+    from barcode_harness.bench.hostile import QUICK, HostileSpec, run_hostile
+    from barcode_harness.bench.report import new_results_dir
+
+    settings = _prepare(database, False, log_level, "hostile")
+    spec = _spec(HostileSpec(), QUICK, quick, rate=rate, duration_s=duration, slow_connections=slow,
+                 invalid_key_rate=invalid_rate)  # fmt: skip
+    folder = new_results_dir(out, "hostile")
+    result = run_hostile(settings, spec, folder, start_stack=not no_stack)
+    _print_targets(result, folder, "hostile")
+    if not all(t["met"] for t in result["targets"]):
+        raise typer.Exit(1)
+
+
 @bench_app.command("docs")
 def docs_cmd(
     results: Annotated[

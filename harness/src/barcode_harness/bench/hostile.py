@@ -1,0 +1,306 @@
+"""``bench hostile``: can clients without a key starve the keyed scanners?
+
+Keyed scanners send ``rate`` scans/s twice in one run on the same servers: alone, then while an
+attacker process (no key of its own) holds ``slow_connections`` connections that never finish their
+headers, streams header lines of up to ``header_stream_bytes`` on ``header_streams`` connections, and
+sends ``invalid_key_rate`` requests/s with random keys. Required: every keyed scan answered 2xx, their
+p99 under attack at most 3x the same load alone, the ingest's memory up by less than 100 MB, no
+process restarted. The attacker's own counts (408, 431, 401 answers) show the attack ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from barcode_harness.bench import procstats, report
+from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.loadgen import LoadResult, run_load
+from barcode_harness.bench.loads import acked_ids, scan_window, spec_for
+from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
+from barcode_pipeline import names
+from barcode_pipeline.config import Settings
+from barcode_pipeline.ops.verify import verify_scan_ids
+
+log = logging.getLogger(__name__)
+
+P99_RATIO_MAX = 3.0
+RSS_GROWTH_MAX = 100 * 2**20
+HEADER_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HostileSpec:
+    rate: float = 500.0  # keyed scans/s, one per request
+    duration_s: float = 30.0  # per phase: alone, then under attack
+    slow_connections: int = 2000
+    header_streams: int = 4
+    header_stream_bytes: int = 100 * 2**20
+    invalid_key_rate: float = 1000.0
+    ramp_s: float = 5.0  # the attack runs this long before the keyed load starts again
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = HostileSpec(duration_s=8.0, slow_connections=300, header_streams=2, header_stream_bytes=4 * 2**20,
+                    invalid_key_rate=200.0, ramp_s=2.0, preset="quick")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the attacker (own process)
+class Attack:
+    """The three attacks on one event loop; counts what the server answered."""
+
+    def __init__(self, host: str, port: int, spec: HostileSpec) -> None:
+        self.host, self.port, self.spec = host, port, spec
+        self.counts: dict[str, int] = {}
+        self.stop = asyncio.Event()
+        self.body = encode_scan(ScanFactory(SEEDED_DEVICES).next())
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    async def _status(self, reader: asyncio.StreamReader) -> None:
+        """Wait for the server's answer (it closes after a refusal) and count its status."""
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=60)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            self.count("no answer")
+            return
+        parts = line.split()
+        self.count(parts[1].decode() if len(parts) > 1 else "closed")
+
+    async def slow(self) -> None:
+        """A connection that starts a request and never finishes its headers; again when cut off."""
+        while not self.stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                self.count("connect failed")
+                await asyncio.sleep(0.5)
+                continue
+            writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
+            answer = asyncio.ensure_future(self._status(reader))
+            with contextlib.suppress(OSError):
+                while not answer.done() and not self.stop.is_set():
+                    writer.write(b"X-Slow: a\r\n")
+                    await asyncio.wait([answer], timeout=1.0)
+            writer.close()
+            await answer
+
+    async def stream(self) -> None:
+        """Header lines as fast as the server takes them, up to ``header_stream_bytes``; again after."""
+        line = b"X-Pad: " + b"a" * (HEADER_CHUNK - 9) + b"\r\n"
+        while not self.stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                self.count("connect failed")
+                await asyncio.sleep(0.5)
+                continue
+            writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
+            answer = asyncio.ensure_future(self._status(reader))
+            sent = 0
+            with contextlib.suppress(OSError):
+                while sent < self.spec.header_stream_bytes and not answer.done() and not self.stop.is_set():
+                    writer.write(line)
+                    await writer.drain()
+                    sent += len(line)
+            writer.close()
+            await answer
+
+    async def invalid_keys(self, connections: int = 50) -> None:
+        """``invalid_key_rate`` requests/s, each with a fresh random key, over keep-alive connections."""
+        interval = connections / self.spec.invalid_key_rate
+
+        async def one() -> None:
+            while not self.stop.is_set():
+                try:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                except OSError:
+                    self.count("connect failed")
+                    await asyncio.sleep(0.5)
+                    continue
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
+                    while not self.stop.is_set():
+                        started = time.monotonic()
+                        key = "bpk_" + secrets.token_urlsafe(32)
+                        writer.write(
+                            f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                            f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
+                            "\r\n".encode()
+                            + self.body
+                        )
+                        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+                        self.count(head.split()[1].decode())
+                        length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
+                                       if h.startswith(b"content-length:")), 0)  # fmt: skip
+                        await reader.readexactly(length)
+                        await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+                writer.close()
+
+        await asyncio.gather(*(one() for _ in range(connections)))
+
+    async def run(self, conn: Connection) -> None:
+        tasks = [asyncio.ensure_future(self.slow()) for _ in range(self.spec.slow_connections)]
+        tasks += [asyncio.ensure_future(self.stream()) for _ in range(self.spec.header_streams)]
+        tasks.append(asyncio.ensure_future(self.invalid_keys()))
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the parent says stop
+        self.stop.set()
+        await asyncio.wait(tasks, timeout=15)
+        for task in tasks:
+            task.cancel()
+
+
+def _attack_main(host: str, port: int, spec: HostileSpec, conn: Connection) -> None:
+    import resource
+
+    import uvloop
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of connections of our own
+    attack = Attack(host, port, spec)
+    uvloop.run(attack.run(conn))
+    conn.send(attack.counts)
+
+
+class Attacker:
+    """The attack in a spawned process (its CPU is not the keyed load's), stopped on exit."""
+
+    def __init__(self, host: str, port: int, spec: HostileSpec) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_attack_main, args=(host, port, spec, child), daemon=True)
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> Attacker:
+        self._proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("stop")
+        if self._conn.poll(60):
+            self.counts = self._conn.recv()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+# --------------------------------------------------------------------------- the run
+class RssWatch:
+    """The ingest processes' RSS every second; ``peak`` is the highest sum seen."""
+
+    def __init__(self, env: BenchEnv) -> None:
+        self._env = env
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+
+    def now(self) -> int:
+        return procstats.resources(self._env.pids()).get("ingest", procstats.Resources(0, 0, 0, 0)).rss_bytes
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.peak = max(self.peak, self.now())
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _keyed(env: BenchEnv, spec: HostileSpec, out: Path, label: str) -> LoadResult:
+    acked = out / f"acked-{label}.txt"
+    load = spec_for(env.ingest_url, rate=spec.rate, duration_s=spec.duration_s, acked=acked,
+                    api_key=env.api_key, timeout_s=30.0)  # fmt: skip
+    return run_load(load)
+
+
+def _restarts(env: BenchEnv) -> int:
+    return sum(c.restarts for sup in (env._core, env._workers) if sup for c in sup.children.values())
+
+
+def run_hostile(
+    settings: Settings, spec: HostileSpec, out: Path, *, start_stack: bool = True
+) -> dict[str, Any]:
+    say = report.progress_logger(__name__)
+    out.mkdir(parents=True, exist_ok=True)
+    with BenchEnv(settings, out / "services.log", start_stack=start_stack, legacy=False) as env:
+        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
+        restarts0 = _restarts(env)
+        say(f"hostile: {spec.rate:g} keyed scans/s alone for {spec.duration_s:g} s")
+        alone = _keyed(env, spec, out, "alone")
+        with RssWatch(env) as rss:
+            rss_before = rss.now()
+            say(f"hostile: attack ({spec.slow_connections} slow connections, {spec.header_streams} header "
+                f"streams, {spec.invalid_key_rate:g} invalid keys/s), then the keyed load again")  # fmt: skip
+            with Attacker(settings.ingest_host, settings.ingest_port, spec) as attacker:
+                time.sleep(spec.ramp_s)
+                attacked = _keyed(env, spec, out, "attacked")
+            rss_after = rss.now()
+        restarts = _restarts(env) - restarts0
+        env.drain(timeout=120)
+        loads = (alone, attacked)
+        stored = [verify_scan_ids(env.settings.db_url, acked_ids(r), window=scan_window(r)) for r in loads]
+    ratio = attacked.latency.p99_ms / alone.latency.p99_ms if alone.latency.p99_ms else None
+    counts = attacker.counts
+    targets = [
+        report.check("keyed requests not answered 2xx, alone and under attack",
+                     alone.errors + attacked.errors, "<=", 0, fmt="{:.0f}"),
+        report.check(f"keyed p99 under attack ÷ alone ({alone.latency.p99_ms:.1f} → "
+                     f"{attacked.latency.p99_ms:.1f} ms)", ratio, "<=", P99_RATIO_MAX),
+        report.check("ingest RSS growth, peak under attack", (rss.peak - rss_before) / 2**20, "<=",
+                     RSS_GROWTH_MAX / 2**20, unit=" MiB", fmt="{:.0f}"),
+        report.check("processes restarted", restarts, "<=", 0, fmt="{:.0f}"),
+        report.check("acknowledged keyed scans missing or stored twice",
+                     sum(v.missing + v.duplicate_rows for v in stored), "<=", 0, fmt="{:.0f}"),
+        report.check("attack answered: slow heads cut (408)", counts.get("408", 0), ">=", 1, fmt="{:.0f}"),
+        report.check("attack answered: oversized heads refused (431)", counts.get("431", 0), ">=", 1,
+                     fmt="{:.0f}"),
+        report.check("attack answered: invalid keys refused (401)", counts.get("401", 0), ">=", 1,
+                     fmt="{:.0f}"),
+    ]  # fmt: skip
+    result = {
+        "command": "hostile",
+        "environment": report.finish_environment(env_info),
+        "alone": {"latency_ms": alone.latency.to_dict(), "errors": alone.errors, "ok": alone.ok},
+        "attacked": {
+            "latency_ms": attacked.latency.to_dict(),
+            "errors": attacked.errors,
+            "ok": attacked.ok,
+            "status_counts": attacked.status_counts,
+        },
+        "attack_answers": counts,
+        "ingest_rss_bytes": {"before": rss_before, "peak": rss.peak, "after": rss_after},
+        "restarts": restarts,
+        "verification": [v.to_dict() for v in stored],
+        "targets": [t.to_dict() for t in targets],
+    }
+    report.write_json(out / "hostile.json", result)
+    (out / "hostile.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    answers = ", ".join(f"{k}: {v:,}" for k, v in sorted(result["attack_answers"].items()))
+    return report.md_document("bench hostile", [
+        report.md_environment(result["environment"]),
+        "## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]),
+        f"## The attacker's answers\n\n{answers}",
+        "## Ingest memory\n\n" + orjson.dumps(result["ingest_rss_bytes"]).decode(),
+    ])  # fmt: skip
