@@ -290,6 +290,30 @@ def for_role(settings: Settings, role: str) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
+# The secret settings each role connects with, under their shared names once for_role() has put the
+# role's own credentials there. A child of ``run`` gets these and no other secret (see role_env).
+ROLE_SECRETS: dict[str, frozenset[str]] = {
+    "ingest": frozenset({"db_url", "kafka_sasl_password"}),  # scanner_keys; the topic
+    "processor": frozenset({"redis_url", "kafka_sasl_password", "redis_sentinel_password"}),
+    "worker": frozenset({"db_url", "redis_url", "redis_sentinel_password"}),
+    "legacy": frozenset({"db_url"}),
+}
+
+
+def role_env(settings: Settings, role: str) -> dict[str, str]:
+    """The ``BP_*`` variables a service of ``role`` is started with: its own credentials under the
+    shared names and no other secret, neither another role's nor the admin's (a compromised ingest
+    must not hold the workers' database account or Kafka's super user). Other roles: everything."""
+    keep = ROLE_SECRETS.get(role)
+    if keep is None:
+        return settings_env(settings)
+    env = settings_env(for_role(settings, role))
+    for name in SECRET_FILE_SETTINGS:
+        if name not in keep:
+            env.pop(f"BP_{name.upper()}", None)
+    return env
+
+
 def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
     """``{setting: file content}`` for every ``BP_<NAME>_FILE`` given (trailing newline stripped)."""
     found: dict[str, str] = {}

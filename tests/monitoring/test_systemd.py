@@ -38,7 +38,8 @@ def unit_dir(tmp_path: Path) -> Path:
 
 def test_units_verify_without_a_warning(unit_dir: Path) -> None:
     units = ["barcode-ingest.service", "barcode-processor.service", "barcode-exporter.service",
-             "barcode-worker@1.service", "barcode-worker@2.service", "barcode-pipeline.target"]  # fmt: skip
+             "barcode-worker@1.service", "barcode-worker@2.service", "barcode-migrate.service",
+             "barcode-pipeline.target"]  # fmt: skip
     result = verify(unit_dir, *units)
     assert result.returncode == 0, result.stderr
     assert (result.stdout + result.stderr).strip() == ""
@@ -52,12 +53,25 @@ def test_verify_reports_a_broken_unit(unit_dir: Path) -> None:
     assert "restart specifier" in result.stderr
 
 
-def test_every_service_restarts_and_reads_the_env_file() -> None:
+def test_every_service_restarts_and_reads_the_env_file_and_only_its_own_secrets() -> None:
     services = sorted(UNITS.glob("*.service"))
-    assert {s.name for s in services} >= {"barcode-ingest.service", "barcode-processor.service",
-                                          "barcode-worker@.service"}  # fmt: skip
+    roles = {"barcode-ingest.service": "ingest", "barcode-processor.service": "processor",
+             "barcode-worker@.service": "worker", "barcode-exporter.service": "exporter",
+             "barcode-migrate.service": "migrate"}  # fmt: skip
+    assert {s.name for s in services} == set(roles)
+    shared = (UNITS / "env.example").read_text()
+    assert "BP_DB_URL" not in shared and "BP_REDIS_URL" not in shared  # no credential shared by all
     for service in services:
         text = service.read_text()
-        assert "\nRestart=always\n" in text, service.name
+        role = roles[service.name]
+        assert ("\nRestart=always\n" in text) == (role != "migrate"), service.name
         assert "\nEnvironmentFile=-/etc/barcode-pipeline/env\n" in text, service.name
+        files = [line for line in text.splitlines() if line.startswith("EnvironmentFile=")]
+        assert files == ["EnvironmentFile=-/etc/barcode-pipeline/env",
+                         f"EnvironmentFile=-/etc/barcode-pipeline/{role}.env"], service.name  # fmt: skip
+        assert (UNITS / f"{role}.env.example").exists(), role
         assert INSTALLED in text, service.name
+        # DDL is the migration unit's alone; the services that need the schema wait for it
+        assert ("db upgrade" in text) == (role == "migrate"), service.name
+        if role in ("ingest", "worker"):
+            assert "\nRequires=barcode-migrate.service\n" in text and "barcode-migrate.service" in text

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.config import Settings, role_env, settings_env
 from barcode_pipeline.liveness import progress_path
 from barcode_pipeline.run.watchdog import Watchdog, Watched
 
@@ -52,7 +52,10 @@ class Child:
         self.stopping = False
 
     def start(self) -> None:
-        env = {**os.environ, **self.base_env, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        # The parent's own BP_* variables (its secret files among them) are not passed on: the child
+        # gets its role's settings only (config.role_env).
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
+        env = {**inherited, **self.base_env, **self.spec.env, "PYTHONUNBUFFERED": "1"}
         argv = [sys.executable, "-m", "barcode_pipeline", *self.spec.args]
         self.proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -108,7 +111,7 @@ class Supervisor:
         self.settings = settings
         self.base_env = settings_env(settings)
         self.out = out or sys.stderr  # where the children's lines go (others may add theirs in order)
-        self.children = {s.name: Child(s, self.base_env, self.out) for s in specs}
+        self.children = {s.name: Child(s, role_env(settings, s.role), self.out) for s in specs}
         self.restart_delay_s = restart_delay_s
         self._stop = threading.Event()
         self._lock = threading.Lock()  # a watchdog restart never races the drain

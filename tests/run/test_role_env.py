@@ -1,0 +1,86 @@
+"""Each child of ``run`` holds its own role's settings and secrets only, and none of the parent's
+``BP_*`` variables (its secret files among them): read from the children's /proc/<pid>/environ."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from barcode_pipeline.config import Settings, role_env
+from barcode_pipeline.run.supervisor import Supervisor, pipeline_specs
+
+SECRETS = {  # setting -> a marker only that setting holds
+    "kafka_sasl_password": "KAFKA-ADMIN-SECRET",
+    "ingest_kafka_sasl_password": "KAFKA-INGEST-SECRET",
+    "processor_kafka_sasl_password": "KAFKA-PROCESSOR-SECRET",
+    "redis_sentinel_password": "SENTINEL-SECRET",
+    "ingest_api_key": "bpk_HARNESS-KEY-SECRET",
+}
+OWN = {  # what each role may hold, and nothing else of SECRETS
+    "ingest": {"KAFKA-INGEST-SECRET"},
+    "processor": {"KAFKA-PROCESSOR-SECRET", "SENTINEL-SECRET"},
+    "worker": {"SENTINEL-SECRET"},
+}
+
+
+def _held(env: dict[str, str]) -> set[str]:
+    values = " ".join(env.values())
+    return {marker for marker in SECRETS.values() if marker in values}
+
+
+def test_each_role_gets_its_own_credentials_under_the_shared_names() -> None:
+    urls = {
+        "db_url": "mysql://admin:DB-ADMIN@127.0.0.1:3307/barcode",
+        "ingest_db_url": "mysql://ingest:DB-INGEST@127.0.0.1:3307/barcode",
+        "worker_db_url": "mysql://worker:DB-WORKER@127.0.0.1:3307/barcode",
+        "legacy_db_url": "mysql://legacy:DB-LEGACY@127.0.0.1:3307/barcode",
+        "redis_url": "redis://admin:R-ADMIN@127.0.0.1:6380/0",
+        "processor_redis_url": "redis://processor:R-PROCESSOR@127.0.0.1:6380/0",
+        "worker_redis_url": "redis://worker:R-WORKER@127.0.0.1:6380/0",
+    }
+    settings = Settings(**urls, **SECRETS)
+    everything = set(SECRETS.values()) | {u.split(":")[2].split("@")[0] for u in urls.values()}
+    own = {
+        "ingest": {"KAFKA-INGEST-SECRET", "DB-INGEST"},
+        "processor": {"KAFKA-PROCESSOR-SECRET", "SENTINEL-SECRET", "R-PROCESSOR"},
+        "worker": {"SENTINEL-SECRET", "DB-WORKER", "R-WORKER"},
+        "legacy": {"DB-LEGACY"},
+    }
+    for role, mine in own.items():
+        env = role_env(settings, role)
+        values = " ".join(env.values())
+        assert {s for s in everything if s in values} == mine, role
+    assert role_env(settings, "worker")["BP_DB_URL"] == urls["worker_db_url"]
+    assert "BP_WORKER_DB_URL" not in role_env(settings, "worker")  # one name per setting in a child
+
+
+@pytest.mark.integration
+def test_the_children_of_run_hold_only_their_roles_secrets(
+    stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = stack_settings.model_copy(
+        update={**SECRETS, "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 1}
+    )
+    secret_file = tmp_path / "worker-db-url"
+    secret_file.write_text(settings.db_url)
+    monkeypatch.setenv("BP_WORKER_DB_URL_FILE", str(secret_file))  # the parent's: never passed on
+    sup = Supervisor(settings, pipeline_specs(settings, metrics=False), out=io.StringIO())
+    sup.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not all(c.alive() for c in sup.children.values()):
+            assert time.monotonic() < deadline, "children did not start"
+            time.sleep(0.1)
+        for child in sup.children.values():
+            assert child.pid is not None
+            raw = Path(f"/proc/{child.pid}/environ").read_bytes()
+            env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+            assert _held(env) == OWN[child.spec.role], child.spec.name
+            assert not [k for k in env if k.endswith("_FILE") and k.startswith("BP_")], child.spec.name
+    finally:
+        sup.stop()
+    assert os.environ["BP_WORKER_DB_URL_FILE"] == str(secret_file)
