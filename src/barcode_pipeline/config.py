@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
-from barcode_pipeline.domain.networks import parse_trusted_networks
+from barcode_pipeline.domain.networks import parse_proxies, parse_trusted_networks
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import MASK, add_secret
 
@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     ingest_auth_refresh_s: float = Field(default=2.0, gt=0, le=4)
     # Keyless scanners admitted by source address: "CIDR=PATTERN[,PATTERN];..." (domain/networks.py)
     ingest_trusted_networks: str = ""
+    # Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client;
+    # "" believes no header (uvicorn's default trusted 127.0.0.1: any local client could name itself).
+    # A proxy must delete what its clients send and add its own (the ha profile's HAProxy does).
+    ingest_proxies: str = ""
     ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
     ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
     # Direct TLS on the ingest port (usually a proxy terminates it): a PEM certificate chain and its key.
@@ -246,6 +250,27 @@ class Settings(BaseSettings):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("ingest_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        try:
+            parse_proxies(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_proxy_in_a_trusted_network(self) -> Settings:
+        """Behind a proxy every request comes from it: a trusted network holding it would admit all."""
+        for proxy in parse_proxies(self.ingest_proxies):
+            for trusted in parse_trusted_networks(self.ingest_trusted_networks):
+                if proxy.version == trusted.network.version and proxy.overlaps(trusted.network):
+                    raise ValueError(
+                        f"BP_INGEST_TRUSTED_NETWORKS: {trusted.network} holds the proxy {proxy} "
+                        "(BP_INGEST_PROXIES): every client behind it would be admitted without a key"
+                    )
+        return self
 
     # --- misc ---
     log_level: str = "INFO"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,15 @@ def test_haproxy_checks_ready_on_both_app_hosts(tmp_path: Path) -> None:
     assert "bind 10.9.8.50:8081" in cfg
     assert f"option httpchk GET {names.ROUTE_READY}" in cfg
     assert "server app1 10.9.8.51:8081 check" in cfg and "server app2 10.9.8.52:8081 check" in cfg
+    # the app hosts believe X-Forwarded-For from the balancer: it must hold the client, not what it wrote
+    frontend = cfg.split("frontend ingest", 1)[1].split("backend ", 1)[0]
+    assert frontend.index("http-request del-header X-Forwarded-For") < frontend.index("option forwardfor")
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/bin")
+    assert haproxy, "haproxy not found: run scripts/setup.sh"
+    checked = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True,
+                             text=True, timeout=30, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_kafka_node_is_one_voter_of_three_with_replicated_topics(tmp_path: Path) -> None:

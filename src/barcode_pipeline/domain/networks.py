@@ -44,6 +44,20 @@ def parse_trusted_networks(text: str) -> tuple[TrustedNetwork, ...]:
     return tuple(entries)
 
 
+def parse_proxies(text: str) -> tuple[Network, ...]:
+    """``BP_INGEST_PROXIES``: addresses or CIDRs, comma-separated (a bare address is a /32 or /128)."""
+    found = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            found.append(ipaddress.ip_network(entry, strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"proxy {entry!r}: {exc}") from None
+    return tuple(found)
+
+
 class NetworkTable:
     """Finds the first trusted network holding an address; verdicts memoised per address."""
 

@@ -34,6 +34,7 @@ def server_spec(settings: Settings) -> ServerSpec:
         log_format=settings.log_format,
         tls_cert=settings.ingest_tls_cert,
         tls_key=settings.ingest_tls_key,
+        proxies=settings.ingest_proxies,
     )
 
 

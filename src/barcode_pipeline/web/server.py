@@ -62,6 +62,7 @@ class ServerSpec:
     log_format: str = "text"  # "json": one object per line (BP_LOG_FORMAT)
     tls_cert: Path | None = None  # PEM chain; with tls_key, the port speaks HTTPS only
     tls_key: Path | None = None
+    proxies: str = ""  # whose X-Forwarded-For is believed (BP_INGEST_PROXIES); "": nobody's
 
     @property
     def scheme(self) -> str:
@@ -123,6 +124,9 @@ def uvicorn_config(spec: ServerSpec) -> uvicorn.Config:
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         ssl_certfile=spec.tls_cert,
         ssl_keyfile=spec.tls_key,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from our proxies.
+        proxy_headers=bool(spec.proxies),
+        forwarded_allow_ips=spec.proxies or None,
     )
 
 

@@ -33,12 +33,15 @@ class AppHost:
     """One ``run`` in its own namespace, its output prefixed with the node name in ``out``."""
 
     def __init__(self, settings: Settings, index: int, out: IO[str], *, workers: int = 2) -> None:
-        self.net: NetNode = Topology(settings.ha_subnet).app(index)
+        topology = Topology(settings.ha_subnet)
+        self.net: NetNode = topology.app(index)
         self.node = self.net.name
         self.settings = settings.model_copy(
             update={
                 "node_name": self.node,
                 "ingest_host": self.net.ip,
+                # HAProxy names the client in X-Forwarded-For (after deleting any the client sent)
+                "ingest_proxies": topology.balancer().ip,
                 "workers": workers,
                 "state_dir": settings.state_dir.resolve() / "apps" / self.node,
             }

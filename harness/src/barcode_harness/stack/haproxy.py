@@ -40,6 +40,12 @@ defaults
 
 frontend ingest
     bind {bind}:{port}
+    # The app hosts believe X-Forwarded-For from this proxy only (BP_INGEST_PROXIES), so it carries
+    # the client's address and nothing the client wrote: theirs is deleted, ours added.
+    http-request del-header X-Forwarded-For
+    http-request del-header X-Forwarded-Proto
+    http-request del-header Forwarded
+    option forwardfor
     default_backend app_hosts
 
 backend app_hosts
