@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # "" believes no header (uvicorn's default trusted 127.0.0.1: any local client could name itself).
     # A proxy must delete what its clients send and add its own (the ha profile's HAProxy does).
     ingest_proxies: str = ""
+    # Who may read GET /metrics of ingest and legacy (addresses or CIDRs): it names the scanner keys,
+    # their volumes and the trusted networks. Prometheus's address goes here when it scrapes remotely.
+    metrics_from: str = "127.0.0.0/8,::1"
     ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
     ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
     # Direct TLS on the ingest port (usually a proxy terminates it): a PEM certificate chain and its key.
@@ -251,7 +254,7 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("ingest_proxies")
+    @field_validator("ingest_proxies", "metrics_from")
     @classmethod
     def _valid_proxies(cls, value: str) -> str:
         try:

@@ -20,6 +20,7 @@ from barcode_pipeline.auth.store import create_key, load_keys, revoke_key
 from barcode_pipeline.cli import app as cli_app
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.app import create_app
+from tests.conftest import LOOPBACK_CLIENT
 from tests.ingest.conftest import TopicReader, scan
 from tests.ingest.test_server import CLIENT_TIMEOUT_S, running_server
 
@@ -47,7 +48,9 @@ def keyed(stack_settings: Settings, ingest_key: str, tag: str) -> dict[str, str]
 @pytest.fixture
 def auth_app(stack_settings: Settings, keyed: dict[str, str]) -> Iterator[TestClient]:
     """An ingest app with auth required (the default), started after the keys exist."""
-    with TestClient(create_app(stack_settings), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(stack_settings), raise_server_exceptions=False, client=LOOPBACK_CLIENT
+    ) as client:
         yield client
 
 
@@ -171,7 +174,7 @@ def test_rate_limit_per_key_answers_429_with_retry_after(
     make_settings: Callable[..., Settings], keyed: dict[str, str], tag: str
 ) -> None:
     settings = make_settings(ingest_key_rate=0.5, ingest_key_burst=2)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(create_app(settings), raise_server_exceptions=False, client=LOOPBACK_CLIENT) as client:
         auth = {"Authorization": f"Bearer {keyed['seoul']}"}
         statuses = [_post(client, "/ingest/barcode", scan(deviceId=f"{tag}-SEOUL-1"), **auth).status_code
                     for _ in range(3)]  # fmt: skip
@@ -184,7 +187,9 @@ def test_rate_limit_per_key_answers_429_with_retry_after(
 
 
 def test_auth_off_admits_keyless_scans(make_settings: Callable[..., Settings]) -> None:
-    with TestClient(create_app(make_settings(ingest_auth="off")), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(make_settings(ingest_auth="off")), raise_server_exceptions=False, client=LOOPBACK_CLIENT
+    ) as client:
         assert _post(client, "/ingest/barcode", scan()).status_code == 202
         assert "401" not in orjson.dumps(client.get("/openapi.json").json()["paths"]).decode()
 

@@ -22,6 +22,7 @@ from barcode_pipeline.adapters.kafka import consumer_config, ensure_topics
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.app import create_app
+from tests.conftest import LOOPBACK_CLIENT
 from tests.stack_helpers import FreezableRelay
 
 TEST_DEVICE_PREFIX = "INGEST-TEST-"
@@ -145,7 +146,9 @@ def client(stack_settings: Settings, ingest_key: str) -> Iterator[TestClient]:
     """One app (one producer) against the stack's Kafka for the whole module; it sends the suite's key."""
     ensure_topics(stack_settings)
     app = create_app(stack_settings)
-    with TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key)) as test_client:
+    with TestClient(
+        app, raise_server_exceptions=False, client=LOOPBACK_CLIENT, headers=client_headers(ingest_key)
+    ) as test_client:
         yield test_client
 
 
@@ -155,6 +158,8 @@ def app_client(make_settings: Callable[..., Settings], ingest_key: str) -> Calla
 
     def factory(**overrides: Any) -> TestClient:
         app = create_app(make_settings(**overrides))
-        return TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key))
+        return TestClient(
+            app, raise_server_exceptions=False, client=LOOPBACK_CLIENT, headers=client_headers(ingest_key)
+        )
 
     return factory

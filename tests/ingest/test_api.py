@@ -26,6 +26,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import derive_scan_id
 from barcode_pipeline.ingest.app import create_app
 from barcode_pipeline.ingest.producer import KafkaBridge
+from tests.conftest import LOOPBACK_CLIENT
 from tests.ingest.conftest import TEST_DEVICE_PREFIX, TcpForwarder, TopicReader, scan
 
 pytestmark = pytest.mark.integration
@@ -270,7 +271,9 @@ def test_unconfirmed_write_is_503_and_the_service_recovers(
     # A linger longer than the produce timeout: the broker is fine, the confirmation just comes late.
     bridge = KafkaBridge(settings, producer_overrides={"linger.ms": 600, "message.timeout.ms": 10_000})
     app = create_app(settings, bridge=bridge)
-    with TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key)) as slow:
+    with TestClient(
+        app, raise_server_exceptions=False, client=LOOPBACK_CLIENT, headers=client_headers(ingest_key)
+    ) as slow:
         # The start-up probe has only min(produce timeout, 1 s) to connect; the monitor keeps probing.
         _wait_ready(slow, 10, "Kafka never became ready")
         started = time.monotonic()

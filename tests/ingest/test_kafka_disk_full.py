@@ -25,6 +25,7 @@ from barcode_pipeline.adapters.kafka import consumer_config, ensure_topics
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.app import create_app
+from tests.conftest import LOOPBACK_CLIENT
 from tests.ingest.conftest import scan
 from tests.stack_helpers import free_ports
 
@@ -96,7 +97,9 @@ def test_ingest_answers_503_while_kafka_cannot_write_and_loses_no_acknowledged_s
     app = create_app(settings.model_copy(update={"produce_timeout_s": 2.0}))
     acked: list[str] = []
     refused = 0
-    with TestClient(app, raise_server_exceptions=False, headers=client_headers(ingest_key)) as client:
+    with TestClient(
+        app, raise_server_exceptions=False, client=LOOPBACK_CLIENT, headers=client_headers(ingest_key)
+    ) as client:
         # Fill the disk: a ballast file leaves a little room, which the scans then take.
         ballast = broker.data_dir / "ballast"
         ballast.write_bytes(b"\0" * (TMPFS_BYTES - 6 * 2**20))

@@ -27,6 +27,7 @@ from barcode_pipeline.ingest.producer import (
 from barcode_pipeline.web.body import BadBody, BodyTooLarge, read_capped
 from barcode_pipeline.web.contract import RETRY_AFTER_S, unavailable, validation_failed
 from barcode_pipeline.web.schemas import batch_schema, scan_schema
+from tests.conftest import LOOPBACK_CLIENT
 
 EVENT = ScanEvent(barcode="B1", device_id="DEV-1", scan_time=1, scan_id="s1")
 
@@ -226,9 +227,42 @@ def test_an_unexpected_error_is_a_json_500_without_a_stack_trace() -> None:
 
     settings = Settings(ingest_auth="off")
     app = create_app(settings, bridge=_BrokenBridge(settings))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK_CLIENT) as client:
         body = orjson.dumps({"barcode": "B", "deviceId": "D", "scanTime": int(time.time() * 1000)})
         response = client.post("/ingest/barcode", content=body)
     assert response.status_code == 500
     assert response.json() == {"error": "internal", "message": "internal server error"}
     assert "secret" not in response.text
+
+
+class _DownBridge(_BrokenBridge):
+    """Kafka down, with the details a broker error carries (its address, the TLS failure)."""
+
+    available = False
+
+    async def send(self, event: ScanEvent) -> None:
+        from barcode_pipeline.ingest.producer import KafkaUnavailable
+
+        raise KafkaUnavailable(
+            "10.0.0.7:9093/1: SSL handshake failed: certificate verify failed", component="kafka"
+        )
+
+
+def test_metrics_answer_their_scrapers_only_and_no_answer_names_kafka_s_internals() -> None:
+    from fastapi.testclient import TestClient
+
+    from barcode_pipeline.ingest.app import create_app
+
+    settings = Settings(ingest_auth="off", metrics_from="127.0.0.0/8,10.9.0.0/16")
+    app = create_app(settings, bridge=_DownBridge(settings))
+    with TestClient(app, raise_server_exceptions=False, client=("10.9.1.2", 4000)) as prometheus:
+        assert prometheus.get("/metrics").status_code == 200
+    with TestClient(app, raise_server_exceptions=False, client=("203.0.113.9", 4000)) as outsider:
+        refused = outsider.get("/metrics")
+        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+        body = orjson.dumps({"barcode": "B", "deviceId": "D", "scanTime": int(time.time() * 1000)})
+        down = outsider.post("/ingest/barcode", content=body)
+        ready = outsider.get("/ready")
+    assert down.status_code == 503 and ready.status_code == 503
+    for answer in (down.text, ready.text):
+        assert "10.0.0.7" not in answer and "SSL" not in answer and "Kafka" in answer

@@ -66,6 +66,11 @@ class NetworkTable:
         self.patterns = [DevicePatterns(n.patterns) for n in networks]
         self._memo: dict[str, int | None] = {}
 
+    @classmethod
+    def of(cls, addresses: str) -> NetworkTable:
+        """A table of plain addresses or CIDRs, comma-separated (no device patterns: who, not what)."""
+        return cls(tuple(TrustedNetwork(n, ("*",)) for n in parse_proxies(addresses)))
+
     def lookup(self, host: str) -> int | None:
         """Index of the network holding ``host`` (an IP literal), or None."""
         if not self.networks:

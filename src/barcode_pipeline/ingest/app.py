@@ -24,7 +24,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
 from barcode_pipeline.errors import DeliveryError, ValidationFailed
 from barcode_pipeline.ingest.metrics import IngestMetrics
-from barcode_pipeline.ingest.producer import KafkaBridge
+from barcode_pipeline.ingest.producer import KafkaBridge, KafkaUnavailable
 from barcode_pipeline.web import schemas
 from barcode_pipeline.web.app import HotHandler, service_app
 from barcode_pipeline.web.body import read_json
@@ -42,6 +42,20 @@ from barcode_pipeline.web.contract import (
 )
 
 log = logging.getLogger(__name__)
+
+KAFKA_DOWN = "Kafka is unreachable or the topic is not writable (the ingest log says why)"
+
+
+def not_confirmed(exc: DeliveryError) -> str:
+    """What a client is told when Kafka did not confirm: whether to wait, not the broker's details
+    (its address, TLS or SASL errors), which go to the log."""
+    log.debug("not confirmed: %s", exc)
+    return (
+        f"{KAFKA_DOWN}; resend after Retry-After"
+        if isinstance(exc, KafkaUnavailable)
+        else ("Kafka did not confirm the write; resend after Retry-After")
+    )
+
 
 _ERRORS = client_errors("A rule is broken; `field` (and `index`, in a batch) name it.")
 
@@ -92,6 +106,7 @@ def create_app(
         lifespan=lifespan,
         metrics=metrics,
         hot_paths=handlers,
+        metrics_from=settings.metrics_from,
     )
     app.state.kafka = kafka
     app.state.auth = guard
@@ -135,7 +150,7 @@ def create_app(
         try:
             await kafka.send(event)
         except DeliveryError as exc:
-            return unavailable(str(exc))
+            return unavailable(not_confirmed(exc))
         metrics.accepted.inc()
         guard.accepted(principal, 1)
         return accepted(event.scan_id)
@@ -184,7 +199,7 @@ def create_app(
         try:
             failed = await kafka.send_many(events)
         except DeliveryError as exc:
-            return batch_unavailable(str(exc), total)
+            return batch_unavailable(not_confirmed(exc), total)
         if total > len(failed):
             metrics.accepted.inc(total - len(failed))
             guard.accepted(principal, total - len(failed))
@@ -201,6 +216,7 @@ def create_app(
     async def ready() -> Response:
         if kafka.available:
             return json_response(200, {"status": "ready", "kafka": "up"})
-        return json_response(503, {"status": "not_ready", "kafka": "down", "reason": kafka.reason})
+        # the cause (broker address, TLS or SASL details) is in the log, not for whoever asks
+        return json_response(503, {"status": "not_ready", "kafka": "down", "reason": KAFKA_DOWN})
 
     return app

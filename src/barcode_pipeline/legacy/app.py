@@ -168,6 +168,7 @@ def create_app(
         ),
         lifespan=lifespan,
         metrics=metrics,
+        metrics_from=settings.metrics_from,
     )
     app.state.pool = pool
 

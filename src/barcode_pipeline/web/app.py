@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from barcode_pipeline import __version__, names
+from barcode_pipeline.domain.networks import NetworkTable
 from barcode_pipeline.web import schemas
 from barcode_pipeline.web.contract import error_response, json_response
 from barcode_pipeline.web.docs_policy import DocsPolicyMiddleware
@@ -69,6 +70,7 @@ def service_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     metrics: ServiceMetrics,
     hot_paths: Mapping[str, HotHandler] | None = None,
+    metrics_from: str = "",
 ) -> FastAPI:
     """A FastAPI app with the parts both services share. ``hot_paths`` (path -> handler, for POST)
     are served ahead of the middleware stack (see :class:`ServiceApp`); they are timed all the same."""
@@ -93,12 +95,15 @@ def service_app(
     app.observe = metrics.observe_request
     app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request, routes=LABELLED_ROUTES)
     install_json_error_handlers(app)
-    install_health_and_metrics(app, metrics.render)
+    install_health_and_metrics(app, metrics.render, NetworkTable.of(metrics_from))
     return app
 
 
-def install_health_and_metrics(app: FastAPI, render: Callable[[], bytes]) -> None:
-    """``GET /health`` (the process is alive) and ``GET /metrics`` (Prometheus text), the same in both."""
+def install_health_and_metrics(app: FastAPI, render: Callable[[], bytes], scrapers: NetworkTable) -> None:
+    """``GET /health`` (the process is alive) and ``GET /metrics`` (Prometheus text), the same in both.
+
+    ``/metrics`` names the scanner keys, their volumes and the trusted networks: on a public port it
+    answers only the ``scrapers`` (BP_METRICS_FROM), 403 to everyone else."""
 
     @app.get(names.ROUTE_HEALTH, response_model=schemas.Health, summary="The process is alive")
     async def health() -> Response:
@@ -110,7 +115,10 @@ def install_health_and_metrics(app: FastAPI, render: Callable[[], bytes]) -> Non
         response_class=Response,
         responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
     )
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        client = request.client.host if request.client else ""
+        if scrapers.lookup(client) is None:
+            return error_response(403, "forbidden", "metrics are served to BP_METRICS_FROM only")
         return Response(render(), media_type=METRICS_CONTENT_TYPE)
 
 
