@@ -170,13 +170,16 @@ class Nemesis(Scenario):
     def _fill(self, ctx: ChaosContext, f: Fault) -> bool:
         """Redis full (maxmemory) or the servers' disk full (a ballast file), for the duration."""
         if f.target == DISK:
-            ballast, size = faults.fill_disk(ctx.settings.state_dir)
-            self._ballast = ballast
-            self._mark(ctx, f"disk full: {size / 2**20:,.0f} MiB of ballast in {ballast.parent}")
-            self._abort.wait(f.for_s)
-            faults.free_disk(ballast)
-            self._ballast = None
-            self._mark(ctx, "disk free again")
+            # No `stack up` (nor a server fault) while the disk is full: it would fail writing its
+            # files, which is the disk's fault, not the pipeline's. They wait for the free disk.
+            with self._stack_lock:
+                ballast, size = faults.fill_disk(ctx.settings.state_dir)
+                self._ballast = ballast
+                self._mark(ctx, f"disk full: {size / 2**20:,.0f} MiB of ballast in {ballast.parent}")
+                self._abort.wait(f.for_s)
+                faults.free_disk(ballast)
+                self._ballast = None
+                self._mark(ctx, "disk free again")
             self._stack_up(ctx, DISK)  # a server that died of the full disk comes back, as an operator would
             return True
         with self._server_lock(f):  # not while `stack up` may be restarting Redis
