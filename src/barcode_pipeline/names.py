@@ -5,6 +5,8 @@ Operators grep for these; tests and tools must never spell them out again.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 # Kafka
 TOPIC = "barcode-events"
 DLT_TOPIC = "barcode-events.dlt"
@@ -46,6 +48,17 @@ JOB_PROCESSOR = "bp-processor"
 JOB_WORKER = "bp-worker"
 JOB_BACKLOG = "bp-backlog"
 JOB_LEGACY = "bp-legacy"
+
+
+class Role(StrEnum):
+    """The kinds of service ``run`` supervises; their values are the CLI sub-commands and the
+    metrics/log names."""
+
+    INGEST = "ingest"
+    PROCESSOR = "processor"
+    WORKER = "worker"
+    LEGACY = "legacy"
+
 
 # Kafka DLT headers
 DLT_REASON_HEADER = "bp-reason"

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from barcode_harness.stack.manager import StackManager
+from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
@@ -60,7 +61,7 @@ def monitored(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
     StackManager(settings, monitoring=True).up(quiet=True)  # (re)renders the scrape config for these settings
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
-    specs = [*pipeline_specs(settings, metrics=True), ChildSpec("legacy", ["legacy"])]
+    specs = [*pipeline_specs(settings, metrics=True), ChildSpec("legacy", names.Role.LEGACY, ["legacy"])]
     log = tmp_path_factory.mktemp("monitoring") / "pipeline.log"
     collector, server = serve(settings)
     try:

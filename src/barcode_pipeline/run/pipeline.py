@@ -51,12 +51,12 @@ def running_pipeline(
             log_path.parent.mkdir(parents=True, exist_ok=True)
             out = cleanup.enter_context(log_path.open("a", buffering=1))
         chosen = specs if specs is not None else pipeline_specs(settings, workers=workers, metrics=metrics)
-        if any(s.role in ("processor", "worker") for s in chosen):
+        if any(s.role in (names.Role.PROCESSOR, names.Role.WORKER) for s in chosen):
             # Their names derive from the node name: a second `run` of this node is refused here.
             lease = NodeLease(settings)
             lease.acquire()
             cleanup.callback(lease.release)
-        if any(s.role == "worker" for s in chosen):
+        if any(s.role is names.Role.WORKER for s in chosen):
             keeper = RetentionKeeper(settings)  # the table's partitions, ahead and past retention
             keeper.start()
             cleanup.callback(keeper.stop)
@@ -77,10 +77,10 @@ def ready_urls(settings: Settings, sup: Supervisor) -> list[str]:
     """The readiness endpoints of the HTTP services among the supervisor's children."""
     roles = {child.spec.role for child in sup.children.values()}
     urls = []
-    if "ingest" in roles:
+    if names.Role.INGEST in roles:
         scheme = "https" if settings.ingest_tls_cert is not None else "http"
         urls.append(f"{scheme}://{settings.ingest_host}:{settings.ingest_port}{names.ROUTE_READY}")
-    if "legacy" in roles:
+    if names.Role.LEGACY in roles:
         urls.append(f"http://{settings.legacy_host}:{settings.legacy_port}{names.ROUTE_READY}")
     return urls
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import IO
 
 from barcode_pipeline import names
@@ -26,20 +27,25 @@ from barcode_pipeline.run.watchdog import Watchdog, Watched
 
 log = logging.getLogger(__name__)
 
-STOP_ORDER = ("ingest", "processor", "worker")
+STOP_ORDER = (names.Role.INGEST, names.Role.PROCESSOR, names.Role.WORKER)
+
+
+class Hold(StrEnum):
+    """Why the supervisor's restart loop leaves a dead child alone."""
+
+    DRAINING = "draining"  # stop() ends it on purpose; a restart would undo the drain
+    PAUSED = "paused"  # fault injection keeps it down until it resumes it itself
+    TAKEN_OVER = "taken over"  # the liveness watchdog restarts it; a second start would run two copies
 
 
 @dataclass
 class ChildSpec:
     name: str
+    role: names.Role  # its settings and secrets (config.role_env) and its place in the drain order
     args: list[str]  # barcode-pipeline sub-command and options
     env: dict[str, str] = field(default_factory=dict)
     restart: bool = True
     watched: bool = False  # it writes a progress file, which the liveness watchdog judges
-
-    @property
-    def role(self) -> str:
-        return self.name.split("-")[0]
 
 
 class Child:
@@ -49,7 +55,12 @@ class Child:
         self.out = out
         self.proc: subprocess.Popen[str] | None = None
         self.restarts = 0
-        self.stopping = False
+        self.hold: Hold | None = None  # set while the restart loop must not restart it
+
+    @property
+    def held(self) -> bool:
+        """Someone else (the drain, fault injection, the watchdog) decides whether it runs."""
+        return self.hold is not None
 
     def start(self) -> None:
         # The parent's own BP_* variables (its secret files among them) are not passed on: the child
@@ -131,7 +142,7 @@ class Supervisor:
         """The liveness watchdog's restart of a stalled child: ``stop`` ends it while this loop's own
         restarts hold off (never two copies), then it starts again unless the supervisor is stopping."""
         own = self.children[child.spec.name]
-        own.stopping = True
+        own.hold = Hold.TAKEN_OVER
         try:
             stop()
             with self._lock:
@@ -141,12 +152,12 @@ class Supervisor:
                 own.start()
                 return True
         finally:
-            own.stopping = False
+            own.hold = None
 
     def _restart_the_dead(self) -> None:
         while not self._stop.wait(0.2):
             for child in self.children.values():
-                if child.alive() or child.stopping or not child.spec.restart:
+                if child.alive() or child.held or not child.spec.restart:
                     continue
                 code = child.proc.returncode if child.proc else None
                 log.warning(
@@ -154,7 +165,7 @@ class Supervisor:
                 )
                 if self._stop.wait(self.restart_delay_s):
                     return
-                if child.alive() or child.stopping:  # restarted or paused meanwhile: never run two copies
+                if child.alive() or child.held:  # restarted or held meanwhile: never run two copies
                     continue
                 child.restarts += 1
                 child.start()
@@ -165,13 +176,18 @@ class Supervisor:
         self.children[name].signal(signum)
 
     def pause_restarts(self, name: str, paused: bool) -> None:
-        self.children[name].stopping = paused
+        """Hold a child's restarts (fault injection); lifting it leaves a drain or a take-over alone."""
+        child = self.children[name]
+        if paused:
+            child.hold = Hold.PAUSED
+        elif child.hold is Hold.PAUSED:
+            child.hold = None
 
     def restart(self, name: str) -> None:
         child = self.children[name]
         if not child.alive():
             child.start()  # before un-pausing, so the watchdog cannot start a second copy
-        child.stopping = False
+        self.pause_restarts(name, False)
 
     def names(self, role: str) -> list[str]:
         return [n for n, c in self.children.items() if c.spec.role == role]
@@ -186,7 +202,7 @@ class Supervisor:
         for role in (*others, *STOP_ORDER):  # extra roles (e.g. legacy) first: nothing depends on them
             group = [c for c in self.children.values() if c.spec.role == role]
             for child in group:
-                child.stopping = True
+                child.hold = Hold.DRAINING
                 child.signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
             for child in group:
@@ -222,7 +238,7 @@ def pipeline_specs(
     """
     from barcode_pipeline.monitoring import targets
 
-    specs = [ChildSpec("ingest", ["ingest"])]
+    specs = [ChildSpec("ingest", names.Role.INGEST, ["ingest"])]
     metrics = metrics and settings.metrics_port_base > 0
     for i in range(1, settings.processors + 1):
         name = targets.processor_name(settings, i)
@@ -232,10 +248,14 @@ def pipeline_specs(
         # its partitions back at once instead of after the dead member's session and a rebalance.
         # The member id carries the node name, so processors of two app hosts never fence each other.
         member = names.node_member(settings.node_name, name)
-        specs.append(ChildSpec(name, ["processor", "--instance", member, *extra], watched=True))
+        specs.append(
+            ChildSpec(name, names.Role.PROCESSOR, ["processor", "--instance", member, *extra], watched=True)
+        )
     for i in range(1, (workers or settings.workers) + 1):
         extra = ["--metrics-port", str(targets.worker_port(settings, i))] if metrics else []
         extra += ["--progress-file", str(progress_path(settings.state_dir, f"worker-{i}"))]
         consumer = names.node_member(settings.node_name, f"worker-{i}")
-        specs.append(ChildSpec(f"worker-{i}", ["worker", "--name", consumer, *extra], watched=True))
+        specs.append(
+            ChildSpec(f"worker-{i}", names.Role.WORKER, ["worker", "--name", consumer, *extra], watched=True)
+        )
     return specs

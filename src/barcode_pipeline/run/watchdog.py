@@ -63,7 +63,7 @@ class Watched(Protocol):
     def spec(self) -> WatchedSpec: ...
 
     @property
-    def stopping(self) -> bool: ...  # being stopped or paused by the supervisor: not ours to judge
+    def held(self) -> bool: ...  # drained, paused or already taken over: not ours to judge
 
     @property
     def pid(self) -> int | None: ...
@@ -288,7 +288,7 @@ class Watchdog:
                 self._restarts.get(name, 0), child.pid,
             )  # fmt: skip
             self.metrics.stalled.labels(name).set(1 if state == "stalled" else 0)
-            if state == "stalled" and not child.stopping:
+            if state == "stalled" and not child.held:
                 restarted.append(name)
         self.verdicts = verdicts  # one assignment: the health thread never sees a half-built round
         self._write_state()

@@ -19,6 +19,7 @@ from typing import Any
 
 from barcode_harness.bench.loadgen import LoadSpec, run_load
 from barcode_harness.keys import with_harness_key
+from barcode_pipeline import names
 from barcode_pipeline.auth.guard import Authenticator, Principal
 from barcode_pipeline.auth.keys import digest
 from barcode_pipeline.auth.store import StoredKey
@@ -80,8 +81,10 @@ def run_auth_bench(
         order = MODES if round_no % 2 == 0 else MODES[::-1]
         for mode in order:
             mode_settings = keyed.model_copy(update={"ingest_auth": mode})
-            with running_pipeline(mode_settings, specs=[ChildSpec("ingest", ["ingest"])], start_stack=False,
-                                  log_path=out / "ingest.log"):  # fmt: skip
+            ingest = ChildSpec("ingest", names.Role.INGEST, ["ingest"])
+            with running_pipeline(
+                mode_settings, specs=[ingest], start_stack=False, log_path=out / "ingest.log"
+            ):
                 load = LoadSpec(
                     url=url, rate=spec.rate, duration_s=spec.warmup_s, api_key=keyed.ingest_api_key
                 )

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from barcode_harness.keys import with_harness_key
+from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
@@ -127,9 +128,9 @@ class BenchEnv:
             reset_redis(self.settings)
         self.settings = with_harness_key(self.settings, "bench", start_stack=False)
         specs = pipeline_specs(self.settings, metrics=False)
-        core = [s for s in specs if s.role != "worker"] if self.pipeline else []
+        core = [s for s in specs if s.role is not names.Role.WORKER] if self.pipeline else []
         if self.legacy:
-            core.append(ChildSpec(LEGACY, [LEGACY]))
+            core.append(ChildSpec(LEGACY, names.Role.LEGACY, [LEGACY]))
         self._stack = ExitStack()
         try:
             self._core = self._stack.enter_context(
@@ -164,7 +165,7 @@ class BenchEnv:
     def start_workers(self, settings: Settings) -> None:
         """(Re)start the persistence workers with ``settings`` (e.g. another batching delay)."""
         self.stop_workers()
-        specs = [s for s in pipeline_specs(settings, metrics=False) if s.role == "worker"]
+        specs = [s for s in pipeline_specs(settings, metrics=False) if s.role is names.Role.WORKER]
         self._workers = Supervisor(settings, specs, out=self._core.out if self._core else None)
         self._workers.start()
         self.worker_settings = settings

@@ -28,7 +28,7 @@ from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError, PipelineError
-from barcode_pipeline.run.supervisor import Supervisor
+from barcode_pipeline.run.supervisor import Hold, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def resume(sup: Supervisor, name: str, *, timeout: float = 30.0) -> None:
     ``Supervisor.restart`` does) can race the watchdog into running two copies of it.
     """
     child = sup.children[name]
-    if child.stopping:
+    if child.hold is Hold.PAUSED:
         if not child.alive():
             child.start()
         sup.pause_restarts(name, False)

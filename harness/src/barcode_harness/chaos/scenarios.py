@@ -297,7 +297,9 @@ class WorkerCrashHook(Scenario):
     def inject(self, ctx: ChaosContext) -> None:
         env = {CRASH_AFTER_COMMIT_ENV if self.after_commit else CRASH_BEFORE_COMMIT_ENV: "1"}
         self.consumer = names.node_member(ctx.settings.node_name, self.service)
-        spec = ChildSpec(self.service, ["worker", "--name", self.consumer], env=env, restart=False)
+        spec = ChildSpec(
+            self.service, names.Role.WORKER, ["worker", "--name", self.consumer], env=env, restart=False
+        )
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
         ctx.extra_supervisors.append(self._extra)
         self._extra.start()
