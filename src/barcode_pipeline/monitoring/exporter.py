@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
+from http.server import ThreadingHTTPServer
 
 import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,7 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.probes import backlog as backlog_probe
+from barcode_pipeline.web.sideport import serve_side_port
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +223,12 @@ class BacklogCollector(Collector):
         return metric_families(self.latest, self.settings.processor_group, Bounds.of(self.settings))
 
 
-def serve(settings: Settings) -> tuple[BacklogCollector, WSGIServer]:
+def serve(settings: Settings) -> tuple[BacklogCollector, ThreadingHTTPServer]:
     """Start probing and serve ``/metrics`` on ``exporter_port`` (loopback); returns both to stop them."""
     registry = CollectorRegistry(auto_describe=False)
     collector = BacklogCollector(settings)
     registry.register(collector)
     collector.start()
-    server, _thread = start_http_server(settings.exporter_port, addr="127.0.0.1", registry=registry)
+    server = serve_side_port(settings.exporter_port, registry=registry)
     log.info("backlog exporter on http://127.0.0.1:%d/metrics", settings.exporter_port)
     return collector, server

@@ -41,9 +41,9 @@ def processor(
     setup_logging(settings.log_level, "processor", settings.log_format)
     install_stack_dump()
     if metrics_port:
-        from prometheus_client import start_http_server
+        from barcode_pipeline.web.sideport import serve_side_port
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        serve_side_port(metrics_port)
     proc = Processor(settings, instance=instance, stall_hook=StallHook.from_env())
     if progress_file:
         ProgressFile(proc.progress, progress_file).start()

@@ -30,20 +30,20 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Protocol
 
 import orjson
 import redis
 from confluent_kafka import KafkaException
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.liveness import STACK_DUMP_SIGNAL, progress_dir, read_progress
 from barcode_pipeline.probes.backlog import Backlog, kafka_lag, redis_backlog
+from barcode_pipeline.web.sideport import Route, serve_side_port
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,12 @@ class Watchdog:
             self.metrics.stalled.labels(name).set(0)
         if self._health_port:
             try:
-                self._server = health_server(self._health_port, self.health, self.metrics.registry)
+                self._server = serve_side_port(
+                    self._health_port, registry=self.metrics.registry, routes=[health_routes(self.health)]
+                )
             except OSError as exc:  # the pipeline matters more than its probe endpoint
                 log.error("cannot serve health and metrics on port %d: %s", self._health_port, exc)
             else:
-                threading.Thread(target=self._server.serve_forever, daemon=True, name="health").start()
                 log.info("supervisor health and metrics on 127.0.0.1:%d", self._health_port)
         if self.enabled:
             self._thread.start()
@@ -373,36 +374,19 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
     return state if time.time() - float(state.get("checked_at", 0)) <= fresh_s else None
 
 
-def health_server(
-    port: int, health: Callable[[], dict[str, Any]], registry: CollectorRegistry
-) -> ThreadingHTTPServer:
-    """``GET /health`` (all services), ``GET /health/<name>`` (one) and ``GET /metrics``."""
+def health_routes(health: Callable[[], dict[str, Any]]) -> Route:
+    """``GET /health`` (all services; 503 while one is stalled) and ``GET /health/<name>`` (one)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # the http.server API
-            if self.path == names.ROUTE_METRICS:
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                return
+    def route(path: str) -> tuple[int, Any] | None:
+        if path == names.ROUTE_HEALTH:
             report = health()
-            service = self.path.removeprefix(f"{names.ROUTE_HEALTH}/")  # GET /health/<service>
-            if self.path == names.ROUTE_HEALTH:
-                code = 503 if report["stalled"] else 200
-                self._send(code, orjson.dumps(report), "application/json")
-            elif service != self.path and service in report["services"]:
-                verdict = report["services"][service]
-                code = 503 if verdict["state"] in ("stalled", "down") else 200
-                self._send(code, orjson.dumps(verdict), "application/json")
-            else:
-                self._send(404, orjson.dumps({"error": "not_found", "path": self.path}), "application/json")
+            return (503 if report["stalled"] else 200), report
+        service = path.removeprefix(f"{names.ROUTE_HEALTH}/")
+        if service == path:
+            return None
+        verdict = health()["services"].get(service)
+        if verdict is None:
+            return None
+        return (503 if verdict["state"] in ("stalled", "down") else 200), verdict
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet probes
-            log.debug("health: " + format, *args)
-
-    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    return route

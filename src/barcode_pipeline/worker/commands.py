@@ -36,9 +36,9 @@ def worker(
     setup_logging(settings.log_level, f"worker[{name}]", settings.log_format)
     install_stack_dump()
     if metrics_port:
-        from prometheus_client import start_http_server
+        from barcode_pipeline.web.sideport import serve_side_port
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        serve_side_port(metrics_port)
     crash = CrashPoints.from_env(os.environ)
     service = Worker(settings, WorkerOptions(name=name, crash=crash, stall_hook=StallHook.from_env()))
     if progress_file:
