@@ -12,50 +12,27 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPBearer
-from starlette.types import Receive, Scope
 
 from barcode_pipeline import names
-from barcode_pipeline.auth.guard import Authenticator, Principal, openapi_responses
+from barcode_pipeline.auth.guard import Authenticator, openapi_responses
 from barcode_pipeline.config import Settings
-from barcode_pipeline.domain import ScanRules, parse_scan, parse_scan_batch
-from barcode_pipeline.errors import DeliveryError, ValidationFailed
+from barcode_pipeline.ingest.handlers import IngestState, readiness, scan_batch, scan_one
 from barcode_pipeline.ingest.metrics import IngestMetrics
-from barcode_pipeline.ingest.producer import KafkaBridge, KafkaUnavailable
+from barcode_pipeline.ingest.producer import KafkaBridge
 from barcode_pipeline.web import schemas
 from barcode_pipeline.web.app import HotHandler, service_app
-from barcode_pipeline.web.body import read_json
 from barcode_pipeline.web.contract import (
     RETRY_AFTER_DOC,
-    accepted,
-    batch_result,
-    batch_too_large,
-    batch_unavailable,
     client_errors,
-    json_response,
     too_large_doc,
-    unavailable,
-    validation_failed,
 )
 
 log = logging.getLogger(__name__)
-
-KAFKA_DOWN = "Kafka is unreachable or the topic is not writable (the ingest log says why)"
-
-
-def not_confirmed(exc: DeliveryError) -> str:
-    """What a client is told when Kafka did not confirm: whether to wait, not the broker's details
-    (its address, TLS or SASL errors), which go to the log."""
-    log.debug("not confirmed: %s", exc)
-    return (
-        f"{KAFKA_DOWN}; resend after Retry-After"
-        if isinstance(exc, KafkaUnavailable)
-        else ("Kafka did not confirm the write; resend after Retry-After")
-    )
-
 
 _ERRORS = client_errors("A rule is broken; `field` (and `index`, in a batch) name it.")
 
@@ -70,10 +47,9 @@ def create_app(
     """
     metrics = metrics if metrics is not None else IngestMetrics()
     kafka = bridge if bridge is not None else KafkaBridge(settings, metrics=metrics)
-    rules = ScanRules.from_days(settings.scan_max_age_days, settings.scan_max_future_ms)
-    body_limit = settings.max_body_bytes
-    max_items = settings.max_batch_items
     guard = Authenticator(settings, metrics)
+    state = IngestState.of(settings, kafka, guard, metrics)
+    body_limit, max_items = state.body_limit, state.max_items
     auth_errors = openapi_responses(settings.ingest_key_rate > 0) if guard.required else {}
     # Declared for the OpenAPI docs only (security schemes, the "Authorize" button): the fast path
     # answers these routes before FastAPI's dependencies would run.
@@ -95,7 +71,10 @@ def create_app(
             await asyncio.to_thread(kafka.close)
             log.info("ingest stopped; producer flushed")
 
-    handlers: dict[str, HotHandler] = {}
+    handlers: dict[str, HotHandler] = {
+        names.ROUTE_SCAN: partial(scan_one, state),
+        names.ROUTE_BATCH: partial(scan_batch, state),
+    }
     app = service_app(
         title="barcode-pipeline ingest",
         description=(
@@ -131,29 +110,7 @@ def create_app(
         openapi_extra=schemas.json_body(schemas.scan_schema()),
     )
     async def ingest_barcode(request: Request) -> Response:
-        return await scan_one(request.scope, request.receive)
-
-    async def scan_one(scope: Scope, receive: Receive) -> Response:
-        principal = guard.identify(scope)
-        if isinstance(principal, Response):
-            return principal  # refused before the body is read
-        obj = await read_json(scope, receive, body_limit)
-        return obj if isinstance(obj, Response) else await handle_one(obj, principal)
-
-    async def handle_one(obj: object, principal: Principal) -> Response:
-        try:
-            event = parse_scan(obj, rules)
-        except ValidationFailed as exc:
-            return validation_failed(exc)
-        if (refused := guard.forbidden(principal, (event.device_id,), batch=False)) is not None:
-            return refused
-        try:
-            await kafka.send(event)
-        except DeliveryError as exc:
-            return unavailable(not_confirmed(exc))
-        metrics.accepted.inc()
-        guard.accepted(principal, 1)
-        return accepted(event.scan_id)
+        return await scan_one(state, request.scope, request.receive)
 
     @app.post(
         names.ROUTE_BATCH,
@@ -176,36 +133,7 @@ def create_app(
         openapi_extra=schemas.json_body(schemas.batch_schema(max_items)),
     )
     async def ingest_barcodes(request: Request) -> Response:
-        return await scan_batch(request.scope, request.receive)
-
-    async def scan_batch(scope: Scope, receive: Receive) -> Response:
-        principal = guard.identify(scope)
-        if isinstance(principal, Response):
-            return principal
-        obj = await read_json(scope, receive, body_limit)
-        return obj if isinstance(obj, Response) else await handle_batch(obj, principal)
-
-    async def handle_batch(obj: object, principal: Principal) -> Response:
-        if isinstance(obj, list) and len(obj) > max_items:
-            return batch_too_large(max_items, len(obj))
-        try:
-            events = parse_scan_batch(obj, rules, max_items=max_items)
-        except ValidationFailed as exc:
-            return validation_failed(exc)
-        devices = (event.device_id for event in events)
-        if (refused := guard.forbidden(principal, devices, batch=True)) is not None:
-            return refused  # like a validation error: the whole batch is refused, nothing is sent
-        total = len(events)
-        try:
-            failed = await kafka.send_many(events)
-        except DeliveryError as exc:
-            return batch_unavailable(not_confirmed(exc), total)
-        if total > len(failed):
-            metrics.accepted.inc(total - len(failed))
-            guard.accepted(principal, total - len(failed))
-        return batch_result(total, failed, none_confirmed="Kafka confirmed none of the scans")
-
-    handlers.update({names.ROUTE_SCAN: scan_one, names.ROUTE_BATCH: scan_batch})
+        return await scan_batch(state, request.scope, request.receive)
 
     @app.get(
         names.ROUTE_READY,
@@ -214,9 +142,6 @@ def create_app(
         responses={503: {"model": schemas.Ready, "description": "Kafka unreachable or topic not usable."}},
     )
     async def ready() -> Response:
-        if kafka.available:
-            return json_response(200, {"status": "ready", "kafka": "up"})
-        # the cause (broker address, TLS or SASL details) is in the log, not for whoever asks
-        return json_response(503, {"status": "not_ready", "kafka": "down", "reason": KAFKA_DOWN})
+        return readiness(state)
 
     return app
