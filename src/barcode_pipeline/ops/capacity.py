@@ -9,6 +9,7 @@ footprint`` (one structure at a time) and are checked on a live run by ``bench s
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -182,6 +183,90 @@ def markdown(plans: dict[float, list[Line]]) -> str:
                 + f" ({line.share:.0%}) |"
                 for line in lines
             ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------- CPU
+@dataclass(frozen=True)
+class StageCpu:
+    """Microseconds of CPU per scan, by stage: ``bench max`` (docs/benchmarks.md, 2026-12-03) at its
+    search step nearest 5,000 scans/s, on a 2-core machine with everything co-located and Kafka at
+    replication factor 1. Lower rates cost more per scan (fixed costs spread over fewer scans)."""
+
+    ingest: float
+    processor: float
+    workers: float
+    kafka: float
+    redis: float
+    mariadb: float
+
+
+CPU_SINGLE = StageCpu(ingest=169.4, processor=25.4, workers=27.0, kafka=53.1, redis=23.4, mariadb=18.2)
+CPU_BATCH = StageCpu(ingest=40.8, processor=35.2, workers=37.9, kafka=32.4, redis=27.0, mariadb=25.6)
+HEADROOM = 0.3  # of each core kept free: a peak's bursts, a restart's catch-up, a rebalance
+REDIS_CORE = 1.0  # Redis executes commands on one thread: one primary never uses more than a core
+
+
+@dataclass(frozen=True)
+class CpuLine:
+    """One tier of the CPU plan: the cores it needs with the headroom kept, and on how many hosts."""
+
+    tier: str
+    us_per_scan: float
+    cores: float
+    hosts: int
+    note: str
+
+
+def cpu_plan(
+    settings: Settings,
+    rate: float,
+    *,
+    batch_share: float = 0.0,
+    host_cores: int = 8,
+    headroom: float = HEADROOM,
+) -> list[CpuLine]:
+    """Cores each tier needs for ``rate`` scans/s, and hosts of ``host_cores`` cores: the app hosts
+    (ingest, processor, workers: at least two, for the ha profile), the brokers (at least the
+    replication factor; replicas cost the followers about what the leader spends), Redis and MariaDB."""
+
+    def us(stage: str) -> float:
+        single: float = getattr(CPU_SINGLE, stage)
+        batch: float = getattr(CPU_BATCH, stage)
+        return single * (1 - batch_share) + batch * batch_share
+
+    def cores(micros: float) -> float:
+        return rate * micros / 1e6 / (1 - headroom)
+
+    app_us = us("ingest") + us("processor") + us("workers")
+    kafka_us = us("kafka") * settings.topic_replication
+    redis_cores = cores(us("redis"))
+    mariadb_cores = cores(us("mariadb"))
+    stages = f"ingest {us('ingest'):.0f}, processor {us('processor'):.0f}, workers {us('workers'):.0f} µs"
+    redis_note = "within one core" if redis_cores <= REDIS_CORE else "PAST ONE CORE: Redis is the limit"
+    replicas = settings.topic_replication
+    return [
+        CpuLine("app hosts (ingest, processor, workers)", app_us, cores(app_us),
+                max(2, math.ceil(cores(app_us) / host_cores)), stages),
+        CpuLine("Kafka brokers", kafka_us, cores(kafka_us),
+                max(replicas, math.ceil(cores(kafka_us) / host_cores)), f"x{replicas} replicas"),
+        CpuLine("Redis (one primary)", us("redis"), redis_cores, 1, redis_note),
+        CpuLine("MariaDB", us("mariadb"), mariadb_cores, max(1, math.ceil(mariadb_cores / host_cores)),
+                "one primary"),
+    ]  # fmt: skip
+
+
+def cpu_markdown(plans: dict[float, list[CpuLine]], host_cores: int) -> str:
+    out: list[str] = []
+    for rate, lines in plans.items():
+        out += [
+            f"**{rate:,g} scans/s** (hosts of {host_cores} cores, {HEADROOM:.0%} of each kept free):",
+            "",
+            "| tier | µs per scan | cores | hosts | note |",
+            "|---|---|---|---|---|",
+            *(f"| {c.tier} | {c.us_per_scan:.0f} | {c.cores:.1f} | {c.hosts} | {c.note} |" for c in lines),
             "",
         ]
     return "\n".join(out)

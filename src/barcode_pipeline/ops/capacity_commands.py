@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,19 @@ from rich.table import Table
 
 from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.logs import setup_logging
-from barcode_pipeline.ops.capacity import GIB, Bounds, Line, markdown, plan, summary, to_dict
+from barcode_pipeline.ops.capacity import (
+    GIB,
+    HEADROOM,
+    Bounds,
+    CpuLine,
+    Line,
+    cpu_markdown,
+    cpu_plan,
+    markdown,
+    plan,
+    summary,
+    to_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +75,15 @@ def _table(rate: float, lines: list[Line], memory_source: str) -> Table:
     return table
 
 
+def _cpu_table(rate: float, lines: list[CpuLine], host_cores: int) -> Table:
+    table = Table(title=f"CPU at {rate:,g} scans/s (hosts of {host_cores} cores, {HEADROOM:.0%} kept free)")
+    for col in ("tier", "µs per scan", "cores", "hosts", "note"):
+        table.add_column(col)
+    for c in lines:
+        table.add_row(c.tier, f"{c.us_per_scan:.0f}", f"{c.cores:.1f}", str(c.hosts), c.note)
+    return table
+
+
 def _gib(value: float) -> str:
     return f"{value / GIB:,.1f} GiB"
 
@@ -87,6 +109,7 @@ def capacity(
         float | None, typer.Option(min=0.001, help="GiB for Kafka, all brokers [--disk].")
     ] = None,
     db_disk: Annotated[float | None, typer.Option(min=0.001, help="GiB for the database [--disk].")] = None,
+    host_cores: Annotated[int, typer.Option(min=1, help="Cores of one host, for the CPU plan [8].")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     as_markdown: Annotated[
         bool, typer.Option("--markdown", help="Markdown tables (as in the docs).")
@@ -107,12 +130,21 @@ def capacity(
 
     bounds = Bounds(memory, size(redis_disk), size(kafka_disk), size(db_disk))
     plans = {r: plan(settings, r, bounds, days=days, batch_share=batch_share) for r in rate}
+    cpu = {r: cpu_plan(settings, r, batch_share=batch_share, host_cores=host_cores) for r in rate}
     if as_json:
-        out = [{"rate": r, "lines": to_dict(lines), "summary": summary(lines)} for r, lines in plans.items()]
+        out = [
+            {
+                "rate": r,
+                "lines": to_dict(lines),
+                "summary": summary(lines),
+                "cpu": [asdict(c) for c in cpu[r]],
+            }
+            for r, lines in plans.items()
+        ]
         typer.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return
     if as_markdown:
-        typer.echo(markdown(plans))
+        typer.echo(markdown(plans) + "\n" + cpu_markdown(cpu, host_cores))
         return
     console = Console(width=max(100, shutil.get_terminal_size().columns))
     for r, lines in plans.items():
@@ -120,6 +152,7 @@ def capacity(
         for line in lines:
             typer.echo(f"{line.store}: {line.change}")
         typer.echo(summary(lines))
+        console.print(_cpu_table(r, cpu[r], host_cores))
 
 
 def register(app: typer.Typer) -> None:

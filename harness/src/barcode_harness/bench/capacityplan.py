@@ -19,6 +19,8 @@ SECTION = (
     "<!-- plan: end -->",
 )
 RATES = (100.0, 1000.0, 5000.0)
+CPU_RATES = (1000.0, 5000.0, 20000.0)
+HOST_CORES = 8
 REFERENCE = capacity.Bounds(
     redis_memory=4 * capacity.GIB, redis_disk=1024 * capacity.GIB, kafka_disk=1024 * capacity.GIB,
     db_disk=1024 * capacity.GIB,
@@ -29,6 +31,8 @@ COMMAND = "barcode-pipeline capacity --rate 100 --rate 1000 --rate 5000 --redis-
 def section(settings: Settings) -> str:
     """The plan at each of ``RATES`` with the default settings, between the section's markers."""
     plans = {rate: capacity.plan(settings, rate, REFERENCE) for rate in RATES}
+    ha = settings.model_copy(update={"topic_replication": 3})
+    cpu = {rate: capacity.cpu_plan(ha, rate, host_cores=HOST_CORES) for rate in CPU_RATES}
     return "\n".join([
         SECTION[0],
         "## The plan at 100, 1,000 and 5,000 scans/s",
@@ -40,6 +44,15 @@ def section(settings: Settings) -> str:
         "bounds (`--redis-memory`, `--disk`, `--db-disk`, ...); it prints the settings each store needs.",
         "",
         capacity.markdown(plans),
+        "### CPU: the cores each tier needs",
+        "",
+        f"`barcode-pipeline capacity --rate 1000 --rate 5000 --rate 20000 --host-cores {HOST_CORES}` on the "
+        "ha profile's layout (`BP_TOPIC_REPLICATION=3`), every scan single: the microseconds of CPU per scan "
+        "each stage used in `bench max` (docs/benchmarks.md) at its step nearest 5,000 scans/s, times the "
+        "rate, with 30 % of each core kept free. Measured on 2 cores with everything co-located: a "
+        "starting point to check on the real hosts with `bench max`, not a promise.",
+        "",
+        capacity.cpu_markdown(cpu, HOST_CORES),
         SECTION[1],
     ]) + "\n"  # fmt: skip
 
