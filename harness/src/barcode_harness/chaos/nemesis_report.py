@@ -93,6 +93,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
     drains = [r.stats.last_heal_to_drained_s for r in runs if r.stats.last_heal_to_drained_s is not None]
     kinds = {(f.target, f.kind) for r in runs for f in r.stats.faults}
     begin, end = markers(s)
+    kinds_shown = (*KINDS, "full") if s.fills else KINDS
     long = " (a long schedule)" if (begin, end) == sections.LONG_NEMESIS else ""
     lines = [
         begin,
@@ -124,17 +125,28 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         f"{_num(max(drains) if drains else None)} s (target {p.drain_target_s:g} s); "
         f"{len(kinds)} distinct (target, kind) pairs exercised.",
         "",
-        "| seed | faults | overlapping pairs | kinds (kill/pause/restart) | acknowledged | stored | lost "
-        "| duplicates | last heal → drained (s) | result |",
+        f"| seed | faults | overlapping pairs | kinds ({'/'.join(kinds_shown)}) | acknowledged | stored "
+        "| lost | duplicates | last heal → drained (s) | result |",
         "|--:|--:|--:|---|--:|--:|--:|--:|--:|---|",
     ]
     for r in runs:
-        counts = "/".join(str(sum(1 for f in r.stats.faults if f.kind == k)) for k in KINDS)
+        counts = "/".join(str(sum(1 for f in r.stats.faults if f.kind == k)) for k in kinds_shown)
         lines.append(
             f"| {r.stats.seed} | {len(r.stats.faults)} | {r.stats.overlapping_pairs} | {counts} "
             f"| {r.result.acknowledged} | {r.result.stored} | {r.result.lost} | {r.result.duplicates} "
             f"| {_num(r.stats.last_heal_to_drained_s)} | {'pass' if r.result.ok else '**FAIL**'} |"
         )
+    flat = [
+        (r.stats.seed, c) for r in runs for c in r.result.checks if "RSS" in c.name or "descriptors" in c.name
+    ]
+    if flat:
+        first = runs[0].stats
+        lines += ["", f"Memory and descriptors across the schedule ({first.samples} readings for seed "
+                  f"{first.seed}, the soak's checks):", ""]  # fmt: skip
+        lines += [
+            f"- seed {seed}: {'✅' if c.ok else '❌'} {_cell(c.name)}: {_cell(c.detail) or 'none'}"
+            for seed, c in flat
+        ]
     failed = [r for r in runs if not r.result.ok]
     if failed:
         lines += ["", "### Failed iterations", ""]
