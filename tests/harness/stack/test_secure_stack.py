@@ -27,6 +27,8 @@ from barcode_harness.demo import DemoSpec, run_demo
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline.adapters import db
+from barcode_pipeline.adapters import kafka as kafka_adapter
+from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import SECRET_FILE_SETTINGS, Settings, settings_env
 from barcode_pipeline.errors import StackError
 
@@ -50,11 +52,15 @@ def _hostport(url: str) -> tuple[str, int]:
 
 
 def test_plaintext_is_refused_by_every_server(secure_stack: Settings) -> None:
+    """Each refusal is shown against a TLS client that succeeds on the same address, so a stopped
+    server or a wrong port could not pass it."""
+    kafka_adapter.admin(secure_stack).list_topics(timeout=10)  # TLS + SASL on this address: answers
     plain_kafka = AdminClient({"bootstrap.servers": secure_stack.kafka_bootstrap, "log_level": 0})
     with pytest.raises(KafkaException):
         plain_kafka.list_topics(timeout=3)
     host, port = _hostport(secure_stack.redis_url)
-    with pytest.raises(redis.ConnectionError):
+    assert redis_adapter.client(secure_stack).ping()  # the same host and port, over TLS
+    with pytest.raises(redis.ConnectionError, match="Connection closed by server|reset by peer"):
         redis.Redis(host=host, port=port, socket_timeout=3).ping()
     target = db.parse_db_url(secure_stack.db_url)
     with pytest.raises(pymysql.err.OperationalError):  # even with the right password
@@ -69,10 +75,12 @@ def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: Sett
     host = secure_stack.kafka_bootstrap.rpartition(":")[0]
     with socket.create_connection((host, secure_stack.kafka_controller_port), timeout=5) as raw:
         try:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
+            with context.wrap_socket(raw, server_hostname=host) as tls:  # the server's certificate: trusted
                 tls.sendall(b"\x00\x00\x00\x01\x00")
                 assert tls.recv(1) == b""  # TLS 1.3 reports the refusal on the first read
-        except (ssl.SSLError, ConnectionResetError):
+        except ssl.SSLError as exc:  # the refusal must be about our missing certificate, nothing else
+            assert "CERTIFICATE_REQUIRED" in str(exc) or "certificate required" in str(exc), exc
+        except ConnectionResetError:
             pass
 
 
