@@ -60,7 +60,7 @@ def test_plaintext_is_refused_by_every_server(secure_stack: Settings) -> None:
         plain_kafka.list_topics(timeout=3)
     host, port = _hostport(secure_stack.redis_url)
     assert redis_adapter.client(secure_stack).ping()  # the same host and port, over TLS
-    with pytest.raises(redis.ConnectionError, match="Connection closed by server|reset by peer"):
+    with pytest.raises(redis.ConnectionError, match=r"Connection closed by server|reset by peer"):
         redis.Redis(host=host, port=port, socket_timeout=3).ping()
     target = db.parse_db_url(secure_stack.db_url)
     with pytest.raises(pymysql.err.OperationalError):  # even with the right password
