@@ -14,8 +14,8 @@ from barcode_pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
 
-STORES = {"redis_used_bytes", "redis_markers_bytes", "redis_streams_bytes", "redis_aof_bytes", "kafka_bytes",
-          "table_bytes", "dlq_entries"}  # fmt: skip
+STORES = {"redis_used_bytes", "redis_markers_bytes", "redis_streams_bytes", "redis_dlq_bytes",
+          "redis_aof_bytes", "kafka_bytes", "table_bytes", "dlq_entries"}  # fmt: skip
 GROUPS = {"ingest", "processor", "workers", "supervisor", "kafka", "redis", "mariadb"}
 
 
@@ -42,7 +42,12 @@ def test_soak_quick_passes_its_checks_and_reports_every_store(
     assert (
         len(report["series"]["freshness"]["p99_ms"]) >= 8 and len(report["series"]["ingest"]["p99_ms"]) >= 8
     )
-    assert all(t["met"] for t in report["targets"]) and len(report["targets"]) >= 10
+    judged = {t["name"]: t["met"] for t in report["targets"]}
+    assert len(judged) >= 10 and all(met is not False for met in judged.values()), judged
+    # a minute's table is measured in InnoDB's allocation steps, not rows: reported, not judged
+    assert [name for name, met in judged.items() if met is None] == [
+        name for name in judged if name.startswith("table bytes per row")
+    ]
     text = doc.read_text()
     assert text.startswith("# Capacity\n\nkept text\n") and "<!-- soak: begin" in text
     assert (folder / "soak.png").stat().st_size > 10_000
