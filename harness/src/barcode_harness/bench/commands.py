@@ -379,12 +379,12 @@ def footprint_cmd(
 def soak_cmd(
     quick: Quick = False,
     rate: Annotated[float | None, typer.Option(min=1, help="Scans/s, all APIs together [1000].")] = None,
-    duration: Annotated[float | None, typer.Option(min=10, help="Seconds of load [3600; quick 60].")] = None,
+    duration: Annotated[float | None, typer.Option(min=10, help="Seconds of load [3600; quick 40].")] = None,
     warmup: Annotated[
-        float | None, typer.Option(min=0, help="Seconds before the slopes are fitted [300; quick 15].")
+        float | None, typer.Option(min=0, help="Seconds before the slopes are fitted [300; quick 8].")
     ] = None,
     sample: Annotated[
-        float | None, typer.Option(min=1, help="Seconds between samples [30; quick 5].")
+        float | None, typer.Option(min=1, help="Seconds between samples [30; quick 4].")
     ] = None,
     doc: Annotated[Path | None, typer.Option(help="Markdown file whose soak section is rewritten.")] = None,
     out: Out = DEFAULT_OUT,

@@ -77,7 +77,7 @@ class SoakSpec:
         return self.rate * (1 - self.resend_ratio)
 
 
-QUICK = SoakSpec(rate=300.0, duration_s=60.0, warmup_s=15.0, sample_s=5.0, preset="quick")
+QUICK = SoakSpec(rate=300.0, duration_s=40.0, warmup_s=8.0, sample_s=4.0, preset="quick")
 
 
 class VariableBatches(ScanBodies):
