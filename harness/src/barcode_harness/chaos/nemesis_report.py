@@ -106,10 +106,10 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         f"{s.active_share:.0%} as a Poisson process (mean gap {s.mean_gap_s:g} s), each on a random "
         f"target and of a random kind, held {s.min_for_s:g}-{s.max_for_s:g} s (a processor pause is "
         f"sometimes {s.long_pause_s:g} s, past its session timeout). Faults on different targets "
-        "overlap; faults on one target follow each other. The load runs until the last fault is "
-        "healed; the drain is timed from that last heal. A client whose outbox holds a backlog after "
-        "an outage resends it through the batch endpoint (up to 100 scans a request), as a scanner "
-        "catching up would; new scans still go one per request.",
+        "overlap; faults on one target follow each other. The load runs until the schedule's end "
+        "and the last fault is healed; the drain is timed from the later of the two. A client whose "
+        "outbox holds a backlog after an outage resends it through the batch endpoint (up to 100 "
+        "scans a request), as a scanner catching up would; new scans still go one per request.",
         "",
         "| kind | on a service (processor, worker-N) | on a server (Kafka, Redis, MariaDB) |",
         "|---|---|---|",
