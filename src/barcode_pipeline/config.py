@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from barcode_pipeline import names
@@ -245,20 +245,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"TLS file {path} does not exist")
         return self
 
-    @field_validator("ingest_trusted_networks")
+    @field_validator("ingest_trusted_networks", "ingest_proxies", "metrics_from")
     @classmethod
-    def _valid_networks(cls, value: str) -> str:
+    def _valid_addresses(cls, value: str, info: ValidationInfo) -> str:
+        """Trusted networks (with device patterns), proxies and scrapers (addresses or CIDRs)."""
+        parse = parse_trusted_networks if info.field_name == "ingest_trusted_networks" else parse_proxies
         try:
-            parse_trusted_networks(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("ingest_proxies", "metrics_from")
-    @classmethod
-    def _valid_proxies(cls, value: str) -> str:
-        try:
-            parse_proxies(value)
+            parse(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -6,18 +6,17 @@ from __future__ import annotations
 import contextlib
 import resource
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from barcode_pipeline.web.headguard import GuardedHttpToolsProtocol
 from barcode_pipeline.web.server import raise_descriptor_limit
+from tests.web.serving import served
 
 
 class QuickGuard(GuardedHttpToolsProtocol):
@@ -37,23 +36,8 @@ def _app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        chosen = int(probe.getsockname()[1])
-    config = uvicorn.Config(
-        _app(), host="127.0.0.1", port=chosen, loop="uvloop", http=QuickGuard, lifespan="off",
-        log_config=None, access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield chosen
-    server.should_exit = True
-    thread.join(10)
+    with served(_app(), QuickGuard, loop="uvloop") as chosen:
+        yield chosen
 
 
 def _reply(sock: socket.socket, timeout: float = 5.0) -> bytes:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from barcode_pipeline.web.onewrite import OneWriteHttpToolsProtocol, OneWriteTransport
+from tests.web.serving import served
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -102,23 +100,8 @@ def _app() -> FastAPI:
 
 @pytest.fixture
 def server_port() -> Iterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    config = uvicorn.Config(
-        _app(), host="127.0.0.1", port=port, loop="asyncio", http=OneWriteHttpToolsProtocol,
-        lifespan="off", log_config=None, access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with served(_app(), OneWriteHttpToolsProtocol) as port:
+        yield port
 
 
 def _recv_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:

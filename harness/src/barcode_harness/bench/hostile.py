@@ -82,17 +82,23 @@ class Attack:
         parts = line.split()
         self.count(parts[1].decode() if len(parts) > 1 else "closed")
 
+    async def _begin(self) -> tuple[asyncio.StreamWriter, asyncio.Future[None]] | None:
+        """A connection with a request line sent and its answer awaited; None (after a pause) if refused."""
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            self.count("connect failed")
+            await asyncio.sleep(0.5)
+            return None
+        writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
+        return writer, asyncio.ensure_future(self._status(reader))
+
     async def slow(self) -> None:
         """A connection that starts a request and never finishes its headers; again when cut off."""
         while not self.stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
-                self.count("connect failed")
-                await asyncio.sleep(0.5)
+            if (begun := await self._begin()) is None:
                 continue
-            writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
-            answer = asyncio.ensure_future(self._status(reader))
+            writer, answer = begun
             with contextlib.suppress(OSError):
                 while not answer.done() and not self.stop.is_set():
                     writer.write(b"X-Slow: a\r\n")
@@ -104,14 +110,9 @@ class Attack:
         """Header lines as fast as the server takes them, up to ``header_stream_bytes``; again after."""
         line = b"X-Pad: " + b"a" * (HEADER_CHUNK - 9) + b"\r\n"
         while not self.stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
-                self.count("connect failed")
-                await asyncio.sleep(0.5)
+            if (begun := await self._begin()) is None:
                 continue
-            writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
-            answer = asyncio.ensure_future(self._status(reader))
+            writer, answer = begun
             sent = 0
             with contextlib.suppress(OSError):
                 while sent < self.spec.header_stream_bytes and not answer.done() and not self.stop.is_set():
