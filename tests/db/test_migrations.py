@@ -116,9 +116,9 @@ def test_barcodes_table_has_the_specified_shape(migrated_db: str) -> None:
     idx = indexes(migrated_db, "barcodes")
     # partitioned by day of scan_time: every unique key holds the partitioning column
     assert idx["PRIMARY"] == (True, ("id", "scan_time"))
-    # one secondary index (migration 0005): the duplicate guard, which also serves device + time
-    # lookups; the internal ID names its device and scan time, so it is unique exactly when the ID is
-    assert idx["uk_barcodes_device_scan"] == (True, ("device_id", "scan_time", "internal_barcode_id"))
+    # one secondary index (migrations 0005, 0006): the duplicate guard, which also serves device +
+    # time lookups; the internal ID is a function of these three, so it is unique exactly when the ID is
+    assert idx["uk_barcodes_device_scan_id"] == (True, ("device_id", "scan_time", "scan_id"))
     assert len(idx) == 2  # no saved_time index, no all-NULL dedup_barcode index
     names = [str(row[0]) for row in query(
         migrated_db,
@@ -160,16 +160,18 @@ def test_seeded_device_mapping(migrated_db: str) -> None:
 
 INSERT = (
     "INSERT INTO barcodes (internal_barcode_id, scan_id, original_barcode, center_id, device_id,"
-    " scan_time, processed_time, dedup_barcode) VALUES (%s, 's', %s, 'C', 'D', %s, %s, %s)"
+    " scan_time, processed_time, dedup_barcode) VALUES (%s, %s, %s, 'C', 'D', %s, %s, %s)"
 )
 
 
-def test_a_scan_is_unique_by_internal_id_and_scan_time_and_a_barcode_may_repeat(migrated_db: str) -> None:
+def test_a_scan_is_unique_by_device_scan_time_and_scan_id_and_a_barcode_may_repeat(migrated_db: str) -> None:
     t = "2026-11-25 01:02:03.456"
-    query(migrated_db, INSERT, "ID-1", "B1", t, t, None)
-    query(migrated_db, INSERT, "ID-2", "B1", t, t, None)  # the same barcode scanned twice: two rows
+    query(migrated_db, INSERT, "ID-1", "ID-1-scan", "B1", t, t, None)
+    query(migrated_db, INSERT, "ID-2", "ID-2-scan", "B1", t, t, None)  # a barcode scanned twice: two rows
     with pytest.raises(pymysql.err.IntegrityError):
-        query(migrated_db, INSERT, "ID-1", "B3", t, t, None)  # a redelivery carries its scan time
+        query(migrated_db, INSERT, "ID-1", "ID-1-scan", "B3", t, t, None)  # a redelivery: its scan time
+    with pytest.raises(pymysql.err.IntegrityError):  # the same scan, its internal ID made in another zone
+        query(migrated_db, INSERT, "ID-1-other-day", "ID-1-scan", "B1", t, t, None)
     # policy "barcode": a barcode's first scan is claimed in a table of its own, byte for byte
     claim = "INSERT INTO barcode_first_scans (barcode, internal_barcode_id, scan_time) VALUES (%s, %s, %s)"
     query(migrated_db, claim, "B2", "ID-bc-1", t)
@@ -179,7 +181,8 @@ def test_a_scan_is_unique_by_internal_id_and_scan_time_and_a_barcode_may_repeat(
 
 
 def test_times_keep_milliseconds_and_saved_time_defaults_to_utc_now(migrated_db: str) -> None:
-    query(migrated_db, INSERT, "ID-time-1", "T1", "2026-11-25 01:02:03.456", "2026-11-25 01:02:03.999", None)
+    scanned, processed_at = "2026-11-25 01:02:03.456", "2026-11-25 01:02:03.999"
+    query(migrated_db, INSERT, "ID-time-1", "ID-time-1-scan", "T1", scanned, processed_at, None)
     scan_time, processed, drift = query(
         migrated_db,
         "SELECT scan_time, processed_time, ABS(TIMESTAMPDIFF(SECOND, saved_time, UTC_TIMESTAMP(3)))"
@@ -200,7 +203,7 @@ def test_partitioning_a_filled_table_keeps_every_row_in_its_days_partition(
     days_back = [today - timedelta(days=n) for n in (5, 2, 0)]
     for i, day in enumerate(days_back):
         t = f"{day:%Y-%m-%d} 12:00:00.000"
-        query(url, INSERT, f"ID-old-{i}", f"B{i}", t, t, None)
+        query(url, INSERT, f"ID-old-{i}", f"ID-old-{i}-scan", f"B{i}", t, t, None)
     assert migrate.upgrade(url)[:2] == ["0004_partition_barcodes", "0005_one_key_per_scan"]
     assert query(url, "SELECT COUNT(*) FROM barcodes")[0][0] == 3
     rows = query(
@@ -213,4 +216,4 @@ def test_partitioning_a_filled_table_keeps_every_row_in_its_days_partition(
     assert len(names) == 5 + 9
     with pytest.raises(pymysql.err.IntegrityError):
         t = f"{days_back[1]:%Y-%m-%d} 12:00:00.000"
-        query(url, INSERT, "ID-old-1", "B1", t, t, None)  # a redelivery of a migrated row
+        query(url, INSERT, "ID-old-1", "ID-old-1-scan", "B1", t, t, None)  # a redelivery of a migrated row

@@ -28,7 +28,7 @@ def test_sizes_follow_rate_settings_and_measured_bytes() -> None:
     settings = Settings(db_retention_days=90)
     lines = by_store(capacity.plan(settings, 1000, ROOMY))
     db = lines["database disk"]
-    assert db.per_day == pytest.approx(1000 * 86_400 * 274)
+    assert db.per_day == pytest.approx(1000 * 86_400 * 263)
     assert db.steady == pytest.approx(db.per_day * 91)  # the day being dropped is still there
     # markers for the window and a minute, streams for their retention, the DLQ at its bound
     redis = lines["Redis memory"]
@@ -49,8 +49,8 @@ def test_what_fills_first_and_the_settings_that_would_fit() -> None:
     first = capacity.fills_first(lines)
     assert first is not None and first.store == "database disk"
     assert first.fills_in_days == pytest.approx(1024 * GIB / first.per_day)
-    assert "BP_DB_RETENTION_DAYS <= 45 " in first.change  # 46 days of rows fit; one more is kept
-    assert capacity.summary(lines).startswith("fills first: database disk, in 46.4 days")
+    assert "BP_DB_RETENTION_DAYS <= 47 " in first.change  # 48 days of rows fit; one more is kept
+    assert capacity.summary(lines).startswith("fills first: database disk, in 48.4 days")
     assert capacity.fills_first(capacity.plan(settings, 100, small)) is None
     # too fast for any retention that keeps what ingest accepts: only a bigger disk helps
     fast = by_store(capacity.plan(settings, 5000, small))

@@ -38,7 +38,7 @@ class PerScan:
     aof: float = 649.0  # what the AOF grows by per scan between rewrites (the whole path)
     kafka_single: float = 192.0  # per record and replica, one scan per request
     kafka_batched: float = 32.0  # per record and replica, 100 scans per request
-    row: float = 274.0  # data + the one secondary index, migration 0005
+    row: float = 263.0  # data + the one secondary index, migration 0006 (26-character scan IDs)
     dlq_entry: float = 257.0
 
 

@@ -27,5 +27,7 @@ def test_footprint_quick_writes_its_section(stack_settings: Settings, tmp_path: 
     assert text.startswith("# Capacity\n\nkept text\n")
     assert "<!-- footprint: begin" in text and "| 1,000 |" in text and ", listpack |" in text
     assert "hashtable" not in text and "per million rows" in text
-    assert "| after migration 0005 (one secondary index) |" in text and "uk_barcodes_device_scan" in text
+    assert "| after migration 0005 (one secondary index) |" in text and "uk_barcodes_device_scan " in text
+    assert "| after migration 0006 (the guard on the scan ID) |" in text
+    assert "uk_barcodes_device_scan_id " in text
     assert len(list((tmp_path / "results").glob("*/footprint.json"))) == 1

@@ -26,9 +26,10 @@ BATCH = 5000
 
 
 def row(i: int, scan_ms: int, device_prefix: str = "FILL-PC") -> Row:
-    """Row ``i``: shaped like the workers' (an internal ID of the real length)."""
+    """Row ``i``: shaped like the workers' (an internal ID and a scan ID of the real lengths: the
+    scan ID is in the duplicate guard's key, and a center PC's is a 26-character ULID)."""
     device = f"{device_prefix}-{i % DEVICES:04d}"
-    return (f"DLV-{device}-261206-{i:026d}", f"s-{i}", f"88{i:011d}", "CENTER-1", device, scan_ms,
+    return (f"DLV-{device}-261206-{i:026d}", f"S{i:025d}", f"88{i:011d}", "CENTER-1", device, scan_ms,
             scan_ms + 150, None)  # fmt: skip
 
 

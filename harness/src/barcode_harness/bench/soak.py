@@ -276,7 +276,7 @@ def judge(result: dict[str, Any], spec: SoakSpec) -> list[report.Target]:
     chars = result["device_id_chars"]
     targets.append(report.check(f"table bytes per row (data + indexes), {chars}-character device IDs", row,
                                 "<=", ROW_BYTES_MAX, unit=" B", fmt="{:.0f}",
-                                note="a deviceId character: ~4 B (column, key, internal ID)"))  # fmt: skip
+                                note="a deviceId character: ~3 B (column, key, internal ID)"))  # fmt: skip
     steady = redis_steady_bytes(result["stores"], result["dedup_window_s"])
     goal = REDIS_STEADY_MAX * spec.rate / 1000
     targets.append(report.check(f"Redis once the duplicate window is full, at {spec.rate:,.0f} scans/s",
