@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     # Secured servers (docs/security.md). Redis: rediss://user:password@host:port/0?ssl_ca_certs=CA.pem
     # in BP_REDIS_URL. MariaDB/MySQL: ?ssl_ca=CA.pem[&ssl_cert=..&ssl_key=..] in BP_DB_URL. Every
     # secret can come from a file instead: BP_<NAME>_FILE (see SECRET_FILE_SETTINGS).
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # No SASL_PLAINTEXT: credentials on a connection whose scans and keys go in clear protect little,
+    # and with PLAIN they put the password itself on the wire (docs/security.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = ""
@@ -115,6 +117,11 @@ class Settings(BaseSettings):
     # often, so a revocation is in force everywhere within that (plus one query) - at most 5 s.
     ingest_auth: Literal["required", "off"] = "required"
     ingest_auth_refresh_s: float = Field(default=2.0, gt=0, le=4)
+    # While the database cannot be read the last loaded keys stay in force, revoked ones included;
+    # past this age keyed requests get 503 (scanners keep their scans and resend). A trade: the
+    # longest a revoked key can still be used, against how long a database outage leaves the ingest
+    # open; 6 h covers an outage and a night's peak, BarcodeIngestKeysStale pages after 5 min. 0: never.
+    ingest_keys_max_age_s: float = Field(default=6 * 3600.0, ge=0)
     # Keyless scanners admitted by source address: "CIDR=PATTERN[,PATTERN];..." (domain/networks.py)
     ingest_trusted_networks: str = ""
     # Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client;

@@ -20,8 +20,11 @@ import orjson
 
 _SERVICE = re.compile(r"^(?P<service>[^\[]+)(?:\[(?P<instance>[^\]]*)\])?$")
 
+# The password runs to the last "@" of the URL: one written unencoded may hold "@", "/" or ":",
+# and stopping at the first of them would show the rest. Greedy to the last "@" of the token
+# over-masks two URLs written without a space between them, never under-masks.
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)(?=@)", re.IGNORECASE
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^\s]+)(?=@[^@\s]*)", re.IGNORECASE
 )
 _SCANNER_KEY = re.compile(r"bpk_[A-Za-z0-9_-]{8,}")
 _extra_secrets: set[str] = set()

@@ -119,6 +119,24 @@ def test_logs_and_errors_mask_passwords_and_keys() -> None:
     assert "topsecret1" not in out and "topsecret2" not in out and "Traceback" in out
 
 
+def test_sasl_without_tls_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BP_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ConfigError, match=r"^BP_KAFKA_SECURITY_PROTOCOL: .*SASL_SSL"):
+        load_settings()
+
+
+@pytest.mark.parametrize("password", ["p@ss", "pa/ss", "p:a@s/s", "a@b@c"])
+def test_an_unencoded_password_is_masked_whole(password: str) -> None:
+    masked = mask(f"failed: mysql://barcode:{password}@127.0.0.1:3307/x (retrying)")
+    assert masked == "failed: mysql://barcode:***@127.0.0.1:3307/x (retrying)", masked
+
+
+def test_a_db_url_whose_password_breaks_the_port_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_db_url("mysql://barcode:Xq/Zk9@127.0.0.1:3307/barcode")
+    assert "Xq" not in str(caught.value) and "percent-encode" in str(caught.value)
+
+
 @pytest.mark.integration
 def test_a_wrong_database_password_is_one_line_naming_the_server(
     stack_settings: Settings, tmp_path: Path

@@ -148,3 +148,20 @@ def test_reloading_keys_keeps_the_state_of_unchanged_ones() -> None:
     after = {e.principal.name: e.principal for e in guard._by_digest.values()}
     assert after["a"] is before["a"]  # same bucket: a reload is no way around the rate limit
     assert after["b"] is not before["b"] and after["b"].patterns.patterns == ("B-1",)
+
+
+def test_keys_older_than_the_limit_get_503_until_a_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past BP_INGEST_KEYS_MAX_AGE_S a revoked key could still pass: keyed requests get 503."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])  # the guard calls time.monotonic()
+    settings = Settings(ingest_auth="required", ingest_keys_max_age_s=60)
+    guard = Authenticator(settings, IngestMetrics(), load=lambda: [_stored("a", "sa", ("*",))])
+    asyncio.run(guard.refresh())
+    keyed = _scope([(b"authorization", b"Bearer sa")])
+    now[0] += 59
+    assert _name(guard.identify(keyed)) == "a"
+    now[0] += 2
+    stale = guard.identify(keyed)
+    assert isinstance(stale, Response) and stale.status_code == 503 and b"reloaded" in stale.body
+    asyncio.run(guard.refresh())  # the database answers again
+    assert _name(guard.identify(keyed)) == "a"

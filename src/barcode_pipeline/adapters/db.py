@@ -78,9 +78,16 @@ def parse_db_url(url: str) -> DbTarget:
     if not database:
         raise ConfigError("BP_DB_URL must name a database, e.g. mysql://user:pass@127.0.0.1:3307/barcode")
     query = {k: unquote(v) for k, v in (p.split("=", 1) for p in parts.query.split("&") if "=" in p)}
+    try:
+        port = parts.port or 3306
+    except ValueError:  # urlsplit's message quotes what it took for the port: part of the password
+        raise ConfigError(
+            "BP_DB_URL: the port is not a number; if the password holds '@', '/' or ':', "
+            "percent-encode it (e.g. '@' as %40)"
+        ) from None
     return DbTarget(
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
+        port=port,
         user=unquote(parts.username or "root"),
         password=unquote(parts.password or ""),
         database=database,

@@ -107,6 +107,8 @@ class Authenticator:
     ) -> None:
         self.required = settings.ingest_auth == "required"
         self.refresh_s = settings.ingest_auth_refresh_s
+        self._max_age_s = settings.ingest_keys_max_age_s
+        self._loaded_mono = 0.0  # time.monotonic() of the last successful load
         self._rate = settings.ingest_key_rate
         self._burst = float(settings.ingest_key_burst or max(1, math.ceil(self._rate)))
         self._load = load or (lambda: load_keys(settings.db_url, timeout_s=min(3.0, self.refresh_s + 1)))
@@ -141,6 +143,7 @@ class Authenticator:
                 principal = Principal(key.name, DevicePatterns(key.patterns), self._new_bucket())
             fresh[key.digest] = _Entry(key.digest, key.revoked, principal)
         self._by_digest = fresh  # one reference swap: the event loop never sees a half-built dict
+        self._loaded_mono = time.monotonic()
         self.loaded = True
 
     async def refresh(self) -> None:
@@ -149,11 +152,10 @@ class Authenticator:
         valid for good, silently."""
         try:
             keys = await asyncio.to_thread(self._load)
+            self.replace_keys(keys)
+            self._metrics.keys_loaded(len(self._by_digest))
         except Exception as exc:
             self._note("refresh", "db", "cannot reload scanner keys (keeping the last loaded set): %s", exc)
-            return
-        self.replace_keys(keys)
-        self._metrics.keys_loaded(len(self._by_digest))
 
     async def start(self) -> None:
         """Load the keys once (bounded), then keep reloading them in the background."""
@@ -198,6 +200,9 @@ class Authenticator:
             if not self.loaded:
                 self._metrics.auth_failed("not_loaded")
                 return unavailable("scanner keys are not loaded yet (database unreachable)")
+            if self._max_age_s and time.monotonic() - self._loaded_mono > self._max_age_s:
+                self._metrics.auth_failed("stale")  # a revoked key could pass: fail safe
+                return unavailable("scanner keys could not be reloaded for too long (database unreachable)")
             wanted = digest(presented)
             entry = self._by_digest.get(wanted)
             if entry is None or not hmac.compare_digest(entry.digest, wanted):

@@ -65,7 +65,7 @@ class IngestMetrics(ServiceMetrics):
         self.auth_failures = Counter(
             "bp_ingest_auth_failures",
             "Requests refused by authentication, by reason (missing, malformed, unknown, revoked, "
-            "forbidden_device, rate_limited, not_loaded).",
+            "forbidden_device, rate_limited, not_loaded, stale).",
             ["reason"],
             registry=target,
         )

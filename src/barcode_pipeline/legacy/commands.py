@@ -44,7 +44,6 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(min=0.001, help="Seconds a request waits for a free DB connection before a 503."),
         ] = DEFAULT_TIMEOUT_S,
-        db_url: Annotated[str | None, typer.Option(help="MariaDB/MySQL URL (env BP_DB_URL).")] = None,
         log_level: Annotated[str | None, typer.Option(help="Log level (env BP_LOG_LEVEL).")] = None,
     ) -> None:
         """Run the legacy synchronous baseline (lookup + row-by-row INSERT + COMMIT before answering)."""
@@ -54,11 +53,11 @@ def register(app: typer.Typer) -> None:
             ingest_processes=processes,
             legacy_pool_size=pool_size,
             legacy_threads=threads,
-            db_url=db_url,
             log_level=log_level,
         )
-        if db_url is None:  # an explicit --db-url wins over the role's own
-            settings = for_role(settings, "legacy")
+        # No --db-url: a password on the command line is visible to every local user (ps). The URL
+        # comes from BP_LEGACY_DB_URL (or BP_DB_URL), or their _FILE forms.
+        settings = for_role(settings, "legacy")
         setup_logging(settings.log_level, "legacy", settings.log_format)
         # Imported here so other commands do not pay for FastAPI/uvicorn at CLI start-up.
         from barcode_pipeline.legacy.server import serve

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -45,6 +46,21 @@ class ServiceApp(FastAPI):
 
     hot_paths: Mapping[str, HotHandler]
     observe: Callable[[str, int, float], None]  # route, status, seconds: the request-timing metric
+
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
+        """Refuse a middleware that does not know the hot paths skip it.
+
+        An auth, address or rate check added as middleware would guard /docs and /health and
+        silently not the scan endpoints. Such a check belongs in the hot handlers
+        (ingest/handlers.py); a middleware meant for the other paths only says so with a class
+        attribute ``skips_hot_paths = True``."""
+        if not getattr(middleware_class, "skips_hot_paths", False):
+            name = getattr(middleware_class, "__name__", repr(middleware_class))
+            raise TypeError(
+                f"{name} would not see POST {', '.join(sorted(self.hot_paths))}: they are answered before "
+                "the middleware stack; check requests in their handlers, or set skips_hot_paths = True"
+            )
+        super().add_middleware(middleware_class, *args, **kwargs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.hot_paths.get(scope["path"]) if scope["type"] == "http" else None

@@ -19,6 +19,8 @@ POLICY = (
 class DocsPolicyMiddleware:
     """Adds the policy to the answers of ``paths`` (the docs pages); other requests pass untouched."""
 
+    skips_hot_paths = True  # it concerns the docs pages only
+
     def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
         self.app = app
         self.paths = paths

@@ -66,6 +66,8 @@ class RequestMetricsMiddleware:
     Paths outside ``routes`` are labelled "other" to keep the label set bounded.
     """
 
+    skips_hot_paths = True  # the scan endpoints are timed by ServiceApp itself
+
     def __init__(
         self, app: ASGIApp, observe: Callable[[str, int, float], None], routes: frozenset[str]
     ) -> None:

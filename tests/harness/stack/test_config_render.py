@@ -7,6 +7,7 @@ from pathlib import Path
 from barcode_harness.stack.kafka import render_pom, render_server_properties, split_hostport
 from barcode_harness.stack.mariadb import render_my_cnf
 from barcode_harness.stack.redis import render_redis_conf
+from barcode_harness.stack.secure import java_argfile
 from barcode_pipeline.config import Settings
 
 
@@ -44,3 +45,11 @@ def test_mariadb_cnf_uses_url_port_and_own_socket(tmp_path: Path) -> None:
 def test_split_hostport() -> None:
     assert split_hostport("127.0.0.1:9092,127.0.0.1:9094", 1) == ("127.0.0.1", 9092)
     assert split_hostport("localhost", 9092) == ("localhost", 9092)
+
+
+def test_a_java_argument_file_is_private_and_quotes_every_value(tmp_path: Path) -> None:
+    """The SCRAM passwords reach `kafka-storage format` through this file, not through argv."""
+    path = tmp_path / "format.args"
+    assert java_argfile(path, ["Main", 'pw"with\\odd chars', "x y"]) == f"@{path}"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text() == '"Main"\n"pw\\"with\\\\odd chars"\n"x y"\n'

@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 from barcode_harness.demo import DemoSpec, run_demo
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.manager import StackManager
+from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
@@ -153,10 +154,13 @@ def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -
         (worker, ("FLUSHDB",)),
         (worker, ("CONFIG", "GET", "*")),
         (worker, ("KEYS", "*")),
+        (worker, ("DEL", names.STREAM_PREFIX + "0")),  # its streams and the DLQ: read, never deleted
+        (worker, ("UNLINK", names.DLQ_STREAM)),
     ]
     for client, command in denied:
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.execute_command(*command)  # type: ignore[no-untyped-call]
+    assert worker.delete(names.HEARTBEAT_PREFIX + "acl-test") == 0  # its heartbeat it may delete
     default = redis.Redis.from_url(re.sub(r"//[^@]*@", "//", secure_stack.redis_url), socket_timeout=3)
     with pytest.raises(redis.exceptions.AuthenticationError):  # the default user is off
         default.ping()

@@ -242,12 +242,18 @@ class KafkaComponent(Component):
             cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
         # "--cluster-id=ID", not "-t ID": a base64 id starts with "-" one time in 64, and the tool's
         # argument parser then takes it for an option and refuses to format.
-        cmd = [java, "-cp", f"{self.jar_dir}/*", "kafka.tools.StorageTool", "format",
-               f"--cluster-id={cluster_file.read_text().strip()}", "-c", str(props),
-               "--ignore-formatted"]  # fmt: skip
-        if self.secure is not None:
-            cmd += secure.kafka_format_args(self.secure)
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        tool = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_file.read_text().strip()}",
+                "-c", str(props), "--ignore-formatted"]  # fmt: skip
+        cmd = [java, "-cp", f"{self.jar_dir}/*"]
+        argfile = self.home / "format.args"
+        if self.secure is not None:  # the SCRAM passwords: in a private file, not in ps's argv
+            cmd.append(secure.java_argfile(argfile, tool + secure.kafka_format_args(self.secure)))
+        else:
+            cmd += tool
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(
                 f"storage format failed: {result.stdout}{result.stderr}"[-500:], component="kafka"

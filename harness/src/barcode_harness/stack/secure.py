@@ -54,8 +54,10 @@ REDIS_ACL = {
     "worker": f"resetchannels ~{_STREAMS} ~{names.DLQ_STREAM} ~{names.HEARTBEAT_PREFIX}* "
     f"%R~{names.PUBLISH_COUNTER_PREFIX}* -@all {_COMMON} +xreadgroup +xack +xadd +xclaim +xautoclaim "
     "+xpending +xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xinfo|consumers +xinfo|groups "
-    "+xinfo|stream +xrange +xtrim +xlen +exists +set +get +del +unlink +pexpire +expire "
-    "+multi +exec +discard",
+    "+xinfo|stream +xrange +xtrim +xlen +exists +set +get +pexpire +expire +multi +exec +discard "
+    # DEL only on its heartbeat (a clean stop removes it): a selector, so the streams and the DLQ
+    # cannot be deleted with this user's password
+    f"(~{names.HEARTBEAT_PREFIX}* +del +unlink)",
 }
 
 
@@ -313,11 +315,24 @@ def kafka_acls(settings: Settings) -> list[object]:
 
 
 def kafka_format_args(files: SecureFiles) -> list[str]:
-    """``kafka-storage format`` arguments that create the SCRAM users in the bootstrap metadata."""
+    """``kafka-storage format`` arguments that create the SCRAM users in the bootstrap metadata.
+
+    They hold the passwords: pass them in an argument file (:func:`java_argfile`), never in argv,
+    which every local user can read in ``ps``."""
     args: list[str] = []
     for user in KAFKA_USERS:
         args += ["--add-scram", f"{SCRAM}=[name={user},password={files.password('kafka', user)}]"]
     return args
+
+
+def java_argfile(path: Path, args: list[str]) -> str:
+    """Write ``args`` to a 0600 java argument file; returns the ``@path`` argument that reads it.
+
+    The launcher reads the main class and its arguments from it (JDK 9+); each is quoted, with
+    backslashes and quotes escaped, so no value is split or reinterpreted."""
+    quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args)
+    _write_private(path, ("\n".join(quoted) + "\n").encode())
+    return f"@{path}"
 
 
 def redis_conf(home: Path, port: int, files: SecureFiles) -> str:
