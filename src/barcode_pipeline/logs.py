@@ -20,12 +20,10 @@ import orjson
 
 _SERVICE = re.compile(r"^(?P<service>[^\[]+)(?:\[(?P<instance>[^\]]*)\])?$")
 
-# The password runs to the last "@" of the URL: one written unencoded may hold "@", "/" or ":",
-# and stopping at the first of them would show the rest. Greedy to the last "@" of the token
-# over-masks two URLs written without a space between them, never under-masks.
-_URL_PASSWORD = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^\s]+)(?=@[^@\s]*)", re.IGNORECASE
-)
+# The user runs to the first ":" (it may hold "@", as in "user@server"), the password to the last
+# "@" of the token: one written unencoded may hold "@", "/" or ":", and stopping at the first of
+# them would show the rest. Two URLs written without a space between them are over-masked.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/\s]*:)(?P<secret>\S+)(?=@)", re.IGNORECASE)
 _SCANNER_KEY = re.compile(r"bpk_[A-Za-z0-9_-]{8,}")
 _extra_secrets: set[str] = set()
 MASK = "***"
@@ -68,13 +66,15 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "pid": record.process,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": mask(record.getMessage()),
         }
         if self.instance:
             data["instance"] = self.instance
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return mask(orjson.dumps(data).decode())
+            data["exception"] = mask(self.formatException(record.exc_info))
+        # Masked field by field: on the serialised line a URL's greedy match could run into the
+        # next field and break the JSON.
+        return orjson.dumps(data).decode()
 
 
 def setup_logging(level: str = "INFO", service: str = "bp", fmt: str = "text") -> None:

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.adapters.kafka import connection_config, consumer_config, producer_config
 from barcode_pipeline.config import Settings, load_settings, secrets_from_files, settings_env
 from barcode_pipeline.errors import ConfigError
-from barcode_pipeline.logs import MaskingFormatter, add_secret, mask
+from barcode_pipeline.logs import JsonFormatter, MaskingFormatter, add_secret, mask
 
 CLI = Path(sys.executable).with_name("barcode-pipeline")
 
@@ -129,12 +130,24 @@ def test_sasl_without_tls_is_refused_naming_the_setting(monkeypatch: pytest.Monk
 def test_an_unencoded_password_is_masked_whole(password: str) -> None:
     masked = mask(f"failed: mysql://barcode:{password}@127.0.0.1:3307/x (retrying)")
     assert masked == "failed: mysql://barcode:***@127.0.0.1:3307/x (retrying)", masked
+    # a user name holding "@" (user@server, as some hosted databases want it)
+    masked = mask(f"mysql://bp@db-host:{password}@127.0.0.1:3307/x")
+    assert masked == "mysql://bp@db-host:***@127.0.0.1:3307/x", masked
 
 
-def test_a_db_url_whose_password_breaks_the_port_is_refused_without_quoting_it() -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse_db_url("mysql://barcode:Xq/Zk9@127.0.0.1:3307/barcode")
-    assert "Xq" not in str(caught.value) and "percent-encode" in str(caught.value)
+def test_json_lines_are_masked_field_by_field_and_stay_json() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "down: redis://w:s3cr3t@h:6379/0", None, None)
+    line = JsonFormatter("worker[w@1]").format(record)
+    data = orjson.loads(line)  # a greedy mask across fields would have broken it
+    assert data["event"] == "down: redis://w:***@h:6379/0" and data["instance"] == "w@1"
+
+
+@pytest.mark.parametrize("password", ["Xq/Zk9", "2024/Zk9", "Xq?Zk9", "Xq#Zk9"])
+def test_a_db_url_the_password_breaks_is_refused_without_quoting_it(password: str) -> None:
+    with pytest.raises(ConfigError) as caught:  # the port or the database name would hold part of it
+        parse_db_url(f"mysql://barcode:{password}@127.0.0.1:3307/barcode")
+    assert "Xq" not in str(caught.value) and "Zk9" not in str(caught.value)
+    assert "percent-encode" in str(caught.value)
 
 
 @pytest.mark.integration

@@ -95,13 +95,14 @@ def _read_after_witness(
     app: TestClient, keyed: dict[str, str], tag: str, topic_reader: TopicReader
 ) -> set[str]:
     """What reached Kafka since the mark, read until an accepted witness scan sent last shows up
-    (confirmed before its 202): a refused request's record would be there by then; an empty read
-    of a topic not yet caught up proves nothing."""
+    (confirmed before its 202), then every partition to its end: a refused request's record would
+    be there by then, on whichever partition its device maps to; an empty read of a topic not yet
+    caught up proves nothing."""
     witness = scan(deviceId=f"{tag}-SEOUL-999")
     assert _post(app, "/ingest/barcode", witness, Authorization=f"Bearer {keyed['seoul']}").status_code == 202
     seen = set(topic_reader.read(want={witness["scanId"]}))
     assert witness["scanId"] in seen
-    return seen
+    return seen | set(topic_reader.read())
 
 
 def test_missing_unknown_and_revoked_keys_are_401_and_nothing_reaches_kafka(
@@ -179,19 +180,23 @@ def test_new_and_revoked_keys_take_effect_without_a_restart(
 
 
 def test_rate_limit_per_key_answers_429_with_retry_after(
-    make_settings: Callable[..., Settings], keyed: dict[str, str], tag: str
+    make_settings: Callable[..., Settings], keyed: dict[str, str], tag: str, topic_reader: TopicReader
 ) -> None:
     settings = make_settings(ingest_key_rate=0.5, ingest_key_burst=2)
     with TestClient(create_app(settings), raise_server_exceptions=False, client=LOOPBACK_CLIENT) as client:
         auth = {"Authorization": f"Bearer {keyed['seoul']}"}
-        statuses = [_post(client, "/ingest/barcode", scan(deviceId=f"{tag}-SEOUL-1"), **auth).status_code
-                    for _ in range(3)]  # fmt: skip
+        bodies = [scan(deviceId=f"{tag}-SEOUL-1") for _ in range(4)]
+        statuses = [_post(client, "/ingest/barcode", body, **auth).status_code for body in bodies[:3]]
         assert statuses[:2] == [202, 202] and statuses[2] == 429
-        limited = _post(client, "/ingest/barcode", scan(deviceId=f"{tag}-SEOUL-1"), **auth)
+        limited = _post(client, "/ingest/barcode", bodies[3], **auth)
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) >= 1
         assert limited.json()["error"] == "rate_limited"
         assert "429" in orjson.dumps(client.get("/openapi.json").json()["paths"]["/ingest/barcode"]).decode()
+        time.sleep(int(limited.headers["retry-after"]))  # a token again, for the witness
+        seen = _read_after_witness(client, keyed, tag, topic_reader)
+    assert {b["scanId"] for b in bodies[:2]} <= seen  # the reader sees this app's records...
+    assert not {b["scanId"] for b in bodies[2:]} & seen  # ...and none of the refused ones
 
 
 def test_auth_off_admits_keyless_scans(make_settings: Callable[..., Settings]) -> None:
@@ -212,7 +217,7 @@ def test_openapi_documents_the_key_and_its_answers(auth_app: TestClient) -> None
 
 
 def test_real_server_trusts_loopback_and_revokes_on_every_process(
-    stack_settings: Settings, tag: str, tmp_path: Path
+    stack_settings: Settings, tag: str, tmp_path: Path, topic_reader: TopicReader
 ) -> None:
     """Two server processes; keyless scans from the trusted loopback network; a revocation reaches both."""
     db = stack_settings.db_url
@@ -230,10 +235,15 @@ def test_real_server_trusts_loopback_and_revokes_on_every_process(
 
         # The public Java scanner sends no auth header: admitted from the trusted network, for its devices.
         assert post(scan(deviceId=f"{tag}-LEGACY-PC-1"), {}) == 202
-        assert post(scan(deviceId=f"{tag}-OTHER-1"), {}) == 403
+        refused = [scan(deviceId=f"{tag}-OTHER-1"), scan(deviceId=f"{tag}-LEGACY-PC-1")]
+        assert post(refused[0], {}) == 403
         # A key presented from a trusted network must still be valid.
-        assert post(scan(deviceId=f"{tag}-LEGACY-PC-1"), {"X-API-Key": "wrong"}) == 401
+        assert post(refused[1], {"X-API-Key": "wrong"}) == 401
         auth = client_headers(secret)
+        witness = scan(deviceId=f"{tag}-PC-witness")
+        assert post(witness, auth) == 202  # confirmed by Kafka before its 202: read up to it
+        assert witness["scanId"] in topic_reader.read(want={witness["scanId"]})
+        assert not {r["scanId"] for r in refused} & set(topic_reader.read())  # every partition, to its end
         assert all(post(scan(deviceId=f"{tag}-PC-{i}"), auth) == 202 for i in range(10))
 
         revoke_key(db, f"{tag}-srv")

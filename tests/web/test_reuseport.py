@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import Gauge
 from uvicorn.config import STARTUP_FAILURE
 
+from barcode_pipeline.web.metrics import MULTIPROC_ENV
 from barcode_pipeline.web.reuseport import bind_slots
 from barcode_pipeline.web.server import ServerSpec, serve
 from tests.stack_helpers import free_ports
@@ -28,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _pid_app() -> FastAPI:
     app = FastAPI()
+    # A live-mode gauge, as the ingest's keys age is: each process writes it to a file of its own
+    Gauge("reuseport_test_live", "per process", multiprocess_mode="livemin").set(os.getpid())
 
     @app.get("/pid")
     async def pid() -> int:
@@ -62,12 +66,20 @@ def test_a_port_another_listener_holds_fails_the_start_even_if_it_shares() -> No
 
 
 @pytest.fixture
-def server_port(tmp_path: Path) -> Iterator[int]:
+def multiproc_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "metrics"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server_port(tmp_path: Path, multiproc_dir: Path) -> Iterator[int]:
     port = free_ports()
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-c", f"from tests.web.test_reuseport import _serve; _serve({port})"],
         cwd=ROOT,
+        env={**os.environ, MULTIPROC_ENV: str(multiproc_dir)},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -109,10 +121,13 @@ def test_new_connections_reach_every_process(server_port: int) -> None:
     assert min(answered.values()) >= 8, answered  # by hash; fewer than 8 of 40 is a 1-in-10^4 event
 
 
-def test_a_killed_process_is_replaced_on_its_own_socket(server_port: int) -> None:
-    """Connections that reach the dead process's socket wait for its replacement; none is refused."""
+def test_a_killed_process_is_replaced_on_its_own_socket(server_port: int, multiproc_dir: Path) -> None:
+    """Connections that reach the dead process's socket wait for its replacement; none is refused.
+    The dead process's live-mode metric files go with it (a frozen keys age would page)."""
     before = _pids(server_port, 40)
     victim = min(before)
+    assert (multiproc_dir / f"gauge_livemin_{victim}.db").exists()
     os.kill(victim, signal.SIGKILL)
     after = _pids(server_port, 40, timeout=45, retry=False)
     assert victim not in after and len(after) == 2, (before, after)
+    assert not (multiproc_dir / f"gauge_livemin_{victim}.db").exists()

@@ -74,17 +74,22 @@ def parse_db_url(url: str) -> DbTarget:
     parts = urlsplit(url)
     if parts.scheme.split("+")[0] not in ("mysql", "mariadb"):
         raise ConfigError(f"BP_DB_URL must start with mysql:// or mariadb://, got {parts.scheme!r}")
+    # An unencoded '/', '?' or '#' in the password ends the host part: what follows lands in the
+    # port (urlsplit's error would quote it) or in the database name (which errors would print).
+    broken = ConfigError(
+        "BP_DB_URL cannot be parsed: if the password holds '/', '?' or '#', percent-encode it "
+        "(e.g. '/' as %2F)"
+    )
+    if "@" in parts.path:
+        raise broken
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise broken from None
     database = parts.path.lstrip("/")
     if not database:
         raise ConfigError("BP_DB_URL must name a database, e.g. mysql://user:pass@127.0.0.1:3307/barcode")
     query = {k: unquote(v) for k, v in (p.split("=", 1) for p in parts.query.split("&") if "=" in p)}
-    try:
-        port = parts.port or 3306
-    except ValueError:  # urlsplit's message quotes what it took for the port: part of the password
-        raise ConfigError(
-            "BP_DB_URL: the port is not a number; if the password holds '@', '/' or ':', "
-            "percent-encode it (e.g. '@' as %40)"
-        ) from None
     return DbTarget(
         host=parts.hostname or "127.0.0.1",
         port=port,

@@ -3,7 +3,8 @@
 Each ingest process keeps every key in memory (a dict by digest) and reloads the table every
 ``ingest_auth_refresh_s`` in a thread, so the hot path never waits for the database and a
 revocation reaches every process within one refresh. If the database is down the last loaded
-keys stay in force; a process that never loaded them answers keyed requests with 503 (resend).
+keys stay in force for up to ``ingest_keys_max_age_s`` (revoked ones too: that is the limit's
+price); past it, and in a process that never loaded them, keyed requests get 503 (resend).
 """
 
 from __future__ import annotations

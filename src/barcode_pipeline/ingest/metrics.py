@@ -80,11 +80,13 @@ class IngestMetrics(ServiceMetrics):
             "When this process last reloaded the scanner keys (unix time): time() minus it is the age of "
             "the keys in force, revocations included.",
             registry=target,
-            multiprocess_mode="min",  # the stalest ingest process is the one that matters
+            # the stalest live process is the one that matters; a dead one's file is dropped when it
+            # is replaced (web/reuseport.py), or its frozen timestamp would page as stale keys
+            multiprocess_mode="livemin",
         )
         self.keys_count = Gauge(
             "bp_ingest_keys", "Scanner keys in force (the fewest over the ingest processes).",
-            registry=target, multiprocess_mode="min",
+            registry=target, multiprocess_mode="livemin",
         )  # fmt: skip
         self._auth_children: dict[str, Counter] = {}
         self._key_children: dict[str, Counter] = {}

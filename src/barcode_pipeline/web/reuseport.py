@@ -15,8 +15,11 @@ import logging
 import socket
 import sys
 
+from prometheus_client import multiprocess as prom_multiprocess
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from barcode_pipeline.web.metrics import multiprocess_enabled
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class SlotMultiprocess(Multiprocess):
             if self.should_exit.is_set():
                 return
             log.info("server process [%s] died; starting its replacement", process.pid)
+            if process.pid is not None and multiprocess_enabled():  # its live gauges leave with it
+                prom_multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
             self.processes[index] = self._spawn(index)
 
     def restart_all(self) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from barcode_harness.stack.kafka import render_pom, render_server_properties, split_hostport
 from barcode_harness.stack.mariadb import render_my_cnf
 from barcode_harness.stack.redis import render_redis_conf
-from barcode_harness.stack.secure import java_argfile
+from barcode_harness.stack.secure import CERT_PRINCIPAL, SERVERS, SecureFiles, java_argfile
 from barcode_pipeline.config import Settings
 
 
@@ -53,3 +55,29 @@ def test_a_java_argument_file_is_private_and_quotes_every_value(tmp_path: Path) 
     assert java_argfile(path, ["Main", 'pw"with\\odd chars', "x y"]) == f"@{path}"
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.read_text() == '"Main"\n"pw\\"with\\\\odd chars"\n"x y"\n'
+    with pytest.raises(ValueError, match="line break"):
+        java_argfile(path, ["Main", "two\nlines"])
+
+
+def test_each_server_has_its_own_certificate_and_only_kafkas_is_a_client(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    files = SecureFiles(tmp_path / "secure")
+    files.ensure()
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    certs = {s: x509.load_pem_x509_certificate(files.cert(s).read_bytes()) for s in SERVERS}
+    assert len({c.public_key().public_numbers().n for c in certs.values()}) == 3
+    for server, cert in certs.items():
+        cert.verify_directly_issued_by(ca)
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert (ExtendedKeyUsageOID.CLIENT_AUTH in usage) == (server == "kafka"), server
+    assert f"CN={certs['kafka'].subject.rfc4514_string().removeprefix('CN=')}" == CERT_PRINCIPAL
+    assert files.kafka_keystore.read_bytes().endswith(files.cert("kafka").read_bytes())
+    # a state dir from before: a missing server certificate is made from the kept CA, nothing else
+    kept = {s: files.cert(s).read_bytes() for s in SERVERS}
+    files.cert("redis").unlink()
+    files.ensure()
+    x509.load_pem_x509_certificate(files.cert("redis").read_bytes()).verify_directly_issued_by(ca)
+    assert files.cert("redis").read_bytes() != kept["redis"]
+    assert all(files.cert(s).read_bytes() == kept[s] for s in ("kafka", "mariadb"))

@@ -1,6 +1,6 @@
 """``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
 
-Under ``<state_dir>/secure/``: a CA and one server certificate (for 127.0.0.1 and localhost) made
+Under ``<state_dir>/secure/``: a CA and a certificate per server (for 127.0.0.1 and localhost) made
 with ``cryptography``, and every password in its own file (mode 0600) under ``secrets/``, with the
 connection URLs built from them, so the pipeline reads its secrets through the ``BP_*_FILE`` settings
 and ``stack env`` prints file names, not secrets.
@@ -98,9 +98,12 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+SERVERS = ("kafka", "redis", "mariadb")  # each has a key and a certificate of its own
+
+
 @dataclass(frozen=True)
 class SecureFiles:
-    """The CA, the server certificate and the secrets of one secured state directory."""
+    """The CA, the servers' certificates and the secrets of one secured state directory."""
 
     root: Path
 
@@ -113,16 +116,18 @@ class SecureFiles:
         return self.root / "ca.pem"
 
     @property
-    def server_cert(self) -> Path:
-        return self.root / "server.pem"
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
 
-    @property
-    def server_key(self) -> Path:
-        return self.root / "server.key"
+    def cert(self, server: str) -> Path:
+        return self.root / f"{server}.pem"
+
+    def key(self, server: str) -> Path:
+        return self.root / f"{server}.key"
 
     @property
     def kafka_keystore(self) -> Path:
-        """Key and certificate in one PEM file, as Kafka's PEM keystore wants them."""
+        """Kafka's key and certificate in one PEM file, as its PEM keystore wants them."""
         return self.root / "kafka-keystore.pem"
 
     def secret(self, name: str) -> Path:
@@ -138,29 +143,41 @@ class SecureFiles:
         return value
 
     def ensure(self) -> None:
-        """Make the CA, the server certificate and every password unless they exist (idempotent)."""
+        """Make the CA, each server's certificate and every password unless they exist (idempotent;
+        a state dir from before per-server certificates gets them from its kept CA key)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.server_cert.exists():
-            _make_certificates(self)
+        if not self.ca_cert.exists():
+            _make_ca(self)
+        for server in SERVERS:
+            if not self.cert(server).exists():
+                _make_server_certificate(self, server)
+        for old in ("server.pem", "server.key"):  # the one certificate all servers shared before
+            (self.root / old).unlink(missing_ok=True)
         for service, users in (("kafka", KAFKA_USERS), ("redis", REDIS_USERS), ("db", DB_USERS)):
             for user in users:
                 self.password(service, user)
 
 
 _SKEW = datetime.timedelta(minutes=5)  # certificates valid a little before "now": clocks differ
+_CA_NAME = "barcode-pipeline local CA"
 
 
-def _make_certificates(files: SecureFiles) -> None:
+def server_subject(server: str) -> str:
+    """The CN of ``server``'s certificate (Kafka's is its super-user principal, CERT_PRINCIPAL)."""
+    return f"{server}.barcode-pipeline"
+
+
+def _make_ca(files: SecureFiles) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     now = datetime.datetime.now(datetime.UTC)
     # A CA signs certificates and CRLs, nothing else.
     ca_usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "barcode-pipeline local CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME)])
     ca = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
@@ -169,32 +186,49 @@ def _make_certificates(files: SecureFiles) -> None:
         .add_extension(ca_usage, critical=True)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
+    pkcs8, plain = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    # The CA key is kept only to sign the servers' certificates (and whoever wants a client one).
+    _write_private(files.ca_key, ca_key.private_bytes(serialization.Encoding.PEM, pkcs8, plain))
+    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+
+def _make_server_certificate(files: SecureFiles, server: str) -> None:
+    """One key and certificate per server. All name 127.0.0.1 (one machine), so any of them would
+    satisfy a client's host-name check; what separation buys is that only Kafka's certificate is a
+    TLS client and a Kafka super user: a stolen Redis or MariaDB key cannot act as the broker
+    towards the controller."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key: Any = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    ca_name = x509.load_pem_x509_certificate(files.ca_cert.read_bytes()).subject
+    now = datetime.datetime.now(datetime.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     san = x509.SubjectAlternativeName(
         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     )
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH]
+    if server == "kafka":  # the broker side also presents it to its own controller listener
+        usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_subject(server))]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=397))
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # Server and client: Kafka's broker side also presents it to its own controller listener.
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    plain = serialization.NoEncryption()
+    pkcs8, plain = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     key_pem = key.private_bytes(serialization.Encoding.PEM, pkcs8, plain)
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    # The CA key signs nothing after this, and is kept only for whoever wants to add a client cert.
-    _write_private(files.root / "ca.key", ca_key.private_bytes(serialization.Encoding.PEM, pkcs8, plain))
-    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_private(files.server_key, key_pem)
-    _write_private(files.kafka_keystore, key_pem + cert_pem)
-    files.server_cert.write_bytes(cert_pem)
+    _write_private(files.key(server), key_pem)
+    if server == "kafka":
+        _write_private(files.kafka_keystore, key_pem + cert_pem)
+    files.cert(server).write_bytes(cert_pem)
 
 
 # --- client settings -------------------------------------------------------------------------------
@@ -286,7 +320,7 @@ def require_client_settings(settings: Settings) -> None:
 # --- server configuration -------------------------------------------------------------------------
 
 
-CERT_PRINCIPAL = "CN=127.0.0.1"  # the server certificate's subject: the broker when it calls its controller
+CERT_PRINCIPAL = f"CN={server_subject('kafka')}"  # Kafka's certificate: the broker calling its controller
 
 
 def kafka_acls(settings: Settings) -> list[object]:
@@ -329,7 +363,10 @@ def java_argfile(path: Path, args: list[str]) -> str:
     """Write ``args`` to a 0600 java argument file; returns the ``@path`` argument that reads it.
 
     The launcher reads the main class and its arguments from it (JDK 9+); each is quoted, with
-    backslashes and quotes escaped, so no value is split or reinterpreted."""
+    backslashes and quotes escaped, so no value is split or reinterpreted. A line break would end
+    an argument even inside quotes: refused (the generated passwords never hold one)."""
+    if any("\n" in a or "\r" in a for a in args):
+        raise ValueError("a java argument file cannot carry a line break")
     quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args)
     _write_private(path, ("\n".join(quoted) + "\n").encode())
     return f"@{path}"
@@ -347,8 +384,8 @@ def redis_conf(home: Path, port: int, files: SecureFiles) -> str:
 # --- secured (stack up --secure) ---
 port 0
 tls-port {port}
-tls-cert-file {files.server_cert}
-tls-key-file {files.server_key}
+tls-cert-file {files.cert("redis")}
+tls-key-file {files.key("redis")}
 tls-ca-cert-file {files.ca_cert}
 tls-auth-clients optional
 aclfile {acl}
@@ -360,8 +397,8 @@ def mariadb_conf(files: SecureFiles) -> str:
     return f"""
 # --- secured (stack up --secure) ---
 ssl_ca = {files.ca_cert}
-ssl_cert = {files.server_cert}
-ssl_key = {files.server_key}
+ssl_cert = {files.cert("mariadb")}
+ssl_key = {files.key("mariadb")}
 require_secure_transport = ON
 """
 
