@@ -51,3 +51,4 @@ def test_soak_quick_passes_its_checks_and_reports_every_store(
     text = doc.read_text()
     assert text.startswith("# Capacity\n\nkept text\n") and "<!-- soak: begin" in text
     assert (folder / "soak.png").stat().st_size > 10_000
+    assert (tmp_path / "img" / "soak.png").read_bytes() == (folder / "soak.png").read_bytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -406,6 +407,8 @@ def soak_cmd(
     _print_targets(result, folder, "soak")
     if doc is not None:
         typer.echo(f"section written to {write_section(doc, (folder / 'soak.md').read_text())}")
+        (doc.parent / "img").mkdir(parents=True, exist_ok=True)  # the section shows img/soak.png
+        shutil.copyfile(folder / "soak.png", doc.parent / "img" / "soak.png")
     if any(t["met"] is False for t in result["targets"]):  # "not measured" is no failure
         raise typer.Exit(1)
 
