@@ -167,6 +167,17 @@ def server_subject(server: str) -> str:
     return f"{server}.barcode-pipeline"
 
 
+def _key_pem(key: Any) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (the files are mode 0600), as every server reads it."""
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
 def _make_ca(files: SecureFiles) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -186,9 +197,8 @@ def _make_ca(files: SecureFiles) -> None:
         .add_extension(ca_usage, critical=True)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    pkcs8, plain = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     # The CA key is kept only to sign the servers' certificates (and whoever wants a client one).
-    _write_private(files.ca_key, ca_key.private_bytes(serialization.Encoding.PEM, pkcs8, plain))
+    _write_private(files.ca_key, _key_pem(ca_key))
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
 
@@ -222,8 +232,7 @@ def _make_server_certificate(files: SecureFiles, server: str) -> None:
         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    pkcs8, plain = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    key_pem = key.private_bytes(serialization.Encoding.PEM, pkcs8, plain)
+    key_pem = _key_pem(key)
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     _write_private(files.key(server), key_pem)
     if server == "kafka":
