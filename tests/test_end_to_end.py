@@ -63,7 +63,7 @@ def running(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
                 "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
     )  # fmt: skip
     migrate.upgrade(db_url)  # the key table, so the key exists before ingest starts (it requires one)
-    settings = settings.model_copy(update={"ingest_api_key": create_key(db_url, "test-e2e", "*")})
+    settings = settings.model_copy(update={"ingest_api_key": create_key(db_url, "test-e2e", "*", rate=0)})
     redis.Redis.from_url(settings.redis_url).flushdb()
     start_group_at_log_end(settings, settings.processor_group)
     run = Running(settings, tmp_path_factory.mktemp("e2e") / "pipeline.log")

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     worker_db_url: str = ""  # INSERT/SELECT on barcodes
     legacy_db_url: str = ""  # the legacy baseline's table
     processor_redis_url: str = ""
+    ingest_redis_url: str = ""  # the rate limits' counters only
     worker_redis_url: str = ""
     ingest_kafka_sasl_username: str = ""
     ingest_kafka_sasl_password: str = ""
@@ -131,8 +132,13 @@ class Settings(BaseSettings):
     # Who may read GET /metrics of ingest and legacy (addresses or CIDRs): it names the scanner keys,
     # their volumes and the trusted networks. Prometheus's address goes here when it scrapes remotely.
     metrics_from: str = "127.0.0.0/8,::1"
-    ingest_key_rate: float = Field(default=0.0, ge=0)  # requests/s per key and process; 0: no limit
-    ingest_key_burst: int = Field(default=0, ge=0)  # 0: one second's worth of the rate
+    # Scans/s per key (and per trusted network), across every ingest process and host (counted in
+    # Redis, auth/ratelimit.py); a key's own rate (`keys create --rate`) overrides it; 0: no limit.
+    # 1,000 is the whole pipeline's design peak (docs/capacity.md): one key past it is a stolen key
+    # or a backlog being resent, and pacing it (429 + Retry-After) keeps the others' scans moving.
+    ingest_key_rate: float = Field(default=1000.0, ge=0)
+    # The window the rate is averaged over: a quiet key may send rate x window scans at once.
+    ingest_key_window_s: float = Field(default=1.0, gt=0, le=60)
     # Direct TLS on the ingest port (usually a proxy terminates it): a PEM certificate chain and its key.
     ingest_tls_cert: Path | None = None
     ingest_tls_key: Path | None = None
@@ -285,6 +291,7 @@ class Settings(BaseSettings):
 SECRET_FILE_SETTINGS = (
     "db_url", "redis_url", "kafka_sasl_password", "ingest_api_key",
     "ingest_db_url", "worker_db_url", "legacy_db_url", "processor_redis_url", "worker_redis_url",
+    "ingest_redis_url",
     "ingest_kafka_sasl_password", "processor_kafka_sasl_password", "redis_sentinel_password",
 )  # fmt: skip
 
@@ -292,6 +299,7 @@ SECRET_FILE_SETTINGS = (
 ROLE_SETTINGS: dict[str, dict[str, str]] = {
     "ingest": {
         "db_url": "ingest_db_url",
+        "redis_url": "ingest_redis_url",
         "kafka_sasl_username": "ingest_kafka_sasl_username",
         "kafka_sasl_password": "ingest_kafka_sasl_password",
     },
@@ -321,7 +329,8 @@ def for_role(settings: Settings, role: str) -> Settings:
 # The secret settings each role connects with, under their shared names once for_role() has put the
 # role's own credentials there. A child of ``run`` gets these and no other secret (see role_env).
 ROLE_SECRETS: dict[str, frozenset[str]] = {
-    "ingest": frozenset({"db_url", "kafka_sasl_password"}),  # scanner_keys; the topic
+    # scanner_keys; the topic; the rate limits' counters
+    "ingest": frozenset({"db_url", "kafka_sasl_password", "redis_url", "redis_sentinel_password"}),
     "processor": frozenset({"redis_url", "kafka_sasl_password", "redis_sentinel_password"}),
     "worker": frozenset({"db_url", "redis_url", "redis_sentinel_password"}),
     "legacy": frozenset({"db_url"}),

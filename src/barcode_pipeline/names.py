@@ -26,6 +26,7 @@ LEGACY_MARKER_PATTERN = "barcode:seen:[eb]:*"
 HEARTBEAT_PREFIX = "barcode:worker:hb:"  # + consumer name, short TTL while the worker lives
 PUBLISH_COUNTER_PREFIX = "barcode:published:"  # + shard; bumped by every publish (lua/dedupe_publish.lua)
 RETENTION_LOCK = "barcode:retention:lock"  # held (SET NX, TTL) by the `run` doing a partition round
+RATE_LIMIT_PREFIX = "barcode:rate:"  # + "{key name}:{window}"; scans admitted (auth/ratelimit.py)
 NODE_LEASE_PREFIX = "barcode:node:"  # + node name; held (SET NX, TTL) by the one `run` of that node
 
 # Redis Sentinel: the monitored primary's service name
@@ -96,6 +97,11 @@ def heartbeat_key(consumer: str) -> str:
 def publish_counter(shard: int) -> str:
     """Counter every publish call bumps, so a WAIT after it proves the call's earlier writes too."""
     return f"{PUBLISH_COUNTER_PREFIX}{shard}"
+
+
+def rate_limit_key(principal: str, window: int) -> str:
+    """Scans every ingest process admitted for one key (or trusted network) in one window."""
+    return f"{RATE_LIMIT_PREFIX}{principal}:{window}"
 
 
 def node_lease_key(node: str) -> str:

@@ -14,7 +14,6 @@ from barcode_pipeline.auth.guard import (
     MAX_KEY_BYTES,
     Authenticator,
     Principal,
-    TokenBucket,
     _presented_key,
 )
 from barcode_pipeline.auth.keys import check_name, digest, new_secret
@@ -126,15 +125,6 @@ def test_a_refresh_that_fails_in_any_way_keeps_the_keys_and_the_loop() -> None:
     assert metrics.keys_count._value.get() == 1 and metrics.keys_loaded_at._value.get() > 0
 
 
-def test_token_bucket_admits_the_burst_then_says_how_long_to_wait() -> None:
-    bucket = TokenBucket(rate=2.0, burst=2.0)
-    assert bucket.take() == 0 and bucket.take() == 0
-    wait = bucket.take()
-    assert 0 < wait <= 0.5
-    bucket.stamp = time.monotonic() - 1  # a second later: two more
-    assert bucket.take() == 0
-
-
 def _stored(name: str, secret: str, patterns: tuple[str, ...], revoked: bool = False) -> StoredKey:
     now = datetime(2026, 1, 1)
     return StoredKey(name, digest(secret), patterns, now, now if revoked else None)
@@ -142,12 +132,15 @@ def _stored(name: str, secret: str, patterns: tuple[str, ...], revoked: bool = F
 
 def test_reloading_keys_keeps_the_state_of_unchanged_ones() -> None:
     guard = Authenticator(Settings(ingest_key_rate=5), IngestMetrics(), load=list)
-    guard.replace_keys([_stored("a", "sa", ("*",)), _stored("b", "sb", ("B-*",))])
+    guard.replace_keys([_stored("a", "sa", ("*",)), _stored("b", "sb", ("B-*",)), _stored("c", "sc", ("*",))])
     before = {e.principal.name: e.principal for e in guard._by_digest.values()}
-    guard.replace_keys([_stored("a", "sa", ("*",)), _stored("b", "sb", ("B-1",))])
+    c_faster = _stored("c", "sc", ("*",))
+    c_faster = StoredKey(c_faster.name, c_faster.digest, c_faster.patterns, c_faster.created_at, None, 50)
+    guard.replace_keys([_stored("a", "sa", ("*",)), _stored("b", "sb", ("B-1",)), c_faster])
     after = {e.principal.name: e.principal for e in guard._by_digest.values()}
-    assert after["a"] is before["a"]  # same bucket: a reload is no way around the rate limit
+    assert after["a"] is before["a"] and after["a"].rate == 5  # the default rate
     assert after["b"] is not before["b"] and after["b"].patterns.patterns == ("B-1",)
+    assert after["c"].rate == 50  # its own rate, from the table
 
 
 def test_keys_older_than_the_limit_get_503_until_a_reload(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ SECRETS = {  # setting -> a marker only that setting holds
     "ingest_api_key": "bpk_HARNESS-KEY-SECRET",
 }
 OWN = {  # what each role may hold, and nothing else of SECRETS
-    "ingest": {"KAFKA-INGEST-SECRET"},
+    "ingest": {"KAFKA-INGEST-SECRET", "SENTINEL-SECRET"},
     "processor": {"KAFKA-PROCESSOR-SECRET", "SENTINEL-SECRET"},
     "worker": {"SENTINEL-SECRET"},
 }
@@ -40,12 +40,13 @@ def test_each_role_gets_its_own_credentials_under_the_shared_names() -> None:
         "legacy_db_url": "mysql://legacy:DB-LEGACY@127.0.0.1:3307/barcode",
         "redis_url": "redis://admin:R-ADMIN@127.0.0.1:6380/0",
         "processor_redis_url": "redis://processor:R-PROCESSOR@127.0.0.1:6380/0",
+        "ingest_redis_url": "redis://ingest:R-INGEST@127.0.0.1:6380/0",
         "worker_redis_url": "redis://worker:R-WORKER@127.0.0.1:6380/0",
     }
     settings = Settings(**urls, **SECRETS)
     everything = set(SECRETS.values()) | {u.split(":")[2].split("@")[0] for u in urls.values()}
     own = {
-        "ingest": {"KAFKA-INGEST-SECRET", "DB-INGEST"},
+        "ingest": {"KAFKA-INGEST-SECRET", "SENTINEL-SECRET", "DB-INGEST", "R-INGEST"},
         "processor": {"KAFKA-PROCESSOR-SECRET", "SENTINEL-SECRET", "R-PROCESSOR"},
         "worker": {"SENTINEL-SECRET", "DB-WORKER", "R-WORKER"},
         "legacy": {"DB-LEGACY"},

@@ -19,11 +19,12 @@ def with_harness_key(settings: Settings, name: str, *, start_stack: bool = True)
     """``settings`` whose ``ingest_api_key`` is a fresh key ``harness-<name>`` for every device.
 
     Prepares the stack first (migrations create the key table); with auth off nothing is created.
-    The key of an earlier run of the same name is replaced, so keys do not pile up.
+    The key of an earlier run of the same name is replaced, so keys do not pile up. It has no rate
+    limit: the benches measure the pipeline, one key standing for many centres' scanners.
     """
     if settings.ingest_auth == "off":
         return settings
     prepare(settings, start_stack=start_stack)
-    secret = create_key(settings.db_url, f"harness-{name}", "*", replace=True)
+    secret = create_key(settings.db_url, f"harness-{name}", "*", rate=0, replace=True)
     log.info("created scanner key harness-%s for the harness's clients", name)
     return settings.model_copy(update={"ingest_api_key": secret})

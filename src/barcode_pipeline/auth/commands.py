@@ -20,20 +20,28 @@ def create(
         str,
         typer.Option("--devices", help="Comma-separated glob patterns on deviceId, e.g. SEOUL-CENTER-PC-*."),
     ],
+    rate: Annotated[
+        int | None,
+        typer.Option(
+            "--rate",
+            min=0,
+            help="Its own limit in scans/s across the ingest (0: none); default: BP_INGEST_KEY_RATE.",
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print its secret: this is the only time it is shown (only a digest is stored)."""
     from barcode_pipeline.auth.store import create_key
 
     settings = load_settings()
     setup_logging(settings.log_level, "keys")
-    secret = create_key(settings.db_url, name, devices)
+    secret = create_key(settings.db_url, name, devices, rate=rate)
     typer.echo(secret)
     typer.echo(f"created key {name!r}; the secret above is shown only once", err=True)
 
 
 @keys_app.command("list")
 def list_keys() -> None:
-    """Every key: name, device patterns, created, revoked. Never a secret."""
+    """Every key: name, device patterns, rate limit, created, revoked. Never a secret."""
     from rich.console import Console
     from rich.table import Table
 
@@ -42,11 +50,13 @@ def list_keys() -> None:
     settings = load_settings()
     setup_logging(settings.log_level, "keys")
     table = Table(title="scanner keys")
-    for col in ("name", "devices", "created (UTC)", "state"):
+    for col in ("name", "devices", "scans/s", "created (UTC)", "state"):
         table.add_column(col)
+    default = f"{settings.ingest_key_rate:g} (default)" if settings.ingest_key_rate else "no limit"
     for key in load_keys(settings.db_url, timeout_s=10):
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else "active"
-        table.add_row(key.name, ",".join(key.patterns), f"{key.created_at:%Y-%m-%d %H:%M:%S}", state)
+        rate = default if key.rate is None else (f"{key.rate:g}" if key.rate else "no limit")
+        table.add_row(key.name, ",".join(key.patterns), rate, f"{key.created_at:%Y-%m-%d %H:%M:%S}", state)
     Console(width=200).print(table)
 
 

@@ -13,16 +13,18 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.types import Scope
 
+from barcode_pipeline.adapters.redis import client as redis_client
 from barcode_pipeline.auth.keys import digest
+from barcode_pipeline.auth.ratelimit import RateLimiter, retry_after
 from barcode_pipeline.auth.store import StoredKey, load_keys
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain.devices import DevicePatterns
@@ -51,35 +53,13 @@ MAX_KEY_BYTES = 128
 MALFORMED = b""  # what _presented_key returns for a key header that carries no usable key
 
 
-class TokenBucket:
-    """``rate`` requests/s with bursts up to ``burst``; per key and per process."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """0 when admitted, else the seconds until a token is there."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
 @dataclass(slots=True)
 class Principal:
     """Who sent a request: a key (by name) or a trusted network. Never holds the secret."""
 
     name: str
     patterns: DevicePatterns
-    bucket: TokenBucket | None = None
+    rate: float = 0.0  # scans/s across the ingest (auth/ratelimit.py); 0: no limit
     any_device: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,18 +85,19 @@ class Authenticator:
         metrics: AuthMetrics,
         *,
         load: Callable[[], list[StoredKey]] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.required = settings.ingest_auth == "required"
         self.refresh_s = settings.ingest_auth_refresh_s
         self._max_age_s = settings.ingest_keys_max_age_s
         self._loaded_mono = 0.0  # time.monotonic() of the last successful load
         self._rate = settings.ingest_key_rate
-        self._burst = float(settings.ingest_key_burst or max(1, math.ceil(self._rate)))
+        self._limiter = limiter or RateLimiter(settings.ingest_key_window_s, partial(_redis, settings))
         self._load = load or (lambda: load_keys(settings.db_url, timeout_s=min(3.0, self.refresh_s + 1)))
         self._metrics = metrics
         self._networks = NetworkTable(parse_trusted_networks(settings.ingest_trusted_networks))
         self._network_principals = [
-            Principal(n.name, p, self._new_bucket())
+            Principal(n.name, p, self._rate)
             for n, p in zip(self._networks.networks, self._networks.patterns, strict=True)
         ]
         self._by_digest: dict[str, _Entry] = {}
@@ -124,12 +105,9 @@ class Authenticator:
         self._task: asyncio.Task[None] | None = None
         self._logged: dict[tuple[str, str], float] = {}
 
-    def _new_bucket(self) -> TokenBucket | None:
-        return TokenBucket(self._rate, self._burst) if self._rate > 0 else None
-
     # ------------------------------------------------------------------ the cache
     def replace_keys(self, keys: Iterable[StoredKey]) -> None:
-        """Swap in a freshly loaded key set; unchanged keys keep their rate-limit state and memo."""
+        """Swap in a freshly loaded key set; unchanged keys keep their principal."""
         old = {e.principal.name: e for e in self._by_digest.values()}
         fresh: dict[str, _Entry] = {}
         for key in keys:
@@ -138,14 +116,18 @@ class Authenticator:
                 prev is not None
                 and prev.digest == key.digest
                 and prev.principal.patterns.patterns == key.patterns
+                and prev.principal.rate == self._rate_of(key)
             ):
                 principal = prev.principal
             else:
-                principal = Principal(key.name, DevicePatterns(key.patterns), self._new_bucket())
+                principal = Principal(key.name, DevicePatterns(key.patterns), self._rate_of(key))
             fresh[key.digest] = _Entry(key.digest, key.revoked, principal)
         self._by_digest = fresh  # one reference swap: the event loop never sees a half-built dict
         self._loaded_mono = time.monotonic()
         self.loaded = True
+
+    def _rate_of(self, key: StoredKey) -> float:
+        return self._rate if key.rate is None else key.rate
 
     async def refresh(self) -> None:
         """Reload the keys; on any failure keep the last set and try again next time. Any: a refresh
@@ -163,6 +145,7 @@ class Authenticator:
         if not self.required:
             log.warning("BP_INGEST_AUTH=off: ingest accepts scans from anyone who can reach it")
             return
+        self._limiter.start()
         await self.refresh()
         if self.loaded:
             log.info("scanner keys loaded: %d", len(self._by_digest))
@@ -178,10 +161,12 @@ class Authenticator:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.required:
+            await self._limiter.stop()
 
     # ------------------------------------------------------------------ the hot path
     def identify(self, scope: Scope) -> Principal | Response:
-        """The request's principal, or the 401/429/503 to answer instead."""
+        """The request's principal, or the 401/503 to answer instead."""
         if not self.required:
             return OPEN
         presented = _presented_key(scope["headers"])
@@ -213,17 +198,23 @@ class Authenticator:
                     "revoked", entry.principal.name, "this API key was revoked", invalid=True
                 )
             principal = entry.principal
-        bucket = principal.bucket
-        if bucket is not None and (wait := bucket.take()) > 0:
-            self._metrics.auth_failed("rate_limited")
-            self._note("rate_limited", principal.name, "rate limit reached for %s", principal.name)
-            return error_response(
-                429,
-                "rate_limited",
-                f"rate limit of {self._rate:g} requests/s reached",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
         return principal
+
+    def limit(self, principal: Principal, scans: int) -> Response | None:
+        """429 if the principal is over its rate (the scans are charged otherwise), else None."""
+        if not principal.rate:
+            return None
+        wait = self._limiter.take(principal.name, principal.rate, scans)
+        if not wait:
+            return None
+        self._metrics.auth_failed("rate_limited")
+        self._note("rate_limited", principal.name, "rate limit reached for %s", principal.name)
+        return error_response(
+            429,
+            "rate_limited",
+            f"rate limit of {principal.rate:g} scans/s reached",
+            headers={"Retry-After": retry_after(wait)},
+        )
 
     def forbidden(self, principal: Principal, device_ids: Iterable[str], batch: bool) -> Response | None:
         """403 naming the first scan whose deviceId the principal may not send for, else None."""
@@ -261,6 +252,11 @@ class Authenticator:
             log.warning(fmt, *args)
 
 
+def _redis(settings: Settings) -> Any:
+    """The rate limits' Redis client: short timeouts, a slow Redis only delays the next sync."""
+    return redis_client(settings, timeout=0.5)
+
+
 def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The key of ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; None when neither header
     is sent; ``MALFORMED`` when one is sent without a usable key (empty, another scheme, over-long,
@@ -280,12 +276,12 @@ def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     return found
 
 
-def openapi_responses(rate_limited: bool) -> dict[int | str, dict[str, object]]:
+def openapi_responses() -> dict[int | str, dict[str, object]]:
     """The OpenAPI entries of the answers authentication adds to the scan routes."""
     from barcode_pipeline.web import schemas
     from barcode_pipeline.web.contract import RETRY_AFTER_DOC
 
-    entries: dict[int | str, dict[str, object]] = {
+    return {
         401: {
             "model": schemas.ErrorBody,
             "description": "No API key, or an unknown or revoked one. Nothing was sent to Kafka.",
@@ -296,11 +292,10 @@ def openapi_responses(rate_limited: bool) -> dict[int | str, dict[str, object]]:
             "description": "The key may not send for this deviceId (`index` names the scan in a batch). "
             "Nothing was sent to Kafka.",
         },
-    }
-    if rate_limited:
-        entries[429] = {
+        429: {
             "model": schemas.ErrorBody,
-            "description": "The key's rate limit is reached; resend after `Retry-After`.",
+            "description": "The key's rate limit (scans/s) is reached; nothing was sent to Kafka. "
+            "Resend after `Retry-After`.",
             "headers": RETRY_AFTER_DOC,
-        }
-    return entries
+        },
+    }

@@ -13,13 +13,16 @@ from barcode_pipeline.auth.keys import check_name, digest, new_secret
 from barcode_pipeline.domain.devices import parse_patterns
 from barcode_pipeline.errors import ConfigError, DatabaseUnavailable
 
-INSERT_KEY = "INSERT INTO scanner_keys (name, key_digest, device_patterns) VALUES (%s, %s, %s)"
+INSERT_KEY = (
+    "INSERT INTO scanner_keys (name, key_digest, device_patterns, scans_per_s) VALUES (%s, %s, %s, %s)"
+)
 DELETE_KEY = "DELETE FROM scanner_keys WHERE name = %s"
 REVOKE_KEY = (
     "UPDATE scanner_keys SET revoked_at = CURRENT_TIMESTAMP(3) WHERE name = %s AND revoked_at IS NULL"
 )
 SELECT_KEYS = (
-    "SELECT name, key_digest, device_patterns, created_at, revoked_at FROM scanner_keys ORDER BY name"
+    "SELECT name, key_digest, device_patterns, created_at, revoked_at, scans_per_s FROM scanner_keys "
+    "ORDER BY name"
 )
 SELECT_NAME = "SELECT revoked_at FROM scanner_keys WHERE name = %s"
 _DUPLICATE_ENTRY = 1062
@@ -35,6 +38,7 @@ class StoredKey:
     patterns: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None
+    rate: float | None = None  # scans/s across the ingest; None: BP_INGEST_KEY_RATE; 0: no limit
 
     @property
     def revoked(self) -> bool:
@@ -66,12 +70,21 @@ def _failed(exc: pymysql.Error) -> DatabaseUnavailable:
 
 
 def create_key(
-    db_url: str, name: str, patterns: str | tuple[str, ...], *, replace: bool = False, timeout_s: float = 10.0
+    db_url: str,
+    name: str,
+    patterns: str | tuple[str, ...],
+    *,
+    rate: int | None = None,
+    replace: bool = False,
+    timeout_s: float = 10.0,
 ) -> str:
     """Store a new key and return its secret (the only time it exists outside the caller).
 
-    ``replace`` drops an existing key of that name first (the harness re-creates its key every run).
+    ``rate``: its own limit in scans/s (0: none), else BP_INGEST_KEY_RATE applies. ``replace`` drops
+    an existing key of that name first (the harness re-creates its key every run).
     """
+    if rate is not None and rate < 0:
+        raise ConfigError(f"--rate must be 0 (no limit) or more scans/s, not {rate}")
     check_name(name)
     allowed = parse_patterns(patterns)
     secret = new_secret()
@@ -80,7 +93,7 @@ def create_key(
         with conn.cursor() as cur:
             if replace:
                 cur.execute(DELETE_KEY, (name,))
-            cur.execute(INSERT_KEY, (name, digest(secret), ",".join(allowed)))
+            cur.execute(INSERT_KEY, (name, digest(secret), ",".join(allowed), rate))
     except pymysql.IntegrityError as exc:
         if exc.args and exc.args[0] == _DUPLICATE_ENTRY:
             raise ConfigError(f"a key named {name!r} exists already (revoked keys keep their name)") from None
@@ -123,6 +136,9 @@ def load_keys(db_url: str, *, timeout_s: float = 3.0) -> list[StoredKey]:
     finally:
         conn.close()
     return [
-        StoredKey(str(name), str(key_digest), tuple(str(patterns).split(",")), created, revoked)
-        for name, key_digest, patterns, created, revoked in rows
-    ]
+        StoredKey(
+            str(name), str(key_digest), tuple(str(patterns).split(",")), created, revoked,
+            None if rate is None else float(rate),
+        )
+        for name, key_digest, patterns, created, revoked, rate in rows
+    ]  # fmt: skip

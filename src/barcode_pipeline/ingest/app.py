@@ -50,7 +50,7 @@ def create_app(
     guard = Authenticator(settings, metrics)
     state = IngestState.of(settings, kafka, guard, metrics)
     body_limit, max_items = state.body_limit, state.max_items
-    auth_errors = openapi_responses(settings.ingest_key_rate > 0) if guard.required else {}
+    auth_errors = openapi_responses() if guard.required else {}
     # Declared for the OpenAPI docs only (security schemes, the "Authorize" button): the fast path
     # answers these routes before FastAPI's dependencies would run.
     auth_docs = (

@@ -81,6 +81,8 @@ async def handle_one(state: IngestState, obj: object, principal: Principal) -> R
         return validation_failed(exc)
     if (refused := state.guard.forbidden(principal, (event.device_id,), batch=False)) is not None:
         return refused
+    if (limited := state.guard.limit(principal, 1)) is not None:
+        return limited
     try:
         await state.kafka.send(event)
     except DeliveryError as exc:
@@ -110,6 +112,8 @@ async def handle_batch(state: IngestState, obj: object, principal: Principal) ->
     if (refused := state.guard.forbidden(principal, devices, batch=True)) is not None:
         return refused  # like a validation error: the whole batch is refused, nothing is sent
     total = len(events)
+    if (limited := state.guard.limit(principal, total)) is not None:
+        return limited  # every scan counts: a batch of 1,000 costs 1,000
     try:
         failed = await state.kafka.send_many(events)
     except DeliveryError as exc:

@@ -146,9 +146,15 @@ def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: Settings) 
 def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -> None:
     processor = redis.Redis.from_url(secure_stack.processor_redis_url, socket_timeout=3)
     worker = redis.Redis.from_url(secure_stack.worker_redis_url, socket_timeout=3)
+    ingest = redis.Redis.from_url(secure_stack.ingest_redis_url, socket_timeout=3)
     processor.ping()
     worker.ping()
+    counter = names.rate_limit_key("acl-test", 1)
+    assert ingest.incrby(counter, 2) >= 2 and ingest.pexpire(counter, 1000) and ingest.get(counter)
     denied = [
+        (ingest, ("GET", names.dedup_bucket_key("event", 1, 0))),  # only its counters
+        (ingest, ("XRANGE", names.STREAM_PREFIX + "0", "-", "+")),
+        (ingest, ("DEL", counter)),
         (processor, ("FLUSHALL",)),
         (processor, ("GET", "unrelated-key")),  # a key outside its patterns
         (worker, ("FLUSHDB",)),
@@ -288,7 +294,7 @@ def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(secur
     assert admin_redis.acl_log() == []  # no command or key was refused
     logs = [log, *sorted(secure_stack.state_dir.glob("*/logs/*.log"))]
     secrets = _secrets(secure_stack)
-    assert len(secrets) == 11  # ten clients' and MariaDB's root
+    assert len(secrets) == 12  # eleven clients' and MariaDB's root
     for path in logs:
         text = path.read_text(errors="replace")
         for secret in secrets:
