@@ -3,6 +3,8 @@
 Each host is a whole ``run`` (supervisor, ingest, processor, workers) with a node name of its own,
 its own state directory (progress files), and its ingest on its own address behind HAProxy, as
 two machines sharing one cluster would be. Killing a host kills every process in its namespace.
+Its ingest port answers the balancer only (``admit_only``): clients cannot go around it, so the
+X-Forwarded-For the ingest believes is always HAProxy's.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
-from barcode_harness.stack.netns import NetNode, namespace_pids
+from barcode_harness.stack.netns import NetNode, admit_only, namespace_pids
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.errors import PipelineError
-from barcode_pipeline.run.startup import wait_http_ok
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,14 @@ class AppHost:
     def __init__(self, settings: Settings, index: int, out: IO[str], *, workers: int = 2) -> None:
         topology = Topology(settings.ha_subnet)
         self.net: NetNode = topology.app(index)
+        self.balancer = topology.balancer().ip
         self.node = self.net.name
         self.settings = settings.model_copy(
             update={
                 "node_name": self.node,
                 "ingest_host": self.net.ip,
                 # HAProxy names the client in X-Forwarded-For (after deleting any the client sent)
-                "ingest_proxies": topology.balancer().ip,
+                "ingest_proxies": self.balancer,
                 "workers": workers,
                 "state_dir": settings.state_dir.resolve() / "apps" / self.node,
             }
@@ -55,6 +57,7 @@ class AppHost:
 
     def start(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        admit_only(self.net, self.settings.ingest_port, self.balancer)
         env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
         argv = [*self.net.exec_prefix(), sys.executable, "-m", "barcode_pipeline", "run", "--no-stack"]
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -68,7 +71,17 @@ class AppHost:
             self.out.flush()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        wait_http_ok(self.ready_url, timeout=timeout)
+        """Asked from inside the host's namespace: from outside only the balancer gets an answer."""
+        call = f"wait_http_ok({self.ready_url!r}, {timeout!r})"
+        probe = f"from barcode_pipeline.run.startup import wait_http_ok; {call}"
+        try:
+            done = subprocess.run([*self.net.exec_prefix(), sys.executable, "-c", probe], capture_output=True,
+                                  text=True, timeout=timeout + 30, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] if done is not None else ["timed out"]
+            raise PipelineError(f"{self.node} not ready: {' '.join(why)}", component="chaos")
 
     def pids(self) -> list[int]:
         """Every process in the host's namespace."""

@@ -217,3 +217,16 @@ def reconnect(node: NetNode) -> None:
         subprocess.run(
             [*node.exec_prefix(), _iptables(), "-w", "-F", chain], capture_output=True, check=False
         )
+
+
+def admit_only(node: NetNode, port: int, source: str) -> None:
+    """Drop TCP to ``port`` of ``node`` from anywhere but ``source`` and the node itself, as a host
+    behind a load balancer is firewalled. In the mangle table, so :func:`reconnect` (which flushes the
+    filter table) leaves it in place; added once however often it is called."""
+    rule = ["PREROUTING", "!", "-i", "lo", "-p", "tcp", "--dport", str(port), "!", "-s", source, "-j", "DROP"]
+    base = [*node.exec_prefix(), _iptables(), "-w", "-t", "mangle"]
+    if subprocess.run([*base, "-C", *rule], capture_output=True, check=False).returncode == 0:
+        return
+    result = subprocess.run([*base, "-A", *rule], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")

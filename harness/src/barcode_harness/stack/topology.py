@@ -41,6 +41,11 @@ class Topology:
     def _ip(self, offset: int) -> str:
         return str(ipaddress.ip_network(self.subnet).network_address + offset)
 
+    @property
+    def host_ip(self) -> str:
+        """The host namespace's address on the bridge: where scanners and the harness's clients are."""
+        return self._ip(1)
+
     def kafka(self, i: int) -> NetNode:
         return NetNode(f"k{i}", self._ip(10 + i))
 
