@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     legacy_db_url: str = ""  # the legacy baseline's table
     processor_redis_url: str = ""
     ingest_redis_url: str = ""  # the rate limits' counters only
+    exporter_redis_url: str = ""  # reads stream lengths, pending counts, heartbeats, INFO
     worker_redis_url: str = ""
     ingest_kafka_sasl_username: str = ""
     ingest_kafka_sasl_password: str = ""
@@ -291,7 +292,7 @@ class Settings(BaseSettings):
 SECRET_FILE_SETTINGS = (
     "db_url", "redis_url", "kafka_sasl_password", "ingest_api_key",
     "ingest_db_url", "worker_db_url", "legacy_db_url", "processor_redis_url", "worker_redis_url",
-    "ingest_redis_url",
+    "ingest_redis_url", "exporter_redis_url",
     "ingest_kafka_sasl_password", "processor_kafka_sasl_password", "redis_sentinel_password",
 )  # fmt: skip
 
@@ -310,6 +311,7 @@ ROLE_SETTINGS: dict[str, dict[str, str]] = {
     },
     "worker": {"db_url": "worker_db_url", "redis_url": "worker_redis_url"},
     "legacy": {"db_url": "legacy_db_url"},
+    "exporter": {"redis_url": "exporter_redis_url"},
 }
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from barcode_pipeline.config import load_settings
+from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.logs import setup_logging
 
 monitor_app = typer.Typer(
@@ -37,7 +37,7 @@ def exporter() -> None:
     """Serve the backlog gauges (Kafka lag, streams, pending, DLQ) on BP_EXPORTER_PORT until SIGTERM."""
     from barcode_pipeline.monitoring.exporter import serve
 
-    settings = load_settings()
+    settings = for_role(load_settings(), "exporter")
     setup_logging(settings.log_level, "exporter", settings.log_format)
     collector, server = serve(settings)
     done = threading.Event()

@@ -6,6 +6,7 @@ ports plus an offset.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -32,6 +33,8 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import SECRET_FILE_SETTINGS, Settings, settings_env
 from barcode_pipeline.errors import StackError
+from barcode_pipeline.monitoring.exporter import live_workers
+from barcode_pipeline.probes.backlog import Backlog, redis_backlog
 
 pytestmark = pytest.mark.integration
 
@@ -75,18 +78,27 @@ def test_plaintext_is_refused_by_every_server(secure_stack: Settings) -> None:
 
 
 def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: Settings) -> None:
-    context = ssl.create_default_context(cafile=str(secure_stack.kafka_ssl_ca_file))
+    """Refused without a client certificate; with one the CA signed for a TLS client (the broker's
+    own, which the controllers also present to each other) the same handshake completes."""
+    files = transport.SecureFiles.of(secure_stack)
     host = secure_stack.kafka_bootstrap.rpartition(":")[0]
-    with socket.create_connection((host, secure_stack.kafka_controller_port), timeout=5) as raw:
-        try:
-            with context.wrap_socket(raw, server_hostname=host) as tls:  # the server's certificate: trusted
-                tls.sendall(b"\x00\x00\x00\x01\x00")
-                assert tls.recv(1) == b""  # TLS 1.3 reports the refusal on the first read
-        except ssl.SSLError as exc:  # the server's alert about our missing certificate (the JVM sends
-            # bad_certificate; TLS 1.3 has certificate_required), not our distrust of its own
-            assert "ALERT_BAD_CERTIFICATE" in str(exc) or "CERTIFICATE_REQUIRED" in str(exc), exc
-        except ConnectionResetError:
-            pass
+
+    def handshake(client_cert: bool) -> None:
+        context = ssl.create_default_context(cafile=str(secure_stack.kafka_ssl_ca_file))
+        if client_cert:
+            context.load_cert_chain(files.cert("kafka"), files.key("kafka"))
+        raw = socket.create_connection((host, secure_stack.kafka_controller_port), timeout=5)
+        with context.wrap_socket(raw, server_hostname=host) as tls:  # the server's certificate: trusted
+            tls.settimeout(1)
+            with contextlib.suppress(TimeoutError):  # still open: the listener waits for a request
+                assert tls.recv(1) != b"", "closed"  # TLS 1.3 reports a refusal on the first read
+
+    handshake(client_cert=True)
+    with pytest.raises((ssl.SSLError, ConnectionResetError, AssertionError)) as refused:
+        handshake(client_cert=False)
+    if isinstance(refused.value, ssl.SSLError):  # the server's alert about our missing certificate (the
+        # JVM sends bad_certificate; TLS 1.3 has certificate_required), not our distrust of its own
+        assert "ALERT_BAD_CERTIFICATE" in str(refused.value) or "CERTIFICATE_REQUIRED" in str(refused.value)
 
 
 def test_a_client_that_does_not_trust_the_ca_is_refused(secure_stack: Settings) -> None:
@@ -147,6 +159,9 @@ def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -
     processor = redis.Redis.from_url(secure_stack.processor_redis_url, socket_timeout=3)
     worker = redis.Redis.from_url(secure_stack.worker_redis_url, socket_timeout=3)
     ingest = redis.Redis.from_url(secure_stack.ingest_redis_url, socket_timeout=3)
+    exporter = redis.Redis.from_url(secure_stack.exporter_redis_url, socket_timeout=3)
+    redis_backlog(secure_stack, Backlog(), exporter)  # what the exporter reads, it may read (or raises)
+    live_workers(exporter)
     processor.ping()
     worker.ping()
     counter = names.rate_limit_key("acl-test", 1)
@@ -155,6 +170,9 @@ def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -
         (ingest, ("GET", names.dedup_bucket_key("event", 1, 0))),  # only its counters
         (ingest, ("XRANGE", names.STREAM_PREFIX + "0", "-", "+")),
         (ingest, ("DEL", counter)),
+        (exporter, ("XADD", names.STREAM_PREFIX + "0", "*", "f", "v")),  # it reads, never writes
+        (exporter, ("GET", names.dedup_bucket_key("event", 1, 0))),
+        (exporter, ("DEL", names.HEARTBEAT_PREFIX + "acl-test")),
         (processor, ("FLUSHALL",)),
         (processor, ("GET", "unrelated-key")),  # a key outside its patterns
         (worker, ("FLUSHDB",)),
@@ -294,7 +312,7 @@ def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(secur
     assert admin_redis.acl_log() == []  # no command or key was refused
     logs = [log, *sorted(secure_stack.state_dir.glob("*/logs/*.log"))]
     secrets = _secrets(secure_stack)
-    assert len(secrets) == 12  # eleven clients' and MariaDB's root
+    assert len(secrets) == 13  # twelve clients' and MariaDB's root
     for path in logs:
         text = path.read_text(errors="replace")
         for secret in secrets:
@@ -311,7 +329,7 @@ def test_stack_env_names_secret_files_readable_by_the_owner_only(secure_stack: S
     for secret in _secrets(secure_stack):
         assert secret not in text
     files = [Path(m) for m in re.findall(r"_FILE=(\S+/secrets/\S+)", text)]
-    assert len(files) == 10
+    assert len(files) == 12  # every client secret of client_values()
     for path in [*files, *(transport.SecureFiles.of(secure_stack).root / "secrets").iterdir()]:
         assert path.stat().st_mode & 0o077 == 0, path
     shown = transport.env_lines(secure_stack, show_secrets=True)

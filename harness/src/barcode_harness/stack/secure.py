@@ -8,7 +8,7 @@ and ``stack env`` prints file names, not secrets.
 - Kafka: a SASL_SSL listener (SCRAM-SHA-512; users ``admin``, ``ingest``, ``processor`` created
   when the storage is formatted) and a controller listener that takes only mutual TLS.
 - Redis: TLS only (``port 0``), the default user off, ACL users ``admin``, ``ingest``, ``processor``,
-  ``worker`` allowed only the commands and keys each one uses.
+  ``worker``, ``exporter`` allowed only the commands and keys each one uses.
 - MariaDB: ``require_secure_transport=ON``; ``bp_admin`` (migrations, ops tools), ``bp_worker``,
   ``bp_ingest`` and ``bp_legacy`` with grants on their own tables only.
 
@@ -38,7 +38,7 @@ from barcode_pipeline.logs import add_secret
 
 MARKER = "transport"  # holds "tls" or "plaintext"
 KAFKA_USERS = ("admin", "ingest", "processor")
-REDIS_USERS = ("admin", "ingest", "processor", "worker")
+REDIS_USERS = ("admin", "ingest", "processor", "worker", "exporter")
 DB_USERS = ("admin", "ingest", "worker", "legacy")
 DB_USER_PREFIX = "bp_"
 SCRAM = "SCRAM-SHA-512"
@@ -49,6 +49,10 @@ _STREAMS = names.STREAM_PREFIX + "*"
 _COMMON = "+ping +hello +auth +info +time +evalsha +script|load +script|exists +wait"
 REDIS_ACL = {
     "admin": "~* &* +@all",
+    # the backlog exporter (probes/backlog.py): reads the streams' lengths and groups, the DLQ's
+    # length, the heartbeats' names and INFO; writes nothing
+    "exporter": f"resetchannels ~{_STREAMS} ~{names.DLQ_STREAM} ~{names.HEARTBEAT_PREFIX}* -@all "
+    "+ping +hello +auth +info +xlen +xrange +xrevrange +xinfo|groups +xinfo|consumers +xinfo|stream +scan",
     # the rate limits' counters (auth/ratelimit.py): add, expire, read; nothing else
     "ingest": f"resetchannels ~{names.RATE_LIMIT_PREFIX}* -@all +ping +hello +auth +incrby +pexpire +get",
     "processor": f"resetchannels ~{_STREAMS} ~{names.DEDUP_PREFIX}* ~{names.PUBLISH_COUNTER_PREFIX}* "
@@ -277,6 +281,7 @@ def client_values(settings: Settings, files: SecureFiles) -> tuple[dict[str, str
         "legacy_db_url": db_url(settings, files, "legacy"),
         "redis_url": redis_url(settings, files, "admin"),
         "ingest_redis_url": redis_url(settings, files, "ingest"),
+        "exporter_redis_url": redis_url(settings, files, "exporter"),
         "processor_redis_url": redis_url(settings, files, "processor"),
         "worker_redis_url": redis_url(settings, files, "worker"),
         "kafka_sasl_password": files.password("kafka", "admin"),
