@@ -1,8 +1,8 @@
-"""The demo's warm-up: rounds until the p99 has stopped falling (pure logic, no stack)."""
+"""The warm-up of the demo and of `bench vegeta`: rounds until the p99 has stopped falling (pure logic)."""
 
 from __future__ import annotations
 
-from barcode_harness.demo import warm_until_steady
+from barcode_harness.bench.warmup import warm_until_steady
 
 
 def _rounds(p99s: list[float], min_rounds: int = 3, max_rounds: int = 20) -> list[float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from barcode_harness.bench.loadgen import LoadSpec, run_load
+from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.keys import with_harness_key
 from barcode_harness.stack.secure import stack_settings
 from barcode_pipeline.config import Settings, load_settings
@@ -37,22 +37,6 @@ class DemoSpec:
     warmup_round_s: float = 3.0
     warmup_min_rounds: int = 3
     warmup_max_rounds: int = 20
-
-
-def warm_until_steady(run_round: Callable[[int], float], min_rounds: int, max_rounds: int) -> list[float]:
-    """Run rounds until the p99 has stopped falling; return each round's p99 (ms).
-
-    Steady means the last two rounds both failed to beat the best earlier round by a fifth: one
-    lucky or unlucky round neither ends the warm-up nor prolongs it.
-    """
-    p99s: list[float] = []
-    for index in range(max_rounds):
-        p99s.append(run_round(index))
-        if len(p99s) >= max(min_rounds, 3):
-            best_before = min(p99s[:-2])
-            if min(p99s[-2:]) > 0.8 * best_before:
-                break
-    return p99s
 
 
 def run_demo(settings: Settings, spec: DemoSpec) -> dict[str, Any]:

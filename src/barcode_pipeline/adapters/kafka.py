@@ -60,6 +60,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms,
+        "max.in.flight.requests.per.connection": settings.producer_max_in_flight,
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.produce_timeout_s * 1000),
         "socket.keepalive.enable": True,

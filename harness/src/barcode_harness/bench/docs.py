@@ -83,20 +83,25 @@ these limits may no longer bite.
 - **Single-scan ingest throughput and p99** (`bench max` async-single, `bench vegeta`): the two cores
   are busy. The scan endpoints are answered ahead of FastAPI's middleware stack, so what is left per
   request is uvicorn's HTTP handling, the endpoint's own work and the hand-off to and from
-  librdkafka's threads; the broker's CPU per produce request comes next (one request per scan at low
-  concurrency, with `linger_ms=0`). Three costs that profiles showed have been cut: uvicorn wrote each
-  response as two sends (header block, then body; now joined, see `web.onewrite`); the cyclic garbage
-  collector ran every few dozen requests (start-up objects are now frozen out of it and the young
-  generation is larger); and with one listening socket shared by the ingest processes, the first to
-  wake accepted every waiting connection, so a client's keep-alive connections could all land on one
-  process while its sibling idled (each process now listens on a socket of its own, SO_REUSEPORT, and
-  the kernel spreads new connections, see `web.reuseport`). The tail is scheduling: `perf sched` over
-  a stall showed the answers waiting while every runnable thread queued for the two cores,
-  librdkafka's and the broker's network threads among them, behind the broker's JIT compiler and the
-  load tool. A freshly started broker keeps compiling its request path for about a minute of load, so
-  `bench vegeta` warms up at its highest rate first and reports that run apart. Some stalls also
-  coincide with Redis rewriting its append-only file (a forked child on one core). Back-to-back runs
-  of the same command spread more than most single changes move the p99.
+  librdkafka's threads; the broker's CPU per produce request comes next. The producer keeps one
+  produce request in flight per broker (`producer_max_in_flight=1`): idle, a scan is sent at once;
+  under load, the scans that arrive during one round trip share the next request, so the broker
+  handles a request per round trip instead of one per scan. In A/B runs of `bench vegeta` in one
+  session, the 3,000 req/s p99 was 50-141 ms with 5 requests in flight, 74 ms with 2, and 15-17 ms
+  with 1, with the 100 req/s p50 unchanged. Three other costs that profiles showed have been cut:
+  uvicorn wrote each response as two sends (header block, then body; now joined, see `web.onewrite`);
+  the cyclic garbage collector ran every few dozen requests (start-up objects are now frozen out of it
+  and the young generation is larger); and with one listening socket shared by the ingest processes,
+  the first to wake accepted every waiting connection, so a client's keep-alive connections could all
+  land on one process while its sibling idled (each process now listens on a socket of its own,
+  SO_REUSEPORT, and the kernel spreads new connections, see `web.reuseport`). The tail is scheduling:
+  `perf sched` over a stall showed the answers waiting while every runnable thread queued for the two
+  cores, librdkafka's and the broker's network threads among them, behind the broker's JIT compiler
+  and the load tool. A freshly started broker keeps compiling its request path for about a minute of
+  load, so `bench vegeta` warms up at its highest rate first, in rounds until the p99 stops falling,
+  and reports them apart. Some stalls also coincide with Redis rewriting its append-only file (a
+  forked child on one core). Back-to-back runs of the same command spread more than most single
+  changes move the p99.
 - **Single-scan p50 at low load** (`bench vegeta`, floors table): at a low rate every stage wakes
   from idle for each request, and on this virtual machine a wake-up is expensive: the trivial
   endpoint's and the bare produce's own p50 are higher at the lowest rate than at 1,000 req/s. The

@@ -35,6 +35,7 @@ from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_laten
 from barcode_harness.bench.env import BenchEnv
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_harness.bench.vegeta_render import markdown
+from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
 from barcode_pipeline import names
@@ -50,16 +51,20 @@ log = logging.getLogger(__name__)
 class VegetaSpec:
     rates: tuple[float, ...] = (100.0, 1000.0, 2000.0, 3000.0)
     duration_s: float = 20.0
-    # At the highest rate, reported apart. A freshly started broker keeps JIT-compiling its request
-    # path for about a minute of load; meanwhile a compile thread takes a core and a 2,000 req/s
-    # p99 went 156 -> 65 -> 5.6 ms over three back-to-back runs. A short warm-up measured that JIT.
-    warmup_s: float = 60.0
+    # At the highest rate, reported apart, in rounds until the p99 stops falling (bench/warmup.py),
+    # for at most warmup_s. A freshly started broker keeps JIT-compiling its request path for about
+    # a minute of load (a 2,000 req/s p99 went 156 -> 65 -> 5.6 ms over three back-to-back runs); a
+    # fixed 60 s did not warm one on a slow host, and a warm stack needs far less.
+    warmup_s: float = 180.0
+    warmup_round_s: float = 10.0
     timeout_s: float = 10.0
     floor_s: float = 10.0  # per rate, for the trivial endpoint and for the bare produce round trip
     preset: str = "full"
 
 
-QUICK = VegetaSpec(rates=(100.0, 1000.0), duration_s=5.0, warmup_s=2.0, floor_s=3.0, preset="quick")
+QUICK = VegetaSpec(
+    rates=(100.0, 1000.0), duration_s=5.0, warmup_s=2.0, warmup_round_s=2.0, floor_s=3.0, preset="quick"
+)
 
 
 def vegeta_binary() -> str:
@@ -230,11 +235,11 @@ def run_vegeta(
         env_info = report.environment(env.settings, {"spec": asdict(spec), "vegeta": version.strip()})
         url = env.ingest_url + names.ROUTE_SCAN
         sent_headers = {**client_headers(env.api_key), **(headers or {})}
-        runs = [("warm-up", max(spec.rates), spec.warmup_s)] if spec.warmup_s > 0 else []
-        runs += [(f"{rate:g}", rate, spec.duration_s) for rate in spec.rates]
-        for label, rate, seconds in runs:
+
+        def run(label: str, rate: float, seconds: float) -> dict[str, Any]:
             token = secrets.token_hex(4)
-            targets, results = work / f"targets-{label}.json", work / f"results-{label}.bin"
+            file = label.replace("#", "-")
+            targets, results = work / f"targets-{file}.json", work / f"results-{file}.bin"
             write_targets(targets, url, int(rate * seconds) + 1, token, sent_headers)
             say(f"vegeta {label}: {rate:g} req/s for {seconds:g} s")
             started = time.time()
@@ -243,13 +248,24 @@ def run_vegeta(
             drained = env.drain()
             check = verify_scan_ids(env.settings.db_url, acknowledged_ids(binary, results))
             figures.update(
-                label=label, target_rate=rate, started_at=started, drained_after_s=round(drained, 2),
-                acknowledged=check.acknowledged, stored=check.stored, lost=check.missing,
-                duplicate_rows=check.duplicate_rows,
+                label=label.split("#")[0], target_rate=rate, started_at=started,
+                drained_after_s=round(drained, 2), acknowledged=check.acknowledged, stored=check.stored,
+                lost=check.missing, duplicate_rows=check.duplicate_rows,
             )  # fmt: skip
             rates.append(figures)
             targets.unlink()  # the raw results stay; the targets are only inputs (and large)
             say(f"  p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, lost {figures['lost']}")
+            return figures
+
+        if spec.warmup_s > 0:
+            rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
+            warm_until_steady(
+                lambda i: float(run(f"warm-up#{i + 1}", max(spec.rates), spec.warmup_round_s)["p99_ms"]),
+                min(3, rounds),
+                rounds,
+            )
+        for rate in spec.rates:
+            run(f"{rate:g}", rate, spec.duration_s)
         floors = measure_floors(env.settings, spec, binary, work, sent_headers, say)
     result = {
         "environment": report.finish_environment(env_info),

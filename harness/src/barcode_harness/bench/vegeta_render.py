@@ -21,10 +21,11 @@ def markdown(result: dict[str, Any]) -> str:
     intro = (
         f"Single-scan `POST /ingest/barcode` driven by **vegeta** ({env['vegeta'] or 'version unknown'}), an "
         f"independent open-loop load tool, at each rate for {spec['duration_s']:g} s while the processor and "
-        "workers persist everything; latencies are vegeta's own `report`. The warm-up run "
-        f"({spec['warmup_s']:g} s at the highest rate) opens connections and lets the broker's JIT compiler "
-        "finish its request path (a fresh broker keeps compiling for about a minute of load, with a compile "
-        "thread taking a core meanwhile); it is shown apart and not part of the comparison. "
+        "workers persist everything; latencies are vegeta's own `report`. The warm-up "
+        f"(rounds of {spec.get('warmup_round_s', spec['warmup_s']):g} s at the highest rate until the p99 "
+        f"stops falling, at most {spec['warmup_s']:g} s) opens connections and lets the broker's JIT "
+        "compiler finish its request path (a fresh broker keeps compiling for about a minute of load, with "
+        "a compile thread taking a core meanwhile); it is shown apart and not part of the comparison. "
         "Then every scan vegeta saw answered 202 is looked up in the database."
     )
     sections = [intro, report.md_table(head, rows)]

@@ -1,0 +1,26 @@
+"""Warm-up before a measured window: rounds of load until the tail has stopped falling.
+
+A freshly started broker keeps JIT-compiling its request path for about a minute of load (a compile
+thread takes a core meanwhile); a warm stack needs a few seconds. A fixed warm-up is either too short
+for the first or wasted on the second, so the demo and ``bench vegeta`` stop on a steady p99.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def warm_until_steady(run_round: Callable[[int], float], min_rounds: int, max_rounds: int) -> list[float]:
+    """Run rounds until the p99 has stopped falling; return each round's p99 (ms).
+
+    Steady means the last two rounds both failed to beat the best earlier round by a fifth: one
+    lucky or unlucky round neither ends the warm-up nor prolongs it.
+    """
+    p99s: list[float] = []
+    for index in range(max_rounds):
+        p99s.append(run_round(index))
+        if len(p99s) >= max(min_rounds, 3):
+            best_before = min(p99s[:-2])
+            if min(p99s[-2:]) > 0.8 * best_before:
+                break
+    return p99s
