@@ -7,6 +7,7 @@ reads the environment behind their back.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from barcode_pipeline import names
 from barcode_pipeline.domain.networks import parse_proxies, parse_trusted_networks
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import MASK, add_secret
+
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -334,6 +337,12 @@ def for_role(settings: Settings, role: str) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
+def _secured(settings: Settings) -> bool:
+    """A deployment that set up TLS or SASL wants least privilege too: that is when a role falling
+    back to the admin's credentials is worth a warning (a plaintext development stack is not)."""
+    return settings.kafka_security_protocol != "PLAINTEXT" or settings.redis_url.startswith("rediss://")
+
+
 # The secret settings each role connects with, under their shared names once for_role() has put the
 # role's own credentials there. A child of ``run`` gets these and no other secret (see role_env).
 ROLE_SECRETS: dict[str, frozenset[str]] = {
@@ -352,6 +361,10 @@ def role_env(settings: Settings, role: str) -> dict[str, str]:
     keep = ROLE_SECRETS.get(role)
     if keep is None:
         return settings_env(settings)
+    missing = [own for own in ROLE_SETTINGS[role].values() if not getattr(settings, own)]
+    if missing and _secured(settings):  # (a child gets them under the shared names: it cannot tell)
+        wanted = ", ".join(f"BP_{own.upper()}" for own in missing)
+        log.warning("%s runs on the shared (admin) credentials: set %s for least privilege", role, wanted)
     env = settings_env(for_role(settings, role))
     for name in SECRET_FILE_SETTINGS:
         if name not in keep:

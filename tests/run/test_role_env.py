@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 from pathlib import Path
@@ -85,3 +86,19 @@ def test_the_children_of_run_hold_only_their_roles_secrets(
     finally:
         sup.stop()
     assert os.environ["BP_WORKER_DB_URL_FILE"] == str(secret_file)
+
+
+def test_a_secured_setup_without_a_roles_own_credentials_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With TLS or SASL, a child on the admin's account is worth a line; on a plaintext dev stack not."""
+    plain = Settings(ingest_db_url="mysql://ingest:x@127.0.0.1:3307/barcode")
+    secured = plain.model_copy(update={"kafka_security_protocol": "SASL_SSL"})
+    with caplog.at_level(logging.WARNING, logger="barcode_pipeline.config"):
+        role_env(plain, "ingest")
+        assert not caplog.records
+        role_env(secured, "ingest")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "ingest runs on the shared (admin) credentials" in line
+    assert "BP_INGEST_REDIS_URL" in line and "BP_INGEST_KAFKA_SASL_USERNAME" in line
+    assert "BP_INGEST_DB_URL" not in line  # it has its own
