@@ -387,8 +387,18 @@ def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+# Settings that changed meaning or were replaced: set, they are refused rather than ignored.
+RETIRED = {
+    "BP_INGEST_KEY_BURST": "the rate limit counts scans across every process now: set BP_INGEST_KEY_RATE "
+    "(scans/s) and BP_INGEST_KEY_WINDOW_S instead (docs/security.md)",
+}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment (and ``BP_*_FILE`` secrets); explicit overrides (from CLI flags) win."""
+    for name, instead in RETIRED.items():
+        if name in os.environ:
+            raise ConfigError(f"{name} is no longer read: {instead}")
     clean = {**secrets_from_files(os.environ), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         settings = Settings(**clean)  # type: ignore[arg-type]

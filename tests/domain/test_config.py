@@ -24,3 +24,9 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
     for key, value in settings_env(original).items():
         monkeypatch.setenv(key, value)
     assert load_settings() == original
+
+
+def test_a_retired_setting_is_refused_naming_what_replaces_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BP_INGEST_KEY_BURST", "20")  # it meant requests per process: silently ignored, no
+    with pytest.raises(ConfigError, match=r"BP_INGEST_KEY_BURST is no longer read.*BP_INGEST_KEY_WINDOW_S"):
+        load_settings()

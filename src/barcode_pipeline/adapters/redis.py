@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from barcode_pipeline.adapters.sentinel import primary_client
 from barcode_pipeline.config import Settings
@@ -46,7 +48,9 @@ def refusal_typed(action: Callable[[], T]) -> T:
         raise refused from exc
 
 
-def client(settings: Settings, *, timeout: float | None = None, decode: bool = True) -> redis.Redis:
+def client(
+    settings: Settings, *, timeout: float | None = None, decode: bool = True, retries: int | None = None
+) -> redis.Redis:
     """A Redis client; hiredis parses replies when installed. The one factory every component uses.
 
     With ``BP_REDIS_SENTINELS`` set it follows the primary through Sentinel (adapters/sentinel.py):
@@ -54,17 +58,21 @@ def client(settings: Settings, *, timeout: float | None = None, decode: bool = T
     Text mode suits entries the pipeline wrote itself. Readers of arbitrary entries (workers,
     DLQ tools) use ``decode=False``, so one non-UTF-8 entry cannot fail a whole read.
     Every reply and connect is bounded (``BP_REDIS_SOCKET_TIMEOUT_S``, ``BP_REDIS_CONNECT_TIMEOUT_S``);
-    a blocking read (XREADGROUP BLOCK) must block for less than the socket timeout.
+    a blocking read (XREADGROUP BLOCK) must block for less than the socket timeout. ``retries``
+    replaces redis-py's own retries (0: a caller that would rather skip a beat than wait).
     """
+    retry = {} if retries is None else {"retry": Retry(NoBackoff(), retries)}
     if settings.redis_sentinels:
         timeout = timeout or settings.redis_socket_timeout_s
-        return primary_client(settings, db=database_of(settings.redis_url), timeout=timeout, decode=decode)
+        return primary_client(settings, db=database_of(settings.redis_url), timeout=timeout, decode=decode,
+                              retries=retries)  # fmt: skip
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=decode,
         socket_timeout=timeout or settings.redis_socket_timeout_s,
         socket_connect_timeout=timeout or settings.redis_connect_timeout_s,
         health_check_interval=30,
+        **retry,
     )
 
 

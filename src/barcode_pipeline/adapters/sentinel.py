@@ -67,10 +67,12 @@ class FailoverAwareConnection(SentinelManagedConnection):
             raise
 
 
-def primary_client(settings: Settings, *, db: int, timeout: float, decode: bool) -> redis.Redis:
+def primary_client(
+    settings: Settings, *, db: int, timeout: float, decode: bool, retries: int | None = None
+) -> redis.Redis:
     """A client of the service's current primary (``BP_REDIS_SERVICE``), database ``db`` (the caller,
-    adapters/redis.py, reads it from ``BP_REDIS_URL``)."""
-    retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES)
+    adapters/redis.py, reads it from ``BP_REDIS_URL``); ``retries`` replaces the failover retries."""
+    retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES if retries is None else retries)
     url = urlsplit(settings.redis_url)  # the data nodes' credentials, as without Sentinel
     primary: redis.Redis = _sentinel(settings).master_for(
         settings.redis_service,

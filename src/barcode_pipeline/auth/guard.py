@@ -198,7 +198,9 @@ class Authenticator:
                     "revoked", entry.principal.name, "this API key was revoked", invalid=True
                 )
             principal = entry.principal
-        return principal
+        # A key already over its rate is refused before its body is read (scans=0: nothing charged)
+        refused = self.limit(principal, 0)
+        return principal if refused is None else refused
 
     def limit(self, principal: Principal, scans: int) -> Response | None:
         """429 if the principal is over its rate (the scans are charged otherwise), else None."""
@@ -234,6 +236,11 @@ class Authenticator:
                 )
         return None
 
+    def refund(self, principal: Principal, scans: int) -> None:
+        """Scans charged to the rate but not taken by Kafka: the scanner resends them."""
+        if principal.rate and scans:
+            self._limiter.refund(principal.name, scans)
+
     def accepted(self, principal: Principal, scans: int) -> None:
         if principal.name:
             self._metrics.key_accepted(principal.name, scans)
@@ -253,8 +260,9 @@ class Authenticator:
 
 
 def _redis(settings: Settings) -> Any:
-    """The rate limits' Redis client: short timeouts, a slow Redis only delays the next sync."""
-    return redis_client(settings, timeout=0.5)
+    """The rate limits' Redis client: short timeouts and no retries (each sync writes absolute
+    counts, so the next one, 100 ms later, is the retry; a shutdown never waits out a backoff)."""
+    return redis_client(settings, timeout=0.5, retries=0)
 
 
 def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:

@@ -86,6 +86,7 @@ async def handle_one(state: IngestState, obj: object, principal: Principal) -> R
     try:
         await state.kafka.send(event)
     except DeliveryError as exc:
+        state.guard.refund(principal, 1)
         return unavailable(not_confirmed(exc))
     state.metrics.accepted.inc()
     state.guard.accepted(principal, 1)
@@ -117,7 +118,9 @@ async def handle_batch(state: IngestState, obj: object, principal: Principal) ->
     try:
         failed = await state.kafka.send_many(events)
     except DeliveryError as exc:
+        state.guard.refund(principal, total)
         return batch_unavailable(not_confirmed(exc), total)
+    state.guard.refund(principal, len(failed))
     if total > len(failed):
         state.metrics.accepted.inc(total - len(failed))
         state.guard.accepted(principal, total - len(failed))

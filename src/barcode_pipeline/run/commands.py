@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from barcode_pipeline.config import load_settings
+from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.logs import setup_logging
 
 
@@ -35,7 +35,8 @@ def run(
         health_port=settings.metrics_port_base or None,
     ) as sup:
         # BP_METRICS_PORT_BASE=0 turns off run's metrics servers, this one included.
-        exporter = serve_backlog(settings) if settings.metrics_port_base else None
+        # ... on the exporter's own credentials (reads only) when they are set.
+        exporter = serve_backlog(for_role(settings, "exporter")) if settings.metrics_port_base else None
         typer.echo(
             f"pipeline running: POST http://{settings.ingest_host}:{settings.ingest_port}/ingest/barcode"
         )

@@ -53,8 +53,8 @@ REDIS_ACL = {
     # length, the heartbeats' names and INFO; writes nothing
     "exporter": f"resetchannels ~{_STREAMS} ~{names.DLQ_STREAM} ~{names.HEARTBEAT_PREFIX}* -@all "
     "+ping +hello +auth +info +xlen +xrange +xrevrange +xinfo|groups +xinfo|consumers +xinfo|stream +scan",
-    # the rate limits' counters (auth/ratelimit.py): add, expire, read; nothing else
-    "ingest": f"resetchannels ~{names.RATE_LIMIT_PREFIX}* -@all +ping +hello +auth +incrby +pexpire +get",
+    # the rate limits' counters (auth/ratelimit.py): its own field of a hash, expire, read; nothing else
+    "ingest": f"resetchannels ~{names.RATE_LIMIT_PREFIX}* -@all +ping +hello +auth +hset +pexpire +hvals",
     "processor": f"resetchannels ~{_STREAMS} ~{names.DEDUP_PREFIX}* ~{names.PUBLISH_COUNTER_PREFIX}* "
     f"-@all {_COMMON} +xadd +set +get +incr +exists +hsetnx +expireat +scan +xinfo|groups +xinfo|stream",
     "worker": f"resetchannels ~{_STREAMS} ~{names.DLQ_STREAM} ~{names.HEARTBEAT_PREFIX}* "
