@@ -90,11 +90,11 @@ def test_the_cpu_plan_adds_each_tier_s_measured_cost_with_headroom() -> None:
     ha = Settings(topic_replication=3)
     tiers = {c.tier.split(" (")[0]: c for c in capacity.cpu_plan(ha, 20_000, host_cores=8)}
     app = tiers["app hosts"]
-    assert app.us_per_scan == pytest.approx(169.4 + 25.4 + 27.0)
+    assert app.us_per_scan == pytest.approx(131.1 + 21.7 + 19.1)
     assert app.cores == pytest.approx(20_000 * app.us_per_scan / 1e6 / 0.7) and app.hosts == 2
-    assert tiers["Kafka brokers"].us_per_scan == pytest.approx(3 * 53.1) and tiers["Kafka brokers"].hosts == 3
+    assert tiers["Kafka brokers"].us_per_scan == pytest.approx(3 * 55.5) and tiers["Kafka brokers"].hosts == 3
     assert tiers["Redis"].note == "within one core"
-    far = {c.tier.split(" (")[0]: c for c in capacity.cpu_plan(ha, 60_000, host_cores=8)}
+    far = {c.tier.split(" (")[0]: c for c in capacity.cpu_plan(ha, 80_000, host_cores=8)}
     assert far["app hosts"].hosts == 3 and "PAST ONE CORE" in far["Redis"].note  # Redis is single-threaded
     batched = {c.tier.split(" (")[0]: c for c in capacity.cpu_plan(ha, 20_000, batch_share=1.0)}
-    assert batched["app hosts"].us_per_scan == pytest.approx(40.8 + 35.2 + 37.9)
+    assert batched["app hosts"].us_per_scan == pytest.approx(23.0 + 27.1 + 22.7)

@@ -191,9 +191,10 @@ def markdown(plans: dict[float, list[Line]]) -> str:
 # --------------------------------------------------------------------------------------------- CPU
 @dataclass(frozen=True)
 class StageCpu:
-    """Microseconds of CPU per scan, by stage: ``bench max`` (docs/benchmarks.md, 2026-12-03) at its
-    search step nearest 5,000 scans/s, on a 2-core machine with everything co-located and Kafka at
-    replication factor 1. Lower rates cost more per scan (fixed costs spread over fewer scans)."""
+    """Microseconds of CPU per scan, by stage: ``bench max`` (docs/benchmarks.md, 2026-12-07, one
+    produce request in flight) at its search step nearest 5,000 scans/s, on a 2-core machine with
+    everything co-located and Kafka at replication factor 1. Lower rates cost more per scan (fixed
+    costs spread over fewer scans, fewer scans sharing a produce request)."""
 
     ingest: float
     processor: float
@@ -203,8 +204,8 @@ class StageCpu:
     mariadb: float
 
 
-CPU_SINGLE = StageCpu(ingest=169.4, processor=25.4, workers=27.0, kafka=53.1, redis=23.4, mariadb=18.2)
-CPU_BATCH = StageCpu(ingest=40.8, processor=35.2, workers=37.9, kafka=32.4, redis=27.0, mariadb=25.6)
+CPU_SINGLE = StageCpu(ingest=131.1, processor=21.7, workers=19.1, kafka=55.5, redis=17.5, mariadb=9.9)
+CPU_BATCH = StageCpu(ingest=23.0, processor=27.1, workers=22.7, kafka=26.6, redis=20.1, mariadb=10.0)
 HEADROOM = 0.3  # of each core kept free: a peak's bursts, a restart's catch-up, a rebalance
 REDIS_CORE = 1.0  # Redis executes commands on one thread: one primary never uses more than a core
 
