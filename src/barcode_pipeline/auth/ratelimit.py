@@ -122,7 +122,7 @@ class RateLimiter:
 
     def _roll(self, name: str, count: Count, window: int) -> None:
         """Start ``window``: the current counts become the previous ones (if it follows directly)."""
-        if count.own:
+        if count.window >= 0:  # its final count, written once more (a refund may have lowered it)
             self._late[(name, count.window)] = count.own
         total = count.others + count.own
         count.previous = total if window == count.window + 1 else 0.0
