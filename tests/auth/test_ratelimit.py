@@ -74,9 +74,10 @@ def test_a_window_that_ends_during_a_sync_becomes_the_previous_one_counted_once(
 
 
 def test_without_redis_the_limit_holds_per_process() -> None:
-    limiter = RateLimiter(60.0)  # no Redis at all; a long window, so the real clock stays in it
-    now = time.time() // 60 * 60 + 1  # early in the window: the next take is in it too
+    told: list[bool] = []
+    limiter = RateLimiter(60.0, on_sync=told.append)  # no Redis at all; a long window, so the real
+    now = time.time() // 60 * 60 + 1  # clock stays in it, early on: the next take is in it too
     admitted = sum(limiter.take("k", 5, 1, now=now) == 0 for _ in range(400))
     asyncio.run(limiter.sync())
-    assert admitted == 300 and not limiter.shared
+    assert admitted == 300 and not limiter.shared and told == [False]  # the gauge goes to 0
     assert limiter.take("k", 5, 1, now=now + 0.5) > 0  # the count survived the failed sync

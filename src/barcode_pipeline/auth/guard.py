@@ -41,6 +41,8 @@ class AuthMetrics(Protocol):
 
     def keys_loaded(self, count: int) -> None: ...
 
+    def rate_limits_shared(self, shared: bool) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,9 @@ class Authenticator:
         self._max_age_s = settings.ingest_keys_max_age_s
         self._loaded_mono = 0.0  # time.monotonic() of the last successful load
         self._rate = settings.ingest_key_rate
-        self._limiter = limiter or RateLimiter(settings.ingest_key_window_s, partial(_redis, settings))
+        self._limiter = limiter or RateLimiter(
+            settings.ingest_key_window_s, partial(_redis, settings), on_sync=metrics.rate_limits_shared
+        )
         self._load = load or (lambda: load_keys(settings.db_url, timeout_s=min(3.0, self.refresh_s + 1)))
         self._metrics = metrics
         self._networks = NetworkTable(parse_trusted_networks(settings.ingest_trusted_networks))
@@ -145,6 +149,7 @@ class Authenticator:
         if not self.required:
             log.warning("BP_INGEST_AUTH=off: ingest accepts scans from anyone who can reach it")
             return
+        self._metrics.rate_limits_shared(True)  # until a sync says otherwise (none without traffic)
         self._limiter.start()
         await self.refresh()
         if self.loaded:

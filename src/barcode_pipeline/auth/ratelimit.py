@@ -70,9 +70,16 @@ class RateLimiter:
     absolute value): a repeated or retried write, or a reply lost on the way back, cannot count a
     scan twice, and the total is the sum of the fields (``HVALS``)."""
 
-    def __init__(self, window_s: float, connect: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        window_s: float,
+        connect: Callable[[], Any] | None = None,
+        *,
+        on_sync: Callable[[bool], None] | None = None,
+    ) -> None:
         self.window_s = window_s
         self._connect = connect  # a Redis client factory; None counts this process only
+        self._on_sync = on_sync  # told after each sync whether it reached Redis (a gauge)
         self._client: Any = None
         self._me = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._counts: dict[str, Count] = {}
@@ -196,6 +203,8 @@ class RateLimiter:
             except Exception as exc:  # any: the limit goes on per process, never stops the ingest
                 self._note(exc)
         self.shared = totals is not None
+        if self._on_sync is not None:
+            self._on_sync(self.shared)
         self.apply(deltas, totals)
 
     async def _run(self) -> None:

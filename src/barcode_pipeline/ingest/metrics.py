@@ -88,6 +88,12 @@ class IngestMetrics(ServiceMetrics):
             "bp_ingest_keys", "Scanner keys in force (the fewest over the ingest processes).",
             registry=target, multiprocess_mode="livemin",
         )  # fmt: skip
+        self.limits_shared = Gauge(
+            "bp_ingest_rate_limits_shared",
+            "1 while this process's rate-limit counts reach Redis (the limits hold across processes and "
+            "hosts); 0 while it counts its own scans only (the lowest over the ingest processes).",
+            registry=target, multiprocess_mode="livemin",
+        )  # fmt: skip
         self._auth_children: dict[str, Counter] = {}
         self._key_children: dict[str, Counter] = {}
 
@@ -106,6 +112,9 @@ class IngestMetrics(ServiceMetrics):
     def keys_loaded(self, count: int) -> None:
         self.keys_loaded_at.set_to_current_time()
         self.keys_count.set(count)
+
+    def rate_limits_shared(self, shared: bool) -> None:
+        self.limits_shared.set(1 if shared else 0)
 
     def key_accepted(self, key: str, count: int) -> None:
         child = self._key_children.get(key)
