@@ -200,23 +200,27 @@ def _iptables() -> str:
     return path
 
 
+def _iptables_in(node: NetNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run iptables inside ``node``'s namespace; with ``check`` a refusal is a one-line StackError."""
+    result = subprocess.run([*node.exec_prefix(), _iptables(), "-w", *args], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    if check and result.returncode != 0:
+        raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
+    return result
+
+
 def cut_off(node: NetNode, peers: list[str]) -> None:
     """Drop every packet between ``node`` and ``peers`` (rules inside the node's own namespace,
     so nothing outside our namespaces is touched). The host and other addresses still reach it."""
     for peer in peers:
         for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
-            cmd = [*node.exec_prefix(), _iptables(), "-w", "-A", chain, flag, peer, "-j", "DROP"]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
+            _iptables_in(node, "-A", chain, flag, peer, "-j", "DROP")
 
 
 def reconnect(node: NetNode) -> None:
     """Undo :func:`cut_off`: flush the namespace's filter rules (only ours live there)."""
     for chain in ("INPUT", "OUTPUT"):
-        subprocess.run(
-            [*node.exec_prefix(), _iptables(), "-w", "-F", chain], capture_output=True, check=False
-        )
+        _iptables_in(node, "-F", chain, check=False)
 
 
 def admit_only(node: NetNode, port: int, source: str) -> None:
@@ -224,9 +228,5 @@ def admit_only(node: NetNode, port: int, source: str) -> None:
     behind a load balancer is firewalled. In the mangle table, so :func:`reconnect` (which flushes the
     filter table) leaves it in place; added once however often it is called."""
     rule = ["PREROUTING", "!", "-i", "lo", "-p", "tcp", "--dport", str(port), "!", "-s", source, "-j", "DROP"]
-    base = [*node.exec_prefix(), _iptables(), "-w", "-t", "mangle"]
-    if subprocess.run([*base, "-C", *rule], capture_output=True, check=False).returncode == 0:
-        return
-    result = subprocess.run([*base, "-A", *rule], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
+    if _iptables_in(node, "-t", "mangle", "-C", *rule, check=False).returncode != 0:
+        _iptables_in(node, "-t", "mangle", "-A", *rule)
