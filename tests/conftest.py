@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from barcode_pipeline.config import Settings
-from tests.stack_helpers import SMALL_REDIS_DISK_BYTES, free_ports
+from tests.stack_helpers import SMALL_REDIS_DISK_BYTES, ScratchRedis
 
 IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +34,7 @@ HANG_REPORT = ROOT / ".stack" / "pytest-hang.txt"
 # The address in-process test clients come from: loopback, as a local scanner or Prometheus would
 # (starlette's default "testclient" is not an address, so /metrics would refuse it: BP_METRICS_FROM).
 LOOPBACK_CLIENT = ("127.0.0.1", 50000)
-SERVICE_FIXTURES = frozenset({"stack_settings", "redis_on_small_disk"})
+SERVICE_FIXTURES = frozenset({"stack_settings", "redis_on_small_disk", "scratch_redis"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -147,28 +144,24 @@ def redis_on_small_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={SMALL_REDIS_DISK_BYTES}", "tmpfs", str(data)], check=True
     )
-    port = free_ports()
-    server = shutil.which("redis-server")
-    assert server, "redis-server not found: run scripts/setup.sh"
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes",
-         "--appendfsync", "everysec", "--save", "", "--auto-aof-rewrite-percentage", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    server = ScratchRedis(data)
     try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "scratch redis-server did not start"
-                time.sleep(0.1)
-        client.close()
-        yield url, data
+        server.start()
+        yield server.url, data
     finally:
-        proc.kill()
-        proc.wait(10)
+        server.kill()
         subprocess.run(["umount", str(data)], check=False)
+
+
+@pytest.fixture
+def scratch_redis(tmp_path: Path) -> Iterator[ScratchRedis]:
+    """A redis-server of the test's own that it may kill and restart (``appendfsync always``, so a
+    snapshot of its data taken between writes is whole)."""
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = ScratchRedis(data, appendfsync="always")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

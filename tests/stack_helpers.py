@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -108,3 +111,56 @@ def free_ports(count: int = 1) -> int:
             for sock in held:
                 sock.close()
     raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+class ScratchRedis:
+    """A redis-server of the test's own (AOF on), which a test may SIGKILL and start again on the
+    same port and data directory, or start from a copy of its data taken earlier: a Redis that
+    lost its last writes, as one whose AOF write was still postponed behind an fsync does."""
+
+    def __init__(self, data: Path, *, appendfsync: str = "everysec") -> None:
+        self.data = data
+        self.port = free_ports()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._appendfsync = appendfsync
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server, "redis-server not found: run scripts/setup.sh"
+        self._proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data),
+             "--appendonly", "yes", "--appendfsync", self._appendfsync, "--save", "",
+             "--auto-aof-rewrite-percentage", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline, "scratch redis-server did not start"
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+
+    def snapshot(self, to: Path) -> Path:
+        """A copy of the data as it is now (take it while nothing writes; ``always`` makes it whole)."""
+        shutil.copytree(self.data, to)
+        return to
+
+    def restart_from(self, snapshot: Path) -> None:
+        """SIGKILL, then start again on ``snapshot``'s data: whatever was written since is gone."""
+        self.kill()
+        shutil.rmtree(self.data)
+        shutil.copytree(snapshot, self.data)
+        self.start()

@@ -21,7 +21,7 @@ from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor.routing import shard_of
 from barcode_pipeline.processor.service import Processor, replay
 from tests.kafka_helpers import start_group_at_log_end
-from tests.stack_helpers import redis_db
+from tests.stack_helpers import ScratchRedis, redis_db
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +215,65 @@ def test_a_static_member_killed_and_restarted_resumes_without_waiting_for_its_se
             first.kill()
         log.close()
     assert took < 40
+
+
+def _committed_past(settings: Settings, group: str, placed: list[tuple[int, int]]) -> bool:
+    """Whether ``group`` has committed beyond every record in ``placed``."""
+    c = Consumer(kafka_adapter.consumer_config(settings, group))
+    try:
+        wanted = {p: max(o for q, o in placed if q == p) for p, _ in placed}
+        tps = c.committed([TopicPartition(names.TOPIC, p) for p in wanted], timeout=10)
+        return all(tp.offset > wanted[tp.partition] for tp in tps)
+    finally:
+        c.close()
+
+
+def _wait_for(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("processor", ["kept", "restarted"])
+def test_a_redis_back_without_its_last_writes_gets_them_again(
+    scratch_redis: ScratchRedis, make_settings: Callable[..., Settings], tmp_path: Any, processor: str
+) -> None:
+    """Redis answered, the offsets were committed, then Redis came back without those writes: with
+    ``appendfsync everysec`` an AOF write waits behind a running fsync while the answers go out, and a
+    crash then loses it. The processor, still running or restarted meanwhile, notices the server's
+    new run id (or the commit mark of the old one) and publishes those scans again, once."""
+    settings = make_settings(redis_url=scratch_redis.url)
+    device = f"T-{uuid.uuid4().hex[:8]}"
+    group = _group("lost-tail", settings)
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    proc = Processor(settings, group=group)
+    thread = threading.Thread(target=proc.run, daemon=True)
+    thread.start()
+    try:
+        first = _produce(settings, [_scan(device, i) for i in range(5)])
+        _wait_for(lambda: len(_entries_for(r, settings, device)) == 5, "the first 5 published")
+        _wait_for(lambda: _committed_past(settings, group, first), "the first 5 committed")
+        kept = scratch_redis.snapshot(tmp_path / "kept")
+        second = _produce(settings, [_scan(device, i) for i in range(5, 10)])
+        _wait_for(lambda: len(_entries_for(r, settings, device)) == 10, "the next 5 published")
+        _wait_for(lambda: _committed_past(settings, group, second), "the next 5 committed")
+        if processor == "restarted":
+            proc.stop()
+            thread.join(15)
+        scratch_redis.restart_from(kept)
+        assert len(_entries_for(r, settings, device)) == 5, "the restarted Redis should lack the last 5"
+        if processor == "restarted":
+            proc = Processor(settings, group=group)
+            thread = threading.Thread(target=proc.run, daemon=True)
+            thread.start()
+        _wait_for(lambda: len(_entries_for(r, settings, device)) >= 10, "the lost 5 published again")
+        time.sleep(1.5)  # a second rewind would publish nothing new either: markers
+        assert sorted(s["sid"] for s in _entries_for(r, settings, device)) == sorted(
+            f"{device}-{i}" for i in range(10)
+        )
+        assert proc.totals.rewound >= 5
+    finally:
+        proc.stop()
+        thread.join(15)
+        r.close()

@@ -1,7 +1,10 @@
-"""The parts of the commit protocol that make it survive a Redis failover.
+"""The parts of the commit protocol that make it survive a Redis failover or a Redis restart.
 
-Redis replicates asynchronously: a promoted replica can lack the last XADDs of the old primary.
-Two defences, both in the processor, because it alone can re-drive a batch from Kafka:
+Redis replicates asynchronously: a promoted replica can lack the last XADDs of the old primary. A
+single Redis can lose acknowledged writes too: with ``appendfsync everysec`` it answers before its
+AOF write whenever the previous fsync is still running (for up to 2 s), so a crash loses what it
+had answered meanwhile, after the processor committed those offsets.
+Three defences, all in the processor, because it alone can re-drive a batch from Kafka:
 1. WAIT before commit: offsets are committed only once ``BP_REDIS_MIN_REPLICAS`` replicas
    acknowledged the batch (on the connection that ran the script); a short count means no commit
    and a retry of the batch. Every publish call bumps a counter (lua/dedupe_publish.lua), so the
@@ -9,7 +12,13 @@ Two defences, both in the processor, because it alone can re-drive a batch from 
 2. Rewind on a primary change: when the server that runs the script is another one than before
    (its run id changed), the group is rewound to what it had committed a safety window before the
    old primary was last seen, and that range is processed again. Markers and the UNIQUE key make
-   the reprocessing free of duplicates; whatever the failover lost is published again.
+   the reprocessing free of duplicates; whatever the failover lost is published again. A single
+   Redis restarted after a crash has a new run id as well, so the same rewind covers it.
+3. A commit mark: every offset commit carries, as Kafka commit metadata, the run id of the server
+   that took the batch and the partition's offset committed a safety window earlier. A processor
+   that takes over a partition (a restart, a rebalance) and finds another run id there rewinds it
+   to that offset: the server the previous owner wrote to may have lost its last writes while
+   nobody was watching.
 """
 
 from __future__ import annotations
@@ -43,6 +52,17 @@ class CommitHistory:
         while self.entries and self.entries[0][0] < now_ms - self.keep_ms:
             self.base.update(self.entries.popleft()[1])
 
+    def seed(self, partition: int, offset: int) -> None:
+        """What a partition is known to have had committed before this process kept a history."""
+        self.base.setdefault(partition, offset)
+
+    def safe(self, partition: int, t_ms: int) -> int | None:
+        """The offset committed at or before ``t_ms``; failing that, the oldest one known."""
+        found = self.at(t_ms).get(partition)
+        if found is not None:
+            return found
+        return next((offsets[partition] for _, offsets in self.entries if partition in offsets), None)
+
     def at(self, t_ms: int) -> dict[int, int]:
         """Per partition, the last offset committed at or before ``t_ms`` (as far as known)."""
         state = dict(self.base)
@@ -69,6 +89,28 @@ class PrimaryWatch:
     def seen(self, run_id: str, now_ms: int) -> None:
         """A batch went to ``run_id`` and was handled (committed, or rewound over)."""
         self.run_id, self.last_seen_ms = run_id, now_ms
+
+
+MARK_PREFIX = "bp1"
+
+
+@dataclass(frozen=True)
+class CommitMark:
+    """Commit metadata: the Redis server that took the batch, and where a rewind would go back to."""
+
+    run_id: str
+    safe: int  # the partition's offset committed a safety window before this commit
+
+    def encode(self) -> str:
+        return f"{MARK_PREFIX} {self.run_id} {self.safe}"
+
+    @staticmethod
+    def decode(metadata: str | None) -> CommitMark | None:
+        """None for a commit without a mark (a release before marks, a tool, an empty group)."""
+        parts = (metadata or "").split()
+        if len(parts) != 3 or parts[0] != MARK_PREFIX or not parts[2].isdigit():
+            return None
+        return CommitMark(parts[1], int(parts[2]))
 
 
 def rewind_targets(

@@ -31,7 +31,9 @@ LAG = Gauge("bp_processor_consumer_lag", "Records behind the log end, per partit
 REPLICA_SHORTFALLS = Counter(
     "bp_processor_replica_shortfalls_total", "Batches WAIT could not confirm on enough replicas (retried)"
 )
-REWINDS = Counter("bp_processor_rewinds_total", "Rewinds of the group after a Redis primary change")
+REWINDS = Counter(
+    "bp_processor_rewinds_total", "Rewinds of the group after the Redis server changed (failover or restart)"
+)
 REWOUND_RECORDS = Counter("bp_processor_rewound_records_total", "Records re-read because of a rewind")
 
 # Export every outcome at 0 from the start, so dashboards and alerts see a series before the first event.

@@ -3,7 +3,9 @@
 Order of effects per batch, which is what makes a crash anywhere safe:
 1. poison records -> DLT topic (confirmed), 2. events -> Redis (dedup marker + XADD, atomic per
 event), 3. Kafka offsets committed. A crash before 3 redelivers the batch; the markers (and, if
-Redis lost them, the DB's UNIQUE index) turn the redelivery into no-ops.
+Redis lost them, the DB's UNIQUE index) turn the redelivery into no-ops. Redis answering is not
+Redis keeping: a Redis that comes back with another run id may lack what it answered last, so
+the processor rewinds then (processor/failover.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -27,7 +29,13 @@ from barcode_pipeline.domain.records import Poison, decode
 from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
-from barcode_pipeline.processor.failover import CommitHistory, PrimaryWatch, ReplicaShortfall, rewind_targets
+from barcode_pipeline.processor.failover import (
+    CommitHistory,
+    CommitMark,
+    PrimaryWatch,
+    ReplicaShortfall,
+    rewind_targets,
+)
 from barcode_pipeline.processor.fencing import ReplacementBudget, close_within, is_fatal
 from barcode_pipeline.processor.markers import MarkerScheme, legacy_key, legacy_markers_present
 from barcode_pipeline.processor.routing import shard_of, to_stored
@@ -52,6 +60,7 @@ PUBLISH_RETRIED = (
 )
 WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
+IDLE_PROBE_S = 1.0  # idle, the processor still asks Redis's run id this often: a restart is noticed
 
 
 @dataclass
@@ -111,7 +120,10 @@ class Processor:
         self._last_lag = 0.0
         # Commit protocol across Redis failovers (processor/failover.py).
         self.wait_replicas = settings.redis_min_replicas
-        self.watch = PrimaryWatch() if settings.redis_sentinels else None
+        # Always, not only with Sentinel: a single Redis restarted after a crash has a new run id too.
+        self.watch = PrimaryWatch()
+        self._marked: set[int] = set()  # assigned partitions whose commit mark was read
+        self._last_probe = 0.0
         self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
         self._run_id: str | None = None
         self._earlier = 0  # published by attempts at the current batch whose WAIT came back short
@@ -211,6 +223,7 @@ class Processor:
         self._maybe_report_lag()
         self._note_assignment()
         if not msgs:
+            self._probe_primary()
             return None
         outcome = self.handle(msgs)
         self.progress.moved()
@@ -326,8 +339,7 @@ class Processor:
             chunks += 1
         if self.wait_replicas:
             pipe.wait(self.wait_replicas, s.redis_wait_timeout_ms)
-        if self.watch is not None:
-            pipe.info("server")
+        pipe.info("server")  # the run id: a different server than last time may lack our writes
         replies = pipe.execute()
         published = sum(sum(flags) for flags in replies[:chunks])
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
@@ -336,23 +348,36 @@ class Processor:
             acked = int(rest.pop(0))
             if acked < self.wait_replicas:
                 raise ReplicaShortfall(acked, self.wait_replicas, published)
-        if self.watch is not None:
-            self._run_id = str(rest.pop(0).get("run_id", ""))
+        self._run_id = str(rest.pop(0).get("run_id", ""))
         return published, len(events) - published
 
     def _primary_changed(self) -> bool:
-        """After a publish: if another primary took it, rewind the group (processor/failover.py)."""
-        if self.watch is None or not self._run_id:
+        """After a publish: if the Redis server is not the one our commits name, rewind the group.
+
+        Two ways to find out (processor/failover.py): this process saw another run id before, or a
+        partition it just took over carries the commit mark of another server. Either way the
+        records that server may have lost are read again; markers and the UNIQUE key absorb the rest.
+        """
+        if not self._run_id:
             return False
         now_ms = int(time.time() * 1000)
+        window_ms = int(self.settings.redis_rewind_window_s * 1000)
         last_seen = self.watch.changed_since(self._run_id)
-        if last_seen is None:
-            self.watch.seen(self._run_id, now_ms)
-            return False
-        since_ms = last_seen - int(self.settings.redis_rewind_window_s * 1000)
+        since_ms = (last_seen or now_ms) - window_ms
         try:
-            targets = rewind_targets(self.consumer, names.TOPIC, since_ms, self.history)
-            positions = {tp.partition: tp.offset for tp in self.consumer.position(self.consumer.assignment())}
+            inherited, taken = self._inherited_marks(self._run_id)
+            if last_seen is None and not inherited:
+                self._marked |= taken
+                self.watch.seen(self._run_id, now_ms)
+                return False
+            assigned = self.consumer.assignment()
+            positions = {tp.partition: tp.offset for tp in self.consumer.position(assigned) if tp.offset >= 0}
+            live = rewind_targets(self.consumer, names.TOPIC, since_ms, self.history) if last_seen else []
+            goal = {tp.partition: tp.offset for tp in live}
+            for partition, (safe, committed) in inherited.items():
+                positions.setdefault(partition, committed)  # not fetched yet: it would start there
+                goal[partition] = min(safe, goal.get(partition, safe), positions[partition])
+            targets = [TopicPartition(names.TOPIC, p, o, metadata=self._mark(p, o)) for p, o in goal.items()]
             if targets:
                 # Committed first: a crash right after the rewind must not skip the re-read range.
                 self.consumer.commit(offsets=targets, asynchronous=False)
@@ -362,16 +387,64 @@ class Processor:
             # Nothing committed, the new primary not recorded: the next batch tries the rewind again.
             log.error("rewind after a Redis primary change failed (retried with the next batch): %s", exc)
             return True
+        self._marked |= taken
         self.watch.seen(self._run_id, now_ms)
         rewound = sum(max(0, positions.get(tp.partition, tp.offset) - tp.offset) for tp in targets)
         self._uncommitted.update({tp.partition: tp.offset for tp in targets})
         self.totals.rewound += rewound
         metrics.REWINDS.inc()
         metrics.REWOUND_RECORDS.inc(rewound)
-        log.warning("redis primary changed: rewound %d records of %d partitions to what was committed "
-                    "at epoch ms %d (%.0f s before the old primary was last seen)", rewound, len(targets),
-                    since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
+        if last_seen is not None:
+            log.warning("redis server changed (run id): rewound %d records of %d partitions to what was "
+                        "committed at epoch ms %d (%.0f s before the old server was last seen)", rewound,
+                        len(targets), since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
+        else:
+            log.warning("partitions %s were last committed against another redis server (run id): rewound %d "
+                        "records to the offsets committed %.0f s before", sorted(inherited), rewound,
+                        self.settings.redis_rewind_window_s)  # fmt: skip
         return True
+
+    def _inherited_marks(self, run_id: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
+        """For partitions assigned since the last look: (safe, committed) offsets of those whose commit
+        mark names another server, and every partition looked at (seeded into the history meanwhile)."""
+        assigned = {tp.partition for tp in self.consumer.assignment() if tp.partition is not None}
+        self._marked &= assigned  # a partition lost and assigned again is looked at again
+        new = assigned - self._marked
+        if not new:
+            return {}, set()
+        inherited: dict[int, tuple[int, int]] = {}
+        committed = self.consumer.committed([TopicPartition(names.TOPIC, p) for p in sorted(new)], timeout=10)
+        for tp in committed:
+            mark = CommitMark.decode(tp.metadata)
+            if mark is not None and mark.run_id != run_id:
+                inherited[tp.partition] = (mark.safe, tp.offset)
+            elif mark is not None:
+                self.history.seed(tp.partition, mark.safe)
+            elif tp.offset >= 0:  # committed by a release without marks: the best known bound
+                self.history.seed(tp.partition, tp.offset)
+        return inherited, new
+
+    def _mark(self, partition: int, offset: int) -> str | None:
+        """The commit metadata for ``partition`` at ``offset`` (None until a run id is known)."""
+        if not self._run_id:
+            return None
+        before = int(time.time() * 1000) - int(self.settings.redis_rewind_window_s * 1000)
+        safe = self.history.safe(partition, before)
+        return CommitMark(self._run_id, offset if safe is None else min(offset, safe)).encode()
+
+    def _probe_primary(self) -> None:
+        """Idle: ask Redis's run id now and then, so a restart that lost writes is redriven without
+        waiting for the next record."""
+        now = time.monotonic()
+        if now - self._last_probe < IDLE_PROBE_S:
+            return
+        self._last_probe = now
+        try:
+            self._run_id = str(self.redis.info("server").get("run_id", "")) or self._run_id
+        except RedisError as exc:
+            log.debug("redis run id probe failed: %s", exc)
+            return
+        self._primary_changed()
 
     def _dead_letter(self, poison: list[tuple[Message, str]]) -> None:
         failures: list[str] = []
@@ -403,7 +476,7 @@ class Processor:
 
         The last offsets are committed synchronously on close, so a clean stop redelivers nothing.
         """
-        tps = [TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()]
+        tps = [TopicPartition(names.TOPIC, p, o, metadata=self._mark(p, o)) for p, o in offsets.items()]
         self._uncommitted.update(offsets)
         self.history.record(int(time.time() * 1000), offsets)
         try:
@@ -422,7 +495,11 @@ class Processor:
 
     def _final_commit(self) -> None:
         owned = {tp.partition for tp in self.consumer.assignment()}  # never commit for a partition we lost
-        tps = [TopicPartition(names.TOPIC, p, o) for p, o in self._uncommitted.items() if p in owned]
+        tps = [
+            TopicPartition(names.TOPIC, p, o, metadata=self._mark(p, o))
+            for p, o in self._uncommitted.items()
+            if p in owned
+        ]
         if not tps:
             return
         try:

@@ -131,9 +131,15 @@ LIMITS_INTRO = """\
 ## What a single node cannot survive
 
 Every scenario above kills or stops a *process*. The operating system, its page cache and the disk
-survive, which is why a SIGKILLed Kafka broker or Redis server comes back with everything it had
-acknowledged. This stack runs one broker, one Redis and one MariaDB on one machine, so it cannot
-survive losing the machine or its disk:
+survive, which is why a SIGKILLed Kafka broker comes back with everything it had acknowledged.
+Redis on `appendfsync everysec` is the exception the processor covers itself: while the previous
+fsync still runs (up to 2 s), Redis answers writes before it has written them to its AOF, so a
+SIGKILL then loses writes it had answered, after the processor committed their offsets. The
+restarted server has a new run id; the processor notices it (with each batch, and once a second
+when idle, or from the run id in the commit mark when it took the partition over) and re-reads the
+last `BP_REDIS_REWIND_WINDOW_S` (10 s) from Kafka. The combined scenario lost 5 scans in CI this
+way before that rewind existed. This stack runs one broker, one Redis and one MariaDB on one
+machine, so it cannot survive losing the machine or its disk:
 """
 
 # (what is lost, what it costs on this single-node stack, what covers it in production)
@@ -154,9 +160,10 @@ LIMITS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "power or the kernel, with Redis on `appendfsync everysec`",
-        "up to about 1 s of Redis writes. Offsets are committed only after Redis confirmed, but that "
-        "confirmation came before the fsync, so the lost events must be re-driven with "
-        "`barcode-pipeline replay --since` (scenario 10)",
+        "up to about 2 s of Redis writes, answered before they reached the disk. The restarted "
+        "server's new run id makes the processor re-read the last `BP_REDIS_REWIND_WINDOW_S` from "
+        "Kafka, so they are published again; a longer loss needs `barcode-pipeline replay --since` "
+        "(scenario 10)",
         "`appendfsync always`, or a replica plus `WAIT 1 <ms>` before the processor commits offsets; "
         "Redis Sentinel or Cluster for failover",
     ),

@@ -1,8 +1,10 @@
 """Redis from Debian's ``redis-server``, on its own port with AOF on.
 
 AOF (not RDB snapshots) because the streams, their pending-entry lists and the dedup markers
-must survive a crash: with ``appendfsync everysec`` at most ~1 s of Redis writes can be lost,
-and the processor only commits Kafka offsets for what Redis has, so those are re-driven.
+must survive a crash. With ``appendfsync everysec`` a crash can still lose up to about 2 s of
+writes Redis had already answered (its AOF write waits behind a running fsync); the processor
+notices the restarted server's new run id and re-reads that stretch from Kafka
+(processor/failover.py).
 """
 
 from __future__ import annotations
