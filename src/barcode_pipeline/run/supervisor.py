@@ -59,7 +59,7 @@ class Child:
 
     @property
     def held(self) -> bool:
-        """Someone else (the drain, fault injection, the watchdog) decides whether it runs."""
+        """Someone else (the drain, fault injection, the liveness watchdog) decides whether it runs."""
         return self.hold is not None
 
     def start(self) -> None:
@@ -125,8 +125,8 @@ class Supervisor:
         self.children = {s.name: Child(s, role_env(settings, s.role), self.out) for s in specs}
         self.restart_delay_s = restart_delay_s
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # a watchdog restart never races the drain
-        self._watch: threading.Thread | None = None
+        self._lock = threading.Lock()  # a liveness watchdog's restart never races the drain
+        self._restarter: threading.Thread | None = None
         self.exit_codes: dict[str, int | None] = {}  # filled by stop()
         self.liveness = Watchdog(self, settings, health_port=health_port, grace_s=watchdog_grace_s)
 
@@ -134,8 +134,8 @@ class Supervisor:
         for child in self.children.values():
             child.start()
             log.info("started %s (pid %s)", child.spec.name, child.pid)
-        self._watch = threading.Thread(target=self._restart_the_dead, daemon=True, name="supervisor")
-        self._watch.start()
+        self._restarter = threading.Thread(target=self._restart_the_dead, daemon=True, name="supervisor")
+        self._restarter.start()
         self.liveness.start()
 
     def take_over(self, child: Watched, stop: Callable[[], None]) -> bool:
@@ -172,7 +172,7 @@ class Supervisor:
 
     # --- fault injection and control ---
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
-        """Signal a child; with SIGKILL the watchdog restarts it (if its spec says so)."""
+        """Signal a child; with SIGKILL the restart loop starts it again (if its spec says so)."""
         self.children[name].signal(signum)
 
     def pause_restarts(self, name: str, paused: bool) -> None:
@@ -189,8 +189,8 @@ class Supervisor:
             child.start()  # before un-pausing, so the watchdog cannot start a second copy
         self.pause_restarts(name, False)
 
-    def names(self, role: str) -> list[str]:
-        return [n for n, c in self.children.items() if c.spec.role == role]
+    def names(self, role: names.Role) -> list[str]:
+        return [n for n, c in self.children.items() if c.spec.role is role]
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """Drain: SIGTERM role by role (ingest, processor, workers), SIGKILL what overstays."""

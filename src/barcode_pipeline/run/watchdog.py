@@ -53,6 +53,9 @@ class WatchedSpec(Protocol):
     def name(self) -> str: ...
 
     @property
+    def role(self) -> names.Role: ...
+
+    @property
     def watched(self) -> bool: ...  # it writes a progress file
 
 
@@ -124,21 +127,21 @@ class Verdict:
 
 def service_backlogs(
     services: Mapping[str, dict[str, Any] | None],
+    roles: Mapping[str, names.Role],
     lag: Mapping[int, int] | None,
     redis_state: Backlog | None,
     node: str | None = None,
 ) -> dict[str, int | None]:
-    """Work waiting for each service (None: not measurable now). ``services`` maps names to records;
-    ``node``: the workers' consumer names carry it (run/supervisor.pipeline_specs)."""
+    """Work waiting for each service (None: not measurable now). ``services`` maps names to records,
+    ``roles`` names to roles; ``node``: the workers' consumer names carry it (supervisor.pipeline_specs)."""
     held: set[int] = set()
     for name, record in services.items():
-        if name.split("-")[0] == "processor" and record and record.get("partitions"):
+        if roles[name] is names.Role.PROCESSOR and record and record.get("partitions"):
             held.update(record["partitions"])
     undelivered = sum(redis_state.stream_undelivered.values()) if redis_state else 0
     out: dict[str, int | None] = {}
     for name, record in services.items():
-        role = name.split("-")[0]
-        if role == "processor":
+        if roles[name] is names.Role.PROCESSOR:
             if lag is None:
                 out[name] = None
                 continue
@@ -261,7 +264,8 @@ class Watchdog:
             if child.pid and self._started.get(name, (None, 0.0))[0] != child.pid:
                 self._started[name] = (child.pid, now)
                 self._since.pop(name, None)
-        backlogs = service_backlogs(records, self._lag(), self._redis_state(), self.settings.node_name)
+        roles = {name: child.spec.role for name, child in children.items()}
+        backlogs = service_backlogs(records, roles, self._lag(), self._redis_state(), self.settings.node_name)
         restarted: list[str] = []
         verdicts: dict[str, Verdict] = {}
         for name, child in children.items():

@@ -18,6 +18,7 @@ from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.nemesis import Nemesis, NemesisStats
 from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
+from barcode_pipeline import names
 from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def run_iterations(
 
     def go(e: ChaosEnv) -> None:
         for seed in seeds:
-            nemesis = Nemesis(seed, workers=len(e.sup.names("worker")), spec=spec)
+            nemesis = Nemesis(seed, workers=len(e.sup.names(names.Role.WORKER)), spec=spec)
             if on_start is not None:
                 on_start(nemesis)
             result = run_scenario(e, nemesis, params)

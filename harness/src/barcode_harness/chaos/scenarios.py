@@ -54,7 +54,7 @@ ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a b
 
 def processors(ctx: ChaosContext) -> list[str]:
     """The supervised processor children ("processor", or "processor-N" with BP_PROCESSORS > 1)."""
-    return ctx.sup.names("processor")
+    return ctx.sup.names(names.Role.PROCESSOR)
 
 
 class Scenario:
@@ -215,7 +215,7 @@ class WorkerKill(Scenario):
         self._victims: list[str] = []
 
     def inject(self, ctx: ChaosContext) -> None:
-        workers = ctx.sup.names("worker")
+        workers = ctx.sup.names(names.Role.WORKER)
         self._victims = workers if self.all_workers else workers[:1]
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
         at_least = max(1, int(ctx.params.rate * ctx.settings.worker_max_delay_ms / 1000 / len(workers) / 2))
@@ -628,7 +628,7 @@ class RedisFull(Scenario):
             alive = set(live_workers(client))
         finally:
             client.close()
-        workers = {names.node_member(ctx.settings.node_name, w) for w in ctx.sup.names("worker")}
+        workers = {names.node_member(ctx.settings.node_name, w) for w in ctx.sup.names(names.Role.WORKER)}
         ctx.check("every worker's heartbeat stayed live while Redis was full (no takeover)",
                   workers <= alive, f"live: {sorted(alive)}, workers: {sorted(workers)}")  # fmt: skip
 
@@ -702,7 +702,7 @@ class Combined(Scenario):
         ctx.mark("combined: processor SIGKILL (the supervisor restarts it)")
 
     def _worker(self, ctx: ChaosContext) -> None:
-        victim = ctx.sup.names("worker")[0]
+        victim = ctx.sup.names(names.Role.WORKER)[0]
         held = wait_pending(
             ctx.settings, names.node_member(ctx.settings.node_name, victim), at_least=1, timeout=10.0
         )
