@@ -30,11 +30,13 @@ HARD_TIMEOUT_S = 420
 HANG_REPORT = ROOT / ".stack" / "pytest-hang.txt"
 
 
-# Fixtures that reach real servers: a test using one, however indirectly, is an integration test.
 # The address in-process test clients come from: loopback, as a local scanner or Prometheus would
 # (starlette's default "testclient" is not an address, so /metrics would refuse it: BP_METRICS_FROM).
 LOOPBACK_CLIENT = ("127.0.0.1", 50000)
-SERVICE_FIXTURES = frozenset({"stack_settings", "redis_on_small_disk", "scratch_redis"})
+# Fixtures that reach real servers: a test using one, however indirectly, is an integration test.
+SERVICE_FIXTURES = frozenset(
+    {"stack_settings", "redis_on_small_disk", "scratch_redis", "ha_stack", "chaos_stack"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

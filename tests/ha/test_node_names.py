@@ -15,6 +15,8 @@ from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.run.lease import NodeLease, NodeNameInUse
 from barcode_pipeline.run.supervisor import pipeline_specs
 
+pytestmark = pytest.mark.integration
+
 
 def _members(settings: Settings) -> list[str]:
     """The names each processor and worker registers with Kafka and Redis (the value after the flag)."""

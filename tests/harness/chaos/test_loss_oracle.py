@@ -1,5 +1,6 @@
 """The loss oracle itself (chaos/checks.verify), fed scans whose fate is known: it must call a scan
-with no row and no dead letter lost, a scan in the DLQ accounted for, and a second row a duplicate.
+with no row and no dead letter lost, a scan in the DLQ accounted for, a second row a duplicate, and
+a row of a scan no client sent an invention.
 
 Every fault scenario's "0 lost, 0 duplicates" rests on this function; a version that could only
 ever answer 0 would pass them all.
@@ -59,7 +60,8 @@ def test_the_oracle_finds_the_lost_scan_the_dead_letter_and_the_duplicate(oracle
     since_ms = int(time.time() * 1000) - 1000
     conn = connect(oracle_settings.db_url, autocommit=True, init_command="SET time_zone = '+00:00'")
     try:
-        scans = (_scan("stored"), _scan("twice", 0), _scan("twice", 1))  # "twice": a second row
+        # "twice": a second row; "invented": a row of a scan nobody sent
+        scans = (_scan("stored"), _scan("twice", 0), _scan("twice", 1), _scan("invented"))
         rows = [to_row(s, "CENTER-1", "event") for s in scans]
         with conn.cursor() as cur:
             for statement in insert_barcodes_statements(rows, string_escaper(conn)):
@@ -77,9 +79,11 @@ def test_the_oracle_finds_the_lost_scan_the_dead_letter_and_the_duplicate(oracle
     client.close()
 
     acknowledged = [(DEVICE, sid) for sid in ("stored", "twice", "dead", "never-stored")]
-    ledger = checks.verify(oracle_settings, acknowledged, since_ms)
+    sent = {*acknowledged, (DEVICE, "sent-never-acknowledged")}
+    ledger = checks.verify(oracle_settings, acknowledged, since_ms, sent=sent)
     assert (ledger.acknowledged, ledger.stored, ledger.dead_lettered, ledger.lost) == (4, 2, 1, 1)
     assert ledger.lost_sample == ["never-stored"]
     assert ledger.duplicate_rows == 1 and ledger.stray_duplicates == 1
     assert ledger.stored_and_dead == 0 and ledger.dead_without_reason == 0
     assert sum(ledger.dead_letter_reasons.values()) == 1
+    assert ledger.never_sent == 1 and ledger.never_sent_sample == [f"{DEVICE}/invented"]
