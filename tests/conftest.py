@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # file and ends the run, so CI goes red with the stacks (the Makefile prints them) instead of
 # hanging until its own limit.
 HARD_TIMEOUT_S = 420
-HANG_REPORT = ROOT / ".stack" / "pytest-hang.txt"
+# One report per pytest process: scripts/test.sh runs the tests on servers of their own in a second one.
+_PART = os.environ.get("BP_TEST_PART")
+HANG_REPORT = ROOT / ".stack" / (f"pytest-hang-{_PART}.txt" if _PART else "pytest-hang.txt")
 
 
 # The address in-process test clients come from: loopback, as a local scanner or Prometheus would
