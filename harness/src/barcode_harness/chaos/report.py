@@ -137,9 +137,10 @@ fsync still runs (up to 2 s), Redis answers writes before it has written them to
 SIGKILL then loses writes it had answered, after the processor committed their offsets. The
 restarted server has a new run id; the processor notices it (with each batch, and once a second
 when idle, or from the run id in the commit mark when it took the partition over) and re-reads the
-last `BP_REDIS_REWIND_WINDOW_S` (10 s) from Kafka. The combined scenario lost 5 scans in CI this
-way before that rewind existed. This stack runs one broker, one Redis and one MariaDB on one
-machine, so it cannot survive losing the machine or its disk:
+last `BP_REDIS_REWIND_WINDOW_S` (10 s) from Kafka. Before that rewind existed, the combined
+scenario lost 5 scans in one CI run; this is the path that explains it (the fsync is slow only on a
+busy disk, so it did not recur here in 25 runs). This stack runs one broker, one Redis and one
+MariaDB on one machine, so it cannot survive losing the machine or its disk:
 """
 
 # (what is lost, what it costs on this single-node stack, what covers it in production)

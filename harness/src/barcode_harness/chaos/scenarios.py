@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -148,6 +149,61 @@ class ServerKill(Scenario):
         if self._probe is not None:
             self._probe.stop()
         ctx.stack.component(self.component).start()
+
+
+class RedisLostTail(Scenario):
+    """Redis comes back from a crash without the last writes it had answered.
+
+    With ``appendfsync everysec`` Redis answers writes before its AOF write while the previous fsync
+    still runs (up to 2 s on a busy disk), so a crash then loses answered writes; the processor had
+    committed those batches' offsets. Here the loss is made certain: the workers are stopped (so
+    what is published next stays in Redis only), a copy of the AOF is taken under load, the load goes
+    on for ``LOST_S``, Redis is SIGKILLed and started on the copy, the workers come back. The
+    processor must notice the new run id and re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka.
+    """
+
+    key = "3b"
+    name = "redis-lost-tail"
+    title = "Redis SIGKILL, restarted without its last 2 s of answered writes"
+    fault = (
+        "workers stopped, a copy of Redis's AOF taken under load, 2 s more load, SIGKILL, Redis started "
+        "on the copy, workers started again"
+    )
+    LOST_S = 2.0
+
+    def __init__(self) -> None:
+        self._before: RedisState | None = None
+
+    def inject(self, ctx: ChaosContext) -> None:
+        comp = ctx.stack.component("redis")
+        aof = comp.home / "data" / "appendonlydir"
+        copy = ctx.workdir / "aof-copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        for name in ctx.sup.names(names.Role.WORKER):
+            faults.stop_child(ctx.sup, name)
+        shutil.copytree(aof, copy)  # mid-write, the last command may be cut: Redis drops it on load
+        ctx.sleep(self.LOST_S)
+        self._before = redis_state(ctx.settings, marker_sample=0)
+        comp.kill()
+        shutil.rmtree(aof)
+        shutil.copytree(copy, aof)
+        ctx.mark(f"redis-lost-tail: SIGKILL, AOF rolled back {self.LOST_S:.0f} s")
+
+    def heal(self, ctx: ChaosContext) -> None:
+        ctx.stack.component("redis").start()
+        for name in ctx.sup.names(names.Role.WORKER):
+            faults.resume(ctx.sup, name)
+        if self._before is None:
+            return
+        before = sum(self._before.stream_added.values())
+        after = sum(redis_state(ctx.settings, marker_sample=0).stream_added.values())
+        ctx.check("Redis came back without entries it had answered", after < before,
+                  f"{before - after} stream entries lost with the AOF's tail")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        ctx.stack.component("redis").start()
+        for name in ctx.sup.names(names.Role.WORKER):
+            faults.resume(ctx.sup, name)
 
 
 # ---------------------------------------------------------------------------------------- processor
@@ -749,6 +805,7 @@ FACTORIES: tuple[Callable[[], Scenario], ...] = (
     lambda: ServerKill("1", "kafka"),
     ProcessorKill,
     lambda: ServerKill("3", "redis"),
+    RedisLostTail,
     lambda: WorkerKill("4", all_workers=False),
     lambda: WorkerKill("5", all_workers=True),
     lambda: WorkerCrashHook("6", after_commit=True),
