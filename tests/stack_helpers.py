@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -113,6 +114,20 @@ def free_ports(count: int = 1) -> int:
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
+def retry_until(
+    call: Callable[[], object], errors: type[Exception], failure: str, timeout: float = 10.0
+) -> None:
+    """Call until it stops raising ``errors``; fail the test with ``failure`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            call()
+            return
+        except errors:
+            assert time.monotonic() < deadline, failure
+            time.sleep(0.1)
+
+
 class ScratchRedis:
     """A redis-server of the test's own (AOF on), which a test may SIGKILL and start again on the
     same port and data directory, or start from a copy of its data taken earlier: a Redis that
@@ -135,15 +150,8 @@ class ScratchRedis:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
         try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    assert time.monotonic() < deadline, "scratch redis-server did not start"
-                    time.sleep(0.1)
+            retry_until(client.ping, redis.ConnectionError, "scratch redis-server did not start")
         finally:
             client.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from barcode_harness.chaos import faults
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
+from tests.stack_helpers import retry_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,13 +73,8 @@ def test_a_full_disk_fault_refuses_the_root_disk_and_fills_a_server_s_own(
             for i in range(10_000):
                 client.set(f"k{i}", b"x" * 4096)
         faults.free_disk(ballast)
-        deadline = time.monotonic() + 10
-        while True:  # Redis retries its AOF write every second and lifts the refusal itself
-            try:
-                client.set("after", b"1")
-                break
-            except redis.ResponseError:
-                assert time.monotonic() < deadline, "Redis still refuses writes with the disk free again"
-                time.sleep(0.2)
+        # Redis retries its AOF write every second and lifts the refusal itself
+        retry_until(lambda: client.set("after", b"1"), redis.ResponseError,
+                    "Redis still refuses writes with the disk free again")  # fmt: skip
     finally:
         client.close()
