@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import commit_latency, drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.compare_render import markdown, write_charts
 from barcode_harness.bench.dbstats import HEADLINE, DbSampler, DbStatus, IoDelta, delta
-from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BenchEnv
+from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BenchEnv, bench_env
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import (
     acked_ids,
@@ -215,8 +214,7 @@ def run_compare(
     high: list[Phase] = []
     sweep: list[Phase] = []
     kafka: dict[str, Any] | None = None
-    env = shared or BenchEnv(settings, out / "services.log", start_stack=start_stack, fresh_db=fresh_db)
-    with nullcontext(env) if shared else env:
+    with bench_env(shared, settings, out, start_stack=start_stack, fresh_db=fresh_db) as env:
         say("services up; waiting for any earlier backlog to drain")
         env.drain(spec.drain_timeout_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -257,3 +257,19 @@ def stage_counts(b: Backlog) -> dict[str, int]:
         "undelivered": sum(b.stream_undelivered.values()),
         "pending": sum(b.pending_by_consumer.values()),
     }
+
+
+def bench_env(
+    shared: BenchEnv | None,
+    settings: Settings,
+    out: Path,
+    *,
+    start_stack: bool = True,
+    fresh_db: bool = True,
+    legacy: bool = True,
+) -> AbstractContextManager[BenchEnv]:
+    """A run's environment: ``shared`` as it is (whoever made it stops it, as the smoke tests do),
+    else a new one for this run only, with its services' log in ``out``."""
+    if shared is not None:
+        return nullcontext(shared)
+    return BenchEnv(settings, out / "services.log", start_stack=start_stack, fresh_db=fresh_db, legacy=legacy)

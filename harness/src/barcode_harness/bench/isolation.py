@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import pymysql
 
 from barcode_harness.bench import report
-from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampler, BenchEnv
+from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampler, BenchEnv, bench_env
 from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_harness.bench.isolation_render import markdown, write_charts
 from barcode_harness.bench.loadgen import LoadResult
@@ -182,9 +181,8 @@ def run_isolation(
 ) -> dict[str, Any]:
     say = progress or report.progress_logger(__name__)
     (out / "acked").mkdir(exist_ok=True)
-    env = shared or BenchEnv(settings, out / "services.log", start_stack=start_stack, fresh_db=fresh_db)
     durations = spec.durations()
-    with nullcontext(env) if shared else env:
+    with bench_env(shared, settings, out, start_stack=start_stack, fresh_db=fresh_db) as env:
         env.drain(spec.drain_timeout_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         if spec.warmup_s > 0:

@@ -22,7 +22,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from barcode_harness.bench.ceilings import (
     kafka_produce_latency,
     kafka_produce_throughput,
 )
-from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, BenchEnv, stage_counts
+from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, BenchEnv, bench_env, stage_counts
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for, summary_dict
 from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
@@ -296,9 +295,8 @@ def run_max(
     if unknown:
         raise PipelineError(f"unknown path(s) {unknown}; choose from {', '.join(PATH_CHOICES)}")
     (out / "acked").mkdir(exist_ok=True)
-    env = shared or BenchEnv(settings, out / "services.log", start_stack=start_stack, fresh_db=fresh_db)
     results: dict[str, Any] = {}
-    with nullcontext(env) if shared else env:
+    with bench_env(shared, settings, out, start_stack=start_stack, fresh_db=fresh_db) as env:
         env.drain(spec.drain_limit_s + spec.cleanup_drain_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         say(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.docs import TABLE_SIZE
-from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.env import BenchEnv, bench_env
 from barcode_harness.bench.fill import fill
 from barcode_harness.bench.footprint import table_bytes
 from barcode_harness.bench.maxrate import QUICK as MAX_QUICK
@@ -84,8 +83,7 @@ def run_table_size(
     shared: BenchEnv | None = None,
 ) -> dict[str, Any]:
     say = report.progress_logger(__name__)
-    env = shared or BenchEnv(settings, out / "services.log", start_stack=start_stack, legacy=False)
-    with nullcontext(env) if shared else env:
+    with bench_env(shared, settings, out, start_stack=start_stack, legacy=False) as env:
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         say(f"{PATH} maximum on the empty table")
         empty = _search(settings, spec, out / "empty", env)
