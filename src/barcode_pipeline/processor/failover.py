@@ -58,10 +58,15 @@ class CommitHistory:
 
     def safe(self, partition: int, t_ms: int) -> int | None:
         """The offset committed at or before ``t_ms``; failing that, the oldest one known."""
-        found = self.at(t_ms).get(partition)
-        if found is not None:
-            return found
-        return next((offsets[partition] for _, offsets in self.entries if partition in offsets), None)
+        return self.safe_all(t_ms).get(partition)
+
+    def safe_all(self, t_ms: int) -> dict[int, int]:
+        """:meth:`safe` for every partition known, in one pass over the history."""
+        state = self.at(t_ms)
+        for _, offsets in self.entries:
+            for partition, offset in offsets.items():
+                state.setdefault(partition, offset)
+        return state
 
     def at(self, t_ms: int) -> dict[int, int]:
         """Per partition, the last offset committed at or before ``t_ms`` (as far as known)."""

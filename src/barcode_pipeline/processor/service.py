@@ -61,6 +61,9 @@ PUBLISH_RETRIED = (
 WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 IDLE_PROBE_S = 1.0  # idle, the processor still asks Redis's run id this often: a restart is noticed
+# The commit marks' safe offsets are recomputed at most this often (a pass over the commit history):
+# a second-old value is an older offset, which only makes a rewind go further back.
+SAFE_REFRESH_S = 1.0
 
 
 @dataclass
@@ -124,6 +127,8 @@ class Processor:
         self.watch = PrimaryWatch()
         self._marked: set[int] = set()  # assigned partitions whose commit mark was read
         self._last_probe = 0.0
+        self._safe: dict[int, int] = {}  # per partition, the offset a commit mark names (see _mark)
+        self._safe_at = -SAFE_REFRESH_S
         self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
         self._run_id: str | None = None
         self._earlier = 0  # published by attempts at the current batch whose WAIT came back short
@@ -428,9 +433,11 @@ class Processor:
         """The commit metadata for ``partition`` at ``offset`` (None until a run id is known)."""
         if not self._run_id:
             return None
-        before = int(time.time() * 1000) - int(self.settings.redis_rewind_window_s * 1000)
-        safe = self.history.safe(partition, before)
-        return CommitMark(self._run_id, offset if safe is None else min(offset, safe)).encode()
+        now = time.monotonic()
+        if partition not in self._safe or now - self._safe_at >= SAFE_REFRESH_S:
+            before = int(time.time() * 1000) - int(self.settings.redis_rewind_window_s * 1000)
+            self._safe, self._safe_at = self.history.safe_all(before), now
+        return CommitMark(self._run_id, min(offset, self._safe.get(partition, offset))).encode()
 
     def _probe_primary(self) -> None:
         """Idle: ask Redis's run id now and then, so a restart that lost writes is redriven without
