@@ -35,15 +35,20 @@ HANG_REPORT = ROOT / ".stack" / (f"pytest-hang-{_PART}.txt" if _PART else "pytes
 # The address in-process test clients come from: loopback, as a local scanner or Prometheus would
 # (starlette's default "testclient" is not an address, so /metrics would refuse it: BP_METRICS_FROM).
 LOOPBACK_CLIENT = ("127.0.0.1", 50000)
+# Fixtures that bring up servers of their own, never touching the shared stack: a test using one is
+# marked ``own_servers``, and scripts/test.sh runs those in a second pytest beside the rest.
+OWN_SERVER_FIXTURES = frozenset({"ha_stack", "chaos_stack"})
 # Fixtures that reach real servers: a test using one, however indirectly, is an integration test.
-SERVICE_FIXTURES = frozenset(
-    {"stack_settings", "redis_on_small_disk", "scratch_redis", "ha_stack", "chaos_stack"}
-)
+SERVICE_FIXTURES = frozenset({"stack_settings", "redis_on_small_disk", "scratch_redis"}) | OWN_SERVER_FIXTURES
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Refuse the run if a test that needs real services is not marked ``integration`` (``-m "not
-    integration"`` would otherwise run it, or a reader would take it for a unit test)."""
+    integration"`` would otherwise run it, or a reader would take it for a unit test); mark the tests
+    on servers of their own."""
+    for item in items:
+        if OWN_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.own_servers)
     unmarked = [
         item.nodeid
         for item in items

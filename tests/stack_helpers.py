@@ -114,6 +114,16 @@ def free_ports(count: int = 1) -> int:
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> float:
+    """Poll ``check``; returns the seconds it took, fails the test after ``timeout``."""
+    t0 = time.monotonic()
+    while not check():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - t0
+
+
 def retry_until(
     call: Callable[[], object], errors: type[Exception], failure: str, timeout: float = 10.0
 ) -> None:

@@ -21,7 +21,7 @@ from barcode_pipeline.errors import DeliveryError
 from barcode_pipeline.processor.routing import shard_of
 from barcode_pipeline.processor.service import Processor, replay
 from tests.kafka_helpers import start_group_at_log_end
-from tests.stack_helpers import ScratchRedis, redis_db
+from tests.stack_helpers import ScratchRedis, redis_db, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -228,13 +228,6 @@ def _committed_past(settings: Settings, group: str, placed: list[tuple[int, int]
         c.close()
 
 
-def _wait_for(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("processor", ["kept", "restarted"])
 def test_a_redis_back_without_its_last_writes_gets_them_again(
     scratch_redis: ScratchRedis, make_settings: Callable[..., Settings], tmp_path: Any, processor: str
@@ -252,12 +245,16 @@ def test_a_redis_back_without_its_last_writes_gets_them_again(
     thread.start()
     try:
         first = _produce(settings, [_scan(device, i) for i in range(5)])
-        _wait_for(lambda: len(_entries_for(r, settings, device)) == 5, "the first 5 published")
-        _wait_for(lambda: _committed_past(settings, group, first), "the first 5 committed")
+        wait_until(
+            lambda: len(_entries_for(r, settings, device)) == 5, 30, "the first 5 published", interval=0.2
+        )
+        wait_until(lambda: _committed_past(settings, group, first), 30, "the first 5 committed", interval=0.2)
         kept = scratch_redis.snapshot(tmp_path / "kept")
         second = _produce(settings, [_scan(device, i) for i in range(5, 10)])
-        _wait_for(lambda: len(_entries_for(r, settings, device)) == 10, "the next 5 published")
-        _wait_for(lambda: _committed_past(settings, group, second), "the next 5 committed")
+        wait_until(
+            lambda: len(_entries_for(r, settings, device)) == 10, 30, "the next 5 published", interval=0.2
+        )
+        wait_until(lambda: _committed_past(settings, group, second), 30, "the next 5 committed", interval=0.2)
         if processor == "restarted":
             proc.stop()
             thread.join(15)
@@ -267,7 +264,12 @@ def test_a_redis_back_without_its_last_writes_gets_them_again(
             proc = Processor(settings, group=group)
             thread = threading.Thread(target=proc.run, daemon=True)
             thread.start()
-        _wait_for(lambda: len(_entries_for(r, settings, device)) >= 10, "the lost 5 published again")
+        wait_until(
+            lambda: len(_entries_for(r, settings, device)) >= 10,
+            30,
+            "the lost 5 published again",
+            interval=0.2,
+        )
         time.sleep(1.5)  # a second rewind would publish nothing new either: markers
         assert sorted(s["sid"] for s in _entries_for(r, settings, device)) == sorted(
             f"{device}-{i}" for i in range(10)

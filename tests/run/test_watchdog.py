@@ -23,7 +23,6 @@ import httpx
 import pytest
 import redis
 
-from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings, settings_env
 from barcode_pipeline.db import migrate
@@ -229,10 +228,10 @@ def test_backlog_is_attributed_per_service() -> None:
         "worker-1": {},
         "worker-2": None,
     }
-    roles = {name: names.Role(name.split("-")[0]) for name in records}
-    got = service_backlogs(records, roles, {0: 0, 1: 3, 2: 4, 3: 0}, redis_state)
+    processors = {"processor-1", "processor-2"}
+    got = service_backlogs(records, processors, {0: 0, 1: 3, 2: 4, 3: 0}, redis_state)
     assert got == {"processor-1": 3, "processor-2": 4, "worker-1": 7, "worker-2": 2}
-    assert service_backlogs(records, roles, None, None) == dict.fromkeys(records)  # not measurable
+    assert service_backlogs(records, processors, None, None) == dict.fromkeys(records)  # not measurable
 
 
 def test_quiet_time_counts_from_the_latest_sign_of_life() -> None:

@@ -188,16 +188,6 @@ class Env:
                 proc.wait(10)
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> float:
-    """Poll ``check``; returns the seconds it took, fails the test after ``timeout``."""
-    t0 = time.monotonic()
-    while not check():
-        if time.monotonic() - t0 > timeout:
-            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - t0
-
-
 @pytest.fixture
 def env(
     make_settings: Callable[..., Settings], stack_settings: Settings, worker_db_url: str, tmp_path: Path

@@ -27,8 +27,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from barcode_pipeline.db import migrate
-from tests.stack_helpers import free_ports
-from tests.worker.conftest import Env, wait_until
+from tests.stack_helpers import free_ports, wait_until
+from tests.worker.conftest import Env
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.ops import dlq
 from barcode_pipeline.run.retention import RetentionKeeper
 from barcode_pipeline.worker.storage import BarcodeStore, to_row
-from tests.worker.conftest import Env, wait_until
+from tests.stack_helpers import wait_until
+from tests.worker.conftest import Env
 
 pytestmark = pytest.mark.integration
 

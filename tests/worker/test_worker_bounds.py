@@ -11,7 +11,8 @@ import redis
 
 from barcode_pipeline import names
 from barcode_pipeline.worker.recovery import Heartbeat
-from tests.worker.conftest import Env, wait_until
+from tests.stack_helpers import wait_until
+from tests.worker.conftest import Env
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import pytest
 
 from barcode_pipeline import names
 from barcode_pipeline.worker.crash import CRASH_EXIT_CODE
-from tests.worker.conftest import Env, wait_until
+from tests.stack_helpers import wait_until
+from tests.worker.conftest import Env
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ from barcode_pipeline.domain import SCAN_FIELD
 from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.worker.service import Worker, WorkerOptions
 from barcode_pipeline.worker.storage import BarcodeStore, to_row
-from tests.worker.conftest import DEVICES, REDIS_DB, Db, Env, wait_until
+from tests.stack_helpers import wait_until
+from tests.worker.conftest import DEVICES, REDIS_DB, Db, Env
 
 pytestmark = pytest.mark.integration
 

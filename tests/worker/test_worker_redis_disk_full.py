@@ -17,8 +17,8 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters.db import connect, string_escaper
 from barcode_pipeline.db.queries import insert_barcodes_statements
 from barcode_pipeline.worker.storage import to_row
-from tests.stack_helpers import fill_redis_disk
-from tests.worker.conftest import Env, wait_until
+from tests.stack_helpers import fill_redis_disk, wait_until
+from tests.worker.conftest import Env
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import asdict, dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any, Protocol
@@ -127,21 +127,22 @@ class Verdict:
 
 def service_backlogs(
     services: Mapping[str, dict[str, Any] | None],
-    roles: Mapping[str, names.Role],
+    processors: Set[str],
     lag: Mapping[int, int] | None,
     redis_state: Backlog | None,
     node: str | None = None,
 ) -> dict[str, int | None]:
     """Work waiting for each service (None: not measurable now). ``services`` maps names to records,
-    ``roles`` names to roles; ``node``: the workers' consumer names carry it (supervisor.pipeline_specs)."""
+    ``processors`` names the processors among them (the rest are workers); ``node``: the workers'
+    consumer names carry it (supervisor.pipeline_specs)."""
     held: set[int] = set()
     for name, record in services.items():
-        if roles[name] is names.Role.PROCESSOR and record and record.get("partitions"):
+        if name in processors and record and record.get("partitions"):
             held.update(record["partitions"])
     undelivered = sum(redis_state.stream_undelivered.values()) if redis_state else 0
     out: dict[str, int | None] = {}
     for name, record in services.items():
-        if roles[name] is names.Role.PROCESSOR:
+        if name in processors:
             if lag is None:
                 out[name] = None
                 continue
@@ -264,8 +265,10 @@ class Watchdog:
             if child.pid and self._started.get(name, (None, 0.0))[0] != child.pid:
                 self._started[name] = (child.pid, now)
                 self._since.pop(name, None)
-        roles = {name: child.spec.role for name, child in children.items()}
-        backlogs = service_backlogs(records, roles, self._lag(), self._redis_state(), self.settings.node_name)
+        processors = {name for name, child in children.items() if child.spec.role is names.Role.PROCESSOR}
+        backlogs = service_backlogs(
+            records, processors, self._lag(), self._redis_state(), self.settings.node_name
+        )
         restarted: list[str] = []
         verdicts: dict[str, Verdict] = {}
         for name, child in children.items():

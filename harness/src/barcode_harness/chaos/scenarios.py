@@ -190,9 +190,7 @@ class RedisLostTail(Scenario):
         ctx.mark(f"redis-lost-tail: SIGKILL, AOF rolled back {self.LOST_S:.0f} s")
 
     def heal(self, ctx: ChaosContext) -> None:
-        ctx.stack.component("redis").start()
-        for name in ctx.sup.names(names.Role.WORKER):
-            faults.resume(ctx.sup, name)
+        self.cleanup(ctx)  # Redis on the copy, the workers back
         if self._before is None:
             return
         before = sum(self._before.stream_added.values())
