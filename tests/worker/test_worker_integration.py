@@ -407,6 +407,8 @@ def test_a_standby_joins_when_entries_have_waited_the_join_age(env: Env) -> None
     env.add([env.scan(i) for i in range(5)])
     wait_until(lambda: env.db.count() == 5, 10, "rows stored by the standby")
     assert time.monotonic() - t0 >= 0.6, "the standby read before the entries had waited the join age"
+    # the rows are committed before the entries are acknowledged (XACK follows COMMIT)
+    wait_until(lambda: env.pending() == 0, 5, "the standby's acknowledgements")
     assert standby.batches_written >= 1 and env.pending() == 0
 
 
