@@ -28,6 +28,7 @@ from barcode_harness.bench import procstats, report
 from barcode_harness.bench.env import BenchEnv
 from barcode_harness.bench.loadgen import LoadResult, run_load
 from barcode_harness.bench.loads import acked_ids, scan_window, spec_for
+from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
 from barcode_pipeline.config import Settings
@@ -49,6 +50,8 @@ class HostileSpec:
     header_stream_bytes: int = 100 * 2**20
     invalid_key_rate: float = 1000.0
     ramp_s: float = 5.0  # the attack runs this long before the keyed load starts again
+    warmup_s: float = 180.0  # at most; rounds of the keyed load until its p99 stops falling
+    warmup_round_s: float = 10.0
     preset: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +59,8 @@ class HostileSpec:
 
 
 QUICK = HostileSpec(duration_s=8.0, slow_connections=300, header_streams=2, header_stream_bytes=4 * 2**20,
-                    invalid_key_rate=200.0, ramp_s=2.0, preset="quick")  # fmt: skip
+                    invalid_key_rate=200.0, ramp_s=2.0, warmup_s=2.0, warmup_round_s=2.0,
+                    preset="quick")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the attacker (own process)
@@ -190,6 +194,10 @@ class Attacker:
         self._proc.start()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")
         if self._conn.poll(60):
@@ -225,11 +233,34 @@ class RssWatch:
         self._thread.join(10)
 
 
-def _keyed(env: BenchEnv, spec: HostileSpec, out: Path, label: str) -> LoadResult:
+def _keyed(
+    env: BenchEnv,
+    spec: HostileSpec,
+    out: Path,
+    label: str,
+    attacker: int | None = None,
+    *,
+    duration_s: float | None = None,
+) -> tuple[LoadResult, dict[str, float]]:
+    """The keyed load, and the cores each group kept busy meanwhile (the attacker apart)."""
     acked = out / f"acked-{label}.txt"
-    load = spec_for(env.ingest_url, rate=spec.rate, duration_s=spec.duration_s, acked=acked,
+    load = spec_for(env.ingest_url, rate=spec.rate, duration_s=duration_s or spec.duration_s, acked=acked,
                     api_key=env.api_key, timeout_s=30.0)  # fmt: skip
-    return run_load(load)
+    roots = env.pids() | ({"attacker": [attacker]} if attacker else {})
+    before = procstats.snapshot(roots, rest="keyed client")
+    result = run_load(load)
+    return result, procstats.cores_used(before, procstats.snapshot(roots, rest="keyed client"))
+
+
+def _phase(load: LoadResult) -> dict[str, Any]:
+    """A keyed phase for the JSON: its tail, its answers and its seconds (a burst shows in those)."""
+    return {
+        "latency_ms": load.latency.to_dict(),
+        "errors": load.errors,
+        "ok": load.ok,
+        "status_counts": load.status_counts,
+        "seconds": [(p.second, p.p99_ms, p.max_ms) for p in load.timeseries],
+    }
 
 
 def _restarts(env: BenchEnv) -> int:
@@ -244,15 +275,24 @@ def run_hostile(
     with BenchEnv(settings, out / "services.log", start_stack=start_stack, legacy=False) as env:
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         restarts0 = _restarts(env)
+        say(f"hostile: warm-up, rounds of {spec.warmup_round_s:g} s until the keyed p99 stops falling")
+        rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
+
+        def warm(i: int) -> float:
+            return _keyed(env, spec, out, f"warm-up-{i + 1}", duration_s=spec.warmup_round_s)[
+                0
+            ].latency.p99_ms
+
+        warmup = warm_until_steady(warm, min(3, rounds), rounds)
         say(f"hostile: {spec.rate:g} keyed scans/s alone for {spec.duration_s:g} s")
-        alone = _keyed(env, spec, out, "alone")
+        alone, cpu_alone = _keyed(env, spec, out, "alone")
         with RssWatch(env) as rss:
             rss_before = rss.now()
             say(f"hostile: attack ({spec.slow_connections} slow connections, {spec.header_streams} header "
                 f"streams, {spec.invalid_key_rate:g} invalid keys/s), then the keyed load again")  # fmt: skip
             with Attacker(settings.ingest_host, settings.ingest_port, spec) as attacker:
                 time.sleep(spec.ramp_s)
-                attacked = _keyed(env, spec, out, "attacked")
+                attacked, cpu_attacked = _keyed(env, spec, out, "attacked", attacker.pid)
             rss_after = rss.now()
         restarts = _restarts(env) - restarts0
         env.drain(timeout=120)
@@ -279,14 +319,11 @@ def run_hostile(
     result = {
         "command": "hostile",
         "environment": report.finish_environment(env_info),
-        "alone": {"latency_ms": alone.latency.to_dict(), "errors": alone.errors, "ok": alone.ok},
-        "attacked": {
-            "latency_ms": attacked.latency.to_dict(),
-            "errors": attacked.errors,
-            "ok": attacked.ok,
-            "status_counts": attacked.status_counts,
-        },
+        "alone": _phase(alone),
+        "attacked": _phase(attacked),
+        "warmup_p99_ms": warmup,
         "attack_answers": counts,
+        "cores": {"alone": cpu_alone, "attacked": cpu_attacked},
         "ingest_rss_bytes": {"before": rss_before, "peak": rss.peak, "after": rss_after},
         "restarts": restarts,
         "verification": [v.to_dict() for v in stored],
@@ -297,11 +334,20 @@ def run_hostile(
     return result
 
 
+def _md_cores(cores: dict[str, dict[str, float]]) -> str:
+    """One row per group, alone and under attack: where the attack's cost landed on the shared cores."""
+    groups = sorted({g for phase in cores.values() for g in phase}, key=lambda g: (g == "machine", g))
+    rows = [f"| {g} | {cores.get('alone', {}).get(g, 0):.2f} | {cores.get('attacked', {}).get(g, 0):.2f} |"
+            for g in groups]  # fmt: skip
+    return "| group | alone | under attack |\n|---|---|---|\n" + "\n".join(rows)
+
+
 def markdown(result: dict[str, Any]) -> str:
     answers = ", ".join(f"{k}: {v:,}" for k, v in sorted(result["attack_answers"].items()))
     return report.md_document("bench hostile", [
         report.md_environment(result["environment"]),
         "## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]),
         f"## The attacker's answers\n\n{answers}",
+        "## Cores kept busy (average over each keyed phase)\n\n" + _md_cores(result.get("cores", {})),
         "## Ingest memory\n\n" + orjson.dumps(result["ingest_rss_bytes"]).decode(),
     ])  # fmt: skip
