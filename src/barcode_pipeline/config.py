@@ -343,33 +343,58 @@ def _secured(settings: Settings) -> bool:
     return settings.kafka_security_protocol != "PLAINTEXT" or settings.redis_url.startswith("rediss://")
 
 
-# The secret settings each role connects with, under their shared names once for_role() has put the
-# role's own credentials there. A child of ``run`` gets these and no other secret (see role_env).
-ROLE_SECRETS: dict[str, frozenset[str]] = {
-    # scanner_keys; the topic; the rate limits' counters
-    "ingest": frozenset({"db_url", "kafka_sasl_password", "redis_url", "redis_sentinel_password"}),
-    "processor": frozenset({"redis_url", "kafka_sasl_password", "redis_sentinel_password"}),
-    "worker": frozenset({"db_url", "redis_url", "redis_sentinel_password"}),
-    "legacy": frozenset({"db_url"}),
-}
+# What each service role reads, and so what a child of ``run`` of that role is started with: its own
+# credentials (under the shared names, see for_role) and nothing else, no other role's secret, no
+# knob it never reads. tests/run/test_role_env.py finds every setting each role's code reads (from its
+# imports) and fails when one is missing here: a child would silently run on that setting's default.
+_LOGS = ("log_level", "log_format")
+_KAFKA = (
+    "kafka_bootstrap", "kafka_connect_timeout_ms", "kafka_debug", "kafka_sasl_mechanism",
+    "kafka_sasl_password", "kafka_sasl_username", "kafka_security_protocol", "kafka_session_timeout_ms",
+    "kafka_socket_timeout_ms", "kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file",
+    "linger_ms", "produce_timeout_s", "producer_max_in_flight",
+    "topic_partitions", "topic_replication", "topic_retention_bytes", "topic_retention_hours",
+)  # fmt: skip
+_REDIS = (
+    "redis_url", "redis_connect_timeout_s", "redis_socket_timeout_s", "redis_sentinels", "redis_service",
+    "redis_sentinel_username", "redis_sentinel_password",
+)  # fmt: skip
+_DB = ("db_url", "db_connect_timeout_s", "db_read_timeout_s", "db_write_timeout_s")
+_HTTP = ("max_body_bytes", "max_batch_items", "metrics_from", "scan_max_age_days", "scan_max_future_ms")
+ROLE_READS: dict[str, frozenset[str]] = {
+    "ingest": frozenset((*_LOGS, *_KAFKA, *_REDIS, *_DB, *_HTTP,
+        "ingest_auth", "ingest_auth_refresh_s", "ingest_host", "ingest_port", "ingest_processes",
+        "ingest_key_rate", "ingest_key_window_s", "ingest_keys_max_age_s", "ingest_proxies",
+        "ingest_tls_cert", "ingest_tls_key", "ingest_trusted_networks")),
+    "processor": frozenset((*_LOGS, *_KAFKA, *_REDIS,
+        "dedup_buckets", "dedup_legacy_markers", "dedup_policy", "dedup_window_s", "processor_batch",
+        "processor_fetch_min_bytes", "processor_fetch_wait_ms", "processor_group", "processor_poll_timeout_s",
+        "redis_min_replicas", "redis_rewind_window_s", "redis_wait_timeout_ms", "stream_shards",
+        "time_zone")),
+    "worker": frozenset((*_LOGS, *_REDIS, *_DB,
+        "claim_min_idle_ms", "dedup_policy", "dlq_max_entries", "max_deliveries", "stream_retention_s",
+        "stream_shards", "stream_trim_interval_s", "worker_batch_size", "worker_early_batch",
+        "worker_heartbeat_ttl_s", "worker_max_delay_ms", "worker_min_commit_interval_ms", "worker_standby",
+        "worker_standby_join_ms")),
+    "legacy": frozenset((*_LOGS, *_DB, *_HTTP,
+        "ingest_processes", "legacy_host", "legacy_port", "legacy_pool_size", "legacy_threads", "time_zone")),
+}  # fmt: skip
 
 
 def role_env(settings: Settings, role: str) -> dict[str, str]:
-    """The ``BP_*`` variables a service of ``role`` is started with: its own credentials under the
-    shared names and no other secret, neither another role's nor the admin's (a compromised ingest
-    must not hold the workers' database account or Kafka's super user). Other roles: everything."""
-    keep = ROLE_SECRETS.get(role)
-    if keep is None:
+    """The ``BP_*`` variables a service of ``role`` is started with: the settings it reads, its own
+    credentials under the shared names, and no other secret, neither another role's nor the admin's
+    (a compromised ingest must not hold the workers' database account or Kafka's super user).
+    Roles without a list (none that ``run`` starts): everything."""
+    reads = ROLE_READS.get(role)
+    if reads is None:
         return settings_env(settings)
     missing = [own for own in ROLE_SETTINGS[role].values() if not getattr(settings, own)]
     if missing and _secured(settings):  # (a child gets them under the shared names: it cannot tell)
         wanted = ", ".join(f"BP_{own.upper()}" for own in missing)
         log.warning("%s runs on the shared (admin) credentials: set %s for least privilege", role, wanted)
-    env = settings_env(for_role(settings, role))
-    for name in SECRET_FILE_SETTINGS:
-        if name not in keep:
-            env.pop(f"BP_{name.upper()}", None)
-    return env
+    wanted_vars = {f"BP_{name.upper()}" for name in reads}
+    return {k: v for k, v in settings_env(for_role(settings, role)).items() if k in wanted_vars}
 
 
 def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:

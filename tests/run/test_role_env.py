@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
 import os
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from barcode_pipeline.config import Settings, role_env
+from barcode_pipeline.config import ROLE_READS, Settings, role_env
 from barcode_pipeline.run.supervisor import Supervisor, pipeline_specs
+from tests.test_architecture import _edges, _modules
 
 SECRETS = {  # setting -> a marker only that setting holds
     "kafka_sasl_password": "KAFKA-ADMIN-SECRET",
@@ -26,6 +28,40 @@ OWN = {  # what each role may hold, and nothing else of SECRETS
     "processor": {"KAFKA-PROCESSOR-SECRET", "SENTINEL-SECRET"},
     "worker": {"SENTINEL-SECRET"},
 }
+
+
+def _reached(edges: dict[str, set[str]], start: str) -> set[str]:
+    """``start`` and every product module it imports, however indirectly (function-local too)."""
+    seen: set[str] = set()
+    todo = [start, "barcode_pipeline.__main__"]  # a child runs as ``python -m barcode_pipeline <role>``
+    while todo:
+        if (module := todo.pop()) not in seen:
+            seen.add(module)
+            todo.extend(edges.get(module, ()))
+    return seen
+
+
+def _settings_read(paths: list[Path]) -> set[str]:
+    """Every attribute name in these files that is a setting's name (``settings.x``, ``s.x``, ...)."""
+    fields = set(Settings.model_fields)
+    return {
+        node.attr
+        for path in paths
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in fields
+    }
+
+
+def test_each_role_is_started_with_every_setting_its_code_reads() -> None:
+    """A setting a role reads but is not given would silently take its default in that child."""
+    modules = _modules()
+    edges = _edges(modules)
+    for role, given in ROLE_READS.items():
+        reached = _reached(edges, f"barcode_pipeline.{role}.commands") - {"barcode_pipeline.config"}
+        assert len(reached) > 10, role  # the entrypoint was found
+        read = _settings_read([modules[m] for m in reached])
+        assert read - given == set(), role
+    assert "db_url" not in ROLE_READS["processor"]  # least privilege: the processor has no database
 
 
 def _held(env: dict[str, str]) -> set[str]:
@@ -82,6 +118,14 @@ def test_the_children_of_run_hold_only_their_roles_secrets(
             raw = Path(f"/proc/{child.pid}/environ").read_bytes()
             env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
             assert _held(env) == OWN[child.spec.role], child.spec.name
+            given = {k.removeprefix("BP_").lower() for k in env if k.startswith("BP_")}
+            assert given <= ROLE_READS[child.spec.role], (
+                child.spec.name,
+                given - ROLE_READS[child.spec.role],
+            )
+            assert "workers" not in given and "stack_profile" not in given, (
+                child.spec.name
+            )  # run's, harness's
             assert not [k for k in env if k.endswith("_FILE") and k.startswith("BP_")], child.spec.name
     finally:
         sup.stop()
