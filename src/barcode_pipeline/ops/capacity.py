@@ -204,8 +204,8 @@ class StageCpu:
     mariadb: float
 
 
-CPU_SINGLE = StageCpu(ingest=131.1, processor=21.7, workers=19.1, kafka=55.5, redis=17.5, mariadb=9.9)
-CPU_BATCH = StageCpu(ingest=23.0, processor=27.1, workers=22.7, kafka=26.6, redis=20.1, mariadb=10.0)
+CPU_SINGLE = StageCpu(ingest=164.6, processor=26.3, workers=21.1, kafka=94.5, redis=19.1, mariadb=10.5)
+CPU_BATCH = StageCpu(ingest=20.3, processor=26.8, workers=20.9, kafka=22.1, redis=18.9, mariadb=10.2)
 HEADROOM = 0.3  # of each core kept free: a peak's bursts, a restart's catch-up, a rebalance
 REDIS_CORE = 1.0  # Redis executes commands on one thread: one primary never uses more than a core
 
