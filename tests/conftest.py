@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from barcode_pipeline.config import Settings
+from barcode_harness.settings import HarnessSettings
 from tests.stack_helpers import SMALL_REDIS_DISK_BYTES, ScratchRedis
 
 IN_CI = os.environ.get("CI") == "true"
@@ -73,14 +73,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     HANG_REPORT.unlink(missing_ok=True)
 
 
-def _base_settings() -> Settings:
+def _base_settings() -> HarnessSettings:
     state = Path(os.environ.get("BP_STATE_DIR", ROOT / ".stack"))
-    return Settings(state_dir=state)
+    return HarnessSettings(state_dir=state)
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
-    """Settings pointing at a running local stack (started here if it is not up yet)."""
+def stack_settings() -> Iterator[HarnessSettings]:
+    """HarnessSettings pointing at a running local stack (started here if it is not up yet)."""
     from barcode_harness.stack.manager import StackManager
     from barcode_pipeline.db.migrate import upgrade
 
@@ -91,7 +91,7 @@ def stack_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def ingest_key(stack_settings: Settings) -> str:
+def ingest_key(stack_settings: HarnessSettings) -> str:
     """A scanner key for every device in the stack's database: what the tests' clients send to ingest."""
     from barcode_pipeline.auth.store import create_key
     from barcode_pipeline.db.migrate import upgrade
@@ -100,7 +100,7 @@ def ingest_key(stack_settings: Settings) -> str:
     return create_key(stack_settings.db_url, "test-suite", "*", rate=0, replace=True)  # many scanners
 
 
-def keyed(settings: Settings, name: str) -> Settings:
+def keyed(settings: HarnessSettings, name: str) -> HarnessSettings:
     """``settings`` with a scanner key for every device in its own database (migrated first), for tests
     that run ingest on a database of their own."""
     from barcode_pipeline.auth.store import create_key
@@ -113,10 +113,10 @@ def keyed(settings: Settings, name: str) -> Settings:
 
 
 @pytest.fixture
-def make_settings(stack_settings: Settings) -> Callable[..., Settings]:
+def make_settings(stack_settings: HarnessSettings) -> Callable[..., HarnessSettings]:
     """Factory: the stack's settings with per-test overrides (e.g. another Redis DB or database)."""
 
-    def factory(**overrides: Any) -> Settings:
+    def factory(**overrides: Any) -> HarnessSettings:
         return stack_settings.model_copy(update=overrides)
 
     return factory

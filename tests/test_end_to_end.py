@@ -19,11 +19,11 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.auth.store import create_key
-from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import named_fields
 from barcode_pipeline.ops.dlt import read_dlt
@@ -41,7 +41,7 @@ DEVICE = "SEOUL-CENTER-PC-001"
 class Running:
     """The module's pipeline; :meth:`stop` drains it (the last test checks its log after that)."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: HarnessSettings, log: Path) -> None:
         self.settings = settings
         self.log = log
         self._stack = ExitStack()
@@ -52,7 +52,7 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def running(stack_settings: HarnessSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_e2e")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
@@ -75,12 +75,12 @@ def running(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def pipeline(running: Running) -> Settings:
+def pipeline(running: Running) -> HarnessSettings:
     return running.settings
 
 
 @pytest.fixture
-def post(pipeline: Settings) -> Iterator[Callable[..., httpx.Response]]:
+def post(pipeline: HarnessSettings) -> Iterator[Callable[..., httpx.Response]]:
     auth = client_headers(pipeline.ingest_api_key)
     with httpx.Client(
         base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10, headers=auth
@@ -98,7 +98,7 @@ def scan(i: int, *, device: str = DEVICE, scan_id: str | None = None) -> dict[st
             "scanId": scan_id or f"e2e-{uuid.uuid4().hex}"}  # fmt: skip
 
 
-def test_n_scans_in_n_rows(pipeline: Settings, post: Callable[..., httpx.Response]) -> None:
+def test_n_scans_in_n_rows(pipeline: HarnessSettings, post: Callable[..., httpx.Response]) -> None:
     scans = [scan(i) for i in range(150)]
     for s in scans[:100]:
         assert post("/ingest/barcode", s).status_code == 202
@@ -110,7 +110,7 @@ def test_n_scans_in_n_rows(pipeline: Settings, post: Callable[..., httpx.Respons
 
 
 def test_the_same_scan_sent_five_times_is_one_row(
-    pipeline: Settings, post: Callable[..., httpx.Response]
+    pipeline: HarnessSettings, post: Callable[..., httpx.Response]
 ) -> None:
     same = scan(1)
     for _ in range(5):
@@ -129,7 +129,7 @@ def test_the_same_scan_sent_five_times_is_one_row(
 
 
 def test_a_batch_with_an_invalid_item_is_rejected_whole(
-    pipeline: Settings, post: Callable[..., httpx.Response]
+    pipeline: HarnessSettings, post: Callable[..., httpx.Response]
 ) -> None:
     good = [scan(i) for i in range(3)]
     bad = {**scan(9), "barcode": "has space"}
@@ -141,7 +141,7 @@ def test_a_batch_with_an_invalid_item_is_rejected_whole(
 
 
 def test_per_device_order_is_kept_in_its_shard(
-    pipeline: Settings, post: Callable[..., httpx.Response]
+    pipeline: HarnessSettings, post: Callable[..., httpx.Response]
 ) -> None:
     device = f"E2E-ORDER-{uuid.uuid4().hex[:6]}"  # unknown device: ends in the DLQ, but its order is visible
     ids = [f"ord-{uuid.uuid4().hex[:8]}-{i:03d}" for i in range(40)]
@@ -156,7 +156,7 @@ def test_per_device_order_is_kept_in_its_shard(
 
 
 def test_unknown_device_lands_in_the_dlq_with_its_reason(
-    pipeline: Settings, post: Callable[..., httpx.Response]
+    pipeline: HarnessSettings, post: Callable[..., httpx.Response]
 ) -> None:
     s = scan(5, device=f"E2E-UNKNOWN-{uuid.uuid4().hex[:6]}")
     assert post("/ingest/barcode", s).status_code == 202
@@ -168,7 +168,7 @@ def test_unknown_device_lands_in_the_dlq_with_its_reason(
 
 
 def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
-    pipeline: Settings, post: Callable[..., httpx.Response]
+    pipeline: HarnessSettings, post: Callable[..., httpx.Response]
 ) -> None:
     since = int(time.time() * 1000) - 1
     tag = uuid.uuid4().hex[:8]  # this test's poison, among whatever else the shared DLT holds
@@ -190,7 +190,7 @@ def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
     assert all(x.origin.startswith(f"{names.TOPIC}/") for x in mine.values())
 
 
-def _query(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+def _query(settings: HarnessSettings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     from barcode_pipeline.adapters import db
 
     conn = db.connect(settings.db_url, autocommit=True)
@@ -219,7 +219,7 @@ HOSTILE_SCAN_IDS = ["FLUSHALL", "DEL:barcode:stream:0", "x--", "1:EVAL:0", "barc
 
 
 def test_values_that_look_like_commands_are_stored_literally(
-    pipeline: Settings, post: Callable[..., httpx.Response]
+    pipeline: HarnessSettings, post: Callable[..., httpx.Response]
 ) -> None:
     scans = [{**scan(i), "barcode": b} for i, b in enumerate(HOSTILE_BARCODES)]
     scans += [

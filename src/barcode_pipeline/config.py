@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,20 +60,9 @@ class Settings(BaseSettings):
     processor_kafka_sasl_username: str = ""
     processor_kafka_sasl_password: str = ""
 
-    # --- local stack ---
+    # --- state: progress files, the node lease's fallback, a local stack's servers (the harness's
+    # own knobs for those servers are in barcode_harness/settings.py) ---
     state_dir: Path = Path(".stack")
-    cache_dir: Path = Path.home() / ".cache" / "barcode-pipeline"
-    kafka_version: str = "4.1.2"
-    kafka_controller_port: int = 9093
-    kafka_heap: str = "512m"
-    redis_appendfsync: Literal["everysec", "always", "no"] = "everysec"
-    # Topology of `stack up`: one node each, or the replicated `ha` profile (stack/ha.py).
-    stack_profile: Literal["single", "ha"] = "single"
-    # `stack up --secure`: TLS and per-role users on every server (harness stack/secure.py); recorded
-    # in the state dir, so a secured stack is never started plaintext by mistake.
-    stack_secure: bool = False
-    ha_subnet: str = "10.77.10.0/24"  # the ha profile's bridge; every node gets an address in it
-    ha_kafka_heap: str = "384m"
 
     # --- Redis through Sentinel (empty: connect to redis_url directly) ---
     redis_sentinels: str = ""  # host:port,host:port,...
@@ -152,8 +141,6 @@ class Settings(BaseSettings):
     # Direct TLS on the ingest port (usually a proxy terminates it): a PEM certificate chain and its key.
     ingest_tls_cert: Path | None = None
     ingest_tls_key: Path | None = None
-    # The key the harness's own clients (scanner simulator, load generators) send; "" sends none.
-    ingest_api_key: str = ""
 
     # --- processor ---
     dedup_policy: Literal["event", "barcode"] = "event"
@@ -243,7 +230,6 @@ class Settings(BaseSettings):
     # `stack up --monitoring`: Debian's Prometheus and exporters, data under state_dir/prometheus
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
     prometheus_scrape_interval_s: float = Field(default=5.0, gt=0)
-    prometheus_retention: str = "7d"
     redis_exporter_port: int = Field(default=9121, ge=1, le=65535)
     mysqld_exporter_port: int = Field(default=9104, ge=1, le=65535)
     node_exporter_port: int = Field(default=9129, ge=1, le=65535)  # free space of the data directories
@@ -296,35 +282,40 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
+AnySettings = TypeVar("AnySettings", bound=Settings)
+
 # Settings that hold a secret (or a URL with one): each may also be read from the file BP_<NAME>_FILE
 # names, as container and systemd secrets are mounted. The variable itself wins when both are set.
 SECRET_FILE_SETTINGS = (
-    "db_url", "redis_url", "kafka_sasl_password", "ingest_api_key",
+    "db_url", "redis_url", "kafka_sasl_password",
     "ingest_db_url", "worker_db_url", "legacy_db_url", "processor_redis_url", "worker_redis_url",
     "ingest_redis_url", "exporter_redis_url",
     "ingest_kafka_sasl_password", "processor_kafka_sasl_password", "redis_sentinel_password",
 )  # fmt: skip
 
 # What each service role replaces with its own credentials: {role: {shared setting: role's setting}}.
-ROLE_SETTINGS: dict[str, dict[str, str]] = {
-    "ingest": {
+# The backlog exporter is no child of ``run`` (it runs inside ``run``, or as a unit of its own) but
+# connects with an account of its own.
+Exporter = Literal["exporter"]
+ROLE_SETTINGS: dict[names.Role | Exporter, dict[str, str]] = {
+    names.Role.INGEST: {
         "db_url": "ingest_db_url",
         "redis_url": "ingest_redis_url",
         "kafka_sasl_username": "ingest_kafka_sasl_username",
         "kafka_sasl_password": "ingest_kafka_sasl_password",
     },
-    "processor": {
+    names.Role.PROCESSOR: {
         "redis_url": "processor_redis_url",
         "kafka_sasl_username": "processor_kafka_sasl_username",
         "kafka_sasl_password": "processor_kafka_sasl_password",
     },
-    "worker": {"db_url": "worker_db_url", "redis_url": "worker_redis_url"},
-    "legacy": {"db_url": "legacy_db_url"},
+    names.Role.WORKER: {"db_url": "worker_db_url", "redis_url": "worker_redis_url"},
+    names.Role.LEGACY: {"db_url": "legacy_db_url"},
     "exporter": {"redis_url": "exporter_redis_url"},
 }
 
 
-def for_role(settings: Settings, role: str) -> Settings:
+def for_role(settings: Settings, role: names.Role | Exporter) -> Settings:
     """``settings`` as the service ``role`` uses them: its own credentials where they are set.
 
     Called once at a service's entrypoint, so everything below it (and any child it spawns) holds
@@ -361,27 +352,27 @@ _REDIS = (
 )  # fmt: skip
 _DB = ("db_url", "db_connect_timeout_s", "db_read_timeout_s", "db_write_timeout_s")
 _HTTP = ("max_body_bytes", "max_batch_items", "metrics_from", "scan_max_age_days", "scan_max_future_ms")
-ROLE_READS: dict[str, frozenset[str]] = {
-    "ingest": frozenset((*_LOGS, *_KAFKA, *_REDIS, *_DB, *_HTTP,
+ROLE_READS: dict[names.Role, frozenset[str]] = {
+    names.Role.INGEST: frozenset((*_LOGS, *_KAFKA, *_REDIS, *_DB, *_HTTP,
         "ingest_auth", "ingest_auth_refresh_s", "ingest_host", "ingest_port", "ingest_processes",
         "ingest_key_rate", "ingest_key_window_s", "ingest_keys_max_age_s", "ingest_proxies",
         "ingest_tls_cert", "ingest_tls_key", "ingest_trusted_networks")),
-    "processor": frozenset((*_LOGS, *_KAFKA, *_REDIS,
+    names.Role.PROCESSOR: frozenset((*_LOGS, *_KAFKA, *_REDIS,
         "dedup_buckets", "dedup_legacy_markers", "dedup_policy", "dedup_window_s", "processor_batch",
         "processor_fetch_min_bytes", "processor_fetch_wait_ms", "processor_group", "processor_poll_timeout_s",
         "redis_min_replicas", "redis_rewind_window_s", "redis_wait_timeout_ms", "stream_shards",
         "time_zone")),
-    "worker": frozenset((*_LOGS, *_REDIS, *_DB,
+    names.Role.WORKER: frozenset((*_LOGS, *_REDIS, *_DB,
         "claim_min_idle_ms", "dedup_policy", "dlq_max_entries", "max_deliveries", "stream_retention_s",
         "stream_shards", "stream_trim_interval_s", "worker_batch_size", "worker_early_batch",
         "worker_heartbeat_ttl_s", "worker_max_delay_ms", "worker_min_commit_interval_ms", "worker_standby",
         "worker_standby_join_ms")),
-    "legacy": frozenset((*_LOGS, *_DB, *_HTTP,
+    names.Role.LEGACY: frozenset((*_LOGS, *_DB, *_HTTP,
         "ingest_processes", "legacy_host", "legacy_port", "legacy_pool_size", "legacy_threads", "time_zone")),
 }  # fmt: skip
 
 
-def role_env(settings: Settings, role: str) -> dict[str, str]:
+def role_env(settings: Settings, role: names.Role) -> dict[str, str]:
     """The ``BP_*`` variables a service of ``role`` is started with: the settings it reads, its own
     credentials under the shared names, and no other secret, neither another role's nor the admin's
     (a compromised ingest must not hold the workers' database account or Kafka's super user).
@@ -397,10 +388,12 @@ def role_env(settings: Settings, role: str) -> dict[str, str]:
     return {k: v for k, v in settings_env(for_role(settings, role)).items() if k in wanted_vars}
 
 
-def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+def secrets_from_files(
+    environ: Mapping[str, str], names: Iterable[str] = SECRET_FILE_SETTINGS
+) -> dict[str, str]:
     """``{setting: file content}`` for every ``BP_<NAME>_FILE`` given (trailing newline stripped)."""
     found: dict[str, str] = {}
-    for name in SECRET_FILE_SETTINGS:
+    for name in names:
         var = f"BP_{name.upper()}"
         path = environ.get(f"{var}_FILE")
         if not path or var in environ:
@@ -421,19 +414,31 @@ RETIRED = {
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment (and ``BP_*_FILE`` secrets); explicit overrides (from CLI flags) win."""
+    return load_settings_as(Settings, overrides)
+
+
+def load_settings_as(
+    cls: type[AnySettings],
+    overrides: Mapping[str, object],
+    secret_files: Iterable[str] = SECRET_FILE_SETTINGS,
+) -> AnySettings:
+    """:func:`load_settings` for a class that adds settings of its own (the harness's), with the
+    secrets it may read from files."""
+    secret_files = tuple(secret_files)
     for name, instead in RETIRED.items():
         if name in os.environ:
             raise ConfigError(f"{name} is no longer read: {instead}")
-    clean = {**secrets_from_files(os.environ), **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    clean = {**secrets_from_files(os.environ, secret_files), **given}
     try:
-        settings = Settings(**clean)  # type: ignore[arg-type]
+        settings = cls(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:  # a rule across settings: its message names them (never echo the input)
             raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         name = str(first["loc"][0]) if first["loc"] else "?"
         source = f"--{name.replace('_', '-')}" if name in clean else f"BP_{name.upper()}"
-        shown = MASK if name in SECRET_FILE_SETTINGS else repr(first.get("input"))
+        shown = MASK if name in secret_files else repr(first.get("input"))
         raise ConfigError(f"{source}: {first['msg']} (got {shown})") from None
     for secret in (settings.kafka_sasl_password, settings.ingest_kafka_sasl_password,
                    settings.processor_kafka_sasl_password, settings.redis_sentinel_password):  # fmt: skip

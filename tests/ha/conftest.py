@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from barcode_harness.stack.ha import HaStackManager, client_settings
-from barcode_pipeline.config import Settings
+from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack.ha import HaStackManager
+from barcode_harness.stack.ha_nodes import client_settings
 from tests.conftest import _base_settings
 
 
@@ -36,6 +37,6 @@ def ha_stack() -> Iterator[HaStackManager]:
 
 
 @pytest.fixture
-def ha_settings(ha_stack: HaStackManager) -> Settings:
+def ha_settings(ha_stack: HaStackManager) -> HarnessSettings:
     """What the pipeline's services connect with on the ha profile (brokers, Sentinels, WAIT)."""
     return client_settings(ha_stack.settings)

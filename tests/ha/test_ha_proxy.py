@@ -19,12 +19,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.ha import HaStackManager
 from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.netns import NetNode, admit_only
 from barcode_harness.stack.topology import Topology
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.config import settings_env
 from barcode_pipeline.db import migrate
 from tests.ingest.conftest import scan
 
@@ -57,7 +58,7 @@ def _post_from(node: NetNode | None, url: str, body: dict[str, object], spoof: s
 
 
 def test_trusted_network_admits_its_scanner_through_haproxy_and_a_spoofed_header_is_not_believed(
-    ha_stack: HaStackManager, ha_settings: Settings, tmp_path: Path
+    ha_stack: HaStackManager, ha_settings: HarnessSettings, tmp_path: Path
 ) -> None:
     topo = Topology(ha_settings.ha_subnet)
     app, balancer, elsewhere = topo.app(1), topo.balancer(), topo.kafka(1)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import profile
-from barcode_harness.stack.ha import (
+from barcode_harness.stack.ha_nodes import (
     client_settings,
     render_ha_redis_conf,
     render_kafka_node_properties,
@@ -18,7 +19,6 @@ from barcode_harness.stack.ha import (
 from barcode_harness.stack.haproxy import render_haproxy_cfg
 from barcode_harness.stack.topology import Topology, check_subnet
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, StackError
 
 
@@ -63,8 +63,8 @@ def test_kafka_node_is_one_voter_of_three_with_replicated_topics(tmp_path: Path)
 
 
 def test_redis_replica_and_sentinel_configs(tmp_path: Path) -> None:
-    primary = render_ha_redis_conf(Settings(), tmp_path, "10.9.8.21", None)
-    replica = render_ha_redis_conf(Settings(), tmp_path, "10.9.8.22", "10.9.8.21")
+    primary = render_ha_redis_conf(HarnessSettings(), tmp_path, "10.9.8.21", None)
+    replica = render_ha_redis_conf(HarnessSettings(), tmp_path, "10.9.8.22", "10.9.8.21")
     assert "replicaof" not in primary and "replicaof 10.9.8.21 6379" in replica
     for text in (primary, replica):
         assert "appendonly yes" in text and "min-replicas-to-write 1" in text
@@ -73,7 +73,7 @@ def test_redis_replica_and_sentinel_configs(tmp_path: Path) -> None:
 
 
 def test_client_settings_point_at_brokers_sentinels_and_wait_for_all_replicas() -> None:
-    s = client_settings(Settings(ha_subnet="10.9.8.0/24"))
+    s = client_settings(HarnessSettings(ha_subnet="10.9.8.0/24"))
     assert s.kafka_bootstrap.count(",") == 2 and s.redis_sentinels.count(",") == 2
     assert s.redis_min_replicas == 2 and s.topic_replication == 3
     assert s.db_url.startswith("mysql://barcode:barcode@10.9.8.40:3306/")

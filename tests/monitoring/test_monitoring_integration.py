@@ -22,10 +22,10 @@ import orjson
 import pytest
 import redis
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
-from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.monitoring import dashboards
 from barcode_pipeline.monitoring.exporter import serve
@@ -48,7 +48,9 @@ def _redis_db(url: str, db: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def monitored(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def monitored(
+    stack_settings: HarnessSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HarnessSettings]:
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_monitoring")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
@@ -78,7 +80,7 @@ def monitored(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 class Load(threading.Thread):
     """Singles, batches and resends to ingest, singles to legacy, until stopped."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: HarnessSettings) -> None:
         super().__init__(daemon=True)
         self.settings = settings
         self.stop = threading.Event()
@@ -112,7 +114,7 @@ class Load(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def load(monitored: Settings) -> Iterator[Load]:
+def load(monitored: HarnessSettings) -> Iterator[Load]:
     worker = Load(monitored)
     worker.start()
     yield worker
@@ -120,7 +122,7 @@ def load(monitored: Settings) -> Iterator[Load]:
     worker.join(15)
 
 
-def test_top_shows_the_live_pipeline(monitored: Settings, load: Load) -> None:
+def test_top_shows_the_live_pipeline(monitored: HarnessSettings, load: Load) -> None:
     deadline = time.monotonic() + 60
     while load.accepted < 50 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -132,7 +134,7 @@ def test_top_shows_the_live_pipeline(monitored: Settings, load: Load) -> None:
     assert not [w for w in view.warnings if "not answering" in w or "missing" in w]
 
 
-def test_every_dashboard_panel_returns_series(monitored: Settings, load: Load) -> None:
+def test_every_dashboard_panel_returns_series(monitored: HarnessSettings, load: Load) -> None:
     base = f"http://127.0.0.1:{monitored.prometheus_port}"
     queries = [q for path in dashboards.dashboard_files() for q in dashboards.panel_queries(path)]
     assert len(queries) >= 40
@@ -163,7 +165,7 @@ def test_every_dashboard_panel_returns_series(monitored: Settings, load: Load) -
     assert {r.query.panel for r in results} == THROUGHPUT_PANELS
 
 
-def test_every_rule_is_healthy_and_reads_only_scraped_metrics(monitored: Settings, load: Load) -> None:
+def test_every_rule_is_healthy_and_reads_only_scraped_metrics(monitored: HarnessSettings, load: Load) -> None:
     """A rule over a misspelt or missing metric is valid PromQL that never fires: hold every rule's
     metric names against what Prometheus scrapes from the real exporters and services."""
     base = f"http://127.0.0.1:{monitored.prometheus_port}"
@@ -184,7 +186,7 @@ def test_every_rule_is_healthy_and_reads_only_scraped_metrics(monitored: Setting
 
 
 def test_a_nearly_full_disk_raises_the_disk_alert_naming_its_mount(
-    monitored: Settings, tmp_path: Path
+    monitored: HarnessSettings, tmp_path: Path
 ) -> None:
     """A real filesystem (a 16 MiB tmpfs) filled to 98 %: the node exporter's scrape and the rule
     together name that mount in a BarcodeDiskSpaceCritical alert (pending: it fires after 1 m)."""
@@ -216,7 +218,7 @@ def _api(base: str, path: str) -> Any:
     return body["data"]
 
 
-def test_top_command_exits_cleanly_on_ctrl_c(monitored: Settings) -> None:
+def test_top_command_exits_cleanly_on_ctrl_c(monitored: HarnessSettings) -> None:
     import os
     import signal
     import subprocess
@@ -250,7 +252,7 @@ def test_top_command_exits_cleanly_on_ctrl_c(monitored: Settings) -> None:
     assert any("kafka lag" in line for line in seen)
 
 
-def test_snapshot_png_from_prometheus(monitored: Settings, load: Load, tmp_path: Path) -> None:
+def test_snapshot_png_from_prometheus(monitored: HarnessSettings, load: Load, tmp_path: Path) -> None:
     from barcode_harness.snapshot import PANELS, snapshot
 
     base = f"http://127.0.0.1:{monitored.prometheus_port}"

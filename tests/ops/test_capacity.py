@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from barcode_harness import sections
 from barcode_harness.bench import capacityplan
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.cli import app
-from barcode_pipeline.config import Settings
 from barcode_pipeline.ops import capacity
 
 GIB = capacity.GIB
@@ -26,7 +26,7 @@ def by_store(lines: list[capacity.Line]) -> dict[str, capacity.Line]:
 
 
 def test_sizes_follow_rate_settings_and_measured_bytes() -> None:
-    settings = Settings(db_retention_days=90)
+    settings = HarnessSettings(db_retention_days=90)
     lines = by_store(capacity.plan(settings, 1000, ROOMY))
     db = lines["database disk"]
     assert db.per_day == pytest.approx(1000 * 86_400 * 263)
@@ -44,7 +44,7 @@ def test_sizes_follow_rate_settings_and_measured_bytes() -> None:
 
 
 def test_what_fills_first_and_the_settings_that_would_fit() -> None:
-    settings = Settings(db_retention_days=90)
+    settings = HarnessSettings(db_retention_days=90)
     small = capacity.Bounds(4 * GIB, 1024 * GIB, 1024 * GIB, 1024 * GIB)
     lines = capacity.plan(settings, 1000, small)
     first = capacity.fills_first(lines)
@@ -82,13 +82,13 @@ def test_cli_prints_the_plan_and_refuses_a_rate_of_zero() -> None:
 def test_the_docs_show_the_plan_this_code_prints() -> None:
     """docs/capacity.md's plan section is what `bench plan` writes now: rerun it after a change."""
     shown = sections.extract(DOC.read_text(), capacityplan.SECTION)
-    assert shown == capacityplan.section(Settings()), (
+    assert shown == capacityplan.section(HarnessSettings()), (
         "docs/capacity.md is stale: run `barcode-pipeline bench plan`"
     )
 
 
 def test_the_cpu_plan_adds_each_tier_s_measured_cost_with_headroom() -> None:
-    ha = Settings(topic_replication=3)
+    ha = HarnessSettings(topic_replication=3)
     tiers = {c.tier.split(" (")[0]: c for c in capacity.cpu_plan(ha, 20_000, host_cores=8)}
     app = tiers["app hosts"]
     single, batch = capacity.CPU_SINGLE, capacity.CPU_BATCH

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import redis
 
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.auth.keys import client_headers
-from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.config import settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.probes.backlog import Backlog, redis_backlog
@@ -45,7 +46,9 @@ def _scan() -> dict[str, Any]:
             "scanTime": int(time.time() * 1000), "scanId": f"drain-{uuid.uuid4().hex}"}  # fmt: skip
 
 
-def test_run_drains_front_to_back_on_sigterm_under_load(stack_settings: Settings, tmp_path: Path) -> None:
+def test_run_drains_front_to_back_on_sigterm_under_load(
+    stack_settings: HarnessSettings, tmp_path: Path
+) -> None:
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_run_drain")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)

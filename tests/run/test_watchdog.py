@@ -23,8 +23,9 @@ import httpx
 import pytest
 import redis
 
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.auth.keys import client_headers
-from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.config import settings_env
 from barcode_pipeline.db import migrate
 from barcode_pipeline.liveness import STALL_FILE_ENV, Progress
 from barcode_pipeline.ops.verify import verify_scan_ids
@@ -62,7 +63,7 @@ def _restarts(metrics_text: str, service: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _watched_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
+def _watched_settings(stack_settings: HarnessSettings, tmp_path: Path) -> HarnessSettings:
     """A pipeline of its own (database, Redis DB 13, group), one worker, a 3 s stall timeout."""
     db_url = migrate.database_url(stack_settings.db_url, "bp_test_watchdog")
     migrate.drop_database(db_url)
@@ -81,7 +82,7 @@ def _watched_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
 @pytest.mark.integration
 @pytest.mark.parametrize("victim", ["processor", "worker-1"])
 def test_the_watchdog_dumps_and_restarts_a_stalled_service(
-    victim: str, stack_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    victim: str, stack_settings: HarnessSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="barcode_pipeline.run.watchdog")
     settings = _watched_settings(stack_settings, tmp_path)
@@ -156,7 +157,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
 
 @pytest.mark.integration
 def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: HarnessSettings, tmp_path: Path
 ) -> None:
     """The worker's DB connection runs through a relay that stops passing bytes, as a SIGSTOPped
     server would: the worker sits in a write bounded by its own timeouts (60 s), which the watchdog

@@ -14,8 +14,8 @@ import typer
 from barcode_harness.bench.loadgen import LoadSpec, run_load
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.keys import with_harness_key
+from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_harness.stack.secure import stack_settings
-from barcode_pipeline.config import Settings, load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 from barcode_pipeline.ops.verify import percentile, verify_scan_ids
@@ -39,7 +39,7 @@ class DemoSpec:
     warmup_max_rounds: int = 20
 
 
-def run_demo(settings: Settings, spec: DemoSpec) -> dict[str, Any]:
+def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
     """Run the demo and return its summary (also written to the log)."""
     work = Path(tempfile.mkdtemp(prefix="bp-demo-"))
     acked = work / "acked-scan-ids.txt"
@@ -120,7 +120,7 @@ def demo(
 
     if rate <= 0 or duration <= 0 or not 0 <= duplicates < 1:
         raise ConfigError("--rate and --duration must be > 0 and --duplicates within [0, 1)")
-    settings = stack_settings(load_settings())  # a secured state dir: its TLS and per-role users
+    settings = stack_settings(load_harness_settings())  # a secured state dir: its TLS and per-role users
     setup_logging("WARNING", "demo")
     console = Console()
     with console.status(f"demo: pipeline up, sending {rate:.0f} scans/s for {duration:.0f}s ..."):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.auth.store import create_key
-from barcode_pipeline.config import Settings
 from barcode_pipeline.run.startup import prepare
 
 log = logging.getLogger(__name__)
 
 
-def with_harness_key(settings: Settings, name: str, *, start_stack: bool = True) -> Settings:
+def with_harness_key(settings: HarnessSettings, name: str, *, start_stack: bool = True) -> HarnessSettings:
     """``settings`` whose ``ingest_api_key`` is a fresh key ``harness-<name>`` for every device.
 
     Prepares the stack first (migrations create the key table); with auth off nothing is created.

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from barcode_harness.bench.charts import Line, Panel, time_chart
-from barcode_pipeline.config import load_settings
+from barcode_harness.settings import load_harness_settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.logs import setup_logging
 
@@ -112,7 +112,7 @@ def snapshot_command(
     url: Annotated[str | None, typer.Option(help="Prometheus base URL (default: the local one).")] = None,
 ) -> None:
     """Plot the key series of the last N minutes from Prometheus to a PNG (no Grafana needed)."""
-    settings = load_settings()
+    settings = load_harness_settings()
     setup_logging("WARNING", "snapshot")
     base = url or f"http://127.0.0.1:{settings.prometheus_port}"
     path = out or settings.state_dir / "snapshots" / time.strftime("%Y%m%dT%H%M%S.png")

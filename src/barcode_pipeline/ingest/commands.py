@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from barcode_pipeline import names
 from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.logs import setup_logging
 
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
             produce_timeout_s=produce_timeout,
             log_level=log_level,
         )
-        settings = for_role(settings, "ingest")
+        settings = for_role(settings, names.Role.INGEST)
         setup_logging(settings.log_level, "ingest", settings.log_format)
         # Imported here so other commands do not pay for FastAPI/uvicorn at CLI start-up.
         from barcode_pipeline.ingest.server import serve

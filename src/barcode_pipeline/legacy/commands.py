@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from barcode_pipeline import names
 from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.legacy.pool import DEFAULT_TIMEOUT_S
 from barcode_pipeline.logs import setup_logging
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
         )
         # No --db-url: a password on the command line is visible to every local user (ps). The URL
         # comes from BP_LEGACY_DB_URL (or BP_DB_URL), or their _FILE forms.
-        settings = for_role(settings, "legacy")
+        settings = for_role(settings, names.Role.LEGACY)
         setup_logging(settings.log_level, "legacy", settings.log_format)
         # Imported here so other commands do not pay for FastAPI/uvicorn at CLI start-up.
         from barcode_pipeline.legacy.server import serve

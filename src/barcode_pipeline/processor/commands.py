@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from barcode_pipeline import names
 from barcode_pipeline.clitime import parse_time_ms
 from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.errors import ConfigError
@@ -37,7 +38,7 @@ def processor(
     from barcode_pipeline.liveness import ProgressFile, StallHook, install_stack_dump
     from barcode_pipeline.processor.service import Processor
 
-    settings = for_role(load_settings(), "processor")
+    settings = for_role(load_settings(), names.Role.PROCESSOR)
     setup_logging(settings.log_level, "processor", settings.log_format)
     install_stack_dump()
     if metrics_port:

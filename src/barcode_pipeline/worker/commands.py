@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from barcode_pipeline import names
 from barcode_pipeline.config import for_role, load_settings
 from barcode_pipeline.logs import setup_logging
 
@@ -32,7 +33,7 @@ def worker(
     from barcode_pipeline.worker.crash import CrashPoints
     from barcode_pipeline.worker.service import Worker, WorkerOptions
 
-    settings = for_role(load_settings(), "worker")
+    settings = for_role(load_settings(), names.Role.WORKER)
     setup_logging(settings.log_level, f"worker[{name}]", settings.log_format)
     install_stack_dump()
     if metrics_port:

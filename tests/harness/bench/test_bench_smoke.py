@@ -8,6 +8,7 @@ its own database and its own Redis database, so nothing else on the stack is tou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 
 from barcode_harness.bench.compare import CompareSpec, run_compare
 from barcode_harness.bench.docs import build_docs
-from barcode_harness.bench.env import BenchEnv, bench_settings
+from barcode_harness.bench.env import BenchEnv, BenchRun, bench_settings
+from barcode_harness.bench.hostile import QUICK as HOSTILE_QUICK
+from barcode_harness.bench.hostile import run_hostile
 from barcode_harness.bench.isolation import IsolationSpec, run_isolation
 from barcode_harness.bench.maxrate import MaxSpec, run_max
 from barcode_harness.bench.report import md_table, new_results_dir
@@ -74,7 +77,7 @@ def test_compare_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
         preset="smoke",
     )  # fmt: skip
     folder = new_results_dir(tmp_path, "compare")
-    result = run_compare(bench_env.settings, spec, folder, shared=bench_env)
+    result = run_compare(spec, BenchRun(bench_env.settings, folder, shared=bench_env))
     data = _files(folder, "compare")
     assert data["database_server"] == result["database_server"]
     for path in ("legacy", "async"):
@@ -95,7 +98,7 @@ def test_isolation_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
         timeout_s=5.0, preset="smoke",
     )  # fmt: skip
     folder = new_results_dir(tmp_path, "isolation")
-    result = run_isolation(bench_env.settings, spec, folder, shared=bench_env)
+    result = run_isolation(spec, BenchRun(bench_env.settings, folder, shared=bench_env))
     _files(folder, "isolation")
     assert result["contention"]["transactions"] > 0
     assert set(result["windows"]) == {"baseline", "contention", "recovery"}
@@ -112,7 +115,7 @@ def test_max_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
         preset="smoke",
     )  # fmt: skip
     folder = new_results_dir(tmp_path, "max")
-    result = run_max(bench_env.settings, spec, folder, shared=bench_env)
+    result = run_max(spec, BenchRun(bench_env.settings, folder, shared=bench_env))
     _files(folder, "max")
     assert result["ceilings"]["bare_insert"]["stored"] == result["ceilings"]["bare_insert"]["rows"]
     assert result["ceilings"]["kafka_produce_throughput"]["confirmed"] > 0
@@ -142,7 +145,7 @@ def test_table_size_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
     )  # fmt: skip
     spec = TableSizeSpec(rows=20_000, days=3, search=search, preset="smoke")
     folder = new_results_dir(tmp_path, "table-size")
-    result = run_table_size(bench_env.settings, spec, folder, shared=bench_env)
+    result = run_table_size(spec, BenchRun(bench_env.settings, folder, shared=bench_env))
     empty, filled = result["empty"], result["filled"]
     assert filled["table"]["rows"] >= empty["table"]["rows"] + 20_000
     assert empty["max_sustained_scans_per_s"] > 0 and filled["max_sustained_scans_per_s"] > 0
@@ -155,6 +158,21 @@ def test_table_size_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
     doc = write_section(tmp_path / "docs" / "benchmarks.md", text)
     build_docs(tmp_path / "no-results", doc, tmp_path / "docs" / "img")
     assert text.strip() in doc.read_text()
+
+
+def test_hostile_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
+    """A short attack: the keyed scans are all answered and stored once, the attacker's oversized heads
+    and invalid keys were refused, and the report shows where the cores went in each phase."""
+    spec = dataclasses.replace(HOSTILE_QUICK, duration_s=4.0, slow_connections=100, warmup_s=1.0,
+                               warmup_round_s=1.0, invalid_key_rate=100.0)  # fmt: skip
+    folder = new_results_dir(tmp_path, "hostile")
+    result = run_hostile(spec, BenchRun(bench_env.settings, folder, shared=bench_env))
+    targets = {t["name"].split(" (")[0]: t for t in result["targets"]}
+    assert targets["keyed requests not answered 2xx, alone and under attack"]["met"]
+    assert targets["acknowledged keyed scans missing or stored twice"]["met"]
+    assert result["attack_answers"].get("431", 0) >= 1 and result["attack_answers"].get("401", 0) >= 1
+    assert result["cores"]["attacked"]["attacker"] > 0 and result["alone"]["seconds"]
+    assert "| attacker | 0.00 |" in (folder / "hostile.md").read_text()
 
 
 def test_cli_lists_bench_commands() -> None:

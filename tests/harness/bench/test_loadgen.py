@@ -291,7 +291,7 @@ def test_module_cli_run_writes_json_and_acked_ids(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = orjson.loads(out.read_bytes())
-    assert data["ok"] == 30 and data["machine"]["cpus"] and data["latency_ms"]["count"] == 30
+    assert data["ok"] == 30 and data["machine"]["cores"] and data["latency_ms"]["count"] == 30
     assert len(ids.read_text().split()) == 30
 
 

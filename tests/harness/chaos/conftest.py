@@ -18,8 +18,8 @@ import pytest
 
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, chaos_env
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
-from barcode_pipeline.config import Settings
 
 # Away from the shared stack (9092/6380/3307, ingest 8081), and below the kernel's ephemeral range
 # (32768-60999 on Linux): a listening port in that range can be taken by any outgoing connection.
@@ -43,9 +43,9 @@ CI_PARAMS = ChaosParams(
 )
 
 
-def chaos_settings(state_dir: Path) -> Settings:
+def chaos_settings(state_dir: Path) -> HarnessSettings:
     """Every address and port given explicitly: nothing may fall back to the shared stack."""
-    return Settings(
+    return HarnessSettings(
         state_dir=state_dir,
         kafka_bootstrap=f"127.0.0.1:{KAFKA_PORT}",
         kafka_controller_port=KAFKA_CONTROLLER_PORT,
@@ -62,7 +62,7 @@ def chaos_settings(state_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="package")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessSettings]:
     """The private stack, up for this module and stopped afterwards (its data stays in tmp)."""
     settings = chaos_settings(tmp_path_factory.mktemp("chaos-stack"))
     stack = StackManager(settings)
@@ -78,7 +78,9 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="package")
-def chaos_pipeline(chaos_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosEnv]:
+def chaos_pipeline(
+    chaos_stack: HarnessSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChaosEnv]:
     """Ingest, processor and two workers on the private stack, shared by the package's runs."""
     with chaos_env(chaos_stack, tmp_path_factory.mktemp("chaos-run")) as env:
         yield env

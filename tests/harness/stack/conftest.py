@@ -9,17 +9,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.config import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 # The secured stack's ports are the plaintext stack's plus this, so both run side by side.
 PORT_OFFSET = int(os.environ.get("BP_TEST_SECURE_PORT_OFFSET", "100"))
 
 
-def secure_base_settings() -> Settings:
+def secure_base_settings() -> HarnessSettings:
     """Where the secured test stack lives: ``<BP_STATE_DIR>-secure``, on the offset ports."""
-    plain = Settings(state_dir=Path(os.environ.get("BP_STATE_DIR", ROOT / ".stack")))
+    plain = HarnessSettings(state_dir=Path(os.environ.get("BP_STATE_DIR", ROOT / ".stack")))
     redis = urlsplit(plain.redis_url)
     db = parse_db_url(plain.db_url)
     kafka_host, _, kafka_port = plain.kafka_bootstrap.split(",")[0].rpartition(":")
@@ -39,7 +39,7 @@ def secure_base_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def secure_stack() -> Iterator[Settings]:
+def secure_stack() -> Iterator[HarnessSettings]:
     """A running secured stack; the settings are its admin's, with every role's credentials set.
 
     Stopped at the end of the session if this session started it (as ``tests/ha``'s stack is), also

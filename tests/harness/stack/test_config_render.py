@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.kafka import render_pom, render_server_properties, split_hostport
 from barcode_harness.stack.mariadb import render_my_cnf
 from barcode_harness.stack.redis import render_redis_conf
 from barcode_harness.stack.secure import CERT_PRINCIPAL, SERVERS, SecureFiles, java_argfile
-from barcode_pipeline.config import Settings
 
 
 def test_kafka_properties_follow_settings(tmp_path: Path) -> None:
-    s = Settings(kafka_bootstrap="127.0.0.1:19092", kafka_controller_port=19093)
+    s = HarnessSettings(kafka_bootstrap="127.0.0.1:19092", kafka_controller_port=19093)
     text = render_server_properties(s, tmp_path / "data")
     assert "process.roles=broker,controller" in text
     assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
@@ -29,7 +29,7 @@ def test_pom_pins_kafka_and_a_log4j2_binding() -> None:
 
 
 def test_redis_conf_has_aof_and_fsync_policy(tmp_path: Path) -> None:
-    s = Settings(redis_url="redis://127.0.0.1:6390/0", redis_appendfsync="always")
+    s = HarnessSettings(redis_url="redis://127.0.0.1:6390/0", redis_appendfsync="always")
     text = render_redis_conf(s, tmp_path)
     assert "port 6390" in text and "bind 127.0.0.1" in text
     assert "appendonly yes" in text and "appendfsync always" in text
@@ -37,7 +37,7 @@ def test_redis_conf_has_aof_and_fsync_policy(tmp_path: Path) -> None:
 
 
 def test_mariadb_cnf_uses_url_port_and_own_socket(tmp_path: Path) -> None:
-    s = Settings(db_url="mysql://u:p@127.0.0.1:3399/app")
+    s = HarnessSettings(db_url="mysql://u:p@127.0.0.1:3399/app")
     text = render_my_cnf(s, tmp_path, run_as_root=True)
     assert "port = 3399" in text and f"socket = {tmp_path / 'mysqld.sock'}" in text
     assert "user = root" in text

@@ -25,13 +25,14 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from barcode_harness.demo import DemoSpec, run_demo
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
-from barcode_pipeline.config import SECRET_FILE_SETTINGS, Settings, settings_env
+from barcode_pipeline.config import SECRET_FILE_SETTINGS, settings_env
 from barcode_pipeline.errors import StackError
 from barcode_pipeline.monitoring.exporter import live_workers
 from barcode_pipeline.probes.backlog import Backlog, redis_backlog
@@ -39,7 +40,7 @@ from barcode_pipeline.probes.backlog import Backlog, redis_backlog
 pytestmark = pytest.mark.integration
 
 
-def _secrets(settings: Settings, *, clients_only: bool = False) -> list[str]:
+def _secrets(settings: HarnessSettings, *, clients_only: bool = False) -> list[str]:
     """Every generated password; ``clients_only`` leaves out MariaDB's root one, which no client holds
     (only the harness, over the server's socket)."""
     files = transport.SecureFiles.of(settings)
@@ -58,7 +59,7 @@ def _hostport(url: str) -> tuple[str, int]:
 # --- plaintext, untrusted certificates --------------------------------------------------------
 
 
-def test_plaintext_is_refused_by_every_server(secure_stack: Settings) -> None:
+def test_plaintext_is_refused_by_every_server(secure_stack: HarnessSettings) -> None:
     """Each refusal is shown against a TLS client that succeeds on the same address, so a stopped
     server or a wrong port could not pass it."""
     kafka_adapter.admin(secure_stack).list_topics(timeout=10)  # TLS + SASL on this address: answers
@@ -77,7 +78,7 @@ def test_plaintext_is_refused_by_every_server(secure_stack: Settings) -> None:
     db.connect(secure_stack.db_url).close()
 
 
-def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: Settings) -> None:
+def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: HarnessSettings) -> None:
     """Refused without a client certificate; with one the CA signed for a TLS client (the broker's
     own, which the controllers also present to each other) the same handshake completes."""
     files = transport.SecureFiles.of(secure_stack)
@@ -101,7 +102,7 @@ def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: Sett
         assert "ALERT_BAD_CERTIFICATE" in str(refused.value) or "CERTIFICATE_REQUIRED" in str(refused.value)
 
 
-def test_a_client_that_does_not_trust_the_ca_is_refused(secure_stack: Settings) -> None:
+def test_a_client_that_does_not_trust_the_ca_is_refused(secure_stack: HarnessSettings) -> None:
     host, port = _hostport(secure_stack.redis_url)
     password = transport.SecureFiles.of(secure_stack).password("redis", "admin")
     untrusting = redis.Redis(
@@ -114,7 +115,7 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(secure_stack: Settings) 
 # --- least privilege ------------------------------------------------------------------------------
 
 
-def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: Settings) -> None:
+def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: HarnessSettings) -> None:
     conn = db.connect(secure_stack.worker_db_url, autocommit=True)
     try:
         with conn.cursor() as cur:
@@ -136,7 +137,7 @@ def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: Settings)
         ingest.close()
 
 
-def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: Settings) -> None:
+def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: HarnessSettings) -> None:
     """mariadb-install-db made root@127.0.0.1, root@::1 and root@<host> without a password; TLS alone
     let any local process in with every privilege. Only root@localhost (the socket) stays, locked."""
     target = db.parse_db_url(secure_stack.db_url)
@@ -155,7 +156,7 @@ def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: Settings) 
         admin.close()
 
 
-def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -> None:
+def test_redis_users_have_only_their_commands_and_keys(secure_stack: HarnessSettings) -> None:
     processor = redis.Redis.from_url(secure_stack.processor_redis_url, socket_timeout=3)
     worker = redis.Redis.from_url(secure_stack.worker_redis_url, socket_timeout=3)
     ingest = redis.Redis.from_url(secure_stack.ingest_redis_url, socket_timeout=3)
@@ -191,7 +192,7 @@ def test_redis_users_have_only_their_commands_and_keys(secure_stack: Settings) -
         default.ping()
 
 
-def test_kafka_users_have_only_their_topics(secure_stack: Settings) -> None:
+def test_kafka_users_have_only_their_topics(secure_stack: HarnessSettings) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.cimpl import NewTopic
 
@@ -216,7 +217,7 @@ def test_kafka_users_have_only_their_topics(secure_stack: Settings) -> None:
 
 
 def _service_output(
-    args: list[str], settings: Settings, env: dict[str, str], wanted: Callable[[list[str]], bool]
+    args: list[str], settings: HarnessSettings, env: dict[str, str], wanted: Callable[[list[str]], bool]
 ) -> list[str]:
     """Start ``barcode-pipeline ARGS``; return its lines once ``wanted`` holds (still running then)."""
     full = {**os.environ, **settings_env(settings), **env, "PYTHONUNBUFFERED": "1"}
@@ -246,7 +247,7 @@ def _service_output(
     ],
 )
 def test_a_wrong_kafka_password_or_ca_is_a_clear_line_and_the_processor_keeps_retrying(
-    secure_stack: Settings, tmp_path: Path, case: str, marker: str, reason: str
+    secure_stack: HarnessSettings, tmp_path: Path, case: str, marker: str, reason: str
 ) -> None:
     from tests.tls_helpers import make_pki
 
@@ -266,7 +267,9 @@ def test_a_wrong_kafka_password_or_ca_is_a_clear_line_and_the_processor_keeps_re
     assert not any("Traceback" in line for line in lines)
 
 
-def test_a_wrong_redis_password_is_a_clear_line_and_the_worker_backs_off(secure_stack: Settings) -> None:
+def test_a_wrong_redis_password_is_a_clear_line_and_the_worker_backs_off(
+    secure_stack: HarnessSettings,
+) -> None:
     host, port = _hostport(secure_stack.redis_url)
     bad = secure_stack.worker_redis_url.replace("@", "x@", 1)  # the password with one character more
 
@@ -283,7 +286,7 @@ def test_a_wrong_redis_password_is_a_clear_line_and_the_worker_backs_off(secure_
     assert not any("Traceback" in line for line in lines)
 
 
-def test_a_wrong_database_password_is_one_line_naming_the_server(secure_stack: Settings) -> None:
+def test_a_wrong_database_password_is_one_line_naming_the_server(secure_stack: HarnessSettings) -> None:
     target = db.parse_db_url(secure_stack.db_url)
     bad = secure_stack.db_url.replace(target.password, "not-the-password")
     env = {**os.environ, **settings_env(secure_stack), "BP_DB_URL": bad}
@@ -299,7 +302,9 @@ def test_a_wrong_database_password_is_one_line_naming_the_server(secure_stack: S
 # --- the whole pipeline, and no secret in any log ------------------------------------------------
 
 
-def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(secure_stack: Settings) -> None:
+def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(
+    secure_stack: HarnessSettings,
+) -> None:
     log = secure_stack.state_dir / "logs" / "demo-pipeline.log"
     log.unlink(missing_ok=True)
     admin_redis = redis.Redis.from_url(secure_stack.redis_url, socket_timeout=5)
@@ -325,7 +330,7 @@ def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(secur
 # --- settings and state ---------------------------------------------------------------------------
 
 
-def test_stack_env_names_secret_files_readable_by_the_owner_only(secure_stack: Settings) -> None:
+def test_stack_env_names_secret_files_readable_by_the_owner_only(secure_stack: HarnessSettings) -> None:
     text = transport.env_lines(secure_stack)
     for secret in _secrets(secure_stack):
         assert secret not in text
@@ -337,7 +342,7 @@ def test_stack_env_names_secret_files_readable_by_the_owner_only(secure_stack: S
     assert all(secret in shown for secret in _secrets(secure_stack, clients_only=True))
 
 
-def test_a_secured_state_dir_is_not_started_plaintext(secure_stack: Settings) -> None:
+def test_a_secured_state_dir_is_not_started_plaintext(secure_stack: HarnessSettings) -> None:
     plain = secure_stack.model_copy(update={"stack_secure": False})
     with pytest.raises(StackError, match="secured stack"):
         StackManager(plain).up(quiet=True)

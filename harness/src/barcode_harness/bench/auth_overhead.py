@@ -19,11 +19,11 @@ from typing import Any
 
 from barcode_harness.bench.loadgen import LoadSpec, run_load
 from barcode_harness.keys import with_harness_key
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.auth.guard import Authenticator, Principal
 from barcode_pipeline.auth.keys import digest
 from barcode_pipeline.auth.store import StoredKey
-from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.metrics import IngestMetrics
 from barcode_pipeline.run.pipeline import running_pipeline
 from barcode_pipeline.run.supervisor import ChildSpec
@@ -48,7 +48,7 @@ def in_process_cost_us(calls: int) -> dict[str, float]:
     """Microseconds per request of the auth checks alone, for a key and for a trusted network: who it
     is, its devices and its rate limit (a rate it never reaches, so every call takes the whole path)."""
     secret = "bpk_" + "x" * 43
-    settings = Settings(ingest_trusted_networks="127.0.0.0/8=SEOUL-*", ingest_key_rate=1e12)
+    settings = HarnessSettings(ingest_trusted_networks="127.0.0.0/8=SEOUL-*", ingest_key_rate=1e12)
     guard = Authenticator(settings, IngestMetrics(), load=list)
     others = [StoredKey(f"k{i}", digest(f"s{i}"), ("SEOUL-*",), _EPOCH, None) for i in range(200)]
     guard.replace_keys([*others, StoredKey("bench", digest(secret), ("SEOUL-CENTER-PC-*",), _EPOCH, None)])
@@ -70,7 +70,7 @@ def in_process_cost_us(calls: int) -> dict[str, float]:
 
 
 def run_auth_bench(
-    settings: Settings, spec: AuthBenchSpec, out: Path, *, start_stack: bool
+    settings: HarnessSettings, spec: AuthBenchSpec, out: Path, *, start_stack: bool
 ) -> dict[str, Any]:
     keyed = with_harness_key(settings.model_copy(update={"ingest_auth": "required"}), "bench-auth",
                              start_stack=start_stack)  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from barcode_harness import sections
-from barcode_pipeline.config import Settings
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.ops import capacity
 
 SECTION = (
@@ -28,7 +28,7 @@ REFERENCE = capacity.Bounds(
 COMMAND = "barcode-pipeline capacity --rate 100 --rate 1000 --rate 5000 --redis-memory 4 --disk 1024"
 
 
-def section(settings: Settings) -> str:
+def section(settings: HarnessSettings) -> str:
     """The plan at each of ``RATES`` with the default settings, between the section's markers."""
     plans = {rate: capacity.plan(settings, rate, REFERENCE) for rate in RATES}
     ha = settings.model_copy(update={"topic_replication": 3})
@@ -57,5 +57,5 @@ def section(settings: Settings) -> str:
     ]) + "\n"  # fmt: skip
 
 
-def write_section(doc: Path, settings: Settings) -> Path:
+def write_section(doc: Path, settings: HarnessSettings) -> Path:
     return sections.write(doc, section(settings), SECTION, "# Capacity")

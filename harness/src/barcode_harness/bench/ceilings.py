@@ -23,9 +23,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness.bench.histogram import LatencyHistogram
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
-from barcode_pipeline.config import Settings
 from barcode_pipeline.db.queries import Row, insert_barcodes_sql, insert_barcodes_statements
 from barcode_pipeline.errors import DeliveryError
 
@@ -59,7 +59,7 @@ class KafkaLatency:
         }
 
 
-def _ensure_probe_topic(settings: Settings) -> None:
+def _ensure_probe_topic(settings: HarnessSettings) -> None:
     admin = kafka_adapter.admin(settings)
     if PROBE_TOPIC in admin.list_topics(timeout=10).topics:
         return
@@ -72,7 +72,7 @@ def _ensure_probe_topic(settings: Settings) -> None:
                 raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
 
 
-def drop_probe_topic(settings: Settings) -> None:
+def drop_probe_topic(settings: HarnessSettings) -> None:
     try:
         for _, fut in kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15).items():
             fut.result(15)
@@ -80,7 +80,7 @@ def drop_probe_topic(settings: Settings) -> None:
         log.debug("probe topic not deleted: %s", exc)
 
 
-def kafka_produce_latency(settings: Settings, *, rate: float, duration_s: float) -> KafkaLatency:
+def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s: float) -> KafkaLatency:
     """Produce one message every ``1/rate`` s; latency = produce() call -> delivery report.
 
     A poller thread waits in ``poll()`` (GIL released) so a report is seen as soon as librdkafka
@@ -135,7 +135,7 @@ def kafka_produce_latency(settings: Settings, *, rate: float, duration_s: float)
     return KafkaLatency(rate, duration_s, n, failed, hist.summary().to_dict())
 
 
-def kafka_produce_throughput(settings: Settings, *, duration_s: float) -> dict[str, Any]:
+def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) -> dict[str, Any]:
     """Messages/s one producer gets confirmed (acks=all, idempotent) when it sends without pause."""
     _ensure_probe_topic(settings)
     extra = {"log_level": 3, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
@@ -198,7 +198,7 @@ def _statements(quote: Callable[[str], str], batches: int, batch_rows: int, toke
 
 
 def bare_insert(
-    settings: Settings, *, rows: int, batch_rows: int = 500, connections: int | None = None
+    settings: HarnessSettings, *, rows: int, batch_rows: int = 500, connections: int | None = None
 ) -> dict[str, Any]:
     """Rows/s of pre-built 500-row INSERT + COMMIT on ``connections`` connections in parallel."""
     conns = connections or settings.workers
@@ -250,7 +250,7 @@ def bare_insert(
     }
 
 
-def commit_latency(settings: Settings, *, commits: int = 300) -> dict[str, Any]:
+def commit_latency(settings: HarnessSettings, *, commits: int = 300) -> dict[str, Any]:
     """Latency of one single-row INSERT + COMMIT, one after another: what the legacy path pays per scan.
 
     With ``innodb_flush_log_at_trx_commit=1`` each COMMIT waits for a redo-log write and fsync, so

@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from barcode_pipeline.config import Settings, load_settings
+from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_pipeline.logs import setup_logging
 
 bench_app = typer.Typer(
@@ -51,11 +52,39 @@ DEFAULT_OUT = Path("bench/results")
 DEFAULT_DB = "bp_bench"
 
 
-def _prepare(database: str, keep_db: bool, log_level: str, command: str) -> Settings:
+def _prepare(database: str, keep_db: bool, log_level: str, command: str) -> HarnessSettings:
     from barcode_harness.bench.env import BENCH_REDIS_DB, bench_settings
 
     setup_logging(log_level, f"bench-{command}")
-    return bench_settings(load_settings(), database, fresh=not keep_db, redis_db=BENCH_REDIS_DB)
+    return bench_settings(load_harness_settings(), database, fresh=not keep_db, redis_db=BENCH_REDIS_DB)
+
+
+def _run(
+    command: str, run: Callable[[Any, Any], dict[str, Any]], spec: Any, opts: Opts, *, strict: bool = False
+) -> tuple[dict[str, Any], Path]:
+    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets.
+    ``strict``: a missed target is a failed command (exit 1; "not measured" is no failure)."""
+    from barcode_harness.bench.env import BenchRun
+    from barcode_harness.bench.report import new_results_dir
+
+    settings = _prepare(opts.database, opts.keep_db, opts.log_level, command)
+    folder = new_results_dir(opts.out, command)
+    result = run(spec, BenchRun(settings, folder, start_stack=not opts.no_stack, fresh_db=not opts.keep_db))
+    _print_targets(result, folder, command)
+    if strict and any(t["met"] is False for t in result["targets"]):
+        raise typer.Exit(1)
+    return result, folder
+
+
+@dataclasses.dataclass(frozen=True)
+class Opts:
+    """The options every pipeline bench takes (typer spells them out per command)."""
+
+    out: Path
+    no_stack: bool
+    database: str
+    keep_db: bool
+    log_level: str
 
 
 def _spec(base: Any, quick_preset: Any, quick: bool, **overrides: Any) -> Any:
@@ -112,18 +141,14 @@ def compare_cmd(
 ) -> None:
     """Legacy vs async under identical load: latency, DB writes per 1,000 scans, freshness, loss."""
     from barcode_harness.bench.compare import QUICK, CompareSpec, run_compare
-    from barcode_harness.bench.report import new_results_dir
 
-    settings = _prepare(database, keep_db, log_level, "compare")
     spec = _spec(
         CompareSpec(), QUICK, quick, rate=rate, concurrency=concurrency, duration_s=duration, rounds=rounds,
         high_rate=high_rate, high_duration_s=high_duration,
         sweep_delays_ms=tuple(sweep_delay) if sweep_delay else None, sweep_duration_s=sweep_duration,
         sweep_rate=sweep_rate, kafka_probe=False if no_kafka_probe else None,
     )  # fmt: skip
-    folder = new_results_dir(out, "compare")
-    result = run_compare(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
-    _print_targets(result, folder, "compare")
+    _run("compare", run_compare, spec, Opts(out, no_stack, database, keep_db, log_level))
 
 
 @bench_app.command("isolation")
@@ -152,16 +177,12 @@ def isolation_cmd(
 ) -> None:
     """Both paths under load while the DB is saturated with row locks: who stays flat, who drains after."""
     from barcode_harness.bench.isolation import QUICK, IsolationSpec, run_isolation
-    from barcode_harness.bench.report import new_results_dir
 
-    settings = _prepare(database, keep_db, log_level, "isolation")
     spec = _spec(
         IsolationSpec(), QUICK, quick, rate=rate, concurrency=concurrency, baseline_s=baseline,
         contention_s=contention, recovery_s=recovery, lockers=lockers, hold_s=hold,
     )  # fmt: skip
-    folder = new_results_dir(out, "isolation")
-    result = run_isolation(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
-    _print_targets(result, folder, "isolation")
+    _run("isolation", run_isolation, spec, Opts(out, no_stack, database, keep_db, log_level))
 
 
 @bench_app.command("max")
@@ -192,16 +213,12 @@ def max_cmd(
 ) -> None:
     """Highest sustained rate per path and API, the stage that saturated first, and the raw ceilings."""
     from barcode_harness.bench.maxrate import QUICK, MaxSpec, run_max
-    from barcode_harness.bench.report import new_results_dir
 
-    settings = _prepare(database, keep_db, log_level, "max")
     spec = _spec(
         MaxSpec(), QUICK, quick, paths=tuple(path) if path else None, step_s=step, batch_size=batch_size,
         max_error_rate=max_error_rate, max_p99_ms=max_p99, insert_rows=insert_rows,
     )  # fmt: skip
-    folder = new_results_dir(out, "max")
-    result = run_max(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
-    _print_targets(result, folder, "max")
+    _run("max", run_max, spec, Opts(out, no_stack, database, keep_db, log_level))
 
 
 @bench_app.command("vegeta")
@@ -223,21 +240,17 @@ def vegeta_cmd(
     log_level: LogLevel = "INFO",
 ) -> None:
     """Single-scan ingest latency measured by vegeta, an independent open-loop load tool."""
-    from barcode_harness.bench.report import new_results_dir
     from barcode_harness.bench.vegeta import QUICK, VegetaSpec, run_vegeta
 
-    settings = _prepare(database, keep_db, log_level, "vegeta")
     spec = _spec(
         VegetaSpec(), QUICK, quick, rates=tuple(rate) if rate else None, duration_s=duration, warmup_s=warmup
     )
-    folder = new_results_dir(out, "vegeta")
-    result = run_vegeta(settings, spec, folder, start_stack=not no_stack, fresh_db=not keep_db)
+    result, _folder = _run("vegeta", run_vegeta, spec, Opts(out, no_stack, database, keep_db, log_level))
     for run in result["runs"]:
         typer.echo(
             f"{run['label']:>8}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
             f"success {run['success']:.4f}, lost {run['lost']}"
         )
-    _print_targets(result, folder, "vegeta")
 
 
 @bench_app.command("replication")
@@ -273,7 +286,7 @@ def replication_cmd(
     setup_logging(log_level, "bench-replication")
     spec = _spec(ReplicationSpec(), QUICK, quick, rate=rate, duration_s=duration, step_s=step, rounds=rounds)
     folder = new_results_dir(out, "replication")
-    result = run_replication(load_settings(), spec, folder, database=database, ha_dir=ha_state_dir,
+    result = run_replication(load_harness_settings(), spec, folder, database=database, ha_dir=ha_state_dir,
                              start_stack=not no_stack)  # fmt: skip
     for p in result["profiles"]:
         lat = p["ingest_latency"]["latency_ms"]
@@ -300,7 +313,7 @@ def fill_cmd(
     from barcode_pipeline.db import migrate
 
     setup_logging(log_level, "bench-fill")
-    url = migrate.database_url(load_settings().db_url, database)
+    url = migrate.database_url(load_harness_settings().db_url, database)
     migrate.create_database(url)
     migrate.upgrade(url)
     done = fill(url, rows, days=days)
@@ -327,14 +340,12 @@ def table_size_cmd(
     log_level: LogLevel = "INFO",
 ) -> None:
     """The batch API's maximum on the empty table, then on one filled with tens of millions of rows."""
-    from barcode_harness.bench.report import new_results_dir
     from barcode_harness.bench.tablesize import QUICK, TableSizeSpec, run_table_size, write_section
 
-    settings = _prepare(database, False, log_level, "table-size")
     spec = _spec(TableSizeSpec(), QUICK, quick, rows=rows, days=days)
-    folder = new_results_dir(out, "table-size")
-    result = run_table_size(settings, spec, folder, start_stack=not no_stack)
-    _print_targets(result, folder, "table-size")
+    _result, folder = _run(
+        "table-size", run_table_size, spec, Opts(out, no_stack, database, False, log_level)
+    )
     typer.echo(f"section written to {write_section(doc, (folder / 'table-size.md').read_text())}")
 
 
@@ -368,7 +379,7 @@ def footprint_cmd(
     spec = _spec(FootprintSpec(), QUICK, quick, scans=scans, rates=tuple(rate) if rate else None,
                  table_rows=table_rows)  # fmt: skip
     folder = new_results_dir(out, "footprint")
-    result = run_footprint(load_settings(), spec, folder, start_stack=not no_stack)
+    result = run_footprint(load_harness_settings(), spec, folder, start_stack=not no_stack)
     markdown = result.pop("markdown")
     (folder / "footprint.json").write_text(json.dumps(result, indent=2))
     (folder / "footprint.md").write_text(markdown)
@@ -395,21 +406,17 @@ def soak_cmd(
 ) -> None:
     """A steady load for as long as asked: every store's slope and bytes per scan, the time until each
     reaches its bound; fails on growing memory or descriptors, a tail that doubles, or a lost scan."""
-    from barcode_harness.bench.report import new_results_dir
     from barcode_harness.bench.soak import QUICK, SoakSpec, run_soak, write_section
 
-    settings = _prepare(database, False, log_level, "soak")
     spec = _spec(SoakSpec(), QUICK, quick, rate=rate, duration_s=duration, warmup_s=warmup, sample_s=sample)
     if spec.warmup_s >= spec.duration_s:
         raise typer.BadParameter("must be shorter than --duration", param_hint="--warmup")
-    folder = new_results_dir(out, "soak")
-    result = run_soak(settings, spec, folder, start_stack=not no_stack)
-    _print_targets(result, folder, "soak")
+    result, folder = _run("soak", run_soak, spec, Opts(out, no_stack, database, False, log_level))
     if doc is not None:
         typer.echo(f"section written to {write_section(doc, (folder / 'soak.md').read_text())}")
         (doc.parent / "img").mkdir(parents=True, exist_ok=True)  # the section shows img/soak.png
         shutil.copyfile(folder / "soak.png", doc.parent / "img" / "soak.png")
-    if any(t["met"] is False for t in result["targets"]):  # "not measured" is no failure
+    if any(t["met"] is False for t in result["targets"]):  # the section is written first, then exit 1
         raise typer.Exit(1)
 
 
@@ -423,7 +430,7 @@ def plan_cmd(
     from barcode_harness.bench.capacityplan import write_section
 
     setup_logging("INFO", "bench-plan")
-    typer.echo(f"section written to {write_section(doc, load_settings())}")
+    typer.echo(f"section written to {write_section(doc, load_harness_settings())}")
 
 
 @bench_app.command("hostile")
@@ -445,16 +452,10 @@ def hostile_cmd(
     """Keyed scanners alone, then while keyless clients hold slow connections, stream huge headers and
     send invalid keys: every keyed scan answered, p99 at most 3x, ingest memory bounded, no restart."""
     from barcode_harness.bench.hostile import QUICK, HostileSpec, run_hostile
-    from barcode_harness.bench.report import new_results_dir
 
-    settings = _prepare(database, False, log_level, "hostile")
     spec = _spec(HostileSpec(), QUICK, quick, rate=rate, duration_s=duration, slow_connections=slow,
                  invalid_key_rate=invalid_rate)  # fmt: skip
-    folder = new_results_dir(out, "hostile")
-    result = run_hostile(settings, spec, folder, start_stack=not no_stack)
-    _print_targets(result, folder, "hostile")
-    if any(t["met"] is False for t in result["targets"]):  # "not measured" is no failure
-        raise typer.Exit(1)
+    _run("hostile", run_hostile, spec, Opts(out, no_stack, database, False, log_level), strict=True)
 
 
 @bench_app.command("docs")
@@ -503,7 +504,7 @@ def auth_cmd(
     spec = _spec(AuthBenchSpec(), AuthBenchSpec(duration_s=4, rounds=2), quick,
                  rate=rate, duration_s=duration, rounds=rounds)  # fmt: skip
     folder = out / time.strftime("%Y%m%d-%H%M%S")
-    result = run_auth_bench(load_settings(), spec, folder, start_stack=not no_stack)
+    result = run_auth_bench(load_harness_settings(), spec, folder, start_stack=not no_stack)
     (folder / "auth.json").write_text(json.dumps(result, indent=2))
     med = result["median_p50_ms"]
     micro = result["in_process_auth_cost"]

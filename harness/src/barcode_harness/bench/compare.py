@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import commit_latency, drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.compare_render import markdown, write_charts
 from barcode_harness.bench.dbstats import HEADLINE, DbSampler, DbStatus, IoDelta, delta
-from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BenchEnv, bench_env
+from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import (
     acked_ids,
@@ -37,7 +36,6 @@ from barcode_harness.bench.loads import (
     spec_for,
     summary_dict,
 )
-from barcode_pipeline.config import Settings
 from barcode_pipeline.ops.verify import Verification, percentile, verify_scan_ids
 
 log = logging.getLogger(__name__)
@@ -198,23 +196,15 @@ def _combine(phases: list[Phase]) -> dict[str, Any]:
     }
 
 
-def run_compare(
-    settings: Settings,
-    spec: CompareSpec,
-    out: Path,
-    *,
-    start_stack: bool = True,
-    fresh_db: bool = True,
-    progress: Callable[[str], None] | None = None,
-    shared: BenchEnv | None = None,
-) -> dict[str, Any]:
+def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     """Run everything, write ``compare.json``, ``compare.md`` and the charts into ``out``."""
-    say = progress or report.progress_logger(__name__)
+    say = report.progress_logger(__name__)
+    settings, out = run.settings, run.out
     phases: list[Phase] = []
     high: list[Phase] = []
     sweep: list[Phase] = []
     kafka: dict[str, Any] | None = None
-    with bench_env(shared, settings, out, start_stack=start_stack, fresh_db=fresh_db) as env:
+    with run.env() as env:
         say("services up; waiting for any earlier backlog to drain")
         env.drain(spec.drain_timeout_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})

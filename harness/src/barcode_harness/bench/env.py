@@ -29,9 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from barcode_harness.keys import with_harness_key
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
-from barcode_pipeline.config import Settings
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.probes.backlog import Backlog, measure
@@ -48,8 +48,8 @@ BENCH_REDIS_DB = 1  # the pipeline's own data is in database 0
 
 
 def bench_settings(
-    settings: Settings, database: str | None, *, fresh: bool, redis_db: int | None = None
-) -> Settings:
+    settings: HarnessSettings, database: str | None, *, fresh: bool, redis_db: int | None = None
+) -> HarnessSettings:
     """The settings pointed at the bench database (and Redis database ``redis_db``, if given).
 
     Both are emptied by :class:`BenchEnv` when ``fresh``.
@@ -64,13 +64,13 @@ def bench_settings(
     return settings.model_copy(update=update)
 
 
-def reset_database(settings: Settings, *, fresh: bool) -> None:
+def reset_database(settings: HarnessSettings, *, fresh: bool) -> None:
     if fresh:
         drop_database(settings.db_url)
     create_database(settings.db_url)
 
 
-def reset_redis(settings: Settings) -> None:
+def reset_redis(settings: HarnessSettings) -> None:
     """Empty the bench's Redis database; database 0, the pipeline's own, is never flushed."""
     db = redis_adapter.database_of(settings.redis_url)
     if db == 0:
@@ -90,7 +90,7 @@ def reset_redis(settings: Settings) -> None:
 class BenchEnv:
     """Context manager: everything up (migrated, topics created, services ready), then drained and stopped."""
 
-    settings: Settings
+    settings: HarnessSettings
     log_path: Path
     legacy: bool = True
     pipeline: bool = True
@@ -100,7 +100,7 @@ class BenchEnv:
     _core: Supervisor | None = field(default=None, init=False)
     _workers: Supervisor | None = field(default=None, init=False)
     _stack: ExitStack | None = field(default=None, init=False)
-    worker_settings: Settings | None = field(default=None, init=False)
+    worker_settings: HarnessSettings | None = field(default=None, init=False)
 
     @property
     def api_key(self) -> str:
@@ -162,7 +162,7 @@ class BenchEnv:
             self._core = None
 
     # ------------------------------------------------------------------ workers
-    def start_workers(self, settings: Settings) -> None:
+    def start_workers(self, settings: HarnessSettings) -> None:
         """(Re)start the persistence workers with ``settings`` (e.g. another batching delay)."""
         self.stop_workers()
         specs = [s for s in pipeline_specs(settings, metrics=False) if s.role is names.Role.WORKER]
@@ -201,7 +201,7 @@ class BenchEnv:
 class BacklogSampler:
     """Measures the per-stage backlog every ``interval_s`` on a thread (for charts and growth checks)."""
 
-    def __init__(self, settings: Settings, interval_s: float = 1.0) -> None:
+    def __init__(self, settings: HarnessSettings, interval_s: float = 1.0) -> None:
         self._settings = settings
         self._interval = interval_s
         self._stop = threading.Event()
@@ -259,17 +259,20 @@ def stage_counts(b: Backlog) -> dict[str, int]:
     }
 
 
-def bench_env(
-    shared: BenchEnv | None,
-    settings: Settings,
-    out: Path,
-    *,
-    start_stack: bool = True,
-    fresh_db: bool = True,
-    legacy: bool = True,
-) -> AbstractContextManager[BenchEnv]:
-    """A run's environment: ``shared`` as it is (whoever made it stops it, as the smoke tests do),
-    else a new one for this run only, with its services' log in ``out``."""
-    if shared is not None:
-        return nullcontext(shared)
-    return BenchEnv(settings, out / "services.log", start_stack=start_stack, fresh_db=fresh_db, legacy=legacy)
+@dataclass(frozen=True)
+class BenchRun:
+    """What every bench run is given: its settings, its result folder, and whose servers it runs on."""
+
+    settings: HarnessSettings
+    out: Path
+    start_stack: bool = True  # the local stack, unless the servers are someone else's (--no-stack)
+    fresh_db: bool = True  # drop and re-create the bench database first (not with --keep-db)
+    shared: BenchEnv | None = None  # an environment already running (the smoke tests', table-size's)
+
+    def env(self, *, legacy: bool = True) -> AbstractContextManager[BenchEnv]:
+        """The run's environment: ``shared`` as it is (whoever made it stops it), else a new one for
+        this run only, with its services' log in ``out``."""
+        if self.shared is not None:
+            return nullcontext(self.shared)
+        return BenchEnv(self.settings, self.out / "services.log", start_stack=self.start_stack,
+                        fresh_db=self.fresh_db, legacy=legacy)  # fmt: skip

@@ -27,12 +27,12 @@ from confluent_kafka.cimpl import NewTopic
 from barcode_harness import sections
 from barcode_harness.bench.env import bench_settings, reset_redis
 from barcode_harness.bench.fill import fill
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
-from barcode_pipeline.config import Settings
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause, DeadLetterRecord
@@ -101,7 +101,7 @@ def _aof(client: redis.Redis) -> int:
     return int(info.get("aof_current_size", 0))
 
 
-def measure_publish(settings: Settings, scans: int, rate: float) -> dict[str, Any]:
+def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[str, Any]:
     """Markers, stream entries and AOF bytes per scan for ``scans`` scans at ``rate`` (a scratch database)."""
     reset_redis(settings)
     client = redis_adapter.client(settings)
@@ -141,7 +141,7 @@ def measure_publish(settings: Settings, scans: int, rate: float) -> dict[str, An
         client.close()
 
 
-def measure_dlq(settings: Settings, count: int) -> float:
+def measure_dlq(settings: HarnessSettings, count: int) -> float:
     """Bytes of Redis memory per dead letter, with the workers' own record of an unmapped device."""
     reset_redis(settings)
     client = redis_adapter.client(settings)
@@ -182,7 +182,7 @@ def table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:
     return data, sum(per_index.values()), per_index
 
 
-def measure_table(settings: Settings, rows: int) -> dict[str, Any]:
+def measure_table(settings: HarnessSettings, rows: int) -> dict[str, Any]:
     """Bytes per row of ``barcodes`` as each capacity migration leaves it, and how long each takes on
     a filled table, on ``rows`` rows written with the workers' own INSERT builder, their scan times
     spread over three days."""
@@ -212,7 +212,7 @@ def _per_row(conn: Any, rows: int) -> dict[str, Any]:
     return {"data": data / rows, "indexes": indexes / rows, "per_index": per_row}
 
 
-def measure_kafka(settings: Settings, spec: FootprintSpec, data_dir: Path) -> dict[str, Any]:
+def measure_kafka(settings: HarnessSettings, spec: FootprintSpec, data_dir: Path) -> dict[str, Any]:
     """Bytes on disk per record, single (one request each) and batched (100 per request)."""
     admin = AdminClient(kafka_adapter.admin_config(settings))
     out: dict[str, Any] = {}
@@ -234,7 +234,7 @@ def measure_kafka(settings: Settings, spec: FootprintSpec, data_dir: Path) -> di
 
 
 def run_footprint(
-    settings: Settings, spec: FootprintSpec, folder: Path, *, start_stack: bool
+    settings: HarnessSettings, spec: FootprintSpec, folder: Path, *, start_stack: bool
 ) -> dict[str, Any]:
     settings = bench_settings(settings, None, fresh=True, redis_db=FOOTPRINT_REDIS_DB)
     manager = StackManager(settings)

@@ -25,13 +25,12 @@ from typing import Any
 import orjson
 
 from barcode_harness.bench import procstats, report
-from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.env import BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult, run_load
 from barcode_harness.bench.loads import acked_ids, scan_window, spec_for
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings
 from barcode_pipeline.ops.verify import verify_scan_ids
 
 log = logging.getLogger(__name__)
@@ -267,12 +266,11 @@ def _restarts(env: BenchEnv) -> int:
     return sum(c.restarts for sup in (env._core, env._workers) if sup for c in sup.children.values())
 
 
-def run_hostile(
-    settings: Settings, spec: HostileSpec, out: Path, *, start_stack: bool = True
-) -> dict[str, Any]:
+def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
     say = report.progress_logger(__name__)
+    settings, out = run.settings, run.out
     out.mkdir(parents=True, exist_ok=True)
-    with BenchEnv(settings, out / "services.log", start_stack=start_stack, legacy=False) as env:
+    with run.env(legacy=False) as env:
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         restarts0 = _restarts(env)
         say(f"hostile: warm-up, rounds of {spec.warmup_round_s:g} s until the keyed p99 stops falling")

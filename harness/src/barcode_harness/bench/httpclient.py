@@ -25,6 +25,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
@@ -61,6 +62,18 @@ class Sink(Protocol):
     def on_response(self, req: Request, status: int, body: bytes, done: float) -> None: ...
 
     def on_failure(self, req: Request, kind: str, done: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a client sends its requests, and how many it keeps in flight for how long at most."""
+
+    url: str
+    path: str
+    max_connections: int
+    timeout_s: float
+    keep_body: bool = True  # keep each answer's body (batch answers name what to resend)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Client(Protocol):
@@ -153,26 +166,16 @@ class RawHttpClient:
 
     keep_body: bool
 
-    def __init__(
-        self,
-        url: str,
-        path: str,
-        sink: Sink,
-        *,
-        max_connections: int,
-        timeout_s: float,
-        keep_body: bool = True,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.host, self.port = split_url(url)
+    def __init__(self, target: Target, sink: Sink) -> None:
+        self.host, self.port = split_url(target.url)
         self.sink = sink
-        self.keep_body = keep_body
-        self._max = max_connections
-        self._timeout = timeout_s
+        self.keep_body = target.keep_body
+        self._max = target.max_connections
+        self._timeout = target.timeout_s
         host_header = self.host if self.port == 80 else f"{self.host}:{self.port}"
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        extra = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
         self._head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bp-loadgen\r\n{extra}"
+            f"POST {target.path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bp-loadgen\r\n{extra}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self._idle: list[_Conn] = []
@@ -296,23 +299,14 @@ class RawHttpClient:
 class AiohttpClient:
     """The same contract on aiohttp (a task per request; the pool wait counts in service time)."""
 
-    def __init__(
-        self,
-        url: str,
-        path: str,
-        sink: Sink,
-        *,
-        max_connections: int,
-        timeout_s: float,
-        keep_body: bool = True,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        split_url(url)
-        self._headers = {"Content-Type": "application/json", "User-Agent": "bp-loadgen", **(headers or {})}
-        self._url = url.rstrip("/") + path
+    def __init__(self, target: Target, sink: Sink) -> None:
+        split_url(target.url)
+        self._headers = {"Content-Type": "application/json", "User-Agent": "bp-loadgen", **target.headers}
+        self._url = target.url.rstrip("/") + target.path
         self.sink = sink
-        self._max = max_connections
-        self._timeout = timeout_s
+        self.keep_body = target.keep_body
+        self._max = target.max_connections
+        self._timeout = target.timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._abandon_kind = DISCONNECTED

@@ -20,22 +20,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import pymysql
 
 from barcode_harness.bench import report
-from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampler, BenchEnv, bench_env
+from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampler, BenchRun
 from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_harness.bench.isolation_render import markdown, write_charts
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import ParallelLoads, acked_ids, run_load, series, spec_for, summary_dict
 from barcode_pipeline.adapters import db
-from barcode_pipeline.config import Settings
 from barcode_pipeline.ops.verify import verify_scan_ids
 
 log = logging.getLogger(__name__)
@@ -169,20 +166,12 @@ def with_timeouts(result: LoadResult) -> dict[str, Any]:
     return hist.summary().to_dict()
 
 
-def run_isolation(
-    settings: Settings,
-    spec: IsolationSpec,
-    out: Path,
-    *,
-    start_stack: bool = True,
-    fresh_db: bool = True,
-    progress: Callable[[str], None] | None = None,
-    shared: BenchEnv | None = None,
-) -> dict[str, Any]:
-    say = progress or report.progress_logger(__name__)
+def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
+    say = report.progress_logger(__name__)
+    settings, out = run.settings, run.out
     (out / "acked").mkdir(exist_ok=True)
     durations = spec.durations()
-    with bench_env(shared, settings, out, start_stack=start_stack, fresh_db=fresh_db) as env:
+    with run.env() as env:
         env.drain(spec.drain_timeout_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         if spec.warmup_s > 0:

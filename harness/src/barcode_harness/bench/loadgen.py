@@ -27,7 +27,6 @@ import logging
 import math
 import multiprocessing
 import os
-import platform
 import secrets
 import shutil
 import time
@@ -42,7 +41,7 @@ import orjson
 
 from barcode_harness.bench import procstats
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary, SecondPoint, TimeSeries
-from barcode_harness.bench.httpclient import AiohttpClient, Client, Pacer, RawHttpClient, Request
+from barcode_harness.bench.httpclient import AiohttpClient, Client, Pacer, RawHttpClient, Request, Target
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import (
     SEEDED_DEVICES,
@@ -253,7 +252,7 @@ class LoadResult:
     def to_dict(self, *, with_histograms: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "spec": self.spec.to_dict(),
-            "machine": machine_info(),
+            "machine": procstats.machine(),
             "started_at": self.started_at,
             "scheduled": self.scheduled,
             "sent": self.sent,
@@ -286,21 +285,6 @@ class LoadResult:
         return out
 
 
-def machine_info() -> dict[str, Any]:
-    """What every report states about where it ran (everything shares these cores)."""
-    mem_gb: float | None = None
-    try:
-        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        mem_gb = None
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 # --------------------------------------------------------------------------- one worker
 class _Worker:
     """One process's share of the schedule; receives every request's outcome (the client's Sink)."""
@@ -331,15 +315,9 @@ class _Worker:
             self._ack_file = open(self.ack_part, "w", buffering=1 << 16)  # noqa: SIM115 - closed in run()
         per_process = max(1, spec.concurrency_limit // spec.processes)
         client_cls = RawHttpClient if spec.client == "raw" else AiohttpClient
-        self.client: Client = client_cls(
-            spec.url,
-            spec.endpoint,
-            self,
-            max_connections=per_process,
-            timeout_s=spec.timeout_s,
-            keep_body=spec.mode == "batch",
-            headers=client_headers(spec.api_key),
-        )
+        target = Target(spec.url, spec.endpoint, per_process, spec.timeout_s, keep_body=spec.mode == "batch",
+                        headers=client_headers(spec.api_key))  # fmt: skip
+        self.client: Client = client_cls(target, self)
 
     # pacer callback: send everything due, return when the next request is due
     def fire(self, now: float) -> float | None:

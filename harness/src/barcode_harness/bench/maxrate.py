@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,10 @@ from barcode_harness.bench.ceilings import (
     kafka_produce_latency,
     kafka_produce_throughput,
 )
-from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, BenchEnv, bench_env, stage_counts
+from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, BenchEnv, BenchRun, stage_counts
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for, summary_dict
 from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.probes.backlog import measure
@@ -280,23 +278,15 @@ def diagnose(step: Step, server: str, cores: float) -> tuple[str, list[str]]:
     return stage, evidence
 
 
-def run_max(
-    settings: Settings,
-    spec: MaxSpec,
-    out: Path,
-    *,
-    start_stack: bool = True,
-    fresh_db: bool = True,
-    progress: Callable[[str], None] | None = None,
-    shared: BenchEnv | None = None,
-) -> dict[str, Any]:
-    say = progress or report.progress_logger(__name__)
+def run_max(spec: MaxSpec, run: BenchRun) -> dict[str, Any]:
+    say = report.progress_logger(__name__)
+    settings, out = run.settings, run.out
     unknown = [p for p in spec.paths if p not in PATH_CHOICES]
     if unknown:
         raise PipelineError(f"unknown path(s) {unknown}; choose from {', '.join(PATH_CHOICES)}")
     (out / "acked").mkdir(exist_ok=True)
     results: dict[str, Any] = {}
-    with bench_env(shared, settings, out, start_stack=start_stack, fresh_db=fresh_db) as env:
+    with run.env() as env:
         env.drain(spec.drain_limit_s + spec.cleanup_drain_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         say(

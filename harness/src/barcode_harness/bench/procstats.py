@@ -9,6 +9,7 @@ worker processes, the load generator's processes). Linux only: elsewhere the fig
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -190,3 +191,34 @@ def group_pids(supervisors: Iterable[Supervisor | None], servers: Mapping[str, A
         if pid is not None:
             groups[name] = [pid]
     return groups
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, CPU model and the load average when the run started (others' load distorts)."""
+    try:
+        mem_gb: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gb": mem_gb,
+        "cpu_model": _cpu_model(),
+        "os": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }

@@ -28,9 +28,9 @@ from barcode_harness.bench.env import BacklogSampler, BenchEnv, bench_settings
 from barcode_harness.bench.loadgen import run_load
 from barcode_harness.bench.loads import spec_for
 from barcode_harness.bench.maxrate import MaxSpec, Searcher
-from barcode_harness.stack.ha import client_settings
+from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack.ha_nodes import client_settings
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ def ha_state_dir(state_dir: Path) -> Path:
     return state_dir.with_name(state_dir.name + "-ha")
 
 
-def profile_settings(base: Settings, profile: str, database: str, ha_dir: Path | None) -> Settings:
+def profile_settings(
+    base: HarnessSettings, profile: str, database: str, ha_dir: Path | None
+) -> HarnessSettings:
     if profile == "single":
         settings = base.model_copy(update={"stack_profile": "single"})
     else:
@@ -74,7 +76,7 @@ def profile_settings(base: Settings, profile: str, database: str, ha_dir: Path |
     return bench_settings(settings, database, fresh=True)
 
 
-def replicas(settings: Settings) -> dict[str, int]:
+def replicas(settings: HarnessSettings) -> dict[str, int]:
     """Replication factor and the smallest in-sync replica set of the event topic, as measured."""
     meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}).list_topics(
         names.TOPIC, timeout=10
@@ -87,7 +89,7 @@ def replicas(settings: Settings) -> dict[str, int]:
 
 
 def measure_profile(
-    settings: Settings, spec: ReplicationSpec, out: Path, *, start_stack: bool
+    settings: HarnessSettings, spec: ReplicationSpec, out: Path, *, start_stack: bool
 ) -> dict[str, Any]:
     profile = settings.stack_profile
     (out / "acked").mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,13 @@ def measure_profile(
 
 
 def run_replication(
-    base: Settings, spec: ReplicationSpec, out: Path, *, database: str, ha_dir: Path | None, start_stack: bool
+    base: HarnessSettings,
+    spec: ReplicationSpec,
+    out: Path,
+    *,
+    database: str,
+    ha_dir: Path | None,
+    start_stack: bool,
 ) -> dict[str, Any]:
     started = time.time()
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PROFILES}

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from barcode_pipeline.config import Settings
+from barcode_harness.bench import procstats
+from barcode_harness.settings import HarnessSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,38 +99,7 @@ def command_line() -> str:
 
 
 # --------------------------------------------------------------------------- environment
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """Cores, memory, CPU model and the load average when the run started (others' load distorts)."""
-    try:
-        mem_gb: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        mem_gb = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "memory_gb": mem_gb,
-        "cpu_model": _cpu_model(),
-        "os": platform.platform(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def _server_versions(settings: Settings) -> dict[str, str]:
+def _server_versions(settings: HarnessSettings) -> dict[str, str]:
     out: dict[str, str] = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
     try:
         from barcode_pipeline.adapters import db
@@ -166,7 +136,7 @@ def lock_digest() -> str:
         return "none"
 
 
-def versions(settings: Settings) -> dict[str, Any]:
+def versions(settings: HarnessSettings) -> dict[str, Any]:
     libs: dict[str, str] = {}
     for name in LIBRARIES:
         try:
@@ -200,7 +170,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def settings_summary(settings: Settings) -> dict[str, Any]:
+def settings_summary(settings: HarnessSettings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     for key in ("db_url", "redis_url"):
         data[key] = redact_url(str(data[key]))
@@ -243,9 +213,9 @@ def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
     }
 
 
-def environment(settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def environment(settings: HarnessSettings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the run ran on; call at its start and :func:`finish_environment` at its end."""
-    info = machine()
+    info = procstats.machine()
     return {
         "cpu_at_start": cpu_counters(),
         "machine": info,
@@ -358,7 +328,7 @@ def md_environment(env: dict[str, Any]) -> str:
             f"Kafka {servers.get('kafka')}.",
             f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
             f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
-            f"- **Settings**: {shown} (all settings are in the JSON file).",
+            f"- **HarnessSettings**: {shown} (all settings are in the JSON file).",
             f"- **Command**: `{env['command']}` (started {env['started_at']}).",
         ]
     )

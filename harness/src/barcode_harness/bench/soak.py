@@ -30,15 +30,15 @@ from typing import Any
 from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.charts import Line, Panel, time_chart
-from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.env import BenchRun
 from barcode_harness.bench.histogram import LatencyHistogram, TimeSeries
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, ScanBodies
 from barcode_harness.bench.loads import ParallelLoads, acked_ids, scan_window, spec_for
 from barcode_harness.bench.soaksample import SUPERVISOR, Sample, SoakSampler
 from barcode_harness.scanner.scans import encode_batch
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
-from barcode_pipeline.config import Settings
 from barcode_pipeline.ops import capacity
 from barcode_pipeline.ops.verify import verify_scan_ids
 
@@ -182,7 +182,7 @@ def _latency_windows(loads: list[LoadResult], start: float) -> list[tuple[int, L
 
 
 def freshness_windows(
-    settings: Settings, devices: Sequence[str], start: float, width: int
+    settings: HarnessSettings, devices: Sequence[str], start: float, width: int
 ) -> list[tuple[int, LatencyHistogram]]:
     """Scan time to row committed, per window of scan time, for every row the run stored."""
     since = datetime.fromtimestamp(start - 60, UTC).replace(tzinfo=None)
@@ -208,7 +208,7 @@ def freshness_windows(
     return sorted(windows.items())
 
 
-def _bounds(settings: Settings) -> dict[str, float]:
+def _bounds(settings: HarnessSettings) -> dict[str, float]:
     """What each store may grow to on this machine: Redis's maxmemory, the disk under the stack."""
     client = redis_adapter.client(settings)
     try:
@@ -298,10 +298,10 @@ def redis_steady_bytes(measured: dict[str, dict[str, Any]], window_s: int) -> fl
     return float(markers["per_hour"] / 3600 * (window_s + 60) + others)
 
 
-def run_soak(settings: Settings, spec: SoakSpec, out: Path, *, start_stack: bool = True) -> dict[str, Any]:
+def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
     say = report.progress_logger(__name__)
-    env = BenchEnv(settings, out / "services.log", start_stack=start_stack, legacy=False)
-    with env:
+    settings, out = run.settings, run.out
+    with run.env(legacy=False) as env:
         from barcode_harness.stack.manager import StackManager
 
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})

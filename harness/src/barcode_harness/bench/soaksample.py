@@ -22,10 +22,10 @@ import redis
 
 from barcode_harness.bench import procstats
 from barcode_harness.bench.footprint import table_bytes
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
-from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def kafka_topic_bytes(data_dir: Path, topic: str) -> int:
 class SoakSampler:
     """Samples every ``interval_s`` on a thread until closed; ``pids`` names the groups to follow."""
 
-    settings: Settings
+    settings: HarnessSettings
     kafka_dir: Path
     pids: Callable[[], dict[str, list[int]]]
     interval_s: float

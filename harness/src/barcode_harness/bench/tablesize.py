@@ -20,13 +20,13 @@ from typing import Any
 from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.docs import TABLE_SIZE
-from barcode_harness.bench.env import BenchEnv, bench_env
+from barcode_harness.bench.env import BenchEnv, BenchRun
 from barcode_harness.bench.fill import fill
 from barcode_harness.bench.footprint import table_bytes
 from barcode_harness.bench.maxrate import QUICK as MAX_QUICK
 from barcode_harness.bench.maxrate import MaxSpec, run_max
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters.db import connect
-from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ QUICK = TableSizeSpec(
 )
 
 
-def _table(settings: Settings) -> dict[str, Any]:
+def _table(settings: HarnessSettings) -> dict[str, Any]:
     conn = connect(settings.db_url, autocommit=True)
     try:
         with conn.cursor() as cur:
@@ -62,9 +62,9 @@ def _table(settings: Settings) -> dict[str, Any]:
     return {"rows": rows, "data_bytes": data, "index_bytes": indexes}
 
 
-def _search(settings: Settings, spec: TableSizeSpec, folder: Path, env: BenchEnv) -> dict[str, Any]:
+def _search(settings: HarnessSettings, spec: TableSizeSpec, folder: Path, env: BenchEnv) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    result = run_max(settings, spec.search, folder, shared=env)
+    result = run_max(spec.search, BenchRun(settings, folder, shared=env))
     return {
         "max_sustained_scans_per_s": result["paths"][PATH]["max_sustained_scans_per_s"],
         "saturated_stage": result["paths"][PATH]["saturated_stage"],
@@ -74,16 +74,10 @@ def _search(settings: Settings, spec: TableSizeSpec, folder: Path, env: BenchEnv
     }
 
 
-def run_table_size(
-    settings: Settings,
-    spec: TableSizeSpec,
-    out: Path,
-    *,
-    start_stack: bool = True,
-    shared: BenchEnv | None = None,
-) -> dict[str, Any]:
+def run_table_size(spec: TableSizeSpec, run: BenchRun) -> dict[str, Any]:
     say = report.progress_logger(__name__)
-    with bench_env(shared, settings, out, start_stack=start_stack, legacy=False) as env:
+    settings, out = run.settings, run.out
+    with run.env(legacy=False) as env:
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         say(f"{PATH} maximum on the empty table")
         empty = _search(settings, spec, out / "empty", env)

@@ -32,15 +32,15 @@ import orjson
 
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_latency
-from barcode_harness.bench.env import BenchEnv
+from barcode_harness.bench.env import BenchRun
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_harness.bench.vegeta_render import markdown
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite
 from barcode_pipeline.ops.verify import verify_scan_ids
 
@@ -145,7 +145,7 @@ def acknowledged_ids(binary: str, results: Path) -> list[str]:
 
 
 def measure_floors(
-    settings: Settings,
+    settings: HarnessSettings,
     spec: VegetaSpec,
     binary: str,
     work: Path,
@@ -213,30 +213,25 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_vegeta(
-    settings: Settings,
     spec: VegetaSpec,
-    out: Path,
+    run: BenchRun,
     *,
-    start_stack: bool = True,
-    fresh_db: bool = True,
-    headers: dict[str, str] | None = None,  # beyond the bench's own scanner key
-    progress: Callable[[str], None] | None = None,
+    headers: dict[str, str] | None = None,  # beyond the bench's key
 ) -> dict[str, Any]:
     """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
-    say = progress or report.progress_logger(__name__)
+    say = report.progress_logger(__name__)
+    out = run.out
     binary = vegeta_binary()
     version = vegeta_version(binary)
     work = out / "vegeta"
     work.mkdir(parents=True, exist_ok=True)
     rates: list[dict[str, Any]] = []
-    with BenchEnv(
-        settings, out / "services.log", legacy=False, start_stack=start_stack, fresh_db=fresh_db
-    ) as env:
+    with run.env(legacy=False) as env:
         env_info = report.environment(env.settings, {"spec": asdict(spec), "vegeta": version.strip()})
         url = env.ingest_url + names.ROUTE_SCAN
         sent_headers = {**client_headers(env.api_key), **(headers or {})}
 
-        def run(label: str, rate: float, seconds: float) -> dict[str, Any]:
+        def one_rate(label: str, rate: float, seconds: float) -> dict[str, Any]:
             token = secrets.token_hex(4)
             file = label.replace("#", "-")
             targets, results = work / f"targets-{file}.json", work / f"results-{file}.bin"
@@ -260,12 +255,12 @@ def run_vegeta(
         if spec.warmup_s > 0:
             rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
             warm_until_steady(
-                lambda i: float(run(f"warm-up#{i + 1}", max(spec.rates), spec.warmup_round_s)["p99_ms"]),
+                lambda i: float(one_rate(f"warm-up#{i + 1}", max(spec.rates), spec.warmup_round_s)["p99_ms"]),
                 min(3, rounds),
                 rounds,
             )
         for rate in spec.rates:
-            run(f"{rate:g}", rate, spec.duration_s)
+            one_rate(f"{rate:g}", rate, spec.duration_s)
         floors = measure_floors(env.settings, spec, binary, work, sent_headers, say)
     result = {
         "environment": report.finish_environment(env_info),

@@ -21,10 +21,11 @@ from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.netns import NetNode, admit_only, namespace_pids
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.config import settings_env
 from barcode_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class AppHost:
     """One ``run`` in its own namespace, its output prefixed with the node name in ``out``."""
 
-    def __init__(self, settings: Settings, index: int, out: IO[str], *, workers: int = 2) -> None:
+    def __init__(self, settings: HarnessSettings, index: int, out: IO[str], *, workers: int = 2) -> None:
         topology = Topology(settings.ha_subnet)
         self.net: NetNode = topology.app(index)
         self.balancer = topology.balancer().ip
@@ -113,11 +114,11 @@ class AppHost:
         return self.proc is not None and self.proc.poll() is None
 
 
-def app_hosts(settings: Settings, out: IO[str]) -> list[AppHost]:
+def app_hosts(settings: HarnessSettings, out: IO[str]) -> list[AppHost]:
     return [AppHost(settings, i, out) for i in range(1, APP_HOSTS + 1)]
 
 
-def group_members(settings: Settings) -> dict[str, list[int]]:
+def group_members(settings: HarnessSettings) -> dict[str, list[int]]:
     """Static member id -> partitions of the event topic, for every member of the processor group."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
     group = admin.describe_consumer_groups([settings.processor_group])[settings.processor_group].result(10)
@@ -130,7 +131,7 @@ def group_members(settings: Settings) -> dict[str, list[int]]:
     return out
 
 
-def wait_owners(settings: Settings, prefixes: list[str], timeout: float, partitions: int) -> float:
+def wait_owners(settings: HarnessSettings, prefixes: list[str], timeout: float, partitions: int) -> float:
     """Seconds until every partition is assigned, only to members whose id starts with ``prefixes``."""
     t0 = time.monotonic()
     last: dict[str, list[int]] = {}

@@ -19,10 +19,10 @@ from typing import Any
 import redis
 
 from barcode_harness.chaos.load import ScanKey
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import redis as redis_adapter
-from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import named_fields
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops import dlq, dlt
@@ -64,7 +64,7 @@ class Ledger:
         return asdict(self)
 
 
-def dead_letter_index(settings: Settings, since_ms: int) -> dict[ScanKey, str]:
+def dead_letter_index(settings: HarnessSettings, since_ms: int) -> dict[ScanKey, str]:
     """Every scan found in the DLQ or the DLT since ``since_ms``, with its reason."""
     found: dict[ScanKey, str] = {}
     client = dlq.binary_client(settings)
@@ -80,7 +80,7 @@ def dead_letter_index(settings: Settings, since_ms: int) -> dict[ScanKey, str]:
     return found
 
 
-def stray_duplicates(settings: Settings, since_ms: int) -> int:
+def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
     """Rows beyond the first per (device, scan) among rows saved since ``since_ms`` (any scan at all)."""
     since = _EPOCH + timedelta(milliseconds=since_ms - 5_000)  # saved_time is UTC; allow clock slack
     conn = db.connect(settings.db_url, autocommit=True)
@@ -97,7 +97,7 @@ def stray_duplicates(settings: Settings, since_ms: int) -> int:
         conn.close()
 
 
-def never_sent(settings: Settings, since_ms: int, sent: set[ScanKey]) -> list[ScanKey]:
+def never_sent(settings: HarnessSettings, since_ms: int, sent: set[ScanKey]) -> list[ScanKey]:
     """Rows of the clients' devices scanned since ``since_ms`` whose scan no client ever made: a
     pipeline that invented or corrupted scans would store them (``sent``: every scan made, with the
     scenario's own sends; its devices are the ones looked at)."""
@@ -121,7 +121,10 @@ def never_sent(settings: Settings, since_ms: int, sent: set[ScanKey]) -> list[Sc
 
 
 def verify(
-    settings: Settings, acknowledged: Iterable[ScanKey], since_ms: int, sent: set[ScanKey] | None = None
+    settings: HarnessSettings,
+    acknowledged: Iterable[ScanKey],
+    since_ms: int,
+    sent: set[ScanKey] | None = None,
 ) -> Ledger:
     """Account for every acknowledged scan (see the module docstring); with ``sent``, also look for
     rows of scans that were never sent."""
@@ -148,7 +151,7 @@ def verify(
     )
 
 
-def rows_for(settings: Settings, keys: Iterable[ScanKey]) -> dict[ScanKey, int]:
+def rows_for(settings: HarnessSettings, keys: Iterable[ScanKey]) -> dict[ScanKey, int]:
     """Row count per scan (0 for none)."""
     wanted = sorted(set(keys))
     counts = dict.fromkeys(wanted, 0)
@@ -194,7 +197,9 @@ class TakeoverProbe:
     done once every one of those entries was acknowledged or claimed by another consumer.
     """
 
-    def __init__(self, settings: Settings, consumers: Sequence[str], *, started: float | None = None) -> None:
+    def __init__(
+        self, settings: HarnessSettings, consumers: Sequence[str], *, started: float | None = None
+    ) -> None:
         self.settings = settings
         self.consumers = list(consumers)
         self.streams = names.all_streams(settings.stream_shards)
@@ -260,7 +265,7 @@ class TakeoverProbe:
         self._client.close()
 
 
-def wait_pending(settings: Settings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
+def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
     """Wait (briefly) until ``consumer`` holds ``at_least`` entries, so a kill lands mid-batch.
 
     Returns how many it held at the last look (the caller kills anyway when the time is up).
@@ -279,7 +284,7 @@ def wait_pending(settings: Settings, consumer: str, *, at_least: int = 1, timeou
         client.close()
 
 
-def wait_caught_up(settings: Settings, *, max_lag: int, timeout: float) -> float:
+def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -> float:
     """Wait until the processor is back within ``max_lag`` records of the log end, under live load.
 
     (``wait_drained`` wants zero in flight, which a pipeline under steady load never reaches.)
@@ -308,7 +313,7 @@ class RedisState:
     markers: list[str] = field(default_factory=list)
 
 
-def stream_tails(settings: Settings) -> dict[str, str]:
+def stream_tails(settings: HarnessSettings) -> dict[str, str]:
     """The newest entry id of every shard stream ("0-0" for an empty or missing one)."""
     client = redis_adapter.client(settings)
     try:
@@ -321,7 +326,7 @@ def stream_tails(settings: Settings) -> dict[str, str]:
         client.close()
 
 
-def published_since(settings: Settings, tails: dict[str, str]) -> set[ScanKey]:
+def published_since(settings: HarnessSettings, tails: dict[str, str]) -> set[ScanKey]:
     """The scans of every entry added to the shard streams after ``tails``."""
     client = redis_adapter.client(settings)
     found: set[ScanKey] = set()
@@ -347,7 +352,7 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def redis_state(settings: Settings, *, marker_sample: int = 200) -> RedisState:
+def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> RedisState:
     client = redis_adapter.client(settings)
     try:
         state = RedisState()
@@ -374,7 +379,7 @@ def redis_state(settings: Settings, *, marker_sample: int = 200) -> RedisState:
         client.close()
 
 
-def compare_redis_state(settings: Settings, before: RedisState) -> list[Check]:
+def compare_redis_state(settings: HarnessSettings, before: RedisState) -> list[Check]:
     """Checks that nothing ``before`` saw went missing.
 
     Streams: the count of entries ever added must not drop, and the newest entry must still be

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from barcode_pipeline.config import Settings, load_settings
+from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_pipeline.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def chaos(
     if "nemesis" in scenarios and len(scenarios) > 1:
         raise ConfigError("`nemesis` runs on its own: `barcode-pipeline chaos nemesis --seed N`")
     chosen = [] if scenarios == ["nemesis"] else select(scenarios)
-    settings = load_settings()
+    settings = load_harness_settings()
     setup_logging(settings.log_level, "chaos")
     params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
     work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
@@ -157,7 +157,7 @@ def chaos(
 
 
 def _schedule_spec(
-    settings: Settings, work: Path, *, duration: float, mean_gap: float, fills: tuple[str, ...]
+    settings: HarnessSettings, work: Path, *, duration: float, mean_gap: float, fills: tuple[str, ...]
 ) -> ScheduleSpec:
     """The nemesis's schedule shape; a disk fault only where it cannot starve the machine or the clients."""
     from barcode_harness.chaos.faults import own_filesystem
@@ -182,8 +182,8 @@ def _schedule_spec(
 
 
 def _nemesis(
-    settings: Settings, params: ChaosParams, work: Path, *, seed: int, spec: ScheduleSpec, iterations: int,
-    report: Path | None,
+    settings: HarnessSettings, params: ChaosParams, work: Path, *, seed: int, spec: ScheduleSpec,
+    iterations: int, report: Path | None,
 ) -> None:  # fmt: skip
     """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
     from barcode_harness.chaos.nemesis import Nemesis

@@ -11,8 +11,8 @@ from typing import IO, Any
 
 from barcode_harness.chaos.checks import Check
 from barcode_harness.chaos.load import ScanKey, ScannerLoad
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.run.supervisor import Supervisor
 
@@ -36,7 +36,7 @@ class ChaosParams:
 class ChaosContext:
     """State of one scenario run; scenarios record facts in ``metrics``, ``notes`` and ``checks``."""
 
-    settings: Settings
+    settings: HarnessSettings
     stack: StackManager
     sup: Supervisor
     params: ChaosParams

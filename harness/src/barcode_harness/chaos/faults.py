@@ -21,11 +21,12 @@ from pathlib import Path
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
 from barcode_harness.scanner.scans import encode_scan
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.auth.keys import client_headers
-from barcode_pipeline.config import Settings, settings_env
+from barcode_pipeline.config import settings_env
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import DeliveryError, PipelineError
 from barcode_pipeline.run.supervisor import Hold, Supervisor
@@ -80,7 +81,7 @@ def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------- Kafka
-def _offsets(settings: Settings, group: str, topic: str) -> dict[int, tuple[int, int, int]]:
+def _offsets(settings: HarnessSettings, group: str, topic: str) -> dict[int, tuple[int, int, int]]:
     """Per partition of ``topic``: (log start, end, ``group``'s committed offset or a negative)."""
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
@@ -93,13 +94,13 @@ def _offsets(settings: Settings, group: str, topic: str) -> dict[int, tuple[int,
     return {p: (low, high, committed.get(p, -1)) for p, (low, high) in marks.items()}
 
 
-def end_offsets(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
+def end_offsets(settings: HarnessSettings, topic: str = names.TOPIC) -> dict[int, int]:
     """A topic's end offset per partition: where records written from now on will start."""
     return {p: high for p, (_low, high, _c) in _offsets(settings, settings.processor_group, topic).items()}
 
 
 def rewind_group(
-    settings: Settings,
+    settings: HarnessSettings,
     group: str | None = None,
     *,
     to: Mapping[int, int] | None = None,
@@ -144,7 +145,7 @@ def rewind_group(
         time.sleep(1.0)
 
 
-def produce_raw(settings: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     """Write (key, value) records straight to the main topic, bypassing ingest's validation."""
     producer = Producer(kafka_adapter.producer_config(settings))
     failures: list[str] = []
@@ -160,7 +161,7 @@ def produce_raw(settings: Settings, records: Sequence[tuple[bytes | None, bytes 
 
 
 # ---------------------------------------------------------------------------------------- Redis
-def delete_markers(settings: Settings) -> int:
+def delete_markers(settings: HarnessSettings) -> int:
     """Delete every dedup marker: only the database's UNIQUE index then stops a redelivered scan."""
     client = redis_adapter.client(settings)
     deleted = 0
@@ -178,7 +179,7 @@ def delete_markers(settings: Settings) -> int:
     return deleted
 
 
-def flush_redis(settings: Settings) -> int:
+def flush_redis(settings: HarnessSettings) -> int:
     """FLUSHALL: every stream, pending list, consumer group, marker and heartbeat is gone."""
     client = redis_adapter.client(settings)
     try:
@@ -192,7 +193,7 @@ def flush_redis(settings: Settings) -> int:
 FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every write needing memory is refused
 
 
-def fill_redis(settings: Settings) -> str:
+def fill_redis(settings: HarnessSettings) -> str:
     """Make Redis full (maxmemory below its use, noeviction); returns the maxmemory to restore."""
     client = redis_adapter.client(settings)
     try:
@@ -203,7 +204,7 @@ def fill_redis(settings: Settings) -> str:
         client.close()
 
 
-def restore_maxmemory(settings: Settings, old: str) -> None:
+def restore_maxmemory(settings: HarnessSettings, old: str) -> None:
     client = redis_adapter.client(settings)
     try:
         client.config_set("maxmemory", old)
@@ -287,7 +288,7 @@ def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 
 
 # ---------------------------------------------------------------------------------------- CLI
 def run_cli(
-    settings: Settings, args: Sequence[str], *, timeout: float = 300.0
+    settings: HarnessSettings, args: Sequence[str], *, timeout: float = 300.0
 ) -> subprocess.CompletedProcess[str]:
     """Run ``barcode-pipeline ARGS`` as an operator would, with exactly these settings."""
     env = {**os.environ, **settings_env(settings)}

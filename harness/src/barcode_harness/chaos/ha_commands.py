@@ -14,15 +14,15 @@ from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.ha_report import render_section, write_section
 from barcode_harness.chaos.harness import ScenarioResult, run_scenarios
 from barcode_harness.chaos.report import RunInfo, machine_info
-from barcode_harness.stack.ha import client_settings
-from barcode_pipeline.config import Settings, load_settings
+from barcode_harness.settings import HarnessSettings, load_harness_settings
+from barcode_harness.stack.ha_nodes import client_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 
 WAIT_OFF_SCENARIOS = ("ha-redis-primary-kill", "ha-redis-split-brain")
 
 
-def _settings_info(settings: Settings) -> dict[str, str]:
+def _settings_info(settings: HarnessSettings) -> dict[str, str]:
     return {
         "Kafka brokers / topic RF / min.insync.replicas": f"3 / {settings.topic_replication} / 2",
         "Redis replicas / min-replicas-to-write": "2 / 1",
@@ -45,7 +45,7 @@ def chaos_ha(scenarios: list[str] | None, *, list_: bool, rate: float, warmup: f
     if not scenarios:
         raise ConfigError("name a scenario (see `barcode-pipeline chaos --profile ha --list`) or `all`")
     chosen = ha_scenarios.select(scenarios)
-    settings = client_settings(load_settings(stack_profile="ha"))
+    settings = client_settings(load_harness_settings(stack_profile="ha"))
     setup_logging(settings.log_level, "chaos")
     params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
     work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")

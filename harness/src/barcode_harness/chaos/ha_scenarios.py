@@ -24,14 +24,15 @@ from barcode_harness.chaos.apphosts import AppHost, app_hosts, group_members, pr
 from barcode_harness.chaos.checks import Ledger, TakeoverProbe, wait_pending
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import netns
 from barcode_harness.stack.base import Component
-from barcode_harness.stack.ha import HaKafkaNode, HaRedisNode, HaStackManager
+from barcode_harness.stack.ha import HaStackManager
+from barcode_harness.stack.ha_nodes import HaKafkaNode, HaRedisNode
 from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.topology import Topology
 from barcode_pipeline import names
 from barcode_pipeline.adapters.sentinel import primary_address
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, PipelineError
 
 FAILOVER_TIMEOUT_S = 60.0
@@ -392,7 +393,7 @@ class AppHostKill(HaScenario):
         self._restart: threading.Thread | None = None
         self._refused = 0
 
-    def load_url(self, settings: Settings) -> str | None:
+    def load_url(self, settings: HarnessSettings) -> str | None:
         return f"http://{Topology(settings.ha_subnet).balancer().ip}:{settings.ingest_port}"
 
     def before_load(self, ctx: ChaosContext) -> None:

@@ -9,7 +9,7 @@ The load stops at heal so "drained" has a precise meaning: no client holds a pen
 nothing is in flight between Kafka and the database. Then every scan a client was acknowledged is
 looked up in the database and the dead-letter stores.
 
-The harness never reads the environment: its caller passes the ``Settings`` of the stack it may
+The harness never reads the environment: its caller passes the ``HarnessSettings`` of the stack it may
 break (the CLI from ``BP_*``, the tests a private stack on their own ports).
 """
 
@@ -29,9 +29,9 @@ from barcode_harness.chaos.context import ChaosContext, ChaosParams
 from barcode_harness.chaos.load import LoadConfig, ScannerLoad
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.keys import with_harness_key
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.managers import manager_for
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.startup import wait_http_ok
@@ -78,7 +78,7 @@ class ScenarioResult:
 class ChaosEnv:
     """The stack and the supervised pipeline every scenario of a run shares."""
 
-    settings: Settings
+    settings: HarnessSettings
     stack: StackManager
     sup: Supervisor
     workdir: Path
@@ -100,7 +100,7 @@ class ChaosEnv:
 
 
 @contextmanager
-def chaos_env(settings: Settings, workdir: Path, *, workers: int = 2) -> Iterator[ChaosEnv]:
+def chaos_env(settings: HarnessSettings, workdir: Path, *, workers: int = 2) -> Iterator[ChaosEnv]:
     """Stack up, migrations and topics, then the pipeline (ingest, processor, workers) until exit.
 
     The log is shared with the harness, so the services' lines and the fault timeline appear in the
@@ -233,7 +233,7 @@ def _ledger_checks(
 
 
 def run_scenarios(
-    settings: Settings,
+    settings: HarnessSettings,
     scenarios: Sequence[Scenario],
     params: ChaosParams,
     workdir: Path,

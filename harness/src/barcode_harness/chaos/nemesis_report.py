@@ -18,8 +18,8 @@ from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.nemesis import Nemesis, NemesisStats
 from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class NemesisInfo:
 
 
 def run_iterations(
-    settings: Settings,
+    settings: HarnessSettings,
     seeds: list[int],
     params: ChaosParams,
     workdir: Path,

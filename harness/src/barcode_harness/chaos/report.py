@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import re
 from dataclasses import dataclass, field
@@ -13,12 +12,13 @@ from pathlib import Path
 import redis
 
 from barcode_harness import sections
+from barcode_harness.bench import procstats
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
-from barcode_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +35,18 @@ class RunInfo:
     duration_s: float = 0.0
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _memory() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return "unknown"
-
-
 def machine_info() -> dict[str, str]:
+    """The machine, as the chaos report's table states it (bench/procstats.py reads it)."""
+    m = procstats.machine()
     return {
-        "CPU": f"{_cpu_model()}, {os.cpu_count()} logical cores",
-        "memory": _memory(),
-        "OS": platform.platform(),
+        "CPU": f"{m['cpu_model']}, {m['cores']} logical cores",
+        "memory": f"{m['memory_gb']} GiB",
+        "OS": m["os"],
         "Python": platform.python_version(),
     }
 
 
-def _server_versions(settings: Settings) -> dict[str, str]:
+def _server_versions(settings: HarnessSettings) -> dict[str, str]:
     out = {"Kafka": settings.kafka_version}
     try:
         client = redis_adapter.client(settings, timeout=2)
@@ -92,7 +74,7 @@ def _server_versions(settings: Settings) -> dict[str, str]:
     return out
 
 
-def settings_info(settings: Settings) -> dict[str, str]:
+def settings_info(settings: HarnessSettings) -> dict[str, str]:
     """The durability and recovery knobs the results depend on."""
     producer = kafka_adapter.producer_config(settings)
     info = {
@@ -267,7 +249,7 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
                 f"- {'✅' if c.ok else '❌'} {_cell(c.name)}" + (f": {_cell(c.detail)}" if c.detail else "")
             )
         lines.append("")
-    lines += ["## Settings used", "", "| setting | value |", "|---|---|"]
+    lines += ["## HarnessSettings used", "", "| setting | value |", "|---|---|"]
     lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in info.settings.items()]
     lines += [
         f"| client load | {p.rate:g} scans/s over 3 devices, resend ratio {p.duplicate_ratio:g}, "

@@ -27,7 +27,7 @@ from rich.table import Table
 from barcode_harness.scanner.outbox import Outbox, OutboxCounts, outbox_status
 from barcode_harness.scanner.scans import device_ids
 from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport, now_ms
-from barcode_pipeline.config import Settings, load_settings
+from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 
@@ -46,7 +46,7 @@ class SyncChoice(StrEnum):
     normal = "normal"
 
 
-def default_outbox(settings: Settings) -> Path:
+def default_outbox(settings: HarnessSettings) -> Path:
     return settings.state_dir / "scanner" / "outbox.sqlite3"
 
 
@@ -195,7 +195,7 @@ def scanner(
     Failures are retried with back-off; 4xx answers (except 408/429) are kept as rejected.
     Run again with the same --outbox to resume. Exit code 3: scans were left pending.
     """
-    settings = load_settings()
+    settings = load_harness_settings()
     setup_logging(settings.log_level, "scanner")
     path = outbox or default_outbox(settings)
     console = Console(stderr=not as_json)
@@ -252,7 +252,7 @@ def register(app: typer.Typer) -> None:
     app.command("scanner")(scanner)
 
 
-def _own_key(settings: Settings) -> str:
+def _own_key(settings: HarnessSettings) -> str:
     """Create the simulator's own key, as an operator would with ``keys create``.
 
     A running ingest learns of a new key within its refresh interval, on every process; the

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import process
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import StackError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Component(abc.ABC):
     # Set by the secured stack's manager (stack/secure.py): TLS and per-role users on this server.
     secure: SecureFiles | None = None
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: HarnessSettings) -> None:
         self.settings = settings
         self.home = (settings.state_dir / self.name).resolve()
 
@@ -69,10 +69,17 @@ class Component(abc.ABC):
     def logfile(self) -> Path:
         return self.home / "logs" / "server.log"
 
+    # The process's own stdout/stderr: its log, unless the server writes a log file of its own
+    stdout_name = "server.log"
+
     @property
     def stdout_log(self) -> Path:
-        """Where the process's own stdout/stderr go (servers that log to a file of their own differ)."""
-        return self.logfile
+        return self.home / "logs" / self.stdout_name
+
+    def make_dirs(self, *names: str) -> None:
+        """Folders under the server's home (``logs`` always): what ``prepare`` creates first."""
+        for name in ("logs", *names):
+            (self.home / name).mkdir(parents=True, exist_ok=True)
 
     @property
     @abc.abstractmethod

@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from barcode_harness.settings import load_harness_settings
 from barcode_harness.stack import profile as profiles
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.manager import COMPONENT_NAMES, StackManager
 from barcode_harness.stack.managers import manager_for, secure_manager
-from barcode_pipeline.config import load_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
 
@@ -37,10 +37,10 @@ def _manager(
     secured state directory (``--secure`` is needed only the first time)."""
     if profile is not None and profile not in profiles.PROFILES:
         raise ConfigError(f"--profile: choose one of {', '.join(profiles.PROFILES)} (got {profile!r})")
-    settings = load_settings()
+    settings = load_harness_settings()
     if profile is None and not starting:
         profile = profiles.recorded(settings.state_dir)
-    settings = load_settings(stack_profile=profile)
+    settings = load_harness_settings(stack_profile=profile)
     setup_logging(settings.log_level, "stack")
     if transport.wanted(settings, secure):
         return secure_manager(settings, monitoring=monitoring)

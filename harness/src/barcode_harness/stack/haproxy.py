@@ -13,10 +13,10 @@ import shutil
 import socket
 from pathlib import Path
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite
 
 CHECK_INTERVAL_MS = 500
@@ -62,8 +62,9 @@ class HaProxy(Component):
 
     name = "haproxy"
     start_timeout = 30.0
+    marker = "haproxy"
 
-    def __init__(self, settings: Settings, topo: Topology) -> None:
+    def __init__(self, settings: HarnessSettings, topo: Topology) -> None:
         super().__init__(settings)
         self.net = topo.balancer()
         self.backends = [(f"app{i}", topo.app(i).ip) for i in range(1, APP_HOSTS + 1)]
@@ -81,15 +82,11 @@ class HaProxy(Component):
         return f"http://{self.address}"
 
     @property
-    def marker(self) -> str:
-        return "haproxy"
-
-    @property
     def stats_socket(self) -> Path:
         return self.home / "admin.sock"
 
     def prepare(self) -> None:
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.make_dirs()
         cfg = render_haproxy_cfg(self.net.ip, self.port, self.backends, self.stats_socket)
         (self.home / "haproxy.cfg").write_text(cfg)
 

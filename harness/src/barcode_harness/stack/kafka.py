@@ -18,10 +18,10 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import secure
 from barcode_harness.stack.base import Component
 from barcode_pipeline.adapters.kafka import connection_config
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 HEALTH_TOPIC = "barcode-stack-health"
@@ -63,7 +63,7 @@ def render_pom(kafka_version: str) -> str:
 """
 
 
-def render_server_properties(settings: Settings, data_dir: Path) -> str:
+def render_server_properties(settings: HarnessSettings, data_dir: Path) -> str:
     host, port = split_hostport(settings.kafka_bootstrap, 9092)
     cport = settings.kafka_controller_port
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
@@ -97,7 +97,7 @@ num.io.threads=4
 """
 
 
-def secured_server_properties(settings: Settings, data_dir: Path, files: secure.SecureFiles) -> str:
+def secured_server_properties(settings: HarnessSettings, data_dir: Path, files: secure.SecureFiles) -> str:
     """server.properties of a SASL_SSL broker whose controller listener takes only mutual TLS."""
     host, port = split_hostport(settings.kafka_bootstrap, 9092)
     cport = settings.kafka_controller_port
@@ -157,10 +157,11 @@ logger.state.level = WARN
 
 class KafkaComponent(Component):
     name = "kafka"
+    stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 90.0
     health_replication = 1  # replication factor of the health topic (the ha profile uses 3)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: HarnessSettings) -> None:
         super().__init__(settings)
         self.jar_dir = (settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs").resolve()
         self.data_dir = self.home / "data"
@@ -223,7 +224,7 @@ class KafkaComponent(Component):
     def prepare(self) -> None:
         java = self._java()
         self.ensure_jars()
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.make_dirs()
         props = self.home / "server.properties"
         if self.secure is None:
             props.write_text(render_server_properties(self.settings, self.data_dir))
@@ -266,10 +267,6 @@ class KafkaComponent(Component):
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             "-cp", f"{self.jar_dir}/*", "kafka.Kafka", str(self.home / "server.properties"),
         ]  # fmt: skip
-
-    @property
-    def stdout_log(self) -> Path:
-        return self.home / "logs" / "stdout.log"
 
     def after_start(self) -> None:
         """A secured broker: the per-user ACLs (idempotent; an existing binding is left as it is)."""

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import profile as profiles
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.base import Component, ComponentStatus
 from barcode_harness.stack.kafka import KafkaComponent
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.redis import RedisComponent
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError, StackError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,11 @@ class StackManager:
     profile = "single"  # see stack/profile.py; stack/ha.py holds the replicated profile
 
     def __init__(
-        self, settings: Settings, *, monitoring: bool = False, secure: transport.SecureFiles | None = None
+        self,
+        settings: HarnessSettings,
+        *,
+        monitoring: bool = False,
+        secure: transport.SecureFiles | None = None,
     ) -> None:
         """``monitoring`` adds Prometheus and its exporters (stack/monitoring.py) to what ``up`` starts.
         ``secure``: TLS and per-role users (stack/secure.py); ``settings`` then hold its admin's."""

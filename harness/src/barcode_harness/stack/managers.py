@@ -5,6 +5,7 @@ Kept apart from stack/manager.py and stack/ha.py, which it chooses between, so n
 
 from __future__ import annotations
 
+from barcode_harness.settings import HarnessSettings, harness_settings
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.ha import HaStackManager
 from barcode_harness.stack.manager import StackManager
@@ -12,7 +13,7 @@ from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import ConfigError
 
 
-def manager_for(settings: Settings, *, monitoring: bool = False) -> StackManager:
+def manager_for(settings: HarnessSettings, *, monitoring: bool = False) -> StackManager:
     """The stack manager of ``settings.stack_profile``."""
     if settings.stack_profile != "ha":
         return StackManager(settings, monitoring=monitoring)
@@ -21,7 +22,7 @@ def manager_for(settings: Settings, *, monitoring: bool = False) -> StackManager
     return HaStackManager(settings)
 
 
-def secure_manager(settings: Settings, *, monitoring: bool = False) -> StackManager:
+def secure_manager(settings: HarnessSettings, *, monitoring: bool = False) -> StackManager:
     """The single-node stack secured (stack/secure.py), its components holding the admin's settings."""
     if settings.stack_profile != "single":
         raise ConfigError("--secure: only the single profile can be secured yet")
@@ -32,9 +33,10 @@ def secure_manager(settings: Settings, *, monitoring: bool = False) -> StackMana
     return StackManager(transport.secure_settings(settings), secure=files)
 
 
-def ensure_up(settings: Settings) -> None:
-    """Start the local stack of ``settings.stack_profile`` if it is not running (idempotent):
-    ``run``'s start-up hook."""
+def ensure_up(product_settings: Settings) -> None:
+    """Start the local stack of ``stack_profile`` if it is not running (idempotent): ``run``'s start-up
+    hook. ``run`` holds the product's settings; the stack's own knobs are read here."""
+    settings = harness_settings(product_settings)
     if transport.wanted(settings):
         transport.require_client_settings(settings)
         secure_manager(settings).up(quiet=True)

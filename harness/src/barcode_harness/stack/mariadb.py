@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pymysql
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
 from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 
-def render_my_cnf(settings: Settings, home: Path, run_as_root: bool) -> str:
+def render_my_cnf(settings: HarnessSettings, home: Path, run_as_root: bool) -> str:
     target = parse_db_url(settings.db_url)
     user_line = "user = root\n" if run_as_root else ""
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
@@ -44,6 +44,7 @@ sync_binlog = 0
 
 class MariaDBComponent(Component):
     name = "mariadb"
+    stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 90.0
 
     @property
@@ -59,10 +60,6 @@ class MariaDBComponent(Component):
     def socket(self) -> Path:
         return self.home / "mysqld.sock"
 
-    @property
-    def stdout_log(self) -> Path:
-        return self.home / "logs" / "stdout.log"
-
     def _binary(self, name: str) -> str:
         path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
         if not path:
@@ -72,7 +69,7 @@ class MariaDBComponent(Component):
         return path
 
     def prepare(self) -> None:
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.make_dirs()
         cnf = self.home / "my.cnf"
         text = render_my_cnf(self.settings, self.home, getpass.getuser() == "root")
         if self.secure is not None:

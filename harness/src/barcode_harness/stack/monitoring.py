@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
 from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite, StackError
 from barcode_pipeline.monitoring import promconfig
 
@@ -53,8 +53,7 @@ class PrometheusComponent(Component):
         return str(self.config)
 
     def prepare(self) -> None:
-        (self.home / "data").mkdir(parents=True, exist_ok=True)
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.make_dirs("data")
         promconfig.write_all(self.settings, self.home)
 
     def argv(self) -> list[str]:
@@ -106,7 +105,7 @@ class _Exporter(Component):
         return f"{self.listen_flag}={self.address}"
 
     def prepare(self) -> None:
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.make_dirs()
 
     def check(self) -> None:
         _http_ok(f"http://{self.address}/metrics")
@@ -176,7 +175,7 @@ class NodeExporterComponent(_Exporter):
         ]
 
 
-def monitoring_components(settings: Settings) -> dict[str, Component]:
+def monitoring_components(settings: HarnessSettings) -> dict[str, Component]:
     return {
         "redis-exporter": RedisExporterComponent(settings),
         "mysqld-exporter": MysqldExporterComponent(settings),

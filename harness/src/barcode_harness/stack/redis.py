@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
-from barcode_pipeline.config import Settings
 from barcode_pipeline.errors import MissingPrerequisite
 
 # The local stack's bound: the steady state at 1,000 scans/s with the default dedup window is
@@ -25,7 +25,7 @@ REDIS_MAXMEMORY = "4gb"
 HASH_MAX_LISTPACK_ENTRIES = 512
 
 
-def render_redis_conf(settings: Settings, home: Path) -> str:
+def render_redis_conf(settings: HarnessSettings, home: Path) -> str:
     parts = urlsplit(settings.redis_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
@@ -58,24 +58,17 @@ tcp-keepalive 60
 
 class RedisComponent(Component):
     name = "redis"
+    stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 30.0
+    marker = "redis-server"
 
     @property
     def address(self) -> str:
         parts = urlsplit(self.settings.redis_url)
         return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
 
-    @property
-    def marker(self) -> str:
-        return "redis-server"
-
-    @property
-    def stdout_log(self) -> Path:
-        return self.home / "logs" / "stdout.log"
-
     def prepare(self) -> None:
-        (self.home / "data").mkdir(parents=True, exist_ok=True)
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.make_dirs("data")
         conf = render_redis_conf(self.settings, self.home)
         if self.secure is not None:
             from barcode_harness.stack.secure import redis_conf

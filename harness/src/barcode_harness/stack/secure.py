@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.config import Settings
 from barcode_pipeline.db.queries import INSERT_COLUMNS
 from barcode_pipeline.errors import ConfigError, StackError
 from barcode_pipeline.logs import add_secret
@@ -90,7 +90,7 @@ def claim(state_dir: Path, secure: bool) -> None:
     (state_dir / MARKER).write_text(("tls" if secure else "plaintext") + "\n")
 
 
-def wanted(settings: Settings, flag: bool = False) -> bool:
+def wanted(settings: HarnessSettings, flag: bool = False) -> bool:
     """Secure when asked (``--secure``, ``BP_STACK_SECURE=1``) or when the state dir is secured."""
     return flag or settings.stack_secure or recorded(settings.state_dir) is True
 
@@ -114,7 +114,7 @@ class SecureFiles:
     root: Path
 
     @classmethod
-    def of(cls, settings: Settings) -> SecureFiles:
+    def of(cls, settings: HarnessSettings) -> SecureFiles:
         return cls((settings.state_dir / "secure").resolve())
 
     @property
@@ -249,20 +249,20 @@ def _make_server_certificate(files: SecureFiles, server: str) -> None:
 # --- client settings -------------------------------------------------------------------------------
 
 
-def redis_url(settings: Settings, files: SecureFiles, user: str) -> str:
+def redis_url(settings: HarnessSettings, files: SecureFiles, user: str) -> str:
     parts = urlsplit(settings.redis_url)
     host, port, db = parts.hostname or "127.0.0.1", parts.port or 6379, parts.path.lstrip("/") or "0"
     password = files.password("redis", user)
     return f"rediss://{user}:{password}@{host}:{port}/{db}?ssl_ca_certs={files.ca_cert}"
 
 
-def db_url(settings: Settings, files: SecureFiles, user: str) -> str:
+def db_url(settings: HarnessSettings, files: SecureFiles, user: str) -> str:
     t = parse_db_url(settings.db_url)
     password = files.password("db", user)
     return f"mysql://{DB_USER_PREFIX}{user}:{password}@{t.host}:{t.port}/{t.database}?ssl_ca={files.ca_cert}"
 
 
-def client_values(settings: Settings, files: SecureFiles) -> tuple[dict[str, str], dict[str, str]]:
+def client_values(settings: HarnessSettings, files: SecureFiles) -> tuple[dict[str, str], dict[str, str]]:
     """(plain settings, secret settings) the pipeline needs for this stack, as setting names."""
     plain = {
         "stack_secure": "1",
@@ -291,7 +291,7 @@ def client_values(settings: Settings, files: SecureFiles) -> tuple[dict[str, str
     return plain, secret
 
 
-def secure_settings(settings: Settings) -> Settings:
+def secure_settings(settings: HarnessSettings) -> HarnessSettings:
     """``settings`` with this state dir's secured connections (admin) and every role's credentials."""
     files = SecureFiles.of(settings)
     files.ensure()
@@ -300,13 +300,13 @@ def secure_settings(settings: Settings) -> Settings:
     return settings.model_copy(update=typed)
 
 
-def stack_settings(settings: Settings) -> Settings:
+def stack_settings(settings: HarnessSettings) -> HarnessSettings:
     """What the harness's own runs (demo, tests) connect with: the secured stack's settings when the
     state dir is secured (or ``BP_STACK_SECURE`` is set), else ``settings`` unchanged."""
     return secure_settings(settings) if wanted(settings) else settings
 
 
-def env_lines(settings: Settings, *, show_secrets: bool = False) -> str:
+def env_lines(settings: HarnessSettings, *, show_secrets: bool = False) -> str:
     """Shell lines for ``eval``: secrets as ``BP_*_FILE`` paths (the files are written here), or inline."""
     files = SecureFiles.of(settings)
     files.ensure()
@@ -325,7 +325,7 @@ def env_lines(settings: Settings, *, show_secrets: bool = False) -> str:
     return "\n".join(lines)
 
 
-def require_client_settings(settings: Settings) -> None:
+def require_client_settings(settings: HarnessSettings) -> None:
     """``run`` on a secured stack with plaintext settings would only fail to connect: say why now."""
     if settings.kafka_security_protocol == "PLAINTEXT":
         raise ConfigError(
@@ -340,7 +340,7 @@ def require_client_settings(settings: Settings) -> None:
 CERT_PRINCIPAL = f"CN={server_subject('kafka')}"  # Kafka's certificate: the broker calling its controller
 
 
-def kafka_acls(settings: Settings) -> list[object]:
+def kafka_acls(settings: HarnessSettings) -> list[object]:
     """What the ingest and processor users may do: ingest writes the topic (and sees the dead-letter
     topic); the processor reads the topic in its group and writes the dead-letter topic. Topics are
     created by the admin (``run``'s start-up); anything else is denied."""
@@ -438,7 +438,7 @@ DB_GRANTS = {
 }
 
 
-def bootstrap_database(settings: Settings, files: SecureFiles, root: object) -> None:
+def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: object) -> None:
     """Users (TLS required), the schema (migrated as the admin) and each role's table grants."""
     from barcode_pipeline.db.migrate import upgrade
 
