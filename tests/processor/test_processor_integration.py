@@ -279,3 +279,26 @@ def test_a_redis_back_without_its_last_writes_gets_them_again(
         proc.stop()
         thread.join(15)
         r.close()
+
+
+def test_partitions_given_back_are_looked_at_again(make_settings: Callable[..., Settings]) -> None:
+    """A partition revoked and assigned again within one ``consume()`` never leaves the assignment
+    set, and another member may have committed there meanwhile (with another Redis server's mark): the
+    assignment callback makes the processor read those partitions' commit marks again."""
+    settings = make_settings()
+    proc = Processor(settings, group=_group("given-back", settings))
+    try:
+        proc._subscribe()
+        wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and proc.consumer.assignment()),
+                   30, "a first assignment")  # fmt: skip
+        held = {tp.partition for tp in proc.consumer.assignment()}
+        proc._marked = set(held)  # their marks were read
+        proc.consumer.unsubscribe()  # revoked and assigned again, with no look at the marks between
+        proc._subscribe()
+        wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and proc.consumer.assignment()),
+                   30, "the partitions back")  # fmt: skip
+        assert proc._marked == set(), "partitions given back would not be looked at again"
+        _inherited, taken = proc._inherited_marks("another-run-id")
+        assert taken == held
+    finally:
+        proc.close()

@@ -151,7 +151,7 @@ class Processor:
             budget=lambda: 0.0 if self.stop_event.is_set() else None,
             on_error=lambda _exc: self.progress.waiting(),  # for the watchdog: waiting is no stall
         )
-        self.consumer.subscribe([names.TOPIC])
+        self._subscribe()
         self._idle = IdleWatch(self.wedged_after_s, self.settings.processor_poll_timeout_s)
         log.info("processor consuming %s as group %s", names.TOPIC, self.group)
         try:
@@ -182,7 +182,7 @@ class Processor:
         self._fatal = None
         self._uncommitted.clear()
         self.consumer = Consumer(self._consumer_conf)
-        self.consumer.subscribe([names.TOPIC])
+        self._subscribe()
         if self._idle is not None:
             self._idle.reset()
 
@@ -408,6 +408,14 @@ class Processor:
                         "records to the offsets committed %.0f s before", sorted(inherited), rewound,
                         self.settings.redis_rewind_window_s)  # fmt: skip
         return True
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe([names.TOPIC], on_assign=self._on_assign)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions (re)assigned are looked at again: one revoked and given back within a single
+        ``consume()`` never leaves the assignment set, and another member may have committed there."""
+        self._marked -= {tp.partition for tp in partitions}
 
     def _inherited_marks(self, run_id: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
         """For partitions assigned since the last look: (safe, committed) offsets of those whose commit
