@@ -292,13 +292,13 @@ def test_partitions_given_back_are_looked_at_again(make_settings: Callable[..., 
         wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and proc.consumer.assignment()),
                    30, "a first assignment")  # fmt: skip
         held = {tp.partition for tp in proc.consumer.assignment()}
-        proc._marked = set(held)  # their marks were read
+        proc.marks.read = set(held)  # their marks were read
         proc.consumer.unsubscribe()  # revoked and assigned again, with no look at the marks between
         proc._subscribe()
         wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and proc.consumer.assignment()),
                    30, "the partitions back")  # fmt: skip
-        assert proc._marked == set(), "partitions given back would not be looked at again"
-        _inherited, taken = proc._inherited_marks("another-run-id")
+        assert proc.marks.read == set(), "partitions given back would not be looked at again"
+        _inherited, taken = proc.marks.inherited(proc.consumer, "another-run-id")
         assert taken == held
     finally:
         proc.close()

@@ -23,6 +23,7 @@ Three defences, all in the processor, because it alone can re-drive a batch from
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -139,3 +140,97 @@ def rewind_targets(
         if candidates:
             targets.append(TopicPartition(topic, p, min(candidates)))
     return targets
+
+
+# The commit marks' safe offsets are recomputed at most this often (a pass over the commit history):
+# a second-old value is an older offset, which only makes a rewind go further back.
+SAFE_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """What one rewind did: the offsets committed and sought, and how many records are read again."""
+
+    targets: list[TopicPartition]
+    rewound: int
+    since_ms: int
+    inherited: list[int]  # partitions rewound for another server's commit mark
+
+
+class Marks:
+    """One processor's commit marks: which assigned partitions' marks it has read, the safe offsets
+    its own marks name, and the rewind a change of Redis server calls for (defences 2 and 3)."""
+
+    def __init__(self, topic: str, history: CommitHistory, window_ms: int) -> None:
+        self.topic, self.history, self.window_ms = topic, history, window_ms
+        self.read: set[int] = set()  # assigned partitions whose commit mark was read
+        self._safe: dict[int, int] = {}  # per partition, the offset a mark names (see mark)
+        self._safe_at = -SAFE_REFRESH_S
+
+    def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions (re)assigned are looked at again: one revoked and given back within a single
+        ``consume()`` never leaves the assignment set, and another member may have committed there."""
+        self.read -= {tp.partition for tp in partitions}
+
+    def mark(self, run_id: str | None, partition: int, offset: int) -> str | None:
+        """The commit metadata for ``partition`` at ``offset`` (None until a run id is known)."""
+        if not run_id:
+            return None
+        now = time.monotonic()
+        if partition not in self._safe or now - self._safe_at >= SAFE_REFRESH_S:
+            self._safe, self._safe_at = self.history.safe_all(int(time.time() * 1000) - self.window_ms), now
+        return CommitMark(run_id, min(offset, self._safe.get(partition, offset))).encode()
+
+    def entries(self, run_id: str | None, offsets: dict[int, int]) -> list[TopicPartition]:
+        """``{partition: offset}`` as offset-commit entries, each carrying its mark."""
+        return [
+            TopicPartition(self.topic, p, o, metadata=self.mark(run_id, p, o)) for p, o in offsets.items()
+        ]
+
+    def inherited(self, consumer: Consumer, run_id: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
+        """For partitions assigned since the last look: (safe, committed) offsets of those whose commit
+        mark names another server, and every partition looked at (seeded into the history meanwhile)."""
+        assigned = {tp.partition for tp in consumer.assignment() if tp.partition is not None}
+        self.read &= assigned  # a partition lost and assigned again is looked at again
+        new = assigned - self.read
+        if not new:
+            return {}, set()
+        inherited: dict[int, tuple[int, int]] = {}
+        for tp in consumer.committed([TopicPartition(self.topic, p) for p in sorted(new)], timeout=10):
+            mark = CommitMark.decode(tp.metadata)
+            if mark is not None and mark.run_id != run_id:
+                inherited[tp.partition] = (mark.safe, tp.offset)
+            elif mark is not None:
+                self.history.seed(tp.partition, mark.safe)
+            elif tp.offset >= 0:  # committed by a release without marks: the best known bound
+                self.history.seed(tp.partition, tp.offset)
+        return inherited, new
+
+    def rewind(self, consumer: Consumer, run_id: str, last_seen_ms: int | None, now_ms: int) -> Rewind | None:
+        """Commit, then seek, the offsets a server change calls for: what was committed a window before
+        the old server was last seen (``last_seen_ms``, this process saw it), and the safe offset of
+        every newly assigned partition marked by another server. None when there is nothing to re-read.
+        A KafkaException leaves the marks unread: the next look tries again."""
+        since_ms = (last_seen_ms or now_ms) - self.window_ms
+        inherited, taken = self.inherited(consumer, run_id)
+        if last_seen_ms is None and not inherited:
+            self.read |= taken
+            return None
+        assigned = consumer.assignment()
+        positions = {tp.partition: tp.offset for tp in consumer.position(assigned) if tp.offset >= 0}
+        live = rewind_targets(consumer, self.topic, since_ms, self.history) if last_seen_ms else []
+        goal = {tp.partition: tp.offset for tp in live}
+        for partition, (safe, committed) in inherited.items():
+            positions.setdefault(partition, committed)  # not fetched yet: it would start there
+            goal[partition] = min(safe, goal.get(partition, safe), positions[partition])
+        targets = [
+            TopicPartition(self.topic, p, o, metadata=self.mark(run_id, p, o)) for p, o in goal.items()
+        ]
+        if targets:
+            # Committed first: a crash right after the rewind must not skip the re-read range.
+            consumer.commit(offsets=targets, asynchronous=False)
+            for tp in targets:
+                consumer.seek(tp)
+        self.read |= taken
+        rewound = sum(max(0, positions.get(tp.partition, tp.offset) - tp.offset) for tp in targets)
+        return Rewind(targets, rewound, since_ms, sorted(inherited))

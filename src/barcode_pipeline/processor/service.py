@@ -29,13 +29,7 @@ from barcode_pipeline.domain.records import Poison, decode
 from barcode_pipeline.errors import ConsumerFatalError, DeliveryError
 from barcode_pipeline.liveness import Progress, StallHook
 from barcode_pipeline.processor import metrics
-from barcode_pipeline.processor.failover import (
-    CommitHistory,
-    CommitMark,
-    PrimaryWatch,
-    ReplicaShortfall,
-    rewind_targets,
-)
+from barcode_pipeline.processor.failover import CommitHistory, Marks, PrimaryWatch, ReplicaShortfall
 from barcode_pipeline.processor.fencing import ReplacementBudget, close_within, is_fatal
 from barcode_pipeline.processor.markers import MarkerScheme, legacy_key, legacy_markers_present
 from barcode_pipeline.processor.routing import shard_of, to_stored
@@ -61,9 +55,6 @@ PUBLISH_RETRIED = (
 WEDGED_AFTER_S = 20.0  # idle this long with records waiting: the consumer is stuck (see wedge.py)
 SCRIPT_CHUNK = 100  # events per Lua call
 IDLE_PROBE_S = 1.0  # idle, the processor still asks Redis's run id this often: a restart is noticed
-# The commit marks' safe offsets are recomputed at most this often (a pass over the commit history):
-# a second-old value is an older offset, which only makes a rewind go further back.
-SAFE_REFRESH_S = 1.0
 
 
 @dataclass
@@ -125,11 +116,9 @@ class Processor:
         self.wait_replicas = settings.redis_min_replicas
         # Always, not only with Sentinel: a single Redis restarted after a crash has a new run id too.
         self.watch = PrimaryWatch()
-        self._marked: set[int] = set()  # assigned partitions whose commit mark was read
         self._last_probe = 0.0
-        self._safe: dict[int, int] = {}  # per partition, the offset a commit mark names (see _mark)
-        self._safe_at = -SAFE_REFRESH_S
         self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
+        self.marks = Marks(names.TOPIC, self.history, int(settings.redis_rewind_window_s * 1000))
         self._run_id: str | None = None
         self._earlier = 0  # published by attempts at the current batch whose WAIT came back short
         # For the supervisor's watchdog (liveness.py): consumed-and-published batches and Redis
@@ -366,86 +355,32 @@ class Processor:
         if not self._run_id:
             return False
         now_ms = int(time.time() * 1000)
-        window_ms = int(self.settings.redis_rewind_window_s * 1000)
         last_seen = self.watch.changed_since(self._run_id)
-        since_ms = (last_seen or now_ms) - window_ms
         try:
-            inherited, taken = self._inherited_marks(self._run_id)
-            if last_seen is None and not inherited:
-                self._marked |= taken
-                self.watch.seen(self._run_id, now_ms)
-                return False
-            assigned = self.consumer.assignment()
-            positions = {tp.partition: tp.offset for tp in self.consumer.position(assigned) if tp.offset >= 0}
-            live = rewind_targets(self.consumer, names.TOPIC, since_ms, self.history) if last_seen else []
-            goal = {tp.partition: tp.offset for tp in live}
-            for partition, (safe, committed) in inherited.items():
-                positions.setdefault(partition, committed)  # not fetched yet: it would start there
-                goal[partition] = min(safe, goal.get(partition, safe), positions[partition])
-            targets = [TopicPartition(names.TOPIC, p, o, metadata=self._mark(p, o)) for p, o in goal.items()]
-            if targets:
-                # Committed first: a crash right after the rewind must not skip the re-read range.
-                self.consumer.commit(offsets=targets, asynchronous=False)
-                for tp in targets:
-                    self.consumer.seek(tp)
+            done = self.marks.rewind(self.consumer, self._run_id, last_seen, now_ms)
         except KafkaException as exc:
             # Nothing committed, the new primary not recorded: the next batch tries the rewind again.
             log.error("rewind after a Redis primary change failed (retried with the next batch): %s", exc)
             return True
-        self._marked |= taken
         self.watch.seen(self._run_id, now_ms)
-        rewound = sum(max(0, positions.get(tp.partition, tp.offset) - tp.offset) for tp in targets)
-        self._uncommitted.update({tp.partition: tp.offset for tp in targets})
-        self.totals.rewound += rewound
+        if done is None:
+            return False
+        self._uncommitted.update({tp.partition: tp.offset for tp in done.targets})
+        self.totals.rewound += done.rewound
         metrics.REWINDS.inc()
-        metrics.REWOUND_RECORDS.inc(rewound)
+        metrics.REWOUND_RECORDS.inc(done.rewound)
         if last_seen is not None:
             log.warning("redis server changed (run id): rewound %d records of %d partitions to what was "
-                        "committed at epoch ms %d (%.0f s before the old server was last seen)", rewound,
-                        len(targets), since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
+                        "committed at epoch ms %d (%.0f s before the old server was last seen)", done.rewound,
+                        len(done.targets), done.since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
         else:
             log.warning("partitions %s were last committed against another redis server (run id): rewound %d "
-                        "records to the offsets committed %.0f s before", sorted(inherited), rewound,
+                        "records to the offsets committed %.0f s before", done.inherited, done.rewound,
                         self.settings.redis_rewind_window_s)  # fmt: skip
         return True
 
     def _subscribe(self) -> None:
-        self.consumer.subscribe([names.TOPIC], on_assign=self._on_assign)
-
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions (re)assigned are looked at again: one revoked and given back within a single
-        ``consume()`` never leaves the assignment set, and another member may have committed there."""
-        self._marked -= {tp.partition for tp in partitions}
-
-    def _inherited_marks(self, run_id: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
-        """For partitions assigned since the last look: (safe, committed) offsets of those whose commit
-        mark names another server, and every partition looked at (seeded into the history meanwhile)."""
-        assigned = {tp.partition for tp in self.consumer.assignment() if tp.partition is not None}
-        self._marked &= assigned  # a partition lost and assigned again is looked at again
-        new = assigned - self._marked
-        if not new:
-            return {}, set()
-        inherited: dict[int, tuple[int, int]] = {}
-        committed = self.consumer.committed([TopicPartition(names.TOPIC, p) for p in sorted(new)], timeout=10)
-        for tp in committed:
-            mark = CommitMark.decode(tp.metadata)
-            if mark is not None and mark.run_id != run_id:
-                inherited[tp.partition] = (mark.safe, tp.offset)
-            elif mark is not None:
-                self.history.seed(tp.partition, mark.safe)
-            elif tp.offset >= 0:  # committed by a release without marks: the best known bound
-                self.history.seed(tp.partition, tp.offset)
-        return inherited, new
-
-    def _mark(self, partition: int, offset: int) -> str | None:
-        """The commit metadata for ``partition`` at ``offset`` (None until a run id is known)."""
-        if not self._run_id:
-            return None
-        now = time.monotonic()
-        if partition not in self._safe or now - self._safe_at >= SAFE_REFRESH_S:
-            before = int(time.time() * 1000) - int(self.settings.redis_rewind_window_s * 1000)
-            self._safe, self._safe_at = self.history.safe_all(before), now
-        return CommitMark(self._run_id, min(offset, self._safe.get(partition, offset))).encode()
+        self.consumer.subscribe([names.TOPIC], on_assign=self.marks.on_assign)
 
     def _probe_primary(self) -> None:
         """Idle: ask Redis's run id now and then, so a restart that lost writes is redriven without
@@ -491,7 +426,7 @@ class Processor:
 
         The last offsets are committed synchronously on close, so a clean stop redelivers nothing.
         """
-        tps = [TopicPartition(names.TOPIC, p, o, metadata=self._mark(p, o)) for p, o in offsets.items()]
+        tps = self.marks.entries(self._run_id, offsets)
         self._uncommitted.update(offsets)
         self.history.record(int(time.time() * 1000), offsets)
         try:
@@ -510,11 +445,7 @@ class Processor:
 
     def _final_commit(self) -> None:
         owned = {tp.partition for tp in self.consumer.assignment()}  # never commit for a partition we lost
-        tps = [
-            TopicPartition(names.TOPIC, p, o, metadata=self._mark(p, o))
-            for p, o in self._uncommitted.items()
-            if p in owned
-        ]
+        tps = self.marks.entries(self._run_id, {p: o for p, o in self._uncommitted.items() if p in owned})
         if not tps:
             return
         try:
