@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from fastapi.testclient import TestClient
 
 from barcode_pipeline import names
@@ -23,7 +23,7 @@ from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.config import Settings
 from barcode_pipeline.ingest.app import create_app
 from tests.conftest import LOOPBACK_CLIENT
-from tests.stack_helpers import FreezableRelay
+from tests.stack_helpers import FreezableRelay, retry_until
 
 TEST_DEVICE_PREFIX = "INGEST-TEST-"
 
@@ -50,7 +50,11 @@ class TopicReader:
         self._start: dict[int, int] = {}
 
     def mark(self) -> None:
-        """Remember the current end of every partition."""
+        """Remember the current end of every partition (a broker another test just restarted may
+        still be electing leaders: NOT_LEADER_FOR_PARTITION for a while, so the look is retried)."""
+        retry_until(self._mark, KafkaException, "the topic's partitions had no leader for 30 s", timeout=30)
+
+    def _mark(self) -> None:
         metadata = self._consumer.list_topics(names.TOPIC, timeout=10)
         partitions = metadata.topics[names.TOPIC].partitions
         self._start = {
