@@ -302,3 +302,20 @@ def test_partitions_given_back_are_looked_at_again(make_settings: Callable[..., 
         assert taken == held
     finally:
         proc.close()
+
+
+def test_a_replay_ignores_its_groups_old_commit_marks(settings: Settings) -> None:
+    """A replay reads a fixed range from explicit offsets: earlier replays' commits, marked by a Redis
+    server long gone, must not rewind it to their safe offsets (it re-read millions of records)."""
+    from barcode_pipeline.processor.failover import CommitMark
+
+    device = f"T-{uuid.uuid4().hex[:8]}"
+    since = int(time.time() * 1000)
+    _produce(settings, [_scan(device, i) for i in range(20)])
+    c = Consumer(kafka_adapter.consumer_config(settings, names.replay_group(settings.processor_group)))
+    gone = CommitMark("a-server-long-gone", 0).encode()
+    marked = [TopicPartition(names.TOPIC, p, 1, metadata=gone) for p in range(settings.topic_partitions)]
+    c.commit(offsets=marked, asynchronous=False)
+    c.close()
+    outcome = replay(settings, since_ms=since)
+    assert outcome.rewound == 0 and outcome.published + outcome.duplicates < 5_000, outcome

@@ -182,6 +182,9 @@ class Processor:
             self.close()
             return self.totals
         self.consumer.assign([tp for tp in start if tp.partition in pending])
+        # A fixed range from explicit offsets: the replay group's earlier commits (and the servers
+        # their marks name) say nothing about it; only a server change during the replay rewinds.
+        self.marks.read = set(pending)
         try:
             while pending and not self.stop_event.is_set():
                 outcome = self._step()
