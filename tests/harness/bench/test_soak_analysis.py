@@ -10,7 +10,10 @@ import pytest
 from barcode_harness.bench import procstats
 from barcode_harness.bench.histogram import LatencyHistogram, TimeSeries
 from barcode_harness.bench.soak import (
+    QUICK,
+    SoakSpec,
     fds_keep_growing,
+    judge,
     redis_steady_bytes,
     rss_growth,
     slope_per_s,
@@ -63,6 +66,20 @@ def test_tail_quarters_and_redis_once_the_window_is_full() -> None:
     }
     assert redis_steady_bytes(measured, 86_400) == pytest.approx(20_000 * 86_460 + 61e6)
     assert redis_steady_bytes({}, 86_400) is None
+
+
+def tail_verdicts(spec: SoakSpec, first: float, last: float) -> list[bool | None]:
+    result = {"rss_growth": {}, "fds_growing": {}, "ingest_p99_ms": (first, last),
+              "freshness_p99_ms": (first, first), "verification": {"missing": 0, "duplicate_rows": 0},
+              "stores": {}, "device_id_chars": 12, "dedup_window_s": 86_400}  # fmt: skip
+    return [t.met for t in judge(result, spec) if t.name.startswith(("ingest p99", "freshness p99"))]
+
+
+def test_the_tail_is_judged_on_quarters_long_enough_to_hold_a_p99() -> None:
+    assert tail_verdicts(SoakSpec(), 2.0, 6.2) == [False, True]  # the hour: a tripled tail fails
+    assert tail_verdicts(SoakSpec(), 2.0, 3.9) == [True, True]
+    # the quick soak's 8 s quarters: a p99 of ~20 answers, reported and not judged
+    assert tail_verdicts(QUICK, 2.0, 6.2) == [None, None]
 
 
 def test_coarse_windows_hold_the_exact_histogram_of_their_seconds() -> None:

@@ -44,9 +44,10 @@ def test_soak_quick_passes_its_checks_and_reports_every_store(
     )
     judged = {t["name"]: t["met"] for t in report["targets"]}
     assert len(judged) >= 10 and all(met is not False for met in judged.values()), judged
-    # a minute's table is measured in InnoDB's allocation steps, not rows: reported, not judged
+    # a minute's table is measured in InnoDB's allocation steps, not rows, and its 8 s quarters hold
+    # too few answers to compare tails: reported, not judged
     assert [name for name, met in judged.items() if met is None] == [
-        name for name in judged if name.startswith("table bytes per row")
+        name for name in judged if name.startswith(("table bytes per row", "ingest p99", "freshness p99"))
     ]
     text = doc.read_text()
     assert text.startswith("# Capacity\n\nkept text\n") and "<!-- soak: begin" in text

@@ -53,6 +53,9 @@ SERVICE_GROUPS = ("ingest", "processor", "workers")  # our code: where a leak wo
 PIPELINE_GROUPS = (*SERVICE_GROUPS, SUPERVISOR)
 RSS_GROWTH_MAX = 0.10
 TAIL_GROWTH_MAX = 2.0  # last quarter's p99 / first quarter's
+# A quarter shorter than this holds too few slow answers to compare tails: the quick soak's 8 s
+# quarters put a p99 on ~20 answers, and one scheduling hiccup on a shared CI machine made it 3x.
+TAIL_JUDGED_QUARTER_S = 120.0
 ROW_BYTES_MAX = 300.0  # issue 27's goal
 TABLE_GROWTH_JUDGED = 64 * 2**20
 REDIS_STEADY_MAX = 3 * capacity.GIB  # issue 26's goal, at 1,000 scans/s
@@ -260,13 +263,15 @@ def judge(result: dict[str, Any], spec: SoakSpec) -> list[report.Target]:
     growing = sorted(g for g, yes in result["fds_growing"].items() if yes)
     targets.append(report.Target("open descriptors", "no group rising every quarter",
                                  ", ".join(growing) or "none rising", not growing))  # fmt: skip
+    judged = (spec.duration_s - spec.warmup_s) / 4 >= TAIL_JUDGED_QUARTER_S
     for name, (first, last) in (
         ("ingest p99", result["ingest_p99_ms"]),
         ("freshness p99", result["freshness_p99_ms"]),
     ):
-        ratio = last / first if first else None
+        ratio = last / first if first and judged else None
         targets.append(report.check(f"{name}, last quarter ÷ first ({first:.1f} → {last:.1f} ms)",
-                                    ratio, "<=", TAIL_GROWTH_MAX, fmt="{:.2f}"))  # fmt: skip
+                                    ratio, "<=", TAIL_GROWTH_MAX, fmt="{:.2f}",
+                                    note="" if judged else "quarters too short to judge"))  # fmt: skip
     v = result["verification"]
     targets.append(report.check("acknowledged scans missing", v["missing"], "<=", 0, fmt="{:.0f}"))
     targets.append(
