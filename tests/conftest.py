@@ -86,7 +86,7 @@ def stack_settings() -> Iterator[HarnessSettings]:
 
     settings = _base_settings()
     StackManager(settings).up(quiet=True)
-    upgrade(settings.db_url)  # a fresh stack's database has no tables yet; the suites expect the schema
+    upgrade(settings.db.url)  # a fresh stack's database has no tables yet; the suites expect the schema
     yield settings
 
 
@@ -96,8 +96,8 @@ def ingest_key(stack_settings: HarnessSettings) -> str:
     from barcode_pipeline.auth.store import create_key
     from barcode_pipeline.db.migrate import upgrade
 
-    upgrade(stack_settings.db_url)
-    return create_key(stack_settings.db_url, "test-suite", "*", rate=0, replace=True)  # many scanners
+    upgrade(stack_settings.db.url)
+    return create_key(stack_settings.db.url, "test-suite", "*", rate=0, replace=True)  # many scanners
 
 
 def keyed(settings: HarnessSettings, name: str) -> HarnessSettings:
@@ -106,10 +106,8 @@ def keyed(settings: HarnessSettings, name: str) -> HarnessSettings:
     from barcode_pipeline.auth.store import create_key
     from barcode_pipeline.db.migrate import upgrade
 
-    upgrade(settings.db_url)
-    return settings.model_copy(
-        update={"ingest_api_key": create_key(settings.db_url, name, "*", rate=0, replace=True)}
-    )
+    upgrade(settings.db.url)
+    return settings.updated({"ingest_api_key": create_key(settings.db.url, name, "*", rate=0, replace=True)})
 
 
 @pytest.fixture
@@ -117,7 +115,7 @@ def make_settings(stack_settings: HarnessSettings) -> Callable[..., HarnessSetti
     """Factory: the stack's settings with per-test overrides (e.g. another Redis DB or database)."""
 
     def factory(**overrides: Any) -> HarnessSettings:
-        return stack_settings.model_copy(update=overrides)
+        return stack_settings.updated(overrides)
 
     return factory
 

@@ -22,7 +22,7 @@ def start_group_at_log_end(settings: Settings, group: str) -> None:
         for attempt in range(50):  # a just-created topic may answer NOT_LEADER for a moment
             try:
                 ends = []
-                for partition in range(settings.topic_partitions):
+                for partition in range(settings.kafka.topic_partitions):
                     tp = TopicPartition(names.TOPIC, partition)
                     _low, high = consumer.get_watermark_offsets(tp, timeout=10)
                     ends.append(TopicPartition(names.TOPIC, partition, high))

@@ -53,19 +53,23 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(stack_settings: HarnessSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    db_url = migrate.database_url(stack_settings.db_url, "bp_test_e2e")
+    db_url = migrate.database_url(stack_settings.db.url, "bp_test_e2e")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
     # The stack's own Redis (database 12) and ingest port: the shared stack's ports are per checkout.
-    settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 12),
-                "ingest_processes": 1, "worker_max_delay_ms": 100,
-                "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}"}
-    )  # fmt: skip
+    settings = stack_settings.updated(
+        {
+            "db_url": db_url,
+            "redis_url": redis_db(stack_settings.redis.url, 12),
+            "ingest_processes": 1,
+            "worker_max_delay_ms": 100,
+            "processor_group": f"test-e2e-{uuid.uuid4().hex[:8]}",
+        }
+    )
     migrate.upgrade(db_url)  # the key table, so the key exists before ingest starts (it requires one)
-    settings = settings.model_copy(update={"ingest_api_key": create_key(db_url, "test-e2e", "*", rate=0)})
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    start_group_at_log_end(settings, settings.processor_group)
+    settings = settings.updated({"ingest_api_key": create_key(db_url, "test-e2e", "*", rate=0)})
+    redis.Redis.from_url(settings.redis.url).flushdb()
+    start_group_at_log_end(settings, settings.processor.group)
     run = Running(settings, tmp_path_factory.mktemp("e2e") / "pipeline.log")
     try:
         yield run
@@ -83,7 +87,7 @@ def pipeline(running: Running) -> HarnessSettings:
 def post(pipeline: HarnessSettings) -> Iterator[Callable[..., httpx.Response]]:
     auth = client_headers(pipeline.ingest_api_key)
     with httpx.Client(
-        base_url=f"http://127.0.0.1:{pipeline.ingest_port}", timeout=10, headers=auth
+        base_url=f"http://127.0.0.1:{pipeline.ingest.port}", timeout=10, headers=auth
     ) as client:
 
         def send(path: str, body: Any) -> httpx.Response:
@@ -105,7 +109,7 @@ def test_n_scans_in_n_rows(pipeline: HarnessSettings, post: Callable[..., httpx.
     batch = post("/ingest/barcodes", scans[100:])
     assert batch.status_code == 200 and batch.json() == {"total": 50, "succeeded": 50, "failedIndices": []}
     wait_drained(pipeline, timeout=60)
-    check = verify_scan_ids(pipeline.db_url, [s["scanId"] for s in scans])
+    check = verify_scan_ids(pipeline.db.url, [s["scanId"] for s in scans])
     assert (check.stored, check.missing, check.duplicate_rows) == (150, 0, 0)
 
 
@@ -120,7 +124,7 @@ def test_the_same_scan_sent_five_times_is_one_row(
     for _ in range(5):
         assert post("/ingest/barcode", without_id).status_code == 202
     wait_drained(pipeline, timeout=60)
-    check = verify_scan_ids(pipeline.db_url, [same["scanId"]])
+    check = verify_scan_ids(pipeline.db.url, [same["scanId"]])
     assert (check.stored, check.duplicate_rows) == (1, 0)
     rows = _query(
         pipeline, "SELECT COUNT(*) FROM barcodes WHERE original_barcode = %s", without_id["barcode"]
@@ -137,7 +141,7 @@ def test_a_batch_with_an_invalid_item_is_rejected_whole(
     assert reply.status_code == 422
     assert reply.json()["field"] == "barcode" and reply.json()["index"] == 3
     wait_drained(pipeline, timeout=60)
-    assert verify_scan_ids(pipeline.db_url, [s["scanId"] for s in good]).stored == 0
+    assert verify_scan_ids(pipeline.db.url, [s["scanId"] for s in good]).stored == 0
 
 
 def test_per_device_order_is_kept_in_its_shard(
@@ -148,8 +152,8 @@ def test_per_device_order_is_kept_in_its_shard(
     for i, scan_id in enumerate(ids):
         assert post("/ingest/barcode", scan(i, device=device, scan_id=scan_id)).status_code == 202
     wait_drained(pipeline, timeout=60)
-    r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
-    stream = names.stream_name(shard_of(device, pipeline.stream_shards))
+    r = redis.Redis.from_url(pipeline.redis.url, decode_responses=True)
+    stream = names.stream_name(shard_of(device, pipeline.streams.shards))
     scans = [named_fields(f) for _id, f in r.xrange(stream)]
     seen = [f["sid"] for f in scans if f["dev"] == device]
     assert seen == ids
@@ -161,10 +165,10 @@ def test_unknown_device_lands_in_the_dlq_with_its_reason(
     s = scan(5, device=f"E2E-UNKNOWN-{uuid.uuid4().hex[:6]}")
     assert post("/ingest/barcode", s).status_code == 202
     wait_drained(pipeline, timeout=60)
-    r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(pipeline.redis.url, decode_responses=True)
     letters = [f for _id, f in r.xrange(names.DLQ_STREAM) if named_fields(f).get("sid") == s["scanId"]]
     assert len(letters) == 1 and "unknown device" in letters[0]["dlq_reason"]
-    assert verify_scan_ids(pipeline.db_url, [s["scanId"]]).stored == 0
+    assert verify_scan_ids(pipeline.db.url, [s["scanId"]]).stored == 0
 
 
 def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
@@ -181,7 +185,7 @@ def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
     after = scan(77)
     assert post("/ingest/barcode", after).status_code == 202
     wait_drained(pipeline, timeout=60)
-    assert verify_scan_ids(pipeline.db_url, [after["scanId"]]).stored == 1
+    assert verify_scan_ids(pipeline.db.url, [after["scanId"]]).stored == 1
     mine = {x.raw: x for x in read_dlt(pipeline, since_ms=since) if x.raw in (undecodable, invalid)}
     assert set(mine) == {undecodable, invalid}, "each poison record is in the DLT"
     assert mine[undecodable].reason.startswith("undecodable JSON")
@@ -193,7 +197,7 @@ def test_poison_on_the_topic_goes_to_the_dlt_and_the_pipeline_goes_on(
 def _query(settings: HarnessSettings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     from barcode_pipeline.adapters import db
 
-    conn = db.connect(settings.db_url, autocommit=True)
+    conn = db.connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
@@ -234,8 +238,8 @@ def test_values_that_look_like_commands_are_stored_literally(
         *[s["scanId"] for s in scans],
     )  # fmt: skip
     assert sorted(rows) == sorted((s["scanId"], s["barcode"]) for s in scans)
-    stream = names.stream_name(shard_of(DEVICE, pipeline.stream_shards))
-    assert redis.Redis.from_url(pipeline.redis_url).exists(stream)  # nothing was flushed
+    stream = names.stream_name(shard_of(DEVICE, pipeline.streams.shards))
+    assert redis.Redis.from_url(pipeline.redis.url).exists(stream)  # nothing was flushed
 
 
 def test_pipeline_log_has_no_tracebacks_after_the_drain(running: Running) -> None:

@@ -62,7 +62,7 @@ def test_processor_clients_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(consumers.configs) == 1 and len(producers.configs) == 1
         _assert_kafka_bounds(consumers.configs[0])
         _assert_kafka_bounds(producers.configs[0])
-        assert producers.configs[0]["message.timeout.ms"] == int(NOWHERE.produce_timeout_s * 1000)
+        assert producers.configs[0]["message.timeout.ms"] == int(NOWHERE.kafka.produce_timeout_s * 1000)
         kwargs = proc.redis.connection_pool.connection_kwargs
         assert kwargs["socket_timeout"] == 4.5
         assert kwargs["socket_connect_timeout"] == 2.5
@@ -78,7 +78,7 @@ def test_ingest_producer_and_status_consumer_are_bounded(monkeypatch: pytest.Mon
     bridge = ingest_producer.KafkaBridge(NOWHERE)
     bridge._new_producer()
     _assert_kafka_bounds(producers.configs[0])
-    assert producers.configs[0]["message.timeout.ms"] == int(NOWHERE.produce_timeout_s * 1000)
+    assert producers.configs[0]["message.timeout.ms"] == int(NOWHERE.kafka.produce_timeout_s * 1000)
     with pytest.raises(Exception):  # noqa: B017 - nothing listens; only the configuration matters
         backlog.kafka_lag(NOWHERE)
     _assert_kafka_bounds(consumers.configs[0])
@@ -102,7 +102,7 @@ def test_worker_clients_are_bounded_and_the_read_block_fits_the_socket_timeout()
 @pytest.mark.integration
 def test_db_connections_carry_connect_read_and_write_timeouts(stack_settings: Settings) -> None:
     """On a real connection: the worker's store and the adapter default (used by tools, legacy)."""
-    settings = stack_settings.model_copy(update={"db_read_timeout_s": 41, "db_write_timeout_s": 42})
+    settings = stack_settings.updated({"db_read_timeout_s": 41, "db_write_timeout_s": 42})
     worker = Worker(settings, WorkerOptions(name="bounds-test"))
     try:
         conn = worker.store._connection()
@@ -110,7 +110,7 @@ def test_db_connections_carry_connect_read_and_write_timeouts(stack_settings: Se
     finally:
         worker.store.close()
         worker.client.close()
-    plain = connect(stack_settings.db_url)
+    plain = connect(stack_settings.db.url)
     try:
         assert plain._read_timeout == 60 and plain._write_timeout == 60 and plain.connect_timeout == 5
     finally:

@@ -82,7 +82,7 @@ def test_secrets_can_come_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert secrets_from_files({"BP_DB_URL_FILE": str(url), "BP_DB_URL": "mysql://x@y/z"}) == {}
     monkeypatch.delenv("BP_DB_URL", raising=False)
     monkeypatch.setenv("BP_DB_URL_FILE", str(url))
-    assert load_settings().db_url == "mysql://u:filepw@db:3306/app"
+    assert load_settings().db.url == "mysql://u:filepw@db:3306/app"
     monkeypatch.setenv("BP_DB_URL_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="BP_DB_URL_FILE: cannot read"):
         load_settings()
@@ -154,7 +154,7 @@ def test_a_db_url_the_password_breaks_is_refused_without_quoting_it(password: st
 def test_a_wrong_database_password_is_one_line_naming_the_server(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    target = parse_db_url(stack_settings.db_url)
+    target = parse_db_url(stack_settings.db.url)
     url_file = tmp_path / "db-url"
     url_file.write_text(
         f"mysql://{target.user}:WrongPassw0rd@{target.host}:{target.port}/{target.database}\n"

@@ -43,7 +43,7 @@ def tag() -> str:
 @pytest.fixture
 def keyed(stack_settings: Settings, ingest_key: str, tag: str) -> dict[str, str]:
     """Two keys: one for the tag's SEOUL devices only, one revoked."""
-    db = stack_settings.db_url
+    db = stack_settings.db.url
     seoul = create_key(db, f"{tag}-seoul", f"{tag}-SEOUL-*")
     revoked = create_key(db, f"{tag}-gone", "*")
     revoke_key(db, f"{tag}-gone")
@@ -79,7 +79,7 @@ def test_keys_cli_prints_the_secret_once_and_never_lists_it(stack_settings: Sett
     listed = runner.invoke(cli_app, ["keys", "list"])
     assert listed.exit_code == 0 and f"{tag}-cli" in listed.output and "A-*,B-?" in listed.output
     assert secret not in listed.output
-    stored = {k.name: k for k in load_keys(stack_settings.db_url)}[f"{tag}-cli"]
+    stored = {k.name: k for k in load_keys(stack_settings.db.url)}[f"{tag}-cli"]
     assert secret not in stored.digest and not stored.revoked and stored.rate == 250
     negative = runner.invoke(
         cli_app, ["keys", "create", "--name", f"{tag}-neg", "--devices", "*", "--rate", "-1"]
@@ -88,7 +88,7 @@ def test_keys_cli_prints_the_secret_once_and_never_lists_it(stack_settings: Sett
     again = runner.invoke(cli_app, ["keys", "create", "--name", f"{tag}-cli", "--devices", "*"])
     assert again.exit_code == 1 and "exists already" in str(again.exception)
     assert runner.invoke(cli_app, ["keys", "revoke", f"{tag}-cli"]).exit_code == 0
-    assert {k.name: k for k in load_keys(stack_settings.db_url)}[f"{tag}-cli"].revoked
+    assert {k.name: k for k in load_keys(stack_settings.db.url)}[f"{tag}-cli"].revoked
     missing = runner.invoke(cli_app, ["keys", "revoke", f"{tag}-nope"])
     assert missing.exit_code == 1 and "no key named" in str(missing.exception)
     bad = runner.invoke(cli_app, ["keys", "create", "--name", f"{tag}-x", "--devices", "a b"])
@@ -175,7 +175,7 @@ def test_a_key_sends_only_for_its_devices_and_a_batch_names_the_index(
 def test_new_and_revoked_keys_take_effect_without_a_restart(
     auth_app: TestClient, stack_settings: Settings, tag: str
 ) -> None:
-    secret = create_key(stack_settings.db_url, f"{tag}-late", "*")  # after the app loaded its keys
+    secret = create_key(stack_settings.db.url, f"{tag}-late", "*")  # after the app loaded its keys
     created = time.monotonic()
 
     def send() -> int:
@@ -184,7 +184,7 @@ def test_new_and_revoked_keys_take_effect_without_a_restart(
 
     _after(created, REVOCATION_BOUND_S)
     assert send() == 202, "a new key was not picked up"
-    revoke_key(stack_settings.db_url, f"{tag}-late")
+    revoke_key(stack_settings.db.url, f"{tag}-late")
     revoked = time.monotonic()
     _after(revoked, REVOCATION_BOUND_S)
     assert send() == 401, "a revoked key was still accepted"
@@ -265,7 +265,7 @@ def test_real_server_trusts_loopback_and_revokes_on_every_process(
     stack_settings: Settings, tag: str, tmp_path: Path, topic_reader: TopicReader
 ) -> None:
     """Two server processes; keyless scans from the trusted loopback network; a revocation reaches both."""
-    db = stack_settings.db_url
+    db = stack_settings.db.url
     secret = create_key(db, f"{tag}-srv", f"{tag}-*")
     log_path = tmp_path / "ingest.log"
     trusted = {"BP_INGEST_TRUSTED_NETWORKS": f"127.0.0.0/8={tag}-LEGACY-*"}

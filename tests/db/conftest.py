@@ -32,7 +32,7 @@ def new_database(stack_settings: Settings) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def factory() -> str:
-        url = migrate.database_url(stack_settings.db_url, f"bp_test_db_{uuid.uuid4().hex[:8]}")
+        url = migrate.database_url(stack_settings.db.url, f"bp_test_db_{uuid.uuid4().hex[:8]}")
         migrate.create_database(url)
         created.append(url)
         return url
@@ -45,7 +45,7 @@ def new_database(stack_settings: Settings) -> Iterator[Callable[[], str]]:
 @pytest.fixture(scope="module")
 def migrated_db(stack_settings: Settings) -> Iterator[str]:
     """One migrated database shared by the schema tests of a module."""
-    url = migrate.database_url(stack_settings.db_url, f"bp_test_db_{uuid.uuid4().hex[:8]}")
+    url = migrate.database_url(stack_settings.db.url, f"bp_test_db_{uuid.uuid4().hex[:8]}")
     migrate.create_database(url)
     migrate.upgrade(url)
     yield url

@@ -25,7 +25,7 @@ def ha_state_dir(base: Path) -> Path:
 @pytest.fixture(scope="session")
 def ha_stack() -> Iterator[HaStackManager]:
     base = _base_settings()
-    settings = base.model_copy(update={"state_dir": ha_state_dir(base.state_dir), "stack_profile": "ha"})
+    settings = base.updated({"state_dir": ha_state_dir(base.state_dir), "stack_profile": "ha"})
     manager = HaStackManager(settings)
     was_up = manager.healthy()
     try:

@@ -81,9 +81,7 @@ CLIENTS_REDIS_DB = 5  # this module's own database: its test events must never r
 
 @pytest.fixture
 def settings(ha_settings: Settings) -> Iterator[Settings]:
-    s = ha_settings.model_copy(
-        update={"redis_url": ha_settings.redis_url.rsplit("/", 1)[0] + f"/{CLIENTS_REDIS_DB}"}
-    )
+    s = ha_settings.updated({"redis_url": ha_settings.redis.url.rsplit("/", 1)[0] + f"/{CLIENTS_REDIS_DB}"})
     yield s
     client = redis_adapter.client(s)
     client.flushdb()
@@ -100,16 +98,16 @@ def processor(settings: Settings) -> Iterator[Processor]:
 def test_every_publish_is_confirmed_by_both_replicas(processor: Processor, settings: Settings) -> None:
     events = _events(30)
     client = redis_adapter.client(settings)
-    before = _counters(client, settings.stream_shards)
+    before = _counters(client, settings.streams.shards)
     assert processor.wait_replicas == 2
     assert processor.publish(events) == (30, 0)
     # A retry of the same batch writes no entry, but still a counter WAIT can confirm.
     assert processor.publish(events) == (0, 30)
-    assert _counters(client, settings.stream_shards) == before + 2
+    assert _counters(client, settings.streams.shards) == before + 2
 
 
 def test_a_short_replica_count_is_not_a_success(settings: Settings) -> None:
-    proc = Processor(settings.model_copy(update={"redis_min_replicas": 3, "redis_wait_timeout_ms": 100}))
+    proc = Processor(settings.updated({"redis_min_replicas": 3, "redis_wait_timeout_ms": 100}))
     try:
         with pytest.raises(ReplicaShortfall, match="2 of 3 replicas"):
             proc.publish(_events(5))
@@ -126,8 +124,8 @@ def test_the_client_follows_a_failover_without_a_restart(
     client.set(key, "before")
     old = primary_address(ha_settings)
     sentinel = redis.Redis(host=ha_stack.topology.sentinel(1).ip, port=26379)
-    wait_for_a_promotable_replica(sentinel, ha_settings.redis_service)
-    assert sentinel.sentinel_failover(ha_settings.redis_service)
+    wait_for_a_promotable_replica(sentinel, ha_settings.redis.service)
+    assert sentinel.sentinel_failover(ha_settings.redis.service)
     new = wait_for_new_primary(ha_settings, old)
     client.set(key, "after")  # the same client object: no restart, no error
     assert client.get(key) == "after"

@@ -64,16 +64,16 @@ def test_trusted_network_admits_its_scanner_through_haproxy_and_a_spoofed_header
     app, balancer, elsewhere = topo.app(1), topo.balancer(), topo.kafka(1)
     scanners = topo.host_ip  # where the scanners (and this test) are
     tag = f"PROXY{uuid.uuid4().hex[:6].upper()}"
-    settings = ha_settings.model_copy(
-        update={
+    settings = ha_settings.updated(
+        {
             "ingest_host": app.ip,
             "ingest_processes": 1,
             "ingest_proxies": balancer.ip,
             "ingest_trusted_networks": f"{scanners}/32={tag}-*",
         }
     )
-    migrate.upgrade(settings.db_url)  # the key table: the guard loads it even with no key in use
-    admit_only(app, settings.ingest_port, balancer.ip)
+    migrate.upgrade(settings.db.url)  # the key table: the guard loads it even with no key in use
+    admit_only(app, settings.ingest.port, balancer.ip)
     log = (tmp_path / "ingest.log").open("w")
     env = {**os.environ, **settings_env(settings)}
     argv = [*app.exec_prefix(), sys.executable, "-m", "barcode_pipeline", "ingest"]
@@ -86,8 +86,8 @@ def test_trusted_network_admits_its_scanner_through_haproxy_and_a_spoofed_header
             assert proc.poll() is None, (tmp_path / "ingest.log").read_text()[-2000:]
             assert time.monotonic() < deadline, f"HAProxy never saw {app.name} UP: {lb.server_states()}"
             time.sleep(0.5)
-        via_lb = f"http://{balancer.ip}:{settings.ingest_port}{names.ROUTE_SCAN}"
-        direct = f"http://{app.ip}:{settings.ingest_port}{names.ROUTE_SCAN}"
+        via_lb = f"http://{balancer.ip}:{settings.ingest.port}{names.ROUTE_SCAN}"
+        direct = f"http://{app.ip}:{settings.ingest.port}{names.ROUTE_SCAN}"
         body = scan(deviceId=f"{tag}-PC-1")
         assert _post_from(None, via_lb, body) == "202"  # the balancer named the scanner's address
         # from a broker's address, claiming the scanners': HAProxy drops the header and names the sender

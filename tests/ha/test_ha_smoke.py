@@ -30,8 +30,8 @@ SMOKE_REDIS_DB = 3  # streams of their own: other tests of this package publish 
 
 
 def test_leader_kill_and_redis_failover_lose_nothing(ha_settings: Settings, tmp_path: Path) -> None:
-    primary = ha_settings.redis_url.rsplit("/", 1)[0]
-    settings = ha_settings.model_copy(update={"redis_url": f"{primary}/{SMOKE_REDIS_DB}", "workers": 2})
+    primary = ha_settings.redis.url.rsplit("/", 1)[0]
+    settings = ha_settings.updated({"redis_url": f"{primary}/{SMOKE_REDIS_DB}", "workers": 2})
     client: redis.Redis = redis_adapter.client(settings)
     client.flushdb()
     client.close()

@@ -34,7 +34,7 @@ def test_every_node_is_healthy_with_a_role(ha_stack: HaStackManager) -> None:
 
 
 def test_internal_topics_are_replicated_and_unclean_election_is_off(ha_settings: Settings) -> None:
-    admin = kafka_admin.AdminClient({"bootstrap.servers": ha_settings.kafka_bootstrap})
+    admin = kafka_admin.AdminClient({"bootstrap.servers": ha_settings.kafka.bootstrap})
     meta = admin.list_topics(timeout=10)
     assert sorted(meta.brokers) == [1, 2, 3]
     offsets = meta.topics["__consumer_offsets"].partitions.values()
@@ -47,7 +47,7 @@ def test_internal_topics_are_replicated_and_unclean_election_is_off(ha_settings:
 
 def test_a_write_on_the_primary_reaches_both_replicas(ha_stack: HaStackManager) -> None:
     sentinel = redis.Redis(host=ha_stack.topology.sentinel(1).ip, port=26379, decode_responses=True)
-    host, port = sentinel.sentinel_get_master_addr_by_name(ha_stack.settings.redis_service)
+    host, port = sentinel.sentinel_get_master_addr_by_name(ha_stack.settings.redis.service)
     primary = redis.Redis(host=host, port=int(port))
     primary.set("bp-test:ha-replication", "1")
     assert primary.wait(2, 5000) == 2
@@ -56,7 +56,7 @@ def test_a_write_on_the_primary_reaches_both_replicas(ha_stack: HaStackManager) 
 
 def test_single_profile_refuses_the_ha_state_dir(ha_stack: HaStackManager) -> None:
     with pytest.raises(StackError, match="holds data of the 'ha' profile"):
-        StackManager(ha_stack.settings.model_copy(update={"stack_profile": "single"})).up(quiet=True)
+        StackManager(ha_stack.settings.updated({"stack_profile": "single"})).up(quiet=True)
 
 
 def test_namespaces_in_use_by_another_ha_stack_are_refused_in_one_line(

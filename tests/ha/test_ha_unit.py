@@ -74,9 +74,9 @@ def test_redis_replica_and_sentinel_configs(tmp_path: Path) -> None:
 
 def test_client_settings_point_at_brokers_sentinels_and_wait_for_all_replicas() -> None:
     s = client_settings(HarnessSettings(ha_subnet="10.9.8.0/24"))
-    assert s.kafka_bootstrap.count(",") == 2 and s.redis_sentinels.count(",") == 2
-    assert s.redis_min_replicas == 2 and s.topic_replication == 3
-    assert s.db_url.startswith("mysql://barcode:barcode@10.9.8.40:3306/")
+    assert s.kafka.bootstrap.count(",") == 2 and s.redis.sentinels.count(",") == 2
+    assert s.redis.min_replicas == 2 and s.kafka.topic_replication == 3
+    assert s.db.url.startswith("mysql://barcode:barcode@10.9.8.40:3306/")
 
 
 def test_one_profile_never_starts_over_the_others_data(tmp_path: Path) -> None:

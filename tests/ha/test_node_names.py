@@ -29,18 +29,18 @@ def _members(settings: Settings) -> list[str]:
 
 
 def test_two_nodes_get_distinct_member_ids_and_consumer_names(ha_settings: Settings) -> None:
-    app1 = _members(ha_settings.model_copy(update={"node_name": "app1", "processors": 2, "workers": 2}))
-    app2 = _members(ha_settings.model_copy(update={"node_name": "app2", "processors": 2, "workers": 2}))
+    app1 = _members(ha_settings.updated({"node_name": "app1", "processors": 2, "workers": 2}))
+    app2 = _members(ha_settings.updated({"node_name": "app2", "processors": 2, "workers": 2}))
     assert len(app1) == len(set(app1)) == 4
     assert not set(app1) & set(app2)
     assert all(m.startswith("app1.") for m in app1)
     assert names.node_member("app2", "worker-1") in app2
     # Stable: a restarted node comes back under the same names (static membership, its own pending).
-    assert _members(ha_settings.model_copy(update={"node_name": "app1", "processors": 2})) == app1
+    assert _members(ha_settings.updated({"node_name": "app1", "processors": 2})) == app1
 
 
 def _unique(settings: Settings) -> Settings:
-    return settings.model_copy(update={"node_name": f"t-{uuid.uuid4().hex[:8]}", "node_lease_ttl_s": 2.0})
+    return settings.updated({"node_name": f"t-{uuid.uuid4().hex[:8]}", "node_lease_ttl_s": 2.0})
 
 
 def test_a_second_run_with_the_same_node_name_is_refused(ha_settings: Settings) -> None:
@@ -52,7 +52,7 @@ def test_a_second_run_with_the_same_node_name_is_refused(ha_settings: Settings) 
             NodeLease(settings).acquire()
         message = str(refused.value)
         assert settings.node_name in message and "BP_NODE_NAME" in message and "\n" not in message
-        other = NodeLease(settings.model_copy(update={"node_name": settings.node_name + "-b"}))
+        other = NodeLease(settings.updated({"node_name": settings.node_name + "-b"}))
         other.acquire()  # another name on the same cluster is fine
         other.release()
         time.sleep(1.5)  # past the TTL of the first acquire: held only because it is renewed
@@ -81,7 +81,7 @@ def test_a_crashed_nodes_lease_expires_so_it_can_start_again(ha_settings: Settin
 
 
 def test_run_refuses_a_node_name_in_use_in_one_line(ha_settings: Settings) -> None:
-    settings = _unique(ha_settings).model_copy(update={"node_lease_ttl_s": 30.0})
+    settings = _unique(ha_settings).updated({"node_lease_ttl_s": 30.0})
     holder = NodeLease(settings)
     holder.acquire()
     try:

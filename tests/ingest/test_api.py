@@ -158,14 +158,14 @@ def test_batch_that_is_not_an_array_is_422(client: TestClient) -> None:
 
 @pytest.mark.usefixtures("nothing_reaches_kafka")
 def test_oversize_body_is_413(client: TestClient, stack_settings: Settings) -> None:
-    too_big = b" " * (stack_settings.max_body_bytes + 1)
+    too_big = b" " * (stack_settings.ingest.max_body_bytes + 1)
     for route in ("/ingest/barcode", "/ingest/barcodes"):
         response = client.post(route, content=too_big)  # Content-Length is checked before reading
         assert response.status_code == 413, response.text
         assert response.json()["error"] == "too_large"
 
     def chunks() -> Any:  # chunked: no Content-Length, so the capped read has to catch it
-        for _ in range(stack_settings.max_body_bytes // 4096 + 2):
+        for _ in range(stack_settings.ingest.max_body_bytes // 4096 + 2):
             yield b" " * 4096
 
     response = client.post("/ingest/barcode", content=chunks())
@@ -290,7 +290,7 @@ def test_recovers_by_itself_when_kafka_becomes_reachable(
     app_client: Callable[..., TestClient], stack_settings: Settings, topic_reader: TopicReader
 ) -> None:
     """Start with nothing listening at the bootstrap address, then let Kafka "come back" there."""
-    host, _, port = stack_settings.kafka_bootstrap.rpartition(":")
+    host, _, port = stack_settings.kafka.bootstrap.rpartition(":")
     forwarder = TcpForwarder((host, int(port)))  # bound but not listening yet: connections are refused
     # The first write after the reconnect needs a producer id and an acks=all round trip: a generous
     # produce timeout (the breaker makes the writes while Kafka is away fail at once regardless).
@@ -345,7 +345,7 @@ def test_batch_partly_refused_by_kafka_is_207_with_the_failed_indices(
     all go to one partition; one small scan (a batch of about 150 bytes) to another; limit 200.
     """
     big_device = f"{TEST_DEVICE_PREFIX}{secrets.token_hex(26)}"  # 64 characters
-    taken = zlib.crc32(big_device.encode()) % stack_settings.topic_partitions
+    taken = zlib.crc32(big_device.encode()) % stack_settings.kafka.topic_partitions
 
     def big() -> dict[str, Any]:
         return scan(deviceId=big_device, barcode=secrets.token_hex(32), scanId=secrets.token_hex(32))
@@ -355,7 +355,7 @@ def test_batch_partly_refused_by_kafka_is_207_with_the_failed_indices(
         with topic_max_message_bytes(stack_settings, 200):
             deadline = time.monotonic() + 60
             while True:  # the topic's new limit reaches the broker's log layer within moments
-                small = _scan_on_its_own_partition(stack_settings.topic_partitions, taken)
+                small = _scan_on_its_own_partition(stack_settings.kafka.topic_partitions, taken)
                 batch = [big(), small, big(), big()]
                 reply = ingest.post("/ingest/barcodes", content=orjson.dumps(batch))
                 if reply.status_code != 200 or time.monotonic() > deadline:

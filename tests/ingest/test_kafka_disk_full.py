@@ -41,8 +41,8 @@ def kafka_on_small_disk(
 ) -> Iterator[tuple[Settings, KafkaComponent]]:
     """A scratch single-node KRaft broker (the stack's jars) whose log dir is a 48 MiB tmpfs."""
     port = free_ports(2)
-    settings = stack_settings.model_copy(
-        update={
+    settings = stack_settings.updated(
+        {
             "state_dir": tmp_path / "state",
             "kafka_bootstrap": f"127.0.0.1:{port}",
             "kafka_controller_port": port + 1,
@@ -94,7 +94,7 @@ def test_ingest_answers_503_while_kafka_cannot_write_and_loses_no_acknowledged_s
     kafka_on_small_disk: tuple[Settings, KafkaComponent], ingest_key: str
 ) -> None:
     settings, broker = kafka_on_small_disk
-    app = create_app(settings.model_copy(update={"produce_timeout_s": 2.0}))
+    app = create_app(settings.updated({"produce_timeout_s": 2.0}))
     acked: list[str] = []
     refused = 0
     with TestClient(

@@ -50,8 +50,8 @@ def running_server(
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["BP_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    env["BP_DB_URL"] = settings.db_url  # where the scanner keys are
+    env["BP_KAFKA_BOOTSTRAP"] = settings.kafka.bootstrap
+    env["BP_DB_URL"] = settings.db.url  # where the scanner keys are
     env.update(extra_env or {})
     for attempt in range(2):
         port = free_port()

@@ -34,7 +34,7 @@ def test_tls_settings_come_in_pairs_of_existing_files(
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings()
     monkeypatch.setenv("BP_INGEST_TLS_KEY", str(pki.server_key))
-    assert load_settings().ingest_tls_key == pki.server_key
+    assert load_settings().ingest.tls_key == pki.server_key
 
 
 @pytest.mark.integration
@@ -43,8 +43,8 @@ def test_ingest_serves_https_only(stack_settings: Settings, ingest_key: str, tmp
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env |= {
-        "BP_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
-        "BP_DB_URL": stack_settings.db_url,
+        "BP_KAFKA_BOOTSTRAP": stack_settings.kafka.bootstrap,
+        "BP_DB_URL": stack_settings.db.url,
         "BP_INGEST_TLS_CERT": str(pki.server_cert),
         "BP_INGEST_TLS_KEY": str(pki.server_key),
     }

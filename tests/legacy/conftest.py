@@ -114,7 +114,7 @@ class Db:
 @pytest.fixture(scope="session")
 def legacy_db(stack_settings: Settings) -> Iterator[Db]:
     """A fresh ``bp_test_legacy`` database, migrated by the real runner (tables + seeded mapping)."""
-    url = database_url(stack_settings.db_url, TEST_DB)
+    url = database_url(stack_settings.db.url, TEST_DB)
     drop_database(url)
     create_database(url)
     upgrade(url)

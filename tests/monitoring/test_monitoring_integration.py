@@ -51,24 +51,33 @@ def _redis_db(url: str, db: int) -> str:
 def monitored(
     stack_settings: HarnessSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HarnessSettings]:
-    db_url = migrate.database_url(stack_settings.db_url, "bp_test_monitoring")
+    db_url = migrate.database_url(stack_settings.db.url, "bp_test_monitoring")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
-    settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": _redis_db(stack_settings.redis_url, 11), "ingest_processes": 1,
-                "worker_max_delay_ms": 100, "processor_group": f"test-monitoring-{uuid.uuid4().hex[:8]}",
-                "exporter_interval_s": 1.0}
-    )  # fmt: skip
+    settings = stack_settings.updated(
+        {
+            "db_url": db_url,
+            "redis_url": _redis_db(stack_settings.redis.url, 11),
+            "ingest_processes": 1,
+            "worker_max_delay_ms": 100,
+            "processor_group": f"test-monitoring-{uuid.uuid4().hex[:8]}",
+            "exporter_interval_s": 1.0,
+        }
+    )
     settings = keyed(settings, "test-monitoring")
     StackManager(settings, monitoring=True).up(quiet=True)  # (re)renders the scrape config for these settings
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    start_group_at_log_end(settings, settings.processor_group)
+    redis.Redis.from_url(settings.redis.url).flushdb()
+    start_group_at_log_end(settings, settings.processor.group)
     specs = [*pipeline_specs(settings, metrics=True), ChildSpec("legacy", names.Role.LEGACY, ["legacy"])]
     log = tmp_path_factory.mktemp("monitoring") / "pipeline.log"
     collector, server = serve(settings)
     try:
         with running_pipeline(
-            settings, log_path=log, specs=specs, start_stack=False, health_port=settings.metrics_port_base
+            settings,
+            log_path=log,
+            specs=specs,
+            start_stack=False,
+            health_port=settings.monitoring.metrics_port_base,
         ):
             yield settings  # ready: running_pipeline waited for ingest's and legacy's /ready
     finally:
@@ -88,8 +97,8 @@ class Load(threading.Thread):
         self.failures = 0
 
     def run(self) -> None:
-        ingest = f"http://127.0.0.1:{self.settings.ingest_port}"
-        legacy = f"http://127.0.0.1:{self.settings.legacy_port}"
+        ingest = f"http://127.0.0.1:{self.settings.ingest.port}"
+        legacy = f"http://127.0.0.1:{self.settings.legacy.port}"
         headers = {"content-type": "application/json", **client_headers(self.settings.ingest_api_key)}
         with httpx.Client(timeout=10, headers=headers) as client:
             i = 0
@@ -135,7 +144,7 @@ def test_top_shows_the_live_pipeline(monitored: HarnessSettings, load: Load) -> 
 
 
 def test_every_dashboard_panel_returns_series(monitored: HarnessSettings, load: Load) -> None:
-    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    base = f"http://127.0.0.1:{monitored.monitoring.prometheus_port}"
     queries = [q for path in dashboards.dashboard_files() for q in dashboards.panel_queries(path)]
     assert len(queries) >= 40
     # Rates need two scrapes with traffic; wait for data, without a fixed sleep.
@@ -168,7 +177,7 @@ def test_every_dashboard_panel_returns_series(monitored: HarnessSettings, load: 
 def test_every_rule_is_healthy_and_reads_only_scraped_metrics(monitored: HarnessSettings, load: Load) -> None:
     """A rule over a misspelt or missing metric is valid PromQL that never fires: hold every rule's
     metric names against what Prometheus scrapes from the real exporters and services."""
-    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    base = f"http://127.0.0.1:{monitored.monitoring.prometheus_port}"
     deadline = time.monotonic() + 120
     while True:
         rules = [r for g in _api(base, "rules")["groups"] for r in g["rules"]]
@@ -193,7 +202,7 @@ def test_a_nearly_full_disk_raises_the_disk_alert_naming_its_mount(
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={16 * 2**20}", "tmpfs", str(disk)], check=True)
-    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    base = f"http://127.0.0.1:{monitored.monitoring.prometheus_port}"
     try:
         (disk / "ballast").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 300 * 2**10))
         deadline = time.monotonic() + 90
@@ -255,7 +264,7 @@ def test_top_command_exits_cleanly_on_ctrl_c(monitored: HarnessSettings) -> None
 def test_snapshot_png_from_prometheus(monitored: HarnessSettings, load: Load, tmp_path: Path) -> None:
     from barcode_harness.snapshot import PANELS, snapshot
 
-    base = f"http://127.0.0.1:{monitored.prometheus_port}"
+    base = f"http://127.0.0.1:{monitored.monitoring.prometheus_port}"
     wanted = sum(len(queries) for _, queries in PANELS)
     deadline = time.monotonic() + 120
     while True:

@@ -32,15 +32,19 @@ def answers(url: str) -> str | None:
 
 
 def test_run_serves_metrics_on_every_documented_port(stack_settings: Settings) -> None:
-    db_url = migrate.database_url(stack_settings.db_url, "bp_test_run_metrics")
+    db_url = migrate.database_url(stack_settings.db.url, "bp_test_run_metrics")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
-    parts = urlsplit(stack_settings.redis_url)
-    settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": urlunsplit((parts.scheme, parts.netloc, "/10", "", "")),
-                "ingest_processes": 1, "processor_group": f"test-run-metrics-{uuid.uuid4().hex[:8]}"}
-    )  # fmt: skip
-    start_group_at_log_end(settings, settings.processor_group)
+    parts = urlsplit(stack_settings.redis.url)
+    settings = stack_settings.updated(
+        {
+            "db_url": db_url,
+            "redis_url": urlunsplit((parts.scheme, parts.netloc, "/10", "", "")),
+            "ingest_processes": 1,
+            "processor_group": f"test-run-metrics-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    start_group_at_log_end(settings, settings.processor.group)
     env = {**os.environ, **settings_env(settings)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "barcode_pipeline", "run", "--no-stack"],

@@ -39,7 +39,7 @@ def test_sizes_follow_rate_settings_and_measured_bytes() -> None:
     assert 1.9 * GIB < redis.steady < 2.1 * GIB  # issue 26's bound at 1,000 scans/s: 3 GiB
     kafka = lines["Kafka disk"]
     assert kafka.steady == pytest.approx(1000 * 86_400 * 192 * 7 + 6 * GIB)
-    twice = by_store(capacity.plan(settings.model_copy(update={"topic_replication": 2}), 1000, ROOMY))
+    twice = by_store(capacity.plan(settings.updated({"topic_replication": 2}), 1000, ROOMY))
     assert twice["Kafka disk"].per_day == pytest.approx(2 * kafka.per_day)
 
 

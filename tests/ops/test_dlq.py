@@ -40,7 +40,7 @@ UNKNOWN = "unknown device: deviceId {!r} has no center mapping"
 
 @pytest.fixture(scope="module")
 def ops_db_url(stack_settings: Settings) -> Iterator[str]:
-    url = migrate.database_url(stack_settings.db_url, TEST_DB)
+    url = migrate.database_url(stack_settings.db.url, TEST_DB)
     migrate.drop_database(url)
     migrate.create_database(url)
     migrate.upgrade(url)
@@ -52,9 +52,9 @@ def ops_db_url(stack_settings: Settings) -> Iterator[str]:
 def settings(
     make_settings: Callable[..., Settings], stack_settings: Settings, ops_db_url: str
 ) -> Iterator[Settings]:
-    parts = urlsplit(stack_settings.redis_url)
+    parts = urlsplit(stack_settings.redis.url)
     s = make_settings(redis_url=urlunsplit(parts._replace(path=f"/{REDIS_DB}")), db_url=ops_db_url)
-    r = redis.Redis.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis.url)
     r.flushdb()
     yield s
     r.flushdb()
@@ -69,7 +69,7 @@ def _dead_letter(
     The original is one field per name (as processors wrote entries before the JSON field), or
     ``original``, the JSON value of today's one field.
     """
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis.Redis.from_url(settings.redis.url)
     try:
         scan: dict[bytes, bytes] = {
             b"id": f"DLV-{device}-261125-01J0000000000000000000000".encode(),
@@ -94,7 +94,7 @@ def _dead_letter(
 
 
 def _map(settings: Settings, device: str) -> None:
-    conn = connect(settings.db_url, autocommit=True)
+    conn = connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -131,7 +131,7 @@ def test_a_dead_letter_in_the_json_format_names_its_device_and_scan_and_replays_
     assert (letter.id, letter.device_id, letter.scan_id) == (entry_id, device, "sid-json")
     _map(settings, device)
     assert [i for i, _ in dlq.replay_dlq(settings, ids=[entry_id]).replayed] == [entry_id]
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis.Redis.from_url(settings.redis.url)
     try:
         ((_id, fields),) = r.xrange(names.stream_name(1))
         assert fields == {SCAN_FIELD.encode(): scan.to_entry()}
@@ -151,7 +151,7 @@ def test_replay_waits_for_the_device_mapping_then_moves_the_entry_once(settings:
     _map(settings, device)
     outcome = dlq.replay_dlq(settings, reason="unknown device")
     assert [i for i, _ in outcome.replayed] == [entry_id]
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis.Redis.from_url(settings.redis.url)
     try:
         assert r.xlen(names.DLQ_STREAM) == 0
         ((_new_id, fields),) = r.xrange(names.stream_name(2))
@@ -170,7 +170,7 @@ def test_permanent_failures_need_force_and_bytes_survive(settings: Settings) -> 
     assert dlq.list_dlq(settings)  # a dry run changes nothing
     outcome = dlq.replay_dlq(settings, everything=True, force=True)
     assert [i for i, _ in outcome.replayed] == [entry_id]
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis.Redis.from_url(settings.redis.url)
     try:
         ((_id, fields),) = r.xrange(names.stream_name(1))
         assert fields[b"bc"] == b"8801234567890\xff\xfe"

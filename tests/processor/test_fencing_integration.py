@@ -42,7 +42,7 @@ def test_a_fenced_processor_replaces_its_consumer_and_goes_on(settings: Settings
     device = f"T-{uuid.uuid4().hex[:8]}"
     group = _group("fenced", settings)
     instance = f"fence-{uuid.uuid4().hex[:8]}"
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     proc = Processor(settings, group=group, instance=instance)
     thread = threading.Thread(target=proc.run, daemon=True)
     thread.start()
@@ -73,7 +73,7 @@ def test_a_consumer_that_delivers_nothing_while_records_wait_is_replaced(setting
     """The symptom of a wedged consumer (no error, no records) is enough to replace it."""
     device = f"T-{uuid.uuid4().hex[:8]}"
     group = _group("wedged", settings)
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     proc = Processor(settings, group=group, instance=f"wedge-{uuid.uuid4().hex[:8]}")
     proc.wedged_after_s = 2.0
     thread = threading.Thread(target=proc.run, daemon=True)

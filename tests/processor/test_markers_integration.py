@@ -23,8 +23,8 @@ REDIS_DB = 7  # this module's own database
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], stack_settings: Settings) -> Iterator[Settings]:
-    s = make_settings(redis_url=redis_db(stack_settings.redis_url, REDIS_DB), dedup_buckets=2)
-    client = redis.Redis.from_url(s.redis_url)
+    s = make_settings(redis_url=redis_db(stack_settings.redis.url, REDIS_DB), dedup_buckets=2)
+    client = redis.Redis.from_url(s.redis.url)
     client.flushdb()
     yield s
     client.flushdb()
@@ -41,7 +41,7 @@ def recent(i: int, now_ms: int) -> ScanEvent:
 
 def test_markers_stop_resends_and_stay_compact(settings: Settings) -> None:
     proc = Processor(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
         now = int(time.time() * 1000)
         events = [recent(i, now) for i in range(200)]
@@ -53,16 +53,16 @@ def test_markers_stop_resends_and_stay_compact(settings: Settings) -> None:
             # 100 fields each: under hash-max-listpack-entries, so the compact encoding
             assert client.object("encoding", key) == b"listpack"
             ttl = client.ttl(key)
-            assert settings.dedup_window_s - 120 < ttl <= settings.dedup_window_s + 60
-        assert sum(client.xlen(s) for s in names.all_streams(settings.stream_shards)) == 201
+            assert settings.dedup.window_s - 120 < ttl <= settings.dedup.window_s + 60
+        assert sum(client.xlen(s) for s in names.all_streams(settings.streams.shards)) == 201
     finally:
         proc.close()
         client.close()
 
 
 def test_a_scan_older_than_the_window_is_published_without_a_marker(settings: Settings) -> None:
-    proc = Processor(settings.model_copy(update={"dedup_window_s": 3600}))
-    client = redis.Redis.from_url(settings.redis_url)
+    proc = Processor(settings.updated({"dedup_window_s": 3600}))
+    client = redis.Redis.from_url(settings.redis.url)
     try:
         old = replace(recent(1, int(time.time() * 1000)), scan_time=int(time.time() * 1000) - 2 * 3600_000)
         assert proc.publish([old, old]) == (2, 0)  # both reach the streams; the UNIQUE key takes the second
@@ -73,7 +73,7 @@ def test_a_scan_older_than_the_window_is_published_without_a_marker(settings: Se
 
 
 def test_legacy_markers_are_honoured_after_an_upgrade(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     event = recent(7, int(time.time() * 1000))
     assert not legacy_markers_present(client)
     client.set(legacy_key(event, "event"), "1", ex=600)  # written by the release before the hashes
@@ -90,7 +90,7 @@ def test_legacy_markers_are_honoured_after_an_upgrade(settings: Settings) -> Non
 def test_a_full_redis_refuses_the_publish_whole(settings: Settings) -> None:
     """Redis at maxmemory refuses the call before any write: no marker without its entry."""
     proc = Processor(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     old = client.config_get("maxmemory")["maxmemory"]
     events = [recent(i, int(time.time() * 1000)) for i in range(20)]
     try:
@@ -98,7 +98,7 @@ def test_a_full_redis_refuses_the_publish_whole(settings: Settings) -> None:
         with pytest.raises(redis.OutOfMemoryError):
             proc.publish(events)
         assert list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*")) == []
-        assert sum(client.xlen(s) for s in names.all_streams(settings.stream_shards)) == 0
+        assert sum(client.xlen(s) for s in names.all_streams(settings.streams.shards)) == 0
     finally:
         client.config_set("maxmemory", old)
     try:

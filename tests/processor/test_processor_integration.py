@@ -31,9 +31,9 @@ RECENT_MS = int(time.time() * 1000) - 60_000  # within the dedup window: resends
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], stack_settings: Settings) -> Iterator[Settings]:
-    s = make_settings(redis_url=redis_db(stack_settings.redis_url, REDIS_DB))
+    s = make_settings(redis_url=redis_db(stack_settings.redis.url, REDIS_DB))
     kafka_adapter.ensure_topics(s)
-    r = redis.Redis.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis.url)
     r.flushdb()
     yield s
     r.flushdb()
@@ -59,7 +59,7 @@ def _scan(device: str, i: int, scan_id: str | None = None) -> tuple[bytes, bytes
 
 
 def _entries_for(r: redis.Redis, settings: Settings, device: str) -> list[Any]:
-    stream = names.stream_name(shard_of(device, settings.stream_shards))
+    stream = names.stream_name(shard_of(device, settings.streams.shards))
     scans = (named_fields(fields) for _id, fields in r.xrange(stream))
     return [scan for scan in scans if scan["dev"] == device]
 
@@ -89,7 +89,7 @@ def test_events_reach_their_shard_in_device_order(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
     group = _group("order", settings)
     _produce(settings, [_scan(device, i) for i in range(300)])
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     _run_until(Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) >= 300)
     entries = _entries_for(r, settings, device)
     assert len(entries) == 300
@@ -101,7 +101,7 @@ def test_same_event_five_times_is_published_once(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
     group = _group("dup", settings)
     _produce(settings, [_scan(device, 1, scan_id="same")] * 5 + [_scan(device, 2)])
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     proc = Processor(settings, group=group)
     _run_until(proc, lambda: len(_entries_for(r, settings, device)) >= 2)
     time.sleep(0.5)
@@ -113,7 +113,7 @@ def test_poison_goes_to_dlt_and_the_pipeline_goes_on(settings: Settings) -> None
     marker = uuid.uuid4().hex.encode()
     group = _group("poison", settings)
     _produce(settings, [(device.encode(), b"\xff\xfe" + marker), _scan(device, 7)])
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     _run_until(Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) == 1)
 
     c = Consumer(kafka_adapter.consumer_config(settings, _group("dlt-reader")))
@@ -134,7 +134,7 @@ def test_redis_down_commits_nothing(settings: Settings) -> None:
     device = f"T-{uuid.uuid4().hex[:8]}"
     group = _group("redis-down", settings)
     [(partition, offset)] = _produce(settings, [_scan(device, 1)])
-    dead = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    dead = settings.updated({"redis_url": "redis://127.0.0.1:1/0"})
     proc = Processor(dead, group=group)
     proc.consumer.subscribe([names.TOPIC])
     stopper = threading.Timer(2.0, proc.stop)
@@ -155,7 +155,7 @@ def test_replay_since_redrives_after_redis_loss(settings: Settings) -> None:
     group = _group("pre", settings)
     since = int(time.time() * 1000)
     _produce(settings, [_scan(device, i) for i in range(20)])
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     _run_until(Processor(settings, group=group), lambda: len(_entries_for(r, settings, device)) == 20)
     r.flushdb()  # Redis lost everything, markers included
     outcome = replay(settings, since_ms=since)
@@ -177,12 +177,10 @@ def test_a_static_member_killed_and_restarted_resumes_without_waiting_for_its_se
 
     from barcode_pipeline.config import settings_env
 
-    s = settings.model_copy(
-        update={"processor_group": _group("static", settings), "kafka_session_timeout_ms": 60_000}
-    )
+    s = settings.updated({"processor_group": _group("static", settings), "kafka_session_timeout_ms": 60_000})
     env = {**os.environ, **settings_env(s)}
     device = f"T-{uuid.uuid4().hex[:8]}"
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     log = (tmp_path / "processor.log").open("wb")
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -239,7 +237,7 @@ def test_a_redis_back_without_its_last_writes_gets_them_again(
     settings = make_settings(redis_url=scratch_redis.url)
     device = f"T-{uuid.uuid4().hex[:8]}"
     group = _group("lost-tail", settings)
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     proc = Processor(settings, group=group)
     thread = threading.Thread(target=proc.run, daemon=True)
     thread.start()
@@ -312,9 +310,11 @@ def test_a_replay_ignores_its_groups_old_commit_marks(settings: Settings) -> Non
     device = f"T-{uuid.uuid4().hex[:8]}"
     since = int(time.time() * 1000)
     _produce(settings, [_scan(device, i) for i in range(20)])
-    c = Consumer(kafka_adapter.consumer_config(settings, names.replay_group(settings.processor_group)))
+    c = Consumer(kafka_adapter.consumer_config(settings, names.replay_group(settings.processor.group)))
     gone = CommitMark("a-server-long-gone", 0).encode()
-    marked = [TopicPartition(names.TOPIC, p, 1, metadata=gone) for p in range(settings.topic_partitions)]
+    marked = [
+        TopicPartition(names.TOPIC, p, 1, metadata=gone) for p in range(settings.kafka.topic_partitions)
+    ]
     c.commit(offsets=marked, asynchronous=False)
     c.close()
     outcome = replay(settings, since_ms=since)

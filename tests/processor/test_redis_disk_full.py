@@ -54,6 +54,6 @@ def test_the_processor_waits_out_a_full_disk_and_publishes_once_there_is_room(
     proc.stop_event.set()
     assert not errors, f"{errors[0]!r}"
     assert outcome == [(50, 0)]
-    assert sum(client.xlen(f"barcode:stream:{s}") for s in range(settings.stream_shards)) == 50
+    assert sum(client.xlen(f"barcode:stream:{s}") for s in range(settings.streams.shards)) == 50
     proc.close()
     client.close()

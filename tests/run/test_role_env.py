@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from barcode_pipeline.config import ROLE_READS, Settings, role_env
+from barcode_pipeline.config import ROLE_SECTIONS, Settings, role_env, role_reads, section_names
 from barcode_pipeline.run.supervisor import Supervisor, pipeline_specs
 from tests.test_architecture import _edges, _modules
 
@@ -41,27 +41,35 @@ def _reached(edges: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def _settings_read(paths: list[Path]) -> set[str]:
-    """Every attribute name in these files that is a setting's name (``settings.x``, ``s.x``, ...)."""
-    fields = set(Settings.model_fields)
-    return {
-        node.attr
-        for path in paths
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Attribute) and node.attr in fields
-    }
+def _sections_read(paths: list[Path]) -> set[str]:
+    """Every section these files read: ``<x>.kafka.bootstrap``, or ``settings.kafka`` handed on."""
+    fields = section_names(Settings)
+    read = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            if isinstance(node.value, ast.Attribute) and node.attr in fields.get(node.value.attr, ()):
+                read.add(node.value.attr)
+            holder = (
+                node.value.attr if isinstance(node.value, ast.Attribute) else getattr(node.value, "id", "")
+            )
+            if node.attr in fields and (holder.endswith("settings") or holder == "s"):
+                read.add(node.attr)
+    return read
 
 
-def test_each_role_is_started_with_every_setting_its_code_reads() -> None:
+def test_each_role_is_started_with_every_section_its_code_reads() -> None:
     """A setting a role reads but is not given would silently take its default in that child."""
     modules = _modules()
     edges = _edges(modules)
-    for role, given in ROLE_READS.items():
+    for role, given in ROLE_SECTIONS.items():
         reached = _reached(edges, f"barcode_pipeline.{role}.commands") - {"barcode_pipeline.config"}
         assert len(reached) > 10, role  # the entrypoint was found
-        read = _settings_read([modules[m] for m in reached])
-        assert read - given == set(), role
-    assert "db_url" not in ROLE_READS["processor"]  # least privilege: the processor has no database
+        read = _sections_read([modules[m] for m in reached])
+        assert read - set(given) == set(), role
+    assert "db" not in ROLE_SECTIONS["processor"]  # least privilege: the processor has no database
+    assert not any("accounts" in given for given in ROLE_SECTIONS.values())  # the shared names only
 
 
 def _held(env: dict[str, str]) -> set[str]:
@@ -100,11 +108,11 @@ def test_each_role_gets_its_own_credentials_under_the_shared_names() -> None:
 def test_the_children_of_run_hold_only_their_roles_secrets(
     stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = stack_settings.model_copy(
-        update={**SECRETS, "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 1}
+    settings = stack_settings.updated(
+        {**SECRETS, "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 1}
     )
     secret_file = tmp_path / "worker-db-url"
-    secret_file.write_text(settings.db_url)
+    secret_file.write_text(settings.db.url)
     monkeypatch.setenv("BP_WORKER_DB_URL_FILE", str(secret_file))  # the parent's: never passed on
     sup = Supervisor(settings, pipeline_specs(settings, metrics=False), out=io.StringIO())
     sup.start()
@@ -119,13 +127,11 @@ def test_the_children_of_run_hold_only_their_roles_secrets(
             env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
             assert _held(env) == OWN[child.spec.role], child.spec.name
             given = {k.removeprefix("BP_").lower() for k in env if k.startswith("BP_")}
-            assert given <= ROLE_READS[child.spec.role], (
+            assert given <= role_reads(child.spec.role), (
                 child.spec.name,
-                given - ROLE_READS[child.spec.role],
+                given - role_reads(child.spec.role),
             )
-            assert "workers" not in given and "stack_profile" not in given, (
-                child.spec.name
-            )  # run's, harness's
+            assert "stack_profile" not in given and "ingest_db_url" not in given, child.spec.name
             assert not [k for k in env if k.endswith("_FILE") and k.startswith("BP_")], child.spec.name
     finally:
         sup.stop()
@@ -137,7 +143,7 @@ def test_a_secured_setup_without_a_roles_own_credentials_is_warned_about(
 ) -> None:
     """With TLS or SASL, a child on the admin's account is worth a line; on a plaintext dev stack not."""
     plain = Settings(ingest_db_url="mysql://ingest:x@127.0.0.1:3307/barcode")
-    secured = plain.model_copy(update={"kafka_security_protocol": "SASL_SSL"})
+    secured = plain.updated({"kafka_security_protocol": "SASL_SSL"})
     with caplog.at_level(logging.WARNING, logger="barcode_pipeline.config"):
         role_env(plain, "ingest")
         assert not caplog.records

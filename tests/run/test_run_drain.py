@@ -49,18 +49,23 @@ def _scan() -> dict[str, Any]:
 def test_run_drains_front_to_back_on_sigterm_under_load(
     stack_settings: HarnessSettings, tmp_path: Path
 ) -> None:
-    db_url = migrate.database_url(stack_settings.db_url, "bp_test_run_drain")
+    db_url = migrate.database_url(stack_settings.db.url, "bp_test_run_drain")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
-    settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 14),
-                "state_dir": tmp_path / "state", "metrics_port_base": 0, "workers": 2,
-                "processor_group": f"test-drain-{uuid.uuid4().hex[:8]}"}
-    )  # fmt: skip
+    settings = stack_settings.updated(
+        {
+            "db_url": db_url,
+            "redis_url": redis_db(stack_settings.redis.url, 14),
+            "state_dir": tmp_path / "state",
+            "metrics_port_base": 0,
+            "workers": 2,
+            "processor_group": f"test-drain-{uuid.uuid4().hex[:8]}",
+        }
+    )
     settings = keyed(settings, "test-run-drain")
     auth = client_headers(settings.ingest_api_key)
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    start_group_at_log_end(settings, settings.processor_group)
+    redis.Redis.from_url(settings.redis.url).flushdb()
+    start_group_at_log_end(settings, settings.processor.group)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(settings_env(settings))
@@ -71,9 +76,9 @@ def test_run_drains_front_to_back_on_sigterm_under_load(
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        base_url = f"http://127.0.0.1:{settings.ingest_port}"
+        base_url = f"http://127.0.0.1:{settings.ingest.port}"
         wait_http_ok(f"{base_url}/ready", timeout=90)
-        held = HeldRequest(settings.ingest_port, _scan(), headers=auth)
+        held = HeldRequest(settings.ingest.port, _scan(), headers=auth)
         senders = Senders(base_url, _scan, threads=4, headers=auth)
         senders.start()
         senders.wait_answers(200)

@@ -65,17 +65,24 @@ def _restarts(metrics_text: str, service: str) -> float:
 
 def _watched_settings(stack_settings: HarnessSettings, tmp_path: Path) -> HarnessSettings:
     """A pipeline of its own (database, Redis DB 13, group), one worker, a 3 s stall timeout."""
-    db_url = migrate.database_url(stack_settings.db_url, "bp_test_watchdog")
+    db_url = migrate.database_url(stack_settings.db.url, "bp_test_watchdog")
     migrate.drop_database(db_url)
     migrate.create_database(db_url)
-    settings = stack_settings.model_copy(
-        update={"db_url": db_url, "redis_url": redis_db(stack_settings.redis_url, 13),
-                "ingest_processes": 1, "workers": 1, "worker_max_delay_ms": 50, "stall_timeout_s": 3.0,
-                "state_dir": tmp_path / "state", "processor_group": f"test-watchdog-{uuid.uuid4().hex[:8]}"}
-    )  # fmt: skip
+    settings = stack_settings.updated(
+        {
+            "db_url": db_url,
+            "redis_url": redis_db(stack_settings.redis.url, 13),
+            "ingest_processes": 1,
+            "workers": 1,
+            "worker_max_delay_ms": 50,
+            "stall_timeout_s": 3.0,
+            "state_dir": tmp_path / "state",
+            "processor_group": f"test-watchdog-{uuid.uuid4().hex[:8]}",
+        }
+    )
     settings = keyed(settings, "test-watchdog")  # ingest wants a scanner key
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    start_group_at_log_end(settings, settings.processor_group)
+    redis.Redis.from_url(settings.redis.url).flushdb()
+    start_group_at_log_end(settings, settings.processor.group)
     return settings
 
 
@@ -86,7 +93,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
 ) -> None:
     caplog.set_level(logging.INFO, logger="barcode_pipeline.run.watchdog")
     settings = _watched_settings(stack_settings, tmp_path)
-    db_url, health_port = settings.db_url, free_ports()
+    db_url, health_port = settings.db.url, free_ports()
     stall_file = tmp_path / "stall-now"
     specs = pipeline_specs(settings, workers=1, metrics=False)
     for spec in specs:
@@ -100,7 +107,7 @@ def test_the_watchdog_dumps_and_restarts_a_stalled_service(
                 settings, log_path=log_path, specs=specs, start_stack=False, health_port=health_port
             ),
             httpx.Client(
-                base_url=f"http://127.0.0.1:{settings.ingest_port}",
+                base_url=f"http://127.0.0.1:{settings.ingest.port}",
                 timeout=10,
                 headers=client_headers(settings.ingest_api_key),
             ) as client,
@@ -163,7 +170,7 @@ def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
     server would: the worker sits in a write bounded by its own timeouts (60 s), which the watchdog
     reports as waiting, for well over the stall timeout, and never restarts; the thaw finishes it."""
     settings = _watched_settings(stack_settings, tmp_path)
-    target = urlsplit(settings.db_url)
+    target = urlsplit(settings.db.url)
     relay = FreezableRelay((target.hostname or "127.0.0.1", target.port or 3306))
     relay.start()
     specs = pipeline_specs(settings, workers=1, metrics=False)
@@ -180,7 +187,7 @@ def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
                 health_port=health_port,
             ),
             httpx.Client(
-                base_url=f"http://127.0.0.1:{settings.ingest_port}", timeout=10,
+                base_url=f"http://127.0.0.1:{settings.ingest.port}", timeout=10,
                 headers=client_headers(settings.ingest_api_key),
             ) as client,
         ):  # fmt: skip
@@ -206,19 +213,19 @@ def test_a_worker_blocked_on_a_frozen_database_is_waiting_not_restarted(
             # Three stall timeouts of frozen database, as the watchdog itself observed them.
             _wait_for(
                 "the watchdog to watch the frozen database for three stall timeouts",
-                lambda: worker()["checked_at"] > frozen_at + 3 * settings.stall_timeout_s,
+                lambda: worker()["checked_at"] > frozen_at + 3 * settings.monitoring.stall_timeout_s,
                 timeout=60,
             )
             assert worker()["services"]["worker-1"]["state"] == "waiting"
             assert _restarts(httpx.get(f"{base}/metrics").text, "worker-1") == 0
             relay.thaw()
             wait_drained(settings, timeout=90)
-            check = verify_scan_ids(settings.db_url, [s["scanId"] for s in before + during])
+            check = verify_scan_ids(settings.db.url, [s["scanId"] for s in before + during])
             assert (check.stored, check.missing, check.duplicate_rows) == (30, 0, 0)
             assert _restarts(httpx.get(f"{base}/metrics").text, "worker-1") == 0
     finally:
         relay.stop()
-        migrate.drop_database(settings.db_url)
+        migrate.drop_database(settings.db.url)
 
 
 def test_backlog_is_attributed_per_service() -> None:

@@ -85,7 +85,7 @@ def test_docs_pages_reference_only_their_own_service(
     """Both services, both doc pages: every script, style and icon is a path on the service."""
     for app in (
         create_ingest(stack_settings),
-        create_legacy(stack_settings.model_copy(update={"db_url": legacy_db.url})),
+        create_legacy(stack_settings.updated({"db_url": legacy_db.url})),
     ):
         server = ThreadServer(app)
         server.start()

@@ -80,7 +80,7 @@ def ingest_url(stack_settings: Settings, ingest_key: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def legacy_url(stack_settings: Settings, legacy_db: Db) -> Iterator[str]:
-    server = ThreadServer(create_legacy(stack_settings.model_copy(update={"db_url": legacy_db.url})))
+    server = ThreadServer(create_legacy(stack_settings.updated({"db_url": legacy_db.url})))
     server.start()
     yield server.base_url
     server.stop()
@@ -127,7 +127,7 @@ def test_the_batch_limit_is_in_the_spec_with_its_status(
 ) -> None:
     url: str = request.getfixturevalue(f"{service}_url")
     operation = httpx.get(f"{url}/openapi.json").json()["paths"]["/ingest/barcodes"]["post"]
-    limit = stack_settings.max_batch_items
+    limit = stack_settings.ingest.max_batch_items
     assert operation["requestBody"]["content"]["application/json"]["schema"]["maxItems"] == limit
     assert f"more than {limit} scans" in operation["responses"]["413"]["description"]
     example = _examples({"paths": {"/ingest/barcodes": {"post": operation}}}, "/ingest/barcodes")[0]

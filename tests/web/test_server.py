@@ -53,7 +53,7 @@ def test_a_trusted_network_holding_a_proxy_is_refused_at_start_up(monkeypatch: p
     with pytest.raises(ConfigError, match=r"10\.77\.0\.0/24 holds the proxy 10\.77\.0\.50"):
         load_settings()
     monkeypatch.setenv("BP_INGEST_TRUSTED_NETWORKS", "10.20.0.0/16=SEOUL-*")
-    assert load_settings().ingest_proxies == "10.77.0.50"
+    assert load_settings().ingest.proxies == "10.77.0.50"
     monkeypatch.setenv("BP_INGEST_PROXIES", "10.77.0.500")
     with pytest.raises(ConfigError, match="BP_INGEST_PROXIES"):
         load_settings()

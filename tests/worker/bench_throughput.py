@@ -32,19 +32,19 @@ DEVICES = [f"BENCH-PC-{i:03d}" for i in range(100)]
 
 
 def prepare(settings: Settings, entries: int) -> None:
-    migrate.drop_database(settings.db_url)
-    migrate.create_database(settings.db_url)
-    migrate.upgrade(settings.db_url)
-    conn = connect(settings.db_url, autocommit=True)
+    migrate.drop_database(settings.db.url)
+    migrate.create_database(settings.db.url)
+    migrate.upgrade(settings.db.url)
+    conn = connect(settings.db.url, autocommit=True)
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO device_center_mapping (device_id, center_id, center_name) VALUES (%s, %s, %s)",
             [(d, f"CENTER-{i % 3 + 1}", f"Seoul Center {i % 3 + 1}") for i, d in enumerate(DEVICES)],
         )
     conn.close()
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis.Redis.from_url(settings.redis.url)
     r.flushdb()
-    for stream in names.all_streams(settings.stream_shards):
+    for stream in names.all_streams(settings.streams.shards):
         r.xgroup_create(stream, names.WORKER_GROUP, id="0", mkstream=True)
     tag = uuid.uuid4().hex[:10]
     now = int(time.time() * 1000)
@@ -53,7 +53,7 @@ def prepare(settings: Settings, entries: int) -> None:
         device = DEVICES[i % len(DEVICES)]
         scan = StoredScan(f"DLV-{device}-261125-{tag}{i:016d}", f"{tag}-{i}", f"88{i:011d}", device,
                           now - 60_000 + i % 60_000, now)  # fmt: skip
-        pipe.xadd(names.stream_name(shard_of(device, settings.stream_shards)), scan.to_fields())
+        pipe.xadd(names.stream_name(shard_of(device, settings.streams.shards)), scan.to_fields())
         if len(pipe) >= 10_000:
             pipe.execute()
     pipe.execute()
@@ -80,10 +80,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     base = Settings()
-    settings = base.model_copy(
-        update={
-            "db_url": migrate.database_url(base.db_url, args.database),
-            "redis_url": redis_db(base.redis_url, args.redis_db),
+    settings = base.updated(
+        {
+            "db_url": migrate.database_url(base.db.url, args.database),
+            "redis_url": redis_db(base.redis.url, args.redis_db),
             "log_level": "WARNING",
         }
     )
@@ -100,7 +100,7 @@ def main() -> None:
     ]
     try:
         while True:
-            count, span = count_rows(settings.db_url)
+            count, span = count_rows(settings.db.url)
             if count >= args.entries:
                 break
             if any(p.poll() is not None for p in procs):
@@ -112,14 +112,14 @@ def main() -> None:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
-    count, span = count_rows(settings.db_url)
+    count, span = count_rows(settings.db.url)
     log.info(
         "%d workers: %d rows; first-to-last row %.2fs = %.0f rows/s;"
         " wall incl. process start %.2fs = %.0f rows/s",
         args.workers, count, span, count / span, wall, count / wall,
     )  # fmt: skip
-    migrate.drop_database(settings.db_url)
-    redis.Redis.from_url(settings.redis_url).flushdb()
+    migrate.drop_database(settings.db.url)
+    redis.Redis.from_url(settings.redis.url).flushdb()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ DEVICES = ("SEOUL-CENTER-PC-001", "SEOUL-CENTER-PC-002", "SEOUL-CENTER-PC-003")
 @pytest.fixture(scope="module")
 def worker_db_url(stack_settings: Settings) -> Iterator[str]:
     """A fresh, fully migrated database for this test module."""
-    url = migrate.database_url(stack_settings.db_url, TEST_DB)
+    url = migrate.database_url(stack_settings.db.url, TEST_DB)
     migrate.drop_database(url)
     migrate.create_database(url)
     migrate.upgrade(url)
@@ -105,7 +105,7 @@ class Env:
         return str(self.redis.xadd(names.stream_name(shard), fields).decode())
 
     def stream_of(self, device: str) -> str:
-        return names.stream_name(shard_of(device, self.settings.stream_shards))
+        return names.stream_name(shard_of(device, self.settings.streams.shards))
 
     def many(self, n: int) -> list[StoredScan]:
         tag = uuid.uuid4().hex[:10]
@@ -114,7 +114,7 @@ class Env:
     # ---- group state
     def pending(self, consumer: str | None = None) -> int:
         total = 0
-        for stream in names.all_streams(self.settings.stream_shards):
+        for stream in names.all_streams(self.settings.streams.shards):
             try:
                 summary = self.redis.xpending(stream, names.WORKER_GROUP)
             except redis.ResponseError:
@@ -126,7 +126,7 @@ class Env:
 
     def consumers(self) -> set[str]:
         found: set[str] = set()
-        for stream in names.all_streams(self.settings.stream_shards):
+        for stream in names.all_streams(self.settings.streams.shards):
             try:
                 found |= {c["name"].decode() for c in self.redis.xinfo_consumers(stream, names.WORKER_GROUP)}
             except redis.ResponseError:
@@ -134,7 +134,7 @@ class Env:
         return found
 
     def create_groups(self) -> None:
-        for stream in names.all_streams(self.settings.stream_shards):
+        for stream in names.all_streams(self.settings.streams.shards):
             self.redis.xgroup_create(stream, names.WORKER_GROUP, id="0", mkstream=True)
 
     def dlq(self) -> list[dict[str, str]]:
@@ -157,7 +157,7 @@ class Env:
         self, name: str, *, crash_before: bool = False, crash_after: bool = False, **overrides: Any
     ) -> subprocess.Popen[bytes]:
         """A real ``barcode-pipeline worker`` process (what the supervisor runs)."""
-        env = {**os.environ, **settings_env(self.settings.model_copy(update=overrides))}
+        env = {**os.environ, **settings_env(self.settings.updated(overrides))}
         env.pop(CRASH_BEFORE_COMMIT_ENV, None)
         env.pop(CRASH_AFTER_COMMIT_ENV, None)
         if crash_before:
@@ -194,12 +194,12 @@ def env(
 ) -> Iterator[Env]:
     """Empty Redis DB 3 and empty tables (mapping kept), fast heartbeats; workers stopped afterwards."""
     settings = make_settings(
-        redis_url=redis_db(stack_settings.redis_url, REDIS_DB),
+        redis_url=redis_db(stack_settings.redis.url, REDIS_DB),
         db_url=worker_db_url,
         worker_heartbeat_ttl_s=1.5,
         log_level="INFO",
     )
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     client.flushdb()
     db = Db(worker_db_url)
     db.query("TRUNCATE TABLE barcodes")

@@ -142,7 +142,7 @@ def test_workers_keep_entries_pending_while_the_disk_is_full_and_store_each_once
     server, (margin, stays_up) = mariadb_on_small_disk, MARGINS[case]
     url, data = server.url, server.data
     env.db.url = url  # the assertions read the scratch server
-    settings = env.settings.model_copy(update={"db_url": url})
+    settings = env.settings.updated({"db_url": url})
     free = shutil.disk_usage(data).free
     ballast = data / "ballast"
     ballast.write_bytes(b"\0" * (free - margin))  # a few thousand rows' worth left

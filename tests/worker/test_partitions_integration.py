@@ -55,7 +55,7 @@ def test_maintenance_adds_ahead_drops_past_retention_and_dry_run_changes_nothing
     later = today + timedelta(days=40)  # forty days on, with a retention of 31
     dry = partitions.maintain(env.db.url, ahead_days=8, retention_days=31, dry_run=True, today=later)
     assert dry.add and dry.drop and partition_names(env) == before
-    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    store = BarcodeStore(env.settings.db.url, dedup_policy="event")
     try:
         old = to_row(env.scan(1), "CENTER-1", "event")  # today's scan: in a partition that will go
         assert store.write([old]).inserted == 1
@@ -75,7 +75,7 @@ def test_run_keeps_the_partitions_one_node_at_a_time(env: Env) -> None:
     last = partitions.day_of(partition_names(env)[-1])
     assert last is not None
     ahead = (last - today).days + 3  # three days past what the table has
-    settings = env.settings.model_copy(update={"db_url": env.db.url, "db_partitions_ahead_days": ahead})
+    settings = env.settings.updated({"db_url": env.db.url, "db_partitions_ahead_days": ahead})
     keeper = RetentionKeeper(settings)
     env.redis.delete(names.RETENTION_LOCK)
     done = keeper.round()

@@ -30,7 +30,7 @@ def redis_full(client: redis.Redis) -> Iterator[None]:
 
 def held(env: Env, count: int) -> None:
     """Start a worker that holds what it reads for 4 s, and wait until it holds ``count`` entries."""
-    env.start("w1", env.settings.model_copy(update={"worker_max_delay_ms": 4000, "worker_early_batch": 0}))
+    env.start("w1", env.settings.updated({"worker_max_delay_ms": 4000, "worker_early_batch": 0}))
     wait_until(lambda: env.pending("w1") == count, 5, f"{count} entries read and held")
 
 
@@ -45,7 +45,7 @@ def test_stored_entries_are_acknowledged_while_redis_is_full(env: Env) -> None:
             env.redis.set("probe", "1")  # the limit is in force
         wait_until(lambda: env.db.count() == 300, 15, "every scan stored while Redis is full")
         wait_until(lambda: env.pending() == 0, 10, "every stored entry acknowledged while Redis is full")
-        time.sleep(3 * env.settings.worker_heartbeat_ttl_s)  # several TTLs: it must not lapse
+        time.sleep(3 * env.settings.worker.heartbeat_ttl_s)  # several TTLs: it must not lapse
         assert env.redis.exists(names.heartbeat_key("w1")) == 1, "the heartbeat lapsed while Redis was full"
     assert env.dlq() == []
 
@@ -71,7 +71,7 @@ def test_the_dlq_at_its_limit_keeps_further_dead_letters_pending(env: Env) -> No
     env.redis.xadd(names.DLQ_STREAM, {"dlq_reason": "earlier"})
     env.redis.xadd(names.DLQ_STREAM, {"dlq_reason": "earlier"})
     env.add([env.scan(1, device="NOT-A-MAPPED-PC"), env.scan(2)])
-    env.start("w1", env.settings.model_copy(update={"dlq_max_entries": 2}))
+    env.start("w1", env.settings.updated({"dlq_max_entries": 2}))
     wait_until(lambda: env.db.count() == 1, 10, "the good scan stored")
     wait_until(lambda: env.pending() == 1, 10, "the dead letter kept pending")
     time.sleep(1)

@@ -45,7 +45,7 @@ def test_killed_before_commit_is_taken_over_by_a_live_worker(env: Env) -> None:
     """Default heartbeat TTL (5 s), the shipped setting. The 10 s takeover target itself is measured
     by `barcode-pipeline chaos` (docs/reliability.md); here only a loose bound, as CI is loaded."""
     # no early write: the doomed worker reads all N before its (fatal) first write
-    settings = env.settings.model_copy(update={"worker_heartbeat_ttl_s": 5.0, "worker_early_batch": 0})
+    settings = env.settings.updated({"worker_heartbeat_ttl_s": 5.0, "worker_early_batch": 0})
     env.settings = settings
     env.add(env.many(N))
     env.spawn("doomed", crash_before=True)
@@ -73,7 +73,7 @@ def test_killed_before_commit_is_taken_over_by_a_live_worker(env: Env) -> None:
 
 def test_sigkilled_worker_holding_a_batch_is_taken_over_by_a_running_worker(env: Env) -> None:
     """A worker killed mid-batch (its entries read, nothing written) while another one is running."""
-    env.settings = env.settings.model_copy(update={"worker_heartbeat_ttl_s": 5.0})
+    env.settings = env.settings.updated({"worker_heartbeat_ttl_s": 5.0})
     holder = env.spawn("holder", worker_max_delay_ms=60_000, worker_batch_size=10_000, worker_early_batch=0)
     wait_until(lambda: bool(env.redis.exists(names.heartbeat_key("holder"))), 15, "holder to start")
     assert holder.poll() is None, env.logs()

@@ -51,7 +51,7 @@ def test_every_entry_is_stored_once_and_acked(env: Env) -> None:
 
 
 def test_a_lone_entry_is_written_when_the_delay_expires(env: Env) -> None:
-    env.start("w1", env.settings.model_copy(update={"worker_max_delay_ms": 300}))
+    env.start("w1", env.settings.updated({"worker_max_delay_ms": 300}))
     time.sleep(0.3)  # let the worker settle into its blocking read
     env.add([env.scan(0)])
     took = wait_until(lambda: env.db.count() == 1, 5, "the row", interval=0.005)
@@ -60,7 +60,7 @@ def test_a_lone_entry_is_written_when_the_delay_expires(env: Env) -> None:
 
 
 def test_a_full_batch_is_written_at_once_and_the_rest_on_shutdown(env: Env) -> None:
-    settings = env.settings.model_copy(update={"worker_batch_size": 50, "worker_max_delay_ms": 60_000})
+    settings = env.settings.updated({"worker_batch_size": 50, "worker_max_delay_ms": 60_000})
     worker = env.start("w1", settings)
     env.add(env.many(60))
     wait_until(lambda: env.db.count() == 50, 5, "the first full batch")
@@ -102,7 +102,7 @@ def test_an_entry_delivered_too_often_goes_to_the_dlq(env: Env) -> None:
     env.redis.xreadgroup(names.WORKER_GROUP, "ghost", {stream: ">"})
     env.redis.xreadgroup(names.WORKER_GROUP, "ghost", {stream: "0"})  # 2nd delivery
     env.redis.xreadgroup(names.WORKER_GROUP, "ghost", {stream: "0"})  # 3rd; the claim makes it 4
-    env.start("w1", env.settings.model_copy(update={"max_deliveries": 3}))  # "ghost" has no heartbeat
+    env.start("w1", env.settings.updated({"max_deliveries": 3}))  # "ghost" has no heartbeat
     wait_until(lambda: len(env.dlq()) == 1, 10, "the dead letter")
     letter = env.dlq()[0]
     assert letter["dlq_id"] == entry_id and letter["dlq_deliveries"] == "4"
@@ -119,7 +119,7 @@ def test_a_slow_but_live_workers_entries_are_claimed_only_after_the_idle_limit(e
     env.redis.xreadgroup(names.WORKER_GROUP, "slowpoke", dict.fromkeys(names.all_streams(4), ">"))
     read_at = time.monotonic()  # idle time counts from this delivery
     assert env.pending("slowpoke") == 20
-    env.start("w1", env.settings.model_copy(update={"claim_min_idle_ms": 6000}))
+    env.start("w1", env.settings.updated({"claim_min_idle_ms": 6000}))
     time.sleep(max(0.0, read_at + 2.5 - time.monotonic()))  # w1 has swept twice by now
     assert env.pending("slowpoke") == 20 and env.db.count() == 0, "a live worker's entries were stolen"
     wait_until(lambda: env.db.count() == 20, 15, "the idle claim")
@@ -133,7 +133,7 @@ def test_a_read_whose_reply_was_lost_is_reread_after_the_reconnect(env: Env) -> 
     connection, e.g. Redis paused past the socket timeout) are processed once it reconnects,
     not after the idle claim (set far out of reach here)."""
     env.create_groups()
-    worker = env.start("w1", env.settings.model_copy(update={"claim_min_idle_ms": 600_000}))
+    worker = env.start("w1", env.settings.updated({"claim_min_idle_ms": 600_000}))
     scans = env.many(20)
     env.add(scans)
     # the served read whose reply w1 never got: its entries are pending under "w1"
@@ -160,12 +160,12 @@ def test_dead_consumers_without_entries_are_removed(env: Env) -> None:
 
 
 def test_worker_waits_out_a_missing_database_without_acking(env: Env) -> None:
-    late_url = migrate.database_url(env.settings.db_url, "bp_test_worker_late")
+    late_url = migrate.database_url(env.settings.db.url, "bp_test_worker_late")
     migrate.drop_database(late_url)
     try:
         env.add(env.many(30))
         failures = metric("bp_worker_db_failures_total")
-        env.start("w1", env.settings.model_copy(update={"db_url": late_url}))
+        env.start("w1", env.settings.updated({"db_url": late_url}))
         wait_until(lambda: metric("bp_worker_db_failures_total") >= failures + 2, 10, "failed attempts")
         assert env.pending("w1") == 30, "nothing may be acked while the database is away"
         assert env.threads[-1][1].is_alive()
@@ -180,7 +180,7 @@ def test_worker_waits_out_a_missing_database_without_acking(env: Env) -> None:
 
 def test_an_empty_center_mapping_makes_the_worker_wait_instead_of_dead_lettering(env: Env) -> None:
     """A database being restored or created has the table before its rows: nothing is "unknown" yet."""
-    url = migrate.database_url(env.settings.db_url, "bp_test_worker_unseeded")
+    url = migrate.database_url(env.settings.db.url, "bp_test_worker_unseeded")
     migrate.drop_database(url)
     migrate.create_database(url)
     migrate.upgrade(url)
@@ -190,7 +190,7 @@ def test_an_empty_center_mapping_makes_the_worker_wait_instead_of_dead_lettering
     try:
         env.add(env.many(10))
         failures = metric("bp_worker_db_failures_total")
-        env.start("w1", env.settings.model_copy(update={"db_url": url}))
+        env.start("w1", env.settings.updated({"db_url": url}))
         wait_until(lambda: metric("bp_worker_db_failures_total") >= failures + 2, 10, "failed attempts")
         assert env.dlq() == [] and env.pending("w1") == 10, "scans were given up on an empty mapping"
         # One statement: a worker reloading between row-by-row INSERTs would see a partial mapping.
@@ -209,7 +209,7 @@ def test_an_empty_center_mapping_makes_the_worker_wait_instead_of_dead_lettering
 
 
 def test_a_batch_is_one_insert_statement_and_one_commit(env: Env) -> None:
-    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    store = BarcodeStore(env.settings.db.url, dedup_policy="event")
     rows = [to_row(s, "CENTER-1", "event") for s in env.many(300)]
 
     def status() -> dict[str, int]:
@@ -236,7 +236,7 @@ def test_a_batch_is_one_insert_statement_and_one_commit(env: Env) -> None:
 
 def test_stored_values_read_back_exactly_even_hostile_strings(env: Env) -> None:
     """The worker builds its INSERT text itself: quotes, backslashes, NUL and non-ASCII must survive."""
-    store = BarcodeStore(env.settings.db_url, dedup_policy="barcode")
+    store = BarcodeStore(env.settings.db.url, dedup_policy="barcode")
     hostile = ["it's", 'say "hi"', "back\\slash\\", "nul\x00byte", "line\nbreak\r", "ctrl-z\x1a", "바코드 😀"]
     base = env.scan(0)
     scans = [
@@ -265,7 +265,7 @@ def test_a_batch_over_the_statement_limit_is_split_in_one_transaction(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queries, "MAX_STATEMENT_BYTES", 2000)
-    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    store = BarcodeStore(env.settings.db.url, dedup_policy="event")
     rows = [to_row(s, "CENTER-1", "event") for s in env.many(40)]
     try:
         outcome = store.write(rows + rows[:5])
@@ -276,7 +276,7 @@ def test_a_batch_over_the_statement_limit_is_split_in_one_transaction(
 
 
 def test_policy_barcode_lets_the_first_scan_of_a_barcode_win(env: Env) -> None:
-    store = BarcodeStore(env.settings.db_url, dedup_policy="barcode")
+    store = BarcodeStore(env.settings.db.url, dedup_policy="barcode")
     first = env.scan(1)
     same_barcode = dataclasses.replace(env.scan(2), barcode=first.barcode)  # another scan event
     try:
@@ -288,7 +288,7 @@ def test_policy_barcode_lets_the_first_scan_of_a_barcode_win(env: Env) -> None:
 
 
 def test_a_row_the_database_refuses_is_isolated_and_the_rest_stored(env: Env) -> None:
-    store = BarcodeStore(env.settings.db_url, dedup_policy="event")
+    store = BarcodeStore(env.settings.db.url, dedup_policy="event")
     rows = [to_row(s, "CENTER-1", "event") for s in env.many(9)]
     bad = list(rows[4])
     bad[3] = "C" * 65  # center_id is VARCHAR(64): strict mode refuses it
@@ -349,7 +349,7 @@ def test_worker_survives_an_unreachable_redis_and_still_stops(env: Env) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = env.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/3"})
+    settings = env.settings.updated({"redis_url": f"redis://127.0.0.1:{port}/3"})
     failures = metric("bp_worker_redis_failures_total")
     worker = Worker(settings, WorkerOptions(name="lonely", shutdown_grace_s=0.5))
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -367,7 +367,7 @@ def test_worker_survives_an_unreachable_redis_and_still_stops(env: Env) -> None:
 def test_a_second_worker_stands_by_at_low_load_and_takes_over_when_the_first_stops(env: Env) -> None:
     # A generous join age: on a loaded machine one commit of the primary can take a few hundred ms,
     # which must not count as falling behind here (the join itself is tested below).
-    settings = env.settings.model_copy(update={"worker_max_delay_ms": 100, "worker_standby_join_ms": 5000})
+    settings = env.settings.updated({"worker_max_delay_ms": 100, "worker_standby_join_ms": 5000})
     first = env.start("w-a", settings)
     env.add([env.scan(0)])
     wait_until(lambda: env.db.count() == 1, 5, "the first row")  # w-a is now a known consumer
@@ -400,7 +400,7 @@ def _live_idle_primary(env: Env) -> str:
 
 def test_a_standby_joins_when_entries_have_waited_the_join_age(env: Env) -> None:
     _live_idle_primary(env)
-    settings = env.settings.model_copy(update={"worker_max_delay_ms": 50, "worker_standby_join_ms": 600})
+    settings = env.settings.updated({"worker_max_delay_ms": 50, "worker_standby_join_ms": 600})
     standby = env.start("w-b", settings)
     time.sleep(1.5)  # it has swept and knows the primary is alive
     t0 = time.monotonic()
@@ -414,7 +414,7 @@ def test_a_standby_joins_when_entries_have_waited_the_join_age(env: Env) -> None
 
 def test_a_standby_joins_at_once_when_a_full_batch_is_waiting(env: Env) -> None:
     _live_idle_primary(env)
-    settings = env.settings.model_copy(update={"worker_batch_size": 20, "worker_standby_join_ms": 600_000})
+    settings = env.settings.updated({"worker_batch_size": 20, "worker_standby_join_ms": 600_000})
     env.start("w-b", settings)
     time.sleep(1.5)
     env.add(env.many(5))
@@ -470,8 +470,8 @@ def id_key(entry_id: str) -> tuple[int, int]:
 
 
 def test_workers_trim_the_streams_as_they_go(env: Env) -> None:
-    settings = env.settings.model_copy(
-        update={"stream_trim_interval_s": 0.5, "stream_retention_s": 0, "worker_max_delay_ms": 50}
+    settings = env.settings.updated(
+        {"stream_trim_interval_s": 0.5, "stream_retention_s": 0, "worker_max_delay_ms": 50}
     )
     env.start("w1", settings)
     env.add(env.many(2000))

@@ -40,8 +40,8 @@ def test_a_committed_batch_stays_pending_until_redis_can_write_its_acknowledgeme
 ) -> None:
     url, data = redis_on_small_disk
     client = redis.Redis.from_url(url)
-    settings = env.settings.model_copy(update={"redis_url": url})
-    streams = names.all_streams(settings.stream_shards)
+    settings = env.settings.updated({"redis_url": url})
+    streams = names.all_streams(settings.streams.shards)
     scans = env.many(SCANS)
     for stream in streams:  # from the start: the entries below come before the worker
         client.xgroup_create(stream, names.WORKER_GROUP, id="0", mkstream=True)

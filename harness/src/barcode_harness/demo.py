@@ -45,7 +45,7 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
     acked = work / "acked-scan-ids.txt"
     pipeline_log = settings.state_dir / "logs" / "demo-pipeline.log"
     settings = with_harness_key(settings, "demo")
-    url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    url = f"http://{settings.ingest.host}:{settings.ingest.port}"
     warm_paths: list[Path] = []
     warm_acked = 0
 
@@ -82,8 +82,8 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
         drain_s, _backlog = wait_drained(settings, timeout=120)
     ids = acked.read_text().split() if acked.exists() else []
     warm_ids = [i for path in warm_paths if path.exists() for i in path.read_text().split()]
-    check = verify_scan_ids(settings.db_url, ids)
-    warm_check = verify_scan_ids(settings.db_url, warm_ids)
+    check = verify_scan_ids(settings.db.url, ids)
+    warm_check = verify_scan_ids(settings.db.url, warm_ids)
     return {
         "rate_per_s": spec.rate,
         "duration_s": spec.duration_s,

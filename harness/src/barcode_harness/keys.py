@@ -22,9 +22,9 @@ def with_harness_key(settings: HarnessSettings, name: str, *, start_stack: bool 
     The key of an earlier run of the same name is replaced, so keys do not pile up. It has no rate
     limit: the benches measure the pipeline, one key standing for many centres' scanners.
     """
-    if settings.ingest_auth == "off":
+    if settings.auth.mode == "off":
         return settings
     prepare(settings, start_stack=start_stack)
-    secret = create_key(settings.db_url, f"harness-{name}", "*", rate=0, replace=True)
+    secret = create_key(settings.db.url, f"harness-{name}", "*", rate=0, replace=True)
     log.info("created scanner key harness-%s for the harness's clients", name)
-    return settings.model_copy(update={"ingest_api_key": secret})
+    return settings.updated({"ingest_api_key": secret})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from barcode_pipeline.config import SECRET_FILE_SETTINGS, Settings, load_settings_as
+from barcode_pipeline.config import SECRET_FILE_SETTINGS, Settings, flat, load_settings_as
 
 
 class HarnessSettings(Settings):
@@ -47,4 +47,4 @@ def harness_settings(settings: Settings) -> HarnessSettings:
     the environment: what the local-stack starter is handed is the product's class."""
     if isinstance(settings, HarnessSettings):
         return settings
-    return load_harness_settings(**settings.model_dump())
+    return load_harness_settings(**flat(settings))

@@ -114,7 +114,7 @@ def snapshot_command(
     """Plot the key series of the last N minutes from Prometheus to a PNG (no Grafana needed)."""
     settings = load_harness_settings()
     setup_logging("WARNING", "snapshot")
-    base = url or f"http://127.0.0.1:{settings.prometheus_port}"
+    base = url or f"http://127.0.0.1:{settings.monitoring.prometheus_port}"
     path = out or settings.state_dir / "snapshots" / time.strftime("%Y%m%dT%H%M%S.png")
     png, count = snapshot(base, path, minutes)
     typer.echo(f"{png} ({count} series with data)")

@@ -120,7 +120,7 @@ class DbTimeouts:
     @classmethod
     def of(cls, settings: Settings) -> DbTimeouts:
         """From ``BP_DB_CONNECT_TIMEOUT_S``, ``BP_DB_READ_TIMEOUT_S`` and ``BP_DB_WRITE_TIMEOUT_S``."""
-        return cls(settings.db_connect_timeout_s, settings.db_read_timeout_s, settings.db_write_timeout_s)
+        return cls(settings.db.connect_timeout_s, settings.db.read_timeout_s, settings.db.write_timeout_s)
 
 
 def connect(

@@ -24,29 +24,29 @@ log = logging.getLogger(__name__)
 
 def connection_config(settings: Settings) -> dict[str, Any]:
     """Where Kafka is and how to talk to it: every client (producer, consumers, admin) starts from this."""
-    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
-    protocol = settings.kafka_security_protocol
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap}
+    protocol = settings.kafka.security_protocol
     if protocol == "PLAINTEXT":
         return conf
     conf["security.protocol"] = protocol
     if protocol.startswith("SASL"):
-        if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
+        if not settings.kafka.sasl_username or not settings.kafka.sasl_password:
             raise ConfigError(
                 f"BP_KAFKA_SECURITY_PROTOCOL={protocol} needs BP_KAFKA_SASL_USERNAME and "
                 "BP_KAFKA_SASL_PASSWORD (or BP_KAFKA_SASL_PASSWORD_FILE)"
             )
         conf |= {
-            "sasl.mechanism": settings.kafka_sasl_mechanism,
-            "sasl.username": settings.kafka_sasl_username,
-            "sasl.password": settings.kafka_sasl_password,
+            "sasl.mechanism": settings.kafka.sasl_mechanism,
+            "sasl.username": settings.kafka.sasl_username,
+            "sasl.password": settings.kafka.sasl_password,
         }
     if protocol.endswith("SSL"):
         conf["enable.ssl.certificate.verification"] = True
         conf["ssl.endpoint.identification.algorithm"] = "https"  # the broker's name must match
         for key, path in (
-            ("ssl.ca.location", settings.kafka_ssl_ca_file),
-            ("ssl.certificate.location", settings.kafka_ssl_cert_file),
-            ("ssl.key.location", settings.kafka_ssl_key_file),
+            ("ssl.ca.location", settings.kafka.ssl_ca_file),
+            ("ssl.certificate.location", settings.kafka.ssl_cert_file),
+            ("ssl.key.location", settings.kafka.ssl_key_file),
         ):
             if path is not None:
                 conf[key] = str(path)
@@ -59,10 +59,10 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         **connection_config(settings),
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": settings.linger_ms,
-        "max.in.flight.requests.per.connection": settings.producer_max_in_flight,
+        "linger.ms": settings.kafka.linger_ms,
+        "max.in.flight.requests.per.connection": settings.kafka.producer_max_in_flight,
         "compression.type": "lz4",
-        "message.timeout.ms": int(settings.produce_timeout_s * 1000),
+        "message.timeout.ms": int(settings.kafka.produce_timeout_s * 1000),
         "socket.keepalive.enable": True,
         "socket.nagle.disable": True,  # a scan is a tiny write; don't let Nagle hold it back
         "reconnect.backoff.max.ms": 1000,
@@ -79,8 +79,8 @@ def _bounds(settings: Settings) -> dict[str, Any]:
     at the call; a synchronous commit and ``close`` take none, so these bound them.
     """
     return {
-        "socket.timeout.ms": settings.kafka_socket_timeout_ms,
-        "socket.connection.setup.timeout.ms": settings.kafka_connect_timeout_ms,
+        "socket.timeout.ms": settings.kafka.socket_timeout_ms,
+        "socket.connection.setup.timeout.ms": settings.kafka.connect_timeout_ms,
     }
 
 
@@ -92,14 +92,14 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "session.timeout.ms": settings.kafka.session_timeout_ms,
         "heartbeat.interval.ms": 1_000,
         "fetch.wait.max.ms": 50,
         "reconnect.backoff.max.ms": 1000,
         **_bounds(settings),
     }
-    if settings.kafka_debug:
-        conf["debug"] = settings.kafka_debug
+    if settings.kafka.debug:
+        conf["debug"] = settings.kafka.debug
     conf.update(extra)
     return conf
 
@@ -121,13 +121,13 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
     """
     errors: list[KafkaError] = []
     client = AdminClient(admin_config(settings), error_cb=errors.append)
-    existing = _topic_names(client, errors, settings.kafka_bootstrap, timeout)
-    rf = settings.topic_replication
+    existing = _topic_names(client, errors, settings.kafka.bootstrap, timeout)
+    rf = settings.kafka.topic_replication
     # Replicated: an acks=all write is on all but one replica, and no out-of-sync replica may lead.
     config = {"min.insync.replicas": str(rf - 1), "unclean.leader.election.enable": "false"} if rf > 2 else {}
     retention = retention_config(settings)
     wanted = [
-        NewTopic(names.TOPIC, settings.topic_partitions, rf, config={**config, **retention}),
+        NewTopic(names.TOPIC, settings.kafka.topic_partitions, rf, config={**config, **retention}),
         NewTopic(names.DLT_TOPIC, 1, rf, config={**config, **retention}),
     ]
     missing = [t for t in wanted if t.topic not in existing]
@@ -149,8 +149,8 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
 def retention_config(settings: Settings) -> dict[str, str]:
     """The topics' retention, explicit: never the broker's default, which nobody watches."""
     return {
-        "retention.ms": str(int(settings.topic_retention_hours * 3_600_000)),
-        "retention.bytes": str(settings.topic_retention_bytes),
+        "retention.ms": str(int(settings.kafka.topic_retention_hours * 3_600_000)),
+        "retention.bytes": str(settings.kafka.topic_retention_bytes),
     }
 
 

@@ -62,15 +62,15 @@ def client(
     replaces redis-py's own retries (0: a caller that would rather skip a beat than wait).
     """
     retry = {} if retries is None else {"retry": Retry(NoBackoff(), retries)}
-    if settings.redis_sentinels:
-        timeout = timeout or settings.redis_socket_timeout_s
-        return primary_client(settings, db=database_of(settings.redis_url), timeout=timeout, decode=decode,
+    if settings.redis.sentinels:
+        timeout = timeout or settings.redis.socket_timeout_s
+        return primary_client(settings, db=database_of(settings.redis.url), timeout=timeout, decode=decode,
                               retries=retries)  # fmt: skip
     return redis.Redis.from_url(
-        settings.redis_url,
+        settings.redis.url,
         decode_responses=decode,
-        socket_timeout=timeout or settings.redis_socket_timeout_s,
-        socket_connect_timeout=timeout or settings.redis_connect_timeout_s,
+        socket_timeout=timeout or settings.redis.socket_timeout_s,
+        socket_connect_timeout=timeout or settings.redis.connect_timeout_s,
         health_check_interval=30,
         **retry,
     )

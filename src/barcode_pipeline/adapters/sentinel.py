@@ -73,9 +73,9 @@ def primary_client(
     """A client of the service's current primary (``BP_REDIS_SERVICE``), database ``db`` (the caller,
     adapters/redis.py, reads it from ``BP_REDIS_URL``); ``retries`` replaces the failover retries."""
     retry = Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES if retries is None else retries)
-    url = urlsplit(settings.redis_url)  # the data nodes' credentials, as without Sentinel
+    url = urlsplit(settings.redis.url)  # the data nodes' credentials, as without Sentinel
     primary: redis.Redis = _sentinel(settings).master_for(
-        settings.redis_service,
+        settings.redis.service,
         username=unquote(url.username) if url.username else None,
         password=unquote(url.password) if url.password else None,
         redis_class=redis.Redis,
@@ -96,13 +96,13 @@ def _sentinel(settings: Settings) -> Sentinel:
         "socket_timeout": SENTINEL_TIMEOUT_S,
         "socket_connect_timeout": SENTINEL_TIMEOUT_S,
     }
-    if settings.redis_sentinel_password:
-        kwargs["password"] = settings.redis_sentinel_password
-        kwargs["username"] = settings.redis_sentinel_username or None
-    return Sentinel(sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=kwargs)
+    if settings.redis.sentinel_password:
+        kwargs["password"] = settings.redis.sentinel_password
+        kwargs["username"] = settings.redis.sentinel_username or None
+    return Sentinel(sentinel_addresses(settings.redis.sentinels), sentinel_kwargs=kwargs)
 
 
 def primary_address(settings: Settings) -> tuple[str, int]:
     """Where the Sentinels say the primary is now (fault injection and status use this)."""
-    host, port = _sentinel(settings).discover_master(settings.redis_service)
+    host, port = _sentinel(settings).discover_master(settings.redis.service)
     return str(host), int(port)

@@ -34,7 +34,7 @@ def create(
 
     settings = load_settings()
     setup_logging(settings.log_level, "keys")
-    secret = create_key(settings.db_url, name, devices, rate=rate)
+    secret = create_key(settings.db.url, name, devices, rate=rate)
     typer.echo(secret)
     typer.echo(f"created key {name!r}; the secret above is shown only once", err=True)
 
@@ -52,8 +52,8 @@ def list_keys() -> None:
     table = Table(title="scanner keys")
     for col in ("name", "devices", "scans/s", "created (UTC)", "state"):
         table.add_column(col)
-    default = f"{settings.ingest_key_rate:g} (default)" if settings.ingest_key_rate else "no limit"
-    for key in load_keys(settings.db_url, timeout_s=10):
+    default = f"{settings.auth.key_rate:g} (default)" if settings.auth.key_rate else "no limit"
+    for key in load_keys(settings.db.url, timeout_s=10):
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else "active"
         rate = default if key.rate is None else (f"{key.rate:g}" if key.rate else "no limit")
         table.add_row(key.name, ",".join(key.patterns), rate, f"{key.created_at:%Y-%m-%d %H:%M:%S}", state)
@@ -67,7 +67,7 @@ def revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None
 
     settings = load_settings()
     setup_logging(settings.log_level, "keys")
-    revoke_key(settings.db_url, name)
+    revoke_key(settings.db.url, name)
     typer.echo(f"revoked key {name!r}")
 
 

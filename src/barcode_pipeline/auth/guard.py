@@ -89,17 +89,17 @@ class Authenticator:
         load: Callable[[], list[StoredKey]] | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.required = settings.ingest_auth == "required"
-        self.refresh_s = settings.ingest_auth_refresh_s
-        self._max_age_s = settings.ingest_keys_max_age_s
+        self.required = settings.auth.mode == "required"
+        self.refresh_s = settings.auth.refresh_s
+        self._max_age_s = settings.auth.keys_max_age_s
         self._loaded_mono = 0.0  # time.monotonic() of the last successful load
-        self._rate = settings.ingest_key_rate
+        self._rate = settings.auth.key_rate
         self._limiter = limiter or RateLimiter(
-            settings.ingest_key_window_s, partial(_redis, settings), on_sync=metrics.rate_limits_shared
+            settings.auth.key_window_s, partial(_redis, settings), on_sync=metrics.rate_limits_shared
         )
-        self._load = load or (lambda: load_keys(settings.db_url, timeout_s=min(3.0, self.refresh_s + 1)))
+        self._load = load or (lambda: load_keys(settings.db.url, timeout_s=min(3.0, self.refresh_s + 1)))
         self._metrics = metrics
-        self._networks = NetworkTable(parse_trusted_networks(settings.ingest_trusted_networks))
+        self._networks = NetworkTable(parse_trusted_networks(settings.auth.trusted_networks))
         self._network_principals = [
             Principal(n.name, p, self._rate)
             for n, p in zip(self._networks.networks, self._networks.patterns, strict=True)

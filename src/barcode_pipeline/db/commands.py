@@ -26,9 +26,9 @@ def upgrade(
 
     settings = load_settings()
     setup_logging(settings.log_level, "db")
-    if create_database and migrate.create_database(settings.db_url):
+    if create_database and migrate.create_database(settings.db.url):
         typer.echo("created database")
-    applied = migrate.upgrade(settings.db_url)
+    applied = migrate.upgrade(settings.db.url)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
@@ -39,7 +39,7 @@ def status() -> None:
 
     settings = load_settings()
     setup_logging(settings.log_level, "db")
-    state = migrate.status(settings.db_url)
+    state = migrate.status(settings.db.url)
     table = Table(title="schema migrations")
     for col in ("version", "name", "state", "applied at (UTC)"):
         table.add_column(col)
@@ -68,9 +68,9 @@ def partitions(
     settings = load_settings()
     setup_logging(settings.log_level, "db")
     plan = parts.maintain(
-        settings.db_url,
-        ahead_days=settings.db_partitions_ahead_days,
-        retention_days=settings.db_retention_days,
+        settings.db.url,
+        ahead_days=settings.db.partitions_ahead_days,
+        retention_days=settings.db.retention_days,
         dry_run=dry_run,
     )
     typer.echo(f"{'would ' if dry_run else ''}{plan.describe()}")

@@ -85,7 +85,7 @@ def create_app(
         lifespan=lifespan,
         metrics=metrics,
         hot_paths=handlers,
-        metrics_from=settings.metrics_from,
+        metrics_from=settings.ingest.metrics_from,
     )
     app.state.kafka = kafka
     app.state.auth = guard

@@ -52,8 +52,10 @@ class IngestState:
     def of(
         cls, settings: Settings, kafka: KafkaBridge, guard: Authenticator, metrics: IngestMetrics
     ) -> IngestState:
-        rules = ScanRules.from_days(settings.scan_max_age_days, settings.scan_max_future_ms)
-        return cls(kafka, guard, metrics, rules, settings.max_body_bytes, settings.max_batch_items)
+        rules = ScanRules.from_days(settings.ingest.scan_max_age_days, settings.ingest.scan_max_future_ms)
+        return cls(
+            kafka, guard, metrics, rules, settings.ingest.max_body_bytes, settings.ingest.max_batch_items
+        )
 
 
 def not_confirmed(exc: DeliveryError) -> str:

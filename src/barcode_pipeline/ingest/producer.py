@@ -151,9 +151,9 @@ class KafkaBridge:
         self._settings = settings
         self._metrics = metrics
         self._overrides = dict(producer_overrides or {})
-        self._timeout = settings.produce_timeout_s
+        self._timeout = settings.kafka.produce_timeout_s
         # A probe answers "reachable now?": it must not take as long as a produce timeout.
-        self._probe_timeout = min(settings.produce_timeout_s, 1.0)
+        self._probe_timeout = min(settings.kafka.produce_timeout_s, 1.0)
         self._down_interval = down_probe_interval_s
         self._up_interval = up_probe_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -24,17 +24,17 @@ def build_app(settings: Settings) -> FastAPI:
 def server_spec(settings: Settings) -> ServerSpec:
     return ServerSpec(
         name="ingest",
-        host=settings.ingest_host,
-        port=settings.ingest_port,
-        processes=settings.ingest_processes,
+        host=settings.ingest.host,
+        port=settings.ingest.port,
+        processes=settings.ingest.processes,
         app_factory=partial(build_app, settings),
         # In-flight requests wait at most produce_timeout_s for Kafka; allow that plus slack.
-        graceful_shutdown_s=math.ceil(settings.produce_timeout_s) + 5,
+        graceful_shutdown_s=math.ceil(settings.kafka.produce_timeout_s) + 5,
         log_level=settings.log_level,
         log_format=settings.log_format,
-        tls_cert=settings.ingest_tls_cert,
-        tls_key=settings.ingest_tls_key,
-        proxies=settings.ingest_proxies,
+        tls_cert=settings.ingest.tls_cert,
+        tls_key=settings.ingest.tls_key,
+        proxies=settings.ingest.proxies,
     )
 
 
@@ -44,9 +44,9 @@ def serve(settings: Settings) -> None:
     log.info(
         "ingest listening on %s://%s:%d with %d process(es), Kafka at %s",
         spec.scheme,
-        settings.ingest_host,
-        settings.ingest_port,
-        settings.ingest_processes,
-        settings.kafka_bootstrap,
+        settings.ingest.host,
+        settings.ingest.port,
+        settings.ingest.processes,
+        settings.kafka.bootstrap,
     )
     serve_http(spec)

@@ -63,8 +63,10 @@ class LegacyHandlers:
     """The blocking request bodies; each method runs on a worker thread and returns the response."""
 
     def __init__(self, settings: Settings, store: LegacyStore, metrics: LegacyMetrics) -> None:
-        self._rules = ScanRules.from_days(settings.scan_max_age_days, settings.scan_max_future_ms)
-        self._max_items = settings.max_batch_items
+        self._rules = ScanRules.from_days(
+            settings.ingest.scan_max_age_days, settings.ingest.scan_max_future_ms
+        )
+        self._max_items = settings.ingest.max_batch_items
         self._store = store
         self._metrics = metrics
 
@@ -135,12 +137,12 @@ def create_app(
     The pool is opened and pre-filled in the lifespan, so building the app costs no I/O.
     """
     metrics = metrics if metrics is not None else LegacyMetrics()
-    size = pool_size if pool_size is not None else settings.legacy_pool_size
-    max_threads = threads if threads is not None else settings.legacy_threads
-    pool = ConnectionPool(connection_factory(settings.db_url), size, pool_timeout_s)
+    size = pool_size if pool_size is not None else settings.legacy.pool_size
+    max_threads = threads if threads is not None else settings.legacy.threads
+    pool = ConnectionPool(connection_factory(settings.db.url), size, pool_timeout_s)
     store = LegacyStore(pool, settings.time_zone, metrics)
     handlers = LegacyHandlers(settings, store, metrics)
-    body_limit = settings.max_body_bytes
+    body_limit = settings.ingest.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -168,7 +170,7 @@ def create_app(
         ),
         lifespan=lifespan,
         metrics=metrics,
-        metrics_from=settings.metrics_from,
+        metrics_from=settings.ingest.metrics_from,
     )
     app.state.pool = pool
 
@@ -183,7 +185,7 @@ def create_app(
         responses={
             202: {"model": schemas.Accepted, "description": "The row is committed."},
             **_ERRORS,
-            413: too_large_doc(settings.max_body_bytes),
+            413: too_large_doc(settings.ingest.max_body_bytes),
             503: {"model": schemas.ErrorBody, "description": "No DB connection in time, or the DB failed."},
         },
         openapi_extra=schemas.json_body(schemas.scan_schema()),
@@ -202,10 +204,10 @@ def create_app(
         responses={
             200: {"model": schemas.BatchResult, "description": "Every row is committed."},
             **_ERRORS,
-            413: too_large_doc(settings.max_body_bytes, settings.max_batch_items),
+            413: too_large_doc(settings.ingest.max_body_bytes, settings.ingest.max_batch_items),
             503: {"model": schemas.BatchUnavailable, "description": "Nothing was stored; resend later."},
         },
-        openapi_extra=schemas.json_body(schemas.batch_schema(settings.max_batch_items)),
+        openapi_extra=schemas.json_body(schemas.batch_schema(settings.ingest.max_batch_items)),
     )
     async def ingest_barcodes(request: Request) -> Response:
         body = await read(request)

@@ -37,11 +37,11 @@ class ProcessBudget:
 
 def budget(settings: Settings) -> ProcessBudget:
     """Split the container-wide pool and thread budget over ``ingest_processes`` processes (ceil)."""
-    processes = settings.ingest_processes
+    processes = settings.ingest.processes
     return ProcessBudget(
         processes=processes,
-        pool_size=math.ceil(settings.legacy_pool_size / processes),
-        threads=math.ceil(settings.legacy_threads / processes),
+        pool_size=math.ceil(settings.legacy.pool_size / processes),
+        threads=math.ceil(settings.legacy.threads / processes),
     )
 
 
@@ -58,9 +58,9 @@ def build_app(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> 
 def server_spec(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> ServerSpec:
     return ServerSpec(
         name="legacy",
-        host=settings.legacy_host,
-        port=settings.legacy_port,
-        processes=settings.ingest_processes,
+        host=settings.legacy.host,
+        port=settings.legacy.port,
+        processes=settings.ingest.processes,
         app_factory=partial(build_app, settings, pool_timeout_s),
         # An in-flight request may wait the pool timeout and then for its statements; allow that.
         graceful_shutdown_s=math.ceil(pool_timeout_s) + 10,
@@ -74,12 +74,12 @@ def serve(settings: Settings, pool_timeout_s: float = DEFAULT_TIMEOUT_S) -> None
     share = budget(settings)
     log.info(
         "legacy listening on http://%s:%d with %d process(es) x %d DB connection(s) x %d thread(s), DB %s",
-        settings.legacy_host,
-        settings.legacy_port,
+        settings.legacy.host,
+        settings.legacy.port,
         share.processes,
         share.pool_size,
         share.threads,
-        _redacted(settings.db_url),
+        _redacted(settings.db.url),
     )
     serve_http(server_spec(settings, pool_timeout_s))
 

@@ -70,7 +70,7 @@ def check_dashboards(
     from barcode_pipeline.monitoring import dashboards
 
     settings = load_settings()
-    base = url or f"http://127.0.0.1:{settings.prometheus_port}"
+    base = url or f"http://127.0.0.1:{settings.monitoring.prometheus_port}"
     bad = 0
     for path in dashboards.dashboard_files():
         for query in dashboards.panel_queries(path):

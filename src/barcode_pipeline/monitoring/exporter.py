@@ -41,7 +41,7 @@ class Bounds:
 
     @classmethod
     def of(cls, settings: Settings) -> Bounds:
-        return cls(settings.topic_retention_hours * 3600, settings.dlq_max_entries)
+        return cls(settings.kafka.topic_retention_hours * 3600, settings.streams.dlq_max_entries)
 
     def families(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -70,7 +70,7 @@ class Snapshot:
 def dlt_records(settings: Settings) -> int:
     """Records in the processor's dead-letter topic (retained ones: high minus low watermark)."""
     consumer = Consumer(
-        kafka_adapter.consumer_config(settings, f"{settings.processor_group}-probe", log_level=0)
+        kafka_adapter.consumer_config(settings, f"{settings.processor.group}-probe", log_level=0)
     )
     try:
         meta = consumer.list_topics(names.DLT_TOPIC, timeout=5).topics.get(names.DLT_TOPIC)
@@ -217,10 +217,10 @@ class BacklogCollector(Collector):
                 self.refresh()
             except Exception:  # a probe bug must not kill the exporter; the gauges go stale and say so
                 log.exception("backlog probe failed")
-            self._stop.wait(self.settings.exporter_interval_s)
+            self._stop.wait(self.settings.monitoring.exporter_interval_s)
 
     def collect(self) -> Iterator[Metric]:
-        return metric_families(self.latest, self.settings.processor_group, Bounds.of(self.settings))
+        return metric_families(self.latest, self.settings.processor.group, Bounds.of(self.settings))
 
 
 def serve(settings: Settings) -> tuple[BacklogCollector, ThreadingHTTPServer]:
@@ -229,6 +229,6 @@ def serve(settings: Settings) -> tuple[BacklogCollector, ThreadingHTTPServer]:
     collector = BacklogCollector(settings)
     registry.register(collector)
     collector.start()
-    server = serve_side_port(settings.exporter_port, registry=registry)
-    log.info("backlog exporter on http://127.0.0.1:%d/metrics", settings.exporter_port)
+    server = serve_side_port(settings.monitoring.exporter_port, registry=registry)
+    log.info("backlog exporter on http://127.0.0.1:%d/metrics", settings.monitoring.exporter_port)
     return collector, server

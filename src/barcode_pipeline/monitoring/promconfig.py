@@ -49,14 +49,14 @@ def scrape_configs(targets: list[Target], interval_s: float) -> list[dict[str, A
 
 def render_config(settings: Settings, rule_dir: Path) -> str:
     """``prometheus.yml`` for the local stack."""
-    interval = settings.prometheus_scrape_interval_s
+    interval = settings.monitoring.prometheus_scrape_interval_s
     config = {
         "global": {"scrape_interval": f"{interval:g}s", "evaluation_interval": f"{interval:g}s"},
         "rule_files": [str(rule_dir / name) for name in RULE_FILES],
         "scrape_configs": [
             {
                 "job_name": "prometheus",
-                "static_configs": [{"targets": [f"127.0.0.1:{settings.prometheus_port}"]}],
+                "static_configs": [{"targets": [f"127.0.0.1:{settings.monitoring.prometheus_port}"]}],
             },
             *scrape_configs(pipeline_targets(settings) + exporter_targets(settings), interval),
         ],
@@ -70,7 +70,7 @@ def render_rules(name: str, settings: Settings) -> str:
     for group in data.get("groups", []):
         for rule in group.get("rules", []):
             if rule.get("alert") == FRESHNESS_ALERT:
-                rule["expr"] = FRESHNESS_EXPR.format(slo=f"{settings.freshness_slo_s:g}")
+                rule["expr"] = FRESHNESS_EXPR.format(slo=f"{settings.monitoring.freshness_slo_s:g}")
     return json.dumps(data, indent=2) + "\n"
 
 

@@ -28,37 +28,39 @@ class Target:
 
 
 def processor_name(settings: Settings, index: int) -> str:
-    return "processor" if settings.processors == 1 else f"processor-{index}"
+    return "processor" if settings.processor.count == 1 else f"processor-{index}"
 
 
 def processor_port(settings: Settings, index: int) -> int:
-    return settings.metrics_port_base + index
+    return settings.monitoring.metrics_port_base + index
 
 
 def worker_port(settings: Settings, index: int) -> int:
-    return settings.metrics_port_base + settings.processors + index
+    return settings.monitoring.metrics_port_base + settings.processor.count + index
 
 
 def pipeline_targets(settings: Settings, *, legacy: bool = True) -> list[Target]:
     """The pipeline's own endpoints (ingest, supervisor, processors, workers, backlog exporter, legacy)."""
-    out = [Target(names.JOB_INGEST, "ingest", f"{settings.ingest_host}:{settings.ingest_port}")]
-    if settings.metrics_port_base:
-        out.append(Target(names.JOB_SUPERVISOR, "supervisor", f"{HOST}:{settings.metrics_port_base}"))
-        for i in range(1, settings.processors + 1):
+    out = [Target(names.JOB_INGEST, "ingest", f"{settings.ingest.host}:{settings.ingest.port}")]
+    if settings.monitoring.metrics_port_base:
+        out.append(
+            Target(names.JOB_SUPERVISOR, "supervisor", f"{HOST}:{settings.monitoring.metrics_port_base}")
+        )
+        for i in range(1, settings.processor.count + 1):
             address = f"{HOST}:{processor_port(settings, i)}"
             out.append(Target(names.JOB_PROCESSOR, processor_name(settings, i), address))
-        for i in range(1, settings.workers + 1):
+        for i in range(1, settings.worker.count + 1):
             out.append(Target(names.JOB_WORKER, f"worker-{i}", f"{HOST}:{worker_port(settings, i)}"))
-    out.append(Target(names.JOB_BACKLOG, "backlog", f"{HOST}:{settings.exporter_port}"))
+    out.append(Target(names.JOB_BACKLOG, "backlog", f"{HOST}:{settings.monitoring.exporter_port}"))
     if legacy:
-        out.append(Target(names.JOB_LEGACY, "legacy", f"{settings.legacy_host}:{settings.legacy_port}"))
+        out.append(Target(names.JOB_LEGACY, "legacy", f"{settings.legacy.host}:{settings.legacy.port}"))
     return out
 
 
 def exporter_targets(settings: Settings) -> list[Target]:
     """Debian's Redis, MySQL and node exporters run by ``stack up --monitoring``."""
     return [
-        Target("redis", "redis", f"{HOST}:{settings.redis_exporter_port}"),
-        Target("mysql", "mariadb", f"{HOST}:{settings.mysqld_exporter_port}"),
-        Target("node", "host", f"{HOST}:{settings.node_exporter_port}"),
+        Target("redis", "redis", f"{HOST}:{settings.monitoring.redis_exporter_port}"),
+        Target("mysql", "mariadb", f"{HOST}:{settings.monitoring.mysqld_exporter_port}"),
+        Target("node", "host", f"{HOST}:{settings.monitoring.node_exporter_port}"),
     ]

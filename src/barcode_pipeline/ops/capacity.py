@@ -73,7 +73,7 @@ class Line:
 
 def marker_bytes_per_s(rate: float, settings: Settings, per_scan: PerScan = MEASURED) -> float:
     """Redis bytes the duplicate markers add per second: fields, and a hash per minute and bucket used."""
-    hashes_per_s = min(settings.dedup_buckets, rate * 60) / 60
+    hashes_per_s = min(settings.dedup.buckets, rate * 60) / 60
     return rate * per_scan.marker_field + hashes_per_s * per_scan.marker_hash
 
 
@@ -102,41 +102,39 @@ def plan(
     per_scan: PerScan = MEASURED,
 ) -> list[Line]:
     """Each store at ``rate`` unique scans/s (``batch_share`` of them sent through the batch API)."""
-    retention_days = days if days is not None else settings.db_retention_days
+    retention_days = days if days is not None else settings.db.retention_days
     markers = marker_bytes_per_s(rate, settings, per_scan)
     redis_steady = (
-        markers * (settings.dedup_window_s + 60)
-        + rate * settings.stream_retention_s * per_scan.stream_entry
-        + settings.dlq_max_entries * per_scan.dlq_entry
+        markers * (settings.dedup.window_s + 60)
+        + rate * settings.streams.retention_s * per_scan.stream_entry
+        + settings.streams.dlq_max_entries * per_scan.dlq_entry
     )
     redis_day = markers * DAY_S  # the streams and the DLQ reach their bounds within minutes
     aof_steady = max(AOF_REWRITE_MIN_BYTES, 2 * redis_steady) + redis_steady
     record = per_scan.kafka_single * (1 - batch_share) + per_scan.kafka_batched * batch_share
-    kafka_day = rate * DAY_S * record * settings.topic_replication
-    kafka_steady = kafka_day * settings.topic_retention_hours / 24
-    if settings.topic_retention_bytes >= 0:
-        kafka_steady = min(
-            kafka_steady,
-            settings.topic_retention_bytes * settings.topic_partitions * settings.topic_replication,
-        )
-    kafka_steady += KAFKA_SEGMENT_BYTES * settings.topic_partitions * settings.topic_replication
+    kafka_day = rate * DAY_S * record * settings.kafka.topic_replication
+    kafka_steady = kafka_day * settings.kafka.topic_retention_hours / 24
+    partitions = settings.kafka.topic_partitions * settings.kafka.topic_replication  # replicas included
+    if settings.kafka.topic_retention_bytes >= 0:
+        kafka_steady = min(kafka_steady, settings.kafka.topic_retention_bytes * partitions)
+    kafka_steady += KAFKA_SEGMENT_BYTES * partitions
     db_day = rate * DAY_S * per_scan.row
     # a day's partition is dropped once wholly older than the retention: up to one day more is kept
     db_steady = db_day * (retention_days + 1)
-    fixed = redis_steady - markers * (settings.dedup_window_s + 60)  # streams and the DLQ at its bound
+    fixed = redis_steady - markers * (settings.dedup.window_s + 60)  # streams and the DLQ at its bound
     window_fits = int((bounds.redis_memory - fixed) / markers) - 60 if markers else 0
-    segments = KAFKA_SEGMENT_BYTES * settings.topic_partitions * settings.topic_replication
+    segments = KAFKA_SEGMENT_BYTES * settings.kafka.topic_partitions * settings.kafka.topic_replication
     hours_fit = (bounds.kafka_disk - segments) / kafka_day * 24 if kafka_day else 0.0
     days_fit = int(bounds.db_disk / db_day) - 1 if db_day else 0
     return [
         _line("Redis memory", redis_day, redis_steady, bounds.redis_memory,
-              f"BP_DEDUP_WINDOW_S <= {max(0, window_fits):,} (window now {settings.dedup_window_s:,}), "
+              f"BP_DEDUP_WINDOW_S <= {max(0, window_fits):,} (window now {settings.dedup.window_s:,}), "
               f"or Redis maxmemory >= {_gib(redis_steady * 1.25)} (25 % headroom)"),
         _line("Redis AOF disk (peak between rewrites)", rate * DAY_S * per_scan.aof, aof_steady,
               bounds.redis_disk, f"a disk of >= {_gib(aof_steady * 1.25)} for the AOF, or less Redis memory"),
         _line("Kafka disk (all replicas)", kafka_day, kafka_steady, bounds.kafka_disk,
               f"BP_TOPIC_RETENTION_HOURS <= {max(0.0, hours_fit):,.0f} "
-              f"(now {settings.topic_retention_hours:g}), or BP_TOPIC_RETENTION_BYTES, or more disk"),
+              f"(now {settings.kafka.topic_retention_hours:g}), or BP_TOPIC_RETENTION_BYTES, or more disk"),
         _line("database disk", db_day, db_steady, bounds.db_disk,
               _db_advice(settings, days_fit, retention_days, db_steady)),
     ]  # fmt: skip
@@ -144,7 +142,7 @@ def plan(
 
 def _db_advice(settings: Settings, days_fit: int, retention_days: int, steady: float) -> str:
     disk = f"a disk of >= {_gib(steady * 1.25)}"
-    if days_fit <= settings.scan_max_age_days:  # the retention must keep every scan ingest accepts
+    if days_fit <= settings.ingest.scan_max_age_days:  # the retention must keep every scan ingest accepts
         return f"{disk} (a retention of {days_fit} days would not exceed BP_SCAN_MAX_AGE_DAYS)"
     return f"BP_DB_RETENTION_DAYS <= {days_fit:,} (--days; now {retention_days}), or {disk}"
 
@@ -242,12 +240,12 @@ def cpu_plan(
         return rate * micros / 1e6 / (1 - headroom)
 
     app_us = us("ingest") + us("processor") + us("workers")
-    kafka_us = us("kafka") * settings.topic_replication
+    kafka_us = us("kafka") * settings.kafka.topic_replication
     redis_cores = cores(us("redis"))
     mariadb_cores = cores(us("mariadb"))
     stages = f"ingest {us('ingest'):.0f}, processor {us('processor'):.0f}, workers {us('workers'):.0f} µs"
     redis_note = "within one core" if redis_cores <= REDIS_CORE else "PAST ONE CORE: Redis is the limit"
-    replicas = settings.topic_replication
+    replicas = settings.kafka.topic_replication
     return [
         CpuLine("app hosts (ingest, processor, workers)", app_us, cores(app_us),
                 max(2, math.ceil(cores(app_us) / host_cores)), stages),

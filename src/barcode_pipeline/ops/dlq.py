@@ -111,7 +111,7 @@ def _mapped_devices(settings: Settings, devices: Iterable[str]) -> set[str]:
     wanted = sorted(set(devices))
     if not wanted:
         return set()
-    conn = db.connect(settings.db_url, autocommit=True)
+    conn = db.connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             marks = ",".join(["%s"] * len(wanted))
@@ -162,7 +162,7 @@ def replay_dlq(
         letters = list_dlq(settings, limit=None, reason=reason)
     unknown = [x.device_id for x in letters if x.device_id and x.cause is Cause.UNKNOWN_DEVICE]
     mapped = _mapped_devices(settings, unknown)
-    streams = set(names.all_streams(settings.stream_shards))
+    streams = set(names.all_streams(settings.streams.shards))
     todo: list[DeadLetter] = []
     for letter in letters:
         why = _dlq_blocker(letter, streams, mapped, force)

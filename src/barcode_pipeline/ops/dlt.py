@@ -214,7 +214,7 @@ def replay_dlt(
             headers=[(names.DLT_REPLAYED_FROM_HEADER, f"{topic}/{letter.id.replace(':', '/')}".encode())],
             on_delivery=reporter(letter.id),
         )
-    remaining = producer.flush(settings.produce_timeout_s + 5)
+    remaining = producer.flush(settings.kafka.produce_timeout_s + 5)
     if remaining or failures:
         raise DeliveryError(
             f"{remaining} record(s) not confirmed; failures: {failures[:5]} (replaying again is safe)",

@@ -64,7 +64,7 @@ class Position:
 
 def kafka_positions(settings: Settings, group: str | None = None) -> dict[int, Position]:
     """Retained range and committed position of every partition of the topic, for ``group``."""
-    group = group or settings.processor_group
+    group = group or settings.processor.group
     consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
     try:
         meta = consumer.list_topics(names.TOPIC, timeout=5).topics.get(names.TOPIC)
@@ -96,7 +96,7 @@ def record_times(settings: Settings, offsets: dict[int, int], timeout_s: float =
     if not offsets:
         return {}
     consumer = Consumer(
-        kafka_adapter.consumer_config(settings, f"{settings.processor_group}-probe", log_level=0)
+        kafka_adapter.consumer_config(settings, f"{settings.processor.group}-probe", log_level=0)
     )
     try:
         consumer.assign([TopicPartition(names.TOPIC, p, o) for p, o in offsets.items()])
@@ -146,7 +146,7 @@ def _undelivered(r: redis.Redis, stream: str, group: dict[str, Any], length: int
 def redis_backlog(settings: Settings, backlog: Backlog, client: redis.Redis | None = None) -> None:
     r = client or redis_adapter.client(settings)
     try:
-        for stream in names.all_streams(settings.stream_shards):
+        for stream in names.all_streams(settings.streams.shards):
             length = r.xlen(stream)
             backlog.stream_length[stream] = length
             undelivered = 0

@@ -86,13 +86,13 @@ class Processor:
         reset on the group must wait that long after a stop.
         """
         self.settings = settings
-        self.group: str = group or settings.processor_group
+        self.group: str = group or settings.processor.group
         self.stop_event = threading.Event()
         extra: dict[str, object] = {
             "client.id": f"processor-{self.group}",
             "on_commit": self._on_commit,
-            "fetch.min.bytes": settings.processor_fetch_min_bytes,
-            "fetch.wait.max.ms": settings.processor_fetch_wait_ms,
+            "fetch.min.bytes": settings.processor.fetch_min_bytes,
+            "fetch.wait.max.ms": settings.processor.fetch_wait_ms,
         }
         if instance:
             extra["group.instance.id"] = instance
@@ -106,19 +106,19 @@ class Processor:
         self.dlt = Producer(kafka_adapter.producer_config(settings, **{"linger.ms": 5}))
         self.redis = redis_adapter.client(settings)
         self.script = self.redis.register_script(redis_adapter.lua_source("dedupe_publish"))
-        self.markers = MarkerScheme(settings.dedup_policy, settings.dedup_buckets, settings.dedup_window_s)
+        self.markers = MarkerScheme(settings.dedup.policy, settings.dedup.buckets, settings.dedup.window_s)
         # "auto": None until the first publish looks (retried with it while Redis is down)
-        self.legacy_markers: bool | None = {"on": True, "off": False}.get(settings.dedup_legacy_markers)
-        self.streams = names.all_streams(settings.stream_shards)
+        self.legacy_markers: bool | None = {"on": True, "off": False}.get(settings.dedup.legacy_markers)
+        self.streams = names.all_streams(settings.streams.shards)
         self.totals = BatchOutcome()
         self._last_lag = 0.0
         # Commit protocol across Redis failovers (processor/failover.py).
-        self.wait_replicas = settings.redis_min_replicas
+        self.wait_replicas = settings.redis.min_replicas
         # Always, not only with Sentinel: a single Redis restarted after a crash has a new run id too.
         self.watch = PrimaryWatch()
         self._last_probe = 0.0
-        self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis_rewind_window_s) * 1000))
-        self.marks = Marks(names.TOPIC, self.history, int(settings.redis_rewind_window_s * 1000))
+        self.history = CommitHistory(keep_ms=int(max(60.0, 3 * settings.redis.rewind_window_s) * 1000))
+        self.marks = Marks(names.TOPIC, self.history, int(settings.redis.rewind_window_s * 1000))
         self._run_id: str | None = None
         self._earlier = 0  # published by attempts at the current batch whose WAIT came back short
         # For the supervisor's watchdog (liveness.py): consumed-and-published batches and Redis
@@ -133,7 +133,7 @@ class Processor:
         # Kafka unreachable at start (down, a wrong password, an untrusted certificate): back off and
         # try again, logging why, rather than exit and be restarted every second by the supervisor.
         STARTUP_BACKOFF.call(
-            f"start-up (kafka {self.settings.kafka_bootstrap})",
+            f"start-up (kafka {self.settings.kafka.bootstrap})",
             lambda: kafka_adapter.ensure_topics(self.settings),
             errors=(DeliveryError,),
             sleep=self.stop_event.wait,
@@ -141,7 +141,7 @@ class Processor:
             on_error=lambda _exc: self.progress.waiting(),  # for the watchdog: waiting is no stall
         )
         self._subscribe()
-        self._idle = IdleWatch(self.wedged_after_s, self.settings.processor_poll_timeout_s)
+        self._idle = IdleWatch(self.wedged_after_s, self.settings.processor.poll_timeout_s)
         log.info("processor consuming %s as group %s", names.TOPIC, self.group)
         try:
             while not self.stop_event.is_set():
@@ -212,7 +212,7 @@ class Processor:
     def _step(self) -> BatchOutcome | None:
         self._stall_hook()
         started = time.monotonic()
-        msgs = self.consumer.consume(self.settings.processor_batch, self.settings.processor_poll_timeout_s)
+        msgs = self.consumer.consume(self.settings.processor.batch, self.settings.processor.poll_timeout_s)
         if self._fatal is not None:  # reported by the commit callback during consume()
             raise ConsumerFatalError(f"fatal consumer error: {self._fatal}", component="kafka")
         if self._idle is not None and self._idle.polled(len(msgs), time.monotonic() - started):
@@ -307,6 +307,7 @@ class Processor:
         is still atomic (marker and entry together), and a call stays short enough not to stall Redis.
         """
         s = self.settings
+        shards, policy, zone = s.streams.shards, s.dedup.policy, s.time_zone  # read once per batch
         now = int(time.time() * 1000)
         if self.legacy_markers is None:
             self.legacy_markers = legacy_markers_present(self.redis)
@@ -325,17 +326,17 @@ class Processor:
             chunk = events[i : i + SCRIPT_CHUNK]
             for j, event in enumerate(chunk, start=i):
                 marker = self.markers.of(event, now / 1000)
-                keys += (marker.key, self.streams[shard_of(event.device_id, s.stream_shards)])
+                keys += (marker.key, self.streams[shard_of(event.device_id, shards)])
                 if per_event == 3:
-                    keys.append(legacy_key(event, s.dedup_policy))
+                    keys.append(legacy_key(event, policy))
                 ingest_ms = ingest_times[j] if ingest_times is not None else 0
-                stored = to_stored(event, s.time_zone, now, max(0, ingest_ms))
+                stored = to_stored(event, zone, now, max(0, ingest_ms))
                 args += (marker.field, marker.expire_at, SCAN_FIELD, stored.to_entry())
-            keys.append(names.publish_counter(shard_of(chunk[0].device_id, s.stream_shards)))
+            keys.append(names.publish_counter(shard_of(chunk[0].device_id, shards)))
             self.script(keys=keys, args=args, client=pipe)
             chunks += 1
         if self.wait_replicas:
-            pipe.wait(self.wait_replicas, s.redis_wait_timeout_ms)
+            pipe.wait(self.wait_replicas, s.redis.wait_timeout_ms)
         pipe.info("server")  # the run id: a different server than last time may lack our writes
         replies = pipe.execute()
         published = sum(sum(flags) for flags in replies[:chunks])
@@ -375,11 +376,11 @@ class Processor:
         if last_seen is not None:
             log.warning("redis server changed (run id): rewound %d records of %d partitions to what was "
                         "committed at epoch ms %d (%.0f s before the old server was last seen)", done.rewound,
-                        len(done.targets), done.since_ms, self.settings.redis_rewind_window_s)  # fmt: skip
+                        len(done.targets), done.since_ms, self.settings.redis.rewind_window_s)  # fmt: skip
         else:
             log.warning("partitions %s were last committed against another redis server (run id): rewound %d "
                         "records to the offsets committed %.0f s before", done.inherited, done.rewound,
-                        self.settings.redis_rewind_window_s)  # fmt: skip
+                        self.settings.redis.rewind_window_s)  # fmt: skip
         return True
 
     def _subscribe(self) -> None:
@@ -419,7 +420,7 @@ class Processor:
                 ],
                 on_delivery=on_delivery,
             )
-        remaining = self.dlt.flush(self.settings.produce_timeout_s)
+        remaining = self.dlt.flush(self.settings.kafka.produce_timeout_s)
         if remaining or failures:
             # Not committing is the safe answer: the batch comes back and is dead-lettered again.
             raise DeliveryError(f"DLT write not confirmed ({failures or remaining})", component="kafka")
@@ -502,7 +503,7 @@ def replay(
     (dedup markers, then the UNIQUE index).
     """
     admin_consumer = Consumer(
-        kafka_adapter.consumer_config(settings, f"{settings.processor_group}-replay-probe")
+        kafka_adapter.consumer_config(settings, f"{settings.processor.group}-replay-probe")
     )
     try:
         meta = admin_consumer.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC]
@@ -522,6 +523,6 @@ def replay(
             ]
     finally:
         admin_consumer.close()
-    proc = Processor(settings, group=names.replay_group(settings.processor_group))
+    proc = Processor(settings, group=names.replay_group(settings.processor.group))
     log.info("replaying %s", {tp.partition: (tp.offset, end[tp.partition]) for tp in start})
     return proc.run_range(start, end)

@@ -32,13 +32,15 @@ def run(
         metrics=True,
         start_stack=not no_stack,
         stop_on_signals=True,
-        health_port=settings.metrics_port_base or None,
+        health_port=settings.monitoring.metrics_port_base or None,
     ) as sup:
         # BP_METRICS_PORT_BASE=0 turns off run's metrics servers, this one included.
         # ... on the exporter's own credentials (reads only) when they are set.
-        exporter = serve_backlog(for_role(settings, "exporter")) if settings.metrics_port_base else None
+        exporter = (
+            serve_backlog(for_role(settings, "exporter")) if settings.monitoring.metrics_port_base else None
+        )
         typer.echo(
-            f"pipeline running: POST http://{settings.ingest_host}:{settings.ingest_port}/ingest/barcode"
+            f"pipeline running: POST http://{settings.ingest.host}:{settings.ingest.port}/ingest/barcode"
         )
         sup.wait_forever()
         typer.echo("draining ...")

@@ -78,10 +78,10 @@ def ready_urls(settings: Settings, sup: Supervisor) -> list[str]:
     roles = {child.spec.role for child in sup.children.values()}
     urls = []
     if names.Role.INGEST in roles:
-        scheme = "https" if settings.ingest_tls_cert is not None else "http"
-        urls.append(f"{scheme}://{settings.ingest_host}:{settings.ingest_port}{names.ROUTE_READY}")
+        scheme = "https" if settings.ingest.tls_cert is not None else "http"
+        urls.append(f"{scheme}://{settings.ingest.host}:{settings.ingest.port}{names.ROUTE_READY}")
     if names.Role.LEGACY in roles:
-        urls.append(f"http://{settings.legacy_host}:{settings.legacy_port}{names.ROUTE_READY}")
+        urls.append(f"http://{settings.legacy.host}:{settings.legacy.port}{names.ROUTE_READY}")
     return urls
 
 

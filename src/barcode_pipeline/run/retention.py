@@ -30,14 +30,14 @@ class RetentionKeeper:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="db-retention")
 
     def start(self) -> None:
-        if self.settings.db_partition_interval_s > 0:
+        if self.settings.db.partition_interval_s > 0:
             self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
     def _loop(self) -> None:
-        interval = self.settings.db_partition_interval_s
+        interval = self.settings.db.partition_interval_s
         while not self._stop.is_set():
             try:
                 self.round()
@@ -53,12 +53,12 @@ class RetentionKeeper:
         client = redis_adapter.client(s)
         try:
             token = f"{socket.gethostname()}:{s.node_name}"
-            lock_s = max(60, int(min(s.db_partition_interval_s, 600)))
+            lock_s = max(60, int(min(s.db.partition_interval_s, 600)))
             if not client.set(names.RETENTION_LOCK, token, nx=True, ex=lock_s):
                 return None
             # a database failure propagates: the loop logs it once and retries sooner
             return partitions.maintain(
-                s.db_url, ahead_days=s.db_partitions_ahead_days, retention_days=s.db_retention_days
+                s.db.url, ahead_days=s.db.partitions_ahead_days, retention_days=s.db.retention_days
             )
         except redis.RedisError as exc:
             log.warning("partition maintenance skipped this round: redis %s", exc)

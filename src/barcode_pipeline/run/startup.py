@@ -26,7 +26,7 @@ def prepare(settings: Settings, *, start_stack: bool = True) -> None:
         start_local_stack(settings)
     from barcode_pipeline.db.migrate import upgrade
 
-    applied = upgrade(settings.db_url)
+    applied = upgrade(settings.db.url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     kafka_adapter.ensure_topics(settings)

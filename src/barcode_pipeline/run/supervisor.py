@@ -239,8 +239,8 @@ def pipeline_specs(
     from barcode_pipeline.monitoring import targets
 
     specs = [ChildSpec("ingest", names.Role.INGEST, ["ingest"])]
-    metrics = metrics and settings.metrics_port_base > 0
-    for i in range(1, settings.processors + 1):
+    metrics = metrics and settings.monitoring.metrics_port_base > 0
+    for i in range(1, settings.processor.count + 1):
         name = targets.processor_name(settings, i)
         extra = ["--metrics-port", str(targets.processor_port(settings, i))] if metrics else []
         extra += ["--progress-file", str(progress_path(settings.state_dir, name))]
@@ -251,7 +251,7 @@ def pipeline_specs(
         specs.append(
             ChildSpec(name, names.Role.PROCESSOR, ["processor", "--instance", member, *extra], watched=True)
         )
-    for i in range(1, (workers or settings.workers) + 1):
+    for i in range(1, (workers or settings.worker.count) + 1):
         extra = ["--metrics-port", str(targets.worker_port(settings, i))] if metrics else []
         extra += ["--progress-file", str(progress_path(settings.state_dir, f"worker-{i}"))]
         consumer = names.node_member(settings.node_name, f"worker-{i}")

@@ -198,7 +198,7 @@ class Watchdog:
     ) -> None:
         self.sup = supervisor
         self.settings = settings
-        self.timeout_s = settings.stall_timeout_s
+        self.timeout_s = settings.monitoring.stall_timeout_s
         self.interval_s = min(5.0, max(0.5, self.timeout_s / 6))
         self.grace_s = grace_s
         self.dump_wait_s = dump_wait_s

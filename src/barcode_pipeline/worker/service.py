@@ -81,62 +81,62 @@ class Worker:
         self.settings = settings
         self.options = options
         self.name = options.name
-        if options.idle_block_s >= settings.redis_socket_timeout_s:
+        if options.idle_block_s >= settings.redis.socket_timeout_s:
             # The reply to XREADGROUP BLOCK comes after the block time: a socket timeout below it
             # would turn every idle read into a timeout error.
             raise ConfigError(
-                f"BP_REDIS_SOCKET_TIMEOUT_S ({settings.redis_socket_timeout_s}) must exceed the "
+                f"BP_REDIS_SOCKET_TIMEOUT_S ({settings.redis.socket_timeout_s}) must exceed the "
                 f"worker's read block ({options.idle_block_s} s)"
             )
         self.group = names.WORKER_GROUP
-        self.streams = names.all_streams(settings.stream_shards)
+        self.streams = names.all_streams(settings.streams.shards)
         self.client = client or redis_adapter.client(settings, decode=False)
         self.store = store or BarcodeStore(
-            settings.db_url,
-            dedup_policy=settings.dedup_policy,
+            settings.db.url,
+            dedup_policy=settings.dedup.policy,
             crash=options.crash,
             timeouts=DbTimeouts.of(settings),
         )
         self.batcher: Batcher[Entry] = Batcher(
-            settings.worker_batch_size,
-            settings.worker_max_delay_ms / 1000,
-            early_size=settings.worker_early_batch,
-            min_interval_s=settings.worker_min_commit_interval_ms / 1000,
+            settings.worker.batch_size,
+            settings.worker.max_delay_ms / 1000,
+            early_size=settings.worker.early_batch,
+            min_interval_s=settings.worker.min_commit_interval_ms / 1000,
         )
         self.recovery = Recovery(
             self.client,
             self.streams,
             self.group,
             self.name,
-            heartbeat_ttl_s=settings.worker_heartbeat_ttl_s,
-            claim_min_idle_ms=settings.claim_min_idle_ms,
-            batch_size=settings.worker_batch_size,
-            max_delay_ms=settings.worker_max_delay_ms,
+            heartbeat_ttl_s=settings.worker.heartbeat_ttl_s,
+            claim_min_idle_ms=settings.streams.claim_min_idle_ms,
+            batch_size=settings.worker.batch_size,
+            max_delay_ms=settings.worker.max_delay_ms,
         )
         self.standby = StandbyRule(
-            redis_adapter.WaitingProbe(self.client, self.streams, self.group, cap=settings.worker_batch_size),
-            enabled=settings.worker_standby,
-            batch_size=settings.worker_batch_size,
-            join_ms=settings.worker_standby_join_ms,
+            redis_adapter.WaitingProbe(self.client, self.streams, self.group, cap=settings.worker.batch_size),
+            enabled=settings.worker.standby,
+            batch_size=settings.worker.batch_size,
+            join_ms=settings.worker.standby_join_ms,
         )
-        self.trim = Trimmer(self.client, self.streams, retention_s=settings.stream_retention_s)
-        self.redis_primary = PrimaryIdentity(self.client) if settings.redis_sentinels else None
+        self.trim = Trimmer(self.client, self.streams, retention_s=settings.streams.retention_s)
+        self.redis_primary = PrimaryIdentity(self.client) if settings.redis.sentinels else None
         self._reread_own = False  # see run(): after a Redis error, entries may be pending unseen
-        self._next_trim = time.monotonic() + settings.stream_trim_interval_s
-        if settings.claim_min_idle_ms <= settings.worker_max_delay_ms:
+        self._next_trim = time.monotonic() + settings.streams.trim_interval_s
+        if settings.streams.claim_min_idle_ms <= settings.worker.max_delay_ms:
             log.warning(
                 "claim_min_idle_ms (%d) <= worker_max_delay_ms (%d): workers will claim entries that "
                 "are merely waiting in another worker's batch",
-                settings.claim_min_idle_ms,
-                settings.worker_max_delay_ms,
+                settings.streams.claim_min_idle_ms,
+                settings.worker.max_delay_ms,
             )
         stall = options.stall_limit_s
         if stall is None:  # well past any legitimate pause (a DB write times out after 60 s)
-            stall = max(90.0, settings.claim_min_idle_ms / 1000)
+            stall = max(90.0, settings.streams.claim_min_idle_ms / 1000)
         self.heartbeat = Heartbeat(
             self.client,
             self.name,
-            settings.worker_heartbeat_ttl_s,
+            settings.worker.heartbeat_ttl_s,
             progress=lambda: self._progress,
             stall_limit_s=stall,
         )
@@ -148,7 +148,7 @@ class Worker:
         self.progress = Progress()
         # Longest one DB call can take before its own timeouts end it: connect, send, await the reply.
         self._db_bound_s = (
-            settings.db_connect_timeout_s + settings.db_write_timeout_s + settings.db_read_timeout_s
+            settings.db.connect_timeout_s + settings.db.write_timeout_s + settings.db.read_timeout_s
         )
         self._next_sweep = 0.0
         self._drain_deadline = float("inf")
@@ -167,9 +167,9 @@ class Worker:
             "worker %s on %s (batch %d / %d ms, dedup %s)",
             self.name,
             ", ".join(self.streams),
-            self.settings.worker_batch_size,
-            self.settings.worker_max_delay_ms,
-            self.settings.dedup_policy,
+            self.settings.worker.batch_size,
+            self.settings.worker.max_delay_ms,
+            self.settings.dedup.policy,
         )
         started = False
         try:
@@ -227,8 +227,8 @@ class Worker:
 
     def _drain(self) -> None:
         leftover = self.batcher.take_all()
-        for i in range(0, len(leftover), self.settings.worker_batch_size):
-            self._flush(leftover[i : i + self.settings.worker_batch_size], "drain")
+        for i in range(0, len(leftover), self.settings.worker.batch_size):
+            self._flush(leftover[i : i + self.settings.worker.batch_size], "drain")
 
     # ------------------------------------------------------------------ one iteration
     def _step(self) -> None:
@@ -253,8 +253,8 @@ class Worker:
                 log.warning("redis primary changed: re-reading this worker's own pending entries")
                 self._write_then_reread_own("failover")
                 return
-            if self.settings.stream_trim_interval_s and now >= self._next_trim:
-                self._next_trim = now + self.settings.stream_trim_interval_s
+            if self.settings.streams.trim_interval_s and now >= self._next_trim:
+                self._next_trim = now + self.settings.streams.trim_interval_s
                 if is_primary(self.name, self.recovery.live_peers):  # one trimmer trims every shard
                     self.trim()
         if not self.standby.reads_new(self.name, self.recovery.live_peers, batched=len(self.batcher)):
@@ -278,7 +278,7 @@ class Worker:
     def _accept(self, entries: Sequence[Entry], now: float) -> None:
         """Batch the entries, except those delivered too often: they go to the DLQ right away."""
         self.progress.moved()
-        limit = self.settings.max_deliveries
+        limit = self.settings.streams.max_deliveries
         over = [
             Rejected(e, Cause.MAX_DELIVERIES, f"delivered {e.deliveries} times (limit {limit})")
             for e in entries
@@ -340,7 +340,7 @@ class Worker:
         self._settle(done, dead)
 
     def _settle(self, done: list[Entry], dead: list[Rejected]) -> None:
-        limit = self.settings.dlq_max_entries
+        limit = self.settings.streams.dlq_max_entries
         deferred = self._redis(
             "ack",
             lambda: settle(self.client, self.group, self.name, done=done, dead=dead, dlq_max_entries=limit),

@@ -42,17 +42,17 @@ def _redis_db(url: str, index: int) -> str:
 
 @pytest.fixture(scope="module")
 def bench_env(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings) -> Iterator[BenchEnv]:
-    base = stack_settings.model_copy(
-        update={
+    base = stack_settings.updated(
+        {
             "ingest_port": 18181,
             "legacy_port": 18180,
-            "redis_url": _redis_db(stack_settings.redis_url, REDIS_DB),
+            "redis_url": _redis_db(stack_settings.redis.url, REDIS_DB),
             "ingest_processes": 1,
             "processor_group": "test-bench-smoke",  # never share partitions with another suite's pipeline
         }
     )
     settings = bench_settings(base, TEST_DB, fresh=True)
-    start_group_at_log_end(settings, settings.processor_group)
+    start_group_at_log_end(settings, settings.processor.group)
     logs = tmp_path_factory.mktemp("bench-services") / "services.log"
     with BenchEnv(settings, logs, start_stack=False, fresh_db=True) as env:
         yield env

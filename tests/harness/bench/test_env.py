@@ -19,15 +19,15 @@ pytestmark = pytest.mark.integration
 
 def test_bench_settings_point_at_the_bench_databases(stack_settings: Settings) -> None:
     s = bench_settings(stack_settings, "bp_bench_x", fresh=True, redis_db=BENCH_REDIS_DB)
-    assert s.db_url.endswith("/bp_bench_x") and database_of(s.redis_url) == BENCH_REDIS_DB
-    assert bench_settings(stack_settings, None, fresh=True).redis_url == stack_settings.redis_url
+    assert s.db.url.endswith("/bp_bench_x") and database_of(s.redis.url) == BENCH_REDIS_DB
+    assert bench_settings(stack_settings, None, fresh=True).redis.url == stack_settings.redis.url
 
 
 def test_reset_redis_empties_the_bench_database_but_never_database_0(stack_settings: Settings) -> None:
     key = f"bench-test:{uuid.uuid4().hex}"
     bench = bench_settings(stack_settings, None, fresh=True, redis_db=TEST_REDIS_DB)
-    own = redis.Redis.from_url(bench.redis_url)
-    zero = redis.Redis.from_url(bench_settings(stack_settings, None, fresh=True, redis_db=0).redis_url)
+    own = redis.Redis.from_url(bench.redis.url)
+    zero = redis.Redis.from_url(bench_settings(stack_settings, None, fresh=True, redis_db=0).redis.url)
     try:
         own.set(key, "1")
         zero.set(key, "1", ex=60)

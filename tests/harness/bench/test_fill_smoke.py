@@ -16,7 +16,7 @@ DATABASE = "bp_test_fill"
 
 
 def test_fill_appends_rows_spread_over_the_days(stack_settings: Settings) -> None:
-    url = migrate.database_url(stack_settings.db_url, DATABASE)
+    url = migrate.database_url(stack_settings.db.url, DATABASE)
     migrate.drop_database(url)
     try:
         for _ in range(2):  # it appends: a second run adds as many again

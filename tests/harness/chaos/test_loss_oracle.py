@@ -33,14 +33,14 @@ DEVICE = "ORACLE-PC-001"
 
 @pytest.fixture
 def oracle_settings(stack_settings: Settings) -> Iterator[Settings]:
-    url = migrate.database_url(stack_settings.db_url, "bp_test_oracle")
+    url = migrate.database_url(stack_settings.db.url, "bp_test_oracle")
     migrate.drop_database(url)
     migrate.create_database(url)
     migrate.upgrade(url)
-    settings = stack_settings.model_copy(
-        update={"db_url": url, "redis_url": redis_db(stack_settings.redis_url, REDIS_DB)}
+    settings = stack_settings.updated(
+        {"db_url": url, "redis_url": redis_db(stack_settings.redis.url, REDIS_DB)}
     )
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     client.flushdb()
     yield settings
     client.flushdb()
@@ -58,7 +58,7 @@ def _scan(scan_id: str, copy: int = 0) -> StoredScan:
 
 def test_the_oracle_finds_the_lost_scan_the_dead_letter_and_the_duplicate(oracle_settings: Settings) -> None:
     since_ms = int(time.time() * 1000) - 1000
-    conn = connect(oracle_settings.db_url, autocommit=True, init_command="SET time_zone = '+00:00'")
+    conn = connect(oracle_settings.db.url, autocommit=True, init_command="SET time_zone = '+00:00'")
     try:
         # "twice": a second row; "invented": a row of a scan nobody sent
         scans = (_scan("stored"), _scan("twice", 0), _scan("twice", 1), _scan("invented"))
@@ -74,7 +74,7 @@ def test_the_oracle_finds_the_lost_scan_the_dead_letter_and_the_duplicate(oracle
         deliveries=1, consumer="oracle-test", time_ms=since_ms + 500,
         original=tuple((k.encode(), v) for k, v in dead.to_fields().items()),
     )  # fmt: skip
-    client = redis.Redis.from_url(oracle_settings.redis_url)
+    client = redis.Redis.from_url(oracle_settings.redis.url)
     client.xadd(names.DLQ_STREAM, letter.to_fields())
     client.close()
 

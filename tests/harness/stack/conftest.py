@@ -20,20 +20,20 @@ PORT_OFFSET = int(os.environ.get("BP_TEST_SECURE_PORT_OFFSET", "100"))
 def secure_base_settings() -> HarnessSettings:
     """Where the secured test stack lives: ``<BP_STATE_DIR>-secure``, on the offset ports."""
     plain = HarnessSettings(state_dir=Path(os.environ.get("BP_STATE_DIR", ROOT / ".stack")))
-    redis = urlsplit(plain.redis_url)
-    db = parse_db_url(plain.db_url)
-    kafka_host, _, kafka_port = plain.kafka_bootstrap.split(",")[0].rpartition(":")
-    return plain.model_copy(
-        update={
+    redis = urlsplit(plain.redis.url)
+    db = parse_db_url(plain.db.url)
+    kafka_host, _, kafka_port = plain.kafka.bootstrap.split(",")[0].rpartition(":")
+    return plain.updated(
+        {
             "state_dir": plain.state_dir.resolve().with_name(plain.state_dir.resolve().name + "-secure"),
             "kafka_bootstrap": f"{kafka_host}:{int(kafka_port) + PORT_OFFSET}",
             "kafka_controller_port": plain.kafka_controller_port + PORT_OFFSET,
             "redis_url": f"redis://{redis.hostname}:{(redis.port or 6379) + PORT_OFFSET}/0",
             "db_url": f"mysql://barcode:barcode@{db.host}:{db.port + PORT_OFFSET}/{db.database}",
-            "ingest_port": plain.ingest_port + PORT_OFFSET,
-            "legacy_port": plain.legacy_port + PORT_OFFSET,
-            "metrics_port_base": plain.metrics_port_base + PORT_OFFSET,
-            "exporter_port": plain.exporter_port + PORT_OFFSET,
+            "ingest_port": plain.ingest.port + PORT_OFFSET,
+            "legacy_port": plain.legacy.port + PORT_OFFSET,
+            "metrics_port_base": plain.monitoring.metrics_port_base + PORT_OFFSET,
+            "exporter_port": plain.monitoring.exporter_port + PORT_OFFSET,
         }
     )
 

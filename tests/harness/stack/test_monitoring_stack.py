@@ -23,12 +23,12 @@ def test_up_with_monitoring_runs_prometheus_and_exporters(stack_settings: Settin
     assert [s.name for s in plain.status()] == ["kafka", "redis", "mariadb"]
     home = stack_settings.state_dir.resolve() / "prometheus"
     assert (home / "data").is_dir() and (home / "rules" / "alerts.yml").is_file()
-    url = f"http://127.0.0.1:{stack_settings.prometheus_port}/api/v1/status/config"
+    url = f"http://127.0.0.1:{stack_settings.monitoring.prometheus_port}/api/v1/status/config"
     with urllib.request.urlopen(url, timeout=10) as resp:
         loaded = json.loads(resp.read())["data"]["yaml"]
-    first_worker = stack_settings.metrics_port_base + stack_settings.processors + 1
+    first_worker = stack_settings.monitoring.metrics_port_base + stack_settings.processor.count + 1
     assert f"127.0.0.1:{first_worker}" in loaded  # the generated targets
-    assert f"127.0.0.1:{stack_settings.mysqld_exporter_port}" in loaded
+    assert f"127.0.0.1:{stack_settings.monitoring.mysqld_exporter_port}" in loaded
 
 
 def test_a_stopped_prometheus_is_started_again_and_not_reported_meanwhile(stack_settings: Settings) -> None:

@@ -63,29 +63,29 @@ def test_plaintext_is_refused_by_every_server(secure_stack: HarnessSettings) -> 
     """Each refusal is shown against a TLS client that succeeds on the same address, so a stopped
     server or a wrong port could not pass it."""
     kafka_adapter.admin(secure_stack).list_topics(timeout=10)  # TLS + SASL on this address: answers
-    plain_kafka = AdminClient({"bootstrap.servers": secure_stack.kafka_bootstrap, "log_level": 0})
+    plain_kafka = AdminClient({"bootstrap.servers": secure_stack.kafka.bootstrap, "log_level": 0})
     with pytest.raises(KafkaException):
         plain_kafka.list_topics(timeout=3)
-    host, port = _hostport(secure_stack.redis_url)
+    host, port = _hostport(secure_stack.redis.url)
     assert redis_adapter.client(secure_stack).ping()  # the same host and port, over TLS
     with pytest.raises(redis.ConnectionError, match=r"Connection closed by server|reset by peer"):
         redis.Redis(host=host, port=port, socket_timeout=3).ping()
-    target = db.parse_db_url(secure_stack.db_url)
+    target = db.parse_db_url(secure_stack.db.url)
     with pytest.raises(pymysql.err.OperationalError):  # even with the right password
         pymysql.connect(host=target.host, port=target.port, user=target.user, password=target.password,
                         database=target.database, ssl_disabled=True, connect_timeout=3)  # fmt: skip
     # ... and the same credentials over verified TLS are let in.
-    db.connect(secure_stack.db_url).close()
+    db.connect(secure_stack.db.url).close()
 
 
 def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: HarnessSettings) -> None:
     """Refused without a client certificate; with one the CA signed for a TLS client (the broker's
     own, which the controllers also present to each other) the same handshake completes."""
     files = transport.SecureFiles.of(secure_stack)
-    host = secure_stack.kafka_bootstrap.rpartition(":")[0]
+    host = secure_stack.kafka.bootstrap.rpartition(":")[0]
 
     def handshake(client_cert: bool) -> None:
-        context = ssl.create_default_context(cafile=str(secure_stack.kafka_ssl_ca_file))
+        context = ssl.create_default_context(cafile=str(secure_stack.kafka.ssl_ca_file))
         if client_cert:
             context.load_cert_chain(files.cert("kafka"), files.key("kafka"))
         raw = socket.create_connection((host, secure_stack.kafka_controller_port), timeout=5)
@@ -103,7 +103,7 @@ def test_kafka_controller_listener_wants_a_client_certificate(secure_stack: Harn
 
 
 def test_a_client_that_does_not_trust_the_ca_is_refused(secure_stack: HarnessSettings) -> None:
-    host, port = _hostport(secure_stack.redis_url)
+    host, port = _hostport(secure_stack.redis.url)
     password = transport.SecureFiles.of(secure_stack).password("redis", "admin")
     untrusting = redis.Redis(
         host=host, port=port, ssl=True, username="admin", password=password, socket_timeout=3
@@ -116,7 +116,7 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(secure_stack: HarnessSet
 
 
 def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: HarnessSettings) -> None:
-    conn = db.connect(secure_stack.worker_db_url, autocommit=True)
+    conn = db.connect(secure_stack.accounts.worker_db_url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM barcodes")  # what it needs works
@@ -127,7 +127,7 @@ def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: HarnessSe
                 assert denied.value.args[0] in (1142, 1044), statement  # command denied
     finally:
         conn.close()
-    ingest = db.connect(secure_stack.ingest_db_url, autocommit=True)
+    ingest = db.connect(secure_stack.accounts.ingest_db_url, autocommit=True)
     try:
         with ingest.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM scanner_keys")
@@ -140,14 +140,14 @@ def test_the_workers_database_user_cannot_drop_or_delete(secure_stack: HarnessSe
 def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: HarnessSettings) -> None:
     """mariadb-install-db made root@127.0.0.1, root@::1 and root@<host> without a password; TLS alone
     let any local process in with every privilege. Only root@localhost (the socket) stays, locked."""
-    target = db.parse_db_url(secure_stack.db_url)
+    target = db.parse_db_url(secure_stack.db.url)
     ca = transport.SecureFiles.of(secure_stack).ca_cert
     for host in ("127.0.0.1", "localhost"):
         with pytest.raises(pymysql.err.OperationalError) as denied:
             pymysql.connect(host=host, port=target.port, user="root", password="", connect_timeout=3,
                             ssl={"ca": str(ca)})  # fmt: skip
         assert denied.value.args[0] == 1045, (host, denied.value.args)  # access denied, not a TLS error
-    admin = db.connect(secure_stack.db_url, autocommit=True)  # the same TLS, the admin's password: in
+    admin = db.connect(secure_stack.db.url, autocommit=True)  # the same TLS, the admin's password: in
     try:
         with admin.cursor() as cur:
             cur.execute("SELECT Host, plugin, authentication_string = '' FROM mysql.user WHERE User = 'root'")
@@ -157,10 +157,10 @@ def test_root_cannot_log_in_over_tcp_without_a_password(secure_stack: HarnessSet
 
 
 def test_redis_users_have_only_their_commands_and_keys(secure_stack: HarnessSettings) -> None:
-    processor = redis.Redis.from_url(secure_stack.processor_redis_url, socket_timeout=3)
-    worker = redis.Redis.from_url(secure_stack.worker_redis_url, socket_timeout=3)
-    ingest = redis.Redis.from_url(secure_stack.ingest_redis_url, socket_timeout=3)
-    exporter = redis.Redis.from_url(secure_stack.exporter_redis_url, socket_timeout=3)
+    processor = redis.Redis.from_url(secure_stack.accounts.processor_redis_url, socket_timeout=3)
+    worker = redis.Redis.from_url(secure_stack.accounts.worker_redis_url, socket_timeout=3)
+    ingest = redis.Redis.from_url(secure_stack.accounts.ingest_redis_url, socket_timeout=3)
+    exporter = redis.Redis.from_url(secure_stack.accounts.exporter_redis_url, socket_timeout=3)
     redis_backlog(secure_stack, Backlog(), exporter)  # what the exporter reads, it may read (or raises)
     live_workers(exporter)
     processor.ping()
@@ -187,7 +187,7 @@ def test_redis_users_have_only_their_commands_and_keys(secure_stack: HarnessSett
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.execute_command(*command)  # type: ignore[no-untyped-call]
     assert worker.delete(names.HEARTBEAT_PREFIX + "acl-test") == 0  # its heartbeat it may delete
-    default = redis.Redis.from_url(re.sub(r"//[^@]*@", "//", secure_stack.redis_url), socket_timeout=3)
+    default = redis.Redis.from_url(re.sub(r"//[^@]*@", "//", secure_stack.redis.url), socket_timeout=3)
     with pytest.raises(redis.exceptions.AuthenticationError):  # the default user is off
         default.ping()
 
@@ -263,15 +263,15 @@ def test_a_wrong_kafka_password_or_ca_is_a_clear_line_and_the_processor_keeps_re
 
     lines = _service_output(["processor"], secure_stack, env, failed)
     clear = [line for line in lines if marker in line]
-    assert secure_stack.kafka_bootstrap in clear[0] and reason in clear[0], clear[0]
+    assert secure_stack.kafka.bootstrap in clear[0] and reason in clear[0], clear[0]
     assert not any("Traceback" in line for line in lines)
 
 
 def test_a_wrong_redis_password_is_a_clear_line_and_the_worker_backs_off(
     secure_stack: HarnessSettings,
 ) -> None:
-    host, port = _hostport(secure_stack.redis_url)
-    bad = secure_stack.worker_redis_url.replace("@", "x@", 1)  # the password with one character more
+    host, port = _hostport(secure_stack.redis.url)
+    bad = secure_stack.accounts.worker_redis_url.replace("@", "x@", 1)  # the password with one character more
 
     def failed(lines: list[str]) -> bool:
         return any("(attempt 3)" in line for line in lines)
@@ -287,8 +287,8 @@ def test_a_wrong_redis_password_is_a_clear_line_and_the_worker_backs_off(
 
 
 def test_a_wrong_database_password_is_one_line_naming_the_server(secure_stack: HarnessSettings) -> None:
-    target = db.parse_db_url(secure_stack.db_url)
-    bad = secure_stack.db_url.replace(target.password, "not-the-password")
+    target = db.parse_db_url(secure_stack.db.url)
+    bad = secure_stack.db.url.replace(target.password, "not-the-password")
     env = {**os.environ, **settings_env(secure_stack), "BP_DB_URL": bad}
     result = subprocess.run([sys.executable, "-m", "barcode_pipeline", "db", "status"], env=env,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -307,7 +307,7 @@ def test_the_pipeline_runs_end_to_end_on_it_and_no_log_line_holds_a_secret(
 ) -> None:
     log = secure_stack.state_dir / "logs" / "demo-pipeline.log"
     log.unlink(missing_ok=True)
-    admin_redis = redis.Redis.from_url(secure_stack.redis_url, socket_timeout=5)
+    admin_redis = redis.Redis.from_url(secure_stack.redis.url, socket_timeout=5)
     admin_redis.acl_log_reset()
     spec = DemoSpec(
         rate=50, duration_s=2, duplicate_ratio=0.1, warmup_rate=50, warmup_round_s=0.5, warmup_max_rounds=3
@@ -343,7 +343,7 @@ def test_stack_env_names_secret_files_readable_by_the_owner_only(secure_stack: H
 
 
 def test_a_secured_state_dir_is_not_started_plaintext(secure_stack: HarnessSettings) -> None:
-    plain = secure_stack.model_copy(update={"stack_secure": False})
+    plain = secure_stack.updated({"stack_secure": False})
     with pytest.raises(StackError, match="secured stack"):
         StackManager(plain).up(quiet=True)
 

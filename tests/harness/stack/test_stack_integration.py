@@ -26,7 +26,7 @@ def _produce(settings: Settings, topic: str, value: bytes) -> tuple[int, int]:
 
 
 def _consume_at(settings: Settings, topic: str, partition: int, offset: int) -> bytes | None:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}"})
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"t-{uuid.uuid4().hex}"})
     try:
         c.assign([TopicPartition(topic, partition, offset)])
         for _ in range(40):
@@ -58,7 +58,7 @@ def test_kafka_produce_consume(stack_settings: Settings, topic: str) -> None:
 
 
 def test_redis_stream_group_roundtrip(stack_settings: Settings) -> None:
-    r = redis.Redis.from_url(stack_settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(stack_settings.redis.url, decode_responses=True)
     stream = f"bp-test:{uuid.uuid4().hex}"
     try:
         r.xgroup_create(stream, "g", id="0", mkstream=True)
@@ -73,7 +73,7 @@ def test_redis_stream_group_roundtrip(stack_settings: Settings) -> None:
 
 
 def test_mariadb_insert_select(stack_settings: Settings) -> None:
-    conn = db.connect(stack_settings.db_url)
+    conn = db.connect(stack_settings.db.url)
     try:
         with conn.cursor() as cur:
             cur.execute("CREATE TEMPORARY TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
@@ -88,10 +88,10 @@ def test_mariadb_insert_select(stack_settings: Settings) -> None:
 def test_down_then_up_keeps_topics_streams_and_rows(stack_settings: Settings, topic: str) -> None:
     token = uuid.uuid4().hex
     partition, offset = _produce(stack_settings, topic, token.encode())
-    r = redis.Redis.from_url(stack_settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(stack_settings.redis.url, decode_responses=True)
     stream = f"bp-test:{token}"
     r.xadd(stream, {"token": token})
-    conn = db.connect(stack_settings.db_url)
+    conn = db.connect(stack_settings.db.url)
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS stack_probe (token CHAR(32) PRIMARY KEY)")
         cur.execute("INSERT INTO stack_probe VALUES (%s)", (token,))
@@ -105,10 +105,10 @@ def test_down_then_up_keeps_topics_streams_and_rows(stack_settings: Settings, to
     manager.up(quiet=True)
 
     assert _consume_at(stack_settings, topic, partition, offset) == token.encode()
-    r = redis.Redis.from_url(stack_settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(stack_settings.redis.url, decode_responses=True)
     assert r.xrange(stream)[0][1] == {"token": token}
     r.delete(stream)
-    conn = db.connect(stack_settings.db_url)
+    conn = db.connect(stack_settings.db.url)
     with conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM stack_probe WHERE token = %s", (token,))
         assert cur.fetchone()[0] == 1

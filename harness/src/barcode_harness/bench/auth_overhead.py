@@ -72,9 +72,9 @@ def in_process_cost_us(calls: int) -> dict[str, float]:
 def run_auth_bench(
     settings: HarnessSettings, spec: AuthBenchSpec, out: Path, *, start_stack: bool
 ) -> dict[str, Any]:
-    keyed = with_harness_key(settings.model_copy(update={"ingest_auth": "required"}), "bench-auth",
+    keyed = with_harness_key(settings.updated({"ingest_auth": "required"}), "bench-auth",
                              start_stack=start_stack)  # fmt: skip
-    url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    url = f"http://{settings.ingest.host}:{settings.ingest.port}"
     p50: dict[str, list[float]] = {m: [] for m in MODES}
     p99: dict[str, list[float]] = {m: [] for m in MODES}
     errors: dict[str, int] = dict.fromkeys(MODES, 0)
@@ -82,7 +82,7 @@ def run_auth_bench(
     for round_no in range(spec.rounds):
         order = MODES if round_no % 2 == 0 else MODES[::-1]
         for mode in order:
-            mode_settings = keyed.model_copy(update={"ingest_auth": mode})
+            mode_settings = keyed.updated({"ingest_auth": mode})
             ingest = ChildSpec("ingest", names.Role.INGEST, ["ingest"])
             with running_pipeline(
                 mode_settings, specs=[ingest], start_stack=False, log_path=out / "ingest.log"

@@ -31,7 +31,7 @@ COMMAND = "barcode-pipeline capacity --rate 100 --rate 1000 --rate 5000 --redis-
 def section(settings: HarnessSettings) -> str:
     """The plan at each of ``RATES`` with the default settings, between the section's markers."""
     plans = {rate: capacity.plan(settings, rate, REFERENCE) for rate in RATES}
-    ha = settings.model_copy(update={"topic_replication": 3})
+    ha = settings.updated({"topic_replication": 3})
     cpu = {rate: capacity.cpu_plan(ha, rate, host_cores=HOST_CORES) for rate in CPU_RATES}
     return "\n".join([
         SECTION[0],

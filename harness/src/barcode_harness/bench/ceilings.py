@@ -63,7 +63,7 @@ def _ensure_probe_topic(settings: HarnessSettings) -> None:
     admin = kafka_adapter.admin(settings)
     if PROBE_TOPIC in admin.list_topics(timeout=10).topics:
         return
-    topic = NewTopic(PROBE_TOPIC, settings.topic_partitions, settings.topic_replication)
+    topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
     for _, fut in admin.create_topics([topic], request_timeout=15).items():
         try:
             fut.result(15)
@@ -113,7 +113,7 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
 
     poller = threading.Thread(target=poll, name="probe-poll", daemon=True)
     # warm up: metadata and connections to every partition leader
-    for i in range(settings.topic_partitions * 4):
+    for i in range(settings.kafka.topic_partitions * 4):
         producer.produce(PROBE_TOPIC, _PAYLOAD, key=str(i).encode())
     producer.flush(15)
     poller.start()
@@ -201,8 +201,8 @@ def bare_insert(
     settings: HarnessSettings, *, rows: int, batch_rows: int = 500, connections: int | None = None
 ) -> dict[str, Any]:
     """Rows/s of pre-built 500-row INSERT + COMMIT on ``connections`` connections in parallel."""
-    conns = connections or settings.workers
-    admin = db.connect(settings.db_url, autocommit=True)
+    conns = connections or settings.worker.count
+    admin = db.connect(settings.db.url, autocommit=True)
     token = f"{int(time.time()) % 100000:05d}"
     try:
         with admin.cursor() as cur:
@@ -215,7 +215,7 @@ def bare_insert(
         lock = threading.Lock()
 
         def run(share: list[str]) -> None:
-            conn = db.connect(settings.db_url, autocommit=False, init_command="SET time_zone = '+00:00'")
+            conn = db.connect(settings.db.url, autocommit=False, init_command="SET time_zone = '+00:00'")
             try:
                 with conn.cursor() as cur:
                     for sql in share:
@@ -257,7 +257,7 @@ def commit_latency(settings: HarnessSettings, *, commits: int = 300) -> dict[str
     this is mostly the storage's fsync time; it explains how far apart the two paths can be here.
     """
     table = f"{SCRATCH_TABLE}_commit"
-    conn = db.connect(settings.db_url, autocommit=False, init_command="SET time_zone = '+00:00'")
+    conn = db.connect(settings.db.url, autocommit=False, init_command="SET time_zone = '+00:00'")
     hist = LatencyHistogram()
     try:
         with conn.cursor() as cur:

@@ -313,7 +313,7 @@ def fill_cmd(
     from barcode_pipeline.db import migrate
 
     setup_logging(log_level, "bench-fill")
-    url = migrate.database_url(load_harness_settings().db_url, database)
+    url = migrate.database_url(load_harness_settings().db.url, database)
     migrate.create_database(url)
     migrate.upgrade(url)
     done = fill(url, rows, days=days)

@@ -159,7 +159,7 @@ class Runner:
         drain_s = self.env.drain(self.spec.drain_timeout_s) if path == ASYNC else 0.0
         after = self.status.snapshot()
         check = verify_scan_ids(
-            self.env.settings.db_url, acked_ids(load), table=TABLES[path], window=scan_window(load)
+            self.env.settings.db.url, acked_ids(load), table=TABLES[path], window=scan_window(load)
         )
         io = delta(before, after, scans=check.stored)
         phase = Phase(name, path, rate, load, io, check, drain_s, before.t, after.t, max_delay_ms)
@@ -208,11 +208,11 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
         say("services up; waiting for any earlier backlog to drain")
         env.drain(spec.drain_timeout_s)
         env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
-        status = DbStatus(settings.db_url)
+        status = DbStatus(settings.db.url)
         server = status.server()
         counters = status.present()
         commit = commit_latency(settings, commits=spec.commit_probe)
-        with DbSampler(settings.db_url) as sampler:
+        with DbSampler(settings.db.url) as sampler:
             runner = Runner(env, spec, out, status, sampler)
             idle_before = status.snapshot()
             time.sleep(spec.idle_s)
@@ -253,7 +253,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                         f"batching delay {delay_ms} ms: async at {rate:g} scans/s "
                         f"for {spec.sweep_duration_s:g}s"
                     )
-                    env.start_workers(settings.model_copy(update={"worker_max_delay_ms": delay_ms}))
+                    env.start_workers(settings.updated({"worker_max_delay_ms": delay_ms}))
                     runner.warm_up((ASYNC,), rate=rate, concurrency=spec.concurrency)
                     sweep.append(
                         runner.phase(

@@ -58,21 +58,21 @@ def bench_settings(
     if database:
         if database == "barcode" and fresh:
             raise ConfigError("refusing to drop the production database 'barcode'; pick another --database")
-        update["db_url"] = database_url(settings.db_url, database)
+        update["db_url"] = database_url(settings.db.url, database)
     if redis_db is not None:
-        update["redis_url"] = urlunsplit(urlsplit(settings.redis_url)._replace(path=f"/{redis_db}"))
-    return settings.model_copy(update=update)
+        update["redis_url"] = urlunsplit(urlsplit(settings.redis.url)._replace(path=f"/{redis_db}"))
+    return settings.updated(update)
 
 
 def reset_database(settings: HarnessSettings, *, fresh: bool) -> None:
     if fresh:
-        drop_database(settings.db_url)
-    create_database(settings.db_url)
+        drop_database(settings.db.url)
+    create_database(settings.db.url)
 
 
 def reset_redis(settings: HarnessSettings) -> None:
     """Empty the bench's Redis database; database 0, the pipeline's own, is never flushed."""
-    db = redis_adapter.database_of(settings.redis_url)
+    db = redis_adapter.database_of(settings.redis.url)
     if db == 0:
         return
     client = redis_adapter.client(settings)
@@ -109,11 +109,11 @@ class BenchEnv:
 
     @property
     def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
 
     @property
     def legacy_url(self) -> str:
-        return f"http://{self.settings.legacy_host}:{self.settings.legacy_port}"
+        return f"http://{self.settings.legacy.host}:{self.settings.legacy.port}"
 
     def url(self, path: str) -> str:
         return self.legacy_url if path == LEGACY else self.ingest_url
@@ -169,7 +169,7 @@ class BenchEnv:
         self._workers = Supervisor(settings, specs, out=self._core.out if self._core else None)
         self._workers.start()
         self.worker_settings = settings
-        log.info("workers started with worker_max_delay_ms=%d", settings.worker_max_delay_ms)
+        log.info("workers started with worker_max_delay_ms=%d", settings.worker.max_delay_ms)
 
     def stop_workers(self) -> None:
         if self._workers is not None:

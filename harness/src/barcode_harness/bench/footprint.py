@@ -105,13 +105,13 @@ def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[
     """Markers, stream entries and AOF bytes per scan for ``scans`` scans at ``rate`` (a scratch database)."""
     reset_redis(settings)
     client = redis_adapter.client(settings)
-    proc = Processor(settings.model_copy(update={"dedup_legacy_markers": "off"}))
+    proc = Processor(settings.updated({"dedup_legacy_markers": "off"}))
     try:
         events = _events(scans, rate, uuid.uuid4().hex[:8])
         mem0, aof0 = _memory(client), _aof(client)
         for i in range(0, len(events), 500):
             proc.publish(events[i : i + 500])
-        streams = names.all_streams(settings.stream_shards)
+        streams = names.all_streams(settings.streams.shards)
         stream_bytes = sum(int(client.memory_usage(s, samples=0) or 0) for s in streams)
         # the workers' side: read everything in the group, acknowledge it, trim it
         ensure_groups(client, streams, names.WORKER_GROUP)
@@ -186,7 +186,7 @@ def measure_table(settings: HarnessSettings, rows: int) -> dict[str, Any]:
     """Bytes per row of ``barcodes`` as each capacity migration leaves it, and how long each takes on
     a filled table, on ``rows`` rows written with the workers' own INSERT builder, their scan times
     spread over three days."""
-    url = migrate.database_url(settings.db_url, FOOTPRINT_DB)
+    url = migrate.database_url(settings.db.url, FOOTPRINT_DB)
     migrate.drop_database(url)
     migrate.create_database(url)
     migrate.upgrade(url, before=TABLE_MIGRATIONS[0])  # the schema as releases before them left it
@@ -250,12 +250,12 @@ def run_footprint(
         "table": measure_table(settings, spec.table_rows),
         "kafka": measure_kafka(settings, spec, manager.component("kafka").data_dir),  # type: ignore[attr-defined]
         "settings": {
-            "dedup_window_s": settings.dedup_window_s,
-            "dedup_buckets": settings.dedup_buckets,
-            "topic_retention_hours": settings.topic_retention_hours,
-            "topic_retention_bytes": settings.topic_retention_bytes,
-            "stream_retention_s": settings.stream_retention_s,
-            "dlq_max_entries": settings.dlq_max_entries,
+            "dedup_window_s": settings.dedup.window_s,
+            "dedup_buckets": settings.dedup.buckets,
+            "topic_retention_hours": settings.kafka.topic_retention_hours,
+            "topic_retention_bytes": settings.kafka.topic_retention_bytes,
+            "stream_retention_s": settings.streams.retention_s,
+            "dlq_max_entries": settings.streams.dlq_max_entries,
         },
     }
     result["markdown"] = render(result)

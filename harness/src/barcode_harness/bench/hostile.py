@@ -288,14 +288,14 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
             rss_before = rss.now()
             say(f"hostile: attack ({spec.slow_connections} slow connections, {spec.header_streams} header "
                 f"streams, {spec.invalid_key_rate:g} invalid keys/s), then the keyed load again")  # fmt: skip
-            with Attacker(settings.ingest_host, settings.ingest_port, spec) as attacker:
+            with Attacker(settings.ingest.host, settings.ingest.port, spec) as attacker:
                 time.sleep(spec.ramp_s)
                 attacked, cpu_attacked = _keyed(env, spec, out, "attacked", attacker.pid)
             rss_after = rss.now()
         restarts = _restarts(env) - restarts0
         env.drain(timeout=120)
         loads = (alone, attacked)
-        stored = [verify_scan_ids(env.settings.db_url, acked_ids(r), window=scan_window(r)) for r in loads]
+        stored = [verify_scan_ids(env.settings.db.url, acked_ids(r), window=scan_window(r)) for r in loads]
     ratio = attacked.latency.p99_ms / alone.latency.p99_ms if alone.latency.p99_ms else None
     counts = attacker.counts
     targets = [

@@ -187,7 +187,7 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
                 )
             env.drain(spec.drain_timeout_s)
         contention = LockContention(
-            settings.db_url, (TABLES[LEGACY], TABLES[ASYNC]), threads=spec.lockers, hold_s=spec.hold_s,
+            settings.db.url, (TABLES[LEGACY], TABLES[ASYNC]), threads=spec.lockers, hold_s=spec.hold_s,
             rows=spec.lock_rows,
         )  # fmt: skip
         futures: dict[tuple[str, str], Future[LoadResult]] = {}
@@ -223,7 +223,7 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
             time.sleep(1.0)  # one more backlog sample at zero for the chart
     checks = {
         path: verify_scan_ids(
-            settings.db_url, [i for w in WINDOWS for i in acked_ids(results[(w, path)])], table=TABLES[path]
+            settings.db.url, [i for w in WINDOWS for i in acked_ids(results[(w, path)])], table=TABLES[path]
         )
         for path in PATHS
     }

@@ -186,7 +186,7 @@ class Searcher:
         if load.latency.p99_ms > self.spec.max_p99_ms:
             reasons.append(f"p99 {load.latency.p99_ms:,.1f} ms > {self.spec.max_p99_ms:g} ms")
         check = verify_scan_ids(
-            self.env.settings.db_url, acked_ids(load), table=TABLES[server], window=scan_window(load)
+            self.env.settings.db.url, acked_ids(load), table=TABLES[server], window=scan_window(load)
         )
         lost = check.missing
         if lost or check.duplicate_rows:

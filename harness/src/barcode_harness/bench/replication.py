@@ -67,18 +67,16 @@ def profile_settings(
     base: HarnessSettings, profile: str, database: str, ha_dir: Path | None
 ) -> HarnessSettings:
     if profile == "single":
-        settings = base.model_copy(update={"stack_profile": "single"})
+        settings = base.updated({"stack_profile": "single"})
     else:
-        ha_base = base.model_copy(
-            update={"stack_profile": "ha", "state_dir": ha_dir or ha_state_dir(base.state_dir)}
-        )
+        ha_base = base.updated({"stack_profile": "ha", "state_dir": ha_dir or ha_state_dir(base.state_dir)})
         settings = client_settings(ha_base)
     return bench_settings(settings, database, fresh=True)
 
 
 def replicas(settings: HarnessSettings) -> dict[str, int]:
     """Replication factor and the smallest in-sync replica set of the event topic, as measured."""
-    meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}).list_topics(
+    meta = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0}).list_topics(
         names.TOPIC, timeout=10
     )
     parts = list(meta.topics[names.TOPIC].partitions.values())
@@ -123,7 +121,7 @@ def measure_profile(
         "profile": profile,
         "environment": info,
         "replicas": isr,
-        "redis_wait_replicas": settings.redis_min_replicas,
+        "redis_wait_replicas": settings.redis.min_replicas,
         "kafka_produce": kafka,
         "ingest_latency": {
             "rate": spec.rate,

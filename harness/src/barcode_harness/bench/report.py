@@ -28,6 +28,7 @@ import orjson
 
 from barcode_harness.bench import procstats
 from barcode_harness.settings import HarnessSettings
+from barcode_pipeline.config import flat
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
     try:
         from barcode_pipeline.adapters import db
 
-        conn = db.connect(settings.db_url, autocommit=True)
+        conn = db.connect(settings.db.url, autocommit=True)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT VERSION(), @@version_comment")
@@ -171,7 +172,7 @@ def redact_url(url: str) -> str:
 
 
 def settings_summary(settings: HarnessSettings) -> dict[str, Any]:
-    data = settings.model_dump(mode="json")
+    data = flat(settings, mode="json")
     for key in ("db_url", "redis_url"):
         data[key] = redact_url(str(data[key]))
     return dict(data)

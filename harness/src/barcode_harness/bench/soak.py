@@ -191,7 +191,7 @@ def freshness_windows(
     since = datetime.fromtimestamp(start - 60, UTC).replace(tzinfo=None)
     origin = datetime.fromtimestamp(start, UTC).replace(tzinfo=None)
     windows: dict[int, LatencyHistogram] = {}
-    conn = connect(settings.db_url, autocommit=True)
+    conn = connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             for device in devices:
@@ -227,7 +227,7 @@ def _bounds(settings: HarnessSettings) -> dict[str, float]:
         "redis_aof_bytes": free,
         "kafka_bytes": free,
         "table_bytes": free,
-        "dlq_entries": float(settings.dlq_max_entries),
+        "dlq_entries": float(settings.streams.dlq_max_entries),
     }
 
 
@@ -325,7 +325,7 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         start = min(load.started_at for load in loads)
         ids = [i for load in loads for i in acked_ids(load)]
         window = scan_window(loads[0])
-        verification = verify_scan_ids(env.settings.db_url, ids, window=window)
+        verification = verify_scan_ids(env.settings.db.url, ids, window=window)
         width = specs[0].window_s
         freshness = freshness_windows(env.settings, window.devices, start, width)
         latency = _latency_windows(loads, start)
@@ -349,7 +349,7 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         ],
         "drained_s": drained_s,
         "verification": verification.to_dict(),
-        "dedup_window_s": env.settings.dedup_window_s,
+        "dedup_window_s": env.settings.dedup.window_s,
         "device_id_chars": round(sum(map(len, window.devices)) / len(window.devices)),
         "stores": stores(warm, spec, bounds),
         "rss_growth": {g: rss_growth(warm, g) for g in groups if g in PIPELINE_GROUPS},

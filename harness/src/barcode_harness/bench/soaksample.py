@@ -108,7 +108,7 @@ class SoakSampler:
         return {**self.pids(), SUPERVISOR: [os.getpid()]}
 
     def _run(self) -> None:
-        streams = names.all_streams(self.settings.stream_shards)
+        streams = names.all_streams(self.settings.streams.shards)
         cpu_before = procstats.snapshot(self.pids())
         while True:
             started = time.time()
@@ -127,7 +127,7 @@ class SoakSampler:
         """One reading, on fresh connections: a server restarted since the last one is read again."""
         t = time.time()
         client = redis_adapter.client(self.settings, timeout=5.0)
-        conn = connect(self.settings.db_url, autocommit=True)
+        conn = connect(self.settings.db.url, autocommit=True)
         try:
             data, indexes, _ = table_bytes(conn)
             stores = {

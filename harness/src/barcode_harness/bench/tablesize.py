@@ -51,7 +51,7 @@ QUICK = TableSizeSpec(
 
 
 def _table(settings: HarnessSettings) -> dict[str, Any]:
-    conn = connect(settings.db_url, autocommit=True)
+    conn = connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM barcodes")
@@ -82,7 +82,7 @@ def run_table_size(spec: TableSizeSpec, run: BenchRun) -> dict[str, Any]:
         say(f"{PATH} maximum on the empty table")
         empty = _search(settings, spec, out / "empty", env)
         say(f"filling barcodes with {spec.rows:,} rows over {spec.days:g} days")
-        filled_with = fill(env.settings.db_url, spec.rows, days=spec.days)
+        filled_with = fill(env.settings.db.url, spec.rows, days=spec.days)
         say(f"{PATH} maximum on the filled table")
         filled = _search(settings, spec, out / "filled", env)
     ratio = (

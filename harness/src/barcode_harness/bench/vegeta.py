@@ -154,7 +154,7 @@ def measure_floors(
 ) -> list[dict[str, Any]]:
     """Per rate: vegeta against the trivial endpoint, then a bare produce round trip at that rate."""
     floors: list[dict[str, Any]] = []
-    with TrivialServerProcess(processes=settings.ingest_processes) as trivial:
+    with TrivialServerProcess(processes=settings.ingest.processes) as trivial:
         for rate in spec.rates:
             targets_file = work / f"targets-floor-{rate:g}.json"
             results = work / f"results-floor-{rate:g}.bin"
@@ -241,7 +241,7 @@ def run_vegeta(
             attack(binary, targets, rate, seconds, spec.timeout_s, results)
             figures = summary(vegeta_report(binary, results))
             drained = env.drain()
-            check = verify_scan_ids(env.settings.db_url, acknowledged_ids(binary, results))
+            check = verify_scan_ids(env.settings.db.url, acknowledged_ids(binary, results))
             figures.update(
                 label=label.split("#")[0], target_rate=rate, started_at=started,
                 drained_after_s=round(drained, 2), acknowledged=check.acknowledged, stored=check.stored,

@@ -39,8 +39,8 @@ class AppHost:
         self.net: NetNode = topology.app(index)
         self.balancer = topology.balancer().ip
         self.node = self.net.name
-        self.settings = settings.model_copy(
-            update={
+        self.settings = settings.updated(
+            {
                 "node_name": self.node,
                 "ingest_host": self.net.ip,
                 # HAProxy names the client in X-Forwarded-For (after deleting any the client sent)
@@ -54,11 +54,11 @@ class AppHost:
 
     @property
     def ready_url(self) -> str:
-        return f"http://{self.net.ip}:{self.settings.ingest_port}{names.ROUTE_READY}"
+        return f"http://{self.net.ip}:{self.settings.ingest.port}{names.ROUTE_READY}"
 
     def start(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        admit_only(self.net, self.settings.ingest_port, self.balancer)
+        admit_only(self.net, self.settings.ingest.port, self.balancer)
         env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
         argv = [*self.net.exec_prefix(), sys.executable, "-m", "barcode_pipeline", "run", "--no-stack"]
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -120,8 +120,8 @@ def app_hosts(settings: HarnessSettings, out: IO[str]) -> list[AppHost]:
 
 def group_members(settings: HarnessSettings) -> dict[str, list[int]]:
     """Static member id -> partitions of the event topic, for every member of the processor group."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
-    group = admin.describe_consumer_groups([settings.processor_group])[settings.processor_group].result(10)
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    group = admin.describe_consumer_groups([settings.processor.group])[settings.processor.group].result(10)
     out: dict[str, list[int]] = {}
     for member in group.members:
         parts = member.assignment.topic_partitions if member.assignment else []

@@ -83,7 +83,7 @@ def dead_letter_index(settings: HarnessSettings, since_ms: int) -> dict[ScanKey,
 def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
     """Rows beyond the first per (device, scan) among rows saved since ``since_ms`` (any scan at all)."""
     since = _EPOCH + timedelta(milliseconds=since_ms - 5_000)  # saved_time is UTC; allow clock slack
-    conn = db.connect(settings.db_url, autocommit=True)
+    conn = db.connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -107,7 +107,7 @@ def never_sent(settings: HarnessSettings, since_ms: int, sent: set[ScanKey]) -> 
     # The clients stamp each scan when they make it, after ``since_ms``; an earlier run's scans are
     # older, however late they were stored. (No clock slack: the clients and the server share a clock.)
     since = _EPOCH + timedelta(milliseconds=since_ms)
-    conn = db.connect(settings.db_url, autocommit=True)
+    conn = db.connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             marks = ",".join(["%s"] * len(devices))
@@ -131,8 +131,8 @@ def verify(
     acked = set(acknowledged)
     dead = dead_letter_index(settings, since_ms)
     acked_dead = {k for k in acked if k in dead}
-    main = verify_scan_ids(settings.db_url, [sid for _dev, sid in acked - acked_dead])
-    in_dlq = verify_scan_ids(settings.db_url, [sid for _dev, sid in acked_dead])
+    main = verify_scan_ids(settings.db.url, [sid for _dev, sid in acked - acked_dead])
+    in_dlq = verify_scan_ids(settings.db.url, [sid for _dev, sid in acked_dead])
     reasons = Counter(dead[k][:80] for k in acked_dead)
     strays = never_sent(settings, since_ms, sent | acked) if sent is not None else []
     return Ledger(
@@ -157,7 +157,7 @@ def rows_for(settings: HarnessSettings, keys: Iterable[ScanKey]) -> dict[ScanKey
     counts = dict.fromkeys(wanted, 0)
     if not wanted:
         return counts
-    conn = db.connect(settings.db_url, autocommit=True)
+    conn = db.connect(settings.db.url, autocommit=True)
     try:
         with conn.cursor() as cur:
             for i in range(0, len(wanted), 500):
@@ -202,7 +202,7 @@ class TakeoverProbe:
     ) -> None:
         self.settings = settings
         self.consumers = list(consumers)
-        self.streams = names.all_streams(settings.stream_shards)
+        self.streams = names.all_streams(settings.streams.shards)
         self.started = time.monotonic() if started is None else started
         self._client = redis_adapter.client(settings)
         self.held: dict[str, set[tuple[str, str]]] = {
@@ -275,7 +275,7 @@ def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1,
         deadline = time.monotonic() + timeout
         held = 0
         while time.monotonic() < deadline:
-            held = len(pending_ids(client, names.all_streams(settings.stream_shards), consumer))
+            held = len(pending_ids(client, names.all_streams(settings.streams.shards), consumer))
             if held >= at_least:
                 return held
             time.sleep(0.01)
@@ -318,7 +318,7 @@ def stream_tails(settings: HarnessSettings) -> dict[str, str]:
     client = redis_adapter.client(settings)
     try:
         tails: dict[str, str] = {}
-        for stream in names.all_streams(settings.stream_shards):
+        for stream in names.all_streams(settings.streams.shards):
             last: Any = client.xrevrange(stream, count=1)
             tails[stream] = str(last[0][0]) if last else "0-0"
         return tails
@@ -356,7 +356,7 @@ def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> Redis
     client = redis_adapter.client(settings)
     try:
         state = RedisState()
-        for stream in names.all_streams(settings.stream_shards):
+        for stream in names.all_streams(settings.streams.shards):
             try:
                 info: Any = client.xinfo_stream(stream)
             except redis.ResponseError:  # no such stream

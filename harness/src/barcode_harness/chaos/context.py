@@ -55,7 +55,7 @@ class ChaosContext:
 
     @property
     def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, bool(ok), detail))

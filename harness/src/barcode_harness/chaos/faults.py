@@ -96,7 +96,7 @@ def _offsets(settings: HarnessSettings, group: str, topic: str) -> dict[int, tup
 
 def end_offsets(settings: HarnessSettings, topic: str = names.TOPIC) -> dict[int, int]:
     """A topic's end offset per partition: where records written from now on will start."""
-    return {p: high for p, (_low, high, _c) in _offsets(settings, settings.processor_group, topic).items()}
+    return {p: high for p, (_low, high, _c) in _offsets(settings, settings.processor.group, topic).items()}
 
 
 def rewind_group(
@@ -121,7 +121,7 @@ def rewind_group(
     session times out, hence the retries. The broker refuses per partition, inside a successful
     reply, so every partition's error is checked.
     """
-    group = group or settings.processor_group
+    group = group or settings.processor.group
     offsets = _offsets(settings, group, topic)
     target = {p: max(low, (to or {}).get(p, low)) for p, (low, _high, _c) in offsets.items()}
     backlog = sum(max(0, c - target[p]) for p, (_low, _high, c) in offsets.items() if c >= 0)

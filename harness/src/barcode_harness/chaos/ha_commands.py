@@ -24,13 +24,13 @@ WAIT_OFF_SCENARIOS = ("ha-redis-primary-kill", "ha-redis-split-brain")
 
 def _settings_info(settings: HarnessSettings) -> dict[str, str]:
     return {
-        "Kafka brokers / topic RF / min.insync.replicas": f"3 / {settings.topic_replication} / 2",
+        "Kafka brokers / topic RF / min.insync.replicas": f"3 / {settings.kafka.topic_replication} / 2",
         "Redis replicas / min-replicas-to-write": "2 / 1",
-        "processor WAIT (BP_REDIS_MIN_REPLICAS, timeout)": f"{settings.redis_min_replicas}, "
-        f"{settings.redis_wait_timeout_ms} ms",
-        "rewind safety window": f"{settings.redis_rewind_window_s:g} s",
-        "produce timeout (ingest answers 503 after)": f"{settings.produce_timeout_s:g} s",
-        "workers": str(settings.workers),
+        "processor WAIT (BP_REDIS_MIN_REPLICAS, timeout)": f"{settings.redis.min_replicas}, "
+        f"{settings.redis.wait_timeout_ms} ms",
+        "rewind safety window": f"{settings.redis.rewind_window_s:g} s",
+        "produce timeout (ingest answers 503 after)": f"{settings.kafka.produce_timeout_s:g} s",
+        "workers": str(settings.worker.count),
     }
 
 
@@ -65,7 +65,7 @@ def chaos_ha(scenarios: list[str] | None, *, list_: bool, rate: float, warmup: f
     started = time.monotonic()
     runs = [("WAIT on (the default)", run_scenarios(settings, chosen, params, work, on_result=show))]
     if wait_off:
-        off = settings.model_copy(update={"redis_min_replicas": 0})
+        off = settings.updated({"redis_min_replicas": 0})
         evidence = [s for s in ha_scenarios.select(list(WAIT_OFF_SCENARIOS))]
         typer.echo("chaos (ha): the same Redis faults with WAIT off (evidence, not a pass condition)")
         runs.append(("WAIT off (BP_REDIS_MIN_REPLICAS=0): evidence only",

@@ -394,7 +394,7 @@ class AppHostKill(HaScenario):
         self._refused = 0
 
     def load_url(self, settings: HarnessSettings) -> str | None:
-        return f"http://{Topology(settings.ha_subnet).balancer().ip}:{settings.ingest_port}"
+        return f"http://{Topology(settings.ha_subnet).balancer().ip}:{settings.ingest.port}"
 
     def before_load(self, ctx: ChaosContext) -> None:
         """The host's own pipeline steps aside; two app hosts share the cluster instead."""
@@ -410,7 +410,7 @@ class AppHostKill(HaScenario):
         balancer = self._balancer(ctx)
         _wait_until(lambda: set(balancer.server_states().values()) == {"UP"}, 30, "HAProxy: both hosts UP")
         settle = wait_owners(
-            ctx.settings, [prefix(h.node) for h in self.hosts], 90, ctx.settings.topic_partitions
+            ctx.settings, [prefix(h.node) for h in self.hosts], 90, ctx.settings.kafka.topic_partitions
         )
         hosts = ", ".join(h.node for h in self.hosts)
         ctx.note(
@@ -431,7 +431,7 @@ class AppHostKill(HaScenario):
         ]
         ctx.check("both hosts' processors held partitions before the kill", len(holding) == 2, str(members))
         consumers = [
-            names.node_member(victim.node, f"worker-{i}") for i in range(1, victim.settings.workers + 1)
+            names.node_member(victim.node, f"worker-{i}") for i in range(1, victim.settings.worker.count + 1)
         ]
         wait_pending(ctx.settings, consumers[0], at_least=1, timeout=10.0)
         killed = victim.kill()
@@ -448,13 +448,13 @@ class AppHostKill(HaScenario):
                     f"HAProxy marks {victim.node} down")  # fmt: skip
         ctx.metrics["lb_down_s"] = round(time.monotonic() - t0, 1)
         took = wait_owners(
-            ctx.settings, [prefix(survivor.node)], FAILOVER_TIMEOUT_S, ctx.settings.topic_partitions
+            ctx.settings, [prefix(survivor.node)], FAILOVER_TIMEOUT_S, ctx.settings.kafka.topic_partitions
         )
         ctx.metrics["failover_s"] = round(time.monotonic() - t0, 1)
         ctx.metrics["takeover_s"] = ctx.metrics["failover_s"]
         ctx.check(f"{survivor.node}'s processor took every partition", took < FAILOVER_TIMEOUT_S,
                   f"{ctx.metrics['failover_s']} s after the kill (session timeout "
-                  f"{ctx.settings.kafka_session_timeout_ms / 1000:g} s)")  # fmt: skip
+                  f"{ctx.settings.kafka.session_timeout_ms / 1000:g} s)")  # fmt: skip
 
     def hold(self, ctx: ChaosContext) -> None:
         super().hold(ctx)

@@ -86,7 +86,7 @@ class ChaosEnv:
 
     @property
     def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
 
     def ensure_healthy(self, timeout: float = 60.0) -> None:
         """Every server up, every child running and supervised, ingest ready: a clean start line."""

@@ -60,7 +60,7 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
     except redis.RedisError as exc:
         out["Redis"] = f"unreachable ({exc})"
     try:
-        conn = db.connect(settings.db_url, autocommit=True)
+        conn = db.connect(settings.db.url, autocommit=True)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
@@ -80,19 +80,19 @@ def settings_info(settings: HarnessSettings) -> dict[str, str]:
     info = {
         "producer acks / idempotence": f"acks={producer['acks']}, "
         f"enable.idempotence={producer['enable.idempotence']}",
-        "produce timeout (ingest answers 503 after)": f"{settings.produce_timeout_s:g} s",
-        "topic partitions / replication factor": f"{settings.topic_partitions} / "
-        f"{settings.topic_replication}",
+        "produce timeout (ingest answers 503 after)": f"{settings.kafka.produce_timeout_s:g} s",
+        "topic partitions / replication factor": f"{settings.kafka.topic_partitions} / "
+        f"{settings.kafka.topic_replication}",
         "Kafka min.insync.replicas (local stack)": "1 (a single broker)",
         "Redis appendfsync (setting)": settings.redis_appendfsync,
-        "dedup policy / window": f"{settings.dedup_policy} / {settings.dedup_window_s} s",
-        "stream shards": str(settings.stream_shards),
-        "worker batch / max delay": f"{settings.worker_batch_size} / {settings.worker_max_delay_ms} ms",
-        "worker heartbeat TTL": f"{settings.worker_heartbeat_ttl_s:g} s",
-        "claim min idle (live workers' entries)": f"{settings.claim_min_idle_ms} ms",
-        "max deliveries before the DLQ": str(settings.max_deliveries),
-        "workers": str(settings.workers),
-        "ingest processes": str(settings.ingest_processes),
+        "dedup policy / window": f"{settings.dedup.policy} / {settings.dedup.window_s} s",
+        "stream shards": str(settings.streams.shards),
+        "worker batch / max delay": f"{settings.worker.batch_size} / {settings.worker.max_delay_ms} ms",
+        "worker heartbeat TTL": f"{settings.worker.heartbeat_ttl_s:g} s",
+        "claim min idle (live workers' entries)": f"{settings.streams.claim_min_idle_ms} ms",
+        "max deliveries before the DLQ": str(settings.streams.max_deliveries),
+        "workers": str(settings.worker.count),
+        "ingest processes": str(settings.ingest.processes),
     }
     try:
         info.update(_server_versions(settings))

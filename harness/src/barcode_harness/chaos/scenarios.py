@@ -284,7 +284,7 @@ class WorkerKill(Scenario):
         workers = ctx.sup.names(names.Role.WORKER)
         self._victims = workers if self.all_workers else workers[:1]
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
-        at_least = max(1, int(ctx.params.rate * ctx.settings.worker_max_delay_ms / 1000 / len(workers) / 2))
+        at_least = max(1, int(ctx.params.rate * ctx.settings.worker.max_delay_ms / 1000 / len(workers) / 2))
         consumers = [names.node_member(ctx.settings.node_name, v) for v in self._victims]
         held = wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
         for name in self._victims:
@@ -611,7 +611,7 @@ class Poison(Scenario):
                  f"replayed after mapping {self.device}: {sum(rows.values())} rows")  # fmt: skip
 
     def _map_device(self, ctx: ChaosContext, *, add: bool) -> None:
-        conn = db.connect(ctx.settings.db_url, autocommit=True)
+        conn = db.connect(ctx.settings.db.url, autocommit=True)
         try:
             with conn.cursor() as cur:
                 if add:

@@ -205,7 +205,7 @@ def scanner(
     if count is not None and duration is not None:
         raise ConfigError("give --count or --duration, not both", component="scanner")
     config = SimulatorConfig(
-        url=url or f"http://{settings.ingest_host}:{settings.ingest_port}",
+        url=url or f"http://{settings.ingest.host}:{settings.ingest.port}",
         outbox_path=path,
         devices=tuple(device) if device else device_ids(devices),
         rate_per_device=rate,
@@ -265,7 +265,7 @@ def _own_key(settings: HarnessSettings) -> str:
     if key:
         log.info(
             "created scanner key harness-scanner; ingest knows it within %.1f s",
-            settings.ingest_auth_refresh_s,
+            settings.auth.refresh_s,
         )
-        time.sleep(max(0.0, created + settings.ingest_auth_refresh_s + 0.5 - time.monotonic()))
+        time.sleep(max(0.0, created + settings.auth.refresh_s + 0.5 - time.monotonic()))
     return key

@@ -175,13 +175,13 @@ class HaStackManager(StackManager):
         s = client_settings(self.settings)
         values = {
             "BP_STACK_PROFILE": "ha",
-            "BP_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "BP_REDIS_URL": s.redis_url,
-            "BP_REDIS_SENTINELS": s.redis_sentinels,
-            "BP_REDIS_SERVICE": s.redis_service,
-            "BP_REDIS_MIN_REPLICAS": str(s.redis_min_replicas),
-            "BP_TOPIC_REPLICATION": str(s.topic_replication),
-            "BP_DB_URL": s.db_url,
+            "BP_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+            "BP_REDIS_URL": s.redis.url,
+            "BP_REDIS_SENTINELS": s.redis.sentinels,
+            "BP_REDIS_SERVICE": s.redis.service,
+            "BP_REDIS_MIN_REPLICAS": str(s.redis.min_replicas),
+            "BP_TOPIC_REPLICATION": str(s.kafka.topic_replication),
+            "BP_DB_URL": s.db.url,
             "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())

@@ -46,9 +46,9 @@ MIN_REPLICAS_MAX_LAG_S = 5
 def client_settings(settings: HarnessSettings) -> HarnessSettings:
     """``settings`` pointed at the ha profile's nodes: what services and tests connect with."""
     topo = Topology(settings.ha_subnet)
-    db = parse_db_url(settings.db_url)
-    return settings.model_copy(
-        update={
+    db = parse_db_url(settings.db.url)
+    return settings.updated(
+        {
             "stack_profile": "ha",
             "kafka_bootstrap": topo.bootstrap,
             "redis_url": f"redis://{topo.redis(1).ip}:{REDIS_PORT}/0",
@@ -215,7 +215,7 @@ class HaRedisNode(RedisComponent):
         self.name = f"redis-{index}"
         self.net = topo.redis(index)
         self.primary_ip = None if index == 1 else topo.redis(1).ip
-        super().__init__(settings.model_copy(update={"redis_url": f"redis://{self.net.ip}:{REDIS_PORT}/0"}))
+        super().__init__(settings.updated({"redis_url": f"redis://{self.net.ip}:{REDIS_PORT}/0"}))
 
     def prepare(self) -> None:
         self.make_dirs("data")
@@ -276,7 +276,7 @@ class HaSentinel(Component):
         conf = self.home / "sentinel.conf"
         if not conf.exists():
             conf.write_text(render_sentinel_conf(self.home, self.net.ip, self.primary_ip,
-                                                 self.settings.redis_service))  # fmt: skip
+                                                 self.settings.redis.service))  # fmt: skip
 
     def argv(self) -> list[str]:
         binary = shutil.which("redis-sentinel") or shutil.which("redis-sentinel", path="/usr/bin:/usr/sbin")
@@ -291,7 +291,7 @@ class HaSentinel(Component):
     def check(self) -> None:
         client = self._client()
         try:
-            if not client.sentinel_get_master_addr_by_name(self.settings.redis_service):
+            if not client.sentinel_get_master_addr_by_name(self.settings.redis.service):
                 raise StackError("does not know the primary yet", component=self.name)
         finally:
             client.close()
@@ -299,7 +299,7 @@ class HaSentinel(Component):
     def role(self) -> str:
         client = self._client()
         try:
-            master: Any = client.sentinel_master(self.settings.redis_service)
+            master: Any = client.sentinel_master(self.settings.redis.service)
         finally:
             client.close()
         return (
@@ -323,7 +323,7 @@ class HaMariaDB(MariaDBComponent):
     def after_start(self) -> None:
         """The services connect from the host's bridge address and from the app hosts, not loopback."""
         super().after_start()
-        t = parse_db_url(self.settings.db_url)
+        t = parse_db_url(self.settings.db.url)
         topo = Topology(self.settings.ha_subnet)
         conn = self._root()
         try:

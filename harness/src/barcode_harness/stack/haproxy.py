@@ -71,7 +71,7 @@ class HaProxy(Component):
 
     @property
     def port(self) -> int:
-        return self.settings.ingest_port
+        return self.settings.ingest.port
 
     @property
     def address(self) -> str:

@@ -64,7 +64,7 @@ def render_pom(kafka_version: str) -> str:
 
 
 def render_server_properties(settings: HarnessSettings, data_dir: Path) -> str:
-    host, port = split_hostport(settings.kafka_bootstrap, 9092)
+    host, port = split_hostport(settings.kafka.bootstrap, 9092)
     cport = settings.kafka_controller_port
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
 process.roles=broker,controller
@@ -99,7 +99,7 @@ num.io.threads=4
 
 def secured_server_properties(settings: HarnessSettings, data_dir: Path, files: secure.SecureFiles) -> str:
     """server.properties of a SASL_SSL broker whose controller listener takes only mutual TLS."""
-    host, port = split_hostport(settings.kafka_bootstrap, 9092)
+    host, port = split_hostport(settings.kafka.bootstrap, 9092)
     cport = settings.kafka_controller_port
     base = render_server_properties(settings, data_dir)
     drop = (
@@ -168,7 +168,7 @@ class KafkaComponent(Component):
 
     @property
     def address(self) -> str:
-        host, port = split_hostport(self.settings.kafka_bootstrap, 9092)
+        host, port = split_hostport(self.settings.kafka.bootstrap, 9092)
         return f"{host}:{port}"
 
     @property

@@ -131,9 +131,9 @@ class StackManager:
         if self.secure is not None:
             return transport.env_lines(self.settings)
         values = {
-            "BP_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
-            "BP_REDIS_URL": self.settings.redis_url,
-            "BP_DB_URL": self.settings.db_url,
+            "BP_KAFKA_BOOTSTRAP": self.settings.kafka.bootstrap,
+            "BP_REDIS_URL": self.settings.redis.url,
+            "BP_DB_URL": self.settings.db.url,
             "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())

@@ -20,7 +20,7 @@ from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 
 def render_my_cnf(settings: HarnessSettings, home: Path, run_as_root: bool) -> str:
-    target = parse_db_url(settings.db_url)
+    target = parse_db_url(settings.db.url)
     user_line = "user = root\n" if run_as_root else ""
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
 [mysqld]
@@ -49,7 +49,7 @@ class MariaDBComponent(Component):
 
     @property
     def address(self) -> str:
-        t = parse_db_url(self.settings.db_url)
+        t = parse_db_url(self.settings.db.url)
         return f"{t.host}:{t.port}"
 
     @property
@@ -111,7 +111,7 @@ class MariaDBComponent(Component):
 
     def after_start(self) -> None:
         """Create the application database and user from BP_DB_URL (idempotent)."""
-        t = parse_db_url(self.settings.db_url)
+        t = parse_db_url(self.settings.db.url)
         conn = self._root()
         if self.secure is not None:
             from barcode_harness.stack.secure import bootstrap_database
@@ -135,7 +135,7 @@ class MariaDBComponent(Component):
             conn.close()
 
     def check(self) -> None:
-        t = parse_db_url(self.settings.db_url)
+        t = parse_db_url(self.settings.db.url)
         try:
             conn = pymysql.connect(
                 host=t.host, port=t.port, user=t.user, password=t.password, connect_timeout=2, **t.ssl_args()

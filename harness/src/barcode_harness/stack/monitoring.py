@@ -42,7 +42,7 @@ class PrometheusComponent(Component):
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.settings.prometheus_port}"
+        return f"127.0.0.1:{self.settings.monitoring.prometheus_port}"
 
     @property
     def config(self) -> Path:
@@ -117,10 +117,10 @@ class RedisExporterComponent(_Exporter):
 
     @property
     def port(self) -> int:
-        return self.settings.redis_exporter_port
+        return self.settings.monitoring.redis_exporter_port
 
     def argv(self) -> list[str]:
-        parts = urlsplit(self.settings.redis_url)
+        parts = urlsplit(self.settings.redis.url)
         redis_addr = f"redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
         return [
             _binary("prometheus-redis-exporter", "prometheus-redis-exporter", self.name),
@@ -134,7 +134,7 @@ class MysqldExporterComponent(_Exporter):
 
     @property
     def port(self) -> int:
-        return self.settings.mysqld_exporter_port
+        return self.settings.monitoring.mysqld_exporter_port
 
     @property
     def my_cnf(self) -> Path:
@@ -142,7 +142,7 @@ class MysqldExporterComponent(_Exporter):
 
     def prepare(self) -> None:
         super().prepare()
-        db = parse_db_url(self.settings.db_url)
+        db = parse_db_url(self.settings.db.url)
         self.my_cnf.write_text(
             f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
         )
@@ -163,7 +163,7 @@ class NodeExporterComponent(_Exporter):
 
     @property
     def port(self) -> int:
-        return self.settings.node_exporter_port
+        return self.settings.monitoring.node_exporter_port
 
     def argv(self) -> list[str]:
         return [

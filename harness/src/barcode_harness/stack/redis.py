@@ -26,7 +26,7 @@ HASH_MAX_LISTPACK_ENTRIES = 512
 
 
 def render_redis_conf(settings: HarnessSettings, home: Path) -> str:
-    parts = urlsplit(settings.redis_url)
+    parts = urlsplit(settings.redis.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
 bind {host}
@@ -64,7 +64,7 @@ class RedisComponent(Component):
 
     @property
     def address(self) -> str:
-        parts = urlsplit(self.settings.redis_url)
+        parts = urlsplit(self.settings.redis.url)
         return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
 
     def prepare(self) -> None:
@@ -73,7 +73,7 @@ class RedisComponent(Component):
         if self.secure is not None:
             from barcode_harness.stack.secure import redis_conf
 
-            conf += redis_conf(self.home, urlsplit(self.settings.redis_url).port or 6379, self.secure)
+            conf += redis_conf(self.home, urlsplit(self.settings.redis.url).port or 6379, self.secure)
         (self.home / "redis.conf").write_text(conf)
 
     def argv(self) -> list[str]:
@@ -85,7 +85,7 @@ class RedisComponent(Component):
         return [server, str(self.home / "redis.conf")]
 
     def check(self) -> None:
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2)
         try:
             client.ping()
         finally:

@@ -250,14 +250,14 @@ def _make_server_certificate(files: SecureFiles, server: str) -> None:
 
 
 def redis_url(settings: HarnessSettings, files: SecureFiles, user: str) -> str:
-    parts = urlsplit(settings.redis_url)
+    parts = urlsplit(settings.redis.url)
     host, port, db = parts.hostname or "127.0.0.1", parts.port or 6379, parts.path.lstrip("/") or "0"
     password = files.password("redis", user)
     return f"rediss://{user}:{password}@{host}:{port}/{db}?ssl_ca_certs={files.ca_cert}"
 
 
 def db_url(settings: HarnessSettings, files: SecureFiles, user: str) -> str:
-    t = parse_db_url(settings.db_url)
+    t = parse_db_url(settings.db.url)
     password = files.password("db", user)
     return f"mysql://{DB_USER_PREFIX}{user}:{password}@{t.host}:{t.port}/{t.database}?ssl_ca={files.ca_cert}"
 
@@ -266,7 +266,7 @@ def client_values(settings: HarnessSettings, files: SecureFiles) -> tuple[dict[s
     """(plain settings, secret settings) the pipeline needs for this stack, as setting names."""
     plain = {
         "stack_secure": "1",
-        "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_bootstrap": settings.kafka.bootstrap,
         "kafka_security_protocol": "SASL_SSL",
         "kafka_sasl_mechanism": SCRAM,
         "kafka_sasl_username": "admin",
@@ -297,7 +297,7 @@ def secure_settings(settings: HarnessSettings) -> HarnessSettings:
     files.ensure()
     plain, secret = client_values(settings, files)
     typed: dict[str, object] = {**plain, **secret, "stack_secure": True, "kafka_ssl_ca_file": files.ca_cert}
-    return settings.model_copy(update=typed)
+    return settings.updated(typed)
 
 
 def stack_settings(settings: HarnessSettings) -> HarnessSettings:
@@ -327,7 +327,7 @@ def env_lines(settings: HarnessSettings, *, show_secrets: bool = False) -> str:
 
 def require_client_settings(settings: HarnessSettings) -> None:
     """``run`` on a secured stack with plaintext settings would only fail to connect: say why now."""
-    if settings.kafka_security_protocol == "PLAINTEXT":
+    if settings.kafka.security_protocol == "PLAINTEXT":
         raise ConfigError(
             f"the stack in {settings.state_dir.resolve()} is secured (TLS, per-role users): load its "
             'settings first: eval "$(barcode-pipeline stack env)"'
@@ -360,7 +360,7 @@ def kafka_acls(settings: HarnessSettings) -> list[object]:
         *allow("ingest", ResourceType.TOPIC, names.TOPIC, write, describe),
         *allow("ingest", ResourceType.TOPIC, names.DLT_TOPIC, describe),  # its readiness probe looks
         *allow("processor", ResourceType.TOPIC, names.TOPIC, read, describe),
-        *allow("processor", ResourceType.GROUP, settings.processor_group, read, describe),
+        *allow("processor", ResourceType.GROUP, settings.processor.group, read, describe),
         *allow("processor", ResourceType.TOPIC, names.DLT_TOPIC, write, describe),
     ]
 
@@ -442,7 +442,7 @@ def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: obje
     """Users (TLS required), the schema (migrated as the admin) and each role's table grants."""
     from barcode_pipeline.db.migrate import upgrade
 
-    database = parse_db_url(settings.db_url).database
+    database = parse_db_url(settings.db.url).database
     with root.cursor() as cur:  # type: ignore[attr-defined]
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
         for user in DB_USERS:
