@@ -17,15 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from typer.testing import CliRunner
 
-from barcode_harness.bench.compare import CompareSpec, run_compare
+from barcode_harness.bench.compare import run_compare
 from barcode_harness.bench.docs import build_docs
 from barcode_harness.bench.env import BenchEnv, BenchRun, bench_settings
-from barcode_harness.bench.hostile import QUICK as HOSTILE_QUICK
 from barcode_harness.bench.hostile import run_hostile
-from barcode_harness.bench.isolation import IsolationSpec, run_isolation
-from barcode_harness.bench.maxrate import MaxSpec, run_max
+from barcode_harness.bench.isolation import run_isolation
+from barcode_harness.bench.maxrate import run_max
 from barcode_harness.bench.report import md_table, new_results_dir
-from barcode_harness.bench.tablesize import TableSizeSpec, run_table_size, write_section
+from barcode_harness.bench.specs import HOSTILE_QUICK, CompareSpec, IsolationSpec, MaxSpec, TableSizeSpec
+from barcode_harness.bench.tablesize import run_table_size, write_section
 from barcode_pipeline.cli import app
 from barcode_pipeline.config import Settings
 from tests.kafka_helpers import start_group_at_log_end

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from barcode_harness.bench.docs import build_docs
-from barcode_harness.bench.replication import SECTION, ReplicationSpec, markdown, write_section
+from barcode_harness.bench.replication import SECTION, markdown, write_section
+from barcode_harness.bench.specs import ReplicationSpec
 
 
 def _profile(name: str, p50: float, best: float, rf: int) -> dict[str, Any]:

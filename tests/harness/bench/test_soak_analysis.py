@@ -10,8 +10,6 @@ import pytest
 from barcode_harness.bench import procstats
 from barcode_harness.bench.histogram import LatencyHistogram, TimeSeries
 from barcode_harness.bench.soak import (
-    QUICK,
-    SoakSpec,
     fds_keep_growing,
     judge,
     redis_steady_bytes,
@@ -21,6 +19,8 @@ from barcode_harness.bench.soak import (
     written_per_s,
 )
 from barcode_harness.bench.soaksample import Sample
+from barcode_harness.bench.specs import SOAK_QUICK as QUICK
+from barcode_harness.bench.specs import SoakSpec
 
 
 def sample(t: float, rss: int, fds: int) -> Sample:

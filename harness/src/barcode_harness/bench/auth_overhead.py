@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from barcode_harness.bench.loadgen import LoadSpec, run_load
+from barcode_harness.bench.specs import AuthBenchSpec
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
@@ -33,15 +33,6 @@ log = logging.getLogger(__name__)
 MODES = ("off", "required")
 TARGET_P50_MS = 0.05
 _EPOCH = datetime(2026, 1, 1)  # created_at of the synthetic keys; never compared
-
-
-@dataclass(frozen=True)
-class AuthBenchSpec:
-    rate: float = 500.0  # requests/s
-    duration_s: float = 10.0  # per round and mode
-    rounds: int = 3
-    warmup_s: float = 2.0
-    calls: int = 200_000  # in-process timing
 
 
 def in_process_cost_us(calls: int) -> dict[str, float]:

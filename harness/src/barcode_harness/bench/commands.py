@@ -1,24 +1,31 @@
-"""``barcode-pipeline bench compare|isolation|max|docs``: one command per benchmark.
+"""``barcode-pipeline bench ...``: one command per benchmark, each declared once.
 
 Each command brings up what it needs (the local stack unless ``--no-stack``, a fresh bench database
 and an empty Redis database 1, the pipeline and the legacy server under a supervisor), runs, and
 writes JSON + Markdown + PNG charts into a new ``bench/results/<timestamp>/`` folder; the summary
 printed at the end points there. ``--quick`` is a short preset for trying things out; the defaults
 are the full benchmark.
+
+A command is a :class:`Command`: its spec and quick preset (``bench/specs.py``, whose option fields
+become its options, their help showing both presets' values), what runs it, and what it does with
+the result. The modules that run benchmarks are imported only when their command runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import importlib
+import inspect
 import shutil
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from barcode_harness.settings import HarnessSettings, load_harness_settings
+from barcode_harness.bench import specs
+from barcode_harness.settings import load_harness_settings
 from barcode_pipeline.logs import setup_logging
 
 bench_app = typer.Typer(
@@ -29,67 +36,178 @@ bench_app = typer.Typer(
     add_completion=False,
 )
 
-Quick = Annotated[bool, typer.Option("--quick", help="Short preset (seconds per phase), for a first look.")]
-Out = Annotated[Path, typer.Option("--out", help="Base folder; a <timestamp>/ folder is created in it.")]
-NoStack = Annotated[
-    bool,
-    typer.Option(
-        "--no-stack", help="Use already running Kafka/Redis/MariaDB (connection settings from env)."
-    ),
-]
-Database = Annotated[
-    str, typer.Option(help="Database the run writes to (same server as BP_DB_URL); dropped and re-created.")
-]
-KeepDb = Annotated[
-    bool,
-    typer.Option(
-        "--keep-db", help="Do not drop the bench database or empty Redis database 1 first (append)."
-    ),
-]
-LogLevel = Annotated[str, typer.Option(help="Log level of the progress lines on stderr.")]
-
 DEFAULT_OUT = Path("bench/results")
 DEFAULT_DB = "bp_bench"
 
 
-def _prepare(database: str, keep_db: bool, log_level: str, command: str) -> HarnessSettings:
-    from barcode_harness.bench.env import BENCH_REDIS_DB, bench_settings
+@dataclasses.dataclass(frozen=True)
+class Opts:
+    """The options the pipeline benches share (each command takes those it lists in ``common``)."""
 
-    setup_logging(log_level, f"bench-{command}")
-    return bench_settings(load_harness_settings(), database, fresh=not keep_db, redis_db=BENCH_REDIS_DB)
+    out: Path = DEFAULT_OUT
+    no_stack: bool = False
+    database: str = DEFAULT_DB
+    keep_db: bool = False
+    log_level: str = "INFO"
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+COMMON = {
+    "out": _param("out", Annotated[Path, typer.Option(
+        "--out", help="Base folder; a <timestamp>/ folder is created in it.")], DEFAULT_OUT),
+    "no_stack": _param("no_stack", Annotated[bool, typer.Option(
+        "--no-stack", help="Use running Kafka/Redis/MariaDB (connection settings from env).")], False),
+    "database": _param("database", Annotated[str, typer.Option(
+        help="Database the run writes to (same server as BP_DB_URL); dropped and re-created.")], DEFAULT_DB),
+    "keep_db": _param("keep_db", Annotated[bool, typer.Option(
+        "--keep-db", help="Keep the bench database and Redis database 1 as they are (append).")], False),
+    "log_level": _param("log_level", Annotated[str, typer.Option(
+        help="Log level of the progress lines on stderr.")], "INFO"),
+}  # fmt: skip
+PIPELINE = ("out", "no_stack", "database", "keep_db", "log_level")
+QUICK = _param("quick", Annotated[bool, typer.Option(
+    "--quick", help="Short preset (seconds per phase), for a first look.")], False)  # fmt: skip
+
+
+def doc_option(default: Path | None, what: str) -> inspect.Parameter:
+    """``--doc``: the Markdown file whose section the command rewrites."""
+    help = f"Markdown file whose {what} section is rewritten."
+    return _param(
+        "doc", Annotated[Path | None if default is None else Path, typer.Option(help=help)], default
+    )
+
+
+Body = Callable[["Command", Any, Opts, dict[str, Any]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One bench command: its spec and quick preset, what runs it, the options that are not the
+    spec's (``extra``) and which shared ones it takes (``common``)."""
+
+    name: str
+    doc: str
+    spec: specs.Spec
+    quick: specs.Spec
+    body: Body
+    extra: tuple[inspect.Parameter, ...] = ()
+    common: tuple[str, ...] = PIPELINE
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:,g}" if value < 1e6 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def spec_options(spec: specs.Spec, quick: specs.Spec) -> Iterator[tuple[str, inspect.Parameter]]:
+    """(field, parameter) for each option field of ``spec``; the help ends with the full run's value
+    and, where it differs, the quick preset's."""
+    hints = typing.get_type_hints(type(spec))
+    for field in dataclasses.fields(spec):
+        option: specs.Option | None = field.metadata.get("option")
+        if option is None:
+            continue
+        full, short = getattr(spec, field.name), getattr(quick, field.name)
+        flag = option.flag or field.name.removesuffix("_s").removesuffix("_ms").replace("_", "-")
+        if hints[field.name] is bool:  # on by default: the option turns it off
+            help = f"{option.help}."
+            yield (
+                field.name,
+                _param(field.name, Annotated[bool, typer.Option(f"--no-{flag}", help=help)], False),
+            )
+            continue
+        shown = _show(full) + ("" if short == full else f"; quick {_show(short)}")
+        if option.shown is not None:
+            shown = option.shown
+        kind = typing.get_args(hints[field.name])[0] if isinstance(full, tuple) else _bare(hints[field.name])
+        annotation = list[kind] | None if isinstance(full, tuple) else kind | None  # type: ignore[valid-type]
+        repeat = " (repeatable)" if isinstance(full, tuple) else ""
+        info = typer.Option(
+            f"--{flag}", min=option.min, help=f"{option.help}{repeat}{f' [{shown}]' if shown else ''}."
+        )
+        yield field.name, _param(field.name, Annotated[annotation, info], None)
+
+
+def _bare(hint: Any) -> Any:
+    """``float`` of ``float | None``."""
+    return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+
+
+def register_command(cmd: Command) -> None:
+    """Add ``cmd`` to ``bench`` with a signature built from its declaration (typer reads it)."""
+    fields = dict(spec_options(cmd.spec, cmd.quick))
+    params = [QUICK, *fields.values(), *cmd.extra, *(COMMON[name] for name in cmd.common)]
+
+    def command(**given: Any) -> None:
+        quick = given.pop("quick")
+        chosen = cmd.quick if quick else cmd.spec
+        overrides = {name: _from_option(getattr(chosen, name), given.pop(name)) for name in fields}
+        spec = dataclasses.replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
+        opts = Opts(**{name: given.pop(name) for name in cmd.common})
+        cmd.body(cmd, spec, opts, given)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = cmd.doc
+    command.__name__ = f"{cmd.name.replace('-', '_')}_cmd"
+    bench_app.command(cmd.name)(command)
+
+
+def _from_option(current: Any, given: Any) -> Any:
+    """An option's value as its field takes it: a list as a tuple, ``--no-x`` as False; None: unset."""
+    if isinstance(current, bool):
+        return False if given else None
+    if isinstance(given, list):
+        return tuple(given) or None
+    return given
 
 
 def _run(
-    command: str, run: Callable[[Any, Any], dict[str, Any]], spec: Any, opts: Opts, *, strict: bool = False
+    cmd: Command, run_path: str, spec: Any, opts: Opts, *, strict: bool = False
 ) -> tuple[dict[str, Any], Path]:
     """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets.
     ``strict``: a missed target is a failed command (exit 1; "not measured" is no failure)."""
-    from barcode_harness.bench.env import BenchRun
+    from barcode_harness.bench.env import BENCH_REDIS_DB, BenchRun, bench_settings
     from barcode_harness.bench.report import new_results_dir
 
-    settings = _prepare(opts.database, opts.keep_db, opts.log_level, command)
-    folder = new_results_dir(opts.out, command)
-    result = run(spec, BenchRun(settings, folder, start_stack=not opts.no_stack, fresh_db=not opts.keep_db))
-    _print_targets(result, folder, command)
+    setup_logging(opts.log_level, f"bench-{cmd.name}")
+    settings = bench_settings(load_harness_settings(), opts.database, fresh=not opts.keep_db,
+                              redis_db=BENCH_REDIS_DB)  # fmt: skip
+    folder = new_results_dir(opts.out, cmd.name)
+    result = _load(run_path)(spec, BenchRun(settings, folder, start_stack=not opts.no_stack,
+                                            fresh_db=not opts.keep_db))  # fmt: skip
+    _print_targets(result, folder, cmd.name)
     if strict and any(t["met"] is False for t in result["targets"]):
         raise typer.Exit(1)
     return result, folder
 
 
-@dataclasses.dataclass(frozen=True)
-class Opts:
-    """The options every pipeline bench takes (typer spells them out per command)."""
-
-    out: Path
-    no_stack: bool
-    database: str
-    keep_db: bool
-    log_level: str
+def _load(path: str) -> Any:
+    """``module:attribute`` of the bench package, imported now (the CLI starts without them)."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(f"barcode_harness.bench.{module}"), attribute)
 
 
-def _spec(base: Any, quick_preset: Any, quick: bool, **overrides: Any) -> Any:
-    chosen = quick_preset if quick else base
-    return dataclasses.replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
+def runs(
+    run_path: str,
+    *,
+    strict: bool = False,
+    then: Callable[[dict[str, Any], Path, dict[str, Any]], None] | None = None,
+) -> Body:
+    """The body of a pipeline bench: :func:`_run`, then ``then(result, folder, extra options)``."""
+
+    def body(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
+        result, folder = _run(cmd, run_path, spec, opts, strict=strict)
+        if then is not None:
+            then(result, folder, extra)
+
+    return body
 
 
 def _print_targets(result: dict[str, Any], out: Path, command: str) -> None:
@@ -107,195 +225,132 @@ def _print_targets(result: dict[str, Any], out: Path, command: str) -> None:
     typer.echo(f"results: {out}")
 
 
-@bench_app.command("compare")
-def compare_cmd(
-    quick: Quick = False,
-    rate: Annotated[float | None, typer.Option(min=0.1, help="Scans/s per path [100].")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight per path [10].")] = None,
-    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per phase [60; quick 8].")] = None,
-    rounds: Annotated[
-        int | None, typer.Option(min=1, help="Rounds (odd: legacy first, even: async first) [2].")
-    ] = None,
-    high_rate: Annotated[
-        float | None, typer.Option(min=1, help="Rate of the high-load comparison [1000].")
-    ] = None,
-    high_duration: Annotated[
-        float | None, typer.Option(min=0, help="Seconds per path at the high rate; 0 skips [30; quick 6].")
-    ] = None,
-    sweep_delay: Annotated[
-        list[int] | None,
-        typer.Option(help="worker_max_delay_ms values to sweep (repeatable) [0 50 200 1000]."),
-    ] = None,
-    sweep_duration: Annotated[
-        float | None, typer.Option(min=0, help="Seconds per sweep setting; 0 skips [30; quick 5].")
-    ] = None,
-    sweep_rate: Annotated[float | None, typer.Option(min=0.1, help="Rate of the sweep [= --rate].")] = None,
-    no_kafka_probe: Annotated[
-        bool, typer.Option("--no-kafka-probe", help="Skip the bare Kafka produce.")
-    ] = False,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    keep_db: KeepDb = False,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Legacy vs async under identical load: latency, DB writes per 1,000 scans, freshness, loss."""
-    from barcode_harness.bench.compare import QUICK, CompareSpec, run_compare
+def _section(module: str, name: str) -> Callable[[dict[str, Any], Path, dict[str, Any]], None]:
+    """Rewrite the command's section of ``--doc`` from its Markdown result."""
 
-    spec = _spec(
-        CompareSpec(), QUICK, quick, rate=rate, concurrency=concurrency, duration_s=duration, rounds=rounds,
-        high_rate=high_rate, high_duration_s=high_duration,
-        sweep_delays_ms=tuple(sweep_delay) if sweep_delay else None, sweep_duration_s=sweep_duration,
-        sweep_rate=sweep_rate, kafka_probe=False if no_kafka_probe else None,
-    )  # fmt: skip
-    _run("compare", run_compare, spec, Opts(out, no_stack, database, keep_db, log_level))
+    def write(result: dict[str, Any], folder: Path, extra: dict[str, Any]) -> None:
+        written = _load(f"{module}:write_section")(extra["doc"], (folder / f"{name}.md").read_text())
+        typer.echo(f"section written to {written}")
+
+    return write
 
 
-@bench_app.command("isolation")
-def isolation_cmd(
-    quick: Quick = False,
-    rate: Annotated[float | None, typer.Option(min=0.1, help="Scans/s on each path [100].")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight per path [10].")] = None,
-    baseline: Annotated[
-        float | None, typer.Option(min=1, help="Seconds before contention [20; quick 5].")
-    ] = None,
-    contention: Annotated[
-        float | None, typer.Option(min=1, help="Seconds of DB contention [40; quick 15].")
-    ] = None,
-    recovery: Annotated[
-        float | None, typer.Option(min=1, help="Seconds after contention [40; quick 12].")
-    ] = None,
-    lockers: Annotated[int | None, typer.Option(min=1, help="Threads holding row locks [4].")] = None,
-    hold: Annotated[
-        float | None, typer.Option(min=0.01, help="Seconds each lock transaction holds [2].")
-    ] = None,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    keep_db: KeepDb = False,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Both paths under load while the DB is saturated with row locks: who stays flat, who drains after."""
-    from barcode_harness.bench.isolation import QUICK, IsolationSpec, run_isolation
-
-    spec = _spec(
-        IsolationSpec(), QUICK, quick, rate=rate, concurrency=concurrency, baseline_s=baseline,
-        contention_s=contention, recovery_s=recovery, lockers=lockers, hold_s=hold,
-    )  # fmt: skip
-    _run("isolation", run_isolation, spec, Opts(out, no_stack, database, keep_db, log_level))
-
-
-@bench_app.command("max")
-def max_cmd(
-    quick: Quick = False,
-    path: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Paths to search (repeatable): legacy-single legacy-batch async-single async-batch."
-        ),
-    ] = None,
-    step: Annotated[float | None, typer.Option(min=1, help="Seconds per rate step [15; quick 4].")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Scans per batch request [100].")] = None,
-    max_error_rate: Annotated[
-        float | None, typer.Option(min=0, help="Sustained: errors below [0.001].")
-    ] = None,
-    max_p99: Annotated[
-        float | None, typer.Option(min=1, help="Sustained: client p99 at most (ms) [250].")
-    ] = None,
-    insert_rows: Annotated[
-        int | None, typer.Option(min=500, help="Rows for the bare INSERT ceiling.")
-    ] = None,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    keep_db: KeepDb = False,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Highest sustained rate per path and API, the stage that saturated first, and the raw ceilings."""
-    from barcode_harness.bench.maxrate import QUICK, MaxSpec, run_max
-
-    spec = _spec(
-        MaxSpec(), QUICK, quick, paths=tuple(path) if path else None, step_s=step, batch_size=batch_size,
-        max_error_rate=max_error_rate, max_p99_ms=max_p99, insert_rows=insert_rows,
-    )  # fmt: skip
-    _run("max", run_max, spec, Opts(out, no_stack, database, keep_db, log_level))
-
-
-@bench_app.command("vegeta")
-def vegeta_cmd(
-    quick: Quick = False,
-    rate: Annotated[
-        list[float] | None,
-        typer.Option(min=1, help="Request rates to run (repeatable) [100 1000 2000 3000]."),
-    ] = None,
-    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per rate [20; quick 5].")] = None,
-    warmup: Annotated[
-        float | None,
-        typer.Option(min=0, help="Warm-up seconds at the highest rate, reported apart [60; quick 2]."),
-    ] = None,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    keep_db: KeepDb = False,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Single-scan ingest latency measured by vegeta, an independent open-loop load tool."""
-    from barcode_harness.bench.vegeta import QUICK, VegetaSpec, run_vegeta
-
-    spec = _spec(
-        VegetaSpec(), QUICK, quick, rates=tuple(rate) if rate else None, duration_s=duration, warmup_s=warmup
-    )
-    result, _folder = _run("vegeta", run_vegeta, spec, Opts(out, no_stack, database, keep_db, log_level))
+def _vegeta_lines(result: dict[str, Any], folder: Path, extra: dict[str, Any]) -> None:
     for run in result["runs"]:
-        typer.echo(
-            f"{run['label']:>8}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
-            f"success {run['success']:.4f}, lost {run['lost']}"
-        )
+        typer.echo(f"{run['label']:>8}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
+                   f"success {run['success']:.4f}, lost {run['lost']}")  # fmt: skip
 
 
-@bench_app.command("replication")
-def replication_cmd(
-    quick: Quick = False,
-    rate: Annotated[
-        float | None, typer.Option(min=1, help="Single scans/s of the latency phase [200].")
-    ] = None,
-    duration: Annotated[
-        float | None, typer.Option(min=1, help="Seconds of the latency phase [30; quick 8].")
-    ] = None,
-    step: Annotated[
-        float | None, typer.Option(min=1, help="Seconds per maximum-rate step [10; quick 4].")
-    ] = None,
-    rounds: Annotated[
-        int | None, typer.Option(min=1, help="Rounds, each measuring both profiles [2; quick 1].")
-    ] = None,
-    ha_state_dir: Annotated[
-        Path | None, typer.Option(help="State directory of the ha stack [<BP_STATE_DIR>-ha].")
-    ] = None,
-    doc: Annotated[Path, typer.Option(help="Markdown file whose replication section is rewritten.")] = Path(
-        "docs/benchmarks.md"
-    ),
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Cost of replication: Kafka produce and ingest latency, end-to-end maximum rate, single vs ha."""
-    from barcode_harness.bench.replication import QUICK, ReplicationSpec, run_replication, write_section
+def _soak(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
+    if spec.warmup_s >= spec.duration_s:
+        raise typer.BadParameter("must be shorter than --duration", param_hint="--warmup")
+    result, folder = _run(cmd, "soak:run_soak", spec, opts)
+    if (doc := extra["doc"]) is not None:
+        _section("soak", "soak")(result, folder, extra)
+        (doc.parent / "img").mkdir(parents=True, exist_ok=True)  # the section shows img/soak.png
+        shutil.copyfile(folder / "soak.png", doc.parent / "img" / "soak.png")
+    if any(t["met"] is False for t in result["targets"]):  # the section is written first, then exit 1
+        raise typer.Exit(1)
+
+
+def _replication(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
+    from barcode_harness.bench.replication import run_replication, write_section
     from barcode_harness.bench.report import new_results_dir
 
-    setup_logging(log_level, "bench-replication")
-    spec = _spec(ReplicationSpec(), QUICK, quick, rate=rate, duration_s=duration, step_s=step, rounds=rounds)
-    folder = new_results_dir(out, "replication")
-    result = run_replication(load_harness_settings(), spec, folder, database=database, ha_dir=ha_state_dir,
-                             start_stack=not no_stack)  # fmt: skip
+    setup_logging(opts.log_level, "bench-replication")
+    folder = new_results_dir(opts.out, "replication")
+    result = run_replication(load_harness_settings(), spec, folder, database=opts.database,
+                             ha_dir=extra["ha_state_dir"], start_stack=not opts.no_stack)  # fmt: skip
     for p in result["profiles"]:
         lat = p["ingest_latency"]["latency_ms"]
         kafka = p["kafka_produce"]["latency_ms"]
         typer.echo(f"{p['profile']:>6}: Kafka produce p50 {kafka['p50_ms']:.2f} ms, "
                    f"ingest p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms, "
                    f"max {p['max_sustained_scans_per_s']:,.0f} scans/s end to end")  # fmt: skip
-    typer.echo(f"section written to {write_section(doc, (folder / 'replication.md').read_text())}")
+    typer.echo(f"section written to {write_section(extra['doc'], (folder / 'replication.md').read_text())}")
     typer.echo(f"results: {folder}")
+
+
+def _footprint(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
+    import json
+
+    from barcode_harness.bench.footprint import run_footprint, write_section
+    from barcode_harness.bench.report import new_results_dir
+
+    setup_logging(opts.log_level, "bench-footprint")
+    folder = new_results_dir(opts.out, "footprint")
+    result = run_footprint(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
+    markdown = result.pop("markdown")
+    (folder / "footprint.json").write_text(json.dumps(result, indent=2))
+    (folder / "footprint.md").write_text(markdown)
+    typer.echo(markdown)
+    typer.echo(f"section written to {write_section(extra['doc'], markdown)}; results: {folder}")
+
+
+def _auth(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
+    import json
+    import time
+
+    from barcode_harness.bench.auth_overhead import run_auth_bench
+
+    setup_logging(opts.log_level, "bench-auth")
+    folder = opts.out / time.strftime("%Y%m%d-%H%M%S")
+    result = run_auth_bench(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
+    (folder / "auth.json").write_text(json.dumps(result, indent=2))
+    med = result["median_p50_ms"]
+    micro = result["in_process_auth_cost"]
+    typer.echo(
+        f"bench auth ({spec.rate:g} req/s, {spec.rounds} rounds x {spec.duration_s:g} s per mode, "
+        "shared machine):\n"
+        f"  p50 auth off {med['off']:.3f} ms, auth required {med['required']:.3f} ms: "
+        f"added {result['added_p50_ms']:+.3f} ms (target <= 0.05 ms)\n"
+        f"  the checks alone, in process: {micro['key_us']:.2f} us per request with a key, "
+        f"{micro['trusted_network_us']:.2f} us from a trusted network\n"
+        f"results: {folder / 'auth.json'}"
+    )
+
+
+HA_STATE_DIR = _param("ha_state_dir", Annotated[Path | None, typer.Option(
+    help="State directory of the ha stack [<BP_STATE_DIR>-ha].")], None)  # fmt: skip
+BENCHMARKS = "docs/benchmarks.md"
+COMMANDS = (
+    Command("compare", "Legacy vs async under identical load: latency, DB writes per 1,000 scans, freshness, "
+            "loss.", specs.CompareSpec(), specs.COMPARE_QUICK, runs("compare:run_compare")),
+    Command("isolation", "Both paths under load while the DB is saturated with row locks: who stays flat, "
+            "who drains after.", specs.IsolationSpec(), specs.ISOLATION_QUICK,
+            runs("isolation:run_isolation")),
+    Command("max", "Highest sustained rate per path and API, the stage that saturated first, and the raw "
+            "ceilings.", specs.MaxSpec(), specs.MAX_QUICK, runs("maxrate:run_max")),
+    Command("vegeta", "Single-scan ingest latency measured by vegeta, an independent open-loop load tool.",
+            specs.VegetaSpec(), specs.VEGETA_QUICK, runs("vegeta:run_vegeta", then=_vegeta_lines)),
+    Command("replication", "Cost of replication: Kafka produce and ingest latency, end-to-end maximum rate, "
+            "single vs ha.", specs.ReplicationSpec(), specs.REPLICATION_QUICK, _replication,
+            extra=(HA_STATE_DIR, doc_option(Path(BENCHMARKS), "replication")),
+            common=("out", "no_stack", "database", "log_level")),
+    Command("table-size", "The batch API's maximum on the empty table, then on one filled with tens of "
+            "millions of rows.", specs.TableSizeSpec(), specs.TABLE_SIZE_QUICK,
+            runs("tablesize:run_table_size", then=_section("tablesize", "table-size")),
+            extra=(doc_option(Path(BENCHMARKS), "table-size"),),
+            common=("out", "no_stack", "database", "log_level")),
+    Command("footprint", "Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ), of "
+            "Kafka and of the table; the time the partitioning migration takes per million rows.",
+            specs.FootprintSpec(), specs.FOOTPRINT_QUICK, _footprint,
+            extra=(doc_option(Path("docs/capacity.md"), "footprint"),),
+            common=("out", "no_stack", "log_level")),
+    Command("soak", "A steady load for as long as asked: every store's slope and bytes per scan, the time "
+            "until each reaches its bound; fails on growing memory or descriptors, a tail that doubles, or a "
+            "lost scan.", specs.SoakSpec(), specs.SOAK_QUICK, _soak, extra=(doc_option(None, "soak"),),
+            common=("out", "no_stack", "database", "log_level")),
+    Command("hostile", "Keyed scanners alone, then while keyless clients hold slow connections, stream huge "
+            "headers and send invalid keys: every keyed scan answered, p99 at most 3x, ingest memory "
+            "bounded, no restart.", specs.HostileSpec(), specs.HOSTILE_QUICK,
+            runs("hostile:run_hostile", strict=True), common=("out", "no_stack", "database", "log_level")),
+    Command("auth", "Scanner authentication's cost: the same load against ingest with auth off and on, "
+            "alternately.", specs.AuthBenchSpec(), specs.AUTH_QUICK, _auth,
+            common=("out", "no_stack", "log_level")),
+)  # fmt: skip
+for _cmd in COMMANDS:
+    register_command(_cmd)
 
 
 @bench_app.command("fill")
@@ -304,8 +359,8 @@ def fill_cmd(
     days: Annotated[
         float, typer.Option(min=0.01, help="Scan times spread over the last this many days.")
     ] = 30,
-    database: Database = DEFAULT_DB,
-    log_level: LogLevel = "INFO",
+    database: Annotated[str, typer.Option(help="Database the rows go to.")] = DEFAULT_DB,
+    log_level: Annotated[str, typer.Option(help="Log level of the progress lines on stderr.")] = "INFO",
 ) -> None:
     """Rows straight into barcodes of the bench database (outside the pipeline), for `bench max --keep-db`
     on a filled table. Appends; creates and migrates the database if needed."""
@@ -322,104 +377,6 @@ def fill_cmd(
     )
 
 
-@bench_app.command("table-size")
-def table_size_cmd(
-    quick: Quick = False,
-    rows: Annotated[
-        int | None, typer.Option(min=1, help="Rows the fill puts in barcodes [50,000,000].")
-    ] = None,
-    days: Annotated[
-        float | None, typer.Option(min=0.01, help="Their scan times over the last this many days [30].")
-    ] = None,
-    doc: Annotated[Path, typer.Option(help="Markdown file whose table-size section is rewritten.")] = Path(
-        "docs/benchmarks.md"
-    ),
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """The batch API's maximum on the empty table, then on one filled with tens of millions of rows."""
-    from barcode_harness.bench.tablesize import QUICK, TableSizeSpec, run_table_size, write_section
-
-    spec = _spec(TableSizeSpec(), QUICK, quick, rows=rows, days=days)
-    _result, folder = _run(
-        "table-size", run_table_size, spec, Opts(out, no_stack, database, False, log_level)
-    )
-    typer.echo(f"section written to {write_section(doc, (folder / 'table-size.md').read_text())}")
-
-
-@bench_app.command("footprint")
-def footprint_cmd(
-    quick: Quick = False,
-    scans: Annotated[
-        int | None, typer.Option(min=1000, help="Scans through the publish path [200,000].")
-    ] = None,
-    rate: Annotated[
-        list[float] | None,
-        typer.Option(min=1, help="Scans/s whose scan times the markers see; repeatable [100, 1,000, 5,000]."),
-    ] = None,
-    table_rows: Annotated[
-        int | None,
-        typer.Option(min=1000, help="Rows of the table measurement and migration timing [1,000,000]."),
-    ] = None,
-    doc: Annotated[Path, typer.Option(help="Markdown file whose footprint section is rewritten.")] = Path(
-        "docs/capacity.md"
-    ),
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ), of Kafka and of the
-    table; the time the partitioning migration takes per million rows."""
-    from barcode_harness.bench.footprint import QUICK, FootprintSpec, run_footprint, write_section
-    from barcode_harness.bench.report import new_results_dir
-
-    setup_logging(log_level, "bench-footprint")
-    spec = _spec(FootprintSpec(), QUICK, quick, scans=scans, rates=tuple(rate) if rate else None,
-                 table_rows=table_rows)  # fmt: skip
-    folder = new_results_dir(out, "footprint")
-    result = run_footprint(load_harness_settings(), spec, folder, start_stack=not no_stack)
-    markdown = result.pop("markdown")
-    (folder / "footprint.json").write_text(json.dumps(result, indent=2))
-    (folder / "footprint.md").write_text(markdown)
-    typer.echo(markdown)
-    typer.echo(f"section written to {write_section(doc, markdown)}; results: {folder}")
-
-
-@bench_app.command("soak")
-def soak_cmd(
-    quick: Quick = False,
-    rate: Annotated[float | None, typer.Option(min=1, help="Scans/s, all APIs together [1000].")] = None,
-    duration: Annotated[float | None, typer.Option(min=10, help="Seconds of load [3600; quick 40].")] = None,
-    warmup: Annotated[
-        float | None, typer.Option(min=0, help="Seconds before the slopes are fitted [300; quick 8].")
-    ] = None,
-    sample: Annotated[
-        float | None, typer.Option(min=1, help="Seconds between samples [30; quick 4].")
-    ] = None,
-    doc: Annotated[Path | None, typer.Option(help="Markdown file whose soak section is rewritten.")] = None,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """A steady load for as long as asked: every store's slope and bytes per scan, the time until each
-    reaches its bound; fails on growing memory or descriptors, a tail that doubles, or a lost scan."""
-    from barcode_harness.bench.soak import QUICK, SoakSpec, run_soak, write_section
-
-    spec = _spec(SoakSpec(), QUICK, quick, rate=rate, duration_s=duration, warmup_s=warmup, sample_s=sample)
-    if spec.warmup_s >= spec.duration_s:
-        raise typer.BadParameter("must be shorter than --duration", param_hint="--warmup")
-    result, folder = _run("soak", run_soak, spec, Opts(out, no_stack, database, False, log_level))
-    if doc is not None:
-        typer.echo(f"section written to {write_section(doc, (folder / 'soak.md').read_text())}")
-        (doc.parent / "img").mkdir(parents=True, exist_ok=True)  # the section shows img/soak.png
-        shutil.copyfile(folder / "soak.png", doc.parent / "img" / "soak.png")
-    if any(t["met"] is False for t in result["targets"]):  # the section is written first, then exit 1
-        raise typer.Exit(1)
-
-
 @bench_app.command("plan")
 def plan_cmd(
     doc: Annotated[Path, typer.Option(help="Markdown file whose plan section is rewritten.")] = Path(
@@ -431,31 +388,6 @@ def plan_cmd(
 
     setup_logging("INFO", "bench-plan")
     typer.echo(f"section written to {write_section(doc, load_harness_settings())}")
-
-
-@bench_app.command("hostile")
-def hostile_cmd(
-    quick: Quick = False,
-    rate: Annotated[float | None, typer.Option(min=1, help="Keyed scans/s [500].")] = None,
-    duration: Annotated[float | None, typer.Option(min=1, help="Seconds per phase [30; quick 8].")] = None,
-    slow: Annotated[
-        int | None, typer.Option(min=0, help="Connections that never finish their headers [2000; quick 300].")
-    ] = None,
-    invalid_rate: Annotated[
-        float | None, typer.Option(min=1, help="Requests/s with random invalid keys [1000; quick 200].")
-    ] = None,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    database: Database = DEFAULT_DB,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Keyed scanners alone, then while keyless clients hold slow connections, stream huge headers and
-    send invalid keys: every keyed scan answered, p99 at most 3x, ingest memory bounded, no restart."""
-    from barcode_harness.bench.hostile import QUICK, HostileSpec, run_hostile
-
-    spec = _spec(HostileSpec(), QUICK, quick, rate=rate, duration_s=duration, slow_connections=slow,
-                 invalid_key_rate=invalid_rate)  # fmt: skip
-    _run("hostile", run_hostile, spec, Opts(out, no_stack, database, False, log_level), strict=True)
 
 
 @bench_app.command("docs")
@@ -479,41 +411,3 @@ def docs_cmd(
 def register(app: typer.Typer) -> None:
     """Add this subsystem's commands to the root app."""
     app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("auth")
-def auth_cmd(
-    quick: Quick = False,
-    rate: Annotated[float | None, typer.Option(min=1, help="Requests/s [500].")] = None,
-    duration: Annotated[
-        float | None, typer.Option(min=1, help="Seconds per round and mode [10; quick 4].")
-    ] = None,
-    rounds: Annotated[
-        int | None, typer.Option(min=1, help="Rounds, each with auth off and on [3; quick 2].")
-    ] = None,
-    out: Out = DEFAULT_OUT,
-    no_stack: NoStack = False,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Scanner authentication's cost: the same load against ingest with auth off and on, alternately."""
-    import time
-
-    from barcode_harness.bench.auth_overhead import AuthBenchSpec, run_auth_bench
-
-    setup_logging(log_level, "bench-auth")
-    spec = _spec(AuthBenchSpec(), AuthBenchSpec(duration_s=4, rounds=2), quick,
-                 rate=rate, duration_s=duration, rounds=rounds)  # fmt: skip
-    folder = out / time.strftime("%Y%m%d-%H%M%S")
-    result = run_auth_bench(load_harness_settings(), spec, folder, start_stack=not no_stack)
-    (folder / "auth.json").write_text(json.dumps(result, indent=2))
-    med = result["median_p50_ms"]
-    micro = result["in_process_auth_cost"]
-    typer.echo(
-        f"bench auth ({spec.rate:g} req/s, {spec.rounds} rounds x {spec.duration_s:g} s per mode, "
-        "shared machine):\n"
-        f"  p50 auth off {med['off']:.3f} ms, auth required {med['required']:.3f} ms: "
-        f"added {result['added_p50_ms']:+.3f} ms (target <= 0.05 ms)\n"
-        f"  the checks alone, in process: {micro['key_us']:.2f} us per request with a key, "
-        f"{micro['trusted_network_us']:.2f} us from a trusted network\n"
-        f"results: {folder / 'auth.json'}"
-    )

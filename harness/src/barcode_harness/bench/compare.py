@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,39 +36,11 @@ from barcode_harness.bench.loads import (
     spec_for,
     summary_dict,
 )
+from barcode_harness.bench.specs import COMPARE_QUICK as QUICK
+from barcode_harness.bench.specs import CompareSpec
 from barcode_pipeline.ops.verify import Verification, percentile, verify_scan_ids
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CompareSpec:
-    rate: float = 100.0  # scans/s (single-scan requests/s) per path
-    concurrency: int = 10  # requests in flight per path ("concurrent clients")
-    duration_s: float = 60.0  # per phase; 2 rounds x 2 paths
-    rounds: int = 2
-    high_rate: float = 1000.0
-    high_duration_s: float = 30.0  # 0 skips the 1,000 scans/s comparison
-    high_concurrency: int = 512
-    sweep_delays_ms: tuple[int, ...] = (0, 50, 200, 1000)
-    sweep_duration_s: float = 30.0  # 0 skips the batching-delay sweep
-    sweep_rate: float | None = None  # default: ``rate``
-    kafka_probe: bool = True
-    kafka_probe_s: float | None = None  # default: the high-rate duration, at least 3 s
-    commit_probe: int = 300  # single-row commits timed to show the legacy path's per-scan cost
-    idle_s: float = 5.0  # background DB writes with no load, for context
-    settle_s: float = 1.0  # pause before each phase
-    warmup_s: float = 5.0  # unmeasured load before each block (cold processes, new workers)
-    drain_timeout_s: float = 180.0
-    preset: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-QUICK = CompareSpec(
-    duration_s=8.0, high_duration_s=6.0, sweep_duration_s=5.0, idle_s=2.0, warmup_s=2.0, preset="quick"
-)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from confluent_kafka.cimpl import NewTopic
 from barcode_harness import sections
 from barcode_harness.bench.env import bench_settings, reset_redis
 from barcode_harness.bench.fill import fill
+from barcode_harness.bench.specs import FootprintSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
@@ -56,26 +57,6 @@ SECTION = (
     "<!-- footprint: end -->",
 )
 DEVICES = 500
-
-
-@dataclass(frozen=True)
-class FootprintSpec:
-    scans: int = 200_000  # per rate
-    rates: tuple[float, ...] = (100.0, 1000.0, 5000.0)  # scans/s whose scan times the markers see
-    dead_letters: int = 20_000
-    kafka_single: int = 10_000
-    kafka_batched: int = 100_000
-    table_rows: int = 1_000_000
-
-
-QUICK = FootprintSpec(
-    scans=20_000,
-    rates=(1000.0,),
-    dead_letters=2_000,
-    kafka_single=2_000,
-    kafka_batched=20_000,
-    table_rows=20_000,
-)
 
 
 def _events(scans: int, rate: float, tag: str) -> list[ScanEvent]:

@@ -17,7 +17,6 @@ import multiprocessing
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from barcode_harness.bench import procstats, report
 from barcode_harness.bench.env import BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult, run_load
 from barcode_harness.bench.loads import acked_ids, scan_window, spec_for
+from barcode_harness.bench.specs import HostileSpec
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
@@ -38,28 +38,6 @@ log = logging.getLogger(__name__)
 P99_RATIO_MAX = 3.0
 RSS_GROWTH_MAX = 100 * 2**20
 HEADER_CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class HostileSpec:
-    rate: float = 500.0  # keyed scans/s, one per request
-    duration_s: float = 30.0  # per phase: alone, then under attack
-    slow_connections: int = 2000
-    header_streams: int = 4
-    header_stream_bytes: int = 100 * 2**20
-    invalid_key_rate: float = 1000.0
-    ramp_s: float = 5.0  # the attack runs this long before the keyed load starts again
-    warmup_s: float = 180.0  # at most; rounds of the keyed load until its p99 stops falling
-    warmup_round_s: float = 10.0
-    preset: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-QUICK = HostileSpec(duration_s=8.0, slow_connections=300, header_streams=2, header_stream_bytes=4 * 2**20,
-                    invalid_key_rate=200.0, ramp_s=2.0, warmup_s=2.0, warmup_round_s=2.0,
-                    preset="quick")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the attacker (own process)

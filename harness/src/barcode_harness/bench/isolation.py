@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import pymysql
@@ -32,37 +31,13 @@ from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_harness.bench.isolation_render import markdown, write_charts
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import ParallelLoads, acked_ids, run_load, series, spec_for, summary_dict
+from barcode_harness.bench.specs import IsolationSpec
 from barcode_pipeline.adapters import db
 from barcode_pipeline.ops.verify import verify_scan_ids
 
 log = logging.getLogger(__name__)
 
 WINDOWS = ("baseline", "contention", "recovery")
-
-
-@dataclass(frozen=True)
-class IsolationSpec:
-    rate: float = 100.0
-    concurrency: int = 10
-    baseline_s: float = 20.0
-    contention_s: float = 40.0
-    recovery_s: float = 40.0
-    lockers: int = 4
-    hold_s: float = 2.0
-    lock_rows: int = 100
-    timeout_s: float = 10.0  # the clients' request timeout
-    warmup_s: float = 5.0
-    drain_timeout_s: float = 300.0
-    preset: str = "default"
-
-    def durations(self) -> dict[str, float]:
-        return {"baseline": self.baseline_s, "contention": self.contention_s, "recovery": self.recovery_s}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-QUICK = IsolationSpec(baseline_s=5.0, contention_s=15.0, recovery_s=12.0, warmup_s=2.0, preset="quick")
 
 
 class LockContention:

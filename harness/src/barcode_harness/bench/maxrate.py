@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from barcode_harness.bench.env import ASYNC, LEGACY, TABLES, BacklogSampler, Ben
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for, summary_dict
 from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
+from barcode_harness.bench.specs import MaxSpec
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.probes.backlog import measure
@@ -43,38 +44,6 @@ from barcode_pipeline.probes.backlog import measure
 log = logging.getLogger(__name__)
 
 PATH_CHOICES = ("legacy-single", "legacy-batch", "async-single", "async-batch")
-
-
-@dataclass(frozen=True)
-class MaxSpec:
-    paths: tuple[str, ...] = PATH_CHOICES
-    step_s: float = 15.0
-    batch_size: int = 100
-    start_single: float = 250.0  # scans/s
-    start_batch: float = 2000.0  # scans/s
-    growth: float = 1.6
-    refine_steps: int = 2
-    max_rate: float = 200_000.0
-    max_steps: int = 14  # per path, a safety bound
-    max_error_rate: float = 0.001
-    max_p99_ms: float = 250.0
-    backlog_allow_s: float = 2.0
-    drain_limit_s: float = 10.0
-    concurrency: int = 512
-    warmup_s: float = 3.0
-    kafka_latency_rate: float = 1000.0
-    kafka_probe_s: float = 10.0
-    insert_rows: int = 200_000
-    cleanup_drain_s: float = 300.0
-    preset: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-QUICK = MaxSpec(
-    step_s=4.0, refine_steps=1, warmup_s=1.0, kafka_probe_s=3.0, insert_rows=50_000, preset="quick"
-)
 
 
 def cpu_per_scan(cpu_cores: dict[str, float], scans_per_s: float) -> dict[str, float]:

@@ -14,7 +14,6 @@ import logging
 import statistics
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from barcode_harness.bench.docs import REPLICATION
 from barcode_harness.bench.env import BacklogSampler, BenchEnv, bench_settings
 from barcode_harness.bench.loadgen import run_load
 from barcode_harness.bench.loads import spec_for
-from barcode_harness.bench.maxrate import MaxSpec, Searcher
+from barcode_harness.bench.maxrate import Searcher
+from barcode_harness.bench.specs import MaxSpec, ReplicationSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.ha_nodes import client_settings
 from barcode_pipeline import names
@@ -39,22 +39,6 @@ SECTION = REPLICATION
 PATH = "async-batch"
 
 
-@dataclass(frozen=True)
-class ReplicationSpec:
-    rate: float = 200.0  # single scans/s of the latency phase
-    duration_s: float = 30.0
-    kafka_rate: float = 1000.0  # messages/s of the bare produce probe
-    kafka_s: float = 10.0
-    step_s: float = 10.0  # seconds per rate step of the maximum-rate search
-    start_batch: float = 1000.0  # scans/s of the search's first step
-    rounds: int = 2  # both profiles each round, the order alternated; figures are the median
-    preset: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-QUICK = ReplicationSpec(duration_s=8.0, kafka_s=3.0, step_s=4.0, rounds=1, preset="quick")
 QUANTILES = ("p50_ms", "p99_ms", "p999_ms")
 
 

@@ -22,7 +22,7 @@ import random
 import shutil
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from barcode_harness.bench.histogram import LatencyHistogram, TimeSeries
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, ScanBodies
 from barcode_harness.bench.loads import ParallelLoads, acked_ids, scan_window, spec_for
 from barcode_harness.bench.soaksample import SUPERVISOR, Sample, SoakSampler
+from barcode_harness.bench.specs import SoakSpec
 from barcode_harness.scanner.scans import encode_batch
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters import redis as redis_adapter
@@ -59,28 +60,6 @@ TAIL_JUDGED_QUARTER_S = 120.0
 ROW_BYTES_MAX = 300.0  # issue 27's goal
 TABLE_GROWTH_JUDGED = 64 * 2**20
 REDIS_STEADY_MAX = 3 * capacity.GIB  # issue 26's goal, at 1,000 scans/s
-
-
-@dataclass(frozen=True)
-class SoakSpec:
-    rate: float = 1000.0  # scans/s, all APIs together
-    duration_s: float = 3600.0
-    warmup_s: float = 300.0  # the streams' retention fills, caches warm; slopes are fitted after it
-    sample_s: float = 30.0
-    batch_share: float = 0.2  # of the scans, sent through the batch API
-    batch_max: int = 100
-    resend_ratio: float = 0.03  # scans a client sends again, as a new request
-    preset: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def unique_rate(self) -> float:
-        return self.rate * (1 - self.resend_ratio)
-
-
-QUICK = SoakSpec(rate=300.0, duration_s=40.0, warmup_s=8.0, sample_s=4.0, preset="quick")
 
 
 class VariableBatches(ScanBodies):

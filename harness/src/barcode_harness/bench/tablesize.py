@@ -11,9 +11,7 @@ not itself grow with the table.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ from barcode_harness.bench.docs import TABLE_SIZE
 from barcode_harness.bench.env import BenchEnv, BenchRun
 from barcode_harness.bench.fill import fill
 from barcode_harness.bench.footprint import table_bytes
-from barcode_harness.bench.maxrate import QUICK as MAX_QUICK
-from barcode_harness.bench.maxrate import MaxSpec, run_max
+from barcode_harness.bench.maxrate import run_max
+from barcode_harness.bench.specs import TableSizeSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters.db import connect
 
@@ -32,22 +30,6 @@ log = logging.getLogger(__name__)
 
 PATH = "async-batch"
 GOAL = 0.8  # filled maximum ÷ empty maximum
-
-
-@dataclass(frozen=True)
-class TableSizeSpec:
-    rows: int = 50_000_000
-    days: float = 30.0
-    search: MaxSpec = field(default_factory=lambda: dataclasses.replace(MaxSpec(), paths=(PATH,)))
-    preset: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-QUICK = TableSizeSpec(
-    rows=100_000, days=2.0, search=dataclasses.replace(MAX_QUICK, paths=(PATH,)), preset="quick"
-)
 
 
 def _table(settings: HarnessSettings) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import orjson
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.env import BenchRun
+from barcode_harness.bench.specs import VegetaSpec
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_harness.bench.vegeta_render import markdown
 from barcode_harness.bench.warmup import warm_until_steady
@@ -45,26 +46,6 @@ from barcode_pipeline.errors import MissingPrerequisite
 from barcode_pipeline.ops.verify import verify_scan_ids
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VegetaSpec:
-    rates: tuple[float, ...] = (100.0, 1000.0, 2000.0, 3000.0)
-    duration_s: float = 20.0
-    # At the highest rate, reported apart, in rounds until the p99 stops falling (bench/warmup.py),
-    # for at most warmup_s. A freshly started broker keeps JIT-compiling its request path for about
-    # a minute of load (a 2,000 req/s p99 went 156 -> 65 -> 5.6 ms over three back-to-back runs); a
-    # fixed 60 s did not warm one on a slow host, and a warm stack needs far less.
-    warmup_s: float = 180.0
-    warmup_round_s: float = 10.0
-    timeout_s: float = 10.0
-    floor_s: float = 10.0  # per rate, for the trivial endpoint and for the bare produce round trip
-    preset: str = "full"
-
-
-QUICK = VegetaSpec(
-    rates=(100.0, 1000.0), duration_s=5.0, warmup_s=2.0, warmup_round_s=2.0, floor_s=3.0, preset="quick"
-)
 
 
 def vegeta_binary() -> str:
