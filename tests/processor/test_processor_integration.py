@@ -290,12 +290,16 @@ def test_partitions_given_back_are_looked_at_again(make_settings: Callable[..., 
         wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and proc.consumer.assignment()),
                    30, "a first assignment")  # fmt: skip
         held = {tp.partition for tp in proc.consumer.assignment()}
-        proc.marks.read = set(held)  # their marks were read
+        assert proc.marks.unread == held  # the group gave them: their marks are to be read
+        proc.marks.unread.clear()  # their marks were read
         proc.consumer.unsubscribe()  # revoked and assigned again, with no look at the marks between
+        wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and not proc.consumer.assignment()),
+                   30, "the partitions revoked")  # fmt: skip
+        assert proc.marks.unread == set()
         proc._subscribe()
         wait_until(lambda: bool(proc.consumer.consume(1, 0.2) is not None and proc.consumer.assignment()),
                    30, "the partitions back")  # fmt: skip
-        assert proc.marks.read == set(), "partitions given back would not be looked at again"
+        assert proc.marks.unread == held, "partitions given back would not be looked at again"
         _inherited, taken = proc.marks.inherited(proc.consumer, "another-run-id")
         assert taken == held
     finally:

@@ -158,19 +158,27 @@ class Rewind:
 
 
 class Marks:
-    """One processor's commit marks: which assigned partitions' marks it has read, the safe offsets
-    its own marks name, and the rewind a change of Redis server calls for (defences 2 and 3)."""
+    """One processor's commit marks: which assigned partitions' marks are still to be read, the safe
+    offsets its own marks name, and the rewind a change of Redis server calls for (defences 2 and 3).
+
+    What is to be read comes from the group's callbacks (``on_assign``, ``on_revoke``): a partition
+    given to this member by the group, however briefly it was away, may carry another member's mark.
+    Partitions assigned by hand (a replay's fixed range) have none to read."""
 
     def __init__(self, topic: str, history: CommitHistory, window_ms: int) -> None:
         self.topic, self.history, self.window_ms = topic, history, window_ms
-        self.read: set[int] = set()  # assigned partitions whose commit mark was read
+        self.unread: set[int] = set()  # partitions the group gave us whose commit mark is not read yet
         self._safe: dict[int, int] = {}  # per partition, the offset a mark names (see mark)
         self._safe_at = -SAFE_REFRESH_S
 
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions (re)assigned are looked at again: one revoked and given back within a single
         ``consume()`` never leaves the assignment set, and another member may have committed there."""
-        self.read -= {tp.partition for tp in partitions}
+        self.unread |= {tp.partition for tp in partitions if tp.partition is not None}
+
+    def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Revoked (or lost) partitions are no longer ours to look at."""
+        self.unread -= {tp.partition for tp in partitions}
 
     def mark(self, run_id: str | None, partition: int, offset: int) -> str | None:
         """The commit metadata for ``partition`` at ``offset`` (None until a run id is known)."""
@@ -190,9 +198,7 @@ class Marks:
     def inherited(self, consumer: Consumer, run_id: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
         """For partitions assigned since the last look: (safe, committed) offsets of those whose commit
         mark names another server, and every partition looked at (seeded into the history meanwhile)."""
-        assigned = {tp.partition for tp in consumer.assignment() if tp.partition is not None}
-        self.read &= assigned  # a partition lost and assigned again is looked at again
-        new = assigned - self.read
+        new = set(self.unread)
         if not new:
             return {}, set()
         inherited: dict[int, tuple[int, int]] = {}
@@ -214,7 +220,7 @@ class Marks:
         since_ms = (last_seen_ms or now_ms) - self.window_ms
         inherited, taken = self.inherited(consumer, run_id)
         if last_seen_ms is None and not inherited:
-            self.read |= taken
+            self.unread -= taken
             return None
         assigned = consumer.assignment()
         positions = {tp.partition: tp.offset for tp in consumer.position(assigned) if tp.offset >= 0}
@@ -231,6 +237,6 @@ class Marks:
             consumer.commit(offsets=targets, asynchronous=False)
             for tp in targets:
                 consumer.seek(tp)
-        self.read |= taken
+        self.unread -= taken
         rewound = sum(max(0, positions.get(tp.partition, tp.offset) - tp.offset) for tp in targets)
         return Rewind(targets, rewound, since_ms, sorted(inherited))

@@ -181,10 +181,9 @@ class Processor:
         if not pending:
             self.close()
             return self.totals
+        # A fixed range from explicit offsets, assigned by hand: no commit mark is read (the replay
+        # group's earlier commits say nothing about it); only a server change during it rewinds.
         self.consumer.assign([tp for tp in start if tp.partition in pending])
-        # A fixed range from explicit offsets: the replay group's earlier commits (and the servers
-        # their marks name) say nothing about it; only a server change during the replay rewinds.
-        self.marks.read = set(pending)
         try:
             while pending and not self.stop_event.is_set():
                 outcome = self._step()
@@ -384,7 +383,9 @@ class Processor:
         return True
 
     def _subscribe(self) -> None:
-        self.consumer.subscribe([names.TOPIC], on_assign=self.marks.on_assign)
+        marks = self.marks
+        self.consumer.subscribe([names.TOPIC], on_assign=marks.on_assign, on_revoke=marks.on_revoke,
+                                on_lost=marks.on_revoke)  # fmt: skip
 
     def _probe_primary(self) -> None:
         """Idle: ask Redis's run id now and then, so a restart that lost writes is redriven without
