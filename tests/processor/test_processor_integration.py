@@ -18,8 +18,9 @@ from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.config import Settings
 from barcode_pipeline.domain import named_fields
 from barcode_pipeline.errors import DeliveryError
+from barcode_pipeline.processor.replay import replay
 from barcode_pipeline.processor.routing import shard_of
-from barcode_pipeline.processor.service import Processor, replay
+from barcode_pipeline.processor.service import Processor
 from tests.kafka_helpers import start_group_at_log_end
 from tests.stack_helpers import ScratchRedis, redis_db, wait_until
 

@@ -66,7 +66,7 @@ def replay(
     ] = None,
 ) -> None:
     """Re-feed the processor path from Kafka (after Redis lost data, say). Idempotent."""
-    from barcode_pipeline.processor.service import replay as do_replay
+    from barcode_pipeline.processor.replay import replay as do_replay
 
     if (since is None) == (from_offsets is None):
         raise ConfigError("give exactly one of --since or --from-offsets")
