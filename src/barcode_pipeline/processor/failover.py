@@ -198,6 +198,10 @@ class Marks:
     def inherited(self, consumer: Consumer, run_id: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
         """For partitions assigned since the last look: (safe, committed) offsets of those whose commit
         mark names another server, and every partition looked at (seeded into the history meanwhile)."""
+        if self.unread:  # (the assignment is asked only then: not once per publish)
+            # Only what is ours now: a consumer replaced after a fatal error, or a partition lost
+            # without a callback, leaves partitions behind that must not be sought.
+            self.unread &= {tp.partition for tp in consumer.assignment()}
         new = set(self.unread)
         if not new:
             return {}, set()

@@ -122,9 +122,9 @@ def spec_options(spec: specs.Spec, quick: specs.Spec) -> Iterator[tuple[str, ins
                 _param(field.name, Annotated[bool, typer.Option(f"--no-{flag}", help=help)], False),
             )
             continue
-        shown = _show(full) + ("" if short == full else f"; quick {_show(short)}")
-        if option.shown is not None:
-            shown = option.shown
+        shown = option.shown
+        if shown is None:
+            shown = _show(full) + ("" if short == full else f"; quick {_show(short)}")
         kind = typing.get_args(hints[field.name])[0] if isinstance(full, tuple) else _bare(hints[field.name])
         annotation = list[kind] | None if isinstance(full, tuple) else kind | None  # type: ignore[valid-type]
         repeat = " (repeatable)" if isinstance(full, tuple) else ""
@@ -168,11 +168,8 @@ def _from_option(current: Any, given: Any) -> Any:
     return given
 
 
-def _run(
-    cmd: Command, run_path: str, spec: Any, opts: Opts, *, strict: bool = False
-) -> tuple[dict[str, Any], Path]:
-    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets.
-    ``strict``: a missed target is a failed command (exit 1; "not measured" is no failure)."""
+def _run(cmd: Command, run_path: str, spec: Any, opts: Opts) -> tuple[dict[str, Any], Path]:
+    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets."""
     from barcode_harness.bench.env import BENCH_REDIS_DB, BenchRun, bench_settings
     from barcode_harness.bench.report import new_results_dir
 
@@ -183,9 +180,13 @@ def _run(
     result = _load(run_path)(spec, BenchRun(settings, folder, start_stack=not opts.no_stack,
                                             fresh_db=not opts.keep_db))  # fmt: skip
     _print_targets(result, folder, cmd.name)
-    if strict and any(t["met"] is False for t in result["targets"]):
-        raise typer.Exit(1)
     return result, folder
+
+
+def _exit_on_a_miss(result: dict[str, Any]) -> None:
+    """A strict command fails (exit 1) on a missed target; "not measured" is no failure."""
+    if any(t["met"] is False for t in result["targets"]):
+        raise typer.Exit(1)
 
 
 def _load(path: str) -> Any:
@@ -200,12 +201,15 @@ def runs(
     strict: bool = False,
     then: Callable[[dict[str, Any], Path, dict[str, Any]], None] | None = None,
 ) -> Body:
-    """The body of a pipeline bench: :func:`_run`, then ``then(result, folder, extra options)``."""
+    """The body of a pipeline bench: :func:`_run`, then ``then(result, folder, extra options)``;
+    ``strict``: then a missed target fails the command (what ``then`` writes is written first)."""
 
     def body(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
-        result, folder = _run(cmd, run_path, spec, opts, strict=strict)
+        result, folder = _run(cmd, run_path, spec, opts)
         if then is not None:
             then(result, folder, extra)
+        if strict:
+            _exit_on_a_miss(result)
 
     return body
 
@@ -249,8 +253,7 @@ def _soak(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
         _section("soak", "soak")(result, folder, extra)
         (doc.parent / "img").mkdir(parents=True, exist_ok=True)  # the section shows img/soak.png
         shutil.copyfile(folder / "soak.png", doc.parent / "img" / "soak.png")
-    if any(t["met"] is False for t in result["targets"]):  # the section is written first, then exit 1
-        raise typer.Exit(1)
+    _exit_on_a_miss(result)  # the section is written first
 
 
 def _replication(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
 from barcode_harness.stack.kafka import KafkaComponent, render_log4j2
 from barcode_harness.stack.mariadb import MariaDBComponent
-from barcode_harness.stack.redis import HASH_MAX_LISTPACK_ENTRIES, REDIS_MAXMEMORY, RedisComponent
+from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, files_conf
 from barcode_harness.stack.topology import (
     APP_HOSTS,
     CONTROLLER_PORT,
@@ -181,20 +181,9 @@ bind {ip}
 port {REDIS_PORT}
 protected-mode no
 daemonize no
-dir {home / "data"}
-pidfile {home / "redis.pid"}
-logfile {home / "logs" / "server.log"}
-appendonly yes
-appendfilename "appendonly.aof"
-appendfsync {settings.redis_appendfsync}
+{files_conf(settings, home)}
 save ""
-# Bounded, and never evicting: an evicted stream entry or marker would lose or duplicate a scan. A
-# full Redis refuses writes; the pipeline waits and resumes (docs/capacity.md, sizing).
-maxmemory {REDIS_MAXMEMORY}
-maxmemory-policy noeviction
-# Duplicate-marker hashes (processor/markers.py) stay in the compact encoding up to this many fields.
-hash-max-listpack-entries {HASH_MAX_LISTPACK_ENTRIES}
-tcp-keepalive 60
+{MEMORY_CONF}
 # A primary that no replica has acknowledged for {MIN_REPLICAS_MAX_LAG_S}s refuses writes (NOREPLICAS): an
 # isolated old primary cannot take writes for long.
 min-replicas-to-write 1

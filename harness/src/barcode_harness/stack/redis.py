@@ -25,6 +25,27 @@ REDIS_MAXMEMORY = "4gb"
 HASH_MAX_LISTPACK_ENTRIES = 512
 
 
+def files_conf(settings: HarnessSettings, home: Path) -> str:
+    """Where a local Redis keeps its data, pid and log, and its append-only file (every profile)."""
+    return f"""dir {home / "data"}
+pidfile {home / "redis.pid"}
+logfile {home / "logs" / "server.log"}
+appendonly yes
+appendfilename "appendonly.aof"
+appendfsync {settings.redis_appendfsync}"""
+
+
+# Every profile's memory rules, as the rendered file states them.
+MEMORY_CONF = f"""\
+# Bounded, and never evicting: an evicted stream entry or marker would lose or duplicate a scan. A
+# full Redis refuses writes; the pipeline waits and resumes (docs/capacity.md, sizing).
+maxmemory {REDIS_MAXMEMORY}
+maxmemory-policy noeviction
+# Duplicate-marker hashes (processor/markers.py) stay in the compact encoding up to this many fields.
+hash-max-listpack-entries {HASH_MAX_LISTPACK_ENTRIES}
+tcp-keepalive 60"""
+
+
 def render_redis_conf(settings: HarnessSettings, home: Path) -> str:
     parts = urlsplit(settings.redis.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
@@ -33,12 +54,7 @@ bind {host}
 port {port}
 protected-mode yes
 daemonize no
-dir {home / "data"}
-pidfile {home / "redis.pid"}
-logfile {home / "logs" / "server.log"}
-appendonly yes
-appendfilename "appendonly.aof"
-appendfsync {settings.redis_appendfsync}
+{files_conf(settings, home)}
 auto-aof-rewrite-percentage 100
 # Not before the log reaches 1 GB (Redis's default: 64 MB). Stream entries, acks, trims and dedup
 # markers grow the log much faster than the data, so at bench rates the default rewrote it every
@@ -46,13 +62,7 @@ auto-aof-rewrite-percentage 100
 # lined up with the longest ingest stalls. The cost: a longer log to replay when Redis restarts.
 auto-aof-rewrite-min-size 1gb
 save ""
-# Bounded, and never evicting: an evicted stream entry or marker would lose or duplicate a scan. A
-# full Redis refuses writes; the pipeline waits and resumes (docs/capacity.md, sizing).
-maxmemory {REDIS_MAXMEMORY}
-maxmemory-policy noeviction
-# Duplicate-marker hashes (processor/markers.py) stay in the compact encoding up to this many fields.
-hash-max-listpack-entries {HASH_MAX_LISTPACK_ENTRIES}
-tcp-keepalive 60
+{MEMORY_CONF}
 """
 
 
