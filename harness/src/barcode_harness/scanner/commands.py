@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -57,7 +58,7 @@ def failed_attempts(counts: OutboxCounts) -> int:
 
 def _counts_table(counts: OutboxCounts) -> Table:
     table = Table(show_header=False)
-    for key, value in counts.to_dict().items():
+    for key, value in asdict(counts).items():
         table.add_row(key, f"{value:,}")
     table.add_row("failed attempts", f"{failed_attempts(counts):,}")
     return table
@@ -241,7 +242,7 @@ def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_js
                 console.print(f"purged {box.purge_acked():,} acknowledged rows")
     counts = outbox_status(path)
     if as_json:
-        typer.echo(orjson.dumps({"outbox": str(path), **counts.to_dict()}).decode())
+        typer.echo(orjson.dumps({"outbox": str(path), **asdict(counts)}).decode())
     else:
         console.print(f"outbox {path} at {time.strftime('%H:%M:%S')}")
         console.print(_counts_table(counts))
