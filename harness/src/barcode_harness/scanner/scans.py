@@ -5,10 +5,10 @@ Shared by the scanner simulator and the load generator so that both send the sam
 
 from __future__ import annotations
 
+import itertools
 import random
-import secrets
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -34,11 +34,10 @@ def ulid_scan_ids() -> Callable[[], str]:
     return lambda: str(ULID())
 
 
-def counter_scan_ids(prefix: str | None = None) -> Callable[[], str]:
-    """Cheaper unique IDs for load tests: a random run token, then a counter."""
-    token = prefix if prefix is not None else f"lg-{secrets.token_hex(4)}-"
-    counter = iter(range(1, 1 << 62))
-    return lambda: f"{token}{next(counter)}"
+def counter_scan_ids(prefix: str) -> Callable[[], str]:
+    """Cheaper unique IDs for load tests: the caller's run token, then a counter."""
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter)}"
 
 
 class ScanFactory:
@@ -68,9 +67,8 @@ class ScanFactory:
         self._barcodes = barcodes or BarcodeFactory(seed=self._rng.randrange(1 << 30))
         self._scan_ids = scan_ids or ulid_scan_ids()
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._recent: dict[str, deque[ScanEvent]] = {d: deque(maxlen=_RECENT_PER_DEVICE) for d in devices}
+        self._recent: dict[str, deque[ScanEvent]] = defaultdict(lambda: deque(maxlen=_RECENT_PER_DEVICE))
         self._turn = 0
-        self.made = 0
         self.duplicates = 0
 
     def next(self, device_id: str | None = None) -> ScanEvent:
@@ -78,10 +76,7 @@ class ScanFactory:
         if device_id is None:
             device_id = self.devices[self._turn]
             self._turn = (self._turn + 1) % len(self.devices)
-        recent = self._recent.get(device_id)
-        if recent is None:
-            recent = self._recent[device_id] = deque(maxlen=_RECENT_PER_DEVICE)
-        self.made += 1
+        recent = self._recent[device_id]
         if self.duplicate_ratio and recent and self._rng.random() < self.duplicate_ratio:
             self.duplicates += 1
             return recent[self._rng.randrange(len(recent))]
