@@ -34,7 +34,7 @@ from barcode_pipeline.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-EXIT_NOT_DRAINED = 3
+EXIT_NOT_DRAINED = 3  # scans were left pending in the outbox
 
 
 class ModeChoice(StrEnum):
@@ -45,10 +45,6 @@ class ModeChoice(StrEnum):
 class SyncChoice(StrEnum):
     full = "full"
     normal = "normal"
-
-
-def default_outbox(settings: HarnessSettings) -> Path:
-    return settings.state_dir / "scanner" / "outbox.sqlite3"
 
 
 def failed_attempts(counts: OutboxCounts) -> int:
@@ -198,7 +194,7 @@ def scanner(
     """
     settings = load_harness_settings()
     setup_logging(settings.log_level, "scanner")
-    path = outbox or default_outbox(settings)
+    path = outbox or settings.state_dir / "scanner" / "outbox.sqlite3"
     console = Console(stderr=not as_json)
     if status or requeue_rejected or purge_acked:
         _maintain(path, console, requeue=requeue_rejected, purge=purge_acked, as_json=as_json)

@@ -72,11 +72,6 @@ class OutboxItem:
     attempts: int = 0
 
 
-def _item(row: Sequence[Any]) -> OutboxItem:
-    """An item from a row that starts with ``_SCAN_COLUMNS, attempts``."""
-    return OutboxItem(row[0], ScanEvent(*row[1:5]), row[5])
-
-
 class Ack(NamedTuple):
     seq: int
     status: int
@@ -258,7 +253,7 @@ class Outbox:
             " ORDER BY next_attempt_ms, seq LIMIT ?",
             (now_ms, limit + len(held)),
         ).fetchall()
-        items = [_item(row) for row in rows if row[0] not in held][:limit]
+        items = [OutboxItem(r[0], ScanEvent(*r[1:5]), r[5]) for r in rows if r[0] not in held][:limit]
         if items:
             with self._transaction() as cur:
                 cur.executemany(
@@ -290,19 +285,6 @@ class Outbox:
     # ----------------------------------------------------------------- reads
     def counts(self) -> OutboxCounts:
         return read_counts(self._conn)
-
-    def rejected(self, limit: int = 100) -> list[tuple[OutboxItem, int | None, str | None]]:
-        """Rejected scans with the status and body the server answered."""
-        rows = self._conn.execute(
-            f"SELECT {_SCAN_COLUMNS}, attempts, last_status, last_error FROM outbox WHERE state = 2"
-            " ORDER BY seq LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [(_item(row), row[6], row[7]) for row in rows]
-
-    def state_of(self, seq: int) -> State | None:
-        row = self._conn.execute("SELECT state FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else State(row[0])
 
 
 def read_counts(conn: sqlite3.Connection) -> OutboxCounts:

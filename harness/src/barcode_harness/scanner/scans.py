@@ -29,11 +29,6 @@ def device_ids(count: int) -> tuple[str, ...]:
     return tuple(f"SEOUL-CENTER-PC-{i:03d}" for i in range(1, count + 1))
 
 
-def ulid_scan_ids() -> Callable[[], str]:
-    """Client-generated, time-ordered scan IDs, unique across restarts (what a real center PC would use)."""
-    return lambda: str(ULID())
-
-
 def counter_scan_ids(prefix: str) -> Callable[[], str]:
     """Cheaper unique IDs for load tests: the caller's run token, then a counter."""
     counter = itertools.count(1)
@@ -55,7 +50,6 @@ class ScanFactory:
         scan_ids: Callable[[], str] | None = None,
         duplicate_ratio: float = 0.0,
         seed: int | None = None,
-        clock_ms: Callable[[], int] | None = None,
     ) -> None:
         if not devices:
             raise ValueError("at least one device")
@@ -65,8 +59,8 @@ class ScanFactory:
         self.duplicate_ratio = duplicate_ratio
         self._rng = random.Random(seed)
         self._barcodes = barcodes or BarcodeFactory(seed=self._rng.randrange(1 << 30))
-        self._scan_ids = scan_ids or ulid_scan_ids()
-        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        # by default what a real center PC would use: time-ordered IDs, unique across restarts
+        self._scan_ids = scan_ids or (lambda: str(ULID()))
         self._recent: dict[str, deque[ScanEvent]] = defaultdict(lambda: deque(maxlen=_RECENT_PER_DEVICE))
         self._turn = 0
         self.duplicates = 0
@@ -83,7 +77,7 @@ class ScanFactory:
         scan = ScanEvent(
             barcode=self._barcodes.next(),
             device_id=device_id,
-            scan_time=self._clock_ms(),
+            scan_time=time.time_ns() // 1_000_000,
             scan_id=self._scan_ids(),
         )
         recent.append(scan)

@@ -311,12 +311,13 @@ class Simulator:
                 futures[0].result()  # re-raise a failure of generation itself
         finally:
             await self._shutdown(flusher)
-        outbox = self._outbox
-        assert outbox is not None
-        if self._fatal is not None:
-            outbox.close()
-            raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
-        final = await asyncio.to_thread(_close_and_count, outbox)
+        assert self._outbox is not None
+        try:
+            if self._fatal is not None:
+                raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
+            final = await asyncio.to_thread(self._outbox.counts)
+        finally:
+            self._outbox.close()
         self.stats.pending = final.pending
         return SimulatorReport(
             stats=self.stats, outbox=final, elapsed_s=time.monotonic() - started, drained=final.pending == 0
@@ -571,10 +572,3 @@ class Simulator:
             lane.push(items[:index] + items[index + 1 :], time.monotonic(), front=True)
             return
         self._reject(items, status, text)
-
-
-def _close_and_count(outbox: Outbox) -> OutboxCounts:
-    try:
-        return outbox.counts()
-    finally:
-        outbox.close()
