@@ -250,22 +250,15 @@ class Simulator:
         lane = self._lanes.get(device_id)
         if lane is None:
             lane = self._lanes[device_id] = _Lane(max_batch=self.config.batch_size)
-            if self.config.mode == "single":
-                for i in range(self.config.concurrency):
-                    self._spawn(self._single_sender(lane), f"send-{device_id}-{i}")
-            else:
-                self._spawn(self._batcher(lane), f"batch-{device_id}")
+            self._spawn(self._sender(lane), f"sender-{device_id}")
         return lane
 
     def _hold(self, items: list[OutboxItem]) -> None:
         """Queue leased scans on their devices' lanes: they count against ``max_in_memory`` until answered."""
         at = time.monotonic()
-        by_device: dict[str, list[OutboxItem]] = {}
         for item in items:
             self._held.add(item.seq)
-            by_device.setdefault(item.scan.device_id, []).append(item)
-        for device, queued in by_device.items():
-            self._lane(device).push(queued, at)
+            self._lane(item.scan.device_id).push([item], at)
         self.stats.in_memory = len(self._held)
 
     @property
@@ -481,38 +474,30 @@ class Simulator:
             self.stats.endpoint_up = False
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
 
-    def _note_success(self, gen: int) -> None:
-        if not self._gate.is_closed or self._gate.failures:
-            log.info("ingest reachable again")
-        self.stats.endpoint_up = True
-        self._gate.success(gen)
-
     # ------------------------------------------------------------------ HTTP
-    async def _single_sender(self, lane: _Lane) -> None:
-        """One request per scan; a backlog (e.g. after an outage) is caught up in batches if configured."""
-        catch_up = self.config.catch_up_batch
+    async def _sender(self, lane: _Lane) -> None:
+        """Sends a device's queue, with up to ``concurrency`` requests in flight."""
+        cfg = self.config
+        slots = asyncio.Semaphore(cfg.concurrency)
         while True:
             while not lane.queue:
                 await lane.wait()
-            batch = catch_up > 1 and len(lane.queue) > self.config.concurrency
-            await self._send(lane, lane.take(min(catch_up, lane.max_batch) if batch else 1), batch=batch)
-
-    async def _batcher(self, lane: _Lane) -> None:
-        """Size trigger + time trigger: a batch leaves when full or when its oldest scan waited long."""
-        slots = asyncio.Semaphore(self.config.concurrency)
-        while True:
-            while not lane.queue:
-                await lane.wait()
-            deadline = lane.queue[0][1] + self.config.batch_interval_s
-            # when generation is over nothing more is coming: send what is queued without waiting
-            while len(lane.queue) < lane.max_batch and self._generating and time.monotonic() < deadline:
-                await lane.wait(deadline - time.monotonic())
+            if cfg.mode == "batch":  # a batch leaves when full or when its oldest scan waited long enough
+                deadline = lane.queue[0][1] + cfg.batch_interval_s
+                # when generation is over nothing more is coming: send what is queued without waiting
+                while len(lane.queue) < lane.max_batch and self._generating and time.monotonic() < deadline:
+                    await lane.wait(deadline - time.monotonic())
             await slots.acquire()
-            batch = lane.take(lane.max_batch)
-            if not batch:
+            if cfg.mode == "batch":
+                batch, size = True, lane.max_batch
+            else:  # one request per scan, but a backlog (e.g. after an outage) is caught up in batches
+                batch = cfg.catch_up_batch > 1 and len(lane.queue) > cfg.concurrency
+                size = min(cfg.catch_up_batch, lane.max_batch) if batch else 1
+            items = lane.take(size)
+            if not items:
                 slots.release()
                 continue
-            task = self._spawn(self._send(lane, batch, batch=True), "batch-send")
+            task = self._spawn(self._send(lane, items, batch=batch), "send")
             task.add_done_callback(lambda _t: slots.release())
 
     async def _send(self, lane: _Lane, items: list[OutboxItem], *, batch: bool) -> None:
@@ -542,7 +527,10 @@ class Simulator:
             self._note_failure(gen, retry_after, f"HTTP {status}")
             self._retry(items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after)
             return
-        self._note_success(gen)
+        if not self._gate.is_closed or self._gate.failures:
+            log.info("ingest reachable again")
+        self.stats.endpoint_up = True
+        self._gate.success(gen)
         if status >= 300:
             self._refused(lane, items, status, payload)
             return
