@@ -1,8 +1,7 @@
 """Retry timing for scanners: Retry-After parsing, and a gate that pauses a whole endpoint.
 
-Per-scan delays use the product's own rule (:func:`barcode_pipeline.retry.backoff_delay`).
-
-Per-scan back-off alone would let thousands of pending scans each hammer an API that is down;
+Per-scan delays use the product's own rule (:func:`barcode_pipeline.retry.backoff_delay`), but
+per-scan back-off alone would let thousands of pending scans each hammer an API that is down;
 the gate makes one request probe the endpoint while the others wait, and opens for all on success.
 """
 
@@ -10,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,18 +24,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), capped; None if absent/bad."""
     if not value:
         return None
-    value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
         try:
-            when = parsedate_to_datetime(value)
+            seconds = parsedate_to_datetime(value.strip()).timestamp() - (time.time() if now is None else now)
         except (TypeError, ValueError):
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
+    return None if math.isnan(seconds) else min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
 
 
 class EndpointGate:

@@ -52,14 +52,6 @@ def failed_attempts(counts: OutboxCounts) -> int:
     return counts.attempts - counts.acked - counts.rejected
 
 
-def _counts_table(counts: OutboxCounts) -> Table:
-    table = Table(show_header=False)
-    for key, value in asdict(counts).items():
-        table.add_row(key, f"{value:,}")
-    table.add_row("failed attempts", f"{failed_attempts(counts):,}")
-    return table
-
-
 def _print_report(console: Console, report: SimulatorReport, as_json: bool) -> None:
     if as_json:
         typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
@@ -239,9 +231,12 @@ def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_js
     counts = outbox_status(path)
     if as_json:
         typer.echo(orjson.dumps({"outbox": str(path), **asdict(counts)}).decode())
-    else:
-        console.print(f"outbox {path} at {time.strftime('%H:%M:%S')}")
-        console.print(_counts_table(counts))
+        return
+    console.print(f"outbox {path} at {time.strftime('%H:%M:%S')}")
+    table = Table(show_header=False)
+    for key, value in [*asdict(counts).items(), ("failed attempts", failed_attempts(counts))]:
+        table.add_row(key, f"{value:,}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -261,8 +256,7 @@ def _own_key(settings: HarnessSettings) -> str:
     key = with_harness_key(settings, "scanner", start_stack=False).ingest_api_key
     if key:
         log.info(
-            "created scanner key harness-scanner; ingest knows it within %.1f s",
-            settings.auth.refresh_s,
+            "created scanner key harness-scanner; ingest knows it within %.1f s", settings.auth.refresh_s
         )
         time.sleep(max(0.0, created + settings.auth.refresh_s + 0.5 - time.monotonic()))
     return key
