@@ -44,9 +44,7 @@ log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-_JSON = {"Content-Type": "application/json"}
 _MAX_BODY_IN_ERROR = 2000
-Mode = Literal["single", "batch"]
 
 
 def now_ms() -> int:
@@ -63,7 +61,7 @@ class SimulatorConfig:
     rate_per_device: float = 10.0  # scans/s each device generates
     count: int | None = None  # total scans to generate (over all devices); 0 = only drain the outbox
     duration_s: float | None = None
-    mode: Mode = "single"
+    mode: Literal["single", "batch"] = "single"
     batch_size: int = 100
     batch_interval_s: float = 1.0  # time trigger: a batch leaves at most this long after its first scan
     duplicate_ratio: float = 0.0
@@ -179,13 +177,11 @@ def _find_index(body: Any) -> int | None:
 def _failed_indices(body: bytes, size: int) -> set[int] | None:
     """``failedIndices`` of a batch answer; None when the body is not the documented shape."""
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        raw = orjson.loads(body).get("failedIndices", [])
+    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
         return None
-    raw = decoded.get("failedIndices", []) if isinstance(decoded, dict) else None
-    if not isinstance(raw, list) or not all(isinstance(i, int) and 0 <= i < size for i in raw):
-        return None
-    return set(raw)
+    valid = isinstance(raw, list) and all(isinstance(i, int) and 0 <= i < size for i in raw)
+    return set(raw) if valid else None
 
 
 def is_retryable(status: int) -> bool:
@@ -286,7 +282,7 @@ class Simulator:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=len(cfg.devices) * cfg.concurrency + 8),
                 timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s),
-                headers=client_headers(cfg.api_key),
+                headers={**client_headers(cfg.api_key), "Content-Type": "application/json"},
             )
             flusher = self._spawn(self._flusher(), "outbox-flusher")
             self._spawn(self._relay(), "outbox-relay")
@@ -510,9 +506,7 @@ class Simulator:
         gen = await self._gate.acquire()
         try:
             self.stats.requests += 1
-            async with self._session.post(
-                self._base + path, data=body, headers=_JSON, allow_redirects=False
-            ) as resp:
+            async with self._session.post(self._base + path, data=body, allow_redirects=False) as resp:
                 status, payload = resp.status, await resp.read()
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
