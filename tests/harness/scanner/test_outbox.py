@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def rejected(path: Path) -> list[tuple[int, int, str]]:
 
 
 def test_new_scans_are_pending_and_leased_ones_are_not_due(path: Path) -> None:
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         items = box.add(scans(5), now_ms=NOW, lease_ms=60_000)
         assert [i.seq for i in items] == [1, 2, 3, 4, 5]
         assert box.counts().pending == 5
@@ -49,7 +50,7 @@ def test_new_scans_are_pending_and_leased_ones_are_not_due(path: Path) -> None:
 
 
 def test_ack_retry_reject_transitions(path: Path) -> None:
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         a, b, c = box.add(scans(3), now_ms=NOW, lease_ms=60_000)
         result = box.write(
             now_ms=NOW + 1,
@@ -79,7 +80,7 @@ def test_ack_retry_reject_transitions(path: Path) -> None:
 
 
 def test_outcomes_only_apply_to_pending_rows(path: Path) -> None:
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         (a,) = box.add(scans(1), now_ms=NOW)
         box.write(now_ms=NOW, rejects=[Reject(a.seq, 400, "bad")])
         late = box.write(now_ms=NOW, acks=[Ack(a.seq, 202)], retries=[Retry(a.seq, NOW, 503, "x")])
@@ -88,7 +89,7 @@ def test_outcomes_only_apply_to_pending_rows(path: Path) -> None:
 
 
 def test_claim_skips_rows_held_in_memory_and_leases_what_it_returns(path: Path) -> None:
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         items = box.add(scans(4), now_ms=NOW)  # not leased: due now
         first = box.claim_due(now_ms=NOW, limit=10, lease_ms=1000, exclude={items[0].seq})
         assert [i.seq for i in first] == [i.seq for i in items[1:]]
@@ -98,10 +99,10 @@ def test_claim_skips_rows_held_in_memory_and_leases_what_it_returns(path: Path) 
 
 def test_everything_survives_a_reopen_and_leases_end_at_restart(path: Path) -> None:
     batch = scans(10)
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         items = box.add(batch, now_ms=NOW, lease_ms=3_600_000)
         box.write(now_ms=NOW, acks=[Ack(i.seq, 202) for i in items[:4]])
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         counts = box.counts()
         assert (counts.total, counts.pending, counts.acked) == (10, 6, 4)
         assert box.make_all_due(NOW + 1) == 6
@@ -112,12 +113,12 @@ def test_everything_survives_a_reopen_and_leases_end_at_restart(path: Path) -> N
 
 
 def test_one_writer_per_outbox_but_status_reads_while_it_runs(path: Path) -> None:
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         box.add(scans(3), now_ms=NOW)
         with pytest.raises(ConfigError, match="in use"):
             Outbox(path)
         assert outbox_status(path).pending == 3
-    with Outbox(path):  # released on close
+    with closing(Outbox(path)):  # released on close
         pass
 
 
@@ -127,7 +128,7 @@ def test_status_of_a_missing_outbox_is_an_error(tmp_path: Path) -> None:
 
 
 def test_requeue_rejected_and_purge_acked_keep_the_counts_honest(path: Path) -> None:
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         items = box.add(scans(6), now_ms=NOW)
         box.write(
             now_ms=NOW,
@@ -149,7 +150,7 @@ def test_batched_transactions_handle_a_large_backlog(path: Path) -> None:
     shared CI machine a tight threshold measures the machine's disk and cores, not the outbox.
     """
     batch = scans(20_000)
-    with Outbox(path) as box:
+    with closing(Outbox(path)) as box:
         start = time.perf_counter()
         for i in range(0, len(batch), 500):
             items = box.add(batch[i : i + 500], now_ms=NOW, lease_ms=60_000)

@@ -223,7 +223,7 @@ def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_js
     if requeue or purge:
         if not path.exists():
             raise ConfigError(f"no outbox at {path}", component="scanner")
-        with Outbox(path) as box:
+        with contextlib.closing(Outbox(path)) as box:
             if requeue:
                 console.print(f"requeued {box.requeue_rejected(now_ms()):,} rejected scans")
             if purge:

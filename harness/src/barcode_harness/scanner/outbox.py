@@ -20,8 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Literal, NamedTuple, Self
+from typing import IO, Any, Literal, NamedTuple
 
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError
@@ -115,7 +114,8 @@ class WriteResult:
 class Outbox:
     """The outbox file. Only one writer at a time (an exclusive lock file enforces it).
 
-    Not thread-safe: use it from a single thread (the simulator gives it its own).
+    Not thread-safe: use it from a single thread (the simulator gives it its own). Use it in
+    ``contextlib.closing`` to close it on the way out.
     """
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
@@ -167,14 +167,6 @@ class Outbox:
             self._conn.close()
         finally:
             self._release_lock()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
