@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from barcode_harness.scanner.outbox import Ack, Outbox, Reject, Retry, State, outbox_status
+from barcode_harness.scanner.outbox import Ack, Outbox, OutboxItem, Reject, Retry, State, outbox_status
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError
@@ -27,6 +27,10 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite3"
 
 
+def add(box: Outbox, new: list[ScanEvent], *, now_ms: int, lease_ms: int = 0) -> list[OutboxItem]:
+    return box.write(new, now_ms=now_ms, lease_ms=lease_ms).added
+
+
 def state_of(path: Path, seq: int) -> State:
     with sqlite3.connect(path) as conn:
         return State(conn.execute("SELECT state FROM outbox WHERE seq = ?", (seq,)).fetchone()[0])
@@ -41,7 +45,7 @@ def rejected(path: Path) -> list[tuple[int, int, str]]:
 
 def test_new_scans_are_pending_and_leased_ones_are_not_due(path: Path) -> None:
     with closing(Outbox(path)) as box:
-        items = box.add(scans(5), now_ms=NOW, lease_ms=60_000)
+        items = add(box, scans(5), now_ms=NOW, lease_ms=60_000)
         assert [i.seq for i in items] == [1, 2, 3, 4, 5]
         assert box.counts().pending == 5
         assert box.claim_due(now_ms=NOW, limit=10, lease_ms=1000) == []
@@ -51,7 +55,7 @@ def test_new_scans_are_pending_and_leased_ones_are_not_due(path: Path) -> None:
 
 def test_ack_retry_reject_transitions(path: Path) -> None:
     with closing(Outbox(path)) as box:
-        a, b, c = box.add(scans(3), now_ms=NOW, lease_ms=60_000)
+        a, b, c = add(box, scans(3), now_ms=NOW, lease_ms=60_000)
         result = box.write(
             now_ms=NOW + 1,
             acks=[Ack(a.seq, 202)],
@@ -81,7 +85,7 @@ def test_ack_retry_reject_transitions(path: Path) -> None:
 
 def test_outcomes_only_apply_to_pending_rows(path: Path) -> None:
     with closing(Outbox(path)) as box:
-        (a,) = box.add(scans(1), now_ms=NOW)
+        (a,) = add(box, scans(1), now_ms=NOW)
         box.write(now_ms=NOW, rejects=[Reject(a.seq, 400, "bad")])
         late = box.write(now_ms=NOW, acks=[Ack(a.seq, 202)], retries=[Retry(a.seq, NOW, 503, "x")])
         assert (late.acked, late.retried) == (0, 0)
@@ -90,7 +94,7 @@ def test_outcomes_only_apply_to_pending_rows(path: Path) -> None:
 
 def test_claim_skips_rows_held_in_memory_and_leases_what_it_returns(path: Path) -> None:
     with closing(Outbox(path)) as box:
-        items = box.add(scans(4), now_ms=NOW)  # not leased: due now
+        items = add(box, scans(4), now_ms=NOW)  # not leased: due now
         first = box.claim_due(now_ms=NOW, limit=10, lease_ms=1000, exclude={items[0].seq})
         assert [i.seq for i in first] == [i.seq for i in items[1:]]
         assert [i.seq for i in box.claim_due(now_ms=NOW, limit=10, lease_ms=1000)] == [items[0].seq]
@@ -100,7 +104,7 @@ def test_claim_skips_rows_held_in_memory_and_leases_what_it_returns(path: Path) 
 def test_everything_survives_a_reopen_and_leases_end_at_restart(path: Path) -> None:
     batch = scans(10)
     with closing(Outbox(path)) as box:
-        items = box.add(batch, now_ms=NOW, lease_ms=3_600_000)
+        items = add(box, batch, now_ms=NOW, lease_ms=3_600_000)
         box.write(now_ms=NOW, acks=[Ack(i.seq, 202) for i in items[:4]])
     with closing(Outbox(path)) as box:
         counts = box.counts()
@@ -108,13 +112,13 @@ def test_everything_survives_a_reopen_and_leases_end_at_restart(path: Path) -> N
         assert box.make_all_due(NOW + 1) == 6
         due = box.claim_due(now_ms=NOW + 1, limit=100, lease_ms=1000)
         assert [i.scan for i in due] == batch[4:]
-        (new,) = box.add(scans(1, seed=2), now_ms=NOW)
+        (new,) = add(box, scans(1, seed=2), now_ms=NOW)
         assert new.seq == 11  # numbering continues
 
 
 def test_one_writer_per_outbox_but_status_reads_while_it_runs(path: Path) -> None:
     with closing(Outbox(path)) as box:
-        box.add(scans(3), now_ms=NOW)
+        add(box, scans(3), now_ms=NOW)
         with pytest.raises(ConfigError, match="in use"):
             Outbox(path)
         assert outbox_status(path).pending == 3
@@ -129,7 +133,7 @@ def test_status_of_a_missing_outbox_is_an_error(tmp_path: Path) -> None:
 
 def test_requeue_rejected_and_purge_acked_keep_the_counts_honest(path: Path) -> None:
     with closing(Outbox(path)) as box:
-        items = box.add(scans(6), now_ms=NOW)
+        items = add(box, scans(6), now_ms=NOW)
         box.write(
             now_ms=NOW,
             acks=[Ack(i.seq, 202) for i in items[:3]],
@@ -153,7 +157,7 @@ def test_batched_transactions_handle_a_large_backlog(path: Path) -> None:
     with closing(Outbox(path)) as box:
         start = time.perf_counter()
         for i in range(0, len(batch), 500):
-            items = box.add(batch[i : i + 500], now_ms=NOW, lease_ms=60_000)
+            items = add(box, batch[i : i + 500], now_ms=NOW, lease_ms=60_000)
             box.write(now_ms=NOW, acks=[Ack(it.seq, 202) for it in items])
         elapsed = time.perf_counter() - start
         assert box.counts().acked == 20_000

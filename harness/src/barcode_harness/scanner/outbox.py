@@ -228,9 +228,6 @@ class Outbox:
         self._next_seq += len(added)
         return WriteResult(added, acked, retried, rejected)
 
-    def add(self, scans: Sequence[ScanEvent], *, now_ms: int, lease_ms: int = 0) -> list[OutboxItem]:
-        return self.write(scans, now_ms=now_ms, lease_ms=lease_ms).added
-
     def claim_due(
         self, *, now_ms: int, limit: int, lease_ms: int, exclude: Iterable[int] = ()
     ) -> list[OutboxItem]:
