@@ -214,7 +214,7 @@ class Simulator:
         self._flush_wanted = asyncio.Event()
         self._closing = False
         self._logged_rejects: set[int] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanner-outbox")
         self._outbox: Outbox | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gate = EndpointGate(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s, rng=self._rng)
@@ -224,7 +224,6 @@ class Simulator:
 
     # ------------------------------------------------------------------ plumbing
     async def _db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        assert self._executor is not None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
@@ -270,7 +269,6 @@ class Simulator:
         """Generate (if asked), deliver, drain; returns when done, drained, timed out or ``stop`` is set."""
         cfg = self.config
         started = time.monotonic()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanner-outbox")
         flusher: asyncio.Task[None] | None = None
         try:
             self._outbox = await self._db(Outbox, cfg.outbox_path, synchronous=cfg.synchronous)
@@ -332,8 +330,7 @@ class Simulator:
         finally:
             if self._session is not None:
                 await self._session.close()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=True)
 
     async def _generate_then_drain(self) -> None:
         await self._generate()
@@ -381,7 +378,6 @@ class Simulator:
                 await asyncio.sleep(tick)
         finally:
             self._generating = False
-            self.stats.duplicates = self._factory.duplicates
             self._flush_wanted.set()
 
     # ------------------------------------------------------------------ outbox writer
