@@ -119,9 +119,8 @@ class Outbox:
     """
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
-        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file: IO[bytes] | None = self._lock(path)
+        self._lock_file = self._lock(path)
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -130,11 +129,9 @@ class Outbox:
             with self._transaction() as cur:  # a reader never sees half a schema
                 for statement in _SCHEMA.split(";")[:-1]:
                     cur.execute(statement)
-                self._next_seq = int(
-                    cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
-                )
+                self._next_seq: int = 1 + (cur.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
         except BaseException:
-            self._release_lock()
+            self._lock_file.close()  # closing the file releases its lock
             raise
 
     # ----------------------------------------------------------------- lifecycle
@@ -155,18 +152,13 @@ class Outbox:
         handle.flush()
         return handle
 
-    def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing the file releases its lock
-            self._lock_file = None
-
     def close(self) -> None:
-        if self._lock_file is None:
+        if self._lock_file.closed:
             return
         try:
             self._conn.close()
         finally:
-            self._release_lock()
+            self._lock_file.close()
 
     # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
