@@ -1,8 +1,7 @@
 """Retry timing for scanners: Retry-After parsing, and a gate that pauses a whole endpoint.
 
-Per-scan delays use the product's own rule (:func:`barcode_pipeline.retry.backoff_delay`).
-
-Per-scan back-off alone would let thousands of pending scans each hammer an API that is down;
+Per-scan delays use the product's own rule (:func:`barcode_pipeline.retry.backoff_delay`), but
+per-scan back-off alone would let thousands of pending scans each hammer an API that is down;
 the gate makes one request probe the endpoint while the others wait, and opens for all on success.
 """
 
@@ -10,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,18 +24,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), capped; None if absent/bad."""
     if not value:
         return None
-    value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
         try:
-            when = parsedate_to_datetime(value)
+            seconds = parsedate_to_datetime(value.strip()).timestamp() - (time.time() if now is None else now)
         except (TypeError, ValueError):
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
+    return None if math.isnan(seconds) else min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
 
 
 class EndpointGate:
@@ -59,20 +55,12 @@ class EndpointGate:
         self._cap_s = cap_s
         self._rng = rng or random.Random()
         self._clock = clock
-        self._failures = 0
-        self._closed = True
+        self.failures = 0  # retryable failures in a row
+        self.is_closed = True
         self._open_until = 0.0
         self._probe: int | None = None  # generation handed to the probing request
         self._changed = asyncio.Event()
         self.generation = 0  # bumps on every change of state; a request remembers the one it started in
-
-    @property
-    def is_closed(self) -> bool:
-        return self._closed
-
-    @property
-    def failures(self) -> int:
-        return self._failures
 
     def _bump(self) -> None:
         self.generation += 1
@@ -82,7 +70,7 @@ class EndpointGate:
     async def acquire(self) -> int:
         """Wait until a request may be sent; returns the generation to pass to success/failure/abandon."""
         while True:
-            if self._closed:
+            if self.is_closed:
                 return self.generation
             changed = self._changed
             wait = self._open_until - self._clock()
@@ -98,9 +86,9 @@ class EndpointGate:
     def success(self, generation: int) -> None:
         """The endpoint answered: any answer proves it is back, whenever the request started."""
         del generation
-        if not self._closed or self._failures:
-            self._failures = 0
-            self._closed = True
+        if not self.is_closed or self.failures:
+            self.failures = 0
+            self.is_closed = True
             self._probe = None
             self._bump()
 
@@ -108,12 +96,10 @@ class EndpointGate:
         """A retryable failure (connection error, timeout, 408/429/5xx)."""
         if generation != self.generation:
             return  # started before the last change of state: says nothing new
-        self._failures += 1
-        delay = backoff_delay(self._failures, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
-        if retry_after_s is not None:
-            delay = max(delay, retry_after_s)
-        self._open_until = self._clock() + delay
-        self._closed = False
+        self.failures += 1
+        delay = backoff_delay(self.failures, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
+        self._open_until = self._clock() + max(delay, retry_after_s or 0.0)
+        self.is_closed = False
         self._probe = None
         self._bump()
 

@@ -1,15 +1,14 @@
-"""GS1 barcodes (EAN-13 and ITF-14) with correct check digits. Pure: no I/O, no global state.
+"""GS1 barcodes (EAN-13 and ITF-14) with correct check digits, as a logistics center's scanners read.
 
-Simulated scans must look like what a logistics center's scanners read, so that validation,
-storage and any barcode-level dedup see realistic data. Codes come from a counter passed
-through a bijection, so a run never repeats a barcode by chance (with ``dedup_policy=barcode``
-a random collision would look like a lost scan in a benchmark's acknowledged-vs-stored check).
+Codes come from a counter passed through a bijection, so a run never repeats a barcode by chance
+(with ``dedup_policy=barcode`` a collision would look like a lost scan in a benchmark's check).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from itertools import cycle
 
 # GS1 prefixes (first three digits of a GTIN-13), weighted like the goods of a Korean center:
 # mostly domestic (880), then China, Japan, the US/Canada (UPC as EAN-13) and Germany.
@@ -20,8 +19,9 @@ _PREFIXES: tuple[tuple[tuple[str, ...], float], ...] = (
     (tuple(f"{p:03d}" for p in range(1, 20)), 0.07),
     (tuple(str(p) for p in range(400, 441)), 0.05),
 )
-_PAYLOAD_DIGITS = 9  # GTIN-13 = 3 prefix + 9 company/item digits + 1 check digit
-_PAYLOAD_SPACE = 10**_PAYLOAD_DIGITS
+_CHOICES = tuple(p for prefixes, _ in _PREFIXES for p in prefixes)
+_WEIGHTS = tuple(weight / len(prefixes) for prefixes, weight in _PREFIXES for _ in prefixes)
+_PAYLOAD_SPACE = 10**9  # GTIN-13 = 3 prefix + 9 company/item digits + 1 check digit
 # Multiplier coprime with 10: n -> (n * A + B) mod 10^9 is a bijection that scatters a counter.
 _SCRAMBLE = 387_420_489  # 3^18
 
@@ -33,10 +33,8 @@ def gs1_check_digit(digits: str) -> int:
     """
     if not digits.isdigit() or not digits.isascii():
         raise ValueError(f"a GS1 payload is decimal digits, got {digits!r}")
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        total += int(char) * (3 if position % 2 == 0 else 1)
-    return (10 - total % 10) % 10
+    total = sum(int(char) * weight for char, weight in zip(reversed(digits), cycle((3, 1))))
+    return -total % 10
 
 
 def is_valid_gs1(code: str) -> bool:
@@ -87,8 +85,6 @@ class BarcodeFactory:
     _rng: random.Random = field(init=False, repr=False)
     _offset: int = field(init=False, repr=False)
     _next: int = field(init=False, default=0, repr=False)
-    _choices: tuple[str, ...] = field(init=False, repr=False)
-    _weights: tuple[float, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.stream < self.streams:
@@ -97,27 +93,13 @@ class BarcodeFactory:
             raise ValueError("itf14_ratio must be in [0, 1]")
         self._rng = random.Random(f"{self.seed}:{self.stream}")
         self._offset = random.Random(self.seed).randrange(_PAYLOAD_SPACE)
-        choices: list[str] = []
-        weights: list[float] = []
-        for prefixes, weight in _PREFIXES:
-            choices.extend(prefixes)
-            weights.extend([weight / len(prefixes)] * len(prefixes))
-        self._choices, self._weights = tuple(choices), tuple(weights)
-
-    def _payload(self) -> str:
-        n = self._next * self.streams + self.stream
-        self._next += 1
-        return f"{(n * _SCRAMBLE + self._offset) % _PAYLOAD_SPACE:09d}"
-
-    def next_ean13(self) -> str:
-        prefix = self._rng.choices(self._choices, self._weights)[0]
-        return ean13(prefix + self._payload())
-
-    def next_itf14(self) -> str:
-        return itf14(self._rng.randint(1, 8), self.next_ean13())
 
     def next(self) -> str:
-        """One barcode; ITF-14 with probability ``itf14_ratio``."""
-        if self.itf14_ratio and self._rng.random() < self.itf14_ratio:
-            return self.next_itf14()
-        return self.next_ean13()
+        """One barcode; ITF-14 (a case of a new item) with probability ``itf14_ratio``."""
+        case = self.itf14_ratio > 0 and self._rng.random() < self.itf14_ratio
+        indicator = self._rng.randint(1, 8) if case else 0
+        n = self._next * self.streams + self.stream
+        self._next += 1
+        prefix = self._rng.choices(_CHOICES, _WEIGHTS)[0]
+        item = ean13(f"{prefix}{(n * _SCRAMBLE + self._offset) % _PAYLOAD_SPACE:09d}")
+        return itf14(indicator, item) if case else item

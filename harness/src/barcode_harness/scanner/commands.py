@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +34,7 @@ from barcode_pipeline.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-EXIT_NOT_DRAINED = 3
+EXIT_NOT_DRAINED = 3  # scans were left pending in the outbox
 
 
 class ModeChoice(StrEnum):
@@ -46,21 +47,9 @@ class SyncChoice(StrEnum):
     normal = "normal"
 
 
-def default_outbox(settings: HarnessSettings) -> Path:
-    return settings.state_dir / "scanner" / "outbox.sqlite3"
-
-
 def failed_attempts(counts: OutboxCounts) -> int:
     """Attempts that did not resolve their scan: every acked or rejected row ended with exactly one."""
     return counts.attempts - counts.acked - counts.rejected
-
-
-def _counts_table(counts: OutboxCounts) -> Table:
-    table = Table(show_header=False)
-    for key, value in counts.to_dict().items():
-        table.add_row(key, f"{value:,}")
-    table.add_row("failed attempts", f"{failed_attempts(counts):,}")
-    return table
 
 
 def _print_report(console: Console, report: SimulatorReport, as_json: bool) -> None:
@@ -197,7 +186,7 @@ def scanner(
     """
     settings = load_harness_settings()
     setup_logging(settings.log_level, "scanner")
-    path = outbox or default_outbox(settings)
+    path = outbox or settings.state_dir / "scanner" / "outbox.sqlite3"
     console = Console(stderr=not as_json)
     if status or requeue_rejected or purge_acked:
         _maintain(path, console, requeue=requeue_rejected, purge=purge_acked, as_json=as_json)
@@ -234,17 +223,20 @@ def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_js
     if requeue or purge:
         if not path.exists():
             raise ConfigError(f"no outbox at {path}", component="scanner")
-        with Outbox(path) as box:
+        with contextlib.closing(Outbox(path)) as box:
             if requeue:
                 console.print(f"requeued {box.requeue_rejected(now_ms()):,} rejected scans")
             if purge:
                 console.print(f"purged {box.purge_acked():,} acknowledged rows")
     counts = outbox_status(path)
     if as_json:
-        typer.echo(orjson.dumps({"outbox": str(path), **counts.to_dict()}).decode())
-    else:
-        console.print(f"outbox {path} at {time.strftime('%H:%M:%S')}")
-        console.print(_counts_table(counts))
+        typer.echo(orjson.dumps({"outbox": str(path), **asdict(counts)}).decode())
+        return
+    console.print(f"outbox {path} at {time.strftime('%H:%M:%S')}")
+    table = Table(show_header=False)
+    for key, value in [*asdict(counts).items(), ("failed attempts", failed_attempts(counts))]:
+        table.add_row(key, f"{value:,}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -264,8 +256,7 @@ def _own_key(settings: HarnessSettings) -> str:
     key = with_harness_key(settings, "scanner", start_stack=False).ingest_api_key
     if key:
         log.info(
-            "created scanner key harness-scanner; ingest knows it within %.1f s",
-            settings.auth.refresh_s,
+            "created scanner key harness-scanner; ingest knows it within %.1f s", settings.auth.refresh_s
         )
         time.sleep(max(0.0, created + settings.auth.refresh_s + 0.5 - time.monotonic()))
     return key

@@ -11,23 +11,22 @@ even with ``synchronous=FULL`` (one fsync per transaction, not per scan).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Literal, NamedTuple, Self
+from typing import IO, Any, Literal, NamedTuple
 
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = "1"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq             INTEGER PRIMARY KEY,
@@ -45,8 +44,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms) WHERE state = 0;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1'), ('purged_acked', '0');
 """
-_MAX_ERROR_CHARS = 4000
+# A row's scan in ScanEvent's field order, so that ``ScanEvent(*columns)`` reads it back.
+_SCAN_COLUMNS = "seq, barcode, device_id, scan_time, scan_id"
+# An outcome counts an attempt and applies only to a row still pending (a late answer changes nothing).
+_OUTCOME = (
+    "UPDATE outbox SET attempts = attempts + 1, state = ?, done_ms = ?, next_attempt_ms ="
+    " COALESCE(?, next_attempt_ms), last_status = ?, last_error = substr(?, 1, 4000)"
+    " WHERE seq = ? AND state = 0"
+)
 
 
 class State(IntEnum):
@@ -95,16 +102,6 @@ class OutboxCounts:
     sent: int  # scans sent at least once
     attempts: int  # HTTP attempts over all scans (so attempts - sent = retries)
 
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "total": self.total,
-            "pending": self.pending,
-            "acked": self.acked,
-            "rejected": self.rejected,
-            "sent": self.sent,
-            "attempts": self.attempts,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
@@ -114,46 +111,27 @@ class WriteResult:
     rejected: int
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=10000")
-    return conn
-
-
 class Outbox:
     """The outbox file. Only one writer at a time (an exclusive lock file enforces it).
 
-    Not thread-safe: use it from a single thread (the simulator gives it its own).
+    Not thread-safe: use it from a single thread (the simulator gives it its own). Use it in
+    ``contextlib.closing`` to close it on the way out.
     """
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
-        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file: IO[bytes] | None = self._lock(path)
+        self._lock_file = self._lock(path)
         try:
-            self._conn = _connect(path, synchronous)
-            self._create_schema()
-            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
-            self._next_seq = int(row[0]) + 1
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            with self._transaction() as cur:  # a reader never sees half a schema
+                for statement in _SCHEMA.split(";")[:-1]:
+                    cur.execute(statement)
+                self._next_seq: int = 1 + (cur.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
         except BaseException:
-            self._release_lock()
-            raise
-
-    def _create_schema(self) -> None:
-        """Tables, index and meta rows in one transaction: a reader never sees half a schema."""
-        try:
-            self._conn.executescript(
-                "BEGIN IMMEDIATE;"
-                + _SCHEMA
-                + f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{_SCHEMA_VERSION}');"
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_acked', '0');"
-                "COMMIT;"
-            )
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.rollback()
+            self._lock_file.close()  # closing the file releases its lock
             raise
 
     # ----------------------------------------------------------------- lifecycle
@@ -174,29 +152,34 @@ class Outbox:
         handle.flush()
         return handle
 
-    def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
-
     def close(self) -> None:
-        if self._lock_file is None:
+        if self._lock_file.closed:
             return
         try:
             self._conn.close()
         finally:
-            self._release_lock()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+            self._lock_file.close()
 
     # ----------------------------------------------------------------- writes
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, taking the write lock up front (``BEGIN IMMEDIATE``)."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def _update(self, sql: str, *params: object) -> int:
+        with self._transaction() as cur:
+            return cur.execute(sql, params).rowcount
+
     def write(
         self,
         new: Sequence[ScanEvent] = (),
@@ -216,63 +199,26 @@ class Outbox:
         Outcomes only apply to rows still pending, so a late duplicate answer changes nothing.
         """
         leased = len(new) if leased is None else leased
-        first = self._next_seq
-        added = [OutboxItem(first + i, scan) for i, scan in enumerate(new)]
+        first, due = self._next_seq, [now_ms + lease_ms] * leased + [now_ms] * (len(new) - leased)
         rows = [
-            (
-                item.seq,
-                item.scan.scan_id,
-                item.scan.device_id,
-                item.scan.barcode,
-                item.scan.scan_time,
-                now_ms + lease_ms if i < leased else now_ms,
-                now_ms,
-            )
-            for i, item in enumerate(added)
+            (first + i, s.barcode, s.device_id, s.scan_time, s.scan_id, due[i], now_ms)
+            for i, s in enumerate(new)
         ]
-        cur = self._conn.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            if rows:
-                cur.executemany(
-                    "INSERT INTO outbox (seq, scan_id, device_id, barcode, scan_time, next_attempt_ms,"
-                    " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            acked = retried = rejected = 0
-            if acks:
-                cur.executemany(
-                    "UPDATE outbox SET state = 1, attempts = attempts + 1, done_ms = ?, last_status = ?,"
-                    " last_error = NULL WHERE seq = ? AND state = 0",
-                    [(now_ms, a.status, a.seq) for a in acks],
-                )
-                acked = cur.rowcount
-            if retries:
-                cur.executemany(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_status = ?,"
-                    " last_error = ? WHERE seq = ? AND state = 0",
-                    [(r.next_attempt_ms, r.status, r.error[:_MAX_ERROR_CHARS], r.seq) for r in retries],
-                )
-                retried = cur.rowcount
-            if rejects:
-                cur.executemany(
-                    "UPDATE outbox SET state = 2, attempts = attempts + 1, done_ms = ?, last_status = ?,"
-                    " last_error = ? WHERE seq = ? AND state = 0",
-                    [(now_ms, r.status, r.body[:_MAX_ERROR_CHARS], r.seq) for r in rejects],
-                )
-                rejected = cur.rowcount
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.rollback()
-            raise
-        finally:
-            cur.close()
-        self._next_seq = first + len(added)
-        return WriteResult(added=added, acked=acked, retried=retried, rejected=rejected)
-
-    def add(self, scans: Sequence[ScanEvent], *, now_ms: int, lease_ms: int = 0) -> list[OutboxItem]:
-        return self.write(scans, now_ms=now_ms, lease_ms=lease_ms).added
+        outcomes: list[list[tuple[Any, ...]]] = [  # parameters of _OUTCOME, one list per kind
+            [(State.ACKED, now_ms, None, a.status, None, a.seq) for a in acks],
+            [(State.PENDING, None, r.next_attempt_ms, r.status, r.error, r.seq) for r in retries],
+            [(State.REJECTED, now_ms, None, r.status, r.body, r.seq) for r in rejects],
+        ]
+        with self._transaction() as cur:
+            cur.executemany(
+                f"INSERT INTO outbox ({_SCAN_COLUMNS}, next_attempt_ms, created_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            acked, retried, rejected = (cur.executemany(_OUTCOME, p).rowcount if p else 0 for p in outcomes)
+        added = [OutboxItem(first + i, scan) for i, scan in enumerate(new)]
+        self._next_seq += len(added)
+        return WriteResult(added, acked, retried, rejected)
 
     def claim_due(
         self, *, now_ms: int, limit: int, lease_ms: int, exclude: Iterable[int] = ()
@@ -284,19 +230,14 @@ class Outbox:
         """
         held = set(exclude)
         rows = self._conn.execute(
-            "SELECT seq, scan_id, device_id, barcode, scan_time, attempts FROM outbox"
-            " WHERE state = 0 AND next_attempt_ms <= ? ORDER BY next_attempt_ms, seq LIMIT ?",
+            f"SELECT {_SCAN_COLUMNS}, attempts FROM outbox WHERE state = 0 AND next_attempt_ms <= ?"
+            " ORDER BY next_attempt_ms, seq LIMIT ?",
             (now_ms, limit + len(held)),
         ).fetchall()
-        items = [
-            OutboxItem(seq, ScanEvent(barcode=bc, device_id=dev, scan_time=st, scan_id=sid), attempts)
-            for seq, sid, dev, bc, st, attempts in rows
-            if seq not in held
-        ][:limit]
+        items = [OutboxItem(r[0], ScanEvent(*r[1:5]), r[5]) for r in rows if r[0] not in held][:limit]
         if items:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(
+            with self._transaction() as cur:
+                cur.executemany(
                     "UPDATE outbox SET next_attempt_ms = ? WHERE seq = ?",
                     [(now_ms + lease_ms, item.seq) for item in items],
                 )
@@ -304,31 +245,19 @@ class Outbox:
 
     def make_all_due(self, now_ms: int) -> int:
         """On start-up nothing is in flight: leases and back-offs of a previous run end now."""
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            cur = self._conn.execute(
-                "UPDATE outbox SET next_attempt_ms = ? WHERE state = 0 AND next_attempt_ms > ?",
-                (now_ms, now_ms),
-            )
-            return cur.rowcount
+        sql = "UPDATE outbox SET next_attempt_ms = ? WHERE state = 0 AND next_attempt_ms > ?"
+        return self._update(sql, now_ms, now_ms)
 
     def requeue_rejected(self, now_ms: int) -> int:
         """Give rejected scans another chance (e.g. after fixing a wrong URL that answered 404)."""
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            cur = self._conn.execute(
-                "UPDATE outbox SET state = 0, next_attempt_ms = ?, done_ms = NULL WHERE state = 2",
-                (now_ms,),
-            )
-            return cur.rowcount
+        sql = "UPDATE outbox SET state = 0, next_attempt_ms = ?, done_ms = NULL WHERE state = 2"
+        return self._update(sql, now_ms)
 
     def purge_acked(self) -> int:
         """Delete acknowledged rows to keep the file small; their number stays in the counts."""
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            cur = self._conn.execute("DELETE FROM outbox WHERE state = 1")
-            purged = cur.rowcount
-            self._conn.execute(
+        with self._transaction() as cur:
+            purged = cur.execute("DELETE FROM outbox WHERE state = 1").rowcount
+            cur.execute(
                 "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'purged_acked'",
                 (purged,),
             )
@@ -338,41 +267,15 @@ class Outbox:
     def counts(self) -> OutboxCounts:
         return read_counts(self._conn)
 
-    def rejected(self, limit: int = 100) -> list[tuple[OutboxItem, int | None, str | None]]:
-        """Rejected scans with the status and body the server answered."""
-        rows = self._conn.execute(
-            "SELECT seq, scan_id, device_id, barcode, scan_time, attempts, last_status, last_error"
-            " FROM outbox WHERE state = 2 ORDER BY seq LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [
-            (OutboxItem(seq, ScanEvent(barcode=bc, device_id=dev, scan_time=st, scan_id=sid), n), status, err)
-            for seq, sid, dev, bc, st, n, status, err in rows
-        ]
-
-    def state_of(self, seq: int) -> State | None:
-        row = self._conn.execute("SELECT state FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else State(row[0])
-
 
 def read_counts(conn: sqlite3.Connection) -> OutboxCounts:
-    rows = conn.execute(
-        "SELECT state, COUNT(*), SUM(attempts > 0), SUM(attempts) FROM outbox GROUP BY state"
-    ).fetchall()
-    by_state = {State(s): (int(n), int(sent or 0), int(att or 0)) for s, n, sent, att in rows}
-    purged_row = conn.execute("SELECT value FROM meta WHERE key = 'purged_acked'").fetchone()
-    purged = int(purged_row[0]) if purged_row else 0
-    pending = by_state.get(State.PENDING, (0, 0, 0))
-    acked = by_state.get(State.ACKED, (0, 0, 0))
-    rejected = by_state.get(State.REJECTED, (0, 0, 0))
-    return OutboxCounts(
-        total=pending[0] + acked[0] + rejected[0] + purged,
-        pending=pending[0],
-        acked=acked[0] + purged,
-        rejected=rejected[0],
-        sent=pending[1] + acked[1] + rejected[1] + purged,
-        attempts=pending[2] + acked[2] + rejected[2] + purged,
-    )
+    """The counts; purged acknowledged rows still count as acked, sent once and attempted once."""
+    row = conn.execute(
+        "SELECT COUNT(*), SUM(state = 0), SUM(state = 1), SUM(state = 2), SUM(attempts > 0), SUM(attempts),"
+        " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'purged_acked') FROM outbox"
+    ).fetchone()
+    total, pending, acked, rejected, sent, attempts, purged = (int(v or 0) for v in row)
+    return OutboxCounts(total + purged, pending, acked + purged, rejected, sent + purged, attempts + purged)
 
 
 def outbox_status(path: Path) -> OutboxCounts:

@@ -5,10 +5,10 @@ Shared by the scanner simulator and the load generator so that both send the sam
 
 from __future__ import annotations
 
+import itertools
 import random
-import secrets
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -29,16 +29,10 @@ def device_ids(count: int) -> tuple[str, ...]:
     return tuple(f"SEOUL-CENTER-PC-{i:03d}" for i in range(1, count + 1))
 
 
-def ulid_scan_ids() -> Callable[[], str]:
-    """Client-generated, time-ordered scan IDs, unique across restarts (what a real center PC would use)."""
-    return lambda: str(ULID())
-
-
-def counter_scan_ids(prefix: str | None = None) -> Callable[[], str]:
-    """Cheaper unique IDs for load tests: a random run token, then a counter."""
-    token = prefix if prefix is not None else f"lg-{secrets.token_hex(4)}-"
-    counter = iter(range(1, 1 << 62))
-    return lambda: f"{token}{next(counter)}"
+def counter_scan_ids(prefix: str) -> Callable[[], str]:
+    """Cheaper unique IDs for load tests: the caller's run token, then a counter."""
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter)}"
 
 
 class ScanFactory:
@@ -56,7 +50,6 @@ class ScanFactory:
         scan_ids: Callable[[], str] | None = None,
         duplicate_ratio: float = 0.0,
         seed: int | None = None,
-        clock_ms: Callable[[], int] | None = None,
     ) -> None:
         if not devices:
             raise ValueError("at least one device")
@@ -66,11 +59,10 @@ class ScanFactory:
         self.duplicate_ratio = duplicate_ratio
         self._rng = random.Random(seed)
         self._barcodes = barcodes or BarcodeFactory(seed=self._rng.randrange(1 << 30))
-        self._scan_ids = scan_ids or ulid_scan_ids()
-        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._recent: dict[str, deque[ScanEvent]] = {d: deque(maxlen=_RECENT_PER_DEVICE) for d in devices}
+        # by default what a real center PC would use: time-ordered IDs, unique across restarts
+        self._scan_ids = scan_ids or (lambda: str(ULID()))
+        self._recent: dict[str, deque[ScanEvent]] = defaultdict(lambda: deque(maxlen=_RECENT_PER_DEVICE))
         self._turn = 0
-        self.made = 0
         self.duplicates = 0
 
     def next(self, device_id: str | None = None) -> ScanEvent:
@@ -78,17 +70,14 @@ class ScanFactory:
         if device_id is None:
             device_id = self.devices[self._turn]
             self._turn = (self._turn + 1) % len(self.devices)
-        recent = self._recent.get(device_id)
-        if recent is None:
-            recent = self._recent[device_id] = deque(maxlen=_RECENT_PER_DEVICE)
-        self.made += 1
+        recent = self._recent[device_id]
         if self.duplicate_ratio and recent and self._rng.random() < self.duplicate_ratio:
             self.duplicates += 1
             return recent[self._rng.randrange(len(recent))]
         scan = ScanEvent(
             barcode=self._barcodes.next(),
             device_id=device_id,
-            scan_time=self._clock_ms(),
+            scan_time=time.time_ns() // 1_000_000,
             scan_id=self._scan_ids(),
         )
         recent.append(scan)

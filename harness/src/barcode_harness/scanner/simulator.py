@@ -8,9 +8,6 @@ leaves ``pending`` only after a 2xx, so any crash in between means "send again",
 Memory is bounded: at most ``max_in_memory`` scans are queued or in flight; the rest wait in the
 outbox and a relay claims them (oldest first) as room frees up, together with failed scans whose
 back-off has expired. All SQLite work runs on one dedicated thread, off the event loop.
-
-Why one file over 500 lines: generation, the device lanes, the relay and the outcome buffer share
-the in-memory accounting that keeps the bound above; it is only correct when read as one piece.
 """
 
 from __future__ import annotations
@@ -47,11 +44,7 @@ log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-SINGLE_PATH = names.ROUTE_SCAN
-BATCH_PATH = names.ROUTE_BATCH
-_JSON = {"Content-Type": "application/json"}
 _MAX_BODY_IN_ERROR = 2000
-Mode = Literal["single", "batch"]
 
 
 def now_ms() -> int:
@@ -68,7 +61,7 @@ class SimulatorConfig:
     rate_per_device: float = 10.0  # scans/s each device generates
     count: int | None = None  # total scans to generate (over all devices); 0 = only drain the outbox
     duration_s: float | None = None
-    mode: Mode = "single"
+    mode: Literal["single", "batch"] = "single"
     batch_size: int = 100
     batch_interval_s: float = 1.0  # time trigger: a batch leaves at most this long after its first scan
     duplicate_ratio: float = 0.0
@@ -127,9 +120,6 @@ class SimulatorStats:
     in_memory: int = 0
     endpoint_up: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
 class SimulatorReport:
@@ -140,8 +130,8 @@ class SimulatorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run": self.stats.to_dict(),
-            "outbox": self.outbox.to_dict(),
+            "run": asdict(self.stats),
+            "outbox": asdict(self.outbox),
             "elapsed_s": round(self.elapsed_s, 3),
             "drained": self.drained,
         }
@@ -155,19 +145,18 @@ class _Lane:
     queue: deque[tuple[OutboxItem, float]] = field(default_factory=deque)
     pushed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def push(self, items: Iterable[OutboxItem], at: float) -> None:
-        self.queue.extend((item, at) for item in items)
+    def push(self, items: list[OutboxItem], at: float, *, front: bool = False) -> None:
+        if front:
+            self.queue.extendleft((item, at) for item in reversed(items))
+        else:
+            self.queue.extend((item, at) for item in items)
         self.pushed.set()
 
-    def push_front(self, items: list[OutboxItem], at: float) -> None:
-        self.queue.extendleft((item, at) for item in reversed(items))
-        self.pushed.set()
-
-    async def get(self) -> OutboxItem:
-        while not self.queue:
-            self.pushed.clear()
-            await self.pushed.wait()
-        return self.queue.popleft()[0]
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until something is pushed, or ``timeout`` seconds passed."""
+        self.pushed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pushed.wait(), timeout)
 
     def take(self, n: int) -> list[OutboxItem]:
         return [self.queue.popleft()[0] for _ in range(min(n, len(self.queue)))]
@@ -179,30 +168,20 @@ def _find_index(body: Any) -> int | None:
         value = body.get("index")
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        for child in body.values():
-            found = _find_index(child)
-            if found is not None:
-                return found
-    elif isinstance(body, list):
-        for child in body:
-            found = _find_index(child)
-            if found is not None:
-                return found
+        body = list(body.values())
+    if isinstance(body, list):
+        return next((found for child in body if (found := _find_index(child)) is not None), None)
     return None
 
 
 def _failed_indices(body: bytes, size: int) -> set[int] | None:
     """``failedIndices`` of a batch answer; None when the body is not the documented shape."""
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        raw = orjson.loads(body).get("failedIndices", [])
+    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
         return None
-    if not isinstance(decoded, dict):
-        return None
-    raw = decoded.get("failedIndices", [])
-    if not isinstance(raw, list) or not all(isinstance(i, int) and 0 <= i < size for i in raw):
-        return None
-    return set(raw)
+    valid = isinstance(raw, list) and all(isinstance(i, int) and 0 <= i < size for i in raw)
+    return set(raw) if valid else None
 
 
 def is_retryable(status: int) -> bool:
@@ -217,6 +196,7 @@ class Simulator:
         self.config = config
         self.stats = SimulatorStats()
         self._base = config.url.rstrip("/")
+        self._lease_ms = int(config.lease_s * 1000)
         self._rng = random.Random(config.seed)
         self._factory = ScanFactory(
             config.devices,
@@ -234,7 +214,7 @@ class Simulator:
         self._flush_wanted = asyncio.Event()
         self._closing = False
         self._logged_rejects: set[int] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanner-outbox")
         self._outbox: Outbox | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gate = EndpointGate(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s, rng=self._rng)
@@ -244,7 +224,6 @@ class Simulator:
 
     # ------------------------------------------------------------------ plumbing
     async def _db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        assert self._executor is not None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
@@ -259,32 +238,37 @@ class Simulator:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("scanner task %s failed", task.get_name(), exc_info=task.exception())
-            if self._fatal is None:
-                self._fatal = task.exception()
+            self._fatal = self._fatal or task.exception()
             self._failed.set()
 
     def _lane(self, device_id: str) -> _Lane:
         lane = self._lanes.get(device_id)
         if lane is None:
             lane = self._lanes[device_id] = _Lane(max_batch=self.config.batch_size)
-            if self.config.mode == "single":
-                for i in range(self.config.concurrency):
-                    self._spawn(self._single_sender(lane), f"send-{device_id}-{i}")
-            else:
-                self._spawn(self._batcher(lane), f"batch-{device_id}")
+            self._spawn(self._sender(lane), f"sender-{device_id}")
         return lane
+
+    def _hold(self, items: list[OutboxItem]) -> None:
+        """Queue leased scans on their devices' lanes: they count against ``max_in_memory`` until answered."""
+        at = time.monotonic()
+        for item in items:
+            self._held.add(item.seq)
+            self._lane(item.scan.device_id).push([item], at)
+        self.stats.in_memory = len(self._held)
 
     @property
     def _room(self) -> int:
         return max(0, self.config.max_in_memory - len(self._held))
 
+    @property
+    def _unflushed(self) -> bool:
+        return bool(self._new or self._acks or self._retries or self._rejects)
+
     # ------------------------------------------------------------------ run
     async def run(self, stop: asyncio.Event | None = None) -> SimulatorReport:
         """Generate (if asked), deliver, drain; returns when done, drained, timed out or ``stop`` is set."""
-        stop = stop or asyncio.Event()
         cfg = self.config
         started = time.monotonic()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanner-outbox")
         flusher: asyncio.Task[None] | None = None
         try:
             self._outbox = await self._db(Outbox, cfg.outbox_path, synchronous=cfg.synchronous)
@@ -293,36 +277,34 @@ class Simulator:
             self.stats.recovered = self.stats.pending = counts.pending
             if counts.pending:
                 log.info("outbox %s: resuming %d pending scans", cfg.outbox_path, counts.pending)
-            connector = aiohttp.TCPConnector(limit=max(1, len(cfg.devices)) * cfg.concurrency + 8)
             self._session = aiohttp.ClientSession(
-                connector=connector,
+                connector=aiohttp.TCPConnector(limit=len(cfg.devices) * cfg.concurrency + 8),
                 timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s),
-                headers=client_headers(cfg.api_key),
+                headers={**client_headers(cfg.api_key), "Content-Type": "application/json"},
             )
             flusher = self._spawn(self._flusher(), "outbox-flusher")
             self._spawn(self._relay(), "outbox-relay")
             for device in cfg.devices:
                 self._lane(device)
-            work = asyncio.ensure_future(self._generate_then_drain())
-            stopper = asyncio.ensure_future(stop.wait())
-            failed = asyncio.ensure_future(self._failed.wait())
+            waits = (self._generate_then_drain(), (stop or asyncio.Event()).wait(), self._failed.wait())
+            futures = [asyncio.ensure_future(w) for w in waits]
             try:
-                await asyncio.wait({work, stopper, failed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for fut in (work, stopper, failed):
+                for fut in futures:
                     fut.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await fut
-            if work.done() and not work.cancelled():
-                work.result()  # re-raise a failure of generation itself
+                await asyncio.gather(*futures, return_exceptions=True)
+            if not futures[0].cancelled():
+                futures[0].result()  # re-raise a failure of generation itself
         finally:
             await self._shutdown(flusher)
-        if self._fatal is not None:
-            if self._outbox is not None:
-                self._outbox.close()
-            raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
         assert self._outbox is not None
-        final = await asyncio.get_running_loop().run_in_executor(None, _close_and_count, self._outbox)
+        try:
+            if self._fatal is not None:
+                raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
+            final = await asyncio.to_thread(self._outbox.counts)
+        finally:
+            self._outbox.close()
         self.stats.pending = final.pending
         return SimulatorReport(
             stats=self.stats, outbox=final, elapsed_s=time.monotonic() - started, drained=final.pending == 0
@@ -339,78 +321,63 @@ class Simulator:
             self._flush_wanted.set()
             if flusher is not None:
                 await asyncio.gather(flusher, return_exceptions=True)
-            if self._outbox is not None and (self._new or self._acks or self._retries or self._rejects):
+            if self._outbox is not None:
                 try:
                     await self._flush()
                 except Exception as exc:  # already failing: report the first cause, not this echo
                     log.error("final outbox write failed", exc_info=True)
-                    if self._fatal is None:
-                        self._fatal = exc
+                    self._fatal = self._fatal or exc
         finally:
             if self._session is not None:
                 await self._session.close()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=True)
 
-    async def _generate_then_drain(self) -> bool:
+    async def _generate_then_drain(self) -> None:
         await self._generate()
         timeout = self.config.drain_timeout_s
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            busy = self._new or self._acks or self._retries or self._rejects
-            if not busy and self.stats.pending == 0:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while self._unflushed or self.stats.pending:
+            if time.monotonic() >= deadline:
                 log.warning(
                     "drain timeout: %d scans still pending in %s (they are sent on the next run)",
                     self.stats.pending,
                     self.config.outbox_path,
                 )
-                return False
+                return
             await asyncio.sleep(0.02)
 
     # ------------------------------------------------------------------ generation
     async def _generate(self) -> None:
-        """Each device scans at a steady rate until the count or the duration is reached."""
+        """Each device scans at t = 0, 1/rate, 2/rate, ... until its quota or the duration is reached."""
         cfg = self.config
-        devices = cfg.devices
-        if cfg.count is None:
-            quotas = [math.inf] * len(devices)
-        else:
-            base, extra = divmod(cfg.count, len(devices))
-            quotas = [base + (1 if i < extra else 0) for i in range(len(devices))]
+        n = len(cfg.devices)
+        quotas: list[float] = [math.inf] * n
+        if cfg.count is not None:
+            quotas = [cfg.count // n + (i < cfg.count % n) for i in range(n)]
         if not any(quotas):
             return
+        # a duration d holds ceil(d * rate) scans
+        in_duration = math.inf if cfg.duration_s is None else math.ceil(cfg.duration_s * cfg.rate_per_device)
         self._generating = True
-        made = [0] * len(devices)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        made = [0] * n
+        start = time.monotonic()
         tick = min(0.01, max(0.001, 1.0 / cfg.rate_per_device))
         try:
             while True:
-                elapsed = loop.time() - start
-                # each device scans at t = 0, 1/rate, 2/rate, ...; a duration d holds ceil(d * rate) scans
-                due = math.floor(elapsed * cfg.rate_per_device) + 1
-                finished = False
-                if cfg.duration_s is not None:
-                    in_duration = math.ceil(cfg.duration_s * cfg.rate_per_device)
-                    finished = due >= in_duration
-                    due = min(due, in_duration)
-                for i, device in enumerate(devices):
-                    target = min(quotas[i], due)
-                    while made[i] < target:
+                due = min(math.floor((time.monotonic() - start) * cfg.rate_per_device) + 1, in_duration)
+                for i, device in enumerate(cfg.devices):
+                    while made[i] < min(quotas[i], due):
                         self._new.append(self._factory.next(device))
                         made[i] += 1
                         self.stats.generated += 1
                 self.stats.duplicates = self._factory.duplicates
                 if len(self._new) >= 1000:
                     self._flush_wanted.set()
-                if finished or all(m >= q for m, q in zip(made, quotas, strict=True)):
+                if due >= in_duration or all(m >= q for m, q in zip(made, quotas, strict=True)):
                     break
                 await asyncio.sleep(tick)
         finally:
             self._generating = False
-            self.stats.duplicates = self._factory.duplicates
             self._flush_wanted.set()
 
     # ------------------------------------------------------------------ outbox writer
@@ -426,67 +393,46 @@ class Simulator:
 
     async def _flush(self) -> None:
         assert self._outbox is not None
-        new, self._new = self._new, []
-        acks, self._acks = self._acks, []
-        retries, self._retries = self._retries, []
-        rejects, self._rejects = self._rejects, []
-        if not (new or acks or retries or rejects):
+        if not self._unflushed:
             return
+        new, acks, retries, rejects = self._new, self._acks, self._retries, self._rejects
+        self._new, self._acks, self._retries, self._rejects = [], [], [], []
         leased = 0 if self._closing else min(self._room, len(new))
         result = await self._db(
             self._outbox.write,
             new,
             now_ms=now_ms(),
-            lease_ms=int(self.config.lease_s * 1000),
+            lease_ms=self._lease_ms,
             leased=leased,
             acks=acks,
             retries=retries,
             rejects=rejects,
         )
-        for outcome in (acks, retries, rejects):
-            for o in outcome:
-                self._held.discard(o.seq)
+        self._held.difference_update(o.seq for outcome in (acks, retries, rejects) for o in outcome)
         self.stats.acked += result.acked
         self.stats.rejected += result.rejected
         self.stats.pending += len(result.added) - result.acked - result.rejected
-        if leased:
-            at = time.monotonic()
-            by_device: dict[str, list[OutboxItem]] = {}
-            for item in result.added[:leased]:
-                self._held.add(item.seq)
-                by_device.setdefault(item.scan.device_id, []).append(item)
-            for device, items in by_device.items():
-                self._lane(device).push(items, at)
-        self.stats.in_memory = len(self._held)
+        self._hold(result.added[:leased])
 
     async def _relay(self) -> None:
         """Claims due scans from the outbox (retries whose back-off expired, overflow, a previous run's)."""
         assert self._outbox is not None
-        lease_ms = int(self.config.lease_s * 1000)
         while True:
-            room = self._room
-            if room and self.stats.pending > len(self._held):
+            limit = min(self._room, 5000)
+            if limit and self.stats.pending > len(self._held):
                 items = await self._db(
                     self._outbox.claim_due,
                     now_ms=now_ms(),
-                    limit=min(room, 5000),
-                    lease_ms=lease_ms,
+                    limit=limit,
+                    lease_ms=self._lease_ms,
                     exclude=frozenset(self._held),
                 )
-                if items:
-                    at = time.monotonic()
-                    for item in items:
-                        self._held.add(item.seq)
-                        self._lane(item.scan.device_id).push([item], at)
-                    self.stats.in_memory = len(self._held)
-                    if len(items) == min(room, 5000):
-                        continue  # more may be due right away
+                self._hold(items)
+                if len(items) == limit:
+                    continue  # more may be due right away
             await asyncio.sleep(self.config.relay_interval_s)
 
     # ------------------------------------------------------------------ outcomes
-    def _ack(self, items: Iterable[OutboxItem], status: int) -> None:
-        self._acks.extend(Ack(item.seq, status) for item in items)
-
     def _retry(
         self, items: Iterable[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
@@ -496,13 +442,11 @@ class Simulator:
             delay = backoff_delay(
                 item.attempts + 1, base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self._rng
             )
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            delay = max(delay, retry_after or 0.0)
             self._retries.append(Retry(item.seq, now + int(delay * 1000), status, error))
             self.stats.retried += 1
 
-    def _reject(self, items: Iterable[OutboxItem], status: int, body: str) -> None:
-        items = list(items)
+    def _reject(self, items: list[OutboxItem], status: int, body: str) -> None:
         self._rejects.extend(Reject(item.seq, status, body) for item in items)
         if status not in self._logged_rejects:
             self._logged_rejects.add(status)
@@ -522,81 +466,45 @@ class Simulator:
             self.stats.endpoint_up = False
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
 
-    def _note_success(self, gen: int) -> None:
-        if not self._gate.is_closed or self._gate.failures:
-            log.info("ingest reachable again")
-        self.stats.endpoint_up = True
-        self._gate.success(gen)
-
     # ------------------------------------------------------------------ HTTP
-    async def _post(self, path: str, body: bytes) -> tuple[int, bytes, float | None]:
-        assert self._session is not None
-        async with self._session.post(
-            self._base + path, data=body, headers=_JSON, allow_redirects=False
-        ) as resp:
-            payload = await resp.read()
-            return resp.status, payload, parse_retry_after(resp.headers.get("Retry-After"))
-
-    async def _single_sender(self, lane: _Lane) -> None:
-        catch_up = self.config.catch_up_batch
-        backlog = self.config.concurrency
-        while True:
-            item = await lane.get()
-            if catch_up > 1 and len(lane.queue) >= backlog:
-                await self._send_batch(lane, [item, *lane.take(min(catch_up, lane.max_batch) - 1)])
-                continue
-            gen = await self._gate.acquire()
-            try:
-                self.stats.requests += 1
-                status, payload, retry_after = await self._post(SINGLE_PATH, encode_scan(item.scan))
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                self._note_failure(gen, None, reason)
-                self._retry([item], None, reason, None)
-                continue
-            except asyncio.CancelledError:
-                self._gate.abandon(gen)
-                raise
-            if 200 <= status < 300:
-                self._note_success(gen)
-                self._ack([item], status)
-            elif is_retryable(status):
-                self._note_failure(gen, retry_after, f"HTTP {status}")
-                self._retry([item], status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after)
-            else:
-                self._note_success(gen)
-                self._reject([item], status, payload[:_MAX_BODY_IN_ERROR].decode("utf-8", "replace"))
-
-    async def _batcher(self, lane: _Lane) -> None:
-        """Size trigger + time trigger: a batch leaves when full or when its oldest scan waited long."""
-        slots = asyncio.Semaphore(self.config.concurrency)
-        interval = self.config.batch_interval_s
+    async def _sender(self, lane: _Lane) -> None:
+        """Sends a device's queue, with up to ``concurrency`` requests in flight."""
+        cfg = self.config
+        slots = asyncio.Semaphore(cfg.concurrency)
         while True:
             while not lane.queue:
-                lane.pushed.clear()
-                await lane.pushed.wait()
-            deadline = lane.queue[0][1] + interval
-            while len(lane.queue) < lane.max_batch and self._generating:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                lane.pushed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lane.pushed.wait(), timeout=remaining)
-            # when generation is over nothing more is coming: send what is queued without waiting
+                await lane.wait()
+            if cfg.mode == "batch":  # a batch leaves when full or when its oldest scan waited long enough
+                deadline = lane.queue[0][1] + cfg.batch_interval_s
+                # when generation is over nothing more is coming: send what is queued without waiting
+                while len(lane.queue) < lane.max_batch and self._generating and time.monotonic() < deadline:
+                    await lane.wait(deadline - time.monotonic())
             await slots.acquire()
-            batch = lane.take(lane.max_batch)
-            if not batch:
+            if cfg.mode == "batch":
+                batch, size = True, lane.max_batch
+            else:  # one request per scan, but a backlog (e.g. after an outage) is caught up in batches
+                batch = cfg.catch_up_batch > 1 and len(lane.queue) > cfg.concurrency
+                size = min(cfg.catch_up_batch, lane.max_batch) if batch else 1
+            items = lane.take(size)
+            if not items:
                 slots.release()
                 continue
-            task = self._spawn(self._send_batch(lane, batch), "batch-send")
+            task = self._spawn(self._send(lane, items, batch=batch), "send")
             task.add_done_callback(lambda _t: slots.release())
 
-    async def _send_batch(self, lane: _Lane, items: list[OutboxItem]) -> None:
+    async def _send(self, lane: _Lane, items: list[OutboxItem], *, batch: bool) -> None:
+        """POST one scan or a batch, through the endpoint gate, and buffer the outcome of each scan."""
+        assert self._session is not None
+        if batch:
+            path, body = names.ROUTE_BATCH, encode_batch([i.scan for i in items])
+        else:
+            path, body = names.ROUTE_SCAN, encode_scan(items[0].scan)
         gen = await self._gate.acquire()
         try:
             self.stats.requests += 1
-            status, payload, retry_after = await self._post(BATCH_PATH, encode_batch([i.scan for i in items]))
+            async with self._session.post(self._base + path, data=body, allow_redirects=False) as resp:
+                status, payload = resp.status, await resp.read()
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self._note_failure(gen, None, reason)
@@ -605,46 +513,40 @@ class Simulator:
         except asyncio.CancelledError:
             self._gate.abandon(gen)
             raise
-        if 200 <= status < 300:
-            self._note_success(gen)
-            failed = _failed_indices(payload, len(items))
-            if failed is None:
-                if status == 207:  # partial success we cannot decode: resend all (the server dedups)
-                    self._retry(items, status, "unreadable 207 body", None)
-                    return
-                failed = set()
-            self._ack((item for i, item in enumerate(items) if i not in failed), status)
-            self._retry((items[i] for i in sorted(failed)), status, "not confirmed (failedIndices)", None)
-        elif is_retryable(status):
+        if is_retryable(status):
             self._note_failure(gen, retry_after, f"HTTP {status}")
             self._retry(items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after)
-        else:
-            self._note_success(gen)
-            self._refused_batch(lane, items, status, payload)
+            return
+        if not self._gate.is_closed or self._gate.failures:
+            log.info("ingest reachable again")
+        self.stats.endpoint_up = True
+        self._gate.success(gen)
+        if status >= 300:
+            self._refused(lane, items, status, payload)
+            return
+        failed = _failed_indices(payload, len(items)) if batch else set()
+        if failed is None and status == 207:  # partial success we cannot decode: resend all (dedup'd)
+            self._retry(items, status, "unreadable 207 body", None)
+            return
+        failed = failed or set()
+        self._acks.extend(Ack(item.seq, status) for i, item in enumerate(items) if i not in failed)
+        self._retry((items[i] for i in sorted(failed)), status, "not confirmed (failedIndices)", None)
 
-    def _refused_batch(self, lane: _Lane, items: list[OutboxItem], status: int, payload: bytes) -> None:
-        """A 4xx for a batch: drop only what the server blames, resend the innocent rest."""
+    def _refused(self, lane: _Lane, items: list[OutboxItem], status: int, payload: bytes) -> None:
+        """A 4xx: drop only the scan a batch's answer blames, resend the innocent rest."""
         text = payload[:_MAX_BODY_IN_ERROR].decode("utf-8", "replace")
-        at = time.monotonic()
         if status == 413 and len(items) > 1:
             lane.max_batch = max(1, len(items) // 2)
             log.warning(
                 "ingest answered 413 to a batch of %d; batches are now %d", len(items), lane.max_batch
             )
-            lane.push_front(items, at)
+            lane.push(items, time.monotonic(), front=True)
             return
         index: int | None = None
         with contextlib.suppress(orjson.JSONDecodeError):
             index = _find_index(orjson.loads(payload))
         if index is not None and 0 <= index < len(items) and len(items) > 1:
             self._reject([items[index]], status, text)
-            lane.push_front(items[:index] + items[index + 1 :], at)
+            lane.push(items[:index] + items[index + 1 :], time.monotonic(), front=True)
             return
         self._reject(items, status, text)
-
-
-def _close_and_count(outbox: Outbox) -> OutboxCounts:
-    try:
-        return outbox.counts()
-    finally:
-        outbox.close()
