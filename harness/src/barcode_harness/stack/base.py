@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import process
-from barcode_pipeline.errors import StackError
+from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 if TYPE_CHECKING:
+    from barcode_harness.stack.netns import NetNode
     from barcode_harness.stack.secure import SecureFiles
 
 
@@ -38,6 +40,16 @@ def rotate_logs(folder: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG
     return rotated
 
 
+def find_binary(name: str, package: str, component: str) -> str:
+    """``name`` on PATH or in the sbin folders (root's tools), else how to install it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    if not found:
+        raise MissingPrerequisite(
+            f"{name} not found; install it with: apt-get install -y {package}", component=component
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class ComponentStatus:
     name: str
@@ -55,12 +67,13 @@ class Component(abc.ABC):
     start_timeout: float = 60.0
     # Set by the secured stack's manager (stack/secure.py): TLS and per-role users on this server.
     secure: SecureFiles | None = None
+    # The ha profile's nodes: the network namespace the server runs in (stack/netns.py).
+    net: NetNode | None = None
 
     def __init__(self, settings: HarnessSettings) -> None:
         self.settings = settings
         self.home = (settings.state_dir / self.name).resolve()
 
-    # --- paths ---
     @property
     def pidfile(self) -> Path:
         return self.home / "server.pid"
@@ -90,7 +103,6 @@ class Component(abc.ABC):
     def marker(self) -> str:
         """A string in the server's command line that proves a pid is really ours."""
 
-    # --- lifecycle ---
     @abc.abstractmethod
     def prepare(self) -> None:
         """Create config files and initialise storage on first start (idempotent)."""
@@ -118,7 +130,8 @@ class Component(abc.ABC):
         self.home.mkdir(parents=True, exist_ok=True)
         self.prepare()
         rotate_logs(self.home / "logs")
-        process.spawn(self.argv(), log=self.stdout_log, pidfile=self.pidfile)
+        prefix = self.net.exec_prefix() if self.net is not None else []
+        process.spawn([*prefix, *self.argv()], log=self.stdout_log, pidfile=self.pidfile)
         self.wait_healthy()
         self.after_start()
         return True

@@ -9,15 +9,14 @@ request that reached a host is never sent twice by the balancer.
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component
+from barcode_harness.stack.base import Component, find_binary
+from barcode_harness.stack.netns import NetNode
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
-from barcode_pipeline.errors import MissingPrerequisite
 
 CHECK_INTERVAL_MS = 500
 
@@ -63,6 +62,7 @@ class HaProxy(Component):
     name = "haproxy"
     start_timeout = 30.0
     marker = "haproxy"
+    net: NetNode
 
     def __init__(self, settings: HarnessSettings, topo: Topology) -> None:
         super().__init__(settings)
@@ -91,11 +91,7 @@ class HaProxy(Component):
         (self.home / "haproxy.cfg").write_text(cfg)
 
     def argv(self) -> list[str]:
-        binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/bin")
-        if not binary:
-            raise MissingPrerequisite("haproxy not found; install it with: apt-get install -y haproxy",
-                                      component=self.name)  # fmt: skip
-        return [*self.net.exec_prefix(), binary, "-db", "-f", str(self.home / "haproxy.cfg")]
+        return [find_binary("haproxy", "haproxy", self.name), "-db", "-f", str(self.home / "haproxy.cfg")]
 
     def check(self) -> None:
         with socket.create_connection((self.net.ip, self.port), timeout=2):

@@ -130,10 +130,13 @@ class StackManager:
         ``BP_*_FILE`` paths: stack/secure.py; the plaintext stack's are the known dev ones)."""
         if self.secure is not None:
             return transport.env_lines(self.settings)
-        values = {
-            "BP_KAFKA_BOOTSTRAP": self.settings.kafka.bootstrap,
-            "BP_REDIS_URL": self.settings.redis.url,
-            "BP_DB_URL": self.settings.db.url,
+        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.env_values().items())
+
+    def env_values(self, settings: HarnessSettings | None = None) -> dict[str, str]:
+        s = settings or self.settings
+        return {
+            "BP_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+            "BP_REDIS_URL": s.redis.url,
+            "BP_DB_URL": s.db.url,
             "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
-        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
