@@ -1,8 +1,4 @@
-"""The harness's own scanner key: demo, bench and chaos create one per run and send it with every scan.
-
-Ingest requires a key by default (``BP_INGEST_AUTH=required``), so the harness does what an operator
-does: ``keys create``. The key is created before ingest starts, so its first request already knows it.
-"""
+"""The harness's own scanner key: demo, bench and chaos create one per run, as an operator would."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""``barcode-pipeline monitor snapshot``: the key series of the last N minutes from Prometheus, as one PNG.
-
-The picture an operator needs without Grafana: throughput per stage, ingest p99, backlog, freshness,
-dead letters and the database's redo-log writes. Drawn with the bench reports' chart helper.
-"""
+"""``barcode-pipeline monitor snapshot``: the key series of the last N minutes from Prometheus as one
+PNG, the picture an operator needs without Grafana."""
 
 from __future__ import annotations
 

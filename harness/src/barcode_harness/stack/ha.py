@@ -1,11 +1,8 @@
 """The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB.
 
-Every node runs in its own network namespace (stack/netns.py) with its own address, so a fault can
-kill, pause or cut off one node without touching the others. Kafka topics get RF=3 with
-min.insync.replicas=2 (an acknowledged write survives the loss of any one broker); Redis runs with
-``min-replicas-to-write 1``, so a primary cut off from both replicas stops taking writes.
-MariaDB stays a single server: the remaining single point of this topology (its restart is
-covered by the single-node fault suite).
+Every node runs in its own network namespace (stack/netns.py), so a fault can kill, pause or cut off
+one node alone. Topics get RF=3 with min.insync.replicas=2; Redis ``min-replicas-to-write 1``.
+MariaDB stays a single server, the remaining single point.
 """
 
 from __future__ import annotations

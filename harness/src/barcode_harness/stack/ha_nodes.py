@@ -1,7 +1,4 @@
-"""The ``ha`` profile's nodes: KRaft brokers, Redis primary and replicas, Sentinels, MariaDB, each
-in a network namespace of its own (stack/netns.py), and the configuration files they start from.
-stack/ha.py brings them up together.
-"""
+"""The ``ha`` profile's nodes, each in a network namespace of its own, and the files they start from."""
 
 from __future__ import annotations
 

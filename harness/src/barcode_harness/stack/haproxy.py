@@ -1,10 +1,7 @@
 """HAProxy (Debian's ``haproxy``) in front of the ingest of the ha profile's app hosts.
 
-Scanners keep one address, ``<balancer ip>:BP_INGEST_PORT``, whichever app host answers. Each
-app host's ingest is health-checked on ``/ready`` (Kafka reachable) every 500 ms; two failed
-checks take it out of the rotation, so a dead host costs the clients one failed attempt, which
-they resend (scans are idempotent). Only connection failures are retried by HAProxy itself: a
-request that reached a host is never sent twice by the balancer.
+Scanners keep one address whichever app host answers; each host's ``/ready`` is checked every 500 ms.
+Only connection failures are retried by HAProxy: a request that reached a host is never sent twice.
 """
 
 from __future__ import annotations

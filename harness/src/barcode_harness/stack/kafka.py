@@ -1,8 +1,5 @@
-"""Apache Kafka 4.x in KRaft mode (one combined broker+controller), run from Maven Central jars.
-
-There is no Kafka package in Debian or PyPI, so the broker's jars are resolved once with Maven
-into a per-version cache outside the state directory (``stack reset`` does not refetch them).
-"""
+"""Apache Kafka 4.x in KRaft mode (one combined broker+controller), run from Maven Central jars, which
+are resolved once into a per-version cache outside the state directory (no Debian or PyPI package)."""
 
 from __future__ import annotations
 

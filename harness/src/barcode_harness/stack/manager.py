@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from rich.console import Console
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import profile as profiles
@@ -78,13 +81,9 @@ class StackManager:
                      timings[comp.name])  # fmt: skip
 
         errors: list[str] = []
-        if quiet:
+        spinner = Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots")
+        with contextlib.nullcontext() if quiet else spinner:
             self._run_parallel(start, errors)
-        else:
-            from rich.console import Console
-
-            with Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots"):
-                self._run_parallel(start, errors)
         if errors:
             raise StackError("; ".join(errors))
         return timings
@@ -125,11 +124,11 @@ class StackManager:
         self.down()
         shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
-    def env(self) -> str:
+    def env(self, *, show_secrets: bool = False) -> str:
         """Shell exports of the connection settings the services read (a secured stack's secrets as
-        ``BP_*_FILE`` paths: stack/secure.py; the plaintext stack's are the known dev ones)."""
+        ``BP_*_FILE`` paths, or inline: stack/secure.py; the plaintext stack's are the known dev ones)."""
         if self.secure is not None:
-            return transport.env_lines(self.settings)
+            return transport.env_lines(self.settings, show_secrets=show_secrets)
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.env_values().items())
 
     def env_values(self, settings: HarnessSettings | None = None) -> dict[str, str]:

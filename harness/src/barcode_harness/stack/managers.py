@@ -1,7 +1,5 @@
-"""Which stack manager a set of settings gets: single, ha, or the secured single.
-
-Kept apart from stack/manager.py and stack/ha.py, which it chooses between, so neither imports the other.
-"""
+"""Which stack manager a set of settings gets (apart, so stack/manager.py and stack/ha.py need not
+import each other)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""MariaDB from Debian's ``mariadb-server``: its own datadir, port and socket under the state dir.
-
-On first start the data directory is initialised with ``mariadb-install-db`` and the
-application database and user named in ``BP_DB_URL`` are created.
-"""
+"""MariaDB from Debian's ``mariadb-server``: its own datadir, port and socket under the state dir."""
 
 from __future__ import annotations
 

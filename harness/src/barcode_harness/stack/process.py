@@ -1,8 +1,5 @@
-"""Background server processes tracked by pid files.
-
-Servers are started in their own session so they outlive the CLI that started them;
-liveness checks treat zombies (a killed child not yet reaped) as dead.
-"""
+"""Background server processes tracked by pid files, in sessions of their own (they outlive the CLI);
+zombies count as dead."""
 
 from __future__ import annotations
 

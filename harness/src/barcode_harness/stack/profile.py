@@ -1,9 +1,5 @@
-"""Which topology a state directory holds, so one profile never starts over another's data.
-
-A single-node Kafka's internal topics keep replication factor 1 forever and an ``ha`` cluster's
-data dirs belong to a 3-voter quorum: neither can be reused by the other, so a mismatch is refused
-with a message that says what to do.
-"""
+"""Which topology (and transport) a state directory holds, so one never starts over another's data:
+a single node's topics keep RF 1 forever, an ``ha`` cluster's data dirs belong to a 3-voter quorum."""
 
 from __future__ import annotations
 

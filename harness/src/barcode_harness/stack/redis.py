@@ -1,10 +1,7 @@
 """Redis from Debian's ``redis-server``, on its own port with AOF on.
 
-AOF (not RDB snapshots) because the streams, their pending-entry lists and the dedup markers
-must survive a crash. With ``appendfsync everysec`` a crash can still lose up to about 2 s of
-writes Redis had already answered (its AOF write waits behind a running fsync); the processor
-notices the restarted server's new run id and re-reads that stretch from Kafka
-(processor/failover.py).
+AOF because the streams, their pending entries and the dedup markers must survive a crash; the ~2 s
+that ``appendfsync everysec`` may still lose are re-read from Kafka (processor/failover.py).
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
 
-Under ``<state_dir>/secure/``: a CA and a certificate per server (for 127.0.0.1 and localhost) made
-with ``cryptography``, and every password in its own file (mode 0600) under ``secrets/``, with the
-connection URLs built from them, so the pipeline reads its secrets through the ``BP_*_FILE`` settings
-and ``stack env`` prints file names, not secrets.
-
-- Kafka: a SASL_SSL listener (SCRAM-SHA-512; users ``admin``, ``ingest``, ``processor`` created
-  when the storage is formatted) and a controller listener that takes only mutual TLS.
-- Redis: TLS only (``port 0``), the default user off, ACL users ``admin``, ``ingest``, ``processor``,
-  ``worker``, ``exporter`` allowed only the commands and keys each one uses.
-- MariaDB: ``require_secure_transport=ON``; ``bp_admin`` (migrations, ops tools), ``bp_worker``,
-  ``bp_ingest`` and ``bp_legacy`` with grants on their own tables only.
-
-Whether a state directory is secured is recorded in it (like the profile), so a secured stack is
-never started plaintext by mistake, nor a plaintext one "upgraded" under its clients.
+Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file,
+so the pipeline reads its secrets through ``BP_*_FILE`` settings and ``stack env`` prints file names.
+Kafka takes SASL_SSL (SCRAM) and mutual TLS on its controller listener, Redis TLS only with per-user
+ACLs, MariaDB ``require_secure_transport`` with per-table grants. Whether a state directory is secured
+is recorded in it, so it is never started the other way by mistake.
 """
 
 from __future__ import annotations
@@ -165,17 +156,6 @@ def server_subject(server: str) -> str:
     return f"{server}.barcode-pipeline"
 
 
-def _key_pem(key: Any) -> bytes:
-    """A private key as unencrypted PKCS#8 PEM (the files are mode 0600), as every server reads it."""
-    from cryptography.hazmat.primitives import serialization
-
-    return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
 def _issue(files: SecureFiles, name: str) -> None:
     """The CA (``name`` "ca") or one server's key and certificate, signed by the kept CA key. All
     servers' certificates name 127.0.0.1 (one machine); what separation buys is that only Kafka's is a
@@ -219,7 +199,9 @@ def _issue(files: SecureFiles, name: str) -> None:
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     cert_pem = builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-    key_pem = _key_pem(key)
+    key_pem = key.private_bytes(  # unencrypted PKCS#8, as every server reads it (the file is 0600)
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     write_private(files.key(name), key_pem)  # the CA's is kept only to sign the servers' certificates
     if name == "kafka":
         write_private(files.kafka_keystore, key_pem + cert_pem)
@@ -247,8 +229,10 @@ def _role(user: str) -> str:
     return "" if user == "admin" else f"{user}_"
 
 
-def client_values(settings: HarnessSettings, files: SecureFiles) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain settings, secret settings) the pipeline needs for this stack, as setting names."""
+def client_values(settings: HarnessSettings) -> tuple[SecureFiles, dict[str, str], dict[str, str]]:
+    """The state dir's files (made if missing) and the (plain, secret) settings the pipeline needs."""
+    files = SecureFiles.of(settings)
+    files.ensure()
     plain = {
         "stack_secure": "1",
         "kafka_bootstrap": settings.kafka.bootstrap,
@@ -260,14 +244,12 @@ def client_values(settings: HarnessSettings, files: SecureFiles) -> tuple[dict[s
     secret = {f"{_role(u)}db_url": db_url(settings, files, u) for u in DB_USERS}
     secret |= {f"{_role(u)}redis_url": redis_url(settings, files, u) for u in REDIS_USERS}
     secret |= {f"{_role(u)}kafka_sasl_password": files.password("kafka", u) for u in KAFKA_USERS}
-    return plain, secret
+    return files, plain, secret
 
 
 def secure_settings(settings: HarnessSettings) -> HarnessSettings:
     """``settings`` with this state dir's secured connections (admin) and every role's credentials."""
-    files = SecureFiles.of(settings)
-    files.ensure()
-    plain, secret = client_values(settings, files)
+    files, plain, secret = client_values(settings)
     typed: dict[str, object] = {**plain, **secret, "stack_secure": True, "kafka_ssl_ca_file": files.ca_cert}
     return settings.updated(typed)
 
@@ -280,9 +262,7 @@ def stack_settings(settings: HarnessSettings) -> HarnessSettings:
 
 def env_lines(settings: HarnessSettings, *, show_secrets: bool = False) -> str:
     """Shell lines for ``eval``: secrets as ``BP_*_FILE`` paths (the files are written here), or inline."""
-    files = SecureFiles.of(settings)
-    files.ensure()
-    plain, secret = client_values(settings, files)
+    files, plain, secret = client_values(settings)
     lines = [f"unset {' '.join(f'BP_{n.upper()}' for n in secret)}"]
     lines += [f"export BP_{k.upper()}={shlex.quote(v)}" for k, v in plain.items()]
     for name, value in secret.items():
