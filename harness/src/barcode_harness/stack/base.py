@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import process
-from barcode_pipeline.errors import MissingPrerequisite, StackError
+from barcode_pipeline.errors import StackError
 
 if TYPE_CHECKING:
     from barcode_harness.stack.netns import NetNode
@@ -38,16 +37,6 @@ def rotate_logs(folder: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG
         log.with_name(f"{log.name}.{keep + 1}").unlink(missing_ok=True)
         rotated.append(log)
     return rotated
-
-
-def find_binary(name: str, package: str, component: str) -> str:
-    """``name`` on PATH or in the sbin folders (root's tools), else how to install it."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
-    if not found:
-        raise MissingPrerequisite(
-            f"{name} not found; install it with: apt-get install -y {package}", component=component
-        )
-    return found
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from typing import Any
 import redis
 
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component, find_binary
+from barcode_harness.stack.base import Component
 from barcode_harness.stack.kafka import KafkaComponent, broker_properties, override
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode
+from barcode_harness.stack.process import find_binary
 from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, files_conf
 from barcode_harness.stack.topology import (
     APP_HOSTS,

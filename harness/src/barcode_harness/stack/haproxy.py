@@ -10,8 +10,9 @@ import socket
 from pathlib import Path
 
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component, find_binary
+from barcode_harness.stack.base import Component
 from barcode_harness.stack.netns import NetNode
+from barcode_harness.stack.process import find_binary
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 

@@ -18,7 +18,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import secure
-from barcode_harness.stack.base import Component, find_binary
+from barcode_harness.stack.base import Component
+from barcode_harness.stack.process import find_binary
 from barcode_pipeline.adapters.kafka import connection_config
 from barcode_pipeline.errors import StackError
 

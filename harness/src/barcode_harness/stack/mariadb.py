@@ -10,7 +10,8 @@ from pathlib import Path
 import pymysql
 
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component, find_binary
+from barcode_harness.stack.base import Component
+from barcode_harness.stack.process import find_binary
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.errors import StackError
 

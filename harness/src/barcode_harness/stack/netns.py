@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from barcode_harness.stack.base import find_binary
+from barcode_harness.stack.process import find_binary
 from barcode_pipeline.errors import StackError
 
 BRIDGE = "bpha0"

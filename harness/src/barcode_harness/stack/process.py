@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+from barcode_pipeline.errors import MissingPrerequisite
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -89,3 +92,13 @@ def kill(pid: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and is_alive(pid):
         time.sleep(0.05)
+
+
+def find_binary(name: str, package: str, component: str) -> str:
+    """``name`` on PATH or in the sbin folders (root's tools), else how to install it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    if not found:
+        raise MissingPrerequisite(
+            f"{name} not found; install it with: apt-get install -y {package}", component=component
+        )
+    return found

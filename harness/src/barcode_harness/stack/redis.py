@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import redis
 
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component, find_binary
+from barcode_harness.stack.base import Component
+from barcode_harness.stack.process import find_binary
 
 # The local stack's bound: the steady state at 1,000 scans/s with the default dedup window is
 # under 3 GiB; the rest of this 24 GiB machine's memory leaves room for the AOF rewrite's fork.

@@ -299,22 +299,18 @@ def kafka_acls(settings: HarnessSettings) -> list[object]:
     from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
     from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
-    def allow(user: str, kind: ResourceType, name: str, *ops: AclOperation) -> list[AclBinding]:
-        return [
-            AclBinding(
-                kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", op, AclPermissionType.ALLOW
-            )
-            for op in ops
-        ]
-
     read, write, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
-    return [
-        *allow("ingest", ResourceType.TOPIC, names.TOPIC, write, describe),
-        *allow("ingest", ResourceType.TOPIC, names.DLT_TOPIC, describe),  # its readiness probe looks
-        *allow("processor", ResourceType.TOPIC, names.TOPIC, read, describe),
-        *allow("processor", ResourceType.GROUP, settings.processor.group, read, describe),
-        *allow("processor", ResourceType.TOPIC, names.DLT_TOPIC, write, describe),
+    topic, group = ResourceType.TOPIC, ResourceType.GROUP
+    rules = [
+        ("ingest", topic, names.TOPIC, (write, describe)),
+        ("ingest", topic, names.DLT_TOPIC, (describe,)),  # its readiness probe looks
+        ("processor", topic, names.TOPIC, (read, describe)),
+        ("processor", group, settings.processor.group, (read, describe)),
+        ("processor", topic, names.DLT_TOPIC, (write, describe)),
     ]
+    allow, literal = AclPermissionType.ALLOW, ResourcePatternType.LITERAL
+    return [AclBinding(kind, name, literal, f"User:{user}", "*", op, allow)
+            for user, kind, name, ops in rules for op in ops]  # fmt: skip
 
 
 def kafka_format_args(files: SecureFiles) -> list[str]:
@@ -322,10 +318,8 @@ def kafka_format_args(files: SecureFiles) -> list[str]:
 
     They hold the passwords: pass them in an argument file (:func:`java_argfile`), never in argv,
     which every local user can read in ``ps``."""
-    args: list[str] = []
-    for user in KAFKA_USERS:
-        args += ["--add-scram", f"{SCRAM}=[name={user},password={files.password('kafka', user)}]"]
-    return args
+    scram = (f"{SCRAM}=[name={user},password={files.password('kafka', user)}]" for user in KAFKA_USERS)
+    return [arg for user in scram for arg in ("--add-scram", user)]
 
 
 def java_argfile(path: Path, args: list[str]) -> str:
