@@ -22,7 +22,14 @@ from confluent_kafka.admin import AdminClient
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component, ComponentStatus
-from barcode_harness.stack.ha_nodes import HaKafkaNode, HaMariaDB, HaRedisNode, HaSentinel, client_settings
+from barcode_harness.stack.ha_nodes import (
+    NODE_IDS,
+    HaKafkaNode,
+    HaMariaDB,
+    HaRedisNode,
+    HaSentinel,
+    client_settings,
+)
 from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.kafka import kafka_uuid
 from barcode_harness.stack.manager import StackManager
@@ -40,21 +47,21 @@ class HaStackManager(StackManager):
 
     def __init__(self, settings: HarnessSettings) -> None:
         check_subnet(settings.ha_subnet)
-        self.settings = settings
         self.topology = Topology(settings.ha_subnet)
         self.network = Network(settings.ha_subnet, self.topology.all_nodes(),
                                settings.state_dir.resolve() / "network.json")  # fmt: skip
-        rng = range(1, NODES + 1)
-        comps: list[Component] = [
-            *(HaKafkaNode(settings, i, self.topology) for i in rng),
-            *(HaRedisNode(settings, i, self.topology) for i in rng),
-            *(HaSentinel(settings, i, self.topology) for i in rng),
-            HaMariaDB(settings, self.topology, self.network.host_ip),
-            HaProxy(settings, self.topology),
+        super().__init__(settings)
+        self.monitoring = {}  # `stack up --monitoring` and `--secure` are for the single profile
+
+    def servers(self) -> list[Component]:
+        topo, settings = self.topology, self.settings
+        return [
+            *(HaKafkaNode(settings, i, topo) for i in NODE_IDS),
+            *(HaRedisNode(settings, i, topo) for i in NODE_IDS),
+            *(HaSentinel(settings, i, topo) for i in NODE_IDS),
+            HaMariaDB(settings, topo, self.network.host_ip),
+            HaProxy(settings, topo),
         ]
-        self.components = {c.name: c for c in comps}
-        self.monitoring: dict[str, Component] = {}  # `stack up --monitoring` is for the single profile
-        self.secure = None  # `stack up --secure` is for the single profile too
 
     def _of(self, kind: type[C]) -> list[C]:
         return [c for c in self.components.values() if isinstance(c, kind)]
@@ -76,7 +83,7 @@ class HaStackManager(StackManager):
         self.network.up()
         quorum = self.settings.state_dir.resolve() / "kafka-quorum.json"
         if not quorum.exists():
-            dirs = {str(i): kafka_uuid() for i in range(1, NODES + 1)}
+            dirs = {str(i): kafka_uuid() for i in NODE_IDS}
             ids = {"cluster_id": kafka_uuid(), "directories": dirs}
             quorum.write_text(json.dumps(ids, indent=2))
 

@@ -43,17 +43,16 @@ class StackManager:
         from barcode_harness.stack.monitoring import monitoring_components
 
         self.settings = settings
-        self.components: dict[str, Component] = {
-            "kafka": KafkaComponent(settings),
-            "redis": RedisComponent(settings),
-            "mariadb": MariaDBComponent(settings),
-        }
         self.secure = secure
+        self.components: dict[str, Component] = {c.name: c for c in self.servers()}
         for comp in self.components.values():
             comp.secure = secure
         self.monitoring = monitoring_components(settings)
         if monitoring:
             self.components.update(self.monitoring)
+
+    def servers(self) -> list[Component]:
+        return [KafkaComponent(self.settings), RedisComponent(self.settings), MariaDBComponent(self.settings)]
 
     def component(self, name: str) -> Component:
         try:
@@ -63,10 +62,8 @@ class StackManager:
             raise ConfigError(f"unknown component {name!r}; choose one of {choices}") from None
 
     def up(self, *, quiet: bool = False) -> dict[str, float]:
-        """Start whatever is not running and wait until every component answers; idempotent.
-
-        Components start in parallel (Kafka's JVM dominates a cold start). Returns seconds per component.
-        """
+        """Start what is not running, in parallel (Kafka's JVM dominates a cold start), and wait until
+        every component answers; idempotent. Returns seconds per component."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         profiles.claim(self.settings.state_dir, self.profile)
         transport.claim(self.settings.state_dir, self.secure is not None)

@@ -22,11 +22,8 @@ def read_pid(pidfile: Path) -> int | None:
 
 
 def is_alive(pid: int | None, marker: str | None = None) -> bool:
-    """True when ``pid`` runs and is not a zombie; ``marker`` must appear in its command line.
-
-    A server that rewrites its process title (Redis does) can briefly show an empty command
-    line, so a marker mismatch is looked at twice before the process is declared not ours.
-    """
+    """True when ``pid`` runs, is not a zombie and has ``marker`` in its command line (looked at thrice:
+    a server rewriting its process title, as Redis does, briefly shows an empty one)."""
     if not pid:
         return False
     for attempt in range(3):

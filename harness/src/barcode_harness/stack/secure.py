@@ -314,20 +314,15 @@ def kafka_acls(settings: HarnessSettings) -> list[object]:
 
 
 def kafka_format_args(files: SecureFiles) -> list[str]:
-    """``kafka-storage format`` arguments that create the SCRAM users in the bootstrap metadata.
-
-    They hold the passwords: pass them in an argument file (:func:`java_argfile`), never in argv,
-    which every local user can read in ``ps``."""
+    """``kafka-storage format`` arguments creating the SCRAM users; they hold the passwords, so they go
+    in an argument file (:func:`java_argfile`), never in argv, which ``ps`` shows every local user."""
     scram = (f"{SCRAM}=[name={user},password={files.password('kafka', user)}]" for user in KAFKA_USERS)
     return [arg for user in scram for arg in ("--add-scram", user)]
 
 
 def java_argfile(path: Path, args: list[str]) -> str:
-    """Write ``args`` to a 0600 java argument file; returns the ``@path`` argument that reads it.
-
-    The launcher reads the main class and its arguments from it (JDK 9+); each is quoted, with
-    backslashes and quotes escaped, so no value is split or reinterpreted. A line break would end
-    an argument even inside quotes: refused (the generated passwords never hold one)."""
+    """Write ``args`` quoted (backslashes and quotes escaped) to a 0600 java argument file (JDK 9+) and
+    return the ``@path`` argument; a line break would end an argument even inside quotes: refused."""
     if any("\n" in a or "\r" in a for a in args):
         raise ValueError("a java argument file cannot carry a line break")
     quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args)
