@@ -130,8 +130,9 @@ class Component(abc.ABC):
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.pid() is None:
+                tail = " | ".join(self.log_tail(3))[-400:]
                 raise StackError(
-                    f"exited during start-up; see {self.logfile}", component=self.name, hint=self._log_tail()
+                    f"exited during start-up; see {self.logfile}", component=self.name, hint=tail
                 )
             try:
                 self.check()
@@ -166,9 +167,8 @@ class Component(abc.ABC):
                 detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         return ComponentStatus(self.name, self.address, pid, pid is not None, healthy, detail)
 
-    def _log_tail(self, lines: int = 3) -> str:
+    def log_tail(self, lines: int) -> list[str]:
         try:
-            tail = self.logfile.read_text(errors="replace").strip().splitlines()[-lines:]
+            return self.logfile.read_text(errors="replace").strip().splitlines()[-lines:]
         except OSError:
-            return "no log"
-        return " | ".join(tail)[-400:]
+            return ["(no log yet)"]

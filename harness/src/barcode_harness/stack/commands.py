@@ -130,11 +130,7 @@ def logs(
     for name in names:
         comp = manager.component(name)
         typer.echo(f"==> {comp.logfile} <==")
-        try:
-            text = comp.logfile.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            text = ["(no log yet)"]
-        typer.echo("\n".join(text))
+        typer.echo("\n".join(comp.log_tail(lines)))
 
 
 @stack_app.command()

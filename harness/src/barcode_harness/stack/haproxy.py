@@ -6,6 +6,7 @@ Only connection failures are retried by HAProxy: a request that reached a host i
 
 from __future__ import annotations
 
+import csv
 import socket
 from pathlib import Path
 
@@ -104,14 +105,12 @@ class HaProxy(Component):
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
-        lines = data.decode(errors="replace").splitlines()
-        header = lines[0].lstrip("# ").split(",") if lines else []
-        states: dict[str, str] = {}
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(","), strict=False))
-            if row.get("pxname") == "app_hosts" and row.get("svname") not in ("BACKEND", None):
-                states[row["svname"]] = row.get("status", "")
-        return states
+        rows = csv.DictReader(data.decode(errors="replace").lstrip("# ").splitlines())
+        return {
+            row["svname"]: row.get("status") or ""
+            for row in rows
+            if row.get("pxname") == "app_hosts" and row.get("svname") not in ("BACKEND", None)
+        }
 
     def role(self) -> str:
         states = self.server_states()

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import shutil
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import secure
 from barcode_harness.stack.base import Component
-from barcode_harness.stack.process import find_binary
+from barcode_harness.stack.process import find_binary, run_tool
 from barcode_pipeline.adapters.kafka import connection_config
 from barcode_pipeline.errors import StackError
 
@@ -216,10 +215,7 @@ class KafkaComponent(Component):
             mvn, "-q", "-B", "-f", str(build / "pom.xml"), "dependency:copy-dependencies",
             f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise StackError("Maven could not fetch the Kafka jars: " + " | ".join(tail), component="kafka")
+        run_tool(cmd, "Maven could not fetch the Kafka jars", self.name)
         shutil.rmtree(self.jar_dir, ignore_errors=True)
         staging.rename(self.jar_dir)
         (self.jar_dir / ".complete").write_text(self.settings.kafka_version)
@@ -264,13 +260,9 @@ class KafkaComponent(Component):
         argfile = self.home / "format.args"  # passwords go in a private file, not in ps's argv
         try:
             cmd = [java, "-cp", f"{self.jar_dir}/*", secure.java_argfile(argfile, tool)]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            run_tool(cmd, "storage format failed", self.name)
         finally:
             argfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise StackError(
-                f"storage format failed: {result.stdout}{result.stderr}"[-500:], component=self.name
-            )
 
     def argv(self) -> list[str]:
         return [

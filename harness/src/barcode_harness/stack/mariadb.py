@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import getpass
 import shutil
-import subprocess
 from pathlib import Path
 
 import pymysql
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
-from barcode_harness.stack.process import find_binary
+from barcode_harness.stack.process import find_binary, run_tool
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.errors import StackError
 
@@ -77,12 +76,11 @@ class MariaDBComponent(Component):
             self._binary("mariadb-install-db"), f"--defaults-file={cnf}",
             "--auth-root-authentication-method=normal", "--skip-test-db", f"--datadir={self.home / 'data'}",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
+        try:
+            run_tool(cmd, "mariadb-install-db failed", self.name)
+        except StackError:
             shutil.rmtree(self.home / "data", ignore_errors=True)
-            raise StackError(
-                f"mariadb-install-db failed: {result.stdout}{result.stderr}"[-600:], component="mariadb"
-            )
+            raise
 
     def argv(self) -> list[str]:
         return [self._binary("mariadbd"), f"--defaults-file={self.home / 'my.cnf'}"]

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from barcode_pipeline.errors import MissingPrerequisite
+from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -99,3 +99,11 @@ def find_binary(name: str, package: str, component: str) -> str:
             f"{name} not found; install it with: apt-get install -y {package}", component=component
         )
     return found
+
+
+def run_tool(argv: list[str], failure: str, component: str) -> None:
+    """Run a set-up tool to completion; a failure is a StackError ending with the tail of its output."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise StackError(f"{failure}: {output[-500:]}", component=component)
