@@ -77,10 +77,6 @@ class HaProxy(Component):
         return f"{self.net.ip}:{self.port}"
 
     @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
-    @property
     def stats_socket(self) -> Path:
         return self.home / "admin.sock"
 

@@ -18,8 +18,9 @@ from barcode_pipeline.monitoring import promconfig
 MONITORING_NAMES = ("prometheus", "redis-exporter", "mysqld-exporter", "node-exporter")
 
 
-def _http_ok(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=2) as resp:  # a loopback URL built from settings
+def _http_ok(url: str, method: str = "GET", timeout: float = 2) -> None:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:  # a loopback URL built from settings
         if resp.status != 200:
             raise StackError(f"{url} answered {resp.status}")
 
@@ -68,10 +69,7 @@ class PrometheusComponent(Component):
     def reload(self) -> None:
         """Write the config and rules from the current settings and make Prometheus re-read them."""
         self.prepare()
-        request = urllib.request.Request(f"http://{self.address}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as resp:  # loopback URL built from settings
-            if resp.status != 200:
-                raise StackError(f"reload answered {resp.status}", component=self.name)
+        _http_ok(f"http://{self.address}/-/reload", "POST", timeout=10)
 
 
 class Exporter(Component):
