@@ -379,12 +379,12 @@ DB_GRANTS = {
 }
 
 
-def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: object) -> None:
+def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: Any) -> None:
     """Users (TLS required), the schema (migrated as the admin) and each role's table grants."""
     from barcode_pipeline.db.migrate import upgrade
 
     database = parse_db_url(settings.db.url).database
-    with root.cursor() as cur:  # type: ignore[attr-defined]
+    with root.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
         for user in DB_USERS:
             name = DB_USER_PREFIX + user
@@ -394,14 +394,14 @@ def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: obje
             )
         # The admin runs migrations and the ops tools, and may make the test suite's own databases.
         cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO {DB_USER_PREFIX}admin@'127.0.0.1'")
-    root.commit()  # type: ignore[attr-defined]
+    root.commit()
     upgrade(db_url(settings, files, "admin"))
-    with root.cursor() as cur:  # type: ignore[attr-defined]
+    with root.cursor() as cur:
         for user, grants in DB_GRANTS.items():
             for grant in grants:
                 cur.execute(f"GRANT {grant.format(db=database)} TO {DB_USER_PREFIX}{user}@'127.0.0.1'")
         lock_root(cur, files)
-    root.commit()  # type: ignore[attr-defined]
+    root.commit()
 
 
 def lock_root(cur: Any, files: SecureFiles) -> None:
