@@ -249,14 +249,8 @@ class KafkaComponent(Component):
         (self.home / "log4j2.properties").write_text(render_log4j2(self.home / "logs"))
         if (self.data_dir / "meta.properties").exists():
             return
-        tool = [
-            "kafka.tools.StorageTool",
-            "format",
-            *self.format_args(),
-            "-c",
-            str(props),
-            "--ignore-formatted",
-        ]
+        tool = ["kafka.tools.StorageTool", "format", *self.format_args(),
+                "-c", str(props), "--ignore-formatted"]  # fmt: skip
         argfile = self.home / "format.args"  # passwords go in a private file, not in ps's argv
         try:
             cmd = [java, "-cp", f"{self.jar_dir}/*", secure.java_argfile(argfile, tool)]

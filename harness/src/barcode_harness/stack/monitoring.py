@@ -99,10 +99,8 @@ class Exporter(Component):
         self.make_dirs()
         if self.name == "mysqld-exporter":
             db = parse_db_url(self.settings.db.url)
-            secure.write_private(
-                self.my_cnf,
-                f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n".encode(),
-            )
+            cnf = f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
+            secure.write_private(self.my_cnf, cnf.encode())
 
     def argv(self) -> list[str]:
         binary = find_binary(f"prometheus-{self.name}", f"prometheus-{self.name}", self.name)
@@ -111,11 +109,7 @@ class Exporter(Component):
             "redis-exporter": [f"-redis.addr=redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"],
             "mysqld-exporter": [f"--config.my-cnf={self.my_cnf}"],
             # the host's filesystems (free space of every data directory's disk) and memory; nothing else
-            "node-exporter": [
-                "--collector.disable-defaults",
-                "--collector.filesystem",
-                "--collector.meminfo",
-            ],
+            "node-exporter": [f"--collector.{c}" for c in ("disable-defaults", "filesystem", "meminfo")],
         }
         return [binary, *args[self.name], self.marker]
 
