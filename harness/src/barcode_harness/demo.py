@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from barcode_harness.bench.loadgen import LoadSpec, run_load
+from barcode_harness.bench.loadgen import LoadResult, LoadSpec, run_load
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings, load_harness_settings
@@ -49,18 +49,14 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
     warm_paths: list[Path] = []
     warm_acked = 0
 
+    def load(rate: float, duration_s: float, acked: Path, duplicate_ratio: float = 0.0) -> LoadResult:
+        return run_load(LoadSpec(url=url, rate=rate, duration_s=duration_s, duplicate_ratio=duplicate_ratio,
+                                 acked_ids_path=acked, api_key=settings.ingest_api_key))  # fmt: skip
+
     def warm_round(index: int) -> float:
         nonlocal warm_acked
         warm_paths.append(work / f"warmup-{index}-acked-scan-ids.txt")
-        result = run_load(
-            LoadSpec(
-                url=url,
-                rate=spec.warmup_rate,
-                duration_s=spec.warmup_round_s,
-                acked_ids_path=warm_paths[-1],
-                api_key=settings.ingest_api_key,
-            )
-        )
+        result = load(spec.warmup_rate, spec.warmup_round_s, warm_paths[-1])
         warm_acked += result.scans_acked
         log.info("warm-up round %d: p99 %.2f ms", index + 1, result.latency.p99_ms)
         return result.latency.p99_ms
@@ -69,16 +65,7 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
         warm_started = time.monotonic()
         warm_p99s = warm_until_steady(warm_round, spec.warmup_min_rounds, spec.warmup_max_rounds)
         warm_s = time.monotonic() - warm_started
-        load = run_load(
-            LoadSpec(
-                url=url,
-                rate=spec.rate,
-                duration_s=spec.duration_s,
-                duplicate_ratio=spec.duplicate_ratio,
-                acked_ids_path=acked,
-                api_key=settings.ingest_api_key,
-            )
-        )
+        result = load(spec.rate, spec.duration_s, acked, spec.duplicate_ratio)
         drain_s, _backlog = wait_drained(settings, timeout=120)
     ids = acked.read_text().split() if acked.exists() else []
     warm_ids = [i for path in warm_paths if path.exists() for i in path.read_text().split()]
@@ -87,17 +74,17 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
     return {
         "rate_per_s": spec.rate,
         "duration_s": spec.duration_s,
-        "requests_sent": load.sent,
-        "accepted_2xx": load.ok,
-        "errors": load.errors,
-        "scans_accepted": load.scans_acked,
+        "requests_sent": result.sent,
+        "accepted_2xx": result.ok,
+        "errors": result.errors,
+        "scans_accepted": result.scans_acked,
         "unique_scans_accepted": check.acknowledged,
         "stored": check.stored,
-        "duplicates_blocked": load.scans_acked - check.stored,
+        "duplicates_blocked": result.scans_acked - check.stored,
         "duplicate_rows": check.duplicate_rows + warm_check.duplicate_rows,
         "lost": check.missing + warm_check.missing,
-        "ingest_p50_ms": round(load.latency.p50_ms, 2),
-        "ingest_p99_ms": round(load.latency.p99_ms, 2),
+        "ingest_p50_ms": round(result.latency.p50_ms, 2),
+        "ingest_p99_ms": round(result.latency.p99_ms, 2),
         "freshness_p50_ms": round(percentile(check.freshness_ms, 50), 1),
         "freshness_p99_ms": round(percentile(check.freshness_ms, 99), 1),
         "drained_after_load_s": round(drain_s, 2),

@@ -1,8 +1,4 @@
-"""The harness's own scanner key: demo, bench and chaos create one per run and send it with every scan.
-
-Ingest requires a key by default (``BP_INGEST_AUTH=required``), so the harness does what an operator
-does: ``keys create``. The key is created before ingest starts, so its first request already knows it.
-"""
+"""The harness's own scanner key: demo, bench and chaos create one per run, as an operator would."""
 
 from __future__ import annotations
 
@@ -16,12 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def with_harness_key(settings: HarnessSettings, name: str, *, start_stack: bool = True) -> HarnessSettings:
-    """``settings`` whose ``ingest_api_key`` is a fresh key ``harness-<name>`` for every device.
-
-    Prepares the stack first (migrations create the key table); with auth off nothing is created.
-    The key of an earlier run of the same name is replaced, so keys do not pile up. It has no rate
-    limit: the benches measure the pipeline, one key standing for many centres' scanners.
-    """
+    """``settings`` whose ``ingest_api_key`` is a fresh key ``harness-<name>`` for every device (none
+    with auth off), replacing an earlier run's; no rate limit: one key stands for many centres."""
     if settings.auth.mode == "off":
         return settings
     prepare(settings, start_stack=start_stack)

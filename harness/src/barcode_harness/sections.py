@@ -1,10 +1,5 @@
-"""Marked sections of a generated document, each owned by one command.
-
-``chaos nemesis`` and ``chaos --profile ha`` each write one marked section of
-``docs/reliability.md``, ``chaos all`` rewrites the rest; ``bench`` commands own sections of
-``docs/benchmarks.md`` and ``docs/capacity.md`` the same way. Every writer replaces only what it
-owns and carries the others over, so no run erases another command's results.
-"""
+"""Marked sections of a generated document, each owned by one command: a writer replaces only what it
+owns and carries the others over, so no run erases another command's results."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The harness's settings: the product's, and the knobs only the harness reads.
-
-The local stack's servers (their versions, ports, heaps, the ha profile, TLS) and the key the
-harness's own clients send are no business of the pipeline's services: ``run`` never reads them and
-never hands them to a child. They are ``BP_*`` variables all the same, read once at the harness's
-entrypoints by :func:`load_harness_settings`.
-"""
+"""The harness's settings: the product's, and the knobs only the harness reads (the local stack's
+servers, the key its clients send), which ``run`` never reads."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""``barcode-pipeline monitor snapshot``: the key series of the last N minutes from Prometheus, as one PNG.
-
-The picture an operator needs without Grafana: throughput per stage, ingest p99, backlog, freshness,
-dead letters and the database's redo-log writes. Drawn with the bench reports' chart helper.
-"""
+"""``barcode-pipeline monitor snapshot``: the key series of the last N minutes from Prometheus as one
+PNG, the picture an operator needs without Grafana."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import math
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,10 +47,7 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
 ]  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
-    label: str
-    points: list[tuple[float, float]]  # (epoch s, value); NaN dropped
+Series = tuple[str, list[tuple[float, float]]]  # (legend, [(epoch s, value)]), NaN dropped
 
 
 def query_range(base_url: str, promql: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
@@ -72,8 +65,8 @@ def query_range(base_url: str, promql: str, start: float, end: float, step: floa
     return result
 
 
-def fetch(base_url: str, minutes: float, now: float | None = None) -> list[tuple[str, list[Series]]]:
-    end = time.time() if now is None else now
+def fetch(base_url: str, minutes: float) -> list[tuple[str, list[Series]]]:
+    end = time.time()
     start = end - minutes * 60
     step = max(1.0, minutes * 60 / 300)
     panels = []
@@ -82,18 +75,17 @@ def fetch(base_url: str, minutes: float, now: float | None = None) -> list[tuple
         for label, promql in queries:
             for result in query_range(base_url, promql, start, end, step):
                 points = [(float(t), float(v)) for t, v in result["values"] if not math.isnan(float(v))]
-                series.append(Series(label, points))
+                series.append((label, points))
         panels.append((ylabel, series))
     return panels
 
 
 def draw(path: Path, panels: list[tuple[str, list[Series]]], *, title: str) -> Path:
     """One stacked chart; x = minutes before the last sample."""
-    last = max((p[0] for _, series in panels for s in series for p in s.points), default=0.0)
+    last = max((t for _, series in panels for _, points in series for t, _ in points), default=0.0)
     chart_panels = []
     for ylabel, series in panels:
-        lines = [Line(s.label, [(t - last) / 60 for t, _ in s.points], [v for _, v in s.points])
-                 for s in series]  # fmt: skip
+        lines = [Line(label, [(t - last) / 60 for t, _ in pts], [v for _, v in pts]) for label, pts in series]
         chart_panels.append(Panel(ylabel, lines))
     path.parent.mkdir(parents=True, exist_ok=True)
     return time_chart(path, title, chart_panels, xlabel="minutes (0 = now)")
@@ -102,7 +94,7 @@ def draw(path: Path, panels: list[tuple[str, list[Series]]], *, title: str) -> P
 def snapshot(base_url: str, path: Path, minutes: float) -> tuple[Path, int]:
     """Fetch and draw; returns the PNG and how many series had data."""
     panels = fetch(base_url, minutes)
-    count = sum(1 for _, series in panels for s in series if s.points)
+    count = sum(1 for _, series in panels for _, points in series if points)
     return draw(path, panels, title=f"barcode-pipeline, last {minutes:g} min"), count
 
 

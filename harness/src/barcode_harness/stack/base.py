@@ -13,6 +13,7 @@ from barcode_harness.stack import process
 from barcode_pipeline.errors import StackError
 
 if TYPE_CHECKING:
+    from barcode_harness.stack.netns import NetNode
     from barcode_harness.stack.secure import SecureFiles
 
 
@@ -55,12 +56,13 @@ class Component(abc.ABC):
     start_timeout: float = 60.0
     # Set by the secured stack's manager (stack/secure.py): TLS and per-role users on this server.
     secure: SecureFiles | None = None
+    # The ha profile's nodes: the network namespace the server runs in (stack/netns.py).
+    net: NetNode | None = None
 
     def __init__(self, settings: HarnessSettings) -> None:
         self.settings = settings
         self.home = (settings.state_dir / self.name).resolve()
 
-    # --- paths ---
     @property
     def pidfile(self) -> Path:
         return self.home / "server.pid"
@@ -90,7 +92,6 @@ class Component(abc.ABC):
     def marker(self) -> str:
         """A string in the server's command line that proves a pid is really ours."""
 
-    # --- lifecycle ---
     @abc.abstractmethod
     def prepare(self) -> None:
         """Create config files and initialise storage on first start (idempotent)."""
@@ -118,7 +119,8 @@ class Component(abc.ABC):
         self.home.mkdir(parents=True, exist_ok=True)
         self.prepare()
         rotate_logs(self.home / "logs")
-        process.spawn(self.argv(), log=self.stdout_log, pidfile=self.pidfile)
+        prefix = self.net.exec_prefix() if self.net is not None else []
+        process.spawn([*prefix, *self.argv()], log=self.stdout_log, pidfile=self.pidfile)
         self.wait_healthy()
         self.after_start()
         return True
@@ -128,8 +130,9 @@ class Component(abc.ABC):
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.pid() is None:
+                tail = " | ".join(self.log_tail(3))[-400:]
                 raise StackError(
-                    f"exited during start-up; see {self.logfile}", component=self.name, hint=self._log_tail()
+                    f"exited during start-up; see {self.logfile}", component=self.name, hint=tail
                 )
             try:
                 self.check()
@@ -164,9 +167,8 @@ class Component(abc.ABC):
                 detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         return ComponentStatus(self.name, self.address, pid, pid is not None, healthy, detail)
 
-    def _log_tail(self, lines: int = 3) -> str:
+    def log_tail(self, lines: int) -> list[str]:
         try:
-            tail = self.logfile.read_text(errors="replace").strip().splitlines()[-lines:]
+            return self.logfile.read_text(errors="replace").strip().splitlines()[-lines:]
         except OSError:
-            return "no log"
-        return " | ".join(tail)[-400:]
+            return ["(no log yet)"]

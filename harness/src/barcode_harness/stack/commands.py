@@ -130,11 +130,7 @@ def logs(
     for name in names:
         comp = manager.component(name)
         typer.echo(f"==> {comp.logfile} <==")
-        try:
-            text = comp.logfile.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            text = ["(no log yet)"]
-        typer.echo("\n".join(text))
+        typer.echo("\n".join(comp.log_tail(lines)))
 
 
 @stack_app.command()
@@ -148,11 +144,7 @@ def env(
 
     For a secured stack the secrets are files under the state dir (mode 0600), named by BP_*_FILE
     variables, so the output can be shown or logged; --show-secrets prints the values instead."""
-    manager = _manager(profile)
-    if manager.secure is not None:
-        typer.echo(transport.env_lines(manager.settings, show_secrets=show_secrets))
-    else:
-        typer.echo(manager.env())
+    typer.echo(_manager(profile).env(show_secrets=show_secrets))
 
 
 def register(app: typer.Typer) -> None:

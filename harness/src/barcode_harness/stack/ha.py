@@ -1,26 +1,20 @@
 """The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB.
 
-Every node runs in its own network namespace (stack/netns.py) with its own address, so a fault can
-kill, pause or cut off one node without touching the others. Kafka topics get RF=3 with
-min.insync.replicas=2 (an acknowledged write survives the loss of any one broker); Redis runs with
-``min-replicas-to-write 1``, so a primary cut off from both replicas stops taking writes.
-MariaDB stays a single server: the remaining single point of this topology (its restart is
-covered by the single-node fault suite).
+Every node runs in its own network namespace (stack/netns.py), so a fault can kill, pause or cut off
+one node alone. Topics get RF=3 with min.insync.replicas=2; Redis ``min-replicas-to-write 1``.
+MariaDB stays a single server, the remaining single point.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
-import logging
 import os
-import shlex
 import shutil
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import redis
 from confluent_kafka import KafkaException
@@ -29,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component, ComponentStatus
 from barcode_harness.stack.ha_nodes import (
+    NODE_IDS,
     HaKafkaNode,
     HaMariaDB,
     HaRedisNode,
@@ -36,30 +31,13 @@ from barcode_harness.stack.ha_nodes import (
     client_settings,
 )
 from barcode_harness.stack.haproxy import HaProxy
+from barcode_harness.stack.kafka import kafka_uuid
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.netns import Network
-from barcode_harness.stack.topology import (
-    NODES,
-    Topology,
-    check_subnet,
-)
+from barcode_harness.stack.topology import NODES, Topology, check_subnet
 from barcode_pipeline.errors import StackError
 
-log = logging.getLogger(__name__)
-
-SENTINEL_QUORUM = 2
-SENTINEL_DOWN_AFTER_MS = 2000
-SENTINEL_FAILOVER_TIMEOUT_MS = 10_000
-MIN_REPLICAS_MAX_LAG_S = 5
-
-
-# -------------------------------------------------------------------------------------- manager
-def _kafka_uuid() -> str:
-    """A Kafka Uuid (base64 of 16 random bytes); never one starting with '-', which CLIs misread."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
+C = TypeVar("C", bound=Component)
 
 
 class HaStackManager(StackManager):
@@ -69,30 +47,33 @@ class HaStackManager(StackManager):
 
     def __init__(self, settings: HarnessSettings) -> None:
         check_subnet(settings.ha_subnet)
-        self.settings = settings
         self.topology = Topology(settings.ha_subnet)
         self.network = Network(settings.ha_subnet, self.topology.all_nodes(),
                                settings.state_dir.resolve() / "network.json")  # fmt: skip
-        rng = range(1, NODES + 1)
-        comps: list[Component] = [
-            *(HaKafkaNode(settings, i, self.topology) for i in rng),
-            *(HaRedisNode(settings, i, self.topology) for i in rng),
-            *(HaSentinel(settings, i, self.topology) for i in rng),
-            HaMariaDB(settings, self.topology, self.network.host_ip),
-            HaProxy(settings, self.topology),
+        super().__init__(settings)
+        self.monitoring = {}  # `stack up --monitoring` and `--secure` are for the single profile
+
+    def servers(self) -> list[Component]:
+        topo, settings = self.topology, self.settings
+        return [
+            *(HaKafkaNode(settings, i, topo) for i in NODE_IDS),
+            *(HaRedisNode(settings, i, topo) for i in NODE_IDS),
+            *(HaSentinel(settings, i, topo) for i in NODE_IDS),
+            HaMariaDB(settings, topo, self.network.host_ip),
+            HaProxy(settings, topo),
         ]
-        self.components = {c.name: c for c in comps}
-        self.monitoring: dict[str, Component] = {}  # `stack up --monitoring` is for the single profile
-        self.secure = None  # `stack up --secure` is for the single profile too
+
+    def _of(self, kind: type[C]) -> list[C]:
+        return [c for c in self.components.values() if isinstance(c, kind)]
 
     def kafka_nodes(self) -> list[HaKafkaNode]:
-        return [c for c in self.components.values() if isinstance(c, HaKafkaNode)]
+        return self._of(HaKafkaNode)
 
     def redis_nodes(self) -> list[HaRedisNode]:
-        return [c for c in self.components.values() if isinstance(c, HaRedisNode)]
+        return self._of(HaRedisNode)
 
     def sentinels(self) -> list[HaSentinel]:
-        return [c for c in self.components.values() if isinstance(c, HaSentinel)]
+        return self._of(HaSentinel)
 
     def prepare_start(self) -> None:
         """Namespaces and the quorum's ids, before any node starts."""
@@ -102,8 +83,8 @@ class HaStackManager(StackManager):
         self.network.up()
         quorum = self.settings.state_dir.resolve() / "kafka-quorum.json"
         if not quorum.exists():
-            dirs = {str(i): _kafka_uuid() for i in range(1, NODES + 1)}
-            ids = {"cluster_id": _kafka_uuid(), "directories": dirs}
+            dirs = {str(i): kafka_uuid() for i in NODE_IDS}
+            ids = {"cluster_id": kafka_uuid(), "directories": dirs}
             quorum.write_text(json.dumps(ids, indent=2))
 
     def down(self) -> None:
@@ -154,34 +135,23 @@ class HaStackManager(StackManager):
         for k in live:
             role = "broker+controller" + (", active controller" if k.node_id == active else "")
             roles[k.name] = f"{role}, leads {leaders.get(k.node_id, 0)} partitions"
-        for comp in [*self.redis_nodes(), *self.sentinels()]:
-            assert isinstance(comp, HaRedisNode | HaSentinel)
-            if comp.pid() is None:
-                continue
-            try:
-                roles[comp.name] = comp.role()
-            except redis.RedisError as exc:
-                roles[comp.name] = f"role unknown ({exc})"
+        with_roles: list[HaRedisNode | HaSentinel | HaProxy] = [*self.redis_nodes(), *self.sentinels()]
+        for comp in [*with_roles, *self._of(HaProxy)]:
+            if comp.pid() is not None:
+                try:
+                    roles[comp.name] = comp.role()
+                except (redis.RedisError, OSError) as exc:
+                    roles[comp.name] = f"role unknown ({exc})"
         roles["mariadb"] = "single server (no failover)"
-        balancer = self.components["haproxy"]
-        if isinstance(balancer, HaProxy) and balancer.pid() is not None:
-            try:
-                roles[balancer.name] = balancer.role()
-            except OSError as exc:
-                roles[balancer.name] = f"backends unknown ({exc})"
         return roles
 
-    def env(self) -> str:
-        s = client_settings(self.settings)
-        values = {
+    def env_values(self, settings: HarnessSettings | None = None) -> dict[str, str]:
+        s = client_settings(settings or self.settings)
+        return {
             "BP_STACK_PROFILE": "ha",
-            "BP_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
-            "BP_REDIS_URL": s.redis.url,
+            **super().env_values(s),
             "BP_REDIS_SENTINELS": s.redis.sentinels,
             "BP_REDIS_SERVICE": s.redis.service,
             "BP_REDIS_MIN_REPLICAS": str(s.redis.min_replicas),
             "BP_TOPIC_REPLICATION": str(s.kafka.topic_replication),
-            "BP_DB_URL": s.db.url,
-            "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
-        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())

@@ -1,23 +1,21 @@
 """HAProxy (Debian's ``haproxy``) in front of the ingest of the ha profile's app hosts.
 
-Scanners keep one address, ``<balancer ip>:BP_INGEST_PORT``, whichever app host answers. Each
-app host's ingest is health-checked on ``/ready`` (Kafka reachable) every 500 ms; two failed
-checks take it out of the rotation, so a dead host costs the clients one failed attempt, which
-they resend (scans are idempotent). Only connection failures are retried by HAProxy itself: a
-request that reached a host is never sent twice by the balancer.
+Scanners keep one address whichever app host answers; each host's ``/ready`` is checked every 500 ms.
+Only connection failures are retried by HAProxy: a request that reached a host is never sent twice.
 """
 
 from __future__ import annotations
 
-import shutil
+import csv
 import socket
 from pathlib import Path
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
+from barcode_harness.stack.netns import NetNode
+from barcode_harness.stack.process import find_binary
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
-from barcode_pipeline.errors import MissingPrerequisite
 
 CHECK_INTERVAL_MS = 500
 
@@ -63,6 +61,7 @@ class HaProxy(Component):
     name = "haproxy"
     start_timeout = 30.0
     marker = "haproxy"
+    net: NetNode
 
     def __init__(self, settings: HarnessSettings, topo: Topology) -> None:
         super().__init__(settings)
@@ -78,10 +77,6 @@ class HaProxy(Component):
         return f"{self.net.ip}:{self.port}"
 
     @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
-    @property
     def stats_socket(self) -> Path:
         return self.home / "admin.sock"
 
@@ -91,11 +86,7 @@ class HaProxy(Component):
         (self.home / "haproxy.cfg").write_text(cfg)
 
     def argv(self) -> list[str]:
-        binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/bin")
-        if not binary:
-            raise MissingPrerequisite("haproxy not found; install it with: apt-get install -y haproxy",
-                                      component=self.name)  # fmt: skip
-        return [*self.net.exec_prefix(), binary, "-db", "-f", str(self.home / "haproxy.cfg")]
+        return [find_binary("haproxy", "haproxy", self.name), "-db", "-f", str(self.home / "haproxy.cfg")]
 
     def check(self) -> None:
         with socket.create_connection((self.net.ip, self.port), timeout=2):
@@ -110,14 +101,12 @@ class HaProxy(Component):
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
-        lines = data.decode(errors="replace").splitlines()
-        header = lines[0].lstrip("# ").split(",") if lines else []
-        states: dict[str, str] = {}
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(","), strict=False))
-            if row.get("pxname") == "app_hosts" and row.get("svname") not in ("BACKEND", None):
-                states[row["svname"]] = row.get("status", "")
-        return states
+        rows = csv.DictReader(data.decode(errors="replace").lstrip("# ").splitlines())
+        return {
+            row["svname"]: row.get("status") or ""
+            for row in rows
+            if row.get("pxname") == "app_hosts" and row.get("svname") not in ("BACKEND", None)
+        }
 
     def role(self) -> str:
         states = self.server_states()

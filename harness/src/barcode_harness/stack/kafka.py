@@ -1,15 +1,12 @@
-"""Apache Kafka 4.x in KRaft mode (one combined broker+controller), run from Maven Central jars.
-
-There is no Kafka package in Debian or PyPI, so the broker's jars are resolved once with Maven
-into a per-version cache outside the state directory (``stack reset`` does not refetch them).
-"""
+"""Apache Kafka 4.x in KRaft mode (one combined broker+controller), run from Maven Central jars, which
+are resolved once into a per-version cache outside the state directory (no Debian or PyPI package)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import shutil
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -21,8 +18,9 @@ from confluent_kafka.cimpl import NewTopic
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import secure
 from barcode_harness.stack.base import Component
+from barcode_harness.stack.process import find_binary, run_tool
 from barcode_pipeline.adapters.kafka import connection_config
-from barcode_pipeline.errors import MissingPrerequisite, StackError
+from barcode_pipeline.errors import StackError
 
 HEALTH_TOPIC = "barcode-stack-health"
 SLF4J_VERSION = "2.0.17"
@@ -63,9 +61,35 @@ def render_pom(kafka_version: str) -> str:
 """
 
 
+def kafka_uuid() -> str:
+    """A Kafka Uuid (base64 of 16 random bytes); never one starting with '-', which CLIs misread."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def override(properties: str, changes: dict[str, object]) -> str:
+    """``properties`` with each key of ``changes`` set to its value (None removes it), new keys appended."""
+    todo = dict(changes)
+    lines = []
+    for line in properties.splitlines():
+        key = line.split("=", 1)[0]
+        if key not in todo or line.startswith("#"):
+            lines.append(line)
+        elif (value := todo.pop(key)) is not None:
+            lines.append(f"{key}={value}")
+    lines += [f"{key}={value}" for key, value in todo.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
 def render_server_properties(settings: HarnessSettings, data_dir: Path) -> str:
     host, port = split_hostport(settings.kafka.bootstrap, 9092)
-    cport = settings.kafka_controller_port
+    return broker_properties(host, port, settings.kafka_controller_port, data_dir)
+
+
+def broker_properties(host: str, port: int, cport: int, data_dir: Path) -> str:
+    """A single combined broker+controller's server.properties."""
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
 process.roles=broker,controller
 node.id=1
@@ -100,22 +124,15 @@ num.io.threads=4
 def secured_server_properties(settings: HarnessSettings, data_dir: Path, files: secure.SecureFiles) -> str:
     """server.properties of a SASL_SSL broker whose controller listener takes only mutual TLS."""
     host, port = split_hostport(settings.kafka.bootstrap, 9092)
-    cport = settings.kafka_controller_port
-    base = render_server_properties(settings, data_dir)
-    drop = (
-        "listeners=",
-        "advertised.listeners=",
-        "inter.broker.listener.name=",
-        "listener.security.protocol.map=",
-    )
-    kept = "\n".join(line for line in base.splitlines() if not line.startswith(drop))
+    listeners: dict[str, object] = {
+        "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{settings.kafka_controller_port}",
+        "advertised.listeners": f"SASL_SSL://{host}:{port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+    }
     admin = files.password("kafka", "admin")
-    return f"""{kept}
+    secured = f"""\
 # --- secured (stack up --secure) ---
-listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{cport}
-advertised.listeners=SASL_SSL://{host}:{port}
-inter.broker.listener.name=SASL_SSL
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
 sasl.enabled.mechanisms={secure.SCRAM}
 sasl.mechanism.inter.broker.protocol={secure.SCRAM}
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{admin}";
@@ -131,6 +148,7 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:admin;User:{secure.CERT_PRINCIPAL}
 allow.everyone.if.no.acl.found=false
 """  # noqa: E501
+    return override(render_server_properties(settings, data_dir), listeners) + secured
 
 
 def render_log4j2(log_dir: Path) -> str:
@@ -159,12 +177,15 @@ class KafkaComponent(Component):
     name = "kafka"
     stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 90.0
+    node_id = 1
     health_replication = 1  # replication factor of the health topic (the ha profile uses 3)
+    jvm_flags: tuple[str, ...] = ()
 
     def __init__(self, settings: HarnessSettings) -> None:
         super().__init__(settings)
         self.jar_dir = (settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs").resolve()
         self.data_dir = self.home / "data"
+        self.heap = settings.kafka_heap
 
     @property
     def address(self) -> str:
@@ -180,19 +201,11 @@ class KafkaComponent(Component):
     def marker(self) -> str:
         return str(self.home / "server.properties")
 
-    @property
-    def logfile(self) -> Path:
-        return self.home / "logs" / "server.log"
-
     def ensure_jars(self) -> Path:
         """Resolve the broker's jars with Maven once; later calls reuse the cache."""
         if (self.jar_dir / ".complete").exists():
             return self.jar_dir
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise MissingPrerequisite(
-                "mvn not found; install it with: apt-get install -y maven", component="kafka"
-            )
+        mvn = find_binary("mvn", "maven", "kafka")
         build = self.jar_dir.parent / "build"
         shutil.rmtree(build, ignore_errors=True)
         build.mkdir(parents=True)
@@ -202,10 +215,7 @@ class KafkaComponent(Component):
             mvn, "-q", "-B", "-f", str(build / "pom.xml"), "dependency:copy-dependencies",
             f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise StackError("Maven could not fetch the Kafka jars: " + " | ".join(tail), component="kafka")
+        run_tool(cmd, "Maven could not fetch the Kafka jars", self.name)
         shutil.rmtree(self.jar_dir, ignore_errors=True)
         staging.rename(self.jar_dir)
         (self.jar_dir / ".complete").write_text(self.settings.kafka_version)
@@ -213,58 +223,46 @@ class KafkaComponent(Component):
         return self.jar_dir
 
     def _java(self) -> str:
-        java = shutil.which("java")
-        if not java:
-            raise MissingPrerequisite(
-                "java not found; install a JDK 17+ with: apt-get install -y openjdk-17-jre-headless",
-                component="kafka",
-            )
-        return java
+        return find_binary("java", "openjdk-17-jre-headless", self.name)
+
+    def properties(self) -> str:
+        """The text of server.properties."""
+        if self.secure is None:
+            return render_server_properties(self.settings, self.data_dir)
+        return secured_server_properties(self.settings, self.data_dir, self.secure)
+
+    def format_args(self) -> list[str]:
+        """``kafka-storage format`` arguments: the cluster id (kept, so a wiped data dir rejoins it) and
+        a secured broker's SCRAM users. "--cluster-id=ID", not "-t ID": an id may start with "-"."""
+        cluster_file = self.home / "cluster.id"
+        if not cluster_file.exists():
+            cluster_file.write_text(kafka_uuid())
+        args = [f"--cluster-id={cluster_file.read_text().strip()}"]
+        return args + (secure.kafka_format_args(self.secure) if self.secure is not None else [])
 
     def prepare(self) -> None:
         java = self._java()
         self.ensure_jars()
         self.make_dirs()
         props = self.home / "server.properties"
-        if self.secure is None:
-            props.write_text(render_server_properties(self.settings, self.data_dir))
-        else:
-            props.touch(mode=0o600)  # it holds the broker's own SCRAM password
-            props.write_text(secured_server_properties(self.settings, self.data_dir, self.secure))
-            props.chmod(0o600)
+        secure.write_private(props, self.properties().encode())  # a secured one holds a SCRAM password
         (self.home / "log4j2.properties").write_text(render_log4j2(self.home / "logs"))
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_file = self.home / "cluster.id"
-        if not cluster_file.exists():
-            # A Kafka cluster id is a base64 UUID, which the StorageTool would otherwise generate.
-            import base64
-
-            cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
-        # "--cluster-id=ID", not "-t ID": a base64 id starts with "-" one time in 64, and the tool's
-        # argument parser then takes it for an option and refuses to format.
-        tool = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_file.read_text().strip()}",
+        tool = ["kafka.tools.StorageTool", "format", *self.format_args(),
                 "-c", str(props), "--ignore-formatted"]  # fmt: skip
-        cmd = [java, "-cp", f"{self.jar_dir}/*"]
-        argfile = self.home / "format.args"
-        if self.secure is not None:  # the SCRAM passwords: in a private file, not in ps's argv
-            cmd.append(secure.java_argfile(argfile, tool + secure.kafka_format_args(self.secure)))
-        else:
-            cmd += tool
+        argfile = self.home / "format.args"  # passwords go in a private file, not in ps's argv
         try:
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            cmd = [java, "-cp", f"{self.jar_dir}/*", secure.java_argfile(argfile, tool)]
+            run_tool(cmd, "storage format failed", self.name)
         finally:
             argfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise StackError(
-                f"storage format failed: {result.stdout}{result.stderr}"[-500:], component="kafka"
-            )
 
     def argv(self) -> list[str]:
-        heap = self.settings.kafka_heap
         return [
-            self._java(), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            self._java(), f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            *self.jvm_flags, "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             "-cp", f"{self.jar_dir}/*", "kafka.Kafka", str(self.home / "server.properties"),
         ]  # fmt: skip
 
@@ -277,16 +275,17 @@ class KafkaComponent(Component):
             future.result(20)
 
     def check(self) -> None:
-        """A real produce/consume round trip on a small health topic."""
-        bootstrap = self.bootstrap
-        host, port = split_hostport(bootstrap, 9092)
-        with socket.create_connection((host, port), timeout=2):
+        """This broker listens and is registered; then a real produce/consume round trip on a small
+        health topic."""
+        with socket.create_connection(split_hostport(self.address, 9092), timeout=2):
             pass  # fail fast (and quietly) while the broker is not listening yet
         quiet: dict[str, str | int | float | bool] = {**connection_config(self.settings), "log_level": 0}
-        quiet["bootstrap.servers"] = bootstrap
+        quiet["bootstrap.servers"] = self.bootstrap
         admin = AdminClient(quiet)
-        topics = admin.list_topics(timeout=3).topics
-        if HEALTH_TOPIC not in topics:
+        metadata = admin.list_topics(timeout=3)
+        if self.node_id not in metadata.brokers:
+            raise StackError("not registered with the cluster yet", component=self.name)
+        if HEALTH_TOPIC not in metadata.topics:
             with contextlib.suppress(KafkaException):
                 topic = NewTopic(HEALTH_TOPIC, 1, self.health_replication)
                 admin.create_topics([topic])[HEALTH_TOPIC].result(10)
@@ -301,7 +300,7 @@ class KafkaComponent(Component):
         producer.produce(HEALTH_TOPIC, token, on_delivery=on_delivery)
         producer.flush(6)
         if not delivered:
-            raise StackError("produce not acknowledged", component="kafka")
+            raise StackError("produce not acknowledged", component=self.name)
         partition, offset = delivered[0]
         consumer = Consumer({**quiet, "group.id": "barcode-stack-health", "enable.auto.commit": False})
         try:
@@ -313,4 +312,4 @@ class KafkaComponent(Component):
                     return
         finally:
             consumer.close()
-        raise StackError("consumed nothing back from the health topic", component="kafka")
+        raise StackError("consumed nothing back from the health topic", component=self.name)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from rich.console import Console
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import profile as profiles
@@ -40,17 +43,16 @@ class StackManager:
         from barcode_harness.stack.monitoring import monitoring_components
 
         self.settings = settings
-        self.components: dict[str, Component] = {
-            "kafka": KafkaComponent(settings),
-            "redis": RedisComponent(settings),
-            "mariadb": MariaDBComponent(settings),
-        }
         self.secure = secure
+        self.components: dict[str, Component] = {c.name: c for c in self.servers()}
         for comp in self.components.values():
             comp.secure = secure
         self.monitoring = monitoring_components(settings)
         if monitoring:
             self.components.update(self.monitoring)
+
+    def servers(self) -> list[Component]:
+        return [KafkaComponent(self.settings), RedisComponent(self.settings), MariaDBComponent(self.settings)]
 
     def component(self, name: str) -> Component:
         try:
@@ -60,10 +62,8 @@ class StackManager:
             raise ConfigError(f"unknown component {name!r}; choose one of {choices}") from None
 
     def up(self, *, quiet: bool = False) -> dict[str, float]:
-        """Start whatever is not running and wait until every component answers; idempotent.
-
-        Components start in parallel (Kafka's JVM dominates a cold start). Returns seconds per component.
-        """
+        """Start what is not running, in parallel (Kafka's JVM dominates a cold start), and wait until
+        every component answers; idempotent. Returns seconds per component."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         profiles.claim(self.settings.state_dir, self.profile)
         transport.claim(self.settings.state_dir, self.secure is not None)
@@ -78,13 +78,9 @@ class StackManager:
                      timings[comp.name])  # fmt: skip
 
         errors: list[str] = []
-        if quiet:
+        spinner = Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots")
+        with contextlib.nullcontext() if quiet else spinner:
             self._run_parallel(start, errors)
-        else:
-            from rich.console import Console
-
-            with Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots"):
-                self._run_parallel(start, errors)
         if errors:
             raise StackError("; ".join(errors))
         return timings
@@ -125,15 +121,18 @@ class StackManager:
         self.down()
         shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
-    def env(self) -> str:
+    def env(self, *, show_secrets: bool = False) -> str:
         """Shell exports of the connection settings the services read (a secured stack's secrets as
-        ``BP_*_FILE`` paths: stack/secure.py; the plaintext stack's are the known dev ones)."""
+        ``BP_*_FILE`` paths, or inline: stack/secure.py; the plaintext stack's are the known dev ones)."""
         if self.secure is not None:
-            return transport.env_lines(self.settings)
-        values = {
-            "BP_KAFKA_BOOTSTRAP": self.settings.kafka.bootstrap,
-            "BP_REDIS_URL": self.settings.redis.url,
-            "BP_DB_URL": self.settings.db.url,
+            return transport.env_lines(self.settings, show_secrets=show_secrets)
+        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.env_values().items())
+
+    def env_values(self, settings: HarnessSettings | None = None) -> dict[str, str]:
+        s = settings or self.settings
+        return {
+            "BP_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+            "BP_REDIS_URL": s.redis.url,
+            "BP_DB_URL": s.db.url,
             "BP_STATE_DIR": str(self.settings.state_dir.resolve()),
         }
-        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())

@@ -1,7 +1,5 @@
-"""Which stack manager a set of settings gets: single, ha, or the secured single.
-
-Kept apart from stack/manager.py and stack/ha.py, which it chooses between, so neither imports the other.
-"""
+"""Which stack manager a set of settings gets (apart, so stack/manager.py and stack/ha.py need not
+import each other)."""
 
 from __future__ import annotations
 
@@ -28,17 +26,15 @@ def secure_manager(settings: HarnessSettings, *, monitoring: bool = False) -> St
         raise ConfigError("--secure: only the single profile can be secured yet")
     if monitoring:
         raise ConfigError("--monitoring is not available on a secured stack yet (its exporters need users)")
-    files = transport.SecureFiles.of(settings)
-    files.ensure()
-    return StackManager(transport.secure_settings(settings), secure=files)
+    secured = transport.secure_settings(settings)  # makes the files, too
+    return StackManager(secured, secure=transport.SecureFiles.of(settings))
 
 
 def ensure_up(product_settings: Settings) -> None:
     """Start the local stack of ``stack_profile`` if it is not running (idempotent): ``run``'s start-up
     hook. ``run`` holds the product's settings; the stack's own knobs are read here."""
     settings = harness_settings(product_settings)
-    if transport.wanted(settings):
+    secured = transport.wanted(settings)
+    if secured:
         transport.require_client_settings(settings)
-        secure_manager(settings).up(quiet=True)
-        return
-    manager_for(settings).up(quiet=True)
+    (secure_manager if secured else manager_for)(settings).up(quiet=True)

@@ -1,22 +1,18 @@
-"""MariaDB from Debian's ``mariadb-server``: its own datadir, port and socket under the state dir.
-
-On first start the data directory is initialised with ``mariadb-install-db`` and the
-application database and user named in ``BP_DB_URL`` are created.
-"""
+"""MariaDB from Debian's ``mariadb-server``: its own datadir, port and socket under the state dir."""
 
 from __future__ import annotations
 
 import getpass
 import shutil
-import subprocess
 from pathlib import Path
 
 import pymysql
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
+from barcode_harness.stack.process import find_binary, run_tool
 from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.errors import MissingPrerequisite, StackError
+from barcode_pipeline.errors import StackError
 
 
 def render_my_cnf(settings: HarnessSettings, home: Path, run_as_root: bool) -> str:
@@ -46,6 +42,7 @@ class MariaDBComponent(Component):
     name = "mariadb"
     stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 90.0
+    client_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # where the app user connects from
 
     @property
     def address(self) -> str:
@@ -61,12 +58,7 @@ class MariaDBComponent(Component):
         return self.home / "mysqld.sock"
 
     def _binary(self, name: str) -> str:
-        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-        if not path:
-            raise MissingPrerequisite(
-                f"{name} not found; install it with: apt-get install -y mariadb-server", component="mariadb"
-            )
-        return path
+        return find_binary(name, "mariadb-server", "mariadb")
 
     def prepare(self) -> None:
         self.make_dirs()
@@ -84,12 +76,11 @@ class MariaDBComponent(Component):
             self._binary("mariadb-install-db"), f"--defaults-file={cnf}",
             "--auth-root-authentication-method=normal", "--skip-test-db", f"--datadir={self.home / 'data'}",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
+        try:
+            run_tool(cmd, "mariadb-install-db failed", self.name)
+        except StackError:
             shutil.rmtree(self.home / "data", ignore_errors=True)
-            raise StackError(
-                f"mariadb-install-db failed: {result.stdout}{result.stderr}"[-600:], component="mariadb"
-            )
+            raise
 
     def argv(self) -> list[str]:
         return [self._binary("mariadbd"), f"--defaults-file={self.home / 'my.cnf'}"]
@@ -97,38 +88,33 @@ class MariaDBComponent(Component):
     def _root(self) -> pymysql.connections.Connection:
         """root over the socket: on a secured stack with its generated password (stack/secure.py locks
         root once it has made the users), before that, and on a plain stack, without one."""
-        passwords = [self.secure.password("db", "root"), ""] if self.secure is not None else [""]
-        for password in passwords[:-1]:
+        password = self.secure.password("db", "root") if self.secure is not None else ""
+        while True:
             try:
                 return pymysql.connect(unix_socket=str(self.socket), user="root", password=password,
                                        connect_timeout=3)  # fmt: skip
             except pymysql.err.OperationalError as exc:
-                if not exc.args or exc.args[0] != 1045:  # not "access denied": a real failure
+                if not password or not exc.args or exc.args[0] != 1045:  # not "access denied": a real failure
                     raise
-        return pymysql.connect(
-            unix_socket=str(self.socket), user="root", password=passwords[-1], connect_timeout=3
-        )
+                password = ""
 
     def after_start(self) -> None:
         """Create the application database and user from BP_DB_URL (idempotent)."""
         t = parse_db_url(self.settings.db.url)
         conn = self._root()
-        if self.secure is not None:
-            from barcode_harness.stack.secure import bootstrap_database
-
-            try:
-                bootstrap_database(self.settings, self.secure, conn)
-            finally:
-                conn.close()
-            return
         try:
+            if self.secure is not None:
+                from barcode_harness.stack.secure import bootstrap_database
+
+                bootstrap_database(self.settings, self.secure, conn)
+                return
             with conn.cursor() as cur:
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{t.database}` CHARACTER SET utf8mb4")
-                for host in ("127.0.0.1", "localhost"):
+                for host in self.client_hosts:
                     cur.execute(
                         f"CREATE USER IF NOT EXISTS %s@'{host}' IDENTIFIED BY %s", (t.user, t.password)
                     )
-                    # A private loopback-only server: the app user may create test/bench databases.
+                    # A private server: the app user may create test/bench databases.
                     cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{host}'", (t.user,))
             conn.commit()
         finally:
@@ -141,7 +127,8 @@ class MariaDBComponent(Component):
                 host=t.host, port=t.port, user=t.user, password=t.password, connect_timeout=2, **t.ssl_args()
             )
         except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] == 1045:  # user not created yet: still ask as root over the socket
+            # 1045: the user, 1130: its host not created yet (before after_start): ask root over the socket
+            if exc.args and exc.args[0] in (1045, 1130):
                 conn = self._root()
             else:
                 raise

@@ -1,37 +1,26 @@
-"""``stack up --monitoring``: Debian's Prometheus and its Redis, MySQL and node exporters, on loopback.
-
-They live under the state dir like the other servers (``<state_dir>/prometheus/data`` holds the
-TSDB) and are started and stopped with the stack. Prometheus listens on ``prometheus_port``.
-"""
+"""``stack up --monitoring``: Debian's Prometheus and its Redis, MySQL and node exporters, on loopback,
+under the state dir like the other servers."""
 
 from __future__ import annotations
 
-import shutil
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack import secure
 from barcode_harness.stack.base import Component
+from barcode_harness.stack.process import find_binary
 from barcode_pipeline.adapters.db import parse_db_url
-from barcode_pipeline.errors import MissingPrerequisite, StackError
+from barcode_pipeline.errors import StackError
 from barcode_pipeline.monitoring import promconfig
 
 MONITORING_NAMES = ("prometheus", "redis-exporter", "mysqld-exporter", "node-exporter")
 
 
-def _binary(name: str, package: str, component: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin")
-    if not found:
-        raise MissingPrerequisite(
-            f"{name} not found; install it with: apt-get install -y {package} (scripts/setup.sh does)",
-            component=component,
-        )
-    return found
-
-
-def _http_ok(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=2) as resp:  # a loopback URL built from settings
+def _http_ok(url: str, method: str = "GET", timeout: float = 2) -> None:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:  # a loopback URL built from settings
         if resp.status != 200:
             raise StackError(f"{url} answered {resp.status}")
 
@@ -58,7 +47,7 @@ class PrometheusComponent(Component):
 
     def argv(self) -> list[str]:
         return [
-            _binary("prometheus", "prometheus", self.name),
+            find_binary("prometheus", "prometheus", self.name),
             f"--config.file={self.config}",
             f"--storage.tsdb.path={self.home / 'data'}",
             f"--storage.tsdb.retention.time={self.settings.prometheus_retention}",
@@ -80,21 +69,19 @@ class PrometheusComponent(Component):
     def reload(self) -> None:
         """Write the config and rules from the current settings and make Prometheus re-read them."""
         self.prepare()
-        request = urllib.request.Request(f"http://{self.address}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as resp:  # loopback URL built from settings
-            if resp.status != 200:
-                raise StackError(f"reload answered {resp.status}", component=self.name)
+        _http_ok(f"http://{self.address}/-/reload", "POST", timeout=10)
 
 
-class _Exporter(Component):
-    """A Prometheus exporter on loopback: its port, its listen flag, ``/metrics`` as the health check."""
+class Exporter(Component):
+    """A Prometheus exporter (Debian's ``prometheus-<name>``) on loopback, ``/metrics`` its health check."""
 
     start_timeout = 30.0
-    listen_flag = "--web.listen-address"
 
-    @property
-    def port(self) -> int:
-        raise NotImplementedError
+    def __init__(self, settings: HarnessSettings, name: str, flag: str = "--web.listen-address") -> None:
+        self.name = name
+        super().__init__(settings)
+        self.listen_flag = flag
+        self.port: int = getattr(settings.monitoring, f"{name.replace('-', '_')}_port")
 
     @property
     def address(self) -> str:
@@ -104,81 +91,36 @@ class _Exporter(Component):
     def marker(self) -> str:
         return f"{self.listen_flag}={self.address}"
 
-    def prepare(self) -> None:
-        self.make_dirs()
-
-    def check(self) -> None:
-        _http_ok(f"http://{self.address}/metrics")
-
-
-class RedisExporterComponent(_Exporter):
-    name = "redis-exporter"
-    listen_flag = "-web.listen-address"
-
-    @property
-    def port(self) -> int:
-        return self.settings.monitoring.redis_exporter_port
-
-    def argv(self) -> list[str]:
-        parts = urlsplit(self.settings.redis.url)
-        redis_addr = f"redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
-        return [
-            _binary("prometheus-redis-exporter", "prometheus-redis-exporter", self.name),
-            f"-redis.addr={redis_addr}",
-            self.marker,
-        ]
-
-
-class MysqldExporterComponent(_Exporter):
-    name = "mysqld-exporter"
-
-    @property
-    def port(self) -> int:
-        return self.settings.monitoring.mysqld_exporter_port
-
     @property
     def my_cnf(self) -> Path:
         return self.home / "my.cnf"
 
     def prepare(self) -> None:
-        super().prepare()
-        db = parse_db_url(self.settings.db.url)
-        self.my_cnf.write_text(
-            f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
-        )
-        self.my_cnf.chmod(0o600)
+        self.make_dirs()
+        if self.name == "mysqld-exporter":
+            db = parse_db_url(self.settings.db.url)
+            cnf = f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
+            secure.write_private(self.my_cnf, cnf.encode())
 
     def argv(self) -> list[str]:
-        return [
-            _binary("prometheus-mysqld-exporter", "prometheus-mysqld-exporter", self.name),
-            f"--config.my-cnf={self.my_cnf}",
-            self.marker,
-        ]
+        binary = find_binary(f"prometheus-{self.name}", f"prometheus-{self.name}", self.name)
+        parts = urlsplit(self.settings.redis.url)
+        args = {
+            "redis-exporter": [f"-redis.addr=redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"],
+            "mysqld-exporter": [f"--config.my-cnf={self.my_cnf}"],
+            # the host's filesystems (free space of every data directory's disk) and memory; nothing else
+            "node-exporter": [f"--collector.{c}" for c in ("disable-defaults", "filesystem", "meminfo")],
+        }
+        return [binary, *args[self.name], self.marker]
 
-
-class NodeExporterComponent(_Exporter):
-    """The host's filesystems (free space of every data directory's disk) and memory; nothing else."""
-
-    name = "node-exporter"
-
-    @property
-    def port(self) -> int:
-        return self.settings.monitoring.node_exporter_port
-
-    def argv(self) -> list[str]:
-        return [
-            _binary("prometheus-node-exporter", "prometheus-node-exporter", self.name),
-            "--collector.disable-defaults",
-            "--collector.filesystem",
-            "--collector.meminfo",
-            self.marker,
-        ]
+    def check(self) -> None:
+        _http_ok(f"http://{self.address}/metrics")
 
 
 def monitoring_components(settings: HarnessSettings) -> dict[str, Component]:
     return {
-        "redis-exporter": RedisExporterComponent(settings),
-        "mysqld-exporter": MysqldExporterComponent(settings),
-        "node-exporter": NodeExporterComponent(settings),
+        "redis-exporter": Exporter(settings, "redis-exporter", flag="-web.listen-address"),
+        "mysqld-exporter": Exporter(settings, "mysqld-exporter"),
+        "node-exporter": Exporter(settings, "node-exporter"),
         "prometheus": PrometheusComponent(settings),
     }

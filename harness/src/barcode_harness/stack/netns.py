@@ -1,21 +1,21 @@
 """Network namespaces on one bridge, so every node of the ``ha`` profile has an address of its own.
 
-A node in its own namespace can be cut off from the others with iptables inside that namespace
-(partition faults), and a killed node's ports are really gone. The host keeps the bridge's first
-address, so the pipeline's services, the CLI and the tests reach every node directly.
-Names start with ``bp`` (namespaces, bridge, veths) and the subnet is private; nothing here
-touches an interface or namespace it did not create.
+A node can then be cut off with iptables inside its namespace, and a killed node's ports are gone.
+The host keeps the bridge's first address. Names start with ``bp`` and the subnet is private; nothing
+here touches an interface or namespace it did not create.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from barcode_harness.stack.process import find_binary
 from barcode_pipeline.errors import StackError
 
 BRIDGE = "bpha0"
@@ -44,10 +44,7 @@ class NetNode:
 
 
 def _ip() -> str:
-    path = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin")
-    if not path:
-        raise StackError("the ha profile needs iproute2 ('ip' not found): apt-get install -y iproute2")
-    return path
+    return find_binary("ip", "iproute2", "netns")
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,40 +58,35 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def existing_namespaces() -> set[str]:
-    out = _run("-j", "netns", "list", check=False).stdout.strip()
+def _ip_json(*args: str) -> list[Any]:
+    """``ip -j <args>`` parsed (empty when it fails)."""
     try:
-        return {entry["name"] for entry in json.loads(out or "[]")}
-    except (ValueError, KeyError, TypeError):
-        return {line.split()[0] for line in out.splitlines() if line.strip()}
+        return list(json.loads(_run("-j", *args, check=False).stdout.strip() or "[]"))
+    except ValueError:
+        return []
+
+
+def existing_namespaces() -> set[str]:
+    return {entry["name"] for entry in _ip_json("netns", "list")}
 
 
 def existing_links() -> set[str]:
-    out = _run("-j", "link", "show", check=False).stdout.strip()
-    try:
-        return {entry["ifname"] for entry in json.loads(out or "[]")}
-    except (ValueError, KeyError, TypeError):
-        return set()
+    return {entry["ifname"] for entry in _ip_json("link", "show")}
 
 
 def overlapping_routes(subnet: str) -> list[str]:
     """Routes of the host (other than our bridge's) that overlap ``subnet``."""
     net = ipaddress.ip_network(subnet)
-    out = _run("-j", "-4", "route", "show", check=False).stdout.strip()
-    try:
-        routes = json.loads(out or "[]")
-    except ValueError:
-        return []
     clashes = []
-    for route in routes:
+    for route in _ip_json("-4", "route", "show"):
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        if dst in ("", "default") or dev == BRIDGE:
-            continue
-        try:
-            if ipaddress.ip_network(dst, strict=False).overlaps(net):
+        with contextlib.suppress(ValueError):
+            if (
+                dst not in ("", "default")
+                and dev != BRIDGE
+                and ipaddress.ip_network(dst, strict=False).overlaps(net)
+            ):
                 clashes.append(f"{dst} dev {dev}")
-        except ValueError:
-            continue
     return clashes
 
 
@@ -126,12 +118,10 @@ class Network:
 
     @staticmethod
     def _bridge_address() -> str:
-        out = _run("-j", "-4", "addr", "show", "dev", BRIDGE, check=False).stdout.strip()
         try:
-            infos = json.loads(out or "[]")
-            addr = infos[0]["addr_info"][0]
+            addr = _ip_json("-4", "addr", "show", "dev", BRIDGE)[0]["addr_info"][0]
             return f"{addr['local']}/{addr['prefixlen']}"
-        except (ValueError, LookupError, TypeError):
+        except (LookupError, TypeError):
             return ""
 
     def up(self) -> None:
@@ -191,19 +181,11 @@ def namespace_pids(node: NetNode) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
-def _iptables() -> str:
-    path = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
-    if not path:
-        raise StackError(
-            "iptables not found; install it with: apt-get install -y iptables", component="netns"
-        )
-    return path
-
-
 def _iptables_in(node: NetNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run iptables inside ``node``'s namespace; with ``check`` a refusal is a one-line StackError."""
-    result = subprocess.run([*node.exec_prefix(), _iptables(), "-w", *args], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    iptables = find_binary("iptables", "iptables", "netns")
+    argv = [*node.exec_prefix(), iptables, "-w", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
     return result

@@ -1,17 +1,17 @@
-"""Background server processes tracked by pid files.
-
-Servers are started in their own session so they outlive the CLI that started them;
-liveness checks treat zombies (a killed child not yet reaped) as dead.
-"""
+"""Background server processes tracked by pid files, in sessions of their own (they outlive the CLI);
+zombies count as dead."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+from barcode_pipeline.errors import MissingPrerequisite, StackError
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -22,11 +22,8 @@ def read_pid(pidfile: Path) -> int | None:
 
 
 def is_alive(pid: int | None, marker: str | None = None) -> bool:
-    """True when ``pid`` runs and is not a zombie; ``marker`` must appear in its command line.
-
-    A server that rewrites its process title (Redis does) can briefly show an empty command
-    line, so a marker mismatch is looked at twice before the process is declared not ours.
-    """
+    """True when ``pid`` runs, is not a zombie and has ``marker`` in its command line (looked at thrice:
+    a server rewriting its process title, as Redis does, briefly shows an empty one)."""
     if not pid:
         return False
     for attempt in range(3):
@@ -92,3 +89,21 @@ def kill(pid: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and is_alive(pid):
         time.sleep(0.05)
+
+
+def find_binary(name: str, package: str, component: str) -> str:
+    """``name`` on PATH or in the sbin folders (root's tools), else how to install it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    if not found:
+        raise MissingPrerequisite(
+            f"{name} not found; install it with: apt-get install -y {package}", component=component
+        )
+    return found
+
+
+def run_tool(argv: list[str], failure: str, component: str) -> None:
+    """Run a set-up tool to completion; a failure is a StackError ending with the tail of its output."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise StackError(f"{failure}: {output[-500:]}", component=component)

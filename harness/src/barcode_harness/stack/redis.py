@@ -1,15 +1,11 @@
 """Redis from Debian's ``redis-server``, on its own port with AOF on.
 
-AOF (not RDB snapshots) because the streams, their pending-entry lists and the dedup markers
-must survive a crash. With ``appendfsync everysec`` a crash can still lose up to about 2 s of
-writes Redis had already answered (its AOF write waits behind a running fsync); the processor
-notices the restarted server's new run id and re-reads that stretch from Kafka
-(processor/failover.py).
+AOF because the streams, their pending entries and the dedup markers must survive a crash; the ~2 s
+that ``appendfsync everysec`` may still lose are re-read from Kafka (processor/failover.py).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +13,7 @@ import redis
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
-from barcode_pipeline.errors import MissingPrerequisite
+from barcode_harness.stack.process import find_binary
 
 # The local stack's bound: the steady state at 1,000 scans/s with the default dedup window is
 # under 3 GiB; the rest of this 24 GiB machine's memory leaves room for the AOF rewrite's fork.
@@ -87,12 +83,7 @@ class RedisComponent(Component):
         (self.home / "redis.conf").write_text(conf)
 
     def argv(self) -> list[str]:
-        server = shutil.which("redis-server")
-        if not server:
-            raise MissingPrerequisite(
-                "redis-server not found; install it with: apt-get install -y redis-server", component="redis"
-            )
-        return [server, str(self.home / "redis.conf")]
+        return [find_binary("redis-server", "redis-server", "redis"), str(self.home / "redis.conf")]
 
     def check(self) -> None:
         client = redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2)

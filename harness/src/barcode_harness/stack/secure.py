@@ -1,19 +1,10 @@
 """``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
 
-Under ``<state_dir>/secure/``: a CA and a certificate per server (for 127.0.0.1 and localhost) made
-with ``cryptography``, and every password in its own file (mode 0600) under ``secrets/``, with the
-connection URLs built from them, so the pipeline reads its secrets through the ``BP_*_FILE`` settings
-and ``stack env`` prints file names, not secrets.
-
-- Kafka: a SASL_SSL listener (SCRAM-SHA-512; users ``admin``, ``ingest``, ``processor`` created
-  when the storage is formatted) and a controller listener that takes only mutual TLS.
-- Redis: TLS only (``port 0``), the default user off, ACL users ``admin``, ``ingest``, ``processor``,
-  ``worker``, ``exporter`` allowed only the commands and keys each one uses.
-- MariaDB: ``require_secure_transport=ON``; ``bp_admin`` (migrations, ops tools), ``bp_worker``,
-  ``bp_ingest`` and ``bp_legacy`` with grants on their own tables only.
-
-Whether a state directory is secured is recorded in it (like the profile), so a secured stack is
-never started plaintext by mistake, nor a plaintext one "upgraded" under its clients.
+Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file,
+so the pipeline reads its secrets through ``BP_*_FILE`` settings and ``stack env`` prints file names.
+Kafka takes SASL_SSL (SCRAM) and mutual TLS on its controller listener, Redis TLS only with per-user
+ACLs, MariaDB ``require_secure_transport`` with per-table grants. Whether a state directory is secured
+is recorded in it, so it is never started the other way by mistake.
 """
 
 from __future__ import annotations
@@ -30,10 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack import profile as profiles
 from barcode_pipeline import names
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.db.queries import INSERT_COLUMNS
-from barcode_pipeline.errors import ConfigError, StackError
+from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import add_secret
 
 MARKER = "transport"  # holds "tls" or "plaintext"
@@ -69,25 +61,18 @@ REDIS_ACL = {
 
 def recorded(state_dir: Path) -> bool | None:
     """True for a secured state dir, False for a plaintext one, None for a fresh one."""
-    try:
-        return (state_dir / MARKER).read_text().strip() == "tls"
-    except OSError:
-        return False if (state_dir / "kafka").is_dir() else None
+    found = profiles.read_marker(state_dir, MARKER, legacy="plaintext")
+    return None if found is None else found == "tls"
 
 
 def claim(state_dir: Path, secure: bool) -> None:
     """Record the transport of ``state_dir``; refuse to start it the other way."""
-    found = recorded(state_dir)
-    if found is not None and found != secure:
-        wanted, held = ("secured", "plaintext") if secure else ("plaintext", "secured")
-        raise StackError(
-            f"{state_dir.resolve()} holds a {held} stack, not a {wanted} one: "
-            + ("`stack reset` it first, or use another BP_STATE_DIR" if secure
-               else 'its clients need its settings: eval "$(barcode-pipeline stack env)"'),
-            component="stack",
-        )  # fmt: skip
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / MARKER).write_text(("tls" if secure else "plaintext") + "\n")
+    found = profiles.read_marker(state_dir, MARKER, legacy="plaintext")
+    held, wanted = ("plaintext", "secured") if secure else ("secured", "plaintext")
+    how = "`stack reset` it first, or use another BP_STATE_DIR" if secure else (
+        'its clients need its settings: eval "$(barcode-pipeline stack env)"')  # fmt: skip
+    refusal = f"{state_dir.resolve()} holds a {held} stack, not a {wanted} one: {how}"
+    profiles.record(state_dir, MARKER, "tls" if secure else "plaintext", found, refusal)
 
 
 def wanted(settings: HarnessSettings, flag: bool = False) -> bool:
@@ -95,7 +80,7 @@ def wanted(settings: HarnessSettings, flag: bool = False) -> bool:
     return flag or settings.stack_secure or recorded(settings.state_dir) is True
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Create ``path`` readable by its owner only, from the first byte on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -119,11 +104,11 @@ class SecureFiles:
 
     @property
     def ca_cert(self) -> Path:
-        return self.root / "ca.pem"
+        return self.cert("ca")
 
     @property
     def ca_key(self) -> Path:
-        return self.root / "ca.key"
+        return self.key("ca")
 
     def cert(self, server: str) -> Path:
         return self.root / f"{server}.pem"
@@ -143,7 +128,7 @@ class SecureFiles:
         """The password of ``user`` on ``service``, made once (256 bits) and then kept."""
         path = self.secret(f"{service}-{user}.password")
         if not path.exists():
-            _write_private(path, secrets.token_urlsafe(32).encode())
+            write_private(path, secrets.token_urlsafe(32).encode())
         value = path.read_text().strip()
         add_secret(value)
         return value
@@ -152,11 +137,9 @@ class SecureFiles:
         """Make the CA, each server's certificate and every password unless they exist (idempotent;
         a state dir from before per-server certificates gets them from its kept CA key)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.ca_cert.exists():
-            _make_ca(self)
-        for server in SERVERS:
-            if not self.cert(server).exists():
-                _make_server_certificate(self, server)
+        for name in ("ca", *SERVERS):
+            if not self.cert(name).exists():
+                _issue(self, name)
         for old in ("server.pem", "server.key"):  # the one certificate all servers shared before
             (self.root / old).unlink(missing_ok=True)
         for service, users in (("kafka", KAFKA_USERS), ("redis", REDIS_USERS), ("db", DB_USERS)):
@@ -173,77 +156,56 @@ def server_subject(server: str) -> str:
     return f"{server}.barcode-pipeline"
 
 
-def _key_pem(key: Any) -> bytes:
-    """A private key as unencrypted PKCS#8 PEM (the files are mode 0600), as every server reads it."""
-    from cryptography.hazmat.primitives import serialization
-
-    return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
-def _make_ca(files: SecureFiles) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    # A CA signs certificates and CRLs, nothing else.
-    ca_usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME)])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(ca_usage, critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    # The CA key is kept only to sign the servers' certificates (and whoever wants a client one).
-    _write_private(files.ca_key, _key_pem(ca_key))
-    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-
-
-def _make_server_certificate(files: SecureFiles, server: str) -> None:
-    """One key and certificate per server. All name 127.0.0.1 (one machine), so any of them would
-    satisfy a client's host-name check; what separation buys is that only Kafka's certificate is a
-    TLS client and a Kafka super user: a stolen Redis or MariaDB key cannot act as the broker
-    towards the controller."""
+def _issue(files: SecureFiles, name: str) -> None:
+    """The CA (``name`` "ca") or one server's key and certificate, signed by the kept CA key. All
+    servers' certificates name 127.0.0.1 (one machine); what separation buys is that only Kafka's is a
+    TLS client and a Kafka super user: a stolen Redis or MariaDB key cannot act as the broker."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ca_key: Any = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
-    ca_name = x509.load_pem_x509_certificate(files.ca_cert.read_bytes()).subject
     now = datetime.datetime.now(datetime.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else server_subject(name))]
     )
-    usage = [ExtendedKeyUsageOID.SERVER_AUTH]
-    if server == "kafka":  # the broker side also presents it to its own controller listener
-        usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_subject(server))]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=397))
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    extensions: list[tuple[x509.ExtensionType, bool]]
+    if name == "ca":
+        signer: Any = key
+        issuer, days = subject, 825
+        extensions = [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            # A CA signs certificates and CRLs, nothing else.
+            (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
+        ]
+    else:
+        signer = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+        issuer, days = x509.load_pem_x509_certificate(files.ca_cert.read_bytes()).subject, 397
+        usage = [ExtendedKeyUsageOID.SERVER_AUTH]
+        if name == "kafka":  # the broker side also presents it to its own controller listener
+            usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        extensions = [
+            (x509.SubjectAlternativeName(san), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage(usage), False),
+        ]
+    builder = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - _SKEW).not_valid_after(now + datetime.timedelta(days=days))
     )  # fmt: skip
-    key_pem = _key_pem(key)
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    _write_private(files.key(server), key_pem)
-    if server == "kafka":
-        _write_private(files.kafka_keystore, key_pem + cert_pem)
-    files.cert(server).write_bytes(cert_pem)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    cert_pem = builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(  # unencrypted PKCS#8, as every server reads it (the file is 0600)
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_private(files.key(name), key_pem)  # the CA's is kept only to sign the servers' certificates
+    if name == "kafka":
+        write_private(files.kafka_keystore, key_pem + cert_pem)
+    files.cert(name).write_bytes(cert_pem)
 
 
 # --- client settings -------------------------------------------------------------------------------
@@ -262,40 +224,32 @@ def db_url(settings: HarnessSettings, files: SecureFiles, user: str) -> str:
     return f"mysql://{DB_USER_PREFIX}{user}:{password}@{t.host}:{t.port}/{t.database}?ssl_ca={files.ca_cert}"
 
 
-def client_values(settings: HarnessSettings, files: SecureFiles) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain settings, secret settings) the pipeline needs for this stack, as setting names."""
+def _role(user: str) -> str:
+    """The prefix of a user's settings: none for the admin (``db_url``), else ``<user>_``."""
+    return "" if user == "admin" else f"{user}_"
+
+
+def client_values(settings: HarnessSettings) -> tuple[SecureFiles, dict[str, str], dict[str, str]]:
+    """The state dir's files (made if missing) and the (plain, secret) settings the pipeline needs."""
+    files = SecureFiles.of(settings)
+    files.ensure()
     plain = {
         "stack_secure": "1",
         "kafka_bootstrap": settings.kafka.bootstrap,
         "kafka_security_protocol": "SASL_SSL",
         "kafka_sasl_mechanism": SCRAM,
-        "kafka_sasl_username": "admin",
         "kafka_ssl_ca_file": str(files.ca_cert),
-        "ingest_kafka_sasl_username": "ingest",
-        "processor_kafka_sasl_username": "processor",
     }
-    secret = {
-        "db_url": db_url(settings, files, "admin"),
-        "ingest_db_url": db_url(settings, files, "ingest"),
-        "worker_db_url": db_url(settings, files, "worker"),
-        "legacy_db_url": db_url(settings, files, "legacy"),
-        "redis_url": redis_url(settings, files, "admin"),
-        "ingest_redis_url": redis_url(settings, files, "ingest"),
-        "exporter_redis_url": redis_url(settings, files, "exporter"),
-        "processor_redis_url": redis_url(settings, files, "processor"),
-        "worker_redis_url": redis_url(settings, files, "worker"),
-        "kafka_sasl_password": files.password("kafka", "admin"),
-        "ingest_kafka_sasl_password": files.password("kafka", "ingest"),
-        "processor_kafka_sasl_password": files.password("kafka", "processor"),
-    }
-    return plain, secret
+    plain |= {f"{_role(u)}kafka_sasl_username": u for u in KAFKA_USERS}
+    secret = {f"{_role(u)}db_url": db_url(settings, files, u) for u in DB_USERS}
+    secret |= {f"{_role(u)}redis_url": redis_url(settings, files, u) for u in REDIS_USERS}
+    secret |= {f"{_role(u)}kafka_sasl_password": files.password("kafka", u) for u in KAFKA_USERS}
+    return files, plain, secret
 
 
 def secure_settings(settings: HarnessSettings) -> HarnessSettings:
     """``settings`` with this state dir's secured connections (admin) and every role's credentials."""
-    files = SecureFiles.of(settings)
-    files.ensure()
-    plain, secret = client_values(settings, files)
+    files, plain, secret = client_values(settings)
     typed: dict[str, object] = {**plain, **secret, "stack_secure": True, "kafka_ssl_ca_file": files.ca_cert}
     return settings.updated(typed)
 
@@ -308,9 +262,7 @@ def stack_settings(settings: HarnessSettings) -> HarnessSettings:
 
 def env_lines(settings: HarnessSettings, *, show_secrets: bool = False) -> str:
     """Shell lines for ``eval``: secrets as ``BP_*_FILE`` paths (the files are written here), or inline."""
-    files = SecureFiles.of(settings)
-    files.ensure()
-    plain, secret = client_values(settings, files)
+    files, plain, secret = client_values(settings)
     lines = [f"unset {' '.join(f'BP_{n.upper()}' for n in secret)}"]
     lines += [f"export BP_{k.upper()}={shlex.quote(v)}" for k, v in plain.items()]
     for name, value in secret.items():
@@ -319,7 +271,7 @@ def env_lines(settings: HarnessSettings, *, show_secrets: bool = False) -> str:
             continue
         path = files.secret(name.replace("_", "-"))
         if not path.exists() or path.read_text() != value:
-            _write_private(path, value.encode())
+            write_private(path, value.encode())
         lines.append(f"export BP_{name.upper()}_FILE={shlex.quote(str(path))}")
     lines.append(f"export BP_STATE_DIR={shlex.quote(str(settings.state_dir.resolve()))}")
     return "\n".join(lines)
@@ -347,45 +299,34 @@ def kafka_acls(settings: HarnessSettings) -> list[object]:
     from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
     from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
-    def allow(user: str, kind: ResourceType, name: str, *ops: AclOperation) -> list[AclBinding]:
-        return [
-            AclBinding(
-                kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", op, AclPermissionType.ALLOW
-            )
-            for op in ops
-        ]
-
     read, write, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
-    return [
-        *allow("ingest", ResourceType.TOPIC, names.TOPIC, write, describe),
-        *allow("ingest", ResourceType.TOPIC, names.DLT_TOPIC, describe),  # its readiness probe looks
-        *allow("processor", ResourceType.TOPIC, names.TOPIC, read, describe),
-        *allow("processor", ResourceType.GROUP, settings.processor.group, read, describe),
-        *allow("processor", ResourceType.TOPIC, names.DLT_TOPIC, write, describe),
+    topic, group = ResourceType.TOPIC, ResourceType.GROUP
+    rules = [
+        ("ingest", topic, names.TOPIC, (write, describe)),
+        ("ingest", topic, names.DLT_TOPIC, (describe,)),  # its readiness probe looks
+        ("processor", topic, names.TOPIC, (read, describe)),
+        ("processor", group, settings.processor.group, (read, describe)),
+        ("processor", topic, names.DLT_TOPIC, (write, describe)),
     ]
+    allow, literal = AclPermissionType.ALLOW, ResourcePatternType.LITERAL
+    return [AclBinding(kind, name, literal, f"User:{user}", "*", op, allow)
+            for user, kind, name, ops in rules for op in ops]  # fmt: skip
 
 
 def kafka_format_args(files: SecureFiles) -> list[str]:
-    """``kafka-storage format`` arguments that create the SCRAM users in the bootstrap metadata.
-
-    They hold the passwords: pass them in an argument file (:func:`java_argfile`), never in argv,
-    which every local user can read in ``ps``."""
-    args: list[str] = []
-    for user in KAFKA_USERS:
-        args += ["--add-scram", f"{SCRAM}=[name={user},password={files.password('kafka', user)}]"]
-    return args
+    """``kafka-storage format`` arguments creating the SCRAM users; they hold the passwords, so they go
+    in an argument file (:func:`java_argfile`), never in argv, which ``ps`` shows every local user."""
+    scram = (f"{SCRAM}=[name={user},password={files.password('kafka', user)}]" for user in KAFKA_USERS)
+    return [arg for user in scram for arg in ("--add-scram", user)]
 
 
 def java_argfile(path: Path, args: list[str]) -> str:
-    """Write ``args`` to a 0600 java argument file; returns the ``@path`` argument that reads it.
-
-    The launcher reads the main class and its arguments from it (JDK 9+); each is quoted, with
-    backslashes and quotes escaped, so no value is split or reinterpreted. A line break would end
-    an argument even inside quotes: refused (the generated passwords never hold one)."""
+    """Write ``args`` quoted (backslashes and quotes escaped) to a 0600 java argument file (JDK 9+) and
+    return the ``@path`` argument; a line break would end an argument even inside quotes: refused."""
     if any("\n" in a or "\r" in a for a in args):
         raise ValueError("a java argument file cannot carry a line break")
     quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args)
-    _write_private(path, ("\n".join(quoted) + "\n").encode())
+    write_private(path, ("\n".join(quoted) + "\n").encode())
     return f"@{path}"
 
 
@@ -396,7 +337,7 @@ def redis_conf(home: Path, port: int, files: SecureFiles) -> str:
     for user in REDIS_USERS:
         digest = hashlib.sha256(files.password("redis", user).encode()).hexdigest()
         lines.append(f"user {user} on #{digest} {REDIS_ACL[user]}")
-    _write_private(acl, ("\n".join(lines) + "\n").encode())
+    write_private(acl, ("\n".join(lines) + "\n").encode())
     return f"""
 # --- secured (stack up --secure) ---
 port 0
@@ -438,12 +379,12 @@ DB_GRANTS = {
 }
 
 
-def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: object) -> None:
+def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: Any) -> None:
     """Users (TLS required), the schema (migrated as the admin) and each role's table grants."""
     from barcode_pipeline.db.migrate import upgrade
 
     database = parse_db_url(settings.db.url).database
-    with root.cursor() as cur:  # type: ignore[attr-defined]
+    with root.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
         for user in DB_USERS:
             name = DB_USER_PREFIX + user
@@ -453,14 +394,14 @@ def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: obje
             )
         # The admin runs migrations and the ops tools, and may make the test suite's own databases.
         cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO {DB_USER_PREFIX}admin@'127.0.0.1'")
-    root.commit()  # type: ignore[attr-defined]
+    root.commit()
     upgrade(db_url(settings, files, "admin"))
-    with root.cursor() as cur:  # type: ignore[attr-defined]
+    with root.cursor() as cur:
         for user, grants in DB_GRANTS.items():
             for grant in grants:
                 cur.execute(f"GRANT {grant.format(db=database)} TO {DB_USER_PREFIX}{user}@'127.0.0.1'")
         lock_root(cur, files)
-    root.commit()  # type: ignore[attr-defined]
+    root.commit()
 
 
 def lock_root(cur: Any, files: SecureFiles) -> None:

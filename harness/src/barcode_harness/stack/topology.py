@@ -1,8 +1,4 @@
-"""The addresses of every node of the ``ha`` profile, derived from one subnet.
-
-Shared by the ha manager (stack/ha.py) and HAProxy's config (stack/haproxy.py), so neither imports
-the other for them.
-"""
+"""The addresses of every node of the ``ha`` profile, derived from one subnet."""
 
 from __future__ import annotations
 
