@@ -19,6 +19,10 @@ from barcode_pipeline.run.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 
+def ingest_url(settings: HarnessSettings) -> str:
+    return f"http://{settings.ingest.host}:{settings.ingest.port}"
+
+
 @dataclass(frozen=True)
 class ChaosParams:
     """Scale of a run. Defaults are the documented run; CI passes shorter holds."""
@@ -55,7 +59,7 @@ class ChaosContext:
 
     @property
     def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
+        return ingest_url(self.settings)
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, bool(ok), detail))
@@ -75,10 +79,7 @@ class ChaosContext:
     def sleep(self, seconds: float) -> None:
         """Wait while the load keeps running; fail fast if the client itself died."""
         deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
+        while (left := deadline - time.monotonic()) > 0:
             if not self.load.running:
                 raise PipelineError("the client load stopped on its own (see the log)", component="chaos")
             time.sleep(min(0.2, left))

@@ -2,25 +2,31 @@
 
 Each is small and does one thing to one system, the way an operator (or a crash) would: signal a
 supervised child, rewind a Kafka consumer group, delete Redis keys, write raw bytes to a topic,
-resend scans over HTTP. None of them checks anything; the checks live in ``chaos.checks``.
+resend scans over HTTP. None of them checks anything (the checks live in ``chaos.checks``); the
+ingest probe only tallies what a client is told while a fault is held.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
-from barcode_harness.scanner.scans import encode_scan
+from barcode_harness.chaos.load import ScanKey
+from barcode_harness.scanner.scans import SEEDED_DEVICES, encode_scan
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -75,9 +81,7 @@ def kill_child(sup: Supervisor, name: str, *, restart: bool) -> None:
 def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
     """Wait for a child to exit by itself (e.g. a crash hook); its exit code, or None if still alive."""
     child = sup.children[name]
-    if not child.wait(timeout):
-        return None
-    return child.proc.returncode if child.proc else None
+    return child.proc.returncode if child.wait(timeout) and child.proc else None
 
 
 # ---------------------------------------------------------------------------------------- Kafka
@@ -108,18 +112,11 @@ def rewind_group(
     timeout: float = 30.0,
 ) -> tuple[int, int]:
     """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
-    never below the log start) or, without it, to the log start.
+    never below the log start) or, without it, to the log start. Returns (records to re-read, tries).
 
-    Returns (records to re-read, tries).
-
-    A scenario passes the offsets from before its own load: on a stack whose topic holds the
-    history of earlier runs (millions of records after a bench series), a re-read from the log
-    start cannot finish within a scenario's drain timeout.
-
-    The group must be empty for the broker to accept it. A member that was killed, or a static
-    member (the supervisor's processors) even after a clean stop, keeps it non-empty until its
-    session times out, hence the retries. The broker refuses per partition, inside a successful
-    reply, so every partition's error is checked.
+    The group must be empty for the broker to accept it: a killed or static member (the supervisor's
+    processors) keeps it non-empty until its session times out, hence the retries. The broker refuses
+    per partition, inside a successful reply, so every partition's error is checked.
     """
     group = group or settings.processor.group
     offsets = _offsets(settings, group, topic)
@@ -163,31 +160,17 @@ def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None,
 # ---------------------------------------------------------------------------------------- Redis
 def delete_markers(settings: HarnessSettings) -> int:
     """Delete every dedup marker: only the database's UNIQUE index then stops a redelivered scan."""
-    client = redis_adapter.client(settings)
-    deleted = 0
-    try:
-        batch: list[str] = []
-        for key in client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                deleted += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.unlink(*batch))
-    finally:
-        client.close()
-    return deleted
+    with redis_adapter.client(settings) as client:
+        keys = list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000))
+        return sum(int(client.unlink(*keys[i : i + 5000])) for i in range(0, len(keys), 5000))
 
 
 def flush_redis(settings: HarnessSettings) -> int:
     """FLUSHALL: every stream, pending list, consumer group, marker and heartbeat is gone."""
-    client = redis_adapter.client(settings)
-    try:
+    with redis_adapter.client(settings) as client:
         keys = int(client.dbsize())
         client.flushall()
         return keys
-    finally:
-        client.close()
 
 
 FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every write needing memory is refused
@@ -195,21 +178,18 @@ FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every writ
 
 def fill_redis(settings: HarnessSettings) -> str:
     """Make Redis full (maxmemory below its use, noeviction); returns the maxmemory to restore."""
-    client = redis_adapter.client(settings)
-    try:
+    return set_maxmemory(settings, FULL_MAXMEMORY)
+
+
+def set_maxmemory(settings: HarnessSettings, value: str) -> str:
+    """Set Redis's maxmemory; returns the one it replaced."""
+    with redis_adapter.client(settings) as client:
         old = str(client.config_get("maxmemory")["maxmemory"])
-        client.config_set("maxmemory", FULL_MAXMEMORY)
+        client.config_set("maxmemory", value)
         return old
-    finally:
-        client.close()
 
 
-def restore_maxmemory(settings: HarnessSettings, old: str) -> None:
-    client = redis_adapter.client(settings)
-    try:
-        client.config_set("maxmemory", old)
-    finally:
-        client.close()
+restore_maxmemory = set_maxmemory  # the heal: back to what fill_redis returned
 
 
 # ---------------------------------------------------------------------------------------- disks
@@ -252,38 +232,97 @@ def free_disk(ballast: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- HTTP
-def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 30.0) -> tuple[int, int]:
-    """POST one scan until a 2xx (retrying 5xx/429/network errors as a scanner does).
+def post_once(base_url: str, scan: ScanEvent, api_key: str, timeout: float) -> tuple[int, str | None]:
+    """POST one scan to ingest: (status, 0 for no answer in time; its Retry-After header)."""
+    req = urllib.request.Request(
+        base_url.rstrip("/") + names.ROUTE_SCAN,
+        data=encode_scan(scan),
+        headers={"Content-Type": "application/json", **client_headers(api_key)},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # loopback URL we built
+            return int(resp.status), None
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.headers.get("Retry-After")
+    except (urllib.error.URLError, OSError) as exc:
+        log.warning("no answer from ingest: %s", exc)
+        return 0, None
 
-    Returns (final status, attempts); a 4xx other than 408/429 is final and returned as is.
+
+def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 30.0) -> int:
+    """POST one scan until a 2xx (retrying 5xx/429/network errors as a scanner does); the final status.
+
+    A 4xx other than 408/429 is final and returned as is.
     """
-    body = encode_scan(scan)
     deadline = time.monotonic() + timeout
-    attempts = 0
     delay = 0.1
     while True:
-        attempts += 1
-        req = urllib.request.Request(
-            base_url.rstrip("/") + names.ROUTE_SCAN,
-            data=body,
-            headers={"Content-Type": "application/json", **client_headers(api_key)},
-            method="POST",
-        )
-        status = 0
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # loopback URL we built
-                status = int(resp.status)
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-        except (urllib.error.URLError, OSError) as exc:
-            log.debug("post failed: %s", exc)
+        status, _ = post_once(base_url, scan, api_key, 10.0)
         if 200 <= status < 300 or (400 <= status < 500 and status not in (408, 429)):
-            return status, attempts
+            return status
         if time.monotonic() > deadline:
             raise PipelineError(f"scan {scan.scan_id} not accepted within {timeout:.0f}s (last {status})",
                                 component="chaos")  # fmt: skip
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+@dataclass
+class ProbeAnswers:
+    """Tallies of the answers: ``statuses`` counts HTTP statuses, 0 meaning no answer in time."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    unavailable_without_retry_after: int = 0
+    slowest_s: float = 0.0
+    acknowledged: set[ScanKey] = field(default_factory=set)  # 2xx: the ledger must find these
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{'no answer' if s == 0 else s}: {n}" for s, n in sorted(self.statuses.items()))
+        return f"{shown or 'no request'}; slowest {self.slowest_s:.1f} s"
+
+
+class IngestProbe:
+    """POSTs one fresh scan every ``interval_s`` on a thread until stopped, tallying the answers.
+
+    The background load resends whatever fails, so it cannot tell a clean 503 from a 500 or a hang;
+    this probe can (the Kafka kill must be answered with 503 and ``Retry-After``, promptly).
+    """
+
+    def __init__(
+        self, base_url: str, *, api_key: str = "", interval_s: float = 0.5, timeout_s: float = 10.0
+    ) -> None:
+        self.base_url, self.api_key = base_url, api_key
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.answers = ProbeAnswers()
+        self._token = secrets.token_hex(4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> ProbeAnswers:
+        self._stop.set()
+        self._thread.join(self.timeout_s + 5)
+        return self.answers
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            scan = ScanEvent(f"990{i:010d}", SEEDED_DEVICES[0], int(time.time() * 1000),
+                             f"probe-{self._token}-{i}")  # fmt: skip
+            started = time.monotonic()
+            status, retry_after = post_once(self.base_url, scan, self.api_key, self.timeout_s)
+            a = self.answers
+            a.slowest_s = max(a.slowest_s, time.monotonic() - started)
+            a.statuses[status] += 1
+            a.unavailable_without_retry_after += status == 503 and not retry_after
+            if 200 <= status < 300:
+                a.acknowledged.add((scan.device_id, scan.scan_id))
+            self._stop.wait(self.interval_s)
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -12,48 +12,47 @@ pending (the simulator's ``count=0`` mode) and returns once nothing is left.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from barcode_harness.scanner.outbox import OutboxCounts, outbox_status
 from barcode_harness.scanner.scans import SEEDED_DEVICES
 from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport
+from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import ConfigError, PipelineError
 
-log = logging.getLogger(__name__)
-
 ScanKey = tuple[str, str]  # (device_id, scan_id): what identifies one scan event end to end
-
-
-@dataclass(frozen=True, slots=True)
-class LoadConfig:
-    """Client behaviour during a scenario (the scanners' side of the contract)."""
-
-    rate: float = 200.0  # scans/s over all devices
-    devices: tuple[str, ...] = SEEDED_DEVICES
-    duplicate_ratio: float = 0.05  # share of scans resent by the client as a new request
-    concurrency: int = 8  # requests in flight per device
-    backoff_base_s: float = 0.1
-    # Capped low so a healed fault is noticed within seconds; a real scanner fleet would use more.
-    backoff_cap_s: float = 2.0
-    request_timeout_s: float = 10.0
-    # A backlog left by an outage is resent in batches of up to this many, as a scanner with an
-    # outbox would catch up; one scan per request would make the drain measure the client.
-    catch_up_batch: int = 100
-    api_key: str = ""  # the run's harness key (see barcode_harness.keys)
 
 
 class ScannerLoad:
     """One scenario's client: generate in a thread, then drain the outbox in the foreground."""
 
-    def __init__(self, url: str, outbox_path: Path, config: LoadConfig) -> None:
-        self.url = url
+    def __init__(
+        self, url: str, outbox_path: Path, *, rate: float, duplicate_ratio: float, api_key: str
+    ) -> None:
         self.outbox_path = outbox_path
-        self.config = config
+        self.config = SimulatorConfig(
+            url=url,
+            outbox_path=outbox_path,
+            rate_per_device=rate / len(SEEDED_DEVICES),  # ``rate`` scans/s over all devices
+            count=None,
+            duplicate_ratio=duplicate_ratio,  # share of scans resent by the client as a new request
+            concurrency=8,
+            # A backlog left by an outage is resent in batches of up to this many, as a scanner with an
+            # outbox would catch up; one scan per request would make the drain measure the client.
+            catch_up_batch=100,
+            backoff_base_s=0.1,
+            # Capped low so a healed fault is noticed within seconds; a real scanner fleet would use more.
+            backoff_cap_s=2.0,
+            drain_timeout_s=None,
+            synchronous="NORMAL",  # the outbox's own fsync is not what is under test here
+            api_key=api_key,  # the run's harness key (see barcode_harness.keys)
+        )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -61,26 +60,6 @@ class ScannerLoad:
         self._report: SimulatorReport | None = None
         self._error: BaseException | None = None
 
-    def _sim_config(self, *, count: int | None, drain_timeout_s: float | None) -> SimulatorConfig:
-        c = self.config
-        return SimulatorConfig(
-            url=self.url,
-            outbox_path=self.outbox_path,
-            devices=c.devices,
-            rate_per_device=c.rate / len(c.devices),
-            count=count,
-            duplicate_ratio=c.duplicate_ratio,
-            concurrency=c.concurrency,
-            catch_up_batch=c.catch_up_batch,
-            request_timeout_s=c.request_timeout_s,
-            backoff_base_s=c.backoff_base_s,
-            backoff_cap_s=c.backoff_cap_s,
-            drain_timeout_s=drain_timeout_s,
-            synchronous="NORMAL",  # the outbox's own fsync is not what is under test here
-            api_key=c.api_key,
-        )
-
-    # ------------------------------------------------------------------ phase 1: steady load
     def start(self) -> None:
         """Start generating ``rate`` scans/s until :meth:`stop_generating`."""
         self._thread = threading.Thread(target=self._run_thread, name="chaos-scanner", daemon=True)
@@ -93,8 +72,7 @@ class ScannerLoad:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._ready.set()
-            sim = Simulator(self._sim_config(count=None, drain_timeout_s=None))
-            return await sim.run(self._stop)
+            return await Simulator(self.config).run(self._stop)
 
         try:
             self._report = asyncio.run(main())
@@ -120,40 +98,33 @@ class ScannerLoad:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    # ------------------------------------------------------------------ phase 2: deliver what is pending
     def drain(self, timeout_s: float) -> SimulatorReport:
         """Deliver every pending scan (retrying as a scanner would); ``drained`` says if it finished."""
-        sim = Simulator(self._sim_config(count=0, drain_timeout_s=timeout_s))
-        return asyncio.run(sim.run())
+        return asyncio.run(Simulator(replace(self.config, count=0, drain_timeout_s=timeout_s)).run())
 
-    # ------------------------------------------------------------------ what the clients know
     def counts(self) -> OutboxCounts:
         return outbox_status(self.outbox_path)
 
+    def _rows(self, sql: str, *args: int) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(self.outbox_path, timeout=10.0)) as conn:
+            conn.execute("PRAGMA busy_timeout=10000")
+            return conn.execute(sql, args).fetchall()
+
     def acknowledged(self, *, before_ms: int | None = None) -> set[ScanKey]:
         """Distinct scans the ingest API answered 2xx for (optionally: acked before ``before_ms``)."""
-        conn = sqlite3.connect(self.outbox_path, timeout=10.0)
-        try:
-            conn.execute("PRAGMA busy_timeout=10000")
-            sql = "SELECT DISTINCT device_id, scan_id FROM outbox WHERE state = 1"
-            params: tuple[int, ...] = ()
-            if before_ms is not None:
-                sql += " AND done_ms < ?"
-                params = (before_ms,)
-            return {(str(d), str(s)) for d, s in conn.execute(sql, params)}
-        finally:
-            conn.close()
+        sql = "SELECT DISTINCT device_id, scan_id FROM outbox WHERE state = 1"
+        rows = self._rows(sql) if before_ms is None else self._rows(sql + " AND done_ms < ?", before_ms)
+        return {(str(d), str(s)) for d, s in rows}
+
+    def acknowledged_scans(self, limit: int) -> list[ScanEvent]:
+        """Up to ``limit`` acknowledged scans, whole (to resend them)."""
+        rows = self._rows("SELECT DISTINCT device_id, scan_id, barcode, scan_time FROM outbox"
+                          " WHERE state = 1 LIMIT ?", limit)  # fmt: skip
+        return [ScanEvent(str(b), str(d), int(t), str(s)) for d, s, b, t in rows]
 
     def generated(self) -> set[ScanKey]:
         """Every distinct scan the clients made, whatever became of it (answered or not)."""
-        conn = sqlite3.connect(self.outbox_path, timeout=10.0)
-        try:
-            conn.execute("PRAGMA busy_timeout=10000")
-            return {
-                (str(d), str(s)) for d, s in conn.execute("SELECT DISTINCT device_id, scan_id FROM outbox")
-            }
-        finally:
-            conn.close()
+        return {(str(d), str(s)) for d, s in self._rows("SELECT DISTINCT device_id, scan_id FROM outbox")}
 
     def wait_acknowledged(self, minimum: int, timeout: float) -> int:
         """Block until the clients hold at least ``minimum`` acknowledgements (load is flowing)."""

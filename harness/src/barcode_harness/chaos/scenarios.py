@@ -12,10 +12,8 @@ import re
 import secrets
 import shutil
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from barcode_harness.chaos.checks import (
     wait_pending,
 )
 from barcode_harness.chaos.context import ChaosContext
-from barcode_harness.chaos.probes import IngestProbe
+from barcode_harness.chaos.faults import IngestProbe
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
@@ -45,6 +43,7 @@ from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.monitoring.exporter import live_workers
 from barcode_pipeline.ops import dlq, dlt
+from barcode_pipeline.ops.dead_letters import DeadLetter
 from barcode_pipeline.run.pipeline import wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
 from barcode_pipeline.run.watchdog import read_state
@@ -58,6 +57,13 @@ ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a b
 def processors(ctx: ChaosContext) -> list[str]:
     """The supervised processor children ("processor", or "processor-N" with BP_PROCESSORS > 1)."""
     return ctx.sup.names(names.Role.PROCESSOR)
+
+
+def absorbed(ctx: ChaosContext, scenario: Scenario) -> int:
+    """The duplicates the workers logged as absorbed during ``scenario`` (also kept in its metrics)."""
+    n = ctx.logged_since(f"=== scenario {scenario.key} {scenario.name}:", ABSORBED)
+    ctx.metrics["duplicates_absorbed"] = n
+    return n
 
 
 class Scenario:
@@ -260,10 +266,41 @@ class ProcessorKill(Scenario):
 
 
 # ---------------------------------------------------------------------------------------- workers
-class WorkerKill(Scenario):
-    """SIGKILL worker(s) while they hold entries; measure how long their entries stay with them."""
+class Takeover(Scenario):
+    """Base of the worker deaths: times how long the entries a dead worker held stay with it."""
 
     reports_takeover = True
+    _probe: TakeoverProbe | None = None
+
+    def _held(self, ctx: ChaosContext, probe: TakeoverProbe, check: str) -> None:
+        self._probe = probe
+        ctx.metrics["pending_at_kill"] = probe.initial
+        # With nothing held, "every held entry was taken over" would pass without a takeover.
+        ctx.check(check, probe.initial > 0, f"{probe.initial} entries")
+
+    def _join(self, ctx: ChaosContext) -> None:
+        """Wait until the entries are taken over (or clearly never will be)."""
+        if self._probe is not None:
+            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+
+    def _check_takeover(self, ctx: ChaosContext, what: str, clock: str) -> None:
+        if self._probe is None:
+            return
+        self._probe.stop()
+        took = self._probe.done_after_s
+        ctx.metrics["takeover_s"] = took
+        target = ctx.params.takeover_target_s
+        when = "never" if took is None else f"{took:.2f} s"
+        ctx.check(f"{what} within {target:.0f} s", took is not None and took <= target,
+                  f"{self._probe.initial} entries, {when} {clock}")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if self._probe is not None:
+            self._probe.close()
+
+
+class WorkerKill(Takeover):
+    """SIGKILL worker(s) while they hold entries; measure how long their entries stay with them."""
 
     def __init__(self, key: str, *, all_workers: bool) -> None:
         self.key = key
@@ -278,7 +315,6 @@ class WorkerKill(Scenario):
             self.name = "worker-kill"
             self.title = "One worker SIGKILL mid-batch, not restarted during the hold"
             self.fault = "SIGKILL of worker-1 while it holds entries; the live worker must take them over"
-        self._probe: TakeoverProbe | None = None
         self._victims: list[str] = []
 
     def inject(self, ctx: ChaosContext) -> None:
@@ -287,18 +323,15 @@ class WorkerKill(Scenario):
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
         at_least = max(1, int(ctx.params.rate * ctx.settings.worker.max_delay_ms / 1000 / len(workers) / 2))
         consumers = [names.node_member(ctx.settings.node_name, v) for v in self._victims]
-        held, self._probe = self._frozen_holding(ctx, consumers, at_least)
+        held, probe = self._frozen_holding(ctx, consumers, at_least)
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
-        self._probe.restart_clock()
+        probe.restart_clock()
         ctx.mark(f"SIGKILL {', '.join(self._victims)} (first held {held} entries just before)")
-        ctx.metrics["pending_at_kill"] = self._probe.initial
-        ctx.note(f"{', '.join(self._victims)} held {self._probe.initial} pending entries when killed")
-        # With nothing held, "every held entry was taken over" would pass without a takeover.
-        ctx.check("the killed worker(s) held pending entries", self._probe.initial > 0,
-                  f"{self._probe.initial} entries")  # fmt: skip
+        ctx.note(f"{', '.join(self._victims)} held {probe.initial} pending entries when killed")
+        self._held(ctx, probe, "the killed worker(s) held pending entries")
         if not self.all_workers:
-            self._probe.start()
+            probe.start()
 
     def _frozen_holding(
         self, ctx: ChaosContext, consumers: list[str], at_least: int, tries: int = 5
@@ -322,9 +355,8 @@ class WorkerKill(Scenario):
 
     def hold(self, ctx: ChaosContext) -> None:
         super().hold(ctx)
-        if self._probe is not None and not self.all_workers:
-            # Not restarted until its entries are taken over (or clearly never will be).
-            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+        if not self.all_workers:  # not restarted until its entries are taken over
+            self._join(ctx)
 
     def heal(self, ctx: ChaosContext) -> None:
         if self.all_workers and self._probe is not None:
@@ -334,36 +366,22 @@ class WorkerKill(Scenario):
             faults.resume(ctx.sup, name)
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        if self._probe is None:
-            return
-        self._probe.stop()
-        took = self._probe.done_after_s
-        ctx.metrics["takeover_s"] = took
-        target = ctx.params.takeover_target_s
         if self.all_workers:
-            what = "restarted workers re-processed the entries they held"
-            clock = "from the restart"
+            self._check_takeover(
+                ctx, "restarted workers re-processed the entries they held", "from the restart"
+            )
         else:
-            what = "the live worker took over the dead worker's entries"
-            clock = "from the kill"
-        ctx.check(
-            f"{what} within {target:.0f} s",
-            took is not None and took <= target,
-            f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} {clock}",
-        )
+            self._check_takeover(ctx, "the live worker took over the dead worker's entries", "from the kill")
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        if self._probe is not None:
-            self._probe.stop()
-            self._probe.close()
+        super().cleanup(ctx)
         for name in self._victims:
             faults.resume(ctx.sup, name)
 
 
-class WorkerCrashHook(Scenario):
+class WorkerCrashHook(Takeover):
     """A worker started with a crash hook dies at its first batch; the live workers take over."""
 
-    reports_takeover = True
     # Its consumer name (node name + this) sorts before worker-1's: under the workers' standby rule
     # the lowest live name is the primary that always reads, so this worker gets entries (and
     # crashes) at once, as a primary would.
@@ -377,7 +395,6 @@ class WorkerCrashHook(Scenario):
         self.title = f"Worker crash {where}"
         self.fault = f"an extra worker with the crash hook exits like SIGKILL {where} of its first batch"
         self._extra: Supervisor | None = None
-        self._probe: TakeoverProbe | None = None
         self.consumer = self.service
 
     def inject(self, ctx: ChaosContext) -> None:
@@ -393,80 +410,47 @@ class WorkerCrashHook(Scenario):
         crashed_at = time.monotonic()
         ctx.mark(f"{self.service} exited with {code}")
         ctx.check("the crash hook fired", code == CRASH_EXIT_CODE, f"exit code {code}")
-        self._probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
-        ctx.metrics["pending_at_kill"] = self._probe.initial
-        ctx.check("the crashed worker left entries pending", self._probe.initial > 0,
-                  f"{self._probe.initial} entries")  # fmt: skip
+        probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
+        self._held(ctx, probe, "the crashed worker left entries pending")
         if self.after_commit:
-            committed = rows_for(ctx.settings, self._pending_keys(ctx))
+            committed = rows_for(ctx.settings, self._pending_keys(ctx, probe))
             ctx.check(
                 "its batch was committed before the crash",
                 bool(committed) and all(n == 1 for n in committed.values()),
                 f"{sum(1 for n in committed.values() if n == 1)}/{len(committed)} of its pending scans"
                 " have a row",
             )
-        self._probe.start()
+        probe.start()
 
-    def _pending_keys(self, ctx: ChaosContext) -> set[tuple[str, str]]:
-        assert self._probe is not None
-        client = dlq.binary_client(ctx.settings)
+    def _pending_keys(self, ctx: ChaosContext, probe: TakeoverProbe) -> set[tuple[str, str]]:
         keys: set[tuple[str, str]] = set()
-        try:
-            for stream, entry_id in self._probe.held.get(self.consumer, set()):
+        with redis_adapter.client(ctx.settings) as client:
+            for stream, entry_id in probe.held.get(self.consumer, set()):
                 items: Any = client.xrange(stream, min=entry_id, max=entry_id)
-                for _id, fields in items:
-                    scan = named_fields({k.decode(): v.decode() for k, v in fields.items()})
-                    keys.add((scan["dev"], scan["sid"]))
-        finally:
-            client.close()
+                scans = [named_fields(fields) for _id, fields in items]
+                keys.update((scan["dev"], scan["sid"]) for scan in scans)
         return keys
 
     def hold(self, ctx: ChaosContext) -> None:
         super().hold(ctx)
-        if self._probe is not None:
-            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+        self._join(ctx)
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         if self._probe is None:
             return
-        self._probe.stop()
-        took = self._probe.done_after_s
-        ctx.metrics["takeover_s"] = took
-        ctx.check(
-            f"live workers took over the crashed worker's entries within "
-            f"{ctx.params.takeover_target_s:.0f} s",
-            took is not None and took <= ctx.params.takeover_target_s,
-            f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} from the crash",
-        )
+        self._check_takeover(ctx, "live workers took over the crashed worker's entries", "from the crash")
         if self.after_commit:  # its committed batch came again to a live worker: the UNIQUE key's turn
-            absorbed = ctx.logged_since(f"=== scenario {self.key} {self.name}:", ABSORBED)
-            ctx.metrics["duplicates_absorbed"] = absorbed
-            ctx.check("the redelivered batch met the UNIQUE key (workers absorbed duplicates)", absorbed > 0,
-                      f"{absorbed} duplicates absorbed")  # fmt: skip
+            n = absorbed(ctx, self)
+            ctx.check("the redelivered batch met the UNIQUE key (workers absorbed duplicates)", n > 0,
+                      f"{n} duplicates absorbed")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        if self._probe is not None:
-            self._probe.stop()
-            self._probe.close()
+        super().cleanup(ctx)
         if self._extra is not None:
             self._extra.stop()
 
 
 # ---------------------------------------------------------------------------------------- duplicates
-def _acked_scans(ctx: ChaosContext, limit: int) -> list[ScanEvent]:
-    conn = sqlite3.connect(ctx.load.outbox_path, timeout=10.0)
-    try:
-        rows = conn.execute(
-            "SELECT DISTINCT device_id, scan_id, barcode, scan_time FROM outbox WHERE state = 1 LIMIT ?",
-            (limit,),
-        ).fetchall()
-    finally:
-        conn.close()
-    return [
-        ScanEvent(barcode=str(b), device_id=str(d), scan_time=int(t), scan_id=str(s)) for d, s, b, t in rows
-    ]
-
-
 class Duplicates(Scenario):
     key = "8"
     name = "duplicates"
@@ -484,14 +468,11 @@ class Duplicates(Scenario):
         self._start = faults.end_offsets(ctx.settings)
 
     def inject(self, ctx: ChaosContext) -> None:
-        scans = _acked_scans(ctx, self.resent_scans)
+        scans = ctx.load.acknowledged_scans(self.resent_scans)
         ok = 0
         for scan in scans:
             for _ in range(self.resends):
-                status, _attempts = faults.post_scan(
-                    ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key
-                )
-                ok += 200 <= status < 300
+                ok += 200 <= faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key) < 300
         ctx.extra_sent += len(scans) * self.resends
         ctx.extra_acked.update((s.device_id, s.scan_id) for s in scans)
         self._resent = scans
@@ -534,10 +515,9 @@ class Duplicates(Scenario):
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         # The rows alone cannot show the UNIQUE key at work (it makes a second row impossible): the
         # workers' own count of absorbed duplicates must cover every scan published again.
-        absorbed = ctx.logged_since(f"=== scenario {self.key} {self.name}:", ABSORBED)
-        ctx.metrics["duplicates_absorbed"] = absorbed
-        ctx.check("the workers absorbed every scan published again", absorbed >= self._republished > 0,
-                  f"{absorbed} duplicates absorbed, {self._republished} scans published again")  # fmt: skip
+        n = absorbed(ctx, self)
+        ctx.check("the workers absorbed every scan published again", n >= self._republished > 0,
+                  f"{n} duplicates absorbed, {self._republished} scans published again")  # fmt: skip
         rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
         ctx.check("each resent scan has exactly one row", bool(rows) and all(n == 1 for n in rows.values()),
                   f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
@@ -558,6 +538,7 @@ class Poison(Scenario):
     )
     expects_dead_letters = True
     unknown_scans = 20
+    device = ""  # the unmapped device, once injected
 
     def inject(self, ctx: ChaosContext) -> None:
         self.token = secrets.token_hex(6)
@@ -580,8 +561,7 @@ class Poison(Scenario):
         ]
         accepted = 0
         for scan in self.unknown:
-            status, _ = faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key)
-            if 200 <= status < 300:
+            if 200 <= faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key) < 300:
                 accepted += 1
                 ctx.extra_acked.add((scan.device_id, scan.scan_id))
         ctx.extra_sent += len(self.poison_keys) + len(self.unknown)
@@ -596,11 +576,7 @@ class Poison(Scenario):
             and all(x.reason and "no reason" not in x.reason for x in in_dlt),
             "; ".join(f"{(x.key or b'').decode()}: {x.reason[:60]}" for x in in_dlt) or "none found",
         )  # fmt: skip
-        letters = [
-            x
-            for x in dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
-            if x.device_id == self.device
-        ]
+        letters = self._letters(ctx)
         ctx.check(
             "every unknown-device scan is in barcode:dlq with its reason",
             len({x.scan_id for x in letters}) == len(self.unknown)
@@ -616,11 +592,7 @@ class Poison(Scenario):
         outcome = dlq.replay_dlq(ctx.settings, ids=ids)
         wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
         rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
-        left = [
-            x
-            for x in dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
-            if x.device_id == self.device
-        ]
+        left = self._letters(ctx)
         ctx.check(
             "after mapping the device, dlq replay stored each of its scans exactly once",
             len(outcome.replayed) == len(ids) and all(n == 1 for n in rows.values()) and not left,
@@ -630,23 +602,24 @@ class Poison(Scenario):
         ctx.note(f"{len(in_dlt)} poison records in the DLT; {len(letters)} unknown-device scans in the DLQ, "
                  f"replayed after mapping {self.device}: {sum(rows.values())} rows")  # fmt: skip
 
+    def _letters(self, ctx: ChaosContext) -> list[DeadLetter]:
+        """The unknown device's scans in the DLQ."""
+        letters = dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
+        return [x for x in letters if x.device_id == self.device]
+
     def _map_device(self, ctx: ChaosContext, *, add: bool) -> None:
-        conn = db.connect(ctx.settings.db.url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                if add:
-                    cur.execute(
-                        "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
-                        " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
-                        (self.device, "CENTER-CHAOS", "Chaos test center"),
-                    )
-                else:
-                    cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
-        finally:
-            conn.close()
+        with db.connect(ctx.settings.db.url, autocommit=True) as conn, conn.cursor() as cur:
+            if add:
+                cur.execute(
+                    "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                    " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
+                    (self.device, "CENTER-CHAOS", "Chaos test center"),
+                )
+            else:
+                cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        if getattr(self, "device", None):
+        if self.device:
             self._map_device(ctx, add=False)
 
 
@@ -709,11 +682,8 @@ class RedisFull(Scenario):
         ctx.check("the processor's liveness shows it waiting on a dependency",
                   set(states.values()) == {"waiting"}, str(states))  # fmt: skip
         super().hold(ctx)
-        client = redis_adapter.client(ctx.settings)
-        try:
+        with redis_adapter.client(ctx.settings) as client:
             alive = set(live_workers(client))
-        finally:
-            client.close()
         workers = {names.node_member(ctx.settings.node_name, w) for w in ctx.sup.names(names.Role.WORKER)}
         ctx.check("every worker's heartbeat stayed live while Redis was full (no takeover)",
                   workers <= alive, f"live: {sorted(alive)}, workers: {sorted(workers)}")  # fmt: skip
@@ -781,11 +751,13 @@ class Combined(Scenario):
         """All of the schedule runs here (the hold only waits out the rest of it)."""
         for share, step in self.schedule:
             ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
-            getattr(self, f"_{step}")(ctx)
-
-    def _processor(self, ctx: ChaosContext) -> None:
-        faults.kill_child(ctx.sup, processors(ctx)[0], restart=True)
-        ctx.mark("combined: processor SIGKILL (the supervisor restarts it)")
+            if step == "processor":
+                faults.kill_child(ctx.sup, processors(ctx)[0], restart=True)
+                ctx.mark("combined: processor SIGKILL (the supervisor restarts it)")
+            elif step == "worker":
+                self._worker(ctx)
+            else:
+                self._server(ctx, step)
 
     def _worker(self, ctx: ChaosContext) -> None:
         victim = ctx.sup.names(names.Role.WORKER)[0]
@@ -795,12 +767,6 @@ class Combined(Scenario):
         faults.kill_child(ctx.sup, victim, restart=True)
         ctx.mark(f"combined: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
         ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
-
-    def _redis(self, ctx: ChaosContext) -> None:
-        self._server(ctx, "redis")
-
-    def _kafka(self, ctx: ChaosContext) -> None:
-        self._server(ctx, "kafka")
 
     def _server(self, ctx: ChaosContext, component: str) -> None:
         ctx.stack.component(component).kill()
@@ -850,22 +816,14 @@ FACTORIES: tuple[Callable[[], Scenario], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ScenarioInfo:
-    key: str
-    name: str
-    title: str
-    fault: str
-
-
-def describe() -> list[ScenarioInfo]:
-    """Every scenario, in run order."""
-    return [ScenarioInfo(s.key, s.name, s.title, s.fault) for s in (f() for f in FACTORIES)]
+def describe() -> list[Scenario]:
+    """Every scenario, in run order (fresh ones: their key, name, title and fault describe them)."""
+    return [f() for f in FACTORIES]
 
 
 def select(wanted: Sequence[str]) -> list[Scenario]:
     """Fresh scenarios by name or key, in registry order; ``all`` (or nothing) selects every one."""
-    every = [f() for f in FACTORIES]
+    every = describe()
     if not wanted or "all" in wanted:
         return every
     by = {s.name: s for s in every} | {s.key: s for s in every}
