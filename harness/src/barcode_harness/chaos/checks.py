@@ -1,8 +1,7 @@
 """The evidence: what the clients were told, against what the database and dead-letter stores hold.
 
 A scenario passes only on facts read back from the stores, never on what a component reported
-about itself: every acknowledged scan must have exactly one row, or sit in ``barcode:dlq`` or
-``barcode-events.dlt`` with a reason; a dead worker's pending entries must have left its hands.
+about itself: every acknowledged scan has exactly one row, or a dead letter with a reason.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -57,9 +56,6 @@ class Ledger:
     lost_sample: list[str] = field(default_factory=list)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def dead_letter_index(settings: HarnessSettings, since_ms: int) -> dict[ScanKey, str]:
     """Every scan found in the DLQ or the DLT since ``since_ms``, with its reason."""
@@ -88,14 +84,12 @@ def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
 
 
 def never_sent(settings: HarnessSettings, since_ms: int, sent: set[ScanKey]) -> list[ScanKey]:
-    """Rows of the clients' devices scanned since ``since_ms`` whose scan no client ever made: a
-    pipeline that invented or corrupted scans would store them (``sent``: every scan made, with the
-    scenario's own sends; its devices are the ones looked at)."""
+    """Rows of ``sent``'s devices scanned since ``since_ms`` for scans not in ``sent`` (every scan made):
+    what a pipeline that invented or corrupted scans would store."""
     devices = sorted({device for device, _scan in sent})
     if not devices:
         return []
-    # The clients stamp each scan when they make it, after ``since_ms``; an earlier run's scans are
-    # older, however late they were stored. (No clock slack: the clients and the server share a clock.)
+    # The clients stamp scans when made, after ``since_ms`` (same clock): earlier runs' are older.
     marks = ",".join(["%s"] * len(devices))
     rows = _query(settings, f"SELECT device_id, scan_id FROM barcodes WHERE device_id IN ({marks})"
                   " AND scan_time >= %s", *devices, db.db_time(since_ms))  # fmt: skip
@@ -162,11 +156,8 @@ def pending_ids(client: redis.Redis, streams: Sequence[str], consumer: str) -> s
 
 
 class TakeoverProbe:
-    """Times how long the entries some dead consumers held stay in their hands.
-
-    The snapshot is taken right after the kill (a dead process changes nothing), so the probe is
-    done once every one of those entries was acknowledged or claimed by another consumer.
-    """
+    """Times how long the entries some dead consumers held (a snapshot right after the kill) stay in
+    their hands: done once every one was acknowledged or claimed by another consumer."""
 
     def __init__(
         self, settings: HarnessSettings, consumers: Sequence[str], *, started: float | None = None
@@ -226,10 +217,8 @@ class TakeoverProbe:
 
 
 def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
-    """Wait (briefly) until ``consumer`` holds ``at_least`` entries, so a kill lands mid-batch.
-
-    Returns how many it held at the last look (the caller kills anyway when the time is up).
-    """
+    """Wait (briefly) until ``consumer`` holds ``at_least`` entries, so a kill lands mid-batch; how many
+    it held at the last look (the caller kills anyway when the time is up)."""
     deadline = time.monotonic() + timeout
     with redis_adapter.client(settings) as client:
         while True:
@@ -315,12 +304,8 @@ def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> Redis
 
 
 def compare_redis_state(settings: HarnessSettings, before: RedisState) -> list[Check]:
-    """Checks that nothing ``before`` saw went missing.
-
-    Streams: the count of entries ever added must not drop, and the newest entry must still be
-    there (workers trim only acked entries past the retention, far older). Markers live for the
-    dedup window (24 h).
-    """
+    """Checks that nothing ``before`` saw went missing: the entries ever added, the newest entry
+    (workers trim only far older ones), the group positions and the markers (they live 24 h)."""
     after = redis_state(settings, marker_sample=0)
     shorter = {s: (n, after.stream_added.get(s, 0)) for s, n in before.stream_added.items()
                if after.stream_added.get(s, 0) < n}  # fmt: skip

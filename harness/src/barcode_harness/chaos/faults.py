@@ -1,9 +1,6 @@
-"""Fault and repair primitives the scenarios are built from.
-
-Each is small and does one thing to one system, the way an operator (or a crash) would: signal a
-supervised child, rewind a Kafka consumer group, delete Redis keys, write raw bytes to a topic,
-resend scans over HTTP. None of them checks anything (the checks live in ``chaos.checks``); the
-ingest probe only tallies what a client is told while a fault is held.
+"""Fault and repair primitives the scenarios are built from, each doing one thing to one system the
+way an operator (or a crash) would. None checks anything (that is ``chaos.checks``); the ingest probe
+only tallies what a client is told while a fault is held.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
@@ -44,9 +42,8 @@ log = logging.getLogger(__name__)
 def resume(sup: Supervisor, name: str, *, timeout: float = 30.0) -> None:
     """Make sure a child runs and is supervised again; returns once it is alive.
 
-    Only a paused child is started here, and before its pause is lifted: a dead child that is not
-    paused belongs to the watchdog, and starting it from here too (or lifting the pause first, as
-    ``Supervisor.restart`` does) can race the watchdog into running two copies of it.
+    Only a paused child is started here, before its pause is lifted: a dead unpaused child belongs to
+    the watchdog, and starting it here too could race the watchdog into running two copies.
     """
     child = sup.children[name]
     if child.hold is Hold.PAUSED:
@@ -110,9 +107,9 @@ def rewind_group(
     to: Mapping[int, int] | None = None,
     topic: str = names.TOPIC,
     timeout: float = 30.0,
-) -> tuple[int, int]:
+) -> int:
     """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
-    never below the log start) or, without it, to the log start. Returns (records to re-read, tries).
+    never below the log start) or, without it, to the log start. Returns the records to re-read.
 
     The group must be empty for the broker to accept it: a killed or static member (the supervisor's
     processors) keeps it non-empty until its session times out, hence the retries. The broker refuses
@@ -125,15 +122,13 @@ def rewind_group(
     admin = kafka_adapter.admin(settings)
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in target.items()])]
     deadline = time.monotonic() + timeout
-    tries = 0
     while True:
-        tries += 1
         try:
             reply = admin.alter_consumer_group_offsets(request)[group].result(10)
             refused = [f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error]
             if not refused:
                 log.info("rewound group %s (%d records to re-read)", group, backlog)
-                return backlog, tries
+                return backlog
             problem = "; ".join(refused)
         except KafkaException as exc:
             problem = str(exc)
@@ -146,13 +141,13 @@ def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None,
     """Write (key, value) records straight to the main topic, bypassing ingest's validation."""
     producer = Producer(kafka_adapter.producer_config(settings))
     failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err:
+            failures.append(str(err))
+
     for key, value in records:
-        producer.produce(
-            names.TOPIC,
-            value=value,
-            key=key,
-            on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
-        )
+        producer.produce(names.TOPIC, value=value, key=key, on_delivery=delivered)
     if producer.flush(15) or failures:
         raise DeliveryError(f"raw records not confirmed: {failures}", component="kafka")
 
@@ -202,12 +197,9 @@ def own_filesystem(path: Path) -> bool:
 
 
 def fill_disk(path: Path) -> tuple[Path, int]:
-    """Fill the filesystem holding ``path`` with one preallocated ballast file: every server writing
-    there meets ENOSPC at once, as on a data disk that ran full. Returns the file and its size.
-
-    ``posix_fallocate`` reserves the blocks without writing them (instant, any size); run as root it
-    takes the blocks reserved for root as well, so servers running as root are refused too.
-    """
+    """Fill the filesystem holding ``path`` with one ballast file, so every server writing there meets
+    ENOSPC at once; returns the file and its size. ``posix_fallocate`` is instant at any size and, as
+    root, takes root's reserved blocks too (servers running as root are refused as well)."""
     if not own_filesystem(path):
         raise PipelineError(f"{path} is on the root filesystem: a disk-full fault needs it on its own mount",
                             component="chaos")  # fmt: skip
@@ -251,10 +243,8 @@ def post_once(base_url: str, scan: ScanEvent, api_key: str, timeout: float) -> t
 
 
 def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 30.0) -> int:
-    """POST one scan until a 2xx (retrying 5xx/429/network errors as a scanner does); the final status.
-
-    A 4xx other than 408/429 is final and returned as is.
-    """
+    """POST one scan until a 2xx, retrying 5xx/429/network errors as a scanner does; the final status
+    (a 4xx other than 408/429 is final)."""
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
@@ -289,12 +279,11 @@ class IngestProbe:
     this probe can (the Kafka kill must be answered with 503 and ``Retry-After``, promptly).
     """
 
-    def __init__(
-        self, base_url: str, *, api_key: str = "", interval_s: float = 0.5, timeout_s: float = 10.0
-    ) -> None:
+    interval_s = 0.5
+    timeout_s = 10.0
+
+    def __init__(self, base_url: str, *, api_key: str = "") -> None:
         self.base_url, self.api_key = base_url, api_key
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
         self.answers = ProbeAnswers()
         self._token = secrets.token_hex(4)
         self._stop = threading.Event()

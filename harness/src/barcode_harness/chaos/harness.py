@@ -5,12 +5,8 @@ Timeline of one scenario::
     load starts -- warmup -- inject -- hold -- heal -- (load stops) -- clients drain -- pipeline drains
                                                |<------------------ time to drain ------------------>|
 
-The load stops at heal so "drained" has a precise meaning: no client holds a pending scan and
-nothing is in flight between Kafka and the database. Then every scan a client was acknowledged is
-looked up in the database and the dead-letter stores.
-
-The harness never reads the environment: its caller passes the ``HarnessSettings`` of the stack it may
-break (the CLI from ``BP_*``, the tests a private stack on their own ports).
+The load stops at heal so "drained" means no client holds a pending scan and nothing is in flight;
+then every acknowledged scan is looked up. The caller passes the settings of the stack it may break.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -198,7 +194,7 @@ def _run(
 
 
 def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -> None:
-    result.ledger = ledger.to_dict()
+    result.ledger = asdict(ledger)
     result.acknowledged = ledger.acknowledged
     result.stored = ledger.stored
     result.dead_lettered = ledger.dead_lettered

@@ -1,12 +1,9 @@
 """Steady client load for a fault-injection run: the scanner simulator with its durable outbox.
 
-The simulator is the honest client for this job: a scan counts as *acknowledged* only when its
-outbox row was marked acked after a 2xx, and every non-2xx or network error is retried with
-back-off. So "acknowledged" below means exactly what a center PC would believe was delivered.
-
-It runs in two phases: a background thread generates scans at a steady rate while the fault is
-injected and healed; then a second, foreground run on the same outbox only delivers what is still
-pending (the simulator's ``count=0`` mode) and returns once nothing is left.
+A scan counts as *acknowledged* only once its outbox row was marked acked after a 2xx (what a center
+PC would believe delivered); anything else is retried with back-off. A background thread generates
+at a steady rate through the fault; then a foreground run on the same outbox (``count=0``) only
+delivers what is still pending.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,46 +50,35 @@ class ScannerLoad:
             synchronous="NORMAL",  # the outbox's own fsync is not what is under test here
             api_key=api_key,  # the run's harness key (see barcode_harness.keys)
         )
+        self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)  # not this thread's loop
+        self._stop = asyncio.Event()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._report: SimulatorReport | None = None
         self._error: BaseException | None = None
 
     def start(self) -> None:
         """Start generating ``rate`` scans/s until :meth:`stop_generating`."""
-        self._thread = threading.Thread(target=self._run_thread, name="chaos-scanner", daemon=True)
+        self._runner.get_loop()  # created here, so that stop_generating can never race its creation
+        self._thread = threading.Thread(target=self._run, name="chaos-scanner", daemon=True)
         self._thread.start()
-        if not self._ready.wait(15):
-            raise PipelineError("scanner simulator did not start", component="chaos")
 
-    def _run_thread(self) -> None:
-        async def main() -> SimulatorReport:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            return await Simulator(self.config).run(self._stop)
-
+    def _run(self) -> None:
         try:
-            self._report = asyncio.run(main())
+            with self._runner:
+                self._runner.run(Simulator(self.config).run(self._stop))
         except BaseException as exc:  # surfaced by stop_generating
             self._error = exc
-            self._ready.set()
 
-    def stop_generating(self, timeout: float = 60.0) -> SimulatorReport:
+    def stop_generating(self, timeout: float = 60.0) -> None:
         """Stop generating; scans not yet acknowledged stay pending in the outbox."""
         if self._thread is None:
             raise PipelineError("load was never started", component="chaos")
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive():
+            self._runner.get_loop().call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise PipelineError("scanner simulator did not stop", component="chaos")
         if self._error is not None:
             raise PipelineError(f"scanner simulator failed: {self._error!r}", component="chaos")
-        assert self._report is not None
-        return self._report
 
     @property
     def running(self) -> bool:
@@ -126,17 +112,15 @@ class ScannerLoad:
         """Every distinct scan the clients made, whatever became of it (answered or not)."""
         return {(str(d), str(s)) for d, s in self._rows("SELECT DISTINCT device_id, scan_id FROM outbox")}
 
-    def wait_acknowledged(self, minimum: int, timeout: float) -> int:
+    def wait_acknowledged(self, minimum: int, timeout: float) -> None:
         """Block until the clients hold at least ``minimum`` acknowledgements (load is flowing)."""
         deadline = time.monotonic() + timeout
         acked = 0
         while time.monotonic() < deadline:
-            try:
+            with suppress(ConfigError, sqlite3.OperationalError):  # no file (or schema) yet
                 acked = self.counts().acked
-            except (ConfigError, sqlite3.OperationalError):  # no file (or schema) yet
-                acked = 0
             if acked >= minimum:
-                return acked
+                return
             time.sleep(0.2)
         raise PipelineError(
             f"load not flowing: {acked} scans acknowledged after {timeout:.0f}s (wanted {minimum})",

@@ -1,8 +1,7 @@
 """The fault scenarios: small objects with ``inject`` / ``hold`` / ``heal`` and their own checks.
 
-The harness runs every scenario the same way (steady load, inject, hold, heal, drain, account for
-every acknowledged scan); a scenario only says what breaks, how it is repaired, and which extra
-facts prove the mechanism it targets (AOF survival, takeover time, the UNIQUE index, ...).
+The harness runs every scenario the same way (load, inject, hold, heal, drain, ledger); a scenario
+says what breaks, how it is repaired, and which extra facts prove the mechanism it targets.
 """
 
 from __future__ import annotations
@@ -107,13 +106,11 @@ class ServerKill(Scenario):
         self.key = key
         self.component = component
         self.clean_stop = clean_stop
-        how = "stop" if clean_stop else "kill"
-        self.name = f"{component}-{how}"
+        self.name = f"{component}-{'stop' if clean_stop else 'kill'}"
         label = {"kafka": "Kafka broker", "redis": "Redis", "mariadb": "MariaDB"}[component]
         self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
-        self.fault = (
-            f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
-        )
+        how = "clean shutdown" if clean_stop else "SIGKILL"
+        self.fault = f"{how} of {component}, restarted after the hold"
         self._before: RedisState | None = None
         self._probe: IngestProbe | None = None
 
@@ -121,10 +118,7 @@ class ServerKill(Scenario):
         comp = ctx.stack.component(self.component)
         if self.component == "redis":
             self._before = redis_state(ctx.settings)
-        if self.clean_stop:
-            comp.stop()
-        else:
-            comp.kill()
+        (comp.stop if self.clean_stop else comp.kill)()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
         if self.component == "kafka":  # what a client is told while the broker is away
             self._probe = IngestProbe(ctx.ingest_url, api_key=ctx.settings.ingest_api_key)
@@ -176,12 +170,10 @@ def appended_since(aof: Path, copy: Path, command: bytes) -> int:
 class RedisLostTail(Scenario):
     """Redis comes back from a crash without the last writes it had answered.
 
-    With ``appendfsync everysec`` Redis answers writes before its AOF write while the previous fsync
-    still runs (up to 2 s on a busy disk), so a crash then loses answered writes; the processor had
-    committed those batches' offsets. Here the loss is made certain: the workers are stopped (so
-    what is published next stays in Redis only), a copy of the AOF is taken under load, the load goes
-    on for ``LOST_S``, Redis is SIGKILLed and started on the copy, the workers come back. The
-    processor must notice the new run id and re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka.
+    With ``appendfsync everysec`` a crash can lose answered writes whose offsets the processor had
+    committed. Here the loss is made certain (workers stopped, so what is published stays in Redis
+    only; Redis restarted on an older AOF copy): the processor must notice the new run id and
+    re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka.
     """
 
     key = "3b"
@@ -223,24 +215,26 @@ class RedisLostTail(Scenario):
             faults.resume(ctx.sup, name)
 
 
-# ---------------------------------------------------------------------------------------- processor
-class ProcessorKill(Scenario):
-    key = "2"
-    name = "processor-kill"
-    title = "Processor SIGKILL under load (three times), restarted by the supervisor"
-    fault = (
-        "SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
-        "cycle; the supervisor restarts it each time"
-    )
-    kills = 3
+# ---------------------------------------------------------------------------------------- schedules
+class Scheduled(Scenario):
+    """Faults at set shares of the hold, all run from ``inject`` (the hold only waits out the rest)."""
 
-    def __init__(self) -> None:
-        self._killed = 0
+    # (share of the hold at which the step starts, step): "processor", "worker", or a server's name
+    schedule: tuple[tuple[float, str], ...] = ()
+    last_heal = 0.0  # monotonic: when the last `stack up` returned
+    _killed = 0
 
     def inject(self, ctx: ChaosContext) -> None:
-        self._kill(ctx)
+        for share, step in self.schedule:
+            ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
+            if step == "processor":
+                self._processor(ctx)
+            elif step == "worker":
+                self._worker(ctx)
+            else:
+                self._server(ctx, step)
 
-    def _kill(self, ctx: ChaosContext) -> None:
+    def _processor(self, ctx: ChaosContext) -> None:
         victim = processors(ctx)[0]
         child = ctx.sup.children[victim]
         deadline = time.monotonic() + 15
@@ -248,17 +242,50 @@ class ProcessorKill(Scenario):
             time.sleep(0.1)
         faults.kill_child(ctx.sup, victim, restart=True)
         self._killed += 1
-        ctx.mark(f"processor SIGKILL #{self._killed}")
+        ctx.mark(f"{self.name}: processor SIGKILL #{self._killed} (the supervisor restarts it)")
 
-    def hold(self, ctx: ChaosContext) -> None:
-        gap = ctx.params.hold_s / self.kills
-        for i in range(1, self.kills):
-            ctx.sleep(max(0.0, gap * i - ctx.since_inject()))
-            self._kill(ctx)
-        super().hold(ctx)
+    def _worker(self, ctx: ChaosContext) -> None:
+        victim = ctx.sup.names(names.Role.WORKER)[0]
+        consumer = names.node_member(ctx.settings.node_name, victim)
+        held = wait_pending(ctx.settings, consumer, at_least=1, timeout=10.0)
+        faults.kill_child(ctx.sup, victim, restart=True)
+        ctx.mark(f"{self.name}: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
+        ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
+
+    def _server(self, ctx: ChaosContext, component: str) -> None:
+        ctx.stack.component(component).kill()
+        ctx.mark(f"{self.name}: {component} SIGKILL; `stack up`")
+        started = time.monotonic()
+        result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=120)
+        self.last_heal = time.monotonic()
+        ctx.mark(f"{self.name}: `stack up` rc {result.returncode} after {self.last_heal - started:.1f} s")
+        ctx.check(f"`stack up` after the {component} kill succeeded", result.returncode == 0,
+                  result.stderr.strip()[-300:])  # fmt: skip
+        ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        drained = ctx.metrics.get("drained_at")
+        if not isinstance(drained, float) or not self.last_heal:
+            return
+        took = drained - self.last_heal
+        ctx.metrics["last_heal_to_drained_s"] = took
+        target = ctx.params.drain_target_s
+        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
+                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
+
+
+class ProcessorKill(Scheduled):
+    key = "2"
+    name = "processor-kill"
+    title = "Processor SIGKILL under load (three times), restarted by the supervisor"
+    fault = (
+        "SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
+        "cycle; the supervisor restarts it each time"
+    )
+    schedule = ((0.0, "processor"), (1 / 3, "processor"), (2 / 3, "processor"))
 
     def heal(self, ctx: ChaosContext) -> None:
-        faults.resume(ctx.sup, processors(ctx)[0])
+        self.cleanup(ctx)
         ctx.note(f"processor killed {self._killed} times; restarted by the supervisor each time")
 
     def cleanup(self, ctx: ChaosContext) -> None:
@@ -338,10 +365,8 @@ class WorkerKill(Takeover):
     ) -> tuple[int, TakeoverProbe]:
         """The victims stopped (SIGSTOP) while the first holds entries, and what they hold.
 
-        Looked at while they run, a worker could acknowledge its batch between the look and the kill
-        (a chaos run killed one 25 ms after it held 41 entries, holding none): stopped, what they hold
-        cannot change before the SIGKILL. If the look comes between two batches, they run on and it
-        is tried again."""
+        Running, a worker could acknowledge its batch between the look and the kill (one was killed
+        25 ms after it held 41 entries, holding none); stopped, it cannot. Between batches: again."""
         for _ in range(tries):
             held = wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
             for name in self._victims:
@@ -366,12 +391,9 @@ class WorkerKill(Takeover):
             faults.resume(ctx.sup, name)
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        if self.all_workers:
-            self._check_takeover(
-                ctx, "restarted workers re-processed the entries they held", "from the restart"
-            )
-        else:
-            self._check_takeover(ctx, "the live worker took over the dead worker's entries", "from the kill")
+        what = "restarted workers re-processed the entries they held" if self.all_workers else (
+            "the live worker took over the dead worker's entries")  # fmt: skip
+        self._check_takeover(ctx, what, "from the restart" if self.all_workers else "from the kill")
 
     def cleanup(self, ctx: ChaosContext) -> None:
         super().cleanup(ctx)
@@ -414,22 +436,16 @@ class WorkerCrashHook(Takeover):
         self._held(ctx, probe, "the crashed worker left entries pending")
         if self.after_commit:
             committed = rows_for(ctx.settings, self._pending_keys(ctx, probe))
-            ctx.check(
-                "its batch was committed before the crash",
-                bool(committed) and all(n == 1 for n in committed.values()),
-                f"{sum(1 for n in committed.values() if n == 1)}/{len(committed)} of its pending scans"
-                " have a row",
-            )
+            with_row = sum(1 for n in committed.values() if n == 1)
+            ctx.check("its batch was committed before the crash", 0 < with_row == len(committed),
+                      f"{with_row}/{len(committed)} of its pending scans have a row")  # fmt: skip
         probe.start()
 
     def _pending_keys(self, ctx: ChaosContext, probe: TakeoverProbe) -> set[tuple[str, str]]:
-        keys: set[tuple[str, str]] = set()
         with redis_adapter.client(ctx.settings) as client:
-            for stream, entry_id in probe.held.get(self.consumer, set()):
-                items: Any = client.xrange(stream, min=entry_id, max=entry_id)
-                scans = [named_fields(fields) for _id, fields in items]
-                keys.update((scan["dev"], scan["sid"]) for scan in scans)
-        return keys
+            entries: Any = [client.xrange(s, min=i, max=i) for s, i in probe.held.get(self.consumer, set())]
+        scans = [named_fields(fields) for found in entries for _id, fields in found]
+        return {(scan["dev"], scan["sid"]) for scan in scans}
 
     def hold(self, ctx: ChaosContext) -> None:
         super().hold(ctx)
@@ -492,7 +508,7 @@ class Duplicates(Scenario):
         stored = {k for k, n in rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
         tails = stream_tails(ctx.settings)
         deleted = faults.delete_markers(ctx.settings) if delete_markers else 0
-        backlog, _tries = faults.rewind_group(ctx.settings, to=self._start)
+        backlog = faults.rewind_group(ctx.settings, to=self._start)
         for name in processors(ctx):
             faults.resume(ctx.sup, name)
         what = f"deleted {deleted} dedup markers and rewound" if delete_markers else "rewound"
@@ -652,9 +668,8 @@ class RedisFlush(Scenario):
 class RedisFull(Scenario):
     """Redis at its ``maxmemory`` (noeviction) under load: every write that needs memory is refused.
 
-    Before the fix the processor crashed on the OOM error and was restarted every second, the
-    workers' acknowledgements (a MULTI) were refused until stored entries were dead-lettered as
-    ``max_deliveries``, and refused heartbeats made live workers take over each other's entries.
+    Before the fix the processor crash-looped on OOM, refused acknowledgements dead-lettered stored
+    entries, and refused heartbeats made live workers take over each other's entries.
     """
 
     key = "12"
@@ -690,9 +705,8 @@ class RedisFull(Scenario):
 
     @staticmethod
     def _verdicts(ctx: ChaosContext) -> dict[str, object]:
-        """The watchdog's verdict on each processor, once it has looked since the fault began: it
-        looks every few seconds, which a short hold (the suite's is 4 s) may not span; the fault
-        is held that much longer for it."""
+        """The watchdog's verdict on each processor once it has looked since the fault began (a short
+        hold may not span its interval; the fault is held that much longer for it)."""
         interval = float((read_state(ctx.settings) or {}).get("interval_s", 5.0))
         deadline = max(ctx.params.hold_s, 2 * interval + 2.0)
         while True:
@@ -709,24 +723,21 @@ class RedisFull(Scenario):
                   not any(restarted.values()), str(restarted))  # fmt: skip
 
     def _restore(self, ctx: ChaosContext) -> None:
-        if self._old is None:
-            return
-        faults.restore_maxmemory(ctx.settings, self._old)
-        ctx.mark(f"maxmemory {self._old} again")
-        self._old = None
+        if self._old is not None:
+            faults.restore_maxmemory(ctx.settings, self._old)
+            ctx.mark(f"maxmemory {self._old} again")
+            self._old = None
 
     def cleanup(self, ctx: ChaosContext) -> None:
         self._restore(ctx)
 
 
 # ---------------------------------------------------------------------------------------- combined
-class Combined(Scenario):
+class Combined(Scheduled):
     """Several faults in one window, each healed as an operator would, while the load keeps going.
 
-    One fault at a time cannot show what a component does when it recovers *into* the next fault
-    (a processor restarting while Redis is down, a static group member rejoining a broker that has
-    just restarted). The schedule is the one of the field report: processor, worker-1, Redis and
-    Kafka SIGKILLed in turn, the servers brought back with ``stack up``, within about 25 s of load.
+    One fault at a time cannot show a component recovering *into* the next fault (a processor
+    restarting while Redis is down). The schedule is the field report's, within about 25 s of load.
     """
 
     key = "11"
@@ -736,58 +747,12 @@ class Combined(Scenario):
         "SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
         "(restarted too), then of Redis followed by `stack up`, then of Kafka followed by `stack up`"
     )
-    # (share of the hold at which the step starts, step); steps run in order, each once
-    schedule: tuple[tuple[float, str], ...] = (
+    schedule = (
         (0.0, "processor"),
         (0.15, "worker"),
         (0.3, "redis"),
         (0.375, "kafka"),  # right after Redis is back, as in the field report
     )
-
-    def __init__(self) -> None:
-        self.last_heal = 0.0  # monotonic: when the last `stack up` returned
-
-    def inject(self, ctx: ChaosContext) -> None:
-        """All of the schedule runs here (the hold only waits out the rest of it)."""
-        for share, step in self.schedule:
-            ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
-            if step == "processor":
-                faults.kill_child(ctx.sup, processors(ctx)[0], restart=True)
-                ctx.mark("combined: processor SIGKILL (the supervisor restarts it)")
-            elif step == "worker":
-                self._worker(ctx)
-            else:
-                self._server(ctx, step)
-
-    def _worker(self, ctx: ChaosContext) -> None:
-        victim = ctx.sup.names(names.Role.WORKER)[0]
-        held = wait_pending(
-            ctx.settings, names.node_member(ctx.settings.node_name, victim), at_least=1, timeout=10.0
-        )
-        faults.kill_child(ctx.sup, victim, restart=True)
-        ctx.mark(f"combined: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
-        ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
-
-    def _server(self, ctx: ChaosContext, component: str) -> None:
-        ctx.stack.component(component).kill()
-        ctx.mark(f"combined: {component} SIGKILL; `stack up`")
-        started = time.monotonic()
-        result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=120)
-        self.last_heal = time.monotonic()
-        ctx.mark(f"combined: `stack up` rc {result.returncode} after {self.last_heal - started:.1f} s")
-        ctx.check(f"`stack up` after the {component} kill succeeded", result.returncode == 0,
-                  result.stderr.strip()[-300:])  # fmt: skip
-        ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
-
-    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        drained = ctx.metrics.get("drained_at")
-        if not isinstance(drained, float) or not self.last_heal:
-            return
-        took = drained - self.last_heal
-        ctx.metrics["last_heal_to_drained_s"] = took
-        target = ctx.params.drain_target_s
-        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
-                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.up(quiet=True)
