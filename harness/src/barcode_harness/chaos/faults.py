@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -258,20 +257,6 @@ def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 
         delay = min(delay * 2, 1.0)
 
 
-@dataclass
-class ProbeAnswers:
-    """Tallies of the answers: ``statuses`` counts HTTP statuses, 0 meaning no answer in time."""
-
-    statuses: Counter[int] = field(default_factory=Counter)
-    unavailable_without_retry_after: int = 0
-    slowest_s: float = 0.0
-    acknowledged: set[ScanKey] = field(default_factory=set)  # 2xx: the ledger must find these
-
-    def summary(self) -> str:
-        shown = ", ".join(f"{'no answer' if s == 0 else s}: {n}" for s, n in sorted(self.statuses.items()))
-        return f"{shown or 'no request'}; slowest {self.slowest_s:.1f} s"
-
-
 class IngestProbe:
     """POSTs one fresh scan every ``interval_s`` on a thread until stopped, tallying the answers.
 
@@ -284,7 +269,10 @@ class IngestProbe:
 
     def __init__(self, base_url: str, *, api_key: str = "") -> None:
         self.base_url, self.api_key = base_url, api_key
-        self.answers = ProbeAnswers()
+        self.statuses: Counter[int] = Counter()  # 0: no answer in time
+        self.unavailable_without_retry_after = 0
+        self.slowest_s = 0.0
+        self.acknowledged: set[ScanKey] = set()  # 2xx: the ledger must find these
         self._token = secrets.token_hex(4)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-probe", daemon=True)
@@ -292,10 +280,13 @@ class IngestProbe:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> ProbeAnswers:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(self.timeout_s + 5)
-        return self.answers
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{'no answer' if s == 0 else s}: {n}" for s, n in sorted(self.statuses.items()))
+        return f"{shown or 'no request'}; slowest {self.slowest_s:.1f} s"
 
     def _run(self) -> None:
         i = 0
@@ -305,12 +296,11 @@ class IngestProbe:
                              f"probe-{self._token}-{i}")  # fmt: skip
             started = time.monotonic()
             status, retry_after = post_once(self.base_url, scan, self.api_key, self.timeout_s)
-            a = self.answers
-            a.slowest_s = max(a.slowest_s, time.monotonic() - started)
-            a.statuses[status] += 1
-            a.unavailable_without_retry_after += status == 503 and not retry_after
+            self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+            self.statuses[status] += 1
+            self.unavailable_without_retry_after += status == 503 and not retry_after
             if 200 <= status < 300:
-                a.acknowledged.add((scan.device_id, scan.scan_id))
+                self.acknowledged.add((scan.device_id, scan.scan_id))
             self._stop.wait(self.interval_s)
 
 
@@ -320,11 +310,5 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``barcode-pipeline ARGS`` as an operator would, with exactly these settings."""
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.run(
-        [sys.executable, "-m", "barcode_pipeline", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    command = [sys.executable, "-m", "barcode_pipeline", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)

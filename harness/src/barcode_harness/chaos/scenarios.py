@@ -6,7 +6,6 @@ says what breaks, how it is repaired, and which extra facts prove the mechanism 
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 import shutil
@@ -18,21 +17,9 @@ from typing import Any
 
 import orjson
 
-from barcode_harness.chaos import faults
-from barcode_harness.chaos.checks import (
-    Ledger,
-    RedisState,
-    TakeoverProbe,
-    compare_redis_state,
-    published_since,
-    redis_state,
-    rows_for,
-    stream_tails,
-    wait_caught_up,
-    wait_pending,
-)
+from barcode_harness.chaos import checks, faults
+from barcode_harness.chaos.checks import Ledger, TakeoverProbe
 from barcode_harness.chaos.context import ChaosContext
-from barcode_harness.chaos.faults import IngestProbe
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
@@ -47,8 +34,6 @@ from barcode_pipeline.run.pipeline import wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
 from barcode_pipeline.run.watchdog import read_state
 from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV, CRASH_EXIT_CODE
-
-log = logging.getLogger(__name__)
 
 ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a batch that came again
 
@@ -111,24 +96,24 @@ class ServerKill(Scenario):
         self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
         how = "clean shutdown" if clean_stop else "SIGKILL"
         self.fault = f"{how} of {component}, restarted after the hold"
-        self._before: RedisState | None = None
-        self._probe: IngestProbe | None = None
+        self._before: checks.RedisState | None = None
+        self._probe: faults.IngestProbe | None = None
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component(self.component)
         if self.component == "redis":
-            self._before = redis_state(ctx.settings)
+            self._before = checks.redis_state(ctx.settings)
         (comp.stop if self.clean_stop else comp.kill)()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
         if self.component == "kafka":  # what a client is told while the broker is away
-            self._probe = IngestProbe(ctx.ingest_url, api_key=ctx.settings.ingest_api_key)
+            self._probe = faults.IngestProbe(ctx.ingest_url, api_key=ctx.settings.ingest_api_key)
             self._probe.start()
 
     def _probe_checks(self, ctx: ChaosContext) -> None:
         if self._probe is None:
             return
-        a = self._probe.stop()
-        self._probe = None
+        a, self._probe = self._probe, None
+        a.stop()
         ctx.extra_sent += sum(a.statuses.values())
         ctx.extra_acked.update(a.acknowledged)
         ctx.note(f"one request every 0.5 s while Kafka was down: {a.summary()}")
@@ -145,7 +130,7 @@ class ServerKill(Scenario):
         ctx.stack.component(self.component).start()
         ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
         if self._before is not None:
-            ctx.checks.extend(compare_redis_state(ctx.settings, self._before))
+            ctx.checks.extend(checks.compare_redis_state(ctx.settings, self._before))
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._probe is not None:
@@ -247,7 +232,7 @@ class Scheduled(Scenario):
     def _worker(self, ctx: ChaosContext) -> None:
         victim = ctx.sup.names(names.Role.WORKER)[0]
         consumer = names.node_member(ctx.settings.node_name, victim)
-        held = wait_pending(ctx.settings, consumer, at_least=1, timeout=10.0)
+        held = checks.wait_pending(ctx.settings, consumer, at_least=1, timeout=10.0)
         faults.kill_child(ctx.sup, victim, restart=True)
         ctx.mark(f"{self.name}: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
         ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
@@ -298,6 +283,8 @@ class Takeover(Scenario):
 
     reports_takeover = True
     _probe: TakeoverProbe | None = None
+    taken_over = ""  # the takeover check's name and clock, e.g. "from the kill"
+    clock = ""
 
     def _held(self, ctx: ChaosContext, probe: TakeoverProbe, check: str) -> None:
         self._probe = probe
@@ -305,12 +292,12 @@ class Takeover(Scenario):
         # With nothing held, "every held entry was taken over" would pass without a takeover.
         ctx.check(check, probe.initial > 0, f"{probe.initial} entries")
 
-    def _join(self, ctx: ChaosContext) -> None:
-        """Wait until the entries are taken over (or clearly never will be)."""
-        if self._probe is not None:
+    def hold(self, ctx: ChaosContext) -> None:
+        super().hold(ctx)
+        if self._probe is not None:  # not healed until a started probe saw the entries taken over
             self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
 
-    def _check_takeover(self, ctx: ChaosContext, what: str, clock: str) -> None:
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         if self._probe is None:
             return
         self._probe.stop()
@@ -318,30 +305,31 @@ class Takeover(Scenario):
         ctx.metrics["takeover_s"] = took
         target = ctx.params.takeover_target_s
         when = "never" if took is None else f"{took:.2f} s"
-        ctx.check(f"{what} within {target:.0f} s", took is not None and took <= target,
-                  f"{self._probe.initial} entries, {when} {clock}")  # fmt: skip
+        ctx.check(f"{self.taken_over} within {target:.0f} s", took is not None and took <= target,
+                  f"{self._probe.initial} entries, {when} {self.clock}")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._probe is not None:
             self._probe.close()
 
 
+# all_workers -> name, title, fault, the takeover check and its clock
+WORKER_KILLS = {
+    True: ("workers-kill-all", "All workers SIGKILL together, restarted after the hold",
+           "SIGKILL of every worker at once; restarted after the hold (they recover their own entries)",
+           "restarted workers re-processed the entries they held", "from the restart"),
+    False: ("worker-kill", "One worker SIGKILL mid-batch, not restarted during the hold",
+            "SIGKILL of worker-1 while it holds entries; the live worker must take them over",
+            "the live worker took over the dead worker's entries", "from the kill"),
+}  # fmt: skip
+
+
 class WorkerKill(Takeover):
     """SIGKILL worker(s) while they hold entries; measure how long their entries stay with them."""
 
     def __init__(self, key: str, *, all_workers: bool) -> None:
-        self.key = key
-        self.all_workers = all_workers
-        if all_workers:
-            self.name = "workers-kill-all"
-            self.title = "All workers SIGKILL together, restarted after the hold"
-            self.fault = (
-                "SIGKILL of every worker at once; restarted after the hold (they recover their own entries)"
-            )
-        else:
-            self.name = "worker-kill"
-            self.title = "One worker SIGKILL mid-batch, not restarted during the hold"
-            self.fault = "SIGKILL of worker-1 while it holds entries; the live worker must take them over"
+        self.key, self.all_workers = key, all_workers
+        self.name, self.title, self.fault, self.taken_over, self.clock = WORKER_KILLS[all_workers]
         self._victims: list[str] = []
 
     def inject(self, ctx: ChaosContext) -> None:
@@ -368,7 +356,7 @@ class WorkerKill(Takeover):
         Running, a worker could acknowledge its batch between the look and the kill (one was killed
         25 ms after it held 41 entries, holding none); stopped, it cannot. Between batches: again."""
         for _ in range(tries):
-            held = wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
+            held = checks.wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
             for name in self._victims:
                 ctx.sup.kill(name, signal.SIGSTOP)
             probe = TakeoverProbe(ctx.settings, consumers)
@@ -378,22 +366,12 @@ class WorkerKill(Takeover):
                 ctx.sup.kill(name, signal.SIGCONT)
         return held, probe  # the check below reports the empty hand
 
-    def hold(self, ctx: ChaosContext) -> None:
-        super().hold(ctx)
-        if not self.all_workers:  # not restarted until its entries are taken over
-            self._join(ctx)
-
     def heal(self, ctx: ChaosContext) -> None:
         if self.all_workers and self._probe is not None:
             self._probe.restart_clock()
             self._probe.start()
         for name in self._victims:
             faults.resume(ctx.sup, name)
-
-    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        what = "restarted workers re-processed the entries they held" if self.all_workers else (
-            "the live worker took over the dead worker's entries")  # fmt: skip
-        self._check_takeover(ctx, what, "from the restart" if self.all_workers else "from the kill")
 
     def cleanup(self, ctx: ChaosContext) -> None:
         super().cleanup(ctx)
@@ -408,6 +386,7 @@ class WorkerCrashHook(Takeover):
     # the lowest live name is the primary that always reads, so this worker gets entries (and
     # crashes) at once, as a primary would.
     service = "worker-0-crash"
+    taken_over, clock = "live workers took over the crashed worker's entries", "from the crash"
 
     def __init__(self, key: str, *, after_commit: bool) -> None:
         self.key = key
@@ -435,7 +414,7 @@ class WorkerCrashHook(Takeover):
         probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
         self._held(ctx, probe, "the crashed worker left entries pending")
         if self.after_commit:
-            committed = rows_for(ctx.settings, self._pending_keys(ctx, probe))
+            committed = checks.rows_for(ctx.settings, self._pending_keys(ctx, probe))
             with_row = sum(1 for n in committed.values() if n == 1)
             ctx.check("its batch was committed before the crash", 0 < with_row == len(committed),
                       f"{with_row}/{len(committed)} of its pending scans have a row")  # fmt: skip
@@ -447,15 +426,10 @@ class WorkerCrashHook(Takeover):
         scans = [named_fields(fields) for found in entries for _id, fields in found]
         return {(scan["dev"], scan["sid"]) for scan in scans}
 
-    def hold(self, ctx: ChaosContext) -> None:
-        super().hold(ctx)
-        self._join(ctx)
-
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        if self._probe is None:
-            return
-        self._check_takeover(ctx, "live workers took over the crashed worker's entries", "from the crash")
-        if self.after_commit:  # its committed batch came again to a live worker: the UNIQUE key's turn
+        super().after_drain(ctx, ledger)
+        # Its committed batch came again to a live worker: the UNIQUE key's turn.
+        if self._probe is not None and self.after_commit:
             n = absorbed(ctx, self)
             ctx.check("the redelivered batch met the UNIQUE key (workers absorbed duplicates)", n > 0,
                       f"{n} duplicates absorbed")  # fmt: skip
@@ -505,8 +479,8 @@ class Duplicates(Scenario):
         """
         for name in processors(ctx):  # the whole group must be empty for the broker to rewind it
             faults.stop_child(ctx.sup, name)
-        stored = {k for k, n in rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
-        tails = stream_tails(ctx.settings)
+        stored = {k for k, n in checks.rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
+        tails = checks.stream_tails(ctx.settings)
         deleted = faults.delete_markers(ctx.settings) if delete_markers else 0
         backlog = faults.rewind_group(ctx.settings, to=self._start)
         for name in processors(ctx):
@@ -514,8 +488,10 @@ class Duplicates(Scenario):
         what = f"deleted {deleted} dedup markers and rewound" if delete_markers else "rewound"
         ctx.mark(f"{what} the processor group: {backlog} records to re-read")
         # Let the re-read finish before the next step, so each protection is exercised on its own.
-        took = wait_caught_up(ctx.settings, max_lag=int(ctx.params.rate), timeout=ctx.params.drain_timeout_s)
-        again = published_since(ctx.settings, tails) & stored
+        took = checks.wait_caught_up(
+            ctx.settings, max_lag=int(ctx.params.rate), timeout=ctx.params.drain_timeout_s
+        )
+        again = checks.published_since(ctx.settings, tails) & stored
         ctx.note(
             f"{what} the processor group to where the load began: {backlog} records re-read in "
             f"{took:.1f} s; {len(again)} of {len(stored)} already stored scans published again"
@@ -534,7 +510,7 @@ class Duplicates(Scenario):
         n = absorbed(ctx, self)
         ctx.check("the workers absorbed every scan published again", n >= self._republished > 0,
                   f"{n} duplicates absorbed, {self._republished} scans published again")  # fmt: skip
-        rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
+        rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
         ctx.check("each resent scan has exactly one row", bool(rows) and all(n == 1 for n in rows.values()),
                   f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
 
@@ -607,7 +583,7 @@ class Poison(Scenario):
         self._map_device(ctx, add=True)
         outcome = dlq.replay_dlq(ctx.settings, ids=ids)
         wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
-        rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
+        rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
         left = self._letters(ctx)
         ctx.check(
             "after mapping the device, dlq replay stored each of its scans exactly once",
