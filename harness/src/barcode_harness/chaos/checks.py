@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import redis
@@ -140,7 +141,6 @@ def rows_for(settings: HarnessSettings, keys: Iterable[ScanKey]) -> dict[ScanKey
     return counts
 
 
-# ---------------------------------------------------------------------------------------- takeover
 def pending_ids(client: redis.Redis, streams: Sequence[str], consumer: str) -> set[tuple[str, str]]:
     """(stream, entry id) of every entry in ``consumer``'s pending list."""
     out: set[tuple[str, str]] = set()
@@ -163,17 +163,13 @@ class TakeoverProbe:
         self, settings: HarnessSettings, consumers: Sequence[str], *, started: float | None = None
     ) -> None:
         self.streams = names.all_streams(settings.streams.shards)
-        self.started = time.monotonic() if started is None else started
+        self.started = time.monotonic() if started is None else started  # reset to time from a restart
         self._client = redis_adapter.client(settings)
         self.held = {c: pending_ids(self._client, self.streams, c) for c in consumers}
         self.initial = sum(len(v) for v in self.held.values())
         self.done_after_s: float | None = 0.0 if self.initial == 0 else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def restart_clock(self) -> None:
-        """Measure from now on (e.g. from the restart, when the dead workers recover their own)."""
-        self.started = time.monotonic()
 
     def poll(self) -> bool:
         """True once every entry has left the dead consumers; records when."""
@@ -200,11 +196,10 @@ class TakeoverProbe:
         while not self.poll() and not self._stop.wait(interval):
             pass
 
-    def join(self, timeout: float) -> float | None:
-        """Wait up to ``timeout`` for completion; the time it took, or None."""
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for completion."""
         if self._thread is not None:
             self._thread.join(timeout)
-        return self.done_after_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -242,7 +237,6 @@ def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -
         time.sleep(0.25)
 
 
-# ---------------------------------------------------------------------------------------- Redis state
 @dataclass
 class RedisState:
     """What AOF must bring back after a crash: streams, group positions, dedup markers."""
@@ -293,13 +287,10 @@ def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> Redis
             state.stream_added[stream] = int(info["entries-added"])
             if info["last-entry"]:
                 state.newest[stream] = str(info["last-entry"][0])
-            for group in groups:
-                if group["name"] == names.WORKER_GROUP:
-                    state.last_delivered[stream] = str(group["last-delivered-id"])
-        for key in client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000):
-            if len(state.markers) >= marker_sample:
-                break
-            state.markers.append(str(key))
+            ours = [str(g["last-delivered-id"]) for g in groups if g["name"] == names.WORKER_GROUP]
+            state.last_delivered.update({stream: ours[0]} if ours else {})
+        markers = client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000)
+        state.markers = [str(key) for key in islice(markers, marker_sample)]
     return state
 
 

@@ -19,10 +19,6 @@ from barcode_pipeline.run.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 
-def ingest_url(settings: HarnessSettings) -> str:
-    return f"http://{settings.ingest.host}:{settings.ingest.port}"
-
-
 @dataclass(frozen=True)
 class ChaosParams:
     """Scale of a run. Defaults are the documented run; CI passes shorter holds."""
@@ -56,10 +52,6 @@ class ChaosContext:
     notes: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     extra_supervisors: list[Supervisor] = field(default_factory=list)
-
-    @property
-    def ingest_url(self) -> str:
-        return ingest_url(self.settings)
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, bool(ok), detail))

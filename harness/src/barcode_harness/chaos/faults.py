@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +38,23 @@ from barcode_pipeline.run.supervisor import Hold, Supervisor
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------- children
-def resume(sup: Supervisor, name: str, *, timeout: float = 30.0) -> None:
-    """Make sure a child runs and is supervised again; returns once it is alive.
+def resume(sup: Supervisor, *names: str, timeout: float = 30.0) -> None:
+    """Make sure children run and are supervised again; returns once they are alive.
 
     Only a paused child is started here, before its pause is lifted: a dead unpaused child belongs to
     the watchdog, and starting it here too could race the watchdog into running two copies.
     """
-    child = sup.children[name]
-    if child.hold is Hold.PAUSED:
-        if not child.alive():
-            child.start()
-        sup.pause_restarts(name, False)
-    deadline = time.monotonic() + timeout
-    while not child.alive():
-        if time.monotonic() > deadline:
-            raise PipelineError(f"{name} is not running after {timeout:.0f}s", component="chaos")
-        time.sleep(0.1)
+    for name in names:
+        child = sup.children[name]
+        if child.hold is Hold.PAUSED:
+            if not child.alive():
+                child.start()
+            sup.pause_restarts(name, False)
+        deadline = time.monotonic() + timeout
+        while not child.alive():
+            if time.monotonic() > deadline:
+                raise PipelineError(f"{name} is not running after {timeout:.0f}s", component="chaos")
+            time.sleep(0.1)
 
 
 def stop_child(sup: Supervisor, name: str, timeout: float = 30.0) -> int | None:
@@ -80,17 +81,13 @@ def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
     return child.proc.returncode if child.wait(timeout) and child.proc else None
 
 
-# ---------------------------------------------------------------------------------------- Kafka
 def _offsets(settings: HarnessSettings, group: str, topic: str) -> dict[int, tuple[int, int, int]]:
     """Per partition of ``topic``: (log start, end, ``group``'s committed offset or a negative)."""
-    consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
-    try:
+    with closing(Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))) as consumer:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
         marks = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10) for tp in tps}
-    finally:
-        consumer.close()
     return {p: (low, high, committed.get(p, -1)) for p, (low, high) in marks.items()}
 
 
@@ -151,7 +148,6 @@ def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None,
         raise DeliveryError(f"raw records not confirmed: {failures}", component="kafka")
 
 
-# ---------------------------------------------------------------------------------------- Redis
 def delete_markers(settings: HarnessSettings) -> int:
     """Delete every dedup marker: only the database's UNIQUE index then stops a redelivered scan."""
     with redis_adapter.client(settings) as client:
@@ -186,7 +182,6 @@ def set_maxmemory(settings: HarnessSettings, value: str) -> str:
 restore_maxmemory = set_maxmemory  # the heal: back to what fill_redis returned
 
 
-# ---------------------------------------------------------------------------------------- disks
 BALLAST = ".nemesis-ballast"
 
 
@@ -222,13 +217,16 @@ def free_disk(ballast: Path) -> None:
     ballast.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------------------- HTTP
-def post_once(base_url: str, scan: ScanEvent, api_key: str, timeout: float) -> tuple[int, str | None]:
+def ingest_url(settings: HarnessSettings) -> str:
+    return f"http://{settings.ingest.host}:{settings.ingest.port}"
+
+
+def post_once(settings: HarnessSettings, scan: ScanEvent, timeout: float) -> tuple[int, str | None]:
     """POST one scan to ingest: (status, 0 for no answer in time; its Retry-After header)."""
     req = urllib.request.Request(
-        base_url.rstrip("/") + names.ROUTE_SCAN,
+        ingest_url(settings) + names.ROUTE_SCAN,
         data=encode_scan(scan),
-        headers={"Content-Type": "application/json", **client_headers(api_key)},
+        headers={"Content-Type": "application/json", **client_headers(settings.ingest_api_key)},
         method="POST",
     )
     try:
@@ -241,13 +239,13 @@ def post_once(base_url: str, scan: ScanEvent, api_key: str, timeout: float) -> t
         return 0, None
 
 
-def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 30.0) -> int:
+def post_scan(settings: HarnessSettings, scan: ScanEvent, *, timeout: float = 30.0) -> int:
     """POST one scan until a 2xx, retrying 5xx/429/network errors as a scanner does; the final status
     (a 4xx other than 408/429 is final)."""
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
-        status, _ = post_once(base_url, scan, api_key, 10.0)
+        status, _ = post_once(settings, scan, 10.0)
         if 200 <= status < 300 or (400 <= status < 500 and status not in (408, 429)):
             return status
         if time.monotonic() > deadline:
@@ -267,8 +265,8 @@ class IngestProbe:
     interval_s = 0.5
     timeout_s = 10.0
 
-    def __init__(self, base_url: str, *, api_key: str = "") -> None:
-        self.base_url, self.api_key = base_url, api_key
+    def __init__(self, settings: HarnessSettings) -> None:
+        self.settings = settings
         self.statuses: Counter[int] = Counter()  # 0: no answer in time
         self.unavailable_without_retry_after = 0
         self.slowest_s = 0.0
@@ -295,7 +293,7 @@ class IngestProbe:
             scan = ScanEvent(f"990{i:010d}", SEEDED_DEVICES[0], int(time.time() * 1000),
                              f"probe-{self._token}-{i}")  # fmt: skip
             started = time.monotonic()
-            status, retry_after = post_once(self.base_url, scan, self.api_key, self.timeout_s)
+            status, retry_after = post_once(self.settings, scan, self.timeout_s)
             self.slowest_s = max(self.slowest_s, time.monotonic() - started)
             self.statuses[status] += 1
             self.unavailable_without_retry_after += status == 503 and not retry_after
@@ -304,7 +302,6 @@ class IngestProbe:
             self._stop.wait(self.interval_s)
 
 
-# ---------------------------------------------------------------------------------------- CLI
 def run_cli(
     settings: HarnessSettings, args: Sequence[str], *, timeout: float = 300.0
 ) -> subprocess.CompletedProcess[str]:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from barcode_harness.chaos.checks import Check, Ledger, verify
-from barcode_harness.chaos.context import ChaosContext, ChaosParams, ingest_url
-from barcode_harness.chaos.faults import resume
+from barcode_harness.chaos.context import ChaosContext, ChaosParams
+from barcode_harness.chaos.faults import ingest_url, resume
 from barcode_harness.chaos.load import ScannerLoad
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.keys import with_harness_key
@@ -85,18 +85,14 @@ class ChaosEnv:
         """Every server up, every child running and supervised, ingest ready: a clean start line."""
         for comp in self.stack.components.values():
             comp.start()
-        for name in self.sup.children:
-            resume(self.sup, name, timeout=timeout)
+        resume(self.sup, *self.sup.children, timeout=timeout)
         wait_http_ok(f"{ingest_url(self.settings)}/ready", timeout=timeout)
 
 
 @contextmanager
 def chaos_env(settings: HarnessSettings, workdir: Path, *, workers: int = 2) -> Iterator[ChaosEnv]:
-    """Stack up, migrations and topics, then the pipeline (ingest, processor, workers) until exit.
-
-    The log is shared with the harness, so the services' lines and the fault timeline appear in the
-    order they happened.
-    """
+    """Stack up, then the pipeline (ingest, processor, workers) until exit; its log is shared with the
+    harness, so the services' lines and the fault timeline appear in the order they happened."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings = with_harness_key(settings, "chaos")
     with running_pipeline(settings, log_path=workdir / "pipeline.log", workers=workers) as sup:
@@ -176,11 +172,11 @@ def _run(
     ctx.mark("healed; draining clients")
     client = load.drain(timeout_s=max(5.0, params.drain_timeout_s - (time.monotonic() - ctx.t_heal)))
     counts = load.counts()
-    result.checks.append(Check("clients have no pending scan", client.drained and counts.pending == 0,
-                               f"{counts.pending} pending in the outbox"))  # fmt: skip
-    result.checks.append(
-        Check("ingest refused no scan (no 4xx)", counts.rejected == 0, f"{counts.rejected} rejected")
-    )
+    result.checks += [
+        Check("clients have no pending scan", client.drained and counts.pending == 0,
+              f"{counts.pending} pending in the outbox"),
+        Check("ingest refused no scan (no 4xx)", counts.rejected == 0, f"{counts.rejected} rejected"),
+    ]  # fmt: skip
     wait_drained(env.settings, timeout=max(5.0, params.drain_timeout_s - (time.monotonic() - ctx.t_heal)))
     result.drain_s = time.monotonic() - ctx.t_heal
     ctx.metrics["drained_at"] = ctx.t_heal + result.drain_s  # monotonic, for scenarios with several heals

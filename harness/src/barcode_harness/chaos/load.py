@@ -40,8 +40,8 @@ class ScannerLoad:
             count=None,
             duplicate_ratio=duplicate_ratio,  # share of scans resent by the client as a new request
             concurrency=8,
-            # A backlog left by an outage is resent in batches of up to this many, as a scanner with an
-            # outbox would catch up; one scan per request would make the drain measure the client.
+            # An outage's backlog goes in batches, as a scanner catching up would (else the drain
+            # would measure the client).
             catch_up_batch=100,
             backoff_base_s=0.1,
             # Capped low so a healed fault is noticed within seconds; a real scanner fleet would use more.

@@ -83,7 +83,6 @@ class Scenario:
         """Always runs (also after a failure): leave the stack and pipeline whole for the next one."""
 
 
-# ---------------------------------------------------------------------------------------- servers
 class ServerKill(Scenario):
     """SIGKILL (or a clean stop of) one server of the stack, restart it at heal."""
 
@@ -106,7 +105,7 @@ class ServerKill(Scenario):
         (comp.stop if self.clean_stop else comp.kill)()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
         if self.component == "kafka":  # what a client is told while the broker is away
-            self._probe = faults.IngestProbe(ctx.ingest_url, api_key=ctx.settings.ingest_api_key)
+            self._probe = faults.IngestProbe(ctx.settings)
             self._probe.start()
 
     def _probe_checks(self, ctx: ChaosContext) -> None:
@@ -145,10 +144,7 @@ def appended_since(aof: Path, copy: Path, command: bytes) -> int:
     count = 0
     for live in aof.glob("*.incr.aof"):
         old = copy / live.name
-        start = old.stat().st_size if old.exists() else 0
-        with live.open("rb") as f:
-            f.seek(start)
-            count += f.read().count(command)
+        count += live.read_bytes()[old.stat().st_size if old.exists() else 0 :].count(command)
     return count
 
 
@@ -170,8 +166,7 @@ class RedisLostTail(Scenario):
     )
     LOST_S = 2.0
 
-    def __init__(self) -> None:
-        self._lost: int | None = None
+    _lost: int | None = None  # stream entries the rolled-back AOF lacks
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component("redis")
@@ -196,11 +191,9 @@ class RedisLostTail(Scenario):
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.component("redis").start()
-        for name in ctx.sup.names(names.Role.WORKER):
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *ctx.sup.names(names.Role.WORKER))
 
 
-# ---------------------------------------------------------------------------------------- schedules
 class Scheduled(Scenario):
     """Faults at set shares of the hold, all run from ``inject`` (the hold only waits out the rest)."""
 
@@ -277,7 +270,6 @@ class ProcessorKill(Scheduled):
         faults.resume(ctx.sup, processors(ctx)[0])
 
 
-# ---------------------------------------------------------------------------------------- workers
 class Takeover(Scenario):
     """Base of the worker deaths: times how long the entries a dead worker held stay with it."""
 
@@ -341,7 +333,7 @@ class WorkerKill(Takeover):
         held, probe = self._frozen_holding(ctx, consumers, at_least)
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
-        probe.restart_clock()
+        probe.started = time.monotonic()
         ctx.mark(f"SIGKILL {', '.join(self._victims)} (first held {held} entries just before)")
         ctx.note(f"{', '.join(self._victims)} held {probe.initial} pending entries when killed")
         self._held(ctx, probe, "the killed worker(s) held pending entries")
@@ -368,23 +360,20 @@ class WorkerKill(Takeover):
 
     def heal(self, ctx: ChaosContext) -> None:
         if self.all_workers and self._probe is not None:
-            self._probe.restart_clock()
+            self._probe.started = time.monotonic()
             self._probe.start()
-        for name in self._victims:
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *self._victims)
 
     def cleanup(self, ctx: ChaosContext) -> None:
         super().cleanup(ctx)
-        for name in self._victims:
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *self._victims)
 
 
 class WorkerCrashHook(Takeover):
     """A worker started with a crash hook dies at its first batch; the live workers take over."""
 
-    # Its consumer name (node name + this) sorts before worker-1's: under the workers' standby rule
-    # the lowest live name is the primary that always reads, so this worker gets entries (and
-    # crashes) at once, as a primary would.
+    # Sorts before worker-1: the lowest live consumer name is the primary that always reads, so this
+    # worker gets entries (and crashes) at once.
     service = "worker-0-crash"
     taken_over, clock = "live workers took over the crashed worker's entries", "from the crash"
 
@@ -440,7 +429,6 @@ class WorkerCrashHook(Takeover):
             self._extra.stop()
 
 
-# ---------------------------------------------------------------------------------------- duplicates
 class Duplicates(Scenario):
     key = "8"
     name = "duplicates"
@@ -453,8 +441,7 @@ class Duplicates(Scenario):
     _start: dict[int, int] | None = None  # the topic's end offsets before the load
 
     def before_load(self, ctx: ChaosContext) -> None:
-        # Rewind to here, not to the log start: a topic holding earlier runs' history (a bench
-        # series leaves millions of records) could not be re-read within the drain timeout.
+        # Not to the log start: earlier runs' history could not be re-read within the drain timeout.
         self._start = faults.end_offsets(ctx.settings)
 
     def inject(self, ctx: ChaosContext) -> None:
@@ -462,7 +449,7 @@ class Duplicates(Scenario):
         ok = 0
         for scan in scans:
             for _ in range(self.resends):
-                ok += 200 <= faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key) < 300
+                ok += 200 <= faults.post_scan(ctx.settings, scan) < 300
         ctx.extra_sent += len(scans) * self.resends
         ctx.extra_acked.update((s.device_id, s.scan_id) for s in scans)
         self._resent = scans
@@ -483,8 +470,7 @@ class Duplicates(Scenario):
         tails = checks.stream_tails(ctx.settings)
         deleted = faults.delete_markers(ctx.settings) if delete_markers else 0
         backlog = faults.rewind_group(ctx.settings, to=self._start)
-        for name in processors(ctx):
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *processors(ctx))
         what = f"deleted {deleted} dedup markers and rewound" if delete_markers else "rewound"
         ctx.mark(f"{what} the processor group: {backlog} records to re-read")
         # Let the re-read finish before the next step, so each protection is exercised on its own.
@@ -515,11 +501,9 @@ class Duplicates(Scenario):
                   f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        for name in processors(ctx):
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *processors(ctx))
 
 
-# ---------------------------------------------------------------------------------------- poison
 class Poison(Scenario):
     key = "9"
     name = "poison"
@@ -538,14 +522,8 @@ class Poison(Scenario):
         bad_json = {"barcode": "has space", "deviceId": "SEOUL-CENTER-PC-001", "scanTime": "yesterday",
                     "scanId": f"poison-{self.token}"}  # fmt: skip
         self.poison_keys = [f"poison-{self.token}-{i}".encode() for i in range(3)]
-        faults.produce_raw(
-            ctx.settings,
-            [
-                (self.poison_keys[0], b"\xff\xfe\x00not json " + self.token.encode()),
-                (self.poison_keys[1], orjson.dumps(bad_json)),
-                (self.poison_keys[2], None),
-            ],
-        )
+        values = [b"\xff\xfe\x00not json " + self.token.encode(), orjson.dumps(bad_json), None]
+        faults.produce_raw(ctx.settings, list(zip(self.poison_keys, values, strict=True)))
         now = int(time.time() * 1000)
         self.unknown = [
             ScanEvent(f"880{i:010d}", self.device, now + i, f"chaos-{self.token}-{i}")
@@ -553,7 +531,7 @@ class Poison(Scenario):
         ]
         accepted = 0
         for scan in self.unknown:
-            if 200 <= faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key) < 300:
+            if 200 <= faults.post_scan(ctx.settings, scan) < 300:
                 accepted += 1
                 ctx.extra_acked.add((scan.device_id, scan.scan_id))
         ctx.extra_sent += len(self.poison_keys) + len(self.unknown)
@@ -615,7 +593,6 @@ class Poison(Scenario):
             self._map_device(ctx, add=False)
 
 
-# ---------------------------------------------------------------------------------------- Redis data loss
 class RedisFlush(Scenario):
     key = "10"
     name = "redis-flush"
@@ -640,7 +617,6 @@ class RedisFlush(Scenario):
         ctx.note(f"`barcode-pipeline replay --since {since}`: {out}")
 
 
-# ---------------------------------------------------------------------------------------- Redis full
 class RedisFull(Scenario):
     """Redis at its ``maxmemory`` (noeviction) under load: every write that needs memory is refused.
 
@@ -655,9 +631,7 @@ class RedisFull(Scenario):
         "CONFIG SET maxmemory 1mb: every write that needs memory is refused; heal = the old maxmemory back"
     )
 
-    def __init__(self) -> None:
-        self._old: str | None = None
-        self._restarts: dict[str, int] = {}
+    _old: str | None = None  # the maxmemory to restore
 
     def inject(self, ctx: ChaosContext) -> None:
         self._old = faults.fill_redis(ctx.settings)
@@ -708,7 +682,6 @@ class RedisFull(Scenario):
         self._restore(ctx)
 
 
-# ---------------------------------------------------------------------------------------- combined
 class Combined(Scheduled):
     """Several faults in one window, each healed as an operator would, while the load keeps going.
 
@@ -732,11 +705,9 @@ class Combined(Scheduled):
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.up(quiet=True)
-        for name in ctx.sup.children:
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *ctx.sup.children)
 
 
-# ---------------------------------------------------------------------------------------- registry
 # Factories, not instances: a scenario keeps state while it runs, so every run gets a fresh one.
 FACTORIES: tuple[Callable[[], Scenario], ...] = (
     lambda: ServerKill("1", "kafka"),
@@ -767,12 +738,7 @@ def select(wanted: Sequence[str]) -> list[Scenario]:
     every = describe()
     if not wanted or "all" in wanted:
         return every
-    by = {s.name: s for s in every} | {s.key: s for s in every}
-    unknown = [w for w in wanted if w not in by]
-    if unknown:
-        raise ConfigError(
-            f"unknown scenario(s): {', '.join(unknown)}; choose from: all, "
-            + ", ".join(s.name for s in every)
-        )
-    chosen = {by[w].name for w in wanted}
-    return [s for s in every if s.name in chosen]
+    if unknown := [w for w in wanted if not any(w in (s.name, s.key) for s in every)]:
+        choices = ", ".join(s.name for s in every)
+        raise ConfigError(f"unknown scenario(s): {', '.join(unknown)}; choose from: all, {choices}")
+    return [s for s in every if s.name in wanted or s.key in wanted]
