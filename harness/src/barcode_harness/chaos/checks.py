@@ -1,8 +1,5 @@
-"""The evidence: what the clients were told, against what the database and dead-letter stores hold.
-
-A scenario passes only on facts read back from the stores, never on what a component reported
-about itself: every acknowledged scan has exactly one row, or a dead letter with a reason.
-"""
+"""The evidence: what the clients were told, against what the database and dead-letter stores hold
+(facts read back from the stores, never what a component reported about itself)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Fault and repair primitives the scenarios are built from, each doing one thing to one system the
-way an operator (or a crash) would. None checks anything (that is ``chaos.checks``); the ingest probe
-only tallies what a client is told while a fault is held.
-"""
+"""Fault and repair primitives, each doing one thing to one system as an operator (or a crash) would.
+None checks anything (that is ``chaos.checks``); the ingest probe only tallies answers."""
 
 from __future__ import annotations
 
@@ -39,11 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def resume(sup: Supervisor, *names: str, timeout: float = 30.0) -> None:
-    """Make sure children run and are supervised again; returns once they are alive.
-
-    Only a paused child is started here, before its pause is lifted: a dead unpaused child belongs to
-    the watchdog, and starting it here too could race the watchdog into running two copies.
-    """
+    """Make sure children run and are supervised again; returns once they are alive. Only a paused
+    child is started here (a dead unpaused one is the watchdog's: both starting it makes two copies)."""
     for name in names:
         child = sup.children[name]
         if child.hold is Hold.PAUSED:
@@ -107,9 +102,8 @@ def rewind_group(
     """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
     never below the log start) or, without it, to the log start. Returns the records to re-read.
 
-    The group must be empty for the broker to accept it: a killed or static member (the supervisor's
-    processors) keeps it non-empty until its session times out, hence the retries. The broker refuses
-    per partition, inside a successful reply, so every partition's error is checked.
+    Retried: a killed or static member keeps the group non-empty (so refused, per partition inside a
+    successful reply) until its session times out.
     """
     group = group or settings.processor.group
     offsets = _offsets(settings, group, topic)
@@ -256,11 +250,8 @@ def post_scan(settings: HarnessSettings, scan: ScanEvent, *, timeout: float = 30
 
 
 class IngestProbe:
-    """POSTs one fresh scan every ``interval_s`` on a thread until stopped, tallying the answers.
-
-    The background load resends whatever fails, so it cannot tell a clean 503 from a 500 or a hang;
-    this probe can (the Kafka kill must be answered with 503 and ``Retry-After``, promptly).
-    """
+    """POSTs one fresh scan every ``interval_s`` until stopped, tallying the answers: unlike the load
+    (which resends whatever fails) it tells a clean 503 with ``Retry-After`` from a 500 or a hang."""
 
     interval_s = 0.5
     timeout_s = 10.0

@@ -126,9 +126,6 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
             result.checks.append(
                 Check("cleanup restored the pipeline", False, f"{type(exc).__name__}: {exc}")
             )
-        for extra in ctx.extra_supervisors:
-            with suppress(Exception):
-                extra.stop()
         ctx.mark(f"=== scenario {scenario.key} {scenario.name} done")
     if ledger is not None:
         _ledger_checks(result, ledger, scenario)

@@ -1,9 +1,8 @@
 """Steady client load for a fault-injection run: the scanner simulator with its durable outbox.
 
-A scan counts as *acknowledged* only once its outbox row was marked acked after a 2xx (what a center
-PC would believe delivered); anything else is retried with back-off. A background thread generates
-at a steady rate through the fault; then a foreground run on the same outbox (``count=0``) only
-delivers what is still pending.
+A scan is *acknowledged* once its outbox row was marked acked after a 2xx (what a center PC would
+believe delivered). A thread generates through the fault; then a foreground run on the same outbox
+(``count=0``) delivers what is still pending.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The fault scenarios: small objects with ``inject`` / ``hold`` / ``heal`` and their own checks.
-
-The harness runs every scenario the same way (load, inject, hold, heal, drain, ledger); a scenario
-says what breaks, how it is repaired, and which extra facts prove the mechanism it targets.
-"""
+"""The fault scenarios: what breaks (``inject``), how it is repaired (``heal``), and which extra facts
+prove the mechanism each targets; the harness runs them all the same way."""
 
 from __future__ import annotations
 
@@ -138,9 +135,8 @@ class ServerKill(Scenario):
 
 
 def appended_since(aof: Path, copy: Path, command: bytes) -> int:
-    """How many ``command``s the append-only files in ``aof`` hold past what ``copy`` (an earlier copy
-    of the same folder) holds: the writes a Redis started on the copy does not have. A file the copy
-    lacks (a rewrite started a new one) counts whole."""
+    """How many ``command``s the append-only files in ``aof`` hold past its earlier ``copy`` (a file
+    the copy lacks, started by a rewrite, counts whole)."""
     count = 0
     for live in aof.glob("*.incr.aof"):
         old = copy / live.name
@@ -149,13 +145,9 @@ def appended_since(aof: Path, copy: Path, command: bytes) -> int:
 
 
 class RedisLostTail(Scenario):
-    """Redis comes back from a crash without the last writes it had answered.
-
-    With ``appendfsync everysec`` a crash can lose answered writes whose offsets the processor had
-    committed. Here the loss is made certain (workers stopped, so what is published stays in Redis
-    only; Redis restarted on an older AOF copy): the processor must notice the new run id and
-    re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka.
-    """
+    """Redis comes back from a crash without answered writes whose offsets the processor committed
+    (``appendfsync everysec``), made certain here: the processor must notice the new run id and
+    re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka."""
 
     key = "3b"
     name = "redis-lost-tail"
@@ -343,10 +335,8 @@ class WorkerKill(Takeover):
     def _frozen_holding(
         self, ctx: ChaosContext, consumers: list[str], at_least: int, tries: int = 5
     ) -> tuple[int, TakeoverProbe]:
-        """The victims stopped (SIGSTOP) while the first holds entries, and what they hold.
-
-        Running, a worker could acknowledge its batch between the look and the kill (one was killed
-        25 ms after it held 41 entries, holding none); stopped, it cannot. Between batches: again."""
+        """The victims stopped (SIGSTOP) while the first holds entries, and what they hold: running, a
+        worker could acknowledge its batch between the look and the kill (one was, 25 ms later)."""
         for _ in range(tries):
             held = checks.wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
             for name in self._victims:
@@ -394,7 +384,6 @@ class WorkerCrashHook(Takeover):
             self.service, names.Role.WORKER, ["worker", "--name", self.consumer], env=env, restart=False
         )
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
-        ctx.extra_supervisors.append(self._extra)
         self._extra.start()
         code = faults.wait_exit(self._extra, self.service, timeout=30)
         crashed_at = time.monotonic()
@@ -424,9 +413,9 @@ class WorkerCrashHook(Takeover):
                       f"{n} duplicates absorbed")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        super().cleanup(ctx)
         if self._extra is not None:
             self._extra.stop()
+        super().cleanup(ctx)
 
 
 class Duplicates(Scenario):
@@ -459,11 +448,8 @@ class Duplicates(Scenario):
         self._rewind(ctx, delete_markers=True)
 
     def _rewind(self, ctx: ChaosContext, *, delete_markers: bool) -> None:
-        """Stop the processor, (delete the markers,) rewind its group, restart it and let it catch up.
-
-        The evidence is in the streams: of this scenario's scans already stored before the rewind
-        (so certainly published, with a marker), how many were published *again* by the re-read.
-        """
+        """Stop the processor, (delete the markers,) rewind its group, restart it and let it catch up;
+        the evidence: how many scans stored before the rewind the re-read published *again*."""
         for name in processors(ctx):  # the whole group must be empty for the broker to rewind it
             faults.stop_child(ctx.sup, name)
         stored = {k for k, n in checks.rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
@@ -540,19 +526,15 @@ class Poison(Scenario):
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         in_dlt = [x for x in dlt.read_dlt(ctx.settings, since_ms=ctx.started_ms) if x.key in self.poison_keys]
-        ctx.check(
-            "every poison record is in barcode-events.dlt with its reason",
-            {x.key for x in in_dlt} == set(self.poison_keys)
-            and all(x.reason and "no reason" not in x.reason for x in in_dlt),
-            "; ".join(f"{(x.key or b'').decode()}: {x.reason[:60]}" for x in in_dlt) or "none found",
-        )  # fmt: skip
+        reasoned = all(x.reason and "no reason" not in x.reason for x in in_dlt)
+        ok = {x.key for x in in_dlt} == set(self.poison_keys) and reasoned
+        found = "; ".join(f"{(x.key or b'').decode()}: {x.reason[:60]}" for x in in_dlt)
+        ctx.check("every poison record is in barcode-events.dlt with its reason", ok, found or "none found")
         letters = self._letters(ctx)
-        ctx.check(
-            "every unknown-device scan is in barcode:dlq with its reason",
-            len({x.scan_id for x in letters}) == len(self.unknown)
-            and all(x.cause is Cause.UNKNOWN_DEVICE for x in letters),
-            f"{len(letters)} entries; reason: {letters[0].reason if letters else '-'}",
-        )  # fmt: skip
+        ok = len({x.scan_id for x in letters}) == len(self.unknown)
+        ctx.check("every unknown-device scan is in barcode:dlq with its reason",
+                  ok and all(x.cause is Cause.UNKNOWN_DEVICE for x in letters),
+                  f"{len(letters)} entries; reason: {letters[0].reason if letters else '-'}")  # fmt: skip
         ids = [x.id for x in letters]
         refused = dlq.replay_dlq(ctx.settings, ids=ids)
         ctx.check("dlq replay refuses while the device is still unmapped",
@@ -563,12 +545,10 @@ class Poison(Scenario):
         wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
         rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
         left = self._letters(ctx)
-        ctx.check(
-            "after mapping the device, dlq replay stored each of its scans exactly once",
-            len(outcome.replayed) == len(ids) and all(n == 1 for n in rows.values()) and not left,
-            f"replayed {len(outcome.replayed)}, rows {sum(rows.values())} for {len(rows)} scans, "
-            f"{len(left)} left in the DLQ",
-        )  # fmt: skip
+        ctx.check("after mapping the device, dlq replay stored each of its scans exactly once",
+                  len(outcome.replayed) == len(ids) and all(n == 1 for n in rows.values()) and not left,
+                  f"replayed {len(outcome.replayed)}, rows {sum(rows.values())} for {len(rows)} scans, "
+                  f"{len(left)} left in the DLQ")  # fmt: skip
         ctx.note(f"{len(in_dlt)} poison records in the DLT; {len(letters)} unknown-device scans in the DLQ, "
                  f"replayed after mapping {self.device}: {sum(rows.values())} rows")  # fmt: skip
 
@@ -618,11 +598,8 @@ class RedisFlush(Scenario):
 
 
 class RedisFull(Scenario):
-    """Redis at its ``maxmemory`` (noeviction) under load: every write that needs memory is refused.
-
-    Before the fix the processor crash-looped on OOM, refused acknowledgements dead-lettered stored
-    entries, and refused heartbeats made live workers take over each other's entries.
-    """
+    """Redis at its ``maxmemory`` (noeviction) under load. Before the fix the processor crash-looped
+    on OOM, stored entries were dead-lettered and refused heartbeats caused takeovers."""
 
     key = "12"
     name = "redis-full"
@@ -683,11 +660,8 @@ class RedisFull(Scenario):
 
 
 class Combined(Scheduled):
-    """Several faults in one window, each healed as an operator would, while the load keeps going.
-
-    One fault at a time cannot show a component recovering *into* the next fault (a processor
-    restarting while Redis is down). The schedule is the field report's, within about 25 s of load.
-    """
+    """The field report's faults in one window, each healed as an operator would: one fault at a time
+    cannot show a component recovering *into* the next (a processor restarting while Redis is down)."""
 
     key = "11"
     name = "combined"
@@ -696,12 +670,8 @@ class Combined(Scheduled):
         "SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
         "(restarted too), then of Redis followed by `stack up`, then of Kafka followed by `stack up`"
     )
-    schedule = (
-        (0.0, "processor"),
-        (0.15, "worker"),
-        (0.3, "redis"),
-        (0.375, "kafka"),  # right after Redis is back, as in the field report
-    )
+    # Kafka right after Redis is back, as in the field report.
+    schedule = ((0.0, "processor"), (0.15, "worker"), (0.3, "redis"), (0.375, "kafka"))
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.up(quiet=True)
