@@ -72,12 +72,9 @@ def _query(settings: HarnessSettings, sql: str, *args: Any) -> list[tuple[Any, .
 
 def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
     """Rows beyond the first per (device, scan) among rows saved since ``since_ms`` (any scan at all)."""
-    rows = _query(
-        settings,
-        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM barcodes"
-        " WHERE saved_time >= %s GROUP BY device_id, scan_id HAVING COUNT(*) > 1) d",
-        db.db_time(since_ms - 5_000),  # saved_time is UTC; allow clock slack
-    )
+    sql = ("SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM barcodes"
+           " WHERE saved_time >= %s GROUP BY device_id, scan_id HAVING COUNT(*) > 1) d")  # fmt: skip
+    rows = _query(settings, sql, db.db_time(since_ms - 5_000))  # saved_time is UTC; allow clock slack
     return int(rows[0][0]) if rows else 0
 
 
@@ -183,14 +180,14 @@ class TakeoverProbe:
         self.done_after_s = time.monotonic() - self.started
         return True
 
-    def start(self, interval: float = 0.1) -> None:
+    def start(self) -> None:
         """Poll in the background, so the moment of completion is caught whatever the caller does."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, args=(interval,), name="takeover", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="takeover-probe", daemon=True)
             self._thread.start()
 
-    def _run(self, interval: float) -> None:
-        while not self.poll() and not self._stop.wait(interval):
+    def _run(self) -> None:
+        while not self.poll() and not self._stop.wait(0.1):
             pass
 
     def join(self, timeout: float) -> None:

@@ -79,8 +79,7 @@ class ChaosContext:
         return time.monotonic() - self.t_inject
 
     def logged_since(self, mark: str, pattern: re.Pattern[str]) -> int:
-        """The sum of ``pattern``'s first group over the pipeline log's lines after ``mark`` (the
-        services' own account of what they did: records rewound, duplicates absorbed)."""
+        """The sum of ``pattern``'s first group in the pipeline log after ``mark`` (the services' count)."""
         try:
             text = (self.workdir.parent / "pipeline.log").read_text(errors="replace")
         except OSError:

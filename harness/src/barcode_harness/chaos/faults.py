@@ -176,9 +176,6 @@ def set_maxmemory(settings: HarnessSettings, value: str) -> str:
 restore_maxmemory = set_maxmemory  # the heal: back to what fill_redis returned
 
 
-BALLAST = ".nemesis-ballast"
-
-
 def own_filesystem(path: Path) -> bool:
     """``path`` is on another filesystem than ``/``: filling it cannot starve the machine."""
     return os.stat(path).st_dev != os.stat("/").st_dev
@@ -191,7 +188,7 @@ def fill_disk(path: Path) -> tuple[Path, int]:
     if not own_filesystem(path):
         raise PipelineError(f"{path} is on the root filesystem: a disk-full fault needs it on its own mount",
                             component="chaos")  # fmt: skip
-    ballast = path / BALLAST
+    ballast = path / ".nemesis-ballast"
     st = os.statvfs(path)
     size = st.f_bfree * st.f_frsize
     fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
@@ -234,8 +231,7 @@ def post_once(settings: HarnessSettings, scan: ScanEvent, timeout: float) -> tup
 
 
 def post_scan(settings: HarnessSettings, scan: ScanEvent, *, timeout: float = 30.0) -> int:
-    """POST one scan until a 2xx, retrying 5xx/429/network errors as a scanner does; the final status
-    (a 4xx other than 408/429 is final)."""
+    """POST one scan until a 2xx or a final 4xx (not 408/429), retrying as a scanner does; the status."""
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
@@ -250,8 +246,8 @@ def post_scan(settings: HarnessSettings, scan: ScanEvent, *, timeout: float = 30
 
 
 class IngestProbe:
-    """POSTs one fresh scan every ``interval_s`` until stopped, tallying the answers: unlike the load
-    (which resends whatever fails) it tells a clean 503 with ``Retry-After`` from a 500 or a hang."""
+    """From creation until stopped, POSTs one fresh scan every ``interval_s`` and tallies the answers:
+    unlike the load (which resends whatever fails) it tells a 503 with ``Retry-After`` from a 500."""
 
     interval_s = 0.5
     timeout_s = 10.0
@@ -265,8 +261,6 @@ class IngestProbe:
         self._token = secrets.token_hex(4)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-probe", daemon=True)
-
-    def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:

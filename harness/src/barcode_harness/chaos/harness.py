@@ -111,7 +111,8 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     ctx = ChaosContext(env.settings, env.stack, env.sup, params, load, outbox.parent, env.log_out)
     ledger: Ledger | None = None
     try:
-        ledger = _run(env, scenario, params, ctx, result)
+        env.ensure_healthy()
+        ledger = _run(scenario, ctx, result)
     except Exception as exc:
         log.exception("scenario %s failed to run", scenario.name)
         result.error = f"{type(exc).__name__}: {exc}"
@@ -123,17 +124,15 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
             scenario.cleanup(ctx)
         except Exception as exc:
             log.exception("cleanup of %s failed", scenario.name)
-            result.checks.append(
-                Check("cleanup restored the pipeline", False, f"{type(exc).__name__}: {exc}")
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            result.checks.append(Check("cleanup restored the pipeline", False, error))
         ctx.mark(f"=== scenario {scenario.key} {scenario.name} done")
     if ledger is not None:
         _ledger_checks(result, ledger, scenario)
     if result.drain_s is not None:
-        ok = result.drain_s <= params.drain_target_s
-        result.checks.append(
-            Check(f"drained within {params.drain_target_s:.0f} s of heal", ok, f"{result.drain_s:.1f} s")
-        )
+        target = params.drain_target_s
+        result.checks.append(Check(f"drained within {target:.0f} s of heal", result.drain_s <= target,
+                                   f"{result.drain_s:.1f} s"))  # fmt: skip
     takeover = ctx.metrics.get("takeover_s")
     result.takeover_s = float(takeover) if isinstance(takeover, (int, float)) else None
     result.checks += ctx.checks
@@ -145,13 +144,10 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     return result
 
 
-def _run(
-    env: ChaosEnv, scenario: Scenario, params: ChaosParams, ctx: ChaosContext, result: ScenarioResult
-) -> Ledger:
+def _run(scenario: Scenario, ctx: ChaosContext, result: ScenarioResult) -> Ledger:
     """The timeline of the module docstring, up to the ledger; fills ``result``'s timings and counts."""
-    load = ctx.load
-    env.ensure_healthy()
-    wait_drained(env.settings, timeout=params.drain_timeout_s)  # start from an empty pipeline
+    load, params = ctx.load, ctx.params
+    wait_drained(ctx.settings, timeout=params.drain_timeout_s)  # start from an empty pipeline
     scenario.before_load(ctx)
     ctx.mark(f"=== scenario {scenario.key} {scenario.name}: load {params.rate:.0f} scans/s")
     ctx.started_ms = time.time_ns() // 1_000_000
@@ -174,14 +170,14 @@ def _run(
               f"{counts.pending} pending in the outbox"),
         Check("ingest refused no scan (no 4xx)", counts.rejected == 0, f"{counts.rejected} rejected"),
     ]  # fmt: skip
-    wait_drained(env.settings, timeout=max(5.0, params.drain_timeout_s - (time.monotonic() - ctx.t_heal)))
+    wait_drained(ctx.settings, timeout=max(5.0, params.drain_timeout_s - (time.monotonic() - ctx.t_heal)))
     result.drain_s = time.monotonic() - ctx.t_heal
     ctx.metrics["drained_at"] = ctx.t_heal + result.drain_s  # monotonic, for scenarios with several heals
     ctx.mark(f"drained {result.drain_s:.1f} s after heal")
     result.sent = counts.total + ctx.extra_sent
     result.client_retries = counts.attempts - counts.sent
     acknowledged = load.acknowledged() | ctx.extra_acked
-    ledger = verify(env.settings, acknowledged, ctx.started_ms, sent=load.generated() | acknowledged)
+    ledger = verify(ctx.settings, acknowledged, ctx.started_ms, sent=load.generated() | acknowledged)
     scenario.after_drain(ctx, ledger)
     return ledger
 

@@ -36,7 +36,6 @@ class ScannerLoad:
             url=url,
             outbox_path=outbox_path,
             rate_per_device=rate / len(SEEDED_DEVICES),  # ``rate`` scans/s over all devices
-            count=None,
             duplicate_ratio=duplicate_ratio,  # share of scans resent by the client as a new request
             concurrency=8,
             # An outage's backlog goes in batches, as a scanner catching up would (else the drain

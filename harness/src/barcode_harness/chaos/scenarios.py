@@ -84,9 +84,7 @@ class ServerKill(Scenario):
     """SIGKILL (or a clean stop of) one server of the stack, restart it at heal."""
 
     def __init__(self, key: str, component: str, *, clean_stop: bool = False) -> None:
-        self.key = key
-        self.component = component
-        self.clean_stop = clean_stop
+        self.key, self.component, self.clean_stop = key, component, clean_stop
         self.name = f"{component}-{'stop' if clean_stop else 'kill'}"
         label = {"kafka": "Kafka broker", "redis": "Redis", "mariadb": "MariaDB"}[component]
         self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
@@ -103,7 +101,6 @@ class ServerKill(Scenario):
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
         if self.component == "kafka":  # what a client is told while the broker is away
             self._probe = faults.IngestProbe(ctx.settings)
-            self._probe.start()
 
     def _probe_checks(self, ctx: ChaosContext) -> None:
         if self._probe is None:
@@ -137,11 +134,10 @@ class ServerKill(Scenario):
 def appended_since(aof: Path, copy: Path, command: bytes) -> int:
     """How many ``command``s the append-only files in ``aof`` hold past its earlier ``copy`` (a file
     the copy lacks, started by a rewrite, counts whole)."""
-    count = 0
-    for live in aof.glob("*.incr.aof"):
-        old = copy / live.name
-        count += live.read_bytes()[old.stat().st_size if old.exists() else 0 :].count(command)
-    return count
+    copied = {old.name: old.stat().st_size for old in copy.glob("*.incr.aof")}
+    return sum(
+        live.read_bytes()[copied.get(live.name, 0) :].count(command) for live in aof.glob("*.incr.aof")
+    )
 
 
 class RedisLostTail(Scenario):
@@ -197,10 +193,8 @@ class Scheduled(Scenario):
     def inject(self, ctx: ChaosContext) -> None:
         for share, step in self.schedule:
             ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
-            if step == "processor":
-                self._processor(ctx)
-            elif step == "worker":
-                self._worker(ctx)
+            if step in ("processor", "worker"):
+                getattr(self, f"_{step}")(ctx)
             else:
                 self._server(ctx, step)
 
@@ -368,21 +362,18 @@ class WorkerCrashHook(Takeover):
     taken_over, clock = "live workers took over the crashed worker's entries", "from the crash"
 
     def __init__(self, key: str, *, after_commit: bool) -> None:
-        self.key = key
-        self.after_commit = after_commit
+        self.key, self.after_commit = key, after_commit
         where = "after COMMIT, before XACK" if after_commit else "after the INSERT, before COMMIT"
         self.name = "worker-crash-after-commit" if after_commit else "worker-crash-before-commit"
         self.title = f"Worker crash {where}"
         self.fault = f"an extra worker with the crash hook exits like SIGKILL {where} of its first batch"
         self._extra: Supervisor | None = None
-        self.consumer = self.service
 
     def inject(self, ctx: ChaosContext) -> None:
         env = {CRASH_AFTER_COMMIT_ENV if self.after_commit else CRASH_BEFORE_COMMIT_ENV: "1"}
         self.consumer = names.node_member(ctx.settings.node_name, self.service)
-        spec = ChildSpec(
-            self.service, names.Role.WORKER, ["worker", "--name", self.consumer], env=env, restart=False
-        )
+        args = ["worker", "--name", self.consumer]
+        spec = ChildSpec(self.service, names.Role.WORKER, args, env=env, restart=False)
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
         self._extra.start()
         code = faults.wait_exit(self._extra, self.service, timeout=30)
@@ -644,19 +635,16 @@ class RedisFull(Scenario):
             ctx.sleep(0.5)
 
     def heal(self, ctx: ChaosContext) -> None:
-        self._restore(ctx)
+        self.cleanup(ctx)
         restarted = {n: c.restarts - self._restarts.get(n, 0) for n, c in ctx.sup.children.items()}
         ctx.check("no process restarted while Redis was full (no crash loop)",
                   not any(restarted.values()), str(restarted))  # fmt: skip
 
-    def _restore(self, ctx: ChaosContext) -> None:
+    def cleanup(self, ctx: ChaosContext) -> None:
         if self._old is not None:
             faults.restore_maxmemory(ctx.settings, self._old)
             ctx.mark(f"maxmemory {self._old} again")
             self._old = None
-
-    def cleanup(self, ctx: ChaosContext) -> None:
-        self._restore(ctx)
 
 
 class Combined(Scheduled):
