@@ -79,8 +79,7 @@ def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
 
 
 def never_sent(settings: HarnessSettings, since_ms: int, sent: set[ScanKey]) -> list[ScanKey]:
-    """Rows of ``sent``'s devices scanned since ``since_ms`` for scans not in ``sent`` (every scan made):
-    what a pipeline that invented or corrupted scans would store."""
+    """Rows of ``sent``'s devices since ``since_ms`` for scans not in ``sent``: invented or corrupted."""
     devices = sorted({device for device, _scan in sent})
     if not devices:
         return []
@@ -97,8 +96,7 @@ def verify(
     since_ms: int,
     sent: set[ScanKey] | None = None,
 ) -> Ledger:
-    """Account for every acknowledged scan (see the module docstring); with ``sent``, also look for
-    rows of scans that were never sent."""
+    """Account for every acknowledged scan; with ``sent``, also for rows of scans never sent."""
     acked = set(acknowledged)
     dead = dead_letter_index(settings, since_ms)
     acked_dead = {k for k in acked if k in dead}
@@ -150,8 +148,7 @@ def pending_ids(client: redis.Redis, streams: Sequence[str], consumer: str) -> s
 
 
 class TakeoverProbe:
-    """Times how long the entries some dead consumers held (a snapshot right after the kill) stay in
-    their hands: done once every one was acknowledged or claimed by another consumer."""
+    """How long the entries dead consumers held at the kill stay theirs (not acknowledged nor claimed)."""
 
     def __init__(
         self, settings: HarnessSettings, consumers: Sequence[str], *, started: float | None = None
@@ -206,8 +203,7 @@ class TakeoverProbe:
 
 
 def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
-    """Wait (briefly) until ``consumer`` holds ``at_least`` entries, so a kill lands mid-batch; how many
-    it held at the last look (the caller kills anyway when the time is up)."""
+    """How many ``consumer`` holds once ``at_least`` (so a kill lands mid-batch) or at the timeout."""
     deadline = time.monotonic() + timeout
     with redis_adapter.client(settings) as client:
         while True:
@@ -218,8 +214,7 @@ def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1,
 
 
 def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -> float:
-    """Seconds until the processor is back within ``max_lag`` records of the log end, under live load
-    (``wait_drained`` wants zero in flight, which a pipeline under steady load never reaches)."""
+    """Seconds until the processor lags at most ``max_lag`` records (under load it never reaches zero)."""
     started = time.monotonic()
     while True:
         backlog = measure(settings)
@@ -264,9 +259,8 @@ def published_since(settings: HarnessSettings, tails: dict[str, str]) -> set[Sca
     return found
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _id_tuple(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split("-"))
 
 
 def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> RedisState:
@@ -289,8 +283,8 @@ def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> Redis
 
 
 def compare_redis_state(settings: HarnessSettings, before: RedisState) -> list[Check]:
-    """Checks that nothing ``before`` saw went missing: the entries ever added, the newest entry
-    (workers trim only far older ones), the group positions and the markers (they live 24 h)."""
+    """Checks that nothing ``before`` saw went missing (workers trim only far older entries; markers
+    live 24 h)."""
     after = redis_state(settings, marker_sample=0)
     shorter = {s: (n, after.stream_added.get(s, 0)) for s, n in before.stream_added.items()
                if after.stream_added.get(s, 0) < n}  # fmt: skip

@@ -97,7 +97,6 @@ def rewind_group(
     *,
     to: Mapping[int, int] | None = None,
     topic: str = names.TOPIC,
-    timeout: float = 30.0,
 ) -> int:
     """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
     never below the log start) or, without it, to the log start. Returns the records to re-read.
@@ -111,7 +110,7 @@ def rewind_group(
     backlog = sum(max(0, c - target[p]) for p, (_low, _high, c) in offsets.items() if c >= 0)
     admin = kafka_adapter.admin(settings)
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in target.items()])]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 30
     while True:
         try:
             reply = admin.alter_consumer_group_offsets(request)[group].result(10)
@@ -191,16 +190,13 @@ def fill_disk(path: Path) -> tuple[Path, int]:
     ballast = path / ".nemesis-ballast"
     st = os.statvfs(path)
     size = st.f_bfree * st.f_frsize
-    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
-    try:
+    with os.fdopen(os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600), "wb") as f:
         while size > 0:
             try:
-                os.posix_fallocate(fd, 0, size)
+                os.posix_fallocate(f.fileno(), 0, size)
                 break
             except OSError:  # metadata needs a few blocks too: back off until it fits
                 size -= max(st.f_frsize, size // 100)
-    finally:
-        os.close(fd)
     return ballast, size
 
 
@@ -214,12 +210,9 @@ def ingest_url(settings: HarnessSettings) -> str:
 
 def post_once(settings: HarnessSettings, scan: ScanEvent, timeout: float) -> tuple[int, str | None]:
     """POST one scan to ingest: (status, 0 for no answer in time; its Retry-After header)."""
-    req = urllib.request.Request(
-        ingest_url(settings) + names.ROUTE_SCAN,
-        data=encode_scan(scan),
-        headers={"Content-Type": "application/json", **client_headers(settings.ingest_api_key)},
-        method="POST",
-    )
+    url = ingest_url(settings) + names.ROUTE_SCAN
+    headers = {"Content-Type": "application/json", **client_headers(settings.ingest_api_key)}
+    req = urllib.request.Request(url, data=encode_scan(scan), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # loopback URL we built
             return int(resp.status), None

@@ -31,7 +31,6 @@ class ScannerLoad:
     def __init__(
         self, url: str, outbox_path: Path, *, rate: float, duplicate_ratio: float, api_key: str
     ) -> None:
-        self.outbox_path = outbox_path
         self.config = SimulatorConfig(
             url=url,
             outbox_path=outbox_path,
@@ -87,10 +86,10 @@ class ScannerLoad:
         return asyncio.run(Simulator(replace(self.config, count=0, drain_timeout_s=timeout_s)).run())
 
     def counts(self) -> OutboxCounts:
-        return outbox_status(self.outbox_path)
+        return outbox_status(self.config.outbox_path)
 
     def _rows(self, sql: str, *args: int) -> list[tuple[Any, ...]]:
-        with closing(sqlite3.connect(self.outbox_path, timeout=10.0)) as conn:
+        with closing(sqlite3.connect(self.config.outbox_path, timeout=10.0)) as conn:
             conn.execute("PRAGMA busy_timeout=10000")
             return conn.execute(sql, args).fetchall()
 

@@ -88,8 +88,9 @@ class ServerKill(Scenario):
         self.name = f"{component}-{'stop' if clean_stop else 'kill'}"
         label = {"kafka": "Kafka broker", "redis": "Redis", "mariadb": "MariaDB"}[component]
         self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
-        how = "clean shutdown" if clean_stop else "SIGKILL"
-        self.fault = f"{how} of {component}, restarted after the hold"
+        self.fault = (
+            f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
+        )
         self._before: checks.RedisState | None = None
         self._probe: faults.IngestProbe | None = None
 
@@ -132,8 +133,7 @@ class ServerKill(Scenario):
 
 
 def appended_since(aof: Path, copy: Path, command: bytes) -> int:
-    """How many ``command``s the append-only files in ``aof`` hold past its earlier ``copy`` (a file
-    the copy lacks, started by a rewrite, counts whole)."""
+    """The ``command``s in ``aof``'s files past its earlier ``copy`` (a file it lacks counts whole)."""
     copied = {old.name: old.stat().st_size for old in copy.glob("*.incr.aof")}
     return sum(
         live.read_bytes()[copied.get(live.name, 0) :].count(command) for live in aof.glob("*.incr.aof")
@@ -148,10 +148,8 @@ class RedisLostTail(Scenario):
     key = "3b"
     name = "redis-lost-tail"
     title = "Redis SIGKILL, restarted without its last 2 s of answered writes"
-    fault = (
-        "workers stopped, a copy of Redis's AOF taken under load, 2 s more load, SIGKILL, Redis started "
-        "on the copy, workers started again"
-    )
+    fault = ("workers stopped, a copy of Redis's AOF taken under load, 2 s more load, SIGKILL, Redis started "
+             "on the copy, workers started again")  # fmt: skip
     LOST_S = 2.0
 
     _lost: int | None = None  # stream entries the rolled-back AOF lacks
@@ -242,10 +240,8 @@ class ProcessorKill(Scheduled):
     key = "2"
     name = "processor-kill"
     title = "Processor SIGKILL under load (three times), restarted by the supervisor"
-    fault = (
-        "SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
-        "cycle; the supervisor restarts it each time"
-    )
+    fault = ("SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
+             "cycle; the supervisor restarts it each time")  # fmt: skip
     schedule = ((0.0, "processor"), (1 / 3, "processor"), (2 / 3, "processor"))
 
     def heal(self, ctx: ChaosContext) -> None:
@@ -485,10 +481,9 @@ class Poison(Scenario):
     key = "9"
     name = "poison"
     title = "Poison: undecodable and schema-violating records on the topic; an unknown device"
-    fault = (
-        "3 raw records written straight to the topic (undecodable bytes, schema-violating JSON, empty "
-        "value) -> DLT; 20 scans of an unmapped device via ingest -> DLQ, replayed after mapping it"
-    )
+    fault = ("3 raw records written straight to the topic (undecodable bytes, schema-violating JSON, empty "
+             "value) -> DLT; 20 scans of an unmapped device via ingest -> DLQ, "
+             "replayed after mapping it")  # fmt: skip
     expects_dead_letters = True
     unknown_scans = 20
     device = ""  # the unmapped device, once injected
@@ -568,10 +563,8 @@ class RedisFlush(Scenario):
     key = "10"
     name = "redis-flush"
     title = "Redis data lost (FLUSHALL) with scans in flight; re-driven with `replay --since`"
-    fault = (
-        "FLUSHALL while scans are in flight (streams, pending lists, groups, markers gone); "
-        "heal = `barcode-pipeline replay --since <load start>`"
-    )
+    fault = ("FLUSHALL while scans are in flight (streams, pending lists, groups, markers gone); "
+             "heal = `barcode-pipeline replay --since <load start>`")  # fmt: skip
 
     def inject(self, ctx: ChaosContext) -> None:
         keys = faults.flush_redis(ctx.settings)
@@ -623,8 +616,7 @@ class RedisFull(Scenario):
 
     @staticmethod
     def _verdicts(ctx: ChaosContext) -> dict[str, object]:
-        """The watchdog's verdict on each processor once it has looked since the fault began (a short
-        hold may not span its interval; the fault is held that much longer for it)."""
+        """The watchdog's verdict per processor once it looked since the fault (held longer for it)."""
         interval = float((read_state(ctx.settings) or {}).get("interval_s", 5.0))
         deadline = max(ctx.params.hold_s, 2 * interval + 2.0)
         while True:
@@ -654,10 +646,9 @@ class Combined(Scheduled):
     key = "11"
     name = "combined"
     title = "Combined: processor, worker-1, Redis and Kafka SIGKILLed in turn within one hold"
-    fault = (
-        "SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
-        "(restarted too), then of Redis followed by `stack up`, then of Kafka followed by `stack up`"
-    )
+    fault = ("SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
+             "(restarted too), then of Redis followed by `stack up`, "
+             "then of Kafka followed by `stack up`")  # fmt: skip
     # Kafka right after Redis is back, as in the field report.
     schedule = ((0.0, "processor"), (0.15, "worker"), (0.3, "redis"), (0.375, "kafka"))
 
