@@ -1,9 +1,5 @@
-"""The evidence: what the clients were told, against what the database and dead-letter stores hold.
-
-A scenario passes only on facts read back from the stores, never on what a component reported
-about itself: every acknowledged scan must have exactly one row, or sit in ``barcode:dlq`` or
-``barcode-events.dlt`` with a reason; a dead worker's pending entries must have left its hands.
-"""
+"""The evidence: what the clients were told, against what the database and dead-letter stores hold
+(facts read back from the stores, never what a component reported about itself)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import redis
@@ -30,8 +26,6 @@ from barcode_pipeline.ops.verify import verify_scan_ids
 from barcode_pipeline.probes.backlog import measure
 
 log = logging.getLogger(__name__)
-
-_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,64 +54,40 @@ class Ledger:
     lost_sample: list[str] = field(default_factory=list)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def dead_letter_index(settings: HarnessSettings, since_ms: int) -> dict[ScanKey, str]:
     """Every scan found in the DLQ or the DLT since ``since_ms``, with its reason."""
-    found: dict[ScanKey, str] = {}
-    client = dlq.binary_client(settings)
-    try:
-        for letter in dlq.read_dlq(client, since_ms=since_ms):
-            if letter.device_id and letter.scan_id:
-                found[(letter.device_id, letter.scan_id)] = f"barcode:dlq: {letter.reason}"
-    finally:
-        client.close()
-    for letter in dlt.read_dlt(settings, since_ms=since_ms):
-        if letter.device_id and letter.scan_id:
-            found[(letter.device_id, letter.scan_id)] = f"{names.DLT_TOPIC}: {letter.reason}"
-    return found
+    with dlq.binary_client(settings) as client:
+        letters = [(x, "barcode:dlq") for x in dlq.read_dlq(client, since_ms=since_ms)]
+    letters += [(x, names.DLT_TOPIC) for x in dlt.read_dlt(settings, since_ms=since_ms)]
+    return {(x.device_id, x.scan_id): f"{at}: {x.reason}" for x, at in letters if x.device_id and x.scan_id}
+
+
+def _query(settings: HarnessSettings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """The rows of one query, on a connection of its own."""
+    with db.connect(settings.db.url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
 
 
 def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
     """Rows beyond the first per (device, scan) among rows saved since ``since_ms`` (any scan at all)."""
-    since = _EPOCH + timedelta(milliseconds=since_ms - 5_000)  # saved_time is UTC; allow clock slack
-    conn = db.connect(settings.db.url, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM barcodes"
-                " WHERE saved_time >= %s GROUP BY device_id, scan_id HAVING COUNT(*) > 1) d",
-                (since,),
-            )
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-    finally:
-        conn.close()
+    sql = ("SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM barcodes"
+           " WHERE saved_time >= %s GROUP BY device_id, scan_id HAVING COUNT(*) > 1) d")  # fmt: skip
+    rows = _query(settings, sql, db.db_time(since_ms - 5_000))  # saved_time is UTC; allow clock slack
+    return int(rows[0][0]) if rows else 0
 
 
 def never_sent(settings: HarnessSettings, since_ms: int, sent: set[ScanKey]) -> list[ScanKey]:
-    """Rows of the clients' devices scanned since ``since_ms`` whose scan no client ever made: a
-    pipeline that invented or corrupted scans would store them (``sent``: every scan made, with the
-    scenario's own sends; its devices are the ones looked at)."""
+    """Rows of ``sent``'s devices since ``since_ms`` for scans not in ``sent``: invented or corrupted."""
     devices = sorted({device for device, _scan in sent})
     if not devices:
         return []
-    # The clients stamp each scan when they make it, after ``since_ms``; an earlier run's scans are
-    # older, however late they were stored. (No clock slack: the clients and the server share a clock.)
-    since = _EPOCH + timedelta(milliseconds=since_ms)
-    conn = db.connect(settings.db.url, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            marks = ",".join(["%s"] * len(devices))
-            cur.execute(
-                f"SELECT device_id, scan_id FROM barcodes WHERE device_id IN ({marks}) AND scan_time >= %s",
-                (*devices, since),
-            )
-            return sorted(key for d, s in cur.fetchall() if (key := (str(d), str(s))) not in sent)
-    finally:
-        conn.close()
+    # The clients stamp scans when made, after ``since_ms`` (same clock): earlier runs' are older.
+    marks = ",".join(["%s"] * len(devices))
+    rows = _query(settings, f"SELECT device_id, scan_id FROM barcodes WHERE device_id IN ({marks})"
+                  " AND scan_time >= %s", *devices, db.db_time(since_ms))  # fmt: skip
+    return sorted(key for d, s in rows if (key := (str(d), str(s))) not in sent)
 
 
 def verify(
@@ -126,14 +96,12 @@ def verify(
     since_ms: int,
     sent: set[ScanKey] | None = None,
 ) -> Ledger:
-    """Account for every acknowledged scan (see the module docstring); with ``sent``, also look for
-    rows of scans that were never sent."""
+    """Account for every acknowledged scan; with ``sent``, also for rows of scans never sent."""
     acked = set(acknowledged)
     dead = dead_letter_index(settings, since_ms)
     acked_dead = {k for k in acked if k in dead}
     main = verify_scan_ids(settings.db.url, [sid for _dev, sid in acked - acked_dead])
     in_dlq = verify_scan_ids(settings.db.url, [sid for _dev, sid in acked_dead])
-    reasons = Counter(dead[k][:80] for k in acked_dead)
     strays = never_sent(settings, since_ms, sent | acked) if sent is not None else []
     return Ledger(
         acknowledged=len(acked),
@@ -147,7 +115,7 @@ def verify(
         stored_and_dead=in_dlq.stored,
         dead_without_reason=sum(1 for k in acked_dead if "(no reason" in dead[k]),
         lost_sample=main.missing_sample,
-        dead_letter_reasons=dict(reasons),
+        dead_letter_reasons=dict(Counter(dead[k][:80] for k in acked_dead)),
     )
 
 
@@ -155,27 +123,16 @@ def rows_for(settings: HarnessSettings, keys: Iterable[ScanKey]) -> dict[ScanKey
     """Row count per scan (0 for none)."""
     wanted = sorted(set(keys))
     counts = dict.fromkeys(wanted, 0)
-    if not wanted:
-        return counts
-    conn = db.connect(settings.db.url, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                marks = ",".join(["(%s, %s)"] * len(chunk))
-                cur.execute(
-                    "SELECT device_id, scan_id, COUNT(*) FROM barcodes"
-                    f" WHERE (device_id, scan_id) IN ({marks}) GROUP BY device_id, scan_id",
-                    [v for key in chunk for v in key],
-                )
-                for dev, sid, n in cur.fetchall():
-                    counts[(str(dev), str(sid))] = int(n)
-    finally:
-        conn.close()
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        marks = ",".join(["(%s, %s)"] * len(chunk))
+        sql = (f"SELECT device_id, scan_id, COUNT(*) FROM barcodes WHERE (device_id, scan_id) IN ({marks})"
+               " GROUP BY device_id, scan_id")  # fmt: skip
+        for dev, sid, n in _query(settings, sql, *(v for key in chunk for v in key)):
+            counts[(str(dev), str(sid))] = int(n)
     return counts
 
 
-# ---------------------------------------------------------------------------------------- takeover
 def pending_ids(client: redis.Redis, streams: Sequence[str], consumer: str) -> set[tuple[str, str]]:
     """(stream, entry id) of every entry in ``consumer``'s pending list."""
     out: set[tuple[str, str]] = set()
@@ -191,69 +148,49 @@ def pending_ids(client: redis.Redis, streams: Sequence[str], consumer: str) -> s
 
 
 class TakeoverProbe:
-    """Times how long the entries some dead consumers held stay in their hands.
-
-    The snapshot is taken right after the kill (a dead process changes nothing), so the probe is
-    done once every one of those entries was acknowledged or claimed by another consumer.
-    """
+    """How long the entries dead consumers held at the kill stay theirs (not acknowledged nor claimed)."""
 
     def __init__(
         self, settings: HarnessSettings, consumers: Sequence[str], *, started: float | None = None
     ) -> None:
-        self.settings = settings
-        self.consumers = list(consumers)
         self.streams = names.all_streams(settings.streams.shards)
-        self.started = time.monotonic() if started is None else started
+        self.started = time.monotonic() if started is None else started  # reset to time from a restart
         self._client = redis_adapter.client(settings)
-        self.held: dict[str, set[tuple[str, str]]] = {
-            c: pending_ids(self._client, self.streams, c) for c in consumers
-        }
+        self.held = {c: pending_ids(self._client, self.streams, c) for c in consumers}
         self.initial = sum(len(v) for v in self.held.values())
         self.done_after_s: float | None = 0.0 if self.initial == 0 else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def restart_clock(self, at: float | None = None) -> None:
-        """Measure from now on (e.g. from the restart, when the dead workers recover their own)."""
-        self.started = time.monotonic() if at is None else at
-
-    def remaining(self) -> int:
-        left = 0
-        for consumer, held in self.held.items():
-            still = pending_ids(self._client, self.streams, consumer) & held
-            self.held[consumer] = still
-            left += len(still)
-        return left
 
     def poll(self) -> bool:
         """True once every entry has left the dead consumers; records when."""
         if self.done_after_s is not None:
             return True
         try:
-            if self.remaining() == 0:
-                self.done_after_s = time.monotonic() - self.started
-                return True
+            for consumer, held in self.held.items():
+                self.held[consumer] = pending_ids(self._client, self.streams, consumer) & held
         except redis.RedisError as exc:
             log.debug("takeover probe: %s", exc)
-        return False
+            return False
+        if any(self.held.values()):
+            return False
+        self.done_after_s = time.monotonic() - self.started
+        return True
 
-    def start(self, interval: float = 0.1) -> None:
+    def start(self) -> None:
         """Poll in the background, so the moment of completion is caught whatever the caller does."""
-        if self._thread is not None:
-            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="takeover-probe", daemon=True)
+            self._thread.start()
 
-        def run() -> None:
-            while not self.poll() and not self._stop.wait(interval):
-                pass
+    def _run(self) -> None:
+        while not self.poll() and not self._stop.wait(0.1):
+            pass
 
-        self._thread = threading.Thread(target=run, name="takeover-probe", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float) -> float | None:
-        """Wait up to ``timeout`` for completion; the time it took, or None."""
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for completion."""
         if self._thread is not None:
             self._thread.join(timeout)
-        return self.done_after_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -266,30 +203,18 @@ class TakeoverProbe:
 
 
 def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
-    """Wait (briefly) until ``consumer`` holds ``at_least`` entries, so a kill lands mid-batch.
-
-    Returns how many it held at the last look (the caller kills anyway when the time is up).
-    """
-    client = redis_adapter.client(settings)
-    try:
-        deadline = time.monotonic() + timeout
-        held = 0
-        while time.monotonic() < deadline:
+    """How many ``consumer`` holds once ``at_least`` (so a kill lands mid-batch) or at the timeout."""
+    deadline = time.monotonic() + timeout
+    with redis_adapter.client(settings) as client:
+        while True:
             held = len(pending_ids(client, names.all_streams(settings.streams.shards), consumer))
-            if held >= at_least:
+            if held >= at_least or time.monotonic() >= deadline:
                 return held
             time.sleep(0.01)
-        return held
-    finally:
-        client.close()
 
 
 def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -> float:
-    """Wait until the processor is back within ``max_lag`` records of the log end, under live load.
-
-    (``wait_drained`` wants zero in flight, which a pipeline under steady load never reaches.)
-    Returns the seconds it took.
-    """
+    """Seconds until the processor lags at most ``max_lag`` records (under load it never reaches zero)."""
     started = time.monotonic()
     while True:
         backlog = measure(settings)
@@ -301,7 +226,6 @@ def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -
         time.sleep(0.25)
 
 
-# ---------------------------------------------------------------------------------------- Redis state
 @dataclass
 class RedisState:
     """What AOF must bring back after a crash: streams, group positions, dedup markers."""
@@ -315,93 +239,62 @@ class RedisState:
 
 def stream_tails(settings: HarnessSettings) -> dict[str, str]:
     """The newest entry id of every shard stream ("0-0" for an empty or missing one)."""
-    client = redis_adapter.client(settings)
-    try:
-        tails: dict[str, str] = {}
-        for stream in names.all_streams(settings.streams.shards):
-            last: Any = client.xrevrange(stream, count=1)
-            tails[stream] = str(last[0][0]) if last else "0-0"
-        return tails
-    finally:
-        client.close()
+    with redis_adapter.client(settings) as client:
+        lasts: Any = {s: client.xrevrange(s, count=1) for s in names.all_streams(settings.streams.shards)}
+    return {stream: str(last[0][0]) if last else "0-0" for stream, last in lasts.items()}
 
 
 def published_since(settings: HarnessSettings, tails: dict[str, str]) -> set[ScanKey]:
     """The scans of every entry added to the shard streams after ``tails``."""
-    client = redis_adapter.client(settings)
     found: set[ScanKey] = set()
-    try:
+    with redis_adapter.client(settings) as client:
         for stream, after in tails.items():
-            start = f"({after}"
             while True:
-                items: Any = client.xrange(stream, min=start, max="+", count=5000)
-                for _id, fields in items:
-                    scan = named_fields(fields)
-                    if "dev" in scan and "sid" in scan:
-                        found.add((scan["dev"], scan["sid"]))
+                items: Any = client.xrange(stream, min=f"({after}", max="+", count=5000)
+                scans = (named_fields(fields) for _id, fields in items)
+                found.update((s["dev"], s["sid"]) for s in scans if "dev" in s and "sid" in s)
                 if len(items) < 5000:
                     break
-                start = f"({items[-1][0]}"
-        return found
-    finally:
-        client.close()
+                after = items[-1][0]
+    return found
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _id_tuple(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split("-"))
 
 
 def redis_state(settings: HarnessSettings, *, marker_sample: int = 200) -> RedisState:
-    client = redis_adapter.client(settings)
-    try:
-        state = RedisState()
+    state = RedisState()
+    with redis_adapter.client(settings) as client:
         for stream in names.all_streams(settings.streams.shards):
             try:
                 info: Any = client.xinfo_stream(stream)
+                groups: Any = client.xinfo_groups(stream)
             except redis.ResponseError:  # no such stream
                 continue
             state.stream_added[stream] = int(info["entries-added"])
             if info["last-entry"]:
                 state.newest[stream] = str(info["last-entry"][0])
-            try:
-                for group in client.xinfo_groups(stream):
-                    if group["name"] == names.WORKER_GROUP:
-                        state.last_delivered[stream] = str(group["last-delivered-id"])
-            except redis.ResponseError:
-                pass
-        for key in client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000):
-            state.markers.append(str(key))
-            if len(state.markers) >= marker_sample:
-                break
-        return state
-    finally:
-        client.close()
+            ours = [str(g["last-delivered-id"]) for g in groups if g["name"] == names.WORKER_GROUP]
+            state.last_delivered.update({stream: ours[0]} if ours else {})
+        markers = client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000)
+        state.markers = [str(key) for key in islice(markers, marker_sample)]
+    return state
 
 
 def compare_redis_state(settings: HarnessSettings, before: RedisState) -> list[Check]:
-    """Checks that nothing ``before`` saw went missing.
-
-    Streams: the count of entries ever added must not drop, and the newest entry must still be
-    there (workers trim only acked entries past the retention, far older). Markers live for the
-    dedup window (24 h).
-    """
+    """Checks that nothing ``before`` saw went missing (workers trim only far older entries; markers
+    live 24 h)."""
     after = redis_state(settings, marker_sample=0)
     shorter = {s: (n, after.stream_added.get(s, 0)) for s, n in before.stream_added.items()
                if after.stream_added.get(s, 0) < n}  # fmt: skip
     behind = {s: (i, after.last_delivered.get(s, "0-0")) for s, i in before.last_delivered.items()
               if _id_tuple(after.last_delivered.get(s, "0-0")) < _id_tuple(i)}  # fmt: skip
-    client = redis_adapter.client(settings)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for key in before.markers:
-            pipe.exists(key)
-        present = sum(int(x) for x in pipe.execute()) if before.markers else 0
+    with redis_adapter.client(settings) as client:
+        present = int(client.exists(*before.markers)) if before.markers else 0
         for stream, newest in before.newest.items():
             if not client.xrange(stream, min=newest, max=newest):
                 shorter[stream] = (before.stream_added[stream], -1)
-    finally:
-        client.close()
     entries = sum(before.stream_added.values())
     groups_back = bool(before.last_delivered) == bool(after.last_delivered)
     return [

@@ -51,11 +51,6 @@ class ChaosContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
-    extra_supervisors: list[Supervisor] = field(default_factory=list)
-
-    @property
-    def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, bool(ok), detail))
@@ -75,10 +70,7 @@ class ChaosContext:
     def sleep(self, seconds: float) -> None:
         """Wait while the load keeps running; fail fast if the client itself died."""
         deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
+        while (left := deadline - time.monotonic()) > 0:
             if not self.load.running:
                 raise PipelineError("the client load stopped on its own (see the log)", component="chaos")
             time.sleep(min(0.2, left))
@@ -87,8 +79,7 @@ class ChaosContext:
         return time.monotonic() - self.t_inject
 
     def logged_since(self, mark: str, pattern: re.Pattern[str]) -> int:
-        """The sum of ``pattern``'s first group over the pipeline log's lines after ``mark`` (the
-        services' own account of what they did: records rewound, duplicates absorbed)."""
+        """The sum of ``pattern``'s first group in the pipeline log after ``mark`` (the services' count)."""
         try:
             text = (self.workdir.parent / "pipeline.log").read_text(errors="replace")
         except OSError:

@@ -1,26 +1,28 @@
-"""Fault and repair primitives the scenarios are built from.
-
-Each is small and does one thing to one system, the way an operator (or a crash) would: signal a
-supervised child, rewind a Kafka consumer group, delete Redis keys, write raw bytes to a topic,
-resend scans over HTTP. None of them checks anything; the checks live in ``chaos.checks``.
-"""
+"""Fault and repair primitives, each doing one thing to one system as an operator (or a crash) would.
+None checks anything (that is ``chaos.checks``); the ingest probe only tallies answers."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
-from barcode_harness.scanner.scans import encode_scan
+from barcode_harness.chaos.load import ScanKey
+from barcode_harness.scanner.scans import SEEDED_DEVICES, encode_scan
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
@@ -34,24 +36,20 @@ from barcode_pipeline.run.supervisor import Hold, Supervisor
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------- children
-def resume(sup: Supervisor, name: str, *, timeout: float = 30.0) -> None:
-    """Make sure a child runs and is supervised again; returns once it is alive.
-
-    Only a paused child is started here, and before its pause is lifted: a dead child that is not
-    paused belongs to the watchdog, and starting it from here too (or lifting the pause first, as
-    ``Supervisor.restart`` does) can race the watchdog into running two copies of it.
-    """
-    child = sup.children[name]
-    if child.hold is Hold.PAUSED:
-        if not child.alive():
-            child.start()
-        sup.pause_restarts(name, False)
-    deadline = time.monotonic() + timeout
-    while not child.alive():
-        if time.monotonic() > deadline:
-            raise PipelineError(f"{name} is not running after {timeout:.0f}s", component="chaos")
-        time.sleep(0.1)
+def resume(sup: Supervisor, *names: str, timeout: float = 30.0) -> None:
+    """Make sure children run and are supervised again; returns once they are alive. Only a paused
+    child is started here (a dead unpaused one is the watchdog's: both starting it makes two copies)."""
+    for name in names:
+        child = sup.children[name]
+        if child.hold is Hold.PAUSED:
+            if not child.alive():
+                child.start()
+            sup.pause_restarts(name, False)
+        deadline = time.monotonic() + timeout
+        while not child.alive():
+            if time.monotonic() > deadline:
+                raise PipelineError(f"{name} is not running after {timeout:.0f}s", component="chaos")
+            time.sleep(0.1)
 
 
 def stop_child(sup: Supervisor, name: str, timeout: float = 30.0) -> int | None:
@@ -75,22 +73,16 @@ def kill_child(sup: Supervisor, name: str, *, restart: bool) -> None:
 def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
     """Wait for a child to exit by itself (e.g. a crash hook); its exit code, or None if still alive."""
     child = sup.children[name]
-    if not child.wait(timeout):
-        return None
-    return child.proc.returncode if child.proc else None
+    return child.proc.returncode if child.wait(timeout) and child.proc else None
 
 
-# ---------------------------------------------------------------------------------------- Kafka
 def _offsets(settings: HarnessSettings, group: str, topic: str) -> dict[int, tuple[int, int, int]]:
     """Per partition of ``topic``: (log start, end, ``group``'s committed offset or a negative)."""
-    consumer = Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))
-    try:
+    with closing(Consumer(kafka_adapter.consumer_config(settings, group, log_level=0))) as consumer:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
         marks = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10) for tp in tps}
-    finally:
-        consumer.close()
     return {p: (low, high, committed.get(p, -1)) for p, (low, high) in marks.items()}
 
 
@@ -105,21 +97,12 @@ def rewind_group(
     *,
     to: Mapping[int, int] | None = None,
     topic: str = names.TOPIC,
-    timeout: float = 30.0,
-) -> tuple[int, int]:
+) -> int:
     """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
-    never below the log start) or, without it, to the log start.
+    never below the log start) or, without it, to the log start. Returns the records to re-read.
 
-    Returns (records to re-read, tries).
-
-    A scenario passes the offsets from before its own load: on a stack whose topic holds the
-    history of earlier runs (millions of records after a bench series), a re-read from the log
-    start cannot finish within a scenario's drain timeout.
-
-    The group must be empty for the broker to accept it. A member that was killed, or a static
-    member (the supervisor's processors) even after a clean stop, keeps it non-empty until its
-    session times out, hence the retries. The broker refuses per partition, inside a successful
-    reply, so every partition's error is checked.
+    Retried: a killed or static member keeps the group non-empty (so refused, per partition inside a
+    successful reply) until its session times out.
     """
     group = group or settings.processor.group
     offsets = _offsets(settings, group, topic)
@@ -127,16 +110,14 @@ def rewind_group(
     backlog = sum(max(0, c - target[p]) for p, (_low, _high, c) in offsets.items() if c >= 0)
     admin = kafka_adapter.admin(settings)
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in target.items()])]
-    deadline = time.monotonic() + timeout
-    tries = 0
+    deadline = time.monotonic() + 30
     while True:
-        tries += 1
         try:
             reply = admin.alter_consumer_group_offsets(request)[group].result(10)
             refused = [f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error]
             if not refused:
                 log.info("rewound group %s (%d records to re-read)", group, backlog)
-                return backlog, tries
+                return backlog
             problem = "; ".join(refused)
         except KafkaException as exc:
             problem = str(exc)
@@ -149,45 +130,30 @@ def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None,
     """Write (key, value) records straight to the main topic, bypassing ingest's validation."""
     producer = Producer(kafka_adapter.producer_config(settings))
     failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err:
+            failures.append(str(err))
+
     for key, value in records:
-        producer.produce(
-            names.TOPIC,
-            value=value,
-            key=key,
-            on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
-        )
+        producer.produce(names.TOPIC, value=value, key=key, on_delivery=delivered)
     if producer.flush(15) or failures:
         raise DeliveryError(f"raw records not confirmed: {failures}", component="kafka")
 
 
-# ---------------------------------------------------------------------------------------- Redis
 def delete_markers(settings: HarnessSettings) -> int:
     """Delete every dedup marker: only the database's UNIQUE index then stops a redelivered scan."""
-    client = redis_adapter.client(settings)
-    deleted = 0
-    try:
-        batch: list[str] = []
-        for key in client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                deleted += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.unlink(*batch))
-    finally:
-        client.close()
-    return deleted
+    with redis_adapter.client(settings) as client:
+        keys = list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000))
+        return sum(int(client.unlink(*keys[i : i + 5000])) for i in range(0, len(keys), 5000))
 
 
 def flush_redis(settings: HarnessSettings) -> int:
     """FLUSHALL: every stream, pending list, consumer group, marker and heartbeat is gone."""
-    client = redis_adapter.client(settings)
-    try:
+    with redis_adapter.client(settings) as client:
         keys = int(client.dbsize())
         client.flushall()
         return keys
-    finally:
-        client.close()
 
 
 FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every write needing memory is refused
@@ -195,25 +161,18 @@ FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every writ
 
 def fill_redis(settings: HarnessSettings) -> str:
     """Make Redis full (maxmemory below its use, noeviction); returns the maxmemory to restore."""
-    client = redis_adapter.client(settings)
-    try:
+    return set_maxmemory(settings, FULL_MAXMEMORY)
+
+
+def set_maxmemory(settings: HarnessSettings, value: str) -> str:
+    """Set Redis's maxmemory; returns the one it replaced."""
+    with redis_adapter.client(settings) as client:
         old = str(client.config_get("maxmemory")["maxmemory"])
-        client.config_set("maxmemory", FULL_MAXMEMORY)
+        client.config_set("maxmemory", value)
         return old
-    finally:
-        client.close()
 
 
-def restore_maxmemory(settings: HarnessSettings, old: str) -> None:
-    client = redis_adapter.client(settings)
-    try:
-        client.config_set("maxmemory", old)
-    finally:
-        client.close()
-
-
-# ---------------------------------------------------------------------------------------- disks
-BALLAST = ".nemesis-ballast"
+restore_maxmemory = set_maxmemory  # the heal: back to what fill_redis returned
 
 
 def own_filesystem(path: Path) -> bool:
@@ -222,28 +181,22 @@ def own_filesystem(path: Path) -> bool:
 
 
 def fill_disk(path: Path) -> tuple[Path, int]:
-    """Fill the filesystem holding ``path`` with one preallocated ballast file: every server writing
-    there meets ENOSPC at once, as on a data disk that ran full. Returns the file and its size.
-
-    ``posix_fallocate`` reserves the blocks without writing them (instant, any size); run as root it
-    takes the blocks reserved for root as well, so servers running as root are refused too.
-    """
+    """Fill the filesystem holding ``path`` with one ballast file, so every server writing there meets
+    ENOSPC at once; returns the file and its size. ``posix_fallocate`` is instant at any size and, as
+    root, takes root's reserved blocks too (servers running as root are refused as well)."""
     if not own_filesystem(path):
         raise PipelineError(f"{path} is on the root filesystem: a disk-full fault needs it on its own mount",
                             component="chaos")  # fmt: skip
-    ballast = path / BALLAST
+    ballast = path / ".nemesis-ballast"
     st = os.statvfs(path)
     size = st.f_bfree * st.f_frsize
-    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
-    try:
+    with os.fdopen(os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600), "wb") as f:
         while size > 0:
             try:
-                os.posix_fallocate(fd, 0, size)
+                os.posix_fallocate(f.fileno(), 0, size)
                 break
             except OSError:  # metadata needs a few blocks too: back off until it fits
                 size -= max(st.f_frsize, size // 100)
-    finally:
-        os.close(fd)
     return ballast, size
 
 
@@ -251,34 +204,33 @@ def free_disk(ballast: Path) -> None:
     ballast.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------------------- HTTP
-def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 30.0) -> tuple[int, int]:
-    """POST one scan until a 2xx (retrying 5xx/429/network errors as a scanner does).
+def ingest_url(settings: HarnessSettings) -> str:
+    return f"http://{settings.ingest.host}:{settings.ingest.port}"
 
-    Returns (final status, attempts); a 4xx other than 408/429 is final and returned as is.
-    """
-    body = encode_scan(scan)
+
+def post_once(settings: HarnessSettings, scan: ScanEvent, timeout: float) -> tuple[int, str | None]:
+    """POST one scan to ingest: (status, 0 for no answer in time; its Retry-After header)."""
+    url = ingest_url(settings) + names.ROUTE_SCAN
+    headers = {"Content-Type": "application/json", **client_headers(settings.ingest_api_key)}
+    req = urllib.request.Request(url, data=encode_scan(scan), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # loopback URL we built
+            return int(resp.status), None
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.headers.get("Retry-After")
+    except (urllib.error.URLError, OSError) as exc:
+        log.warning("no answer from ingest: %s", exc)
+        return 0, None
+
+
+def post_scan(settings: HarnessSettings, scan: ScanEvent, *, timeout: float = 30.0) -> int:
+    """POST one scan until a 2xx or a final 4xx (not 408/429), retrying as a scanner does; the status."""
     deadline = time.monotonic() + timeout
-    attempts = 0
     delay = 0.1
     while True:
-        attempts += 1
-        req = urllib.request.Request(
-            base_url.rstrip("/") + names.ROUTE_SCAN,
-            data=body,
-            headers={"Content-Type": "application/json", **client_headers(api_key)},
-            method="POST",
-        )
-        status = 0
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # loopback URL we built
-                status = int(resp.status)
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-        except (urllib.error.URLError, OSError) as exc:
-            log.debug("post failed: %s", exc)
+        status, _ = post_once(settings, scan, 10.0)
         if 200 <= status < 300 or (400 <= status < 500 and status not in (408, 429)):
-            return status, attempts
+            return status
         if time.monotonic() > deadline:
             raise PipelineError(f"scan {scan.scan_id} not accepted within {timeout:.0f}s (last {status})",
                                 component="chaos")  # fmt: skip
@@ -286,17 +238,52 @@ def post_scan(base_url: str, scan: ScanEvent, *, api_key: str, timeout: float = 
         delay = min(delay * 2, 1.0)
 
 
-# ---------------------------------------------------------------------------------------- CLI
+class IngestProbe:
+    """From creation until stopped, POSTs one fresh scan every ``interval_s`` and tallies the answers:
+    unlike the load (which resends whatever fails) it tells a 503 with ``Retry-After`` from a 500."""
+
+    interval_s = 0.5
+    timeout_s = 10.0
+
+    def __init__(self, settings: HarnessSettings) -> None:
+        self.settings = settings
+        self.statuses: Counter[int] = Counter()  # 0: no answer in time
+        self.unavailable_without_retry_after = 0
+        self.slowest_s = 0.0
+        self.acknowledged: set[ScanKey] = set()  # 2xx: the ledger must find these
+        self._token = secrets.token_hex(4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-probe", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout_s + 5)
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{'no answer' if s == 0 else s}: {n}" for s, n in sorted(self.statuses.items()))
+        return f"{shown or 'no request'}; slowest {self.slowest_s:.1f} s"
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            scan = ScanEvent(f"990{i:010d}", SEEDED_DEVICES[0], int(time.time() * 1000),
+                             f"probe-{self._token}-{i}")  # fmt: skip
+            started = time.monotonic()
+            status, retry_after = post_once(self.settings, scan, self.timeout_s)
+            self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+            self.statuses[status] += 1
+            self.unavailable_without_retry_after += status == 503 and not retry_after
+            if 200 <= status < 300:
+                self.acknowledged.add((scan.device_id, scan.scan_id))
+            self._stop.wait(self.interval_s)
+
+
 def run_cli(
     settings: HarnessSettings, args: Sequence[str], *, timeout: float = 300.0
 ) -> subprocess.CompletedProcess[str]:
     """Run ``barcode-pipeline ARGS`` as an operator would, with exactly these settings."""
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.run(
-        [sys.executable, "-m", "barcode_pipeline", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    command = [sys.executable, "-m", "barcode_pipeline", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)

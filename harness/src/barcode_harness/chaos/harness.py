@@ -5,12 +5,8 @@ Timeline of one scenario::
     load starts -- warmup -- inject -- hold -- heal -- (load stops) -- clients drain -- pipeline drains
                                                |<------------------ time to drain ------------------>|
 
-The load stops at heal so "drained" has a precise meaning: no client holds a pending scan and
-nothing is in flight between Kafka and the database. Then every scan a client was acknowledged is
-looked up in the database and the dead-letter stores.
-
-The harness never reads the environment: its caller passes the ``HarnessSettings`` of the stack it may
-break (the CLI from ``BP_*``, the tests a private stack on their own ports).
+The load stops at heal so "drained" means no client holds a pending scan and nothing is in flight;
+then every acknowledged scan is looked up. The caller passes the settings of the stack it may break.
 """
 
 from __future__ import annotations
@@ -19,14 +15,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from barcode_harness.chaos.checks import Check, Ledger, verify
 from barcode_harness.chaos.context import ChaosContext, ChaosParams
-from barcode_harness.chaos.load import LoadConfig, ScannerLoad
+from barcode_harness.chaos.faults import ingest_url, resume
+from barcode_harness.chaos.load import ScannerLoad
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
@@ -84,36 +81,22 @@ class ChaosEnv:
     workdir: Path
     log_out: IO[str]
 
-    @property
-    def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
-
     def ensure_healthy(self, timeout: float = 60.0) -> None:
         """Every server up, every child running and supervised, ingest ready: a clean start line."""
-        from barcode_harness.chaos.faults import resume
-
         for comp in self.stack.components.values():
             comp.start()
-        for name in self.sup.children:
-            resume(self.sup, name, timeout=timeout)
-        wait_http_ok(f"{self.ingest_url}/ready", timeout=timeout)
+        resume(self.sup, *self.sup.children, timeout=timeout)
+        wait_http_ok(f"{ingest_url(self.settings)}/ready", timeout=timeout)
 
 
 @contextmanager
 def chaos_env(settings: HarnessSettings, workdir: Path, *, workers: int = 2) -> Iterator[ChaosEnv]:
-    """Stack up, migrations and topics, then the pipeline (ingest, processor, workers) until exit.
-
-    The log is shared with the harness, so the services' lines and the fault timeline appear in the
-    order they happened.
-    """
+    """Stack up, then the pipeline (ingest, processor, workers) until exit; its log is shared with the
+    harness, so the services' lines and the fault timeline appear in the order they happened."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings = with_harness_key(settings, "chaos")
     with running_pipeline(settings, log_path=workdir / "pipeline.log", workers=workers) as sup:
         yield ChaosEnv(settings, manager_for(settings), sup, workdir, sup.out)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> ScenarioResult:
@@ -122,52 +105,14 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
                             reports_takeover=scenario.reports_takeover)  # fmt: skip
     result.started_at = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     outbox = env.workdir / f"{scenario.key}-{scenario.name}" / f"outbox-{int(time.time())}.sqlite3"
-    load = ScannerLoad(
-        scenario.load_url(env.settings) or env.ingest_url,
-        outbox,
-        LoadConfig(
-            rate=params.rate, duplicate_ratio=params.duplicate_ratio, api_key=env.settings.ingest_api_key
-        ),
-    )
+    url = scenario.load_url(env.settings) or ingest_url(env.settings)
+    load = ScannerLoad(url, outbox, rate=params.rate, duplicate_ratio=params.duplicate_ratio,
+                       api_key=env.settings.ingest_api_key)  # fmt: skip
     ctx = ChaosContext(env.settings, env.stack, env.sup, params, load, outbox.parent, env.log_out)
-    checks: list[Check] = []
     ledger: Ledger | None = None
     try:
         env.ensure_healthy()
-        wait_drained(env.settings, timeout=params.drain_timeout_s)  # start from an empty pipeline
-        scenario.before_load(ctx)
-        ctx.mark(f"=== scenario {scenario.key} {scenario.name}: load {params.rate:.0f} scans/s")
-        ctx.started_ms = _now_ms()
-        load.start()
-        load.wait_acknowledged(1, timeout=30)
-        ctx.sleep(params.warmup_s)
-        ctx.t_inject = time.monotonic()
-        ctx.mark(f"inject: {scenario.fault}")
-        scenario.inject(ctx)
-        scenario.hold(ctx)
-        ctx.t_heal = time.monotonic()
-        load.stop_generating()  # the fault's backlog is what must drain; the clock runs from here
-        ctx.mark("heal (load stopped)")
-        scenario.heal(ctx)
-        ctx.mark("healed; draining clients")
-        left = params.drain_timeout_s - (time.monotonic() - ctx.t_heal)
-        client = load.drain(timeout_s=max(5.0, left))
-        counts = load.counts()
-        checks.append(Check("clients have no pending scan", client.drained and counts.pending == 0,
-                            f"{counts.pending} pending in the outbox"))  # fmt: skip
-        checks.append(
-            Check("ingest refused no scan (no 4xx)", counts.rejected == 0, f"{counts.rejected} rejected")
-        )
-        left = params.drain_timeout_s - (time.monotonic() - ctx.t_heal)
-        wait_drained(env.settings, timeout=max(5.0, left))
-        result.drain_s = time.monotonic() - ctx.t_heal
-        ctx.metrics["drained_at"] = ctx.t_heal + result.drain_s  # monotonic, for scenarios with several heals
-        ctx.mark(f"drained {result.drain_s:.1f} s after heal")
-        result.sent = counts.total + ctx.extra_sent
-        result.client_retries = counts.attempts - counts.sent
-        acknowledged = load.acknowledged() | ctx.extra_acked
-        ledger = verify(env.settings, acknowledged, ctx.started_ms, sent=load.generated() | acknowledged)
-        scenario.after_drain(ctx, ledger)
+        ledger = _run(scenario, ctx, result)
     except Exception as exc:
         log.exception("scenario %s failed to run", scenario.name)
         result.error = f"{type(exc).__name__}: {exc}"
@@ -179,19 +124,18 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
             scenario.cleanup(ctx)
         except Exception as exc:
             log.exception("cleanup of %s failed", scenario.name)
-            checks.append(Check("cleanup restored the pipeline", False, f"{type(exc).__name__}: {exc}"))
-        for extra in ctx.extra_supervisors:
-            with suppress(Exception):
-                extra.stop()
+            error = f"{type(exc).__name__}: {exc}"
+            result.checks.append(Check("cleanup restored the pipeline", False, error))
         ctx.mark(f"=== scenario {scenario.key} {scenario.name} done")
     if ledger is not None:
-        _ledger_checks(result, ledger, scenario, params, checks)
+        _ledger_checks(result, ledger, scenario)
     if result.drain_s is not None:
-        checks.append(Check(f"drained within {params.drain_target_s:.0f} s of heal",
-                            result.drain_s <= params.drain_target_s, f"{result.drain_s:.1f} s"))  # fmt: skip
+        target = params.drain_target_s
+        result.checks.append(Check(f"drained within {target:.0f} s of heal", result.drain_s <= target,
+                                   f"{result.drain_s:.1f} s"))  # fmt: skip
     takeover = ctx.metrics.get("takeover_s")
     result.takeover_s = float(takeover) if isinstance(takeover, (int, float)) else None
-    result.checks = checks + ctx.checks
+    result.checks += ctx.checks
     if result.error:
         result.checks.append(Check("scenario ran to completion", False, result.error))
     result.notes = ctx.notes
@@ -200,36 +144,73 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     return result
 
 
-def _ledger_checks(
-    result: ScenarioResult, ledger: Ledger, scenario: Scenario, params: ChaosParams, checks: list[Check]
-) -> None:
-    result.ledger = ledger.to_dict()
+def _run(scenario: Scenario, ctx: ChaosContext, result: ScenarioResult) -> Ledger:
+    """The timeline of the module docstring, up to the ledger; fills ``result``'s timings and counts."""
+    load, params = ctx.load, ctx.params
+    wait_drained(ctx.settings, timeout=params.drain_timeout_s)  # start from an empty pipeline
+    scenario.before_load(ctx)
+    ctx.mark(f"=== scenario {scenario.key} {scenario.name}: load {params.rate:.0f} scans/s")
+    ctx.started_ms = time.time_ns() // 1_000_000
+    load.start()
+    load.wait_acknowledged(1, timeout=30)
+    ctx.sleep(params.warmup_s)
+    ctx.t_inject = time.monotonic()
+    ctx.mark(f"inject: {scenario.fault}")
+    scenario.inject(ctx)
+    scenario.hold(ctx)
+    ctx.t_heal = time.monotonic()
+    load.stop_generating()  # the fault's backlog is what must drain; the clock runs from here
+    ctx.mark("heal (load stopped)")
+    scenario.heal(ctx)
+    ctx.mark("healed; draining clients")
+    client = load.drain(timeout_s=max(5.0, params.drain_timeout_s - (time.monotonic() - ctx.t_heal)))
+    counts = load.counts()
+    result.checks += [
+        Check("clients have no pending scan", client.drained and counts.pending == 0,
+              f"{counts.pending} pending in the outbox"),
+        Check("ingest refused no scan (no 4xx)", counts.rejected == 0, f"{counts.rejected} rejected"),
+    ]  # fmt: skip
+    wait_drained(ctx.settings, timeout=max(5.0, params.drain_timeout_s - (time.monotonic() - ctx.t_heal)))
+    result.drain_s = time.monotonic() - ctx.t_heal
+    ctx.metrics["drained_at"] = ctx.t_heal + result.drain_s  # monotonic, for scenarios with several heals
+    ctx.mark(f"drained {result.drain_s:.1f} s after heal")
+    result.sent = counts.total + ctx.extra_sent
+    result.client_retries = counts.attempts - counts.sent
+    acknowledged = load.acknowledged() | ctx.extra_acked
+    ledger = verify(ctx.settings, acknowledged, ctx.started_ms, sent=load.generated() | acknowledged)
+    scenario.after_drain(ctx, ledger)
+    return ledger
+
+
+def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -> None:
+    result.ledger = asdict(ledger)
     result.acknowledged = ledger.acknowledged
     result.stored = ledger.stored
     result.dead_lettered = ledger.dead_lettered
     result.lost = ledger.lost
     result.duplicates = ledger.duplicate_rows + ledger.stray_duplicates
-    checks.append(
-        Check("load was flowing", ledger.acknowledged > 0, f"{ledger.acknowledged} scans acknowledged")
-    )
     sample = f", e.g. {ledger.lost_sample[:3]}" if ledger.lost else ""
-    checks.append(Check("every acknowledged scan is stored or dead-lettered", ledger.lost == 0,
-                        f"{ledger.lost} lost{sample}"))  # fmt: skip
-    checks.append(Check("no scan stored twice", result.duplicates == 0,
-                        f"{ledger.duplicate_rows} extra rows for acknowledged scans, "
-                        f"{ledger.stray_duplicates} for any scan saved meanwhile"))  # fmt: skip
-    checks.append(Check("nothing stored that was never sent", ledger.never_sent == 0,
-                        f"{ledger.never_sent} rows, e.g. {ledger.never_sent_sample}"))  # fmt: skip
-    checks.append(Check("no scan both stored and dead-lettered", ledger.stored_and_dead == 0,
-                        f"{ledger.stored_and_dead}"))  # fmt: skip
+    reasons = f"{ledger.dead_without_reason} without; {ledger.dead_letter_reasons}"
+    checks = [
+        Check("load was flowing", ledger.acknowledged > 0, f"{ledger.acknowledged} scans acknowledged"),
+        Check("every acknowledged scan is stored or dead-lettered", ledger.lost == 0,
+              f"{ledger.lost} lost{sample}"),
+        Check("no scan stored twice", result.duplicates == 0,
+              f"{ledger.duplicate_rows} extra rows for acknowledged scans, "
+              f"{ledger.stray_duplicates} for any scan saved meanwhile"),
+        Check("nothing stored that was never sent", ledger.never_sent == 0,
+              f"{ledger.never_sent} rows, e.g. {ledger.never_sent_sample}"),
+        Check("no scan both stored and dead-lettered", ledger.stored_and_dead == 0,
+              f"{ledger.stored_and_dead}"),
+    ]  # fmt: skip
     if ledger.dead_lettered:
-        reasons = f"{ledger.dead_without_reason} without; {ledger.dead_letter_reasons}"
         checks.append(
             Check("every dead-lettered scan carries its reason", ledger.dead_without_reason == 0, reasons)
         )
     if not scenario.expects_dead_letters:
         checks.append(Check("no acknowledged scan dead-lettered", ledger.dead_lettered == 0,
                             f"{ledger.dead_lettered}: {ledger.dead_letter_reasons}"))  # fmt: skip
+    result.checks += checks
 
 
 def run_scenarios(
@@ -246,8 +227,7 @@ def run_scenarios(
     results: list[ScenarioResult] = []
     with chaos_env(settings, workdir) as env:
         for scenario in scenarios:
-            result = run_scenario(env, scenario, params)
-            results.append(result)
+            results.append(run_scenario(env, scenario, params))
             if on_result is not None:
-                on_result(result)
+                on_result(results[-1])
     return results

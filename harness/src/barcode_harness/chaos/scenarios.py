@@ -1,41 +1,22 @@
-"""The fault scenarios: small objects with ``inject`` / ``hold`` / ``heal`` and their own checks.
-
-The harness runs every scenario the same way (steady load, inject, hold, heal, drain, account for
-every acknowledged scan); a scenario only says what breaks, how it is repaired, and which extra
-facts prove the mechanism it targets (AOF survival, takeover time, the UNIQUE index, ...).
-"""
+"""The fault scenarios: what breaks (``inject``), how it is repaired (``heal``), and which extra facts
+prove the mechanism each targets; the harness runs them all the same way."""
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 import shutil
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from barcode_harness.chaos import faults
-from barcode_harness.chaos.checks import (
-    Ledger,
-    RedisState,
-    TakeoverProbe,
-    compare_redis_state,
-    published_since,
-    redis_state,
-    rows_for,
-    stream_tails,
-    wait_caught_up,
-    wait_pending,
-)
+from barcode_harness.chaos import checks, faults
+from barcode_harness.chaos.checks import Ledger, TakeoverProbe
 from barcode_harness.chaos.context import ChaosContext
-from barcode_harness.chaos.probes import IngestProbe
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import db
@@ -45,12 +26,11 @@ from barcode_pipeline.domain.dead_letter import Cause
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.monitoring.exporter import live_workers
 from barcode_pipeline.ops import dlq, dlt
+from barcode_pipeline.ops.dead_letters import DeadLetter
 from barcode_pipeline.run.pipeline import wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor
 from barcode_pipeline.run.watchdog import read_state
 from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_COMMIT_ENV, CRASH_EXIT_CODE
-
-log = logging.getLogger(__name__)
 
 ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a batch that came again
 
@@ -58,6 +38,13 @@ ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a b
 def processors(ctx: ChaosContext) -> list[str]:
     """The supervised processor children ("processor", or "processor-N" with BP_PROCESSORS > 1)."""
     return ctx.sup.names(names.Role.PROCESSOR)
+
+
+def absorbed(ctx: ChaosContext, scenario: Scenario) -> int:
+    """The duplicates the workers logged as absorbed during ``scenario`` (also kept in its metrics)."""
+    n = ctx.logged_since(f"=== scenario {scenario.key} {scenario.name}:", ABSORBED)
+    ctx.metrics["duplicates_absorbed"] = n
+    return n
 
 
 class Scenario:
@@ -93,42 +80,34 @@ class Scenario:
         """Always runs (also after a failure): leave the stack and pipeline whole for the next one."""
 
 
-# ---------------------------------------------------------------------------------------- servers
 class ServerKill(Scenario):
     """SIGKILL (or a clean stop of) one server of the stack, restart it at heal."""
 
     def __init__(self, key: str, component: str, *, clean_stop: bool = False) -> None:
-        self.key = key
-        self.component = component
-        self.clean_stop = clean_stop
-        how = "stop" if clean_stop else "kill"
-        self.name = f"{component}-{how}"
+        self.key, self.component, self.clean_stop = key, component, clean_stop
+        self.name = f"{component}-{'stop' if clean_stop else 'kill'}"
         label = {"kafka": "Kafka broker", "redis": "Redis", "mariadb": "MariaDB"}[component]
         self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
         self.fault = (
             f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
         )
-        self._before: RedisState | None = None
-        self._probe: IngestProbe | None = None
+        self._before: checks.RedisState | None = None
+        self._probe: faults.IngestProbe | None = None
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component(self.component)
         if self.component == "redis":
-            self._before = redis_state(ctx.settings)
-        if self.clean_stop:
-            comp.stop()
-        else:
-            comp.kill()
+            self._before = checks.redis_state(ctx.settings)
+        (comp.stop if self.clean_stop else comp.kill)()
         ctx.check(f"{self.component} is down during the hold", comp.pid() is None)
         if self.component == "kafka":  # what a client is told while the broker is away
-            self._probe = IngestProbe(ctx.ingest_url, api_key=ctx.settings.ingest_api_key)
-            self._probe.start()
+            self._probe = faults.IngestProbe(ctx.settings)
 
     def _probe_checks(self, ctx: ChaosContext) -> None:
         if self._probe is None:
             return
-        a = self._probe.stop()
-        self._probe = None
+        a, self._probe = self._probe, None
+        a.stop()
         ctx.extra_sent += sum(a.statuses.values())
         ctx.extra_acked.update(a.acknowledged)
         ctx.note(f"one request every 0.5 s while Kafka was down: {a.summary()}")
@@ -145,7 +124,7 @@ class ServerKill(Scenario):
         ctx.stack.component(self.component).start()
         ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
         if self._before is not None:
-            ctx.checks.extend(compare_redis_state(ctx.settings, self._before))
+            ctx.checks.extend(checks.compare_redis_state(ctx.settings, self._before))
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._probe is not None:
@@ -154,41 +133,26 @@ class ServerKill(Scenario):
 
 
 def appended_since(aof: Path, copy: Path, command: bytes) -> int:
-    """How many ``command``s the append-only files in ``aof`` hold past what ``copy`` (an earlier copy
-    of the same folder) holds: the writes a Redis started on the copy does not have. A file the copy
-    lacks (a rewrite started a new one) counts whole."""
-    count = 0
-    for live in aof.glob("*.incr.aof"):
-        old = copy / live.name
-        start = old.stat().st_size if old.exists() else 0
-        with live.open("rb") as f:
-            f.seek(start)
-            count += f.read().count(command)
-    return count
+    """The ``command``s in ``aof``'s files past its earlier ``copy`` (a file it lacks counts whole)."""
+    copied = {old.name: old.stat().st_size for old in copy.glob("*.incr.aof")}
+    return sum(
+        live.read_bytes()[copied.get(live.name, 0) :].count(command) for live in aof.glob("*.incr.aof")
+    )
 
 
 class RedisLostTail(Scenario):
-    """Redis comes back from a crash without the last writes it had answered.
-
-    With ``appendfsync everysec`` Redis answers writes before its AOF write while the previous fsync
-    still runs (up to 2 s on a busy disk), so a crash then loses answered writes; the processor had
-    committed those batches' offsets. Here the loss is made certain: the workers are stopped (so
-    what is published next stays in Redis only), a copy of the AOF is taken under load, the load goes
-    on for ``LOST_S``, Redis is SIGKILLed and started on the copy, the workers come back. The
-    processor must notice the new run id and re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka.
-    """
+    """Redis comes back from a crash without answered writes whose offsets the processor committed
+    (``appendfsync everysec``), made certain here: the processor must notice the new run id and
+    re-read the last ``BP_REDIS_REWIND_WINDOW_S`` from Kafka."""
 
     key = "3b"
     name = "redis-lost-tail"
     title = "Redis SIGKILL, restarted without its last 2 s of answered writes"
-    fault = (
-        "workers stopped, a copy of Redis's AOF taken under load, 2 s more load, SIGKILL, Redis started "
-        "on the copy, workers started again"
-    )
+    fault = ("workers stopped, a copy of Redis's AOF taken under load, 2 s more load, SIGKILL, Redis started "
+             "on the copy, workers started again")  # fmt: skip
     LOST_S = 2.0
 
-    def __init__(self) -> None:
-        self._lost: int | None = None
+    _lost: int | None = None  # stream entries the rolled-back AOF lacks
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component("redis")
@@ -213,28 +177,26 @@ class RedisLostTail(Scenario):
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.component("redis").start()
-        for name in ctx.sup.names(names.Role.WORKER):
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *ctx.sup.names(names.Role.WORKER))
 
 
-# ---------------------------------------------------------------------------------------- processor
-class ProcessorKill(Scenario):
-    key = "2"
-    name = "processor-kill"
-    title = "Processor SIGKILL under load (three times), restarted by the supervisor"
-    fault = (
-        "SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
-        "cycle; the supervisor restarts it each time"
-    )
-    kills = 3
+class Scheduled(Scenario):
+    """Faults at set shares of the hold, all run from ``inject`` (the hold only waits out the rest)."""
 
-    def __init__(self) -> None:
-        self._killed = 0
+    # (share of the hold at which the step starts, step): "processor", "worker", or a server's name
+    schedule: tuple[tuple[float, str], ...] = ()
+    last_heal = 0.0  # monotonic: when the last `stack up` returned
+    _killed = 0
 
     def inject(self, ctx: ChaosContext) -> None:
-        self._kill(ctx)
+        for share, step in self.schedule:
+            ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
+            if step in ("processor", "worker"):
+                getattr(self, f"_{step}")(ctx)
+            else:
+                self._server(ctx, step)
 
-    def _kill(self, ctx: ChaosContext) -> None:
+    def _processor(self, ctx: ChaosContext) -> None:
         victim = processors(ctx)[0]
         child = ctx.sup.children[victim]
         deadline = time.monotonic() + 15
@@ -242,43 +204,106 @@ class ProcessorKill(Scenario):
             time.sleep(0.1)
         faults.kill_child(ctx.sup, victim, restart=True)
         self._killed += 1
-        ctx.mark(f"processor SIGKILL #{self._killed}")
+        ctx.mark(f"{self.name}: processor SIGKILL #{self._killed} (the supervisor restarts it)")
 
-    def hold(self, ctx: ChaosContext) -> None:
-        gap = ctx.params.hold_s / self.kills
-        for i in range(1, self.kills):
-            ctx.sleep(max(0.0, gap * i - ctx.since_inject()))
-            self._kill(ctx)
-        super().hold(ctx)
+    def _worker(self, ctx: ChaosContext) -> None:
+        victim = ctx.sup.names(names.Role.WORKER)[0]
+        consumer = names.node_member(ctx.settings.node_name, victim)
+        held = checks.wait_pending(ctx.settings, consumer, at_least=1, timeout=10.0)
+        faults.kill_child(ctx.sup, victim, restart=True)
+        ctx.mark(f"{self.name}: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
+        ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
+
+    def _server(self, ctx: ChaosContext, component: str) -> None:
+        ctx.stack.component(component).kill()
+        ctx.mark(f"{self.name}: {component} SIGKILL; `stack up`")
+        started = time.monotonic()
+        result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=120)
+        self.last_heal = time.monotonic()
+        ctx.mark(f"{self.name}: `stack up` rc {result.returncode} after {self.last_heal - started:.1f} s")
+        ctx.check(f"`stack up` after the {component} kill succeeded", result.returncode == 0,
+                  result.stderr.strip()[-300:])  # fmt: skip
+        ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        drained = ctx.metrics.get("drained_at")
+        if not isinstance(drained, float) or not self.last_heal:
+            return
+        took = drained - self.last_heal
+        ctx.metrics["last_heal_to_drained_s"] = took
+        target = ctx.params.drain_target_s
+        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
+                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
+
+
+class ProcessorKill(Scheduled):
+    key = "2"
+    name = "processor-kill"
+    title = "Processor SIGKILL under load (three times), restarted by the supervisor"
+    fault = ("SIGKILL of the processor 3x during the hold, wherever it is in its consume-publish-commit "
+             "cycle; the supervisor restarts it each time")  # fmt: skip
+    schedule = ((0.0, "processor"), (1 / 3, "processor"), (2 / 3, "processor"))
 
     def heal(self, ctx: ChaosContext) -> None:
-        faults.resume(ctx.sup, processors(ctx)[0])
+        self.cleanup(ctx)
         ctx.note(f"processor killed {self._killed} times; restarted by the supervisor each time")
 
     def cleanup(self, ctx: ChaosContext) -> None:
         faults.resume(ctx.sup, processors(ctx)[0])
 
 
-# ---------------------------------------------------------------------------------------- workers
-class WorkerKill(Scenario):
-    """SIGKILL worker(s) while they hold entries; measure how long their entries stay with them."""
+class Takeover(Scenario):
+    """Base of the worker deaths: times how long the entries a dead worker held stay with it."""
 
     reports_takeover = True
+    _probe: TakeoverProbe | None = None
+    taken_over = ""  # the takeover check's name and clock, e.g. "from the kill"
+    clock = ""
+
+    def _held(self, ctx: ChaosContext, probe: TakeoverProbe, check: str) -> None:
+        self._probe = probe
+        ctx.metrics["pending_at_kill"] = probe.initial
+        # With nothing held, "every held entry was taken over" would pass without a takeover.
+        ctx.check(check, probe.initial > 0, f"{probe.initial} entries")
+
+    def hold(self, ctx: ChaosContext) -> None:
+        super().hold(ctx)
+        if self._probe is not None:  # not healed until a started probe saw the entries taken over
+            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+
+    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
+        if self._probe is None:
+            return
+        self._probe.stop()
+        took = self._probe.done_after_s
+        ctx.metrics["takeover_s"] = took
+        target = ctx.params.takeover_target_s
+        when = "never" if took is None else f"{took:.2f} s"
+        ctx.check(f"{self.taken_over} within {target:.0f} s", took is not None and took <= target,
+                  f"{self._probe.initial} entries, {when} {self.clock}")  # fmt: skip
+
+    def cleanup(self, ctx: ChaosContext) -> None:
+        if self._probe is not None:
+            self._probe.close()
+
+
+# all_workers -> name, title, fault, the takeover check and its clock
+WORKER_KILLS = {
+    True: ("workers-kill-all", "All workers SIGKILL together, restarted after the hold",
+           "SIGKILL of every worker at once; restarted after the hold (they recover their own entries)",
+           "restarted workers re-processed the entries they held", "from the restart"),
+    False: ("worker-kill", "One worker SIGKILL mid-batch, not restarted during the hold",
+            "SIGKILL of worker-1 while it holds entries; the live worker must take them over",
+            "the live worker took over the dead worker's entries", "from the kill"),
+}  # fmt: skip
+
+
+class WorkerKill(Takeover):
+    """SIGKILL worker(s) while they hold entries; measure how long their entries stay with them."""
 
     def __init__(self, key: str, *, all_workers: bool) -> None:
-        self.key = key
-        self.all_workers = all_workers
-        if all_workers:
-            self.name = "workers-kill-all"
-            self.title = "All workers SIGKILL together, restarted after the hold"
-            self.fault = (
-                "SIGKILL of every worker at once; restarted after the hold (they recover their own entries)"
-            )
-        else:
-            self.name = "worker-kill"
-            self.title = "One worker SIGKILL mid-batch, not restarted during the hold"
-            self.fault = "SIGKILL of worker-1 while it holds entries; the live worker must take them over"
-        self._probe: TakeoverProbe | None = None
+        self.key, self.all_workers = key, all_workers
+        self.name, self.title, self.fault, self.taken_over, self.clock = WORKER_KILLS[all_workers]
         self._victims: list[str] = []
 
     def inject(self, ctx: ChaosContext) -> None:
@@ -287,30 +312,23 @@ class WorkerKill(Scenario):
         # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
         at_least = max(1, int(ctx.params.rate * ctx.settings.worker.max_delay_ms / 1000 / len(workers) / 2))
         consumers = [names.node_member(ctx.settings.node_name, v) for v in self._victims]
-        held, self._probe = self._frozen_holding(ctx, consumers, at_least)
+        held, probe = self._frozen_holding(ctx, consumers, at_least)
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
-        self._probe.restart_clock()
+        probe.started = time.monotonic()
         ctx.mark(f"SIGKILL {', '.join(self._victims)} (first held {held} entries just before)")
-        ctx.metrics["pending_at_kill"] = self._probe.initial
-        ctx.note(f"{', '.join(self._victims)} held {self._probe.initial} pending entries when killed")
-        # With nothing held, "every held entry was taken over" would pass without a takeover.
-        ctx.check("the killed worker(s) held pending entries", self._probe.initial > 0,
-                  f"{self._probe.initial} entries")  # fmt: skip
+        ctx.note(f"{', '.join(self._victims)} held {probe.initial} pending entries when killed")
+        self._held(ctx, probe, "the killed worker(s) held pending entries")
         if not self.all_workers:
-            self._probe.start()
+            probe.start()
 
     def _frozen_holding(
         self, ctx: ChaosContext, consumers: list[str], at_least: int, tries: int = 5
     ) -> tuple[int, TakeoverProbe]:
-        """The victims stopped (SIGSTOP) while the first holds entries, and what they hold.
-
-        Looked at while they run, a worker could acknowledge its batch between the look and the kill
-        (a chaos run killed one 25 ms after it held 41 entries, holding none): stopped, what they hold
-        cannot change before the SIGKILL. If the look comes between two batches, they run on and it
-        is tried again."""
+        """The victims stopped (SIGSTOP) while the first holds entries, and what they hold: running, a
+        worker could acknowledge its batch between the look and the kill (one was, 25 ms later)."""
         for _ in range(tries):
-            held = wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
+            held = checks.wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
             for name in self._victims:
                 ctx.sup.kill(name, signal.SIGSTOP)
             probe = TakeoverProbe(ctx.settings, consumers)
@@ -320,151 +338,71 @@ class WorkerKill(Scenario):
                 ctx.sup.kill(name, signal.SIGCONT)
         return held, probe  # the check below reports the empty hand
 
-    def hold(self, ctx: ChaosContext) -> None:
-        super().hold(ctx)
-        if self._probe is not None and not self.all_workers:
-            # Not restarted until its entries are taken over (or clearly never will be).
-            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
-
     def heal(self, ctx: ChaosContext) -> None:
         if self.all_workers and self._probe is not None:
-            self._probe.restart_clock()
+            self._probe.started = time.monotonic()
             self._probe.start()
-        for name in self._victims:
-            faults.resume(ctx.sup, name)
-
-    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        if self._probe is None:
-            return
-        self._probe.stop()
-        took = self._probe.done_after_s
-        ctx.metrics["takeover_s"] = took
-        target = ctx.params.takeover_target_s
-        if self.all_workers:
-            what = "restarted workers re-processed the entries they held"
-            clock = "from the restart"
-        else:
-            what = "the live worker took over the dead worker's entries"
-            clock = "from the kill"
-        ctx.check(
-            f"{what} within {target:.0f} s",
-            took is not None and took <= target,
-            f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} {clock}",
-        )
+        faults.resume(ctx.sup, *self._victims)
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        if self._probe is not None:
-            self._probe.stop()
-            self._probe.close()
-        for name in self._victims:
-            faults.resume(ctx.sup, name)
+        super().cleanup(ctx)
+        faults.resume(ctx.sup, *self._victims)
 
 
-class WorkerCrashHook(Scenario):
+class WorkerCrashHook(Takeover):
     """A worker started with a crash hook dies at its first batch; the live workers take over."""
 
-    reports_takeover = True
-    # Its consumer name (node name + this) sorts before worker-1's: under the workers' standby rule
-    # the lowest live name is the primary that always reads, so this worker gets entries (and
-    # crashes) at once, as a primary would.
+    # Sorts before worker-1: the lowest live consumer name is the primary that always reads, so this
+    # worker gets entries (and crashes) at once.
     service = "worker-0-crash"
+    taken_over, clock = "live workers took over the crashed worker's entries", "from the crash"
 
     def __init__(self, key: str, *, after_commit: bool) -> None:
-        self.key = key
-        self.after_commit = after_commit
+        self.key, self.after_commit = key, after_commit
         where = "after COMMIT, before XACK" if after_commit else "after the INSERT, before COMMIT"
         self.name = "worker-crash-after-commit" if after_commit else "worker-crash-before-commit"
         self.title = f"Worker crash {where}"
         self.fault = f"an extra worker with the crash hook exits like SIGKILL {where} of its first batch"
         self._extra: Supervisor | None = None
-        self._probe: TakeoverProbe | None = None
-        self.consumer = self.service
 
     def inject(self, ctx: ChaosContext) -> None:
         env = {CRASH_AFTER_COMMIT_ENV if self.after_commit else CRASH_BEFORE_COMMIT_ENV: "1"}
         self.consumer = names.node_member(ctx.settings.node_name, self.service)
-        spec = ChildSpec(
-            self.service, names.Role.WORKER, ["worker", "--name", self.consumer], env=env, restart=False
-        )
+        args = ["worker", "--name", self.consumer]
+        spec = ChildSpec(self.service, names.Role.WORKER, args, env=env, restart=False)
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
-        ctx.extra_supervisors.append(self._extra)
         self._extra.start()
         code = faults.wait_exit(self._extra, self.service, timeout=30)
         crashed_at = time.monotonic()
         ctx.mark(f"{self.service} exited with {code}")
         ctx.check("the crash hook fired", code == CRASH_EXIT_CODE, f"exit code {code}")
-        self._probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
-        ctx.metrics["pending_at_kill"] = self._probe.initial
-        ctx.check("the crashed worker left entries pending", self._probe.initial > 0,
-                  f"{self._probe.initial} entries")  # fmt: skip
+        probe = TakeoverProbe(ctx.settings, [self.consumer], started=crashed_at)
+        self._held(ctx, probe, "the crashed worker left entries pending")
         if self.after_commit:
-            committed = rows_for(ctx.settings, self._pending_keys(ctx))
-            ctx.check(
-                "its batch was committed before the crash",
-                bool(committed) and all(n == 1 for n in committed.values()),
-                f"{sum(1 for n in committed.values() if n == 1)}/{len(committed)} of its pending scans"
-                " have a row",
-            )
-        self._probe.start()
+            committed = checks.rows_for(ctx.settings, self._pending_keys(ctx, probe))
+            with_row = sum(1 for n in committed.values() if n == 1)
+            ctx.check("its batch was committed before the crash", 0 < with_row == len(committed),
+                      f"{with_row}/{len(committed)} of its pending scans have a row")  # fmt: skip
+        probe.start()
 
-    def _pending_keys(self, ctx: ChaosContext) -> set[tuple[str, str]]:
-        assert self._probe is not None
-        client = dlq.binary_client(ctx.settings)
-        keys: set[tuple[str, str]] = set()
-        try:
-            for stream, entry_id in self._probe.held.get(self.consumer, set()):
-                items: Any = client.xrange(stream, min=entry_id, max=entry_id)
-                for _id, fields in items:
-                    scan = named_fields({k.decode(): v.decode() for k, v in fields.items()})
-                    keys.add((scan["dev"], scan["sid"]))
-        finally:
-            client.close()
-        return keys
-
-    def hold(self, ctx: ChaosContext) -> None:
-        super().hold(ctx)
-        if self._probe is not None:
-            self._probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
+    def _pending_keys(self, ctx: ChaosContext, probe: TakeoverProbe) -> set[tuple[str, str]]:
+        with redis_adapter.client(ctx.settings) as client:
+            entries: Any = [client.xrange(s, min=i, max=i) for s, i in probe.held.get(self.consumer, set())]
+        scans = [named_fields(fields) for found in entries for _id, fields in found]
+        return {(scan["dev"], scan["sid"]) for scan in scans}
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        if self._probe is None:
-            return
-        self._probe.stop()
-        took = self._probe.done_after_s
-        ctx.metrics["takeover_s"] = took
-        ctx.check(
-            f"live workers took over the crashed worker's entries within "
-            f"{ctx.params.takeover_target_s:.0f} s",
-            took is not None and took <= ctx.params.takeover_target_s,
-            f"{self._probe.initial} entries, {'never' if took is None else f'{took:.2f} s'} from the crash",
-        )
-        if self.after_commit:  # its committed batch came again to a live worker: the UNIQUE key's turn
-            absorbed = ctx.logged_since(f"=== scenario {self.key} {self.name}:", ABSORBED)
-            ctx.metrics["duplicates_absorbed"] = absorbed
-            ctx.check("the redelivered batch met the UNIQUE key (workers absorbed duplicates)", absorbed > 0,
-                      f"{absorbed} duplicates absorbed")  # fmt: skip
+        super().after_drain(ctx, ledger)
+        # Its committed batch came again to a live worker: the UNIQUE key's turn.
+        if self._probe is not None and self.after_commit:
+            n = absorbed(ctx, self)
+            ctx.check("the redelivered batch met the UNIQUE key (workers absorbed duplicates)", n > 0,
+                      f"{n} duplicates absorbed")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        if self._probe is not None:
-            self._probe.stop()
-            self._probe.close()
         if self._extra is not None:
             self._extra.stop()
-
-
-# ---------------------------------------------------------------------------------------- duplicates
-def _acked_scans(ctx: ChaosContext, limit: int) -> list[ScanEvent]:
-    conn = sqlite3.connect(ctx.load.outbox_path, timeout=10.0)
-    try:
-        rows = conn.execute(
-            "SELECT DISTINCT device_id, scan_id, barcode, scan_time FROM outbox WHERE state = 1 LIMIT ?",
-            (limit,),
-        ).fetchall()
-    finally:
-        conn.close()
-    return [
-        ScanEvent(barcode=str(b), device_id=str(d), scan_time=int(t), scan_id=str(s)) for d, s, b, t in rows
-    ]
+        super().cleanup(ctx)
 
 
 class Duplicates(Scenario):
@@ -479,19 +417,15 @@ class Duplicates(Scenario):
     _start: dict[int, int] | None = None  # the topic's end offsets before the load
 
     def before_load(self, ctx: ChaosContext) -> None:
-        # Rewind to here, not to the log start: a topic holding earlier runs' history (a bench
-        # series leaves millions of records) could not be re-read within the drain timeout.
+        # Not to the log start: earlier runs' history could not be re-read within the drain timeout.
         self._start = faults.end_offsets(ctx.settings)
 
     def inject(self, ctx: ChaosContext) -> None:
-        scans = _acked_scans(ctx, self.resent_scans)
+        scans = ctx.load.acknowledged_scans(self.resent_scans)
         ok = 0
         for scan in scans:
             for _ in range(self.resends):
-                status, _attempts = faults.post_scan(
-                    ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key
-                )
-                ok += 200 <= status < 300
+                ok += 200 <= faults.post_scan(ctx.settings, scan) < 300
         ctx.extra_sent += len(scans) * self.resends
         ctx.extra_acked.update((s.device_id, s.scan_id) for s in scans)
         self._resent = scans
@@ -501,24 +435,22 @@ class Duplicates(Scenario):
         self._rewind(ctx, delete_markers=True)
 
     def _rewind(self, ctx: ChaosContext, *, delete_markers: bool) -> None:
-        """Stop the processor, (delete the markers,) rewind its group, restart it and let it catch up.
-
-        The evidence is in the streams: of this scenario's scans already stored before the rewind
-        (so certainly published, with a marker), how many were published *again* by the re-read.
-        """
+        """Stop the processor, (delete the markers,) rewind its group, restart it and let it catch up;
+        the evidence: how many scans stored before the rewind the re-read published *again*."""
         for name in processors(ctx):  # the whole group must be empty for the broker to rewind it
             faults.stop_child(ctx.sup, name)
-        stored = {k for k, n in rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
-        tails = stream_tails(ctx.settings)
+        stored = {k for k, n in checks.rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
+        tails = checks.stream_tails(ctx.settings)
         deleted = faults.delete_markers(ctx.settings) if delete_markers else 0
-        backlog, _tries = faults.rewind_group(ctx.settings, to=self._start)
-        for name in processors(ctx):
-            faults.resume(ctx.sup, name)
+        backlog = faults.rewind_group(ctx.settings, to=self._start)
+        faults.resume(ctx.sup, *processors(ctx))
         what = f"deleted {deleted} dedup markers and rewound" if delete_markers else "rewound"
         ctx.mark(f"{what} the processor group: {backlog} records to re-read")
         # Let the re-read finish before the next step, so each protection is exercised on its own.
-        took = wait_caught_up(ctx.settings, max_lag=int(ctx.params.rate), timeout=ctx.params.drain_timeout_s)
-        again = published_since(ctx.settings, tails) & stored
+        took = checks.wait_caught_up(
+            ctx.settings, max_lag=int(ctx.params.rate), timeout=ctx.params.drain_timeout_s
+        )
+        again = checks.published_since(ctx.settings, tails) & stored
         ctx.note(
             f"{what} the processor group to where the load began: {backlog} records re-read in "
             f"{took:.1f} s; {len(again)} of {len(stored)} already stored scans published again"
@@ -534,30 +466,27 @@ class Duplicates(Scenario):
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         # The rows alone cannot show the UNIQUE key at work (it makes a second row impossible): the
         # workers' own count of absorbed duplicates must cover every scan published again.
-        absorbed = ctx.logged_since(f"=== scenario {self.key} {self.name}:", ABSORBED)
-        ctx.metrics["duplicates_absorbed"] = absorbed
-        ctx.check("the workers absorbed every scan published again", absorbed >= self._republished > 0,
-                  f"{absorbed} duplicates absorbed, {self._republished} scans published again")  # fmt: skip
-        rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
+        n = absorbed(ctx, self)
+        ctx.check("the workers absorbed every scan published again", n >= self._republished > 0,
+                  f"{n} duplicates absorbed, {self._republished} scans published again")  # fmt: skip
+        rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self._resent})
         ctx.check("each resent scan has exactly one row", bool(rows) and all(n == 1 for n in rows.values()),
                   f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        for name in processors(ctx):
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *processors(ctx))
 
 
-# ---------------------------------------------------------------------------------------- poison
 class Poison(Scenario):
     key = "9"
     name = "poison"
     title = "Poison: undecodable and schema-violating records on the topic; an unknown device"
-    fault = (
-        "3 raw records written straight to the topic (undecodable bytes, schema-violating JSON, empty "
-        "value) -> DLT; 20 scans of an unmapped device via ingest -> DLQ, replayed after mapping it"
-    )
+    fault = ("3 raw records written straight to the topic (undecodable bytes, schema-violating JSON, empty "
+             "value) -> DLT; 20 scans of an unmapped device via ingest -> DLQ, "
+             "replayed after mapping it")  # fmt: skip
     expects_dead_letters = True
     unknown_scans = 20
+    device = ""  # the unmapped device, once injected
 
     def inject(self, ctx: ChaosContext) -> None:
         self.token = secrets.token_hex(6)
@@ -565,14 +494,8 @@ class Poison(Scenario):
         bad_json = {"barcode": "has space", "deviceId": "SEOUL-CENTER-PC-001", "scanTime": "yesterday",
                     "scanId": f"poison-{self.token}"}  # fmt: skip
         self.poison_keys = [f"poison-{self.token}-{i}".encode() for i in range(3)]
-        faults.produce_raw(
-            ctx.settings,
-            [
-                (self.poison_keys[0], b"\xff\xfe\x00not json " + self.token.encode()),
-                (self.poison_keys[1], orjson.dumps(bad_json)),
-                (self.poison_keys[2], None),
-            ],
-        )
+        values = [b"\xff\xfe\x00not json " + self.token.encode(), orjson.dumps(bad_json), None]
+        faults.produce_raw(ctx.settings, list(zip(self.poison_keys, values, strict=True)))
         now = int(time.time() * 1000)
         self.unknown = [
             ScanEvent(f"880{i:010d}", self.device, now + i, f"chaos-{self.token}-{i}")
@@ -580,8 +503,7 @@ class Poison(Scenario):
         ]
         accepted = 0
         for scan in self.unknown:
-            status, _ = faults.post_scan(ctx.ingest_url, scan, api_key=ctx.settings.ingest_api_key)
-            if 200 <= status < 300:
+            if 200 <= faults.post_scan(ctx.settings, scan) < 300:
                 accepted += 1
                 ctx.extra_acked.add((scan.device_id, scan.scan_id))
         ctx.extra_sent += len(self.poison_keys) + len(self.unknown)
@@ -590,23 +512,15 @@ class Poison(Scenario):
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         in_dlt = [x for x in dlt.read_dlt(ctx.settings, since_ms=ctx.started_ms) if x.key in self.poison_keys]
-        ctx.check(
-            "every poison record is in barcode-events.dlt with its reason",
-            {x.key for x in in_dlt} == set(self.poison_keys)
-            and all(x.reason and "no reason" not in x.reason for x in in_dlt),
-            "; ".join(f"{(x.key or b'').decode()}: {x.reason[:60]}" for x in in_dlt) or "none found",
-        )  # fmt: skip
-        letters = [
-            x
-            for x in dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
-            if x.device_id == self.device
-        ]
-        ctx.check(
-            "every unknown-device scan is in barcode:dlq with its reason",
-            len({x.scan_id for x in letters}) == len(self.unknown)
-            and all(x.cause is Cause.UNKNOWN_DEVICE for x in letters),
-            f"{len(letters)} entries; reason: {letters[0].reason if letters else '-'}",
-        )  # fmt: skip
+        reasoned = all(x.reason and "no reason" not in x.reason for x in in_dlt)
+        ok = {x.key for x in in_dlt} == set(self.poison_keys) and reasoned
+        found = "; ".join(f"{(x.key or b'').decode()}: {x.reason[:60]}" for x in in_dlt)
+        ctx.check("every poison record is in barcode-events.dlt with its reason", ok, found or "none found")
+        letters = self._letters(ctx)
+        ok = len({x.scan_id for x in letters}) == len(self.unknown)
+        ctx.check("every unknown-device scan is in barcode:dlq with its reason",
+                  ok and all(x.cause is Cause.UNKNOWN_DEVICE for x in letters),
+                  f"{len(letters)} entries; reason: {letters[0].reason if letters else '-'}")  # fmt: skip
         ids = [x.id for x in letters]
         refused = dlq.replay_dlq(ctx.settings, ids=ids)
         ctx.check("dlq replay refuses while the device is still unmapped",
@@ -615,50 +529,42 @@ class Poison(Scenario):
         self._map_device(ctx, add=True)
         outcome = dlq.replay_dlq(ctx.settings, ids=ids)
         wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
-        rows = rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
-        left = [
-            x
-            for x in dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
-            if x.device_id == self.device
-        ]
-        ctx.check(
-            "after mapping the device, dlq replay stored each of its scans exactly once",
-            len(outcome.replayed) == len(ids) and all(n == 1 for n in rows.values()) and not left,
-            f"replayed {len(outcome.replayed)}, rows {sum(rows.values())} for {len(rows)} scans, "
-            f"{len(left)} left in the DLQ",
-        )  # fmt: skip
+        rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
+        left = self._letters(ctx)
+        ctx.check("after mapping the device, dlq replay stored each of its scans exactly once",
+                  len(outcome.replayed) == len(ids) and all(n == 1 for n in rows.values()) and not left,
+                  f"replayed {len(outcome.replayed)}, rows {sum(rows.values())} for {len(rows)} scans, "
+                  f"{len(left)} left in the DLQ")  # fmt: skip
         ctx.note(f"{len(in_dlt)} poison records in the DLT; {len(letters)} unknown-device scans in the DLQ, "
                  f"replayed after mapping {self.device}: {sum(rows.values())} rows")  # fmt: skip
 
+    def _letters(self, ctx: ChaosContext) -> list[DeadLetter]:
+        """The unknown device's scans in the DLQ."""
+        letters = dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
+        return [x for x in letters if x.device_id == self.device]
+
     def _map_device(self, ctx: ChaosContext, *, add: bool) -> None:
-        conn = db.connect(ctx.settings.db.url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                if add:
-                    cur.execute(
-                        "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
-                        " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
-                        (self.device, "CENTER-CHAOS", "Chaos test center"),
-                    )
-                else:
-                    cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
-        finally:
-            conn.close()
+        with db.connect(ctx.settings.db.url, autocommit=True) as conn, conn.cursor() as cur:
+            if add:
+                cur.execute(
+                    "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                    " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
+                    (self.device, "CENTER-CHAOS", "Chaos test center"),
+                )
+            else:
+                cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        if getattr(self, "device", None):
+        if self.device:
             self._map_device(ctx, add=False)
 
 
-# ---------------------------------------------------------------------------------------- Redis data loss
 class RedisFlush(Scenario):
     key = "10"
     name = "redis-flush"
     title = "Redis data lost (FLUSHALL) with scans in flight; re-driven with `replay --since`"
-    fault = (
-        "FLUSHALL while scans are in flight (streams, pending lists, groups, markers gone); "
-        "heal = `barcode-pipeline replay --since <load start>`"
-    )
+    fault = ("FLUSHALL while scans are in flight (streams, pending lists, groups, markers gone); "
+             "heal = `barcode-pipeline replay --since <load start>`")  # fmt: skip
 
     def inject(self, ctx: ChaosContext) -> None:
         keys = faults.flush_redis(ctx.settings)
@@ -675,14 +581,9 @@ class RedisFlush(Scenario):
         ctx.note(f"`barcode-pipeline replay --since {since}`: {out}")
 
 
-# ---------------------------------------------------------------------------------------- Redis full
 class RedisFull(Scenario):
-    """Redis at its ``maxmemory`` (noeviction) under load: every write that needs memory is refused.
-
-    Before the fix the processor crashed on the OOM error and was restarted every second, the
-    workers' acknowledgements (a MULTI) were refused until stored entries were dead-lettered as
-    ``max_deliveries``, and refused heartbeats made live workers take over each other's entries.
-    """
+    """Redis at its ``maxmemory`` (noeviction) under load. Before the fix the processor crash-looped
+    on OOM, stored entries were dead-lettered and refused heartbeats caused takeovers."""
 
     key = "12"
     name = "redis-full"
@@ -691,9 +592,7 @@ class RedisFull(Scenario):
         "CONFIG SET maxmemory 1mb: every write that needs memory is refused; heal = the old maxmemory back"
     )
 
-    def __init__(self) -> None:
-        self._old: str | None = None
-        self._restarts: dict[str, int] = {}
+    _old: str | None = None  # the maxmemory to restore
 
     def inject(self, ctx: ChaosContext) -> None:
         self._old = faults.fill_redis(ctx.settings)
@@ -709,20 +608,15 @@ class RedisFull(Scenario):
         ctx.check("the processor's liveness shows it waiting on a dependency",
                   set(states.values()) == {"waiting"}, str(states))  # fmt: skip
         super().hold(ctx)
-        client = redis_adapter.client(ctx.settings)
-        try:
+        with redis_adapter.client(ctx.settings) as client:
             alive = set(live_workers(client))
-        finally:
-            client.close()
         workers = {names.node_member(ctx.settings.node_name, w) for w in ctx.sup.names(names.Role.WORKER)}
         ctx.check("every worker's heartbeat stayed live while Redis was full (no takeover)",
                   workers <= alive, f"live: {sorted(alive)}, workers: {sorted(workers)}")  # fmt: skip
 
     @staticmethod
     def _verdicts(ctx: ChaosContext) -> dict[str, object]:
-        """The watchdog's verdict on each processor, once it has looked since the fault began: it
-        looks every few seconds, which a short hold (the suite's is 4 s) may not span; the fault
-        is held that much longer for it."""
+        """The watchdog's verdict per processor once it looked since the fault (held longer for it)."""
         interval = float((read_state(ctx.settings) or {}).get("interval_s", 5.0))
         deadline = max(ctx.params.hold_s, 2 * interval + 2.0)
         while True:
@@ -733,103 +627,36 @@ class RedisFull(Scenario):
             ctx.sleep(0.5)
 
     def heal(self, ctx: ChaosContext) -> None:
-        self._restore(ctx)
+        self.cleanup(ctx)
         restarted = {n: c.restarts - self._restarts.get(n, 0) for n, c in ctx.sup.children.items()}
         ctx.check("no process restarted while Redis was full (no crash loop)",
                   not any(restarted.values()), str(restarted))  # fmt: skip
 
-    def _restore(self, ctx: ChaosContext) -> None:
-        if self._old is None:
-            return
-        faults.restore_maxmemory(ctx.settings, self._old)
-        ctx.mark(f"maxmemory {self._old} again")
-        self._old = None
-
     def cleanup(self, ctx: ChaosContext) -> None:
-        self._restore(ctx)
+        if self._old is not None:
+            faults.restore_maxmemory(ctx.settings, self._old)
+            ctx.mark(f"maxmemory {self._old} again")
+            self._old = None
 
 
-# ---------------------------------------------------------------------------------------- combined
-class Combined(Scenario):
-    """Several faults in one window, each healed as an operator would, while the load keeps going.
-
-    One fault at a time cannot show what a component does when it recovers *into* the next fault
-    (a processor restarting while Redis is down, a static group member rejoining a broker that has
-    just restarted). The schedule is the one of the field report: processor, worker-1, Redis and
-    Kafka SIGKILLed in turn, the servers brought back with ``stack up``, within about 25 s of load.
-    """
+class Combined(Scheduled):
+    """The field report's faults in one window, each healed as an operator would: one fault at a time
+    cannot show a component recovering *into* the next (a processor restarting while Redis is down)."""
 
     key = "11"
     name = "combined"
     title = "Combined: processor, worker-1, Redis and Kafka SIGKILLed in turn within one hold"
-    fault = (
-        "SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
-        "(restarted too), then of Redis followed by `stack up`, then of Kafka followed by `stack up`"
-    )
-    # (share of the hold at which the step starts, step); steps run in order, each once
-    schedule: tuple[tuple[float, str], ...] = (
-        (0.0, "processor"),
-        (0.15, "worker"),
-        (0.3, "redis"),
-        (0.375, "kafka"),  # right after Redis is back, as in the field report
-    )
-
-    def __init__(self) -> None:
-        self.last_heal = 0.0  # monotonic: when the last `stack up` returned
-
-    def inject(self, ctx: ChaosContext) -> None:
-        """All of the schedule runs here (the hold only waits out the rest of it)."""
-        for share, step in self.schedule:
-            ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
-            getattr(self, f"_{step}")(ctx)
-
-    def _processor(self, ctx: ChaosContext) -> None:
-        faults.kill_child(ctx.sup, processors(ctx)[0], restart=True)
-        ctx.mark("combined: processor SIGKILL (the supervisor restarts it)")
-
-    def _worker(self, ctx: ChaosContext) -> None:
-        victim = ctx.sup.names(names.Role.WORKER)[0]
-        held = wait_pending(
-            ctx.settings, names.node_member(ctx.settings.node_name, victim), at_least=1, timeout=10.0
-        )
-        faults.kill_child(ctx.sup, victim, restart=True)
-        ctx.mark(f"combined: {victim} SIGKILL holding {held} entries (the supervisor restarts it)")
-        ctx.check(f"{victim} held pending entries when killed", held > 0, f"{held} entries")
-
-    def _redis(self, ctx: ChaosContext) -> None:
-        self._server(ctx, "redis")
-
-    def _kafka(self, ctx: ChaosContext) -> None:
-        self._server(ctx, "kafka")
-
-    def _server(self, ctx: ChaosContext, component: str) -> None:
-        ctx.stack.component(component).kill()
-        ctx.mark(f"combined: {component} SIGKILL; `stack up`")
-        started = time.monotonic()
-        result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=120)
-        self.last_heal = time.monotonic()
-        ctx.mark(f"combined: `stack up` rc {result.returncode} after {self.last_heal - started:.1f} s")
-        ctx.check(f"`stack up` after the {component} kill succeeded", result.returncode == 0,
-                  result.stderr.strip()[-300:])  # fmt: skip
-        ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
-
-    def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        drained = ctx.metrics.get("drained_at")
-        if not isinstance(drained, float) or not self.last_heal:
-            return
-        took = drained - self.last_heal
-        ctx.metrics["last_heal_to_drained_s"] = took
-        target = ctx.params.drain_target_s
-        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
-                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
+    fault = ("SIGKILL of the processor (supervisor restarts it), then of worker-1 while it holds entries "
+             "(restarted too), then of Redis followed by `stack up`, "
+             "then of Kafka followed by `stack up`")  # fmt: skip
+    # Kafka right after Redis is back, as in the field report.
+    schedule = ((0.0, "processor"), (0.15, "worker"), (0.3, "redis"), (0.375, "kafka"))
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.up(quiet=True)
-        for name in ctx.sup.children:
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *ctx.sup.children)
 
 
-# ---------------------------------------------------------------------------------------- registry
 # Factories, not instances: a scenario keeps state while it runs, so every run gets a fresh one.
 FACTORIES: tuple[Callable[[], Scenario], ...] = (
     lambda: ServerKill("1", "kafka"),
@@ -850,30 +677,17 @@ FACTORIES: tuple[Callable[[], Scenario], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ScenarioInfo:
-    key: str
-    name: str
-    title: str
-    fault: str
-
-
-def describe() -> list[ScenarioInfo]:
-    """Every scenario, in run order."""
-    return [ScenarioInfo(s.key, s.name, s.title, s.fault) for s in (f() for f in FACTORIES)]
+def describe() -> list[Scenario]:
+    """Every scenario, in run order (fresh ones: their key, name, title and fault describe them)."""
+    return [f() for f in FACTORIES]
 
 
 def select(wanted: Sequence[str]) -> list[Scenario]:
     """Fresh scenarios by name or key, in registry order; ``all`` (or nothing) selects every one."""
-    every = [f() for f in FACTORIES]
+    every = describe()
     if not wanted or "all" in wanted:
         return every
-    by = {s.name: s for s in every} | {s.key: s for s in every}
-    unknown = [w for w in wanted if w not in by]
-    if unknown:
-        raise ConfigError(
-            f"unknown scenario(s): {', '.join(unknown)}; choose from: all, "
-            + ", ".join(s.name for s in every)
-        )
-    chosen = {by[w].name for w in wanted}
-    return [s for s in every if s.name in chosen]
+    if unknown := [w for w in wanted if not any(w in (s.name, s.key) for s in every)]:
+        choices = ", ".join(s.name for s in every)
+        raise ConfigError(f"unknown scenario(s): {', '.join(unknown)}; choose from: all, {choices}")
+    return [s for s in every if s.name in wanted or s.key in wanted]
