@@ -1,11 +1,9 @@
 """Database write I/O from ``SHOW GLOBAL STATUS``: totals per phase and a per-second series.
 
-Why these counters: the original study used MySQL's ``Innodb_data_writes``, but on MariaDB 10.11
-that counter leaves out redo-log writes and barely moves in short runs. What a synchronous commit
-costs is a redo-log write plus an fsync, so the reports lead with ``Innodb_log_writes`` and
-``Innodb_data_fsyncs`` (plus ``Innodb_os_log_fsyncs`` on servers that still have it) and keep
-``Innodb_data_writes`` where it moves. The counters are server-wide: phases must not overlap, and
-an async phase is sampled only after the pipeline drained, so its trailing batch writes count.
+The original study counted ``Innodb_data_writes``, but on MariaDB 10.11 that leaves out redo-log
+writes; a synchronous commit costs a redo-log write plus an fsync, so the reports lead with
+``Innodb_log_writes`` and ``Innodb_data_fsyncs``. The counters are server-wide: phases must not
+overlap, and an async phase is sampled only after the pipeline drained.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from barcode_harness.bench.env import Sampler
 from barcode_pipeline.adapters import db
 
 log = logging.getLogger(__name__)
@@ -113,36 +112,20 @@ class DbStatus:
         self._conn.close()
 
 
-class DbSampler:
+class DbSampler(Sampler[Snapshot]):
     """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
 
     def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
         self._status = DbStatus(db_url)
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="db-sampler", daemon=True)
-        self.samples: list[Snapshot] = []
-
-    def __enter__(self) -> DbSampler:
-        self.samples.append(self._status.snapshot())
-        self._thread.start()
-        return self
+        super().__init__(self._status.snapshot, interval_s)
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        super().__exit__()
         self._status.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.samples.append(self._status.snapshot())
-            except Exception as exc:  # a missed sample is a gap in a chart, not a failed run
-                log.warning("DB status sample failed: %s", exc)
 
     def rates(self, start: float, end: float, counters: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
         """Per-second rates of ``counters`` between wall-clock ``start`` and ``end`` (t from start)."""
-        window = [s for s in self.samples if start - self._interval <= s.t <= end + self._interval]
+        window = [s for s in self.samples if start - self.interval_s <= s.t <= end + self.interval_s]
         out: dict[str, Any] = {"t": [], **{c: [] for c in counters}}
         for a, b in itertools.pairwise(window):
             dt = b.t - a.t

@@ -1,13 +1,9 @@
 """``bench footprint``: what each store costs per scan, measured with the pipeline's own code.
 
-Redis: the processor's publish path (markers + stream entries, ``Processor.publish``) for ``scans``
-scans whose scan times are spread as ``rate`` scans/s would spread them (the markers' density per
-hash depends on it), then the workers' side (read in the group, acknowledge, trim), and the DLQ with
-the workers' own dead-letter records. Each figure is a ``used_memory`` or AOF-size delta divided by
-the count; the markers' figure is taken with the streams trimmed, as they are in steady state.
-Kafka: records encoded as ingest encodes them, produced one request per record (single scans under
-``linger.ms=0``) and in batches of 100 (the batch API), to a scratch topic whose segment files are
-measured on disk. The constants feed the sizing formulas in ``docs/capacity.md``.
+Redis: scans through the processor's publish path, their scan times spread as ``rate`` spreads them
+(the markers' density per hash depends on it), then read, acknowledged and trimmed as the workers
+do; plus the workers' own dead letters. Kafka: records encoded as ingest encodes them, one per request
+and 100 per request, measured on disk. The constants feed the sizing formulas in ``docs/capacity.md``.
 """
 
 from __future__ import annotations
@@ -73,13 +69,10 @@ def _events(scans: int, rate: float, tag: str) -> list[ScanEvent]:
     ]
 
 
-def _memory(client: redis.Redis) -> int:
-    return int(client.info("memory")["used_memory"])
-
-
-def _aof(client: redis.Redis) -> int:
-    info: Any = client.info("persistence")
-    return int(info.get("aof_current_size", 0))
+def _memory(client: redis.Redis) -> tuple[int, int]:
+    """(``used_memory``, AOF size) of the server."""
+    info: Any = client.info()
+    return int(info["used_memory"]), int(info.get("aof_current_size", 0))
 
 
 def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[str, Any]:
@@ -89,7 +82,7 @@ def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[
     proc = Processor(settings.updated({"dedup_legacy_markers": "off"}))
     try:
         events = _events(scans, rate, uuid.uuid4().hex[:8])
-        mem0, aof0 = _memory(client), _aof(client)
+        mem0, aof0 = _memory(client)
         for i in range(0, len(events), 500):
             proc.publish(events[i : i + 500])
         streams = names.all_streams(settings.streams.shards)
@@ -103,7 +96,7 @@ def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[
                     break
                 client.xack(stream, names.WORKER_GROUP, *(entry_id for entry_id, _fields in reply[0][1]))
         Trimmer(client, streams, retention_s=0, exact=True)()
-        mem2, aof2 = _memory(client), _aof(client)
+        mem2, aof2 = _memory(client)
         hashes = list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000))
         encodings = {str(client.object("encoding", h)) for h in hashes[:200]}
         return {
@@ -134,14 +127,14 @@ def measure_dlq(settings: HarnessSettings, count: int) -> float:
             deliveries=1, consumer="footprint", time_ms=int(time.time() * 1000),
             original=((b"s", event.to_kafka_value()),),
         )  # fmt: skip
-        before = _memory(client)
+        before, _aof = _memory(client)
         pipe = client.pipeline(transaction=False)
         for i in range(count):
             pipe.xadd(names.DLQ_STREAM, record.to_fields())  # type: ignore[arg-type]
             if i % 1000 == 999:
                 pipe.execute()
         pipe.execute()
-        return (_memory(client) - before) / count
+        return (_memory(client)[0] - before) / count
     finally:
         reset_redis(settings)
         client.close()

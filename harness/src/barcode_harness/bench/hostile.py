@@ -15,7 +15,6 @@ import contextlib
 import logging
 import multiprocessing
 import secrets
-import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,16 +23,15 @@ from typing import Any
 import orjson
 
 from barcode_harness.bench import procstats, report
-from barcode_harness.bench.env import BenchEnv, BenchRun
-from barcode_harness.bench.loadgen import LoadResult, run_load
-from barcode_harness.bench.loads import acked_ids, scan_window, spec_for
+from barcode_harness.bench.env import ASYNC, BenchEnv, BenchRun, Sampler
+from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.specs import HostileSpec
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
-from barcode_pipeline.ops.verify import verify_scan_ids
 
 log = logging.getLogger(__name__)
+say = report.progress_logger(__name__)
 
 P99_RATIO_MAX = 3.0
 RSS_GROWTH_MAX = 100 * 2**20
@@ -63,14 +61,20 @@ class Attack:
         parts = line.split()
         self.count(parts[1].decode() if len(parts) > 1 else "closed")
 
-    async def _begin(self) -> tuple[asyncio.StreamWriter, asyncio.Future[None]] | None:
-        """A connection with a request line sent and its answer awaited; None (after a pause) if refused."""
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A new connection; None (after a pause) if refused."""
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            return await asyncio.open_connection(self.host, self.port)
         except OSError:
             self.count("connect failed")
             await asyncio.sleep(0.5)
             return None
+
+    async def _begin(self) -> tuple[asyncio.StreamWriter, asyncio.Future[None]] | None:
+        """A connection with a request line sent and its answer awaited; None if refused."""
+        if (connected := await self._connect()) is None:
+            return None
+        reader, writer = connected
         writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
         return writer, asyncio.ensure_future(self._status(reader))
 
@@ -109,12 +113,9 @@ class Attack:
 
         async def one() -> None:
             while not self.stop.is_set():
-                try:
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
-                except OSError:
-                    self.count("connect failed")
-                    await asyncio.sleep(0.5)
+                if (connected := await self._connect()) is None:
                     continue
+                reader, writer = connected
                 with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
                     while not self.stop.is_set():
                         started = time.monotonic()
@@ -185,29 +186,19 @@ class Attacker:
 
 
 # --------------------------------------------------------------------------- the run
-class RssWatch:
+class RssWatch(Sampler[int]):
     """The ingest processes' RSS every second; ``peak`` is the highest sum seen."""
 
     def __init__(self, env: BenchEnv) -> None:
         self._env = env
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.peak = 0
+        super().__init__(self.now)
 
     def now(self) -> int:
         return procstats.resources(self._env.pids()).get("ingest", procstats.Resources(0, 0, 0, 0)).rss_bytes
 
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.peak = max(self.peak, self.now())
-
-    def __enter__(self) -> RssWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    @property
+    def peak(self) -> int:
+        return max(self.samples, default=0)
 
 
 def _keyed(
@@ -216,16 +207,13 @@ def _keyed(
     out: Path,
     label: str,
     attacker: int | None = None,
-    *,
-    duration_s: float | None = None,
+    duration_s: float = 0,
 ) -> tuple[LoadResult, dict[str, float]]:
     """The keyed load, and the cores each group kept busy meanwhile (the attacker apart)."""
-    acked = out / f"acked-{label}.txt"
-    load = spec_for(env.ingest_url, rate=spec.rate, duration_s=duration_s or spec.duration_s, acked=acked,
-                    api_key=env.api_key, timeout_s=30.0)  # fmt: skip
     roots = env.pids() | ({"attacker": [attacker]} if attacker else {})
     before = procstats.snapshot(roots, rest="keyed client")
-    result = run_load(load)
+    result = env.load(ASYNC, rate=spec.rate, duration_s=duration_s or spec.duration_s,
+                      acked=out / f"acked-{label}.txt", timeout_s=30.0)  # fmt: skip
     return result, procstats.cores_used(before, procstats.snapshot(roots, rest="keyed client"))
 
 
@@ -240,24 +228,17 @@ def _phase(load: LoadResult) -> dict[str, Any]:
     }
 
 
-def _restarts(env: BenchEnv) -> int:
-    return sum(c.restarts for sup in (env._core, env._workers) if sup for c in sup.children.values())
-
-
 def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
-    say = report.progress_logger(__name__)
     settings, out = run.settings, run.out
     out.mkdir(parents=True, exist_ok=True)
-    with run.env(legacy=False) as env:
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
-        restarts0 = _restarts(env)
+    with run.started(spec, legacy=False) as (env, env_info):
+        restarts0 = env.restarts()
         say(f"hostile: warm-up, rounds of {spec.warmup_round_s:g} s until the keyed p99 stops falling")
         rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
 
         def warm(i: int) -> float:
-            return _keyed(env, spec, out, f"warm-up-{i + 1}", duration_s=spec.warmup_round_s)[
-                0
-            ].latency.p99_ms
+            load, _cores = _keyed(env, spec, out, f"warm-up-{i + 1}", duration_s=spec.warmup_round_s)
+            return load.latency.p99_ms
 
         warmup = warm_until_steady(warm, min(3, rounds), rounds)
         say(f"hostile: {spec.rate:g} keyed scans/s alone for {spec.duration_s:g} s")
@@ -270,10 +251,9 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
                 time.sleep(spec.ramp_s)
                 attacked, cpu_attacked = _keyed(env, spec, out, "attacked", attacker.pid)
             rss_after = rss.now()
-        restarts = _restarts(env) - restarts0
+        restarts = env.restarts() - restarts0
         env.drain(timeout=120)
-        loads = (alone, attacked)
-        stored = [verify_scan_ids(env.settings.db.url, acked_ids(r), window=scan_window(r)) for r in loads]
+        stored = [env.verify(ASYNC, r) for r in (alone, attacked)]
     ratio = attacked.latency.p99_ms / alone.latency.p99_ms if alone.latency.p99_ms else None
     counts = attacker.counts
     targets = [
@@ -294,7 +274,7 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
     ]  # fmt: skip
     result = {
         "command": "hostile",
-        "environment": report.finish_environment(env_info),
+        "environment": env_info,
         "alone": _phase(alone),
         "attacked": _phase(attacked),
         "warmup_p99_ms": warmup,
@@ -305,9 +285,7 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
         "verification": [v.to_dict() for v in stored],
         "targets": [t.to_dict() for t in targets],
     }
-    report.write_json(out / "hostile.json", result)
-    (out / "hostile.md").write_text(markdown(result))
-    return result
+    return run.write("hostile", result, markdown)
 
 
 def _md_cores(cores: dict[str, dict[str, float]]) -> str:
