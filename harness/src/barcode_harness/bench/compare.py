@@ -1,16 +1,12 @@
 """``bench compare``: the legacy path and the async pipeline under identical load, in one run.
 
-Reading of "100 scans/s, 10 concurrent clients" (the original study): an open-loop arrival rate of
-100 single-scan requests/s with at most 10 requests in flight per path (the generator's connection
-limit), so a slow server makes requests queue at the client, and that wait counts in the latency.
-The paths run one after the other, never together, because the database counters are server-wide:
-round 1 legacy then async, round 2 async then legacy, and each path's figures merge both rounds
-(HDR histograms added, I/O counters summed), so neither path profits from going first or second.
-
-Every async phase ends only when the pipeline has drained, so the database counters sampled
-after it include the workers' trailing batch writes. Then, optionally: the same comparison at
-1,000 scans/s, a bare Kafka produce round trip at that rate (the ingest target's reference), and
-a sweep of the workers' maximum batching delay (writes per 1,000 scans against freshness).
+"100 scans/s, 10 concurrent clients" (the original study) reads as an open-loop 100 single-scan
+requests/s with at most 10 in flight per path, so a slow server makes requests queue at the client,
+and that wait counts. The paths run one after the other (the database counters are server-wide),
+legacy first in odd rounds and async first in even ones, each path's figures merged over the rounds.
+Every async phase ends only once the pipeline drained, so its counters include the trailing batch
+writes. Optionally: the same at 1,000 scans/s, a bare Kafka produce at that rate (the ingest
+target's reference), and a sweep of the workers' batching delay (writes per 1,000 scans vs freshness).
 """
 
 from __future__ import annotations
@@ -133,16 +129,16 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     settings = run.settings
     high: list[Phase] = []
     sweep: list[Phase] = []
-    kafka: dict[str, Any] | None = None
     with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
         status = DbStatus(settings.db.url)
-        server, counters = status.server(), status.present()
-        commit = commit_latency(settings, commits=spec.commit_probe)
+        probes: dict[str, Any] = {"database_server": status.server(), "counters_present": status.present(),
+                                  "kafka_produce": None}  # fmt: skip
+        probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
         with DbSampler(settings.db.url) as sampler:
             runner = Runner(env, spec, run, status)
             idle_before = status.snapshot()
             time.sleep(spec.idle_s)
-            idle = delta(idle_before, status.snapshot(), scans=0)
+            probes["idle_io"] = delta(idle_before, status.snapshot(), scans=0).to_dict()
             orders = [(LEGACY, ASYNC), (ASYNC, LEGACY)]
             phases = [
                 p
@@ -157,7 +153,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                 )  # fmt: skip
                 if spec.kafka_probe:
                     log.info("bare Kafka produce round trip at %g/s", spec.high_rate)
-                    kafka = kafka_produce_latency(
+                    probes["kafka_produce"] = kafka_produce_latency(
                         settings,
                         rate=spec.high_rate,
                         duration_s=spec.kafka_probe_s or max(3.0, spec.high_duration_s),
@@ -174,9 +170,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
         status.close()
         for p in [*phases, *high, *sweep]:
             p.db_rates = sampler.rates(p.start, p.end)
-    result = summarise(env_info, server, counters, idle, phases, high, sweep, kafka)
-    result["commit_probe"] = commit
-    return run.write("compare", result, markdown, write_charts)
+    return run.write("compare", summarise(env_info, probes, phases, high, sweep), markdown, write_charts)
 
 
 # --------------------------------------------------------------------------- figures
@@ -196,25 +190,18 @@ def _per_1k_ratios(by_path: dict[str, Any], where: str, goal: float) -> list[rep
 
 def summarise(
     env_info: dict[str, Any],
-    server: str,
-    counters: list[str],
-    idle: IoDelta,
+    probes: dict[str, Any],
     phases: list[Phase],
     high: list[Phase],
     sweep: list[Phase],
-    kafka: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    by_path = {path: _combine([p for p in phases if p.path == path]) for path in PATHS}
-    high_by_path = {p.path: _combine([p]) for p in high}
+    """The report: ``probes`` (the server, its counters, idle I/O, commit and Kafka probes) and the phases."""
     result: dict[str, Any] = {
         "command": "compare",
         "environment": env_info,
-        "database_server": server,
-        "counters_present": counters,
-        "idle_io": idle.to_dict(),
-        "paths": by_path,
-        "high": high_by_path,
-        "kafka_produce": kafka,
+        **probes,
+        "paths": {path: _combine([p for p in phases if p.path == path]) for path in PATHS},
+        "high": {p.path: _combine([p]) for p in high},
         "phases": [p.to_dict() for p in phases],
         "high_phases": [p.to_dict() for p in high],
         "sweep": [

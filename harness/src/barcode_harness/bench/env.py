@@ -187,11 +187,12 @@ class BenchEnv:
         return run_load(spec_for(self.url(path), api_key=self.api_key, **spec))
 
     def warm_up(self, paths: Iterable[str], seconds: float, drain_s: float, **spec: Any) -> None:
-        """Unmeasured load, then a drain: first requests pay connection set-up, imports, JIT, caches."""
+        """``seconds`` of unmeasured load (``spec`` as :meth:`load`'s, its duration aside), then a drain:
+        first requests pay connection set-up, imports, JIT, caches."""
         if seconds <= 0:
             return
         for path in paths:
-            result = self.load(path, duration_s=seconds, **spec)
+            result = self.load(path, **{**spec, "duration_s": seconds})
             log.info("warm-up %s: %d ok, %d errors", path, result.ok, result.errors)
         self.drain(drain_s)
 

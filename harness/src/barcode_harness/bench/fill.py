@@ -1,11 +1,9 @@
 """``bench fill``: rows straight into ``barcodes``, outside the pipeline, as fast as the server takes them.
 
-The table's size must not slow the pipeline; proving it needs tens of millions of rows already in
-the table, which the pipeline itself would take hours to write. These rows are shaped like the
-workers' (an internal ID of the real length, the workers' own multi-row INSERT builder), one
-statement of 5,000 rows at a time, their scan times spread evenly over the last ``days`` days, so
-every daily partition gets its share (the table first gets partitions for those past days, as if it
-had been kept that long). ``bench max --keep-db`` then measures on the filled table.
+Proving that the table's size does not slow the pipeline needs tens of millions of rows, which the
+pipeline would take hours to write. These are shaped like the workers' (the workers' own multi-row
+INSERT builder, 5,000 rows a statement), their scan times spread over the last ``days`` days, every
+day in a partition of its own. ``bench max --keep-db`` then measures on the filled table.
 """
 
 from __future__ import annotations

@@ -69,13 +69,13 @@ class Step:
         return {**out, "load": summary_dict(self.load), "cpu_us_per_scan": cpu}
 
 
+@dataclass
 class Searcher:
-    def __init__(self, env: BenchEnv, spec: MaxSpec, run: BenchRun, backlog: BacklogSampler) -> None:
-        self.env = env
-        self.spec = spec
-        self.run = run
-        self.backlog = backlog
-        self.cores = float(os.cpu_count() or 1)
+    env: BenchEnv
+    spec: MaxSpec
+    run: BenchRun
+    backlog: BacklogSampler
+    cores: float = float(os.cpu_count() or 1)
 
     def _drain(self) -> tuple[float, str | None]:
         """Seconds until drained, and why the step failed if not within ``drain_limit_s``."""
@@ -124,20 +124,17 @@ class Searcher:
                 reasons.append(f"backlog {in_flight} > {allowed:.0f} ({spec.backlog_allow_s:g} s of scans)")
             drain_s, late = self._drain()
             reasons += [late] if late else []
-        if load.error_rate >= spec.max_error_rate:
-            reasons.append(f"error rate {load.error_rate:.2%} ({load.status_counts})")
-        trail = load.elapsed_s - load.spec.duration_s
-        if trail > max(1.0, 2 * spec.max_p99_ms / 1000):
-            reasons.append(
-                f"answers trailed the schedule by {trail:.1f} s (answered {load.achieved_rps:,.0f}/s)"
-            )
-        if load.latency.p99_ms > spec.max_p99_ms:
-            reasons.append(f"p99 {load.latency.p99_ms:,.1f} ms > {spec.max_p99_ms:g} ms")
+        trail, p99 = load.elapsed_s - load.spec.duration_s, load.latency.p99_ms
         check = self.env.verify(server, load)
-        if check.missing or check.duplicate_rows:
-            reasons.append(
-                f"{check.missing} acknowledged scans missing, {check.duplicate_rows} duplicate rows"
-            )
+        reasons += [why for failed, why in (
+            (load.error_rate >= spec.max_error_rate,
+             f"error rate {load.error_rate:.2%} ({load.status_counts})"),
+            (trail > max(1.0, 2 * spec.max_p99_ms / 1000),
+             f"answers trailed the schedule by {trail:.1f} s (answered {load.achieved_rps:,.0f}/s)"),
+            (p99 > spec.max_p99_ms, f"p99 {p99:,.1f} ms > {spec.max_p99_ms:g} ms"),
+            (check.missing or check.duplicate_rows,
+             f"{check.missing} acknowledged scans missing, {check.duplicate_rows} duplicate rows"),
+        ) if failed]  # fmt: skip
         step = Step(
             path, scans_per_s, not reasons, reasons, load, cpu, start_backlog, end_backlog, growth, drain_s,
             check.acknowledged, check.stored, check.missing, check.duplicate_rows,
@@ -210,17 +207,13 @@ def diagnose(step: Step, server: str, cores: float) -> tuple[str, list[str]]:
         return "", evidence
     http_failed = any(r.startswith(("error rate", "answers trailed", "p99")) for r in step.reasons)
     if step.load.generator_saturated:
-        evidence.append(
-            "the load generator fell behind its schedule "
-            f"(pacer lag p99 {step.load.dispatch_lag.p99_ms:.1f} ms)"
-        )
-    if server == LEGACY and http_failed and step.load.generator_saturated and machine < 0.9 * cores:
-        return "load generator (client side)", evidence
+        lag = step.load.dispatch_lag.p99_ms
+        evidence.append(f"the load generator fell behind its schedule (pacer lag p99 {lag:.1f} ms)")
+    client_bound = http_failed and step.load.generator_saturated and machine < 0.9 * cores
     if server == LEGACY:
-        stage = "DB (synchronous commit per request)" if cpu.get("mariadb", 0) >= cpu.get("legacy", 0) else (
-            "HTTP (legacy server)"
-        )  # fmt: skip
-        return stage, evidence
+        db_bound = cpu.get("mariadb", 0) >= cpu.get("legacy", 0)
+        stage = "DB (synchronous commit per request)" if db_bound else "HTTP (legacy server)"
+        return "load generator (client side)" if client_bound else stage, evidence
     growth = step.backlog_growth_per_s
     threshold = 0.05 * step.scans_per_s
     backlog_failed = any(r.startswith(("backlog", "not drained")) for r in step.reasons)
@@ -231,7 +224,7 @@ def diagnose(step: Step, server: str, cores: float) -> tuple[str, list[str]]:
         stage = "Redis" if cpu.get("redis", 0) > cpu.get("processor", 0) else "processor"
     elif growth.get("undelivered", 0) + growth.get("pending", 0) > threshold or backlog_failed:
         stage = "DB" if cpu.get("mariadb", 0) > cpu.get("workers", 0) else "workers"
-    elif http_failed and step.load.generator_saturated and machine < 0.9 * cores:
+    elif client_bound:
         stage = "load generator (client side)"
     elif http_failed:
         stage = "Kafka (produce)" if cpu.get("kafka", 0) > cpu.get("ingest", 0) else "HTTP (ingest)"
@@ -280,9 +273,8 @@ def summarise(env_info: dict[str, Any], ceilings: dict[str, Any], paths: dict[st
     for name, r in paths.items():
         best = r["max_sustained_scans_per_s"]
         r["fraction_of_bare_insert"] = round(best / insert, 3) if insert else None
-        r["fraction_of_kafka_produce"] = (
-            round(best / produce, 3) if produce and name.startswith("async") else None
-        )
+        async_path = name.startswith(ASYNC)
+        r["fraction_of_kafka_produce"] = round(best / produce, 3) if produce and async_path else None
     result: dict[str, Any] = {"command": "max", "environment": env_info, "ceilings": ceilings, "paths": paths}
     result["targets"] = [t.to_dict() for t in targets(result)]
     return result

@@ -1,11 +1,9 @@
 """``bench replication``: what replication costs, the single-node and the ``ha`` profile in one run.
 
-The same measurements on both stacks, one after the other, on the same machine: the bare Kafka
-produce round trip (``acks=all``; on ha a topic of RF=3 with min.insync.replicas=2, so the leader
-answers once the in-sync followers have the record), single-scan ingest latency at a fixed rate,
-and the end-to-end maximum sustained batch rate (scans acknowledged, stored, drained; on ha the
-processor also waits for ``WAIT`` on both Redis replicas). The ha stack lives in its own state
-directory, beside the single-node one, as the tests keep it.
+The same measurements on both stacks, one after the other: the bare Kafka produce round trip
+(``acks=all``; on ha RF=3 with min.insync.replicas=2), single-scan ingest latency at a fixed rate,
+and the end-to-end maximum sustained batch rate (on ha the processor also waits for ``WAIT`` on both
+Redis replicas). The ha stack lives in its own state directory beside the single-node one.
 """
 
 from __future__ import annotations
