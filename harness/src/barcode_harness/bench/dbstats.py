@@ -67,21 +67,13 @@ class IoDelta:
             "scans": self.scans,
             "deltas": self.deltas,
             "per_second": {k: round(self.per_second(k), 2) for k in self.deltas},
-            "per_1k_scans": {k: _round(self.per_1k(k)) for k in self.deltas},
+            "per_1k_scans": {k: None if (v := self.per_1k(k)) is None else round(v, 2) for k in self.deltas},
         }
 
 
-def _round(v: float | None, digits: int = 2) -> float | None:
-    return None if v is None else round(v, digits)
-
-
 def delta(before: Snapshot, after: Snapshot, scans: int) -> IoDelta:
-    keys = [k for k in COUNTERS if k in after.values]
-    return IoDelta(
-        seconds=after.t - before.t,
-        scans=scans,
-        deltas={k: after.values[k] - before.values.get(k, 0) for k in keys},
-    )
+    deltas = {k: after.values[k] - before.values.get(k, 0) for k in COUNTERS if k in after.values}
+    return IoDelta(after.t - before.t, scans, deltas)
 
 
 class DbStatus:
@@ -91,16 +83,16 @@ class DbStatus:
         self._conn: Any = db.connect(db_url, autocommit=True)
         self._lock = threading.Lock()
 
-    def snapshot(self) -> Snapshot:
+    def _rows(self, sql: str) -> list[Any]:
         with self._lock, self._conn.cursor() as cur:
-            cur.execute(_QUERY)
-            rows = cur.fetchall()
-        return Snapshot(time.time(), {str(k): int(v) for k, v in rows})
+            cur.execute(sql)
+            return list(cur.fetchall())
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(time.time(), {str(k): int(v) for k, v in self._rows(_QUERY)})
 
     def server(self) -> str:
-        with self._lock, self._conn.cursor() as cur:
-            cur.execute("SELECT VERSION()")
-            (version,) = cur.fetchone()
+        (version,) = self._rows("SELECT VERSION()")[0]
         name = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
         return f"{name} {version}"
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,9 +24,11 @@ import redis
 from barcode_harness.bench import report
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for
+from barcode_harness.bench.procstats import group_pids
 from barcode_harness.bench.specs import Spec
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack.managers import manager_for
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
@@ -50,10 +51,7 @@ T = TypeVar("T")
 def bench_settings(
     settings: HarnessSettings, database: str | None, *, fresh: bool, redis_db: int | None = None
 ) -> HarnessSettings:
-    """The settings pointed at the bench database (and Redis database ``redis_db``, if given).
-
-    Both are emptied by :class:`BenchEnv` when ``fresh``.
-    """
+    """The settings pointed at the bench database and Redis database ``redis_db`` (emptied when ``fresh``)."""
     update: dict[str, str] = {}
     if database:
         if database == "barcode" and fresh:
@@ -108,8 +106,6 @@ class BenchEnv:
 
     def __enter__(self) -> BenchEnv:
         if self.start_stack:
-            from barcode_harness.stack.managers import manager_for
-
             manager_for(self.settings).up(quiet=True)
         if self.fresh_db:
             drop_database(self.settings.db.url)
@@ -128,14 +124,12 @@ class BenchEnv:
             )
             self.start_workers(self.settings)
         except BaseException:
-            self.__exit__(None, None, None)
+            self.__exit__()
             raise
         log.info("services ready (logs: %s)", self.log_path)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._core is not None:
             self._core.stop()  # legacy, ingest, processor: in drain order
         self.stop_workers()  # then the workers, while the shared log is still open
@@ -166,12 +160,8 @@ class BenchEnv:
 
     def pids(self) -> dict[str, list[int]]:
         """Root pids per group, for CPU accounting (stack servers included when they are ours)."""
-        from barcode_harness.bench.procstats import group_pids
-
         servers: dict[str, Any] = {}
         try:
-            from barcode_harness.stack.managers import manager_for
-
             servers = dict(manager_for(self.settings).components)
         except Exception as exc:  # someone else's servers: no CPU figures for them
             log.debug("no stack pids: %s", exc)
@@ -242,22 +232,12 @@ class BacklogSampler(Sampler[tuple[float, Backlog]]):
 
     def series(self, start: float) -> dict[str, list[float]]:
         """Per-stage series with t relative to ``start`` (wall clock)."""
-        out: dict[str, list[float]] = {
-            "t": [],
-            "kafka_lag": [],
-            "undelivered": [],
-            "pending": [],
-            "in_flight": [],
-        }
-        for t, b in self.samples:
-            if t >= start - 2.0:
-                for key, value in {
-                    "t": round(t - start, 2),
-                    **stage_counts(b),
-                    "in_flight": b.in_flight,
-                }.items():
-                    out[key].append(value)
-        return out
+        rows = [
+            {"t": round(t - start, 2), **stage_counts(b), "in_flight": b.in_flight}
+            for t, b in self.samples
+            if t >= start - 2.0
+        ]
+        return {k: [r[k] for r in rows] for k in ("t", "kafka_lag", "undelivered", "pending", "in_flight")}
 
 
 def stage_counts(b: Backlog) -> dict[str, int]:

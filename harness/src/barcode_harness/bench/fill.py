@@ -60,11 +60,8 @@ def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC")
 
 
 def partitions_back_to(cur: Any, first: date) -> None:
-    """Split the oldest partition so that every day from ``first`` on has its own.
-
-    A new table's partitions start today; older scans would all land in that one partition, unlike
-    a table that has been kept for weeks. REORGANIZE copies only the oldest partition's rows.
-    """
+    """Split the oldest partition so that every day from ``first`` on has its own, as in a table kept
+    for weeks (a new table's start today). REORGANIZE copies only the oldest partition's rows."""
     known = sorted((d, n) for n in partitions.existing(cur) if (d := partitions.day_of(n)) is not None)
     if not known or known[0][0] <= first:
         return

@@ -157,9 +157,8 @@ def table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:
 
 
 def measure_table(settings: HarnessSettings, rows: int) -> dict[str, Any]:
-    """Bytes per row of ``barcodes`` as each capacity migration leaves it, and how long each takes on
-    a filled table, on ``rows`` rows written with the workers' own INSERT builder, their scan times
-    spread over three days."""
+    """Bytes per row of ``barcodes`` (``rows`` rows over three days) after each capacity migration, and
+    how long each takes on the filled table."""
     url = migrate.database_url(settings.db.url, FOOTPRINT_DB)
     migrate.drop_database(url)
     migrate.create_database(url)

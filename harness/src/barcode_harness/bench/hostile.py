@@ -257,11 +257,9 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
         report.check("processes restarted", restarts, "<=", 0, fmt="{:.0f}"),
         report.check("acknowledged keyed scans missing or stored twice",
                      sum(v.missing + v.duplicate_rows for v in stored), "<=", 0, fmt="{:.0f}"),
-        report.check("attack answered: slow heads cut (408)", counts.get("408", 0), ">=", 1, fmt="{:.0f}"),
-        report.check("attack answered: oversized heads refused (431)", counts.get("431", 0), ">=", 1,
-                     fmt="{:.0f}"),
-        report.check("attack answered: invalid keys refused (401)", counts.get("401", 0), ">=", 1,
-                     fmt="{:.0f}"),
+        *(report.check(f"attack answered: {what} ({code})", counts.get(code, 0), ">=", 1, fmt="{:.0f}")
+          for code, what in (("408", "slow heads cut"), ("431", "oversized heads refused"),
+                             ("401", "invalid keys refused"))),
     ]  # fmt: skip
     result = {
         "command": "hostile",

@@ -115,10 +115,8 @@ class LockContention:
 
 
 def with_timeouts(result: LoadResult) -> dict[str, Any]:
-    """Latency where each request without an answer counts at the client timeout (a lower bound).
-
-    Without this a path whose requests time out would look *faster*: only answers have latencies.
-    """
+    """Latency with each unanswered request counted at the client timeout (a lower bound): else a path
+    whose requests time out would look *faster*, as only answers have latencies."""
     hist = LatencyHistogram.decode(result.latency_hdr) if result.latency_hdr else LatencyHistogram()
     if result.failures:
         hist.record_us(int(result.spec.timeout_s * 1_000_000), result.failures)
