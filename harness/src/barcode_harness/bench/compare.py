@@ -223,44 +223,30 @@ def summarise(
 
 
 def targets(result: dict[str, Any]) -> list[report.Target]:
-    paths = result["paths"]
-    high = result["high"]
-    out: list[report.Target] = []
-    legacy_mean = paths[LEGACY]["latency_ms"]["mean_ms"]
-    async_mean = paths[ASYNC]["latency_ms"]["mean_ms"]
-    out.append(
+    paths, high = result["paths"], result["high"]
+    legacy_mean, async_mean = (paths[p]["latency_ms"]["mean_ms"] for p in PATHS)
+    out = [
         report.check(
             "avg latency legacy ÷ async at the compare load", report.ratio(legacy_mean, async_mean), ">=", 5,
             unit="×", fmt="{:.1f}", note=f"legacy {legacy_mean:.2f} ms, async {async_mean:.2f} ms (mean)",
-        )
-    )  # fmt: skip
-    out += _per_1k_ratios(paths, "compare load", 20)
+        ),
+        *_per_1k_ratios(paths, "compare load", 20),
+    ]  # fmt: skip
     if LEGACY in high and ASYNC in high:
-        out += _per_1k_ratios(high, "at the high rate", 100)
         ingest_p99 = float(high[ASYNC]["latency_ms"]["p99_ms"])
         rate = result["environment"]["spec"]["high_rate"]
-        out.append(
-            report.check(
-                f"single-scan ingest p99 at {rate:g} req/s (acks=all)", ingest_p99, "<=", 3, unit=" ms"
-            )
-        )
-        kafka = result.get("kafka_produce")
-        if kafka:
+        out += _per_1k_ratios(high, "at the high rate", 100)
+        out.append(report.check(f"single-scan ingest p99 at {rate:g} req/s (acks=all)", ingest_p99, "<=", 3,
+                                unit=" ms"))  # fmt: skip
+        if kafka := result.get("kafka_produce"):
             kp99 = float(kafka["latency_ms"]["p99_ms"])
-            out.append(
-                report.check(
-                    "ingest p99 − bare Kafka produce p99 at the same rate", ingest_p99 - kp99, "<=", 1,
-                    unit=" ms", note=f"bare produce p99 {kp99:.2f} ms",
-                )
-            )  # fmt: skip
-        fresh = high[ASYNC]["freshness_ms"]["p99_ms"]
-        out.append(report.check(f"freshness p99 at {rate:g} scans/s", float(fresh), "<=", 200, unit=" ms"))
+            out.append(report.check("ingest p99 − bare Kafka produce p99 at the same rate", ingest_p99 - kp99,
+                                    "<=", 1, unit=" ms", note=f"bare produce p99 {kp99:.2f} ms"))  # fmt: skip
+        fresh = float(high[ASYNC]["freshness_ms"]["p99_ms"])
+        out.append(report.check(f"freshness p99 at {rate:g} scans/s", fresh, "<=", 200, unit=" ms"))
     lost = sum(paths[p]["missing"] + paths[p]["duplicate_rows"] for p in PATHS)
     lost += sum(h["missing"] + h["duplicate_rows"] for h in high.values())
     lost += sum(s["lost"] + s["duplicate_rows"] for s in result["sweep"])
-    out.append(
-        report.check(
-            "acknowledged = stored (lost + duplicated scans, every phase)", float(lost), "<=", 0, fmt="{:.0f}"
-        )
-    )
+    out.append(report.check("acknowledged = stored (lost + duplicated scans, every phase)", float(lost),
+                            "<=", 0, fmt="{:.0f}"))  # fmt: skip
     return out

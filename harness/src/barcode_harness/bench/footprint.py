@@ -30,6 +30,7 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.config import flat
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause, DeadLetterRecord
@@ -53,6 +54,9 @@ SECTION = (
     "<!-- footprint: end -->",
 )
 DEVICES = 500
+# The settings the sizing formulas take, kept with the figures.
+SIZING_SETTINGS = ("dedup_window_s", "dedup_buckets", "topic_retention_hours", "topic_retention_bytes",
+                   "stream_retention_s", "dlq_max_entries")  # fmt: skip
 
 
 def _events(scans: int, rate: float, tag: str) -> list[ScanEvent]:
@@ -222,14 +226,7 @@ def run_footprint(
         "dlq_entry_bytes": measure_dlq(settings, spec.dead_letters),
         "table": measure_table(settings, spec.table_rows),
         "kafka": measure_kafka(settings, spec, manager.component("kafka").data_dir),  # type: ignore[attr-defined]
-        "settings": {
-            "dedup_window_s": settings.dedup.window_s,
-            "dedup_buckets": settings.dedup.buckets,
-            "topic_retention_hours": settings.kafka.topic_retention_hours,
-            "topic_retention_bytes": settings.kafka.topic_retention_bytes,
-            "stream_retention_s": settings.streams.retention_s,
-            "dlq_max_entries": settings.streams.dlq_max_entries,
-        },
+        "settings": {k: flat(settings)[k] for k in SIZING_SETTINGS},
     }
     result["markdown"] = render(result)
     return result

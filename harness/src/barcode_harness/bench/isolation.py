@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
@@ -37,26 +38,27 @@ log = logging.getLogger(__name__)
 say = report.progress_logger(__name__)
 
 WINDOWS = ("baseline", "contention", "recovery")
+LOCKER_COUNTS = ("transactions", "lock_waits_timed_out", "deadlocks", "errors")
 
 
+@dataclass
 class LockContention:
     """Threads that keep the newest rows of the tables locked (see the module docstring)."""
 
-    def __init__(
-        self, db_url: str, tables: tuple[str, ...], *, threads: int, hold_s: float, rows: int
-    ) -> None:
-        self._db_url = db_url
-        self._tables = tables
-        self._threads = [
-            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(threads)
-        ]
-        self._hold_s = hold_s
-        self._rows = rows
-        self._stop = threading.Event()
-        self.counts = dict.fromkeys(("transactions", "lock_waits_timed_out", "deadlocks", "errors"), 0)
+    db_url: str
+    tables: tuple[str, ...]
+    threads: int
+    hold_s: float
+    rows: int
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOCKER_COUNTS, 0))
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lockers: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        for t in self._threads:
+        self._lockers = [
+            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(self.threads)
+        ]
+        for t in self._lockers:
             t.start()
 
     def stop(self) -> None:
@@ -64,27 +66,27 @@ class LockContention:
         self._stop.set()
 
     def join(self) -> None:
-        for t in self._threads:
+        for t in self._lockers:
             t.join(60)
 
     def _lock(self, conn: Any) -> None:
         with conn.cursor() as cur:
-            for table in self._tables:
-                cur.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self._rows,))
+            for table in self.tables:
+                cur.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self.rows,))
                 ids = [row[0] for row in cur.fetchall()]
                 if ids:
                     marks = ",".join(["%s"] * len(ids))
                     cur.execute(
                         f"UPDATE {table} SET processed_time = processed_time WHERE id IN ({marks})", ids
                     )
-            self._stop.wait(self._hold_s)
+            self._stop.wait(self.hold_s)
         conn.commit()
 
     def _run(self) -> None:
         conn: Any = None
         while not self._stop.is_set():
             try:
-                conn = conn or db.connect(self._db_url, autocommit=False)
+                conn = conn or db.connect(self.db_url, autocommit=False)
                 self._lock(conn)
                 self.counts["transactions"] += 1
             except pymysql.err.MySQLError as exc:
@@ -106,10 +108,10 @@ class LockContention:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "threads": len(self._threads),
-            "tables": list(self._tables),
-            "hold_s": self._hold_s,
-            "rows_locked_per_table": self._rows,
+            "threads": self.threads,
+            "tables": list(self.tables),
+            "hold_s": self.hold_s,
+            "rows_locked_per_table": self.rows,
             **self.counts,
         }
 
@@ -128,10 +130,8 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
     durations = spec.durations()
     with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
         env.warm_up(PATHS, spec.warmup_s, spec.drain_timeout_s, rate=spec.rate, concurrency=spec.concurrency)
-        contention = LockContention(
-            settings.db.url, (TABLES[LEGACY], TABLES[ASYNC]), threads=spec.lockers, hold_s=spec.hold_s,
-            rows=spec.lock_rows,
-        )  # fmt: skip
+        tables = (TABLES[LEGACY], TABLES[ASYNC])
+        contention = LockContention(settings.db.url, tables, spec.lockers, spec.hold_s, spec.lock_rows)
         futures: dict[tuple[str, str], Future[LoadResult]] = {}
         marks: dict[str, float] = {}
         with BacklogSampler(settings, 1.0) as backlog, ParallelLoads(len(WINDOWS) * len(PATHS)) as pool:
@@ -236,11 +236,13 @@ def _joined_series(parts: list[LoadResult], t0: float) -> dict[str, list[float]]
 def targets(result: dict[str, Any]) -> list[report.Target]:
     c = result["windows"]["contention"]
     # the larger of the two readings: a timed-out request waited at least the timeout
-    legacy99 = max(c[LEGACY]["latency_incl_timeouts_ms"]["p99_ms"], c[LEGACY]["latency_ms"]["p99_ms"])
-    async99 = max(c[ASYNC]["latency_incl_timeouts_ms"]["p99_ms"], c[ASYNC]["latency_ms"]["p99_ms"])
+    legacy99, async99 = (
+        max(c[p]["latency_incl_timeouts_ms"]["p99_ms"], c[p]["latency_ms"]["p99_ms"]) for p in PATHS
+    )
     base99 = result["windows"]["baseline"][ASYNC]["latency_ms"]["p99_ms"]
     b = result["backlog"]
-    out = [
+    lost = sum(v["missing"] + v["duplicate_rows"] for v in result["verification"].values())
+    return [
         report.check(
             "p99 legacy ÷ async under DB contention", report.ratio(legacy99, async99), ">=", 10, unit="×",
             fmt="{:.1f}",
@@ -258,11 +260,6 @@ def targets(result: dict[str, Any]) -> list[report.Target]:
             b["back_to_baseline_s_after_contention"], "<=", result["environment"]["spec"]["recovery_s"],
             unit=" s", fmt="{:.1f}", note="within the recovery window",
         ),
+        report.check("acknowledged = stored, both paths (lost + duplicated)", float(lost), "<=", 0,
+                     fmt="{:.0f}"),
     ]  # fmt: skip
-    lost = sum(v["missing"] + v["duplicate_rows"] for v in result["verification"].values())
-    out.append(
-        report.check(
-            "acknowledged = stored, both paths (lost + duplicated)", float(lost), "<=", 0, fmt="{:.0f}"
-        )
-    )
-    return out

@@ -148,30 +148,22 @@ class Searcher:
         return step
 
     def search(self, path: str) -> tuple[float, list[Step]]:
-        start = self.spec.start_batch if path.endswith("batch") else self.spec.start_single
+        """Geometric growth until a step fails, then ``refine_steps`` bisections: (best rate, steps)."""
+        rate = self.spec.start_batch if path.endswith("batch") else self.spec.start_single
         steps: list[Step] = []
         good, bad = 0.0, math.inf
-        rate = start
-        while rate <= self.spec.max_rate and len(steps) < self.spec.max_steps:
-            step = self.attempt(path, rate)
-            steps.append(step)
-            if step.sustained:
-                good = rate
-                rate = round(rate * self.spec.growth, -1)
+        while math.isinf(bad) and rate <= self.spec.max_rate and len(steps) < self.spec.max_steps:
+            steps.append(self.attempt(path, rate))
+            if steps[-1].sustained:
+                good, rate = rate, round(rate * self.spec.growth, -1)
             else:
                 bad = rate
+        for _ in range(self.spec.refine_steps if math.isfinite(bad) else 0):
+            mid = round((good + bad) / 2, -1) if good else round(bad / 2, -1)
+            if mid in (good, bad) or mid <= 0 or len(steps) >= self.spec.max_steps:
                 break
-        if math.isfinite(bad):
-            for _ in range(self.spec.refine_steps):
-                mid = round((good + bad) / 2, -1) if good else round(bad / 2, -1)
-                if mid in (good, bad) or mid <= 0 or len(steps) >= self.spec.max_steps:
-                    break
-                step = self.attempt(path, mid)
-                steps.append(step)
-                if step.sustained:
-                    good = mid
-                else:
-                    bad = mid
+            steps.append(self.attempt(path, mid))
+            good, bad = (mid, bad) if steps[-1].sustained else (good, mid)
         return good, steps
 
     def ceiling(self, path: str) -> dict[str, Any]:
@@ -281,23 +273,18 @@ def summarise(env_info: dict[str, Any], ceilings: dict[str, Any], paths: dict[st
 
 
 def targets(result: dict[str, Any]) -> list[report.Target]:
-    out: list[report.Target] = []
     batch = result["paths"].get("async-batch")
     if batch is None:
         return [report.check("end-to-end scans/s via the batch API", None, ">=", 20_000)]
     best = batch["max_sustained_scans_per_s"]
-    steps = [s for s in batch["steps"] if s["scans_per_s"] == best]
-    lost = sum(s["lost"] + s["duplicates"] for s in steps)
-    out.append(
+    lost = sum(s["lost"] + s["duplicates"] for s in batch["steps"] if s["scans_per_s"] == best)
+    return [
         report.check(
             "end-to-end sustained scans/s via the batch API (zero loss)", best, ">=", 20_000, unit=" scans/s",
             fmt="{:,.0f}", note=f"lost/duplicated at that rate: {lost}",
-        )
-    )  # fmt: skip
-    out.append(
+        ),
         report.check(
             "… as a share of the bare multi-row INSERT ceiling", batch["fraction_of_bare_insert"], ">=", 0.5,
             fmt="{:.0%}", note=f"bare INSERT {result['ceilings']['bare_insert']['rows_per_s']:,.0f} rows/s",
-        )
-    )  # fmt: skip
-    return out
+        ),
+    ]  # fmt: skip
