@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from barcode_harness.bench.loadgen import LoadSpec, run_load
+from barcode_harness.bench.loadgen import LoadResult, LoadSpec, run_load
 from barcode_harness.bench.specs import AuthBenchSpec
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
@@ -67,9 +67,7 @@ def run_auth_bench(
                              start_stack=start_stack)  # fmt: skip
     load = LoadSpec(url=f"http://{settings.ingest.host}:{settings.ingest.port}", rate=spec.rate,
                     duration_s=spec.duration_s, api_key=keyed.ingest_api_key)  # fmt: skip
-    p50: dict[str, list[float]] = {m: [] for m in MODES}
-    p99: dict[str, list[float]] = {m: [] for m in MODES}
-    errors: dict[str, int] = dict.fromkeys(MODES, 0)
+    results: dict[str, list[LoadResult]] = {m: [] for m in MODES}
     out.mkdir(parents=True, exist_ok=True)
     for round_no in range(spec.rounds):
         for mode in MODES if round_no % 2 == 0 else MODES[::-1]:
@@ -78,12 +76,11 @@ def run_auth_bench(
                                   log_path=out / "ingest.log"):  # fmt: skip
                 run_load(replace(load, duration_s=spec.warmup_s))  # warm-up: connections, producer id, caches
                 result = run_load(load)
-            latency, failed = result.latency, result.errors + result.failures
-            p50[mode].append(latency.p50_ms)
-            p99[mode].append(latency.p99_ms)
-            errors[mode] += failed
+            results[mode].append(result)
             log.info("round %d, auth %s: p50 %.3f ms, p99 %.3f ms, %d errors", round_no + 1, mode,
-                     latency.p50_ms, latency.p99_ms, failed)  # fmt: skip
+                     result.latency.p50_ms, result.latency.p99_ms,
+                     result.errors + result.failures)  # fmt: skip
+    p50 = {m: [r.latency.p50_ms for r in results[m]] for m in MODES}
     median = {m: statistics.median(p50[m]) for m in MODES}
     added = median["required"] - median["off"]
     micro = in_process_cost_us(spec.calls)
@@ -92,8 +89,8 @@ def run_auth_bench(
         "duration_s_per_round": spec.duration_s,
         "rounds": spec.rounds,
         "p50_ms_per_round": p50,
-        "p99_ms_per_round": p99,
-        "errors": errors,
+        "p99_ms_per_round": {m: [r.latency.p99_ms for r in results[m]] for m in MODES},
+        "errors": {m: sum(r.errors + r.failures for r in results[m]) for m in MODES},
         "median_p50_ms": median,
         "added_p50_ms": round(added, 4),
         "in_process_auth_cost": micro,

@@ -48,9 +48,6 @@ class Phase:
     max_delay_ms: int | None = None
     db_rates: dict[str, Any] = field(default_factory=dict)
 
-    def freshness(self) -> dict[str, float]:
-        return _freshness(self.verification.freshness_ms)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -60,7 +57,7 @@ class Phase:
             "load": summary_dict(self.load),
             "io": self.io.to_dict(),
             "verification": self.verification.to_dict(),
-            "freshness_ms": self.freshness(),
+            "freshness_ms": _freshness(self.verification.freshness_ms),
             "drain_s": round(self.drain_s, 2),
             "window": [self.start, self.end],
             "latency_series": series(self.load),
@@ -209,7 +206,7 @@ def summarise(
                 "worker_max_delay_ms": p.max_delay_ms,
                 "scans": p.verification.stored,
                 "per_1k_scans": p.io.to_dict()["per_1k_scans"],
-                "freshness_ms": p.freshness(),
+                "freshness_ms": _freshness(p.verification.freshness_ms),
                 "lost": p.verification.missing,
                 "duplicate_rows": p.verification.duplicate_rows,
                 "drain_s": round(p.drain_s, 2),

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from barcode_harness.bench import report
-from barcode_harness.bench.loadgen import LoadResult
+from barcode_harness.bench.loadgen import LoadResult, LoadSpec
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for
 from barcode_harness.bench.procstats import group_pids
 from barcode_harness.bench.specs import Spec
@@ -172,9 +172,12 @@ class BenchEnv:
         return sum(c.restarts for sup in (self._core, self._workers) if sup for c in sup.children.values())
 
     # ------------------------------------------------------------------ load
-    def load(self, path: str, **spec: Any) -> LoadResult:
+    def spec(self, path: str, **spec: Any) -> LoadSpec:
         """An open-loop load (``spec_for``'s keywords) on ``path``'s server, with the bench's key."""
-        return run_load(spec_for(self.url(path), api_key=self.api_key, **spec))
+        return spec_for(self.url(path), api_key=self.api_key, **spec)
+
+    def load(self, path: str, **spec: Any) -> LoadResult:
+        return run_load(self.spec(path, **spec))
 
     def warm_up(self, paths: Iterable[str], seconds: float, drain_s: float, **spec: Any) -> None:
         """``seconds`` of unmeasured load (``spec`` as :meth:`load`'s, its duration aside), then a drain:

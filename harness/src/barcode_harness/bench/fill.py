@@ -23,15 +23,15 @@ DEVICES = 500
 BATCH = 5000
 
 
-def row(i: int, scan_ms: int, device_prefix: str = "FILL-PC") -> Row:
+def row(i: int, scan_ms: int) -> Row:
     """Row ``i``: shaped like the workers' (an internal ID and a scan ID of the real lengths: the
     scan ID is in the duplicate guard's key, and a center PC's is a 26-character ULID)."""
-    device = f"{device_prefix}-{i % DEVICES:04d}"
+    device = f"FILL-PC-{i % DEVICES:04d}"
     return (f"DLV-{device}-261206-{i:026d}", f"S{i:025d}", f"88{i:011d}", "CENTER-1", device, scan_ms,
             scan_ms + 150, None)  # fmt: skip
 
 
-def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC") -> dict[str, Any]:
+def fill(db_url: str, rows: int, *, days: float) -> dict[str, Any]:
     """Insert ``rows`` rows, scan times spread over the last ``days`` days; returns the rate."""
     conn = connect(db_url, autocommit=True, init_command="SET time_zone = '+00:00'")
     started = time.perf_counter()
@@ -46,8 +46,7 @@ def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC")
             offset = int(cur.fetchone()[0])
             for first in range(0, rows, BATCH):
                 batch = [
-                    row(offset + i, int(start_ms + i * step), device_prefix)
-                    for i in range(first, min(rows, first + BATCH))
+                    row(offset + i, int(start_ms + i * step)) for i in range(first, min(rows, first + BATCH))
                 ]
                 for statement in insert_barcodes_statements(batch, quote):
                     cur.execute(statement)

@@ -158,14 +158,12 @@ class Attacker:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_attack_main, args=(host, port, spec, child), daemon=True)
         self.counts: dict[str, int] = {}
+        self.pid: int | None = None
 
     def __enter__(self) -> Attacker:
         self._proc.start()
+        self.pid = self._proc.pid
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
 
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")

@@ -29,7 +29,7 @@ from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampl
 from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_harness.bench.isolation_render import markdown, write_charts
 from barcode_harness.bench.loadgen import LoadResult
-from barcode_harness.bench.loads import ParallelLoads, acked_ids, series, spec_for, summary_dict
+from barcode_harness.bench.loads import ParallelLoads, acked_ids, series, summary_dict
 from barcode_harness.bench.specs import IsolationSpec
 from barcode_pipeline.adapters import db
 from barcode_pipeline.ops.verify import Verification, verify_scan_ids
@@ -146,13 +146,10 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
                     say("contention off")
                 marks[window] = time.time()
                 for path in PATHS:
-                    futures[(window, path)] = pool.submit(
-                        spec_for(
-                            env.url(path), api_key=env.api_key, rate=spec.rate, duration_s=durations[window],
-                            concurrency=spec.concurrency, acked=run.acked(f"{window}-{path}"),
-                            processes=1, timeout_s=spec.timeout_s,
-                        )
-                    )  # fmt: skip
+                    futures[(window, path)] = pool.submit(env.spec(
+                        path, rate=spec.rate, duration_s=durations[window], concurrency=spec.concurrency,
+                        acked=run.acked(f"{window}-{path}"), processes=1, timeout_s=spec.timeout_s,
+                    ))  # fmt: skip
                 say(f"{window}: {durations[window]:g}s at {spec.rate:g} scans/s on each path")
                 t0 += durations[window]
             results = {key: fut.result() for key, fut in futures.items()}

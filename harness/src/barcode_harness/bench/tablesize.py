@@ -8,6 +8,7 @@ along the duplicate guard's (device, scan time) prefix, so it does not itself gr
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,11 @@ GOAL = 0.8  # filled maximum ÷ empty maximum
 
 
 def _table(settings: HarnessSettings) -> dict[str, Any]:
-    conn = connect(settings.db.url, autocommit=True)
-    try:
+    with closing(connect(settings.db.url, autocommit=True)) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM barcodes")
             rows = int(cur.fetchone()[0])
         data, indexes, _per_index = table_bytes(conn)
-    finally:
-        conn.close()
     return {"rows": rows, "data_bytes": data, "index_bytes": indexes}
 
 
