@@ -9,7 +9,6 @@ overlap, and an async phase is sampled only after the pipeline drained.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,8 +16,6 @@ from typing import Any
 
 from barcode_harness.bench.env import Sampler
 from barcode_pipeline.adapters import db
-
-log = logging.getLogger(__name__)
 
 COUNTERS = (
     "Innodb_log_writes",

@@ -8,7 +8,6 @@ and 100 per request, measured on disk. The constants feed the sizing formulas in
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from dataclasses import asdict
@@ -37,8 +36,6 @@ from barcode_pipeline.domain.dead_letter import Cause, DeadLetterRecord
 from barcode_pipeline.processor.service import Processor
 from barcode_pipeline.worker.recovery import ensure_groups
 from barcode_pipeline.worker.retention import Trimmer
-
-log = logging.getLogger(__name__)
 
 FOOTPRINT_REDIS_DB = 2  # apart from the pipeline's (0) and the other benches' (1)
 FOOTPRINT_DB = "bp_footprint"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import multiprocessing
 import secrets
@@ -29,7 +28,6 @@ from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
 
-log = logging.getLogger(__name__)
 say = report.progress_logger(__name__)
 
 P99_RATIO_MAX = 3.0

@@ -182,13 +182,10 @@ def summarise(
     checks: dict[str, Verification],
     drained: dict[str, float],
 ) -> dict[str, Any]:
-    windows: dict[str, dict[str, Any]] = {}
+    windows: dict[str, dict[str, Any]] = {w: {} for w in WINDOWS}
     for (window, path), res in results.items():
-        windows.setdefault(window, {})[path] = {
-            **summary_dict(res),
-            "latency_incl_timeouts_ms": with_timeouts(res),
-            "failures": res.failures,
-        }
+        extra = {"latency_incl_timeouts_ms": with_timeouts(res), "failures": res.failures}
+        windows[window][path] = {**summary_dict(res), **extra}
     c_start, c_end = marks["contention"], marks["recovery"]
     base = [b.in_flight for t, b in backlog.window(marks["baseline"], c_start)]
     during = [b.in_flight for t, b in backlog.window(c_start, c_end)]

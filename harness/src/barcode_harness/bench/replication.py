@@ -8,7 +8,6 @@ Redis replicas). The ha stack lives in its own state directory beside the single
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from collections import Counter
@@ -28,7 +27,6 @@ from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.ha_nodes import client_settings
 from barcode_pipeline import names
 
-log = logging.getLogger(__name__)
 say = report.progress_logger(__name__)
 
 PROFILES = ("single", "ha")
@@ -121,9 +119,7 @@ def run_replication(
     profiles = [aggregate(runs[p]) for p in PROFILES]
     result = {"spec": spec.to_dict(), "started_at": started, "duration_s": time.time() - started,
               "profiles": profiles}  # fmt: skip
-    report.write_json(out / "replication.json", result)
-    (out / "replication.md").write_text(markdown(result))
-    return result
+    return BenchRun(base, out).write("replication", result, markdown)
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
