@@ -44,9 +44,6 @@ class IoDelta:
     scans: int
     deltas: dict[str, int] = field(default_factory=dict)
 
-    def per_second(self, counter: str) -> float:
-        return self.deltas.get(counter, 0) / self.seconds if self.seconds > 0 else 0.0
-
     def per_1k(self, counter: str) -> float | None:
         return self.deltas.get(counter, 0) * 1000 / self.scans if self.scans else None
 
@@ -63,7 +60,9 @@ class IoDelta:
             "seconds": round(self.seconds, 3),
             "scans": self.scans,
             "deltas": self.deltas,
-            "per_second": {k: round(self.per_second(k), 2) for k in self.deltas},
+            "per_second": {
+                k: round(v / self.seconds, 2) if self.seconds > 0 else 0.0 for k, v in self.deltas.items()
+            },
             "per_1k_scans": {k: None if (v := self.per_1k(k)) is None else round(v, 2) for k in self.deltas},
         }
 

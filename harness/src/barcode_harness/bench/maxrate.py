@@ -37,13 +37,6 @@ log = logging.getLogger(__name__)
 say = report.progress_logger(__name__)
 
 
-def cpu_per_scan(cpu_cores: dict[str, float], scans_per_s: float) -> dict[str, float]:
-    """CPU microseconds each stage spent per scan: cores busy ÷ scans per second."""
-    if scans_per_s <= 0:
-        return {}
-    return {k: round(v / scans_per_s * 1e6, 1) for k, v in cpu_cores.items() if k in STAGES}
-
-
 @dataclass
 class Step:
     path: str
@@ -65,7 +58,9 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        cpu = cpu_per_scan(self.cpu_cores, self.scans_per_s)
+        # CPU microseconds each stage spent per scan: cores busy ÷ scans per second
+        rate, cores = self.scans_per_s, self.cpu_cores.items()
+        cpu = {k: round(v / rate * 1e6, 1) for k, v in cores if k in STAGES} if rate > 0 else {}
         return {**out, "load": summary_dict(self.load), "cpu_us_per_scan": cpu}
 
 
