@@ -1,9 +1,7 @@
-"""The capacity plan in ``docs/capacity.md``: ``barcode-pipeline capacity`` at three rates, written
-into its own section by ``bench plan``.
+"""The capacity plan in ``docs/capacity.md``: ``barcode-pipeline capacity`` at three rates (``bench plan``).
 
-Why fixed bounds here (4 GiB of Redis, as the stacks set maxmemory; a 1 TiB disk per store): the
-section must read the same on every machine that regenerates it, so a test can hold it to the
-code; an operator runs ``capacity`` with their own bounds.
+Fixed bounds (4 GiB of Redis, as the stacks set maxmemory; a 1 TiB disk per store), so the section reads
+the same on every machine and a test can hold it to the code.
 """
 
 from __future__ import annotations

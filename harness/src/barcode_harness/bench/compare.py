@@ -1,46 +1,37 @@
 """``bench compare``: the legacy path and the async pipeline under identical load, in one run.
 
-Reading of "100 scans/s, 10 concurrent clients" (the original study): an open-loop arrival rate of
-100 single-scan requests/s with at most 10 requests in flight per path (the generator's connection
-limit), so a slow server makes requests queue at the client, and that wait counts in the latency.
-The paths run one after the other, never together, because the database counters are server-wide:
-round 1 legacy then async, round 2 async then legacy, and each path's figures merge both rounds
-(HDR histograms added, I/O counters summed), so neither path profits from going first or second.
-
-Every async phase ends only when the pipeline has drained, so the database counters sampled
-after it include the workers' trailing batch writes. Then, optionally: the same comparison at
-1,000 scans/s, a bare Kafka produce round trip at that rate (the ingest target's reference), and
-a sweep of the workers' maximum batching delay (writes per 1,000 scans against freshness).
+"100 scans/s, 10 concurrent clients" (the original study) reads as an open-loop 100 single-scan
+requests/s with at most 10 in flight per path, so a slow server makes requests queue at the client,
+and that wait counts. The paths run one after the other (the database counters are server-wide),
+legacy first in odd rounds and async first in even ones, each path's figures merged over the rounds.
+Every async phase ends only once the pipeline drained, so its counters include the trailing batch
+writes. Optionally: the same at 1,000 scans/s, a bare Kafka produce at that rate (the ingest
+target's reference), and a sweep of the workers' batching delay (writes per 1,000 scans vs freshness).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import commit_latency, drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.compare_render import markdown, write_charts
 from barcode_harness.bench.dbstats import HEADLINE, DbSampler, DbStatus, IoDelta, delta
-from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BenchEnv, BenchRun
+from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
-from barcode_harness.bench.loads import (
-    acked_ids,
-    merged_latency,
-    run_load,
-    scan_window,
-    series,
-    spec_for,
-    summary_dict,
-)
-from barcode_harness.bench.specs import COMPARE_QUICK as QUICK
+from barcode_harness.bench.loads import merged_latency, series, summary_dict
 from barcode_harness.bench.specs import CompareSpec
-from barcode_pipeline.ops.verify import Verification, percentile, verify_scan_ids
+from barcode_pipeline.ops.verify import Verification, percentile
 
 log = logging.getLogger(__name__)
+
+
+def _freshness(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(values, 50), 1), "p99_ms": round(percentile(values, 99), 1)}
 
 
 @dataclass
@@ -57,10 +48,6 @@ class Phase:
     max_delay_ms: int | None = None
     db_rates: dict[str, Any] = field(default_factory=dict)
 
-    def freshness(self) -> dict[str, float]:
-        f = self.verification.freshness_ms
-        return {"p50_ms": round(percentile(f, 50), 1), "p99_ms": round(percentile(f, 99), 1)}
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -70,7 +57,7 @@ class Phase:
             "load": summary_dict(self.load),
             "io": self.io.to_dict(),
             "verification": self.verification.to_dict(),
-            "freshness_ms": self.freshness(),
+            "freshness_ms": _freshness(self.verification.freshness_ms),
             "drain_s": round(self.drain_s, 2),
             "window": [self.start, self.end],
             "latency_series": series(self.load),
@@ -78,77 +65,47 @@ class Phase:
         }
 
 
+@dataclass
 class Runner:
     """Runs phases against one :class:`BenchEnv`, sampling DB counters around each."""
 
-    def __init__(
-        self, env: BenchEnv, spec: CompareSpec, out: Path, status: DbStatus, sampler: DbSampler
-    ) -> None:
-        self.env = env
-        self.spec = spec
-        self.out = out
-        self.status = status
-        self.sampler = sampler
-        (out / "acked").mkdir(exist_ok=True)
+    env: BenchEnv
+    spec: CompareSpec
+    run: BenchRun
+    status: DbStatus
 
-    def warm_up(self, paths: tuple[str, ...], *, rate: float, concurrency: int) -> None:
-        """Unmeasured load, then a drain: first requests pay connection set-up, imports, JIT, caches."""
-        if self.spec.warmup_s <= 0:
-            return
-        for path in paths:
-            spec = spec_for(
-                self.env.url(path),
-                api_key=self.env.api_key,
-                rate=rate,
-                duration_s=self.spec.warmup_s,
-                concurrency=concurrency,
-            )
-            result = run_load(spec)
-            log.info("warm-up %s at %g/s: %d ok, %d errors", path, rate, result.ok, result.errors)
-        self.env.drain(self.spec.drain_timeout_s)
+    def phases(
+        self, name: str, paths: Iterable[str], max_delay_ms: int | None = None, warm: bool = True, **load: Any
+    ) -> list[Phase]:
+        """A warm-up on ``paths`` (if ``warm``), then a phase on each (``load``: ``spec_for``'s keywords),
+        its ``name`` formatted with the path."""
+        if warm:
+            self.env.warm_up(paths, self.spec.warmup_s, self.spec.drain_timeout_s, **load)
+        return [self.phase(name.format(path=path), path, max_delay_ms, **load) for path in paths]
 
-    def phase(
-        self,
-        name: str,
-        path: str,
-        *,
-        rate: float,
-        duration_s: float,
-        concurrency: int,
-        max_delay_ms: int | None = None,
-    ) -> Phase:
+    def phase(self, name: str, path: str, max_delay_ms: int | None, **spec: Any) -> Phase:
+        rate = spec["rate"]
+        log.info("%s: %s at %g scans/s for %gs", name, path, rate, spec["duration_s"])
         time.sleep(self.spec.settle_s)
         before = self.status.snapshot()
-        spec = spec_for(
-            self.env.url(path),
-            api_key=self.env.api_key,
-            rate=rate,
-            duration_s=duration_s,
-            concurrency=concurrency,
-            acked=self.out / "acked" / f"{name}.txt",
-        )
-        load = run_load(spec)
+        load = self.env.load(path, acked=self.run.acked(name), **spec)
         drain_s = self.env.drain(self.spec.drain_timeout_s) if path == ASYNC else 0.0
         after = self.status.snapshot()
-        check = verify_scan_ids(
-            self.env.settings.db.url, acked_ids(load), table=TABLES[path], window=scan_window(load)
-        )
+        check = self.env.verify(path, load)
         io = delta(before, after, scans=check.stored)
-        phase = Phase(name, path, rate, load, io, check, drain_s, before.t, after.t, max_delay_ms)
         log.info(
             "%s: %d ok, %d errors, p50 %.2f ms p99 %.2f ms mean %.2f ms; stored %d/%d; %s/1k scans: %s",
             name, load.ok, load.errors, load.latency.p50_ms, load.latency.p99_ms, load.latency.mean_ms,
             check.stored, check.acknowledged, "+".join(HEADLINE),
             "/".join(f"{io.per_1k(c) or 0:.1f}" for c in HEADLINE),
         )  # fmt: skip
-        return phase
+        return Phase(name, path, rate, load, io, check, drain_s, before.t, after.t, max_delay_ms)
 
 
 def _combine(phases: list[Phase]) -> dict[str, Any]:
-    io = phases[0].io
-    for p in phases[1:]:
-        io = io + p.io
+    io = sum((p.io for p in phases[1:]), phases[0].io)
     freshness = [f for p in phases for f in p.verification.freshness_ms]
+    checks = [p.verification for p in phases]
     return {
         "phases": [p.name for p in phases],
         "latency_ms": merged_latency([p.load for p in phases]).to_dict(),
@@ -156,125 +113,92 @@ def _combine(phases: list[Phase]) -> dict[str, Any]:
         "ok": sum(p.load.ok for p in phases),
         "errors": sum(p.load.errors for p in phases),
         "io": io.to_dict(),
-        "acknowledged": sum(p.verification.acknowledged for p in phases),
-        "stored": sum(p.verification.stored for p in phases),
-        "missing": sum(p.verification.missing for p in phases),
-        "duplicate_rows": sum(p.verification.duplicate_rows for p in phases),
-        "freshness_ms": {
-            "p50_ms": round(percentile(freshness, 50), 1),
-            "p99_ms": round(percentile(freshness, 99), 1),
-            "count": len(freshness),
+        **{
+            k: sum(getattr(c, k) for c in checks)
+            for k in ("acknowledged", "stored", "missing", "duplicate_rows")
         },
+        "freshness_ms": {**_freshness(freshness), "count": len(freshness)},
     }
 
 
 def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     """Run everything, write ``compare.json``, ``compare.md`` and the charts into ``out``."""
-    say = report.progress_logger(__name__)
-    settings, out = run.settings, run.out
-    phases: list[Phase] = []
+    settings = run.settings
     high: list[Phase] = []
     sweep: list[Phase] = []
-    kafka: dict[str, Any] | None = None
-    with run.env() as env:
-        say("services up; waiting for any earlier backlog to drain")
-        env.drain(spec.drain_timeout_s)
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
+    with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
         status = DbStatus(settings.db.url)
-        server = status.server()
-        counters = status.present()
-        commit = commit_latency(settings, commits=spec.commit_probe)
+        probes: dict[str, Any] = {"database_server": status.server(), "counters_present": status.present(),
+                                  "kafka_produce": None}  # fmt: skip
+        probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
         with DbSampler(settings.db.url) as sampler:
-            runner = Runner(env, spec, out, status, sampler)
+            runner = Runner(env, spec, run, status)
             idle_before = status.snapshot()
             time.sleep(spec.idle_s)
-            idle = delta(idle_before, status.snapshot(), scans=0)
-            runner.warm_up(PATHS, rate=spec.rate, concurrency=spec.concurrency)
+            probes["idle_io"] = delta(idle_before, status.snapshot(), scans=0).to_dict()
             orders = [(LEGACY, ASYNC), (ASYNC, LEGACY)]
-            for r in range(spec.rounds):
-                for path in orders[r % 2]:
-                    say(f"round {r + 1}: {path} at {spec.rate:g} scans/s for {spec.duration_s:g}s")
-                    phases.append(
-                        runner.phase(
-                            f"r{r + 1}-{path}", path, rate=spec.rate, duration_s=spec.duration_s,
-                            concurrency=spec.concurrency,
-                        )
-                    )  # fmt: skip
+            phases = [
+                p
+                for r in range(spec.rounds)
+                for p in runner.phases(f"r{r + 1}-{{path}}", orders[r % 2], rate=spec.rate,
+                                       duration_s=spec.duration_s, concurrency=spec.concurrency, warm=r == 0)
+            ]  # fmt: skip
             if spec.high_duration_s > 0:
-                runner.warm_up(PATHS, rate=spec.high_rate, concurrency=spec.high_concurrency)
-                for path in PATHS:
-                    say(f"{path} at {spec.high_rate:g} scans/s for {spec.high_duration_s:g}s")
-                    high.append(
-                        runner.phase(
-                            f"high-{path}", path, rate=spec.high_rate, duration_s=spec.high_duration_s,
-                            concurrency=spec.high_concurrency,
-                        )
-                    )  # fmt: skip
+                high = runner.phases(
+                    "high-{path}", PATHS, rate=spec.high_rate, duration_s=spec.high_duration_s,
+                    concurrency=spec.high_concurrency,
+                )  # fmt: skip
                 if spec.kafka_probe:
-                    say(f"bare Kafka produce round trip at {spec.high_rate:g}/s")
-                    kafka = kafka_produce_latency(
+                    log.info("bare Kafka produce round trip at %g/s", spec.high_rate)
+                    probes["kafka_produce"] = kafka_produce_latency(
                         settings,
                         rate=spec.high_rate,
                         duration_s=spec.kafka_probe_s or max(3.0, spec.high_duration_s),
                     ).to_dict()
                     drop_probe_topic(settings)
             if spec.sweep_duration_s > 0:
-                rate = spec.sweep_rate or spec.rate
                 for delay_ms in spec.sweep_delays_ms:
-                    say(
-                        f"batching delay {delay_ms} ms: async at {rate:g} scans/s "
-                        f"for {spec.sweep_duration_s:g}s"
-                    )
                     env.start_workers(settings.updated({"worker_max_delay_ms": delay_ms}))
-                    runner.warm_up((ASYNC,), rate=rate, concurrency=spec.concurrency)
-                    sweep.append(
-                        runner.phase(
-                            f"sweep-{delay_ms}ms", ASYNC, rate=rate, duration_s=spec.sweep_duration_s,
-                            concurrency=spec.concurrency, max_delay_ms=delay_ms,
-                        )
+                    sweep += runner.phases(
+                        f"sweep-{delay_ms}ms", (ASYNC,), rate=spec.sweep_rate or spec.rate,
+                        duration_s=spec.sweep_duration_s, concurrency=spec.concurrency, max_delay_ms=delay_ms,
                     )  # fmt: skip
                 env.start_workers(settings)
         status.close()
         for p in [*phases, *high, *sweep]:
             p.db_rates = sampler.rates(p.start, p.end)
-
-    report.finish_environment(env_info)
-    result = summarise(spec, env_info, server, counters, idle, phases, high, sweep, kafka)
-    result["commit_probe"] = commit
-    report.write_json(out / "compare.json", result)
-    write_charts(out, result)
-    (out / "compare.md").write_text(markdown(result))
-    return result
+    return run.write("compare", summarise(env_info, probes, phases, high, sweep), markdown, write_charts)
 
 
 # --------------------------------------------------------------------------- figures
-def _per_1k(combined: dict[str, Any], counter: str) -> float | None:
-    value = combined["io"]["per_1k_scans"].get(counter)
-    return float(value) if value is not None else None
+def _per_1k_ratios(by_path: dict[str, Any], where: str, goal: float) -> list[report.Target]:
+    """Legacy ÷ async of each headline counter per 1,000 scans."""
+    out = []
+    for counter in HEADLINE:
+        lv, av = (by_path[p]["io"]["per_1k_scans"].get(counter) for p in (LEGACY, ASYNC))
+        out.append(
+            report.check(
+                f"{counter} per 1,000 scans, legacy ÷ async, {where}", report.ratio(lv, av), ">=", goal,
+                unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans",
+            )
+        )  # fmt: skip
+    return out
 
 
 def summarise(
-    spec: CompareSpec,
     env_info: dict[str, Any],
-    server: str,
-    counters: list[str],
-    idle: IoDelta,
+    probes: dict[str, Any],
     phases: list[Phase],
     high: list[Phase],
     sweep: list[Phase],
-    kafka: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    by_path = {path: _combine([p for p in phases if p.path == path]) for path in PATHS}
-    high_by_path = {p.path: _combine([p]) for p in high}
+    """The report: ``probes`` (the server, its counters, idle I/O, commit and Kafka probes) and the phases."""
     result: dict[str, Any] = {
         "command": "compare",
         "environment": env_info,
-        "database_server": server,
-        "counters_present": counters,
-        "idle_io": idle.to_dict(),
-        "paths": by_path,
-        "high": high_by_path,
-        "kafka_produce": kafka,
+        **probes,
+        "paths": {path: _combine([p for p in phases if p.path == path]) for path in PATHS},
+        "high": {p.path: _combine([p]) for p in high},
         "phases": [p.to_dict() for p in phases],
         "high_phases": [p.to_dict() for p in high],
         "sweep": [
@@ -282,7 +206,7 @@ def summarise(
                 "worker_max_delay_ms": p.max_delay_ms,
                 "scans": p.verification.stored,
                 "per_1k_scans": p.io.to_dict()["per_1k_scans"],
-                "freshness_ms": p.freshness(),
+                "freshness_ms": _freshness(p.verification.freshness_ms),
                 "lost": p.verification.missing,
                 "duplicate_rows": p.verification.duplicate_rows,
                 "drain_s": round(p.drain_s, 2),
@@ -296,63 +220,30 @@ def summarise(
 
 
 def targets(result: dict[str, Any]) -> list[report.Target]:
-    paths = result["paths"]
-    high = result["high"]
-    out: list[report.Target] = []
-    legacy_mean = paths[LEGACY]["latency_ms"]["mean_ms"]
-    async_mean = paths[ASYNC]["latency_ms"]["mean_ms"]
-    out.append(
+    paths, high = result["paths"], result["high"]
+    legacy_mean, async_mean = (paths[p]["latency_ms"]["mean_ms"] for p in PATHS)
+    out = [
         report.check(
             "avg latency legacy ÷ async at the compare load", report.ratio(legacy_mean, async_mean), ">=", 5,
             unit="×", fmt="{:.1f}", note=f"legacy {legacy_mean:.2f} ms, async {async_mean:.2f} ms (mean)",
-        )
-    )  # fmt: skip
-    for counter in HEADLINE:
-        lv, av = _per_1k(paths[LEGACY], counter), _per_1k(paths[ASYNC], counter)
-        out.append(
-            report.check(
-                f"{counter} per 1,000 scans, legacy ÷ async, compare load", report.ratio(lv, av), ">=", 20,
-                unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans",
-            )
-        )  # fmt: skip
+        ),
+        *_per_1k_ratios(paths, "compare load", 20),
+    ]  # fmt: skip
     if LEGACY in high and ASYNC in high:
-        for counter in HEADLINE:
-            lv, av = _per_1k(high[LEGACY], counter), _per_1k(high[ASYNC], counter)
-            out.append(
-                report.check(
-                    f"{counter} per 1,000 scans, legacy ÷ async, at the high rate", report.ratio(lv, av),
-                    ">=", 100, unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans",
-                )
-            )  # fmt: skip
         ingest_p99 = float(high[ASYNC]["latency_ms"]["p99_ms"])
         rate = result["environment"]["spec"]["high_rate"]
-        out.append(
-            report.check(
-                f"single-scan ingest p99 at {rate:g} req/s (acks=all)", ingest_p99, "<=", 3, unit=" ms"
-            )
-        )
-        kafka = result.get("kafka_produce")
-        if kafka:
+        out += _per_1k_ratios(high, "at the high rate", 100)
+        out.append(report.check(f"single-scan ingest p99 at {rate:g} req/s (acks=all)", ingest_p99, "<=", 3,
+                                unit=" ms"))  # fmt: skip
+        if kafka := result.get("kafka_produce"):
             kp99 = float(kafka["latency_ms"]["p99_ms"])
-            out.append(
-                report.check(
-                    "ingest p99 − bare Kafka produce p99 at the same rate", ingest_p99 - kp99, "<=", 1,
-                    unit=" ms", note=f"bare produce p99 {kp99:.2f} ms",
-                )
-            )  # fmt: skip
-        fresh = high[ASYNC]["freshness_ms"]["p99_ms"]
-        out.append(report.check(f"freshness p99 at {rate:g} scans/s", float(fresh), "<=", 200, unit=" ms"))
+            out.append(report.check("ingest p99 − bare Kafka produce p99 at the same rate", ingest_p99 - kp99,
+                                    "<=", 1, unit=" ms", note=f"bare produce p99 {kp99:.2f} ms"))  # fmt: skip
+        fresh = float(high[ASYNC]["freshness_ms"]["p99_ms"])
+        out.append(report.check(f"freshness p99 at {rate:g} scans/s", fresh, "<=", 200, unit=" ms"))
     lost = sum(paths[p]["missing"] + paths[p]["duplicate_rows"] for p in PATHS)
     lost += sum(h["missing"] + h["duplicate_rows"] for h in high.values())
     lost += sum(s["lost"] + s["duplicate_rows"] for s in result["sweep"])
-    out.append(
-        report.check(
-            "acknowledged = stored (lost + duplicated scans, every phase)", float(lost), "<=", 0, fmt="{:.0f}"
-        )
-    )
+    out.append(report.check("acknowledged = stored (lost + duplicated scans, every phase)", float(lost),
+                            "<=", 0, fmt="{:.0f}"))  # fmt: skip
     return out
-
-
-# --------------------------------------------------------------------------- charts
-def quick_spec(**overrides: Any) -> CompareSpec:
-    return replace(QUICK, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,25 +1,21 @@
 """Database write I/O from ``SHOW GLOBAL STATUS``: totals per phase and a per-second series.
 
-Why these counters: the original study used MySQL's ``Innodb_data_writes``, but on MariaDB 10.11
-that counter leaves out redo-log writes and barely moves in short runs. What a synchronous commit
-costs is a redo-log write plus an fsync, so the reports lead with ``Innodb_log_writes`` and
-``Innodb_data_fsyncs`` (plus ``Innodb_os_log_fsyncs`` on servers that still have it) and keep
-``Innodb_data_writes`` where it moves. The counters are server-wide: phases must not overlap, and
-an async phase is sampled only after the pipeline drained, so its trailing batch writes count.
+The original study counted ``Innodb_data_writes``, but on MariaDB 10.11 that leaves out redo-log
+writes; a synchronous commit costs a redo-log write plus an fsync, so the reports lead with
+``Innodb_log_writes`` and ``Innodb_data_fsyncs``. The counters are server-wide: phases must not
+overlap, and an async phase is sampled only after the pipeline drained.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from barcode_harness.bench.env import Sampler
 from barcode_pipeline.adapters import db
-
-log = logging.getLogger(__name__)
 
 COUNTERS = (
     "Innodb_log_writes",
@@ -48,9 +44,6 @@ class IoDelta:
     scans: int
     deltas: dict[str, int] = field(default_factory=dict)
 
-    def per_second(self, counter: str) -> float:
-        return self.deltas.get(counter, 0) / self.seconds if self.seconds > 0 else 0.0
-
     def per_1k(self, counter: str) -> float | None:
         return self.deltas.get(counter, 0) * 1000 / self.scans if self.scans else None
 
@@ -67,22 +60,16 @@ class IoDelta:
             "seconds": round(self.seconds, 3),
             "scans": self.scans,
             "deltas": self.deltas,
-            "per_second": {k: round(self.per_second(k), 2) for k in self.deltas},
-            "per_1k_scans": {k: _round(self.per_1k(k)) for k in self.deltas},
+            "per_second": {
+                k: round(v / self.seconds, 2) if self.seconds > 0 else 0.0 for k, v in self.deltas.items()
+            },
+            "per_1k_scans": {k: None if (v := self.per_1k(k)) is None else round(v, 2) for k in self.deltas},
         }
 
 
-def _round(v: float | None, digits: int = 2) -> float | None:
-    return None if v is None else round(v, digits)
-
-
 def delta(before: Snapshot, after: Snapshot, scans: int) -> IoDelta:
-    keys = [k for k in COUNTERS if k in after.values]
-    return IoDelta(
-        seconds=after.t - before.t,
-        scans=scans,
-        deltas={k: after.values[k] - before.values.get(k, 0) for k in keys},
-    )
+    deltas = {k: after.values[k] - before.values.get(k, 0) for k in COUNTERS if k in after.values}
+    return IoDelta(after.t - before.t, scans, deltas)
 
 
 class DbStatus:
@@ -92,16 +79,16 @@ class DbStatus:
         self._conn: Any = db.connect(db_url, autocommit=True)
         self._lock = threading.Lock()
 
-    def snapshot(self) -> Snapshot:
+    def _rows(self, sql: str) -> list[Any]:
         with self._lock, self._conn.cursor() as cur:
-            cur.execute(_QUERY)
-            rows = cur.fetchall()
-        return Snapshot(time.time(), {str(k): int(v) for k, v in rows})
+            cur.execute(sql)
+            return list(cur.fetchall())
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(time.time(), {str(k): int(v) for k, v in self._rows(_QUERY)})
 
     def server(self) -> str:
-        with self._lock, self._conn.cursor() as cur:
-            cur.execute("SELECT VERSION()")
-            (version,) = cur.fetchone()
+        (version,) = self._rows("SELECT VERSION()")[0]
         name = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
         return f"{name} {version}"
 
@@ -113,36 +100,20 @@ class DbStatus:
         self._conn.close()
 
 
-class DbSampler:
+class DbSampler(Sampler[Snapshot]):
     """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
 
     def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
         self._status = DbStatus(db_url)
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="db-sampler", daemon=True)
-        self.samples: list[Snapshot] = []
-
-    def __enter__(self) -> DbSampler:
-        self.samples.append(self._status.snapshot())
-        self._thread.start()
-        return self
+        super().__init__(self._status.snapshot, interval_s)
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        super().__exit__()
         self._status.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.samples.append(self._status.snapshot())
-            except Exception as exc:  # a missed sample is a gap in a chart, not a failed run
-                log.warning("DB status sample failed: %s", exc)
 
     def rates(self, start: float, end: float, counters: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
         """Per-second rates of ``counters`` between wall-clock ``start`` and ``end`` (t from start)."""
-        window = [s for s in self.samples if start - self._interval <= s.t <= end + self._interval]
+        window = [s for s in self.samples if start - self.interval_s <= s.t <= end + self.interval_s]
         out: dict[str, Any] = {"t": [], **{c: [] for c in counters}}
         for a, b in itertools.pairwise(window):
             dt = b.t - a.t

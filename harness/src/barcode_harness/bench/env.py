@@ -1,16 +1,10 @@
-"""The system under test for every ``bench`` command: stack, a bench database, pipeline + legacy.
+"""The system under test for every ``bench`` command (stack, bench database, pipeline + legacy), and
+the set-up, loads, checks and output every run shares.
 
-Why two supervisors: the batching-delay sweep must restart the persistence workers with another
-``worker_max_delay_ms`` while ingest, processor and the legacy server keep running (restarting
-those would cost seconds of start-up per setting and change nothing measured). So the core
-services and the workers are supervised separately; both use :class:`Supervisor` as ``run`` does.
-
-Why a separate database (``bp_bench`` by default, dropped and re-created each run): both paths
-write into tables that start empty, so run after run sees the same index sizes, and the
-production ``barcode`` database is never filled with benchmark rows. Redis likewise: the bench
-commands use Redis database ``BENCH_REDIS_DB``, emptied at the start of each run. Duplicate
-markers live for days; left to pile up (millions after a few runs) they made Redis rewrite its
-AOF again and again during later runs, each fork pausing it, and series stopped being comparable.
+Two supervisors: the batching-delay sweep restarts only the workers, with another delay, while the
+core services keep running. A bench database (``bp_bench``, re-created each run) and Redis database
+``BENCH_REDIS_DB`` (emptied): every run starts from empty tables and no duplicate markers (piled-up
+markers made Redis rewrite its AOF during later runs, each fork pausing it).
 """
 
 from __future__ import annotations
@@ -18,22 +12,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from barcode_harness.bench import report
+from barcode_harness.bench.loadgen import LoadResult, LoadSpec
+from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for
+from barcode_harness.bench.procstats import group_pids
+from barcode_harness.bench.specs import Spec
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack.managers import manager_for
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.db.migrate import create_database, database_url, drop_database
 from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.ops.verify import Verification, verify_scan_ids
 from barcode_pipeline.probes.backlog import Backlog, measure
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.supervisor import ChildSpec, Supervisor, pipeline_specs
@@ -45,15 +45,13 @@ ASYNC = "async"
 PATHS = (LEGACY, ASYNC)
 TABLES = {LEGACY: "legacy_barcodes", ASYNC: "barcodes"}
 BENCH_REDIS_DB = 1  # the pipeline's own data is in database 0
+T = TypeVar("T")
 
 
 def bench_settings(
     settings: HarnessSettings, database: str | None, *, fresh: bool, redis_db: int | None = None
 ) -> HarnessSettings:
-    """The settings pointed at the bench database (and Redis database ``redis_db``, if given).
-
-    Both are emptied by :class:`BenchEnv` when ``fresh``.
-    """
+    """The settings pointed at the bench database and Redis database ``redis_db`` (emptied when ``fresh``)."""
     update: dict[str, str] = {}
     if database:
         if database == "barcode" and fresh:
@@ -62,12 +60,6 @@ def bench_settings(
     if redis_db is not None:
         update["redis_url"] = urlunsplit(urlsplit(settings.redis.url)._replace(path=f"/{redis_db}"))
     return settings.updated(update)
-
-
-def reset_database(settings: HarnessSettings, *, fresh: bool) -> None:
-    if fresh:
-        drop_database(settings.db.url)
-    create_database(settings.db.url)
 
 
 def reset_redis(settings: HarnessSettings) -> None:
@@ -93,14 +85,11 @@ class BenchEnv:
     settings: HarnessSettings
     log_path: Path
     legacy: bool = True
-    pipeline: bool = True
     start_stack: bool = True
     fresh_db: bool = True
-    ready_timeout_s: float = 90.0
     _core: Supervisor | None = field(default=None, init=False)
     _workers: Supervisor | None = field(default=None, init=False)
     _stack: ExitStack | None = field(default=None, init=False)
-    worker_settings: HarnessSettings | None = field(default=None, init=False)
 
     @property
     def api_key(self) -> str:
@@ -109,50 +98,38 @@ class BenchEnv:
 
     @property
     def ingest_url(self) -> str:
-        return f"http://{self.settings.ingest.host}:{self.settings.ingest.port}"
-
-    @property
-    def legacy_url(self) -> str:
-        return f"http://{self.settings.legacy.host}:{self.settings.legacy.port}"
+        return self.url(ASYNC)
 
     def url(self, path: str) -> str:
-        return self.legacy_url if path == LEGACY else self.ingest_url
+        server = self.settings.legacy if path == LEGACY else self.settings.ingest
+        return f"http://{server.host}:{server.port}"
 
     def __enter__(self) -> BenchEnv:
         if self.start_stack:
-            from barcode_harness.stack.managers import manager_for
-
             manager_for(self.settings).up(quiet=True)
-        reset_database(self.settings, fresh=self.fresh_db)
         if self.fresh_db:
+            drop_database(self.settings.db.url)
             reset_redis(self.settings)
+        create_database(self.settings.db.url)
         self.settings = with_harness_key(self.settings, "bench", start_stack=False)
-        specs = pipeline_specs(self.settings, metrics=False)
-        core = [s for s in specs if s.role is not names.Role.WORKER] if self.pipeline else []
+        core = [s for s in pipeline_specs(self.settings, metrics=False) if s.role is not names.Role.WORKER]
         if self.legacy:
             core.append(ChildSpec(LEGACY, names.Role.LEGACY, [LEGACY]))
         self._stack = ExitStack()
         try:
             self._core = self._stack.enter_context(
                 running_pipeline(
-                    self.settings,
-                    log_path=self.log_path,
-                    specs=core,
-                    start_stack=False,
-                    ready_timeout_s=self.ready_timeout_s,
+                    self.settings, log_path=self.log_path, specs=core, start_stack=False, ready_timeout_s=90.0
                 )
             )
-            if self.pipeline:
-                self.start_workers(self.settings)
+            self.start_workers(self.settings)
         except BaseException:
-            self.__exit__(None, None, None)
+            self.__exit__()
             raise
         log.info("services ready (logs: %s)", self.log_path)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._core is not None:
             self._core.stop()  # legacy, ingest, processor: in drain order
         self.stop_workers()  # then the workers, while the shared log is still open
@@ -168,7 +145,6 @@ class BenchEnv:
         specs = [s for s in pipeline_specs(settings, metrics=False) if s.role is names.Role.WORKER]
         self._workers = Supervisor(settings, specs, out=self._core.out if self._core else None)
         self._workers.start()
-        self.worker_settings = settings
         log.info("workers started with worker_max_delay_ms=%d", settings.worker.max_delay_ms)
 
     def stop_workers(self) -> None:
@@ -179,37 +155,57 @@ class BenchEnv:
     # ------------------------------------------------------------------ inspection
     def drain(self, timeout: float = 120.0) -> float:
         """Seconds until nothing is in flight between Kafka and the database."""
-        if not self.pipeline:
-            return 0.0
         seconds, _ = wait_drained(self.settings, timeout=timeout)
         return seconds
 
     def pids(self) -> dict[str, list[int]]:
         """Root pids per group, for CPU accounting (stack servers included when they are ours)."""
-        from barcode_harness.bench.procstats import group_pids
-
         servers: dict[str, Any] = {}
         try:
-            from barcode_harness.stack.managers import manager_for
-
             servers = dict(manager_for(self.settings).components)
         except Exception as exc:  # someone else's servers: no CPU figures for them
             log.debug("no stack pids: %s", exc)
         return group_pids((self._core, self._workers), servers)
 
+    def restarts(self) -> int:
+        """Restarts of the supervised processes so far."""
+        return sum(c.restarts for sup in (self._core, self._workers) if sup for c in sup.children.values())
 
-class BacklogSampler:
-    """Measures the per-stage backlog every ``interval_s`` on a thread (for charts and growth checks)."""
+    # ------------------------------------------------------------------ load
+    def spec(self, path: str, **spec: Any) -> LoadSpec:
+        """An open-loop load (``spec_for``'s keywords) on ``path``'s server, with the bench's key."""
+        return spec_for(self.url(path), api_key=self.api_key, **spec)
 
-    def __init__(self, settings: HarnessSettings, interval_s: float = 1.0) -> None:
-        self._settings = settings
-        self._interval = interval_s
+    def load(self, path: str, **spec: Any) -> LoadResult:
+        return run_load(self.spec(path, **spec))
+
+    def warm_up(self, paths: Iterable[str], seconds: float, drain_s: float, **spec: Any) -> None:
+        """``seconds`` of unmeasured load (``spec`` as :meth:`load`'s, its duration aside), then a drain:
+        first requests pay connection set-up, imports, JIT, caches."""
+        if seconds <= 0:
+            return
+        for path in paths:
+            result = self.load(path, **{**spec, "duration_s": seconds})
+            log.info("warm-up %s: %d ok, %d errors", path, result.ok, result.errors)
+        self.drain(drain_s)
+
+    def verify(self, path: str, load: LoadResult) -> Verification:
+        """Acknowledged = stored for ``load``, looked up in ``path``'s table within the load's scan window."""
+        return verify_scan_ids(
+            self.settings.db.url, acked_ids(load), table=TABLES[path], window=scan_window(load)
+        )
+
+
+class Sampler(Generic[T]):
+    """Calls ``take`` every ``interval_s`` on a thread while entered (for charts and growth checks)."""
+
+    def __init__(self, take: Callable[[], T], interval_s: float = 1.0) -> None:
+        self._take, self.interval_s = take, interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="backlog-sampler", daemon=True)
-        self.samples: list[tuple[float, Backlog]] = []
-        self.on_sample: Callable[[float, Backlog], None] | None = None
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        self.samples: list[T] = []
 
-    def __enter__(self) -> BacklogSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -221,34 +217,30 @@ class BacklogSampler:
         while True:
             t = time.time()
             try:
-                backlog = measure(self._settings)
-                self.samples.append((t, backlog))
-            except Exception as exc:
-                log.warning("backlog sample failed: %s", exc)
-            if self._stop.wait(max(0.0, self._interval - (time.time() - t))):
+                self.samples.append(self._take())
+            except Exception as exc:  # a missed sample is a gap in a chart, not a failed run
+                log.warning("%s sample failed: %s", type(self).__name__, exc)
+            if self._stop.wait(max(0.0, self.interval_s - (time.time() - t))):
                 return
+
+
+class BacklogSampler(Sampler[tuple[float, Backlog]]):
+    """The per-stage backlog every ``interval_s``, with the wall clock it was measured at."""
+
+    def __init__(self, settings: HarnessSettings, interval_s: float = 1.0) -> None:
+        super().__init__(lambda: (time.time(), measure(settings)), interval_s)
 
     def window(self, start: float, end: float) -> list[tuple[float, Backlog]]:
         return [(t, b) for t, b in self.samples if start <= t <= end]
 
     def series(self, start: float) -> dict[str, list[float]]:
         """Per-stage series with t relative to ``start`` (wall clock)."""
-        out: dict[str, list[float]] = {
-            "t": [],
-            "kafka_lag": [],
-            "undelivered": [],
-            "pending": [],
-            "in_flight": [],
-        }
-        for t, b in self.samples:
-            if t < start - 2.0:
-                continue
-            out["t"].append(round(t - start, 2))
-            out["kafka_lag"].append(b.kafka_lag)
-            out["undelivered"].append(sum(b.stream_undelivered.values()))
-            out["pending"].append(sum(b.pending_by_consumer.values()))
-            out["in_flight"].append(b.in_flight)
-        return out
+        rows = [
+            {"t": round(t - start, 2), **stage_counts(b), "in_flight": b.in_flight}
+            for t, b in self.samples
+            if t >= start - 2.0
+        ]
+        return {k: [r[k] for r in rows] for k in ("t", "kafka_lag", "undelivered", "pending", "in_flight")}
 
 
 def stage_counts(b: Backlog) -> dict[str, int]:
@@ -276,3 +268,35 @@ class BenchRun:
             return nullcontext(self.shared)
         return BenchEnv(self.settings, self.out / "services.log", start_stack=self.start_stack,
                         fresh_db=self.fresh_db, legacy=legacy)  # fmt: skip
+
+    @contextmanager
+    def started(
+        self, spec: Spec, *, drain_s: float = 0.0, legacy: bool = True
+    ) -> Iterator[tuple[BenchEnv, dict[str, Any]]]:
+        """The set-up every run shares: its environment, any earlier backlog drained, and the report's
+        environment section, finished once the services are stopped."""
+        with self.env(legacy=legacy) as env:
+            if drain_s:
+                env.drain(drain_s)
+            info = report.environment(self.settings, {"preset": spec.preset, "spec": spec.to_dict()})
+            yield env, info
+        report.finish_environment(info)
+
+    def acked(self, name: str) -> Path:
+        """Where a load writes the IDs of the scans it had acknowledged."""
+        (self.out / "acked").mkdir(parents=True, exist_ok=True)
+        return self.out / "acked" / f"{name}.txt"
+
+    def write(
+        self,
+        name: str,
+        result: dict[str, Any],
+        markdown: Callable[[dict[str, Any]], str],
+        charts: Callable[[Path, dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
+        """``<name>.json``, the charts and ``<name>.md`` into ``out``; returns ``result``."""
+        report.write_json(self.out / f"{name}.json", result)
+        if charts is not None:
+            charts(self.out, result)
+        (self.out / f"{name}.md").write_text(markdown(result))
+        return result

@@ -1,11 +1,9 @@
 """``bench fill``: rows straight into ``barcodes``, outside the pipeline, as fast as the server takes them.
 
-The table's size must not slow the pipeline; proving it needs tens of millions of rows already in
-the table, which the pipeline itself would take hours to write. These rows are shaped like the
-workers' (an internal ID of the real length, the workers' own multi-row INSERT builder), one
-statement of 5,000 rows at a time, their scan times spread evenly over the last ``days`` days, so
-every daily partition gets its share (the table first gets partitions for those past days, as if it
-had been kept that long). ``bench max --keep-db`` then measures on the filled table.
+Proving that the table's size does not slow the pipeline needs tens of millions of rows, which the
+pipeline would take hours to write. These are shaped like the workers' (the workers' own multi-row
+INSERT builder, 5,000 rows a statement), their scan times spread over the last ``days`` days, every
+day in a partition of its own. ``bench max --keep-db`` then measures on the filled table.
 """
 
 from __future__ import annotations
@@ -25,15 +23,15 @@ DEVICES = 500
 BATCH = 5000
 
 
-def row(i: int, scan_ms: int, device_prefix: str = "FILL-PC") -> Row:
+def row(i: int, scan_ms: int) -> Row:
     """Row ``i``: shaped like the workers' (an internal ID and a scan ID of the real lengths: the
     scan ID is in the duplicate guard's key, and a center PC's is a 26-character ULID)."""
-    device = f"{device_prefix}-{i % DEVICES:04d}"
+    device = f"FILL-PC-{i % DEVICES:04d}"
     return (f"DLV-{device}-261206-{i:026d}", f"S{i:025d}", f"88{i:011d}", "CENTER-1", device, scan_ms,
             scan_ms + 150, None)  # fmt: skip
 
 
-def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC") -> dict[str, Any]:
+def fill(db_url: str, rows: int, *, days: float) -> dict[str, Any]:
     """Insert ``rows`` rows, scan times spread over the last ``days`` days; returns the rate."""
     conn = connect(db_url, autocommit=True, init_command="SET time_zone = '+00:00'")
     started = time.perf_counter()
@@ -48,8 +46,7 @@ def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC")
             offset = int(cur.fetchone()[0])
             for first in range(0, rows, BATCH):
                 batch = [
-                    row(offset + i, int(start_ms + i * step), device_prefix)
-                    for i in range(first, min(rows, first + BATCH))
+                    row(offset + i, int(start_ms + i * step)) for i in range(first, min(rows, first + BATCH))
                 ]
                 for statement in insert_barcodes_statements(batch, quote):
                     cur.execute(statement)
@@ -62,11 +59,8 @@ def fill(db_url: str, rows: int, *, days: float, device_prefix: str = "FILL-PC")
 
 
 def partitions_back_to(cur: Any, first: date) -> None:
-    """Split the oldest partition so that every day from ``first`` on has its own.
-
-    A new table's partitions start today; older scans would all land in that one partition, unlike
-    a table that has been kept for weeks. REORGANIZE copies only the oldest partition's rows.
-    """
+    """Split the oldest partition so that every day from ``first`` on has its own, as in a table kept
+    for weeks (a new table's start today). REORGANIZE copies only the oldest partition's rows."""
     known = sorted((d, n) for n in partitions.existing(cur) if (d := partitions.day_of(n)) is not None)
     if not known or known[0][0] <= first:
         return

@@ -1,18 +1,13 @@
 """``bench footprint``: what each store costs per scan, measured with the pipeline's own code.
 
-Redis: the processor's publish path (markers + stream entries, ``Processor.publish``) for ``scans``
-scans whose scan times are spread as ``rate`` scans/s would spread them (the markers' density per
-hash depends on it), then the workers' side (read in the group, acknowledge, trim), and the DLQ with
-the workers' own dead-letter records. Each figure is a ``used_memory`` or AOF-size delta divided by
-the count; the markers' figure is taken with the streams trimmed, as they are in steady state.
-Kafka: records encoded as ingest encodes them, produced one request per record (single scans under
-``linger.ms=0``) and in batches of 100 (the batch API), to a scratch topic whose segment files are
-measured on disk. The constants feed the sizing formulas in ``docs/capacity.md``.
+Redis: scans through the processor's publish path, their scan times spread as ``rate`` spreads them
+(the markers' density per hash depends on it), then read, acknowledged and trimmed as the workers
+do; plus the workers' own dead letters. Kafka: records encoded as ingest encodes them, one per request
+and 100 per request, measured on disk. The constants feed the sizing formulas in ``docs/capacity.md``.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from dataclasses import asdict
@@ -34,14 +29,13 @@ from barcode_pipeline import names
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
+from barcode_pipeline.config import flat
 from barcode_pipeline.db import migrate
 from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.domain.dead_letter import Cause, DeadLetterRecord
 from barcode_pipeline.processor.service import Processor
 from barcode_pipeline.worker.recovery import ensure_groups
 from barcode_pipeline.worker.retention import Trimmer
-
-log = logging.getLogger(__name__)
 
 FOOTPRINT_REDIS_DB = 2  # apart from the pipeline's (0) and the other benches' (1)
 FOOTPRINT_DB = "bp_footprint"
@@ -57,6 +51,9 @@ SECTION = (
     "<!-- footprint: end -->",
 )
 DEVICES = 500
+# The settings the sizing formulas take, kept with the figures.
+SIZING_SETTINGS = ("dedup_window_s", "dedup_buckets", "topic_retention_hours", "topic_retention_bytes",
+                   "stream_retention_s", "dlq_max_entries")  # fmt: skip
 
 
 def _events(scans: int, rate: float, tag: str) -> list[ScanEvent]:
@@ -73,13 +70,10 @@ def _events(scans: int, rate: float, tag: str) -> list[ScanEvent]:
     ]
 
 
-def _memory(client: redis.Redis) -> int:
-    return int(client.info("memory")["used_memory"])
-
-
-def _aof(client: redis.Redis) -> int:
-    info: Any = client.info("persistence")
-    return int(info.get("aof_current_size", 0))
+def _memory(client: redis.Redis) -> tuple[int, int]:
+    """(``used_memory``, AOF size) of the server."""
+    info: Any = client.info()
+    return int(info["used_memory"]), int(info.get("aof_current_size", 0))
 
 
 def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[str, Any]:
@@ -89,7 +83,7 @@ def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[
     proc = Processor(settings.updated({"dedup_legacy_markers": "off"}))
     try:
         events = _events(scans, rate, uuid.uuid4().hex[:8])
-        mem0, aof0 = _memory(client), _aof(client)
+        mem0, aof0 = _memory(client)
         for i in range(0, len(events), 500):
             proc.publish(events[i : i + 500])
         streams = names.all_streams(settings.streams.shards)
@@ -103,7 +97,7 @@ def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[
                     break
                 client.xack(stream, names.WORKER_GROUP, *(entry_id for entry_id, _fields in reply[0][1]))
         Trimmer(client, streams, retention_s=0, exact=True)()
-        mem2, aof2 = _memory(client), _aof(client)
+        mem2, aof2 = _memory(client)
         hashes = list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000))
         encodings = {str(client.object("encoding", h)) for h in hashes[:200]}
         return {
@@ -134,14 +128,14 @@ def measure_dlq(settings: HarnessSettings, count: int) -> float:
             deliveries=1, consumer="footprint", time_ms=int(time.time() * 1000),
             original=((b"s", event.to_kafka_value()),),
         )  # fmt: skip
-        before = _memory(client)
+        before, _aof = _memory(client)
         pipe = client.pipeline(transaction=False)
         for i in range(count):
             pipe.xadd(names.DLQ_STREAM, record.to_fields())  # type: ignore[arg-type]
             if i % 1000 == 999:
                 pipe.execute()
         pipe.execute()
-        return (_memory(client) - before) / count
+        return (_memory(client)[0] - before) / count
     finally:
         reset_redis(settings)
         client.close()
@@ -164,9 +158,8 @@ def table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:
 
 
 def measure_table(settings: HarnessSettings, rows: int) -> dict[str, Any]:
-    """Bytes per row of ``barcodes`` as each capacity migration leaves it, and how long each takes on
-    a filled table, on ``rows`` rows written with the workers' own INSERT builder, their scan times
-    spread over three days."""
+    """Bytes per row of ``barcodes`` (``rows`` rows over three days) after each capacity migration, and
+    how long each takes on the filled table."""
     url = migrate.database_url(settings.db.url, FOOTPRINT_DB)
     migrate.drop_database(url)
     migrate.create_database(url)
@@ -230,14 +223,7 @@ def run_footprint(
         "dlq_entry_bytes": measure_dlq(settings, spec.dead_letters),
         "table": measure_table(settings, spec.table_rows),
         "kafka": measure_kafka(settings, spec, manager.component("kafka").data_dir),  # type: ignore[attr-defined]
-        "settings": {
-            "dedup_window_s": settings.dedup.window_s,
-            "dedup_buckets": settings.dedup.buckets,
-            "topic_retention_hours": settings.kafka.topic_retention_hours,
-            "topic_retention_bytes": settings.kafka.topic_retention_bytes,
-            "stream_retention_s": settings.streams.retention_s,
-            "dlq_max_entries": settings.streams.dlq_max_entries,
-        },
+        "settings": {k: flat(settings)[k] for k in SIZING_SETTINGS},
     }
     result["markdown"] = render(result)
     return result

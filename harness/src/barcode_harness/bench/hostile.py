@@ -1,21 +1,18 @@
 """``bench hostile``: can clients without a key starve the keyed scanners?
 
-Keyed scanners send ``rate`` scans/s twice in one run on the same servers: alone, then while an
-attacker process (no key of its own) holds ``slow_connections`` connections that never finish their
-headers, streams header lines of up to ``header_stream_bytes`` on ``header_streams`` connections, and
-sends ``invalid_key_rate`` requests/s with random keys. Required: every keyed scan answered 2xx, their
-p99 under attack at most 3x the same load alone, the ingest's memory up by less than 100 MB, no
-process restarted. The attacker's own counts (408, 431, 401 answers) show the attack ran.
+Keyed scanners send ``rate`` scans/s alone, then while an attacker process holds slow connections
+that never finish their headers, streams huge header lines and sends requests with random keys.
+Required: every keyed scan answered 2xx, p99 under attack at most 3x alone, ingest memory up by
+less than 100 MB, no restart. The attacker's own counts (408, 431, 401) show the attack ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import math
 import multiprocessing
 import secrets
-import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,16 +21,14 @@ from typing import Any
 import orjson
 
 from barcode_harness.bench import procstats, report
-from barcode_harness.bench.env import BenchEnv, BenchRun
-from barcode_harness.bench.loadgen import LoadResult, run_load
-from barcode_harness.bench.loads import acked_ids, scan_window, spec_for
+from barcode_harness.bench.env import ASYNC, BenchEnv, BenchRun, Sampler
+from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.specs import HostileSpec
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
-from barcode_pipeline.ops.verify import verify_scan_ids
 
-log = logging.getLogger(__name__)
+say = report.progress_logger(__name__)
 
 P99_RATIO_MAX = 3.0
 RSS_GROWTH_MAX = 100 * 2**20
@@ -63,43 +58,38 @@ class Attack:
         parts = line.split()
         self.count(parts[1].decode() if len(parts) > 1 else "closed")
 
-    async def _begin(self) -> tuple[asyncio.StreamWriter, asyncio.Future[None]] | None:
-        """A connection with a request line sent and its answer awaited; None (after a pause) if refused."""
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A new connection; None (after a pause) if refused."""
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            return await asyncio.open_connection(self.host, self.port)
         except OSError:
             self.count("connect failed")
             await asyncio.sleep(0.5)
             return None
+
+    async def _begin(self) -> tuple[asyncio.StreamWriter, asyncio.Future[None]] | None:
+        """A connection with a request line sent and its answer awaited; None if refused."""
+        if (connected := await self._connect()) is None:
+            return None
+        reader, writer = connected
         writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
         return writer, asyncio.ensure_future(self._status(reader))
 
-    async def slow(self) -> None:
-        """A connection that starts a request and never finishes its headers; again when cut off."""
-        while not self.stop.is_set():
-            if (begun := await self._begin()) is None:
-                continue
-            writer, answer = begun
-            with contextlib.suppress(OSError):
-                while not answer.done() and not self.stop.is_set():
-                    writer.write(b"X-Slow: a\r\n")
-                    await asyncio.wait([answer], timeout=1.0)
-            writer.close()
-            await answer
-
-    async def stream(self) -> None:
-        """Header lines as fast as the server takes them, up to ``header_stream_bytes``; again after."""
-        line = b"X-Pad: " + b"a" * (HEADER_CHUNK - 9) + b"\r\n"
+    async def headers(self, line: bytes, max_bytes: float, pause_s: float) -> None:
+        """Header lines on a connection that never ends its head, up to ``max_bytes``, ``pause_s`` apart
+        (a slow client) or as fast as the server takes them (a header stream); again when cut off."""
         while not self.stop.is_set():
             if (begun := await self._begin()) is None:
                 continue
             writer, answer = begun
             sent = 0
             with contextlib.suppress(OSError):
-                while sent < self.spec.header_stream_bytes and not answer.done() and not self.stop.is_set():
+                while sent < max_bytes and not answer.done() and not self.stop.is_set():
                     writer.write(line)
                     await writer.drain()
                     sent += len(line)
+                    if pause_s:
+                        await asyncio.wait([answer], timeout=pause_s)
             writer.close()
             await answer
 
@@ -109,12 +99,9 @@ class Attack:
 
         async def one() -> None:
             while not self.stop.is_set():
-                try:
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
-                except OSError:
-                    self.count("connect failed")
-                    await asyncio.sleep(0.5)
+                if (connected := await self._connect()) is None:
                     continue
+                reader, writer = connected
                 with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
                     while not self.stop.is_set():
                         started = time.monotonic()
@@ -136,8 +123,11 @@ class Attack:
         await asyncio.gather(*(one() for _ in range(connections)))
 
     async def run(self, conn: Connection) -> None:
-        tasks = [asyncio.ensure_future(self.slow()) for _ in range(self.spec.slow_connections)]
-        tasks += [asyncio.ensure_future(self.stream()) for _ in range(self.spec.header_streams)]
+        big = b"X-Pad: " + b"a" * (HEADER_CHUNK - 9) + b"\r\n"
+        tasks = [asyncio.ensure_future(self.headers(b"X-Slow: a\r\n", math.inf, 1.0))
+                 for _ in range(self.spec.slow_connections)]  # fmt: skip
+        tasks += [asyncio.ensure_future(self.headers(big, self.spec.header_stream_bytes, 0))
+                  for _ in range(self.spec.header_streams)]  # fmt: skip
         tasks.append(asyncio.ensure_future(self.invalid_keys()))
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the parent says stop
         self.stop.set()
@@ -166,14 +156,12 @@ class Attacker:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_attack_main, args=(host, port, spec, child), daemon=True)
         self.counts: dict[str, int] = {}
+        self.pid: int | None = None
 
     def __enter__(self) -> Attacker:
         self._proc.start()
+        self.pid = self._proc.pid
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
 
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")
@@ -185,29 +173,19 @@ class Attacker:
 
 
 # --------------------------------------------------------------------------- the run
-class RssWatch:
+class RssWatch(Sampler[int]):
     """The ingest processes' RSS every second; ``peak`` is the highest sum seen."""
 
     def __init__(self, env: BenchEnv) -> None:
         self._env = env
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.peak = 0
+        super().__init__(self.now)
 
     def now(self) -> int:
         return procstats.resources(self._env.pids()).get("ingest", procstats.Resources(0, 0, 0, 0)).rss_bytes
 
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.peak = max(self.peak, self.now())
-
-    def __enter__(self) -> RssWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    @property
+    def peak(self) -> int:
+        return max(self.samples, default=0)
 
 
 def _keyed(
@@ -216,16 +194,13 @@ def _keyed(
     out: Path,
     label: str,
     attacker: int | None = None,
-    *,
-    duration_s: float | None = None,
+    duration_s: float = 0,
 ) -> tuple[LoadResult, dict[str, float]]:
     """The keyed load, and the cores each group kept busy meanwhile (the attacker apart)."""
-    acked = out / f"acked-{label}.txt"
-    load = spec_for(env.ingest_url, rate=spec.rate, duration_s=duration_s or spec.duration_s, acked=acked,
-                    api_key=env.api_key, timeout_s=30.0)  # fmt: skip
     roots = env.pids() | ({"attacker": [attacker]} if attacker else {})
     before = procstats.snapshot(roots, rest="keyed client")
-    result = run_load(load)
+    result = env.load(ASYNC, rate=spec.rate, duration_s=duration_s or spec.duration_s,
+                      acked=out / f"acked-{label}.txt", timeout_s=30.0)  # fmt: skip
     return result, procstats.cores_used(before, procstats.snapshot(roots, rest="keyed client"))
 
 
@@ -240,24 +215,17 @@ def _phase(load: LoadResult) -> dict[str, Any]:
     }
 
 
-def _restarts(env: BenchEnv) -> int:
-    return sum(c.restarts for sup in (env._core, env._workers) if sup for c in sup.children.values())
-
-
 def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
-    say = report.progress_logger(__name__)
     settings, out = run.settings, run.out
     out.mkdir(parents=True, exist_ok=True)
-    with run.env(legacy=False) as env:
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
-        restarts0 = _restarts(env)
+    with run.started(spec, legacy=False) as (env, env_info):
+        restarts0 = env.restarts()
         say(f"hostile: warm-up, rounds of {spec.warmup_round_s:g} s until the keyed p99 stops falling")
         rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
 
         def warm(i: int) -> float:
-            return _keyed(env, spec, out, f"warm-up-{i + 1}", duration_s=spec.warmup_round_s)[
-                0
-            ].latency.p99_ms
+            load, _cores = _keyed(env, spec, out, f"warm-up-{i + 1}", duration_s=spec.warmup_round_s)
+            return load.latency.p99_ms
 
         warmup = warm_until_steady(warm, min(3, rounds), rounds)
         say(f"hostile: {spec.rate:g} keyed scans/s alone for {spec.duration_s:g} s")
@@ -270,10 +238,9 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
                 time.sleep(spec.ramp_s)
                 attacked, cpu_attacked = _keyed(env, spec, out, "attacked", attacker.pid)
             rss_after = rss.now()
-        restarts = _restarts(env) - restarts0
+        restarts = env.restarts() - restarts0
         env.drain(timeout=120)
-        loads = (alone, attacked)
-        stored = [verify_scan_ids(env.settings.db.url, acked_ids(r), window=scan_window(r)) for r in loads]
+        stored = [env.verify(ASYNC, r) for r in (alone, attacked)]
     ratio = attacked.latency.p99_ms / alone.latency.p99_ms if alone.latency.p99_ms else None
     counts = attacker.counts
     targets = [
@@ -286,15 +253,13 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
         report.check("processes restarted", restarts, "<=", 0, fmt="{:.0f}"),
         report.check("acknowledged keyed scans missing or stored twice",
                      sum(v.missing + v.duplicate_rows for v in stored), "<=", 0, fmt="{:.0f}"),
-        report.check("attack answered: slow heads cut (408)", counts.get("408", 0), ">=", 1, fmt="{:.0f}"),
-        report.check("attack answered: oversized heads refused (431)", counts.get("431", 0), ">=", 1,
-                     fmt="{:.0f}"),
-        report.check("attack answered: invalid keys refused (401)", counts.get("401", 0), ">=", 1,
-                     fmt="{:.0f}"),
+        *(report.check(f"attack answered: {what} ({code})", counts.get(code, 0), ">=", 1, fmt="{:.0f}")
+          for code, what in (("408", "slow heads cut"), ("431", "oversized heads refused"),
+                             ("401", "invalid keys refused"))),
     ]  # fmt: skip
     result = {
         "command": "hostile",
-        "environment": report.finish_environment(env_info),
+        "environment": env_info,
         "alone": _phase(alone),
         "attacked": _phase(attacked),
         "warmup_p99_ms": warmup,
@@ -305,9 +270,7 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
         "verification": [v.to_dict() for v in stored],
         "targets": [t.to_dict() for t in targets],
     }
-    report.write_json(out / "hostile.json", result)
-    (out / "hostile.md").write_text(markdown(result))
-    return result
+    return run.write("hostile", result, markdown)
 
 
 def _md_cores(cores: dict[str, dict[str, float]]) -> str:

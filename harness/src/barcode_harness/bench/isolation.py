@@ -1,26 +1,25 @@
 """``bench isolation``: both paths under the same scan load while the database is saturated with locks.
 
-The contention: a few threads each run, in a loop, one transaction that takes
-``SELECT ... ORDER BY id DESC LIMIT n FOR UPDATE`` on the newest rows of ``legacy_barcodes`` and
-``barcodes``, touches them with an ``UPDATE``, holds the locks for ``hold_s`` and commits. Under
-REPEATABLE READ that next-key-locks the end of each primary key, so every INSERT into either table
-waits (this is what a long reporting or back-office transaction does to an OLTP table).
+The contention: a few threads loop over one transaction that takes ``SELECT ... ORDER BY id DESC
+LIMIT n FOR UPDATE`` on the newest rows of both tables, touches them, holds the locks for ``hold_s``
+and commits. Under REPEATABLE READ that next-key-locks the end of each primary key, so every INSERT
+waits (what a long back-office transaction does to an OLTP table). Expected: legacy requests, which
+insert before answering, pile up behind the locks; async ingest only needs Kafka and stays flat
+while the workers' pending entries grow and drain once the locks are gone.
 
-Expected: the legacy path's requests, which insert before answering, pile up behind the locks
-(latency climbs, client timeouts appear); the async path's ingest only needs Kafka, so its latency
-stays flat, while the persistence workers' pending entries grow and drain once the locks are gone.
-
-The load runs as three back-to-back windows per path (baseline, contention, recovery), each in
-its own process and started on schedule without waiting for the previous window's stragglers, so
-the arrival rate is continuous and each window has exact HDR percentiles.
+The load runs as three back-to-back windows per path (baseline, contention, recovery), each in its
+own process and started on schedule, so the arrival rate is continuous and each window has exact
+HDR percentiles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
@@ -30,37 +29,36 @@ from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, TABLES, BacklogSampl
 from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_harness.bench.isolation_render import markdown, write_charts
 from barcode_harness.bench.loadgen import LoadResult
-from barcode_harness.bench.loads import ParallelLoads, acked_ids, run_load, series, spec_for, summary_dict
+from barcode_harness.bench.loads import ParallelLoads, acked_ids, series, summary_dict
 from barcode_harness.bench.specs import IsolationSpec
 from barcode_pipeline.adapters import db
-from barcode_pipeline.ops.verify import verify_scan_ids
+from barcode_pipeline.ops.verify import Verification, verify_scan_ids
 
 log = logging.getLogger(__name__)
+say = report.progress_logger(__name__)
 
 WINDOWS = ("baseline", "contention", "recovery")
+LOCKER_COUNTS = ("transactions", "lock_waits_timed_out", "deadlocks", "errors")
 
 
+@dataclass
 class LockContention:
     """Threads that keep the newest rows of the tables locked (see the module docstring)."""
 
-    def __init__(
-        self, db_url: str, tables: tuple[str, ...], *, threads: int, hold_s: float, rows: int
-    ) -> None:
-        self._db_url = db_url
-        self._tables = tables
-        self._threads = [
-            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(threads)
-        ]
-        self._hold_s = hold_s
-        self._rows = rows
-        self._stop = threading.Event()
-        self.transactions = 0
-        self.lock_waits_timed_out = 0
-        self.deadlocks = 0
-        self.errors = 0
+    db_url: str
+    tables: tuple[str, ...]
+    threads: int
+    hold_s: float
+    rows: int
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOCKER_COUNTS, 0))
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lockers: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        for t in self._threads:
+        self._lockers = [
+            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(self.threads)
+        ]
+        for t in self._lockers:
             t.start()
 
     def stop(self) -> None:
@@ -68,73 +66,59 @@ class LockContention:
         self._stop.set()
 
     def join(self) -> None:
-        for t in self._threads:
+        for t in self._lockers:
             t.join(60)
+
+    def _lock(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            for table in self.tables:
+                cur.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self.rows,))
+                ids = [row[0] for row in cur.fetchall()]
+                if ids:
+                    marks = ",".join(["%s"] * len(ids))
+                    cur.execute(
+                        f"UPDATE {table} SET processed_time = processed_time WHERE id IN ({marks})", ids
+                    )
+            self._stop.wait(self.hold_s)
+        conn.commit()
 
     def _run(self) -> None:
         conn: Any = None
         while not self._stop.is_set():
             try:
-                if conn is None:
-                    conn = db.connect(self._db_url, autocommit=False)
-                with conn.cursor() as cur:
-                    for table in self._tables:
-                        cur.execute(
-                            f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self._rows,)
-                        )
-                        ids = [row[0] for row in cur.fetchall()]
-                        if ids:
-                            marks = ",".join(["%s"] * len(ids))
-                            cur.execute(
-                                f"UPDATE {table} SET processed_time = processed_time WHERE id IN ({marks})",
-                                ids,
-                            )
-                    self._stop.wait(self._hold_s)
-                conn.commit()
-                self.transactions += 1
-            except pymysql.err.OperationalError as exc:
-                code = exc.args[0] if exc.args else None
-                if code == 1205:  # lock wait timeout behind another locker
-                    self.lock_waits_timed_out += 1
-                elif code == 1213:  # deadlock with another locker or a writer: expected, retry
-                    self.deadlocks += 1
-                else:
-                    self.errors += 1
+                conn = conn or db.connect(self.db_url, autocommit=False)
+                self._lock(conn)
+                self.counts["transactions"] += 1
+            except pymysql.err.MySQLError as exc:
+                # a lock wait timeout or a deadlock with another locker or a writer is expected: retry
+                codes = {1205: "lock_waits_timed_out", 1213: "deadlocks"}
+                kind = codes.get(exc.args[0] if exc.args else 0, "errors")
+                self.counts[kind] += 1
+                if kind == "errors":
                     log.warning("locker: %s", exc)
                 try:
                     if conn is not None:
                         conn.rollback()
                 except pymysql.err.MySQLError:
                     conn = None
-            except pymysql.err.MySQLError as exc:
-                self.errors += 1
-                log.warning("locker: %s", exc)
-                conn = None
-        if conn is not None:
-            try:
+        with contextlib.suppress(pymysql.err.MySQLError):
+            if conn is not None:
                 conn.commit()
                 conn.close()
-            except pymysql.err.MySQLError:
-                pass
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "threads": len(self._threads),
-            "tables": list(self._tables),
-            "hold_s": self._hold_s,
-            "rows_locked_per_table": self._rows,
-            "transactions": self.transactions,
-            "lock_waits_timed_out": self.lock_waits_timed_out,
-            "deadlocks": self.deadlocks,
-            "errors": self.errors,
+            "threads": self.threads,
+            "tables": list(self.tables),
+            "hold_s": self.hold_s,
+            "rows_locked_per_table": self.rows,
+            **self.counts,
         }
 
 
 def with_timeouts(result: LoadResult) -> dict[str, Any]:
-    """Latency where each request without an answer counts at the client timeout (a lower bound).
-
-    Without this a path whose requests time out would look *faster*: only answers have latencies.
-    """
+    """Latency with each unanswered request counted at the client timeout (a lower bound): else a path
+    whose requests time out would look *faster*, as only answers have latencies."""
     hist = LatencyHistogram.decode(result.latency_hdr) if result.latency_hdr else LatencyHistogram()
     if result.failures:
         hist.record_us(int(result.spec.timeout_s * 1_000_000), result.failures)
@@ -142,36 +126,18 @@ def with_timeouts(result: LoadResult) -> dict[str, Any]:
 
 
 def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
-    say = report.progress_logger(__name__)
-    settings, out = run.settings, run.out
-    (out / "acked").mkdir(exist_ok=True)
+    settings = run.settings
     durations = spec.durations()
-    with run.env() as env:
-        env.drain(spec.drain_timeout_s)
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
-        if spec.warmup_s > 0:
-            for path in PATHS:
-                run_load(
-                    spec_for(
-                        env.url(path),
-                        api_key=env.api_key,
-                        rate=spec.rate,
-                        duration_s=spec.warmup_s,
-                        concurrency=spec.concurrency,
-                    )
-                )
-            env.drain(spec.drain_timeout_s)
-        contention = LockContention(
-            settings.db.url, (TABLES[LEGACY], TABLES[ASYNC]), threads=spec.lockers, hold_s=spec.hold_s,
-            rows=spec.lock_rows,
-        )  # fmt: skip
+    with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
+        env.warm_up(PATHS, spec.warmup_s, spec.drain_timeout_s, rate=spec.rate, concurrency=spec.concurrency)
+        tables = (TABLES[LEGACY], TABLES[ASYNC])
+        contention = LockContention(settings.db.url, tables, spec.lockers, spec.hold_s, spec.lock_rows)
         futures: dict[tuple[str, str], Future[LoadResult]] = {}
         marks: dict[str, float] = {}
         with BacklogSampler(settings, 1.0) as backlog, ParallelLoads(len(WINDOWS) * len(PATHS)) as pool:
             t0 = time.time() + 0.5
-            offset = 0.0
             for window in WINDOWS:
-                time.sleep(max(0.0, t0 + offset - time.time()))
+                time.sleep(max(0.0, t0 - time.time()))
                 if window == "contention":
                     say(f"contention on: {spec.lockers} threads locking the newest rows of both tables")
                     contention.start()
@@ -180,21 +146,21 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
                     say("contention off")
                 marks[window] = time.time()
                 for path in PATHS:
-                    futures[(window, path)] = pool.submit(
-                        spec_for(
-                            env.url(path), api_key=env.api_key, rate=spec.rate, duration_s=durations[window],
-                            concurrency=spec.concurrency, acked=out / "acked" / f"{window}-{path}.txt",
-                            processes=1, timeout_s=spec.timeout_s,
-                        )
-                    )  # fmt: skip
+                    futures[(window, path)] = pool.submit(env.spec(
+                        path, rate=spec.rate, duration_s=durations[window], concurrency=spec.concurrency,
+                        acked=run.acked(f"{window}-{path}"), processes=1, timeout_s=spec.timeout_s,
+                    ))  # fmt: skip
                 say(f"{window}: {durations[window]:g}s at {spec.rate:g} scans/s on each path")
-                offset += durations[window]
+                t0 += durations[window]
             results = {key: fut.result() for key, fut in futures.items()}
             contention.join()
             load_end = time.time()
             say("load over; waiting for the pipeline to drain")
             drain_s = env.drain(spec.drain_timeout_s)
-            drained_at = time.time()
+            drained = {
+                "drained_s_after_load_end": round(time.time() - load_end, 1),
+                "drain_wait_s": round(drain_s, 1),
+            }
             time.sleep(1.0)  # one more backlog sample at zero for the chart
     checks = {
         path: verify_scan_ids(
@@ -202,14 +168,8 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
         )
         for path in PATHS
     }
-    report.finish_environment(env_info)
-    result = summarise(
-        spec, env_info, results, marks, backlog, contention, checks, load_end, drain_s, drained_at, t0
-    )
-    report.write_json(out / "isolation.json", result)
-    write_charts(out, result)
-    (out / "isolation.md").write_text(markdown(result))
-    return result
+    result = summarise(spec, env_info, results, marks, backlog, contention, checks, drained)
+    return run.write("isolation", result, markdown, write_charts)
 
 
 def summarise(
@@ -219,19 +179,13 @@ def summarise(
     marks: dict[str, float],
     backlog: BacklogSampler,
     contention: LockContention,
-    checks: dict[str, Any],
-    load_end: float,
-    drain_s: float,
-    drained_at: float,
-    t0: float,
+    checks: dict[str, Verification],
+    drained: dict[str, float],
 ) -> dict[str, Any]:
-    windows: dict[str, dict[str, Any]] = {}
+    windows: dict[str, dict[str, Any]] = {w: {} for w in WINDOWS}
     for (window, path), res in results.items():
-        windows.setdefault(window, {})[path] = {
-            **summary_dict(res),
-            "latency_incl_timeouts_ms": with_timeouts(res),
-            "failures": res.failures,
-        }
+        extra = {"latency_incl_timeouts_ms": with_timeouts(res), "failures": res.failures}
+        windows[window][path] = {**summary_dict(res), **extra}
     c_start, c_end = marks["contention"], marks["recovery"]
     base = [b.in_flight for t, b in backlog.window(marks["baseline"], c_start)]
     during = [b.in_flight for t, b in backlog.window(c_start, c_end)]
@@ -254,8 +208,7 @@ def summarise(
             "peak_in_flight": max((b.in_flight for _, b in backlog.samples), default=0),
             "back_to_baseline_s_after_contention": round(back_at - c_end, 1) if back_at else None,
             "baseline_level_used": baseline_level,
-            "drained_s_after_load_end": round(drained_at - load_end, 1),
-            "drain_wait_s": round(drain_s, 1),
+            **drained,
         },
         "latency_series": {
             f"{path}": _joined_series([results[(w, path)] for w in WINDOWS], series_t0) for path in PATHS
@@ -277,11 +230,13 @@ def _joined_series(parts: list[LoadResult], t0: float) -> dict[str, list[float]]
 def targets(result: dict[str, Any]) -> list[report.Target]:
     c = result["windows"]["contention"]
     # the larger of the two readings: a timed-out request waited at least the timeout
-    legacy99 = max(c[LEGACY]["latency_incl_timeouts_ms"]["p99_ms"], c[LEGACY]["latency_ms"]["p99_ms"])
-    async99 = max(c[ASYNC]["latency_incl_timeouts_ms"]["p99_ms"], c[ASYNC]["latency_ms"]["p99_ms"])
+    legacy99, async99 = (
+        max(c[p]["latency_incl_timeouts_ms"]["p99_ms"], c[p]["latency_ms"]["p99_ms"]) for p in PATHS
+    )
     base99 = result["windows"]["baseline"][ASYNC]["latency_ms"]["p99_ms"]
     b = result["backlog"]
-    out = [
+    lost = sum(v["missing"] + v["duplicate_rows"] for v in result["verification"].values())
+    return [
         report.check(
             "p99 legacy ÷ async under DB contention", report.ratio(legacy99, async99), ">=", 10, unit="×",
             fmt="{:.1f}",
@@ -299,11 +254,6 @@ def targets(result: dict[str, Any]) -> list[report.Target]:
             b["back_to_baseline_s_after_contention"], "<=", result["environment"]["spec"]["recovery_s"],
             unit=" s", fmt="{:.1f}", note="within the recovery window",
         ),
+        report.check("acknowledged = stored, both paths (lost + duplicated)", float(lost), "<=", 0,
+                     fmt="{:.0f}"),
     ]  # fmt: skip
-    lost = sum(v["missing"] + v["duplicate_rows"] for v in result["verification"].values())
-    out.append(
-        report.check(
-            "acknowledged = stored, both paths (lost + duplicated)", float(lost), "<=", 0, fmt="{:.0f}"
-        )
-    )
-    return out

@@ -1,16 +1,13 @@
 """``bench replication``: what replication costs, the single-node and the ``ha`` profile in one run.
 
-The same measurements on both stacks, one after the other, on the same machine: the bare Kafka
-produce round trip (``acks=all``; on ha a topic of RF=3 with min.insync.replicas=2, so the leader
-answers once the in-sync followers have the record), single-scan ingest latency at a fixed rate,
-and the end-to-end maximum sustained batch rate (scans acknowledged, stored, drained; on ha the
-processor also waits for ``WAIT`` on both Redis replicas). The ha stack lives in its own state
-directory, beside the single-node one, as the tests keep it.
+The same measurements on both stacks, one after the other: the bare Kafka produce round trip
+(``acks=all``; on ha RF=3 with min.insync.replicas=2), single-scan ingest latency at a fixed rate,
+and the end-to-end maximum sustained batch rate (on ha the processor also waits for ``WAIT`` on both
+Redis replicas). The ha stack lives in its own state directory beside the single-node one.
 """
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from collections import Counter
@@ -23,22 +20,18 @@ from barcode_harness import sections
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.docs import REPLICATION
-from barcode_harness.bench.env import BacklogSampler, BenchEnv, bench_settings
-from barcode_harness.bench.loadgen import run_load
-from barcode_harness.bench.loads import spec_for
+from barcode_harness.bench.env import ASYNC, BacklogSampler, BenchEnv, BenchRun, bench_settings
 from barcode_harness.bench.maxrate import Searcher
 from barcode_harness.bench.specs import MaxSpec, ReplicationSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.ha_nodes import client_settings
 from barcode_pipeline import names
 
-log = logging.getLogger(__name__)
+say = report.progress_logger(__name__)
 
 PROFILES = ("single", "ha")
 SECTION = REPLICATION
 PATH = "async-batch"
-
-
 QUANTILES = ("p50_ms", "p99_ms", "p999_ms")
 
 
@@ -74,33 +67,23 @@ def measure_profile(
     settings: HarnessSettings, spec: ReplicationSpec, out: Path, *, start_stack: bool
 ) -> dict[str, Any]:
     profile = settings.stack_profile
-    (out / "acked").mkdir(parents=True, exist_ok=True)
-    say = report.progress_logger(__name__)
     with BenchEnv(settings, out / f"services-{profile}.log", legacy=False, start_stack=start_stack) as env:
+        run = BenchRun(env.settings, out, shared=env)
         env.drain(300)
         info = report.environment(env.settings, {"profile": profile})
         isr = replicas(env.settings)
         say(f"{profile}: replication factor {isr['replication_factor']}, in sync {isr['min_in_sync']}")
         kafka = kafka_produce_latency(env.settings, rate=spec.kafka_rate, duration_s=spec.kafka_s).to_dict()
         drop_probe_topic(env.settings)
-        run_load(spec_for(env.ingest_url, api_key=env.api_key, rate=50, duration_s=3))  # warm-up
-        env.drain(300)
-        latency = run_load(
-            spec_for(
-                env.ingest_url,
-                api_key=env.api_key,
-                rate=spec.rate,
-                duration_s=spec.duration_s,
-                acked=out / "acked" / f"{profile}-latency.txt",
-            )
+        env.warm_up((ASYNC,), 3, 300, rate=50)
+        latency = env.load(
+            ASYNC, rate=spec.rate, duration_s=spec.duration_s, acked=run.acked(f"{profile}-latency")
         )
         env.drain(300)
         say(f"{profile}: ingest p50 {latency.latency.p50_ms:.1f} ms, p99 {latency.latency.p99_ms:.1f} ms")
         max_spec = MaxSpec(paths=(PATH,), step_s=spec.step_s, start_batch=spec.start_batch, warmup_s=0)
         with BacklogSampler(env.settings, 1.0) as backlog:
-            best, steps = Searcher(env, max_spec, out, backlog).search(PATH)
-        first_fail = next((s for s in steps if not s.sustained), None)
-        say(f"{profile}: {best:,.0f} scans/s sustained end to end")
+            ceiling = Searcher(env, max_spec, run, backlog).ceiling(PATH)
     return {
         "profile": profile,
         "environment": info,
@@ -114,9 +97,7 @@ def measure_profile(
             "errors": latency.errors,
             "latency_ms": latency.latency.to_dict(),
         },
-        "max_sustained_scans_per_s": best,
-        "saturated_stage": first_fail.stage if first_fail else "none",
-        "steps": [s.to_dict() for s in steps],
+        **{k: ceiling[k] for k in ("max_sustained_scans_per_s", "saturated_stage", "steps")},
     }
 
 
@@ -138,9 +119,7 @@ def run_replication(
     profiles = [aggregate(runs[p]) for p in PROFILES]
     result = {"spec": spec.to_dict(), "started_at": started, "duration_s": time.time() - started,
               "profiles": profiles}  # fmt: skip
-    report.write_json(out / "replication.json", result)
-    (out / "replication.md").write_text(markdown(result))
-    return result
+    return BenchRun(base, out).write("replication", result, markdown)
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,7 +149,7 @@ def markdown(result: dict[str, Any]) -> str:
         ("bare Kafka produce, acks=all (ms)", "kafka_produce"),
         ("ingest POST single scan, until Kafka confirmed (ms)", "ingest_latency"),
     ):
-        for q in ("p50_ms", "p99_ms", "p999_ms"):
+        for q in QUANTILES:
             a, b = single[src]["latency_ms"].get(q), ha[src]["latency_ms"].get(q)
             ratio = f"{b / a:.2f}" if a and b else "-"
             rows.append(f"| {label}, {q.removesuffix('_ms')} | {_ms(single[src]['latency_ms'], q)} | "

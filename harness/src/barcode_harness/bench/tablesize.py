@@ -1,17 +1,14 @@
 """``bench table-size``: does a large ``barcodes`` slow the pipeline down?
 
-At peak the table holds tens of millions of rows within days. The batch API's end-to-end maximum
-(``bench max`` async-batch) is searched twice in one run on the same servers: on the empty bench
-table (then holding only the search's own rows), then after ``bench fill`` has put ``rows`` rows
-in it, their scan times spread over the last ``days`` days (every daily partition holds its share,
-as under retention). The goal is a filled figure of at least 80 % of the empty one. Acknowledged
-scans are verified along the duplicate guard's (device, scan time) prefix, so verification does
-not itself grow with the table.
+The batch API's end-to-end maximum (``bench max`` async-batch) is searched twice on the same servers:
+on the empty bench table, then after ``bench fill`` put ``rows`` rows in it over the last ``days`` days
+(every daily partition holds its share). The goal: filled at least 80 % of empty. Verification goes
+along the duplicate guard's (device, scan time) prefix, so it does not itself grow with the table.
 """
 
 from __future__ import annotations
 
-import logging
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +23,18 @@ from barcode_harness.bench.specs import TableSizeSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters.db import connect
 
-log = logging.getLogger(__name__)
+say = report.progress_logger(__name__)
 
 PATH = "async-batch"
 GOAL = 0.8  # filled maximum ÷ empty maximum
 
 
 def _table(settings: HarnessSettings) -> dict[str, Any]:
-    conn = connect(settings.db.url, autocommit=True)
-    try:
+    with closing(connect(settings.db.url, autocommit=True)) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM barcodes")
             rows = int(cur.fetchone()[0])
         data, indexes, _per_index = table_bytes(conn)
-    finally:
-        conn.close()
     return {"rows": rows, "data_bytes": data, "index_bytes": indexes}
 
 
@@ -57,25 +51,20 @@ def _search(settings: HarnessSettings, spec: TableSizeSpec, folder: Path, env: B
 
 
 def run_table_size(spec: TableSizeSpec, run: BenchRun) -> dict[str, Any]:
-    say = report.progress_logger(__name__)
     settings, out = run.settings, run.out
-    with run.env(legacy=False) as env:
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
+    with run.started(spec, legacy=False) as (env, env_info):
         say(f"{PATH} maximum on the empty table")
         empty = _search(settings, spec, out / "empty", env)
         say(f"filling barcodes with {spec.rows:,} rows over {spec.days:g} days")
         filled_with = fill(env.settings.db.url, spec.rows, days=spec.days)
         say(f"{PATH} maximum on the filled table")
         filled = _search(settings, spec, out / "filled", env)
-    ratio = (
-        filled["max_sustained_scans_per_s"] / empty["max_sustained_scans_per_s"]
-        if empty["max_sustained_scans_per_s"]
-        else 0.0
-    )
+    best = empty["max_sustained_scans_per_s"]
+    ratio = filled["max_sustained_scans_per_s"] / best if best else 0.0
     target = report.check(f"{PATH} maximum, filled ÷ empty table", ratio, ">=", GOAL, fmt="{:.2f}")
     result = {
         "command": "table-size",
-        "environment": report.finish_environment(env_info),
+        "environment": env_info,
         "empty": empty,
         "fill": filled_with,
         "filled": filled,
@@ -83,9 +72,7 @@ def run_table_size(spec: TableSizeSpec, run: BenchRun) -> dict[str, Any]:
         "targets": [target.to_dict()],
         "folder": str(out),
     }
-    report.write_json(out / "table-size.json", result)
-    (out / "table-size.md").write_text(markdown(result))
-    return result
+    return run.write("table-size", result, markdown)
 
 
 def write_section(doc: Path, section: str) -> Path:
