@@ -6,12 +6,12 @@ rewrite only their own part of the document.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 from barcode_harness import sections
 from barcode_harness.chaos.harness import ScenarioResult
-from barcode_harness.chaos.report import RunInfo
+from barcode_harness.chaos.report import RunInfo, num
+from barcode_harness.settings import HarnessSettings
 
 BEGIN, END = sections.HA
 
@@ -44,6 +44,19 @@ COLUMNS_NOTE = (
 )
 
 
+def settings_info(settings: HarnessSettings) -> dict[str, str]:
+    """The replication and failover knobs the results depend on."""
+    return {
+        "Kafka brokers / topic RF / min.insync.replicas": f"3 / {settings.kafka.topic_replication} / 2",
+        "Redis replicas / min-replicas-to-write": "2 / 1",
+        "processor WAIT (BP_REDIS_MIN_REPLICAS, timeout)": f"{settings.redis.min_replicas}, "
+        f"{settings.redis.wait_timeout_ms} ms",
+        "rewind safety window": f"{settings.redis.rewind_window_s:g} s",
+        "produce timeout (ingest answers 503 after)": f"{settings.kafka.produce_timeout_s:g} s",
+        "workers": str(settings.worker.count),
+    }
+
+
 def _app_tier(results: list[ScenarioResult]) -> list[str]:
     """The app-host kill's own timings, one paragraph per run that had it."""
     out = []
@@ -55,10 +68,10 @@ def _app_tier(results: list[ScenarioResult]) -> list[str]:
             f"{r.key} {r.name}: two app hosts (`barcode-pipeline run` in namespaces bpapp1 and "
             f"bpapp2, node names app1 and app2) behind HAProxy, which health-checks `/ready`; the "
             f"scanners only know HAProxy's address. HAProxy took app1 out of the rotation "
-            f"{_num(m.get('lb_down_s'))} s after the kill; app2's processor owned every partition after "
-            f"{_num(m.get('takeover_s'))} s (the dead static members' session timeout); app2's workers "
+            f"{num(m.get('lb_down_s'))} s after the kill; app2's processor owned every partition after "
+            f"{num(m.get('takeover_s'))} s (the dead static members' session timeout); app2's workers "
             f"had claimed the {m.get('pending_at_kill', 0)} entries app1's workers held after "
-            f"{_num(m.get('claimed_s'))} s (their heartbeats' TTL). Once drained, app1 started again "
+            f"{num(m.get('claimed_s'))} s (their heartbeats' TTL). Once drained, app1 started again "
             f"under its own name; `run` was refused {m.get('restart_refused', 0)} time(s) before its old "
             "lease expired.",
             "",
@@ -66,13 +79,8 @@ def _app_tier(results: list[ScenarioResult]) -> list[str]:
     return out
 
 
-def _num(value: object) -> str:
-    return f"{value:.1f}" if isinstance(value, float) else ("-" if value is None else str(value))
-
-
 def render_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInfo) -> str:
     """``runs``: (label of the run, its results), e.g. WAIT on and WAIT off."""
-    finished = info.finished_at or datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [
         BEGIN,
         "## ha profile: replicated Kafka and Redis with failover",
@@ -83,7 +91,7 @@ def render_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInfo) 
         "Kafka offsets only after `WAIT` confirmed the batch on the replicas, and rewinds its group "
         "after a Redis primary change.",
         "",
-        f"Command: `{info.command}`, finished {finished}, {info.duration_s / 60:.1f} min; load "
+        f"Command: `{info.command}`, finished {info.finished_at}, {info.duration_s / 60:.1f} min; load "
         f"{info.params.rate:g} scans/s from outbox-backed scanners, faults held {info.params.hold_s:g} s.",
         "",
     ]
@@ -96,8 +104,8 @@ def render_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInfo) 
             verdict = "PASS" if r.ok else "FAIL: " + "; ".join(f"{c.name} ({c.detail})" for c in r.failures)
             lines.append(
                 f"| {r.key} {r.name} | {r.fault} | {r.acknowledged} | {r.stored} | {r.lost} | "
-                f"{r.duplicates} | {_num(r.metrics.get('failover_s'))} | {_num(r.drain_s)} | "
-                f"{_num(r.metrics.get('rewound'))} | {r.client_retries} | {verdict} |"
+                f"{r.duplicates} | {num(r.metrics.get('failover_s'))} | {num(r.drain_s)} | "
+                f"{num(r.metrics.get('rewound'))} | {r.client_retries} | {verdict} |"
             )
         lines.append("")
     lines += [COLUMNS_NOTE, ""]

@@ -7,16 +7,15 @@ The section sits between two markers, so ``chaos nemesis`` can rewrite it in pla
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from barcode_harness import sections
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.nemesis import Nemesis, NemesisStats
+from barcode_harness.chaos.report import cell, finished_now, num
 from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
@@ -42,9 +41,8 @@ class NemesisInfo:
     command: str
     params: ChaosParams
     spec: ScheduleSpec
-    finished_at: str = ""
+    finished_at: str = field(default_factory=finished_now)
     duration_s: float = 0.0
-    machine: dict[str, str] = field(default_factory=dict)
 
 
 def run_iterations(
@@ -78,14 +76,6 @@ def run_iterations(
         with chaos_env(settings, workdir) as fresh:
             go(fresh)
     return runs
-
-
-def _cell(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("|", "\\|")).strip()
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
@@ -123,7 +113,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         f"**{passed} of {len(runs)} iterations passed** (finished {info.finished_at}, "
         f"{info.duration_s / 60:.1f} min); {sum(r.result.lost for r in runs)} acknowledged scans lost, "
         f"{sum(r.result.duplicates for r in runs)} duplicates; last heal → drained at most "
-        f"{_num(max(drains) if drains else None)} s (target {p.drain_target_s:g} s); "
+        f"{num(max(drains) if drains else None)} s (target {p.drain_target_s:g} s); "
         f"{len(kinds)} distinct (target, kind) pairs exercised.",
         "",
         f"| seed | faults | overlapping pairs | kinds ({'/'.join(kinds_shown)}) | acknowledged | stored "
@@ -135,7 +125,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         lines.append(
             f"| {r.stats.seed} | {len(r.stats.faults)} | {r.stats.overlapping_pairs} | {counts} "
             f"| {r.result.acknowledged} | {r.result.stored} | {r.result.lost} | {r.result.duplicates} "
-            f"| {_num(r.stats.last_heal_to_drained_s)} | {'pass' if r.result.ok else '**FAIL**'} |"
+            f"| {num(r.stats.last_heal_to_drained_s)} | {'pass' if r.result.ok else '**FAIL**'} |"
         )
     flat = [
         (r.stats.seed, c) for r in runs for c in r.result.checks if "RSS" in c.name or "descriptors" in c.name
@@ -145,7 +135,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         lines += ["", f"Memory and descriptors across the schedule ({first.samples} readings for seed "
                   f"{first.seed}, the soak's checks):", ""]  # fmt: skip
         lines += [
-            f"- seed {seed}: {'✅' if c.ok else '❌'} {_cell(c.name)}: {_cell(c.detail) or 'none'}"
+            f"- seed {seed}: {'✅' if c.ok else '❌'} {cell(c.name)}: {cell(c.detail) or 'none'}"
             for seed, c in flat
         ]
     failed = [r for r in runs if not r.result.ok]
@@ -154,9 +144,9 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         for r in failed:
             lines.append(f"Seed {r.stats.seed}:")
             lines.append("")
-            lines += [f"- ❌ {_cell(c.name)}: {_cell(c.detail)}" for c in r.result.failures]
+            lines += [f"- ❌ {cell(c.name)}: {cell(c.detail)}" for c in r.result.failures]
             if r.result.error:
-                lines.append(f"- error: {_cell(r.result.error)}")
+                lines.append(f"- error: {cell(r.result.error)}")
             lines += ["", "```", *r.stats.done, "```", ""]
     lines += [
         "",
@@ -177,6 +167,4 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
 
 
 def write_section(path: Path, runs: list[NemesisRun], info: NemesisInfo) -> Path:
-    if not info.finished_at:
-        info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
     return sections.write(path, render_section(runs, info), markers(info.spec))

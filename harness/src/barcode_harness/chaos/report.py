@@ -23,6 +23,10 @@ from barcode_pipeline.adapters import redis as redis_adapter
 log = logging.getLogger(__name__)
 
 
+def finished_now() -> str:
+    return datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
 @dataclass
 class RunInfo:
     """Everything besides the results that a reader needs to judge them."""
@@ -31,7 +35,7 @@ class RunInfo:
     params: ChaosParams
     settings: dict[str, str] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
-    finished_at: str = ""
+    finished_at: str = field(default_factory=finished_now)
     duration_s: float = 0.0
 
 
@@ -101,11 +105,13 @@ def settings_info(settings: HarnessSettings) -> dict[str, str]:
     return info
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def num(value: object, digits: int = 1) -> str:
+    """A number for a table cell: ``-`` where there is none."""
+    return f"{value:.{digits}f}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
+    """Text for a table cell: one line, its pipes escaped."""
     return re.sub(r"\s+", " ", text.replace("|", "\\|")).strip()
 
 
@@ -211,9 +217,9 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r.key} | {_cell(r.title)} | {_cell(r.fault)} | {r.sent} | {r.acknowledged} | {r.stored} "
-            f"| {r.dead_lettered} | {r.lost} | {r.duplicates} | {r.client_retries} | {_num(r.drain_s)} "
-            f"| {_num(r.takeover_s, 2) if r.reports_takeover else ''} | {'pass' if r.ok else '**FAIL**'} |"
+            f"| {r.key} | {cell(r.title)} | {cell(r.fault)} | {r.sent} | {r.acknowledged} | {r.stored} "
+            f"| {r.dead_lettered} | {r.lost} | {r.duplicates} | {r.client_retries} | {num(r.drain_s)} "
+            f"| {num(r.takeover_s, 2) if r.reports_takeover else ''} | {'pass' if r.ok else '**FAIL**'} |"
         )
     lines += [
         "",
@@ -243,14 +249,14 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         lines.append(f"Fault: {r.fault}.")
         lines.append("")
         for note in r.notes:
-            lines.append(f"- {_cell(note)}")
+            lines.append(f"- {cell(note)}")
         for c in r.checks:
             lines.append(
-                f"- {'✅' if c.ok else '❌'} {_cell(c.name)}" + (f": {_cell(c.detail)}" if c.detail else "")
+                f"- {'✅' if c.ok else '❌'} {cell(c.name)}" + (f": {cell(c.detail)}" if c.detail else "")
             )
         lines.append("")
     lines += ["## HarnessSettings used", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in info.settings.items()]
+    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info.settings.items()]
     lines += [
         f"| client load | {p.rate:g} scans/s over 3 devices, resend ratio {p.duplicate_ratio:g}, "
         "retry back-off 0.1 s doubling to 2 s |",
@@ -261,7 +267,7 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         "| | |",
         "|---|---|",
     ]
-    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in info.machine.items()]
+    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info.machine.items()]
     lines += [
         "",
         "Every service, the three servers and the load generator share this machine's cores.",
@@ -281,8 +287,6 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
 
 
 def write_report(path: Path, results: list[ScenarioResult], info: RunInfo) -> Path:
-    if not info.finished_at:
-        info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render(results, info)
     for kept in sections.carried(path.read_text()) if path.exists() else []:
