@@ -38,6 +38,7 @@ from barcode_pipeline.errors import ConfigError, PipelineError
 FAILOVER_TIMEOUT_S = 60.0
 REWOUND = re.compile(r"rewound (\d+) records")
 N = TypeVar("N", HaKafkaNode, HaRedisNode)
+T = TypeVar("T")
 
 
 def _ha(ctx: ChaosContext) -> HaStackManager:
@@ -46,20 +47,23 @@ def _ha(ctx: ChaosContext) -> HaStackManager:
     return ctx.stack
 
 
-def waited(condition: Callable[[], bool], timeout: float = FAILOVER_TIMEOUT_S) -> tuple[bool, float]:
-    """(held, seconds) once ``condition`` held or ``timeout`` passed; an error (a node in failover
-    answers with errors of every kind) counts as not yet."""
+def polled(
+    probe: Callable[[], T], done: Callable[[T], bool], last: T, timeout: float = FAILOVER_TIMEOUT_S
+) -> tuple[T, float]:
+    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. An
+    error counts as not yet: a node in failover answers with errors of every kind."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         with contextlib.suppress(Exception):
-            if condition():
-                return True, time.monotonic() - t0
+            last = probe()
+            if done(last):
+                break
         time.sleep(0.1)
-    return False, time.monotonic() - t0
+    return last, time.monotonic() - t0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    if not waited(condition, timeout)[0]:
+    if not polled(condition, bool, False, timeout)[0]:
         raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
 
 
@@ -197,10 +201,12 @@ class KafkaLeaderFault(NodeFault[HaKafkaNode]):
 
     def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaKafkaNode) -> None:
         others = ",".join(k.address for k in stack.kafka_nodes() if k is not node)
-        ok, took = waited(
-            lambda: all(0 <= leader != node.node_id for leader in topic_leaders(others).values())
-        )
-        _failover(ctx, self.CHECKS[self.how], ok, took, f"{took:.1f} s")
+
+        def moved(leaders: dict[int, int]) -> bool:
+            return all(leader >= 0 and leader != node.node_id for leader in leaders.values())
+
+        took = polled(lambda: topic_leaders(others), moved, dict[int, int]())[1]
+        _failover(ctx, self.CHECKS[self.how], took < FAILOVER_TIMEOUT_S, took, f"{took:.1f} s")
 
 
 class KafkaControllerFault(NodeFault[HaKafkaNode]):
@@ -212,14 +218,10 @@ class KafkaControllerFault(NodeFault[HaKafkaNode]):
         return node, f"the active controller (epoch {self.was[1]})"
 
     def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaKafkaNode) -> None:
-        (leader, epoch), new = self.was, self.was
-
-        def elected() -> bool:
-            nonlocal new
-            new = active_controller(stack)
-            return new[0] not in (leader, -1) and new[1] > epoch
-
-        took = waited(elected)[1]
+        leader, epoch = self.was
+        new, took = polled(
+            lambda: active_controller(stack), lambda n: n[0] not in (leader, -1) and n[1] > epoch, self.was
+        )
         _failover(ctx, "another voter became the active controller", new[0] != leader, took,
                   f"node {leader} -> {new[0]} (epoch {new[1]}) in {took:.1f} s")  # fmt: skip
 
@@ -248,14 +250,8 @@ class RedisFault(NodeFault[HaRedisNode]):
     def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaRedisNode) -> None:
         if self.replica:
             return
-        old = new = self.old
-
-        def promoted() -> bool:
-            nonlocal new
-            new = primary_address(ctx.settings)
-            return new != old
-
-        took = waited(promoted)[1]
+        old = self.old
+        new, took = polled(lambda: primary_address(ctx.settings), lambda new: new != old, old)
         _failover(
             ctx, "Sentinel promoted a replica", new != old, took, f"{old[0]} -> {new[0]} in {took:.1f} s"
         )
@@ -307,19 +303,14 @@ def _prefix(node: str) -> str:
 
 def wait_owners(settings: HarnessSettings, nodes: list[str], timeout: float) -> float:
     """Seconds until every partition is assigned, only to the processors of ``nodes``."""
-    prefixes = tuple(_prefix(n) for n in nodes)
-    last: dict[str, list[int]] = {}
+    prefixes, everyone = tuple(_prefix(n) for n in nodes), list(range(settings.kafka.topic_partitions))
 
-    def settled() -> bool:
-        nonlocal last
-        last = group_members(settings)
-        owned = sorted(p for parts in last.values() for p in parts)
-        return all(m.startswith(prefixes) for m in last) and owned == list(
-            range(settings.kafka.topic_partitions)
-        )
+    def settled(members: dict[str, list[int]]) -> bool:
+        owned = sorted(p for parts in members.values() for p in parts)
+        return all(m.startswith(prefixes) for m in members) and owned == everyone
 
-    ok, took = waited(settled, timeout)
-    if not ok:
+    last, took = polled(lambda: group_members(settings), settled, dict[str, list[int]](), timeout)
+    if not settled(last):
         raise PipelineError(f"the processor group did not settle on {nodes} within {timeout:.0f}s: {last}",
                             component="chaos")  # fmt: skip
     return took

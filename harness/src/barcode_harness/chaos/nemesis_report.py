@@ -6,8 +6,8 @@ The section sits between two markers, so ``chaos nemesis`` can rewrite it in pla
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +19,6 @@ from barcode_harness.chaos.report import cell, finished_now, num
 from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
-
-log = logging.getLogger(__name__)
 
 
 def markers(spec: ScheduleSpec) -> tuple[str, str]:
@@ -58,23 +56,14 @@ def run_iterations(
 ) -> list[NemesisRun]:
     """Run one schedule per seed, in order, on one pipeline (like ``run_scenarios``)."""
     runs: list[NemesisRun] = []
-
-    def go(e: ChaosEnv) -> None:
+    with nullcontext(env) if env is not None else chaos_env(settings, workdir) as e:
         for seed in seeds:
             nemesis = Nemesis(seed, workers=len(e.sup.names(names.Role.WORKER)), spec=spec)
             if on_start is not None:
                 on_start(nemesis)
-            result = run_scenario(e, nemesis, params)
-            run = NemesisRun(nemesis.stats, result)
-            runs.append(run)
+            runs.append(NemesisRun(nemesis.stats, run_scenario(e, nemesis, params)))
             if on_result is not None:
-                on_result(run)
-
-    if env is not None:
-        go(env)
-    else:
-        with chaos_env(settings, workdir) as fresh:
-            go(fresh)
+                on_result(runs[-1])
     return runs
 
 
@@ -142,8 +131,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
     if failed:
         lines += ["", "### Failed iterations", ""]
         for r in failed:
-            lines.append(f"Seed {r.stats.seed}:")
-            lines.append("")
+            lines += [f"Seed {r.stats.seed}:", ""]
             lines += [f"- ❌ {cell(c.name)}: {cell(c.detail)}" for c in r.result.failures]
             if r.result.error:
                 lines.append(f"- error: {cell(r.result.error)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import re
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,26 +54,19 @@ def machine_info() -> dict[str, str]:
 def _server_versions(settings: HarnessSettings) -> dict[str, str]:
     out = {"Kafka": settings.kafka_version}
     try:
-        client = redis_adapter.client(settings, timeout=2)
-        try:
+        with closing(redis_adapter.client(settings, timeout=2)) as client:
             out["Redis"] = str(client.info("server").get("redis_version", "?"))
-            fsync = client.config_get("appendfsync").get("appendfsync")
-            aof = client.config_get("appendonly").get("appendonly")
-            out["Redis AOF (live)"] = f"appendonly {aof}, appendfsync {fsync}"
-        finally:
-            client.close()
+            aof = client.config_get("append*")
+            out["Redis AOF (live)"] = (
+                f"appendonly {aof.get('appendonly')}, appendfsync {aof.get('appendfsync')}"
+            )
     except redis.RedisError as exc:
         out["Redis"] = f"unreachable ({exc})"
     try:
-        conn = db.connect(settings.db.url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
-                row = cur.fetchone()
-                out["MariaDB/MySQL"] = str(row[0])
-                out["innodb_flush_log_at_trx_commit"] = str(row[1])
-        finally:
-            conn.close()
+        with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
+            version, flush = cur.fetchone()
+            out["MariaDB/MySQL"], out["innodb_flush_log_at_trx_commit"] = str(version), str(flush)
     except Exception as exc:  # the report must be written even if the database is gone
         out["MariaDB/MySQL"] = f"unreachable ({type(exc).__name__})"
     return out
@@ -182,12 +176,6 @@ acknowledged writes: another reason production needs three brokers.
 """
 
 
-def limits_section() -> list[str]:
-    lines = [LIMITS_INTRO, "| lost | what it costs here | what covers it in production |", "|---|---|---|"]
-    lines += [f"| {lost} | {cost} | {cover} |" for lost, cost, cover in LIMITS]
-    return [*lines, "", LIMITS_OUTRO]
-
-
 def render(results: list[ScenarioResult], info: RunInfo) -> str:
     p = info.params
     passed = sum(r.ok for r in results)
@@ -244,16 +232,10 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         "",
     ]
     for r in results:
-        lines.append(f"### {r.key}. {r.title} — {'pass' if r.ok else 'FAIL'}")
-        lines.append("")
-        lines.append(f"Fault: {r.fault}.")
-        lines.append("")
-        for note in r.notes:
-            lines.append(f"- {cell(note)}")
-        for c in r.checks:
-            lines.append(
-                f"- {'✅' if c.ok else '❌'} {cell(c.name)}" + (f": {cell(c.detail)}" if c.detail else "")
-            )
+        lines += [f"### {r.key}. {r.title} — {'pass' if r.ok else 'FAIL'}", "", f"Fault: {r.fault}.", ""]
+        lines += [f"- {cell(note)}" for note in r.notes]
+        lines += [f"- {'✅' if c.ok else '❌'} {cell(c.name)}" + (f": {cell(c.detail)}" if c.detail else "")
+                  for c in r.checks]  # fmt: skip
         lines.append("")
     lines += ["## HarnessSettings used", "", "| setting | value |", "|---|---|"]
     lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info.settings.items()]
@@ -272,7 +254,12 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         "",
         "Every service, the three servers and the load generator share this machine's cores.",
         "",
-        *limits_section(),
+        LIMITS_INTRO,
+        "| lost | what it costs here | what covers it in production |",
+        "|---|---|---|",
+        *(f"| {lost} | {cost} | {cover} |" for lost, cost, cover in LIMITS),
+        "",
+        LIMITS_OUTRO,
         "## Reproducing",
         "",
         "```sh",
