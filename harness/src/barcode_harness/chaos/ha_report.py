@@ -59,10 +59,8 @@ def settings_info(settings: HarnessSettings) -> dict[str, str]:
 
 def _app_tier(results: list[ScenarioResult]) -> list[str]:
     """The app-host kill's own timings, one paragraph per run that had it."""
-    out = []
-    for r in results:
-        if "lb_down_s" not in r.metrics:
-            continue
+    out: list[str] = []
+    for r in [r for r in results if "lb_down_s" in r.metrics]:
         m = r.metrics
         out += [
             f"{r.key} {r.name}: two app hosts (`barcode-pipeline run` in namespaces bpapp1 and "
