@@ -150,13 +150,10 @@ def chaos(
     _exit(failed, f"{len(failed)} scenario(s) failed: {', '.join(failed)}")
 
 
-def _verdict(ok: bool) -> str:
-    return typer.style("PASS", fg="green") if ok else typer.style("FAIL", fg="red", bold=True)
-
-
 def _show(ok: bool, line: str, failures: list[Check]) -> None:
     """One result on the console: its verdict, one line of numbers, then each failed check."""
-    typer.echo(f"{_verdict(ok)} {line}")
+    verdict = typer.style("PASS", fg="green") if ok else typer.style("FAIL", fg="red", bold=True)
+    typer.echo(f"{verdict} {line}")
     for failed in failures:
         typer.echo(f"      failed: {failed.name}: {failed.detail}")
 
@@ -214,16 +211,12 @@ def _nemesis(
     iterations: int, report: Path | None,
 ) -> None:  # fmt: skip
     """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
-    from barcode_harness.chaos.nemesis import Nemesis
     from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, run_iterations, write_section
     from barcode_harness.chaos.schedule import render
 
     seeds = list(range(seed, seed + iterations))
     typer.echo(f"chaos nemesis: seeds {seeds[0]}..{seeds[-1]}, {spec.duration_s:g} s each at "
                f"{params.rate:g} scans/s; log: {work / 'pipeline.log'}")  # fmt: skip
-
-    def started(nemesis: Nemesis) -> None:
-        typer.echo(render(nemesis.seed, nemesis.schedule))
 
     def show(run: NemesisRun) -> None:
         r, drain = run.result, run.stats.last_heal_to_drained_s
@@ -232,7 +225,8 @@ def _nemesis(
               r.failures)  # fmt: skip
 
     t0 = time.monotonic()
-    runs = run_iterations(settings, seeds, params, work, spec=spec, on_start=started, on_result=show)
+    runs = run_iterations(settings, seeds, params, work, spec=spec, on_result=show,
+                          on_start=lambda n: typer.echo(render(n.seed, n.schedule)))  # fmt: skip
     if report is not None:
         info = NemesisInfo(_command(), params, spec, duration_s=time.monotonic() - t0)
         typer.echo(f"nemesis section written to {write_section(report, runs, info)}")
