@@ -1,10 +1,8 @@
 """App hosts of the ha profile: ``barcode-pipeline run`` in namespaces ``bpapp1``/``bpapp2``.
 
-Each host is a whole ``run`` (supervisor, ingest, processor, workers) with a node name of its own,
-its own state directory (progress files), and its ingest on its own address behind HAProxy, as
-two machines sharing one cluster would be. Killing a host kills every process in its namespace.
-Its ingest port answers the balancer only (``admit_only``): clients cannot go around it, so the
-X-Forwarded-For the ingest believes is always HAProxy's.
+Each is a whole ``run`` with its own node name, state directory and ingest address behind HAProxy,
+as two machines sharing one cluster would be. Its ingest answers the balancer only
+(``admit_only``), so the X-Forwarded-For it believes is always HAProxy's.
 """
 
 from __future__ import annotations

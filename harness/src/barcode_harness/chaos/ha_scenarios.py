@@ -92,13 +92,11 @@ class HaScenario(Scenario):
 
 
 class NodeFault(HaScenario, Generic[N]):
-    """One node broken at inject and repaired at heal: the shape of every single-node ha fault.
+    """One node broken at inject and repaired at heal, ``how``: ``kill`` (SIGKILL), ``pause``
+    (SIGSTOP) or ``cut`` (iptables DROP between the node and its peers; clients still reach it).
 
-    ``how``: ``kill`` (SIGKILL; the heal only begins the restart, as a broker's JVM takes many
-    seconds to come up on a loaded machine and the other nodes serve meanwhile, so the drain clock
-    measures the pipeline, not the JVM; cleanup waits for it), ``pause`` (SIGSTOP, SIGCONT at heal)
-    or ``cut`` (iptables DROP between the node and its peers; clients still reach it). Subclasses
-    pick the node and wait for the cluster to take over.
+    A killed node's heal only begins its restart (a JVM takes many seconds on a loaded machine, and
+    the other nodes serve): the drain clock measures the pipeline. Cleanup waits for the node.
     """
 
     def __init__(
@@ -319,11 +317,9 @@ def wait_owners(settings: HarnessSettings, nodes: list[str], timeout: float) -> 
 class AppHostKill(HaScenario):
     """Two app hosts (``run`` in bpapp1/bpapp2) behind HAProxy; every process of one SIGKILLed.
 
-    The survivor's processor takes the dead host's partitions once its static members' session
-    times out, and its workers claim the dead workers' pending entries once their heartbeats
-    expire. Once drained, the dead host starts again under its own node name: its lease (not
-    renewed since the kill) has expired by then, or ``run`` is refused until it has. The restart
-    waits for the drain so that the drain clock measures the surviving host alone.
+    The survivor takes over the partitions (session timeout) and pending entries (heartbeat TTL).
+    Once drained (so the drain clock measures the survivor alone), the dead host starts again under
+    its own name, which ``run`` refuses until the old lease has expired.
     """
 
     key = "h9"

@@ -1,8 +1,7 @@
 """``chaos nemesis``: a seeded random fault schedule run under load, judged by the usual ledger.
 
-Each target runs its faults in order on its own thread, so faults on different targets overlap
-as drawn. Servers killed or shut down come back with ``barcode-pipeline stack up``, run as an
-operator would (one at a time: two concurrent start-ups could both start the same server).
+Each target runs its faults on its own thread, so faults on different targets overlap as drawn.
+Downed servers come back with ``stack up``, one at a time (two could both start the same server).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Running ``chaos nemesis`` iterations and their section of ``docs/reliability.md``.
-
-The section sits between two markers, so ``chaos nemesis`` can rewrite it in place and
-``chaos all`` (which rewrites the rest of the document) carries it over unchanged.
-"""
+"""Running ``chaos nemesis`` iterations and their section of ``docs/reliability.md``, between two
+markers: ``chaos nemesis`` rewrites it in place and ``chaos all`` carries it over unchanged."""
 
 from __future__ import annotations
 
