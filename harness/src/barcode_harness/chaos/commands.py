@@ -228,7 +228,7 @@ def _nemesis(
     runs = run_iterations(settings, seeds, params, work, spec=spec, on_result=show,
                           on_start=lambda n: typer.echo(render(n.seed, n.schedule)))  # fmt: skip
     if report is not None:
-        info = NemesisInfo(_command(), params, spec, duration_s=time.monotonic() - t0)
+        info = NemesisInfo(_command(), params, duration_s=time.monotonic() - t0, spec=spec)
         typer.echo(f"nemesis section written to {write_section(report, runs, info)}")
     failed = [str(r.stats.seed) for r in runs if not r.result.ok]
     _exit(failed, f"{len(failed)} of {len(runs)} iteration(s) failed: seeds {', '.join(failed)}")

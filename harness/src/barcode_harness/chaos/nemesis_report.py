@@ -12,7 +12,7 @@ from barcode_harness import sections
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.nemesis import Nemesis, NemesisStats
-from barcode_harness.chaos.report import cell, finished_now, num
+from barcode_harness.chaos.report import RunInfo, cell, num
 from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
@@ -32,12 +32,10 @@ class NemesisRun:
 
 
 @dataclass
-class NemesisInfo:
-    command: str
-    params: ChaosParams
-    spec: ScheduleSpec
-    finished_at: str = field(default_factory=finished_now)
-    duration_s: float = 0.0
+class NemesisInfo(RunInfo):
+    """A nemesis run's facts: those of any chaos run, and its schedule's shape."""
+
+    spec: ScheduleSpec = field(default_factory=ScheduleSpec)
 
 
 def run_iterations(
