@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from barcode_harness.chaos.context import ChaosParams
-from barcode_harness.chaos.ha_scenarios import SMOKE
+from barcode_harness.chaos.ha_scenarios import SMOKE, select
 from barcode_harness.chaos.harness import run_scenarios
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.config import Settings
@@ -35,7 +35,7 @@ def test_leader_kill_and_redis_failover_lose_nothing(ha_settings: Settings, tmp_
     client: redis.Redis = redis_adapter.client(settings)
     client.flushdb()
     client.close()
-    results = run_scenarios(settings, [cls() for cls in SMOKE], SMOKE_PARAMS, tmp_path)
+    results = run_scenarios(settings, select(list(SMOKE)), SMOKE_PARAMS, tmp_path)
     for r in results:
         log.info("%s: acknowledged %d, stored %d, lost %d, duplicates %d, drained %.1fs; %s",
                  r.name, r.acknowledged, r.stored, r.lost, r.duplicates, r.drain_s or -1,

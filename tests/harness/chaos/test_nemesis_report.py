@@ -28,7 +28,7 @@ def _run(seed: int, *, ok: bool = True) -> NemesisRun:
 
 def _info() -> NemesisInfo:
     command = "barcode-pipeline chaos nemesis --seed 1 --iterations 2"
-    return NemesisInfo(command, ChaosParams(), ScheduleSpec())
+    return NemesisInfo(command, ChaosParams(), spec=ScheduleSpec())
 
 
 def test_section_lists_every_seed_and_the_failures(tmp_path: Path) -> None:
@@ -76,7 +76,9 @@ def test_a_long_schedule_keeps_its_own_section_beside_the_series(tmp_path: Path)
     write_section(path, [_run(5)], _info())
     long = ScheduleSpec(duration_s=1800, mean_gap_s=20, fills=("redis", "disk"))
     write_section(
-        path, [_run(7)], NemesisInfo("barcode-pipeline chaos nemesis --duration 1800", ChaosParams(), long)
+        path,
+        [_run(7)],
+        NemesisInfo("barcode-pipeline chaos nemesis --duration 1800", ChaosParams(), spec=long),
     )
     write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
     text = path.read_text()

@@ -1,10 +1,8 @@
 """App hosts of the ha profile: ``barcode-pipeline run`` in namespaces ``bpapp1``/``bpapp2``.
 
-Each host is a whole ``run`` (supervisor, ingest, processor, workers) with a node name of its own,
-its own state directory (progress files), and its ingest on its own address behind HAProxy, as
-two machines sharing one cluster would be. Killing a host kills every process in its namespace.
-Its ingest port answers the balancer only (``admit_only``): clients cannot go around it, so the
-X-Forwarded-For the ingest believes is always HAProxy's.
+Each is a whole ``run`` with its own node name, state directory and ingest address behind HAProxy,
+as two machines sharing one cluster would be. Its ingest answers the balancer only
+(``admit_only``), so the X-Forwarded-For it believes is always HAProxy's.
 """
 
 from __future__ import annotations
@@ -16,14 +14,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import IO
-
-from confluent_kafka.admin import AdminClient
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.netns import NetNode, admit_only, namespace_pids
-from barcode_harness.stack.topology import APP_HOSTS, Topology
+from barcode_harness.stack.topology import Topology
 from barcode_pipeline import names
 from barcode_pipeline.config import settings_env
 from barcode_pipeline.errors import PipelineError
@@ -52,10 +47,6 @@ class AppHost:
         self.out = out
         self.proc: subprocess.Popen[str] | None = None
 
-    @property
-    def ready_url(self) -> str:
-        return f"http://{self.net.ip}:{self.settings.ingest.port}{names.ROUTE_READY}"
-
     def start(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         admit_only(self.net, self.settings.ingest.port, self.balancer)
@@ -73,7 +64,8 @@ class AppHost:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Asked from inside the host's namespace: from outside only the balancer gets an answer."""
-        call = f"wait_http_ok({self.ready_url!r}, {timeout!r})"
+        url = f"http://{self.net.ip}:{self.settings.ingest.port}{names.ROUTE_READY}"
+        call = f"wait_http_ok({url!r}, {timeout!r})"
         probe = f"from barcode_pipeline.run.startup import wait_http_ok; {call}"
         try:
             done = subprocess.run([*self.net.exec_prefix(), sys.executable, "-c", probe], capture_output=True,
@@ -84,13 +76,9 @@ class AppHost:
             why = done.stderr.strip().splitlines()[-1:] if done is not None else ["timed out"]
             raise PipelineError(f"{self.node} not ready: {' '.join(why)}", component="chaos")
 
-    def pids(self) -> list[int]:
-        """Every process in the host's namespace."""
-        return namespace_pids(self.net)
-
     def kill(self) -> int:
         """SIGKILL of every process in the namespace at once (the machine lost its power)."""
-        pids = self.pids()
+        pids = namespace_pids(self.net)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -99,7 +87,7 @@ class AppHost:
                 self.proc.wait(10)
         return len(pids)
 
-    def stop(self, timeout: float = 60.0) -> int | None:
+    def stop(self, timeout: float = 60.0) -> None:
         """Clean stop (SIGTERM: ``run`` drains); whatever is left in the namespace is killed."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -108,47 +96,6 @@ class AppHost:
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in %.0fs; killing", self.node, timeout)
         self.kill()
-        return self.proc.returncode if self.proc is not None else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-
-def app_hosts(settings: HarnessSettings, out: IO[str]) -> list[AppHost]:
-    return [AppHost(settings, i, out) for i in range(1, APP_HOSTS + 1)]
-
-
-def group_members(settings: HarnessSettings) -> dict[str, list[int]]:
-    """Static member id -> partitions of the event topic, for every member of the processor group."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
-    group = admin.describe_consumer_groups([settings.processor.group])[settings.processor.group].result(10)
-    out: dict[str, list[int]] = {}
-    for member in group.members:
-        parts = member.assignment.topic_partitions if member.assignment else []
-        out[member.group_instance_id or member.member_id] = sorted(
-            p.partition for p in parts if p.topic == names.TOPIC
-        )
-    return out
-
-
-def wait_owners(settings: HarnessSettings, prefixes: list[str], timeout: float, partitions: int) -> float:
-    """Seconds until every partition is assigned, only to members whose id starts with ``prefixes``."""
-    t0 = time.monotonic()
-    last: dict[str, list[int]] = {}
-    while time.monotonic() - t0 < timeout:
-        with contextlib.suppress(Exception):
-            last = group_members(settings)
-            owned = [p for member, parts in last.items() for p in parts]
-            if (
-                last
-                and all(any(m.startswith(x) for x in prefixes) for m in last)
-                and sorted(owned) == list(range(partitions))
-            ):
-                return time.monotonic() - t0
-        time.sleep(0.2)
-    raise PipelineError(f"the processor group did not settle on {prefixes} within {timeout:.0f}s: {last}",
-                        component="chaos")  # fmt: skip
-
-
-def prefix(node: str) -> str:
-    return names.node_member(node, "")

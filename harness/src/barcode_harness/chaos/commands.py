@@ -5,8 +5,9 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -14,8 +15,12 @@ from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_pipeline.logs import setup_logging
 
 if TYPE_CHECKING:
+    from barcode_harness.chaos.checks import Check
     from barcode_harness.chaos.context import ChaosParams
+    from barcode_harness.chaos.harness import ScenarioResult
     from barcode_harness.chaos.schedule import ScheduleSpec
+
+WAIT_OFF = ("ha-redis-primary-kill", "ha-redis-split-brain")  # the ha faults that --wait-off reruns
 
 HELP = """Inject faults under steady load and check that no acknowledged scan is lost or stored twice.
 
@@ -35,13 +40,6 @@ point at, flushes Redis and rewinds the processor's consumer group. Run it on a 
 e.g. BP_STATE_DIR=/tmp/bp-chaos with its own ports (BP_KAFKA_BOOTSTRAP, BP_KAFKA_CONTROLLER_PORT,
 BP_REDIS_URL, BP_DB_URL, BP_INGEST_PORT).
 """
-
-
-def _list() -> None:
-    from barcode_harness.chaos.scenarios import describe
-
-    for info in describe():
-        typer.echo(f"{info.key:>3}  {info.name:<28} {info.title}")
 
 
 def chaos(
@@ -95,27 +93,29 @@ def chaos(
     ] = False,
 ) -> None:
     """Inject faults under load; check every acknowledged scan is stored exactly once (or dead-lettered)."""
-    if profile == "ha":
-        from barcode_harness.chaos.ha_commands import chaos_ha
-
-        chaos_ha(scenarios, list_=list_, rate=rate, warmup=warmup, hold=hold, drain_timeout=drain_timeout,
-                 report=report, no_report=no_report, workdir=workdir, wait_off=wait_off)  # fmt: skip
-        return
-    if list_:
-        _list()
-        return
+    from barcode_harness.chaos import ha_report, ha_scenarios
     from barcode_harness.chaos.context import ChaosParams
-    from barcode_harness.chaos.harness import ScenarioResult, run_scenarios
+    from barcode_harness.chaos.harness import run_scenarios
     from barcode_harness.chaos.report import RunInfo, machine_info, settings_info, write_report
-    from barcode_harness.chaos.scenarios import select
+    from barcode_harness.chaos.scenarios import describe, select
+    from barcode_harness.stack.ha_nodes import client_settings
     from barcode_pipeline.errors import ConfigError
 
+    ha = profile == "ha"
+    if list_:
+        for s in ha_scenarios.select(["all"]) if ha else describe():
+            typer.echo(f"{s.key:>3}  {s.name:<28} {s.title}")
+        return
     if not scenarios:
-        raise ConfigError("name a scenario (see `barcode-pipeline chaos --list`), `all` or `nemesis`")
-    if "nemesis" in scenarios and len(scenarios) > 1:
+        see = "--profile ha --list`) or `all`" if ha else "--list`), `all` or `nemesis`"
+        raise ConfigError(f"name a scenario (see `barcode-pipeline chaos {see}")
+    if ha:
+        chosen = ha_scenarios.select(scenarios)
+    elif "nemesis" in scenarios and len(scenarios) > 1:
         raise ConfigError("`nemesis` runs on its own: `barcode-pipeline chaos nemesis --seed N`")
-    chosen = [] if scenarios == ["nemesis"] else select(scenarios)
-    settings = load_harness_settings()
+    else:
+        chosen = [] if scenarios == ["nemesis"] else select(scenarios)
+    settings = client_settings(load_harness_settings(stack_profile="ha")) if ha else load_harness_settings()
     setup_logging(settings.log_level, "chaos")
     params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
     work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
@@ -124,35 +124,60 @@ def chaos(
         _nemesis(settings, params, work, seed=seed, spec=spec, iterations=iterations,
                  report=None if no_report else report or Path("docs/reliability.md"))  # fmt: skip
         return
-    if report is None and not no_report and "all" in scenarios:
+    if report is None and "all" in scenarios:
         report = Path("docs/reliability.md")
-    typer.echo(
-        f"chaos: {len(chosen)} scenario(s) at {rate:g} scans/s, hold {hold:g} s; log: {work / 'pipeline.log'}"
-    )
-
-    def show(result: ScenarioResult) -> None:
-        verdict = typer.style("PASS", fg="green") if result.ok else typer.style("FAIL", fg="red", bold=True)
-        typer.echo(
-            f"{verdict} {result.key:>3} {result.name:<28} "
-            f"ack {result.acknowledged:>6} stored {result.stored:>6} "
-            f"dead {result.dead_lettered:>3} lost {result.lost} dup {result.duplicates} "
-            f"drain {'-' if result.drain_s is None else f'{result.drain_s:.1f}s'}"
-            + (f" takeover {result.takeover_s:.2f}s" if result.takeover_s is not None else "")
-        )
-        for failed in result.failures:
-            typer.echo(f"      failed: {failed.name}: {failed.detail}")
-
+    typer.echo(f"chaos{' (ha)' if ha else ''}: {len(chosen)} scenario(s) at {rate:g} scans/s, hold "
+               f"{hold:g} s; log: {work / 'pipeline.log'}")  # fmt: skip
+    show = partial(_show_scenario, ha=ha)
     started = time.monotonic()
     results = run_scenarios(settings, chosen, params, work, on_result=show)
+    runs = [("WAIT on (the default)", results)]
+    if ha and wait_off:
+        typer.echo("chaos (ha): the same Redis faults with WAIT off (evidence, not a pass condition)")
+        off, evidence = settings.updated({"redis_min_replicas": 0}), ha_scenarios.select(list(WAIT_OFF))
+        runs.append(("WAIT off (BP_REDIS_MIN_REPLICAS=0): evidence only",
+                     run_scenarios(off, evidence, params, work / "wait-off", on_result=show)))  # fmt: skip
     if report is not None and not no_report:
-        command = "barcode-pipeline chaos " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        info = RunInfo(command=command.strip(), params=params, settings=settings_info(settings),
-                       machine=machine_info(), duration_s=time.monotonic() - started)  # fmt: skip
-        written = write_report(report, results, info)
-        typer.echo(f"report written to {written}")
+        knobs = (ha_report.settings_info if ha else settings_info)(settings)
+        info = RunInfo(_command(), params, settings=knobs, machine=machine_info(),
+                       duration_s=time.monotonic() - started)  # fmt: skip
+        if ha:
+            written = ha_report.write_section(report, ha_report.render_section(runs, info))
+            typer.echo(f"report section written to {written}")
+        else:
+            typer.echo(f"report written to {write_report(report, results, info)}")
     failed = [r.name for r in results if not r.ok]
+    _exit(failed, f"{len(failed)} scenario(s) failed: {', '.join(failed)}")
+
+
+def _show(ok: bool, line: str, failures: list[Check]) -> None:
+    """One result on the console: its verdict, one line of numbers, then each failed check."""
+    verdict = typer.style("PASS", fg="green") if ok else typer.style("FAIL", fg="red", bold=True)
+    typer.echo(f"{verdict} {line}")
+    for failed in failures:
+        typer.echo(f"      failed: {failed.name}: {failed.detail}")
+
+
+def _show_scenario(r: ScenarioResult, *, ha: bool) -> None:
+    drain = "-" if r.drain_s is None else f"{r.drain_s:.1f}s"
+    line = f"{r.key:>3} {r.name:<28} ack {r.acknowledged:>6} stored {r.stored:>6} "
+    if ha:
+        line += (f"lost {r.lost} dup {r.duplicates} failover {r.metrics.get('failover_s', '-')} s "
+                 f"drain {drain} rewound {r.metrics.get('rewound', 0)}")  # fmt: skip
+    else:
+        line += f"dead {r.dead_lettered:>3} lost {r.lost} dup {r.duplicates} drain {drain}"
+        line += f" takeover {r.takeover_s:.2f}s" if r.takeover_s is not None else ""
+    _show(r.ok, line, r.failures)
+
+
+def _command() -> str:
+    """The command line as run, for the report's "reproduce" part."""
+    return ("barcode-pipeline chaos " + " ".join(shlex.quote(a) for a in sys.argv[2:])).strip()
+
+
+def _exit(failed: list[str], message: str) -> NoReturn:
     if failed:
-        typer.echo(f"{len(failed)} scenario(s) failed: {', '.join(failed)}", err=True)
+        typer.echo(message, err=True)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -186,41 +211,27 @@ def _nemesis(
     iterations: int, report: Path | None,
 ) -> None:  # fmt: skip
     """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
-    from barcode_harness.chaos.nemesis import Nemesis
     from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, run_iterations, write_section
-    from barcode_harness.chaos.report import machine_info
     from barcode_harness.chaos.schedule import render
 
-    duration = spec.duration_s
     seeds = list(range(seed, seed + iterations))
-    typer.echo(f"chaos nemesis: seeds {seeds[0]}..{seeds[-1]}, {duration:g} s each at "
+    typer.echo(f"chaos nemesis: seeds {seeds[0]}..{seeds[-1]}, {spec.duration_s:g} s each at "
                f"{params.rate:g} scans/s; log: {work / 'pipeline.log'}")  # fmt: skip
 
-    def started(nemesis: Nemesis) -> None:
-        typer.echo(render(nemesis.seed, nemesis.schedule))
-
     def show(run: NemesisRun) -> None:
-        r = run.result
-        verdict = typer.style("PASS", fg="green") if r.ok else typer.style("FAIL", fg="red", bold=True)
-        drain = run.stats.last_heal_to_drained_s
-        typer.echo(
-            f"{verdict} seed {run.stats.seed}: ack {r.acknowledged} stored {r.stored} lost {r.lost} "
-            f"dup {r.duplicates} last heal -> drained {'-' if drain is None else f'{drain:.1f}s'}"
-        )
-        for failed in r.failures:
-            typer.echo(f"      failed: {failed.name}: {failed.detail}")
+        r, drain = run.result, run.stats.last_heal_to_drained_s
+        _show(r.ok, f"seed {run.stats.seed}: ack {r.acknowledged} stored {r.stored} lost {r.lost} dup "
+                    f"{r.duplicates} last heal -> drained {'-' if drain is None else f'{drain:.1f}s'}",
+              r.failures)  # fmt: skip
 
     t0 = time.monotonic()
-    runs = run_iterations(settings, seeds, params, work, spec=spec, on_start=started, on_result=show)
+    runs = run_iterations(settings, seeds, params, work, spec=spec, on_result=show,
+                          on_start=lambda n: typer.echo(render(n.seed, n.schedule)))  # fmt: skip
     if report is not None:
-        command = "barcode-pipeline chaos " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        info = NemesisInfo(command.strip(), params, spec, duration_s=time.monotonic() - t0,
-                           machine=machine_info())  # fmt: skip
+        info = NemesisInfo(_command(), params, duration_s=time.monotonic() - t0, spec=spec)
         typer.echo(f"nemesis section written to {write_section(report, runs, info)}")
     failed = [str(r.stats.seed) for r in runs if not r.result.ok]
-    if failed:
-        typer.echo(f"{len(failed)} of {len(runs)} iteration(s) failed: seeds {', '.join(failed)}", err=True)
-    raise typer.Exit(1 if failed else 0)
+    _exit(failed, f"{len(failed)} of {len(runs)} iteration(s) failed: seeds {', '.join(failed)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,27 +15,30 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
+from typing import ClassVar, Generic, TypeVar
 
-import redis
 from confluent_kafka.admin import AdminClient
 
 from barcode_harness.chaos import faults
-from barcode_harness.chaos.apphosts import AppHost, app_hosts, group_members, prefix, wait_owners
+from barcode_harness.chaos.apphosts import AppHost
 from barcode_harness.chaos.checks import Ledger, TakeoverProbe, wait_pending
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import netns
-from barcode_harness.stack.base import Component
 from barcode_harness.stack.ha import HaStackManager
 from barcode_harness.stack.ha_nodes import HaKafkaNode, HaRedisNode
 from barcode_harness.stack.haproxy import HaProxy
-from barcode_harness.stack.topology import Topology
+from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 from barcode_pipeline.adapters.sentinel import primary_address
 from barcode_pipeline.errors import ConfigError, PipelineError
 
 FAILOVER_TIMEOUT_S = 60.0
+REWOUND = re.compile(r"rewound (\d+) records")
+N = TypeVar("N", HaKafkaNode, HaRedisNode)
+T = TypeVar("T")
 
 
 def _ha(ctx: ChaosContext) -> HaStackManager:
@@ -44,7 +47,41 @@ def _ha(ctx: ChaosContext) -> HaStackManager:
     return ctx.stack
 
 
-REWOUND = re.compile(r"rewound (\d+) records")
+def polled(
+    probe: Callable[[], T], done: Callable[[T], bool], last: T, timeout: float = FAILOVER_TIMEOUT_S
+) -> tuple[T, float]:
+    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. An
+    error counts as not yet: a node in failover answers with errors of every kind."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with contextlib.suppress(Exception):
+            last = probe()
+            if done(last):
+                break
+        time.sleep(0.1)
+    return last, time.monotonic() - t0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    if not polled(condition, bool, False, timeout)[0]:
+        raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
+
+
+def _failover(ctx: ChaosContext, check: str, ok: bool, took: float, detail: str) -> None:
+    ctx.metrics["failover_s"] = round(took, 1)
+    ctx.check(check, ok, detail)
+
+
+def topic_leaders(bootstrap: str, topic: str = names.TOPIC) -> dict[int, int]:
+    """Partition -> leader broker id (-1 while a partition has none)."""
+    meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
+    return {p.id: p.leader for p in meta.topics[topic].partitions.values()}
+
+
+def active_controller(stack: HaStackManager) -> tuple[int, int]:
+    """(leader id, epoch) of the metadata quorum, from the live nodes' quorum-state files."""
+    states = [s for s in (k.quorum_state() for k in stack.kafka_nodes() if k.pid() is not None) if s]
+    return max(states, key=lambda s: s[1]) if states else (-1, -1)
 
 
 class HaScenario(Scenario):
@@ -54,37 +91,78 @@ class HaScenario(Scenario):
         ctx.metrics["rewound"] = ctx.logged_since(f"=== scenario {self.key} {self.name}:", REWOUND)
 
 
-def topic_leaders(bootstrap: str, topic: str = names.TOPIC) -> dict[int, int]:
-    """Partition -> leader broker id (-1 while a partition has none)."""
-    meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
-    return {p.id: p.leader for p in meta.topics[topic].partitions.values()}
+class NodeFault(HaScenario, Generic[N]):
+    """One node broken at inject and repaired at heal, ``how``: ``kill`` (SIGKILL), ``pause``
+    (SIGSTOP) or ``cut`` (iptables DROP between the node and its peers; clients still reach it).
 
-
-class NodeFault(HaScenario):
-    """A fault on one node that a restart repairs.
-
-    The heal only begins the restart: a broker's JVM takes many seconds to come up on a loaded
-    machine, and the pipeline does not wait for it (the other nodes serve), so the drain clock
-    measures the pipeline, not the JVM. Cleanup waits for the node to be healthy again.
+    A killed node's heal only begins its restart (a JVM takes many seconds on a loaded machine, and
+    the other nodes serve): the drain clock measures the pipeline. Cleanup waits for the node.
     """
 
-    def __init__(self) -> None:
-        self.node: Component | None = None
+    def __init__(
+        self, key: str, name: str, how: str, title: str, fault: str, *, ride_through: bool = False
+    ) -> None:
+        self.key, self.name, self.how, self.title, self.fault = key, name, how, title, fault
+        self.ride_through = ride_through  # check that scans were acknowledged before the heal
+        self.node: N | None = None
+        self._pid: int | None = None
         self._restart: threading.Thread | None = None
-        self._failed_over_ms: int | None = None
-        self._healed_ms: int | None = None
+        self._failed_over_ms = self._healed_ms = 0
 
-    def failed_over(self) -> None:
-        """The pipeline's clients have a new leader or primary from now on."""
+    def pick(self, ctx: ChaosContext, stack: HaStackManager) -> tuple[N, str]:
+        """The node to break, and what it is (for the notes)."""
+        raise NotImplementedError
+
+    def peers(self, stack: HaStackManager, node: N) -> list[str]:
+        """The addresses a ``cut`` drops."""
+        raise NotImplementedError
+
+    def failover(self, ctx: ChaosContext, stack: HaStackManager, node: N) -> None:
+        """Wait until the cluster took over and check it. Default: nothing has to take over."""
+
+    def rejoin(self, node: N) -> None:
+        """Wait until a paused or cut-off node serves again."""
+        node.wait_healthy(timeout=120)
+
+    def inject(self, ctx: ChaosContext) -> None:
+        stack = _ha(ctx)
+        node, role = self.pick(ctx, stack)
+        self.node = node
+        if self.how == "kill":
+            ctx.note(f"killing {node.name}, {role}")
+            node.kill()
+            ctx.check(f"{node.name} is down during the hold", node.pid() is None)
+        elif self.how == "pause":
+            ctx.note(f"pausing {node.name}, {role}")
+            self._pid = node.pid()
+            if self._pid is not None:
+                os.kill(self._pid, signal.SIGSTOP)
+        else:
+            peers = self.peers(stack, node)
+            ctx.note(f"cutting {node.name}, {role}, off from {', '.join(peers)}")
+            netns.cut_off(node.net, peers)
+        self.failover(ctx, stack, node)
         self._failed_over_ms = int(time.time() * 1000)
 
     def heal(self, ctx: ChaosContext) -> None:
         self._healed_ms = int(time.time() * 1000)
-        if self.node is not None:
+        if self.node is None:
+            return
+        if self.how == "kill":
             self._restart = threading.Thread(target=self.node.start, name=f"restart-{self.node.name}")
             self._restart.start()
+            return
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGCONT)
+        if self.how == "cut":
+            netns.reconnect(self.node.net)
+        self.rejoin(self.node)
 
     def cleanup(self, ctx: ChaosContext) -> None:
+        if self.how != "kill":
+            self.heal(ctx)
+            return
         if self._restart is not None:
             self._restart.join(timeout=300)
         if self.node is not None:
@@ -92,10 +170,9 @@ class NodeFault(HaScenario):
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         """Riding through means answering: an ingest that said 503 from the fault to the heal would
-        lose nothing and still have failed. Scans must be acknowledged after the failover, before
-        the failed node came back."""
+        lose nothing and still have failed."""
         super().after_drain(ctx, ledger)
-        if self._failed_over_ms is None or self._healed_ms is None:
+        if not (self.ride_through and self._failed_over_ms and self._healed_ms):
             return
         acked = len(ctx.load.acknowledged(before_ms=self._healed_ms)) - len(
             ctx.load.acknowledged(before_ms=self._failed_over_ms)
@@ -104,172 +181,82 @@ class NodeFault(HaScenario):
         ctx.check("scans acknowledged between the failover and the heal", acked > 0, f"{acked}")
 
 
-class KafkaLeaderKill(NodeFault):
-    """SIGKILL of the broker that leads most partitions of the event topic; restarted at heal."""
+class KafkaLeaderFault(NodeFault[HaKafkaNode]):
+    """A fault on the broker leading most partitions of the event topic: they elect new leaders."""
 
-    key = "h1"
-    name = "ha-kafka-leader-kill"
-    title = "Kafka: SIGKILL of the broker leading most partitions (RF=3, min.insync=2)"
-    fault = "SIGKILL of the broker leading most partitions of the event topic, restarted after the hold"
+    CHECKS: ClassVar[dict[str, str]] = {
+        "kill": "every partition got a new leader",
+        "pause": "the paused broker's partitions got new leaders",
+        "cut": "the isolated broker's partitions got new leaders",
+    }
 
-    def inject(self, ctx: ChaosContext) -> None:
-        stack = _ha(ctx)
-        node, led = _most_leading(stack)
-        self.node = node
-        ctx.note(f"killing {node.name}, leader of {led} partitions")
-        node.kill()
-        ctx.check(f"{node.name} is down during the hold", node.pid() is None)
+    def pick(self, ctx: ChaosContext, stack: HaStackManager) -> tuple[HaKafkaNode, str]:
+        victim, led = Counter(topic_leaders(stack.topology.bootstrap).values()).most_common(1)[0]
+        return next(k for k in stack.kafka_nodes() if k.node_id == victim), f"leader of {led} partitions"
+
+    def peers(self, stack: HaStackManager, node: HaKafkaNode) -> list[str]:
+        return [k.net.ip for k in stack.kafka_nodes() if k is not node]
+
+    def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaKafkaNode) -> None:
         others = ",".join(k.address for k in stack.kafka_nodes() if k is not node)
-        failover_s = _wait_leaders_avoid(ctx, others, node.node_id)
-        self.failed_over()
-        ctx.metrics["failover_s"] = round(failover_s, 1)
-        ctx.check("every partition got a new leader", failover_s < FAILOVER_TIMEOUT_S, f"{failover_s:.1f} s")
+
+        def moved(leaders: dict[int, int]) -> bool:
+            return all(leader >= 0 and leader != node.node_id for leader in leaders.values())
+
+        took = polled(lambda: topic_leaders(others), moved, dict[int, int]())[1]
+        _failover(ctx, self.CHECKS[self.how], took < FAILOVER_TIMEOUT_S, took, f"{took:.1f} s")
 
 
-class RedisPrimaryKill(NodeFault):
-    """SIGKILL of the Redis primary: Sentinel promotes a replica; the old one rejoins at heal."""
+class KafkaControllerFault(NodeFault[HaKafkaNode]):
+    """A fault on the active KRaft controller: the two other voters elect a new one."""
 
-    key = "h6"
-    name = "ha-redis-primary-kill"
-    title = "Redis: SIGKILL of the primary, Sentinel failover"
-    fault = "SIGKILL of the Redis primary; the old primary restarted (it rejoins as a replica) after the hold"
+    def pick(self, ctx: ChaosContext, stack: HaStackManager) -> tuple[HaKafkaNode, str]:
+        self.was = active_controller(stack)
+        node = next(k for k in stack.kafka_nodes() if k.node_id == self.was[0])
+        return node, f"the active controller (epoch {self.was[1]})"
 
-    def inject(self, ctx: ChaosContext) -> None:
-        old, node = _current_primary(ctx)
-        self.node = node
-        ctx.note(f"killing {node.name}, the primary at {old[0]}:{old[1]}")
-        node.kill()
-        _record_promotion(ctx, old)
-        self.failed_over()
-
-
-def _current_primary(ctx: ChaosContext) -> tuple[tuple[str, int], HaRedisNode]:
-    old = primary_address(ctx.settings)
-    return old, next(n for n in _ha(ctx).redis_nodes() if n.net.ip == old[0])
+    def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaKafkaNode) -> None:
+        leader, epoch = self.was
+        new, took = polled(
+            lambda: active_controller(stack), lambda n: n[0] not in (leader, -1) and n[1] > epoch, self.was
+        )
+        _failover(ctx, "another voter became the active controller", new[0] != leader, took,
+                  f"node {leader} -> {new[0]} (epoch {new[1]}) in {took:.1f} s")  # fmt: skip
 
 
-def _record_promotion(ctx: ChaosContext, old: tuple[str, int]) -> None:
-    failover_s, new = _wait_new_primary(ctx, old)
-    ctx.metrics["failover_s"] = round(failover_s, 1)
-    ctx.check("Sentinel promoted a replica", new != old, f"{old[0]} -> {new[0]} in {failover_s:.1f} s")
+class RedisFault(NodeFault[HaRedisNode]):
+    """A fault on the Redis primary (Sentinel promotes a replica; the old primary rejoins as one),
+    or with ``replica`` on one replica (commits wait, as WAIT wants both, until it is back)."""
 
+    def __init__(self, *args: str, replica: bool = False, ride_through: bool = False) -> None:
+        super().__init__(*args, ride_through=ride_through)
+        self.replica = replica
+        self.old = ("", 0)
 
-# ---------------------------------------------------------------------------------------- Kafka
-def _wait_leaders_avoid(ctx: ChaosContext, bootstrap: str, victim: int) -> float:
-    """Seconds until every partition of the event topic has a leader other than ``victim``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < FAILOVER_TIMEOUT_S:
-        with contextlib.suppress(Exception):
-            if all(leader >= 0 and leader != victim for leader in topic_leaders(bootstrap).values()):
-                break
-        time.sleep(0.2)
-    return time.monotonic() - t0
+    def pick(self, ctx: ChaosContext, stack: HaStackManager) -> tuple[HaRedisNode, str]:
+        self.old = primary_address(ctx.settings)
+        if self.replica:
+            return next(n for n in stack.redis_nodes() if n.net.ip != self.old[0]), "a replica"
+        node = next(n for n in stack.redis_nodes() if n.net.ip == self.old[0])
+        return node, f"the primary at {self.old[0]}:{self.old[1]}"
 
+    def peers(self, stack: HaStackManager, node: HaRedisNode) -> list[str]:
+        return [n.net.ip for n in stack.redis_nodes() if n is not node] + [
+            s.net.ip for s in stack.sentinels()
+        ]
 
-def _most_leading(stack: HaStackManager) -> tuple[HaKafkaNode, int]:
-    leaders = topic_leaders(stack.topology.bootstrap)
-    victim, led = Counter(leaders.values()).most_common(1)[0]
-    return next(k for k in stack.kafka_nodes() if k.node_id == victim), led
+    def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaRedisNode) -> None:
+        if self.replica:
+            return
+        old = self.old
+        new, took = polled(lambda: primary_address(ctx.settings), lambda new: new != old, old)
+        _failover(
+            ctx, "Sentinel promoted a replica", new != old, took, f"{old[0]} -> {new[0]} in {took:.1f} s"
+        )
 
-
-def active_controller(stack: HaStackManager) -> tuple[int, int]:
-    """(leader id, epoch) of the metadata quorum, from the live nodes' quorum-state files."""
-    states = [s for s in (k.quorum_state() for k in stack.kafka_nodes() if k.pid() is not None) if s]
-    return max(states, key=lambda s: s[1]) if states else (-1, -1)
-
-
-class KafkaControllerKill(NodeFault):
-    """SIGKILL of the active KRaft controller: the two other voters elect a new one."""
-
-    key = "h2"
-    name = "ha-kafka-controller-kill"
-    title = "Kafka: SIGKILL of the active controller (3-voter KRaft quorum)"
-    fault = "SIGKILL of the node that is the active controller, restarted after the hold"
-
-    def inject(self, ctx: ChaosContext) -> None:
-        stack = _ha(ctx)
-        leader, epoch = active_controller(stack)
-        node = next(k for k in stack.kafka_nodes() if k.node_id == leader)
-        self.node = node
-        ctx.note(f"killing {node.name}, the active controller (epoch {epoch})")
-        node.kill()
-        t0 = time.monotonic()
-        new = (leader, epoch)
-        while time.monotonic() - t0 < FAILOVER_TIMEOUT_S:
-            new = active_controller(stack)
-            if new[0] not in (leader, -1) and new[1] > epoch:
-                break
-            time.sleep(0.1)
-        failover_s = time.monotonic() - t0
-        ctx.metrics["failover_s"] = round(failover_s, 1)
-        ctx.check("another voter became the active controller", new[0] != leader,
-                  f"node {leader} -> {new[0]} (epoch {new[1]}) in {failover_s:.1f} s")  # fmt: skip
-
-
-class KafkaBrokerPause(HaScenario):
-    """SIGSTOP of the broker leading most partitions (a GC pause or a hung VM), SIGCONT at heal."""
-
-    key = "h3"
-    name = "ha-kafka-broker-pause"
-    title = "Kafka: SIGSTOP of the broker leading most partitions, SIGCONT after the hold"
-    fault = "SIGSTOP of the broker leading most partitions for the hold, then SIGCONT"
-
-    def __init__(self) -> None:
-        self.node: HaKafkaNode | None = None
-        self.pid: int | None = None
-
-    def inject(self, ctx: ChaosContext) -> None:
-        stack = _ha(ctx)
-        self.node, led = _most_leading(stack)
-        self.pid = self.node.pid()
-        ctx.note(f"pausing {self.node.name} (leader of {led} partitions)")
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGSTOP)
-        others = ",".join(k.address for k in stack.kafka_nodes() if k is not self.node)
-        failover_s = _wait_leaders_avoid(ctx, others, self.node.node_id)
-        ctx.metrics["failover_s"] = round(failover_s, 1)
-        ctx.check("the paused broker's partitions got new leaders", failover_s < FAILOVER_TIMEOUT_S,
-                  f"{failover_s:.1f} s")  # fmt: skip
-
-    def heal(self, ctx: ChaosContext) -> None:
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
-        if self.node is not None:
-            self.node.wait_healthy(timeout=120)
-
-    cleanup = heal
-
-
-class KafkaBrokerPartition(HaScenario):
-    """One broker cut off from the two others by iptables (clients still reach it), then healed."""
-
-    key = "h4"
-    name = "ha-kafka-broker-partition"
-    title = "Kafka: the broker leading most partitions cut off from the two others (iptables)"
-    fault = "iptables DROP between one broker and the two others for the hold (clients still reach it)"
-
-    def __init__(self) -> None:
-        self.node: HaKafkaNode | None = None
-
-    def inject(self, ctx: ChaosContext) -> None:
-        stack = _ha(ctx)
-        self.node, led = _most_leading(stack)
-        peers = [k.net.ip for k in stack.kafka_nodes() if k is not self.node]
-        ctx.note(f"cutting {self.node.name} (leader of {led} partitions) off from {', '.join(peers)}")
-        netns.cut_off(self.node.net, peers)
-        others = ",".join(k.address for k in stack.kafka_nodes() if k is not self.node)
-        failover_s = _wait_leaders_avoid(ctx, others, self.node.node_id)
-        ctx.metrics["failover_s"] = round(failover_s, 1)
-        ctx.check("the isolated broker's partitions got new leaders", failover_s < FAILOVER_TIMEOUT_S,
-                  f"{failover_s:.1f} s")  # fmt: skip
-
-    def heal(self, ctx: ChaosContext) -> None:
-        if self.node is not None:
-            netns.reconnect(self.node.net)
-            self.node.wait_healthy(timeout=120)
-
-    cleanup = heal
+    def rejoin(self, node: HaRedisNode) -> None:
+        """A healed old primary is turned into a replica by the Sentinels; wait for its link."""
+        wait_until(lambda: "link up" in node.role(), FAILOVER_TIMEOUT_S, f"{node.name} rejoins as a replica")
 
 
 class KafkaRollingRestart(HaScenario):
@@ -281,9 +268,8 @@ class KafkaRollingRestart(HaScenario):
     fault = "each broker in turn stopped cleanly and restarted once the previous one is healthy again"
 
     def inject(self, ctx: ChaosContext) -> None:
-        stack = _ha(ctx)
         t0 = time.monotonic()
-        for node in stack.kafka_nodes():
+        for node in _ha(ctx).kafka_nodes():
             node.stop()
             node.start()
             ctx.note(f"{node.name} restarted at {time.monotonic() - t0:.1f} s")
@@ -293,88 +279,47 @@ class KafkaRollingRestart(HaScenario):
         """The restarts are the fault; no extra hold."""
 
 
-# ---------------------------------------------------------------------------------------- Redis
-class RedisSplitBrain(HaScenario):
-    """The primary cut off from its replicas and the Sentinels while the pipeline still reaches it.
-
-    The Sentinels promote a replica; the old primary keeps taking writes until
-    ``min-replicas-max-lag`` passes, then refuses them (NOREPLICAS). Whatever it took is lost when
-    it rejoins as a replica, so none of it may have been committed to Kafka (WAIT saw 0 replicas).
-    """
-
-    key = "h7"
-    name = "ha-redis-split-brain"
-    title = "Redis: the primary cut off from its replicas and Sentinels (split brain), then healed"
-    fault = "iptables DROP between the primary and its replicas and Sentinels; the host still reaches it"
-
-    def __init__(self) -> None:
-        self.node: HaRedisNode | None = None
-
-    def inject(self, ctx: ChaosContext) -> None:
-        stack = _ha(ctx)
-        old, self.node = _current_primary(ctx)
-        peers = [n.net.ip for n in stack.redis_nodes() if n is not self.node]
-        peers += [s.net.ip for s in stack.sentinels()]
-        ctx.note(f"cutting {self.node.name} (primary) off from {', '.join(peers)}")
-        netns.cut_off(self.node.net, peers)
-        _record_promotion(ctx, old)
-
-    def heal(self, ctx: ChaosContext) -> None:
-        if self.node is not None:
-            netns.reconnect(self.node.net)
-            _wait_replica(self.node)
-
-    cleanup = heal
-
-
-class RedisReplicaKill(NodeFault):
-    """SIGKILL of one replica: commits wait (WAIT wants both) until it is back; nothing is lost."""
-
-    key = "h8"
-    name = "ha-redis-replica-kill"
-    title = "Redis: SIGKILL of one replica, restarted after the hold"
-    fault = "SIGKILL of one Redis replica, restarted after the hold"
-
-    def inject(self, ctx: ChaosContext) -> None:
-        primary = primary_address(ctx.settings)
-        node = next(n for n in _ha(ctx).redis_nodes() if n.net.ip != primary[0])
-        self.node = node
-        ctx.note(f"killing {node.name}, a replica")
-        node.kill()
-
-
-def _wait_new_primary(ctx: ChaosContext, old: tuple[str, int]) -> tuple[float, tuple[str, int]]:
-    t0 = time.monotonic()
-    new = old
-    while time.monotonic() - t0 < FAILOVER_TIMEOUT_S:
-        with contextlib.suppress(redis.RedisError):
-            new = primary_address(ctx.settings)
-        if new != old:
-            break
-        time.sleep(0.1)
-    return time.monotonic() - t0, new
-
-
-def _wait_replica(node: HaRedisNode, timeout: float = FAILOVER_TIMEOUT_S) -> None:
-    """A healed old primary is turned into a replica by the Sentinels; wait for its link."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if "link up" in node.role():
-                return
-        time.sleep(0.2)
-    raise PipelineError(f"{node.name} did not rejoin as a replica within {timeout:.0f}s", component="chaos")
-
-
 # ------------------------------------------------------------------------------------- app tier
+def group_members(settings: HarnessSettings) -> dict[str, list[int]]:
+    """Static member id -> partitions of the event topic, for every member of the processor group."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    group = admin.describe_consumer_groups([settings.processor.group])[settings.processor.group].result(10)
+    return {
+        m.group_instance_id or m.member_id: sorted(
+            p.partition
+            for p in (m.assignment.topic_partitions if m.assignment else [])
+            if p.topic == names.TOPIC
+        )
+        for m in group.members
+    }
+
+
+def _prefix(node: str) -> str:
+    """What the ids of a node's processors and workers start with."""
+    return names.node_member(node, "")
+
+
+def wait_owners(settings: HarnessSettings, nodes: list[str], timeout: float) -> float:
+    """Seconds until every partition is assigned, only to the processors of ``nodes``."""
+    prefixes, everyone = tuple(_prefix(n) for n in nodes), list(range(settings.kafka.topic_partitions))
+
+    def settled(members: dict[str, list[int]]) -> bool:
+        owned = sorted(p for parts in members.values() for p in parts)
+        return all(m.startswith(prefixes) for m in members) and owned == everyone
+
+    last, took = polled(lambda: group_members(settings), settled, dict[str, list[int]](), timeout)
+    if not settled(last):
+        raise PipelineError(f"the processor group did not settle on {nodes} within {timeout:.0f}s: {last}",
+                            component="chaos")  # fmt: skip
+    return took
+
+
 class AppHostKill(HaScenario):
     """Two app hosts (``run`` in bpapp1/bpapp2) behind HAProxy; every process of one SIGKILLed.
 
-    The survivor's processor takes the dead host's partitions once its static members' session
-    times out, and its workers claim the dead workers' pending entries once their heartbeats
-    expire. Once drained, the dead host starts again under its own node name: its lease (not
-    renewed since the kill) has expired by then, or ``run`` is refused until it has. The restart
-    waits for the drain so that the drain clock measures the surviving host alone.
+    The survivor takes over the partitions (session timeout) and pending entries (heartbeat TTL).
+    Once drained (so the drain clock measures the survivor alone), the dead host starts again under
+    its own name, which ``run`` refuses until the old lease has expired.
     """
 
     key = "h9"
@@ -398,20 +343,18 @@ class AppHostKill(HaScenario):
 
     def before_load(self, ctx: ChaosContext) -> None:
         """The host's own pipeline steps aside; two app hosts share the cluster instead."""
-        for name in ctx.sup.children:
-            if ctx.sup.children[name].spec.role in self.SERVICES:
+        for name, child in ctx.sup.children.items():
+            if child.spec.role in self.SERVICES:
                 faults.stop_child(ctx.sup, name)
                 self.paused.append(name)
-        self.hosts = app_hosts(ctx.settings, ctx.log_out)
+        self.hosts = [AppHost(ctx.settings, i, ctx.log_out) for i in range(1, APP_HOSTS + 1)]
         for host in self.hosts:
             host.start()
         for host in self.hosts:
             host.wait_ready()
         balancer = self._balancer(ctx)
-        _wait_until(lambda: set(balancer.server_states().values()) == {"UP"}, 30, "HAProxy: both hosts UP")
-        settle = wait_owners(
-            ctx.settings, [prefix(h.node) for h in self.hosts], 90, ctx.settings.kafka.topic_partitions
-        )
+        wait_until(lambda: set(balancer.server_states().values()) == {"UP"}, 30, "HAProxy: both hosts UP")
+        settle = wait_owners(ctx.settings, [h.node for h in self.hosts], 90)
         hosts = ", ".join(h.node for h in self.hosts)
         ctx.note(
             f"app hosts {hosts} share the partitions after {settle:.1f} s: {group_members(ctx.settings)}"
@@ -424,10 +367,10 @@ class AppHostKill(HaScenario):
         return balancer
 
     def inject(self, ctx: ChaosContext) -> None:
-        victim, survivor = self.hosts[0], self.hosts[1]
+        victim, survivor = self.hosts
         members = group_members(ctx.settings)
         holding = [
-            h for h in self.hosts if any(m.startswith(prefix(h.node)) and p for m, p in members.items())
+            h for h in self.hosts if any(m.startswith(_prefix(h.node)) and p for m, p in members.items())
         ]
         ctx.check("both hosts' processors held partitions before the kill", len(holding) == 2, str(members))
         consumers = [
@@ -444,14 +387,11 @@ class AppHostKill(HaScenario):
             f"{victim.node} had {killed} processes; its workers held {self.probe.initial} pending entries"
         )
         balancer = self._balancer(ctx)
-        _wait_until(lambda: balancer.server_states().get(victim.node, "").startswith("DOWN"), 30,
-                    f"HAProxy marks {victim.node} down")  # fmt: skip
+        wait_until(lambda: balancer.server_states().get(victim.node, "").startswith("DOWN"), 30,
+                   f"HAProxy marks {victim.node} down")  # fmt: skip
         ctx.metrics["lb_down_s"] = round(time.monotonic() - t0, 1)
-        took = wait_owners(
-            ctx.settings, [prefix(survivor.node)], FAILOVER_TIMEOUT_S, ctx.settings.kafka.topic_partitions
-        )
-        ctx.metrics["failover_s"] = round(time.monotonic() - t0, 1)
-        ctx.metrics["takeover_s"] = ctx.metrics["failover_s"]
+        took = wait_owners(ctx.settings, [survivor.node], FAILOVER_TIMEOUT_S)
+        ctx.metrics["failover_s"] = ctx.metrics["takeover_s"] = round(time.monotonic() - t0, 1)
         ctx.check(f"{survivor.node}'s processor took every partition", took < FAILOVER_TIMEOUT_S,
                   f"{ctx.metrics['failover_s']} s after the kill (session timeout "
                   f"{ctx.settings.kafka.session_timeout_ms / 1000:g} s)")  # fmt: skip
@@ -505,26 +445,43 @@ class AppHostKill(HaScenario):
             faults.resume(ctx.sup, name)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, redis.RedisError):
-            if condition():
-                return
-        time.sleep(0.1)
-    raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
-
-
-ALL: tuple[type[Scenario], ...] = (
-    KafkaLeaderKill, KafkaControllerKill, KafkaBrokerPause, KafkaBrokerPartition, KafkaRollingRestart,
-    RedisPrimaryKill, RedisSplitBrain, RedisReplicaKill, AppHostKill,
+ALL: tuple[Callable[[], Scenario], ...] = (
+    partial(KafkaLeaderFault, "h1", "ha-kafka-leader-kill", "kill",
+            "Kafka: SIGKILL of the broker leading most partitions (RF=3, min.insync=2)",
+            "SIGKILL of the broker leading most partitions of the event topic, restarted after the hold",
+            ride_through=True),
+    partial(KafkaControllerFault, "h2", "ha-kafka-controller-kill", "kill",
+            "Kafka: SIGKILL of the active controller (3-voter KRaft quorum)",
+            "SIGKILL of the node that is the active controller, restarted after the hold"),
+    partial(KafkaLeaderFault, "h3", "ha-kafka-broker-pause", "pause",
+            "Kafka: SIGSTOP of the broker leading most partitions, SIGCONT after the hold",
+            "SIGSTOP of the broker leading most partitions for the hold, then SIGCONT"),
+    partial(KafkaLeaderFault, "h4", "ha-kafka-broker-partition", "cut",
+            "Kafka: the broker leading most partitions cut off from the two others (iptables)",
+            "iptables DROP between one broker and the two others for the hold (clients still reach it)"),
+    KafkaRollingRestart,
+    partial(RedisFault, "h6", "ha-redis-primary-kill", "kill",
+            "Redis: SIGKILL of the primary, Sentinel failover",
+            "SIGKILL of the Redis primary; the old primary restarted (it rejoins as a replica) after the "
+            "hold",
+            ride_through=True),
+    # The Sentinels promote a replica; the old primary keeps taking writes until min-replicas-max-lag
+    # passes, then refuses them (NOREPLICAS). What it took is lost when it rejoins as a replica, so
+    # none of it may have been committed to Kafka (WAIT saw 0 replicas).
+    partial(RedisFault, "h7", "ha-redis-split-brain", "cut",
+            "Redis: the primary cut off from its replicas and Sentinels (split brain), then healed",
+            "iptables DROP between the primary and its replicas and Sentinels; the host still reaches it"),
+    partial(RedisFault, "h8", "ha-redis-replica-kill", "kill",
+            "Redis: SIGKILL of one replica, restarted after the hold",
+            "SIGKILL of one Redis replica, restarted after the hold", replica=True),
+    AppHostKill,
 )  # fmt: skip
-SMOKE: tuple[type[Scenario], ...] = (KafkaLeaderKill, RedisPrimaryKill)
+SMOKE = ("ha-kafka-leader-kill", "ha-redis-primary-kill")
 
 
 def select(wanted: list[str]) -> list[Scenario]:
     """Fresh ha scenarios by name or key; ``all`` selects every one."""
-    every = [cls() for cls in ALL]
+    every = [make() for make in ALL]
     if not wanted or "all" in wanted:
         return every
     by = {s.name: s for s in every} | {s.key: s for s in every}

@@ -1,8 +1,7 @@
 """``chaos nemesis``: a seeded random fault schedule run under load, judged by the usual ledger.
 
-Each target runs its faults in order on its own thread, so faults on different targets overlap
-as drawn. Servers killed or shut down come back with ``barcode-pipeline stack up``, run as an
-operator would (one at a time: two concurrent start-ups could both start the same server).
+Each target runs its faults on its own thread, so faults on different targets overlap as drawn.
+Downed servers come back with ``stack up``, one at a time (two could both start the same server).
 """
 
 from __future__ import annotations
@@ -12,28 +11,20 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 
 from barcode_harness.bench.procstats import group_pids
 from barcode_harness.bench.soak import RSS_GROWTH_MAX, SERVICE_GROUPS, fds_keep_growing, rss_growth
 from barcode_harness.bench.soaksample import SoakSampler
-from barcode_harness.chaos import faults
+from barcode_harness.chaos import faults, schedule
 from barcode_harness.chaos.checks import Ledger
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario
-from barcode_harness.chaos.schedule import (
-    DISK,
-    SERVERS,
-    Fault,
-    ScheduleSpec,
-    draw,
-    overlaps,
-    render,
-    targets_for,
-)
+from barcode_harness.chaos.schedule import DISK, Fault, ScheduleSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +59,8 @@ class Nemesis(Scenario):
     def __init__(self, seed: int, *, workers: int = 2, spec: ScheduleSpec | None = None) -> None:
         self.seed = seed
         self.spec = spec or ScheduleSpec()
-        self.schedule = draw(seed, targets_for(workers, self.spec), self.spec)
-        self.stats = NemesisStats(seed, list(self.schedule), len(overlaps(self.schedule)))
+        self.schedule = schedule.draw(seed, schedule.targets_for(workers, self.spec), self.spec)
+        self.stats = NemesisStats(seed, list(self.schedule), len(schedule.overlaps(self.schedule)))
         self.title = f"Nemesis seed {seed}"
         self.fault = f"{len(self.schedule)} faults, {self.stats.overlapping_pairs} overlapping pairs"
         self._threads: list[threading.Thread] = []
@@ -83,17 +74,14 @@ class Nemesis(Scenario):
 
     # ------------------------------------------------------------------ running the schedule
     def inject(self, ctx: ChaosContext) -> None:
-        ctx.mark(render(self.seed, self.schedule))
+        ctx.mark(schedule.render(self.seed, self.schedule))
         self._sampler = SoakSampler(
             ctx.settings, ctx.stack.component("kafka").data_dir,  # type: ignore[attr-defined]
             lambda: group_pids([ctx.sup], ctx.stack.components), sample_interval(self.spec.duration_s),
         ).__enter__()  # fmt: skip
         self._started = time.monotonic()
-        by_target: dict[str, list[Fault]] = {}
-        for f in self.schedule:
-            by_target.setdefault(f.target, []).append(f)
-        for target, mine in by_target.items():
-            t = threading.Thread(target=self._run_target, args=(ctx, mine), name=f"nemesis-{target}")
+        for target, mine in groupby(sorted(self.schedule, key=attrgetter("target")), attrgetter("target")):
+            t = threading.Thread(target=self._run_target, args=(ctx, list(mine)), name=f"nemesis-{target}")
             t.start()
             self._threads.append(t)
 
@@ -107,19 +95,17 @@ class Nemesis(Scenario):
 
     def _run_target(self, ctx: ChaosContext, mine: list[Fault]) -> None:
         for f in mine:
-            if not self._wait_until(f.at_s):
+            if self._abort.wait(max(0.0, self._started + f.at_s - time.monotonic())):
                 return
             try:
                 if self._apply(ctx, f):
                     self.stats.applied += 1
+                    self._last_heal = max(self._last_heal, time.monotonic())
                 else:
                     self.stats.skipped.append(f.describe())
             except Exception as exc:
                 log.exception("nemesis: %s failed", f.describe())
                 ctx.check(f"nemesis step ran: {f.describe()}", False, f"{type(exc).__name__}: {exc}")
-
-    def _wait_until(self, at_s: float) -> bool:
-        return not self._abort.wait(max(0.0, self._started + at_s - time.monotonic()))
 
     def _mark(self, ctx: ChaosContext, text: str) -> None:
         line = f"t+{time.monotonic() - self._started:5.1f}s {text}"
@@ -136,12 +122,16 @@ class Nemesis(Scenario):
                 if pid is None:
                     self._mark(ctx, f"pause {f.target}: not running, skipped")
                     return False
-                self._stop_process(f.target, pid)
-            with self._stopped(f.target, pid):
+                os.kill(pid, signal.SIGSTOP)
+                self._paused[f.target] = pid
+            try:
                 self._mark(ctx, f"SIGSTOP {f.target} (pid {pid})")
                 self._abort.wait(f.for_s)
+            finally:  # SIGCONT whatever happens
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                self._paused.pop(f.target, None)
             self._mark(ctx, f"SIGCONT {f.target}")
-            self._healed()
             return True
         if f.is_server:
             comp = ctx.stack.component(f.target)
@@ -164,7 +154,6 @@ class Nemesis(Scenario):
         self._abort.wait(f.for_s)
         faults.resume(ctx.sup, f.target, timeout=60)
         self._mark(ctx, f"{f.target} running again")
-        self._healed()
         return True
 
     def _fill(self, ctx: ChaosContext, f: Fault) -> bool:
@@ -192,7 +181,6 @@ class Nemesis(Scenario):
         with self._server_lock(f):
             faults.restore_maxmemory(ctx.settings, old)
         self._mark(ctx, "Redis maxmemory restored")
-        self._healed()
         return True
 
     def _stack_up(self, ctx: ChaosContext, target: str, attempts: int = 3) -> None:
@@ -207,39 +195,16 @@ class Nemesis(Scenario):
                     break
             ctx.check(f"`stack up` after the {target} fault succeeded", result.returncode == 0,
                       result.stderr.strip()[-300:])  # fmt: skip
-        self._healed()
 
-    @contextmanager
-    def _server_lock(self, f: Fault) -> Iterator[None]:
-        if not f.is_server:
-            yield
-            return
-        with self._stack_lock:
-            yield
-
-    def _healed(self) -> None:
-        self._last_heal = max(self._last_heal, time.monotonic())
+    def _server_lock(self, f: Fault) -> AbstractContextManager[object]:
+        return self._stack_lock if f.is_server else nullcontext()
 
     @staticmethod
     def _pid(ctx: ChaosContext, target: str) -> int | None:
-        if target in SERVERS:
+        if target in schedule.SERVERS:
             return ctx.stack.component(target).pid()
         child = ctx.sup.children[target]
         return child.pid if child.alive() else None
-
-    def _stop_process(self, target: str, pid: int) -> None:
-        os.kill(pid, signal.SIGSTOP)
-        self._paused[target] = pid
-
-    @contextmanager
-    def _stopped(self, target: str, pid: int) -> Iterator[None]:
-        """Already SIGSTOPped by ``_stop_process``; SIGCONT on the way out, whatever happens."""
-        try:
-            yield
-        finally:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-            self._paused.pop(target, None)
 
     # ------------------------------------------------------------------ after the drain
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
@@ -288,14 +253,11 @@ class Nemesis(Scenario):
             t.join(60)
         if self._ballast is not None:
             faults.free_disk(self._ballast)
-        for pid in list(self._paused.values()):
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        for comp in ctx.stack.components.values():  # a pause that outlived a failed thread
-            server_pid = comp.pid()
-            if server_pid is not None:
+        # a pause that outlived a failed thread
+        for pid in [*self._paused.values(), *(c.pid() for c in ctx.stack.components.values())]:
+            if pid is not None:
                 with suppress(ProcessLookupError):
-                    os.kill(server_pid, signal.SIGCONT)
+                    os.kill(pid, signal.SIGCONT)
         ctx.stack.up(quiet=True)
         for name in ctx.sup.children:
             faults.resume(ctx.sup, name, timeout=60)

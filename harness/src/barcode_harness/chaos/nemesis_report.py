@@ -1,27 +1,21 @@
-"""Running ``chaos nemesis`` iterations and their section of ``docs/reliability.md``.
-
-The section sits between two markers, so ``chaos nemesis`` can rewrite it in place and
-``chaos all`` (which rewrites the rest of the document) carries it over unchanged.
-"""
+"""Running ``chaos nemesis`` iterations and their section of ``docs/reliability.md``, between two
+markers: ``chaos nemesis`` rewrites it in place and ``chaos all`` carries it over unchanged."""
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from barcode_harness import sections
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.nemesis import Nemesis, NemesisStats
+from barcode_harness.chaos.report import RunInfo, cell, num
 from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
-
-log = logging.getLogger(__name__)
 
 
 def markers(spec: ScheduleSpec) -> tuple[str, str]:
@@ -38,13 +32,10 @@ class NemesisRun:
 
 
 @dataclass
-class NemesisInfo:
-    command: str
-    params: ChaosParams
-    spec: ScheduleSpec
-    finished_at: str = ""
-    duration_s: float = 0.0
-    machine: dict[str, str] = field(default_factory=dict)
+class NemesisInfo(RunInfo):
+    """A nemesis run's facts: those of any chaos run, and its schedule's shape."""
+
+    spec: ScheduleSpec = field(default_factory=ScheduleSpec)
 
 
 def run_iterations(
@@ -60,32 +51,15 @@ def run_iterations(
 ) -> list[NemesisRun]:
     """Run one schedule per seed, in order, on one pipeline (like ``run_scenarios``)."""
     runs: list[NemesisRun] = []
-
-    def go(e: ChaosEnv) -> None:
+    with nullcontext(env) if env is not None else chaos_env(settings, workdir) as e:
         for seed in seeds:
             nemesis = Nemesis(seed, workers=len(e.sup.names(names.Role.WORKER)), spec=spec)
             if on_start is not None:
                 on_start(nemesis)
-            result = run_scenario(e, nemesis, params)
-            run = NemesisRun(nemesis.stats, result)
-            runs.append(run)
+            runs.append(NemesisRun(nemesis.stats, run_scenario(e, nemesis, params)))
             if on_result is not None:
-                on_result(run)
-
-    if env is not None:
-        go(env)
-    else:
-        with chaos_env(settings, workdir) as fresh:
-            go(fresh)
+                on_result(runs[-1])
     return runs
-
-
-def _cell(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("|", "\\|")).strip()
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
@@ -123,7 +97,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         f"**{passed} of {len(runs)} iterations passed** (finished {info.finished_at}, "
         f"{info.duration_s / 60:.1f} min); {sum(r.result.lost for r in runs)} acknowledged scans lost, "
         f"{sum(r.result.duplicates for r in runs)} duplicates; last heal → drained at most "
-        f"{_num(max(drains) if drains else None)} s (target {p.drain_target_s:g} s); "
+        f"{num(max(drains) if drains else None)} s (target {p.drain_target_s:g} s); "
         f"{len(kinds)} distinct (target, kind) pairs exercised.",
         "",
         f"| seed | faults | overlapping pairs | kinds ({'/'.join(kinds_shown)}) | acknowledged | stored "
@@ -135,7 +109,7 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         lines.append(
             f"| {r.stats.seed} | {len(r.stats.faults)} | {r.stats.overlapping_pairs} | {counts} "
             f"| {r.result.acknowledged} | {r.result.stored} | {r.result.lost} | {r.result.duplicates} "
-            f"| {_num(r.stats.last_heal_to_drained_s)} | {'pass' if r.result.ok else '**FAIL**'} |"
+            f"| {num(r.stats.last_heal_to_drained_s)} | {'pass' if r.result.ok else '**FAIL**'} |"
         )
     flat = [
         (r.stats.seed, c) for r in runs for c in r.result.checks if "RSS" in c.name or "descriptors" in c.name
@@ -145,18 +119,17 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
         lines += ["", f"Memory and descriptors across the schedule ({first.samples} readings for seed "
                   f"{first.seed}, the soak's checks):", ""]  # fmt: skip
         lines += [
-            f"- seed {seed}: {'✅' if c.ok else '❌'} {_cell(c.name)}: {_cell(c.detail) or 'none'}"
+            f"- seed {seed}: {'✅' if c.ok else '❌'} {cell(c.name)}: {cell(c.detail) or 'none'}"
             for seed, c in flat
         ]
     failed = [r for r in runs if not r.result.ok]
     if failed:
         lines += ["", "### Failed iterations", ""]
         for r in failed:
-            lines.append(f"Seed {r.stats.seed}:")
-            lines.append("")
-            lines += [f"- ❌ {_cell(c.name)}: {_cell(c.detail)}" for c in r.result.failures]
+            lines += [f"Seed {r.stats.seed}:", ""]
+            lines += [f"- ❌ {cell(c.name)}: {cell(c.detail)}" for c in r.result.failures]
             if r.result.error:
-                lines.append(f"- error: {_cell(r.result.error)}")
+                lines.append(f"- error: {cell(r.result.error)}")
             lines += ["", "```", *r.stats.done, "```", ""]
     lines += [
         "",
@@ -177,6 +150,4 @@ def render_section(runs: list[NemesisRun], info: NemesisInfo) -> str:
 
 
 def write_section(path: Path, runs: list[NemesisRun], info: NemesisInfo) -> Path:
-    if not info.finished_at:
-        info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
     return sections.write(path, render_section(runs, info), markers(info.spec))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import re
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,10 @@ from barcode_pipeline.adapters import redis as redis_adapter
 log = logging.getLogger(__name__)
 
 
+def finished_now() -> str:
+    return datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
 @dataclass
 class RunInfo:
     """Everything besides the results that a reader needs to judge them."""
@@ -31,7 +36,7 @@ class RunInfo:
     params: ChaosParams
     settings: dict[str, str] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
-    finished_at: str = ""
+    finished_at: str = field(default_factory=finished_now)
     duration_s: float = 0.0
 
 
@@ -49,26 +54,19 @@ def machine_info() -> dict[str, str]:
 def _server_versions(settings: HarnessSettings) -> dict[str, str]:
     out = {"Kafka": settings.kafka_version}
     try:
-        client = redis_adapter.client(settings, timeout=2)
-        try:
+        with closing(redis_adapter.client(settings, timeout=2)) as client:
             out["Redis"] = str(client.info("server").get("redis_version", "?"))
-            fsync = client.config_get("appendfsync").get("appendfsync")
-            aof = client.config_get("appendonly").get("appendonly")
-            out["Redis AOF (live)"] = f"appendonly {aof}, appendfsync {fsync}"
-        finally:
-            client.close()
+            aof = client.config_get("append*")
+            out["Redis AOF (live)"] = (
+                f"appendonly {aof.get('appendonly')}, appendfsync {aof.get('appendfsync')}"
+            )
     except redis.RedisError as exc:
         out["Redis"] = f"unreachable ({exc})"
     try:
-        conn = db.connect(settings.db.url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
-                row = cur.fetchone()
-                out["MariaDB/MySQL"] = str(row[0])
-                out["innodb_flush_log_at_trx_commit"] = str(row[1])
-        finally:
-            conn.close()
+        with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
+            version, flush = cur.fetchone()
+            out["MariaDB/MySQL"], out["innodb_flush_log_at_trx_commit"] = str(version), str(flush)
     except Exception as exc:  # the report must be written even if the database is gone
         out["MariaDB/MySQL"] = f"unreachable ({type(exc).__name__})"
     return out
@@ -101,11 +99,13 @@ def settings_info(settings: HarnessSettings) -> dict[str, str]:
     return info
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def num(value: object, digits: int = 1) -> str:
+    """A number for a table cell: ``-`` where there is none."""
+    return f"{value:.{digits}f}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
+    """Text for a table cell: one line, its pipes escaped."""
     return re.sub(r"\s+", " ", text.replace("|", "\\|")).strip()
 
 
@@ -176,12 +176,6 @@ acknowledged writes: another reason production needs three brokers.
 """
 
 
-def limits_section() -> list[str]:
-    lines = [LIMITS_INTRO, "| lost | what it costs here | what covers it in production |", "|---|---|---|"]
-    lines += [f"| {lost} | {cost} | {cover} |" for lost, cost, cover in LIMITS]
-    return [*lines, "", LIMITS_OUTRO]
-
-
 def render(results: list[ScenarioResult], info: RunInfo) -> str:
     p = info.params
     passed = sum(r.ok for r in results)
@@ -211,9 +205,9 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r.key} | {_cell(r.title)} | {_cell(r.fault)} | {r.sent} | {r.acknowledged} | {r.stored} "
-            f"| {r.dead_lettered} | {r.lost} | {r.duplicates} | {r.client_retries} | {_num(r.drain_s)} "
-            f"| {_num(r.takeover_s, 2) if r.reports_takeover else ''} | {'pass' if r.ok else '**FAIL**'} |"
+            f"| {r.key} | {cell(r.title)} | {cell(r.fault)} | {r.sent} | {r.acknowledged} | {r.stored} "
+            f"| {r.dead_lettered} | {r.lost} | {r.duplicates} | {r.client_retries} | {num(r.drain_s)} "
+            f"| {num(r.takeover_s, 2) if r.reports_takeover else ''} | {'pass' if r.ok else '**FAIL**'} |"
         )
     lines += [
         "",
@@ -238,19 +232,13 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         "",
     ]
     for r in results:
-        lines.append(f"### {r.key}. {r.title} — {'pass' if r.ok else 'FAIL'}")
-        lines.append("")
-        lines.append(f"Fault: {r.fault}.")
-        lines.append("")
-        for note in r.notes:
-            lines.append(f"- {_cell(note)}")
-        for c in r.checks:
-            lines.append(
-                f"- {'✅' if c.ok else '❌'} {_cell(c.name)}" + (f": {_cell(c.detail)}" if c.detail else "")
-            )
+        lines += [f"### {r.key}. {r.title} — {'pass' if r.ok else 'FAIL'}", "", f"Fault: {r.fault}.", ""]
+        lines += [f"- {cell(note)}" for note in r.notes]
+        lines += [f"- {'✅' if c.ok else '❌'} {cell(c.name)}" + (f": {cell(c.detail)}" if c.detail else "")
+                  for c in r.checks]  # fmt: skip
         lines.append("")
     lines += ["## HarnessSettings used", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in info.settings.items()]
+    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info.settings.items()]
     lines += [
         f"| client load | {p.rate:g} scans/s over 3 devices, resend ratio {p.duplicate_ratio:g}, "
         "retry back-off 0.1 s doubling to 2 s |",
@@ -261,12 +249,17 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         "| | |",
         "|---|---|",
     ]
-    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in info.machine.items()]
+    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info.machine.items()]
     lines += [
         "",
         "Every service, the three servers and the load generator share this machine's cores.",
         "",
-        *limits_section(),
+        LIMITS_INTRO,
+        "| lost | what it costs here | what covers it in production |",
+        "|---|---|---|",
+        *(f"| {lost} | {cost} | {cover} |" for lost, cost, cover in LIMITS),
+        "",
+        LIMITS_OUTRO,
         "## Reproducing",
         "",
         "```sh",
@@ -281,8 +274,6 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
 
 
 def write_report(path: Path, results: list[ScenarioResult], info: RunInfo) -> Path:
-    if not info.finished_at:
-        info.finished_at = datetime.now().strftime("%Y-%m-%d %H:%M")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render(results, info)
     for kept in sections.carried(path.read_text()) if path.exists() else []:

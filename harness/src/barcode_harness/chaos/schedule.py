@@ -1,10 +1,7 @@
 """Random fault schedules for ``chaos nemesis``: pure, seeded, and printable so a failure replays.
 
-A schedule is a list of faults, each on one target (a supervised service or a server of the
-stack), of one kind (SIGKILL, SIGSTOP/SIGCONT, graceful restart), at an offset and for a while.
-Faults on *different* targets overlap freely (that is the point: a component recovering into the
-next fault); faults on the same target follow each other, each starting after the previous one
-was healed, because a process cannot be killed while it is still being restarted.
+Faults on *different* targets overlap freely (the point: a component recovering into the next
+fault); faults on one target follow each other, as a process cannot be killed while it restarts.
 """
 
 from __future__ import annotations
@@ -73,14 +70,11 @@ class ScheduleSpec:
 
 def kinds_for(target: str, spec: ScheduleSpec) -> tuple[str, ...]:
     """What can happen to ``target``: the disk can only fill; Redis can also fill when asked."""
-    if target == DISK:
-        return ("full",)
-    return (*KINDS, "full") if target in spec.fills else KINDS
+    return ("full",) if target == DISK else (*KINDS, "full") if target in spec.fills else KINDS
 
 
 def targets_for(workers: int, spec: ScheduleSpec | None = None) -> tuple[str, ...]:
-    """Every target of the catalogue: the processor, each worker, the three servers (and their disk,
-    when the spec fills it)."""
+    """The processor, each worker, the three servers (and their disk, when the spec fills it)."""
     disk = (DISK,) if spec is not None and DISK in spec.fills else ()
     return ("processor", *(f"worker-{i}" for i in range(1, workers + 1)), *SERVERS, *disk)
 
@@ -88,11 +82,9 @@ def targets_for(workers: int, spec: ScheduleSpec | None = None) -> tuple[str, ..
 def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) -> list[Fault]:
     """The schedule for ``seed``: the same seed and targets always give the same faults.
 
-    Fault starts form a Poisson process over the active window (mean gap ``mean_gap_s``), each on
-    a uniformly chosen target and kind; durations are uniform in [min, max]. With a mean gap well
-    under the mean duration, most schedules have several faults in effect at once. A start that
-    lands while its target is still faulted moves to just after that target's heal (if that is
-    still inside the window; otherwise the fault is dropped).
+    Fault starts form a Poisson process over the active window, each on a uniformly chosen target
+    and kind, durations uniform in [min, max]. A start that lands while its target is still faulted
+    moves to just after that target's heal, or is dropped if that is past the window.
     """
     spec = spec or ScheduleSpec()
     rng = random.Random(seed)

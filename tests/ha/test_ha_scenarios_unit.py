@@ -1,0 +1,44 @@
+"""The ha scenario table and its poll helper, without a stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from barcode_harness.chaos.ha_scenarios import SMOKE, polled, select
+from barcode_pipeline.errors import ConfigError
+
+NAMES = [
+    "ha-kafka-leader-kill", "ha-kafka-controller-kill", "ha-kafka-broker-pause", "ha-kafka-broker-partition",
+    "ha-kafka-rolling-restart", "ha-redis-primary-kill", "ha-redis-split-brain", "ha-redis-replica-kill",
+    "ha-app-host-kill",
+]  # fmt: skip
+
+
+def test_every_ha_scenario_is_listed_once_in_key_order() -> None:
+    every = select(["all"])
+    assert [s.name for s in every] == NAMES
+    assert [s.key for s in every] == [f"h{i}" for i in range(1, 10)]
+    assert all(s.title and s.fault for s in every)
+
+
+def test_select_by_name_or_key_gives_fresh_objects() -> None:
+    assert [s.name for s in select(["h6", "ha-kafka-leader-kill"])] == ["ha-redis-primary-kill", NAMES[0]]
+    assert select(list(SMOKE))[0] is not select(list(SMOKE))[0]
+    with pytest.raises(ConfigError, match="unknown ha scenario"):
+        select(["h10"])
+
+
+def test_polled_returns_the_last_value_and_treats_errors_as_not_yet() -> None:
+    answers: Iterator[int | Exception] = iter([ValueError("failing over"), 1, 2, 3])
+
+    def probe() -> int:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert polled(probe, lambda n: n >= 2, 0, timeout=5)[0] == 2
+    last, took = polled(lambda: 7, lambda n: n > 7, 0, timeout=0.3)
+    assert last == 7 and took >= 0.3
