@@ -39,26 +39,15 @@ def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
         )
     ]
     s = result["backlog"]["series"]
+    stages = [("Kafka lag (processor)", "kafka_lag", "#9467bd"), ("stream undelivered", "undelivered",
+              "#ff7f0e"), ("workers' pending", "pending", "#2ca02c")]  # fmt: skip
+    backlog = [charts.Line("in flight (total)", s["t"], s["in_flight"], color="#000000")]
+    backlog += [charts.Line(label, s["t"], s[key], color=color, style="--") for label, key, color in stages]
     made.append(
         charts.time_chart(
             out / "isolation-backlog.png",
             "Async pipeline backlog per stage during and after the contention",
-            [
-                charts.Panel(
-                    "scans",
-                    [
-                        charts.Line("in flight (total)", s["t"], s["in_flight"], color="#000000"),
-                        charts.Line(
-                            "Kafka lag (processor)", s["t"], s["kafka_lag"], color="#9467bd", style="--"
-                        ),
-                        charts.Line(
-                            "stream undelivered", s["t"], s["undelivered"], color="#ff7f0e", style="--"
-                        ),
-                        charts.Line("workers' pending", s["t"], s["pending"], color="#2ca02c", style="--"),
-                    ],
-                    shade=shade,
-                )
-            ],
+            [charts.Panel("scans", backlog, shade=shade)],
             xlabel="seconds since the load started",
         )
     )
@@ -80,9 +69,7 @@ def markdown(result: dict[str, Any]) -> str:
                  lat["max_ms"], inc["p99_ms"], ", ".join(f"{k}: {v}" for k, v in w["status_counts"].items())]
             )  # fmt: skip
     sections = [
-        f"Preset **{env['preset']}**{' (short runs: indicative only)' if env['preset'] == 'quick' else ''}. "
-        f"Every figure below was produced by `{env['command']}`; rerun it to regenerate them.",
-        report.md_environment(env),
+        report.md_head(env),
         "## What ran\n\n"
         f"Both paths at **{spec['rate']:g} single-scan requests/s each** (open loop, at most "
         f"{spec['concurrency']} in flight per path, client timeout {spec['timeout_s']:g} s), at the same "
@@ -113,7 +100,7 @@ def markdown(result: dict[str, Any]) -> str:
             [[p, v["acknowledged"], v["stored"], v["missing"], v["duplicate_rows"]]
              for p, v in result["verification"].items()],
         ),
-        "## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]),
+        "## Targets\n\n" + report.md_targets(result["targets"]),
         "## Charts\n\n![latency under contention](isolation-latency.png)\n\n"
         "![backlog](isolation-backlog.png)",
     ]  # fmt: skip

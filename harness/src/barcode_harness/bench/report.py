@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,20 +34,8 @@ from barcode_pipeline.config import flat
 log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS = Path("bench/results")
-LIBRARIES = (
-    "confluent-kafka",
-    "redis",
-    "hiredis",
-    "PyMySQL",
-    "fastapi",
-    "uvicorn",
-    "uvloop",
-    "httptools",
-    "orjson",
-    "pydantic",
-    "hdrhistogram",
-    "matplotlib",
-)
+LIBRARIES = ("confluent-kafka", "redis", "hiredis", "PyMySQL", "fastapi", "uvicorn", "uvloop", "httptools",
+             "orjson", "pydantic", "hdrhistogram", "matplotlib")  # fmt: skip
 # The lock every install of this repository uses (scripts/setup.sh): its digest names the whole set.
 LOCK_FILE = Path(__file__).resolve().parents[4] / "uv.lock"
 
@@ -101,31 +90,26 @@ def command_line() -> str:
 
 # --------------------------------------------------------------------------- environment
 def _server_versions(settings: HarnessSettings) -> dict[str, str]:
-    out: dict[str, str] = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
-    try:
-        from barcode_pipeline.adapters import db
+    from barcode_pipeline.adapters import db
+    from barcode_pipeline.adapters import redis as redis_adapter
 
-        conn = db.connect(settings.db.url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT VERSION(), @@version_comment")
-                version, comment = cur.fetchone()
-            out["database"] = f"{version} ({comment})"
-        finally:
-            conn.close()
-    except Exception as exc:  # a report must still be written when a server is away
-        out["database"] = f"unknown ({exc})"
-    try:
-        from barcode_pipeline.adapters import redis as redis_adapter
+    def database() -> str:
+        with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT VERSION(), @@version_comment")
+            version, comment = cur.fetchone()
+        return f"{version} ({comment})"
 
-        client = redis_adapter.client(settings)
-        try:
+    def redis() -> str:
+        with closing(redis_adapter.client(settings)) as client:
             info: Any = client.info("server")
-            out["redis"] = str(info.get("redis_version", "unknown"))
-        finally:
-            client.close()
-    except Exception as exc:
-        out["redis"] = f"unknown ({exc})"
+            return str(info.get("redis_version", "unknown"))
+
+    out = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
+    for name, ask in (("database", database), ("redis", redis)):
+        try:
+            out[name] = ask()
+        except Exception as exc:  # a report must still be written when a server is away
+            out[name] = f"unknown ({exc})"
     return out
 
 
@@ -137,26 +121,24 @@ def lock_digest() -> str:
         return "none"
 
 
+def _installed(name: str, missing: str = "not installed") -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return missing
+
+
 def versions(settings: HarnessSettings) -> dict[str, Any]:
-    libs: dict[str, str] = {}
-    for name in LIBRARIES:
-        try:
-            libs[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            libs[name] = "not installed"
+    libs = {name: _installed(name) for name in LIBRARIES}
     try:
         import confluent_kafka
 
         libs["librdkafka"] = str(confluent_kafka.libversion()[0])
     except Exception:
         libs["librdkafka"] = "unknown"
-    try:
-        pipeline = importlib.metadata.version("barcode-pipeline")
-    except importlib.metadata.PackageNotFoundError:
-        pipeline = "unknown"
     return {
         "python": platform.python_version(),
-        "barcode_pipeline": pipeline,
+        "barcode_pipeline": _installed("barcode-pipeline", "unknown"),
         "lock": lock_digest(),
         "servers": _server_versions(settings),
         "libraries": libs,
@@ -294,13 +276,23 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def md_targets(targets: Sequence[Target]) -> str:
+def md_targets(targets: Sequence[Target | dict[str, Any]]) -> str:
     def status(t: Target) -> str:
         return "not measured" if t.met is None else ("**met**" if t.met else "**missed**")
 
+    goals = [t if isinstance(t, Target) else Target(**t) for t in targets]
     return md_table(
         ("target", "goal", "measured", "status", "note"),
-        [(t.name, t.goal, t.measured, status(t), t.note) for t in targets],
+        [(t.name, t.goal, t.measured, status(t), t.note) for t in goals],
+    )
+
+
+def md_head(env: dict[str, Any]) -> str:
+    """A report's opening: its preset, the command that regenerates it, and the environment."""
+    quick = " (short runs: indicative only)" if env["preset"] == "quick" else ""
+    return (
+        f"Preset **{env['preset']}**{quick}. Every figure below was produced by `{env['command']}`; "
+        f"rerun it to regenerate them.\n\n{md_environment(env)}"
     )
 
 
