@@ -1,14 +1,9 @@
 """``barcode-pipeline bench ...``: one command per benchmark, each declared once.
 
-Each command brings up what it needs (the local stack unless ``--no-stack``, a fresh bench database
-and an empty Redis database 1, the pipeline and the legacy server under a supervisor), runs, and
-writes JSON + Markdown + PNG charts into a new ``bench/results/<timestamp>/`` folder; the summary
-printed at the end points there. ``--quick`` is a short preset for trying things out; the defaults
-are the full benchmark.
-
-A command is a :class:`Command`: its spec and quick preset (``bench/specs.py``, whose option fields
-become its options, their help showing both presets' values), what runs it, and what it does with
-the result. The modules that run benchmarks are imported only when their command runs.
+A :class:`Command` is a spec and its quick preset (``bench/specs.py``: their option fields become the
+command's options, the help showing both presets' values), what runs it, and what it does with the
+result; each writes a new ``bench/results/<timestamp>/`` folder. The modules that run benchmarks are
+imported only when their command runs, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -168,15 +163,21 @@ def _from_option(current: Any, given: Any) -> Any:
     return given
 
 
-def _run(cmd: Command, run_path: str, spec: Any, opts: Opts) -> tuple[dict[str, Any], Path]:
-    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets."""
-    from barcode_harness.bench.env import BENCH_REDIS_DB, BenchRun, bench_settings
+def _start(cmd: Command, opts: Opts) -> Path:
+    """What every bench does first: its log lines, then a fresh results folder."""
     from barcode_harness.bench.report import new_results_dir
 
     setup_logging(opts.log_level, f"bench-{cmd.name}")
+    return new_results_dir(opts.out, cmd.name)
+
+
+def _run(cmd: Command, run_path: str, spec: Any, opts: Opts) -> tuple[dict[str, Any], Path]:
+    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets."""
+    from barcode_harness.bench.env import BENCH_REDIS_DB, BenchRun, bench_settings
+
+    folder = _start(cmd, opts)
     settings = bench_settings(load_harness_settings(), opts.database, fresh=not opts.keep_db,
                               redis_db=BENCH_REDIS_DB)  # fmt: skip
-    folder = new_results_dir(opts.out, cmd.name)
     result = _load(run_path)(spec, BenchRun(settings, folder, start_stack=not opts.no_stack,
                                             fresh_db=not opts.keep_db))  # fmt: skip
     _print_targets(result, folder, cmd.name)
@@ -258,10 +259,8 @@ def _soak(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
 
 def _replication(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
     from barcode_harness.bench.replication import run_replication, write_section
-    from barcode_harness.bench.report import new_results_dir
 
-    setup_logging(opts.log_level, "bench-replication")
-    folder = new_results_dir(opts.out, "replication")
+    folder = _start(cmd, opts)
     result = run_replication(load_harness_settings(), spec, folder, database=opts.database,
                              ha_dir=extra["ha_state_dir"], start_stack=not opts.no_stack)  # fmt: skip
     for p in result["profiles"]:
@@ -275,31 +274,25 @@ def _replication(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> 
 
 
 def _footprint(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
-    import json
-
     from barcode_harness.bench.footprint import run_footprint, write_section
-    from barcode_harness.bench.report import new_results_dir
+    from barcode_harness.bench.report import write_json
 
-    setup_logging(opts.log_level, "bench-footprint")
-    folder = new_results_dir(opts.out, "footprint")
+    folder = _start(cmd, opts)
     result = run_footprint(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
     markdown = result.pop("markdown")
-    (folder / "footprint.json").write_text(json.dumps(result, indent=2))
+    write_json(folder / "footprint.json", result)
     (folder / "footprint.md").write_text(markdown)
     typer.echo(markdown)
     typer.echo(f"section written to {write_section(extra['doc'], markdown)}; results: {folder}")
 
 
 def _auth(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
-    import json
-    import time
-
     from barcode_harness.bench.auth_overhead import run_auth_bench
+    from barcode_harness.bench.report import write_json
 
-    setup_logging(opts.log_level, "bench-auth")
-    folder = opts.out / time.strftime("%Y%m%d-%H%M%S")
+    folder = _start(cmd, opts)
     result = run_auth_bench(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
-    (folder / "auth.json").write_text(json.dumps(result, indent=2))
+    write_json(folder / "auth.json", result)
     med = result["median_p50_ms"]
     micro = result["in_process_auth_cost"]
     typer.echo(

@@ -1,13 +1,12 @@
 """``bench soak``: a steady load for as long as asked, every store's slope, and flatness checks.
 
-A run of minutes cannot show a leak or a store that grows faster than planned. The soak drives the
-open-loop generator at a steady rate with a realistic mix (mostly single scans, some batches of
-10 to ``batch_max``, a few percent resends), everything persisting, and samples every
-``sample_s`` (see ``soaksample``). After the warm-up it fits each store's slope, turns it into
-bytes per scan and the time until the store reaches its bound on this machine, and fails when:
+A run of minutes cannot show a leak or a store that grows faster than planned. The soak drives a
+realistic mix (single scans, batches of 10 to ``batch_max``, a few percent resends) at a steady rate,
+samples every ``sample_s`` (``soaksample``), fits each store's slope after the warm-up (bytes per
+scan, time until its bound on this machine), and fails when:
 
-- a pipeline process's resident memory grows more than 10 % from the end of the warm-up to the end
-  (the servers' memory is their data: they are judged by their stores' bytes per scan instead);
+- a pipeline process's resident memory grows more than 10 % after the warm-up (the servers' memory
+  is their data: their stores' bytes per scan judge them instead);
 - a group's open descriptors rise in every quarter after the warm-up;
 - the last quarter's ingest p99, or freshness p99, is more than twice the first quarter's;
 - an acknowledged scan is missing or stored twice, or a store's bytes per scan misses its target.
@@ -198,14 +197,10 @@ def _bounds(settings: HarnessSettings) -> dict[str, float]:
     finally:
         client.close()
     free = float(shutil.disk_usage(settings.state_dir).free)
+    redis_keys = ("redis_used_bytes", "redis_markers_bytes", "redis_streams_bytes", "redis_dlq_bytes")
     return {
-        "redis_used_bytes": float(maxmemory),
-        "redis_markers_bytes": float(maxmemory),
-        "redis_streams_bytes": float(maxmemory),
-        "redis_dlq_bytes": float(maxmemory),
-        "redis_aof_bytes": free,
-        "kafka_bytes": free,
-        "table_bytes": free,
+        **dict.fromkeys(redis_keys, float(maxmemory)),
+        **dict.fromkeys(("redis_aof_bytes", "kafka_bytes", "table_bytes"), free),
         "dlq_entries": float(settings.streams.dlq_max_entries),
     }
 
@@ -252,10 +247,8 @@ def judge(result: dict[str, Any], spec: SoakSpec) -> list[report.Target]:
                                     ratio, "<=", TAIL_GROWTH_MAX, fmt="{:.2f}",
                                     note="" if judged else "quarters too short to judge"))  # fmt: skip
     v = result["verification"]
-    targets.append(report.check("acknowledged scans missing", v["missing"], "<=", 0, fmt="{:.0f}"))
-    targets.append(
-        report.check("acknowledged scans stored twice", v["duplicate_rows"], "<=", 0, fmt="{:.0f}")
-    )
+    for name, key in (("missing", "missing"), ("stored twice", "duplicate_rows")):
+        targets.append(report.check(f"acknowledged scans {name}", v[key], "<=", 0, fmt="{:.0f}"))
     table = result["stores"].get("table_bytes", {})
     # InnoDB allocates whole extents (1 MiB, then 4 at a time): a table that grew less than this is
     # measured in allocation steps, not rows (a smoke's minute); its bytes per row are not judged.
@@ -316,16 +309,7 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         "command": "soak",
         "environment": report.finish_environment(env_info),
         "started_at": start,
-        "loads": [
-            {
-                "scans_acked": load.scans_acked,
-                "errors": load.errors,
-                "rate": load.spec.rate,
-                "mode": load.spec.mode,
-                "latency_ms": load.latency.to_dict(),
-            }
-            for load in loads
-        ],
+        "loads": [_load_summary(load) for load in loads],
         "drained_s": drained_s,
         "verification": verification.to_dict(),
         "dedup_window_s": env.settings.dedup.window_s,
@@ -343,6 +327,11 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
     chart(out / "soak.png", result, spec)
     (out / "soak.md").write_text(markdown(result, spec))
     return result
+
+
+def _load_summary(load: LoadResult) -> dict[str, Any]:
+    return {"scans_acked": load.scans_acked, "errors": load.errors, "rate": load.spec.rate,
+            "mode": load.spec.mode, "latency_ms": load.latency.to_dict()}  # fmt: skip
 
 
 def _series(samples: Sequence[Sample], latency: Sequence[tuple[int, LatencyHistogram]],
