@@ -1,10 +1,6 @@
-"""Where benchmark results go and what every report states: machine, versions, settings, targets.
-
-Every ``bench`` command writes one folder ``bench/results/<timestamp>/`` with ``<command>.json`` (all
-figures), ``<command>.md`` (the tables a person reads) and ``<command>-*.png`` charts. A report
-that does not say where and on what it ran cannot be compared with anything, so the environment
-section is built here once and used by every command.
-"""
+"""Where benchmark results go (``bench/results/<timestamp>/``: JSON, Markdown, PNG) and what every
+report states: machine, versions, settings, targets. A report that does not say where and on what it
+ran cannot be compared with anything, so that section is built here once for every command."""
 
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ from barcode_pipeline.config import flat
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESULTS = Path("bench/results")
 LIBRARIES = ("confluent-kafka", "redis", "hiredis", "PyMySQL", "fastapi", "uvicorn", "uvloop", "httptools",
              "orjson", "pydantic", "hdrhistogram", "matplotlib")  # fmt: skip
 # The lock every install of this repository uses (scripts/setup.sh): its digest names the whole set.
@@ -56,9 +51,9 @@ def prune_results(base: Path, keep: int) -> list[Path]:
     return gone
 
 
-def new_results_dir(base: Path, command: str, *, keep: int | None = None) -> Path:
+def new_results_dir(base: Path, command: str) -> Path:
     """A fresh ``<base>/<timestamp>/`` folder (suffixed if two runs start in the same second); the
-    oldest beyond the last ``keep`` (``BP_BENCH_KEEP_RESULTS``, 20; 0 keeps all) are removed."""
+    oldest beyond the last ``BP_BENCH_KEEP_RESULTS`` (20; 0 keeps all) are removed."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in ("", *(f"-{i}" for i in range(2, 100))):
         path = base / f"{stamp}{suffix}"
@@ -67,17 +62,14 @@ def new_results_dir(base: Path, command: str, *, keep: int | None = None) -> Pat
         except FileExistsError:
             continue
         log.info("%s results go to %s", command, path)
-        prune_results(base, KEEP_RESULTS if keep is None else keep)
+        prune_results(base, KEEP_RESULTS)
         return path
     raise FileExistsError(f"no free results folder under {base} for {stamp}")
 
 
 def write_json(path: Path, payload: Any) -> None:
-    path.write_bytes(
-        orjson.dumps(
-            payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-        )
-    )
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    path.write_bytes(orjson.dumps(payload, option=options))
 
 
 def command_line() -> str:
@@ -153,21 +145,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def settings_summary(settings: HarnessSettings) -> dict[str, Any]:
-    data = flat(settings, mode="json")
-    for key in ("db_url", "redis_url"):
-        data[key] = redact_url(str(data[key]))
-    return dict(data)
-
-
-def shared_cores_note(cores: int | None) -> str:
-    return (
-        f"Everything in this run (load-generating clients, ingest and legacy servers, processor, "
-        f"workers, Kafka, Redis and MariaDB) ran on this one machine and shared its {cores} cores; "
-        "no figure comes from dedicated hardware."
-    )
-
-
 def cpu_counters() -> tuple[int, int, int] | None:
     """(steal, idle incl. iowait, total) jiffies of all CPUs since boot, from ``/proc/stat``."""
     try:
@@ -199,12 +176,17 @@ def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
 def environment(settings: HarnessSettings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the run ran on; call at its start and :func:`finish_environment` at its end."""
     info = procstats.machine()
+    shown = flat(settings, mode="json")
+    for key in ("db_url", "redis_url"):
+        shown[key] = redact_url(str(shown[key]))
     return {
         "cpu_at_start": cpu_counters(),
         "machine": info,
         "versions": versions(settings),
-        "settings": settings_summary(settings),
-        "shared_cores": shared_cores_note(info["cores"]),
+        "settings": shown,
+        "shared_cores": f"Everything in this run (load-generating clients, ingest and legacy servers, "
+        f"processor, workers, Kafka, Redis and MariaDB) ran on this one machine and shared its "
+        f"{info['cores']} cores; no figure comes from dedicated hardware.",
         "command": command_line(),
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         **(extra or {}),
@@ -338,10 +320,6 @@ def _cpu_note(cpu: dict[str, float] | None) -> str:
 
 def md_document(title: str, sections: Sequence[str]) -> str:
     return f"# {title}\n\n" + "\n\n".join(s.strip() for s in sections if s.strip()) + "\n"
-
-
-def fmt_ms(v: float) -> str:
-    return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
 
 
 def progress_logger(name: str) -> Callable[[str], None]:
