@@ -73,14 +73,11 @@ def _latency_row(name: str, c: dict[str, Any]) -> list[Any]:
 
 
 def _io_rows(named: list[tuple[str, dict[str, Any]]], counters: list[str]) -> list[list[Any]]:
-    rows = []
-    for name, c in named:
-        io = c["io"]
-        row: list[Any] = [name, io["scans"], io["seconds"]]
-        for counter in counters:
-            row += [io["deltas"].get(counter), io["per_second"].get(counter), io["per_1k_scans"].get(counter)]
-        rows.append(row)
-    return rows
+    kinds = ("deltas", "per_second", "per_1k_scans")
+    return [
+        [name, c["io"]["scans"], c["io"]["seconds"], *(c["io"][k].get(n) for n in counters for k in kinds)]
+        for name, c in named
+    ]
 
 
 def _commit_sentence(probe: dict[str, Any] | None) -> str:
@@ -90,8 +87,7 @@ def _commit_sentence(probe: dict[str, Any] | None) -> str:
     return (
         f"One single-row INSERT + COMMIT on this server (what the legacy path pays per scan; "
         f"innodb_flush_log_at_trx_commit={probe['innodb_flush_log_at_trx_commit']}), "
-        f"{probe['commits']} in a row: "
-        f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms. "
+        f"{probe['commits']} in a row: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms. "
     )
 
 
@@ -103,9 +99,12 @@ def markdown(result: dict[str, Any]) -> str:
     counters = [c for c in wanted if c in result["counters_present"]]
     missing = [c for c in ("Innodb_os_log_fsyncs",) if c not in result["counters_present"]]
     idle = result["idle_io"]["per_second"]
-    io_head = ["path", "scans stored", "seconds"]
-    for c in counters:
-        io_head += [f"{c}", f"{c}/s", f"{c} per 1k scans"]
+    io_head = [
+        "path",
+        "scans stored",
+        "seconds",
+        *(h for c in counters for h in (c, f"{c}/s", f"{c} per 1k scans")),
+    ]
     sections = [
         report.md_head(env),
         "## Load\n\n"
@@ -140,13 +139,13 @@ def markdown(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     high = result["high"]
     if high:
-        rate = spec["high_rate"]
+        rate, named = spec["high_rate"], [(p, high[p]) for p in PATHS if p in high]
         block = (
             f"## At {rate:g} scans/s\n\n{spec['high_duration_s']:g} s per path, "
             f"up to {spec['high_concurrency']} requests in flight.\n\n"
-            + report.md_table(_LAT_HEAD, [_latency_row(p, high[p]) for p in PATHS if p in high])
+            + report.md_table(_LAT_HEAD, [_latency_row(p, c) for p, c in named])
             + "\n\n"
-            + report.md_table(io_head, _io_rows([(p, high[p]) for p in PATHS if p in high], counters))
+            + report.md_table(io_head, _io_rows(named, counters))
         )
         if ASYNC in high:
             f = high[ASYNC]["freshness_ms"]
