@@ -1,10 +1,6 @@
-"""What ``bench soak`` reads every interval: each store's size, and each process group's memory,
-descriptors, threads and CPU.
-
-Why read sizes from the servers' own accounts (Redis ``used_memory`` and ``aof_current_size``,
-the Kafka topic's files, InnoDB's page counts): those are what fill a machine, so their slopes are
-what a capacity plan needs; counting entries would miss every overhead.
-"""
+"""What ``bench soak`` reads every interval: each store's size, each process group's memory,
+descriptors, threads and CPU. Sizes come from the servers' own accounts (Redis ``used_memory``, the
+Kafka topic's files, InnoDB's page counts): those are what fill a machine; entries miss every overhead."""
 
 from __future__ import annotations
 
@@ -42,12 +38,7 @@ class Sample:
     cpu: dict[str, float]  # cores used since the previous sample
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "t": self.t,
-            "stores": self.stores,
-            "groups": {k: vars(v) for k, v in self.groups.items()},
-            "cpu": self.cpu,
-        }
+        return {**vars(self), "groups": {k: vars(v) for k, v in self.groups.items()}}
 
 
 def _redis(client: redis.Redis, streams: list[str]) -> dict[str, int]:
@@ -75,11 +66,8 @@ def _redis(client: redis.Redis, streams: list[str]) -> dict[str, int]:
 
 def kafka_topic_bytes(data_dir: Path, topic: str) -> int:
     """Bytes of the topic's partition folders in one broker's log directory (all files)."""
-    total = 0
-    for folder in data_dir.glob(f"{topic}-*"):
-        if folder.name.rsplit("-", 1)[-1].isdigit():
-            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-    return total
+    folders = [d for d in data_dir.glob(f"{topic}-*") if d.name.rsplit("-", 1)[-1].isdigit()]
+    return sum(f.stat().st_size for d in folders for f in d.iterdir() if f.is_file())
 
 
 @dataclass

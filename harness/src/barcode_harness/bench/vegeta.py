@@ -56,12 +56,9 @@ def vegeta_version(binary: str) -> str:
     for line in own.splitlines():
         if line.startswith("Version:") and line.split(":", 1)[1].strip():
             return line.split(":", 1)[1].strip()
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go:
-        info = subprocess.run(
-            [go, "version", "-m", binary], capture_output=True, text=True, check=False
-        ).stdout
-        for line in info.splitlines():
+    if go := shutil.which("go") or shutil.which("go", path="/usr/local/go/bin"):
+        info = subprocess.run([go, "version", "-m", binary], capture_output=True, text=True, check=False)
+        for line in info.stdout.splitlines():
             parts = line.split()
             if parts[:2] == ["mod", "github.com/tsenart/vegeta/v12"] and len(parts) > 2:
                 return parts[2]
@@ -183,6 +180,9 @@ def latency_targets(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) ->
     ]  # fmt: skip
 
 
+_LATENCIES = (("mean", "mean"), ("p50", "50th"), ("p90", "90th"), ("p99", "99th"), ("max", "max"))
+
+
 def summary(raw: dict[str, Any]) -> dict[str, Any]:
     """The figures of one run in ms, as vegeta computed them."""
     lat = raw["latencies"]
@@ -191,11 +191,7 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
         "rate": round(raw["rate"], 1),
         "success": raw["success"],
         "status_codes": raw["status_codes"],
-        "mean_ms": round(lat["mean"] / 1e6, 3),
-        "p50_ms": round(lat["50th"] / 1e6, 3),
-        "p90_ms": round(lat["90th"] / 1e6, 3),
-        "p99_ms": round(lat["99th"] / 1e6, 3),
-        "max_ms": round(lat["max"] / 1e6, 3),
+        **{f"{name}_ms": round(lat[key] / 1e6, 3) for name, key in _LATENCIES},
         "errors": raw.get("errors") or [],
     }
 
