@@ -308,7 +308,8 @@ def _auth(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
 
 HA_STATE_DIR = _param("ha_state_dir", Annotated[Path | None, typer.Option(
     help="State directory of the ha stack [<BP_STATE_DIR>-ha].")], None)  # fmt: skip
-BENCHMARKS = "docs/benchmarks.md"
+BENCHMARKS, CAPACITY = Path("docs/benchmarks.md"), Path("docs/capacity.md")
+NO_KEEP = ("out", "no_stack", "database", "log_level")  # the pipeline benches without --keep-db
 COMMANDS = (
     Command("compare", "Legacy vs async under identical load: latency, DB writes per 1,000 scans, freshness, "
             "loss.", specs.CompareSpec(), specs.COMPARE_QUICK, runs("compare:run_compare")),
@@ -321,26 +322,23 @@ COMMANDS = (
             specs.VegetaSpec(), specs.VEGETA_QUICK, runs("vegeta:run_vegeta", then=_vegeta_lines)),
     Command("replication", "Cost of replication: Kafka produce and ingest latency, end-to-end maximum rate, "
             "single vs ha.", specs.ReplicationSpec(), specs.REPLICATION_QUICK, _replication,
-            extra=(HA_STATE_DIR, doc_option(Path(BENCHMARKS), "replication")),
-            common=("out", "no_stack", "database", "log_level")),
+            extra=(HA_STATE_DIR, doc_option(BENCHMARKS, "replication")), common=NO_KEEP),
     Command("table-size", "The batch API's maximum on the empty table, then on one filled with tens of "
             "millions of rows.", specs.TableSizeSpec(), specs.TABLE_SIZE_QUICK,
             runs("tablesize:run_table_size", then=_section("tablesize", "table-size")),
-            extra=(doc_option(Path(BENCHMARKS), "table-size"),),
-            common=("out", "no_stack", "database", "log_level")),
+            extra=(doc_option(BENCHMARKS, "table-size"),), common=NO_KEEP),
     Command("footprint", "Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ), of "
             "Kafka and of the table; the time the partitioning migration takes per million rows.",
             specs.FootprintSpec(), specs.FOOTPRINT_QUICK, _footprint,
-            extra=(doc_option(Path("docs/capacity.md"), "footprint"),),
-            common=("out", "no_stack", "log_level")),
+            extra=(doc_option(CAPACITY, "footprint"),), common=("out", "no_stack", "log_level")),
     Command("soak", "A steady load for as long as asked: every store's slope and bytes per scan, the time "
             "until each reaches its bound; fails on growing memory or descriptors, a tail that doubles, or a "
             "lost scan.", specs.SoakSpec(), specs.SOAK_QUICK, _soak, extra=(doc_option(None, "soak"),),
-            common=("out", "no_stack", "database", "log_level")),
+            common=NO_KEEP),
     Command("hostile", "Keyed scanners alone, then while keyless clients hold slow connections, stream huge "
             "headers and send invalid keys: every keyed scan answered, p99 at most 3x, ingest memory "
             "bounded, no restart.", specs.HostileSpec(), specs.HOSTILE_QUICK,
-            runs("hostile:run_hostile", strict=True), common=("out", "no_stack", "database", "log_level")),
+            runs("hostile:run_hostile", strict=True), common=NO_KEEP),
     Command("auth", "Scanner authentication's cost: the same load against ingest with auth off and on, "
             "alternately.", specs.AuthBenchSpec(), specs.AUTH_QUICK, _auth,
             common=("out", "no_stack", "log_level")),
@@ -375,9 +373,7 @@ def fill_cmd(
 
 @bench_app.command("plan")
 def plan_cmd(
-    doc: Annotated[Path, typer.Option(help="Markdown file whose plan section is rewritten.")] = Path(
-        "docs/capacity.md"
-    ),
+    doc: Annotated[Path, typer.Option(help="Markdown file whose plan section is rewritten.")] = CAPACITY,
 ) -> None:
     """Write the capacity plan at 100, 1,000 and 5,000 scans/s into the docs (`capacity` at each rate)."""
     from barcode_harness.bench.capacityplan import write_section
@@ -391,7 +387,7 @@ def docs_cmd(
     results: Annotated[
         Path, typer.Option(help="Where the bench commands wrote their folders.")
     ] = DEFAULT_OUT,
-    doc: Annotated[Path, typer.Option(help="Markdown file to (re)write.")] = Path("docs/benchmarks.md"),
+    doc: Annotated[Path, typer.Option(help="Markdown file to (re)write.")] = BENCHMARKS,
     images: Annotated[Path, typer.Option(help="Folder the charts are copied to.")] = Path("docs/img/bench"),
 ) -> None:
     """Rebuild docs/benchmarks.md from the latest result of each bench command (copies the charts)."""

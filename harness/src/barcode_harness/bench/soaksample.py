@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,17 +115,15 @@ class SoakSampler:
     def _read(self, streams: list[str], cpu: dict[str, float]) -> Sample:
         """One reading, on fresh connections: a server restarted since the last one is read again."""
         t = time.time()
-        client = redis_adapter.client(self.settings, timeout=5.0)
-        conn = connect(self.settings.db.url, autocommit=True)
-        try:
+        with (
+            closing(redis_adapter.client(self.settings, timeout=5.0)) as client,
+            closing(connect(self.settings.db.url, autocommit=True)) as conn,
+        ):
             data, indexes, _ = table_bytes(conn)
             stores = {
                 **_redis(client, streams),
                 "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
                 "table_bytes": data + indexes,
             }
-        finally:
-            client.close()
-            conn.close()
         groups = procstats.resources(self._roots(), alone=(SUPERVISOR,))
         return Sample(t, stores, groups, cpu)
