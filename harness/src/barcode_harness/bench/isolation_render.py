@@ -17,41 +17,25 @@ def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
     c = result["contention"]
     shade = [(c["start_s"], c["end_s"], "DB contention")]
     lat = result["latency_series"]
-    made = [
-        charts.time_chart(
-            out / "isolation-latency.png",
-            "Client latency while the database is locked (shaded), both paths at the same load",
-            [
-                charts.Panel(
-                    "p99 per second (ms)",
-                    [charts.Line(f"{p} p99", lat[p]["t"], lat[p]["p99_ms"]) for p in PATHS]
-                    + [charts.Line(f"{p} p50", lat[p]["t"], lat[p]["p50_ms"], style="--") for p in PATHS],
-                    logy=True,
-                    shade=shade,
-                ),
-                charts.Panel(
-                    "failed requests per second",
-                    [charts.Line(f"{p} errors", lat[p]["t"], lat[p]["errors"]) for p in PATHS],
-                    shade=shade,
-                ),
-            ],
-            xlabel="seconds since the load started (by scheduled send time)",
-        )
-    ]
+    tails = [charts.Line(f"{p} {q}", lat[p]["t"], lat[p][f"{q}_ms"], style=style)
+             for q, style in (("p99", "-"), ("p50", "--")) for p in PATHS]  # fmt: skip
+    errors = [charts.Line(f"{p} errors", lat[p]["t"], lat[p]["errors"]) for p in PATHS]
     s = result["backlog"]["series"]
     stages = [("Kafka lag (processor)", "kafka_lag", "#9467bd"), ("stream undelivered", "undelivered",
               "#ff7f0e"), ("workers' pending", "pending", "#2ca02c")]  # fmt: skip
     backlog = [charts.Line("in flight (total)", s["t"], s["in_flight"], color="#000000")]
     backlog += [charts.Line(label, s["t"], s[key], color=color, style="--") for label, key, color in stages]
-    made.append(
-        charts.time_chart(
-            out / "isolation-backlog.png",
-            "Async pipeline backlog per stage during and after the contention",
-            [charts.Panel("scans", backlog, shade=shade)],
-            xlabel="seconds since the load started",
-        )
-    )
-    return made
+    latency = [charts.Panel("p99 per second (ms)", tails, logy=True, shade=shade),
+               charts.Panel("failed requests per second", errors, shade=shade)]  # fmt: skip
+    since = "seconds since the load started"
+    return [
+        charts.time_chart(out / "isolation-latency.png",
+                          "Client latency while the database is locked (shaded), both paths at the same load",
+                          latency, xlabel=f"{since} (by scheduled send time)"),
+        charts.time_chart(out / "isolation-backlog.png",
+                          "Async pipeline backlog per stage during and after the contention",
+                          [charts.Panel("scans", backlog, shade=shade)], xlabel=since),
+    ]  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -364,12 +364,8 @@ def chart(path: Path, result: dict[str, Any], spec: SoakSpec) -> Path:
         Line(STORE_LABELS[k].split(" (")[0], xs, [s["stores"].get(k, 0) / mib for s in samples])
         for k in ("redis_used_bytes", "redis_markers_bytes", "redis_aof_bytes", "kafka_bytes", "table_bytes")
     ]
-    ingest, fresh = series["ingest"], series["freshness"]
-    tails = [
-        Line("ingest p50", [t / 60 for t in ingest["t"]], ingest["p50_ms"]),
-        Line("ingest p99", [t / 60 for t in ingest["t"]], ingest["p99_ms"]),
-        Line("freshness p99", [t / 60 for t in fresh["t"]], fresh["p99_ms"]),
-    ]
+    tails = [Line(f"{name} {q}", [t / 60 for t in series[name]["t"]], series[name][f"{q}_ms"])
+             for name, q in (("ingest", "p50"), ("ingest", "p99"), ("freshness", "p99"))]  # fmt: skip
     cpu = [Line(g, xs, [s["cpu"].get(g, math.nan) for s in samples]) for g in groups if g != SUPERVISOR]
     warm = [(0.0, spec.warmup_s / 60, "warm-up")]
     return time_chart(path, f"bench soak: {spec.rate:,.0f} scans/s", [
@@ -405,29 +401,22 @@ def markdown(result: dict[str, Any], spec: SoakSpec) -> str:
          str(last[g]["fds"]) if g in last else "-", str(last[g]["threads"]) if g in last else "-")
         for g in procs
     ]  # fmt: skip
-    return "\n".join([
-        SECTION[0],
+    body = "\n\n".join([
         f"## `bench soak`{quick}",
-        "",
         f"{spec.rate:,.0f} scans/s for {spec.duration_s / 60:,.0f} min ({spec.batch_share:.0%} through the "
         f"batch API in batches of {BATCH_MIN}-{spec.batch_max}, {spec.resend_ratio:.0%} resends), sampled "
         f"every {spec.sample_s:g} s, slopes fitted after a {spec.warmup_s:,.0f}-second warm-up. "
         "Everything (clients, services, Kafka, Redis, MariaDB) shared this machine's cores. "
         f"Acknowledged {v['acknowledged']:,}, stored {v['stored']:,}, missing {v['missing']}, stored twice "
         f"{v['duplicate_rows']}; drained {result['drained_s']:.1f} s after the load stopped.",
-        "",
-        report.md_targets([report.Target(**t) for t in result["targets"]]),
-        "",
+        report.md_targets(result["targets"]),
         report.md_environment(result["environment"]).replace("## Environment", "### Environment"),
-        "",
         report.md_table(["store", "per scan", "slope", "at the end", "bound here", "reaches it in"], rows),
-        "",
         report.md_table(["process group", "RSS at the end", "RSS growth after warm-up", "fds", "threads"],
                         proc_rows),
-        "",
         "![soak](img/soak.png)",
-        SECTION[1],
-    ]) + "\n"  # fmt: skip
+    ])  # fmt: skip
+    return f"{SECTION[0]}\n{body}\n{SECTION[1]}\n"
 
 
 def write_section(doc: Path, section: str) -> Path:

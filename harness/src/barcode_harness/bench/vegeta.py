@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -134,18 +133,15 @@ def attack_fresh(
 
 
 def measure_floors(
-    settings: HarnessSettings,
-    spec: VegetaSpec,
-    binary: str,
-    work: Path,
-    headers: dict[str, str],
-    say: Callable[[str], None],
+    settings: HarnessSettings, spec: VegetaSpec, binary: str, work: Path, headers: dict[str, str]
 ) -> list[dict[str, Any]]:
     """Per rate: vegeta against the trivial endpoint, then a bare produce round trip at that rate."""
     floors: list[dict[str, Any]] = []
     with TrivialServerProcess(processes=settings.ingest.processes) as trivial:
         for rate in spec.rates:
-            say(f"floor {rate:g} req/s: trivial endpoint, then bare Kafka produce, {spec.floor_s:g} s each")
+            log.info(
+                "floor %g req/s: trivial endpoint, then bare Kafka produce, %g s each", rate, spec.floor_s
+            )
             results, _ = attack_fresh(binary, work, f"floor-{rate:g}", trivial.url + names.ROUTE_SCAN, rate,
                                       spec.floor_s, spec.timeout_s, headers)  # fmt: skip
             floors.append({"rate": rate, "http": summary(vegeta_report(binary, results))})
@@ -240,7 +236,7 @@ def run_vegeta(
             )
         for rate in spec.rates:
             one_rate(f"{rate:g}", rate, spec.duration_s)
-        floors = measure_floors(env.settings, spec, binary, work, sent_headers, say)
+        floors = measure_floors(env.settings, spec, binary, work, sent_headers)
     result = {"environment": report.finish_environment(env_info), "runs": runs, "floors": floors}
     result["targets"] = [t.to_dict() for t in latency_targets(runs, floors)]
     report.write_json(out / "vegeta.json", result)
@@ -275,11 +271,8 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("targets"):
         sections.append("### Targets\n\n" + report.md_targets(result["targets"]))
     sections.append(report.md_environment(env))
-    return report.md_document(
-        "bench vegeta: ingest latency by an independent client"
-        + (" (quick)" if spec["preset"] == "quick" else ""),
-        sections,
-    )
+    quick = " (quick)" if spec["preset"] == "quick" else ""
+    return report.md_document(f"bench vegeta: ingest latency by an independent client{quick}", sections)
 
 
 def floors_section(result: dict[str, Any], spec: dict[str, Any]) -> str:
