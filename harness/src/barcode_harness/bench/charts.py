@@ -35,10 +35,7 @@ class Panel:
 
 
 def color(label: str) -> str | None:
-    for key, value in COLORS.items():
-        if label.startswith(key):
-            return value
-    return None
+    return next((value for key, value in COLORS.items() if label.startswith(key)), None)
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -219,14 +219,12 @@ def _print_targets(result: dict[str, Any], out: Path, command: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    table = Table(title=f"bench {command}: targets (details in {out / (command + '.md')})")
-    for col in ("target", "goal", "measured", "status"):
-        table.add_column(col)
+    table = Table("target", "goal", "measured", "status",
+                  title=f"bench {command}: targets (details in {out / (command + '.md')})")  # fmt: skip
+    status = {None: "not measured", True: "[green]met[/]", False: "[red]missed[/]"}
     for t in result.get("targets", []):
-        status = "not measured" if t["met"] is None else ("[green]met[/]" if t["met"] else "[red]missed[/]")
-        table.add_row(t["name"], t["goal"], t["measured"], status)
-    console.print(table)
+        table.add_row(t["name"], t["goal"], t["measured"], status[t["met"]])
+    Console().print(table)
     typer.echo(f"results: {out}")
 
 

@@ -243,14 +243,10 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 # --------------------------------------------------------------------------- markdown
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
-        if isinstance(v, float):
-            if v != v:
-                return "–"
-            if v == float("inf"):
-                return "∞"
-            return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
-        if v is None:
+        if v is None or (isinstance(v, float) and v != v):  # NaN: not measured either
             return "–"
+        if isinstance(v, float):
+            return "∞" if v == float("inf") else f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -259,13 +255,11 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def md_targets(targets: Sequence[Target | dict[str, Any]]) -> str:
-    def status(t: Target) -> str:
-        return "not measured" if t.met is None else ("**met**" if t.met else "**missed**")
-
     goals = [t if isinstance(t, Target) else Target(**t) for t in targets]
+    status = {None: "not measured", True: "**met**", False: "**missed**"}
     return md_table(
         ("target", "goal", "measured", "status", "note"),
-        [(t.name, t.goal, t.measured, status(t), t.note) for t in goals],
+        [(t.name, t.goal, t.measured, status[t.met], t.note) for t in goals],
     )
 
 
