@@ -90,38 +90,29 @@ def attack(
         )  # fmt: skip
 
 
+def _output(*command: str, timeout: float) -> bytes:
+    return subprocess.run(command, capture_output=True, check=True, timeout=timeout).stdout
+
+
 def vegeta_report(binary: str, results: Path) -> dict[str, Any]:
     """vegeta's own summary of a run (latencies in ns, status codes, success ratio)."""
-    done = subprocess.run(
-        [binary, "report", "-type=json", str(results)], capture_output=True, check=True, timeout=120
-    )
-    parsed: dict[str, Any] = orjson.loads(done.stdout)
+    parsed: dict[str, Any] = orjson.loads(_output(binary, "report", "-type=json", str(results), timeout=120))
     return parsed
 
 
 def acknowledged_ids(binary: str, results: Path) -> list[str]:
     """The scanIds of the requests vegeta saw answered 202 (from the response bodies it kept)."""
-    done = subprocess.run(
-        [binary, "encode", "--to", "json", str(results)], capture_output=True, check=True, timeout=300
+    answers = map(
+        orjson.loads, _output(binary, "encode", "--to", "json", str(results), timeout=300).splitlines()
     )
-    ids: list[str] = []
-    for line in done.stdout.splitlines():
-        result = orjson.loads(line)
-        if result.get("code") == 202 and result.get("body"):
-            ids.append(str(orjson.loads(base64.b64decode(result["body"]))["scanId"]))
-    return ids
+    return [str(orjson.loads(base64.b64decode(a["body"]))["scanId"]) for a in answers
+            if a.get("code") == 202 and a.get("body")]  # fmt: skip
 
 
 def attack_fresh(
-    binary: str,
-    work: Path,
-    name: str,
-    url: str,
-    rate: float,
-    seconds: float,
-    timeout_s: float,
+    binary: str, work: Path, name: str, url: str, rate: float, seconds: float, timeout_s: float,
     headers: dict[str, str],
-) -> tuple[Path, float]:
+) -> tuple[Path, float]:  # fmt: skip
     """One run on a targets file of its own unique scans (a repeated body would be deduplicated);
     returns the raw results and when the attack started."""
     targets, results = work / f"targets-{name}.json", work / f"results-{name}.bin"
