@@ -278,12 +278,9 @@ def md_environment(env: dict[str, Any]) -> str:
     servers = v["servers"]
     libs = ", ".join(f"{k} {val}" for k, val in v["libraries"].items())
     s = env["settings"]
-    keys = (
-        "ingest_processes", "linger_ms", "producer_max_in_flight", "topic_partitions",
-        "stream_shards", "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms",
-        "legacy_pool_size", "legacy_threads",
-        "redis_appendfsync", "dedup_policy",
-    )  # fmt: skip
+    keys = ("ingest_processes", "linger_ms", "producer_max_in_flight", "topic_partitions", "stream_shards",
+            "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms", "legacy_pool_size",
+            "legacy_threads", "redis_appendfsync", "dedup_policy")  # fmt: skip
     shown = ", ".join(f"`{k}={s[k]}`" for k in keys if k in s)
     return "\n".join(
         [

@@ -93,9 +93,6 @@ class SoakSampler:
         if self._thread is not None:
             self._thread.join(60)
 
-    def _roots(self) -> dict[str, list[int]]:
-        return {**self.pids(), SUPERVISOR: [os.getpid()]}
-
     def _run(self) -> None:
         streams = names.all_streams(self.settings.streams.shards)
         cpu_before = procstats.snapshot(self.pids())
@@ -125,5 +122,5 @@ class SoakSampler:
                 "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
                 "table_bytes": data + indexes,
             }
-        groups = procstats.resources(self._roots(), alone=(SUPERVISOR,))
+        groups = procstats.resources({**self.pids(), SUPERVISOR: [os.getpid()]}, alone=(SUPERVISOR,))
         return Sample(t, stores, groups, cpu)
