@@ -110,16 +110,12 @@ def quarters(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[n * i // 4 : n * (i + 1) // 4] for i in range(4)]
 
 
-def _median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else 0.0
-
-
 def rss_growth(samples: Sequence[Sample], group: str) -> float | None:
     """Growth of a group's RSS from the end of the warm-up to the end (medians of three readings)."""
     values = [s.groups[group].rss_bytes for s in samples if group in s.groups]
     if len(values) < 6:
         return None
-    first, last = _median(values[:3]), _median(values[-3:])
+    first, last = statistics.median(values[:3]), statistics.median(values[-3:])
     return (last - first) / first if first else None
 
 
