@@ -32,13 +32,7 @@ COMMANDS = ("compare", "isolation", "max", "vegeta")
 
 # The page's fixed text (no figures of its own), with a marker where the results go.
 PAGE = Path(__file__).with_name("docs_page.md")
-RESULTS_HERE = "<!-- `bench docs` puts the latest results and the commands' own sections here -->\n"
-
-
-def page_text() -> tuple[str, str]:
-    """The fixed text before the results and after them."""
-    intro, analysis = PAGE.read_text().split(RESULTS_HERE)
-    return intro, analysis
+RESULTS_HERE = "\n<!-- `bench docs` puts the latest results and the commands' own sections here -->\n\n"
 
 
 def latest(results: Path, command: str) -> Path | None:
@@ -54,7 +48,7 @@ def _demote(markdown: str) -> str:
 def build_docs(results: Path, doc: Path, images: Path) -> dict[str, Path]:
     """Write ``doc`` from the latest results; returns the folder used per command."""
     used: dict[str, Path] = {}
-    intro, analysis = page_text()
+    intro, analysis = PAGE.read_text().split(RESULTS_HERE)
     parts = [intro]
     text = doc.read_text() if doc.exists() else ""
     owned = [found for markers in OWNED if (found := sections.extract(text, markers))]
