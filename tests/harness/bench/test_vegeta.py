@@ -11,6 +11,7 @@ from barcode_harness.bench.trivial_server import trivial_server_thread
 from barcode_harness.bench.vegeta import (
     acknowledged_ids,
     attack,
+    floors_section,
     latency_targets,
     summary,
     vegeta_binary,
@@ -18,7 +19,6 @@ from barcode_harness.bench.vegeta import (
     vegeta_version,
     write_targets,
 )
-from barcode_harness.bench.vegeta_render import floors_section
 from barcode_pipeline import names
 from barcode_pipeline.domain import ScanRules, parse_scan
 

@@ -1,8 +1,5 @@
-"""PNG charts for the bench reports (matplotlib, headless Agg backend).
-
-Only three shapes are needed: time series in stacked panels (latency, writes/s, backlog), the
-batching-delay trade-off on two axes, and latency against offered rate for the ceiling search.
-"""
+"""PNG charts for the bench reports (matplotlib, headless Agg): time series in stacked panels, the
+batching-delay trade-off on two axes, and latency against offered rate."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 COLORS = {"legacy": "#d62728", "async": "#1f77b4"}
 
@@ -37,10 +35,14 @@ class Panel:
 
 
 def color(label: str) -> str | None:
-    for key, value in COLORS.items():
-        if label.startswith(key):
-            return value
-    return None
+    return next((value for key, value in COLORS.items() if label.startswith(key)), None)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def time_chart(path: Path, title: str, panels: list[Panel], *, xlabel: str = "seconds") -> Path:
@@ -53,16 +55,8 @@ def time_chart(path: Path, title: str, panels: list[Panel], *, xlabel: str = "se
                 xs, ys = [x for x, y in zip(xs, ys, strict=True) if y > 0], [y for y in ys if y > 0]
             if not xs:
                 continue
-            ax.plot(
-                xs,
-                ys,
-                line.style,
-                label=line.label,
-                color=line.color or color(line.label),
-                marker=line.marker,
-                markersize=3,
-                linewidth=1.2,
-            )
+            ax.plot(xs, ys, line.style, label=line.label, color=line.color or color(line.label),
+                    marker=line.marker, markersize=3, linewidth=1.2)  # fmt: skip
         for start, end, label in panel.shade:
             ax.axvspan(start, end, color="#ffbf00", alpha=0.18, label=label)
         if panel.logy:
@@ -73,10 +67,7 @@ def time_chart(path: Path, title: str, panels: list[Panel], *, xlabel: str = "se
             ax.legend(loc="upper left", fontsize=8)
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def tradeoff_chart(
@@ -99,14 +90,10 @@ def tradeoff_chart(
     for (label, values), style in zip(freshness.items(), ("--", ":"), strict=False):
         right.plot(xs, values, style, marker="x", color="#2ca02c", label=label)
     right.set_ylabel("freshness, scanTime → saved_time (ms)")
-    handles = left.get_legend_handles_labels()
-    more = right.get_legend_handles_labels()
-    left.legend(handles[0] + more[0], handles[1] + more[1], loc="upper center", fontsize=8)
+    (handles, labels), (more, names) = left.get_legend_handles_labels(), right.get_legend_handles_labels()
+    left.legend(handles + more, labels + names, loc="upper center", fontsize=8)
     left.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def rate_chart(path: Path, title: str, series: dict[str, list[tuple[float, float, bool]]]) -> Path:
@@ -119,13 +106,8 @@ def rate_chart(path: Path, title: str, series: dict[str, list[tuple[float, float
         xs = [p[0] for p in points]
         ys = [max(p[1], 0.01) for p in points]
         (line,) = ax.plot(xs, ys, "-", label=label, linewidth=1)
-        ax.scatter(
-            xs,
-            ys,
-            facecolors=[line.get_color() if ok else "none" for _, _, ok in points],
-            edgecolors=line.get_color(),
-            zorder=3,
-        )
+        fill = [line.get_color() if ok else "none" for _, _, ok in points]
+        ax.scatter(xs, ys, facecolors=fill, edgecolors=line.get_color(), zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered load (scans/s)")
@@ -133,7 +115,4 @@ def rate_chart(path: Path, title: str, series: dict[str, list[tuple[float, float
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title + "  (filled = sustained)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

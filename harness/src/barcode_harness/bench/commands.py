@@ -1,14 +1,9 @@
 """``barcode-pipeline bench ...``: one command per benchmark, each declared once.
 
-Each command brings up what it needs (the local stack unless ``--no-stack``, a fresh bench database
-and an empty Redis database 1, the pipeline and the legacy server under a supervisor), runs, and
-writes JSON + Markdown + PNG charts into a new ``bench/results/<timestamp>/`` folder; the summary
-printed at the end points there. ``--quick`` is a short preset for trying things out; the defaults
-are the full benchmark.
-
-A command is a :class:`Command`: its spec and quick preset (``bench/specs.py``, whose option fields
-become its options, their help showing both presets' values), what runs it, and what it does with
-the result. The modules that run benchmarks are imported only when their command runs.
+A :class:`Command` is a spec and its quick preset (``bench/specs.py``: their option fields become the
+command's options, the help showing both presets' values), what runs it, and what it does with the
+result; each writes a new ``bench/results/<timestamp>/`` folder. The modules that run benchmarks are
+imported only when their command runs, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -168,15 +163,21 @@ def _from_option(current: Any, given: Any) -> Any:
     return given
 
 
-def _run(cmd: Command, run_path: str, spec: Any, opts: Opts) -> tuple[dict[str, Any], Path]:
-    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets."""
-    from barcode_harness.bench.env import BENCH_REDIS_DB, BenchRun, bench_settings
+def _start(cmd: Command, opts: Opts) -> Path:
+    """What every bench does first: its log lines, then a fresh results folder."""
     from barcode_harness.bench.report import new_results_dir
 
     setup_logging(opts.log_level, f"bench-{cmd.name}")
+    return new_results_dir(opts.out, cmd.name)
+
+
+def _run(cmd: Command, run_path: str, spec: Any, opts: Opts) -> tuple[dict[str, Any], Path]:
+    """The flow every pipeline bench shares: settings, a fresh results folder, the run, its targets."""
+    from barcode_harness.bench.env import BENCH_REDIS_DB, BenchRun, bench_settings
+
+    folder = _start(cmd, opts)
     settings = bench_settings(load_harness_settings(), opts.database, fresh=not opts.keep_db,
                               redis_db=BENCH_REDIS_DB)  # fmt: skip
-    folder = new_results_dir(opts.out, cmd.name)
     result = _load(run_path)(spec, BenchRun(settings, folder, start_stack=not opts.no_stack,
                                             fresh_db=not opts.keep_db))  # fmt: skip
     _print_targets(result, folder, cmd.name)
@@ -218,14 +219,12 @@ def _print_targets(result: dict[str, Any], out: Path, command: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    table = Table(title=f"bench {command}: targets (details in {out / (command + '.md')})")
-    for col in ("target", "goal", "measured", "status"):
-        table.add_column(col)
+    table = Table("target", "goal", "measured", "status",
+                  title=f"bench {command}: targets (details in {out / (command + '.md')})")  # fmt: skip
+    status = {None: "not measured", True: "[green]met[/]", False: "[red]missed[/]"}
     for t in result.get("targets", []):
-        status = "not measured" if t["met"] is None else ("[green]met[/]" if t["met"] else "[red]missed[/]")
-        table.add_row(t["name"], t["goal"], t["measured"], status)
-    console.print(table)
+        table.add_row(t["name"], t["goal"], t["measured"], status[t["met"]])
+    Console().print(table)
     typer.echo(f"results: {out}")
 
 
@@ -258,10 +257,8 @@ def _soak(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
 
 def _replication(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
     from barcode_harness.bench.replication import run_replication, write_section
-    from barcode_harness.bench.report import new_results_dir
 
-    setup_logging(opts.log_level, "bench-replication")
-    folder = new_results_dir(opts.out, "replication")
+    folder = _start(cmd, opts)
     result = run_replication(load_harness_settings(), spec, folder, database=opts.database,
                              ha_dir=extra["ha_state_dir"], start_stack=not opts.no_stack)  # fmt: skip
     for p in result["profiles"]:
@@ -275,31 +272,25 @@ def _replication(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> 
 
 
 def _footprint(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
-    import json
-
     from barcode_harness.bench.footprint import run_footprint, write_section
-    from barcode_harness.bench.report import new_results_dir
+    from barcode_harness.bench.report import write_json
 
-    setup_logging(opts.log_level, "bench-footprint")
-    folder = new_results_dir(opts.out, "footprint")
+    folder = _start(cmd, opts)
     result = run_footprint(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
     markdown = result.pop("markdown")
-    (folder / "footprint.json").write_text(json.dumps(result, indent=2))
+    write_json(folder / "footprint.json", result)
     (folder / "footprint.md").write_text(markdown)
     typer.echo(markdown)
     typer.echo(f"section written to {write_section(extra['doc'], markdown)}; results: {folder}")
 
 
 def _auth(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
-    import json
-    import time
-
     from barcode_harness.bench.auth_overhead import run_auth_bench
+    from barcode_harness.bench.report import write_json
 
-    setup_logging(opts.log_level, "bench-auth")
-    folder = opts.out / time.strftime("%Y%m%d-%H%M%S")
+    folder = _start(cmd, opts)
     result = run_auth_bench(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
-    (folder / "auth.json").write_text(json.dumps(result, indent=2))
+    write_json(folder / "auth.json", result)
     med = result["median_p50_ms"]
     micro = result["in_process_auth_cost"]
     typer.echo(
@@ -315,7 +306,8 @@ def _auth(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
 
 HA_STATE_DIR = _param("ha_state_dir", Annotated[Path | None, typer.Option(
     help="State directory of the ha stack [<BP_STATE_DIR>-ha].")], None)  # fmt: skip
-BENCHMARKS = "docs/benchmarks.md"
+BENCHMARKS, CAPACITY = Path("docs/benchmarks.md"), Path("docs/capacity.md")
+NO_KEEP = ("out", "no_stack", "database", "log_level")  # the pipeline benches without --keep-db
 COMMANDS = (
     Command("compare", "Legacy vs async under identical load: latency, DB writes per 1,000 scans, freshness, "
             "loss.", specs.CompareSpec(), specs.COMPARE_QUICK, runs("compare:run_compare")),
@@ -328,26 +320,23 @@ COMMANDS = (
             specs.VegetaSpec(), specs.VEGETA_QUICK, runs("vegeta:run_vegeta", then=_vegeta_lines)),
     Command("replication", "Cost of replication: Kafka produce and ingest latency, end-to-end maximum rate, "
             "single vs ha.", specs.ReplicationSpec(), specs.REPLICATION_QUICK, _replication,
-            extra=(HA_STATE_DIR, doc_option(Path(BENCHMARKS), "replication")),
-            common=("out", "no_stack", "database", "log_level")),
+            extra=(HA_STATE_DIR, doc_option(BENCHMARKS, "replication")), common=NO_KEEP),
     Command("table-size", "The batch API's maximum on the empty table, then on one filled with tens of "
             "millions of rows.", specs.TableSizeSpec(), specs.TABLE_SIZE_QUICK,
             runs("tablesize:run_table_size", then=_section("tablesize", "table-size")),
-            extra=(doc_option(Path(BENCHMARKS), "table-size"),),
-            common=("out", "no_stack", "database", "log_level")),
+            extra=(doc_option(BENCHMARKS, "table-size"),), common=NO_KEEP),
     Command("footprint", "Bytes per scan of every Redis structure (markers, stream entries, AOF, DLQ), of "
             "Kafka and of the table; the time the partitioning migration takes per million rows.",
             specs.FootprintSpec(), specs.FOOTPRINT_QUICK, _footprint,
-            extra=(doc_option(Path("docs/capacity.md"), "footprint"),),
-            common=("out", "no_stack", "log_level")),
+            extra=(doc_option(CAPACITY, "footprint"),), common=("out", "no_stack", "log_level")),
     Command("soak", "A steady load for as long as asked: every store's slope and bytes per scan, the time "
             "until each reaches its bound; fails on growing memory or descriptors, a tail that doubles, or a "
             "lost scan.", specs.SoakSpec(), specs.SOAK_QUICK, _soak, extra=(doc_option(None, "soak"),),
-            common=("out", "no_stack", "database", "log_level")),
+            common=NO_KEEP),
     Command("hostile", "Keyed scanners alone, then while keyless clients hold slow connections, stream huge "
             "headers and send invalid keys: every keyed scan answered, p99 at most 3x, ingest memory "
             "bounded, no restart.", specs.HostileSpec(), specs.HOSTILE_QUICK,
-            runs("hostile:run_hostile", strict=True), common=("out", "no_stack", "database", "log_level")),
+            runs("hostile:run_hostile", strict=True), common=NO_KEEP),
     Command("auth", "Scanner authentication's cost: the same load against ingest with auth off and on, "
             "alternately.", specs.AuthBenchSpec(), specs.AUTH_QUICK, _auth,
             common=("out", "no_stack", "log_level")),
@@ -382,9 +371,7 @@ def fill_cmd(
 
 @bench_app.command("plan")
 def plan_cmd(
-    doc: Annotated[Path, typer.Option(help="Markdown file whose plan section is rewritten.")] = Path(
-        "docs/capacity.md"
-    ),
+    doc: Annotated[Path, typer.Option(help="Markdown file whose plan section is rewritten.")] = CAPACITY,
 ) -> None:
     """Write the capacity plan at 100, 1,000 and 5,000 scans/s into the docs (`capacity` at each rate)."""
     from barcode_harness.bench.capacityplan import write_section
@@ -398,7 +385,7 @@ def docs_cmd(
     results: Annotated[
         Path, typer.Option(help="Where the bench commands wrote their folders.")
     ] = DEFAULT_OUT,
-    doc: Annotated[Path, typer.Option(help="Markdown file to (re)write.")] = Path("docs/benchmarks.md"),
+    doc: Annotated[Path, typer.Option(help="Markdown file to (re)write.")] = BENCHMARKS,
     images: Annotated[Path, typer.Option(help="Folder the charts are copied to.")] = Path("docs/img/bench"),
 ) -> None:
     """Rebuild docs/benchmarks.md from the latest result of each bench command (copies the charts)."""

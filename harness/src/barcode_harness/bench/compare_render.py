@@ -15,12 +15,11 @@ from barcode_harness.bench.env import ASYNC, PATHS
 
 
 def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
-    made: list[Path] = []
     all_phases = result["phases"] + result["high_phases"]
-    panels = []
     groups: dict[str, list[dict[str, Any]]] = {}
     for p in all_phases:
         groups.setdefault(p["name"].split("-")[0], []).append(p)
+    panels = []
     for group, members in groups.items():
         lines = []
         for p in members:
@@ -28,84 +27,57 @@ def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
             lines.append(charts.Line(f"{p['path']} p99", s["t"], s["p99_ms"]))
             lines.append(charts.Line(f"{p['path']} p50", s["t"], s["p50_ms"], style="--"))
         label = "1,000/s" if group == "high" else f"round {group[1:]}"
-        rate = members[0]["rate"]
-        panels.append(charts.Panel(f"{label}: ms ({rate:g} scans/s)", lines, logy=True))
-    if panels:
-        made.append(
-            charts.time_chart(
-                out / "compare-latency.png",
-                "Client latency per second (from the scheduled send time), legacy vs async",
-                panels,
-                xlabel="seconds since the phase started",
-            )
-        )
-    db_panels = []
-    for counter in HEADLINE:
-        lines = []
-        for p in all_phases:
-            r = p["db_rates"]
-            style = "-" if p["name"].startswith("r") else ":"
-            lines.append(
-                charts.Line(f"{p['path']} {p['name']}", r.get("t", []), r.get(counter, []), style=style)
-            )
-        db_panels.append(charts.Panel(f"{counter}/s (log scale)", lines, logy=True))
+        panels.append(charts.Panel(f"{label}: ms ({members[0]['rate']:g} scans/s)", lines, logy=True))
+    db_panels = [
+        charts.Panel(f"{counter}/s (log scale)", [
+            charts.Line(f"{p['path']} {p['name']}", p["db_rates"].get("t", []),
+                        p["db_rates"].get(counter, []), style="-" if p["name"].startswith("r") else ":")
+            for p in all_phases
+        ], logy=True)
+        for counter in HEADLINE
+    ]  # fmt: skip
+    since = "seconds since the phase started"
+    made = [
+        charts.time_chart(out / "compare-latency.png", "Client latency per second (from the scheduled send "
+                          "time), legacy vs async", panels, xlabel=since)
+    ] if panels else []  # fmt: skip
     made.append(
         charts.time_chart(
             out / "compare-db-writes.png",
             f"Database writes per second ({result['database_server']}), each phase incl. the async drain",
             db_panels,
-            xlabel="seconds since the phase started",
+            xlabel=since,
         )
     )
-    if result["sweep"]:
-        sweep = result["sweep"]
+    if sweep := result["sweep"]:
         made.append(
             charts.tradeoff_chart(
                 out / "compare-batching.png",
                 "Batching delay trade-off: DB writes per 1,000 scans vs freshness (async path)",
                 [s["worker_max_delay_ms"] for s in sweep],
                 {c: [s["per_1k_scans"].get(c) for s in sweep] for c in HEADLINE},
-                {
-                    "freshness p50": [s["freshness_ms"]["p50_ms"] for s in sweep],
-                    "freshness p99": [s["freshness_ms"]["p99_ms"] for s in sweep],
-                },
+                {f"freshness {q}": [s["freshness_ms"][f"{q}_ms"] for s in sweep] for q in ("p50", "p99")},
             )
         )
     return made
 
 
 # --------------------------------------------------------------------------- markdown
+_LAT_HEAD = ("path", "requests", "2xx", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+             "mean ms")  # fmt: skip
+_LAT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")
+
+
 def _latency_row(name: str, c: dict[str, Any]) -> list[Any]:
-    lat = c["latency_ms"]
-    return [
-        name, c["requests"], c["ok"], c["errors"], lat["p50_ms"], lat["p90_ms"], lat["p99_ms"],
-        lat["p999_ms"], lat["max_ms"], lat["mean_ms"],
-    ]  # fmt: skip
-
-
-_LAT_HEAD = (
-    "path",
-    "requests",
-    "2xx",
-    "errors",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "p99.9 ms",
-    "max ms",
-    "mean ms",
-)
+    return [name, c["requests"], c["ok"], c["errors"], *(c["latency_ms"][k] for k in _LAT_KEYS)]
 
 
 def _io_rows(named: list[tuple[str, dict[str, Any]]], counters: list[str]) -> list[list[Any]]:
-    rows = []
-    for name, c in named:
-        io = c["io"]
-        row: list[Any] = [name, io["scans"], io["seconds"]]
-        for counter in counters:
-            row += [io["deltas"].get(counter), io["per_second"].get(counter), io["per_1k_scans"].get(counter)]
-        rows.append(row)
-    return rows
+    kinds = ("deltas", "per_second", "per_1k_scans")
+    return [
+        [name, c["io"]["scans"], c["io"]["seconds"], *(c["io"][k].get(n) for n in counters for k in kinds)]
+        for name, c in named
+    ]
 
 
 def _commit_sentence(probe: dict[str, Any] | None) -> str:
@@ -115,8 +87,7 @@ def _commit_sentence(probe: dict[str, Any] | None) -> str:
     return (
         f"One single-row INSERT + COMMIT on this server (what the legacy path pays per scan; "
         f"innodb_flush_log_at_trx_commit={probe['innodb_flush_log_at_trx_commit']}), "
-        f"{probe['commits']} in a row: "
-        f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms. "
+        f"{probe['commits']} in a row: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms. "
     )
 
 
@@ -128,13 +99,14 @@ def markdown(result: dict[str, Any]) -> str:
     counters = [c for c in wanted if c in result["counters_present"]]
     missing = [c for c in ("Innodb_os_log_fsyncs",) if c not in result["counters_present"]]
     idle = result["idle_io"]["per_second"]
-    io_head = ["path", "scans stored", "seconds"]
-    for c in counters:
-        io_head += [f"{c}", f"{c}/s", f"{c} per 1k scans"]
+    io_head = [
+        "path",
+        "scans stored",
+        "seconds",
+        *(h for c in counters for h in (c, f"{c}/s", f"{c} per 1k scans")),
+    ]
     sections = [
-        f"Preset **{env['preset']}**{' (short runs: indicative only)' if env['preset'] == 'quick' else ''}. "
-        f"Every figure below was produced by `{env['command']}`; rerun it to regenerate them.",
-        report.md_environment(env),
+        report.md_head(env),
         "## Load\n\n"
         f"Open-loop arrival rate **{spec['rate']:g} single-scan requests/s** per path with at most "
         f"**{spec['concurrency']} requests in flight** (the original study's 10 concurrent clients): "
@@ -150,16 +122,8 @@ def markdown(result: dict[str, Any]) -> str:
         + report.md_table(
             ("phase", "requests", "2xx", "errors", "p50 ms", "p99 ms", "max ms", "mean ms"),
             [
-                [
-                    p["name"],
-                    p["load"]["scheduled"],
-                    p["load"]["ok"],
-                    p["load"]["errors"],
-                    p["load"]["latency_ms"]["p50_ms"],
-                    p["load"]["latency_ms"]["p99_ms"],
-                    p["load"]["latency_ms"]["max_ms"],
-                    p["load"]["latency_ms"]["mean_ms"],
-                ]
+                [p["name"], p["load"]["scheduled"], p["load"]["ok"], p["load"]["errors"],
+                 *(p["load"]["latency_ms"][k] for k in ("p50_ms", "p99_ms", "max_ms", "mean_ms"))]
                 for p in result["phases"]
             ],
         ),
@@ -172,16 +136,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"log writes/s and {idle.get('Innodb_data_fsyncs', 0)} data fsyncs/s in the "
         "background (included in every phase's figures).\n\n"
         + report.md_table(io_head, _io_rows([(p, paths[p]) for p in PATHS], counters)),
-    ]
+    ]  # fmt: skip
     high = result["high"]
     if high:
-        rate = spec["high_rate"]
+        rate, named = spec["high_rate"], [(p, high[p]) for p in PATHS if p in high]
         block = (
             f"## At {rate:g} scans/s\n\n{spec['high_duration_s']:g} s per path, "
             f"up to {spec['high_concurrency']} requests in flight.\n\n"
-            + report.md_table(_LAT_HEAD, [_latency_row(p, high[p]) for p in PATHS if p in high])
+            + report.md_table(_LAT_HEAD, [_latency_row(p, c) for p, c in named])
             + "\n\n"
-            + report.md_table(io_head, _io_rows([(p, high[p]) for p in PATHS if p in high], counters))
+            + report.md_table(io_head, _io_rows(named, counters))
         )
         if ASYNC in high:
             f = high[ASYNC]["freshness_ms"]
@@ -227,7 +191,7 @@ def markdown(result: dict[str, Any]) -> str:
             )
             + "\n\n![batching trade-off](compare-batching.png)"
         )  # fmt: skip
-    sections.append("## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]))
+    sections.append("## Targets\n\n" + report.md_targets(result["targets"]))
     sections.append(
         "## Charts\n\n![latency over time](compare-latency.png)\n\n"
         "![database writes per second](compare-db-writes.png)"

@@ -17,52 +17,25 @@ def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
     c = result["contention"]
     shade = [(c["start_s"], c["end_s"], "DB contention")]
     lat = result["latency_series"]
-    made = [
-        charts.time_chart(
-            out / "isolation-latency.png",
-            "Client latency while the database is locked (shaded), both paths at the same load",
-            [
-                charts.Panel(
-                    "p99 per second (ms)",
-                    [charts.Line(f"{p} p99", lat[p]["t"], lat[p]["p99_ms"]) for p in PATHS]
-                    + [charts.Line(f"{p} p50", lat[p]["t"], lat[p]["p50_ms"], style="--") for p in PATHS],
-                    logy=True,
-                    shade=shade,
-                ),
-                charts.Panel(
-                    "failed requests per second",
-                    [charts.Line(f"{p} errors", lat[p]["t"], lat[p]["errors"]) for p in PATHS],
-                    shade=shade,
-                ),
-            ],
-            xlabel="seconds since the load started (by scheduled send time)",
-        )
-    ]
+    tails = [charts.Line(f"{p} {q}", lat[p]["t"], lat[p][f"{q}_ms"], style=style)
+             for q, style in (("p99", "-"), ("p50", "--")) for p in PATHS]  # fmt: skip
+    errors = [charts.Line(f"{p} errors", lat[p]["t"], lat[p]["errors"]) for p in PATHS]
     s = result["backlog"]["series"]
-    made.append(
-        charts.time_chart(
-            out / "isolation-backlog.png",
-            "Async pipeline backlog per stage during and after the contention",
-            [
-                charts.Panel(
-                    "scans",
-                    [
-                        charts.Line("in flight (total)", s["t"], s["in_flight"], color="#000000"),
-                        charts.Line(
-                            "Kafka lag (processor)", s["t"], s["kafka_lag"], color="#9467bd", style="--"
-                        ),
-                        charts.Line(
-                            "stream undelivered", s["t"], s["undelivered"], color="#ff7f0e", style="--"
-                        ),
-                        charts.Line("workers' pending", s["t"], s["pending"], color="#2ca02c", style="--"),
-                    ],
-                    shade=shade,
-                )
-            ],
-            xlabel="seconds since the load started",
-        )
-    )
-    return made
+    stages = [("Kafka lag (processor)", "kafka_lag", "#9467bd"), ("stream undelivered", "undelivered",
+              "#ff7f0e"), ("workers' pending", "pending", "#2ca02c")]  # fmt: skip
+    backlog = [charts.Line("in flight (total)", s["t"], s["in_flight"], color="#000000")]
+    backlog += [charts.Line(label, s["t"], s[key], color=color, style="--") for label, key, color in stages]
+    latency = [charts.Panel("p99 per second (ms)", tails, logy=True, shade=shade),
+               charts.Panel("failed requests per second", errors, shade=shade)]  # fmt: skip
+    since = "seconds since the load started"
+    return [
+        charts.time_chart(out / "isolation-latency.png",
+                          "Client latency while the database is locked (shaded), both paths at the same load",
+                          latency, xlabel=f"{since} (by scheduled send time)"),
+        charts.time_chart(out / "isolation-backlog.png",
+                          "Async pipeline backlog per stage during and after the contention",
+                          [charts.Panel("scans", backlog, shade=shade)], xlabel=since),
+    ]  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -80,9 +53,7 @@ def markdown(result: dict[str, Any]) -> str:
                  lat["max_ms"], inc["p99_ms"], ", ".join(f"{k}: {v}" for k, v in w["status_counts"].items())]
             )  # fmt: skip
     sections = [
-        f"Preset **{env['preset']}**{' (short runs: indicative only)' if env['preset'] == 'quick' else ''}. "
-        f"Every figure below was produced by `{env['command']}`; rerun it to regenerate them.",
-        report.md_environment(env),
+        report.md_head(env),
         "## What ran\n\n"
         f"Both paths at **{spec['rate']:g} single-scan requests/s each** (open loop, at most "
         f"{spec['concurrency']} in flight per path, client timeout {spec['timeout_s']:g} s), at the same "
@@ -113,7 +84,7 @@ def markdown(result: dict[str, Any]) -> str:
             [[p, v["acknowledged"], v["stored"], v["missing"], v["duplicate_rows"]]
              for p, v in result["verification"].items()],
         ),
-        "## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]),
+        "## Targets\n\n" + report.md_targets(result["targets"]),
         "## Charts\n\n![latency under contention](isolation-latency.png)\n\n"
         "![backlog](isolation-backlog.png)",
     ]  # fmt: skip

@@ -20,10 +20,8 @@ def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
         name: [(s["scans_per_s"], s["load"]["latency_ms"]["p99_ms"], s["sustained"]) for s in r["steps"]]
         for name, r in result["paths"].items()
     }
-    made = [
-        charts.rate_chart(out / "max-rates.png", "Client p99 against offered load, per path and API", series)
-    ]
-    return made
+    title = "Client p99 against offered load, per path and API"
+    return [charts.rate_chart(out / "max-rates.png", title, series)]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -34,47 +32,36 @@ def markdown(result: dict[str, Any]) -> str:
     kt = c["kafka_produce_throughput"]
     ins = c["bare_insert"]
     klat = kl["latency_ms"]
-    rows = []
+    rows, step_rows, cpu_rows, evidence = [], [], [], []
     for name, r in result["paths"].items():
         best_step = next((s for s in r["steps"] if s["scans_per_s"] == r["max_sustained_scans_per_s"]), None)
-        p99 = best_step["load"]["latency_ms"]["p99_ms"] if best_step else None
+        f = r["first_failure"]
         rows.append(
-            [name, r["max_sustained_scans_per_s"], p99, r["saturated_stage"],
-             "; ".join(r["first_failure"]["reasons"]) if r["first_failure"] else "–",
-             r["fraction_of_bare_insert"], r["fraction_of_kafka_produce"]]
+            [name, r["max_sustained_scans_per_s"],
+             best_step["load"]["latency_ms"]["p99_ms"] if best_step else None, r["saturated_stage"],
+             "; ".join(f["reasons"]) if f else "–", r["fraction_of_bare_insert"],
+             r["fraction_of_kafka_produce"]]
         )  # fmt: skip
-    step_rows = []
-    for name, r in result["paths"].items():
+        if f:
+            evidence.append(f"- **{name}** at {f['scans_per_s']:,.0f} scans/s: {f['saturated_stage']}. "
+                            + " ".join(e + "." for e in f["evidence"]))  # fmt: skip
         for s in r["steps"]:
             lat = s["load"]["latency_ms"]
-            backlog_end = sum(s["backlog_end"].values()) if s["backlog_end"] else "–"
             top = sorted(s["cpu_cores"].items(), key=lambda kv: -kv[1])[:5]
             step_rows.append(
                 [name, s["scans_per_s"], "yes" if s["sustained"] else "no", s["load"]["achieved_rps"],
-                 s["load"]["errors"], lat["p50_ms"], lat["p99_ms"], backlog_end, s["drain_s"], s["lost"],
+                 s["load"]["errors"], lat["p50_ms"], lat["p99_ms"],
+                 sum(s["backlog_end"].values()) if s["backlog_end"] else "–", s["drain_s"], s["lost"],
                  ", ".join(f"{k} {v:.2f}" for k, v in top)]
             )  # fmt: skip
-    cpu_rows = []
-    for name, r in result["paths"].items():
         for wanted in CPU_RATES:
             near = min(r["steps"], key=lambda s: abs(s["scans_per_s"] - wanted), default=None)
-            if near is None or "cpu_us_per_scan" not in near:
-                continue
-            per = near["cpu_us_per_scan"]
-            cpu_rows.append([name, wanted, near["scans_per_s"], *(per.get(k) for k in STAGES),
-                             round(sum(per.values()), 1)])  # fmt: skip
-    evidence = []
-    for name, r in result["paths"].items():
-        if r["first_failure"]:
-            f = r["first_failure"]
-            evidence.append(
-                f"- **{name}** at {f['scans_per_s']:,.0f} scans/s: {f['saturated_stage']}. "
-                + " ".join(e + "." for e in f["evidence"])
-            )
+            if near is not None and "cpu_us_per_scan" in near:
+                per = near["cpu_us_per_scan"]
+                cpu_rows.append([name, wanted, near["scans_per_s"], *(per.get(k) for k in STAGES),
+                                 round(sum(per.values()), 1)])  # fmt: skip
     sections = [
-        f"Preset **{env['preset']}**{' (short runs: indicative only)' if env['preset'] == 'quick' else ''}. "
-        f"Every figure below was produced by `{env['command']}`; rerun it to regenerate them.",
-        report.md_environment(env),
+        report.md_head(env),
         "## Raw ceilings (same servers, same run)\n\n"
         + report.md_table(
             ("ceiling", "figure"),
@@ -113,7 +100,7 @@ def markdown(result: dict[str, Any]) -> str:
              "drain s", "lost", "CPU cores (top 5)"),
             step_rows,
         ),
-        "## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]),
+        "## Targets\n\n" + report.md_targets(result["targets"]),
         "## Charts\n\n![p99 against offered load](max-rates.png)",
     ]  # fmt: skip
     return report.md_document("Benchmark: maximum sustained rates (`bench max`)", sections)

@@ -1,10 +1,6 @@
-"""Where benchmark results go and what every report states: machine, versions, settings, targets.
-
-Every ``bench`` command writes one folder ``bench/results/<timestamp>/`` with ``<command>.json`` (all
-figures), ``<command>.md`` (the tables a person reads) and ``<command>-*.png`` charts. A report
-that does not say where and on what it ran cannot be compared with anything, so the environment
-section is built here once and used by every command.
-"""
+"""Where benchmark results go (``bench/results/<timestamp>/``: JSON, Markdown, PNG) and what every
+report states: machine, versions, settings, targets. A report that does not say where and on what it
+ran cannot be compared with anything, so that section is built here once for every command."""
 
 from __future__ import annotations
 
@@ -19,6 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,21 +29,8 @@ from barcode_pipeline.config import flat
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESULTS = Path("bench/results")
-LIBRARIES = (
-    "confluent-kafka",
-    "redis",
-    "hiredis",
-    "PyMySQL",
-    "fastapi",
-    "uvicorn",
-    "uvloop",
-    "httptools",
-    "orjson",
-    "pydantic",
-    "hdrhistogram",
-    "matplotlib",
-)
+LIBRARIES = ("confluent-kafka", "redis", "hiredis", "PyMySQL", "fastapi", "uvicorn", "uvloop", "httptools",
+             "orjson", "pydantic", "hdrhistogram", "matplotlib")  # fmt: skip
 # The lock every install of this repository uses (scripts/setup.sh): its digest names the whole set.
 LOCK_FILE = Path(__file__).resolve().parents[4] / "uv.lock"
 
@@ -67,9 +51,9 @@ def prune_results(base: Path, keep: int) -> list[Path]:
     return gone
 
 
-def new_results_dir(base: Path, command: str, *, keep: int | None = None) -> Path:
+def new_results_dir(base: Path, command: str) -> Path:
     """A fresh ``<base>/<timestamp>/`` folder (suffixed if two runs start in the same second); the
-    oldest beyond the last ``keep`` (``BP_BENCH_KEEP_RESULTS``, 20; 0 keeps all) are removed."""
+    oldest beyond the last ``BP_BENCH_KEEP_RESULTS`` (20; 0 keeps all) are removed."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in ("", *(f"-{i}" for i in range(2, 100))):
         path = base / f"{stamp}{suffix}"
@@ -78,17 +62,14 @@ def new_results_dir(base: Path, command: str, *, keep: int | None = None) -> Pat
         except FileExistsError:
             continue
         log.info("%s results go to %s", command, path)
-        prune_results(base, KEEP_RESULTS if keep is None else keep)
+        prune_results(base, KEEP_RESULTS)
         return path
     raise FileExistsError(f"no free results folder under {base} for {stamp}")
 
 
 def write_json(path: Path, payload: Any) -> None:
-    path.write_bytes(
-        orjson.dumps(
-            payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-        )
-    )
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    path.write_bytes(orjson.dumps(payload, option=options))
 
 
 def command_line() -> str:
@@ -101,31 +82,26 @@ def command_line() -> str:
 
 # --------------------------------------------------------------------------- environment
 def _server_versions(settings: HarnessSettings) -> dict[str, str]:
-    out: dict[str, str] = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
-    try:
-        from barcode_pipeline.adapters import db
+    from barcode_pipeline.adapters import db
+    from barcode_pipeline.adapters import redis as redis_adapter
 
-        conn = db.connect(settings.db.url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT VERSION(), @@version_comment")
-                version, comment = cur.fetchone()
-            out["database"] = f"{version} ({comment})"
-        finally:
-            conn.close()
-    except Exception as exc:  # a report must still be written when a server is away
-        out["database"] = f"unknown ({exc})"
-    try:
-        from barcode_pipeline.adapters import redis as redis_adapter
+    def database() -> str:
+        with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT VERSION(), @@version_comment")
+            version, comment = cur.fetchone()
+        return f"{version} ({comment})"
 
-        client = redis_adapter.client(settings)
-        try:
+    def redis() -> str:
+        with closing(redis_adapter.client(settings)) as client:
             info: Any = client.info("server")
-            out["redis"] = str(info.get("redis_version", "unknown"))
-        finally:
-            client.close()
-    except Exception as exc:
-        out["redis"] = f"unknown ({exc})"
+            return str(info.get("redis_version", "unknown"))
+
+    out = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
+    for name, ask in (("database", database), ("redis", redis)):
+        try:
+            out[name] = ask()
+        except Exception as exc:  # a report must still be written when a server is away
+            out[name] = f"unknown ({exc})"
     return out
 
 
@@ -137,26 +113,24 @@ def lock_digest() -> str:
         return "none"
 
 
+def _installed(name: str, missing: str = "not installed") -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return missing
+
+
 def versions(settings: HarnessSettings) -> dict[str, Any]:
-    libs: dict[str, str] = {}
-    for name in LIBRARIES:
-        try:
-            libs[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            libs[name] = "not installed"
+    libs = {name: _installed(name) for name in LIBRARIES}
     try:
         import confluent_kafka
 
         libs["librdkafka"] = str(confluent_kafka.libversion()[0])
     except Exception:
         libs["librdkafka"] = "unknown"
-    try:
-        pipeline = importlib.metadata.version("barcode-pipeline")
-    except importlib.metadata.PackageNotFoundError:
-        pipeline = "unknown"
     return {
         "python": platform.python_version(),
-        "barcode_pipeline": pipeline,
+        "barcode_pipeline": _installed("barcode-pipeline", "unknown"),
         "lock": lock_digest(),
         "servers": _server_versions(settings),
         "libraries": libs,
@@ -169,21 +143,6 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def settings_summary(settings: HarnessSettings) -> dict[str, Any]:
-    data = flat(settings, mode="json")
-    for key in ("db_url", "redis_url"):
-        data[key] = redact_url(str(data[key]))
-    return dict(data)
-
-
-def shared_cores_note(cores: int | None) -> str:
-    return (
-        f"Everything in this run (load-generating clients, ingest and legacy servers, processor, "
-        f"workers, Kafka, Redis and MariaDB) ran on this one machine and shared its {cores} cores; "
-        "no figure comes from dedicated hardware."
-    )
 
 
 def cpu_counters() -> tuple[int, int, int] | None:
@@ -217,12 +176,17 @@ def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
 def environment(settings: HarnessSettings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the run ran on; call at its start and :func:`finish_environment` at its end."""
     info = procstats.machine()
+    shown = flat(settings, mode="json")
+    for key in ("db_url", "redis_url"):
+        shown[key] = redact_url(str(shown[key]))
     return {
         "cpu_at_start": cpu_counters(),
         "machine": info,
         "versions": versions(settings),
-        "settings": settings_summary(settings),
-        "shared_cores": shared_cores_note(info["cores"]),
+        "settings": shown,
+        "shared_cores": f"Everything in this run (load-generating clients, ingest and legacy servers, "
+        f"processor, workers, Kafka, Redis and MariaDB) ran on this one machine and shared its "
+        f"{info['cores']} cores; no figure comes from dedicated hardware.",
         "command": command_line(),
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         **(extra or {}),
@@ -279,14 +243,10 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 # --------------------------------------------------------------------------- markdown
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
-        if isinstance(v, float):
-            if v != v:
-                return "–"
-            if v == float("inf"):
-                return "∞"
-            return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
-        if v is None:
+        if v is None or (isinstance(v, float) and v != v):  # NaN: not measured either
             return "–"
+        if isinstance(v, float):
+            return "∞" if v == float("inf") else f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -294,13 +254,21 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def md_targets(targets: Sequence[Target]) -> str:
-    def status(t: Target) -> str:
-        return "not measured" if t.met is None else ("**met**" if t.met else "**missed**")
-
+def md_targets(targets: Sequence[Target | dict[str, Any]]) -> str:
+    goals = [t if isinstance(t, Target) else Target(**t) for t in targets]
+    status = {None: "not measured", True: "**met**", False: "**missed**"}
     return md_table(
         ("target", "goal", "measured", "status", "note"),
-        [(t.name, t.goal, t.measured, status(t), t.note) for t in targets],
+        [(t.name, t.goal, t.measured, status[t.met], t.note) for t in goals],
+    )
+
+
+def md_head(env: dict[str, Any]) -> str:
+    """A report's opening: its preset, the command that regenerates it, and the environment."""
+    quick = " (short runs: indicative only)" if env["preset"] == "quick" else ""
+    return (
+        f"Preset **{env['preset']}**{quick}. Every figure below was produced by `{env['command']}`; "
+        f"rerun it to regenerate them.\n\n{md_environment(env)}"
     )
 
 
@@ -310,12 +278,9 @@ def md_environment(env: dict[str, Any]) -> str:
     servers = v["servers"]
     libs = ", ".join(f"{k} {val}" for k, val in v["libraries"].items())
     s = env["settings"]
-    keys = (
-        "ingest_processes", "linger_ms", "producer_max_in_flight", "topic_partitions",
-        "stream_shards", "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms",
-        "legacy_pool_size", "legacy_threads",
-        "redis_appendfsync", "dedup_policy",
-    )  # fmt: skip
+    keys = ("ingest_processes", "linger_ms", "producer_max_in_flight", "topic_partitions", "stream_shards",
+            "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms", "legacy_pool_size",
+            "legacy_threads", "redis_appendfsync", "dedup_policy")  # fmt: skip
     shown = ", ".join(f"`{k}={s[k]}`" for k in keys if k in s)
     return "\n".join(
         [
@@ -346,10 +311,6 @@ def _cpu_note(cpu: dict[str, float] | None) -> str:
 
 def md_document(title: str, sections: Sequence[str]) -> str:
     return f"# {title}\n\n" + "\n\n".join(s.strip() for s in sections if s.strip()) + "\n"
-
-
-def fmt_ms(v: float) -> str:
-    return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
 
 
 def progress_logger(name: str) -> Callable[[str], None]:

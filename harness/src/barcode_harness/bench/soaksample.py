@@ -1,10 +1,6 @@
-"""What ``bench soak`` reads every interval: each store's size, and each process group's memory,
-descriptors, threads and CPU.
-
-Why read sizes from the servers' own accounts (Redis ``used_memory`` and ``aof_current_size``,
-the Kafka topic's files, InnoDB's page counts): those are what fill a machine, so their slopes are
-what a capacity plan needs; counting entries would miss every overhead.
-"""
+"""What ``bench soak`` reads every interval: each store's size, each process group's memory,
+descriptors, threads and CPU. Sizes come from the servers' own accounts (Redis ``used_memory``, the
+Kafka topic's files, InnoDB's page counts): those are what fill a machine; entries miss every overhead."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +39,7 @@ class Sample:
     cpu: dict[str, float]  # cores used since the previous sample
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "t": self.t,
-            "stores": self.stores,
-            "groups": {k: vars(v) for k, v in self.groups.items()},
-            "cpu": self.cpu,
-        }
+        return {**vars(self), "groups": {k: vars(v) for k, v in self.groups.items()}}
 
 
 def _redis(client: redis.Redis, streams: list[str]) -> dict[str, int]:
@@ -75,11 +67,8 @@ def _redis(client: redis.Redis, streams: list[str]) -> dict[str, int]:
 
 def kafka_topic_bytes(data_dir: Path, topic: str) -> int:
     """Bytes of the topic's partition folders in one broker's log directory (all files)."""
-    total = 0
-    for folder in data_dir.glob(f"{topic}-*"):
-        if folder.name.rsplit("-", 1)[-1].isdigit():
-            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-    return total
+    folders = [d for d in data_dir.glob(f"{topic}-*") if d.name.rsplit("-", 1)[-1].isdigit()]
+    return sum(f.stat().st_size for d in folders for f in d.iterdir() if f.is_file())
 
 
 @dataclass
@@ -104,9 +93,6 @@ class SoakSampler:
         if self._thread is not None:
             self._thread.join(60)
 
-    def _roots(self) -> dict[str, list[int]]:
-        return {**self.pids(), SUPERVISOR: [os.getpid()]}
-
     def _run(self) -> None:
         streams = names.all_streams(self.settings.streams.shards)
         cpu_before = procstats.snapshot(self.pids())
@@ -126,17 +112,15 @@ class SoakSampler:
     def _read(self, streams: list[str], cpu: dict[str, float]) -> Sample:
         """One reading, on fresh connections: a server restarted since the last one is read again."""
         t = time.time()
-        client = redis_adapter.client(self.settings, timeout=5.0)
-        conn = connect(self.settings.db.url, autocommit=True)
-        try:
+        with (
+            closing(redis_adapter.client(self.settings, timeout=5.0)) as client,
+            closing(connect(self.settings.db.url, autocommit=True)) as conn,
+        ):
             data, indexes, _ = table_bytes(conn)
             stores = {
                 **_redis(client, streams),
                 "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
                 "table_bytes": data + indexes,
             }
-        finally:
-            client.close()
-            conn.close()
-        groups = procstats.resources(self._roots(), alone=(SUPERVISOR,))
+        groups = procstats.resources({**self.pids(), SUPERVISOR: [os.getpid()]}, alone=(SUPERVISOR,))
         return Sample(t, stores, groups, cpu)

@@ -1,10 +1,6 @@
-"""What each bench command can be asked to do: its spec (every knob, at the full run's values), its
-quick preset, and which knobs are command-line options, with their help.
-
-One description per command: ``bench/commands.py`` builds each command's options from here, and the
-defaults its help shows are these values, so they cannot drift from what runs. Only the standard
-library is imported: the CLI reads this module at every start.
-"""
+"""Each bench command's spec (every knob, at the full run's values), its quick preset, and which knobs
+are options: ``bench/commands.py`` builds the options and their help's defaults from here, so they
+cannot drift from what runs. Standard library only: the CLI reads this module at every start."""
 
 from __future__ import annotations
 

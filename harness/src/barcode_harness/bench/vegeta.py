@@ -1,18 +1,10 @@
 """``bench vegeta``: single-scan ingest latency measured by an independent open-loop load tool.
 
 Why a second client: every other figure comes from our own load generator, so a flaw in it would
-hide in every table. vegeta (installed by the project's setup from the Go module proxy) is a
-widely used open-loop HTTP load tool: it sends at a fixed rate whatever the server does, and its
-own ``report`` gives the latency figures quoted here. While it runs, the processor and workers
-persist everything; afterwards every scan vegeta saw acknowledged is looked up in the database.
-
-Each rate gets its own targets file of unique, valid scans (scanTime = when the file was made), so
-the pipeline stores every one instead of deduplicating a repeated body.
-
-Then the floors at the same rates, on the same machine and while the same services run: vegeta
-against a trivial endpoint that answers at once (what the client, the kernel and an HTTP round
-trip cost here) and a bare Kafka produce round trip. The ingest latency minus both is what the
-service itself adds.
+hide in every table. vegeta sends at a fixed rate whatever the server does and its own ``report``
+gives the figures; afterwards every scan it saw acknowledged is looked up in the database. The
+floors at the same rates (vegeta against a trivial endpoint, a bare Kafka produce round trip) show
+what the service itself adds.
 """
 
 from __future__ import annotations
@@ -23,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,7 +26,6 @@ from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_laten
 from barcode_harness.bench.env import BenchRun
 from barcode_harness.bench.specs import VegetaSpec
 from barcode_harness.bench.trivial_server import TrivialServerProcess
-from barcode_harness.bench.vegeta_render import markdown
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
@@ -65,12 +55,9 @@ def vegeta_version(binary: str) -> str:
     for line in own.splitlines():
         if line.startswith("Version:") and line.split(":", 1)[1].strip():
             return line.split(":", 1)[1].strip()
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go:
-        info = subprocess.run(
-            [go, "version", "-m", binary], capture_output=True, text=True, check=False
-        ).stdout
-        for line in info.splitlines():
+    if go := shutil.which("go") or shutil.which("go", path="/usr/local/go/bin"):
+        info = subprocess.run([go, "version", "-m", binary], capture_output=True, text=True, check=False)
+        for line in info.stdout.splitlines():
             parts = line.split()
             if parts[:2] == ["mod", "github.com/tsenart/vegeta/v12"] and len(parts) > 2:
                 return parts[2]
@@ -103,47 +90,51 @@ def attack(
         )  # fmt: skip
 
 
+def _output(*command: str, timeout: float) -> bytes:
+    return subprocess.run(command, capture_output=True, check=True, timeout=timeout).stdout
+
+
 def vegeta_report(binary: str, results: Path) -> dict[str, Any]:
     """vegeta's own summary of a run (latencies in ns, status codes, success ratio)."""
-    done = subprocess.run(
-        [binary, "report", "-type=json", str(results)], capture_output=True, check=True, timeout=120
-    )
-    parsed: dict[str, Any] = orjson.loads(done.stdout)
+    parsed: dict[str, Any] = orjson.loads(_output(binary, "report", "-type=json", str(results), timeout=120))
     return parsed
 
 
 def acknowledged_ids(binary: str, results: Path) -> list[str]:
     """The scanIds of the requests vegeta saw answered 202 (from the response bodies it kept)."""
-    done = subprocess.run(
-        [binary, "encode", "--to", "json", str(results)], capture_output=True, check=True, timeout=300
+    answers = map(
+        orjson.loads, _output(binary, "encode", "--to", "json", str(results), timeout=300).splitlines()
     )
-    ids: list[str] = []
-    for line in done.stdout.splitlines():
-        result = orjson.loads(line)
-        if result.get("code") == 202 and result.get("body"):
-            ids.append(str(orjson.loads(base64.b64decode(result["body"]))["scanId"]))
-    return ids
+    return [str(orjson.loads(base64.b64decode(a["body"]))["scanId"]) for a in answers
+            if a.get("code") == 202 and a.get("body")]  # fmt: skip
+
+
+def attack_fresh(
+    binary: str, work: Path, name: str, url: str, rate: float, seconds: float, timeout_s: float,
+    headers: dict[str, str],
+) -> tuple[Path, float]:  # fmt: skip
+    """One run on a targets file of its own unique scans (a repeated body would be deduplicated);
+    returns the raw results and when the attack started."""
+    targets, results = work / f"targets-{name}.json", work / f"results-{name}.bin"
+    write_targets(targets, url, int(rate * seconds) + 1, secrets.token_hex(4), headers)
+    started = time.time()
+    attack(binary, targets, rate, seconds, timeout_s, results)
+    targets.unlink()  # the raw results stay; the targets are only inputs (and large)
+    return results, started
 
 
 def measure_floors(
-    settings: HarnessSettings,
-    spec: VegetaSpec,
-    binary: str,
-    work: Path,
-    headers: dict[str, str],
-    say: Callable[[str], None],
+    settings: HarnessSettings, spec: VegetaSpec, binary: str, work: Path, headers: dict[str, str]
 ) -> list[dict[str, Any]]:
     """Per rate: vegeta against the trivial endpoint, then a bare produce round trip at that rate."""
     floors: list[dict[str, Any]] = []
     with TrivialServerProcess(processes=settings.ingest.processes) as trivial:
         for rate in spec.rates:
-            targets_file = work / f"targets-floor-{rate:g}.json"
-            results = work / f"results-floor-{rate:g}.bin"
-            write_targets(targets_file, trivial.url + names.ROUTE_SCAN, int(rate * spec.floor_s) + 1,
-                          secrets.token_hex(4), headers)  # fmt: skip
-            say(f"floor {rate:g} req/s: trivial endpoint, then bare Kafka produce, {spec.floor_s:g} s each")
-            attack(binary, targets_file, rate, spec.floor_s, spec.timeout_s, results)
-            targets_file.unlink()
+            log.info(
+                "floor %g req/s: trivial endpoint, then bare Kafka produce, %g s each", rate, spec.floor_s
+            )
+            results, _ = attack_fresh(binary, work, f"floor-{rate:g}", trivial.url + names.ROUTE_SCAN, rate,
+                                      spec.floor_s, spec.timeout_s, headers)  # fmt: skip
             floors.append({"rate": rate, "http": summary(vegeta_report(binary, results))})
     try:
         for floor in floors:
@@ -176,6 +167,9 @@ def latency_targets(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) ->
     ]  # fmt: skip
 
 
+_LATENCIES = (("mean", "mean"), ("p50", "50th"), ("p90", "90th"), ("p99", "99th"), ("max", "max"))
+
+
 def summary(raw: dict[str, Any]) -> dict[str, Any]:
     """The figures of one run in ms, as vegeta computed them."""
     lat = raw["latencies"]
@@ -184,11 +178,7 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
         "rate": round(raw["rate"], 1),
         "success": raw["success"],
         "status_codes": raw["status_codes"],
-        "mean_ms": round(lat["mean"] / 1e6, 3),
-        "p50_ms": round(lat["50th"] / 1e6, 3),
-        "p90_ms": round(lat["90th"] / 1e6, 3),
-        "p99_ms": round(lat["99th"] / 1e6, 3),
-        "max_ms": round(lat["max"] / 1e6, 3),
+        **{f"{name}_ms": round(lat[key] / 1e6, 3) for name, key in _LATENCIES},
         "errors": raw.get("errors") or [],
     }
 
@@ -206,20 +196,16 @@ def run_vegeta(
     version = vegeta_version(binary)
     work = out / "vegeta"
     work.mkdir(parents=True, exist_ok=True)
-    rates: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     with run.env(legacy=False) as env:
         env_info = report.environment(env.settings, {"spec": asdict(spec), "vegeta": version.strip()})
         url = env.ingest_url + names.ROUTE_SCAN
         sent_headers = {**client_headers(env.api_key), **(headers or {})}
 
         def one_rate(label: str, rate: float, seconds: float) -> dict[str, Any]:
-            token = secrets.token_hex(4)
-            file = label.replace("#", "-")
-            targets, results = work / f"targets-{file}.json", work / f"results-{file}.bin"
-            write_targets(targets, url, int(rate * seconds) + 1, token, sent_headers)
             say(f"vegeta {label}: {rate:g} req/s for {seconds:g} s")
-            started = time.time()
-            attack(binary, targets, rate, seconds, spec.timeout_s, results)
+            results, started = attack_fresh(binary, work, label.replace("#", "-"), url, rate, seconds,
+                                            spec.timeout_s, sent_headers)  # fmt: skip
             figures = summary(vegeta_report(binary, results))
             drained = env.drain()
             check = verify_scan_ids(env.settings.db.url, acknowledged_ids(binary, results))
@@ -228,8 +214,7 @@ def run_vegeta(
                 drained_after_s=round(drained, 2), acknowledged=check.acknowledged, stored=check.stored,
                 lost=check.missing, duplicate_rows=check.duplicate_rows,
             )  # fmt: skip
-            rates.append(figures)
-            targets.unlink()  # the raw results stay; the targets are only inputs (and large)
+            runs.append(figures)
             say(f"  p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, lost {figures['lost']}")
             return figures
 
@@ -242,13 +227,64 @@ def run_vegeta(
             )
         for rate in spec.rates:
             one_rate(f"{rate:g}", rate, spec.duration_s)
-        floors = measure_floors(env.settings, spec, binary, work, sent_headers, say)
-    result = {
-        "environment": report.finish_environment(env_info),
-        "runs": rates,
-        "floors": floors,
-    }
-    result["targets"] = [t.to_dict() for t in latency_targets(rates, floors)]
+        floors = measure_floors(env.settings, spec, binary, work, sent_headers)
+    result = {"environment": report.finish_environment(env_info), "runs": runs, "floors": floors}
+    result["targets"] = [t.to_dict() for t in latency_targets(runs, floors)]
     report.write_json(out / "vegeta.json", result)
     (out / "vegeta.md").write_text(markdown(result))
     return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    env = result["environment"]
+    spec = env["spec"]
+    head = ("run", "req/s sent", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "success", "codes",
+            "acknowledged", "stored", "lost", "duplicate rows", "drained after s")  # fmt: skip
+    rows = [
+        [r["label"], r["rate"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"],
+         f"{r['success']:.4f}", ", ".join(f"{k}: {v}" for k, v in r["status_codes"].items()),
+         r["acknowledged"], r["stored"], r["lost"], r["duplicate_rows"], r["drained_after_s"]]
+        for r in result["runs"]
+    ]  # fmt: skip
+    intro = (
+        f"Single-scan `POST /ingest/barcode` driven by **vegeta** ({env['vegeta'] or 'version unknown'}), an "
+        f"independent open-loop load tool, at each rate for {spec['duration_s']:g} s while the processor and "
+        "workers persist everything; latencies are vegeta's own `report`. The warm-up "
+        f"(rounds of {spec.get('warmup_round_s', spec['warmup_s']):g} s at the highest rate until the p99 "
+        f"stops falling, at most {spec['warmup_s']:g} s) opens connections and lets the broker's JIT "
+        "compiler finish its request path (a fresh broker keeps compiling for about a minute of load, with "
+        "a compile thread taking a core meanwhile); it is shown apart and not part of the comparison. "
+        "Then every scan vegeta saw answered 202 is looked up in the database."
+    )
+    sections = [intro, report.md_table(head, rows)]
+    if result.get("floors"):
+        sections.append(floors_section(result, spec))
+    if result.get("targets"):
+        sections.append("### Targets\n\n" + report.md_targets(result["targets"]))
+    sections.append(report.md_environment(env))
+    quick = " (quick)" if spec["preset"] == "quick" else ""
+    return report.md_document(f"bench vegeta: ingest latency by an independent client{quick}", sections)
+
+
+def floors_section(result: dict[str, Any], spec: dict[str, Any]) -> str:
+    """Ingest against what the machine costs anyway at the same rate, from the same run."""
+    runs = {r["target_rate"]: r for r in result["runs"] if r["label"] != "warm-up"}
+    head = ("req/s", "ingest p50 / p99 ms", "trivial endpoint p50 / p99 ms", "bare produce p50 / p99 ms",
+            "ingest p50 − both floors ms")  # fmt: skip
+    rows = []
+    for floor in result["floors"]:
+        run, http, produce = runs.get(floor["rate"]), floor["http"], floor.get("produce")
+        ingest = f"{run['p50_ms']:.2f} / {run['p99_ms']:.2f}" if run else "–"
+        bare = f"{produce['p50_ms']:.2f} / {produce['p99_ms']:.2f}" if produce else "–"
+        left = run["p50_ms"] - http["p50_ms"] - produce["p50_ms"] if run and produce else None
+        trivial = f"{http['p50_ms']:.2f} / {http['p99_ms']:.2f}"
+        rows.append([f"{floor['rate']:g}", ingest, trivial, bare, left])
+    return (
+        "### Floors at the same rates\n\n"
+        f"Measured right after the runs above, {spec.get('floor_s', 0):g} s per rate, while the same "
+        "services ran: vegeta sending the same kind of request to a trivial endpoint that answers at once "
+        "(a raw asyncio protocol with the C httptools parser, as many processes as ingest), which is "
+        "what the client, the kernel and one HTTP round trip cost on this machine; and a bare Kafka "
+        "produce round trip (acks=all, idempotent) at the same rate, from one Python producer. What is "
+        "left of the ingest p50 after both is the service's own cost.\n\n" + report.md_table(head, rows)
+    )
