@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from barcode_harness.bench import report
+from barcode_harness.settings import HarnessSettings
 
 
 def test_cpu_counters_read_this_machine() -> None:
@@ -55,3 +56,20 @@ def test_only_the_newest_result_folders_are_kept(tmp_path: Path) -> None:
     assert [p.name for p in gone] == ["20261201-100000", "20261202-100000"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20261203-100000", "20261203-100000-2", "notes"]
     assert report.prune_results(tmp_path, 0) == []
+
+
+def test_a_result_file_records_no_secret() -> None:
+    """Every secret setting is masked in what a result file records, a URL's password included."""
+    settings = HarnessSettings(
+        db_url="mysql://bench:dbsecret@127.0.0.1:3307/b",
+        worker_redis_url="redis://worker:redissecret@127.0.0.1:6390/0",
+        kafka_sasl_password="saslsecret",
+        ingest_api_key="keysecret",
+    )
+    shown = report.shown_settings(settings)
+    text = str(shown)
+    for secret in ("dbsecret", "redissecret", "saslsecret", "keysecret"):
+        assert secret not in text
+    assert shown["db_url"] == "mysql://bench:***@127.0.0.1:3307/b"
+    assert shown["kafka_sasl_password"] == "***"
+    assert shown["redis_sentinel_password"] == ""

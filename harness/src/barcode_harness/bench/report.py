@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from barcode_harness.bench import procstats
-from barcode_harness.settings import HarnessSettings
+from barcode_harness.settings import HARNESS_SECRET_FILES, HarnessSettings
 from barcode_pipeline.config import flat
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,15 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def shown_settings(settings: HarnessSettings) -> dict[str, Any]:
+    """Every setting as a result file records it, each secret masked: result folders get shared."""
+    shown = flat(settings, mode="json")
+    for key in HARNESS_SECRET_FILES:
+        value = str(shown[key])
+        shown[key] = redact_url(value) if "://" in value else ("***" if value else "")
+    return shown
+
+
 def cpu_counters() -> tuple[int, int, int] | None:
     """(steal, idle incl. iowait, total) jiffies of all CPUs since boot, from ``/proc/stat``."""
     try:
@@ -176,14 +185,11 @@ def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
 def environment(settings: HarnessSettings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the run ran on; call at its start and :func:`finish_environment` at its end."""
     info = procstats.machine()
-    shown = flat(settings, mode="json")
-    for key in ("db_url", "redis_url"):
-        shown[key] = redact_url(str(shown[key]))
     return {
         "cpu_at_start": cpu_counters(),
         "machine": info,
         "versions": versions(settings),
-        "settings": shown,
+        "settings": shown_settings(settings),
         "shared_cores": f"Everything in this run (load-generating clients, ingest and legacy servers, "
         f"processor, workers, Kafka, Redis and MariaDB) ran on this one machine and shared its "
         f"{info['cores']} cores; no figure comes from dedicated hardware.",
