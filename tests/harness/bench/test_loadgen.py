@@ -10,16 +10,15 @@ from typing import Any
 import orjson
 import pytest
 
-from barcode_harness.bench import generator
-from barcode_harness.bench.generator import calibrate, find_ceiling
+from barcode_harness.bench import loadgen_cli
 from barcode_harness.bench.httpclient import Pacer
 from barcode_harness.bench.loadgen import (
     LoadSpec,
     run_load,
-    run_load_async,
     schedule_count,
     scheduled_offset,
 )
+from barcode_harness.bench.loadgen_cli import calibrate, find_ceiling
 from barcode_harness.bench.procstats import busy_share
 from barcode_harness.bench.procstats import machine_ticks as cpu_times
 from barcode_harness.bench.trivial_server import answer, trivial_server_thread
@@ -193,13 +192,7 @@ def test_open_loop_charges_queueing_to_the_server_no_coordinated_omission() -> N
     assert result.latency.p50_ms > 2 * result.service_time.p50_ms
 
 
-def test_run_load_async_and_calibrate() -> None:
-    async def from_async_code() -> int:
-        with trivial_server_thread() as url:
-            result = await run_load_async(LoadSpec(url=url, rate=100, duration_s=0.2))
-        return result.ok
-
-    assert asyncio.run(from_async_code()) == 20
+def test_calibrate_runs_the_load_against_the_trivial_endpoint() -> None:
     calibration = calibrate(LoadSpec(url="http://unused", rate=200, duration_s=0.5))
     assert calibration.ok == 100 and calibration.spec.url != "http://unused"
 
@@ -231,7 +224,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     # grows by `growth` while sustained, and never past max_rate
     fake = _FakeLoad(capacity=10_000)
-    monkeypatch.setattr(generator, "run_load", fake)
+    monkeypatch.setattr(loadgen_cli, "run_load", fake)
     best, steps = find_ceiling(template, start_rate=100, growth=2, max_rate=400, max_p99_ms=1000)
     assert [s.rate for s in steps] == [100, 200, 400]
     assert all(s.sustained for s in steps) and best == 400
@@ -242,7 +235,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     # the first failure stops the growth, then bisection narrows (good, bad) step by step
     fake = _FakeLoad(capacity=700)
-    monkeypatch.setattr(generator, "run_load", fake)
+    monkeypatch.setattr(loadgen_cli, "run_load", fake)
     seen: list[float] = []
     best, steps = find_ceiling(
         template,
@@ -266,7 +259,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert [s.rate for s in fake.specs] == seen
 
     # nothing sustained at all: the ceiling is 0
-    monkeypatch.setattr(generator, "run_load", _FakeLoad(capacity=0))
+    monkeypatch.setattr(loadgen_cli, "run_load", _FakeLoad(capacity=0))
     best, steps = find_ceiling(template, start_rate=100, refine_steps=2, max_rate=1000)
     assert best == 0 and not any(s.sustained for s in steps)
 

@@ -1,15 +1,13 @@
 """HTTP clients and a precise pacer for the open-loop load generator.
 
-Why not only aiohttp: on this 2-core machine an aiohttp request costs ~150-200 µs of CPU, so one
-process tops out near 3,000-4,000 req/s. The raw client below is HTTP/1.1 keep-alive on asyncio
-protocols with the C ``httptools`` parser (the one uvicorn uses), callback-driven with no task
-per request; it is several times cheaper, so the generator measures the server, not itself. The
-aiohttp client stays available as a cross-check (``client="aiohttp"``).
+Why a raw client: an aiohttp request costs ~150-200 µs of CPU here, so one process tops out near
+3,000-4,000 req/s. The raw client (HTTP/1.1 keep-alive on asyncio protocols, the C ``httptools``
+parser, no task per request) is several times cheaper, so the generator measures the server, not
+itself; the aiohttp client stays as a cross-check (``client="aiohttp"``).
 
-Why a timerfd pacer: asyncio timers (and uvloop's) have 1 ms granularity, so a sleep-paced
-schedule sends up to 1 ms late (p50 ≈ 0.6 ms measured here), which would be charged to the
-server. A Linux ``timerfd`` armed at the next scheduled instant wakes the loop within tens of
-microseconds, without spinning. Other platforms fall back to sleeping.
+Why a timerfd pacer: asyncio timers have 1 ms granularity, so a sleep-paced schedule sends up to
+1 ms late, which would be charged to the server. A Linux ``timerfd`` armed at the next scheduled
+instant wakes the loop within tens of microseconds; other platforms fall back to sleeping.
 """
 
 from __future__ import annotations
@@ -17,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
+import math
 import os
-import socket
 import sys
 import time
 from collections import deque
@@ -43,17 +40,14 @@ TIMEOUT = "timeout"
 PROTOCOL_ERROR = "protocol_error"
 
 
+@dataclass(slots=True)
 class Request:
     """One scheduled request. Times are ``time.monotonic()`` seconds."""
 
-    __slots__ = ("body", "dispatched", "intended", "scan_ids", "sent")
-
-    def __init__(self, intended: float, body: bytes, scan_ids: list[str], dispatched: float) -> None:
-        self.intended = intended
-        self.body = body
-        self.scan_ids = scan_ids
-        self.dispatched = dispatched
-        self.sent = 0.0
+    intended: float
+    body: bytes
+    scan_ids: list[str]
+    sent: float = 0.0
 
 
 class Sink(Protocol):
@@ -83,12 +77,10 @@ class Client(Protocol):
 
     def abandon_all(self, kind: str) -> None:
         """Report everything still queued or in flight as failed with ``kind``."""
-        ...
 
     @property
     def busy(self) -> int:
         """Requests queued or in flight."""
-        ...
 
     async def close(self) -> None: ...
 
@@ -102,39 +94,37 @@ def split_url(url: str) -> tuple[str, int]:
 
 # --------------------------------------------------------------------------- raw client
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time (httptools calls its ``on_*``)."""
 
     __slots__ = ("_body", "_client", "_parser", "req", "transport")
+    transport: asyncio.Transport
 
     def __init__(self, client: RawHttpClient) -> None:
         self._client = client
         self._parser = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
         self.req: Request | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, req: Request, data: bytes) -> None:
-        assert self.transport is not None
+    def send(self, req: Request) -> None:
         self.req = req
         req.sent = time.monotonic()
-        self.transport.write(data)
+        self.transport.write(b"%s%d\r\n\r\n%s" % (self._client.head, len(req.body), req.body))
+
+    def fail(self, kind: str, now: float) -> None:
+        """Report the request in flight (if any) as failed; the connection carries no request after."""
+        req, self.req = self.req, None
+        if req is not None:
+            self._client.sink.on_failure(req, kind, now)
 
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
-            req, self.req = self.req, None
-            if req is not None:
-                self._client.sink.on_failure(req, PROTOCOL_ERROR, time.monotonic())
-            if self.transport is not None:
-                self.transport.abort()
+            self.fail(PROTOCOL_ERROR, time.monotonic())
+            self.transport.abort()
 
     def on_body(self, body: bytes) -> None:
         if self._client.keep_body:
@@ -145,15 +135,12 @@ class _Conn(asyncio.Protocol):
         req, self.req = self.req, None
         body = b"".join(self._body)
         self._body.clear()
-        keep_alive = self._parser.should_keep_alive()
         if req is not None:
             self._client.sink.on_response(req, self._parser.get_status_code(), body, done)
-        self._client.released(self, keep_alive)
+        self._client.released(self, self._parser.should_keep_alive())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        req, self.req = self.req, None
-        if req is not None:
-            self._client.sink.on_failure(req, DISCONNECTED, time.monotonic())
+        self.fail(DISCONNECTED, time.monotonic())
         self._client.lost(self)
 
 
@@ -164,8 +151,6 @@ class RawHttpClient:
     latency from its scheduled time); one that waited longer than the timeout fails as ``timeout``.
     """
 
-    keep_body: bool
-
     def __init__(self, target: Target, sink: Sink) -> None:
         self.host, self.port = split_url(target.url)
         self.sink = sink
@@ -174,7 +159,7 @@ class RawHttpClient:
         self._timeout = target.timeout_s
         host_header = self.host if self.port == 80 else f"{self.host}:{self.port}"
         extra = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
-        self._head = (
+        self.head = (
             f"POST {target.path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bp-loadgen\r\n{extra}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
@@ -190,66 +175,55 @@ class RawHttpClient:
     def busy(self) -> int:
         return len(self._backlog) + sum(1 for c in self._conns if c.req is not None)
 
+    async def _dial(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        self.connections_opened += 1
+        self._conns.add(conn)
+        return conn
+
     async def start(self, warm_connections: int) -> None:
         """Open some connections before the clock starts, so the first second is not a connect storm."""
-        loop = asyncio.get_running_loop()
         for _ in range(min(warm_connections, self._max)):
             try:
-                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+                self._idle.append(await self._dial())
             except OSError as exc:  # the run goes on and counts connect errors: that is the finding
                 log.warning("cannot connect to %s:%d before the run: %s", self.host, self.port, exc)
                 break
-            self.connections_opened += 1
-            self._conns.add(conn)
-            self._idle.append(conn)
-        self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
-
-    @property
-    def _sweep_interval(self) -> float:
-        return min(0.1, self._timeout / 10)
-
-    def _data(self, req: Request) -> bytes:
-        return b"%s%d\r\n\r\n%s" % (self._head, len(req.body), req.body)
+        self._sweep()
 
     def submit(self, req: Request) -> None:
         if self._idle:
-            conn = self._idle.pop()
-            conn.send(req, self._data(req))
-            return
-        self._backlog.append(req)
-        if len(self._conns) + self._connecting < self._max:
-            self._open()
+            self._idle.pop().send(req)
+        else:
+            self._backlog.append(req)
+            self._grow()
 
-    def _open(self) -> None:
-        self._connecting += 1
-        asyncio.get_running_loop().create_task(self._connect())
+    def _grow(self) -> None:
+        """Open one more connection if requests wait and the pool may grow."""
+        if self._backlog and not self._closed and len(self._conns) + self._connecting < self._max:
+            self._connecting += 1
+            asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+            conn = await self._dial()
         except OSError:
             self._connecting -= 1
             # the request this connection was opened for fails; the next one gets its own attempt
             if self._backlog:
                 self.sink.on_failure(self._backlog.popleft(), CONNECT_ERROR, time.monotonic())
-            if self._backlog and not self._closed and len(self._conns) + self._connecting < self._max:
-                self._open()
+            self._grow()
             return
         self._connecting -= 1
-        self.connections_opened += 1
-        self._conns.add(conn)
         self.released(conn, True)
 
     def released(self, conn: _Conn, keep_alive: bool) -> None:
         """A connection finished a request (or just opened): give it the next one or park it."""
         if not keep_alive or self._closed:
-            if conn.transport is not None:
-                conn.transport.close()  # connection_lost() removes it and reopens if work is waiting
-            return
-        if self._backlog:
-            req = self._backlog.popleft()
-            conn.send(req, self._data(req))
+            conn.transport.close()  # connection_lost() removes it and reopens if work is waiting
+        elif self._backlog:
+            conn.send(self._backlog.popleft())
         else:
             self._idle.append(conn)
 
@@ -257,41 +231,33 @@ class RawHttpClient:
         self._conns.discard(conn)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
-        if self._backlog and not self._closed and len(self._conns) + self._connecting < self._max:
-            self._open()
+        self._grow()
 
-    def _sweep(self) -> None:
-        """Fail requests older than the timeout: in flight (connection aborted) or still queued."""
+    def _expire(self, kind: str, max_age_s: float) -> None:
+        """Fail requests older than ``max_age_s``: in flight (connection aborted) or still queued."""
         now = time.monotonic()
         for conn in list(self._conns):
-            req = conn.req
-            if req is not None and now - req.sent > self._timeout:
-                conn.req = None
-                self.sink.on_failure(req, TIMEOUT, now)
-                if conn.transport is not None:
-                    conn.transport.abort()
-        while self._backlog and now - self._backlog[0].intended > self._timeout:
-            self.sink.on_failure(self._backlog.popleft(), TIMEOUT, now)
+            if conn.req is not None and now - conn.req.sent > max_age_s:
+                conn.fail(kind, now)
+                conn.transport.abort()
+        while self._backlog and now - self._backlog[0].intended > max_age_s:
+            self.sink.on_failure(self._backlog.popleft(), kind, now)
+
+    def _sweep(self) -> None:
+        self._expire(TIMEOUT, self._timeout)
         if not self._closed:
-            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(min(0.1, self._timeout / 10), self._sweep)
 
     def abandon_all(self, kind: str) -> None:
         """End of the run: whatever is still queued or in flight is reported as ``kind``."""
-        now = time.monotonic()
-        while self._backlog:
-            self.sink.on_failure(self._backlog.popleft(), kind, now)
-        for conn in list(self._conns):
-            req, conn.req = conn.req, None
-            if req is not None:
-                self.sink.on_failure(req, kind, now)
+        self._expire(kind, -math.inf)
 
     async def close(self) -> None:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self._conns):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.transport.close()
         await asyncio.sleep(0)
 
 
@@ -304,7 +270,6 @@ class AiohttpClient:
         self._headers = {"Content-Type": "application/json", "User-Agent": "bp-loadgen", **target.headers}
         self._url = target.url.rstrip("/") + target.path
         self.sink = sink
-        self.keep_body = target.keep_body
         self._max = target.max_connections
         self._timeout = target.timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -317,19 +282,16 @@ class AiohttpClient:
         return len(self._tasks)
 
     async def start(self, warm_connections: int) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max, limit_per_host=0, force_close=False)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
+        session = self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max, limit_per_host=0, force_close=False),
             timeout=aiohttp.ClientTimeout(total=self._timeout),
             headers=self._headers,
             skip_auto_headers=("Accept-Encoding",),
         )
 
-        # warm the pool with cheap requests in parallel; their answers do not matter
-        async def ping() -> None:
-            assert self._session is not None
+        async def ping() -> None:  # warms the pool in parallel; the answers do not matter
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async with self._session.get(self._url.rsplit("/ingest", 1)[0] + "/health") as resp:
+                async with session.get(self._url.rsplit("/ingest", 1)[0] + "/health") as resp:
                     await resp.read()
 
         await asyncio.gather(*(ping() for _ in range(min(warm_connections, self._max))))
@@ -362,50 +324,34 @@ class AiohttpClient:
             task.cancel()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self.abandon_all(self._abandon_kind)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
 
 # --------------------------------------------------------------------------- pacing
-class _TimeSpec(ctypes.Structure):
-    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
-
-
-class _ITimerSpec(ctypes.Structure):
-    _fields_ = (("it_interval", _TimeSpec), ("it_value", _TimeSpec))
-
-
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
 
 
 class Pacer:
-    """Calls ``fire(now)`` at (or just after) absolute ``time.monotonic()`` instants, on the running loop."""
+    """Calls ``fire(now)`` at (or just after) absolute ``time.monotonic()`` instants, on the running loop.
+
+    ``fire(now)`` does what is due and returns the next instant, or None when the schedule is over.
+    """
 
     def __init__(self, fire: Callable[[float], float | None]) -> None:
-        """``fire(now)`` does what is due and returns the next instant, or None when the schedule is over."""
         self._fire = fire
         self._done: asyncio.Future[None] | None = None
-        self._fd = -1
-        self._libc: ctypes.CDLL | None = None
-        self._spec = _ITimerSpec()
         self._handle: asyncio.TimerHandle | None = None
+        self._spec = (ctypes.c_long * 4)()  # struct itimerspec: interval (s, ns), value (s, ns)
+        self._libc: ctypes.CDLL | None = None
+        self._fd = -1
         if sys.platform.startswith("linux"):
             with contextlib.suppress(OSError, AttributeError):
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-                libc.timerfd_create.argtypes = (ctypes.c_int, ctypes.c_int)
-                libc.timerfd_settime.argtypes = (
-                    ctypes.c_int,
-                    ctypes.c_int,
-                    ctypes.POINTER(_ITimerSpec),
-                    ctypes.c_void_p,
-                )
-                fd = libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
-                if fd >= 0:
-                    self._fd, self._libc = fd, libc
+                self._libc = ctypes.CDLL(None, use_errno=True)
+                self._fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
 
     @property
     def precise(self) -> bool:
@@ -426,16 +372,14 @@ class Pacer:
                 self._handle.cancel()
 
     def _arm(self, at: float) -> None:
-        if self._libc is not None:
-            ns = max(1, int(at * 1_000_000_000))
-            self._spec.it_value.tv_sec, self._spec.it_value.tv_nsec = divmod(ns, 1_000_000_000)
-            if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        else:
-            loop = asyncio.get_running_loop()
+        if not self.precise or self._libc is None:
             delay = max(0.0, at - time.monotonic())
-            self._handle = loop.call_later(delay, self._on_tick)
+            self._handle = asyncio.get_running_loop().call_later(delay, self._on_tick)
+            return
+        self._spec[2], self._spec[3] = divmod(max(1, int(at * 1_000_000_000)), 1_000_000_000)
+        if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._spec, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
     def _on_timerfd(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -460,4 +404,3 @@ class Pacer:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-            self._libc = None

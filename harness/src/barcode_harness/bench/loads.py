@@ -80,40 +80,24 @@ def merged_latency(results: list[LoadResult]) -> LatencySummary:
 def series(result: LoadResult, t0: float | None = None) -> dict[str, list[float]]:
     """Per-second latency and errors, t relative to ``t0`` (wall clock; default the load's start)."""
     base = result.started_at - (t0 if t0 is not None else result.started_at)
-    out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "max_ms": [], "errors": [], "ok": []}
-    for p in result.timeseries:
-        out["t"].append(round(base + p.second, 2))
-        out["p50_ms"].append(p.p50_ms)
-        out["p99_ms"].append(p.p99_ms)
-        out["max_ms"].append(p.max_ms)
-        out["errors"].append(p.errors)
-        out["ok"].append(p.ok)
-    return out
+    points = result.timeseries
+    return {
+        "t": [round(base + p.second, 2) for p in points],
+        **{key: [getattr(p, key) for p in points] for key in ("p50_ms", "p99_ms", "max_ms", "errors", "ok")},
+    }
+
+
+_SUMMARY_SPEC = ("rate", "mode", "scans_per_request", "duration_s", "concurrency_limit", "processes")
+_SUMMARY = (
+    "scheduled", "ok", "errors", "error_rate", "status_counts", "scans_acked", "achieved_rps", "latency_ms",
+    "service_time_ms", "dispatch_lag_ms", "client_cpu", "generator_saturated", "started_at",
+)  # fmt: skip
 
 
 def summary_dict(result: LoadResult) -> dict[str, Any]:
     """The compact figures a report keeps of one load (the full result goes to the JSON as well)."""
-    return {
-        "rate": result.spec.rate,
-        "mode": result.spec.mode,
-        "scans_per_request": result.spec.scans_per_request,
-        "duration_s": result.spec.duration_s,
-        "concurrency_limit": result.spec.concurrency_limit,
-        "processes": result.spec.processes,
-        "scheduled": result.scheduled,
-        "ok": result.ok,
-        "errors": result.errors,
-        "error_rate": result.error_rate,
-        "status_counts": result.status_counts,
-        "scans_acked": result.scans_acked,
-        "achieved_rps": round(result.achieved_rps, 1),
-        "latency_ms": result.latency.to_dict(),
-        "service_time_ms": result.service_time.to_dict(),
-        "dispatch_lag_ms": result.dispatch_lag.to_dict(),
-        "client_cpu": [round(c, 3) for c in result.client_cpu],
-        "generator_saturated": result.generator_saturated,
-        "started_at": result.started_at,
-    }
+    full = result.to_dict(with_histograms=False)
+    return {**{k: getattr(result.spec, k) for k in _SUMMARY_SPEC}, **{k: full[k] for k in _SUMMARY}}
 
 
 def _warm(seconds: float) -> int:
@@ -148,12 +132,4 @@ class ParallelLoads:
         return self._pool.submit(run_load, spec)
 
 
-__all__ = [
-    "ParallelLoads",
-    "acked_ids",
-    "merged_latency",
-    "run_load",
-    "series",
-    "spec_for",
-    "summary_dict",
-]
+__all__ = ["ParallelLoads", "acked_ids", "merged_latency", "run_load", "series", "spec_for", "summary_dict"]
