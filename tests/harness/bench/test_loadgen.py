@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from barcode_harness.bench import loadgen_cli
-from barcode_harness.bench.httpclient import Pacer
+from barcode_harness.bench.httpclient import pace
 from barcode_harness.bench.loadgen import (
     LoadSpec,
     run_load,
@@ -61,11 +61,7 @@ def test_pacer_never_fires_early_and_fires_everything() -> None:
             state["k"] += 1
         return due[state["k"]] if state["k"] < len(due) else None
 
-    pacer = Pacer(fire)
-    try:
-        asyncio.run(pacer.run(due[0]))
-    finally:
-        pacer.close()
+    asyncio.run(pace(fire, due[0]))
     assert len(fired) == 200
     assert all(now >= t for t, now in fired)
 

@@ -70,21 +70,6 @@ class Target:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class Client(Protocol):
-    async def start(self, warm_connections: int) -> None: ...
-
-    def submit(self, req: Request) -> None: ...
-
-    def abandon_all(self, kind: str) -> None:
-        """Report everything still queued or in flight as failed with ``kind``."""
-
-    @property
-    def busy(self) -> int:
-        """Requests queued or in flight."""
-
-    async def close(self) -> None: ...
-
-
 def split_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
@@ -175,19 +160,11 @@ class RawHttpClient:
     def busy(self) -> int:
         return len(self._backlog) + sum(1 for c in self._conns if c.req is not None)
 
-    async def _dial(self) -> _Conn:
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-        self.connections_opened += 1
-        self._conns.add(conn)
-        return conn
-
     async def start(self, warm_connections: int) -> None:
         """Open some connections before the clock starts, so the first second is not a connect storm."""
         for _ in range(min(warm_connections, self._max)):
-            try:
-                self._idle.append(await self._dial())
-            except OSError as exc:  # the run goes on and counts connect errors: that is the finding
+            self._connecting += 1
+            if (exc := await self._connect()) is not None:  # the run goes on and counts connect errors
                 log.warning("cannot connect to %s:%d before the run: %s", self.host, self.port, exc)
                 break
         self._sweep()
@@ -205,18 +182,22 @@ class RawHttpClient:
             self._connecting += 1
             asyncio.get_running_loop().create_task(self._connect())
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> OSError | None:
+        """Add a connection to the pool; if it cannot be opened, the oldest waiting request fails instead."""
+        loop = asyncio.get_running_loop()
         try:
-            conn = await self._dial()
-        except OSError:
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        except OSError as exc:
             self._connecting -= 1
-            # the request this connection was opened for fails; the next one gets its own attempt
-            if self._backlog:
+            if self._backlog:  # the next request gets its own attempt
                 self.sink.on_failure(self._backlog.popleft(), CONNECT_ERROR, time.monotonic())
             self._grow()
-            return
+            return exc
         self._connecting -= 1
+        self.connections_opened += 1
+        self._conns.add(conn)
         self.released(conn, True)
+        return None
 
     def released(self, conn: _Conn, keep_alive: bool) -> None:
         """A connection finished a request (or just opened): give it the next one or park it."""
@@ -331,76 +312,60 @@ class AiohttpClient:
 
 
 # --------------------------------------------------------------------------- pacing
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
 
 
-class Pacer:
-    """Calls ``fire(now)`` at (or just after) absolute ``time.monotonic()`` instants, on the running loop.
+async def pace(fire: Callable[[float], float | None], first: float) -> bool:
+    """Call ``fire(now)`` at (or just after) absolute ``time.monotonic()`` instants, from ``first`` on.
 
-    ``fire(now)`` does what is due and returns the next instant, or None when the schedule is over.
+    ``fire`` does what is due and returns the next instant, or None when the schedule is over. Returns
+    whether the pacing was precise (a timerfd) rather than asyncio's millisecond timers.
     """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC is not None else -1
+    timerspec = (ctypes.c_long * 4)()  # struct itimerspec: interval (s, ns), value (s, ns)
+    handle: asyncio.TimerHandle | None = None
 
-    def __init__(self, fire: Callable[[float], float | None]) -> None:
-        self._fire = fire
-        self._done: asyncio.Future[None] | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._spec = (ctypes.c_long * 4)()  # struct itimerspec: interval (s, ns), value (s, ns)
-        self._libc: ctypes.CDLL | None = None
-        self._fd = -1
-        if sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError, AttributeError):
-                self._libc = ctypes.CDLL(None, use_errno=True)
-                self._fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
-
-    @property
-    def precise(self) -> bool:
-        return self._fd >= 0
-
-    async def run(self, first: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._done = loop.create_future()
-        if self.precise:
-            loop.add_reader(self._fd, self._on_timerfd)
-        try:
-            self._arm(first)
-            await self._done
-        finally:
-            if self.precise:
-                loop.remove_reader(self._fd)
-            if self._handle is not None:
-                self._handle.cancel()
-
-    def _arm(self, at: float) -> None:
-        if not self.precise or self._libc is None:
-            delay = max(0.0, at - time.monotonic())
-            self._handle = asyncio.get_running_loop().call_later(delay, self._on_tick)
+    def arm(at: float) -> None:
+        nonlocal handle
+        if fd < 0 or _LIBC is None:
+            handle = loop.call_later(max(0.0, at - time.monotonic()), tick)
             return
-        self._spec[2], self._spec[3] = divmod(max(1, int(at * 1_000_000_000)), 1_000_000_000)
-        if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._spec, None) != 0:
+        timerspec[2], timerspec[3] = divmod(max(1, int(at * 1_000_000_000)), 1_000_000_000)
+        if _LIBC.timerfd_settime(fd, _TFD_TIMER_ABSTIME, timerspec, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
 
-    def _on_timerfd(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._fd, 8)
-        self._on_tick()
-
-    def _on_tick(self) -> None:
-        assert self._done is not None
-        if self._done.done():
+    def tick() -> None:
+        if done.done():
             return
         try:
-            nxt = self._fire(time.monotonic())
+            nxt = fire(time.monotonic())
         except BaseException as exc:
-            self._done.set_exception(exc)
+            done.set_exception(exc)
             return
         if nxt is None:
-            self._done.set_result(None)
+            done.set_result(None)
         else:
-            self._arm(nxt)
+            arm(nxt)
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def on_timerfd() -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 8)
+        tick()
+
+    if fd >= 0:
+        loop.add_reader(fd, on_timerfd)
+    try:
+        arm(first)
+        await done
+    finally:
+        if fd >= 0:
+            loop.remove_reader(fd)
+            os.close(fd)
+        if handle is not None:
+            handle.cancel()
+    return fd >= 0

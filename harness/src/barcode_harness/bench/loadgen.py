@@ -35,7 +35,7 @@ import uvloop
 
 from barcode_harness.bench import procstats
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary, SecondPoint, TimeSeries
-from barcode_harness.bench.httpclient import AiohttpClient, Client, Pacer, RawHttpClient, Request, Target
+from barcode_harness.bench.httpclient import AiohttpClient, RawHttpClient, Request, Target, pace
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import (
     SEEDED_DEVICES,
@@ -313,7 +313,7 @@ class _Worker:
         client_cls = RawHttpClient if spec.client == "raw" else AiohttpClient
         target = Target(spec.url, spec.endpoint, per_process, spec.timeout_s, keep_body=spec.mode == "batch",
                         headers=client_headers(spec.api_key))  # fmt: skip
-        self.client: Client = client_cls(target, self)
+        self.client: RawHttpClient | AiohttpClient = client_cls(target, self)
 
     # pacer callback: send everything due, return when the next request is due
     def fire(self, now: float) -> float | None:
@@ -371,8 +371,6 @@ class _Worker:
     async def run(self, wait_for_start: Callable[[], Any] | None) -> WorkerResult:
         spec, tally = self.spec, self.tally
         await self.client.start(spec.warm_connections)
-        pacer = Pacer(self.fire)
-        precise = pacer.precise
         # everything allocated so far lives for the whole run: keep the cyclic GC from rescanning it
         gc.collect()
         gc.freeze()
@@ -380,8 +378,9 @@ class _Worker:
             start_wall = await wait_for_start() if wait_for_start is not None else time.time() + 0.05
             self.t0 = time.monotonic() + (start_wall - time.time())
             cpu0 = time.process_time()
-            if self.n:
-                await pacer.run(self.t0 + scheduled_offset(0, spec.rate, self.workers, self.index))
+            precise = await pace(
+                self.fire, self.t0 + scheduled_offset(0, spec.rate, self.workers, self.index)
+            )
             deadline = time.monotonic() + spec.timeout_s + 1.0
             while self.client.busy and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
@@ -389,12 +388,11 @@ class _Worker:
             cpu = time.process_time() - cpu0
         finally:
             gc.unfreeze()
-            pacer.close()
             await self.client.close()
             if self._ack_file is not None:
                 self._ack_file.close()
         tally.scans_acked_unique = len(self._unique) if self._unique is not None else tally.scans_acked
-        tally.connections_opened = getattr(self.client, "connections_opened", 0)
+        tally.connections_opened = self.client.connections_opened
         return WorkerResult(
             index=self.index,
             tally=tally,
@@ -429,17 +427,15 @@ def _run_worker(
         return runner.run(_Worker(spec, index, token).run(wait_for_start))
 
 
-def _process_main(
-    spec: LoadSpec, index: int, token: str, ready: Any, go: Any, start: Any, results: Any
-) -> None:
+def _process_main(spec: LoadSpec, index: int, token: str, barrier: Any, start: Any, results: Any) -> None:
     """Entry point of a worker process: prepare, meet the others at the barrier, run, report."""
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
     )
 
     async def wait_for_start() -> float:
-        await asyncio.to_thread(ready.wait, 120)
-        await asyncio.to_thread(go.wait, 120)
+        for _ in range(2):  # all prepared; then the parent has set the start instant
+            await asyncio.to_thread(barrier.wait, 120)
         return float(start.value)
 
     try:
@@ -450,26 +446,18 @@ def _process_main(
 
 def _run_processes(spec: LoadSpec, token: str) -> list[WorkerResult]:
     ctx = multiprocessing.get_context("spawn")
-    ready, go = ctx.Barrier(spec.processes + 1), ctx.Barrier(spec.processes + 1)
-    start = ctx.Value("d", 0.0)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_process_main,
-            args=(spec, i, token, ready, go, start, results),
-            name=f"loadgen-{i}",
-            daemon=True,
-        )
-        for i in range(spec.processes)
-    ]
-    for proc in procs:
-        proc.start()
+    barrier, start, results = ctx.Barrier(spec.processes + 1), ctx.Value("d", 0.0), ctx.Queue()
+    procs = []
+    for i in range(spec.processes):
+        args = (spec, i, token, barrier, start, results)
+        procs.append(ctx.Process(target=_process_main, args=args, name=f"loadgen-{i}", daemon=True))
+        procs[-1].start()
     out: list[WorkerResult] = []
     try:
         try:
-            ready.wait(120)
+            barrier.wait(120)
             start.value = time.time() + 0.1
-            go.wait(60)
+            barrier.wait(60)
         except Exception as exc:  # BrokenBarrierError: a worker died while starting
             raise PipelineError("a load worker failed to start", component="loadgen") from exc
         deadline = time.monotonic() + spec.duration_s + spec.timeout_s + 120

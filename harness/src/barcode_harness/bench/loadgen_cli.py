@@ -7,7 +7,7 @@ A standalone entry, so these figures can be regenerated without the full stack.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,8 +22,6 @@ from rich.table import Table
 from barcode_harness.bench.loadgen import ClientKind, LoadResult, LoadSpec, Mode, run_load
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_pipeline.logs import setup_logging
-
-log = logging.getLogger(__name__)
 
 
 def calibrate(spec: LoadSpec, *, server_processes: int = 1) -> LoadResult:
@@ -233,15 +231,10 @@ def ceiling_cmd(
             f"lag p99 {r.dispatch_lag.p99_ms:.2f} ms"
         )
 
-    def search(target: str) -> tuple[float, list[CeilingStep]]:
+    with contextlib.ExitStack() as stack:
+        target = url or stack.enter_context(TrivialServerProcess(processes=server_processes)).url
         template = _spec(target, start_rate, step_duration, processes, concurrency, mode, batch_size, client)
-        return find_ceiling(template, start_rate=start_rate, max_p99_ms=max_p99_ms, on_step=show)
-
-    if url is None:
-        with TrivialServerProcess(processes=server_processes) as server:
-            best, steps = search(server.url)
-    else:
-        best, steps = search(url)
+        best, steps = find_ceiling(template, start_rate=start_rate, max_p99_ms=max_p99_ms, on_step=show)
     console.print(f"[bold]sustained ceiling: {best:,.0f} req/s[/bold] ({processes} process(es), {client})")
     rows = [
         {"rate": s.rate, "sustained": s.sustained, **s.result.to_dict(with_histograms=False)} for s in steps

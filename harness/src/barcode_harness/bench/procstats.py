@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +37,12 @@ def _stat(pid: int) -> tuple[int, int] | None:
 
 
 def _all_processes() -> dict[int, tuple[int, int]]:
-    out: dict[int, tuple[int, int]] = {}
+    """(ppid, ticks) of every process, by pid."""
     try:
-        names = os.listdir("/proc")
+        stats = {int(name): _stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
     except OSError:
-        return out
-    for name in names:
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None:
-                out[int(name)] = st
-    return out
+        return {}
+    return {pid: st for pid, st in stats.items() if st is not None}
 
 
 def machine_ticks() -> tuple[int, int] | None:
@@ -68,41 +63,29 @@ class CpuSnapshot:
     machine: tuple[int, int] | None
 
 
-def _trees(procs: Mapping[int, tuple[int, int]]) -> Callable[[int], set[int]]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-
-    def tree(pid: int) -> set[int]:
-        seen: set[int] = set()
-        stack = [pid]
-        while stack:
-            p = stack.pop()
-            if p in seen or p not in procs:
-                continue
-            seen.add(p)
-            stack.extend(children.get(p, []))
-        return seen
-
-    return tree
-
-
 def _members(
     roots: Mapping[str, list[int]], procs: Mapping[int, tuple[int, int]], rest: str | None
 ) -> dict[str, set[int]]:
     """Each group's processes: its root pids and their descendants, each process in one group only."""
-    tree = _trees(procs)
-    claimed: set[int] = set()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pids: Iterable[int]) -> set[int]:
+        seen: set[int] = set()
+        stack = list(pids)
+        while stack:
+            pid = stack.pop()
+            if pid not in seen and pid in procs:
+                seen.add(pid)
+                stack.extend(children.get(pid, ()))
+        return seen
+
     groups: dict[str, set[int]] = {}
     for name, pids in roots.items():
-        members: set[int] = set()
-        for pid in pids:
-            members |= tree(pid)
-        members -= claimed
-        claimed |= members
-        groups[name] = members
+        groups[name] = tree(pids) - set().union(*groups.values())
     if rest is not None:
-        groups[rest] = tree(os.getpid()) - claimed
+        groups[rest] = tree([os.getpid()]) - set().union(*groups.values())
     return groups
 
 

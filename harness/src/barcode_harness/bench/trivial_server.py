@@ -37,14 +37,9 @@ _BATCH = names.ROUTE_BATCH.encode()
 
 
 def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status")),
-            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
-            b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n",
-            body,
-        )
-    )
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: %s\r\n\r\n"
+    reason = _REASONS.get(status, b"Status")
+    return head % (status, reason, len(body), b"keep-alive" if keep_alive else b"close") + body
 
 
 def answer(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes]:
