@@ -58,17 +58,18 @@ class KafkaLatency:
         return out
 
 
-def _ensure_probe_topic(settings: HarnessSettings) -> None:
+def _probe_producer(settings: HarnessSettings, **extra: Any) -> Producer:
+    """A producer with ingest's settings (and ``extra``), its probe topic created if missing."""
     admin = kafka_adapter.admin(settings)
-    if PROBE_TOPIC in admin.list_topics(timeout=10).topics:
-        return
-    topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
-    for _, fut in admin.create_topics([topic], request_timeout=15).items():
-        try:
-            fut.result(15)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+    if PROBE_TOPIC not in admin.list_topics(timeout=10).topics:
+        topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
+        for _, fut in admin.create_topics([topic], request_timeout=15).items():
+            try:
+                fut.result(15)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+    return Producer(kafka_adapter.producer_config(settings, log_level=3, **extra))
 
 
 def drop_probe_topic(settings: HarnessSettings) -> None:
@@ -87,8 +88,7 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
     A poller thread waits in ``poll()`` (GIL released) so a report is seen as soon as librdkafka
     has it, the way the ingest service's bridge sees it.
     """
-    _ensure_probe_topic(settings)
-    producer = Producer(kafka_adapter.producer_config(settings, **{"log_level": 3}))
+    producer = _probe_producer(settings)
     hist = LatencyHistogram()
     failed = 0
     lock = threading.Lock()
@@ -130,9 +130,7 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
 
 def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) -> dict[str, Any]:
     """Messages/s one producer gets confirmed (acks=all, idempotent) when it sends without pause."""
-    _ensure_probe_topic(settings)
-    extra = {"log_level": 3, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
-    producer = Producer(kafka_adapter.producer_config(settings, **extra))
+    producer = _probe_producer(settings, **{"linger.ms": 5, "queue.buffering.max.messages": 1_000_000})
     confirmed: Counter[bool] = Counter()  # True: confirmed, False: failed
 
     def report(err: KafkaError | None, _msg: Message) -> None:

@@ -1,13 +1,10 @@
 """HTTP clients and a precise pacer for the open-loop load generator.
 
-Why a raw client: an aiohttp request costs ~150-200 µs of CPU here, so one process tops out near
-3,000-4,000 req/s. The raw client (HTTP/1.1 keep-alive on asyncio protocols, the C ``httptools``
-parser, no task per request) is several times cheaper, so the generator measures the server, not
-itself; the aiohttp client stays as a cross-check (``client="aiohttp"``).
-
-Why a timerfd pacer: asyncio timers have 1 ms granularity, so a sleep-paced schedule sends up to
-1 ms late, which would be charged to the server. A Linux ``timerfd`` armed at the next scheduled
-instant wakes the loop within tens of microseconds; other platforms fall back to sleeping.
+Why a raw client: an aiohttp request costs ~150-200 µs of CPU here (3,000-4,000 req/s a process); HTTP/1.1
+keep-alive on asyncio protocols with the C ``httptools`` parser and no task per request is several times
+cheaper, so the generator measures the server, not itself. aiohttp stays as a cross-check.
+Why a timerfd: asyncio timers have 1 ms granularity, so a sleep-paced schedule would charge up to 1 ms of
+its own lateness to the server; a Linux ``timerfd`` wakes the loop within tens of microseconds.
 """
 
 from __future__ import annotations
@@ -77,7 +74,6 @@ def split_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 80
 
 
-# --------------------------------------------------------------------------- raw client
 class _Conn(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time (httptools calls its ``on_*``)."""
 
@@ -242,7 +238,6 @@ class RawHttpClient:
         await asyncio.sleep(0)
 
 
-# --------------------------------------------------------------------------- aiohttp client
 class AiohttpClient:
     """The same contract on aiohttp (a task per request; the pool wait counts in service time)."""
 
@@ -311,7 +306,6 @@ class AiohttpClient:
             await self._session.close()
 
 
-# --------------------------------------------------------------------------- pacing
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1

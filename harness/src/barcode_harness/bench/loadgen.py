@@ -1,15 +1,10 @@
 """Open-loop load generator: a constant arrival rate, HDR latency percentiles, errors, a time series.
 
-Open loop: request k is due at ``start + k / rate`` whether or not earlier ones returned, and its
-latency is measured from that *scheduled* instant, so a slow server cannot slow the client down and
-hide its own slowness (no coordinated omission). Service time (from the moment the request was
-written) and the pacer's own lateness are recorded too, to tell queueing, server and client cost apart.
-
-One asyncio process drives a few thousand requests/s here; ``processes=N`` splits the rate over N
-worker processes (interleaved schedules, one shared start instant) and merges their HDR histograms
-exactly. Every body is a valid scan (or batch) with unique scan IDs and barcodes, and acknowledged
-scan IDs can be written to a file, so a benchmark can check acknowledged == stored. The generator's
-own overhead and ceiling: ``python -m barcode_harness.bench.loadgen_cli``.
+Open loop: request k is due at ``start + k / rate`` whether or not earlier ones returned, and its latency
+counts from that *scheduled* instant, so a slow server cannot hide its slowness by slowing the client
+(no coordinated omission); service time and the pacer's lateness tell server and client cost apart.
+``processes=N`` splits the rate over N processes (interleaved schedules, one start instant) and merges
+their HDR histograms exactly. Acknowledged scan IDs can go to a file, to check acknowledged == stored.
 """
 
 from __future__ import annotations
@@ -149,7 +144,6 @@ class ScanBodies:
         return encode_batch(scans), [s.scan_id for s in scans]
 
 
-# --------------------------------------------------------------------------- schedule (pure)
 def schedule_count(rate: float, duration_s: float, processes: int = 1, index: int = 0) -> int:
     """How many requests worker ``index`` of ``processes`` sends.
 
@@ -164,7 +158,6 @@ def scheduled_offset(k: int, rate: float, processes: int = 1, index: int = 0) ->
     return (k * processes + index) / rate
 
 
-# --------------------------------------------------------------------------- results
 @dataclass(kw_only=True)
 class Tally:
     """The counts of a run: each worker process keeps its own, the result holds their sums."""
@@ -283,7 +276,6 @@ def _ack_part(path: Path, index: int) -> Path:
     return path.with_name(f"{path.name}.part{index}")
 
 
-# --------------------------------------------------------------------------- one worker
 class _Worker:
     """One process's share of the schedule; receives every request's outcome (the client's Sink)."""
 
@@ -514,7 +506,6 @@ def _merge(spec: LoadSpec, parts: list[WorkerResult], machine: dict[str, Any]) -
     )
 
 
-# --------------------------------------------------------------------------- API
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run one open-loop load and return the merged result (blocking).
 

@@ -84,7 +84,6 @@ def find_ceiling(
     return good, steps
 
 
-# --------------------------------------------------------------------------- the command line
 app = typer.Typer(
     name="loadgen",
     help="Open-loop load generator (constant arrival rate, HDR percentiles).",
@@ -121,10 +120,6 @@ def _spec(
     )
 
 
-def _cpu(r: LoadResult) -> str:
-    return " ".join(f"{c:.0%}" for c in r.client_cpu)
-
-
 _COLUMNS: tuple[tuple[str, Callable[[LoadResult], str]], ...] = (
     ("target/s", lambda r: f"{r.spec.rate:,.0f}"),
     ("achieved/s", lambda r: f"{r.achieved_rps:,.0f}"),
@@ -137,7 +132,7 @@ _COLUMNS: tuple[tuple[str, Callable[[LoadResult], str]], ...] = (
     ("max ms", lambda r: f"{r.latency.max_ms:.3f}"),
     ("service p99", lambda r: f"{r.service_time.p99_ms:.3f}"),
     ("lag p99", lambda r: f"{r.dispatch_lag.p99_ms:.3f}"),
-    ("client CPU", _cpu),
+    ("client CPU", lambda r: " ".join(f"{c:.0%}" for c in r.client_cpu)),
     ("µs CPU/req", lambda r: f"{r.client_cpu_us_per_request:.0f}"),
     ("machine CPU", lambda r: "?" if r.machine_cpu_busy is None else f"{r.machine_cpu_busy:.0%}"),
 )
@@ -223,13 +218,8 @@ def ceiling_cmd(
     setup_logging("WARNING", "loadgen")
 
     def show(step: CeilingStep) -> None:
-        r = step.result
-        console.print(
-            f"{step.rate:>9,.0f}/s  {'ok ' if step.sustained else 'NO '} achieved {r.achieved_rps:,.0f}/s "
-            f"p50 {r.latency.p50_ms:.2f} p99 {r.latency.p99_ms:.2f} ms errors {r.errors} "
-            f"cpu {_cpu(r)} ({r.client_cpu_us_per_request:.0f} µs/req) machine {r.machine_cpu_busy or 0:.0%} "
-            f"lag p99 {r.dispatch_lag.p99_ms:.2f} ms"
-        )
+        cells = ", ".join(f"{name} {cell(step.result)}" for name, cell in _COLUMNS)
+        console.print(f"{'ok' if step.sustained else 'NO'}: {cells}")
 
     with contextlib.ExitStack() as stack:
         target = url or stack.enter_context(TrivialServerProcess(processes=server_processes)).url

@@ -1,14 +1,12 @@
 """Running the open-loop generator for the bench commands: one load in-process, or several at once.
 
-Why processes for simultaneous loads: the isolation benchmark drives both paths at the same time;
-two event loops in one process would share a GIL and charge one path's client work to the other's
-latency. Each load gets its own spawned process (warmed up first, so they start within
-milliseconds of each other); results are aligned on their wall-clock start.
+Why processes for simultaneous loads: two event loops in one process would share a GIL and charge one
+load's client work to the other's latency. Each gets its own spawned process, warmed up first so they
+start within milliseconds of each other; results are aligned on their wall-clock start.
 """
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,8 +18,6 @@ from typing import Any
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, Mode, run_load
 from barcode_pipeline.ops.verify import ScanWindow
-
-log = logging.getLogger(__name__)
 
 SINGLE_PROCESS_MAX_RPS = 2500.0  # above this one generator process adds its own queueing here
 

@@ -1,9 +1,8 @@
-"""CPU, memory, descriptors and threads per group of processes (ingest, Kafka, ...), from ``/proc``.
+"""CPU, memory, descriptors and threads per group of processes (ingest, Kafka, ...), and the machine.
 
-Why: on a 2-core machine where every component shares the cores, "which stage saturated first"
-is answered by who burned the CPU while a stage's backlog grew. ``/proc/<pid>/stat`` gives each
-process's user+system ticks; a group is a set of root pids plus all their descendants (uvicorn's
-worker processes, the load generator's processes). Linux only: elsewhere the figures are empty.
+Why: where every component shares 2 cores, "which stage saturated first" is answered by who burned the
+CPU while a stage's backlog grew. A group is root pids plus all their descendants (uvicorn's workers,
+the load generator's processes), read from ``/proc``: elsewhere the figures are empty.
 """
 
 from __future__ import annotations
@@ -129,10 +128,9 @@ def resources(roots: Mapping[str, list[int]], *, alone: Collection[str] = ()) ->
     members = _members({k: v for k, v in roots.items() if k not in alone}, _all_processes(), None)
     members.update({k: set(v) for k, v in roots.items() if k in alone})
     for name, pids in members.items():
-        held = [h for h in (_held(p) for p in pids) if h is not None]
-        out[name] = Resources(
-            sum(h[0] for h in held), sum(h[1] for h in held), sum(h[2] for h in held), len(held)
-        )
+        held = [h for h in map(_held, pids) if h is not None]
+        rss, fds, threads = (sum(col) for col in zip((0, 0, 0), *held, strict=True))
+        out[name] = Resources(rss, fds, threads, len(held))
     return out
 
 

@@ -1,9 +1,7 @@
 """A trivial HTTP endpoint that answers like the ingest API, at once, without doing any work.
 
-Load reports run the same load against it to measure the load generator's own cost: whatever latency
-the generator sees here is client (and kernel) overhead, not server work. A raw asyncio protocol with
-the C ``httptools`` parser on uvloop, it is far cheaper per request than the client driving it.
-
+The latency the load generator sees here is its own (and the kernel's) cost, not server work; on uvloop
+with the C ``httptools`` parser it is far cheaper per request than the client driving it.
 Routes: ``POST /ingest/barcode`` -> 202 ``{"scanId", "status": "accepted"}``;
 ``POST /ingest/barcodes`` -> 200 ``{"total", "succeeded", "failedIndices": []}``;
 ``GET /health`` -> 200; anything else -> 404; an unreadable body -> 400.
@@ -16,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import multiprocessing.connection
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -102,13 +100,13 @@ async def start_server(host: str = "127.0.0.1", port: int = 0, *, reuse_port: bo
     return await loop.create_server(_Protocol, host, port, reuse_port=reuse_port, backlog=4096)
 
 
-def _child(host: str, port: int, conn: multiprocessing.connection.Connection) -> None:
-    """A server process: sends its port through ``conn`` once it listens, then serves until killed."""
+def _child(host: str, port: int, ports: Any) -> None:
+    """A server process: puts its port on ``ports`` once it listens, then serves until killed."""
     logging.basicConfig(level=logging.WARNING)
 
     async def main() -> None:
         server = await start_server(host, port, reuse_port=True)
-        conn.send(server.sockets[0].getsockname()[1])
+        ports.put(server.sockets[0].getsockname()[1])
         async with server:
             await server.serve_forever()
 
@@ -134,21 +132,15 @@ class TrivialServerProcess:
 
     def start(self) -> TrivialServerProcess:
         ctx = multiprocessing.get_context("spawn")
+        ports = ctx.Queue()
         for _ in range(self.processes):
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(self.host, self.port, child), daemon=True)
-            proc.start()
-            child.close()
-            self._procs.append(proc)
+            self._procs.append(ctx.Process(target=_child, args=(self.host, self.port, ports), daemon=True))
+            self._procs[-1].start()
             try:
-                if not parent.poll(30):
-                    raise EOFError
-                self.port = int(parent.recv())
-            except EOFError:
+                self.port = int(ports.get(timeout=30))
+            except queue.Empty:
                 self.stop()
                 raise PipelineError("the trivial endpoint did not start", component="bench") from None
-            finally:
-                parent.close()
         return self
 
     def stop(self) -> None:
