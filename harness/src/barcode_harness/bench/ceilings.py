@@ -90,18 +90,17 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
     """
     producer = _probe_producer(settings)
     hist = LatencyHistogram()
-    failed = 0
+    failures: list[KafkaError] = []
     lock = threading.Lock()
     stop = threading.Event()
 
     def report(sent_ns: int, err: KafkaError | None, _msg: Message) -> None:
-        nonlocal failed
         elapsed_us = (time.perf_counter_ns() - sent_ns) // 1000
         with lock:
             if err is None:
                 hist.record_us(elapsed_us)
             else:
-                failed += 1
+                failures.append(err)
 
     def poll() -> None:
         while not stop.is_set():
@@ -125,7 +124,7 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
     finally:
         stop.set()
         poller.join(5)
-    return KafkaLatency(rate, duration_s, n, failed, hist.summary().to_dict())
+    return KafkaLatency(rate, duration_s, n, len(failures), hist.summary().to_dict())
 
 
 def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) -> dict[str, Any]:

@@ -401,14 +401,12 @@ class _Worker:
 
 
 def _failed_indices(body: bytes) -> set[int] | None:
+    """The indices a batch answer names as failed; None if it names none readably."""
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        raw = orjson.loads(body).get("failedIndices")
+    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
         return None
-    raw = decoded.get("failedIndices") if isinstance(decoded, dict) else None
-    if not isinstance(raw, list):
-        return None
-    return {i for i in raw if isinstance(i, int)}
+    return {i for i in raw if isinstance(i, int)} if isinstance(raw, list) else None
 
 
 def _run_worker(
@@ -518,17 +516,11 @@ def run_load(spec: LoadSpec) -> LoadResult:
     parts = [_run_worker(spec, 0, token, None)] if spec.processes == 1 else _run_processes(spec, token)
     result = _merge(spec, parts, machine)
     result.machine_cpu_busy = procstats.busy_share(cpu_before, procstats.machine_ticks())
+    lat = result.latency
     log.info(
         "load %s %.0f req/s x %.1f s: %d ok, %d errors, p50 %.2f ms p99 %.2f ms max %.2f ms",
-        spec.url,
-        spec.rate,
-        spec.duration_s,
-        result.ok,
-        result.errors,
-        result.latency.p50_ms,
-        result.latency.p99_ms,
-        result.latency.max_ms,
-    )
+        spec.url, spec.rate, spec.duration_s, result.ok, result.errors, lat.p50_ms, lat.p99_ms, lat.max_ms,
+    )  # fmt: skip
     if result.generator_saturated:
         log.warning(
             "the load generator fell behind its schedule (CPU %s, pacer lag p99 %.2f ms): its process is "

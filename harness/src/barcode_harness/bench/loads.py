@@ -53,9 +53,7 @@ def spec_for(
 
 def acked_ids(result: LoadResult) -> list[str]:
     path = result.acked_ids_path
-    if path is None or not path.exists():
-        return []
-    return path.read_text().split()
+    return path.read_text().split() if path is not None and path.exists() else []
 
 
 # The load stamps each scan with its sender's clock when it builds the request; a minute of slack
@@ -112,8 +110,7 @@ class ParallelLoads:
         self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
 
     def __enter__(self) -> ParallelLoads:
-        warm = [self._pool.submit(_warm, 1.0) for _ in range(self._n)]
-        for fut in warm:
+        for fut in [self._pool.submit(_warm, 1.0) for _ in range(self._n)]:
             fut.result(timeout=120)
         return self
 
@@ -123,9 +120,7 @@ class ParallelLoads:
         self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def submit(self, spec: LoadSpec) -> Future[LoadResult]:
-        if spec.processes != 1:
-            spec = replace(spec, processes=1)
-        return self._pool.submit(run_load, spec)
+        return self._pool.submit(run_load, replace(spec, processes=1))
 
 
 __all__ = ["ParallelLoads", "acked_ids", "merged_latency", "run_load", "series", "spec_for", "summary_dict"]
