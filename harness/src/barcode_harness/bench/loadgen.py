@@ -409,19 +409,16 @@ def _failed_indices(body: bytes) -> set[int] | None:
     return {i for i in raw if isinstance(i, int)} if isinstance(raw, list) else None
 
 
-def _run_worker(
-    spec: LoadSpec, index: int, token: str, wait_for_start: Callable[[], Any] | None
-) -> WorkerResult:
+def _run_worker(spec: LoadSpec, index: int, token: str, start: Callable[[], Any] | None) -> WorkerResult:
     new_loop = uvloop.new_event_loop if spec.use_uvloop else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        return runner.run(_Worker(spec, index, token).run(wait_for_start))
+        return runner.run(_Worker(spec, index, token).run(start))
 
 
 def _process_main(spec: LoadSpec, index: int, token: str, barrier: Any, start: Any, results: Any) -> None:
     """Entry point of a worker process: prepare, meet the others at the barrier, run, report."""
-    logging.basicConfig(
-        level=logging.WARNING, format=f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
-    )
+    fmt = f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt)
 
     async def wait_for_start() -> float:
         for _ in range(2):  # all prepared; then the parent has set the start instant
