@@ -21,7 +21,7 @@ from barcode_harness.bench.loadgen import (
 from barcode_harness.bench.loadgen_cli import calibrate, find_ceiling
 from barcode_harness.bench.procstats import busy_share
 from barcode_harness.bench.procstats import machine_ticks as cpu_times
-from barcode_harness.bench.trivial_server import answer, trivial_server_thread
+from barcode_harness.bench.trivial_server import TrivialServerProcess, answer
 from barcode_pipeline.domain.validation import ScanRules, parse_scan
 from barcode_pipeline.errors import ConfigError
 from tests.harness.scanner.stub_ingest import StubIngest, accept_all, free_port
@@ -89,8 +89,8 @@ def test_spec_validation() -> None:
 # --------------------------------------------------------------------------- against real servers
 def test_single_mode_against_the_trivial_endpoint_records_every_ack(tmp_path: Path) -> None:
     ids_path = tmp_path / "acked.txt"
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=500, duration_s=1.0, acked_ids_path=ids_path))
+    with TrivialServerProcess() as server:
+        result = run_load(LoadSpec(url=server.url, rate=500, duration_s=1.0, acked_ids_path=ids_path))
     assert result.scheduled == result.sent == result.responses == result.ok == 500
     assert result.errors == 0 and result.status_counts == {"202": 500}
     assert result.scans_acked == result.scans_acked_unique == 500
@@ -123,16 +123,18 @@ def test_bodies_are_valid_scans_and_batches(tmp_path: Path) -> None:
 
 
 def test_duplicates_are_counted_once_as_unique_acks() -> None:
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=400, duration_s=0.5, duplicate_ratio=0.3))
+    with TrivialServerProcess() as server:
+        result = run_load(LoadSpec(url=server.url, rate=400, duration_s=0.5, duplicate_ratio=0.3))
     assert result.scans_acked == 200
     assert 100 < result.scans_acked_unique < 180
 
 
 def test_two_processes_merge_into_one_result(tmp_path: Path) -> None:
     ids_path = tmp_path / "acked.txt"
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=600, duration_s=1.0, processes=2, acked_ids_path=ids_path))
+    with TrivialServerProcess() as server:
+        result = run_load(
+            LoadSpec(url=server.url, rate=600, duration_s=1.0, processes=2, acked_ids_path=ids_path)
+        )
     assert result.scheduled == result.ok == 600
     assert len(result.client_cpu) == 2
     ids = ids_path.read_text().split()
@@ -142,8 +144,8 @@ def test_two_processes_merge_into_one_result(tmp_path: Path) -> None:
 
 
 def test_aiohttp_client_gives_the_same_counts() -> None:
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=300, duration_s=0.5, client="aiohttp"))
+    with TrivialServerProcess() as server:
+        result = run_load(LoadSpec(url=server.url, rate=300, duration_s=0.5, client="aiohttp"))
     assert result.ok == 150 and result.errors == 0
 
 
@@ -275,8 +277,19 @@ def test_module_cli_run_writes_json_and_acked_ids(tmp_path: Path) -> None:
     from barcode_harness.bench.loadgen_cli import app
 
     out, ids = tmp_path / "r.json", tmp_path / "ids.txt"
-    with trivial_server_thread() as url:
-        args = ["run", url, "--rate", "100", "--duration", "0.3", "--json", str(out), "--acked-ids", str(ids)]
+    with TrivialServerProcess() as server:
+        args = [
+            "run",
+            server.url,
+            "--rate",
+            "100",
+            "--duration",
+            "0.3",
+            "--json",
+            str(out),
+            "--acked-ids",
+            str(ids),
+        ]
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = orjson.loads(out.read_bytes())

@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 import queue
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -94,18 +93,14 @@ class _Protocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def start_server(host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> asyncio.Server:
-    """Start listening on the running loop; ``server.sockets[0].getsockname()[1]`` is the port."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(_Protocol, host, port, reuse_port=reuse_port, backlog=4096)
-
-
 def _child(host: str, port: int, ports: Any) -> None:
     """A server process: puts its port on ``ports`` once it listens, then serves until killed."""
     logging.basicConfig(level=logging.WARNING)
 
     async def main() -> None:
-        server = await start_server(host, port, reuse_port=True)
+        server = await asyncio.get_running_loop().create_server(
+            _Protocol, host, port, reuse_port=True, backlog=4096
+        )
         ports.put(server.sockets[0].getsockname()[1])
         async with server:
             await server.serve_forever()
@@ -157,22 +152,6 @@ class TrivialServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def trivial_server_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """The endpoint on its own event loop in a background thread (for tests); yields its base URL."""
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(start_server(host, port))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.sockets[0].getsockname()[1]}"
-    finally:
-        loop.call_soon_threadsafe(server.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def main(argv: list[str] | None = None) -> None:
