@@ -214,8 +214,7 @@ def bare_insert(
 
         start = time.perf_counter()
         with ThreadPoolExecutor(conns) as pool:
-            for fut in [pool.submit(run, i) for i in range(conns)]:
-                fut.result()
+            list(pool.map(run, range(conns)))  # re-raises a connection's error
         elapsed = time.perf_counter() - start
         with admin.cursor() as cur:
             cur.execute(f"SELECT COUNT(*) FROM {SCRATCH_TABLE}")
