@@ -1,8 +1,7 @@
 """Latency recording on HDR histograms (the ``hdrhistogram`` package), in microseconds.
 
-HDR histograms keep every percentile within a fixed relative error at any scale, cost ~1 µs
-per record, and merge exactly: load processes ship their histograms in the standard compressed,
-base64 encoding and the parent adds them up, instead of averaging percentiles (which is wrong).
+Every percentile within a fixed relative error at any scale, ~1 µs a record, and exact merging: load
+processes ship encoded histograms and the parent adds them up (averaging percentiles would be wrong).
 """
 
 from __future__ import annotations

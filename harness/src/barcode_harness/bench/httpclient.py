@@ -243,11 +243,9 @@ class AiohttpClient:
 
     def __init__(self, target: Target, sink: Sink) -> None:
         split_url(target.url)
-        self._headers = {"Content-Type": "application/json", "User-Agent": "bp-loadgen", **target.headers}
+        self._target = target
         self._url = target.url.rstrip("/") + target.path
         self.sink = sink
-        self._max = target.max_connections
-        self._timeout = target.timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._abandon_kind = DISCONNECTED
@@ -258,10 +256,11 @@ class AiohttpClient:
         return len(self._tasks)
 
     async def start(self, warm_connections: int) -> None:
+        target, warm = self._target, min(warm_connections, self._target.max_connections)
         session = self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max, limit_per_host=0, force_close=False),
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
-            headers=self._headers,
+            connector=aiohttp.TCPConnector(limit=target.max_connections, limit_per_host=0, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=target.timeout_s),
+            headers={"Content-Type": "application/json", "User-Agent": "bp-loadgen", **target.headers},
             skip_auto_headers=("Accept-Encoding",),
         )
 
@@ -270,7 +269,7 @@ class AiohttpClient:
                 async with session.get(self._url.rsplit("/ingest", 1)[0] + "/health") as resp:
                     await resp.read()
 
-        await asyncio.gather(*(ping() for _ in range(min(warm_connections, self._max))))
+        await asyncio.gather(*(ping() for _ in range(warm)))
 
     def submit(self, req: Request) -> None:
         task = asyncio.get_running_loop().create_task(self._one(req))

@@ -27,8 +27,7 @@ from barcode_pipeline.logs import setup_logging
 def calibrate(spec: LoadSpec, *, server_processes: int = 1) -> LoadResult:
     """The same load against the trivial endpoint: the latency the generator itself adds at this rate.
 
-    The endpoint runs in its own process(es), sharing the machine's cores with the generator,
-    exactly as a real server under test would.
+    The endpoint shares the machine's cores with the generator, exactly as a real server under test would.
     """
     with TrivialServerProcess(processes=server_processes) as server:
         return run_load(replace(spec, url=server.url, acked_ids_path=None))
