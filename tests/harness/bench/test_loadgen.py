@@ -10,19 +10,18 @@ from typing import Any
 import orjson
 import pytest
 
-from barcode_harness.bench import generator
-from barcode_harness.bench.generator import calibrate, find_ceiling
-from barcode_harness.bench.httpclient import Pacer
+from barcode_harness.bench import loadgen_cli
+from barcode_harness.bench.httpclient import pace
 from barcode_harness.bench.loadgen import (
     LoadSpec,
     run_load,
-    run_load_async,
     schedule_count,
     scheduled_offset,
 )
+from barcode_harness.bench.loadgen_cli import calibrate, find_ceiling
 from barcode_harness.bench.procstats import busy_share
 from barcode_harness.bench.procstats import machine_ticks as cpu_times
-from barcode_harness.bench.trivial_server import answer, trivial_server_thread
+from barcode_harness.bench.trivial_server import TrivialServerProcess, answer
 from barcode_pipeline.domain.validation import ScanRules, parse_scan
 from barcode_pipeline.errors import ConfigError
 from tests.harness.scanner.stub_ingest import StubIngest, accept_all, free_port
@@ -62,11 +61,7 @@ def test_pacer_never_fires_early_and_fires_everything() -> None:
             state["k"] += 1
         return due[state["k"]] if state["k"] < len(due) else None
 
-    pacer = Pacer(fire)
-    try:
-        asyncio.run(pacer.run(due[0]))
-    finally:
-        pacer.close()
+    asyncio.run(pace(fire, due[0]))
     assert len(fired) == 200
     assert all(now >= t for t, now in fired)
 
@@ -94,8 +89,8 @@ def test_spec_validation() -> None:
 # --------------------------------------------------------------------------- against real servers
 def test_single_mode_against_the_trivial_endpoint_records_every_ack(tmp_path: Path) -> None:
     ids_path = tmp_path / "acked.txt"
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=500, duration_s=1.0, acked_ids_path=ids_path))
+    with TrivialServerProcess() as server:
+        result = run_load(LoadSpec(url=server.url, rate=500, duration_s=1.0, acked_ids_path=ids_path))
     assert result.scheduled == result.sent == result.responses == result.ok == 500
     assert result.errors == 0 and result.status_counts == {"202": 500}
     assert result.scans_acked == result.scans_acked_unique == 500
@@ -128,16 +123,18 @@ def test_bodies_are_valid_scans_and_batches(tmp_path: Path) -> None:
 
 
 def test_duplicates_are_counted_once_as_unique_acks() -> None:
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=400, duration_s=0.5, duplicate_ratio=0.3))
+    with TrivialServerProcess() as server:
+        result = run_load(LoadSpec(url=server.url, rate=400, duration_s=0.5, duplicate_ratio=0.3))
     assert result.scans_acked == 200
     assert 100 < result.scans_acked_unique < 180
 
 
 def test_two_processes_merge_into_one_result(tmp_path: Path) -> None:
     ids_path = tmp_path / "acked.txt"
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=600, duration_s=1.0, processes=2, acked_ids_path=ids_path))
+    with TrivialServerProcess() as server:
+        result = run_load(
+            LoadSpec(url=server.url, rate=600, duration_s=1.0, processes=2, acked_ids_path=ids_path)
+        )
     assert result.scheduled == result.ok == 600
     assert len(result.client_cpu) == 2
     ids = ids_path.read_text().split()
@@ -147,8 +144,8 @@ def test_two_processes_merge_into_one_result(tmp_path: Path) -> None:
 
 
 def test_aiohttp_client_gives_the_same_counts() -> None:
-    with trivial_server_thread() as url:
-        result = run_load(LoadSpec(url=url, rate=300, duration_s=0.5, client="aiohttp"))
+    with TrivialServerProcess() as server:
+        result = run_load(LoadSpec(url=server.url, rate=300, duration_s=0.5, client="aiohttp"))
     assert result.ok == 150 and result.errors == 0
 
 
@@ -193,13 +190,7 @@ def test_open_loop_charges_queueing_to_the_server_no_coordinated_omission() -> N
     assert result.latency.p50_ms > 2 * result.service_time.p50_ms
 
 
-def test_run_load_async_and_calibrate() -> None:
-    async def from_async_code() -> int:
-        with trivial_server_thread() as url:
-            result = await run_load_async(LoadSpec(url=url, rate=100, duration_s=0.2))
-        return result.ok
-
-    assert asyncio.run(from_async_code()) == 20
+def test_calibrate_runs_the_load_against_the_trivial_endpoint() -> None:
     calibration = calibrate(LoadSpec(url="http://unused", rate=200, duration_s=0.5))
     assert calibration.ok == 100 and calibration.spec.url != "http://unused"
 
@@ -231,7 +222,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     # grows by `growth` while sustained, and never past max_rate
     fake = _FakeLoad(capacity=10_000)
-    monkeypatch.setattr(generator, "run_load", fake)
+    monkeypatch.setattr(loadgen_cli, "run_load", fake)
     best, steps = find_ceiling(template, start_rate=100, growth=2, max_rate=400, max_p99_ms=1000)
     assert [s.rate for s in steps] == [100, 200, 400]
     assert all(s.sustained for s in steps) and best == 400
@@ -242,7 +233,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     # the first failure stops the growth, then bisection narrows (good, bad) step by step
     fake = _FakeLoad(capacity=700)
-    monkeypatch.setattr(generator, "run_load", fake)
+    monkeypatch.setattr(loadgen_cli, "run_load", fake)
     seen: list[float] = []
     best, steps = find_ceiling(
         template,
@@ -266,7 +257,7 @@ def test_find_ceiling_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert [s.rate for s in fake.specs] == seen
 
     # nothing sustained at all: the ceiling is 0
-    monkeypatch.setattr(generator, "run_load", _FakeLoad(capacity=0))
+    monkeypatch.setattr(loadgen_cli, "run_load", _FakeLoad(capacity=0))
     best, steps = find_ceiling(template, start_rate=100, refine_steps=2, max_rate=1000)
     assert best == 0 and not any(s.sustained for s in steps)
 
@@ -286,8 +277,19 @@ def test_module_cli_run_writes_json_and_acked_ids(tmp_path: Path) -> None:
     from barcode_harness.bench.loadgen_cli import app
 
     out, ids = tmp_path / "r.json", tmp_path / "ids.txt"
-    with trivial_server_thread() as url:
-        args = ["run", url, "--rate", "100", "--duration", "0.3", "--json", str(out), "--acked-ids", str(ids)]
+    with TrivialServerProcess() as server:
+        args = [
+            "run",
+            server.url,
+            "--rate",
+            "100",
+            "--duration",
+            "0.3",
+            "--json",
+            str(out),
+            "--acked-ids",
+            str(ids),
+        ]
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = orjson.loads(out.read_bytes())

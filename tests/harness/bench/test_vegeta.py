@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from barcode_harness.bench.trivial_server import trivial_server_thread
+from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_harness.bench.vegeta import (
     acknowledged_ids,
     attack,
@@ -37,8 +37,8 @@ def test_a_real_vegeta_run_is_reported_and_its_acknowledged_scans_are_read_back(
     binary = vegeta_binary()
     assert vegeta_version(binary) != "unknown"
     targets, results = tmp_path / "targets.json", tmp_path / "results.bin"
-    with trivial_server_thread() as url:
-        write_targets(targets, url + names.ROUTE_SCAN, 30, "00ff00ff", {})
+    with TrivialServerProcess() as server:
+        write_targets(targets, server.url + names.ROUTE_SCAN, 30, "00ff00ff", {})
         attack(binary, targets, rate=30, duration_s=1, timeout_s=5, results=results)
     figures = summary(vegeta_report(binary, results))
     assert figures["requests"] == 30 and figures["status_codes"] == {"202": 30}

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,26 +53,23 @@ class KafkaLatency:
     latency: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rate": self.rate,
-            "duration_s": self.duration_s,
-            "sent": self.sent,
-            "failed": self.failed,
-            "latency_ms": self.latency,
-        }
+        out = asdict(self)
+        out["latency_ms"] = out.pop("latency")
+        return out
 
 
-def _ensure_probe_topic(settings: HarnessSettings) -> None:
+def _probe_producer(settings: HarnessSettings, **extra: Any) -> Producer:
+    """A producer with ingest's settings (and ``extra``), its probe topic created if missing."""
     admin = kafka_adapter.admin(settings)
-    if PROBE_TOPIC in admin.list_topics(timeout=10).topics:
-        return
-    topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
-    for _, fut in admin.create_topics([topic], request_timeout=15).items():
-        try:
-            fut.result(15)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+    if PROBE_TOPIC not in admin.list_topics(timeout=10).topics:
+        topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
+        for _, fut in admin.create_topics([topic], request_timeout=15).items():
+            try:
+                fut.result(15)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+    return Producer(kafka_adapter.producer_config(settings, log_level=3, **extra))
 
 
 def drop_probe_topic(settings: HarnessSettings) -> None:
@@ -88,26 +88,19 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
     A poller thread waits in ``poll()`` (GIL released) so a report is seen as soon as librdkafka
     has it, the way the ingest service's bridge sees it.
     """
-    _ensure_probe_topic(settings)
-    producer = Producer(kafka_adapter.producer_config(settings, **{"log_level": 3}))
+    producer = _probe_producer(settings)
     hist = LatencyHistogram()
-    failed = 0
+    failures: list[KafkaError] = []
     lock = threading.Lock()
     stop = threading.Event()
 
-    def on_delivery(sent_ns: int, record: bool) -> Any:
-        def report(err: KafkaError | None, _msg: Message) -> None:
-            nonlocal failed
-            elapsed_us = (time.perf_counter_ns() - sent_ns) // 1000
-            if not record:
-                return
-            with lock:
-                if err is None:
-                    hist.record_us(elapsed_us)
-                else:
-                    failed += 1
-
-        return report
+    def report(sent_ns: int, err: KafkaError | None, _msg: Message) -> None:
+        elapsed_us = (time.perf_counter_ns() - sent_ns) // 1000
+        with lock:
+            if err is None:
+                hist.record_us(elapsed_us)
+            else:
+                failures.append(err)
 
     def poll() -> None:
         while not stop.is_set():
@@ -124,33 +117,23 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
     start = time.perf_counter()
     try:
         for k in range(warm + n):
-            due = start + k / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            report = on_delivery(time.perf_counter_ns(), k >= warm)
-            producer.produce(PROBE_TOPIC, _PAYLOAD, key=f"dev-{k % 3}".encode(), on_delivery=report)
+            time.sleep(max(0.0, start + k / rate - time.perf_counter()))
+            timed = functools.partial(report, time.perf_counter_ns()) if k >= warm else None
+            producer.produce(PROBE_TOPIC, _PAYLOAD, key=f"dev-{k % 3}".encode(), on_delivery=timed)
         producer.flush(30)
     finally:
         stop.set()
         poller.join(5)
-    return KafkaLatency(rate, duration_s, n, failed, hist.summary().to_dict())
+    return KafkaLatency(rate, duration_s, n, len(failures), hist.summary().to_dict())
 
 
 def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) -> dict[str, Any]:
     """Messages/s one producer gets confirmed (acks=all, idempotent) when it sends without pause."""
-    _ensure_probe_topic(settings)
-    extra = {"log_level": 3, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
-    producer = Producer(kafka_adapter.producer_config(settings, **extra))
-    confirmed = 0
-    failed = 0
+    producer = _probe_producer(settings, **{"linger.ms": 5, "queue.buffering.max.messages": 1_000_000})
+    confirmed: Counter[bool] = Counter()  # True: confirmed, False: failed
 
     def report(err: KafkaError | None, _msg: Message) -> None:
-        nonlocal confirmed, failed
-        if err is None:
-            confirmed += 1
-        else:
-            failed += 1
+        confirmed[err is None] += 1
 
     start = time.perf_counter()
     end = start + duration_s
@@ -168,35 +151,45 @@ def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) ->
     return {
         "duration_s": round(elapsed, 3),
         "sent": sent,
-        "confirmed": confirmed,
-        "failed": failed,
-        "messages_per_s": round(confirmed / elapsed, 1) if elapsed > 0 else 0.0,
+        "confirmed": confirmed[True],
+        "failed": confirmed[False],
+        "messages_per_s": round(confirmed[True] / elapsed, 1) if elapsed > 0 else 0.0,
         "payload_bytes": len(_PAYLOAD),
     }
 
 
-def _statements(quote: Callable[[str], str], batches: int, batch_rows: int, token: str) -> list[str]:
-    """Multi-row INSERT statements, built as the workers build theirs, before the timed part."""
-    now = int(time.time() * 1000)
-    out: list[str] = []
-    for b in range(batches):
-        rows: list[Row] = []
-        for i in range(batch_rows):
-            n = b * batch_rows + i
-            rows.append(
-                (
-                    f"DLV-SEOUL-CENTER-PC-00{n % 3 + 1}-251125-{token}{n:016d}",
-                    f"ceil-{token}-{n}",
-                    f"880{n:010d}",
-                    f"CENTER-{n % 3 + 1}",
-                    f"SEOUL-CENTER-PC-00{n % 3 + 1}",
-                    now,
-                    now,
-                    None,
-                )
-            )
-        out.extend(insert_barcodes_statements(rows, quote, SCRATCH_TABLE))
-    return out
+def _connect(settings: HarnessSettings) -> Any:
+    """A connection as the workers open theirs: explicit transactions, a UTC session."""
+    return db.connect(settings.db.url, autocommit=False, init_command="SET time_zone = '+00:00'")
+
+
+@contextlib.contextmanager
+def _scratch_table(settings: HarnessSettings, table: str) -> Iterator[Any]:
+    """A connection and an empty ``table`` shaped like ``barcodes``, dropped afterwards."""
+    with contextlib.closing(_connect(settings)) as conn:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute(f"CREATE TABLE {table} LIKE barcodes")
+        yield conn
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _commit_each(conn: Any, hist: LatencyHistogram, statements: Iterable[tuple[str, Any]]) -> None:
+    """Execute and COMMIT each ``(sql, args)`` on its own, recording how long each took."""
+    with conn.cursor() as cur:
+        for sql, args in statements:
+            t = time.perf_counter()
+            cur.execute(sql, args)
+            conn.commit()
+            hist.record_s(time.perf_counter() - t)
+
+
+def _row(n: int, token: str, now_ms: int) -> Row:
+    """Scratch row ``n``, shaped like a worker's, on one of three devices."""
+    device, center = f"SEOUL-CENTER-PC-00{n % 3 + 1}", f"CENTER-{n % 3 + 1}"
+    ids = (f"DLV-{device}-251125-{token}{n:016d}", f"ceil-{token}-{n}", f"880{n:010d}")
+    return (*ids, center, device, now_ms, now_ms, None)
 
 
 def bare_insert(
@@ -204,42 +197,30 @@ def bare_insert(
 ) -> dict[str, Any]:
     """Rows/s of pre-built 500-row INSERT + COMMIT on ``connections`` connections in parallel."""
     conns = connections or settings.worker.count
-    admin = db.connect(settings.db.url, autocommit=True)
     token = f"{int(time.time()) % 100000:05d}"
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
-            cur.execute(f"CREATE TABLE {SCRATCH_TABLE} LIKE barcodes")
-            batches = max(conns, rows // batch_rows)
-            statements = _statements(db.string_escaper(admin), batches, batch_rows, token)
-        shares = [statements[i::conns] for i in range(conns)]
-        hist = LatencyHistogram()
-        lock = threading.Lock()
+    now_ms = int(time.time() * 1000)
+    batches = max(conns, rows // batch_rows)
+    hists = [LatencyHistogram() for _ in range(conns)]
+    with _scratch_table(settings, SCRATCH_TABLE) as admin:
+        quote = db.string_escaper(admin)
+        statements: list[tuple[str, Any]] = []  # built as the workers build theirs, before the timed part
+        for b in range(batches):
+            batch = [_row(n, token, now_ms) for n in range(b * batch_rows, (b + 1) * batch_rows)]
+            statements += [(sql, None) for sql in insert_barcodes_statements(batch, quote, SCRATCH_TABLE)]
 
-        def run(share: list[str]) -> None:
-            conn = db.connect(settings.db.url, autocommit=False, init_command="SET time_zone = '+00:00'")
-            try:
-                with conn.cursor() as cur:
-                    for sql in share:
-                        t = time.perf_counter()
-                        cur.execute(sql)
-                        conn.commit()
-                        with lock:
-                            hist.record_s(time.perf_counter() - t)
-            finally:
-                conn.close()
+        def run(share: int) -> None:
+            with contextlib.closing(_connect(settings)) as conn:
+                _commit_each(conn, hists[share], statements[share::conns])
 
         start = time.perf_counter()
         with ThreadPoolExecutor(conns) as pool:
-            for fut in [pool.submit(run, s) for s in shares]:
-                fut.result()
+            list(pool.map(run, range(conns)))  # re-raises a connection's error
         elapsed = time.perf_counter() - start
         with admin.cursor() as cur:
             cur.execute(f"SELECT COUNT(*) FROM {SCRATCH_TABLE}")
             (stored,) = cur.fetchone()
-            cur.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
-    finally:
-        admin.close()
+    for other in hists[1:]:
+        hists[0].add(other)
     total = batches * batch_rows
     return {
         "rows": total,
@@ -248,7 +229,7 @@ def bare_insert(
         "connections": conns,
         "seconds": round(elapsed, 3),
         "rows_per_s": round(total / elapsed, 1) if elapsed > 0 else 0.0,
-        "batch_latency_ms": hist.summary().to_dict(),
+        "batch_latency_ms": hists[0].summary().to_dict(),
     }
 
 
@@ -259,34 +240,15 @@ def commit_latency(settings: HarnessSettings, *, commits: int = 300) -> dict[str
     this is mostly the storage's fsync time; it explains how far apart the two paths can be here.
     """
     table = f"{SCRATCH_TABLE}_commit"
-    conn = db.connect(settings.db.url, autocommit=False, init_command="SET time_zone = '+00:00'")
     hist = LatencyHistogram()
-    try:
+    with _scratch_table(settings, table) as conn:
         with conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(f"CREATE TABLE {table} LIKE barcodes")
             cur.execute("SELECT @@innodb_flush_log_at_trx_commit")
             (flush_setting,) = cur.fetchone()
-            now = datetime.now(UTC).replace(tzinfo=None)
-            sql = insert_barcodes_sql(table)
-            for n in range(commits):
-                row = (
-                    f"commit-probe-{n}",
-                    f"p-{n}",
-                    "8801234567893",
-                    "CENTER-1",
-                    "SEOUL-CENTER-PC-001",
-                    now,
-                    now,
-                    None,
-                )
-                t = time.perf_counter()
-                cur.execute(sql, row)
-                conn.commit()
-                hist.record_s(time.perf_counter() - t)
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
-    finally:
-        conn.close()
+        now = datetime.now(UTC).replace(tzinfo=None)
+        sql = insert_barcodes_sql(table)
+        probe = ("8801234567893", "CENTER-1", "SEOUL-CENTER-PC-001", now, now, None)
+        _commit_each(conn, hist, ((sql, (f"commit-probe-{n}", f"p-{n}", *probe)) for n in range(commits)))
     return {
         "commits": commits,
         "innodb_flush_log_at_trx_commit": int(flush_setting),

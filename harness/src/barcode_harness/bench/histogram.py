@@ -1,8 +1,7 @@
 """Latency recording on HDR histograms (the ``hdrhistogram`` package), in microseconds.
 
-HDR histograms keep every percentile within a fixed relative error at any scale, cost ~1 µs
-per record, and merge exactly: load processes ship their histograms in the standard compressed,
-base64 encoding and the parent adds them up, instead of averaging percentiles (which is wrong).
+Every percentile within a fixed relative error at any scale, ~1 µs a record, and exact merging: load
+processes ship encoded histograms and the parent adds them up (averaging percentiles would be wrong).
 """
 
 from __future__ import annotations
@@ -42,13 +41,10 @@ class LatencyHistogram:
     def __init__(self, digits: int = 3, *, _hdr: Any = None) -> None:
         self._h: Any = _hdr if _hdr is not None else HdrHistogram(LOWEST_US, HIGHEST_US, digits)
 
-    # ----------------------------------------------------------------- recording
     def record_us(self, value_us: int, count: int = 1) -> None:
         """Record a latency; values outside the trackable range are clamped, never silently dropped."""
-        if value_us > HIGHEST_US:
-            value_us = HIGHEST_US
-        elif value_us < 0:
-            value_us = 0
+        if not 0 <= value_us <= HIGHEST_US:
+            value_us = min(max(value_us, 0), HIGHEST_US)
         self._h.record_value(value_us, count)
 
     def record_s(self, seconds: float) -> None:
@@ -59,7 +55,6 @@ class LatencyHistogram:
         if other.count:
             self._h.add(other._h)
 
-    # ----------------------------------------------------------------- reading
     @property
     def count(self) -> int:
         return int(self._h.get_total_count())
@@ -83,18 +78,11 @@ class LatencyHistogram:
         return float(self._h.get_mean_value()) if self.count else 0.0
 
     def summary(self) -> LatencySummary:
-        p = self.percentiles_us()
+        p50, p90, p99, p999 = (v / 1000 for v in self.percentiles_us().values())
         return LatencySummary(
-            count=self.count,
-            p50_ms=p[50.0] / 1000,
-            p90_ms=p[90.0] / 1000,
-            p99_ms=p[99.0] / 1000,
-            p999_ms=p[99.9] / 1000,
-            max_ms=self.max_us / 1000,
-            mean_ms=round(self.mean_us / 1000, 3),
+            self.count, p50, p90, p99, p999, self.max_us / 1000, round(self.mean_us / 1000, 3)
         )
 
-    # ----------------------------------------------------------------- transport
     def encode(self) -> str:
         """The standard HdrHistogram V2 compressed, base64 form (also readable by other HDR tools)."""
         encoded = self._h.encode()
@@ -112,6 +100,9 @@ class LatencyHistogram:
         for item in encoded:
             total.add(cls.decode(item))
         return total
+
+
+_EMPTY = LatencyHistogram(2)  # what a second without answers reads as
 
 
 @dataclass(slots=True)
@@ -148,40 +139,36 @@ class TimeSeries:
     def record(self, second: int, latency_us: int, ok: bool) -> None:
         bucket = self._bucket(second)
         bucket[0] += 1
-        if ok:
-            bucket[1] += 1
-        else:
-            bucket[2] += 1
+        bucket[1 if ok else 2] += 1
         bucket[3].record_us(latency_us)
 
     def error(self, second: int) -> None:
         """A failure without a response (connection error, timeout): counted, no latency."""
         self._bucket(second)[2] += 1
 
+    def _add(self, second: int, count: int, ok: int, errors: int, hist: LatencyHistogram) -> None:
+        bucket = self._bucket(second)
+        bucket[0] += count
+        bucket[1] += ok
+        bucket[2] += errors
+        bucket[3].add(hist)
+
     def encode(self) -> list[tuple[int, int, int, int, str]]:
         return [(s, b[0], b[1], b[2], b[3].encode()) for s, b in sorted(self._buckets.items())]
 
     def add_encoded(self, rows: Iterable[tuple[int, int, int, int, str]]) -> None:
         for second, count, ok, errors, hist in rows:
-            bucket = self._bucket(second)
-            bucket[0] += count
-            bucket[1] += ok
-            bucket[2] += errors
-            bucket[3].add(LatencyHistogram.decode(hist))
+            self._add(second, count, ok, errors, LatencyHistogram.decode(hist))
 
     def coarse(self, width_s: int) -> TimeSeries:
         """The same series in ``width_s``-second buckets, keyed by each bucket's first second.
 
-        Why: a soak's interval percentiles must be exact, and percentiles of seconds do not add up
-        to an interval's; histograms do.
+        Why: a soak's interval percentiles must be exact; percentiles of seconds do not add up to an
+        interval's, histograms do.
         """
         out = TimeSeries()
         for second, (count, ok, errors, hist) in self._buckets.items():
-            bucket = out._bucket(second - second % width_s)
-            bucket[0] += count
-            bucket[1] += ok
-            bucket[2] += errors
-            bucket[3].add(hist)
+            out._add(second - second % width_s, count, ok, errors, hist)
         return out
 
     def histograms(self) -> dict[int, LatencyHistogram]:
@@ -191,25 +178,12 @@ class TimeSeries:
     def points(self, seconds: int | None = None, step: int = 1) -> list[SecondPoint]:
         """One point per ``step`` seconds from 0 (gaps filled with zeros, so charts show stalls as stalls);
         ``step`` is the width of a :meth:`coarse` series."""
-        last = max(self._buckets, default=-1) + 1
-        span = max(last, seconds or 0)
+        span = max(max(self._buckets, default=-1) + 1, seconds or 0)
         out = []
         for second in range(0, span, step):
-            bucket = self._buckets.get(second)
-            if bucket is None:
-                out.append(SecondPoint(second, 0, 0, 0, 0.0, 0.0, 0.0))
-                continue
-            hist: LatencyHistogram = bucket[3]
+            count, ok, errors, hist = self._buckets.get(second) or (0, 0, 0, _EMPTY)
             p = hist.percentiles_us((50.0, 99.0))
             out.append(
-                SecondPoint(
-                    second,
-                    bucket[0],
-                    bucket[1],
-                    bucket[2],
-                    p[50.0] / 1000,
-                    p[99.0] / 1000,
-                    hist.max_us / 1000,
-                )
+                SecondPoint(second, count, ok, errors, p[50.0] / 1000, p[99.0] / 1000, hist.max_us / 1000)
             )
         return out

@@ -1,15 +1,10 @@
 """HTTP clients and a precise pacer for the open-loop load generator.
 
-Why not only aiohttp: on this 2-core machine an aiohttp request costs ~150-200 µs of CPU, so one
-process tops out near 3,000-4,000 req/s. The raw client below is HTTP/1.1 keep-alive on asyncio
-protocols with the C ``httptools`` parser (the one uvicorn uses), callback-driven with no task
-per request; it is several times cheaper, so the generator measures the server, not itself. The
-aiohttp client stays available as a cross-check (``client="aiohttp"``).
-
-Why a timerfd pacer: asyncio timers (and uvloop's) have 1 ms granularity, so a sleep-paced
-schedule sends up to 1 ms late (p50 ≈ 0.6 ms measured here), which would be charged to the
-server. A Linux ``timerfd`` armed at the next scheduled instant wakes the loop within tens of
-microseconds, without spinning. Other platforms fall back to sleeping.
+Why a raw client: an aiohttp request costs ~150-200 µs of CPU here (3,000-4,000 req/s a process); HTTP/1.1
+keep-alive on asyncio protocols with the C ``httptools`` parser and no task per request is several times
+cheaper, so the generator measures the server, not itself. aiohttp stays as a cross-check.
+Why a timerfd: asyncio timers have 1 ms granularity, so a sleep-paced schedule would charge up to 1 ms of
+its own lateness to the server; a Linux ``timerfd`` wakes the loop within tens of microseconds.
 """
 
 from __future__ import annotations
@@ -17,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
+import math
 import os
-import socket
 import sys
 import time
 from collections import deque
@@ -43,17 +37,14 @@ TIMEOUT = "timeout"
 PROTOCOL_ERROR = "protocol_error"
 
 
+@dataclass(slots=True)
 class Request:
     """One scheduled request. Times are ``time.monotonic()`` seconds."""
 
-    __slots__ = ("body", "dispatched", "intended", "scan_ids", "sent")
-
-    def __init__(self, intended: float, body: bytes, scan_ids: list[str], dispatched: float) -> None:
-        self.intended = intended
-        self.body = body
-        self.scan_ids = scan_ids
-        self.dispatched = dispatched
-        self.sent = 0.0
+    intended: float
+    body: bytes
+    scan_ids: list[str]
+    sent: float = 0.0
 
 
 class Sink(Protocol):
@@ -76,23 +67,6 @@ class Target:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class Client(Protocol):
-    async def start(self, warm_connections: int) -> None: ...
-
-    def submit(self, req: Request) -> None: ...
-
-    def abandon_all(self, kind: str) -> None:
-        """Report everything still queued or in flight as failed with ``kind``."""
-        ...
-
-    @property
-    def busy(self) -> int:
-        """Requests queued or in flight."""
-        ...
-
-    async def close(self) -> None: ...
-
-
 def split_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
@@ -100,41 +74,38 @@ def split_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 80
 
 
-# --------------------------------------------------------------------------- raw client
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time (httptools calls its ``on_*``)."""
 
     __slots__ = ("_body", "_client", "_parser", "req", "transport")
+    transport: asyncio.Transport
 
     def __init__(self, client: RawHttpClient) -> None:
         self._client = client
         self._parser = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
         self.req: Request | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, req: Request, data: bytes) -> None:
-        assert self.transport is not None
+    def send(self, req: Request) -> None:
         self.req = req
         req.sent = time.monotonic()
-        self.transport.write(data)
+        self.transport.write(b"%s%d\r\n\r\n%s" % (self._client.head, len(req.body), req.body))
+
+    def fail(self, kind: str, now: float) -> None:
+        """Report the request in flight (if any) as failed; the connection carries no request after."""
+        req, self.req = self.req, None
+        if req is not None:
+            self._client.sink.on_failure(req, kind, now)
 
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
-            req, self.req = self.req, None
-            if req is not None:
-                self._client.sink.on_failure(req, PROTOCOL_ERROR, time.monotonic())
-            if self.transport is not None:
-                self.transport.abort()
+            self.fail(PROTOCOL_ERROR, time.monotonic())
+            self.transport.abort()
 
     def on_body(self, body: bytes) -> None:
         if self._client.keep_body:
@@ -145,15 +116,12 @@ class _Conn(asyncio.Protocol):
         req, self.req = self.req, None
         body = b"".join(self._body)
         self._body.clear()
-        keep_alive = self._parser.should_keep_alive()
         if req is not None:
             self._client.sink.on_response(req, self._parser.get_status_code(), body, done)
-        self._client.released(self, keep_alive)
+        self._client.released(self, self._parser.should_keep_alive())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        req, self.req = self.req, None
-        if req is not None:
-            self._client.sink.on_failure(req, DISCONNECTED, time.monotonic())
+        self.fail(DISCONNECTED, time.monotonic())
         self._client.lost(self)
 
 
@@ -164,8 +132,6 @@ class RawHttpClient:
     latency from its scheduled time); one that waited longer than the timeout fails as ``timeout``.
     """
 
-    keep_body: bool
-
     def __init__(self, target: Target, sink: Sink) -> None:
         self.host, self.port = split_url(target.url)
         self.sink = sink
@@ -174,7 +140,7 @@ class RawHttpClient:
         self._timeout = target.timeout_s
         host_header = self.host if self.port == 80 else f"{self.host}:{self.port}"
         extra = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
-        self._head = (
+        self.head = (
             f"POST {target.path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bp-loadgen\r\n{extra}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
@@ -192,64 +158,49 @@ class RawHttpClient:
 
     async def start(self, warm_connections: int) -> None:
         """Open some connections before the clock starts, so the first second is not a connect storm."""
-        loop = asyncio.get_running_loop()
         for _ in range(min(warm_connections, self._max)):
-            try:
-                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-            except OSError as exc:  # the run goes on and counts connect errors: that is the finding
+            self._connecting += 1
+            if (exc := await self._connect()) is not None:  # the run goes on and counts connect errors
                 log.warning("cannot connect to %s:%d before the run: %s", self.host, self.port, exc)
                 break
-            self.connections_opened += 1
-            self._conns.add(conn)
-            self._idle.append(conn)
-        self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
-
-    @property
-    def _sweep_interval(self) -> float:
-        return min(0.1, self._timeout / 10)
-
-    def _data(self, req: Request) -> bytes:
-        return b"%s%d\r\n\r\n%s" % (self._head, len(req.body), req.body)
+        self._sweep()
 
     def submit(self, req: Request) -> None:
         if self._idle:
-            conn = self._idle.pop()
-            conn.send(req, self._data(req))
-            return
-        self._backlog.append(req)
-        if len(self._conns) + self._connecting < self._max:
-            self._open()
+            self._idle.pop().send(req)
+        else:
+            self._backlog.append(req)
+            self._grow()
 
-    def _open(self) -> None:
-        self._connecting += 1
-        asyncio.get_running_loop().create_task(self._connect())
+    def _grow(self) -> None:
+        """Open one more connection if requests wait and the pool may grow."""
+        if self._backlog and not self._closed and len(self._conns) + self._connecting < self._max:
+            self._connecting += 1
+            asyncio.get_running_loop().create_task(self._connect())
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> OSError | None:
+        """Add a connection to the pool; if it cannot be opened, the oldest waiting request fails instead."""
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-        except OSError:
+        except OSError as exc:
             self._connecting -= 1
-            # the request this connection was opened for fails; the next one gets its own attempt
-            if self._backlog:
+            if self._backlog:  # the next request gets its own attempt
                 self.sink.on_failure(self._backlog.popleft(), CONNECT_ERROR, time.monotonic())
-            if self._backlog and not self._closed and len(self._conns) + self._connecting < self._max:
-                self._open()
-            return
+            self._grow()
+            return exc
         self._connecting -= 1
         self.connections_opened += 1
         self._conns.add(conn)
         self.released(conn, True)
+        return None
 
     def released(self, conn: _Conn, keep_alive: bool) -> None:
         """A connection finished a request (or just opened): give it the next one or park it."""
         if not keep_alive or self._closed:
-            if conn.transport is not None:
-                conn.transport.close()  # connection_lost() removes it and reopens if work is waiting
-            return
-        if self._backlog:
-            req = self._backlog.popleft()
-            conn.send(req, self._data(req))
+            conn.transport.close()  # connection_lost() removes it and reopens if work is waiting
+        elif self._backlog:
+            conn.send(self._backlog.popleft())
         else:
             self._idle.append(conn)
 
@@ -257,56 +208,44 @@ class RawHttpClient:
         self._conns.discard(conn)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
-        if self._backlog and not self._closed and len(self._conns) + self._connecting < self._max:
-            self._open()
+        self._grow()
 
-    def _sweep(self) -> None:
-        """Fail requests older than the timeout: in flight (connection aborted) or still queued."""
+    def _expire(self, kind: str, max_age_s: float) -> None:
+        """Fail requests older than ``max_age_s``: in flight (connection aborted) or still queued."""
         now = time.monotonic()
         for conn in list(self._conns):
-            req = conn.req
-            if req is not None and now - req.sent > self._timeout:
-                conn.req = None
-                self.sink.on_failure(req, TIMEOUT, now)
-                if conn.transport is not None:
-                    conn.transport.abort()
-        while self._backlog and now - self._backlog[0].intended > self._timeout:
-            self.sink.on_failure(self._backlog.popleft(), TIMEOUT, now)
+            if conn.req is not None and now - conn.req.sent > max_age_s:
+                conn.fail(kind, now)
+                conn.transport.abort()
+        while self._backlog and now - self._backlog[0].intended > max_age_s:
+            self.sink.on_failure(self._backlog.popleft(), kind, now)
+
+    def _sweep(self) -> None:
+        self._expire(TIMEOUT, self._timeout)
         if not self._closed:
-            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(min(0.1, self._timeout / 10), self._sweep)
 
     def abandon_all(self, kind: str) -> None:
         """End of the run: whatever is still queued or in flight is reported as ``kind``."""
-        now = time.monotonic()
-        while self._backlog:
-            self.sink.on_failure(self._backlog.popleft(), kind, now)
-        for conn in list(self._conns):
-            req, conn.req = conn.req, None
-            if req is not None:
-                self.sink.on_failure(req, kind, now)
+        self._expire(kind, -math.inf)
 
     async def close(self) -> None:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self._conns):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.transport.close()
         await asyncio.sleep(0)
 
 
-# --------------------------------------------------------------------------- aiohttp client
 class AiohttpClient:
     """The same contract on aiohttp (a task per request; the pool wait counts in service time)."""
 
     def __init__(self, target: Target, sink: Sink) -> None:
         split_url(target.url)
-        self._headers = {"Content-Type": "application/json", "User-Agent": "bp-loadgen", **target.headers}
+        self._target = target
         self._url = target.url.rstrip("/") + target.path
         self.sink = sink
-        self.keep_body = target.keep_body
-        self._max = target.max_connections
-        self._timeout = target.timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._abandon_kind = DISCONNECTED
@@ -317,22 +256,20 @@ class AiohttpClient:
         return len(self._tasks)
 
     async def start(self, warm_connections: int) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max, limit_per_host=0, force_close=False)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
-            headers=self._headers,
+        target, warm = self._target, min(warm_connections, self._target.max_connections)
+        session = self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=target.max_connections, limit_per_host=0, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=target.timeout_s),
+            headers={"Content-Type": "application/json", "User-Agent": "bp-loadgen", **target.headers},
             skip_auto_headers=("Accept-Encoding",),
         )
 
-        # warm the pool with cheap requests in parallel; their answers do not matter
-        async def ping() -> None:
-            assert self._session is not None
+        async def ping() -> None:  # warms the pool in parallel; the answers do not matter
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async with self._session.get(self._url.rsplit("/ingest", 1)[0] + "/health") as resp:
+                async with session.get(self._url.rsplit("/ingest", 1)[0] + "/health") as resp:
                     await resp.read()
 
-        await asyncio.gather(*(ping() for _ in range(min(warm_connections, self._max))))
+        await asyncio.gather(*(ping() for _ in range(warm)))
 
     def submit(self, req: Request) -> None:
         task = asyncio.get_running_loop().create_task(self._one(req))
@@ -362,102 +299,66 @@ class AiohttpClient:
             task.cancel()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self.abandon_all(self._abandon_kind)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
 
-# --------------------------------------------------------------------------- pacing
-class _TimeSpec(ctypes.Structure):
-    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
-
-
-class _ITimerSpec(ctypes.Structure):
-    _fields_ = (("it_interval", _TimeSpec), ("it_value", _TimeSpec))
-
-
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
 
 
-class Pacer:
-    """Calls ``fire(now)`` at (or just after) absolute ``time.monotonic()`` instants, on the running loop."""
+async def pace(fire: Callable[[float], float | None], first: float) -> bool:
+    """Call ``fire(now)`` at (or just after) absolute ``time.monotonic()`` instants, from ``first`` on.
 
-    def __init__(self, fire: Callable[[float], float | None]) -> None:
-        """``fire(now)`` does what is due and returns the next instant, or None when the schedule is over."""
-        self._fire = fire
-        self._done: asyncio.Future[None] | None = None
-        self._fd = -1
-        self._libc: ctypes.CDLL | None = None
-        self._spec = _ITimerSpec()
-        self._handle: asyncio.TimerHandle | None = None
-        if sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError, AttributeError):
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-                libc.timerfd_create.argtypes = (ctypes.c_int, ctypes.c_int)
-                libc.timerfd_settime.argtypes = (
-                    ctypes.c_int,
-                    ctypes.c_int,
-                    ctypes.POINTER(_ITimerSpec),
-                    ctypes.c_void_p,
-                )
-                fd = libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
-                if fd >= 0:
-                    self._fd, self._libc = fd, libc
+    ``fire`` does what is due and returns the next instant, or None when the schedule is over. Returns
+    whether the pacing was precise (a timerfd) rather than asyncio's millisecond timers.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC is not None else -1
+    timerspec = (ctypes.c_long * 4)()  # struct itimerspec: interval (s, ns), value (s, ns)
+    handle: asyncio.TimerHandle | None = None
 
-    @property
-    def precise(self) -> bool:
-        return self._fd >= 0
+    def arm(at: float) -> None:
+        nonlocal handle
+        if fd < 0 or _LIBC is None:
+            handle = loop.call_later(max(0.0, at - time.monotonic()), tick)
+            return
+        timerspec[2], timerspec[3] = divmod(max(1, int(at * 1_000_000_000)), 1_000_000_000)
+        if _LIBC.timerfd_settime(fd, _TFD_TIMER_ABSTIME, timerspec, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
-    async def run(self, first: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._done = loop.create_future()
-        if self.precise:
-            loop.add_reader(self._fd, self._on_timerfd)
-        try:
-            self._arm(first)
-            await self._done
-        finally:
-            if self.precise:
-                loop.remove_reader(self._fd)
-            if self._handle is not None:
-                self._handle.cancel()
-
-    def _arm(self, at: float) -> None:
-        if self._libc is not None:
-            ns = max(1, int(at * 1_000_000_000))
-            self._spec.it_value.tv_sec, self._spec.it_value.tv_nsec = divmod(ns, 1_000_000_000)
-            if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        else:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, at - time.monotonic())
-            self._handle = loop.call_later(delay, self._on_tick)
-
-    def _on_timerfd(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._fd, 8)
-        self._on_tick()
-
-    def _on_tick(self) -> None:
-        assert self._done is not None
-        if self._done.done():
+    def tick() -> None:
+        if done.done():
             return
         try:
-            nxt = self._fire(time.monotonic())
+            nxt = fire(time.monotonic())
         except BaseException as exc:
-            self._done.set_exception(exc)
+            done.set_exception(exc)
             return
         if nxt is None:
-            self._done.set_result(None)
+            done.set_result(None)
         else:
-            self._arm(nxt)
+            arm(nxt)
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            self._libc = None
+    def on_timerfd() -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 8)
+        tick()
+
+    if fd >= 0:
+        loop.add_reader(fd, on_timerfd)
+    try:
+        arm(first)
+        await done
+    finally:
+        if fd >= 0:
+            loop.remove_reader(fd)
+            os.close(fd)
+        if handle is not None:
+            handle.cancel()
+    return fd >= 0

@@ -1,22 +1,10 @@
 """Open-loop load generator: a constant arrival rate, HDR latency percentiles, errors, a time series.
 
-Open loop: request k is due at ``start + k / rate`` whether or not earlier ones returned, and
-its latency is measured from that *scheduled* instant, so a slow server cannot slow the client
-down and hide its own slowness (no coordinated omission). Service time (from the moment the
-request was written) and the pacer's own lateness are recorded too, to tell queueing, server
-and client cost apart. ``bench/generator.py`` runs the same load against a trivial endpoint: what
-the generator sees there is its own overhead.
-
-One asyncio process drives a few thousand requests/s on this machine; ``processes=N`` splits the
-rate over N worker processes (interleaved schedules, one shared start instant) and merges their
-HDR histograms exactly. Every request body is a valid scan (or batch of scans) with unique scan
-IDs and barcodes, and each acknowledged scan ID can be written to a file, so a benchmark can
-check acknowledged == stored.
-
-Entry point for regenerating figures: ``python -m barcode_harness.bench.loadgen_cli --help``.
-
-Why one file over 500 lines: the per-process worker loop, the fan-out over processes and the exact
-merge of their histograms share one private result format; split, each part would export it.
+Open loop: request k is due at ``start + k / rate`` whether or not earlier ones returned, and its latency
+counts from that *scheduled* instant, so a slow server cannot hide its slowness by slowing the client
+(no coordinated omission); service time and the pacer's lateness tell server and client cost apart.
+``processes=N`` splits the rate over N processes (interleaved schedules, one start instant) and merges
+their HDR histograms exactly. Acknowledged scan IDs can go to a file, to check acknowledged == stored.
 """
 
 from __future__ import annotations
@@ -33,15 +21,16 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import orjson
+import uvloop
 
 from barcode_harness.bench import procstats
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary, SecondPoint, TimeSeries
-from barcode_harness.bench.httpclient import AiohttpClient, Client, Pacer, RawHttpClient, Request, Target
+from barcode_harness.bench.httpclient import AiohttpClient, RawHttpClient, Request, Target, pace
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import (
     SEEDED_DEVICES,
@@ -59,10 +48,8 @@ log = logging.getLogger(__name__)
 Mode = Literal["single", "batch"]
 ClientKind = Literal["raw", "aiohttp"]
 UNFINISHED = "unfinished"  # still unanswered when the drain time ran out
-SINGLE_PATH = names.ROUTE_SCAN
 SATURATED_CPU = 0.9  # a worker process busy this share of the run has no headroom left
 SATURATED_LAG_MS = 5.0  # pacer lateness p99 above this: requests left late because the loop was busy
-BATCH_PATH = names.ROUTE_BATCH
 
 
 class BodyFactory(Protocol):
@@ -119,7 +106,7 @@ class LoadSpec:
 
     @property
     def endpoint(self) -> str:
-        return self.path or (BATCH_PATH if self.mode == "batch" else SINGLE_PATH)
+        return self.path or (names.ROUTE_BATCH if self.mode == "batch" else names.ROUTE_SCAN)
 
     @property
     def scans_per_request(self) -> int:
@@ -157,7 +144,6 @@ class ScanBodies:
         return encode_batch(scans), [s.scan_id for s in scans]
 
 
-# --------------------------------------------------------------------------- schedule (pure)
 def schedule_count(rate: float, duration_s: float, processes: int = 1, index: int = 0) -> int:
     """How many requests worker ``index`` of ``processes`` sends.
 
@@ -172,18 +158,28 @@ def scheduled_offset(k: int, rate: float, processes: int = 1, index: int = 0) ->
     return (k * processes + index) / rate
 
 
-# --------------------------------------------------------------------------- results
+@dataclass(kw_only=True)
+class Tally:
+    """The counts of a run: each worker process keeps its own, the result holds their sums."""
+
+    scheduled: int = 0
+    sent: int = 0
+    responses: int = 0
+    failures: int = 0  # no HTTP answer: connect errors, disconnects, timeouts, unfinished
+    ok: int = 0  # 2xx answers
+    scans_sent: int = 0
+    scans_acked: int = 0
+    scans_acked_unique: int = 0
+    connections_opened: int = 0
+
+
 @dataclass
 class WorkerResult:
+    """One worker process's share, histograms encoded so that it crosses process boundaries."""
+
     index: int
-    scheduled: int
-    sent: int
-    responses: int
-    failures: int
+    tally: Tally
     status_counts: dict[str, int]
-    scans_sent: int
-    scans_acked: int
-    scans_acked_unique: int
     latency_hdr: str
     service_hdr: str
     lag_hdr: str
@@ -191,27 +187,16 @@ class WorkerResult:
     start_wall: float
     last_done_s: float  # last answer, seconds after the start
     cpu_s: float  # CPU time this process used from the start to the end of the drain
-    connections_opened: int
     precise_pacer: bool
-    ack_part: str | None
 
 
 @dataclass
-class LoadResult:
+class LoadResult(Tally):
     """The merged outcome of a run; :meth:`to_dict` is the JSON reports store."""
 
     spec: LoadSpec
     started_at: float  # wall clock (epoch s) of the first scheduled request
-    scheduled: int
-    sent: int
-    responses: int
-    failures: int  # no HTTP answer: connect errors, disconnects, timeouts, unfinished
-    ok: int  # 2xx answers
-    errors: int  # everything that is not a 2xx answer
     status_counts: dict[str, int]
-    scans_sent: int
-    scans_acked: int
-    scans_acked_unique: int
     latency: LatencySummary  # scheduled instant -> answer (what a client at this arrival rate sees)
     service_time: LatencySummary  # request written -> answer
     dispatch_lag: LatencySummary  # scheduled instant -> handed to the client (the generator's lateness)
@@ -220,19 +205,28 @@ class LoadResult:
     achieved_rps: float  # answers / max(duration, elapsed)
     client_cpu: list[float]  # per process: CPU seconds / elapsed (1.0 = one core saturated)
     client_cpu_us_per_request: float  # the generator's CPU cost per request, robust to other load
-    connections_opened: int
     precise_pacer: bool
     acked_ids_path: Path | None
+    machine: dict[str, Any]  # procstats.machine() when the run began: was the machine quiet?
     machine_cpu_busy: float | None = None  # share of all cores busy during the run (anyone's work), Linux
-    loadavg_at_start: float | None = None  # 1-min load average when the run began: was the machine quiet?
     latency_hdr: str = field(repr=False, default="")
     service_hdr: str = field(repr=False, default="")
     # spec.window_s wide buckets, encoded as TimeSeries.encode does (mergeable across loads)
     windows: list[tuple[int, int, int, int, str]] = field(repr=False, default_factory=list)
 
     @property
+    def errors(self) -> int:
+        """Everything that is not a 2xx answer."""
+        return self.scheduled - self.ok
+
+    @property
     def error_rate(self) -> float:
         return self.errors / self.scheduled if self.scheduled else 0.0
+
+    @property
+    def loadavg_at_start(self) -> float:
+        """The 1-min load average when the run began."""
+        return float(self.machine["load_average_at_start"][0])
 
     @property
     def generator_saturated(self) -> bool:
@@ -252,19 +246,12 @@ class LoadResult:
     def to_dict(self, *, with_histograms: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "spec": self.spec.to_dict(),
-            "machine": procstats.machine(),
+            "machine": self.machine,
             "started_at": self.started_at,
-            "scheduled": self.scheduled,
-            "sent": self.sent,
-            "responses": self.responses,
-            "failures": self.failures,
-            "ok": self.ok,
+            **{f.name: getattr(self, f.name) for f in fields(Tally)},
             "errors": self.errors,
             "error_rate": self.error_rate,
             "status_counts": self.status_counts,
-            "scans_sent": self.scans_sent,
-            "scans_acked": self.scans_acked,
-            "scans_acked_unique": self.scans_acked_unique,
             "latency_ms": self.latency.to_dict(),
             "service_time_ms": self.service_time.to_dict(),
             "dispatch_lag_ms": self.dispatch_lag.to_dict(),
@@ -272,7 +259,6 @@ class LoadResult:
             "achieved_rps": round(self.achieved_rps, 1),
             "client_cpu": [round(c, 3) for c in self.client_cpu],
             "client_cpu_us_per_request": round(self.client_cpu_us_per_request, 1),
-            "connections_opened": self.connections_opened,
             "precise_pacer": self.precise_pacer,
             "generator_saturated": self.generator_saturated,
             "machine_cpu_busy": None if self.machine_cpu_busy is None else round(self.machine_cpu_busy, 3),
@@ -285,7 +271,11 @@ class LoadResult:
         return out
 
 
-# --------------------------------------------------------------------------- one worker
+def _ack_part(path: Path, index: int) -> Path:
+    """Where worker ``index`` writes its acknowledged scan IDs, until the merge joins the parts."""
+    return path.with_name(f"{path.name}.part{index}")
+
+
 class _Worker:
     """One process's share of the schedule; receives every request's outcome (the client's Sink)."""
 
@@ -303,26 +293,24 @@ class _Worker:
         self.lag = LatencyHistogram()
         self.series = TimeSeries()
         self.status: Counter[int | str] = Counter()
-        self.sent = self.responses = self.failures = 0
-        self.scans_sent = self.scans_acked = 0
+        self.tally = Tally(scheduled=self.n)
         self.last_done = 0.0
         self._unique: set[str] | None = set() if spec.duplicate_ratio > 0 else None
         self._ack_file: IO[str] | None = None
-        self.ack_part: Path | None = None
         if spec.acked_ids_path is not None:
-            self.ack_part = spec.acked_ids_path.with_name(f"{spec.acked_ids_path.name}.part{index}")
-            self.ack_part.parent.mkdir(parents=True, exist_ok=True)
-            self._ack_file = open(self.ack_part, "w", buffering=1 << 16)  # noqa: SIM115 - closed in run()
+            ack_part = _ack_part(spec.acked_ids_path, index)
+            ack_part.parent.mkdir(parents=True, exist_ok=True)
+            self._ack_file = open(ack_part, "w", buffering=1 << 16)  # noqa: SIM115 - closed in run()
         per_process = max(1, spec.concurrency_limit // spec.processes)
         client_cls = RawHttpClient if spec.client == "raw" else AiohttpClient
         target = Target(spec.url, spec.endpoint, per_process, spec.timeout_s, keep_body=spec.mode == "batch",
                         headers=client_headers(spec.api_key))  # fmt: skip
-        self.client: Client = client_cls(target, self)
+        self.client: RawHttpClient | AiohttpClient = client_cls(target, self)
 
     # pacer callback: send everything due, return when the next request is due
     def fire(self, now: float) -> float | None:
-        rate, step, index, t0, n = self.spec.rate, self.workers, self.index, self.t0, self.n
-        k = self.k
+        rate, step, index, t0, n, k = self.spec.rate, self.workers, self.index, self.t0, self.n, self.k
+        tally = self.tally
         while k < n:
             due = t0 + (k * step + index) / rate
             if due > now:
@@ -330,9 +318,9 @@ class _Worker:
                 return due
             body, ids = self.bodies.make()
             self.lag.record_us(int((now - due) * 1_000_000))
-            self.sent += 1
-            self.scans_sent += len(ids)
-            self.client.submit(Request(due, body, ids, now))
+            tally.sent += 1
+            tally.scans_sent += len(ids)
+            self.client.submit(Request(due, body, ids))
             k += 1
         self.k = k
         return None
@@ -345,15 +333,16 @@ class _Worker:
         ok = 200 <= status < 300
         self.series.record(int(req.intended - self.t0), latency_us, ok)
         self.status[status] += 1
-        self.responses += 1
+        self.tally.responses += 1
         self.last_done = max(self.last_done, done)
         if ok:
+            self.tally.ok += 1
             self._acked(req, status, body)
 
     def on_failure(self, req: Request, kind: str, done: float) -> None:
         self.series.error(int(req.intended - self.t0))
         self.status[kind] += 1
-        self.failures += 1
+        self.tally.failures += 1
         self.last_done = max(self.last_done, done)
 
     def _acked(self, req: Request, status: int, body: bytes) -> None:
@@ -364,7 +353,7 @@ class _Worker:
                 ids = [sid for i, sid in enumerate(ids) if i not in failed]
             elif failed is None and status == 207:
                 return  # partial success we cannot read: claim nothing
-        self.scans_acked += len(ids)
+        self.tally.scans_acked += len(ids)
         if self._unique is not None:
             self._unique.update(ids)
         if self._ack_file is not None:
@@ -372,10 +361,8 @@ class _Worker:
             self._ack_file.write("\n")
 
     async def run(self, wait_for_start: Callable[[], Any] | None) -> WorkerResult:
-        spec = self.spec
+        spec, tally = self.spec, self.tally
         await self.client.start(spec.warm_connections)
-        pacer = Pacer(self.fire)
-        precise = pacer.precise
         # everything allocated so far lives for the whole run: keep the cyclic GC from rescanning it
         gc.collect()
         gc.freeze()
@@ -383,8 +370,9 @@ class _Worker:
             start_wall = await wait_for_start() if wait_for_start is not None else time.time() + 0.05
             self.t0 = time.monotonic() + (start_wall - time.time())
             cpu0 = time.process_time()
-            if self.n:
-                await pacer.run(self.t0 + scheduled_offset(0, spec.rate, self.workers, self.index))
+            precise = await pace(
+                self.fire, self.t0 + scheduled_offset(0, spec.rate, self.workers, self.index)
+            )
             deadline = time.monotonic() + spec.timeout_s + 1.0
             while self.client.busy and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
@@ -392,20 +380,15 @@ class _Worker:
             cpu = time.process_time() - cpu0
         finally:
             gc.unfreeze()
-            pacer.close()
             await self.client.close()
             if self._ack_file is not None:
                 self._ack_file.close()
+        tally.scans_acked_unique = len(self._unique) if self._unique is not None else tally.scans_acked
+        tally.connections_opened = self.client.connections_opened
         return WorkerResult(
             index=self.index,
-            scheduled=self.n,
-            sent=self.sent,
-            responses=self.responses,
-            failures=self.failures,
+            tally=tally,
             status_counts={str(k): v for k, v in self.status.items()},
-            scans_sent=self.scans_sent,
-            scans_acked=self.scans_acked,
-            scans_acked_unique=len(self._unique) if self._unique is not None else self.scans_acked,
             latency_hdr=self.latency.encode(),
             service_hdr=self.service.encode(),
             lag_hdr=self.lag.encode(),
@@ -413,51 +396,33 @@ class _Worker:
             start_wall=start_wall,
             last_done_s=max(0.0, self.last_done - self.t0),
             cpu_s=cpu,
-            connections_opened=getattr(self.client, "connections_opened", 0),
             precise_pacer=precise,
-            ack_part=str(self.ack_part) if self.ack_part else None,
         )
 
 
 def _failed_indices(body: bytes) -> set[int] | None:
+    """The indices a batch answer names as failed; None if it names none readably."""
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        raw = orjson.loads(body).get("failedIndices")
+    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
         return None
-    raw = decoded.get("failedIndices") if isinstance(decoded, dict) else None
-    if not isinstance(raw, list):
-        return None
-    return {i for i in raw if isinstance(i, int)}
+    return {i for i in raw if isinstance(i, int)} if isinstance(raw, list) else None
 
 
-def _new_loop(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-            return asyncio.new_event_loop
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
+def _run_worker(spec: LoadSpec, index: int, token: str, start: Callable[[], Any] | None) -> WorkerResult:
+    new_loop = uvloop.new_event_loop if spec.use_uvloop else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        return runner.run(_Worker(spec, index, token).run(start))
 
 
-def _run_worker(
-    spec: LoadSpec, index: int, token: str, wait_for_start: Callable[[], Any] | None
-) -> WorkerResult:
-    with asyncio.Runner(loop_factory=_new_loop(spec.use_uvloop)) as runner:
-        return runner.run(_Worker(spec, index, token).run(wait_for_start))
-
-
-def _process_main(
-    spec: LoadSpec, index: int, token: str, ready: Any, go: Any, start: Any, results: Any
-) -> None:
+def _process_main(spec: LoadSpec, index: int, token: str, barrier: Any, start: Any, results: Any) -> None:
     """Entry point of a worker process: prepare, meet the others at the barrier, run, report."""
-    logging.basicConfig(
-        level=logging.WARNING, format=f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
-    )
+    fmt = f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt)
 
     async def wait_for_start() -> float:
-        await asyncio.to_thread(ready.wait, 120)
-        await asyncio.to_thread(go.wait, 120)
+        for _ in range(2):  # all prepared; then the parent has set the start instant
+            await asyncio.to_thread(barrier.wait, 120)
         return float(start.value)
 
     try:
@@ -468,26 +433,18 @@ def _process_main(
 
 def _run_processes(spec: LoadSpec, token: str) -> list[WorkerResult]:
     ctx = multiprocessing.get_context("spawn")
-    ready, go = ctx.Barrier(spec.processes + 1), ctx.Barrier(spec.processes + 1)
-    start = ctx.Value("d", 0.0)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_process_main,
-            args=(spec, i, token, ready, go, start, results),
-            name=f"loadgen-{i}",
-            daemon=True,
-        )
-        for i in range(spec.processes)
-    ]
-    for proc in procs:
-        proc.start()
+    barrier, start, results = ctx.Barrier(spec.processes + 1), ctx.Value("d", 0.0), ctx.Queue()
+    procs = []
+    for i in range(spec.processes):
+        args = (spec, i, token, barrier, start, results)
+        procs.append(ctx.Process(target=_process_main, args=args, name=f"loadgen-{i}", daemon=True))
+        procs[-1].start()
     out: list[WorkerResult] = []
     try:
         try:
-            ready.wait(120)
+            barrier.wait(120)
             start.value = time.time() + 0.1
-            go.wait(60)
+            barrier.wait(60)
         except Exception as exc:  # BrokenBarrierError: a worker died while starting
             raise PipelineError("a load worker failed to start", component="loadgen") from exc
         deadline = time.monotonic() + spec.duration_s + spec.timeout_s + 120
@@ -505,84 +462,62 @@ def _run_processes(spec: LoadSpec, token: str) -> list[WorkerResult]:
     return sorted(out, key=lambda r: r.index)
 
 
-def _merge(spec: LoadSpec, parts: list[WorkerResult]) -> LoadResult:
+def _merge(spec: LoadSpec, parts: list[WorkerResult], machine: dict[str, Any]) -> LoadResult:
     status: Counter[str] = Counter()
     series = TimeSeries()
     for part in parts:
         status.update(part.status_counts)
         series.add_encoded(part.series)
+    if spec.acked_ids_path is not None:
+        with open(spec.acked_ids_path, "wb") as out:
+            for part in parts:
+                with open(_ack_part(spec.acked_ids_path, part.index), "rb") as src:
+                    shutil.copyfileobj(src, out)
+                os.unlink(src.name)
     latency = LatencyHistogram.merged(p.latency_hdr for p in parts)
     service = LatencyHistogram.merged(p.service_hdr for p in parts)
-    lag = LatencyHistogram.merged(p.lag_hdr for p in parts)
-    ok = sum(v for k, v in status.items() if k.isdigit() and 200 <= int(k) < 300)
-    scheduled = sum(p.scheduled for p in parts)
-    responses = sum(p.responses for p in parts)
-    elapsed = max((p.last_done_s for p in parts), default=0.0)
-    acked_path: Path | None = None
-    if spec.acked_ids_path is not None:
-        acked_path = spec.acked_ids_path
-        with open(acked_path, "wb") as out:
-            for part in parts:
-                if part.ack_part:
-                    with open(part.ack_part, "rb") as src:
-                        shutil.copyfileobj(src, out)
-                    os.unlink(part.ack_part)
+    tally: dict[str, Any] = {f.name: sum(getattr(p.tally, f.name) for p in parts) for f in fields(Tally)}
+    elapsed = max(p.last_done_s for p in parts)
     window = max(spec.duration_s, elapsed)
     return LoadResult(
+        **tally,
         spec=spec,
-        started_at=parts[0].start_wall if parts else time.time(),
-        scheduled=scheduled,
-        sent=sum(p.sent for p in parts),
-        responses=responses,
-        failures=sum(p.failures for p in parts),
-        ok=ok,
-        errors=scheduled - ok,
+        started_at=parts[0].start_wall,
         status_counts=dict(sorted(status.items())),
-        scans_sent=sum(p.scans_sent for p in parts),
-        scans_acked=sum(p.scans_acked for p in parts),
-        scans_acked_unique=sum(p.scans_acked_unique for p in parts),
         latency=latency.summary(),
         service_time=service.summary(),
-        dispatch_lag=lag.summary(),
+        dispatch_lag=LatencyHistogram.merged(p.lag_hdr for p in parts).summary(),
         timeseries=series.points(math.ceil(spec.duration_s)),
         elapsed_s=elapsed,
-        achieved_rps=responses / window if window else 0.0,
-        client_cpu=[p.cpu_s / window if window else 0.0 for p in parts],
-        client_cpu_us_per_request=sum(p.cpu_s for p in parts) / max(1, sum(p.sent for p in parts)) * 1e6,
-        connections_opened=sum(p.connections_opened for p in parts),
+        achieved_rps=tally["responses"] / window,
+        client_cpu=[p.cpu_s / window for p in parts],
+        client_cpu_us_per_request=sum(p.cpu_s for p in parts) / max(1, tally["sent"]) * 1e6,
         precise_pacer=all(p.precise_pacer for p in parts),
-        acked_ids_path=acked_path,
+        acked_ids_path=spec.acked_ids_path,
+        machine=machine,
         latency_hdr=latency.encode(),
         service_hdr=service.encode(),
         windows=series.coarse(spec.window_s).encode() if spec.window_s else [],
     )
 
 
-# --------------------------------------------------------------------------- API
 def run_load(spec: LoadSpec) -> LoadResult:
-    """Run one open-loop load and return the merged result. Blocking; see :func:`run_load_async`.
+    """Run one open-loop load and return the merged result (blocking).
 
     With ``processes == 1`` the load runs on a fresh event loop in the calling thread (which must
     not be running one); otherwise in ``processes`` spawned worker processes.
     """
     token = secrets.token_hex(4)
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    machine = procstats.machine()
     cpu_before = procstats.machine_ticks()
     parts = [_run_worker(spec, 0, token, None)] if spec.processes == 1 else _run_processes(spec, token)
-    result = _merge(spec, parts)
+    result = _merge(spec, parts, machine)
     result.machine_cpu_busy = procstats.busy_share(cpu_before, procstats.machine_ticks())
-    result.loadavg_at_start = load_before
+    lat = result.latency
     log.info(
         "load %s %.0f req/s x %.1f s: %d ok, %d errors, p50 %.2f ms p99 %.2f ms max %.2f ms",
-        spec.url,
-        spec.rate,
-        spec.duration_s,
-        result.ok,
-        result.errors,
-        result.latency.p50_ms,
-        result.latency.p99_ms,
-        result.latency.max_ms,
-    )
+        spec.url, spec.rate, spec.duration_s, result.ok, result.errors, lat.p50_ms, lat.p99_ms, lat.max_ms,
+    )  # fmt: skip
     if result.generator_saturated:
         log.warning(
             "the load generator fell behind its schedule (CPU %s, pacer lag p99 %.2f ms): its process is "
@@ -591,8 +526,3 @@ def run_load(spec: LoadSpec) -> LoadResult:
             result.dispatch_lag.p99_ms,
         )
     return result
-
-
-async def run_load_async(spec: LoadSpec) -> LoadResult:
-    """:func:`run_load` from async code: on its own thread and loop, so the caller's loop keeps running."""
-    return await asyncio.to_thread(run_load, spec)

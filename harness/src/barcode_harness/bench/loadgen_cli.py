@@ -1,14 +1,16 @@
 """``python -m barcode_harness.bench.loadgen_cli``: run a load, calibrate, find the generator's ceiling.
 
-A standalone entry so the generator's own figures can be regenerated without the full stack;
-the ``barcode-pipeline bench`` commands call the same functions.
+The generator's own limits, so a benchmark can tell the client's from the server's: the same load
+against a trivial endpoint (``calibrate``) and the highest rate it sustains there (``find_ceiling``).
+A standalone entry, so these figures can be regenerated without the full stack.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import replace
-from enum import StrEnum
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -17,10 +19,69 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from barcode_harness.bench.generator import CeilingStep, calibrate, find_ceiling
-from barcode_harness.bench.loadgen import LoadResult, LoadSpec, run_load
+from barcode_harness.bench.loadgen import ClientKind, LoadResult, LoadSpec, Mode, run_load
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_pipeline.logs import setup_logging
+
+
+def calibrate(spec: LoadSpec, *, server_processes: int = 1) -> LoadResult:
+    """The same load against the trivial endpoint: the latency the generator itself adds at this rate.
+
+    The endpoint shares the machine's cores with the generator, exactly as a real server under test would.
+    """
+    with TrivialServerProcess(processes=server_processes) as server:
+        return run_load(replace(spec, url=server.url, acked_ids_path=None))
+
+
+@dataclass(frozen=True)
+class CeilingStep:
+    rate: float
+    sustained: bool
+    result: LoadResult
+
+
+def find_ceiling(
+    template: LoadSpec,
+    *,
+    start_rate: float = 1000.0,
+    growth: float = 1.5,
+    refine_steps: int = 3,
+    max_rate: float = 200_000.0,
+    max_p99_ms: float = 20.0,
+    on_step: Callable[[CeilingStep], None] | None = None,
+) -> tuple[float, list[CeilingStep]]:
+    """Highest rate of ``template`` (url and all) that is sustained: grow geometrically, then bisect.
+
+    Against the trivial endpoint this is the generator's own ceiling on this machine.
+    """
+    steps: list[CeilingStep] = []
+
+    def attempt(rate: float) -> bool:
+        result = run_load(replace(template, rate=rate, acked_ids_path=None))
+        step = CeilingStep(rate, result.sustained(max_p99_ms=max_p99_ms), result)
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        return step.sustained
+
+    good, bad = 0.0, math.inf
+    rate = start_rate
+    while rate <= max_rate:
+        if not attempt(rate):
+            bad = rate
+            break
+        good = rate
+        rate *= growth
+    for _ in range(refine_steps if math.isfinite(bad) else 0):
+        mid = round((good + bad) / 2, -1) if good else bad / 2
+        if mid in (good, bad) or mid <= 0:
+            break
+        if attempt(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, steps
+
 
 app = typer.Typer(
     name="loadgen",
@@ -30,32 +91,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True, width=200)
-log = logging.getLogger(__name__)
-
-
-class ModeChoice(StrEnum):
-    single = "single"
-    batch = "batch"
-
-
-class ClientChoice(StrEnum):
-    raw = "raw"
-    aiohttp = "aiohttp"
-
 
 Rate = Annotated[float, typer.Option(min=0.001, help="Requests per second, over all processes.")]
 Duration = Annotated[float, typer.Option(min=0.001, help="Seconds of scheduled load.")]
 Processes = Annotated[int, typer.Option(min=1, help="Worker processes sharing the rate.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Max connections (= requests in flight), in total.")]
-ModeOpt = Annotated[ModeChoice, typer.Option(help="single: POST /ingest/barcode; batch: /ingest/barcodes.")]
+ModeOpt = Annotated[Mode, typer.Option(help="single: POST /ingest/barcode; batch: /ingest/barcodes.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Scans per batch request.")]
-ClientOpt = Annotated[ClientChoice, typer.Option(help="HTTP client implementation.")]
+ClientOpt = Annotated[ClientKind, typer.Option(help="HTTP client implementation.")]
+ServerProcesses = Annotated[int, typer.Option(min=1, help="Trivial endpoint processes.")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the full result (JSON) here.")]
 
 
 def _spec(
-    url: str, rate: float, duration: float, processes: int, concurrency: int, mode: ModeChoice, batch: int,
-    client: ClientChoice,
+    url: str, rate: float, duration: float, processes: int, concurrency: int, mode: Mode, batch: int,
+    client: ClientKind,
 ) -> LoadSpec:  # fmt: skip
     return LoadSpec(
         url=url,
@@ -63,35 +113,36 @@ def _spec(
         duration_s=duration,
         processes=processes,
         concurrency_limit=max(concurrency, processes),
-        mode=mode.value,
+        mode=mode,
         batch_size=batch,
-        client=client.value,
+        client=client,
     )
+
+
+_COLUMNS: tuple[tuple[str, Callable[[LoadResult], str]], ...] = (
+    ("target/s", lambda r: f"{r.spec.rate:,.0f}"),
+    ("achieved/s", lambda r: f"{r.achieved_rps:,.0f}"),
+    ("ok", lambda r: f"{r.ok:,}"),
+    ("errors", lambda r: f"{r.errors:,}"),
+    ("p50 ms", lambda r: f"{r.latency.p50_ms:.3f}"),
+    ("p90 ms", lambda r: f"{r.latency.p90_ms:.3f}"),
+    ("p99 ms", lambda r: f"{r.latency.p99_ms:.3f}"),
+    ("p99.9 ms", lambda r: f"{r.latency.p999_ms:.3f}"),
+    ("max ms", lambda r: f"{r.latency.max_ms:.3f}"),
+    ("service p99", lambda r: f"{r.service_time.p99_ms:.3f}"),
+    ("lag p99", lambda r: f"{r.dispatch_lag.p99_ms:.3f}"),
+    ("client CPU", lambda r: " ".join(f"{c:.0%}" for c in r.client_cpu)),
+    ("µs CPU/req", lambda r: f"{r.client_cpu_us_per_request:.0f}"),
+    ("machine CPU", lambda r: "?" if r.machine_cpu_busy is None else f"{r.machine_cpu_busy:.0%}"),
+)
 
 
 def _table(title: str, results: list[tuple[str, LoadResult]]) -> Table:
     table = Table(title=title)
-    for col in ("run", "target/s", "achieved/s", "ok", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-                "max ms", "service p99", "lag p99", "client CPU", "µs CPU/req", "machine CPU"):  # fmt: skip
+    for col in ("run", *(name for name, _ in _COLUMNS)):
         table.add_column(col, justify="right")
     for name, r in results:
-        table.add_row(
-            name,
-            f"{r.spec.rate:,.0f}",
-            f"{r.achieved_rps:,.0f}",
-            f"{r.ok:,}",
-            f"{r.errors:,}",
-            f"{r.latency.p50_ms:.3f}",
-            f"{r.latency.p90_ms:.3f}",
-            f"{r.latency.p99_ms:.3f}",
-            f"{r.latency.p999_ms:.3f}",
-            f"{r.latency.max_ms:.3f}",
-            f"{r.service_time.p99_ms:.3f}",
-            f"{r.dispatch_lag.p99_ms:.3f}",
-            " ".join(f"{c:.0%}" for c in r.client_cpu),
-            f"{r.client_cpu_us_per_request:.0f}",
-            "?" if r.machine_cpu_busy is None else f"{r.machine_cpu_busy:.0%}",
-        )
+        table.add_row(name, *(cell(r) for _, cell in _COLUMNS))
     return table
 
 
@@ -109,18 +160,16 @@ def run_cmd(
     duration: Duration = 10.0,
     processes: Processes = 1,
     concurrency: Concurrency = 512,
-    mode: ModeOpt = ModeChoice.single,
+    mode: ModeOpt = "single",
     batch_size: BatchSize = 100,
-    client: ClientOpt = ClientChoice.raw,
+    client: ClientOpt = "raw",
     acked_ids: Annotated[Path | None, typer.Option(help="Write acknowledged scan IDs here.")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """One open-loop run against a server."""
     setup_logging("INFO", "loadgen")
-    spec = replace(
-        _spec(url, rate, duration, processes, concurrency, mode, batch_size, client), acked_ids_path=acked_ids
-    )
-    result = run_load(spec)
+    spec = _spec(url, rate, duration, processes, concurrency, mode, batch_size, client)
+    result = run_load(replace(spec, acked_ids_path=acked_ids))
     console.print(_table(f"load against {url}", [("run", result)]))
     console.print(f"status: {result.status_counts}  scans acked: {result.scans_acked:,}")
     _write(json_out, result.to_dict())
@@ -132,10 +181,10 @@ def calibrate_cmd(
     duration: Duration = 10.0,
     processes: Processes = 1,
     concurrency: Concurrency = 512,
-    mode: ModeOpt = ModeChoice.single,
+    mode: ModeOpt = "single",
     batch_size: BatchSize = 100,
-    client: ClientOpt = ClientChoice.raw,
-    server_processes: Annotated[int, typer.Option(min=1, help="Trivial endpoint processes.")] = 1,
+    client: ClientOpt = "raw",
+    server_processes: ServerProcesses = 1,
     json_out: JsonOut = None,
 ) -> None:
     """The generator's own latency: the same load against the trivial endpoint (started here)."""
@@ -152,13 +201,13 @@ def calibrate_cmd(
 def ceiling_cmd(
     processes: Processes = 1,
     concurrency: Concurrency = 512,
-    mode: ModeOpt = ModeChoice.single,
+    mode: ModeOpt = "single",
     batch_size: BatchSize = 100,
-    client: ClientOpt = ClientChoice.raw,
+    client: ClientOpt = "raw",
     step_duration: Annotated[float, typer.Option(min=1, help="Seconds per step.")] = 5.0,
     start_rate: Annotated[float, typer.Option(min=1, help="First rate tried.")] = 2000.0,
     max_p99_ms: Annotated[float, typer.Option(help="A step with a higher p99 is not sustained.")] = 20.0,
-    server_processes: Annotated[int, typer.Option(min=1, help="Trivial endpoint processes.")] = 1,
+    server_processes: ServerProcesses = 1,
     url: Annotated[
         str | None, typer.Option(help="Measure against this server instead of the trivial one.")
     ] = None,
@@ -168,37 +217,18 @@ def ceiling_cmd(
     setup_logging("WARNING", "loadgen")
 
     def show(step: CeilingStep) -> None:
-        r = step.result
-        console.print(
-            f"{step.rate:>9,.0f}/s  {'ok ' if step.sustained else 'NO '} achieved {r.achieved_rps:,.0f}/s "
-            f"p50 {r.latency.p50_ms:.2f} p99 {r.latency.p99_ms:.2f} ms errors {r.errors} "
-            f"cpu {' '.join(f'{c:.0%}' for c in r.client_cpu)} ({r.client_cpu_us_per_request:.0f} µs/req) "
-            f"machine {r.machine_cpu_busy or 0:.0%} "
-            f"lag p99 {r.dispatch_lag.p99_ms:.2f} ms"
-        )
+        cells = ", ".join(f"{name} {cell(step.result)}" for name, cell in _COLUMNS)
+        console.print(f"{'ok' if step.sustained else 'NO'}: {cells}")
 
-    def search(target: str) -> tuple[float, list[CeilingStep]]:
+    with contextlib.ExitStack() as stack:
+        target = url or stack.enter_context(TrivialServerProcess(processes=server_processes)).url
         template = _spec(target, start_rate, step_duration, processes, concurrency, mode, batch_size, client)
-        return find_ceiling(template, start_rate=start_rate, max_p99_ms=max_p99_ms, on_step=show)
-
-    if url is None:
-        with TrivialServerProcess(processes=server_processes) as server:
-            best, steps = search(server.url)
-    else:
-        best, steps = search(url)
-    console.print(
-        f"[bold]sustained ceiling: {best:,.0f} req/s[/bold] ({processes} process(es), {client.value})"
-    )
-    _write(
-        json_out,
-        {
-            "ceiling_rps": best,
-            "steps": [
-                {"rate": s.rate, "sustained": s.sustained, **s.result.to_dict(with_histograms=False)}
-                for s in steps
-            ],
-        },
-    )
+        best, steps = find_ceiling(template, start_rate=start_rate, max_p99_ms=max_p99_ms, on_step=show)
+    console.print(f"[bold]sustained ceiling: {best:,.0f} req/s[/bold] ({processes} process(es), {client})")
+    rows = [
+        {"rate": s.rate, "sustained": s.sustained, **s.result.to_dict(with_histograms=False)} for s in steps
+    ]
+    _write(json_out, {"ceiling_rps": best, "steps": rows})
 
 
 def main() -> None:

@@ -1,14 +1,12 @@
 """Running the open-loop generator for the bench commands: one load in-process, or several at once.
 
-Why processes for simultaneous loads: the isolation benchmark drives both paths at the same time;
-two event loops in one process would share a GIL and charge one path's client work to the other's
-latency. Each load gets its own spawned process (warmed up first, so they start within
-milliseconds of each other); results are aligned on their wall-clock start.
+Why processes for simultaneous loads: two event loops in one process would share a GIL and charge one
+load's client work to the other's latency. Each gets its own spawned process, warmed up first so they
+start within milliseconds of each other; results are aligned on their wall-clock start.
 """
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,8 +18,6 @@ from typing import Any
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, Mode, run_load
 from barcode_pipeline.ops.verify import ScanWindow
-
-log = logging.getLogger(__name__)
 
 SINGLE_PROCESS_MAX_RPS = 2500.0  # above this one generator process adds its own queueing here
 
@@ -57,9 +53,7 @@ def spec_for(
 
 def acked_ids(result: LoadResult) -> list[str]:
     path = result.acked_ids_path
-    if path is None or not path.exists():
-        return []
-    return path.read_text().split()
+    return path.read_text().split() if path is not None and path.exists() else []
 
 
 # The load stamps each scan with its sender's clock when it builds the request; a minute of slack
@@ -80,40 +74,24 @@ def merged_latency(results: list[LoadResult]) -> LatencySummary:
 def series(result: LoadResult, t0: float | None = None) -> dict[str, list[float]]:
     """Per-second latency and errors, t relative to ``t0`` (wall clock; default the load's start)."""
     base = result.started_at - (t0 if t0 is not None else result.started_at)
-    out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "max_ms": [], "errors": [], "ok": []}
-    for p in result.timeseries:
-        out["t"].append(round(base + p.second, 2))
-        out["p50_ms"].append(p.p50_ms)
-        out["p99_ms"].append(p.p99_ms)
-        out["max_ms"].append(p.max_ms)
-        out["errors"].append(p.errors)
-        out["ok"].append(p.ok)
-    return out
+    points = result.timeseries
+    return {
+        "t": [round(base + p.second, 2) for p in points],
+        **{key: [getattr(p, key) for p in points] for key in ("p50_ms", "p99_ms", "max_ms", "errors", "ok")},
+    }
+
+
+_SUMMARY_SPEC = ("rate", "mode", "scans_per_request", "duration_s", "concurrency_limit", "processes")
+_SUMMARY = (
+    "scheduled", "ok", "errors", "error_rate", "status_counts", "scans_acked", "achieved_rps", "latency_ms",
+    "service_time_ms", "dispatch_lag_ms", "client_cpu", "generator_saturated", "started_at",
+)  # fmt: skip
 
 
 def summary_dict(result: LoadResult) -> dict[str, Any]:
     """The compact figures a report keeps of one load (the full result goes to the JSON as well)."""
-    return {
-        "rate": result.spec.rate,
-        "mode": result.spec.mode,
-        "scans_per_request": result.spec.scans_per_request,
-        "duration_s": result.spec.duration_s,
-        "concurrency_limit": result.spec.concurrency_limit,
-        "processes": result.spec.processes,
-        "scheduled": result.scheduled,
-        "ok": result.ok,
-        "errors": result.errors,
-        "error_rate": result.error_rate,
-        "status_counts": result.status_counts,
-        "scans_acked": result.scans_acked,
-        "achieved_rps": round(result.achieved_rps, 1),
-        "latency_ms": result.latency.to_dict(),
-        "service_time_ms": result.service_time.to_dict(),
-        "dispatch_lag_ms": result.dispatch_lag.to_dict(),
-        "client_cpu": [round(c, 3) for c in result.client_cpu],
-        "generator_saturated": result.generator_saturated,
-        "started_at": result.started_at,
-    }
+    full = result.to_dict(with_histograms=False)
+    return {**{k: getattr(result.spec, k) for k in _SUMMARY_SPEC}, **{k: full[k] for k in _SUMMARY}}
 
 
 def _warm(seconds: float) -> int:
@@ -132,8 +110,7 @@ class ParallelLoads:
         self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
 
     def __enter__(self) -> ParallelLoads:
-        warm = [self._pool.submit(_warm, 1.0) for _ in range(self._n)]
-        for fut in warm:
+        for fut in [self._pool.submit(_warm, 1.0) for _ in range(self._n)]:
             fut.result(timeout=120)
         return self
 
@@ -143,17 +120,7 @@ class ParallelLoads:
         self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def submit(self, spec: LoadSpec) -> Future[LoadResult]:
-        if spec.processes != 1:
-            spec = replace(spec, processes=1)
-        return self._pool.submit(run_load, spec)
+        return self._pool.submit(run_load, replace(spec, processes=1))
 
 
-__all__ = [
-    "ParallelLoads",
-    "acked_ids",
-    "merged_latency",
-    "run_load",
-    "series",
-    "spec_for",
-    "summary_dict",
-]
+__all__ = ["ParallelLoads", "acked_ids", "merged_latency", "run_load", "series", "spec_for", "summary_dict"]

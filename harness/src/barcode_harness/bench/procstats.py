@@ -1,9 +1,8 @@
-"""CPU, memory, descriptors and threads per group of processes (ingest, Kafka, ...), from ``/proc``.
+"""CPU, memory, descriptors and threads per group of processes (ingest, Kafka, ...), and the machine.
 
-Why: on a 2-core machine where every component shares the cores, "which stage saturated first"
-is answered by who burned the CPU while a stage's backlog grew. ``/proc/<pid>/stat`` gives each
-process's user+system ticks; a group is a set of root pids plus all their descendants (uvicorn's
-worker processes, the load generator's processes). Linux only: elsewhere the figures are empty.
+Why: where every component shares 2 cores, "which stage saturated first" is answered by who burned the
+CPU while a stage's backlog grew. A group is root pids plus all their descendants (uvicorn's workers,
+the load generator's processes), read from ``/proc``: elsewhere the figures are empty.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +36,12 @@ def _stat(pid: int) -> tuple[int, int] | None:
 
 
 def _all_processes() -> dict[int, tuple[int, int]]:
-    out: dict[int, tuple[int, int]] = {}
+    """(ppid, ticks) of every process, by pid."""
     try:
-        names = os.listdir("/proc")
+        stats = {int(name): _stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
     except OSError:
-        return out
-    for name in names:
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None:
-                out[int(name)] = st
-    return out
+        return {}
+    return {pid: st for pid, st in stats.items() if st is not None}
 
 
 def machine_ticks() -> tuple[int, int] | None:
@@ -68,41 +62,29 @@ class CpuSnapshot:
     machine: tuple[int, int] | None
 
 
-def _trees(procs: Mapping[int, tuple[int, int]]) -> Callable[[int], set[int]]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-
-    def tree(pid: int) -> set[int]:
-        seen: set[int] = set()
-        stack = [pid]
-        while stack:
-            p = stack.pop()
-            if p in seen or p not in procs:
-                continue
-            seen.add(p)
-            stack.extend(children.get(p, []))
-        return seen
-
-    return tree
-
-
 def _members(
     roots: Mapping[str, list[int]], procs: Mapping[int, tuple[int, int]], rest: str | None
 ) -> dict[str, set[int]]:
     """Each group's processes: its root pids and their descendants, each process in one group only."""
-    tree = _trees(procs)
-    claimed: set[int] = set()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pids: Iterable[int]) -> set[int]:
+        seen: set[int] = set()
+        stack = list(pids)
+        while stack:
+            pid = stack.pop()
+            if pid not in seen and pid in procs:
+                seen.add(pid)
+                stack.extend(children.get(pid, ()))
+        return seen
+
     groups: dict[str, set[int]] = {}
     for name, pids in roots.items():
-        members: set[int] = set()
-        for pid in pids:
-            members |= tree(pid)
-        members -= claimed
-        claimed |= members
-        groups[name] = members
+        groups[name] = tree(pids) - set().union(*groups.values())
     if rest is not None:
-        groups[rest] = tree(os.getpid()) - claimed
+        groups[rest] = tree([os.getpid()]) - set().union(*groups.values())
     return groups
 
 
@@ -146,10 +128,9 @@ def resources(roots: Mapping[str, list[int]], *, alone: Collection[str] = ()) ->
     members = _members({k: v for k, v in roots.items() if k not in alone}, _all_processes(), None)
     members.update({k: set(v) for k, v in roots.items() if k in alone})
     for name, pids in members.items():
-        held = [h for h in (_held(p) for p in pids) if h is not None]
-        out[name] = Resources(
-            sum(h[0] for h in held), sum(h[1] for h in held), sum(h[2] for h in held), len(held)
-        )
+        held = [h for h in map(_held, pids) if h is not None]
+        rss, fds, threads = (sum(col) for col in zip((0, 0, 0), *held, strict=True))
+        out[name] = Resources(rss, fds, threads, len(held))
     return out
 
 

@@ -1,8 +1,7 @@
 """Warm-up before a measured window: rounds of load until the tail has stopped falling.
 
-A freshly started broker keeps JIT-compiling its request path for about a minute of load (a compile
-thread takes a core meanwhile); a warm stack needs a few seconds. A fixed warm-up is either too short
-for the first or wasted on the second, so the demo and ``bench vegeta`` stop on a steady p99.
+A fresh broker keeps JIT-compiling its request path (a core busy) for about a minute of load; a warm
+stack needs seconds. A fixed warm-up is too short for one or wasted on the other: stop on a steady p99.
 """
 
 from __future__ import annotations
