@@ -182,6 +182,7 @@ def test_killed_simulator_resumes_from_its_outbox(tmp_path: Path) -> None:
             "--count",
             "20000",
             "--quiet",
+            "--no-key",  # the stub checks no key: none is created in a database
         ]
         env = {**os.environ, "BP_LOG_LEVEL": "WARNING"}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -315,13 +316,18 @@ def test_413_halves_the_batch_size(tmp_path: Path) -> None:
     assert_nothing_lost(box, stub)
 
 
+def _scanner(url: str, box: Path) -> list[str]:
+    """The scanner command against ``url`` with no key: a unit test creates none in a database."""
+    return ["scanner", "--url", url, "--outbox", str(box), "--no-key"]
+
+
 def test_cli_run_summary_and_status(tmp_path: Path) -> None:
     box = tmp_path / "o.sqlite3"
     runner = CliRunner()
     with StubIngest() as stub:
         result = runner.invoke(
             app,
-            ["scanner", "--url", stub.url, "--outbox", str(box), "--count", "9", "--rate", "100", "--json"],
+            [*_scanner(stub.url, box), "--count", "9", "--rate", "100", "--json"],
         )
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout)
@@ -334,7 +340,7 @@ def test_cli_run_summary_and_status(tmp_path: Path) -> None:
 
 def test_cli_exit_code_3_when_scans_stay_pending(tmp_path: Path) -> None:
     box = tmp_path / "o.sqlite3"
-    args = ["scanner", "--url", f"http://127.0.0.1:{free_port()}", "--outbox", str(box)]
+    args = _scanner(f"http://127.0.0.1:{free_port()}", box)
     result = CliRunner().invoke(app, [*args, "--count", "3", "--drain-timeout", "0.2", "--quiet"])
     assert result.exit_code == 3, result.output
     assert outbox_status(box).pending == 3
