@@ -8,9 +8,8 @@ import logging
 import signal
 import time
 from dataclasses import asdict
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 import typer
@@ -23,7 +22,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from barcode_harness.scanner.outbox import Outbox, OutboxCounts, outbox_status
 from barcode_harness.scanner.scans import device_ids
@@ -37,16 +36,6 @@ log = logging.getLogger(__name__)
 EXIT_NOT_DRAINED = 3  # scans were left pending in the outbox
 
 
-class ModeChoice(StrEnum):
-    single = "single"
-    batch = "batch"
-
-
-class SyncChoice(StrEnum):
-    full = "full"
-    normal = "normal"
-
-
 def failed_attempts(counts: OutboxCounts) -> int:
     """Attempts that did not resolve their scan: every acked or rejected row ended with exactly one."""
     return counts.attempts - counts.acked - counts.rejected
@@ -57,10 +46,8 @@ def _print_report(console: Console, report: SimulatorReport, as_json: bool) -> N
         typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return
     run = report.stats
-    table = Table(title=f"scanner run ({report.elapsed_s:.1f} s)", show_header=True)
-    table.add_column("")
-    table.add_column("this run", justify="right")
-    table.add_column("outbox (all runs)", justify="right")
+    table = Table("", Column("this run", justify="right"), Column("outbox (all runs)", justify="right"))
+    table.title = f"scanner run ({report.elapsed_s:.1f} s)"
     table.add_row("generated", f"{run.generated:,} ({run.duplicates:,} resends)", f"{report.outbox.total:,}")
     table.add_row("HTTP requests", f"{run.requests:,}", "")
     table.add_row("scans sent at least once", "", f"{report.outbox.sent:,}")
@@ -139,7 +126,9 @@ def scanner(
         int | None, typer.Option(min=0, help="Total scans to generate (0 = only deliver what is pending).")
     ] = None,
     duration: Annotated[float | None, typer.Option(min=0.001, help="Seconds to generate scans for.")] = None,
-    mode: Annotated[ModeChoice, typer.Option(help="One request per scan, or batches.")] = ModeChoice.single,
+    mode: Annotated[
+        Literal["single", "batch"], typer.Option(help="One request per scan, or batches.")
+    ] = "single",
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size trigger (batch mode).")] = 100,
     batch_interval: Annotated[float, typer.Option(min=0.001, help="Batch time trigger, seconds.")] = 1.0,
     duplicate_ratio: Annotated[
@@ -155,8 +144,9 @@ def scanner(
         float, typer.Option(help="After generating, wait this long for pending scans (< 0: forever).")
     ] = 30.0,
     synchronous: Annotated[
-        SyncChoice, typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash.")
-    ] = SyncChoice.full,
+        Literal["full", "normal"],
+        typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash."),
+    ] = "full",
     seed: Annotated[int | None, typer.Option(help="Random seed (barcodes, resends, jitter).")] = None,
     api_key: Annotated[
         str | None,
@@ -200,7 +190,7 @@ def scanner(
         rate_per_device=rate,
         count=count,
         duration_s=duration,
-        mode=mode.value,
+        mode=mode,
         batch_size=batch_size,
         batch_interval_s=batch_interval,
         duplicate_ratio=duplicate_ratio,
@@ -208,7 +198,7 @@ def scanner(
         concurrency=concurrency,
         request_timeout_s=timeout,
         drain_timeout_s=None if drain_timeout < 0 else drain_timeout,
-        synchronous="FULL" if synchronous is SyncChoice.full else "NORMAL",
+        synchronous="FULL" if synchronous == "full" else "NORMAL",
         seed=seed,
         api_key="" if no_key else (api_key or settings.ingest_api_key or _own_key(settings)),
     )

@@ -1,12 +1,9 @@
 """Durable local outbox of a center PC (SQLite in WAL mode, stdlib ``sqlite3``).
 
-Every scan is committed here *before* it is sent and leaves the ``pending`` state only when the
-ingest API acknowledged it (``acked``) or refused it for good (``rejected``, with the response).
-So a crash, a restart or an ingest outage loses nothing: whatever is still pending is sent again.
-
-The class is synchronous and single-threaded on purpose: the simulator runs it on one dedicated
-thread and batches many rows into each transaction, which is what keeps it at thousands of scans/s
-even with ``synchronous=FULL`` (one fsync per transaction, not per scan).
+Every scan is committed here *before* it is sent and leaves ``pending`` only when ingest acknowledged
+it (``acked``) or refused it for good (``rejected``), so a crash, restart or outage loses nothing.
+Synchronous and single-threaded on purpose: the simulator gives it one thread and batches many rows
+per transaction, which keeps thousands of scans/s even with ``synchronous=FULL`` (one fsync each).
 """
 
 from __future__ import annotations
@@ -125,7 +122,6 @@ class Outbox:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA busy_timeout=10000")
             with self._transaction() as cur:  # a reader never sees half a schema
                 for statement in _SCHEMA.split(";")[:-1]:
                     cur.execute(statement)
@@ -153,12 +149,8 @@ class Outbox:
         return handle
 
     def close(self) -> None:
-        if self._lock_file.closed:
-            return
-        try:
+        with self._lock_file:  # closing the file releases its lock
             self._conn.close()
-        finally:
-            self._lock_file.close()
 
     # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
@@ -282,11 +274,7 @@ def outbox_status(path: Path) -> OutboxCounts:
     """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block)."""
     if not path.exists():
         raise ConfigError(f"no outbox at {path}", component="scanner")
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=10.0)) as conn:
         if conn.execute("SELECT name FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
             raise ConfigError(f"{path} is not a scanner outbox", component="scanner")
         return read_counts(conn)
-    finally:
-        conn.close()

@@ -1,13 +1,10 @@
 """The scanner simulator: center PCs that generate scans and deliver them through a durable outbox.
 
-Flow of one scan: generated -> buffered -> committed to the outbox (one transaction per ~20 ms)
--> queued on its device's lane -> POSTed -> outcome buffered -> committed (acked / retry later /
-rejected) -> released from memory. A scan is sent only after its row is committed, and its row
-leaves ``pending`` only after a 2xx, so any crash in between means "send again", never "lost".
-
-Memory is bounded: at most ``max_in_memory`` scans are queued or in flight; the rest wait in the
-outbox and a relay claims them (oldest first) as room frees up, together with failed scans whose
-back-off has expired. All SQLite work runs on one dedicated thread, off the event loop.
+A scan is generated, committed to the outbox (one transaction per ~20 ms), queued on its device's
+lane, POSTed, and its outcome committed (acked / retry later / rejected). It is sent only after its
+row is committed and leaves ``pending`` only after a 2xx: a crash means "send again", never "lost".
+At most ``_MAX_IN_MEMORY`` scans are queued or in flight; a relay claims the rest from the outbox
+(oldest first) as room frees up. All SQLite work runs on one dedicated thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -41,10 +38,14 @@ from barcode_pipeline.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
+Mode = Literal["single", "batch"]
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _MAX_BODY_IN_ERROR = 2000
+_MAX_IN_MEMORY = 20_000  # scans queued or in flight
+_LEASE_MS = 120_000  # a claimed scan is not claimed again for this long
+_FLUSH_INTERVAL_S = 0.02
 
 
 def now_ms() -> int:
@@ -61,7 +62,7 @@ class SimulatorConfig:
     rate_per_device: float = 10.0  # scans/s each device generates
     count: int | None = None  # total scans to generate (over all devices); 0 = only drain the outbox
     duration_s: float | None = None
-    mode: Literal["single", "batch"] = "single"
+    mode: Mode = "single"
     batch_size: int = 100
     batch_interval_s: float = 1.0  # time trigger: a batch leaves at most this long after its first scan
     duplicate_ratio: float = 0.0
@@ -74,9 +75,6 @@ class SimulatorConfig:
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 30.0
     drain_timeout_s: float | None = 30.0  # after generating, wait this long for pending scans; None = forever
-    max_in_memory: int = 20_000
-    lease_s: float = 120.0
-    flush_interval_s: float = 0.02
     relay_interval_s: float = 0.25
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     seed: int | None = None
@@ -97,7 +95,6 @@ class SimulatorConfig:
             (self.catch_up_batch >= 0, "catch_up_batch must be >= 0"),
             (self.request_timeout_s > 0, "request_timeout_s must be > 0"),
             (0 < self.backoff_base_s <= self.backoff_cap_s, "need 0 < backoff_base_s <= backoff_cap_s"),
-            (self.max_in_memory >= 1, "max_in_memory must be >= 1"),
             (self.url.startswith(("http://", "https://")), "url must start with http:// or https://"),
         ]
         for ok, message in checks:
@@ -196,7 +193,6 @@ class Simulator:
         self.config = config
         self.stats = SimulatorStats()
         self._base = config.url.rstrip("/")
-        self._lease_ms = int(config.lease_s * 1000)
         self._rng = random.Random(config.seed)
         self._factory = ScanFactory(
             config.devices,
@@ -249,7 +245,7 @@ class Simulator:
         return lane
 
     def _hold(self, items: list[OutboxItem]) -> None:
-        """Queue leased scans on their devices' lanes: they count against ``max_in_memory`` until answered."""
+        """Queue leased scans on their lanes: until answered they count against ``_MAX_IN_MEMORY``."""
         at = time.monotonic()
         for item in items:
             self._held.add(item.seq)
@@ -258,7 +254,7 @@ class Simulator:
 
     @property
     def _room(self) -> int:
-        return max(0, self.config.max_in_memory - len(self._held))
+        return max(0, _MAX_IN_MEMORY - len(self._held))
 
     @property
     def _unflushed(self) -> bool:
@@ -385,7 +381,7 @@ class Simulator:
         """Commits generated scans and recorded outcomes in one transaction per cycle."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wanted.wait(), timeout=self.config.flush_interval_s)
+                await asyncio.wait_for(self._flush_wanted.wait(), timeout=_FLUSH_INTERVAL_S)
             self._flush_wanted.clear()
             await self._flush()
             if self._closing:
@@ -402,7 +398,7 @@ class Simulator:
             self._outbox.write,
             new,
             now_ms=now_ms(),
-            lease_ms=self._lease_ms,
+            lease_ms=_LEASE_MS,
             leased=leased,
             acks=acks,
             retries=retries,
@@ -424,7 +420,7 @@ class Simulator:
                     self._outbox.claim_due,
                     now_ms=now_ms(),
                     limit=limit,
-                    lease_ms=self._lease_ms,
+                    lease_ms=_LEASE_MS,
                     exclude=frozenset(self._held),
                 )
                 self._hold(items)
@@ -459,12 +455,17 @@ class Simulator:
                 body[:500],
             )
 
-    def _note_failure(self, gen: int, retry_after: float | None, reason: str) -> None:
+    def _unavailable(
+        self, gen: int, items: list[OutboxItem], status: int | None, error: str, retry_after: float | None
+    ) -> None:
+        """A retryable failure: the gate backs off for the endpoint, and each scan for itself."""
         was_up = self._gate.is_closed
         self._gate.failure(gen, retry_after)
         if was_up and not self._gate.is_closed:
             self.stats.endpoint_up = False
+            reason = f"HTTP {status}" if status else error
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
+        self._retry(items, status, error, retry_after)
 
     # ------------------------------------------------------------------ HTTP
     async def _sender(self, lane: _Lane) -> None:
@@ -495,10 +496,8 @@ class Simulator:
     async def _send(self, lane: _Lane, items: list[OutboxItem], *, batch: bool) -> None:
         """POST one scan or a batch, through the endpoint gate, and buffer the outcome of each scan."""
         assert self._session is not None
-        if batch:
-            path, body = names.ROUTE_BATCH, encode_batch([i.scan for i in items])
-        else:
-            path, body = names.ROUTE_SCAN, encode_scan(items[0].scan)
+        path = names.ROUTE_BATCH if batch else names.ROUTE_SCAN
+        body = encode_batch([i.scan for i in items]) if batch else encode_scan(items[0].scan)
         gen = await self._gate.acquire()
         try:
             self.stats.requests += 1
@@ -506,16 +505,15 @@ class Simulator:
                 status, payload = resp.status, await resp.read()
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            self._note_failure(gen, None, reason)
-            self._retry(items, None, reason, None)
+            self._unavailable(gen, items, None, f"{type(exc).__name__}: {exc}", None)
             return
         except asyncio.CancelledError:
             self._gate.abandon(gen)
             raise
         if is_retryable(status):
-            self._note_failure(gen, retry_after, f"HTTP {status}")
-            self._retry(items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after)
+            self._unavailable(
+                gen, items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after
+            )
             return
         if not self._gate.is_closed or self._gate.failures:
             log.info("ingest reachable again")
