@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple
+from typing import IO, Literal, NamedTuple
 
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError
@@ -68,26 +68,16 @@ class OutboxItem:
     attempts: int = 0
 
 
-class Ack(NamedTuple):
-    seq: int
-    status: int
-
-
-class Retry(NamedTuple):
-    """A failed attempt: try again not before ``next_attempt_ms``."""
+class Outcome(NamedTuple):
+    """The end of one attempt: ACKED; PENDING again (a retry) not before ``next_attempt_ms``; or
+    REJECTED, a permanent refusal (4xx other than 408/429) kept with the server's answer, never resent.
+    """
 
     seq: int
-    next_attempt_ms: int
+    state: State
     status: int | None
-    error: str
-
-
-class Reject(NamedTuple):
-    """A permanent refusal (4xx other than 408/429): kept with the server's answer, never resent."""
-
-    seq: int
-    status: int
-    body: str
+    detail: str | None = None  # a retry's error, a rejection's response body
+    next_attempt_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +169,7 @@ class Outbox:
         now_ms: int,
         lease_ms: int = 0,
         leased: int | None = None,
-        acks: Sequence[Ack] = (),
-        retries: Sequence[Retry] = (),
-        rejects: Sequence[Reject] = (),
+        outcomes: Sequence[Outcome] = (),
     ) -> WriteResult:
         """Insert new scans and record outcomes, all in one transaction (one fsync).
 
@@ -196,18 +184,17 @@ class Outbox:
             (first + i, s.barcode, s.device_id, s.scan_time, s.scan_id, due[i], now_ms)
             for i, s in enumerate(new)
         ]
-        outcomes: list[list[tuple[Any, ...]]] = [  # parameters of _OUTCOME, one list per kind
-            [(State.ACKED, now_ms, None, a.status, None, a.seq) for a in acks],
-            [(State.PENDING, None, r.next_attempt_ms, r.status, r.error, r.seq) for r in retries],
-            [(State.REJECTED, now_ms, None, r.status, r.body, r.seq) for r in rejects],
-        ]
+        done_ms = {State.ACKED: now_ms, State.PENDING: None, State.REJECTED: now_ms}
+        params = [(o.state, done_ms[o.state], o.next_attempt_ms, o.status, o.detail, o.seq) for o in outcomes]
         with self._transaction() as cur:
             cur.executemany(
                 f"INSERT INTO outbox ({_SCAN_COLUMNS}, next_attempt_ms, created_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            acked, retried, rejected = (cur.executemany(_OUTCOME, p).rowcount if p else 0 for p in outcomes)
+            retried, acked, rejected = (  # State's order: PENDING (a retry), ACKED, REJECTED
+                cur.executemany(_OUTCOME, [p for p in params if p[0] == s]).rowcount for s in State
+            )
         added = [OutboxItem(first + i, scan) for i, scan in enumerate(new)]
         self._next_seq += len(added)
         return WriteResult(added, acked, retried, rejected)

@@ -28,7 +28,7 @@ import orjson
 
 from barcode_harness.scanner.backoff import EndpointGate, parse_retry_after
 from barcode_harness.scanner.barcodes import BarcodeFactory
-from barcode_harness.scanner.outbox import Ack, Outbox, OutboxCounts, OutboxItem, Reject, Retry
+from barcode_harness.scanner.outbox import Outbox, OutboxCounts, OutboxItem, Outcome, State
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_batch, encode_scan
 from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
@@ -201,9 +201,7 @@ class Simulator:
             seed=self._rng.randrange(1 << 30),
         )
         self._new: list[ScanEvent] = []
-        self._acks: list[Ack] = []
-        self._retries: list[Retry] = []
-        self._rejects: list[Reject] = []
+        self._outcomes: list[Outcome] = []
         self._held: set[int] = set()
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -258,7 +256,7 @@ class Simulator:
 
     @property
     def _unflushed(self) -> bool:
-        return bool(self._new or self._acks or self._retries or self._rejects)
+        return bool(self._new or self._outcomes)
 
     # ------------------------------------------------------------------ run
     async def run(self, stop: asyncio.Event | None = None) -> SimulatorReport:
@@ -391,8 +389,8 @@ class Simulator:
         assert self._outbox is not None
         if not self._unflushed:
             return
-        new, acks, retries, rejects = self._new, self._acks, self._retries, self._rejects
-        self._new, self._acks, self._retries, self._rejects = [], [], [], []
+        new, outcomes = self._new, self._outcomes
+        self._new, self._outcomes = [], []
         leased = 0 if self._closing else min(self._room, len(new))
         result = await self._db(
             self._outbox.write,
@@ -400,11 +398,9 @@ class Simulator:
             now_ms=now_ms(),
             lease_ms=_LEASE_MS,
             leased=leased,
-            acks=acks,
-            retries=retries,
-            rejects=rejects,
+            outcomes=outcomes,
         )
-        self._held.difference_update(o.seq for outcome in (acks, retries, rejects) for o in outcome)
+        self._held.difference_update(o.seq for o in outcomes)
         self.stats.acked += result.acked
         self.stats.rejected += result.rejected
         self.stats.pending += len(result.added) - result.acked - result.rejected
@@ -439,11 +435,11 @@ class Simulator:
                 item.attempts + 1, base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self._rng
             )
             delay = max(delay, retry_after or 0.0)
-            self._retries.append(Retry(item.seq, now + int(delay * 1000), status, error))
+            self._outcomes.append(Outcome(item.seq, State.PENDING, status, error, now + int(delay * 1000)))
             self.stats.retried += 1
 
     def _reject(self, items: list[OutboxItem], status: int, body: str) -> None:
-        self._rejects.extend(Reject(item.seq, status, body) for item in items)
+        self._outcomes.extend(Outcome(item.seq, State.REJECTED, status, body) for item in items)
         if status not in self._logged_rejects:
             self._logged_rejects.add(status)
             log.warning(
@@ -527,7 +523,9 @@ class Simulator:
             self._retry(items, status, "unreadable 207 body", None)
             return
         failed = failed or set()
-        self._acks.extend(Ack(item.seq, status) for i, item in enumerate(items) if i not in failed)
+        self._outcomes.extend(
+            Outcome(it.seq, State.ACKED, status) for i, it in enumerate(items) if i not in failed
+        )
         self._retry((items[i] for i in sorted(failed)), status, "not confirmed (failedIndices)", None)
 
     def _refused(self, lane: _Lane, items: list[OutboxItem], status: int, payload: bytes) -> None:
