@@ -26,7 +26,7 @@ from rich.table import Column, Table
 
 from barcode_harness.scanner.outbox import Outbox, OutboxCounts, outbox_status
 from barcode_harness.scanner.scans import device_ids
-from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport, now_ms
+from barcode_harness.scanner.simulator import Mode, Simulator, SimulatorConfig, SimulatorReport, now_ms
 from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
@@ -126,9 +126,7 @@ def scanner(
         int | None, typer.Option(min=0, help="Total scans to generate (0 = only deliver what is pending).")
     ] = None,
     duration: Annotated[float | None, typer.Option(min=0.001, help="Seconds to generate scans for.")] = None,
-    mode: Annotated[
-        Literal["single", "batch"], typer.Option(help="One request per scan, or batches.")
-    ] = "single",
+    mode: Annotated[Mode, typer.Option(help="One request per scan, or batches.")] = "single",
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size trigger (batch mode).")] = 100,
     batch_interval: Annotated[float, typer.Option(min=0.001, help="Batch time trigger, seconds.")] = 1.0,
     duplicate_ratio: Annotated[
@@ -211,8 +209,7 @@ def scanner(
 def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_json: bool) -> None:
     """Maintenance actions on an outbox (the status read works while a simulator is running)."""
     if requeue or purge:
-        if not path.exists():
-            raise ConfigError(f"no outbox at {path}", component="scanner")
+        outbox_status(path)  # refuses a missing file, or one that is not an outbox, before any change
         with contextlib.closing(Outbox(path)) as box:
             if requeue:
                 console.print(f"requeued {box.requeue_rejected(now_ms()):,} rejected scans")

@@ -442,14 +442,11 @@ class Simulator:
         self._outcomes.extend(Outcome(item.seq, State.REJECTED, status, body) for item in items)
         if status not in self._logged_rejects:
             self._logged_rejects.add(status)
-            log.warning(
-                "ingest refused %d scan(s) with %d (kept as rejected in the outbox, not retried; "
-                "further %d answers are counted, not logged): %s",
-                len(items),
-                status,
-                status,
-                body[:500],
+            message = (
+                "ingest refused %(n)d scan(s) with %(status)d (kept as rejected in the outbox, not retried;"
             )
+            message += " further %(status)d answers are counted, not logged): %(body)s"
+            log.warning(message, {"n": len(items), "status": status, "body": body[:500]})
 
     def _unavailable(
         self, gen: int, items: list[OutboxItem], status: int | None, error: str, retry_after: float | None
@@ -511,10 +508,9 @@ class Simulator:
                 gen, items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after
             )
             return
-        if not self._gate.is_closed or self._gate.failures:
+        if self._gate.success():
             log.info("ingest reachable again")
         self.stats.endpoint_up = True
-        self._gate.success(gen)
         if status >= 300:
             self._refused(lane, items, status, payload)
             return
