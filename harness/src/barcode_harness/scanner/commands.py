@@ -13,15 +13,8 @@ from typing import Annotated, Literal
 
 import orjson
 import typer
+from rich import progress as rp
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Column, Table
 
 from barcode_harness.scanner.outbox import Outbox, OutboxCounts, outbox_status
@@ -78,13 +71,13 @@ async def _run_with_progress(config: SimulatorConfig, console: Console, quiet: b
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
 
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
+    progress = rp.Progress(
+        rp.SpinnerColumn(),
+        rp.TextColumn("{task.description}"),
+        rp.BarColumn(),
+        rp.MofNCompleteColumn(),
+        rp.TextColumn("{task.fields[info]}"),
+        rp.TimeElapsedColumn(),
         console=console,
         disable=quiet,
     )
@@ -232,11 +225,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _own_key(settings: HarnessSettings) -> str:
-    """Create the simulator's own key, as an operator would with ``keys create``.
-
-    A running ingest learns of a new key within its refresh interval, on every process; the
-    simulator waits that long before its first scan, or those scans would be refused (401).
-    """
+    """Create the simulator's own key (as ``keys create`` would), then wait until every ingest
+    process has refreshed its keys, or the first scans would be refused (401)."""
     from barcode_harness.keys import with_harness_key
 
     created = time.monotonic()

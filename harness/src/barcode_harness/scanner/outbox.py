@@ -99,10 +99,9 @@ class WriteResult:
 
 
 class Outbox:
-    """The outbox file. Only one writer at a time (an exclusive lock file enforces it).
+    """The outbox file: one writer at a time (a lock file enforces it), from a single thread.
 
-    Not thread-safe: use it from a single thread (the simulator gives it its own). Use it in
-    ``contextlib.closing`` to close it on the way out.
+    Use it in ``contextlib.closing`` to close it on the way out.
     """
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
@@ -176,7 +175,6 @@ class Outbox:
         The first ``leased`` new scans (all when None) are due again only after ``lease_ms``: the
         caller sends them right away from memory, and the lease keeps :meth:`claim_due` from
         handing them out a second time. The others are due now and wait for :meth:`claim_due`.
-        Outcomes only apply to rows still pending, so a late duplicate answer changes nothing.
         """
         leased = len(new) if leased is None else leased
         first, due = self._next_seq, [now_ms + lease_ms] * leased + [now_ms] * (len(new) - leased)
@@ -242,26 +240,20 @@ class Outbox:
             )
             return purged
 
-    # ----------------------------------------------------------------- reads
-    def counts(self) -> OutboxCounts:
-        return read_counts(self._conn)
-
-
-def read_counts(conn: sqlite3.Connection) -> OutboxCounts:
-    """The counts; purged acknowledged rows still count as acked, sent once and attempted once."""
-    row = conn.execute(
-        "SELECT COUNT(*), SUM(state = 0), SUM(state = 1), SUM(state = 2), SUM(attempts > 0), SUM(attempts),"
-        " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'purged_acked') FROM outbox"
-    ).fetchone()
-    total, pending, acked, rejected, sent, attempts, purged = (int(v or 0) for v in row)
-    return OutboxCounts(total + purged, pending, acked + purged, rejected, sent + purged, attempts + purged)
-
 
 def outbox_status(path: Path) -> OutboxCounts:
-    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block)."""
+    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block).
+
+    Purged acknowledged rows still count as acked, sent once and attempted once.
+    """
     if not path.exists():
         raise ConfigError(f"no outbox at {path}", component="scanner")
     with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=10.0)) as conn:
         if conn.execute("SELECT name FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
             raise ConfigError(f"{path} is not a scanner outbox", component="scanner")
-        return read_counts(conn)
+        row = conn.execute(
+            "SELECT COUNT(*), SUM(state = 0), SUM(state = 1), SUM(state = 2), SUM(attempts > 0),"
+            " SUM(attempts), (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'purged_acked') FROM outbox"
+        ).fetchone()
+    total, pending, acked, rejected, sent, attempts, purged = (int(v or 0) for v in row)
+    return OutboxCounts(total + purged, pending, acked + purged, rejected, sent + purged, attempts + purged)

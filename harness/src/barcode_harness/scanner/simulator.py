@@ -28,7 +28,7 @@ import orjson
 
 from barcode_harness.scanner.backoff import EndpointGate, parse_retry_after
 from barcode_harness.scanner.barcodes import BarcodeFactory
-from barcode_harness.scanner.outbox import Outbox, OutboxCounts, OutboxItem, Outcome, State
+from barcode_harness.scanner.outbox import Outbox, OutboxCounts, OutboxItem, Outcome, State, outbox_status
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_batch, encode_scan
 from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
@@ -267,7 +267,7 @@ class Simulator:
         try:
             self._outbox = await self._db(Outbox, cfg.outbox_path, synchronous=cfg.synchronous)
             await self._db(self._outbox.make_all_due, now_ms())
-            counts = await self._db(self._outbox.counts)
+            counts = await self._db(outbox_status, cfg.outbox_path)
             self.stats.recovered = self.stats.pending = counts.pending
             if counts.pending:
                 log.info("outbox %s: resuming %d pending scans", cfg.outbox_path, counts.pending)
@@ -296,7 +296,7 @@ class Simulator:
         try:
             if self._fatal is not None:
                 raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
-            final = await asyncio.to_thread(self._outbox.counts)
+            final = await asyncio.to_thread(outbox_status, cfg.outbox_path)
         finally:
             self._outbox.close()
         self.stats.pending = final.pending
@@ -345,9 +345,7 @@ class Simulator:
         """Each device scans at t = 0, 1/rate, 2/rate, ... until its quota or the duration is reached."""
         cfg = self.config
         n = len(cfg.devices)
-        quotas: list[float] = [math.inf] * n
-        if cfg.count is not None:
-            quotas = [cfg.count // n + (i < cfg.count % n) for i in range(n)]
+        quotas = [math.inf if cfg.count is None else cfg.count // n + (i < cfg.count % n) for i in range(n)]
         if not any(quotas):
             return
         # a duration d holds ceil(d * rate) scans
