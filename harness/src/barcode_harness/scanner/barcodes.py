@@ -36,9 +36,7 @@ def gs1_check_digit(digits: str) -> int:
 
 def is_valid_gs1(code: str) -> bool:
     """True if ``code`` is all digits, at least 2 long, and ends with its correct check digit."""
-    if len(code) < 2 or not code.isdigit() or not code.isascii():
-        return False
-    return gs1_check_digit(code[:-1]) == int(code[-1])
+    return len(code) > 1 and code.isascii() and code.isdigit() and gs1_check_digit(code[:-1]) == int(code[-1])
 
 
 def is_valid_ean13(code: str) -> bool:

@@ -13,7 +13,8 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -145,17 +146,9 @@ class Outbox:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction, taking the write lock up front (``BEGIN IMMEDIATE``)."""
-        cur = self._conn.cursor()
-        try:
+        with self._conn, contextlib.closing(self._conn.cursor()) as cur:  # commits, or rolls back on error
             cur.execute("BEGIN IMMEDIATE")
             yield cur
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.rollback()
-            raise
-        finally:
-            cur.close()
 
     def _update(self, sql: str, *params: object) -> int:
         with self._transaction() as cur:
@@ -198,20 +191,19 @@ class Outbox:
         return WriteResult(added, acked, retried, rejected)
 
     def claim_due(
-        self, *, now_ms: int, limit: int, lease_ms: int, exclude: Iterable[int] = ()
+        self, *, now_ms: int, limit: int, lease_ms: int, exclude: AbstractSet[int] = frozenset()
     ) -> list[OutboxItem]:
         """Pending rows due now (oldest first), leased for ``lease_ms`` so they are not claimed twice.
 
         ``exclude`` names rows the caller already holds in memory (their lease may have run out
         while they waited in a queue); they are skipped, not re-leased.
         """
-        held = set(exclude)
         rows = self._conn.execute(
             f"SELECT {_SCAN_COLUMNS}, attempts FROM outbox WHERE state = 0 AND next_attempt_ms <= ?"
             " ORDER BY next_attempt_ms, seq LIMIT ?",
-            (now_ms, limit + len(held)),
+            (now_ms, limit + len(exclude)),
         ).fetchall()
-        items = [OutboxItem(r[0], ScanEvent(*r[1:5]), r[5]) for r in rows if r[0] not in held][:limit]
+        items = [OutboxItem(r[0], ScanEvent(*r[1:5]), r[5]) for r in rows if r[0] not in exclude][:limit]
         if items:
             with self._transaction() as cur:
                 cur.executemany(
