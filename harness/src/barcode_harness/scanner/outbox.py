@@ -120,7 +120,6 @@ class Outbox:
             self._lock_file.close()  # closing the file releases its lock
             raise
 
-    # ----------------------------------------------------------------- lifecycle
     @staticmethod
     def _lock(path: Path) -> IO[bytes]:
         """Two simulators on one outbox would send every scan twice; refuse the second one."""
@@ -142,7 +141,6 @@ class Outbox:
         with self._lock_file:  # closing the file releases its lock
             self._conn.close()
 
-    # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction, taking the write lock up front (``BEGIN IMMEDIATE``)."""

@@ -440,10 +440,8 @@ class Simulator:
         self._outcomes.extend(Outcome(item.seq, State.REJECTED, status, body) for item in items)
         if status not in self._logged_rejects:
             self._logged_rejects.add(status)
-            message = (
-                "ingest refused %(n)d scan(s) with %(status)d (kept as rejected in the outbox, not retried;"
-            )
-            message += " further %(status)d answers are counted, not logged): %(body)s"
+            message = "ingest refused %(n)d scan(s) with %(status)d (kept as rejected in the outbox, not"
+            message += " retried; further %(status)d answers are counted, not logged): %(body)s"
             log.warning(message, {"n": len(items), "status": status, "body": body[:500]})
 
     def _unavailable(
