@@ -292,13 +292,9 @@ class Simulator:
                 futures[0].result()  # re-raise a failure of generation itself
         finally:
             await self._shutdown(flusher)
-        assert self._outbox is not None
-        try:
-            if self._fatal is not None:
-                raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
-            final = await asyncio.to_thread(outbox_status, cfg.outbox_path)
-        finally:
-            self._outbox.close()
+        if self._fatal is not None:
+            raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
+        final = await asyncio.to_thread(outbox_status, cfg.outbox_path)
         self.stats.pending = final.pending
         return SimulatorReport(
             stats=self.stats, outbox=final, elapsed_s=time.monotonic() - started, drained=final.pending == 0
@@ -325,6 +321,8 @@ class Simulator:
             if self._session is not None:
                 await self._session.close()
             self._executor.shutdown(wait=True)
+            if self._outbox is not None:
+                self._outbox.close()
 
     async def _generate_then_drain(self) -> None:
         await self._generate()
