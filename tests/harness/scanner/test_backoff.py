@@ -59,7 +59,8 @@ def test_gate_lets_one_probe_through_after_a_failure() -> None:
         assert gate.failures == 2
         clock[0] = 2.0
         # the waiter wakes on the state change and becomes the next probe (the deadline only bounds a bug)
-        gate.success(await asyncio.wait_for(waiter, 1))
+        await asyncio.wait_for(waiter, 1)
+        gate.success()
         assert gate.is_closed and gate.failures == 0
         assert await gate.acquire() == gate.generation
 

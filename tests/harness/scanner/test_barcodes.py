@@ -10,7 +10,6 @@ from barcode_harness.scanner.barcodes import (
     gs1_check_digit,
     is_valid_ean13,
     is_valid_gs1,
-    is_valid_itf14,
     itf14,
 )
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, device_ids
@@ -49,8 +48,6 @@ def test_check_digit_zero_case() -> None:
 def test_validity_predicates_check_shape() -> None:
     assert is_valid_ean13("4006381333931")
     assert not is_valid_ean13("10012345678902")  # 14 digits
-    assert is_valid_itf14("10012345678902")
-    assert not is_valid_itf14("4006381333931")
     assert not is_valid_gs1("40063813339a1")
     assert not is_valid_gs1("4")
     assert not is_valid_gs1("")
@@ -74,7 +71,7 @@ def test_factory_codes_are_valid_unique_and_mixed() -> None:
     ean = [c for c in codes if len(c) == 13]
     itf = [c for c in codes if len(c) == 14]
     assert all(is_valid_ean13(c) for c in ean)
-    assert all(is_valid_itf14(c) and c[0] in "12345678" for c in itf)
+    assert all(len(c) == 14 and is_valid_gs1(c) and c[0] in "12345678" for c in itf)
     assert 0.27 < len(itf) / len(codes) < 0.33
     korean = sum(1 for c in ean if c.startswith("880")) / len(ean)
     assert 0.65 < korean < 0.75

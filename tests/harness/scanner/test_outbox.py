@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from barcode_harness.scanner.outbox import Ack, Outbox, OutboxItem, Reject, Retry, State, outbox_status
+from barcode_harness.scanner.outbox import Outbox, OutboxItem, Outcome, State, outbox_status
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError
@@ -47,7 +47,7 @@ def test_new_scans_are_pending_and_leased_ones_are_not_due(path: Path) -> None:
     with closing(Outbox(path)) as box:
         items = add(box, scans(5), now_ms=NOW, lease_ms=60_000)
         assert [i.seq for i in items] == [1, 2, 3, 4, 5]
-        assert box.counts().pending == 5
+        assert outbox_status(path).pending == 5
         assert box.claim_due(now_ms=NOW, limit=10, lease_ms=1000) == []
         due = box.claim_due(now_ms=NOW + 60_000, limit=10, lease_ms=1000)
         assert [i.scan for i in due] == [i.scan for i in items]
@@ -58,15 +58,17 @@ def test_ack_retry_reject_transitions(path: Path) -> None:
         a, b, c = add(box, scans(3), now_ms=NOW, lease_ms=60_000)
         result = box.write(
             now_ms=NOW + 1,
-            acks=[Ack(a.seq, 202)],
-            retries=[Retry(b.seq, NOW + 500, 503, "HTTP 503")],
-            rejects=[Reject(c.seq, 422, '{"field":"barcode"}')],
+            outcomes=[
+                Outcome(a.seq, State.ACKED, 202),
+                Outcome(b.seq, State.PENDING, 503, "HTTP 503", NOW + 500),
+                Outcome(c.seq, State.REJECTED, 422, '{"field":"barcode"}'),
+            ],
         )
         assert (result.acked, result.retried, result.rejected) == (1, 1, 1)
         assert state_of(path, a.seq) is State.ACKED
         assert state_of(path, b.seq) is State.PENDING
         assert state_of(path, c.seq) is State.REJECTED
-        counts = box.counts()
+        counts = outbox_status(path)
         assert (counts.pending, counts.acked, counts.rejected, counts.sent, counts.attempts) == (
             1,
             1,
@@ -86,8 +88,11 @@ def test_ack_retry_reject_transitions(path: Path) -> None:
 def test_outcomes_only_apply_to_pending_rows(path: Path) -> None:
     with closing(Outbox(path)) as box:
         (a,) = add(box, scans(1), now_ms=NOW)
-        box.write(now_ms=NOW, rejects=[Reject(a.seq, 400, "bad")])
-        late = box.write(now_ms=NOW, acks=[Ack(a.seq, 202)], retries=[Retry(a.seq, NOW, 503, "x")])
+        box.write(now_ms=NOW, outcomes=[Outcome(a.seq, State.REJECTED, 400, "bad")])
+        late = box.write(
+            now_ms=NOW,
+            outcomes=[Outcome(a.seq, State.ACKED, 202), Outcome(a.seq, State.PENDING, 503, "x", NOW)],
+        )
         assert (late.acked, late.retried) == (0, 0)
         assert state_of(path, a.seq) is State.REJECTED
 
@@ -105,9 +110,9 @@ def test_everything_survives_a_reopen_and_leases_end_at_restart(path: Path) -> N
     batch = scans(10)
     with closing(Outbox(path)) as box:
         items = add(box, batch, now_ms=NOW, lease_ms=3_600_000)
-        box.write(now_ms=NOW, acks=[Ack(i.seq, 202) for i in items[:4]])
+        box.write(now_ms=NOW, outcomes=[Outcome(i.seq, State.ACKED, 202) for i in items[:4]])
     with closing(Outbox(path)) as box:
-        counts = box.counts()
+        counts = outbox_status(path)
         assert (counts.total, counts.pending, counts.acked) == (10, 6, 4)
         assert box.make_all_due(NOW + 1) == 6
         due = box.claim_due(now_ms=NOW + 1, limit=100, lease_ms=1000)
@@ -136,14 +141,16 @@ def test_requeue_rejected_and_purge_acked_keep_the_counts_honest(path: Path) -> 
         items = add(box, scans(6), now_ms=NOW)
         box.write(
             now_ms=NOW,
-            acks=[Ack(i.seq, 202) for i in items[:3]],
-            rejects=[Reject(items[3].seq, 404, "not found")],
+            outcomes=[
+                *(Outcome(i.seq, State.ACKED, 202) for i in items[:3]),
+                Outcome(items[3].seq, State.REJECTED, 404, "not found"),
+            ],
         )
         assert box.purge_acked() == 3
-        counts = box.counts()
+        counts = outbox_status(path)
         assert (counts.total, counts.acked, counts.rejected, counts.pending) == (6, 3, 1, 2)
         assert box.requeue_rejected(NOW) == 1
-        assert box.counts().pending == 3
+        assert outbox_status(path).pending == 3
         assert state_of(path, items[3].seq) is State.PENDING
 
 
@@ -158,7 +165,7 @@ def test_batched_transactions_handle_a_large_backlog(path: Path) -> None:
         start = time.perf_counter()
         for i in range(0, len(batch), 500):
             items = add(box, batch[i : i + 500], now_ms=NOW, lease_ms=60_000)
-            box.write(now_ms=NOW, acks=[Ack(it.seq, 202) for it in items])
+            box.write(now_ms=NOW, outcomes=[Outcome(it.seq, State.ACKED, 202) for it in items])
         elapsed = time.perf_counter() - start
-        assert box.counts().acked == 20_000
+        assert outbox_status(path).acked == 20_000
     assert 20_000 / elapsed > 300, f"{20_000 / elapsed:.0f} scans/s"

@@ -1,8 +1,7 @@
 """Retry timing for scanners: Retry-After parsing, and a gate that pauses a whole endpoint.
 
-Per-scan delays use the product's own rule (:func:`barcode_pipeline.retry.backoff_delay`), but
-per-scan back-off alone would let thousands of pending scans each hammer an API that is down;
-the gate makes one request probe the endpoint while the others wait, and opens for all on success.
+Per-scan back-off alone would let thousands of pending scans each hammer an API that is down: the
+gate makes one request probe the endpoint while the others wait, and opens for all on success.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ class EndpointGate:
         self._changed = asyncio.Event()
 
     async def acquire(self) -> int:
-        """Wait until a request may be sent; returns the generation to pass to success/failure/abandon."""
+        """Wait until a request may be sent; returns the generation to pass to failure/abandon."""
         while True:
             if self.is_closed:
                 return self.generation
@@ -83,14 +82,15 @@ class EndpointGate:
                 return self.generation
             await changed.wait()
 
-    def success(self, generation: int) -> None:
-        """The endpoint answered: any answer proves it is back, whenever the request started."""
-        del generation
-        if not self.is_closed or self.failures:
-            self.failures = 0
-            self.is_closed = True
-            self._probe = None
-            self._bump()
+    def success(self) -> bool:
+        """The endpoint answered, whenever the request started: it is back. True if that is news."""
+        if self.is_closed and not self.failures:
+            return False
+        self.failures = 0
+        self.is_closed = True
+        self._probe = None
+        self._bump()
+        return True
 
     def failure(self, generation: int, retry_after_s: float | None = None) -> None:
         """A retryable failure (connection error, timeout, 408/429/5xx)."""

@@ -27,10 +27,7 @@ _SCRAMBLE = 387_420_489  # 3^18
 
 
 def gs1_check_digit(digits: str) -> int:
-    """Mod-10 check digit of a GS1 payload (EAN-8/13, UPC-A, GTIN-14/ITF-14 alike).
-
-    Weights 3 and 1 alternate from the rightmost payload digit leftwards.
-    """
+    """Mod-10 check digit of a GS1 payload (EAN-8/13, UPC-A, ITF-14): weights 3, 1, 3, ... from the right."""
     if not digits.isdigit() or not digits.isascii():
         raise ValueError(f"a GS1 payload is decimal digits, got {digits!r}")
     total = sum(int(char) * weight for char, weight in zip(reversed(digits), cycle((3, 1))))
@@ -39,18 +36,11 @@ def gs1_check_digit(digits: str) -> int:
 
 def is_valid_gs1(code: str) -> bool:
     """True if ``code`` is all digits, at least 2 long, and ends with its correct check digit."""
-    if len(code) < 2 or not code.isdigit() or not code.isascii():
-        return False
-    return gs1_check_digit(code[:-1]) == int(code[-1])
+    return len(code) > 1 and code.isascii() and code.isdigit() and gs1_check_digit(code[:-1]) == int(code[-1])
 
 
 def is_valid_ean13(code: str) -> bool:
     return len(code) == 13 and is_valid_gs1(code)
-
-
-def is_valid_itf14(code: str) -> bool:
-    """ITF-14 carries a GTIN-14: packaging indicator 0-8 (9 = variable measure), 12 digits, check."""
-    return len(code) == 14 and is_valid_gs1(code)
 
 
 def ean13(payload12: str) -> str:

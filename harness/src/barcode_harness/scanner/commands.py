@@ -8,26 +8,18 @@ import logging
 import signal
 import time
 from dataclasses import asdict
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 import typer
+from rich import progress as rp
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
+from rich.table import Column, Table
 
 from barcode_harness.scanner.outbox import Outbox, OutboxCounts, outbox_status
 from barcode_harness.scanner.scans import device_ids
-from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport, now_ms
+from barcode_harness.scanner.simulator import Mode, Simulator, SimulatorConfig, SimulatorReport, now_ms
 from barcode_harness.settings import HarnessSettings, load_harness_settings
 from barcode_pipeline.errors import ConfigError
 from barcode_pipeline.logs import setup_logging
@@ -35,16 +27,6 @@ from barcode_pipeline.logs import setup_logging
 log = logging.getLogger(__name__)
 
 EXIT_NOT_DRAINED = 3  # scans were left pending in the outbox
-
-
-class ModeChoice(StrEnum):
-    single = "single"
-    batch = "batch"
-
-
-class SyncChoice(StrEnum):
-    full = "full"
-    normal = "normal"
 
 
 def failed_attempts(counts: OutboxCounts) -> int:
@@ -57,10 +39,8 @@ def _print_report(console: Console, report: SimulatorReport, as_json: bool) -> N
         typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return
     run = report.stats
-    table = Table(title=f"scanner run ({report.elapsed_s:.1f} s)", show_header=True)
-    table.add_column("")
-    table.add_column("this run", justify="right")
-    table.add_column("outbox (all runs)", justify="right")
+    table = Table("", Column("this run", justify="right"), Column("outbox (all runs)", justify="right"))
+    table.title = f"scanner run ({report.elapsed_s:.1f} s)"
     table.add_row("generated", f"{run.generated:,} ({run.duplicates:,} resends)", f"{report.outbox.total:,}")
     table.add_row("HTTP requests", f"{run.requests:,}", "")
     table.add_row("scans sent at least once", "", f"{report.outbox.sent:,}")
@@ -91,13 +71,13 @@ async def _run_with_progress(config: SimulatorConfig, console: Console, quiet: b
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
 
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
+    progress = rp.Progress(
+        rp.SpinnerColumn(),
+        rp.TextColumn("{task.description}"),
+        rp.BarColumn(),
+        rp.MofNCompleteColumn(),
+        rp.TextColumn("{task.fields[info]}"),
+        rp.TimeElapsedColumn(),
         console=console,
         disable=quiet,
     )
@@ -139,7 +119,7 @@ def scanner(
         int | None, typer.Option(min=0, help="Total scans to generate (0 = only deliver what is pending).")
     ] = None,
     duration: Annotated[float | None, typer.Option(min=0.001, help="Seconds to generate scans for.")] = None,
-    mode: Annotated[ModeChoice, typer.Option(help="One request per scan, or batches.")] = ModeChoice.single,
+    mode: Annotated[Mode, typer.Option(help="One request per scan, or batches.")] = "single",
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size trigger (batch mode).")] = 100,
     batch_interval: Annotated[float, typer.Option(min=0.001, help="Batch time trigger, seconds.")] = 1.0,
     duplicate_ratio: Annotated[
@@ -155,8 +135,9 @@ def scanner(
         float, typer.Option(help="After generating, wait this long for pending scans (< 0: forever).")
     ] = 30.0,
     synchronous: Annotated[
-        SyncChoice, typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash.")
-    ] = SyncChoice.full,
+        Literal["full", "normal"],
+        typer.Option(help="SQLite synchronous mode: full survives power loss, normal a crash."),
+    ] = "full",
     seed: Annotated[int | None, typer.Option(help="Random seed (barcodes, resends, jitter).")] = None,
     api_key: Annotated[
         str | None,
@@ -200,7 +181,7 @@ def scanner(
         rate_per_device=rate,
         count=count,
         duration_s=duration,
-        mode=mode.value,
+        mode=mode,
         batch_size=batch_size,
         batch_interval_s=batch_interval,
         duplicate_ratio=duplicate_ratio,
@@ -208,7 +189,7 @@ def scanner(
         concurrency=concurrency,
         request_timeout_s=timeout,
         drain_timeout_s=None if drain_timeout < 0 else drain_timeout,
-        synchronous="FULL" if synchronous is SyncChoice.full else "NORMAL",
+        synchronous="FULL" if synchronous == "full" else "NORMAL",
         seed=seed,
         api_key="" if no_key else (api_key or settings.ingest_api_key or _own_key(settings)),
     )
@@ -221,8 +202,7 @@ def scanner(
 def _maintain(path: Path, console: Console, *, requeue: bool, purge: bool, as_json: bool) -> None:
     """Maintenance actions on an outbox (the status read works while a simulator is running)."""
     if requeue or purge:
-        if not path.exists():
-            raise ConfigError(f"no outbox at {path}", component="scanner")
+        outbox_status(path)  # refuses a missing file, or one that is not an outbox, before any change
         with contextlib.closing(Outbox(path)) as box:
             if requeue:
                 console.print(f"requeued {box.requeue_rejected(now_ms()):,} rejected scans")
@@ -245,11 +225,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _own_key(settings: HarnessSettings) -> str:
-    """Create the simulator's own key, as an operator would with ``keys create``.
-
-    A running ingest learns of a new key within its refresh interval, on every process; the
-    simulator waits that long before its first scan, or those scans would be refused (401).
-    """
+    """Create the simulator's own key (as ``keys create`` would), then wait until every ingest
+    process has refreshed its keys, or the first scans would be refused (401)."""
     from barcode_harness.keys import with_harness_key
 
     created = time.monotonic()

@@ -1,12 +1,9 @@
 """Durable local outbox of a center PC (SQLite in WAL mode, stdlib ``sqlite3``).
 
-Every scan is committed here *before* it is sent and leaves the ``pending`` state only when the
-ingest API acknowledged it (``acked``) or refused it for good (``rejected``, with the response).
-So a crash, a restart or an ingest outage loses nothing: whatever is still pending is sent again.
-
-The class is synchronous and single-threaded on purpose: the simulator runs it on one dedicated
-thread and batches many rows into each transaction, which is what keeps it at thousands of scans/s
-even with ``synchronous=FULL`` (one fsync per transaction, not per scan).
+Every scan is committed here *before* it is sent and leaves ``pending`` only when ingest acknowledged
+it (``acked``) or refused it for good (``rejected``), so a crash, restart or outage loses nothing.
+Synchronous and single-threaded on purpose: the simulator gives it one thread and batches many rows
+per transaction, which keeps thousands of scans/s even with ``synchronous=FULL`` (one fsync each).
 """
 
 from __future__ import annotations
@@ -16,11 +13,12 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple
+from typing import IO, Literal, NamedTuple
 
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError
@@ -71,26 +69,16 @@ class OutboxItem:
     attempts: int = 0
 
 
-class Ack(NamedTuple):
-    seq: int
-    status: int
-
-
-class Retry(NamedTuple):
-    """A failed attempt: try again not before ``next_attempt_ms``."""
+class Outcome(NamedTuple):
+    """The end of one attempt: ACKED; PENDING again (a retry) not before ``next_attempt_ms``; or
+    REJECTED, a permanent refusal (4xx other than 408/429) kept with the server's answer, never resent.
+    """
 
     seq: int
-    next_attempt_ms: int
+    state: State
     status: int | None
-    error: str
-
-
-class Reject(NamedTuple):
-    """A permanent refusal (4xx other than 408/429): kept with the server's answer, never resent."""
-
-    seq: int
-    status: int
-    body: str
+    detail: str | None = None  # a retry's error, a rejection's response body
+    next_attempt_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +100,9 @@ class WriteResult:
 
 
 class Outbox:
-    """The outbox file. Only one writer at a time (an exclusive lock file enforces it).
+    """The outbox file: one writer at a time (a lock file enforces it), from a single thread.
 
-    Not thread-safe: use it from a single thread (the simulator gives it its own). Use it in
-    ``contextlib.closing`` to close it on the way out.
+    Use it in ``contextlib.closing`` to close it on the way out.
     """
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
@@ -125,7 +112,6 @@ class Outbox:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA busy_timeout=10000")
             with self._transaction() as cur:  # a reader never sees half a schema
                 for statement in _SCHEMA.split(";")[:-1]:
                     cur.execute(statement)
@@ -134,7 +120,6 @@ class Outbox:
             self._lock_file.close()  # closing the file releases its lock
             raise
 
-    # ----------------------------------------------------------------- lifecycle
     @staticmethod
     def _lock(path: Path) -> IO[bytes]:
         """Two simulators on one outbox would send every scan twice; refuse the second one."""
@@ -153,28 +138,15 @@ class Outbox:
         return handle
 
     def close(self) -> None:
-        if self._lock_file.closed:
-            return
-        try:
+        with self._lock_file:  # closing the file releases its lock
             self._conn.close()
-        finally:
-            self._lock_file.close()
 
-    # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction, taking the write lock up front (``BEGIN IMMEDIATE``)."""
-        cur = self._conn.cursor()
-        try:
+        with self._conn, contextlib.closing(self._conn.cursor()) as cur:  # commits, or rolls back on error
             cur.execute("BEGIN IMMEDIATE")
             yield cur
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.rollback()
-            raise
-        finally:
-            cur.close()
 
     def _update(self, sql: str, *params: object) -> int:
         with self._transaction() as cur:
@@ -187,16 +159,13 @@ class Outbox:
         now_ms: int,
         lease_ms: int = 0,
         leased: int | None = None,
-        acks: Sequence[Ack] = (),
-        retries: Sequence[Retry] = (),
-        rejects: Sequence[Reject] = (),
+        outcomes: Sequence[Outcome] = (),
     ) -> WriteResult:
         """Insert new scans and record outcomes, all in one transaction (one fsync).
 
         The first ``leased`` new scans (all when None) are due again only after ``lease_ms``: the
         caller sends them right away from memory, and the lease keeps :meth:`claim_due` from
         handing them out a second time. The others are due now and wait for :meth:`claim_due`.
-        Outcomes only apply to rows still pending, so a late duplicate answer changes nothing.
         """
         leased = len(new) if leased is None else leased
         first, due = self._next_seq, [now_ms + lease_ms] * leased + [now_ms] * (len(new) - leased)
@@ -204,37 +173,35 @@ class Outbox:
             (first + i, s.barcode, s.device_id, s.scan_time, s.scan_id, due[i], now_ms)
             for i, s in enumerate(new)
         ]
-        outcomes: list[list[tuple[Any, ...]]] = [  # parameters of _OUTCOME, one list per kind
-            [(State.ACKED, now_ms, None, a.status, None, a.seq) for a in acks],
-            [(State.PENDING, None, r.next_attempt_ms, r.status, r.error, r.seq) for r in retries],
-            [(State.REJECTED, now_ms, None, r.status, r.body, r.seq) for r in rejects],
-        ]
+        done_ms = {State.ACKED: now_ms, State.PENDING: None, State.REJECTED: now_ms}
+        params = [(o.state, done_ms[o.state], o.next_attempt_ms, o.status, o.detail, o.seq) for o in outcomes]
         with self._transaction() as cur:
             cur.executemany(
                 f"INSERT INTO outbox ({_SCAN_COLUMNS}, next_attempt_ms, created_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            acked, retried, rejected = (cur.executemany(_OUTCOME, p).rowcount if p else 0 for p in outcomes)
+            retried, acked, rejected = (  # State's order: PENDING (a retry), ACKED, REJECTED
+                cur.executemany(_OUTCOME, [p for p in params if p[0] == s]).rowcount for s in State
+            )
         added = [OutboxItem(first + i, scan) for i, scan in enumerate(new)]
         self._next_seq += len(added)
         return WriteResult(added, acked, retried, rejected)
 
     def claim_due(
-        self, *, now_ms: int, limit: int, lease_ms: int, exclude: Iterable[int] = ()
+        self, *, now_ms: int, limit: int, lease_ms: int, exclude: AbstractSet[int] = frozenset()
     ) -> list[OutboxItem]:
         """Pending rows due now (oldest first), leased for ``lease_ms`` so they are not claimed twice.
 
         ``exclude`` names rows the caller already holds in memory (their lease may have run out
         while they waited in a queue); they are skipped, not re-leased.
         """
-        held = set(exclude)
         rows = self._conn.execute(
             f"SELECT {_SCAN_COLUMNS}, attempts FROM outbox WHERE state = 0 AND next_attempt_ms <= ?"
             " ORDER BY next_attempt_ms, seq LIMIT ?",
-            (now_ms, limit + len(held)),
+            (now_ms, limit + len(exclude)),
         ).fetchall()
-        items = [OutboxItem(r[0], ScanEvent(*r[1:5]), r[5]) for r in rows if r[0] not in held][:limit]
+        items = [OutboxItem(r[0], ScanEvent(*r[1:5]), r[5]) for r in rows if r[0] not in exclude][:limit]
         if items:
             with self._transaction() as cur:
                 cur.executemany(
@@ -263,30 +230,20 @@ class Outbox:
             )
             return purged
 
-    # ----------------------------------------------------------------- reads
-    def counts(self) -> OutboxCounts:
-        return read_counts(self._conn)
-
-
-def read_counts(conn: sqlite3.Connection) -> OutboxCounts:
-    """The counts; purged acknowledged rows still count as acked, sent once and attempted once."""
-    row = conn.execute(
-        "SELECT COUNT(*), SUM(state = 0), SUM(state = 1), SUM(state = 2), SUM(attempts > 0), SUM(attempts),"
-        " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'purged_acked') FROM outbox"
-    ).fetchone()
-    total, pending, acked, rejected, sent, attempts, purged = (int(v or 0) for v in row)
-    return OutboxCounts(total + purged, pending, acked + purged, rejected, sent + purged, attempts + purged)
-
 
 def outbox_status(path: Path) -> OutboxCounts:
-    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block)."""
+    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block).
+
+    Purged acknowledged rows still count as acked, sent once and attempted once.
+    """
     if not path.exists():
         raise ConfigError(f"no outbox at {path}", component="scanner")
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=10.0)) as conn:
         if conn.execute("SELECT name FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
             raise ConfigError(f"{path} is not a scanner outbox", component="scanner")
-        return read_counts(conn)
-    finally:
-        conn.close()
+        row = conn.execute(
+            "SELECT COUNT(*), SUM(state = 0), SUM(state = 1), SUM(state = 2), SUM(attempts > 0),"
+            " SUM(attempts), (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'purged_acked') FROM outbox"
+        ).fetchone()
+    total, pending, acked, rejected, sent, attempts, purged = (int(v or 0) for v in row)
+    return OutboxCounts(total + purged, pending, acked + purged, rejected, sent + purged, attempts + purged)

@@ -1,13 +1,10 @@
 """The scanner simulator: center PCs that generate scans and deliver them through a durable outbox.
 
-Flow of one scan: generated -> buffered -> committed to the outbox (one transaction per ~20 ms)
--> queued on its device's lane -> POSTed -> outcome buffered -> committed (acked / retry later /
-rejected) -> released from memory. A scan is sent only after its row is committed, and its row
-leaves ``pending`` only after a 2xx, so any crash in between means "send again", never "lost".
-
-Memory is bounded: at most ``max_in_memory`` scans are queued or in flight; the rest wait in the
-outbox and a relay claims them (oldest first) as room frees up, together with failed scans whose
-back-off has expired. All SQLite work runs on one dedicated thread, off the event loop.
+A scan is generated, committed to the outbox (one transaction per ~20 ms), queued on its device's
+lane, POSTed, and its outcome committed (acked / retry later / rejected). It is sent only after its
+row is committed and leaves ``pending`` only after a 2xx: a crash means "send again", never "lost".
+At most ``_MAX_IN_MEMORY`` scans are queued or in flight; a relay claims the rest from the outbox
+(oldest first) as room frees up. All SQLite work runs on one dedicated thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ import orjson
 
 from barcode_harness.scanner.backoff import EndpointGate, parse_retry_after
 from barcode_harness.scanner.barcodes import BarcodeFactory
-from barcode_harness.scanner.outbox import Ack, Outbox, OutboxCounts, OutboxItem, Reject, Retry
+from barcode_harness.scanner.outbox import Outbox, OutboxCounts, OutboxItem, Outcome, State, outbox_status
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_batch, encode_scan
 from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
@@ -41,10 +38,14 @@ from barcode_pipeline.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
+Mode = Literal["single", "batch"]
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _MAX_BODY_IN_ERROR = 2000
+_MAX_IN_MEMORY = 20_000  # scans queued or in flight
+_LEASE_MS = 120_000  # a claimed scan is not claimed again for this long
+_FLUSH_INTERVAL_S = 0.02
 
 
 def now_ms() -> int:
@@ -61,7 +62,7 @@ class SimulatorConfig:
     rate_per_device: float = 10.0  # scans/s each device generates
     count: int | None = None  # total scans to generate (over all devices); 0 = only drain the outbox
     duration_s: float | None = None
-    mode: Literal["single", "batch"] = "single"
+    mode: Mode = "single"
     batch_size: int = 100
     batch_interval_s: float = 1.0  # time trigger: a batch leaves at most this long after its first scan
     duplicate_ratio: float = 0.0
@@ -74,9 +75,6 @@ class SimulatorConfig:
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 30.0
     drain_timeout_s: float | None = 30.0  # after generating, wait this long for pending scans; None = forever
-    max_in_memory: int = 20_000
-    lease_s: float = 120.0
-    flush_interval_s: float = 0.02
     relay_interval_s: float = 0.25
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     seed: int | None = None
@@ -97,7 +95,6 @@ class SimulatorConfig:
             (self.catch_up_batch >= 0, "catch_up_batch must be >= 0"),
             (self.request_timeout_s > 0, "request_timeout_s must be > 0"),
             (0 < self.backoff_base_s <= self.backoff_cap_s, "need 0 < backoff_base_s <= backoff_cap_s"),
-            (self.max_in_memory >= 1, "max_in_memory must be >= 1"),
             (self.url.startswith(("http://", "https://")), "url must start with http:// or https://"),
         ]
         for ok, message in checks:
@@ -196,7 +193,6 @@ class Simulator:
         self.config = config
         self.stats = SimulatorStats()
         self._base = config.url.rstrip("/")
-        self._lease_ms = int(config.lease_s * 1000)
         self._rng = random.Random(config.seed)
         self._factory = ScanFactory(
             config.devices,
@@ -205,9 +201,7 @@ class Simulator:
             seed=self._rng.randrange(1 << 30),
         )
         self._new: list[ScanEvent] = []
-        self._acks: list[Ack] = []
-        self._retries: list[Retry] = []
-        self._rejects: list[Reject] = []
+        self._outcomes: list[Outcome] = []
         self._held: set[int] = set()
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -249,7 +243,7 @@ class Simulator:
         return lane
 
     def _hold(self, items: list[OutboxItem]) -> None:
-        """Queue leased scans on their devices' lanes: they count against ``max_in_memory`` until answered."""
+        """Queue leased scans on their lanes: until answered they count against ``_MAX_IN_MEMORY``."""
         at = time.monotonic()
         for item in items:
             self._held.add(item.seq)
@@ -258,11 +252,11 @@ class Simulator:
 
     @property
     def _room(self) -> int:
-        return max(0, self.config.max_in_memory - len(self._held))
+        return max(0, _MAX_IN_MEMORY - len(self._held))
 
     @property
     def _unflushed(self) -> bool:
-        return bool(self._new or self._acks or self._retries or self._rejects)
+        return bool(self._new or self._outcomes)
 
     # ------------------------------------------------------------------ run
     async def run(self, stop: asyncio.Event | None = None) -> SimulatorReport:
@@ -273,7 +267,7 @@ class Simulator:
         try:
             self._outbox = await self._db(Outbox, cfg.outbox_path, synchronous=cfg.synchronous)
             await self._db(self._outbox.make_all_due, now_ms())
-            counts = await self._db(self._outbox.counts)
+            counts = await self._db(outbox_status, cfg.outbox_path)
             self.stats.recovered = self.stats.pending = counts.pending
             if counts.pending:
                 log.info("outbox %s: resuming %d pending scans", cfg.outbox_path, counts.pending)
@@ -298,13 +292,9 @@ class Simulator:
                 futures[0].result()  # re-raise a failure of generation itself
         finally:
             await self._shutdown(flusher)
-        assert self._outbox is not None
-        try:
-            if self._fatal is not None:
-                raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
-            final = await asyncio.to_thread(self._outbox.counts)
-        finally:
-            self._outbox.close()
+        if self._fatal is not None:
+            raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
+        final = await asyncio.to_thread(outbox_status, cfg.outbox_path)
         self.stats.pending = final.pending
         return SimulatorReport(
             stats=self.stats, outbox=final, elapsed_s=time.monotonic() - started, drained=final.pending == 0
@@ -331,6 +321,8 @@ class Simulator:
             if self._session is not None:
                 await self._session.close()
             self._executor.shutdown(wait=True)
+            if self._outbox is not None:
+                self._outbox.close()
 
     async def _generate_then_drain(self) -> None:
         await self._generate()
@@ -351,9 +343,7 @@ class Simulator:
         """Each device scans at t = 0, 1/rate, 2/rate, ... until its quota or the duration is reached."""
         cfg = self.config
         n = len(cfg.devices)
-        quotas: list[float] = [math.inf] * n
-        if cfg.count is not None:
-            quotas = [cfg.count // n + (i < cfg.count % n) for i in range(n)]
+        quotas = [math.inf if cfg.count is None else cfg.count // n + (i < cfg.count % n) for i in range(n)]
         if not any(quotas):
             return
         # a duration d holds ceil(d * rate) scans
@@ -385,7 +375,7 @@ class Simulator:
         """Commits generated scans and recorded outcomes in one transaction per cycle."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wanted.wait(), timeout=self.config.flush_interval_s)
+                await asyncio.wait_for(self._flush_wanted.wait(), timeout=_FLUSH_INTERVAL_S)
             self._flush_wanted.clear()
             await self._flush()
             if self._closing:
@@ -395,20 +385,18 @@ class Simulator:
         assert self._outbox is not None
         if not self._unflushed:
             return
-        new, acks, retries, rejects = self._new, self._acks, self._retries, self._rejects
-        self._new, self._acks, self._retries, self._rejects = [], [], [], []
+        new, outcomes = self._new, self._outcomes
+        self._new, self._outcomes = [], []
         leased = 0 if self._closing else min(self._room, len(new))
         result = await self._db(
             self._outbox.write,
             new,
             now_ms=now_ms(),
-            lease_ms=self._lease_ms,
+            lease_ms=_LEASE_MS,
             leased=leased,
-            acks=acks,
-            retries=retries,
-            rejects=rejects,
+            outcomes=outcomes,
         )
-        self._held.difference_update(o.seq for outcome in (acks, retries, rejects) for o in outcome)
+        self._held.difference_update(o.seq for o in outcomes)
         self.stats.acked += result.acked
         self.stats.rejected += result.rejected
         self.stats.pending += len(result.added) - result.acked - result.rejected
@@ -424,7 +412,7 @@ class Simulator:
                     self._outbox.claim_due,
                     now_ms=now_ms(),
                     limit=limit,
-                    lease_ms=self._lease_ms,
+                    lease_ms=_LEASE_MS,
                     exclude=frozenset(self._held),
                 )
                 self._hold(items)
@@ -443,28 +431,28 @@ class Simulator:
                 item.attempts + 1, base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self._rng
             )
             delay = max(delay, retry_after or 0.0)
-            self._retries.append(Retry(item.seq, now + int(delay * 1000), status, error))
+            self._outcomes.append(Outcome(item.seq, State.PENDING, status, error, now + int(delay * 1000)))
             self.stats.retried += 1
 
     def _reject(self, items: list[OutboxItem], status: int, body: str) -> None:
-        self._rejects.extend(Reject(item.seq, status, body) for item in items)
+        self._outcomes.extend(Outcome(item.seq, State.REJECTED, status, body) for item in items)
         if status not in self._logged_rejects:
             self._logged_rejects.add(status)
-            log.warning(
-                "ingest refused %d scan(s) with %d (kept as rejected in the outbox, not retried; "
-                "further %d answers are counted, not logged): %s",
-                len(items),
-                status,
-                status,
-                body[:500],
-            )
+            message = "ingest refused %(n)d scan(s) with %(status)d (kept as rejected in the outbox, not"
+            message += " retried; further %(status)d answers are counted, not logged): %(body)s"
+            log.warning(message, {"n": len(items), "status": status, "body": body[:500]})
 
-    def _note_failure(self, gen: int, retry_after: float | None, reason: str) -> None:
+    def _unavailable(
+        self, gen: int, items: list[OutboxItem], status: int | None, error: str, retry_after: float | None
+    ) -> None:
+        """A retryable failure: the gate backs off for the endpoint, and each scan for itself."""
         was_up = self._gate.is_closed
         self._gate.failure(gen, retry_after)
         if was_up and not self._gate.is_closed:
             self.stats.endpoint_up = False
+            reason = f"HTTP {status}" if status else error
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
+        self._retry(items, status, error, retry_after)
 
     # ------------------------------------------------------------------ HTTP
     async def _sender(self, lane: _Lane) -> None:
@@ -495,10 +483,8 @@ class Simulator:
     async def _send(self, lane: _Lane, items: list[OutboxItem], *, batch: bool) -> None:
         """POST one scan or a batch, through the endpoint gate, and buffer the outcome of each scan."""
         assert self._session is not None
-        if batch:
-            path, body = names.ROUTE_BATCH, encode_batch([i.scan for i in items])
-        else:
-            path, body = names.ROUTE_SCAN, encode_scan(items[0].scan)
+        path = names.ROUTE_BATCH if batch else names.ROUTE_SCAN
+        body = encode_batch([i.scan for i in items]) if batch else encode_scan(items[0].scan)
         gen = await self._gate.acquire()
         try:
             self.stats.requests += 1
@@ -506,21 +492,19 @@ class Simulator:
                 status, payload = resp.status, await resp.read()
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            self._note_failure(gen, None, reason)
-            self._retry(items, None, reason, None)
+            self._unavailable(gen, items, None, f"{type(exc).__name__}: {exc}", None)
             return
         except asyncio.CancelledError:
             self._gate.abandon(gen)
             raise
         if is_retryable(status):
-            self._note_failure(gen, retry_after, f"HTTP {status}")
-            self._retry(items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after)
+            self._unavailable(
+                gen, items, status, f"HTTP {status}: {payload[:_MAX_BODY_IN_ERROR]!r}", retry_after
+            )
             return
-        if not self._gate.is_closed or self._gate.failures:
+        if self._gate.success():
             log.info("ingest reachable again")
         self.stats.endpoint_up = True
-        self._gate.success(gen)
         if status >= 300:
             self._refused(lane, items, status, payload)
             return
@@ -529,7 +513,9 @@ class Simulator:
             self._retry(items, status, "unreadable 207 body", None)
             return
         failed = failed or set()
-        self._acks.extend(Ack(item.seq, status) for i, item in enumerate(items) if i not in failed)
+        self._outcomes.extend(
+            Outcome(it.seq, State.ACKED, status) for i, it in enumerate(items) if i not in failed
+        )
         self._retry((items[i] for i in sorted(failed)), status, "not confirmed (failedIndices)", None)
 
     def _refused(self, lane: _Lane, items: list[OutboxItem], status: int, payload: bytes) -> None:
