@@ -127,11 +127,11 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     high: list[Phase] = []
     sweep: list[Phase] = []
     with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
-        status = DbStatus(settings.db.url)
-        probes: dict[str, Any] = {"database_server": status.server(), "counters_present": status.present(),
-                                  "kafka_produce": None}  # fmt: skip
-        probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
         with DbSampler(settings.db.url) as sampler:
+            status = sampler.status
+            probes: dict[str, Any] = {"database_server": status.server(), "kafka_produce": None,
+                                      "counters_present": sorted(status.snapshot().values)}  # fmt: skip
+            probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
             runner = Runner(env, spec, run, status)
             idle_before = status.snapshot()
             time.sleep(spec.idle_s)
@@ -150,11 +150,9 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                 )  # fmt: skip
                 if spec.kafka_probe:
                     log.info("bare Kafka produce round trip at %g/s", spec.high_rate)
-                    probes["kafka_produce"] = kafka_produce_latency(
-                        settings,
-                        rate=spec.high_rate,
-                        duration_s=spec.kafka_probe_s or max(3.0, spec.high_duration_s),
-                    ).to_dict()
+                    probe_s = spec.kafka_probe_s or max(3.0, spec.high_duration_s)
+                    latency = kafka_produce_latency(settings, rate=spec.high_rate, duration_s=probe_s)
+                    probes["kafka_produce"] = latency.to_dict()
                     drop_probe_topic(settings)
             if spec.sweep_duration_s > 0:
                 for delay_ms in spec.sweep_delays_ms:
@@ -164,7 +162,6 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                         duration_s=spec.sweep_duration_s, concurrency=spec.concurrency, max_delay_ms=delay_ms,
                     )  # fmt: skip
                 env.start_workers(settings)
-        status.close()
         for p in [*phases, *high, *sweep]:
             p.db_rates = sampler.rates(p.start, p.end)
     return run.write("compare", summarise(env_info, probes, phases, high, sweep), markdown, write_charts)
@@ -173,16 +170,12 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 def _per_1k_ratios(by_path: dict[str, Any], where: str, goal: float) -> list[report.Target]:
     """Legacy ÷ async of each headline counter per 1,000 scans."""
-    out = []
-    for counter in HEADLINE:
-        lv, av = (by_path[p]["io"]["per_1k_scans"].get(counter) for p in (LEGACY, ASYNC))
-        out.append(
-            report.check(
-                f"{counter} per 1,000 scans, legacy ÷ async, {where}", report.ratio(lv, av), ">=", goal,
-                unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans",
-            )
-        )  # fmt: skip
-    return out
+    per_1k = {c: [by_path[p]["io"]["per_1k_scans"].get(c) for p in (LEGACY, ASYNC)] for c in HEADLINE}
+    return [
+        report.check(f"{c} per 1,000 scans, legacy ÷ async, {where}", report.ratio(lv, av), ">=", goal,
+                     unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans")
+        for c, (lv, av) in per_1k.items()
+    ]  # fmt: skip
 
 
 def summarise(

@@ -92,10 +92,6 @@ class DbStatus:
         name = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
         return f"{name} {version}"
 
-    def present(self) -> list[str]:
-        """The counters this server has (the report names the missing ones)."""
-        return sorted(self.snapshot().values)
-
     def close(self) -> None:
         self._conn.close()
 
@@ -104,12 +100,12 @@ class DbSampler(Sampler[Snapshot]):
     """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
 
     def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
-        self._status = DbStatus(db_url)
-        super().__init__(self._status.snapshot, interval_s)
+        self.status = DbStatus(db_url)  # also read between samples (one connection, under a lock)
+        super().__init__(self.status.snapshot, interval_s)
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__()
-        self._status.close()
+        self.status.close()
 
     def rates(self, start: float, end: float, counters: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
         """Per-second rates of ``counters`` between wall-clock ``start`` and ``end`` (t from start)."""

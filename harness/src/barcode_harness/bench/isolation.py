@@ -39,6 +39,7 @@ say = report.progress_logger(__name__)
 
 WINDOWS = ("baseline", "contention", "recovery")
 LOCKER_COUNTS = ("transactions", "lock_waits_timed_out", "deadlocks", "errors")
+LOCK_ERRORS = {1205: "lock_waits_timed_out", 1213: "deadlocks"}  # MySQL error codes
 
 
 @dataclass
@@ -51,19 +52,15 @@ class LockContention:
     hold_s: float
     rows: int
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOCKER_COUNTS, 0))
-    _stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # set: commit now (holders wake at once)
     _lockers: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
         self._lockers = [
-            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(self.threads)
+            threading.Thread(target=self._run, name="locker", daemon=True) for _ in range(self.threads)
         ]
         for t in self._lockers:
             t.start()
-
-    def stop(self) -> None:
-        """Ask the lockers to commit now (holding threads wake at once)."""
-        self._stop.set()
 
     def join(self) -> None:
         for t in self._lockers:
@@ -73,26 +70,24 @@ class LockContention:
         with conn.cursor() as cur:
             for table in self.tables:
                 cur.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self.rows,))
-                ids = [row[0] for row in cur.fetchall()]
-                if ids:
+                if ids := [row[0] for row in cur.fetchall()]:
                     marks = ",".join(["%s"] * len(ids))
                     cur.execute(
                         f"UPDATE {table} SET processed_time = processed_time WHERE id IN ({marks})", ids
                     )
-            self._stop.wait(self.hold_s)
+            self.stop.wait(self.hold_s)
         conn.commit()
 
     def _run(self) -> None:
         conn: Any = None
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             try:
                 conn = conn or db.connect(self.db_url, autocommit=False)
                 self._lock(conn)
                 self.counts["transactions"] += 1
             except pymysql.err.MySQLError as exc:
                 # a lock wait timeout or a deadlock with another locker or a writer is expected: retry
-                codes = {1205: "lock_waits_timed_out", 1213: "deadlocks"}
-                kind = codes.get(exc.args[0] if exc.args else 0, "errors")
+                kind = LOCK_ERRORS.get(exc.args[0] if exc.args else 0, "errors")
                 self.counts[kind] += 1
                 if kind == "errors":
                     log.warning("locker: %s", exc)
@@ -142,7 +137,7 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
                     say(f"contention on: {spec.lockers} threads locking the newest rows of both tables")
                     contention.start()
                 elif window == "recovery":
-                    contention.stop()
+                    contention.stop.set()
                     say("contention off")
                 marks[window] = time.time()
                 for path in PATHS:
