@@ -53,10 +53,8 @@ def profile_settings(
 
 def replicas(settings: HarnessSettings) -> dict[str, int]:
     """Replication factor and the smallest in-sync replica set of the event topic, as measured."""
-    meta = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0}).list_topics(
-        names.TOPIC, timeout=10
-    )
-    parts = list(meta.topics[names.TOPIC].partitions.values())
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    parts = list(admin.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC].partitions.values())
     return {
         "replication_factor": min(len(p.replicas) for p in parts),
         "min_in_sync": min(len(p.isrs) for p in parts),
