@@ -28,6 +28,7 @@ from barcode_harness.bench.specs import CompareSpec
 from barcode_pipeline.ops.verify import Verification, percentile
 
 log = logging.getLogger(__name__)
+VERIFIED = ("acknowledged", "stored", "missing", "duplicate_rows")  # summed over a path's phases
 
 
 def _freshness(values: list[float]) -> dict[str, float]:
@@ -38,7 +39,6 @@ def _freshness(values: list[float]) -> dict[str, float]:
 class Phase:
     name: str
     path: str
-    rate: float
     load: LoadResult
     io: IoDelta
     verification: Verification
@@ -52,7 +52,7 @@ class Phase:
         return {
             "name": self.name,
             "path": self.path,
-            "rate": self.rate,
+            "rate": self.load.spec.rate,
             "worker_max_delay_ms": self.max_delay_ms,
             "load": summary_dict(self.load),
             "io": self.io.to_dict(),
@@ -84,8 +84,7 @@ class Runner:
         return [self.phase(name.format(path=path), path, max_delay_ms, **load) for path in paths]
 
     def phase(self, name: str, path: str, max_delay_ms: int | None, **spec: Any) -> Phase:
-        rate = spec["rate"]
-        log.info("%s: %s at %g scans/s for %gs", name, path, rate, spec["duration_s"])
+        log.info("%s: %s at %g scans/s for %gs", name, path, spec["rate"], spec["duration_s"])
         time.sleep(self.spec.settle_s)
         before = self.status.snapshot()
         load = self.env.load(path, acked=self.run.acked(name), **spec)
@@ -99,7 +98,7 @@ class Runner:
             check.stored, check.acknowledged, "+".join(HEADLINE),
             "/".join(f"{io.per_1k(c) or 0:.1f}" for c in HEADLINE),
         )  # fmt: skip
-        return Phase(name, path, rate, load, io, check, drain_s, before.t, after.t, max_delay_ms)
+        return Phase(name, path, load, io, check, drain_s, before.t, after.t, max_delay_ms)
 
 
 def _combine(phases: list[Phase]) -> dict[str, Any]:
@@ -113,10 +112,7 @@ def _combine(phases: list[Phase]) -> dict[str, Any]:
         "ok": sum(p.load.ok for p in phases),
         "errors": sum(p.load.errors for p in phases),
         "io": io.to_dict(),
-        **{
-            k: sum(getattr(c, k) for c in checks)
-            for k in ("acknowledged", "stored", "missing", "duplicate_rows")
-        },
+        **{k: sum(getattr(c, k) for c in checks) for k in VERIFIED},
         "freshness_ms": {**_freshness(freshness), "count": len(freshness)},
     }
 
@@ -178,13 +174,8 @@ def _per_1k_ratios(by_path: dict[str, Any], where: str, goal: float) -> list[rep
     ]  # fmt: skip
 
 
-def summarise(
-    env_info: dict[str, Any],
-    probes: dict[str, Any],
-    phases: list[Phase],
-    high: list[Phase],
-    sweep: list[Phase],
-) -> dict[str, Any]:
+def summarise(env_info: dict[str, Any], probes: dict[str, Any], phases: list[Phase], high: list[Phase],
+              sweep: list[Phase]) -> dict[str, Any]:  # fmt: skip
     """The report: ``probes`` (the server, its counters, idle I/O, commit and Kafka probes) and the phases."""
     result: dict[str, Any] = {
         "command": "compare",

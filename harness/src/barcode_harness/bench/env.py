@@ -44,6 +44,8 @@ ASYNC = "async"
 PATHS = (LEGACY, ASYNC)
 TABLES = {LEGACY: "legacy_barcodes", ASYNC: "barcodes"}
 BENCH_REDIS_DB = 1  # the pipeline's own data is in database 0
+Markdown = Callable[[dict[str, Any]], str]  # a result as its report
+Charts = Callable[[Path, dict[str, Any]], object]  # a result's charts into a folder
 
 
 def bench_settings(
@@ -133,7 +135,6 @@ class BenchEnv:
             self._stack.close()
             self._stack = self._core = None
 
-    # ------------------------------------------------------------------ workers
     def start_workers(self, settings: HarnessSettings) -> None:
         """(Re)start the persistence workers with ``settings`` (e.g. another batching delay)."""
         self.stop_workers()
@@ -147,7 +148,6 @@ class BenchEnv:
             self._workers.stop()
             self._workers = None
 
-    # ------------------------------------------------------------------ inspection
     def drain(self, timeout: float = 120.0) -> float:
         """Seconds until nothing is in flight between Kafka and the database."""
         return wait_drained(self.settings, timeout=timeout)[0]
@@ -165,7 +165,6 @@ class BenchEnv:
         """Restarts of the supervised processes so far."""
         return sum(c.restarts for sup in (self._core, self._workers) if sup for c in sup.children.values())
 
-    # ------------------------------------------------------------------ load
     def spec(self, path: str, **spec: Any) -> LoadSpec:
         """An open-loop load (``spec_for``'s keywords) on ``path``'s server, with the bench's key."""
         return spec_for(self.url(path), api_key=self.api_key, **spec)
@@ -185,9 +184,8 @@ class BenchEnv:
 
     def verify(self, path: str, load: LoadResult) -> Verification:
         """Acknowledged = stored for ``load``, looked up in ``path``'s table within the load's scan window."""
-        return verify_scan_ids(
-            self.settings.db.url, acked_ids(load), table=TABLES[path], window=scan_window(load)
-        )
+        window = scan_window(load)
+        return verify_scan_ids(self.settings.db.url, acked_ids(load), table=TABLES[path], window=window)
 
 
 class BacklogSampler(Sampler[tuple[float, Backlog]]):
@@ -254,11 +252,7 @@ class BenchRun:
         return self.out / "acked" / f"{name}.txt"
 
     def write(
-        self,
-        name: str,
-        result: dict[str, Any],
-        markdown: Callable[[dict[str, Any]], str],
-        charts: Callable[[Path, dict[str, Any]], object] | None = None,
+        self, name: str, result: dict[str, Any], markdown: Markdown, charts: Charts | None = None
     ) -> dict[str, Any]:
         """``<name>.json``, the charts and ``<name>.md`` into ``out``; returns ``result``."""
         report.write_json(self.out / f"{name}.json", result)

@@ -152,31 +152,18 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
             load_end = time.time()
             say("load over; waiting for the pipeline to drain")
             drain_s = env.drain(spec.drain_timeout_s)
-            drained = {
-                "drained_s_after_load_end": round(time.time() - load_end, 1),
-                "drain_wait_s": round(drain_s, 1),
-            }
+            drained = {"drained_s_after_load_end": round(time.time() - load_end, 1),
+                       "drain_wait_s": round(drain_s, 1)}  # fmt: skip
             time.sleep(1.0)  # one more backlog sample at zero for the chart
-    checks = {
-        path: verify_scan_ids(
-            settings.db.url, [i for w in WINDOWS for i in acked_ids(results[(w, path)])], table=TABLES[path]
-        )
-        for path in PATHS
-    }
+    acked = {path: [i for w in WINDOWS for i in acked_ids(results[(w, path)])] for path in PATHS}
+    checks = {path: verify_scan_ids(settings.db.url, acked[path], table=TABLES[path]) for path in PATHS}
     result = summarise(spec, env_info, results, marks, backlog, contention, checks, drained)
     return run.write("isolation", result, markdown, write_charts)
 
 
-def summarise(
-    spec: IsolationSpec,
-    env_info: dict[str, Any],
-    results: dict[tuple[str, str], LoadResult],
-    marks: dict[str, float],
-    backlog: BacklogSampler,
-    contention: LockContention,
-    checks: dict[str, Verification],
-    drained: dict[str, float],
-) -> dict[str, Any]:
+def summarise(spec: IsolationSpec, env_info: dict[str, Any], results: dict[tuple[str, str], LoadResult],
+              marks: dict[str, float], backlog: BacklogSampler, contention: LockContention,
+              checks: dict[str, Verification], drained: dict[str, float]) -> dict[str, Any]:  # fmt: skip
     windows: dict[str, dict[str, Any]] = {w: {} for w in WINDOWS}
     for (window, path), res in results.items():
         extra = {"latency_incl_timeouts_ms": with_timeouts(res), "failures": res.failures}
@@ -205,9 +192,7 @@ def summarise(
             "baseline_level_used": baseline_level,
             **drained,
         },
-        "latency_series": {
-            f"{path}": _joined_series([results[(w, path)] for w in WINDOWS], series_t0) for path in PATHS
-        },
+        "latency_series": {p: _joined_series([results[(w, p)] for w in WINDOWS], series_t0) for p in PATHS},
         "verification": {path: checks[path].to_dict() for path in PATHS},
     }
     result["targets"] = [t.to_dict() for t in targets(result)]

@@ -55,10 +55,8 @@ def replicas(settings: HarnessSettings) -> dict[str, int]:
     """Replication factor and the smallest in-sync replica set of the event topic, as measured."""
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
     parts = list(admin.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC].partitions.values())
-    return {
-        "replication_factor": min(len(p.replicas) for p in parts),
-        "min_in_sync": min(len(p.isrs) for p in parts),
-    }
+    return {"replication_factor": min(len(p.replicas) for p in parts),
+            "min_in_sync": min(len(p.isrs) for p in parts)}  # fmt: skip
 
 
 def measure_profile(
@@ -99,15 +97,8 @@ def measure_profile(
     }
 
 
-def run_replication(
-    base: HarnessSettings,
-    spec: ReplicationSpec,
-    out: Path,
-    *,
-    database: str,
-    ha_dir: Path | None,
-    start_stack: bool,
-) -> dict[str, Any]:
+def run_replication(base: HarnessSettings, spec: ReplicationSpec, out: Path, *, database: str,
+                    ha_dir: Path | None, start_stack: bool) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PROFILES}
     for r in range(spec.rounds):
