@@ -200,11 +200,8 @@ def summarise(spec: IsolationSpec, env_info: dict[str, Any], results: dict[tuple
 
 
 def _joined_series(parts: list[LoadResult], t0: float) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for res in parts:
-        for key, values in series(res, t0).items():
-            out.setdefault(key, []).extend(values)
-    return out
+    each = [series(res, t0) for res in parts]
+    return {key: [v for one in each for v in one[key]] for key in each[0]}
 
 
 def targets(result: dict[str, Any]) -> list[report.Target]:

@@ -66,34 +66,32 @@ class Searcher:
     backlog: BacklogSampler
     cores: float = float(os.cpu_count() or 1)
 
-    def _drain(self) -> tuple[float, str | None]:
-        """Seconds until drained, and why the step failed if not within ``drain_limit_s``."""
-        try:
-            return round(self.env.drain(self.spec.drain_limit_s), 2), None
-        except PipelineError:
-            t = time.monotonic()
-            try:
-                self.env.drain(self.spec.cleanup_drain_s)
-            except PipelineError:
-                log.warning("pipeline still not drained after %.0f s", self.spec.cleanup_drain_s)
-            drain_s = round(self.spec.drain_limit_s + time.monotonic() - t, 2)
-            return drain_s, f"not drained within {self.spec.drain_limit_s:g} s"
-
     def _backlog(
         self, scans_per_s: float, t0: float, t1: float
     ) -> tuple[dict[str, int], dict[str, float], float | None, list[str]]:
         """The backlog at the end of a step, its growth per second over the step, the seconds until
-        drained, and why the step failed on those."""
-        end, growth = stage_counts(measure(self.env.settings)), {}
+        drained, and why the step failed on those (a drain is given up on after ``cleanup_drain_s``)."""
+        spec, end, growth = self.spec, stage_counts(measure(self.env.settings)), {}
         window = self.backlog.window(t0, t1)
         if len(window) >= 2 and window[-1][0] > window[0][0]:
             (ta, a), (tb, b) = window[0], window[-1]
             first = stage_counts(a)
             growth = {k: round((v - first[k]) / (tb - ta), 1) for k, v in stage_counts(b).items()}
-        in_flight, allowed = sum(end.values()), scans_per_s * self.spec.backlog_allow_s
-        over = f"backlog {in_flight} > {allowed:.0f} ({self.spec.backlog_allow_s:g} s of scans)"
-        drain_s, late = self._drain()
-        return end, growth, drain_s, [why for why in (over if in_flight > allowed else None, late) if why]
+        in_flight, allowed = sum(end.values()), scans_per_s * spec.backlog_allow_s
+        reasons = []
+        if in_flight > allowed:
+            reasons.append(f"backlog {in_flight} > {allowed:.0f} ({spec.backlog_allow_s:g} s of scans)")
+        try:
+            drain_s = self.env.drain(spec.drain_limit_s)
+        except PipelineError:
+            t = time.monotonic()
+            try:
+                self.env.drain(spec.cleanup_drain_s)
+            except PipelineError:
+                log.warning("pipeline still not drained after %.0f s", spec.cleanup_drain_s)
+            drain_s = spec.drain_limit_s + time.monotonic() - t
+            reasons.append(f"not drained within {spec.drain_limit_s:g} s")
+        return end, growth, round(drain_s, 2), reasons
 
     def attempt(self, path: str, scans_per_s: float) -> Step:
         spec = self.spec
