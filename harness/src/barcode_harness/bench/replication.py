@@ -80,19 +80,15 @@ def measure_profile(
         max_spec = MaxSpec(paths=(PATH,), step_s=spec.step_s, start_batch=spec.start_batch, warmup_s=0)
         with BacklogSampler(env.settings, 1.0) as backlog:
             ceiling = Searcher(env, max_spec, run, backlog).ceiling(PATH)
+    ingest = {"rate": spec.rate, "duration_s": spec.duration_s, "ok": latency.ok, "errors": latency.errors,
+              "latency_ms": latency.latency.to_dict()}  # fmt: skip
     return {
         "profile": profile,
         "environment": info,
         "replicas": isr,
         "redis_wait_replicas": settings.redis.min_replicas,
         "kafka_produce": kafka,
-        "ingest_latency": {
-            "rate": spec.rate,
-            "duration_s": spec.duration_s,
-            "ok": latency.ok,
-            "errors": latency.errors,
-            "latency_ms": latency.latency.to_dict(),
-        },
+        "ingest_latency": ingest,
         **{k: ceiling[k] for k in ("max_sustained_scans_per_s", "saturated_stage", "steps")},
     }
 
