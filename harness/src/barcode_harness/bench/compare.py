@@ -28,6 +28,7 @@ from barcode_harness.bench.specs import CompareSpec
 from barcode_pipeline.ops.verify import Verification, percentile
 
 log = logging.getLogger(__name__)
+VERIFIED = ("acknowledged", "stored", "missing", "duplicate_rows")  # summed over a path's phases
 
 
 def _freshness(values: list[float]) -> dict[str, float]:
@@ -38,7 +39,6 @@ def _freshness(values: list[float]) -> dict[str, float]:
 class Phase:
     name: str
     path: str
-    rate: float
     load: LoadResult
     io: IoDelta
     verification: Verification
@@ -52,7 +52,7 @@ class Phase:
         return {
             "name": self.name,
             "path": self.path,
-            "rate": self.rate,
+            "rate": self.load.spec.rate,
             "worker_max_delay_ms": self.max_delay_ms,
             "load": summary_dict(self.load),
             "io": self.io.to_dict(),
@@ -84,8 +84,7 @@ class Runner:
         return [self.phase(name.format(path=path), path, max_delay_ms, **load) for path in paths]
 
     def phase(self, name: str, path: str, max_delay_ms: int | None, **spec: Any) -> Phase:
-        rate = spec["rate"]
-        log.info("%s: %s at %g scans/s for %gs", name, path, rate, spec["duration_s"])
+        log.info("%s: %s at %g scans/s for %gs", name, path, spec["rate"], spec["duration_s"])
         time.sleep(self.spec.settle_s)
         before = self.status.snapshot()
         load = self.env.load(path, acked=self.run.acked(name), **spec)
@@ -99,7 +98,7 @@ class Runner:
             check.stored, check.acknowledged, "+".join(HEADLINE),
             "/".join(f"{io.per_1k(c) or 0:.1f}" for c in HEADLINE),
         )  # fmt: skip
-        return Phase(name, path, rate, load, io, check, drain_s, before.t, after.t, max_delay_ms)
+        return Phase(name, path, load, io, check, drain_s, before.t, after.t, max_delay_ms)
 
 
 def _combine(phases: list[Phase]) -> dict[str, Any]:
@@ -113,10 +112,7 @@ def _combine(phases: list[Phase]) -> dict[str, Any]:
         "ok": sum(p.load.ok for p in phases),
         "errors": sum(p.load.errors for p in phases),
         "io": io.to_dict(),
-        **{
-            k: sum(getattr(c, k) for c in checks)
-            for k in ("acknowledged", "stored", "missing", "duplicate_rows")
-        },
+        **{k: sum(getattr(c, k) for c in checks) for k in VERIFIED},
         "freshness_ms": {**_freshness(freshness), "count": len(freshness)},
     }
 
@@ -127,11 +123,11 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     high: list[Phase] = []
     sweep: list[Phase] = []
     with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
-        status = DbStatus(settings.db.url)
-        probes: dict[str, Any] = {"database_server": status.server(), "counters_present": status.present(),
-                                  "kafka_produce": None}  # fmt: skip
-        probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
         with DbSampler(settings.db.url) as sampler:
+            status = sampler.status
+            probes: dict[str, Any] = {"database_server": status.server(), "kafka_produce": None,
+                                      "counters_present": sorted(status.snapshot().values)}  # fmt: skip
+            probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
             runner = Runner(env, spec, run, status)
             idle_before = status.snapshot()
             time.sleep(spec.idle_s)
@@ -150,11 +146,9 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                 )  # fmt: skip
                 if spec.kafka_probe:
                     log.info("bare Kafka produce round trip at %g/s", spec.high_rate)
-                    probes["kafka_produce"] = kafka_produce_latency(
-                        settings,
-                        rate=spec.high_rate,
-                        duration_s=spec.kafka_probe_s or max(3.0, spec.high_duration_s),
-                    ).to_dict()
+                    probe_s = spec.kafka_probe_s or max(3.0, spec.high_duration_s)
+                    latency = kafka_produce_latency(settings, rate=spec.high_rate, duration_s=probe_s)
+                    probes["kafka_produce"] = latency.to_dict()
                     drop_probe_topic(settings)
             if spec.sweep_duration_s > 0:
                 for delay_ms in spec.sweep_delays_ms:
@@ -164,7 +158,6 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                         duration_s=spec.sweep_duration_s, concurrency=spec.concurrency, max_delay_ms=delay_ms,
                     )  # fmt: skip
                 env.start_workers(settings)
-        status.close()
         for p in [*phases, *high, *sweep]:
             p.db_rates = sampler.rates(p.start, p.end)
     return run.write("compare", summarise(env_info, probes, phases, high, sweep), markdown, write_charts)
@@ -173,25 +166,16 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 def _per_1k_ratios(by_path: dict[str, Any], where: str, goal: float) -> list[report.Target]:
     """Legacy ÷ async of each headline counter per 1,000 scans."""
-    out = []
-    for counter in HEADLINE:
-        lv, av = (by_path[p]["io"]["per_1k_scans"].get(counter) for p in (LEGACY, ASYNC))
-        out.append(
-            report.check(
-                f"{counter} per 1,000 scans, legacy ÷ async, {where}", report.ratio(lv, av), ">=", goal,
-                unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans",
-            )
-        )  # fmt: skip
-    return out
+    per_1k = {c: [by_path[p]["io"]["per_1k_scans"].get(c) for p in (LEGACY, ASYNC)] for c in HEADLINE}
+    return [
+        report.check(f"{c} per 1,000 scans, legacy ÷ async, {where}", report.ratio(lv, av), ">=", goal,
+                     unit="×", fmt="{:.1f}", note=f"legacy {lv}, async {av} per 1,000 scans")
+        for c, (lv, av) in per_1k.items()
+    ]  # fmt: skip
 
 
-def summarise(
-    env_info: dict[str, Any],
-    probes: dict[str, Any],
-    phases: list[Phase],
-    high: list[Phase],
-    sweep: list[Phase],
-) -> dict[str, Any]:
+def summarise(env_info: dict[str, Any], probes: dict[str, Any], phases: list[Phase], high: list[Phase],
+              sweep: list[Phase]) -> dict[str, Any]:  # fmt: skip
     """The report: ``probes`` (the server, its counters, idle I/O, commit and Kafka probes) and the phases."""
     result: dict[str, Any] = {
         "command": "compare",

@@ -1,27 +1,26 @@
 """The system under test for every ``bench`` command (stack, bench database, pipeline + legacy), and
 the set-up, loads, checks and output every run shares.
 
-Two supervisors: the batching-delay sweep restarts only the workers, with another delay, while the
-core services keep running. A bench database (``bp_bench``, re-created each run) and Redis database
-``BENCH_REDIS_DB`` (emptied): every run starts from empty tables and no duplicate markers (piled-up
-markers made Redis rewrite its AOF during later runs, each fork pausing it).
+Two supervisors, so the batching-delay sweep can restart only the workers. Every run starts from an
+empty bench database and Redis database ``BENCH_REDIS_DB`` (piled-up duplicate markers made Redis
+rewrite its AOF during later runs, each fork pausing it).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from barcode_harness.bench import report
+from barcode_harness.bench.dbstats import Sampler
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for
 from barcode_harness.bench.procstats import group_pids
@@ -45,7 +44,8 @@ ASYNC = "async"
 PATHS = (LEGACY, ASYNC)
 TABLES = {LEGACY: "legacy_barcodes", ASYNC: "barcodes"}
 BENCH_REDIS_DB = 1  # the pipeline's own data is in database 0
-T = TypeVar("T")
+Markdown = Callable[[dict[str, Any]], str]  # a result as its report
+Charts = Callable[[Path, dict[str, Any]], object]  # a result's charts into a folder
 
 
 def bench_settings(
@@ -117,11 +117,9 @@ class BenchEnv:
             core.append(ChildSpec(LEGACY, names.Role.LEGACY, [LEGACY]))
         self._stack = ExitStack()
         try:
-            self._core = self._stack.enter_context(
-                running_pipeline(
-                    self.settings, log_path=self.log_path, specs=core, start_stack=False, ready_timeout_s=90.0
-                )
-            )
+            pipeline = running_pipeline(self.settings, log_path=self.log_path, specs=core, start_stack=False,
+                                        ready_timeout_s=90.0)  # fmt: skip
+            self._core = self._stack.enter_context(pipeline)
             self.start_workers(self.settings)
         except BaseException:
             self.__exit__()
@@ -135,10 +133,8 @@ class BenchEnv:
         self.stop_workers()  # then the workers, while the shared log is still open
         if self._stack is not None:
             self._stack.close()
-            self._stack = None
-            self._core = None
+            self._stack = self._core = None
 
-    # ------------------------------------------------------------------ workers
     def start_workers(self, settings: HarnessSettings) -> None:
         """(Re)start the persistence workers with ``settings`` (e.g. another batching delay)."""
         self.stop_workers()
@@ -152,11 +148,9 @@ class BenchEnv:
             self._workers.stop()
             self._workers = None
 
-    # ------------------------------------------------------------------ inspection
     def drain(self, timeout: float = 120.0) -> float:
         """Seconds until nothing is in flight between Kafka and the database."""
-        seconds, _ = wait_drained(self.settings, timeout=timeout)
-        return seconds
+        return wait_drained(self.settings, timeout=timeout)[0]
 
     def pids(self) -> dict[str, list[int]]:
         """Root pids per group, for CPU accounting (stack servers included when they are ours)."""
@@ -171,7 +165,6 @@ class BenchEnv:
         """Restarts of the supervised processes so far."""
         return sum(c.restarts for sup in (self._core, self._workers) if sup for c in sup.children.values())
 
-    # ------------------------------------------------------------------ load
     def spec(self, path: str, **spec: Any) -> LoadSpec:
         """An open-loop load (``spec_for``'s keywords) on ``path``'s server, with the bench's key."""
         return spec_for(self.url(path), api_key=self.api_key, **spec)
@@ -191,37 +184,8 @@ class BenchEnv:
 
     def verify(self, path: str, load: LoadResult) -> Verification:
         """Acknowledged = stored for ``load``, looked up in ``path``'s table within the load's scan window."""
-        return verify_scan_ids(
-            self.settings.db.url, acked_ids(load), table=TABLES[path], window=scan_window(load)
-        )
-
-
-class Sampler(Generic[T]):
-    """Calls ``take`` every ``interval_s`` on a thread while entered (for charts and growth checks)."""
-
-    def __init__(self, take: Callable[[], T], interval_s: float = 1.0) -> None:
-        self._take, self.interval_s = take, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
-        self.samples: list[T] = []
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        while True:
-            t = time.time()
-            try:
-                self.samples.append(self._take())
-            except Exception as exc:  # a missed sample is a gap in a chart, not a failed run
-                log.warning("%s sample failed: %s", type(self).__name__, exc)
-            if self._stop.wait(max(0.0, self.interval_s - (time.time() - t))):
-                return
+        window = scan_window(load)
+        return verify_scan_ids(self.settings.db.url, acked_ids(load), table=TABLES[path], window=window)
 
 
 class BacklogSampler(Sampler[tuple[float, Backlog]]):
@@ -288,11 +252,7 @@ class BenchRun:
         return self.out / "acked" / f"{name}.txt"
 
     def write(
-        self,
-        name: str,
-        result: dict[str, Any],
-        markdown: Callable[[dict[str, Any]], str],
-        charts: Callable[[Path, dict[str, Any]], object] | None = None,
+        self, name: str, result: dict[str, Any], markdown: Markdown, charts: Charts | None = None
     ) -> dict[str, Any]:
         """``<name>.json``, the charts and ``<name>.md`` into ``out``; returns ``result``."""
         report.write_json(self.out / f"{name}.json", result)

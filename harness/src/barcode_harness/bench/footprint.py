@@ -168,8 +168,7 @@ def measure_table(settings: HarnessSettings, rows: int) -> dict[str, Any]:
     conn = connect(url, autocommit=True, init_command="SET time_zone = '+00:00'")
     try:
         stages = [{"migration": None, "seconds": 0.0, **_per_row(conn, rows)}]
-        for i, version in enumerate(TABLE_MIGRATIONS):
-            following = TABLE_MIGRATIONS[i + 1] if i + 1 < len(TABLE_MIGRATIONS) else None
+        for version, following in zip(TABLE_MIGRATIONS, (*TABLE_MIGRATIONS[1:], None), strict=True):
             started = time.perf_counter()
             migrate.upgrade(url, before=following)
             took = time.perf_counter() - started
@@ -193,9 +192,8 @@ def measure_kafka(settings: HarnessSettings, spec: FootprintSpec, data_dir: Path
     for label, count, per_request in (("single", spec.kafka_single, 1), ("batched", spec.kafka_batched, 100)):
         topic = f"bp-footprint-{label}-{uuid.uuid4().hex[:6]}"
         admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(15)
-        producer = Producer(
-            kafka_adapter.producer_config(settings, **{"linger.ms": 0 if per_request == 1 else 5})
-        )
+        linger = {"linger.ms": 0 if per_request == 1 else 5}
+        producer = Producer(kafka_adapter.producer_config(settings, **linger))
         events = _events(count, 1000.0, uuid.uuid4().hex[:8])
         for i in range(0, count, per_request):
             for event in events[i : i + per_request]:
@@ -215,10 +213,9 @@ def run_footprint(
     if start_stack:
         manager.up(quiet=True)
     kafka_adapter.ensure_topics(settings)
-    started = time.time()
     result: dict[str, Any] = {
         "spec": asdict(spec),
-        "started_at": started,
+        "started_at": time.time(),
         "redis": [measure_publish(settings, spec.scans, rate) for rate in spec.rates],
         "dlq_entry_bytes": measure_dlq(settings, spec.dead_letters),
         "table": measure_table(settings, spec.table_rows),

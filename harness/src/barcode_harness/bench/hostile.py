@@ -14,6 +14,8 @@ import math
 import multiprocessing
 import secrets
 import time
+from collections import Counter
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ from typing import Any
 import orjson
 
 from barcode_harness.bench import procstats, report
-from barcode_harness.bench.env import ASYNC, BenchEnv, BenchRun, Sampler
+from barcode_harness.bench.dbstats import Sampler
+from barcode_harness.bench.env import ASYNC, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.specs import HostileSpec
 from barcode_harness.bench.warmup import warm_until_steady
@@ -41,48 +44,38 @@ class Attack:
 
     def __init__(self, host: str, port: int, spec: HostileSpec) -> None:
         self.host, self.port, self.spec = host, port, spec
-        self.counts: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
         self.stop = asyncio.Event()
         self.body = encode_scan(ScanFactory(SEEDED_DEVICES).next())
-
-    def count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
 
     async def _status(self, reader: asyncio.StreamReader) -> None:
         """Wait for the server's answer (it closes after a refusal) and count its status."""
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=60)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            self.count("no answer")
+            self.counts["no answer"] += 1
             return
         parts = line.split()
-        self.count(parts[1].decode() if len(parts) > 1 else "closed")
+        self.counts[parts[1].decode() if len(parts) > 1 else "closed"] += 1
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """A new connection; None (after a pause) if refused."""
         try:
             return await asyncio.open_connection(self.host, self.port)
         except OSError:
-            self.count("connect failed")
+            self.counts["connect failed"] += 1
             await asyncio.sleep(0.5)
             return None
-
-    async def _begin(self) -> tuple[asyncio.StreamWriter, asyncio.Future[None]] | None:
-        """A connection with a request line sent and its answer awaited; None if refused."""
-        if (connected := await self._connect()) is None:
-            return None
-        reader, writer = connected
-        writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
-        return writer, asyncio.ensure_future(self._status(reader))
 
     async def headers(self, line: bytes, max_bytes: float, pause_s: float) -> None:
         """Header lines on a connection that never ends its head, up to ``max_bytes``, ``pause_s`` apart
         (a slow client) or as fast as the server takes them (a header stream); again when cut off."""
         while not self.stop.is_set():
-            if (begun := await self._begin()) is None:
+            if (connected := await self._connect()) is None:
                 continue
-            writer, answer = begun
-            sent = 0
+            reader, writer = connected
+            writer.write(f"POST {names.ROUTE_SCAN} HTTP/1.1\r\nHost: x\r\n".encode())
+            answer, sent = asyncio.ensure_future(self._status(reader)), 0
             with contextlib.suppress(OSError):
                 while sent < max_bytes and not answer.done() and not self.stop.is_set():
                     writer.write(line)
@@ -113,7 +106,7 @@ class Attack:
                             + self.body
                         )
                         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
-                        self.count(head.split()[1].decode())
+                        self.counts[head.split()[1].decode()] += 1
                         length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
                                        if h.startswith(b"content-length:")), 0)  # fmt: skip
                         await reader.readexactly(length)
@@ -145,59 +138,39 @@ def _attack_main(host: str, port: int, spec: HostileSpec, conn: Connection) -> N
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of connections of our own
     attack = Attack(host, port, spec)
     uvloop.run(attack.run(conn))
-    conn.send(attack.counts)
+    conn.send(dict(attack.counts))
 
 
-class Attacker:
-    """The attack in a spawned process (its CPU is not the keyed load's), stopped on exit."""
-
-    def __init__(self, host: str, port: int, spec: HostileSpec) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_attack_main, args=(host, port, spec, child), daemon=True)
-        self.counts: dict[str, int] = {}
-        self.pid: int | None = None
-
-    def __enter__(self) -> Attacker:
-        self._proc.start()
-        self.pid = self._proc.pid
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.send("stop")
-        if self._conn.poll(60):
-            self.counts = self._conn.recv()
-        self._proc.join(30)
-        if self._proc.is_alive():
-            self._proc.kill()
+@contextlib.contextmanager
+def attacking(host: str, port: int, spec: HostileSpec) -> Iterator[tuple[int | None, dict[str, int]]]:
+    """The attack in a spawned process (its CPU is not the keyed load's): its pid, and what it counted
+    once stopped on exit."""
+    ctx = multiprocessing.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=_attack_main, args=(host, port, spec, child), daemon=True)
+    proc.start()
+    counts: dict[str, int] = {}
+    try:
+        yield proc.pid, counts
+    finally:
+        conn.send("stop")
+        if conn.poll(60):
+            counts.update(conn.recv())
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
 
 
 # --------------------------------------------------------------------------- the run
-class RssWatch(Sampler[int]):
-    """The ingest processes' RSS every second; ``peak`` is the highest sum seen."""
-
-    def __init__(self, env: BenchEnv) -> None:
-        self._env = env
-        super().__init__(self.now)
-
-    def now(self) -> int:
-        return procstats.resources(self._env.pids()).get("ingest", procstats.Resources(0, 0, 0, 0)).rss_bytes
-
-    @property
-    def peak(self) -> int:
-        return max(self.samples, default=0)
+def _ingest_rss(env: BenchEnv) -> int:
+    return procstats.resources(env.pids()).get("ingest", procstats.Resources(0, 0, 0, 0)).rss_bytes
 
 
 def _keyed(
-    env: BenchEnv,
-    spec: HostileSpec,
-    out: Path,
-    label: str,
-    attacker: int | None = None,
-    duration_s: float = 0,
+    env: BenchEnv, spec: HostileSpec, out: Path, label: str, duration_s: float = 0, pid: int | None = None
 ) -> tuple[LoadResult, dict[str, float]]:
     """The keyed load, and the cores each group kept busy meanwhile (the attacker apart)."""
-    roots = env.pids() | ({"attacker": [attacker]} if attacker else {})
+    roots = env.pids() | ({"attacker": [pid]} if pid else {})
     before = procstats.snapshot(roots, rest="keyed client")
     result = env.load(ASYNC, rate=spec.rate, duration_s=duration_s or spec.duration_s,
                       acked=out / f"acked-{label}.txt", timeout_s=30.0)  # fmt: skip
@@ -224,31 +197,30 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
         rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
 
         def warm(i: int) -> float:
-            load, _cores = _keyed(env, spec, out, f"warm-up-{i + 1}", duration_s=spec.warmup_round_s)
-            return load.latency.p99_ms
+            return _keyed(env, spec, out, f"warm-up-{i + 1}", spec.warmup_round_s)[0].latency.p99_ms
 
         warmup = warm_until_steady(warm, min(3, rounds), rounds)
         say(f"hostile: {spec.rate:g} keyed scans/s alone for {spec.duration_s:g} s")
         alone, cpu_alone = _keyed(env, spec, out, "alone")
-        with RssWatch(env) as rss:
-            rss_before = rss.now()
+        with Sampler(lambda: _ingest_rss(env)) as rss:
+            rss_before = _ingest_rss(env)
             say(f"hostile: attack ({spec.slow_connections} slow connections, {spec.header_streams} header "
                 f"streams, {spec.invalid_key_rate:g} invalid keys/s), then the keyed load again")  # fmt: skip
-            with Attacker(settings.ingest.host, settings.ingest.port, spec) as attacker:
+            with attacking(settings.ingest.host, settings.ingest.port, spec) as (pid, counts):
                 time.sleep(spec.ramp_s)
-                attacked, cpu_attacked = _keyed(env, spec, out, "attacked", attacker.pid)
-            rss_after = rss.now()
+                attacked, cpu_attacked = _keyed(env, spec, out, "attacked", pid=pid)
+            rss_after = _ingest_rss(env)
         restarts = env.restarts() - restarts0
         env.drain(timeout=120)
         stored = [env.verify(ASYNC, r) for r in (alone, attacked)]
     ratio = attacked.latency.p99_ms / alone.latency.p99_ms if alone.latency.p99_ms else None
-    counts = attacker.counts
+    rss_peak = max(rss.samples, default=0)
     targets = [
         report.check("keyed requests not answered 2xx, alone and under attack",
                      alone.errors + attacked.errors, "<=", 0, fmt="{:.0f}"),
         report.check(f"keyed p99 under attack ÷ alone ({alone.latency.p99_ms:.1f} → "
                      f"{attacked.latency.p99_ms:.1f} ms)", ratio, "<=", P99_RATIO_MAX),
-        report.check("ingest RSS growth, peak under attack", (rss.peak - rss_before) / 2**20, "<=",
+        report.check("ingest RSS growth, peak under attack", (rss_peak - rss_before) / 2**20, "<=",
                      RSS_GROWTH_MAX / 2**20, unit=" MiB", fmt="{:.0f}"),
         report.check("processes restarted", restarts, "<=", 0, fmt="{:.0f}"),
         report.check("acknowledged keyed scans missing or stored twice",
@@ -265,7 +237,7 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
         "warmup_p99_ms": warmup,
         "attack_answers": counts,
         "cores": {"alone": cpu_alone, "attacked": cpu_attacked},
-        "ingest_rss_bytes": {"before": rss_before, "peak": rss.peak, "after": rss_after},
+        "ingest_rss_bytes": {"before": rss_before, "peak": rss_peak, "after": rss_after},
         "restarts": restarts,
         "verification": [v.to_dict() for v in stored],
         "targets": [t.to_dict() for t in targets],

@@ -39,6 +39,7 @@ say = report.progress_logger(__name__)
 
 WINDOWS = ("baseline", "contention", "recovery")
 LOCKER_COUNTS = ("transactions", "lock_waits_timed_out", "deadlocks", "errors")
+LOCK_ERRORS = {1205: "lock_waits_timed_out", 1213: "deadlocks"}  # MySQL error codes
 
 
 @dataclass
@@ -51,19 +52,15 @@ class LockContention:
     hold_s: float
     rows: int
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOCKER_COUNTS, 0))
-    _stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # set: commit now (holders wake at once)
     _lockers: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
         self._lockers = [
-            threading.Thread(target=self._run, name=f"locker-{i}", daemon=True) for i in range(self.threads)
+            threading.Thread(target=self._run, name="locker", daemon=True) for _ in range(self.threads)
         ]
         for t in self._lockers:
             t.start()
-
-    def stop(self) -> None:
-        """Ask the lockers to commit now (holding threads wake at once)."""
-        self._stop.set()
 
     def join(self) -> None:
         for t in self._lockers:
@@ -73,26 +70,24 @@ class LockContention:
         with conn.cursor() as cur:
             for table in self.tables:
                 cur.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s FOR UPDATE", (self.rows,))
-                ids = [row[0] for row in cur.fetchall()]
-                if ids:
+                if ids := [row[0] for row in cur.fetchall()]:
                     marks = ",".join(["%s"] * len(ids))
                     cur.execute(
                         f"UPDATE {table} SET processed_time = processed_time WHERE id IN ({marks})", ids
                     )
-            self._stop.wait(self.hold_s)
+            self.stop.wait(self.hold_s)
         conn.commit()
 
     def _run(self) -> None:
         conn: Any = None
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             try:
                 conn = conn or db.connect(self.db_url, autocommit=False)
                 self._lock(conn)
                 self.counts["transactions"] += 1
             except pymysql.err.MySQLError as exc:
                 # a lock wait timeout or a deadlock with another locker or a writer is expected: retry
-                codes = {1205: "lock_waits_timed_out", 1213: "deadlocks"}
-                kind = codes.get(exc.args[0] if exc.args else 0, "errors")
+                kind = LOCK_ERRORS.get(exc.args[0] if exc.args else 0, "errors")
                 self.counts[kind] += 1
                 if kind == "errors":
                     log.warning("locker: %s", exc)
@@ -142,7 +137,7 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
                     say(f"contention on: {spec.lockers} threads locking the newest rows of both tables")
                     contention.start()
                 elif window == "recovery":
-                    contention.stop()
+                    contention.stop.set()
                     say("contention off")
                 marks[window] = time.time()
                 for path in PATHS:
@@ -157,31 +152,18 @@ def run_isolation(spec: IsolationSpec, run: BenchRun) -> dict[str, Any]:
             load_end = time.time()
             say("load over; waiting for the pipeline to drain")
             drain_s = env.drain(spec.drain_timeout_s)
-            drained = {
-                "drained_s_after_load_end": round(time.time() - load_end, 1),
-                "drain_wait_s": round(drain_s, 1),
-            }
+            drained = {"drained_s_after_load_end": round(time.time() - load_end, 1),
+                       "drain_wait_s": round(drain_s, 1)}  # fmt: skip
             time.sleep(1.0)  # one more backlog sample at zero for the chart
-    checks = {
-        path: verify_scan_ids(
-            settings.db.url, [i for w in WINDOWS for i in acked_ids(results[(w, path)])], table=TABLES[path]
-        )
-        for path in PATHS
-    }
+    acked = {path: [i for w in WINDOWS for i in acked_ids(results[(w, path)])] for path in PATHS}
+    checks = {path: verify_scan_ids(settings.db.url, acked[path], table=TABLES[path]) for path in PATHS}
     result = summarise(spec, env_info, results, marks, backlog, contention, checks, drained)
     return run.write("isolation", result, markdown, write_charts)
 
 
-def summarise(
-    spec: IsolationSpec,
-    env_info: dict[str, Any],
-    results: dict[tuple[str, str], LoadResult],
-    marks: dict[str, float],
-    backlog: BacklogSampler,
-    contention: LockContention,
-    checks: dict[str, Verification],
-    drained: dict[str, float],
-) -> dict[str, Any]:
+def summarise(spec: IsolationSpec, env_info: dict[str, Any], results: dict[tuple[str, str], LoadResult],
+              marks: dict[str, float], backlog: BacklogSampler, contention: LockContention,
+              checks: dict[str, Verification], drained: dict[str, float]) -> dict[str, Any]:  # fmt: skip
     windows: dict[str, dict[str, Any]] = {w: {} for w in WINDOWS}
     for (window, path), res in results.items():
         extra = {"latency_incl_timeouts_ms": with_timeouts(res), "failures": res.failures}
@@ -210,9 +192,7 @@ def summarise(
             "baseline_level_used": baseline_level,
             **drained,
         },
-        "latency_series": {
-            f"{path}": _joined_series([results[(w, path)] for w in WINDOWS], series_t0) for path in PATHS
-        },
+        "latency_series": {p: _joined_series([results[(w, p)] for w in WINDOWS], series_t0) for p in PATHS},
         "verification": {path: checks[path].to_dict() for path in PATHS},
     }
     result["targets"] = [t.to_dict() for t in targets(result)]
@@ -220,11 +200,8 @@ def summarise(
 
 
 def _joined_series(parts: list[LoadResult], t0: float) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for res in parts:
-        for key, values in series(res, t0).items():
-            out.setdefault(key, []).extend(values)
-    return out
+    each = [series(res, t0) for res in parts]
+    return {key: [v for one in each for v in one[key]] for key in each[0]}
 
 
 def targets(result: dict[str, Any]) -> list[report.Target]:

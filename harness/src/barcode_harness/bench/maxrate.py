@@ -18,13 +18,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from barcode_harness.bench import procstats, report
-from barcode_harness.bench.ceilings import (
-    bare_insert,
-    drop_probe_topic,
-    kafka_produce_latency,
-    kafka_produce_throughput,
-)
+from barcode_harness.bench import ceilings, procstats, report
 from barcode_harness.bench.env import ASYNC, LEGACY, BacklogSampler, BenchEnv, BenchRun, stage_counts
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import summary_dict
@@ -72,28 +66,32 @@ class Searcher:
     backlog: BacklogSampler
     cores: float = float(os.cpu_count() or 1)
 
-    def _drain(self) -> tuple[float, str | None]:
-        """Seconds until drained, and why the step failed if not within ``drain_limit_s``."""
+    def _backlog(
+        self, scans_per_s: float, t0: float, t1: float
+    ) -> tuple[dict[str, int], dict[str, float], float | None, list[str]]:
+        """The backlog at the end of a step, its growth per second over the step, the seconds until
+        drained, and why the step failed on those (a drain is given up on after ``cleanup_drain_s``)."""
+        spec, end, growth = self.spec, stage_counts(measure(self.env.settings)), {}
+        window = self.backlog.window(t0, t1)
+        if len(window) >= 2 and window[-1][0] > window[0][0]:
+            (ta, a), (tb, b) = window[0], window[-1]
+            first = stage_counts(a)
+            growth = {k: round((v - first[k]) / (tb - ta), 1) for k, v in stage_counts(b).items()}
+        in_flight, allowed = sum(end.values()), scans_per_s * spec.backlog_allow_s
+        reasons = []
+        if in_flight > allowed:
+            reasons.append(f"backlog {in_flight} > {allowed:.0f} ({spec.backlog_allow_s:g} s of scans)")
         try:
-            return round(self.env.drain(self.spec.drain_limit_s), 2), None
+            drain_s = self.env.drain(spec.drain_limit_s)
         except PipelineError:
             t = time.monotonic()
             try:
-                self.env.drain(self.spec.cleanup_drain_s)
+                self.env.drain(spec.cleanup_drain_s)
             except PipelineError:
-                log.warning("pipeline still not drained after %.0f s", self.spec.cleanup_drain_s)
-            drain_s = round(self.spec.drain_limit_s + time.monotonic() - t, 2)
-            return drain_s, f"not drained within {self.spec.drain_limit_s:g} s"
-
-    def _backlog(self, t0: float, t1: float) -> tuple[dict[str, int], dict[str, float]]:
-        """The backlog at the end of a step and its growth per second over the step."""
-        end = stage_counts(measure(self.env.settings))
-        window = self.backlog.window(t0, t1)
-        if len(window) < 2 or window[-1][0] <= window[0][0]:
-            return end, {}
-        (ta, a), (tb, b) = window[0], window[-1]
-        first = stage_counts(a)
-        return end, {k: round((v - first[k]) / (tb - ta), 1) for k, v in stage_counts(b).items()}
+                log.warning("pipeline still not drained after %.0f s", spec.cleanup_drain_s)
+            drain_s = spec.drain_limit_s + time.monotonic() - t
+            reasons.append(f"not drained within {spec.drain_limit_s:g} s")
+        return end, growth, round(drain_s, 2), reasons
 
     def attempt(self, path: str, scans_per_s: float) -> Step:
         spec = self.spec
@@ -108,17 +106,9 @@ class Searcher:
         )  # fmt: skip
         t1 = time.time()
         cpu = procstats.cores_used(cpu0, procstats.snapshot(self.env.pids(), rest="bench client"))
-        reasons: list[str] = []
-        growth: dict[str, float] = {}
-        end_backlog: dict[str, int] = {}
-        drain_s: float | None = None
-        if server == ASYNC:
-            end_backlog, growth = self._backlog(t0, t1)
-            in_flight, allowed = sum(end_backlog.values()), scans_per_s * spec.backlog_allow_s
-            if in_flight > allowed:
-                reasons.append(f"backlog {in_flight} > {allowed:.0f} ({spec.backlog_allow_s:g} s of scans)")
-            drain_s, late = self._drain()
-            reasons += [late] if late else []
+        end_backlog, growth, drain_s, reasons = (
+            self._backlog(scans_per_s, t0, t1) if server == ASYNC else ({}, {}, None, [])
+        )
         trail, p99 = load.elapsed_s - load.spec.duration_s, load.latency.p99_ms
         check = self.env.verify(server, load)
         reasons += [why for failed, why in (
@@ -179,17 +169,13 @@ class Searcher:
 def diagnose(step: Step, server: str, cores: float) -> tuple[str, list[str]]:
     """The stage that saturated first, with the evidence (empty stage when the step was sustained)."""
     cpu = step.cpu_cores
-    evidence = [
-        f"CPU (cores): {', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))}"
-    ]
+    busiest = sorted(cpu.items(), key=lambda kv: -kv[1])
+    evidence = ["CPU (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in busiest)]
     machine = cpu.get("machine", 0.0)
     if machine >= 0.9 * cores:
         evidence.append(f"the machine's {cores:g} cores were {machine / cores:.0%} busy")
-    if step.backlog_growth_per_s:
-        evidence.append(
-            "backlog growth per s: "
-            + ", ".join(f"{k} {v:+.0f}" for k, v in step.backlog_growth_per_s.items())
-        )
+    if growth := step.backlog_growth_per_s:
+        evidence.append("backlog growth per s: " + ", ".join(f"{k} {v:+.0f}" for k, v in growth.items()))
     if step.sustained:
         return "", evidence
     http_failed = any(r.startswith(("error rate", "answers trailed", "p99")) for r in step.reasons)
@@ -201,7 +187,6 @@ def diagnose(step: Step, server: str, cores: float) -> tuple[str, list[str]]:
         db_bound = cpu.get("mariadb", 0) >= cpu.get("legacy", 0)
         stage = "DB (synchronous commit per request)" if db_bound else "HTTP (legacy server)"
         return "load generator (client side)" if client_bound else stage, evidence
-    growth = step.backlog_growth_per_s
     threshold = 0.05 * step.scans_per_s
     backlog_failed = any(r.startswith(("backlog", "not drained")) for r in step.reasons)
     end = step.backlog_end
@@ -222,27 +207,24 @@ def diagnose(step: Step, server: str, cores: float) -> tuple[str, list[str]]:
 
 def run_max(spec: MaxSpec, run: BenchRun) -> dict[str, Any]:
     settings = run.settings
-    unknown = [p for p in spec.paths if p not in PATH_CHOICES]
-    if unknown:
+    if unknown := [p for p in spec.paths if p not in PATH_CHOICES]:
         raise PipelineError(f"unknown path(s) {unknown}; choose from {', '.join(PATH_CHOICES)}")
     results: dict[str, Any] = {}
     with run.started(spec, drain_s=spec.drain_limit_s + spec.cleanup_drain_s) as (env, env_info):
         say(
             f"ceilings: bare Kafka produce at {spec.kafka_latency_rate:g}/s, producer throughput, bare INSERT"
         )
-        ceilings = {
-            "kafka_produce_latency": kafka_produce_latency(
-                settings, rate=spec.kafka_latency_rate, duration_s=spec.kafka_probe_s
-            ).to_dict(),
-            "kafka_produce_throughput": kafka_produce_throughput(settings, duration_s=spec.kafka_probe_s),
-            "bare_insert": bare_insert(settings, rows=spec.insert_rows),
+        probe_s = spec.kafka_probe_s
+        latency = ceilings.kafka_produce_latency(settings, rate=spec.kafka_latency_rate, duration_s=probe_s)
+        raw = {
+            "kafka_produce_latency": latency.to_dict(),
+            "kafka_produce_throughput": ceilings.kafka_produce_throughput(settings, duration_s=probe_s),
+            "bare_insert": ceilings.bare_insert(settings, rows=spec.insert_rows),
         }
-        drop_probe_topic(settings)
-        say(
-            f"ceilings: produce p99 {ceilings['kafka_produce_latency']['latency_ms']['p99_ms']:.2f} ms, "
-            f"{ceilings['kafka_produce_throughput']['messages_per_s']:,.0f} msg/s; "
-            f"INSERT {ceilings['bare_insert']['rows_per_s']:,.0f} rows/s"
-        )
+        ceilings.drop_probe_topic(settings)
+        say(f"ceilings: produce p99 {latency.latency['p99_ms']:.2f} ms, "
+            f"{raw['kafka_produce_throughput']['messages_per_s']:,.0f} msg/s; "
+            f"INSERT {raw['bare_insert']['rows_per_s']:,.0f} rows/s")  # fmt: skip
         with BacklogSampler(settings, 1.0) as backlog:
             searcher = Searcher(env, spec, run, backlog)
             for path in spec.paths:
@@ -251,7 +233,7 @@ def run_max(spec: MaxSpec, run: BenchRun) -> dict[str, Any]:
                 env.warm_up((server,), spec.warmup_s, spec.cleanup_drain_s, rate=max(1.0, 200 / per),
                             mode=mode, batch_size=spec.batch_size)  # fmt: skip
                 results[path] = searcher.ceiling(path)
-    return run.write("max", summarise(env_info, ceilings, results), markdown, write_charts)
+    return run.write("max", summarise(env_info, raw, results), markdown, write_charts)
 
 
 def summarise(env_info: dict[str, Any], ceilings: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:

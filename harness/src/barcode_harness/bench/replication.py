@@ -53,14 +53,10 @@ def profile_settings(
 
 def replicas(settings: HarnessSettings) -> dict[str, int]:
     """Replication factor and the smallest in-sync replica set of the event topic, as measured."""
-    meta = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0}).list_topics(
-        names.TOPIC, timeout=10
-    )
-    parts = list(meta.topics[names.TOPIC].partitions.values())
-    return {
-        "replication_factor": min(len(p.replicas) for p in parts),
-        "min_in_sync": min(len(p.isrs) for p in parts),
-    }
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    parts = list(admin.list_topics(names.TOPIC, timeout=10).topics[names.TOPIC].partitions.values())
+    return {"replication_factor": min(len(p.replicas) for p in parts),
+            "min_in_sync": min(len(p.isrs) for p in parts)}  # fmt: skip
 
 
 def measure_profile(
@@ -84,32 +80,21 @@ def measure_profile(
         max_spec = MaxSpec(paths=(PATH,), step_s=spec.step_s, start_batch=spec.start_batch, warmup_s=0)
         with BacklogSampler(env.settings, 1.0) as backlog:
             ceiling = Searcher(env, max_spec, run, backlog).ceiling(PATH)
+    ingest = {"rate": spec.rate, "duration_s": spec.duration_s, "ok": latency.ok, "errors": latency.errors,
+              "latency_ms": latency.latency.to_dict()}  # fmt: skip
     return {
         "profile": profile,
         "environment": info,
         "replicas": isr,
         "redis_wait_replicas": settings.redis.min_replicas,
         "kafka_produce": kafka,
-        "ingest_latency": {
-            "rate": spec.rate,
-            "duration_s": spec.duration_s,
-            "ok": latency.ok,
-            "errors": latency.errors,
-            "latency_ms": latency.latency.to_dict(),
-        },
+        "ingest_latency": ingest,
         **{k: ceiling[k] for k in ("max_sustained_scans_per_s", "saturated_stage", "steps")},
     }
 
 
-def run_replication(
-    base: HarnessSettings,
-    spec: ReplicationSpec,
-    out: Path,
-    *,
-    database: str,
-    ha_dir: Path | None,
-    start_stack: bool,
-) -> dict[str, Any]:
+def run_replication(base: HarnessSettings, spec: ReplicationSpec, out: Path, *, database: str,
+                    ha_dir: Path | None, start_stack: bool) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PROFILES}
     for r in range(spec.rounds):

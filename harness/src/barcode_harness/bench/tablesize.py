@@ -30,10 +30,9 @@ GOAL = 0.8  # filled maximum ÷ empty maximum
 
 
 def _table(settings: HarnessSettings) -> dict[str, Any]:
-    with closing(connect(settings.db.url, autocommit=True)) as conn:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM barcodes")
-            rows = int(cur.fetchone()[0])
+    with closing(connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM barcodes")
+        rows = int(cur.fetchone()[0])
         data, indexes, _per_index = table_bytes(conn)
     return {"rows": rows, "data_bytes": data, "index_bytes": indexes}
 
