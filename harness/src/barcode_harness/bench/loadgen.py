@@ -224,11 +224,6 @@ class LoadResult(Tally):
         return self.errors / self.scheduled if self.scheduled else 0.0
 
     @property
-    def loadavg_at_start(self) -> float:
-        """The 1-min load average when the run began."""
-        return float(self.machine["load_average_at_start"][0])
-
-    @property
     def generator_saturated(self) -> bool:
         """The generator fell behind (a busy core or a late pacer): its figures include its own queueing."""
         return (
@@ -262,7 +257,7 @@ class LoadResult(Tally):
             "precise_pacer": self.precise_pacer,
             "generator_saturated": self.generator_saturated,
             "machine_cpu_busy": None if self.machine_cpu_busy is None else round(self.machine_cpu_busy, 3),
-            "loadavg_at_start": self.loadavg_at_start,
+            "loadavg_at_start": float(self.machine["load_average_at_start"][0]),  # 1-min
             "acked_ids_path": str(self.acked_ids_path) if self.acked_ids_path else None,
             "timeseries": [p.to_dict() for p in self.timeseries],
         }
