@@ -6,7 +6,7 @@ processes ship encoded histograms and the parent adds them up (averaging percent
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,30 +52,26 @@ class LatencyHistogram:
 
     def add(self, other: LatencyHistogram) -> None:
         """Merge ``other`` into this histogram (exact: counts add up bucket by bucket)."""
-        if other.count:
-            self._h.add(other._h)
+        self._h.add(other._h)
 
     @property
     def count(self) -> int:
         return int(self._h.get_total_count())
 
     def percentile_us(self, percentile: float) -> int:
-        return int(self._h.get_value_at_percentile(percentile)) if self.count else 0
+        return int(self._h.get_value_at_percentile(percentile))
 
-    def percentiles_us(self, percentiles: Iterable[float] = PERCENTILES) -> dict[float, int]:
-        wanted = list(percentiles)
-        if not self.count:
-            return dict.fromkeys(wanted, 0)
-        values = self._h.get_percentile_to_value_dict(wanted)
-        return {p: int(values[p]) for p in wanted}
+    def percentiles_us(self, percentiles: Sequence[float] = PERCENTILES) -> dict[float, int]:
+        values = self._h.get_percentile_to_value_dict(percentiles)  # {} when empty
+        return {p: int(values.get(p, 0)) for p in percentiles}
 
     @property
     def max_us(self) -> int:
-        return int(self._h.get_max_value()) if self.count else 0
+        return int(self._h.get_max_value())
 
     @property
     def mean_us(self) -> float:
-        return float(self._h.get_mean_value()) if self.count else 0.0
+        return float(self._h.get_mean_value())
 
     def summary(self) -> LatencySummary:
         p50, p90, p99, p999 = (v / 1000 for v in self.percentiles_us().values())
@@ -85,13 +81,11 @@ class LatencyHistogram:
 
     def encode(self) -> str:
         """The standard HdrHistogram V2 compressed, base64 form (also readable by other HDR tools)."""
-        encoded = self._h.encode()
-        return encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded)
+        return str(self._h.encode().decode("ascii"))
 
     @classmethod
     def decode(cls, encoded: str | bytes) -> LatencyHistogram:
-        raw = encoded.encode("ascii") if isinstance(encoded, str) else encoded
-        return cls(_hdr=HdrHistogram.decode(raw))
+        return cls(_hdr=HdrHistogram.decode(encoded))
 
     @classmethod
     def merged(cls, encoded: Iterable[str | bytes], digits: int = 3) -> LatencyHistogram:

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -224,11 +223,6 @@ class LoadResult(Tally):
         return self.errors / self.scheduled if self.scheduled else 0.0
 
     @property
-    def loadavg_at_start(self) -> float:
-        """The 1-min load average when the run began."""
-        return float(self.machine["load_average_at_start"][0])
-
-    @property
     def generator_saturated(self) -> bool:
         """The generator fell behind (a busy core or a late pacer): its figures include its own queueing."""
         return (
@@ -252,9 +246,7 @@ class LoadResult(Tally):
             "errors": self.errors,
             "error_rate": self.error_rate,
             "status_counts": self.status_counts,
-            "latency_ms": self.latency.to_dict(),
-            "service_time_ms": self.service_time.to_dict(),
-            "dispatch_lag_ms": self.dispatch_lag.to_dict(),
+            **{f"{k}_ms": getattr(self, k).to_dict() for k in ("latency", "service_time", "dispatch_lag")},
             "elapsed_s": round(self.elapsed_s, 3),
             "achieved_rps": round(self.achieved_rps, 1),
             "client_cpu": [round(c, 3) for c in self.client_cpu],
@@ -262,7 +254,7 @@ class LoadResult(Tally):
             "precise_pacer": self.precise_pacer,
             "generator_saturated": self.generator_saturated,
             "machine_cpu_busy": None if self.machine_cpu_busy is None else round(self.machine_cpu_busy, 3),
-            "loadavg_at_start": self.loadavg_at_start,
+            "loadavg_at_start": float(self.machine["load_average_at_start"][0]),  # 1-min
             "acked_ids_path": str(self.acked_ids_path) if self.acked_ids_path else None,
             "timeseries": [p.to_dict() for p in self.timeseries],
         }
@@ -415,51 +407,39 @@ def _run_worker(spec: LoadSpec, index: int, token: str, start: Callable[[], Any]
         return runner.run(_Worker(spec, index, token).run(start))
 
 
-def _process_main(spec: LoadSpec, index: int, token: str, barrier: Any, start: Any, results: Any) -> None:
-    """Entry point of a worker process: prepare, meet the others at the barrier, run, report."""
-    fmt = f"%(asctime)s loadgen-{index} %(levelname)s %(message)s"
-    logging.basicConfig(level=logging.WARNING, format=fmt)
+_shared: tuple[Any, Any] = (None, None)  # a worker process's (barrier, start instant), from _init_process
 
-    async def wait_for_start() -> float:
-        for _ in range(2):  # all prepared; then the parent has set the start instant
-            await asyncio.to_thread(barrier.wait, 120)
-        return float(start.value)
 
-    try:
-        results.put(("ok", index, _run_worker(spec, index, token, wait_for_start)))
-    except BaseException:
-        results.put(("error", index, traceback.format_exc()))
+def _init_process(barrier: Any, start: Any) -> None:
+    global _shared
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
+    _shared = (barrier, start)
+
+
+async def _wait_for_start() -> float:
+    """In a worker process: all prepared; then the parent has set the start instant."""
+    for _ in range(2):
+        await asyncio.to_thread(_shared[0].wait, 120)
+    return float(_shared[1].value)
 
 
 def _run_processes(spec: LoadSpec, token: str) -> list[WorkerResult]:
+    """One worker per pool process: a worker blocks at the barrier, so no process can take two."""
     ctx = multiprocessing.get_context("spawn")
-    barrier, start, results = ctx.Barrier(spec.processes + 1), ctx.Value("d", 0.0), ctx.Queue()
-    procs = []
-    for i in range(spec.processes):
-        args = (spec, i, token, barrier, start, results)
-        procs.append(ctx.Process(target=_process_main, args=args, name=f"loadgen-{i}", daemon=True))
-        procs[-1].start()
-    out: list[WorkerResult] = []
-    try:
+    barrier, start = ctx.Barrier(spec.processes + 1), ctx.Value("d", 0.0)
+    with ctx.Pool(spec.processes, _init_process, (barrier, start)) as pool:  # leaving it kills the workers
+        args = [(spec, i, token, _wait_for_start) for i in range(spec.processes)]
+        parts = pool.starmap_async(_run_worker, args, chunksize=1)
         try:
             barrier.wait(120)
             start.value = time.time() + 0.1
             barrier.wait(60)
         except Exception as exc:  # BrokenBarrierError: a worker died while starting
             raise PipelineError("a load worker failed to start", component="loadgen") from exc
-        deadline = time.monotonic() + spec.duration_s + spec.timeout_s + 120
-        while len(out) < spec.processes:
-            kind, index, payload = results.get(timeout=max(1.0, deadline - time.monotonic()))
-            if kind != "ok":
-                raise PipelineError(f"load worker {index} failed:\n{payload}", component="loadgen")
-            out.append(payload)
-    finally:
-        for proc in procs:
-            proc.join(10 if out else 1)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-    return sorted(out, key=lambda r: r.index)
+        try:
+            return parts.get(timeout=spec.duration_s + spec.timeout_s + 120)
+        except Exception as exc:  # its own traceback is chained
+            raise PipelineError(f"a load worker failed: {exc!r}", component="loadgen") from exc
 
 
 def _merge(spec: LoadSpec, parts: list[WorkerResult], machine: dict[str, Any]) -> LoadResult:

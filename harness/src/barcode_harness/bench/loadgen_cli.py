@@ -107,16 +107,8 @@ def _spec(
     url: str, rate: float, duration: float, processes: int, concurrency: int, mode: Mode, batch: int,
     client: ClientKind,
 ) -> LoadSpec:  # fmt: skip
-    return LoadSpec(
-        url=url,
-        rate=rate,
-        duration_s=duration,
-        processes=processes,
-        concurrency_limit=max(concurrency, processes),
-        mode=mode,
-        batch_size=batch,
-        client=client,
-    )
+    """Positional, in the order of LoadSpec's fields."""
+    return LoadSpec(url, rate, duration, max(concurrency, processes), mode, batch, processes, client)
 
 
 _COLUMNS: tuple[tuple[str, Callable[[LoadResult], str]], ...] = (
