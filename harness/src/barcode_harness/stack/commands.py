@@ -27,6 +27,10 @@ ProfileOption = Annotated[
     typer.Option("--profile", help="single (default) or ha (3 Kafka, Redis + 2 replicas + 3 Sentinels, "
                  "in network namespaces); default BP_STACK_PROFILE, else what the state dir holds"),
 ]  # fmt: skip
+SECURE_HELP = (
+    "TLS on every server and one least-privilege user per role (CA, certificates and passwords under the "
+    "state dir); default BP_STACK_SECURE. Recorded: later commands need no flag."
+)
 
 
 def _manager(
@@ -65,18 +69,8 @@ def _print_status(manager: StackManager) -> bool:
 @stack_app.command()
 def up(
     profile: ProfileOption = None,
-    monitoring: Annotated[
-        bool, typer.Option("--monitoring", help="Also Prometheus and the Redis and MySQL exporters.")
-    ] = False,
-    secure: Annotated[
-        bool,
-        typer.Option(
-            "--secure",
-            help="TLS on every server and one least-privilege user per role "
-            "(CA, certificates and passwords under the state dir); default BP_STACK_SECURE. "
-            "Recorded: later commands need no flag.",
-        ),
-    ] = False,
+    monitoring: Annotated[bool, typer.Option("--monitoring", help="Also Prometheus, its exporters.")] = False,
+    secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False,
 ) -> None:
     """Start Kafka, Redis and MariaDB (idempotent) and wait until each really answers."""
     manager = _manager(profile, starting=True, monitoring=monitoring, secure=secure)

@@ -22,19 +22,12 @@ from confluent_kafka.admin import AdminClient
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component, ComponentStatus
-from barcode_harness.stack.ha_nodes import (
-    NODE_IDS,
-    HaKafkaNode,
-    HaMariaDB,
-    HaRedisNode,
-    HaSentinel,
-    client_settings,
-)
+from barcode_harness.stack.ha_nodes import HaKafkaNode, HaMariaDB, HaRedisNode, HaSentinel, client_settings
 from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.kafka import kafka_uuid
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.netns import Network
-from barcode_harness.stack.topology import NODES, Topology, check_subnet
+from barcode_harness.stack.topology import NODE_IDS, NODES, Topology, check_subnet
 from barcode_pipeline.errors import StackError
 
 C = TypeVar("C", bound=Component)
@@ -121,9 +114,8 @@ class HaStackManager(StackManager):
 
     def roles(self) -> dict[str, str]:
         """Each running node's role: active controller and partition leaderships, primary/replica."""
-        roles: dict[str, str] = {}
-        kafka = self.kafka_nodes()
-        live = [k for k in kafka if k.pid() is not None]
+        roles: dict[str, str] = {"mariadb": "single server (no failover)"}
+        live = [k for k in self.kafka_nodes() if k.pid() is not None]
         states = [s for s in (k.quorum_state() for k in live) if s is not None]
         active = max(states, key=lambda s: s[1])[0] if states else -1
         leaders: Counter[int] = Counter()
@@ -142,7 +134,6 @@ class HaStackManager(StackManager):
                     roles[comp.name] = comp.role()
                 except (redis.RedisError, OSError) as exc:
                     roles[comp.name] = f"role unknown ({exc})"
-        roles["mariadb"] = "single server (no failover)"
         return roles
 
     def env_values(self, settings: HarnessSettings | None = None) -> dict[str, str]:

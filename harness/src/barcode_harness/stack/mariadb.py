@@ -53,10 +53,6 @@ class MariaDBComponent(Component):
     def marker(self) -> str:
         return str(self.home / "my.cnf")
 
-    @property
-    def socket(self) -> Path:
-        return self.home / "mysqld.sock"
-
     def _binary(self, name: str) -> str:
         return find_binary(name, "mariadb-server", "mariadb")
 
@@ -91,8 +87,8 @@ class MariaDBComponent(Component):
         password = self.secure.password("db", "root") if self.secure is not None else ""
         while True:
             try:
-                return pymysql.connect(unix_socket=str(self.socket), user="root", password=password,
-                                       connect_timeout=3)  # fmt: skip
+                socket = str(self.home / "mysqld.sock")
+                return pymysql.connect(unix_socket=socket, user="root", password=password, connect_timeout=3)
             except pymysql.err.OperationalError as exc:
                 if not password or not exc.args or exc.args[0] != 1045:  # not "access denied": a real failure
                     raise

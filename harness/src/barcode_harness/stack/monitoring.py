@@ -91,23 +91,19 @@ class Exporter(Component):
     def marker(self) -> str:
         return f"{self.listen_flag}={self.address}"
 
-    @property
-    def my_cnf(self) -> Path:
-        return self.home / "my.cnf"
-
     def prepare(self) -> None:
         self.make_dirs()
         if self.name == "mysqld-exporter":
             db = parse_db_url(self.settings.db.url)
             cnf = f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
-            secure.write_private(self.my_cnf, cnf.encode())
+            secure.write_private(self.home / "my.cnf", cnf.encode())
 
     def argv(self) -> list[str]:
         binary = find_binary(f"prometheus-{self.name}", f"prometheus-{self.name}", self.name)
         parts = urlsplit(self.settings.redis.url)
         args = {
             "redis-exporter": [f"-redis.addr=redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"],
-            "mysqld-exporter": [f"--config.my-cnf={self.my_cnf}"],
+            "mysqld-exporter": [f"--config.my-cnf={self.home / 'my.cnf'}"],
             # the host's filesystems (free space of every data directory's disk) and memory; nothing else
             "node-exporter": [f"--collector.{c}" for c in ("disable-defaults", "filesystem", "meminfo")],
         }

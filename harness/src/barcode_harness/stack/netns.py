@@ -80,12 +80,8 @@ def overlapping_routes(subnet: str) -> list[str]:
     clashes = []
     for route in _ip_json("-4", "route", "show"):
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        with contextlib.suppress(ValueError):
-            if (
-                dst not in ("", "default")
-                and dev != BRIDGE
-                and ipaddress.ip_network(dst, strict=False).overlaps(net)
-            ):
+        with contextlib.suppress(ValueError):  # "default" and "" are no networks
+            if dev != BRIDGE and ipaddress.ip_network(dst, strict=False).overlaps(net):
                 clashes.append(f"{dst} dev {dev}")
     return clashes
 

@@ -50,18 +50,12 @@ def _probe(pid: int, marker: str | None) -> tuple[bool, bool]:
     return True, marker is None or marker in cmdline
 
 
-def spawn(argv: list[str], *, log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+def spawn(argv: list[str], *, log: Path, pidfile: Path) -> int:
     """Start ``argv`` detached, stdout+stderr appended to ``log``; record its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with log.open("ab") as out:  # Popen closes every other descriptor (close_fds defaults to True)
         proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            close_fds=True,
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     pidfile.write_text(str(proc.pid))
     return proc.pid

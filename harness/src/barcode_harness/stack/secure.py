@@ -106,10 +106,6 @@ class SecureFiles:
     def ca_cert(self) -> Path:
         return self.cert("ca")
 
-    @property
-    def ca_key(self) -> Path:
-        return self.key("ca")
-
     def cert(self, server: str) -> Path:
         return self.root / f"{server}.pem"
 
@@ -151,11 +147,6 @@ _SKEW = datetime.timedelta(minutes=5)  # certificates valid a little before "now
 _CA_NAME = "barcode-pipeline local CA"
 
 
-def server_subject(server: str) -> str:
-    """The CN of ``server``'s certificate (Kafka's is its super-user principal, CERT_PRINCIPAL)."""
-    return f"{server}.barcode-pipeline"
-
-
 def _issue(files: SecureFiles, name: str) -> None:
     """The CA (``name`` "ca") or one server's key and certificate, signed by the kept CA key. All
     servers' certificates name 127.0.0.1 (one machine); what separation buys is that only Kafka's is a
@@ -168,7 +159,7 @@ def _issue(files: SecureFiles, name: str) -> None:
     now = datetime.datetime.now(datetime.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else server_subject(name))]
+        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else f"{name}.barcode-pipeline")]
     )
     extensions: list[tuple[x509.ExtensionType, bool]]
     if name == "ca":
@@ -180,7 +171,7 @@ def _issue(files: SecureFiles, name: str) -> None:
             (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
         ]
     else:
-        signer = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+        signer = serialization.load_pem_private_key(files.key("ca").read_bytes(), password=None)
         issuer, days = x509.load_pem_x509_certificate(files.ca_cert.read_bytes()).subject, 397
         usage = [ExtendedKeyUsageOID.SERVER_AUTH]
         if name == "kafka":  # the broker side also presents it to its own controller listener
@@ -289,7 +280,7 @@ def require_client_settings(settings: HarnessSettings) -> None:
 # --- server configuration -------------------------------------------------------------------------
 
 
-CERT_PRINCIPAL = f"CN={server_subject('kafka')}"  # Kafka's certificate: the broker calling its controller
+CERT_PRINCIPAL = "CN=kafka.barcode-pipeline"  # Kafka's certificate: the broker calling its controller
 
 
 def kafka_acls(settings: HarnessSettings) -> list[object]:
@@ -400,15 +391,10 @@ def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: Any)
         for user, grants in DB_GRANTS.items():
             for grant in grants:
                 cur.execute(f"GRANT {grant.format(db=database)} TO {DB_USER_PREFIX}{user}@'127.0.0.1'")
-        lock_root(cur, files)
+        # mariadb-install-db leaves root without a password on localhost, 127.0.0.1, ::1 and the host
+        # name: only root@localhost (the socket the harness uses) is kept, with a generated password.
+        cur.execute("SELECT Host FROM mysql.user WHERE User = 'root' AND Host <> 'localhost'")
+        for (host,) in cur.fetchall():
+            cur.execute("DROP USER 'root'@%s", (host,))
+        cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (files.password("db", "root"),))
     root.commit()
-
-
-def lock_root(cur: Any, files: SecureFiles) -> None:
-    """mariadb-install-db leaves ``root`` without a password on localhost, 127.0.0.1, ::1 and the host
-    name: anyone on the machine could log in over TCP with every privilege. Only root@localhost (the
-    socket, which the harness uses) is kept, with a generated password; the others are dropped."""
-    cur.execute("SELECT Host FROM mysql.user WHERE User = 'root' AND Host <> 'localhost'")
-    for (host,) in cur.fetchall():
-        cur.execute("DROP USER 'root'@%s", (host,))
-    cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (files.password("db", "root"),))
