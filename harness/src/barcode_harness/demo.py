@@ -29,10 +29,9 @@ class DemoSpec:
     rate: float = 300.0
     duration_s: float = 10.0
     duplicate_ratio: float = 0.1
-    # Before the measured window, reported apart: rounds of load that open the producers' connections,
-    # load topic metadata and let the broker's JIT compile its hot paths, so a newcomer's first figure
-    # is the steady one. A freshly started broker needs about a minute of load; a warm stack stops
-    # after the minimum. The rate is above the demo's because compilation follows invocation counts.
+    # Warm-up rounds before the measured window, reported apart, so a newcomer's first figure is the
+    # steady one (connections open, the broker's JIT compiled: it follows invocation counts, hence the
+    # higher rate). A freshly started broker needs about a minute; a warm stack stops at the minimum.
     warmup_rate: float = 1000.0
     warmup_round_s: float = 3.0
     warmup_min_rounds: int = 3

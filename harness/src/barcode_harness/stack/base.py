@@ -23,8 +23,7 @@ LOG_GENERATIONS = 3
 
 def rotate_logs(folder: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_GENERATIONS) -> list[Path]:
     """Before a server starts: each ``*.log`` over ``max_bytes`` becomes ``.log.1`` (older ones shift,
-    the oldest beyond ``keep`` goes), so a stack restarted for weeks keeps a bounded amount of logs.
-    Kafka also rolls its own while running (log4j2); the pipeline under systemd logs to journald."""
+    the oldest beyond ``keep`` goes), so a stack restarted for weeks keeps bounded logs."""
     rotated: list[Path] = []
     for log in sorted(folder.glob("*.log")) if folder.is_dir() else []:
         if log.stat().st_size <= max_bytes:

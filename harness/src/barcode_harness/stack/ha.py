@@ -1,9 +1,6 @@
-"""The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB.
-
-Every node runs in its own network namespace (stack/netns.py), so a fault can kill, pause or cut off
-one node alone. Topics get RF=3 with min.insync.replicas=2; Redis ``min-replicas-to-write 1``.
-MariaDB stays a single server, the remaining single point.
-"""
+"""The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB (the
+remaining single point). Every node has its own network namespace (stack/netns.py), so a fault can kill,
+pause or cut off one node alone; topics get RF=3, min.insync.replicas=2; Redis min-replicas-to-write 1."""
 
 from __future__ import annotations
 

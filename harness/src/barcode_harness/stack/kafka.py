@@ -7,7 +7,6 @@ import base64
 import contextlib
 import shutil
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -279,8 +278,7 @@ class KafkaComponent(Component):
         health topic."""
         with socket.create_connection(split_hostport(self.address, 9092), timeout=2):
             pass  # fail fast (and quietly) while the broker is not listening yet
-        quiet: dict[str, str | int | float | bool] = {**connection_config(self.settings), "log_level": 0}
-        quiet["bootstrap.servers"] = self.bootstrap
+        quiet = {**connection_config(self.settings), "log_level": 0, "bootstrap.servers": self.bootstrap}
         admin = AdminClient(quiet)
         metadata = admin.list_topics(timeout=3)
         if self.node_id not in metadata.brokers:
@@ -305,11 +303,8 @@ class KafkaComponent(Component):
         consumer = Consumer({**quiet, "group.id": "barcode-stack-health", "enable.auto.commit": False})
         try:
             consumer.assign([TopicPartition(HEALTH_TOPIC, partition, offset)])
-            deadline = time.monotonic() + 6
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is not None and not msg.error() and msg.value() == token:
-                    return
+            if any(not msg.error() and msg.value() == token for msg in consumer.consume(1, timeout=6)):
+                return
         finally:
             consumer.close()
         raise StackError("consumed nothing back from the health topic", component=self.name)

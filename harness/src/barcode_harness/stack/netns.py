@@ -1,9 +1,6 @@
-"""Network namespaces on one bridge, so every node of the ``ha`` profile has an address of its own.
-
-A node can then be cut off with iptables inside its namespace, and a killed node's ports are gone.
-The host keeps the bridge's first address. Names start with ``bp`` and the subnet is private; nothing
-here touches an interface or namespace it did not create.
-"""
+"""Network namespaces on one bridge, so every node of the ``ha`` profile has an address of its own: it
+can be cut off with iptables inside its namespace, and a killed node's ports are gone. The host keeps
+the bridge's first address; nothing here touches an interface or namespace it did not create."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Redis from Debian's ``redis-server``, on its own port with AOF on.
-
-AOF because the streams, their pending entries and the dedup markers must survive a crash; the ~2 s
-that ``appendfsync everysec`` may still lose are re-read from Kafka (processor/failover.py).
-"""
+"""Redis from Debian's ``redis-server``, on its own port with AOF on: the streams, their pending entries
+and the dedup markers survive a crash; what ``appendfsync everysec`` may lose is re-read from Kafka."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
 
-Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file,
-so the pipeline reads its secrets through ``BP_*_FILE`` settings and ``stack env`` prints file names.
-Kafka takes SASL_SSL (SCRAM) and mutual TLS on its controller listener, Redis TLS only with per-user
-ACLs, MariaDB ``require_secure_transport`` with per-table grants. Whether a state directory is secured
-is recorded in it, so it is never started the other way by mistake.
-"""
+Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file
+(the pipeline reads them through ``BP_*_FILE`` settings). Kafka takes SASL_SSL (SCRAM) and mutual TLS
+on its controller listener, Redis TLS with per-user ACLs, MariaDB TLS only with per-table grants. The
+state dir records that it is secured, so it is never started the other way by mistake."""
 
 from __future__ import annotations
 
