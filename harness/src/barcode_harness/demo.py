@@ -45,7 +45,6 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
     pipeline_log = settings.state_dir / "logs" / "demo-pipeline.log"
     settings = with_harness_key(settings, "demo")
     url = f"http://{settings.ingest.host}:{settings.ingest.port}"
-    warm_paths: list[Path] = []
     warm_acked = 0
 
     def load(rate: float, duration_s: float, acked: Path, duplicate_ratio: float = 0.0) -> LoadResult:
@@ -54,8 +53,7 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
 
     def warm_round(index: int) -> float:
         nonlocal warm_acked
-        warm_paths.append(work / f"warmup-{index}-acked-scan-ids.txt")
-        result = load(spec.warmup_rate, spec.warmup_round_s, warm_paths[-1])
+        result = load(spec.warmup_rate, spec.warmup_round_s, work / f"warmup-{index}-acked-scan-ids.txt")
         warm_acked += result.scans_acked
         log.info("warm-up round %d: p99 %.2f ms", index + 1, result.latency.p99_ms)
         return result.latency.p99_ms
@@ -67,7 +65,7 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
         result = load(spec.rate, spec.duration_s, acked, spec.duplicate_ratio)
         drain_s, _backlog = wait_drained(settings, timeout=120)
     ids = acked.read_text().split() if acked.exists() else []
-    warm_ids = [i for path in warm_paths if path.exists() for i in path.read_text().split()]
+    warm_ids = [i for path in work.glob("warmup-*-acked-scan-ids.txt") for i in path.read_text().split()]
     check = verify_scan_ids(settings.db.url, ids)
     warm_check = verify_scan_ids(settings.db.url, warm_ids)
     return {

@@ -58,9 +58,7 @@ def _print_status(manager: StackManager) -> bool:
     ok = True
     for s in (*manager.status(), *manager.monitoring_status()):
         ok &= s.healthy
-        health = (
-            "[green]healthy[/]" if s.healthy else ("[yellow]unhealthy[/]" if s.running else "[red]down[/]")
-        )
+        health = "[green]healthy[/]" if s.healthy else "[yellow]unhealthy[/]" if s.running else "[red]down[/]"
         table.add_row(s.name, s.address, str(s.pid or "-"), health, s.detail)
     Console().print(table)
     return ok

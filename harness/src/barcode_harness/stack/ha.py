@@ -73,18 +73,14 @@ class HaStackManager(StackManager):
         self.network.up()
         quorum = self.settings.state_dir.resolve() / "kafka-quorum.json"
         if not quorum.exists():
-            dirs = {str(i): kafka_uuid() for i in NODE_IDS}
-            ids = {"cluster_id": kafka_uuid(), "directories": dirs}
+            ids = {"cluster_id": kafka_uuid(), "directories": {str(i): kafka_uuid() for i in NODE_IDS}}
             quorum.write_text(json.dumps(ids, indent=2))
 
     def down(self) -> None:
         """Sentinels first (no failover while the servers stop), replicas before the primary."""
-        self.components["haproxy"].stop()
-        for sentinel in self.sentinels():
-            sentinel.stop()
-        primary_last = sorted(self.redis_nodes(), key=lambda n: self._is_primary(n))
-        for node in primary_last:
-            node.stop()
+        primary_last = sorted(self.redis_nodes(), key=self._is_primary)
+        for comp in [self.components["haproxy"], *self.sentinels(), *primary_last]:
+            comp.stop()
         # All brokers at once: stopped one by one, the last would wait for a quorum that is gone.
         with ThreadPoolExecutor(max_workers=NODES + 1) as pool:
             list(pool.map(lambda c: c.stop(), [*self.kafka_nodes(), self.components["mariadb"]]))
@@ -102,11 +98,10 @@ class HaStackManager(StackManager):
         return False
 
     def status(self) -> list[ComponentStatus]:
-        statuses = super().status()
         roles = self.roles()
         return [
             dataclasses.replace(s, detail=f"{s.detail}; {roles[s.name]}") if s.name in roles else s
-            for s in statuses
+            for s in super().status()
         ]
 
     def roles(self) -> dict[str, str]:
