@@ -61,8 +61,7 @@ def query_range(base_url: str, promql: str, start: float, end: float, step: floa
         ) from exc
     if body.get("status") != "success":
         raise PipelineError(f"query failed: {promql}: {body.get('error')}", component="prometheus")
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
+    return list(body["data"]["result"])
 
 
 def snapshot(base_url: str, path: Path, minutes: float) -> tuple[Path, int]:

@@ -237,7 +237,11 @@ class KafkaComponent(Component):
         if not cluster_file.exists():
             cluster_file.write_text(kafka_uuid())
         args = [f"--cluster-id={cluster_file.read_text().strip()}"]
-        return args + (secure.kafka_format_args(self.secure) if self.secure is not None else [])
+        if self.secure is not None:  # the SCRAM users (prepare passes them in a private argument file)
+            for user in secure.KAFKA_USERS:
+                password = self.secure.password("kafka", user)
+                args += ["--add-scram", f"{secure.SCRAM}=[name={user},password={password}]"]
+        return args
 
     def prepare(self) -> None:
         java = self._java()

@@ -61,19 +61,16 @@ def spawn(argv: list[str], *, log: Path, pidfile: Path) -> int:
     return proc.pid
 
 
-def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> bool:
-    """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL. True if it had to kill."""
-    if not is_alive(pid, marker):
-        return False
+def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> None:
+    """SIGTERM our server ``pid``, wait up to ``timeout`` for a clean exit, then SIGKILL."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_alive(pid, marker):
-            return False
+            return
         time.sleep(0.1)
     kill(pid)
-    return True
 
 
 def kill(pid: int) -> None:

@@ -302,13 +302,6 @@ def kafka_acls(settings: HarnessSettings) -> list[object]:
             for user, kind, name, ops in rules for op in ops]  # fmt: skip
 
 
-def kafka_format_args(files: SecureFiles) -> list[str]:
-    """``kafka-storage format`` arguments creating the SCRAM users; they hold the passwords, so they go
-    in an argument file (:func:`java_argfile`), never in argv, which ``ps`` shows every local user."""
-    scram = (f"{SCRAM}=[name={user},password={files.password('kafka', user)}]" for user in KAFKA_USERS)
-    return [arg for user in scram for arg in ("--add-scram", user)]
-
-
 def java_argfile(path: Path, args: list[str]) -> str:
     """Write ``args`` quoted (backslashes and quotes escaped) to a 0600 java argument file (JDK 9+) and
     return the ``@path`` argument; a line break would end an argument even inside quotes: refused."""
