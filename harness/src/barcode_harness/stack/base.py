@@ -130,9 +130,7 @@ class Component(abc.ABC):
         while time.monotonic() < deadline:
             if self.pid() is None:
                 tail = " | ".join(self.log_tail(3))[-400:]
-                raise StackError(
-                    f"exited during start-up; see {self.logfile}", component=self.name, hint=tail
-                )
+                raise StackError(f"exited while starting; see {self.logfile}", component=self.name, hint=tail)
             try:
                 self.check()
                 return

@@ -132,10 +132,8 @@ def env(
         bool, typer.Option("--show-secrets", help="A secured stack's secrets inline, not as BP_*_FILE paths.")
     ] = False,
 ) -> None:
-    """Connection settings as shell exports: eval "$(barcode-pipeline stack env)".
-
-    For a secured stack the secrets are files under the state dir (mode 0600), named by BP_*_FILE
-    variables, so the output can be shown or logged; --show-secrets prints the values instead."""
+    """Connection settings as shell exports: eval "$(barcode-pipeline stack env)". A secured stack's
+    secrets are 0600 files named by BP_*_FILE variables, so the output can be shown or logged."""
     typer.echo(_manager(profile).env(show_secrets=show_secrets))
 
 

@@ -278,8 +278,7 @@ class KafkaComponent(Component):
             future.result(20)
 
     def check(self) -> None:
-        """This broker listens and is registered; then a real produce/consume round trip on a small
-        health topic."""
+        """Listening and registered, then a real produce/consume round trip on a small health topic."""
         with socket.create_connection(split_hostport(self.address, 9092), timeout=2):
             pass  # fail fast (and quietly) while the broker is not listening yet
         quiet = {**connection_config(self.settings), "log_level": 0, "bootstrap.servers": self.bootstrap}
