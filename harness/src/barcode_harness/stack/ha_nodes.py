@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +124,9 @@ class HaKafkaNode(KafkaComponent):
 
 
 # ---------------------------------------------------------------------------------------- Redis
-def _client(ip: str, port: int) -> closing[redis.Redis]:
-    """A short-lived client of one Redis or Sentinel, for the role and health queries."""
-    return closing(redis.Redis(host=ip, port=port, socket_timeout=2, decode_responses=True))
+def _client(ip: str, port: int) -> redis.Redis:
+    """A short-lived client of one Redis or Sentinel (closed on leaving its ``with``), for role queries."""
+    return redis.Redis(host=ip, port=port, socket_timeout=2, decode_responses=True)
 
 
 def render_ha_redis_conf(settings: HarnessSettings, home: Path, ip: str, primary_ip: str | None) -> str:

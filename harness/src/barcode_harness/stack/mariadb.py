@@ -97,8 +97,7 @@ class MariaDBComponent(Component):
     def after_start(self) -> None:
         """Create the application database and user from BP_DB_URL (idempotent)."""
         t = parse_db_url(self.settings.db.url)
-        conn = self._root()
-        try:
+        with self._root() as conn:
             if self.secure is not None:
                 from barcode_harness.stack.secure import bootstrap_database
 
@@ -113,8 +112,6 @@ class MariaDBComponent(Component):
                     # A private server: the app user may create test/bench databases.
                     cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{host}'", (t.user,))
             conn.commit()
-        finally:
-            conn.close()
 
     def check(self) -> None:
         t = parse_db_url(self.settings.db.url)
@@ -128,9 +125,6 @@ class MariaDBComponent(Component):
                 conn = self._root()
             else:
                 raise
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
-        finally:
-            conn.close()
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()

@@ -4,7 +4,6 @@ under the state dir like the other servers."""
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from barcode_harness.settings import HarnessSettings
@@ -34,12 +33,8 @@ class PrometheusComponent(Component):
         return f"127.0.0.1:{self.settings.monitoring.prometheus_port}"
 
     @property
-    def config(self) -> Path:
-        return self.home / "prometheus.yml"
-
-    @property
     def marker(self) -> str:
-        return str(self.config)
+        return str(self.home / "prometheus.yml")
 
     def prepare(self) -> None:
         self.make_dirs("data")
@@ -48,7 +43,7 @@ class PrometheusComponent(Component):
     def argv(self) -> list[str]:
         return [
             find_binary("prometheus", "prometheus", self.name),
-            f"--config.file={self.config}",
+            f"--config.file={self.marker}",
             f"--storage.tsdb.path={self.home / 'data'}",
             f"--storage.tsdb.retention.time={self.settings.prometheus_retention}",
             f"--web.listen-address={self.address}",

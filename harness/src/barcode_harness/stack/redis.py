@@ -83,8 +83,5 @@ class RedisComponent(Component):
         return [find_binary("redis-server", "redis-server", "redis"), str(self.home / "redis.conf")]
 
     def check(self) -> None:
-        client = redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
+        with redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2) as r:
+            r.ping()
