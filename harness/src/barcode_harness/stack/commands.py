@@ -118,8 +118,7 @@ def logs(
 ) -> None:
     """Show the tail of a component's log (all components when none is named)."""
     manager = _manager(profile)
-    names = [component] if component else list(manager.components)
-    for name in names:
+    for name in [component] if component else list(manager.components):
         comp = manager.component(name)
         typer.echo(f"==> {comp.logfile} <==")
         typer.echo("\n".join(comp.log_tail(lines)))

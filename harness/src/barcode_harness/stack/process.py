@@ -50,7 +50,7 @@ def _probe(pid: int, marker: str | None) -> tuple[bool, bool]:
     return True, marker is None or marker in cmdline
 
 
-def spawn(argv: list[str], *, log: Path, pidfile: Path) -> int:
+def spawn(argv: list[str], *, log: Path, pidfile: Path) -> None:
     """Start ``argv`` detached, stdout+stderr appended to ``log``; record its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:  # Popen closes every other descriptor (close_fds defaults to True)
@@ -58,7 +58,6 @@ def spawn(argv: list[str], *, log: Path, pidfile: Path) -> int:
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     pidfile.write_text(str(proc.pid))
-    return proc.pid
 
 
 def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> None:
