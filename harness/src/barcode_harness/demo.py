@@ -29,10 +29,9 @@ class DemoSpec:
     rate: float = 300.0
     duration_s: float = 10.0
     duplicate_ratio: float = 0.1
-    # Before the measured window, reported apart: rounds of load that open the producers' connections,
-    # load topic metadata and let the broker's JIT compile its hot paths, so a newcomer's first figure
-    # is the steady one. A freshly started broker needs about a minute of load; a warm stack stops
-    # after the minimum. The rate is above the demo's because compilation follows invocation counts.
+    # Warm-up rounds before the measured window, reported apart, so a newcomer's first figure is the
+    # steady one (connections open, the broker's JIT compiled: it follows invocation counts, hence the
+    # higher rate). A freshly started broker needs about a minute; a warm stack stops at the minimum.
     warmup_rate: float = 1000.0
     warmup_round_s: float = 3.0
     warmup_min_rounds: int = 3
@@ -46,7 +45,6 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
     pipeline_log = settings.state_dir / "logs" / "demo-pipeline.log"
     settings = with_harness_key(settings, "demo")
     url = f"http://{settings.ingest.host}:{settings.ingest.port}"
-    warm_paths: list[Path] = []
     warm_acked = 0
 
     def load(rate: float, duration_s: float, acked: Path, duplicate_ratio: float = 0.0) -> LoadResult:
@@ -55,8 +53,7 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
 
     def warm_round(index: int) -> float:
         nonlocal warm_acked
-        warm_paths.append(work / f"warmup-{index}-acked-scan-ids.txt")
-        result = load(spec.warmup_rate, spec.warmup_round_s, warm_paths[-1])
+        result = load(spec.warmup_rate, spec.warmup_round_s, work / f"warmup-{index}-acked-scan-ids.txt")
         warm_acked += result.scans_acked
         log.info("warm-up round %d: p99 %.2f ms", index + 1, result.latency.p99_ms)
         return result.latency.p99_ms
@@ -68,7 +65,7 @@ def run_demo(settings: HarnessSettings, spec: DemoSpec) -> dict[str, Any]:
         result = load(spec.rate, spec.duration_s, acked, spec.duplicate_ratio)
         drain_s, _backlog = wait_drained(settings, timeout=120)
     ids = acked.read_text().split() if acked.exists() else []
-    warm_ids = [i for path in warm_paths if path.exists() for i in path.read_text().split()]
+    warm_ids = [i for path in work.glob("warmup-*-acked-scan-ids.txt") for i in path.read_text().split()]
     check = verify_scan_ids(settings.db.url, ids)
     warm_check = verify_scan_ids(settings.db.url, warm_ids)
     return {

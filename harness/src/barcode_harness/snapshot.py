@@ -61,41 +61,31 @@ def query_range(base_url: str, promql: str, start: float, end: float, step: floa
         ) from exc
     if body.get("status") != "success":
         raise PipelineError(f"query failed: {promql}: {body.get('error')}", component="prometheus")
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
-def fetch(base_url: str, minutes: float) -> list[tuple[str, list[Series]]]:
-    end = time.time()
-    start = end - minutes * 60
-    step = max(1.0, minutes * 60 / 300)
-    panels = []
-    for ylabel, queries in PANELS:
-        series = []
-        for label, promql in queries:
-            for result in query_range(base_url, promql, start, end, step):
-                points = [(float(t), float(v)) for t, v in result["values"] if not math.isnan(float(v))]
-                series.append((label, points))
-        panels.append((ylabel, series))
-    return panels
-
-
-def draw(path: Path, panels: list[tuple[str, list[Series]]], *, title: str) -> Path:
-    """One stacked chart; x = minutes before the last sample."""
-    last = max((t for _, series in panels for _, points in series for t, _ in points), default=0.0)
-    chart_panels = []
-    for ylabel, series in panels:
-        lines = [Line(label, [(t - last) / 60 for t, _ in pts], [v for _, v in pts]) for label, pts in series]
-        chart_panels.append(Panel(ylabel, lines))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return time_chart(path, title, chart_panels, xlabel="minutes (0 = now)")
+    return list(body["data"]["result"])
 
 
 def snapshot(base_url: str, path: Path, minutes: float) -> tuple[Path, int]:
-    """Fetch and draw; returns the PNG and how many series had data."""
-    panels = fetch(base_url, minutes)
+    """Fetch the panels' series and draw one stacked chart (x: minutes before the last sample); returns
+    the PNG and how many series had data."""
+    end = time.time()
+    step = max(1.0, minutes * 60 / 300)
+    panels: list[tuple[str, list[Series]]] = []
+    for ylabel, queries in PANELS:
+        series = []
+        for label, promql in queries:
+            for result in query_range(base_url, promql, end - minutes * 60, end, step):
+                points = [(float(t), float(v)) for t, v in result["values"] if not math.isnan(float(v))]
+                series.append((label, points))
+        panels.append((ylabel, series))
+    last = max((t for _, series in panels for _, points in series for t, _ in points), default=0.0)
+    chart = [
+        Panel(ylabel, [Line(name, [(t - last) / 60 for t, _ in p], [v for _, v in p]) for name, p in lines])
+        for ylabel, lines in panels
+    ]
     count = sum(1 for _, series in panels for _, points in series if points)
-    return draw(path, panels, title=f"barcode-pipeline, last {minutes:g} min"), count
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"barcode-pipeline, last {minutes:g} min"
+    return time_chart(path, title, chart, xlabel="minutes (0 = now)"), count
 
 
 def snapshot_command(

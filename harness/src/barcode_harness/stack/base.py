@@ -23,8 +23,7 @@ LOG_GENERATIONS = 3
 
 def rotate_logs(folder: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_GENERATIONS) -> list[Path]:
     """Before a server starts: each ``*.log`` over ``max_bytes`` becomes ``.log.1`` (older ones shift,
-    the oldest beyond ``keep`` goes), so a stack restarted for weeks keeps a bounded amount of logs.
-    Kafka also rolls its own while running (log4j2); the pipeline under systemd logs to journald."""
+    the oldest beyond ``keep`` goes), so a stack restarted for weeks keeps bounded logs."""
     rotated: list[Path] = []
     for log in sorted(folder.glob("*.log")) if folder.is_dir() else []:
         if log.stat().st_size <= max_bytes:
@@ -131,9 +130,7 @@ class Component(abc.ABC):
         while time.monotonic() < deadline:
             if self.pid() is None:
                 tail = " | ".join(self.log_tail(3))[-400:]
-                raise StackError(
-                    f"exited during start-up; see {self.logfile}", component=self.name, hint=tail
-                )
+                raise StackError(f"exited while starting; see {self.logfile}", component=self.name, hint=tail)
             try:
                 self.check()
                 return

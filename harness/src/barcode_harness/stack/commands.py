@@ -27,6 +27,10 @@ ProfileOption = Annotated[
     typer.Option("--profile", help="single (default) or ha (3 Kafka, Redis + 2 replicas + 3 Sentinels, "
                  "in network namespaces); default BP_STACK_PROFILE, else what the state dir holds"),
 ]  # fmt: skip
+SECURE_HELP = (
+    "TLS on every server and one least-privilege user per role (CA, certificates and passwords under the "
+    "state dir); default BP_STACK_SECURE. Recorded: later commands need no flag."
+)
 
 
 def _manager(
@@ -54,9 +58,7 @@ def _print_status(manager: StackManager) -> bool:
     ok = True
     for s in (*manager.status(), *manager.monitoring_status()):
         ok &= s.healthy
-        health = (
-            "[green]healthy[/]" if s.healthy else ("[yellow]unhealthy[/]" if s.running else "[red]down[/]")
-        )
+        health = "[green]healthy[/]" if s.healthy else "[yellow]unhealthy[/]" if s.running else "[red]down[/]"
         table.add_row(s.name, s.address, str(s.pid or "-"), health, s.detail)
     Console().print(table)
     return ok
@@ -65,18 +67,8 @@ def _print_status(manager: StackManager) -> bool:
 @stack_app.command()
 def up(
     profile: ProfileOption = None,
-    monitoring: Annotated[
-        bool, typer.Option("--monitoring", help="Also Prometheus and the Redis and MySQL exporters.")
-    ] = False,
-    secure: Annotated[
-        bool,
-        typer.Option(
-            "--secure",
-            help="TLS on every server and one least-privilege user per role "
-            "(CA, certificates and passwords under the state dir); default BP_STACK_SECURE. "
-            "Recorded: later commands need no flag.",
-        ),
-    ] = False,
+    monitoring: Annotated[bool, typer.Option("--monitoring", help="Also Prometheus, its exporters.")] = False,
+    secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False,
 ) -> None:
     """Start Kafka, Redis and MariaDB (idempotent) and wait until each really answers."""
     manager = _manager(profile, starting=True, monitoring=monitoring, secure=secure)
@@ -126,8 +118,7 @@ def logs(
 ) -> None:
     """Show the tail of a component's log (all components when none is named)."""
     manager = _manager(profile)
-    names = [component] if component else list(manager.components)
-    for name in names:
+    for name in [component] if component else list(manager.components):
         comp = manager.component(name)
         typer.echo(f"==> {comp.logfile} <==")
         typer.echo("\n".join(comp.log_tail(lines)))
@@ -140,10 +131,8 @@ def env(
         bool, typer.Option("--show-secrets", help="A secured stack's secrets inline, not as BP_*_FILE paths.")
     ] = False,
 ) -> None:
-    """Connection settings as shell exports: eval "$(barcode-pipeline stack env)".
-
-    For a secured stack the secrets are files under the state dir (mode 0600), named by BP_*_FILE
-    variables, so the output can be shown or logged; --show-secrets prints the values instead."""
+    """Connection settings as shell exports: eval "$(barcode-pipeline stack env)". A secured stack's
+    secrets are 0600 files named by BP_*_FILE variables, so the output can be shown or logged."""
     typer.echo(_manager(profile).env(show_secrets=show_secrets))
 
 

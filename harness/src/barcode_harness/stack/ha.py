@@ -1,9 +1,6 @@
-"""The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB.
-
-Every node runs in its own network namespace (stack/netns.py), so a fault can kill, pause or cut off
-one node alone. Topics get RF=3 with min.insync.replicas=2; Redis ``min-replicas-to-write 1``.
-MariaDB stays a single server, the remaining single point.
-"""
+"""The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB (the
+remaining single point). Every node has its own network namespace (stack/netns.py), so a fault can kill,
+pause or cut off one node alone; topics get RF=3, min.insync.replicas=2; Redis min-replicas-to-write 1."""
 
 from __future__ import annotations
 
@@ -22,19 +19,12 @@ from confluent_kafka.admin import AdminClient
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component, ComponentStatus
-from barcode_harness.stack.ha_nodes import (
-    NODE_IDS,
-    HaKafkaNode,
-    HaMariaDB,
-    HaRedisNode,
-    HaSentinel,
-    client_settings,
-)
+from barcode_harness.stack.ha_nodes import HaKafkaNode, HaMariaDB, HaRedisNode, HaSentinel, client_settings
 from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.kafka import kafka_uuid
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.netns import Network
-from barcode_harness.stack.topology import NODES, Topology, check_subnet
+from barcode_harness.stack.topology import NODE_IDS, NODES, Topology, check_subnet
 from barcode_pipeline.errors import StackError
 
 C = TypeVar("C", bound=Component)
@@ -83,18 +73,14 @@ class HaStackManager(StackManager):
         self.network.up()
         quorum = self.settings.state_dir.resolve() / "kafka-quorum.json"
         if not quorum.exists():
-            dirs = {str(i): kafka_uuid() for i in NODE_IDS}
-            ids = {"cluster_id": kafka_uuid(), "directories": dirs}
+            ids = {"cluster_id": kafka_uuid(), "directories": {str(i): kafka_uuid() for i in NODE_IDS}}
             quorum.write_text(json.dumps(ids, indent=2))
 
     def down(self) -> None:
         """Sentinels first (no failover while the servers stop), replicas before the primary."""
-        self.components["haproxy"].stop()
-        for sentinel in self.sentinels():
-            sentinel.stop()
-        primary_last = sorted(self.redis_nodes(), key=lambda n: self._is_primary(n))
-        for node in primary_last:
-            node.stop()
+        primary_last = sorted(self.redis_nodes(), key=self._is_primary)
+        for comp in [self.components["haproxy"], *self.sentinels(), *primary_last]:
+            comp.stop()
         # All brokers at once: stopped one by one, the last would wait for a quorum that is gone.
         with ThreadPoolExecutor(max_workers=NODES + 1) as pool:
             list(pool.map(lambda c: c.stop(), [*self.kafka_nodes(), self.components["mariadb"]]))
@@ -112,18 +98,16 @@ class HaStackManager(StackManager):
         return False
 
     def status(self) -> list[ComponentStatus]:
-        statuses = super().status()
         roles = self.roles()
         return [
             dataclasses.replace(s, detail=f"{s.detail}; {roles[s.name]}") if s.name in roles else s
-            for s in statuses
+            for s in super().status()
         ]
 
     def roles(self) -> dict[str, str]:
         """Each running node's role: active controller and partition leaderships, primary/replica."""
-        roles: dict[str, str] = {}
-        kafka = self.kafka_nodes()
-        live = [k for k in kafka if k.pid() is not None]
+        roles: dict[str, str] = {"mariadb": "single server (no failover)"}
+        live = [k for k in self.kafka_nodes() if k.pid() is not None]
         states = [s for s in (k.quorum_state() for k in live) if s is not None]
         active = max(states, key=lambda s: s[1])[0] if states else -1
         leaders: Counter[int] = Counter()
@@ -142,7 +126,6 @@ class HaStackManager(StackManager):
                     roles[comp.name] = comp.role()
                 except (redis.RedisError, OSError) as exc:
                     roles[comp.name] = f"role unknown ({exc})"
-        roles["mariadb"] = "single server (no failover)"
         return roles
 
     def env_values(self, settings: HarnessSettings | None = None) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,13 @@ from barcode_harness.stack.kafka import KafkaComponent, broker_properties, overr
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode
 from barcode_harness.stack.process import find_binary
-from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, files_conf
+from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, server_conf
 from barcode_harness.stack.topology import (
     APP_HOSTS,
     CONTROLLER_PORT,
     KAFKA_PORT,
     MARIADB_PORT,
+    NODE_IDS,
     NODES,
     REDIS_PORT,
     SENTINEL_PORT,
@@ -29,7 +29,6 @@ from barcode_harness.stack.topology import (
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.errors import StackError
 
-NODE_IDS = range(1, NODES + 1)
 SENTINEL_QUORUM = 2
 SENTINEL_DOWN_AFTER_MS = 2000
 SENTINEL_FAILOVER_TIMEOUT_MS = 10_000
@@ -125,15 +124,15 @@ class HaKafkaNode(KafkaComponent):
 
 
 # ---------------------------------------------------------------------------------------- Redis
+def _client(ip: str, port: int) -> redis.Redis:
+    """A short-lived client of one Redis or Sentinel (closed on leaving its ``with``), for role queries."""
+    return redis.Redis(host=ip, port=port, socket_timeout=2, decode_responses=True)
+
+
 def render_ha_redis_conf(settings: HarnessSettings, home: Path, ip: str, primary_ip: str | None) -> str:
     replica = f"replicaof {primary_ip} {REDIS_PORT}\n" if primary_ip else ""
     return f"""# Rendered by barcode-pipeline (ha profile) on first start; Sentinel rewrites it on failover.
-bind {ip}
-port {REDIS_PORT}
-protected-mode no
-daemonize no
-{files_conf(settings, home)}
-save ""
+{server_conf(settings, home, ip, REDIS_PORT, protected=False)}
 {MEMORY_CONF}
 # A primary that no replica has acknowledged for {MIN_REPLICAS_MAX_LAG_S}s refuses writes (NOREPLICAS): an
 # isolated old primary cannot take writes for long.
@@ -166,9 +165,7 @@ class HaRedisNode(RedisComponent):
             conf.write_text(render_ha_redis_conf(self.settings, self.home, self.net.ip, self.primary_ip))
 
     def role(self) -> str:
-        with closing(
-            redis.Redis(host=self.net.ip, port=REDIS_PORT, socket_timeout=2, decode_responses=True)
-        ) as c:
+        with _client(self.net.ip, REDIS_PORT) as c:
             info: dict[str, Any] = c.info("replication")
         if info.get("role") == "master":
             return f"primary, {info.get('connected_slaves', 0)} replicas connected"
@@ -222,9 +219,8 @@ class HaSentinel(Component):
 
     def _master(self) -> Any:
         """What this Sentinel knows of the primary."""
-        client = redis.Redis(host=self.net.ip, port=SENTINEL_PORT, socket_timeout=2, decode_responses=True)
-        with closing(client):
-            return client.sentinel_master(self.settings.redis.service)
+        with _client(self.net.ip, SENTINEL_PORT) as c:
+            return c.sentinel_master(self.settings.redis.service)
 
     def check(self) -> None:
         if not self._master().get("ip"):

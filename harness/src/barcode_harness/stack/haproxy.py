@@ -1,8 +1,5 @@
-"""HAProxy (Debian's ``haproxy``) in front of the ingest of the ha profile's app hosts.
-
-Scanners keep one address whichever app host answers; each host's ``/ready`` is checked every 500 ms.
-Only connection failures are retried by HAProxy: a request that reached a host is never sent twice.
-"""
+"""HAProxy (Debian's ``haproxy``) in front of the ha profile's app hosts: scanners keep one address
+whichever host answers (``/ready`` checked every 500 ms); only connection failures are retried."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import shutil
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -238,7 +237,11 @@ class KafkaComponent(Component):
         if not cluster_file.exists():
             cluster_file.write_text(kafka_uuid())
         args = [f"--cluster-id={cluster_file.read_text().strip()}"]
-        return args + (secure.kafka_format_args(self.secure) if self.secure is not None else [])
+        if self.secure is not None:  # the SCRAM users (prepare passes them in a private argument file)
+            for user in secure.KAFKA_USERS:
+                password = self.secure.password("kafka", user)
+                args += ["--add-scram", f"{secure.SCRAM}=[name={user},password={password}]"]
+        return args
 
     def prepare(self) -> None:
         java = self._java()
@@ -275,12 +278,10 @@ class KafkaComponent(Component):
             future.result(20)
 
     def check(self) -> None:
-        """This broker listens and is registered; then a real produce/consume round trip on a small
-        health topic."""
+        """Listening and registered, then a real produce/consume round trip on a small health topic."""
         with socket.create_connection(split_hostport(self.address, 9092), timeout=2):
             pass  # fail fast (and quietly) while the broker is not listening yet
-        quiet: dict[str, str | int | float | bool] = {**connection_config(self.settings), "log_level": 0}
-        quiet["bootstrap.servers"] = self.bootstrap
+        quiet = {**connection_config(self.settings), "log_level": 0, "bootstrap.servers": self.bootstrap}
         admin = AdminClient(quiet)
         metadata = admin.list_topics(timeout=3)
         if self.node_id not in metadata.brokers:
@@ -305,11 +306,8 @@ class KafkaComponent(Component):
         consumer = Consumer({**quiet, "group.id": "barcode-stack-health", "enable.auto.commit": False})
         try:
             consumer.assign([TopicPartition(HEALTH_TOPIC, partition, offset)])
-            deadline = time.monotonic() + 6
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is not None and not msg.error() and msg.value() == token:
-                    return
+            if any(not msg.error() and msg.value() == token for msg in consumer.consume(1, timeout=6)):
+                return
         finally:
             consumer.close()
         raise StackError("consumed nothing back from the health topic", component=self.name)

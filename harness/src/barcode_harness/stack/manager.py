@@ -7,7 +7,6 @@ import logging
 import shlex
 import shutil
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from rich.console import Console
@@ -79,24 +78,19 @@ class StackManager:
 
         errors: list[str] = []
         spinner = Console(stderr=True).status(f"starting {', '.join(self.components)} ...", spinner="dots")
-        with contextlib.nullcontext() if quiet else spinner:
-            self._run_parallel(start, errors)
+        with contextlib.nullcontext() if quiet else spinner, ThreadPoolExecutor(len(self.components)) as pool:
+            futures = {comp: pool.submit(start, comp) for comp in self.components.values()}
+            for comp, fut in futures.items():
+                try:
+                    fut.result()
+                except Exception as exc:
+                    errors.append(str(exc) if comp.name in str(exc) else f"{comp.name}: {exc}")
         if errors:
             raise StackError("; ".join(errors))
         return timings
 
     def prepare_start(self) -> None:
         """What must exist before any server starts (the ha profile's namespaces). Default: nothing."""
-        return None
-
-    def _run_parallel(self, fn: Callable[[Component], None], errors: list[str]) -> None:
-        with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
-            futures = {pool.submit(fn, comp): comp for comp in self.components.values()}
-            for fut, comp in futures.items():
-                try:
-                    fut.result()
-                except Exception as exc:
-                    errors.append(str(exc) if comp.name in str(exc) else f"{comp.name}: {exc}")
 
     def down(self) -> None:
         """Stop cleanly (data kept), monitoring included. The pipeline's processes should be stopped first."""

@@ -53,10 +53,6 @@ class MariaDBComponent(Component):
     def marker(self) -> str:
         return str(self.home / "my.cnf")
 
-    @property
-    def socket(self) -> Path:
-        return self.home / "mysqld.sock"
-
     def _binary(self, name: str) -> str:
         return find_binary(name, "mariadb-server", "mariadb")
 
@@ -91,8 +87,8 @@ class MariaDBComponent(Component):
         password = self.secure.password("db", "root") if self.secure is not None else ""
         while True:
             try:
-                return pymysql.connect(unix_socket=str(self.socket), user="root", password=password,
-                                       connect_timeout=3)  # fmt: skip
+                socket = str(self.home / "mysqld.sock")
+                return pymysql.connect(unix_socket=socket, user="root", password=password, connect_timeout=3)
             except pymysql.err.OperationalError as exc:
                 if not password or not exc.args or exc.args[0] != 1045:  # not "access denied": a real failure
                     raise
@@ -101,8 +97,7 @@ class MariaDBComponent(Component):
     def after_start(self) -> None:
         """Create the application database and user from BP_DB_URL (idempotent)."""
         t = parse_db_url(self.settings.db.url)
-        conn = self._root()
-        try:
+        with self._root() as conn:
             if self.secure is not None:
                 from barcode_harness.stack.secure import bootstrap_database
 
@@ -117,8 +112,6 @@ class MariaDBComponent(Component):
                     # A private server: the app user may create test/bench databases.
                     cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{host}'", (t.user,))
             conn.commit()
-        finally:
-            conn.close()
 
     def check(self) -> None:
         t = parse_db_url(self.settings.db.url)
@@ -132,9 +125,6 @@ class MariaDBComponent(Component):
                 conn = self._root()
             else:
                 raise
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
-        finally:
-            conn.close()
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()

@@ -4,7 +4,6 @@ under the state dir like the other servers."""
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from barcode_harness.settings import HarnessSettings
@@ -34,12 +33,8 @@ class PrometheusComponent(Component):
         return f"127.0.0.1:{self.settings.monitoring.prometheus_port}"
 
     @property
-    def config(self) -> Path:
-        return self.home / "prometheus.yml"
-
-    @property
     def marker(self) -> str:
-        return str(self.config)
+        return str(self.home / "prometheus.yml")
 
     def prepare(self) -> None:
         self.make_dirs("data")
@@ -48,7 +43,7 @@ class PrometheusComponent(Component):
     def argv(self) -> list[str]:
         return [
             find_binary("prometheus", "prometheus", self.name),
-            f"--config.file={self.config}",
+            f"--config.file={self.marker}",
             f"--storage.tsdb.path={self.home / 'data'}",
             f"--storage.tsdb.retention.time={self.settings.prometheus_retention}",
             f"--web.listen-address={self.address}",
@@ -91,23 +86,19 @@ class Exporter(Component):
     def marker(self) -> str:
         return f"{self.listen_flag}={self.address}"
 
-    @property
-    def my_cnf(self) -> Path:
-        return self.home / "my.cnf"
-
     def prepare(self) -> None:
         self.make_dirs()
         if self.name == "mysqld-exporter":
             db = parse_db_url(self.settings.db.url)
             cnf = f"[client]\nuser={db.user}\npassword={db.password}\nhost={db.host}\nport={db.port}\n"
-            secure.write_private(self.my_cnf, cnf.encode())
+            secure.write_private(self.home / "my.cnf", cnf.encode())
 
     def argv(self) -> list[str]:
         binary = find_binary(f"prometheus-{self.name}", f"prometheus-{self.name}", self.name)
         parts = urlsplit(self.settings.redis.url)
         args = {
             "redis-exporter": [f"-redis.addr=redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"],
-            "mysqld-exporter": [f"--config.my-cnf={self.my_cnf}"],
+            "mysqld-exporter": [f"--config.my-cnf={self.home / 'my.cnf'}"],
             # the host's filesystems (free space of every data directory's disk) and memory; nothing else
             "node-exporter": [f"--collector.{c}" for c in ("disable-defaults", "filesystem", "meminfo")],
         }

@@ -1,9 +1,6 @@
-"""Network namespaces on one bridge, so every node of the ``ha`` profile has an address of its own.
-
-A node can then be cut off with iptables inside its namespace, and a killed node's ports are gone.
-The host keeps the bridge's first address. Names start with ``bp`` and the subnet is private; nothing
-here touches an interface or namespace it did not create.
-"""
+"""Network namespaces on one bridge, so every node of the ``ha`` profile has an address of its own: it
+can be cut off with iptables inside its namespace, and a killed node's ports are gone. The host keeps
+the bridge's first address; nothing here touches an interface or namespace it did not create."""
 
 from __future__ import annotations
 
@@ -80,12 +77,8 @@ def overlapping_routes(subnet: str) -> list[str]:
     clashes = []
     for route in _ip_json("-4", "route", "show"):
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        with contextlib.suppress(ValueError):
-            if (
-                dst not in ("", "default")
-                and dev != BRIDGE
-                and ipaddress.ip_network(dst, strict=False).overlaps(net)
-            ):
+        with contextlib.suppress(ValueError):  # "default" and "" are no networks
+            if dev != BRIDGE and ipaddress.ip_network(dst, strict=False).overlaps(net):
                 clashes.append(f"{dst} dev {dev}")
     return clashes
 

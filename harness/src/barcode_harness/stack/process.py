@@ -50,36 +50,26 @@ def _probe(pid: int, marker: str | None) -> tuple[bool, bool]:
     return True, marker is None or marker in cmdline
 
 
-def spawn(argv: list[str], *, log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+def spawn(argv: list[str], *, log: Path, pidfile: Path) -> None:
     """Start ``argv`` detached, stdout+stderr appended to ``log``; record its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with log.open("ab") as out:  # Popen closes every other descriptor (close_fds defaults to True)
         proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            close_fds=True,
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     pidfile.write_text(str(proc.pid))
-    return proc.pid
 
 
-def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> bool:
-    """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL. True if it had to kill."""
-    if not is_alive(pid, marker):
-        return False
+def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> None:
+    """SIGTERM our server ``pid``, wait up to ``timeout`` for a clean exit, then SIGKILL."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_alive(pid, marker):
-            return False
+            return
         time.sleep(0.1)
     kill(pid)
-    return True
 
 
 def kill(pid: int) -> None:

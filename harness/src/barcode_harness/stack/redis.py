@@ -1,8 +1,5 @@
-"""Redis from Debian's ``redis-server``, on its own port with AOF on.
-
-AOF because the streams, their pending entries and the dedup markers must survive a crash; the ~2 s
-that ``appendfsync everysec`` may still lose are re-read from Kafka (processor/failover.py).
-"""
+"""Redis from Debian's ``redis-server``, on its own port with AOF on: the streams, their pending entries
+and the dedup markers survive a crash; what ``appendfsync everysec`` may lose is re-read from Kafka."""
 
 from __future__ import annotations
 
@@ -21,14 +18,19 @@ REDIS_MAXMEMORY = "4gb"
 HASH_MAX_LISTPACK_ENTRIES = 512
 
 
-def files_conf(settings: HarnessSettings, home: Path) -> str:
-    """Where a local Redis keeps its data, pid and log, and its append-only file (every profile)."""
-    return f"""dir {home / "data"}
+def server_conf(settings: HarnessSettings, home: Path, host: str, port: int, *, protected: bool) -> str:
+    """Where a local Redis listens and keeps its data, pid, log and append-only file (every profile)."""
+    return f"""bind {host}
+port {port}
+protected-mode {"yes" if protected else "no"}
+daemonize no
+dir {home / "data"}
 pidfile {home / "redis.pid"}
 logfile {home / "logs" / "server.log"}
 appendonly yes
 appendfilename "appendonly.aof"
-appendfsync {settings.redis_appendfsync}"""
+appendfsync {settings.redis_appendfsync}
+save \"\""""
 
 
 # Every profile's memory rules, as the rendered file states them.
@@ -46,18 +48,13 @@ def render_redis_conf(settings: HarnessSettings, home: Path) -> str:
     parts = urlsplit(settings.redis.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     return f"""# Rendered by barcode-pipeline; edits are overwritten on the next `stack up`.
-bind {host}
-port {port}
-protected-mode yes
-daemonize no
-{files_conf(settings, home)}
+{server_conf(settings, home, host, port, protected=True)}
 auto-aof-rewrite-percentage 100
 # Not before the log reaches 1 GB (Redis's default: 64 MB). Stream entries, acks, trims and dedup
 # markers grow the log much faster than the data, so at bench rates the default rewrote it every
 # 20-80 s: a forked child busy on one of the two shared cores for up to a second each time, which
 # lined up with the longest ingest stalls. The cost: a longer log to replay when Redis restarts.
 auto-aof-rewrite-min-size 1gb
-save ""
 {MEMORY_CONF}
 """
 
@@ -86,8 +83,5 @@ class RedisComponent(Component):
         return [find_binary("redis-server", "redis-server", "redis"), str(self.home / "redis.conf")]
 
     def check(self) -> None:
-        client = redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
+        with redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2) as r:
+            r.ping()

@@ -1,11 +1,9 @@
 """``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
 
-Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file,
-so the pipeline reads its secrets through ``BP_*_FILE`` settings and ``stack env`` prints file names.
-Kafka takes SASL_SSL (SCRAM) and mutual TLS on its controller listener, Redis TLS only with per-user
-ACLs, MariaDB ``require_secure_transport`` with per-table grants. Whether a state directory is secured
-is recorded in it, so it is never started the other way by mistake.
-"""
+Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file
+(the pipeline reads them through ``BP_*_FILE`` settings). Kafka takes SASL_SSL (SCRAM) and mutual TLS
+on its controller listener, Redis TLS with per-user ACLs, MariaDB TLS only with per-table grants. The
+state dir records that it is secured, so it is never started the other way by mistake."""
 
 from __future__ import annotations
 
@@ -106,10 +104,6 @@ class SecureFiles:
     def ca_cert(self) -> Path:
         return self.cert("ca")
 
-    @property
-    def ca_key(self) -> Path:
-        return self.key("ca")
-
     def cert(self, server: str) -> Path:
         return self.root / f"{server}.pem"
 
@@ -151,11 +145,6 @@ _SKEW = datetime.timedelta(minutes=5)  # certificates valid a little before "now
 _CA_NAME = "barcode-pipeline local CA"
 
 
-def server_subject(server: str) -> str:
-    """The CN of ``server``'s certificate (Kafka's is its super-user principal, CERT_PRINCIPAL)."""
-    return f"{server}.barcode-pipeline"
-
-
 def _issue(files: SecureFiles, name: str) -> None:
     """The CA (``name`` "ca") or one server's key and certificate, signed by the kept CA key. All
     servers' certificates name 127.0.0.1 (one machine); what separation buys is that only Kafka's is a
@@ -168,7 +157,7 @@ def _issue(files: SecureFiles, name: str) -> None:
     now = datetime.datetime.now(datetime.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else server_subject(name))]
+        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else f"{name}.barcode-pipeline")]
     )
     extensions: list[tuple[x509.ExtensionType, bool]]
     if name == "ca":
@@ -180,7 +169,7 @@ def _issue(files: SecureFiles, name: str) -> None:
             (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
         ]
     else:
-        signer = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+        signer = serialization.load_pem_private_key(files.key("ca").read_bytes(), password=None)
         issuer, days = x509.load_pem_x509_certificate(files.ca_cert.read_bytes()).subject, 397
         usage = [ExtendedKeyUsageOID.SERVER_AUTH]
         if name == "kafka":  # the broker side also presents it to its own controller listener
@@ -289,7 +278,7 @@ def require_client_settings(settings: HarnessSettings) -> None:
 # --- server configuration -------------------------------------------------------------------------
 
 
-CERT_PRINCIPAL = f"CN={server_subject('kafka')}"  # Kafka's certificate: the broker calling its controller
+CERT_PRINCIPAL = "CN=kafka.barcode-pipeline"  # Kafka's certificate: the broker calling its controller
 
 
 def kafka_acls(settings: HarnessSettings) -> list[object]:
@@ -311,13 +300,6 @@ def kafka_acls(settings: HarnessSettings) -> list[object]:
     allow, literal = AclPermissionType.ALLOW, ResourcePatternType.LITERAL
     return [AclBinding(kind, name, literal, f"User:{user}", "*", op, allow)
             for user, kind, name, ops in rules for op in ops]  # fmt: skip
-
-
-def kafka_format_args(files: SecureFiles) -> list[str]:
-    """``kafka-storage format`` arguments creating the SCRAM users; they hold the passwords, so they go
-    in an argument file (:func:`java_argfile`), never in argv, which ``ps`` shows every local user."""
-    scram = (f"{SCRAM}=[name={user},password={files.password('kafka', user)}]" for user in KAFKA_USERS)
-    return [arg for user in scram for arg in ("--add-scram", user)]
 
 
 def java_argfile(path: Path, args: list[str]) -> str:
@@ -400,15 +382,10 @@ def bootstrap_database(settings: HarnessSettings, files: SecureFiles, root: Any)
         for user, grants in DB_GRANTS.items():
             for grant in grants:
                 cur.execute(f"GRANT {grant.format(db=database)} TO {DB_USER_PREFIX}{user}@'127.0.0.1'")
-        lock_root(cur, files)
+        # mariadb-install-db leaves root without a password on localhost, 127.0.0.1, ::1 and the host
+        # name: only root@localhost (the socket the harness uses) is kept, with a generated password.
+        cur.execute("SELECT Host FROM mysql.user WHERE User = 'root' AND Host <> 'localhost'")
+        for (host,) in cur.fetchall():
+            cur.execute("DROP USER 'root'@%s", (host,))
+        cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (files.password("db", "root"),))
     root.commit()
-
-
-def lock_root(cur: Any, files: SecureFiles) -> None:
-    """mariadb-install-db leaves ``root`` without a password on localhost, 127.0.0.1, ::1 and the host
-    name: anyone on the machine could log in over TCP with every privilege. Only root@localhost (the
-    socket, which the harness uses) is kept, with a generated password; the others are dropped."""
-    cur.execute("SELECT Host FROM mysql.user WHERE User = 'root' AND Host <> 'localhost'")
-    for (host,) in cur.fetchall():
-        cur.execute("DROP USER 'root'@%s", (host,))
-    cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (files.password("db", "root"),))

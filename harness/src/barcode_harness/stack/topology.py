@@ -15,6 +15,7 @@ SENTINEL_PORT = 26379
 MARIADB_PORT = 3306
 NODES = 3
 APP_HOSTS = 2
+NODE_IDS = range(1, NODES + 1)
 
 
 def check_subnet(subnet: str) -> None:
@@ -61,20 +62,13 @@ class Topology:
         return NetNode(f"app{i}", self._ip(50 + i))
 
     def all_nodes(self) -> list[NetNode]:
-        rng = range(1, NODES + 1)
-        return [
-            *(self.kafka(i) for i in rng),
-            *(self.redis(i) for i in rng),
-            *(self.sentinel(i) for i in rng),
-            self.mariadb(),
-            self.balancer(),
-            *(self.app(i) for i in range(1, APP_HOSTS + 1)),
-        ]
+        per_id = [kind(i) for kind in (self.kafka, self.redis, self.sentinel) for i in NODE_IDS]
+        return [*per_id, self.mariadb(), self.balancer(), *(self.app(i) for i in range(1, APP_HOSTS + 1))]
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"{self.kafka(i).ip}:{KAFKA_PORT}" for i in range(1, NODES + 1))
+        return ",".join(f"{self.kafka(i).ip}:{KAFKA_PORT}" for i in NODE_IDS)
 
     @property
     def sentinels(self) -> str:
-        return ",".join(f"{self.sentinel(i).ip}:{SENTINEL_PORT}" for i in range(1, NODES + 1))
+        return ",".join(f"{self.sentinel(i).ip}:{SENTINEL_PORT}" for i in NODE_IDS)
