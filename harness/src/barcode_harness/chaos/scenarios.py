@@ -47,6 +47,18 @@ def absorbed(ctx: ChaosContext, scenario: Scenario) -> int:
     return n
 
 
+def drained_after_heal(ctx: ChaosContext, last_heal: float, since: str) -> float | None:
+    """Seconds from ``last_heal`` (monotonic; 0: none) to the drain, kept and checked against the target."""
+    drained = ctx.metrics.get("drained_at")
+    if not isinstance(drained, float) or not last_heal:
+        return None
+    took = ctx.metrics["last_heal_to_drained_s"] = drained - last_heal
+    target = ctx.params.drain_target_s
+    ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
+              f"{took:.1f} s after {since}")  # fmt: skip
+    return took
+
+
 class Scenario:
     """Base: a fault that is injected, kept for ``hold_s``, then healed. Subclasses override the hooks."""
 
@@ -226,14 +238,7 @@ class Scheduled(Scenario):
         ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        drained = ctx.metrics.get("drained_at")
-        if not isinstance(drained, float) or not self.last_heal:
-            return
-        took = drained - self.last_heal
-        ctx.metrics["last_heal_to_drained_s"] = took
-        target = ctx.params.drain_target_s
-        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
-                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
+        drained_after_heal(ctx, self.last_heal, "the last `stack up` returned")
 
 
 class ProcessorKill(Scheduled):
@@ -259,6 +264,7 @@ class Takeover(Scenario):
     _probe: TakeoverProbe | None = None
     taken_over = ""  # the takeover check's name and clock, e.g. "from the kill"
     clock = ""
+    metric, digits = "takeover_s", 2  # where the takeover time is kept, and its digits in the check
 
     def _held(self, ctx: ChaosContext, probe: TakeoverProbe, check: str) -> None:
         self._probe = probe
@@ -276,9 +282,9 @@ class Takeover(Scenario):
             return
         self._probe.stop()
         took = self._probe.done_after_s
-        ctx.metrics["takeover_s"] = took
+        ctx.metrics[self.metric] = took
         target = ctx.params.takeover_target_s
-        when = "never" if took is None else f"{took:.2f} s"
+        when = "never" if took is None else f"{took:.{self.digits}f} s"
         ctx.check(f"{self.taken_over} within {target:.0f} s", took is not None and took <= target,
                   f"{self._probe.initial} entries, {when} {self.clock}")  # fmt: skip
 
@@ -682,12 +688,18 @@ def describe() -> list[Scenario]:
     return [f() for f in FACTORIES]
 
 
-def select(wanted: Sequence[str]) -> list[Scenario]:
-    """Fresh scenarios by name or key, in registry order; ``all`` (or nothing) selects every one."""
-    every = describe()
+def select(
+    wanted: Sequence[str], factories: Sequence[Callable[[], Scenario]] = FACTORIES, what: str = "scenario",
+    *, as_asked: bool = False,
+) -> list[Scenario]:  # fmt: skip
+    """Fresh scenarios by name or key, in registry order (or ``as_asked``); ``all`` (or nothing) selects
+    every one."""
+    every = [f() for f in factories]
     if not wanted or "all" in wanted:
         return every
-    if unknown := [w for w in wanted if not any(w in (s.name, s.key) for s in every)]:
+    by = {s.name: s for s in every} | {s.key: s for s in every}
+    if unknown := [w for w in wanted if w not in by]:
         choices = ", ".join(s.name for s in every)
-        raise ConfigError(f"unknown scenario(s): {', '.join(unknown)}; choose from: all, {choices}")
-    return [s for s in every if s.name in wanted or s.key in wanted]
+        raise ConfigError(f"unknown {what}(s): {', '.join(unknown)}; choose from: all, {choices}")
+    chosen = [by[w] for w in dict.fromkeys(wanted)]
+    return chosen if as_asked else [s for s in every if s in chosen]
