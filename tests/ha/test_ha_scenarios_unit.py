@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from barcode_harness.chaos.ha_scenarios import SMOKE, polled, select
+from barcode_harness.chaos.checks import polled
+from barcode_harness.chaos.ha_scenarios import SMOKE, select
 from barcode_pipeline.errors import ConfigError
 
 NAMES = [

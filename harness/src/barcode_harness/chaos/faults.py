@@ -98,12 +98,9 @@ def rewind_group(
     to: Mapping[int, int] | None = None,
     topic: str = names.TOPIC,
 ) -> int:
-    """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
-    never below the log start) or, without it, to the log start. Returns the records to re-read.
-
-    Retried: a killed or static member keeps the group non-empty (so refused, per partition inside a
-    successful reply) until its session times out.
-    """
+    """Set the group's (default: the processor's) partitions back to ``to`` (never below the log start)
+    or to the log start; the records to re-read. Retried: a killed or static member keeps the group
+    non-empty (refused per partition inside a successful reply) until its session times out."""
     group = group or settings.processor.group
     offsets = _offsets(settings, group, topic)
     target = {p: max(low, (to or {}).get(p, low)) for p, (low, _high, _c) in offsets.items()}

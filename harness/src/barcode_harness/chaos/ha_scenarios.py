@@ -1,9 +1,5 @@
-"""Fault scenarios of the ``ha`` profile (stack/ha.py): one node of a replicated cluster fails.
-
-They run under the same harness as the single-node scenarios (steady load, inject, hold, heal,
-drain, then every acknowledged scan accounted for); what differs is that the pipeline must ride
-through the fault: Kafka elects new partition leaders, Sentinel promotes a replica.
-"""
+"""Fault scenarios of the ``ha`` profile (stack/ha.py), run by the single-node harness: one node of a
+replicated cluster fails and the pipeline must ride through (new partition leaders, a promoted replica)."""
 
 from __future__ import annotations
 
@@ -24,7 +20,7 @@ from typing import IO, ClassVar, Generic, TypeVar
 from confluent_kafka.admin import AdminClient
 
 from barcode_harness.chaos import faults, scenarios
-from barcode_harness.chaos.checks import Ledger, TakeoverProbe, wait_pending
+from barcode_harness.chaos.checks import Ledger, TakeoverProbe, polled, wait_pending, wait_until
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.chaos.scenarios import Scenario, Takeover
 from barcode_harness.settings import HarnessSettings
@@ -42,33 +38,12 @@ FAILOVER_TIMEOUT_S = 60.0
 REWOUND = re.compile(r"rewound (\d+) records")
 log = logging.getLogger(__name__)
 N = TypeVar("N", HaKafkaNode, HaRedisNode)
-T = TypeVar("T")
 
 
 def _ha(ctx: ChaosContext) -> HaStackManager:
     if not isinstance(ctx.stack, HaStackManager):
         raise PipelineError("this scenario needs the ha profile (--profile ha)", component="chaos")
     return ctx.stack
-
-
-def polled(
-    probe: Callable[[], T], done: Callable[[T], bool], last: T, timeout: float = FAILOVER_TIMEOUT_S
-) -> tuple[T, float]:
-    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. An
-    error counts as not yet: a node in failover answers with errors of every kind."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        with contextlib.suppress(Exception):
-            last = probe()
-            if done(last):
-                break
-        time.sleep(0.1)
-    return last, time.monotonic() - t0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    if not polled(condition, bool, False, timeout)[0]:
-        raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
 
 
 def _failover(ctx: ChaosContext, check: str, ok: bool, took: float, detail: str) -> None:
@@ -97,12 +72,9 @@ class HaScenario(Scenario):
 
 
 class NodeFault(HaScenario, Generic[N]):
-    """One node broken at inject and repaired at heal, ``how``: ``kill`` (SIGKILL), ``pause``
-    (SIGSTOP) or ``cut`` (iptables DROP between the node and its peers; clients still reach it).
-
-    A killed node's heal only begins its restart (a JVM takes many seconds on a loaded machine, and
-    the other nodes serve): the drain clock measures the pipeline. Cleanup waits for the node.
-    """
+    """One node broken at inject and repaired at heal, ``how``: ``kill``, ``pause`` (SIGSTOP) or ``cut``
+    (iptables DROP to its peers; clients still reach it). A killed node's heal only begins its restart
+    (a JVM is slow on a loaded machine): the drain clock measures the pipeline; cleanup waits for it."""
 
     def __init__(
         self, key: str, name: str, how: str, title: str, fault: str, *, ride_through: bool = False
@@ -397,12 +369,9 @@ def wait_owners(settings: HarnessSettings, nodes: list[str], timeout: float) -> 
 
 
 class AppHostKill(HaScenario, Takeover):
-    """Two app hosts (``run`` in bpapp1/bpapp2) behind HAProxy; every process of one SIGKILLed.
-
-    The survivor takes over the partitions (session timeout) and pending entries (heartbeat TTL).
-    Once drained (so the drain clock measures the survivor alone), the dead host starts again under
-    its own name, which ``run`` refuses until the old lease has expired.
-    """
+    """Two app hosts behind HAProxy; every process of one SIGKILLed. The survivor takes over partitions
+    (session timeout) and pending entries (heartbeat TTL). Once drained (the drain clock measures the
+    survivor alone) the dead host starts again under its own name, refused until its old lease expired."""
 
     key = "h9"
     name = "ha-app-host-kill"

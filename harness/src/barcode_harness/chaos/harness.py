@@ -15,8 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,7 +44,6 @@ class ScenarioResult:
     name: str
     title: str
     fault: str
-    started_at: str = ""
     sent: int = 0  # scans the clients generated (resends included) + what the scenario sent itself
     acknowledged: int = 0
     stored: int = 0
@@ -57,7 +55,6 @@ class ScenarioResult:
     takeover_s: float | None = None
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    ledger: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # what the scenario measured (failover_s, ...)
     error: str | None = None
     reports_takeover: bool = False
@@ -103,7 +100,6 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     """Run one scenario end to end; never raises for a pipeline failure (it becomes a failed check)."""
     result = ScenarioResult(scenario.key, scenario.name, scenario.title, scenario.fault,
                             reports_takeover=scenario.reports_takeover)  # fmt: skip
-    result.started_at = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     outbox = env.workdir / f"{scenario.key}-{scenario.name}" / f"outbox-{int(time.time())}.sqlite3"
     url = scenario.load_url(env.settings) or ingest_url(env.settings)
     load = ScannerLoad(url, outbox, rate=params.rate, duplicate_ratio=params.duplicate_ratio,
@@ -183,7 +179,6 @@ def _run(scenario: Scenario, ctx: ChaosContext, result: ScenarioResult) -> Ledge
 
 
 def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -> None:
-    result.ledger = asdict(ledger)
     result.acknowledged = ledger.acknowledged
     result.stored = ledger.stored
     result.dead_lettered = ledger.dead_lettered

@@ -1,9 +1,5 @@
-"""Steady client load for a fault-injection run: the scanner simulator with its durable outbox.
-
-A scan is *acknowledged* once its outbox row was marked acked after a 2xx (what a center PC would
-believe delivered). A thread generates through the fault; then a foreground run on the same outbox
-(``count=0``) delivers what is still pending.
-"""
+"""Steady client load for a fault-injection run: the scanner simulator with its durable outbox. A scan
+is *acknowledged* once its row was marked acked after a 2xx (what a center PC believes delivered)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""``chaos nemesis``: a seeded random fault schedule run under load, judged by the usual ledger.
-
-Each target runs its faults on its own thread, so faults on different targets overlap as drawn.
-Downed servers come back with ``stack up``, one at a time (two could both start the same server).
-"""
+"""``chaos nemesis``: a seeded random fault schedule under load, judged by the usual ledger. A thread per
+target, so faults overlap as drawn; servers come back by ``stack up``, one at a time (else two start one)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from barcode_harness.chaos.checks import Ledger, TakeoverProbe
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
-from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.domain import ScanEvent, named_fields
 from barcode_pipeline.domain.dead_letter import Cause
@@ -210,10 +209,7 @@ class Scheduled(Scenario):
 
     def _processor(self, ctx: ChaosContext) -> None:
         victim = processors(ctx)[0]
-        child = ctx.sup.children[victim]
-        deadline = time.monotonic() + 15
-        while not child.alive() and time.monotonic() < deadline:  # the supervisor is restarting it
-            time.sleep(0.1)
+        checks.polled(ctx.sup.children[victim].alive, bool, False, 15)  # the supervisor may be restarting it
         faults.kill_child(ctx.sup, victim, restart=True)
         self._killed += 1
         ctx.mark(f"{self.name}: processor SIGKILL #{self._killed} (the supervisor restarts it)")
@@ -532,7 +528,9 @@ class Poison(Scenario):
         ctx.check("dlq replay refuses while the device is still unmapped",
                   not refused.replayed and len(refused.skipped) == len(ids),
                   refused.skipped[0][1] if refused.skipped else "nothing skipped")  # fmt: skip
-        self._map_device(ctx, add=True)
+        checks.query(ctx.settings, "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                     " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
+                     self.device, "CENTER-CHAOS", "Chaos test center")  # fmt: skip
         outcome = dlq.replay_dlq(ctx.settings, ids=ids)
         wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
         rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
@@ -549,20 +547,9 @@ class Poison(Scenario):
         letters = dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
         return [x for x in letters if x.device_id == self.device]
 
-    def _map_device(self, ctx: ChaosContext, *, add: bool) -> None:
-        with db.connect(ctx.settings.db.url, autocommit=True) as conn, conn.cursor() as cur:
-            if add:
-                cur.execute(
-                    "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
-                    " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
-                    (self.device, "CENTER-CHAOS", "Chaos test center"),
-                )
-            else:
-                cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
-
     def cleanup(self, ctx: ChaosContext) -> None:
         if self.device:
-            self._map_device(ctx, add=False)
+            checks.query(ctx.settings, "DELETE FROM device_center_mapping WHERE device_id = %s", self.device)
 
 
 class RedisFlush(Scenario):
