@@ -156,20 +156,12 @@ def flush_redis(settings: HarnessSettings) -> int:
 FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every write needing memory is refused
 
 
-def fill_redis(settings: HarnessSettings) -> str:
-    """Make Redis full (maxmemory below its use, noeviction); returns the maxmemory to restore."""
-    return set_maxmemory(settings, FULL_MAXMEMORY)
-
-
-def set_maxmemory(settings: HarnessSettings, value: str) -> str:
-    """Set Redis's maxmemory; returns the one it replaced."""
+def set_maxmemory(settings: HarnessSettings, value: str = FULL_MAXMEMORY) -> str:
+    """Set Redis's maxmemory (by default: full, as it runs noeviction); returns the one it replaced."""
     with redis_adapter.client(settings) as client:
         old = str(client.config_get("maxmemory")["maxmemory"])
         client.config_set("maxmemory", value)
         return old
-
-
-restore_maxmemory = set_maxmemory  # the heal: back to what fill_redis returned
 
 
 def own_filesystem(path: Path) -> bool:
@@ -195,10 +187,6 @@ def fill_disk(path: Path) -> tuple[Path, int]:
             except OSError:  # metadata needs a few blocks too: back off until it fits
                 size -= max(st.f_frsize, size // 100)
     return ballast, size
-
-
-def free_disk(ballast: Path) -> None:
-    ballast.unlink(missing_ok=True)
 
 
 def ingest_url(settings: HarnessSettings) -> str:

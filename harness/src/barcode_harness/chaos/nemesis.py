@@ -133,12 +133,8 @@ class Nemesis(Scenario):
         if f.is_server:
             comp = ctx.stack.component(f.target)
             with self._stack_lock:  # a server going down under a running `stack up` fails it
-                if f.kind == "kill":
-                    comp.kill()
-                    self._mark(ctx, f"SIGKILL {f.target}")
-                else:
-                    comp.stop()
-                    self._mark(ctx, f"clean shutdown of {f.target}")
+                (comp.kill if f.kind == "kill" else comp.stop)()
+                self._mark(ctx, f"{'SIGKILL' if f.kind == 'kill' else 'clean shutdown of'} {f.target}")
             self._abort.wait(f.for_s)
             self._stack_up(ctx, f.target)
             return True
@@ -163,7 +159,7 @@ class Nemesis(Scenario):
                 self._ballast = ballast
                 self._mark(ctx, f"disk full: {size / 2**20:,.0f} MiB of ballast in {ballast.parent}")
                 self._abort.wait(f.for_s)
-                faults.free_disk(ballast)
+                ballast.unlink(missing_ok=True)
                 self._ballast = None
                 self._mark(ctx, "disk free again")
             self._stack_up(ctx, DISK)  # a server that died of the full disk comes back, as an operator would
@@ -172,11 +168,11 @@ class Nemesis(Scenario):
             if self._pid(ctx, f.target) is None:
                 self._mark(ctx, "fill redis: not running, skipped")
                 return False
-            old = faults.fill_redis(ctx.settings)
+            old = faults.set_maxmemory(ctx.settings)
         self._mark(ctx, f"Redis full (maxmemory {faults.FULL_MAXMEMORY}, was {old})")
         self._abort.wait(f.for_s)
         with self._server_lock(f):
-            faults.restore_maxmemory(ctx.settings, old)
+            faults.set_maxmemory(ctx.settings, old)
         self._mark(ctx, "Redis maxmemory restored")
         return True
 
@@ -238,7 +234,7 @@ class Nemesis(Scenario):
         for t in self._threads:
             t.join(60)
         if self._ballast is not None:
-            faults.free_disk(self._ballast)
+            self._ballast.unlink(missing_ok=True)
         # a pause that outlived a failed thread
         for pid in [*self._paused.values(), *(c.pid() for c in ctx.stack.components.values())]:
             if pid is not None:

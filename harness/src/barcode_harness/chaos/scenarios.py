@@ -588,7 +588,7 @@ class RedisFull(Scenario):
     _old: str | None = None  # the maxmemory to restore
 
     def inject(self, ctx: ChaosContext) -> None:
-        self._old = faults.fill_redis(ctx.settings)
+        self._old = faults.set_maxmemory(ctx.settings)
         self._restarts = {name: child.restarts for name, child in ctx.sup.children.items()}
         ctx.mark(f"maxmemory {faults.FULL_MAXMEMORY} (was {self._old}): Redis full")
 
@@ -627,7 +627,7 @@ class RedisFull(Scenario):
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._old is not None:
-            faults.restore_maxmemory(ctx.settings, self._old)
+            faults.set_maxmemory(ctx.settings, self._old)
             ctx.mark(f"maxmemory {self._old} again")
             self._old = None
 
