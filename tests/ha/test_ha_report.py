@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from barcode_harness import sections
 from barcode_harness.chaos.context import ChaosParams
-from barcode_harness.chaos.ha_report import BEGIN, END, render_section, write_section
 from barcode_harness.chaos.harness import ScenarioResult
-from barcode_harness.chaos.report import RunInfo
+from barcode_harness.chaos.report import RunInfo, render_ha_section
+
+BEGIN, END = sections.HA
 
 
 def _section(lost: int) -> str:
@@ -15,14 +17,14 @@ def _section(lost: int) -> str:
     result = ScenarioResult("h6", "ha-redis-primary-kill", "t", "SIGKILL of the primary",
                             acknowledged=10, stored=10 - lost, lost=lost, metrics=metrics)  # fmt: skip
     info = RunInfo(command="barcode-pipeline chaos --profile ha all", params=ChaosParams())
-    return render_section([("WAIT on", [result])], info)
+    return render_ha_section([("WAIT on", [result])], info)
 
 
 def test_the_section_is_appended_then_replaced_in_place(tmp_path: Path) -> None:
     doc = tmp_path / "reliability.md"
     doc.write_text("# Reliability\n\nsingle-node results\n")
-    write_section(doc, _section(lost=0))
-    write_section(doc, _section(lost=1))
+    sections.write(doc, _section(lost=0), sections.HA)
+    sections.write(doc, _section(lost=1), sections.HA)
     text = doc.read_text()
     assert text.startswith("# Reliability\n\nsingle-node results\n")
     assert text.count(BEGIN) == 1 and text.count(END) == 1

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from unittest.mock import MagicMock
 
 import pytest
 
-from barcode_harness.chaos.ha_scenarios import SMOKE, polled, select
+from barcode_harness.chaos.checks import Ledger, polled
+from barcode_harness.chaos.context import ChaosContext, ChaosParams
+from barcode_harness.chaos.ha_scenarios import SMOKE, AppHostKill, select
 from barcode_pipeline.errors import ConfigError
 
 NAMES = [
@@ -42,3 +47,21 @@ def test_polled_returns_the_last_value_and_treats_errors_as_not_yet() -> None:
     assert polled(probe, lambda n: n >= 2, 0, timeout=5)[0] == 2
     last, took = polled(lambda: 7, lambda n: n > 7, 0, timeout=0.3)
     assert last == 7 and took >= 0.3
+
+
+def test_the_app_host_kill_times_the_claim_as_a_takeover_beside_the_failover(tmp_path: Path) -> None:
+    """Its takeover check comes from the single-node Takeover base, kept apart from the partitions'."""
+    scenario = next(s for s in select(["h9"]) if isinstance(s, AppHostKill))
+    probe = MagicMock(initial=4, done_after_s=3.21)
+    scenario._probe = probe
+    scenario._restart_victim = lambda: None  # type: ignore[method-assign]
+    (tmp_path / "pipeline.log").write_text("=== scenario h9 ha-app-host-kill: load\nrewound 5 records\n")
+    ctx = MagicMock(metrics={"takeover_s": 9.9}, workdir=tmp_path / "h9", params=ChaosParams())
+    ctx.logged_since = partial(ChaosContext.logged_since, ctx)
+    scenario.after_drain(ctx, Ledger())
+    assert ctx.metrics == {"takeover_s": 9.9, "claimed_s": 3.21, "rewound": 5}
+    ctx.check.assert_called_once_with(
+        "the live host's workers claimed the dead host's pending entries within 10 s", True,
+        "4 entries, 3.2 s after the kill",
+    )  # fmt: skip
+    probe.stop.assert_called_once_with()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from barcode_harness import sections
-from barcode_harness.chaos import ha_report
 from barcode_harness.chaos.checks import Check
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
@@ -63,12 +62,12 @@ def test_chaos_all_keeps_the_nemesis_section(tmp_path: Path) -> None:
 def test_chaos_all_keeps_both_owned_sections_and_each_writer_only_its_own(tmp_path: Path) -> None:
     path = tmp_path / "reliability.md"
     write_section(path, [_run(5)], _info())
-    ha_report.write_section(path, ha_report.BEGIN + "\nha results\n" + ha_report.END + "\n")
+    sections.write(path, sections.HA[0] + "\nha results\n" + sections.HA[1] + "\n", sections.HA)
     write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
     write_section(path, [_run(6)], _info())  # a later nemesis run replaces only its own section
     text = path.read_text()
     assert text.startswith("# Reliability") and "ha results" in text and "| 6 |" in text
-    assert text.count(ha_report.BEGIN) == 1 and text.count(BEGIN) == 1
+    assert text.count(sections.HA[0]) == 1 and text.count(BEGIN) == 1
 
 
 def test_a_long_schedule_keeps_its_own_section_beside_the_series(tmp_path: Path) -> None:

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -23,9 +24,10 @@ from barcode_pipeline.domain import named_fields
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.ops import dlq, dlt
 from barcode_pipeline.ops.verify import verify_scan_ids
-from barcode_pipeline.probes.backlog import measure
+from barcode_pipeline.probes.backlog import Backlog, measure
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +65,8 @@ def dead_letter_index(settings: HarnessSettings, since_ms: int) -> dict[ScanKey,
     return {(x.device_id, x.scan_id): f"{at}: {x.reason}" for x, at in letters if x.device_id and x.scan_id}
 
 
-def _query(settings: HarnessSettings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """The rows of one query, on a connection of its own."""
+def query(settings: HarnessSettings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """The rows of one statement, on a connection (autocommit) of its own."""
     with db.connect(settings.db.url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql, args)
         return list(cur.fetchall())
@@ -74,7 +76,7 @@ def stray_duplicates(settings: HarnessSettings, since_ms: int) -> int:
     """Rows beyond the first per (device, scan) among rows saved since ``since_ms`` (any scan at all)."""
     sql = ("SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM barcodes"
            " WHERE saved_time >= %s GROUP BY device_id, scan_id HAVING COUNT(*) > 1) d")  # fmt: skip
-    rows = _query(settings, sql, db.db_time(since_ms - 5_000))  # saved_time is UTC; allow clock slack
+    rows = query(settings, sql, db.db_time(since_ms - 5_000))  # saved_time is UTC; allow clock slack
     return int(rows[0][0]) if rows else 0
 
 
@@ -85,7 +87,7 @@ def never_sent(settings: HarnessSettings, since_ms: int, sent: set[ScanKey]) -> 
         return []
     # The clients stamp scans when made, after ``since_ms`` (same clock): earlier runs' are older.
     marks = ",".join(["%s"] * len(devices))
-    rows = _query(settings, f"SELECT device_id, scan_id FROM barcodes WHERE device_id IN ({marks})"
+    rows = query(settings, f"SELECT device_id, scan_id FROM barcodes WHERE device_id IN ({marks})"
                   " AND scan_time >= %s", *devices, db.db_time(since_ms))  # fmt: skip
     return sorted(key for d, s in rows if (key := (str(d), str(s))) not in sent)
 
@@ -128,7 +130,7 @@ def rows_for(settings: HarnessSettings, keys: Iterable[ScanKey]) -> dict[ScanKey
         marks = ",".join(["(%s, %s)"] * len(chunk))
         sql = (f"SELECT device_id, scan_id, COUNT(*) FROM barcodes WHERE (device_id, scan_id) IN ({marks})"
                " GROUP BY device_id, scan_id")  # fmt: skip
-        for dev, sid, n in _query(settings, sql, *(v for key in chunk for v in key)):
+        for dev, sid, n in query(settings, sql, *(v for key in chunk for v in key)):
             counts[(str(dev), str(sid))] = int(n)
     return counts
 
@@ -202,28 +204,46 @@ class TakeoverProbe:
         self._client.close()
 
 
+def polled(
+    probe: Callable[[], T], done: Callable[[T], bool], last: T, timeout: float = 60.0, interval: float = 0.1
+) -> tuple[T, float]:
+    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. An
+    error counts as not yet: a node in failover answers with errors of every kind."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with contextlib.suppress(Exception):
+            last = probe()
+            if done(last):
+                break
+        time.sleep(interval)
+    return last, time.monotonic() - t0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """``condition`` polled until true; an error past ``timeout``."""
+    if not polled(condition, bool, False, timeout)[0]:
+        raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
+
+
 def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1, timeout: float = 3.0) -> int:
     """How many ``consumer`` holds once ``at_least`` (so a kill lands mid-batch) or at the timeout."""
-    deadline = time.monotonic() + timeout
+    streams = names.all_streams(settings.streams.shards)
     with redis_adapter.client(settings) as client:
-        while True:
-            held = len(pending_ids(client, names.all_streams(settings.streams.shards), consumer))
-            if held >= at_least or time.monotonic() >= deadline:
-                return held
-            time.sleep(0.01)
+        return polled(lambda: len(pending_ids(client, streams, consumer)), lambda n: n >= at_least, 0,
+                      timeout, interval=0.01)[0]  # fmt: skip
 
 
 def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -> float:
     """Seconds until the processor lags at most ``max_lag`` records (under load it never reaches zero)."""
-    started = time.monotonic()
-    while True:
-        backlog = measure(settings)
-        if not backlog.errors and backlog.kafka_lag <= max_lag:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise PipelineError(f"processor not caught up after {timeout:.0f}s: lag {backlog.kafka_lag}",
-                                component="chaos")  # fmt: skip
-        time.sleep(0.25)
+
+    def caught_up(b: Backlog | None) -> bool:
+        return b is not None and not b.errors and b.kafka_lag <= max_lag
+
+    backlog, took = polled(lambda: measure(settings), caught_up, None, timeout, interval=0.25)
+    if not caught_up(backlog):
+        lag = backlog.kafka_lag if backlog else "unknown"
+        raise PipelineError(f"processor not caught up after {timeout:.0f}s: lag {lag}", component="chaos")
+    return took
 
 
 @dataclass

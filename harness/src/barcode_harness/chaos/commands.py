@@ -93,10 +93,11 @@ def chaos(
     ] = False,
 ) -> None:
     """Inject faults under load; check every acknowledged scan is stored exactly once (or dead-lettered)."""
-    from barcode_harness.chaos import ha_report, ha_scenarios
+    from barcode_harness import sections
+    from barcode_harness.chaos import ha_scenarios
+    from barcode_harness.chaos import report as doc
     from barcode_harness.chaos.context import ChaosParams
     from barcode_harness.chaos.harness import run_scenarios
-    from barcode_harness.chaos.report import RunInfo, machine_info, settings_info, write_report
     from barcode_harness.chaos.scenarios import describe, select
     from barcode_harness.stack.ha_nodes import client_settings
     from barcode_pipeline.errors import ConfigError
@@ -138,14 +139,14 @@ def chaos(
         runs.append(("WAIT off (BP_REDIS_MIN_REPLICAS=0): evidence only",
                      run_scenarios(off, evidence, params, work / "wait-off", on_result=show)))  # fmt: skip
     if report is not None and not no_report:
-        knobs = (ha_report.settings_info if ha else settings_info)(settings)
-        info = RunInfo(_command(), params, settings=knobs, machine=machine_info(),
+        knobs = (doc.ha_settings_info if ha else doc.settings_info)(settings)
+        info = doc.RunInfo(_command(), params, settings=knobs, machine=doc.machine_info(),
                        duration_s=time.monotonic() - started)  # fmt: skip
         if ha:
-            written = ha_report.write_section(report, ha_report.render_section(runs, info))
+            written = sections.write(report, doc.render_ha_section(runs, info), sections.HA)
             typer.echo(f"report section written to {written}")
         else:
-            typer.echo(f"report written to {write_report(report, results, info)}")
+            typer.echo(f"report written to {doc.write_report(report, results, info)}")
     failed = [r.name for r in results if not r.ok]
     _exit(failed, f"{len(failed)} scenario(s) failed: {', '.join(failed)}")
 

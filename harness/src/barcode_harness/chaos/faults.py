@@ -98,12 +98,9 @@ def rewind_group(
     to: Mapping[int, int] | None = None,
     topic: str = names.TOPIC,
 ) -> int:
-    """Set every partition of the group (default: the processor's) back to ``to`` (per partition,
-    never below the log start) or, without it, to the log start. Returns the records to re-read.
-
-    Retried: a killed or static member keeps the group non-empty (so refused, per partition inside a
-    successful reply) until its session times out.
-    """
+    """Set the group's (default: the processor's) partitions back to ``to`` (never below the log start)
+    or to the log start; the records to re-read. Retried: a killed or static member keeps the group
+    non-empty (refused per partition inside a successful reply) until its session times out."""
     group = group or settings.processor.group
     offsets = _offsets(settings, group, topic)
     target = {p: max(low, (to or {}).get(p, low)) for p, (low, _high, _c) in offsets.items()}
@@ -159,20 +156,12 @@ def flush_redis(settings: HarnessSettings) -> int:
 FULL_MAXMEMORY = "1mb"  # below what any running Redis of ours holds: every write needing memory is refused
 
 
-def fill_redis(settings: HarnessSettings) -> str:
-    """Make Redis full (maxmemory below its use, noeviction); returns the maxmemory to restore."""
-    return set_maxmemory(settings, FULL_MAXMEMORY)
-
-
-def set_maxmemory(settings: HarnessSettings, value: str) -> str:
-    """Set Redis's maxmemory; returns the one it replaced."""
+def set_maxmemory(settings: HarnessSettings, value: str = FULL_MAXMEMORY) -> str:
+    """Set Redis's maxmemory (by default: full, as it runs noeviction); returns the one it replaced."""
     with redis_adapter.client(settings) as client:
         old = str(client.config_get("maxmemory")["maxmemory"])
         client.config_set("maxmemory", value)
         return old
-
-
-restore_maxmemory = set_maxmemory  # the heal: back to what fill_redis returned
 
 
 def own_filesystem(path: Path) -> bool:
@@ -198,10 +187,6 @@ def fill_disk(path: Path) -> tuple[Path, int]:
             except OSError:  # metadata needs a few blocks too: back off until it fits
                 size -= max(st.f_frsize, size // 100)
     return ballast, size
-
-
-def free_disk(ballast: Path) -> None:
-    ballast.unlink(missing_ok=True)
 
 
 def ingest_url(settings: HarnessSettings) -> str:

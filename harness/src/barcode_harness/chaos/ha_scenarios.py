@@ -1,30 +1,28 @@
-"""Fault scenarios of the ``ha`` profile (stack/ha.py): one node of a replicated cluster fails.
-
-They run under the same harness as the single-node scenarios (steady load, inject, hold, heal,
-drain, then every acknowledged scan accounted for); what differs is that the pipeline must ride
-through the fault: Kafka elects new partition leaders, Sentinel promotes a replica.
-"""
+"""Fault scenarios of the ``ha`` profile (stack/ha.py), run by the single-node harness: one node of a
+replicated cluster fails and the pipeline must ride through (new partition leaders, a promoted replica)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
-from typing import ClassVar, Generic, TypeVar
+from typing import IO, ClassVar, Generic, TypeVar
 
 from confluent_kafka.admin import AdminClient
 
-from barcode_harness.chaos import faults
-from barcode_harness.chaos.apphosts import AppHost
-from barcode_harness.chaos.checks import Ledger, TakeoverProbe, wait_pending
+from barcode_harness.chaos import faults, scenarios
+from barcode_harness.chaos.checks import Ledger, TakeoverProbe, polled, wait_pending, wait_until
 from barcode_harness.chaos.context import ChaosContext
-from barcode_harness.chaos.scenarios import Scenario
+from barcode_harness.chaos.scenarios import Scenario, Takeover
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import netns
 from barcode_harness.stack.ha import HaStackManager
@@ -33,38 +31,19 @@ from barcode_harness.stack.haproxy import HaProxy
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 from barcode_pipeline.adapters.sentinel import primary_address
-from barcode_pipeline.errors import ConfigError, PipelineError
+from barcode_pipeline.config import settings_env
+from barcode_pipeline.errors import PipelineError
 
 FAILOVER_TIMEOUT_S = 60.0
 REWOUND = re.compile(r"rewound (\d+) records")
+log = logging.getLogger(__name__)
 N = TypeVar("N", HaKafkaNode, HaRedisNode)
-T = TypeVar("T")
 
 
 def _ha(ctx: ChaosContext) -> HaStackManager:
     if not isinstance(ctx.stack, HaStackManager):
         raise PipelineError("this scenario needs the ha profile (--profile ha)", component="chaos")
     return ctx.stack
-
-
-def polled(
-    probe: Callable[[], T], done: Callable[[T], bool], last: T, timeout: float = FAILOVER_TIMEOUT_S
-) -> tuple[T, float]:
-    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. An
-    error counts as not yet: a node in failover answers with errors of every kind."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        with contextlib.suppress(Exception):
-            last = probe()
-            if done(last):
-                break
-        time.sleep(0.1)
-    return last, time.monotonic() - t0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    if not polled(condition, bool, False, timeout)[0]:
-        raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
 
 
 def _failover(ctx: ChaosContext, check: str, ok: bool, took: float, detail: str) -> None:
@@ -89,15 +68,13 @@ class HaScenario(Scenario):
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         ctx.metrics["rewound"] = ctx.logged_since(f"=== scenario {self.key} {self.name}:", REWOUND)
+        super().after_drain(ctx, ledger)
 
 
 class NodeFault(HaScenario, Generic[N]):
-    """One node broken at inject and repaired at heal, ``how``: ``kill`` (SIGKILL), ``pause``
-    (SIGSTOP) or ``cut`` (iptables DROP between the node and its peers; clients still reach it).
-
-    A killed node's heal only begins its restart (a JVM takes many seconds on a loaded machine, and
-    the other nodes serve): the drain clock measures the pipeline. Cleanup waits for the node.
-    """
+    """One node broken at inject and repaired at heal, ``how``: ``kill``, ``pause`` (SIGSTOP) or ``cut``
+    (iptables DROP to its peers; clients still reach it). A killed node's heal only begins its restart
+    (a JVM is slow on a loaded machine): the drain clock measures the pipeline; cleanup waits for it."""
 
     def __init__(
         self, key: str, name: str, how: str, title: str, fault: str, *, ride_through: bool = False
@@ -280,6 +257,83 @@ class KafkaRollingRestart(HaScenario):
 
 
 # ------------------------------------------------------------------------------------- app tier
+class AppHost:
+    """``barcode-pipeline run`` in namespace ``bpapp1``/``bpapp2``, as on a machine of its own (own node
+    name, state directory and ingest address), its output prefixed with the node name in ``out``. Its
+    ingest answers the balancer only (``admit_only``), so the X-Forwarded-For it believes is HAProxy's."""
+
+    def __init__(self, settings: HarnessSettings, index: int, out: IO[str], *, workers: int = 2) -> None:
+        topology = Topology(settings.ha_subnet)
+        self.net: netns.NetNode = topology.app(index)
+        self.balancer = topology.balancer().ip
+        self.node = self.net.name
+        self.settings = settings.updated(
+            {
+                "node_name": self.node,
+                "ingest_host": self.net.ip,
+                # HAProxy names the client in X-Forwarded-For (after deleting any the client sent)
+                "ingest_proxies": self.balancer,
+                "workers": workers,
+                "state_dir": settings.state_dir.resolve() / "apps" / self.node,
+            }
+        )
+        self.out = out
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        netns.admit_only(self.net, self.settings.ingest.port, self.balancer)
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        argv = [*self.net.exec_prefix(), sys.executable, "-m", "barcode_pipeline", "run", "--no-stack"]
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True)  # fmt: skip
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True, name=f"pump-{self.node}").start()
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.out.write(f"[{self.node}] {line}")
+            self.out.flush()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Asked from inside the host's namespace: from outside only the balancer gets an answer."""
+        url = f"http://{self.net.ip}:{self.settings.ingest.port}{names.ROUTE_READY}"
+        call = f"wait_http_ok({url!r}, {timeout!r})"
+        probe = f"from barcode_pipeline.run.startup import wait_http_ok; {call}"
+        try:
+            done = subprocess.run([*self.net.exec_prefix(), sys.executable, "-c", probe], capture_output=True,
+                                  text=True, timeout=timeout + 30, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] if done is not None else ["timed out"]
+            raise PipelineError(f"{self.node} not ready: {' '.join(why)}", component="chaos")
+
+    def kill(self) -> int:
+        """SIGKILL of every process in the namespace at once (the machine lost its power)."""
+        pids = netns.namespace_pids(self.net)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        return len(pids)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Clean stop (SIGTERM: ``run`` drains); whatever is left in the namespace is killed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing", self.node, timeout)
+        self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
 def group_members(settings: HarnessSettings) -> dict[str, list[int]]:
     """Static member id -> partitions of the event topic, for every member of the processor group."""
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
@@ -314,13 +368,10 @@ def wait_owners(settings: HarnessSettings, nodes: list[str], timeout: float) -> 
     return took
 
 
-class AppHostKill(HaScenario):
-    """Two app hosts (``run`` in bpapp1/bpapp2) behind HAProxy; every process of one SIGKILLed.
-
-    The survivor takes over the partitions (session timeout) and pending entries (heartbeat TTL).
-    Once drained (so the drain clock measures the survivor alone), the dead host starts again under
-    its own name, which ``run`` refuses until the old lease has expired.
-    """
+class AppHostKill(HaScenario, Takeover):
+    """Two app hosts behind HAProxy; every process of one SIGKILLed. The survivor takes over partitions
+    (session timeout) and pending entries (heartbeat TTL). Once drained (the drain clock measures the
+    survivor alone) the dead host starts again under its own name, refused until its old lease expired."""
 
     key = "h9"
     name = "ha-app-host-kill"
@@ -330,11 +381,12 @@ class AppHostKill(HaScenario):
         "load goes through HAProxy; the host is restarted under its own name once drained"
     )
     SERVICES = ("ingest", "processor", "worker")
+    taken_over, clock = "the live host's workers claimed the dead host's pending entries", "after the kill"
+    metric, digits = "claimed_s", 1
 
     def __init__(self) -> None:
         self.hosts: list[AppHost] = []
         self.paused: list[str] = []
-        self.probe: TakeoverProbe | None = None
         self._restart: threading.Thread | None = None
         self._refused = 0
 
@@ -380,12 +432,10 @@ class AppHostKill(HaScenario):
         killed = victim.kill()
         t0 = time.monotonic()
         ctx.mark(f"SIGKILL of every process on {victim.node} ({killed} processes)")
-        self.probe = TakeoverProbe(ctx.settings, consumers, started=t0)
-        self.probe.start()
-        ctx.metrics["pending_at_kill"] = self.probe.initial
-        ctx.note(
-            f"{victim.node} had {killed} processes; its workers held {self.probe.initial} pending entries"
-        )
+        self._probe = probe = TakeoverProbe(ctx.settings, consumers, started=t0)
+        probe.start()
+        ctx.metrics["pending_at_kill"] = probe.initial
+        ctx.note(f"{victim.node} had {killed} processes; its workers held {probe.initial} pending entries")
         balancer = self._balancer(ctx)
         wait_until(lambda: balancer.server_states().get(victim.node, "").startswith("DOWN"), 30,
                    f"HAProxy marks {victim.node} down")  # fmt: skip
@@ -395,11 +445,6 @@ class AppHostKill(HaScenario):
         ctx.check(f"{survivor.node}'s processor took every partition", took < FAILOVER_TIMEOUT_S,
                   f"{ctx.metrics['failover_s']} s after the kill (session timeout "
                   f"{ctx.settings.kafka.session_timeout_ms / 1000:g} s)")  # fmt: skip
-
-    def hold(self, ctx: ChaosContext) -> None:
-        super().hold(ctx)
-        if self.probe is not None:
-            self.probe.join(max(0.0, ctx.params.takeover_target_s + 10 - ctx.since_inject()))
 
     def _restart_victim(self) -> None:
         """Start the dead host again; ``run`` refuses while its old lease lives, so retry until then."""
@@ -418,16 +463,6 @@ class AppHostKill(HaScenario):
         super().after_drain(ctx, ledger)
         self._restart = threading.Thread(target=self._restart_victim, name="restart-app-host")
         self._restart.start()
-        if self.probe is None:
-            return
-        self.probe.stop()
-        took = self.probe.done_after_s
-        ctx.metrics["claimed_s"] = None if took is None else round(took, 1)
-        target = ctx.params.takeover_target_s
-        when = "never" if took is None else f"{took:.1f} s"
-        ctx.check(f"the live host's workers claimed the dead host's pending entries within {target:.0f} s",
-                  took is not None and took <= target,
-                  f"{self.probe.initial} entries, {when} after the kill")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._restart is not None:
@@ -436,13 +471,10 @@ class AppHostKill(HaScenario):
             ctx.check(f"{victim.node} restarted under its own node name", victim.alive(),
                       f"refused {self._refused} time(s) while its old lease lived")  # fmt: skip
             ctx.metrics["restart_refused"] = self._refused
-        if self.probe is not None:
-            self.probe.stop()
-            self.probe.close()
+        super().cleanup(ctx)
         for host in self.hosts:
             host.stop()
-        for name in self.paused:
-            faults.resume(ctx.sup, name)
+        faults.resume(ctx.sup, *self.paused)
 
 
 ALL: tuple[Callable[[], Scenario], ...] = (
@@ -480,13 +512,5 @@ SMOKE = ("ha-kafka-leader-kill", "ha-redis-primary-kill")
 
 
 def select(wanted: list[str]) -> list[Scenario]:
-    """Fresh ha scenarios by name or key; ``all`` selects every one."""
-    every = [make() for make in ALL]
-    if not wanted or "all" in wanted:
-        return every
-    by = {s.name: s for s in every} | {s.key: s for s in every}
-    unknown = [w for w in wanted if w not in by]
-    if unknown:
-        raise ConfigError(f"unknown ha scenario(s): {', '.join(unknown)}; choose from: all, "
-                          + ", ".join(s.name for s in every))  # fmt: skip
-    return [by[w] for w in dict.fromkeys(wanted)]
+    """Fresh ha scenarios by name or key, in the order asked; ``all`` selects every one."""
+    return scenarios.select(wanted, ALL, "ha scenario", as_asked=True)

@@ -1,17 +1,12 @@
-"""Steady client load for a fault-injection run: the scanner simulator with its durable outbox.
-
-A scan is *acknowledged* once its outbox row was marked acked after a 2xx (what a center PC would
-believe delivered). A thread generates through the fault; then a foreground run on the same outbox
-(``count=0``) delivers what is still pending.
-"""
+"""Steady client load for a fault-injection run: the scanner simulator with its durable outbox. A scan
+is *acknowledged* once its row was marked acked after a 2xx (what a center PC believes delivered)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
-import time
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +15,7 @@ from barcode_harness.scanner.outbox import OutboxCounts, outbox_status
 from barcode_harness.scanner.scans import SEEDED_DEVICES
 from barcode_harness.scanner.simulator import Simulator, SimulatorConfig, SimulatorReport
 from barcode_pipeline.domain import ScanEvent
-from barcode_pipeline.errors import ConfigError, PipelineError
+from barcode_pipeline.errors import PipelineError
 
 ScanKey = tuple[str, str]  # (device_id, scan_id): what identifies one scan event end to end
 
@@ -108,18 +103,3 @@ class ScannerLoad:
     def generated(self) -> set[ScanKey]:
         """Every distinct scan the clients made, whatever became of it (answered or not)."""
         return {(str(d), str(s)) for d, s in self._rows("SELECT DISTINCT device_id, scan_id FROM outbox")}
-
-    def wait_acknowledged(self, minimum: int, timeout: float) -> None:
-        """Block until the clients hold at least ``minimum`` acknowledgements (load is flowing)."""
-        deadline = time.monotonic() + timeout
-        acked = 0
-        while time.monotonic() < deadline:
-            with suppress(ConfigError, sqlite3.OperationalError):  # no file (or schema) yet
-                acked = self.counts().acked
-            if acked >= minimum:
-                return
-            time.sleep(0.2)
-        raise PipelineError(
-            f"load not flowing: {acked} scans acknowledged after {timeout:.0f}s (wanted {minimum})",
-            component="chaos",
-        )

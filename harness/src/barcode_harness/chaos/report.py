@@ -1,4 +1,5 @@
-"""``docs/reliability.md``: the fault-injection results, the settings behind them, and their limits."""
+"""``docs/reliability.md``: the fault-injection results, the settings behind them, and their limits;
+the ``ha`` profile's results in a section of their own, so that each run rewrites only its part."""
 
 from __future__ import annotations
 
@@ -280,3 +281,106 @@ def write_report(path: Path, results: list[ScenarioResult], info: RunInfo) -> Pa
         text = text.rstrip("\n") + "\n\n" + kept  # owned by `chaos nemesis` / `chaos --profile ha`
     path.write_text(text)
     return path
+
+
+HA_CANNOT_SURVIVE = (
+    ("two of the three brokers", "partitions lose min.insync.replicas=2: ingest answers 503 (nothing "
+     "acknowledged is lost while one in-sync replica survives), the quorum has no majority"),
+    ("the Redis primary and both replicas", "the streams, pending lists and markers: re-drive with "
+     "`barcode-pipeline replay --since` (the UNIQUE key keeps it free of duplicates)"),
+    ("MariaDB's disk", "every stored scan: MariaDB is a single server in this profile, the remaining "
+     "single point (restore from backup; its restart is covered by the single-node suite)"),
+    ("power on every node at once", "an acknowledgement is replication, not an fsync: writes all "
+     "in-sync replicas had only in the page cache, and Redis's last second (appendfsync everysec)"),
+)  # fmt: skip
+
+
+HA_WAIT_OFF_NOTE = (
+    "The WAIT-off run is evidence, not a pass condition. Without WAIT the processor commits what "
+    "only the primary holds; the rewind after the primary change still re-drives the last "
+    "`BP_REDIS_REWIND_WINDOW_S` of committed records, and workers reading the old primary may "
+    "already have stored its entries, so a loss shows only when the lost writes were neither "
+    "replicated, nor read by a worker, nor inside the window."
+)
+HA_COLUMNS_NOTE = (
+    "Failover: from the fault until every partition of the event topic has a live leader other "
+    "than the faulty broker, a new controller leads the quorum, or Sentinel names a new primary. "
+    "Drain: from the heal (the restart begun, the link restored) until nothing is in flight. "
+    "Client retries: requests the outbox-backed scanners resent (503s, connection errors). "
+    "For the app-host kill, failover is the takeover: from the kill until the surviving host's "
+    "processor owns every partition."
+)
+
+
+def ha_settings_info(settings: HarnessSettings) -> dict[str, str]:
+    """The replication and failover knobs the results depend on."""
+    return {
+        "Kafka brokers / topic RF / min.insync.replicas": f"3 / {settings.kafka.topic_replication} / 2",
+        "Redis replicas / min-replicas-to-write": "2 / 1",
+        "processor WAIT (BP_REDIS_MIN_REPLICAS, timeout)": f"{settings.redis.min_replicas}, "
+        f"{settings.redis.wait_timeout_ms} ms",
+        "rewind safety window": f"{settings.redis.rewind_window_s:g} s",
+        "produce timeout (ingest answers 503 after)": f"{settings.kafka.produce_timeout_s:g} s",
+        "workers": str(settings.worker.count),
+    }
+
+
+def _app_tier(results: list[ScenarioResult]) -> list[str]:
+    """The app-host kill's own timings, one paragraph per run that had it."""
+    out: list[str] = []
+    for r in [r for r in results if "lb_down_s" in r.metrics]:
+        m = r.metrics
+        out += [
+            f"{r.key} {r.name}: two app hosts (`barcode-pipeline run` in namespaces bpapp1 and "
+            f"bpapp2, node names app1 and app2) behind HAProxy, which health-checks `/ready`; the "
+            f"scanners only know HAProxy's address. HAProxy took app1 out of the rotation "
+            f"{num(m.get('lb_down_s'))} s after the kill; app2's processor owned every partition after "
+            f"{num(m.get('takeover_s'))} s (the dead static members' session timeout); app2's workers "
+            f"had claimed the {m.get('pending_at_kill', 0)} entries app1's workers held after "
+            f"{num(m.get('claimed_s'))} s (their heartbeats' TTL). Once drained, app1 started again "
+            f"under its own name; `run` was refused {m.get('restart_refused', 0)} time(s) before its old "
+            "lease expired.",
+            "",
+        ]
+    return out
+
+
+def render_ha_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInfo) -> str:
+    """The ``ha`` profile's section, rewritten in place by ``chaos --profile ha``; ``runs``: (label of the
+    run, its results), e.g. WAIT on and WAIT off."""
+    lines = [
+        sections.HA[0],
+        "## ha profile: replicated Kafka and Redis with failover",
+        "",
+        "3 KRaft nodes (RF=3, min.insync.replicas=2, unclean election off), a Redis primary with 2 "
+        "replicas (AOF, `min-replicas-to-write 1`) and 3 Sentinels, one MariaDB; every node in its "
+        "own network namespace (`barcode-pipeline stack up --profile ha`). The processor commits "
+        "Kafka offsets only after `WAIT` confirmed the batch on the replicas, and rewinds its group "
+        "after a Redis primary change.",
+        "",
+        f"Command: `{info.command}`, finished {info.finished_at}, {info.duration_s / 60:.1f} min; load "
+        f"{info.params.rate:g} scans/s from outbox-backed scanners, faults held {info.params.hold_s:g} s.",
+        "",
+    ]
+    for label, results in runs:
+        lines += [f"### {label}", "",
+                  "| scenario | fault | acknowledged | stored | lost | duplicates | failover (s) | "
+                  "drain after heal (s) | records rewound | client retries | result |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in results:
+            verdict = "PASS" if r.ok else "FAIL: " + "; ".join(f"{c.name} ({c.detail})" for c in r.failures)
+            lines.append(
+                f"| {r.key} {r.name} | {r.fault} | {r.acknowledged} | {r.stored} | {r.lost} | "
+                f"{r.duplicates} | {num(r.metrics.get('failover_s'))} | {num(r.drain_s)} | "
+                f"{num(r.metrics.get('rewound'))} | {r.client_retries} | {verdict} |"
+            )
+        lines.append("")
+    lines += [HA_COLUMNS_NOTE, ""]
+    lines += _app_tier(runs[0][1] if runs else [])
+    if len(runs) > 1:
+        lines += [HA_WAIT_OFF_NOTE, ""]
+    lines += ["### What this topology cannot survive", "", "| lost | consequence |", "|---|---|"]
+    lines += [f"| {what} | {why} |" for what, why in HA_CANNOT_SURVIVE]
+    lines += ["", "Settings behind these results:", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in info.settings.items()]
+    return "\n".join([*lines, "", sections.HA[1], ""])

@@ -19,7 +19,6 @@ from barcode_harness.chaos.checks import Ledger, TakeoverProbe
 from barcode_harness.chaos.context import ChaosContext
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
-from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.domain import ScanEvent, named_fields
 from barcode_pipeline.domain.dead_letter import Cause
@@ -45,6 +44,18 @@ def absorbed(ctx: ChaosContext, scenario: Scenario) -> int:
     n = ctx.logged_since(f"=== scenario {scenario.key} {scenario.name}:", ABSORBED)
     ctx.metrics["duplicates_absorbed"] = n
     return n
+
+
+def drained_after_heal(ctx: ChaosContext, last_heal: float, since: str) -> float | None:
+    """Seconds from ``last_heal`` (monotonic; 0: none) to the drain, kept and checked against the target."""
+    drained = ctx.metrics.get("drained_at")
+    if not isinstance(drained, float) or not last_heal:
+        return None
+    took = ctx.metrics["last_heal_to_drained_s"] = drained - last_heal
+    target = ctx.params.drain_target_s
+    ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
+              f"{took:.1f} s after {since}")  # fmt: skip
+    return took
 
 
 class Scenario:
@@ -198,10 +209,7 @@ class Scheduled(Scenario):
 
     def _processor(self, ctx: ChaosContext) -> None:
         victim = processors(ctx)[0]
-        child = ctx.sup.children[victim]
-        deadline = time.monotonic() + 15
-        while not child.alive() and time.monotonic() < deadline:  # the supervisor is restarting it
-            time.sleep(0.1)
+        checks.polled(ctx.sup.children[victim].alive, bool, False, 15)  # the supervisor may be restarting it
         faults.kill_child(ctx.sup, victim, restart=True)
         self._killed += 1
         ctx.mark(f"{self.name}: processor SIGKILL #{self._killed} (the supervisor restarts it)")
@@ -226,14 +234,7 @@ class Scheduled(Scenario):
         ctx.note(f"{component}: `stack up` took {self.last_heal - started:.1f} s")
 
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
-        drained = ctx.metrics.get("drained_at")
-        if not isinstance(drained, float) or not self.last_heal:
-            return
-        took = drained - self.last_heal
-        ctx.metrics["last_heal_to_drained_s"] = took
-        target = ctx.params.drain_target_s
-        ctx.check(f"drained within {target:.0f} s of the last heal", took <= target,
-                  f"{took:.1f} s after the last `stack up` returned")  # fmt: skip
+        drained_after_heal(ctx, self.last_heal, "the last `stack up` returned")
 
 
 class ProcessorKill(Scheduled):
@@ -259,6 +260,7 @@ class Takeover(Scenario):
     _probe: TakeoverProbe | None = None
     taken_over = ""  # the takeover check's name and clock, e.g. "from the kill"
     clock = ""
+    metric, digits = "takeover_s", 2  # where the takeover time is kept, and its digits in the check
 
     def _held(self, ctx: ChaosContext, probe: TakeoverProbe, check: str) -> None:
         self._probe = probe
@@ -276,9 +278,9 @@ class Takeover(Scenario):
             return
         self._probe.stop()
         took = self._probe.done_after_s
-        ctx.metrics["takeover_s"] = took
+        ctx.metrics[self.metric] = took
         target = ctx.params.takeover_target_s
-        when = "never" if took is None else f"{took:.2f} s"
+        when = "never" if took is None else f"{took:.{self.digits}f} s"
         ctx.check(f"{self.taken_over} within {target:.0f} s", took is not None and took <= target,
                   f"{self._probe.initial} entries, {when} {self.clock}")  # fmt: skip
 
@@ -526,7 +528,9 @@ class Poison(Scenario):
         ctx.check("dlq replay refuses while the device is still unmapped",
                   not refused.replayed and len(refused.skipped) == len(ids),
                   refused.skipped[0][1] if refused.skipped else "nothing skipped")  # fmt: skip
-        self._map_device(ctx, add=True)
+        checks.query(ctx.settings, "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
+                     " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
+                     self.device, "CENTER-CHAOS", "Chaos test center")  # fmt: skip
         outcome = dlq.replay_dlq(ctx.settings, ids=ids)
         wait_drained(ctx.settings, timeout=ctx.params.drain_timeout_s)
         rows = checks.rows_for(ctx.settings, {(s.device_id, s.scan_id) for s in self.unknown})
@@ -543,20 +547,9 @@ class Poison(Scenario):
         letters = dlq.list_dlq(ctx.settings, since_ms=ctx.started_ms, limit=None)
         return [x for x in letters if x.device_id == self.device]
 
-    def _map_device(self, ctx: ChaosContext, *, add: bool) -> None:
-        with db.connect(ctx.settings.db.url, autocommit=True) as conn, conn.cursor() as cur:
-            if add:
-                cur.execute(
-                    "INSERT INTO device_center_mapping (device_id, center_id, center_name)"
-                    " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE center_id = VALUES(center_id)",
-                    (self.device, "CENTER-CHAOS", "Chaos test center"),
-                )
-            else:
-                cur.execute("DELETE FROM device_center_mapping WHERE device_id = %s", (self.device,))
-
     def cleanup(self, ctx: ChaosContext) -> None:
         if self.device:
-            self._map_device(ctx, add=False)
+            checks.query(ctx.settings, "DELETE FROM device_center_mapping WHERE device_id = %s", self.device)
 
 
 class RedisFlush(Scenario):
@@ -595,7 +588,7 @@ class RedisFull(Scenario):
     _old: str | None = None  # the maxmemory to restore
 
     def inject(self, ctx: ChaosContext) -> None:
-        self._old = faults.fill_redis(ctx.settings)
+        self._old = faults.set_maxmemory(ctx.settings)
         self._restarts = {name: child.restarts for name, child in ctx.sup.children.items()}
         ctx.mark(f"maxmemory {faults.FULL_MAXMEMORY} (was {self._old}): Redis full")
 
@@ -634,7 +627,7 @@ class RedisFull(Scenario):
 
     def cleanup(self, ctx: ChaosContext) -> None:
         if self._old is not None:
-            faults.restore_maxmemory(ctx.settings, self._old)
+            faults.set_maxmemory(ctx.settings, self._old)
             ctx.mark(f"maxmemory {self._old} again")
             self._old = None
 
@@ -682,12 +675,18 @@ def describe() -> list[Scenario]:
     return [f() for f in FACTORIES]
 
 
-def select(wanted: Sequence[str]) -> list[Scenario]:
-    """Fresh scenarios by name or key, in registry order; ``all`` (or nothing) selects every one."""
-    every = describe()
+def select(
+    wanted: Sequence[str], factories: Sequence[Callable[[], Scenario]] = FACTORIES, what: str = "scenario",
+    *, as_asked: bool = False,
+) -> list[Scenario]:  # fmt: skip
+    """Fresh scenarios by name or key, in registry order (or ``as_asked``); ``all`` (or nothing) selects
+    every one."""
+    every = [f() for f in factories]
     if not wanted or "all" in wanted:
         return every
-    if unknown := [w for w in wanted if not any(w in (s.name, s.key) for s in every)]:
+    by = {s.name: s for s in every} | {s.key: s for s in every}
+    if unknown := [w for w in wanted if w not in by]:
         choices = ", ".join(s.name for s in every)
-        raise ConfigError(f"unknown scenario(s): {', '.join(unknown)}; choose from: all, {choices}")
-    return [s for s in every if s.name in wanted or s.key in wanted]
+        raise ConfigError(f"unknown {what}(s): {', '.join(unknown)}; choose from: all, {choices}")
+    chosen = [by[w] for w in dict.fromkeys(wanted)]
+    return chosen if as_asked else [s for s in every if s in chosen]

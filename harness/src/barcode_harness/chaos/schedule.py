@@ -1,8 +1,5 @@
 """Random fault schedules for ``chaos nemesis``: pure, seeded, and printable so a failure replays.
-
-Faults on *different* targets overlap freely (the point: a component recovering into the next
-fault); faults on one target follow each other, as a process cannot be killed while it restarts.
-"""
+Faults on different targets overlap (a component recovering into the next fault); on one, they follow."""
 
 from __future__ import annotations
 
@@ -80,12 +77,9 @@ def targets_for(workers: int, spec: ScheduleSpec | None = None) -> tuple[str, ..
 
 
 def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) -> list[Fault]:
-    """The schedule for ``seed``: the same seed and targets always give the same faults.
-
-    Fault starts form a Poisson process over the active window, each on a uniformly chosen target
-    and kind, durations uniform in [min, max]. A start that lands while its target is still faulted
-    moves to just after that target's heal, or is dropped if that is past the window.
-    """
+    """The schedule for ``seed`` (always the same faults): Poisson starts over the active window, each on
+    a random target and kind, held uniform [min, max]; a start while its target is faulted moves to just
+    after that heal, or is dropped past the window."""
     spec = spec or ScheduleSpec()
     rng = random.Random(seed)
     window = spec.duration_s * spec.active_share
