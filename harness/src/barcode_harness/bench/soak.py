@@ -263,14 +263,12 @@ def redis_steady_bytes(measured: dict[str, dict[str, Any]], window_s: int) -> fl
 
 def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
     say = report.progress_logger(__name__)
-    settings, out = run.settings, run.out
-    with run.env(legacy=False) as env:
+    with run.started(spec, legacy=False) as (env, env_info):
         from barcode_harness.stack.manager import StackManager
 
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         kafka_dir = StackManager(env.settings).component("kafka").data_dir  # type: ignore[attr-defined]
         bounds = _bounds(env.settings)
-        specs = load_specs(spec, env.ingest_url, out, env.api_key)
+        specs = load_specs(spec, env.ingest_url, run.out, env.api_key)
         sampler = SoakSampler(env.settings, kafka_dir, env.pids, spec.sample_s)
         say(
             f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampling every {spec.sample_s:g} s"
@@ -293,7 +291,7 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
     groups = sorted({g for s in warm for g in s.groups})
     result: dict[str, Any] = {
         "command": "soak",
-        "environment": report.finish_environment(env_info),
+        "environment": env_info,
         "started_at": start,
         "loads": [_load_summary(load) for load in loads],
         "drained_s": drained_s,
@@ -306,13 +304,12 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         "ingest_p99_ms": tail_growth(after),
         "freshness_p99_ms": tail_growth(fresh_after),
         "series": _series(sampler.samples, latency, freshness, start),
-        "folder": str(out),
+        "folder": str(run.out),
     }
     result["targets"] = [t.to_dict() for t in judge(result, spec)]
-    report.write_json(out / "soak.json", result)
-    chart(out / "soak.png", result, spec)
-    (out / "soak.md").write_text(markdown(result, spec))
-    return result
+    return run.write(
+        "soak", result, lambda r: markdown(r, spec), lambda out, r: chart(out / "soak.png", r, spec)
+    )
 
 
 def _load_summary(load: LoadResult) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -191,14 +190,12 @@ def run_vegeta(
 ) -> dict[str, Any]:
     """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
     say = report.progress_logger(__name__)
-    out = run.out
     binary = vegeta_binary()
-    version = vegeta_version(binary)
-    work = out / "vegeta"
+    work = run.out / "vegeta"
     work.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
-    with run.env(legacy=False) as env:
-        env_info = report.environment(env.settings, {"spec": asdict(spec), "vegeta": version.strip()})
+    with run.started(spec, legacy=False) as (env, env_info):
+        env_info["vegeta"] = vegeta_version(binary).strip()
         url = env.ingest_url + names.ROUTE_SCAN
         sent_headers = {**client_headers(env.api_key), **(headers or {})}
 
@@ -228,11 +225,9 @@ def run_vegeta(
         for rate in spec.rates:
             one_rate(f"{rate:g}", rate, spec.duration_s)
         floors = measure_floors(env.settings, spec, binary, work, sent_headers)
-    result = {"environment": report.finish_environment(env_info), "runs": runs, "floors": floors}
+    result = {"environment": env_info, "runs": runs, "floors": floors}
     result["targets"] = [t.to_dict() for t in latency_targets(runs, floors)]
-    report.write_json(out / "vegeta.json", result)
-    (out / "vegeta.md").write_text(markdown(result))
-    return result
+    return run.write("vegeta", result, markdown)
 
 
 def markdown(result: dict[str, Any]) -> str:
