@@ -111,11 +111,8 @@ def spec_options(spec: specs.Spec, quick: specs.Spec) -> Iterator[tuple[str, ins
         full, short = getattr(spec, field.name), getattr(quick, field.name)
         flag = option.flag or field.name.removesuffix("_s").removesuffix("_ms").replace("_", "-")
         if hints[field.name] is bool:  # on by default: the option turns it off
-            help = f"{option.help}."
-            yield (
-                field.name,
-                _param(field.name, Annotated[bool, typer.Option(f"--no-{flag}", help=help)], False),
-            )
+            off = typer.Option(f"--no-{flag}", help=f"{option.help}.")
+            yield field.name, _param(field.name, Annotated[bool, off], False)
             continue
         shown = option.shown
         if shown is None:

@@ -93,8 +93,7 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
 
     def redis() -> str:
         with closing(redis_adapter.client(settings)) as client:
-            info: Any = client.info("server")
-            return str(info.get("redis_version", "unknown"))
+            return str(client.info("server").get("redis_version", "unknown"))
 
     out = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
     for name, ask in (("database", database), ("redis", redis)):
@@ -141,8 +140,7 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def shown_settings(settings: HarnessSettings) -> dict[str, Any]:

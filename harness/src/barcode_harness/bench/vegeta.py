@@ -148,17 +148,12 @@ def latency_targets(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) ->
     """The single-scan latency goals, from vegeta's figures and the floors of the same run."""
     by_rate = {r["target_rate"]: r for r in runs if r["label"] != "warm-up"}
     produce = {f["rate"]: f["produce"] for f in floors if "produce" in f}
-
-    def p99(rate: float) -> float | None:
-        return by_rate[rate]["p99_ms"] if rate in by_rate else None
-
+    p99 = {rate: r["p99_ms"] for rate, r in by_rate.items()}
     low = min(by_rate, default=None)
-    gap = None
-    if low is not None and low in produce:
-        gap = by_rate[low]["p50_ms"] - produce[low]["p50_ms"]
+    gap = by_rate[low]["p50_ms"] - produce[low]["p50_ms"] if low in produce else None
     return [
-        report.check("single-scan p99 at 2,000 req/s", p99(2000.0), "<=", 5, unit=" ms"),
-        report.check("single-scan p99 at 3,000 req/s", p99(3000.0), "<=", 15, unit=" ms"),
+        report.check("single-scan p99 at 2,000 req/s", p99.get(2000.0), "<=", 5, unit=" ms"),
+        report.check("single-scan p99 at 3,000 req/s", p99.get(3000.0), "<=", 15, unit=" ms"),
         report.check(
             f"single-scan p50 at {low or 100:g} req/s minus the bare produce p50", gap, "<=", 0.5,
             unit=" ms", note="the trivial endpoint's p50 at that rate is in the floors table",
