@@ -1,10 +1,7 @@
 """``bench vegeta``: single-scan ingest latency measured by an independent open-loop load tool.
 
-Why a second client: every other figure comes from our own load generator, so a flaw in it would
-hide in every table. vegeta sends at a fixed rate whatever the server does and its own ``report``
-gives the figures; afterwards every scan it saw acknowledged is looked up in the database. The
-floors at the same rates (vegeta against a trivial endpoint, a bare Kafka produce round trip) show
-what the service itself adds.
+Every other figure comes from our own load generator, so a flaw in it would hide in every table. The
+floors at the same rates (a trivial endpoint, a bare Kafka produce) show what the service itself adds.
 """
 
 from __future__ import annotations
