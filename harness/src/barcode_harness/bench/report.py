@@ -286,22 +286,19 @@ def md_environment(env: dict[str, Any]) -> str:
             "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms", "legacy_pool_size",
             "legacy_threads", "redis_appendfsync", "dedup_policy")  # fmt: skip
     shown = ", ".join(f"`{k}={s[k]}`" for k in keys if k in s)
-    return "\n".join(
-        [
-            "## Environment",
-            "",
-            f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
-            f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
-            f"- **Shared cores**: {env['shared_cores']}",
-            f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
-            f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
-            f"Kafka {servers.get('kafka')}.",
-            f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
-            f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
-            f"- **HarnessSettings**: {shown} (all settings are in the JSON file).",
-            f"- **Command**: `{env['command']}` (started {env['started_at']}).",
-        ]
-    )
+    lines = [
+        f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
+        f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
+        f"- **Shared cores**: {env['shared_cores']}",
+        f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
+        f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
+        f"Kafka {servers.get('kafka')}.",
+        f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
+        f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
+        f"- **HarnessSettings**: {shown} (all settings are in the JSON file).",
+        f"- **Command**: `{env['command']}` (started {env['started_at']}).",
+    ]
+    return "## Environment\n\n" + "\n".join(lines)
 
 
 def _cpu_note(cpu: dict[str, float] | None) -> str:
