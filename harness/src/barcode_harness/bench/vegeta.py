@@ -243,12 +243,9 @@ def markdown(result: dict[str, Any]) -> str:
         "a compile thread taking a core meanwhile); it is shown apart and not part of the comparison. "
         "Then every scan vegeta saw answered 202 is looked up in the database."
     )
-    sections = [intro, report.md_table(head, rows)]
-    if result.get("floors"):
-        sections.append(floors_section(result, spec))
-    if result.get("targets"):
-        sections.append("### Targets\n\n" + report.md_targets(result["targets"]))
-    sections.append(report.md_environment(env))
+    floors = floors_section(result, spec) if result.get("floors") else ""
+    targets = "### Targets\n\n" + report.md_targets(result["targets"]) if result.get("targets") else ""
+    sections = [intro, report.md_table(head, rows), floors, targets, report.md_environment(env)]
     quick = " (quick)" if spec["preset"] == "quick" else ""
     return report.md_document(f"bench vegeta: ingest latency by an independent client{quick}", sections)
 
