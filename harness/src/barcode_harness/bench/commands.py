@@ -1,10 +1,6 @@
-"""``barcode-pipeline bench ...``: one command per benchmark, each declared once.
-
-A :class:`Command` is a spec and its quick preset (``bench/specs.py``: their option fields become the
-command's options, the help showing both presets' values), what runs it, and what it does with the
-result; each writes a new ``bench/results/<timestamp>/`` folder. The modules that run benchmarks are
-imported only when their command runs, so the CLI starts fast.
-"""
+"""``barcode-pipeline bench ...``: one command per benchmark, each declared once as a :class:`Command`
+(its spec's option fields become its options). The modules that run benchmarks are imported only
+when their command runs, so the CLI starts fast."""
 
 from __future__ import annotations
 
@@ -111,11 +107,8 @@ def spec_options(spec: specs.Spec, quick: specs.Spec) -> Iterator[tuple[str, ins
         full, short = getattr(spec, field.name), getattr(quick, field.name)
         flag = option.flag or field.name.removesuffix("_s").removesuffix("_ms").replace("_", "-")
         if hints[field.name] is bool:  # on by default: the option turns it off
-            help = f"{option.help}."
-            yield (
-                field.name,
-                _param(field.name, Annotated[bool, typer.Option(f"--no-{flag}", help=help)], False),
-            )
+            off = typer.Option(f"--no-{flag}", help=f"{option.help}.")
+            yield field.name, _param(field.name, Annotated[bool, off], False)
             continue
         shown = option.shown
         if shown is None:

@@ -1,8 +1,5 @@
-"""Rendering of ``bench compare`` results: charts (PNG) and the Markdown report.
-
-Kept apart from the run (:mod:`barcode_harness.bench.compare`), so a report can be redrawn from a
-result JSON without running anything.
-"""
+"""``bench compare``'s charts (PNG) and Markdown report, apart from the run (:mod:`.compare`) so that a
+report can be redrawn from its result JSON without running anything."""
 
 from __future__ import annotations
 
@@ -37,18 +34,13 @@ def write_charts(out: Path, result: dict[str, Any]) -> list[Path]:
         for counter in HEADLINE
     ]  # fmt: skip
     since = "seconds since the phase started"
-    made = [
-        charts.time_chart(out / "compare-latency.png", "Client latency per second (from the scheduled send "
-                          "time), legacy vs async", panels, xlabel=since)
-    ] if panels else []  # fmt: skip
-    made.append(
-        charts.time_chart(
-            out / "compare-db-writes.png",
-            f"Database writes per second ({result['database_server']}), each phase incl. the async drain",
-            db_panels,
-            xlabel=since,
-        )
-    )
+    titled = [
+        ("compare-latency.png", "Client latency per second (from the scheduled send time), legacy vs async",
+         panels),
+        ("compare-db-writes.png", f"Database writes per second ({result['database_server']}), each phase "
+         "incl. the async drain", db_panels),
+    ]  # fmt: skip
+    made = [charts.time_chart(out / name, title, p, xlabel=since) for name, title, p in titled if p]
     if sweep := result["sweep"]:
         made.append(
             charts.tradeoff_chart(
@@ -99,12 +91,8 @@ def markdown(result: dict[str, Any]) -> str:
     counters = [c for c in wanted if c in result["counters_present"]]
     missing = [c for c in ("Innodb_os_log_fsyncs",) if c not in result["counters_present"]]
     idle = result["idle_io"]["per_second"]
-    io_head = [
-        "path",
-        "scans stored",
-        "seconds",
-        *(h for c in counters for h in (c, f"{c}/s", f"{c} per 1k scans")),
-    ]
+    per_counter = (h for c in counters for h in (c, f"{c}/s", f"{c} per 1k scans"))
+    io_head = ["path", "scans stored", "seconds", *per_counter]
     sections = [
         report.md_head(env),
         "## Load\n\n"
@@ -153,8 +141,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"\n\nAsync freshness (scanTime → saved_time) at {rate:g} scans/s: "
                 f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms."
             )
-        kafka = result.get("kafka_produce")
-        if kafka:
+        if kafka := result.get("kafka_produce"):
             k = kafka["latency_ms"]
             block += (
                 f"\n\nBare Kafka produce round trip (one `acks=all` idempotent produce → delivery report, "

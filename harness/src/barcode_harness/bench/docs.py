@@ -1,8 +1,7 @@
 """``bench docs``: rebuild ``docs/benchmarks.md`` from the latest result folder of each bench command.
 
-Why generated: the rule is that every figure in the docs comes from a command in the repo. So the
-page is assembled from the Markdown the commands wrote (headings demoted, chart links pointed at
-the copied PNGs), with a fixed text around it that contains no figures of its own.
+Every figure in the docs must come from a command in the repo, so the page is the commands' own
+Markdown inside a fixed text that contains no figures.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Rendering of ``bench isolation`` results: charts (PNG) and the Markdown report.
-
-Kept apart from the run (:mod:`barcode_harness.bench.isolation`), so a report can be redrawn from a
-result JSON without running anything.
-"""
+"""``bench isolation``'s charts (PNG) and Markdown report, apart from the run (:mod:`.isolation`) so that a
+report can be redrawn from its result JSON without running anything."""
 
 from __future__ import annotations
 

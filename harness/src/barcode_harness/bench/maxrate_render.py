@@ -1,8 +1,5 @@
-"""Rendering of ``bench max`` results: charts (PNG) and the Markdown report.
-
-Kept apart from the run (:mod:`barcode_harness.bench.maxrate`), so a report can be redrawn from a
-result JSON without running anything.
-"""
+"""``bench max``'s charts (PNG) and Markdown report, apart from the run (:mod:`.maxrate`) so that a
+report can be redrawn from its result JSON without running anything."""
 
 from __future__ import annotations
 

@@ -93,8 +93,7 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
 
     def redis() -> str:
         with closing(redis_adapter.client(settings)) as client:
-            info: Any = client.info("server")
-            return str(info.get("redis_version", "unknown"))
+            return str(client.info("server").get("redis_version", "unknown"))
 
     out = {"kafka": f"{settings.kafka_version} (the local stack's distribution setting)"}
     for name, ask in (("database", database), ("redis", redis)):
@@ -141,8 +140,7 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def shown_settings(settings: HarnessSettings) -> dict[str, Any]:
@@ -288,22 +286,19 @@ def md_environment(env: dict[str, Any]) -> str:
             "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms", "legacy_pool_size",
             "legacy_threads", "redis_appendfsync", "dedup_policy")  # fmt: skip
     shown = ", ".join(f"`{k}={s[k]}`" for k in keys if k in s)
-    return "\n".join(
-        [
-            "## Environment",
-            "",
-            f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
-            f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
-            f"- **Shared cores**: {env['shared_cores']}",
-            f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
-            f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
-            f"Kafka {servers.get('kafka')}.",
-            f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
-            f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
-            f"- **HarnessSettings**: {shown} (all settings are in the JSON file).",
-            f"- **Command**: `{env['command']}` (started {env['started_at']}).",
-        ]
-    )
+    lines = [
+        f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
+        f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
+        f"- **Shared cores**: {env['shared_cores']}",
+        f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
+        f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
+        f"Kafka {servers.get('kafka')}.",
+        f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
+        f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
+        f"- **HarnessSettings**: {shown} (all settings are in the JSON file).",
+        f"- **Command**: `{env['command']}` (started {env['started_at']}).",
+    ]
+    return "## Environment\n\n" + "\n".join(lines)
 
 
 def _cpu_note(cpu: dict[str, float] | None) -> str:

@@ -201,7 +201,8 @@ def stores(samples: Sequence[Sample], spec: SoakSpec, bounds: dict[str, float]) 
         if not points:
             continue
         rate_per_s = written_per_s(points) if key == "redis_aof_bytes" else slope_per_s(points)
-        per_scan = rate_per_s / (spec.rate if key == "kafka_bytes" else spec.unique_rate)
+        unique = 1 if key == "kafka_bytes" else 1 - spec.resend_ratio  # Kafka keeps every scan sent
+        per_scan = rate_per_s / (spec.rate * unique)
         now = points[-1][1]
         room = bound - now if key != "redis_aof_bytes" else bound  # the AOF is rewritten, not kept
         out[key] = {
@@ -263,14 +264,12 @@ def redis_steady_bytes(measured: dict[str, dict[str, Any]], window_s: int) -> fl
 
 def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
     say = report.progress_logger(__name__)
-    settings, out = run.settings, run.out
-    with run.env(legacy=False) as env:
+    with run.started(spec, legacy=False) as (env, env_info):
         from barcode_harness.stack.manager import StackManager
 
-        env_info = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
         kafka_dir = StackManager(env.settings).component("kafka").data_dir  # type: ignore[attr-defined]
         bounds = _bounds(env.settings)
-        specs = load_specs(spec, env.ingest_url, out, env.api_key)
+        specs = load_specs(spec, env.ingest_url, run.out, env.api_key)
         sampler = SoakSampler(env.settings, kafka_dir, env.pids, spec.sample_s)
         say(
             f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampling every {spec.sample_s:g} s"
@@ -284,18 +283,19 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         ids = [i for load in loads for i in acked_ids(load)]
         window = scan_window(loads[0])
         verification = verify_scan_ids(env.settings.db.url, ids, window=window)
-        width = specs[0].window_s
-        freshness = freshness_windows(env.settings, window.devices, start, width)
+        freshness = freshness_windows(env.settings, window.devices, start, specs[0].window_s)
         latency = _latency_windows(loads, start)
     warm = [s for s in sampler.samples if s.t - start >= spec.warmup_s]
     after = [(t, h) for t, h in latency if t >= spec.warmup_s]
     fresh_after = [(t, h) for t, h in freshness if t >= spec.warmup_s]
     groups = sorted({g for s in warm for g in s.groups})
+    summaries = [{"scans_acked": x.scans_acked, "errors": x.errors, "rate": x.spec.rate, "mode": x.spec.mode,
+                  "latency_ms": x.latency.to_dict()} for x in loads]  # fmt: skip
     result: dict[str, Any] = {
         "command": "soak",
-        "environment": report.finish_environment(env_info),
+        "environment": env_info,
         "started_at": start,
-        "loads": [_load_summary(load) for load in loads],
+        "loads": summaries,
         "drained_s": drained_s,
         "verification": verification.to_dict(),
         "dedup_window_s": env.settings.dedup.window_s,
@@ -306,18 +306,12 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         "ingest_p99_ms": tail_growth(after),
         "freshness_p99_ms": tail_growth(fresh_after),
         "series": _series(sampler.samples, latency, freshness, start),
-        "folder": str(out),
+        "folder": str(run.out),
     }
     result["targets"] = [t.to_dict() for t in judge(result, spec)]
-    report.write_json(out / "soak.json", result)
-    chart(out / "soak.png", result, spec)
-    (out / "soak.md").write_text(markdown(result, spec))
-    return result
-
-
-def _load_summary(load: LoadResult) -> dict[str, Any]:
-    return {"scans_acked": load.scans_acked, "errors": load.errors, "rate": load.spec.rate,
-            "mode": load.spec.mode, "latency_ms": load.latency.to_dict()}  # fmt: skip
+    return run.write(
+        "soak", result, lambda r: markdown(r, spec), lambda out, r: chart(out / "soak.png", r, spec)
+    )
 
 
 def _series(samples: Sequence[Sample], latency: Sequence[tuple[int, LatencyHistogram]],

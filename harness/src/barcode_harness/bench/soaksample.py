@@ -5,26 +5,23 @@ Kafka topic's files, InnoDB's page counts): those are what fill a machine; entri
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from barcode_harness.bench import procstats
+from barcode_harness.bench.env import Sampler
 from barcode_harness.bench.footprint import table_bytes
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
 from barcode_pipeline.adapters.db import connect
-
-log = logging.getLogger(__name__)
 
 SUPERVISOR = "supervisor"  # the bench process itself: it supervises the services, as `run` would
 
@@ -71,46 +68,27 @@ def kafka_topic_bytes(data_dir: Path, topic: str) -> int:
     return sum(f.stat().st_size for d in folders for f in d.iterdir() if f.is_file())
 
 
-@dataclass
-class SoakSampler:
-    """Samples every ``interval_s`` on a thread until closed; ``pids`` names the groups to follow."""
+class SoakSampler(Sampler[Sample]):
+    """A :class:`Sample` every ``interval_s`` while entered; ``pids`` names the groups to follow."""
 
-    settings: HarnessSettings
-    kafka_dir: Path
-    pids: Callable[[], dict[str, list[int]]]
-    interval_s: float
-    samples: list[Sample] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(
+        self,
+        settings: HarnessSettings,
+        kafka_dir: Path,
+        pids: Callable[[], dict[str, list[int]]],
+        interval_s: float,
+    ) -> None:
+        super().__init__(self._take, interval_s)
+        self.settings, self.kafka_dir, self.pids = settings, kafka_dir, pids
+        self._streams = names.all_streams(settings.streams.shards)
+        self._cpu_before: procstats.CpuSnapshot | None = None
 
-    def __enter__(self) -> SoakSampler:
-        self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(60)
-
-    def _run(self) -> None:
-        streams = names.all_streams(self.settings.streams.shards)
-        cpu_before = procstats.snapshot(self.pids())
-        while True:
-            started = time.time()
-            try:
-                cpu_now = procstats.snapshot(self.pids())
-                # the first reading has no interval behind it: no CPU figures rather than zeros
-                cpu = procstats.cores_used(cpu_before, cpu_now) if self.samples else {}
-                self.samples.append(self._read(streams, cpu))
-                cpu_before = cpu_now
-            except Exception as exc:  # a server down (a fault) is a gap in the series, not a failed run
-                log.warning("soak sample failed: %s", exc)
-            if self._stop.wait(max(0.0, self.interval_s - (time.time() - started))):
-                return
-
-    def _read(self, streams: list[str], cpu: dict[str, float]) -> Sample:
+    def _take(self) -> Sample:
         """One reading, on fresh connections: a server restarted since the last one is read again."""
+        cpu_now = procstats.snapshot(self.pids())
+        # the first reading has no interval behind it: no CPU figures rather than zeros
+        before, self._cpu_before = self._cpu_before, cpu_now
+        cpu = procstats.cores_used(before, cpu_now) if before is not None else {}
         t = time.time()
         with (
             closing(redis_adapter.client(self.settings, timeout=5.0)) as client,
@@ -118,7 +96,7 @@ class SoakSampler:
         ):
             data, indexes, _ = table_bytes(conn)
             stores = {
-                **_redis(client, streams),
+                **_redis(client, self._streams),
                 "kafka_bytes": kafka_topic_bytes(self.kafka_dir, names.TOPIC),
                 "table_bytes": data + indexes,
             }

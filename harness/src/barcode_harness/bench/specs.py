@@ -23,11 +23,9 @@ class Option:
     shown: str | None = None  # the default as the help shows it, when the value says too little ("": not)
 
 
-def opt(
-    default: Any, help: str, *, flag: str = "", min: float | None = None, shown: str | None = None
-) -> Any:
-    """A spec field offered as an option."""
-    return dataclasses.field(default=default, metadata={"option": Option(help, flag, min, shown)})
+def opt(default: Any, help: str, **option: Any) -> Any:
+    """A spec field offered as an option (``option``: the other fields of :class:`Option`)."""
+    return dataclasses.field(default=default, metadata={"option": Option(help, **option)})
 
 
 @dataclass(frozen=True)
@@ -190,10 +188,6 @@ class SoakSpec(Spec):
     batch_share: float = 0.2  # of the scans, sent through the batch API
     batch_max: int = 100
     resend_ratio: float = 0.03  # scans a client sends again, as a new request
-
-    @property
-    def unique_rate(self) -> float:
-        return self.rate * (1 - self.resend_ratio)
 
 
 SOAK_QUICK = SoakSpec(rate=300.0, duration_s=40.0, warmup_s=8.0, sample_s=4.0, preset="quick")

@@ -1,10 +1,7 @@
 """``bench vegeta``: single-scan ingest latency measured by an independent open-loop load tool.
 
-Why a second client: every other figure comes from our own load generator, so a flaw in it would
-hide in every table. vegeta sends at a fixed rate whatever the server does and its own ``report``
-gives the figures; afterwards every scan it saw acknowledged is looked up in the database. The
-floors at the same rates (vegeta against a trivial endpoint, a bare Kafka produce round trip) show
-what the service itself adds.
+Every other figure comes from our own load generator, so a flaw in it would hide in every table. The
+floors at the same rates (a trivial endpoint, a bare Kafka produce) show what the service itself adds.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import secrets
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -149,17 +145,12 @@ def latency_targets(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) ->
     """The single-scan latency goals, from vegeta's figures and the floors of the same run."""
     by_rate = {r["target_rate"]: r for r in runs if r["label"] != "warm-up"}
     produce = {f["rate"]: f["produce"] for f in floors if "produce" in f}
-
-    def p99(rate: float) -> float | None:
-        return by_rate[rate]["p99_ms"] if rate in by_rate else None
-
+    p99 = {rate: r["p99_ms"] for rate, r in by_rate.items()}
     low = min(by_rate, default=None)
-    gap = None
-    if low is not None and low in produce:
-        gap = by_rate[low]["p50_ms"] - produce[low]["p50_ms"]
+    gap = by_rate[low]["p50_ms"] - produce[low]["p50_ms"] if low in produce else None
     return [
-        report.check("single-scan p99 at 2,000 req/s", p99(2000.0), "<=", 5, unit=" ms"),
-        report.check("single-scan p99 at 3,000 req/s", p99(3000.0), "<=", 15, unit=" ms"),
+        report.check("single-scan p99 at 2,000 req/s", p99.get(2000.0), "<=", 5, unit=" ms"),
+        report.check("single-scan p99 at 3,000 req/s", p99.get(3000.0), "<=", 15, unit=" ms"),
         report.check(
             f"single-scan p50 at {low or 100:g} req/s minus the bare produce p50", gap, "<=", 0.5,
             unit=" ms", note="the trivial endpoint's p50 at that rate is in the floors table",
@@ -191,14 +182,12 @@ def run_vegeta(
 ) -> dict[str, Any]:
     """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
     say = report.progress_logger(__name__)
-    out = run.out
     binary = vegeta_binary()
-    version = vegeta_version(binary)
-    work = out / "vegeta"
+    work = run.out / "vegeta"
     work.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
-    with run.env(legacy=False) as env:
-        env_info = report.environment(env.settings, {"spec": asdict(spec), "vegeta": version.strip()})
+    with run.started(spec, legacy=False) as (env, env_info):
+        env_info["vegeta"] = vegeta_version(binary).strip()
         url = env.ingest_url + names.ROUTE_SCAN
         sent_headers = {**client_headers(env.api_key), **(headers or {})}
 
@@ -228,11 +217,9 @@ def run_vegeta(
         for rate in spec.rates:
             one_rate(f"{rate:g}", rate, spec.duration_s)
         floors = measure_floors(env.settings, spec, binary, work, sent_headers)
-    result = {"environment": report.finish_environment(env_info), "runs": runs, "floors": floors}
+    result = {"environment": env_info, "runs": runs, "floors": floors}
     result["targets"] = [t.to_dict() for t in latency_targets(runs, floors)]
-    report.write_json(out / "vegeta.json", result)
-    (out / "vegeta.md").write_text(markdown(result))
-    return result
+    return run.write("vegeta", result, markdown)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -256,12 +243,9 @@ def markdown(result: dict[str, Any]) -> str:
         "a compile thread taking a core meanwhile); it is shown apart and not part of the comparison. "
         "Then every scan vegeta saw answered 202 is looked up in the database."
     )
-    sections = [intro, report.md_table(head, rows)]
-    if result.get("floors"):
-        sections.append(floors_section(result, spec))
-    if result.get("targets"):
-        sections.append("### Targets\n\n" + report.md_targets(result["targets"]))
-    sections.append(report.md_environment(env))
+    floors = floors_section(result, spec) if result.get("floors") else ""
+    targets = "### Targets\n\n" + report.md_targets(result["targets"]) if result.get("targets") else ""
+    sections = [intro, report.md_table(head, rows), floors, targets, report.md_environment(env)]
     quick = " (quick)" if spec["preset"] == "quick" else ""
     return report.md_document(f"bench vegeta: ingest latency by an independent client{quick}", sections)
 
