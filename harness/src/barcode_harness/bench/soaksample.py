@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from barcode_harness.bench import procstats
-from barcode_harness.bench.env import Sampler
+from barcode_harness.bench.dbstats import Sampler
 from barcode_harness.bench.footprint import table_bytes
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
