@@ -257,7 +257,7 @@ def markdown(result: dict[str, Any]) -> str:
     answers = ", ".join(f"{k}: {v:,}" for k, v in sorted(result["attack_answers"].items()))
     return report.md_document("bench hostile", [
         report.md_environment(result["environment"]),
-        "## Targets\n\n" + report.md_targets([report.Target(**t) for t in result["targets"]]),
+        "## Targets\n\n" + report.md_targets(result["targets"]),
         f"## The attacker's answers\n\n{answers}",
         "## Cores kept busy (average over each keyed phase)\n\n" + _md_cores(result.get("cores", {})),
         "## Ingest memory\n\n" + orjson.dumps(result["ingest_rss_bytes"]).decode(),

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-import orjson
 import uvloop
 
 from barcode_harness.bench import procstats
@@ -38,6 +37,7 @@ from barcode_harness.scanner.scans import (
     encode_batch,
     encode_scan,
 )
+from barcode_harness.scanner.simulator import failed_indices
 from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.errors import ConfigError, PipelineError
@@ -340,7 +340,7 @@ class _Worker:
     def _acked(self, req: Request, status: int, body: bytes) -> None:
         ids = req.scan_ids
         if status == 207 or (status == 200 and len(ids) > 1):  # batch answers name what failed
-            failed = _failed_indices(body)
+            failed = failed_indices(body, len(ids), strict=False)
             if failed:
                 ids = [sid for i, sid in enumerate(ids) if i not in failed]
             elif failed is None and status == 207:
@@ -390,15 +390,6 @@ class _Worker:
             cpu_s=cpu,
             precise_pacer=precise,
         )
-
-
-def _failed_indices(body: bytes) -> set[int] | None:
-    """The indices a batch answer names as failed; None if it names none readably."""
-    try:
-        raw = orjson.loads(body).get("failedIndices")
-    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
-        return None
-    return {i for i in raw if isinstance(i, int)} if isinstance(raw, list) else None
 
 
 def _run_worker(spec: LoadSpec, index: int, token: str, start: Callable[[], Any] | None) -> WorkerResult:

@@ -114,7 +114,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "### Targets",
             "",
-            report.md_targets([report.Target(**t) for t in result["targets"]]),
+            report.md_targets(result["targets"]),
             "",
             f"_Source: `{result['folder']}`._",
             TABLE_SIZE[1],

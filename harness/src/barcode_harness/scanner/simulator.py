@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -171,14 +172,19 @@ def _find_index(body: Any) -> int | None:
     return None
 
 
-def _failed_indices(body: bytes, size: int) -> set[int] | None:
-    """``failedIndices`` of a batch answer; None when the body is not the documented shape."""
+def failed_indices(body: bytes, size: int, *, strict: bool = True) -> set[int] | None:
+    """``failedIndices`` of a batch answer of ``size`` scans; None when unreadable.
+
+    Strict (the scanner): an absent key means none failed, one bad index spoils the answer.
+    Lenient (the load generator): an absent key is unreadable, bad indices are skipped."""
     try:
-        raw = orjson.loads(body).get("failedIndices", [])
+        raw = orjson.loads(body).get("failedIndices", [] if strict else None)
     except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
         return None
-    valid = isinstance(raw, list) and all(isinstance(i, int) and 0 <= i < size for i in raw)
-    return set(raw) if valid else None
+    if not isinstance(raw, list):
+        return None
+    good = [isinstance(i, int) and 0 <= i < size for i in raw]
+    return set(compress(raw, good)) if all(good) or not strict else None
 
 
 def is_retryable(status: int) -> bool:
@@ -508,7 +514,7 @@ class Simulator:
         if status >= 300:
             self._refused(lane, items, status, payload)
             return
-        failed = _failed_indices(payload, len(items)) if batch else set()
+        failed = failed_indices(payload, len(items)) if batch else set()
         if failed is None and status == 207:  # partial success we cannot decode: resend all (dedup'd)
             self._retry(items, status, "unreadable 207 body", None)
             return
