@@ -256,7 +256,6 @@ class KafkaRollingRestart(HaScenario):
         """The restarts are the fault; no extra hold."""
 
 
-# ------------------------------------------------------------------------------------- app tier
 class AppHost:
     """``barcode-pipeline run`` in namespace ``bpapp1``/``bpapp2``, as on a machine of its own (own node
     name, state directory and ingest address), its output prefixed with the node name in ``out``. Its

@@ -69,7 +69,6 @@ class Nemesis(Scenario):
         self._ballast: Path | None = None  # a disk-full fault's file, removed by cleanup at the latest
         self._sampler: SoakSampler | None = None
 
-    # ------------------------------------------------------------------ running the schedule
     def inject(self, ctx: ChaosContext) -> None:
         ctx.mark(schedule.render(self.seed, self.schedule))
         self._sampler = SoakSampler(
@@ -199,7 +198,6 @@ class Nemesis(Scenario):
         child = ctx.sup.children[target]
         return child.pid if child.alive() else None
 
-    # ------------------------------------------------------------------ after the drain
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         self._judge_flatness(ctx)
         # Timed from the later of the last heal and the load's end: a long schedule keeps its load up
