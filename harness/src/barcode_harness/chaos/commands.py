@@ -79,9 +79,7 @@ def chaos(
     ] = None,
     profile: Annotated[
         str,
-        typer.Option(
-            "--profile", help="single, or ha: the replicated stack's scenarios (chaos/ha_scenarios.py)."
-        ),
+        typer.Option(help="single, or ha: the replicated stack's scenarios (chaos/ha_scenarios.py)."),
     ] = "single",
     wait_off: Annotated[
         bool,
