@@ -96,13 +96,13 @@ def chaos(
     from barcode_harness.chaos import report as doc
     from barcode_harness.chaos.context import ChaosParams
     from barcode_harness.chaos.harness import run_scenarios
-    from barcode_harness.chaos.scenarios import describe, select
+    from barcode_harness.chaos.scenarios import select
     from barcode_harness.stack.ha_nodes import client_settings
     from barcode_pipeline.errors import ConfigError
 
     ha = profile == "ha"
     if list_:
-        for s in ha_scenarios.select(["all"]) if ha else describe():
+        for s in (ha_scenarios.select if ha else select)(["all"]):
             typer.echo(f"{s.key:>3}  {s.name:<28} {s.title}")
         return
     if not scenarios:
