@@ -78,11 +78,11 @@ class NodeFault(HaScenario, Generic[N]):
     (iptables DROP to its peers; clients still reach it). A killed node's heal only begins its restart
     (a JVM is slow on a loaded machine): the drain clock measures the pipeline; cleanup waits for it."""
 
-    key: str
-    name: str
-    how: str = "kill"  # key, name, title and fault have the base's defaults too
-    title: str
-    fault: str
+    key: str = ""  # defaults only as the base has them: every scenario of ALL names all five
+    name: str = ""
+    how: str = "kill"
+    title: str = ""
+    fault: str = ""
     ride_through: bool = field(default=False, kw_only=True)  # check scans were acknowledged before the heal
     node: N | None = field(default=None, init=False)
     _pid: int | None = field(default=None, init=False)
