@@ -188,8 +188,7 @@ def _schedule_spec(
     from barcode_harness.chaos.schedule import DISK, FILLABLE, ScheduleSpec
     from barcode_pipeline.errors import ConfigError
 
-    unknown = sorted(set(fills) - set(FILLABLE))
-    if unknown:
+    if unknown := sorted(set(fills) - set(FILLABLE)):
         raise ConfigError(f"--fill takes {' or '.join(FILLABLE)}, not {', '.join(unknown)}")
     if DISK in fills:
         state = settings.state_dir.resolve()
