@@ -79,9 +79,7 @@ def chaos(
     ] = None,
     profile: Annotated[
         str,
-        typer.Option(
-            "--profile", help="single, or ha: the replicated stack's scenarios (chaos/ha_scenarios.py)."
-        ),
+        typer.Option(help="single, or ha: the replicated stack's scenarios (chaos/ha_scenarios.py)."),
     ] = "single",
     wait_off: Annotated[
         bool,
@@ -98,13 +96,13 @@ def chaos(
     from barcode_harness.chaos import report as doc
     from barcode_harness.chaos.context import ChaosParams
     from barcode_harness.chaos.harness import run_scenarios
-    from barcode_harness.chaos.scenarios import describe, select
+    from barcode_harness.chaos.scenarios import select
     from barcode_harness.stack.ha_nodes import client_settings
     from barcode_pipeline.errors import ConfigError
 
     ha = profile == "ha"
     if list_:
-        for s in ha_scenarios.select(["all"]) if ha else describe():
+        for s in (ha_scenarios.select if ha else select)(["all"]):
             typer.echo(f"{s.key:>3}  {s.name:<28} {s.title}")
         return
     if not scenarios:
@@ -190,8 +188,7 @@ def _schedule_spec(
     from barcode_harness.chaos.schedule import DISK, FILLABLE, ScheduleSpec
     from barcode_pipeline.errors import ConfigError
 
-    unknown = sorted(set(fills) - set(FILLABLE))
-    if unknown:
+    if unknown := sorted(set(fills) - set(FILLABLE)):
         raise ConfigError(f"--fill takes {' or '.join(FILLABLE)}, not {', '.join(unknown)}")
     if DISK in fills:
         state = settings.state_dir.resolve()

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, ClassVar, Generic, TypeVar
 
@@ -71,20 +72,23 @@ class HaScenario(Scenario):
         super().after_drain(ctx, ledger)
 
 
+@dataclass(eq=False)
 class NodeFault(HaScenario, Generic[N]):
     """One node broken at inject and repaired at heal, ``how``: ``kill``, ``pause`` (SIGSTOP) or ``cut``
     (iptables DROP to its peers; clients still reach it). A killed node's heal only begins its restart
     (a JVM is slow on a loaded machine): the drain clock measures the pipeline; cleanup waits for it."""
 
-    def __init__(
-        self, key: str, name: str, how: str, title: str, fault: str, *, ride_through: bool = False
-    ) -> None:
-        self.key, self.name, self.how, self.title, self.fault = key, name, how, title, fault
-        self.ride_through = ride_through  # check that scans were acknowledged before the heal
-        self.node: N | None = None
-        self._pid: int | None = None
-        self._restart: threading.Thread | None = None
-        self._failed_over_ms = self._healed_ms = 0
+    key: str = ""  # defaults only as the base has them: every scenario of ALL names all five
+    name: str = ""
+    how: str = "kill"
+    title: str = ""
+    fault: str = ""
+    ride_through: bool = field(default=False, kw_only=True)  # check scans were acknowledged before the heal
+    node: N | None = field(default=None, init=False)
+    _pid: int | None = field(default=None, init=False)
+    _restart: threading.Thread | None = field(default=None, init=False)
+    _failed_over_ms: int = field(default=0, init=False)
+    _healed_ms: int = field(default=0, init=False)
 
     def pick(self, ctx: ChaosContext, stack: HaStackManager) -> tuple[N, str]:
         """The node to break, and what it is (for the notes)."""
@@ -201,14 +205,13 @@ class KafkaControllerFault(NodeFault[HaKafkaNode]):
                   f"node {leader} -> {new[0]} (epoch {new[1]}) in {took:.1f} s")  # fmt: skip
 
 
+@dataclass(eq=False)
 class RedisFault(NodeFault[HaRedisNode]):
     """A fault on the Redis primary (Sentinel promotes a replica; the old primary rejoins as one),
     or with ``replica`` on one replica (commits wait, as WAIT wants both, until it is back)."""
 
-    def __init__(self, *args: str, replica: bool = False, ride_through: bool = False) -> None:
-        super().__init__(*args, ride_through=ride_through)
-        self.replica = replica
-        self.old = ("", 0)
+    replica: bool = field(default=False, kw_only=True)
+    old: tuple[str, int] = field(default=("", 0), init=False)
 
     def pick(self, ctx: ChaosContext, stack: HaStackManager) -> tuple[HaRedisNode, str]:
         self.old = primary_address(ctx.settings)
@@ -256,7 +259,6 @@ class KafkaRollingRestart(HaScenario):
         """The restarts are the fault; no extra hold."""
 
 
-# ------------------------------------------------------------------------------------- app tier
 class AppHost:
     """``barcode-pipeline run`` in namespace ``bpapp1``/``bpapp2``, as on a machine of its own (own node
     name, state directory and ingest address), its output prefixed with the node name in ``out``. Its

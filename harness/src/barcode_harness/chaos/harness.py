@@ -149,8 +149,7 @@ def _run(scenario: Scenario, ctx: ChaosContext, result: ScenarioResult) -> Ledge
     ctx.started_ms = time.time_ns() // 1_000_000
     load.start()
     # Load flowing before the warmup counts (no outbox file, or schema, yet: an error, polled again).
-    acked = polled(lambda: load.counts().acked, lambda n: n >= 1, 0, timeout=30)[0]
-    if not acked:
+    if not polled(lambda: load.counts().acked, lambda n: n >= 1, 0, timeout=30)[0]:
         raise PipelineError("load not flowing: 0 scans acknowledged after 30s (wanted 1)", component="chaos")
     ctx.sleep(params.warmup_s)
     ctx.t_inject = time.monotonic()
@@ -212,13 +211,9 @@ def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -
 
 
 def run_scenarios(
-    settings: HarnessSettings,
-    scenarios: Sequence[Scenario],
-    params: ChaosParams,
-    workdir: Path,
-    *,
+    settings: HarnessSettings, scenarios: Sequence[Scenario], params: ChaosParams, workdir: Path, *,
     on_result: Callable[[ScenarioResult], None] | None = None,
-) -> list[ScenarioResult]:
+) -> list[ScenarioResult]:  # fmt: skip
     """Bring up the stack and pipeline once, then run each scenario in turn."""
     if not scenarios:
         raise PipelineError("no scenario selected", component="chaos")

@@ -40,11 +40,6 @@ class NemesisStats:
     samples: int = 0  # memory and descriptor readings taken across the schedule
 
 
-def sample_interval(duration_s: float) -> float:
-    """Seconds between memory readings: about sixty over a schedule, every 5 to 30 s."""
-    return min(30.0, max(5.0, duration_s / 60))
-
-
 class Nemesis(Scenario):
     """One seed's schedule as a scenario: inject starts it, hold waits until every fault is healed."""
 
@@ -69,12 +64,12 @@ class Nemesis(Scenario):
         self._ballast: Path | None = None  # a disk-full fault's file, removed by cleanup at the latest
         self._sampler: SoakSampler | None = None
 
-    # ------------------------------------------------------------------ running the schedule
     def inject(self, ctx: ChaosContext) -> None:
         ctx.mark(schedule.render(self.seed, self.schedule))
+        every = min(30.0, max(5.0, self.spec.duration_s / 60))  # about sixty readings, 5 to 30 s apart
         self._sampler = SoakSampler(
             ctx.settings, ctx.stack.component("kafka").data_dir,  # type: ignore[attr-defined]
-            lambda: group_pids([ctx.sup], ctx.stack.components), sample_interval(self.spec.duration_s),
+            lambda: group_pids([ctx.sup], ctx.stack.components), every,
         ).__enter__()  # fmt: skip
         self._started = time.monotonic()
         for target, mine in groupby(sorted(self.schedule, key=attrgetter("target")), attrgetter("target")):
@@ -199,7 +194,6 @@ class Nemesis(Scenario):
         child = ctx.sup.children[target]
         return child.pid if child.alive() else None
 
-    # ------------------------------------------------------------------ after the drain
     def after_drain(self, ctx: ChaosContext, ledger: Ledger) -> None:
         self._judge_flatness(ctx)
         # Timed from the later of the last heal and the load's end: a long schedule keeps its load up

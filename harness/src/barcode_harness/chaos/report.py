@@ -128,47 +128,27 @@ MariaDB on one machine, so it cannot survive losing the machine or its disk:
 
 # (what is lost, what it costs on this single-node stack, what covers it in production)
 LIMITS: tuple[tuple[str, str, str], ...] = (
-    (
-        "the Kafka broker's disk (or the whole machine)",
-        "every scan acknowledged with 202 but not yet in the database (the Kafka lag plus the Redis "
-        "backlog, normally well under a second of traffic), and the replay source for the last 7 days",
-        "`replication.factor=3`, `min.insync.replicas=2` with `acks=all` (already set), brokers on "
-        "separate machines and racks: a 202 then means two brokers hold the scan",
-    ),
-    (
-        "the Kafka broker, only for a while",
-        "nothing acknowledged; ingest answers 503 until it is back (scenario 1) and clients resend "
-        "from their outbox",
-        "the same replication: a follower takes over leadership within seconds and ingest keeps "
-        "answering 202",
-    ),
-    (
-        "power or the kernel, with Redis on `appendfsync everysec`",
-        "up to about 2 s of Redis writes, answered before they reached the disk. The restarted "
-        "server's new run id makes the processor re-read the last `BP_REDIS_REWIND_WINDOW_S` from "
-        "Kafka, so they are published again; a longer loss needs `barcode-pipeline replay --since` "
-        "(scenario 10)",
-        "`appendfsync always`, or a replica plus `WAIT 1 <ms>` before the processor commits offsets; "
-        "Redis Sentinel or Cluster for failover",
-    ),
-    (
-        "Redis's disk",
-        "streams, pending lists and dedup markers. The database's UNIQUE index still prevents "
-        "duplicates, and `replay --since` re-drives from Kafka (scenario 10)",
-        "a Redis replica on another machine (with `WAIT`), AOF on durable storage",
-    ),
-    (
-        "MariaDB's disk",
-        "every stored scan",
-        "semi-synchronous replication or a Galera cluster (a commit acknowledged by two nodes), plus "
-        "binlog backups for point-in-time recovery",
-    ),
-    (
-        "a scanner PC's disk",
-        "scans in its outbox that were not yet acknowledged",
-        "out of the pipeline's reach; the outbox is fsynced per transaction (`synchronous=FULL`)",
-    ),
-)
+    ("the Kafka broker's disk (or the whole machine)", "every scan acknowledged with 202 but not yet in "
+     "the database (the Kafka lag plus the Redis backlog, normally well under a second of traffic), and "
+     "the replay source for the last 7 days", "`replication.factor=3`, `min.insync.replicas=2` with "
+     "`acks=all` (already set), brokers on separate machines and racks: a 202 then means two brokers hold "
+     "the scan"),
+    ("the Kafka broker, only for a while", "nothing acknowledged; ingest answers 503 until it is back "
+     "(scenario 1) and clients resend from their outbox", "the same replication: a follower takes over "
+     "leadership within seconds and ingest keeps answering 202"),
+    ("power or the kernel, with Redis on `appendfsync everysec`", "up to about 2 s of Redis writes, "
+     "answered before they reached the disk. The restarted server's new run id makes the processor "
+     "re-read the last `BP_REDIS_REWIND_WINDOW_S` from Kafka, so they are published again; a longer loss "
+     "needs `barcode-pipeline replay --since` (scenario 10)", "`appendfsync always`, or a replica plus "
+     "`WAIT 1 <ms>` before the processor commits offsets; Redis Sentinel or Cluster for failover"),
+    ("Redis's disk", "streams, pending lists and dedup markers. The database's UNIQUE index still "
+     "prevents duplicates, and `replay --since` re-drives from Kafka (scenario 10)", "a Redis replica on "
+     "another machine (with `WAIT`), AOF on durable storage"),
+    ("MariaDB's disk", "every stored scan", "semi-synchronous replication or a Galera cluster (a commit "
+     "acknowledged by two nodes), plus binlog backups for point-in-time recovery"),
+    ("a scanner PC's disk", "scans in its outbox that were not yet acknowledged", "out of the pipeline's "
+     "reach; the outbox is fsynced per transaction (`synchronous=FULL`)"),
+)  # fmt: skip
 
 LIMITS_OUTRO = """\
 Kafka also does not fsync each write by default (`flush.messages` is unset); it relies on

@@ -670,11 +670,6 @@ FACTORIES: tuple[Callable[[], Scenario], ...] = (
 )
 
 
-def describe() -> list[Scenario]:
-    """Every scenario, in run order (fresh ones: their key, name, title and fault describe them)."""
-    return [f() for f in FACTORIES]
-
-
 def select(
     wanted: Sequence[str], factories: Sequence[Callable[[], Scenario]] = FACTORIES, what: str = "scenario",
     *, as_asked: bool = False,
