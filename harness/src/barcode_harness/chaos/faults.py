@@ -92,9 +92,12 @@ def end_offsets(settings: HarnessSettings, topic: str = names.TOPIC) -> dict[int
 
 
 def rewind_group(
-    settings: HarnessSettings, group: str | None = None, *, to: Mapping[int, int] | None = None,
+    settings: HarnessSettings,
+    group: str | None = None,
+    *,
+    to: Mapping[int, int] | None = None,
     topic: str = names.TOPIC,
-) -> int:  # fmt: skip
+) -> int:
     """Set the group's (default: the processor's) partitions back to ``to`` (never below the log start)
     or to the log start; the records to re-read. Retried: a killed or static member keeps the group
     non-empty (refused per partition inside a successful reply) until its session times out."""

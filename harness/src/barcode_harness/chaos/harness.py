@@ -211,9 +211,13 @@ def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -
 
 
 def run_scenarios(
-    settings: HarnessSettings, scenarios: Sequence[Scenario], params: ChaosParams, workdir: Path, *,
+    settings: HarnessSettings,
+    scenarios: Sequence[Scenario],
+    params: ChaosParams,
+    workdir: Path,
+    *,
     on_result: Callable[[ScenarioResult], None] | None = None,
-) -> list[ScenarioResult]:  # fmt: skip
+) -> list[ScenarioResult]:
     """Bring up the stack and pipeline once, then run each scenario in turn."""
     if not scenarios:
         raise PipelineError("no scenario selected", component="chaos")

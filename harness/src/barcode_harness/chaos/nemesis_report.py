@@ -39,10 +39,16 @@ class NemesisInfo(RunInfo):
 
 
 def run_iterations(
-    settings: HarnessSettings, seeds: list[int], params: ChaosParams, workdir: Path, *,
-    spec: ScheduleSpec | None = None, on_start: Callable[[Nemesis], None] | None = None,
-    on_result: Callable[[NemesisRun], None] | None = None, env: ChaosEnv | None = None,
-) -> list[NemesisRun]:  # fmt: skip
+    settings: HarnessSettings,
+    seeds: list[int],
+    params: ChaosParams,
+    workdir: Path,
+    *,
+    spec: ScheduleSpec | None = None,
+    on_start: Callable[[Nemesis], None] | None = None,
+    on_result: Callable[[NemesisRun], None] | None = None,
+    env: ChaosEnv | None = None,
+) -> list[NemesisRun]:
     """Run one schedule per seed, in order, on one pipeline (like ``run_scenarios``)."""
     runs: list[NemesisRun] = []
     with nullcontext(env) if env is not None else chaos_env(settings, workdir) as e:
