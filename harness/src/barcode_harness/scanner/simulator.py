@@ -216,7 +216,6 @@ class Simulator:
         self._fatal: BaseException | None = None
         self._failed = asyncio.Event()
 
-    # ------------------------------------------------------------------ plumbing
     async def _db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
@@ -258,7 +257,6 @@ class Simulator:
     def _unflushed(self) -> bool:
         return bool(self._new or self._outcomes)
 
-    # ------------------------------------------------------------------ run
     async def run(self, stop: asyncio.Event | None = None) -> SimulatorReport:
         """Generate (if asked), deliver, drain; returns when done, drained, timed out or ``stop`` is set."""
         cfg = self.config
@@ -338,7 +336,6 @@ class Simulator:
                 return
             await asyncio.sleep(0.02)
 
-    # ------------------------------------------------------------------ generation
     async def _generate(self) -> None:
         """Each device scans at t = 0, 1/rate, 2/rate, ... until its quota or the duration is reached."""
         cfg = self.config
@@ -370,7 +367,6 @@ class Simulator:
             self._generating = False
             self._flush_wanted.set()
 
-    # ------------------------------------------------------------------ outbox writer
     async def _flusher(self) -> None:
         """Commits generated scans and recorded outcomes in one transaction per cycle."""
         while True:
@@ -420,7 +416,6 @@ class Simulator:
                     continue  # more may be due right away
             await asyncio.sleep(self.config.relay_interval_s)
 
-    # ------------------------------------------------------------------ outcomes
     def _retry(
         self, items: Iterable[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
@@ -454,7 +449,6 @@ class Simulator:
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
         self._retry(items, status, error, retry_after)
 
-    # ------------------------------------------------------------------ HTTP
     async def _sender(self, lane: _Lane) -> None:
         """Sends a device's queue, with up to ``concurrency`` requests in flight."""
         cfg = self.config

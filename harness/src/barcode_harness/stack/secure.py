@@ -57,25 +57,18 @@ REDIS_ACL = {
 }
 
 
-def recorded(state_dir: Path) -> bool | None:
-    """True for a secured state dir, False for a plaintext one, None for a fresh one."""
-    found = profiles.read_marker(state_dir, MARKER, legacy="plaintext")
-    return None if found is None else found == "tls"
-
-
 def claim(state_dir: Path, secure: bool) -> None:
     """Record the transport of ``state_dir``; refuse to start it the other way."""
-    found = profiles.read_marker(state_dir, MARKER, legacy="plaintext")
-    held, wanted = ("plaintext", "secured") if secure else ("secured", "plaintext")
     how = "`stack reset` it first, or use another BP_STATE_DIR" if secure else (
         'its clients need its settings: eval "$(barcode-pipeline stack env)"')  # fmt: skip
-    refusal = f"{state_dir.resolve()} holds a {held} stack, not a {wanted} one: {how}"
-    profiles.record(state_dir, MARKER, "tls" if secure else "plaintext", found, refusal)
+    held, wanted = ("plaintext", "secured") if secure else ("secured", "plaintext")
+    refusal = f"{{dir}} holds a {held} stack, not a {wanted} one: {how}"
+    profiles.claim(state_dir, "tls" if secure else "plaintext", MARKER, refusal)
 
 
 def wanted(settings: HarnessSettings, flag: bool = False) -> bool:
     """Secure when asked (``--secure``, ``BP_STACK_SECURE=1``) or when the state dir is secured."""
-    return flag or settings.stack_secure or recorded(settings.state_dir) is True
+    return flag or settings.stack_secure or profiles.recorded(settings.state_dir, MARKER) == "tls"
 
 
 def write_private(path: Path, data: bytes) -> None:
