@@ -385,12 +385,7 @@ class Simulator:
         self._new, self._outcomes = [], []
         leased = 0 if self._closing else min(self._room, len(new))
         result = await self._db(
-            self._outbox.write,
-            new,
-            now_ms=now_ms(),
-            lease_ms=_LEASE_MS,
-            leased=leased,
-            outcomes=outcomes,
+            self._outbox.write, new, now_ms=now_ms(), lease_ms=_LEASE_MS, leased=leased, outcomes=outcomes
         )
         self._held.difference_update(o.seq for o in outcomes)
         self.stats.acked += result.acked

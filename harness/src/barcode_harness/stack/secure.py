@@ -135,7 +135,6 @@ class SecureFiles:
 
 
 _SKEW = datetime.timedelta(minutes=5)  # certificates valid a little before "now": clocks differ
-_CA_NAME = "barcode-pipeline local CA"
 
 
 def _issue(files: SecureFiles, name: str) -> None:
@@ -149,9 +148,8 @@ def _issue(files: SecureFiles, name: str) -> None:
 
     now = datetime.datetime.now(datetime.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else f"{name}.barcode-pipeline")]
-    )
+    common_name = "barcode-pipeline local CA" if name == "ca" else f"{name}.barcode-pipeline"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     extensions: list[tuple[x509.ExtensionType, bool]]
     if name == "ca":
         signer: Any = key
