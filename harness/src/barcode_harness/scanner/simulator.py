@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -120,18 +120,12 @@ class SimulatorStats:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorReport:
-    stats: SimulatorStats
-    outbox: OutboxCounts
-    elapsed_s: float
-    drained: bool  # nothing left pending in the outbox: every scan was acked or rejected
+    """What a run did (``run``) and the outbox's all-time counts; ``--json`` prints it as it is."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run": asdict(self.stats),
-            "outbox": asdict(self.outbox),
-            "elapsed_s": round(self.elapsed_s, 3),
-            "drained": self.drained,
-        }
+    run: SimulatorStats
+    outbox: OutboxCounts
+    elapsed_s: float  # rounded to ms
+    drained: bool  # nothing left pending in the outbox: every scan was acked or rejected
 
 
 @dataclass(slots=True)
@@ -294,9 +288,8 @@ class Simulator:
             raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
         final = await asyncio.to_thread(outbox_status, cfg.outbox_path)
         self.stats.pending = final.pending
-        return SimulatorReport(
-            stats=self.stats, outbox=final, elapsed_s=time.monotonic() - started, drained=final.pending == 0
-        )
+        elapsed_s = round(time.monotonic() - started, 3)
+        return SimulatorReport(self.stats, final, elapsed_s, drained=final.pending == 0)
 
     async def _shutdown(self, flusher: asyncio.Task[None] | None) -> None:
         """Stop sending, then commit every outcome already known (in-flight scans stay pending)."""
