@@ -1,10 +1,8 @@
 """The scanner simulator: center PCs that generate scans and deliver them through a durable outbox.
 
-A scan is generated, committed to the outbox (one transaction per ~20 ms), queued on its device's
-lane, POSTed, and its outcome committed (acked / retry later / rejected). It is sent only after its
-row is committed and leaves ``pending`` only after a 2xx: a crash means "send again", never "lost".
-At most ``_MAX_IN_MEMORY`` scans are queued or in flight; a relay claims the rest from the outbox
-(oldest first) as room frees up. All SQLite work runs on one dedicated thread, off the event loop.
+A scan is committed to the outbox (one transaction per ~20 ms), queued on its device's lane, POSTed,
+and its outcome committed: a crash means "send again", never "lost". At most ``_MAX_IN_MEMORY`` scans
+are queued or in flight; a relay claims the rest (oldest first). SQLite runs on one thread of its own.
 """
 
 from __future__ import annotations

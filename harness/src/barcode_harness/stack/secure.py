@@ -1,9 +1,7 @@
-"""``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
-
-Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file
-(the pipeline reads them through ``BP_*_FILE`` settings). Kafka takes SASL_SSL (SCRAM) and mutual TLS
-on its controller listener, Redis TLS with per-user ACLs, MariaDB TLS only with per-table grants. The
-state dir records that it is secured, so it is never started the other way by mistake."""
+"""``stack up --secure``: TLS everywhere and one least-privilege user per role. A CA, a certificate per
+server and every password (a 0600 file, read through ``BP_*_FILE``) live under ``<state_dir>/secure/``;
+Kafka takes SASL_SSL (SCRAM) and mutual TLS on its controller listener, Redis per-user ACLs, MariaDB
+per-table grants. The state dir records its transport, so it is never started the other way."""
 
 from __future__ import annotations
 
@@ -121,11 +119,10 @@ class SecureFiles:
         return value
 
     def ensure(self) -> None:
-        """Make the CA, each server's certificate and every password unless they exist (idempotent;
-        a state dir from before per-server certificates gets them from its kept CA key)."""
+        """Make the CA, each server's certificate and every password unless they exist (idempotent)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in ("ca", *SERVERS):
-            if not self.cert(name).exists():
+            if not self.cert(name).exists():  # an older state dir gets them from its kept CA key
                 _issue(self, name)
         for old in ("server.pem", "server.key"):  # the one certificate all servers shared before
             (self.root / old).unlink(missing_ok=True)
