@@ -70,11 +70,11 @@ def test_single_mode_delivers_every_scan_including_resends(tmp_path: Path) -> No
     with StubIngest() as stub:
         report = simulate(fast_config(stub.url, box, count=90, duplicate_ratio=0.2))
     assert report.drained
-    assert report.stats.generated == 90 and report.stats.acked == 90 and report.stats.pending == 0
+    assert report.run.generated == 90 and report.run.acked == 90 and report.run.pending == 0
     assert report.outbox.total == 90 and report.outbox.acked == 90
-    assert report.stats.duplicates > 0
+    assert report.run.duplicates > 0
     assert sum(stub.accepted.values()) == 90
-    assert len(stub.accepted) == 90 - report.stats.duplicates  # resends carry the same scanId
+    assert len(stub.accepted) == 90 - report.run.duplicates  # resends carry the same scanId
     assert {body["deviceId"] for _, body, _ in stub.requests} == {
         "SEOUL-CENTER-PC-001",
         "SEOUL-CENTER-PC-002",
@@ -108,7 +108,7 @@ def test_an_ingest_outage_loses_nothing(tmp_path: Path) -> None:
         report = simulate(fast_config(stub.url, box, count=120, rate_per_device=200.0))
     assert report.drained
     assert [status for _, _, status in stub.requests[:outage_requests]].count(503) == outage_requests // 4
-    assert report.stats.retried >= outage_requests  # every refused request was retried
+    assert report.run.retried >= outage_requests  # every refused request was retried
     assert report.outbox.acked == 120 and report.outbox.rejected == 0
     # some scans needed several attempts: at least one extra per refused request
     assert report.outbox.attempts - report.outbox.sent >= outage_requests
@@ -122,13 +122,13 @@ def test_connection_refused_then_restart_resumes_the_pending_scans(tmp_path: Pat
     first = simulate(fast_config(dead, box, count=30, drain_timeout_s=1.0))
     assert not first.drained
     assert first.outbox.pending == 30 and first.outbox.acked == 0
-    assert first.stats.retried > 0
+    assert first.run.retried > 0
     assert outbox_status(box).pending == 30
 
     with StubIngest() as stub:
         second = simulate(fast_config(stub.url, box, count=0))
     assert second.drained
-    assert second.stats.recovered == 30 and second.stats.generated == 0
+    assert second.run.recovered == 30 and second.run.generated == 0
     assert second.outbox.acked == 30 and second.outbox.pending == 0
     assert set(stub.accepted) == {sid for sid, *_ in outbox_rows(box)}
     assert_nothing_lost(box, stub)
@@ -210,7 +210,7 @@ def test_killed_simulator_resumes_from_its_outbox(tmp_path: Path) -> None:
         outage["on"] = False
         report = simulate(fast_config(stub.url, box, count=0))
     assert report.drained
-    assert report.stats.recovered >= before_kill.pending
+    assert report.run.recovered >= before_kill.pending
     assert report.outbox.pending == 0 and report.outbox.rejected == 0
     assert_nothing_lost(box, stub)
 
@@ -249,7 +249,7 @@ def test_batch_mode_resends_only_the_failed_indices(tmp_path: Path) -> None:
     assert report.drained
     assert report.outbox.acked == 300
     assert max(stub.batch_sizes) <= 50
-    assert report.stats.retried > 0
+    assert report.run.retried > 0
     assert sum(stub.accepted.values()) == 300  # the acknowledged items were never sent again
     assert_nothing_lost(box, stub)
 

@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from barcode_harness.demo import DemoSpec, run_demo
 from barcode_harness.settings import HarnessSettings
+from barcode_harness.stack import profile
 from barcode_harness.stack import secure as transport
 from barcode_harness.stack.manager import StackManager
 from barcode_pipeline import names
@@ -353,4 +354,4 @@ def test_a_plaintext_state_dir_is_not_secured_under_its_clients(tmp_path: Path) 
     with pytest.raises(StackError, match="plaintext stack"):
         transport.claim(tmp_path, secure=True)
     transport.claim(tmp_path / "fresh", secure=True)
-    assert transport.recorded(tmp_path / "fresh") is True
+    assert profile.recorded(tmp_path / "fresh", transport.MARKER) == "tls"

@@ -36,9 +36,9 @@ def failed_attempts(counts: OutboxCounts) -> int:
 
 def _print_report(console: Console, report: SimulatorReport, as_json: bool) -> None:
     if as_json:
-        typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
-    run = report.stats
+    run = report.run
     table = Table("", Column("this run", justify="right"), Column("outbox (all runs)", justify="right"))
     table.title = f"scanner run ({report.elapsed_s:.1f} s)"
     table.add_row("generated", f"{run.generated:,} ({run.duplicates:,} resends)", f"{report.outbox.total:,}")

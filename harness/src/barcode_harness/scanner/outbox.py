@@ -1,10 +1,6 @@
-"""Durable local outbox of a center PC (SQLite in WAL mode, stdlib ``sqlite3``).
-
-Every scan is committed here *before* it is sent and leaves ``pending`` only when ingest acknowledged
-it (``acked``) or refused it for good (``rejected``), so a crash, restart or outage loses nothing.
-Synchronous and single-threaded on purpose: the simulator gives it one thread and batches many rows
-per transaction, which keeps thousands of scans/s even with ``synchronous=FULL`` (one fsync each).
-"""
+"""Durable local outbox of a center PC (SQLite in WAL mode). A scan is committed here *before* it is
+sent and leaves ``pending`` only once acknowledged or refused for good: a crash or outage loses nothing.
+Single-threaded on purpose: many rows per transaction keep thousands of scans/s at ``synchronous=FULL``."""
 
 from __future__ import annotations
 

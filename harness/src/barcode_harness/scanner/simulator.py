@@ -1,10 +1,8 @@
 """The scanner simulator: center PCs that generate scans and deliver them through a durable outbox.
 
-A scan is generated, committed to the outbox (one transaction per ~20 ms), queued on its device's
-lane, POSTed, and its outcome committed (acked / retry later / rejected). It is sent only after its
-row is committed and leaves ``pending`` only after a 2xx: a crash means "send again", never "lost".
-At most ``_MAX_IN_MEMORY`` scans are queued or in flight; a relay claims the rest from the outbox
-(oldest first) as room frees up. All SQLite work runs on one dedicated thread, off the event loop.
+A scan is committed to the outbox (one transaction per ~20 ms), queued on its device's lane, POSTed,
+and its outcome committed: a crash means "send again", never "lost". At most ``_MAX_IN_MEMORY`` scans
+are queued or in flight; a relay claims the rest (oldest first). SQLite runs on one thread of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -121,18 +119,12 @@ class SimulatorStats:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorReport:
-    stats: SimulatorStats
-    outbox: OutboxCounts
-    elapsed_s: float
-    drained: bool  # nothing left pending in the outbox: every scan was acked or rejected
+    """What a run did (``run``) and the outbox's all-time counts; ``--json`` prints it as it is."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run": asdict(self.stats),
-            "outbox": asdict(self.outbox),
-            "elapsed_s": round(self.elapsed_s, 3),
-            "drained": self.drained,
-        }
+    run: SimulatorStats
+    outbox: OutboxCounts
+    elapsed_s: float  # rounded to ms
+    drained: bool  # nothing left pending in the outbox: every scan was acked or rejected
 
 
 @dataclass(slots=True)
@@ -222,7 +214,6 @@ class Simulator:
         self._fatal: BaseException | None = None
         self._failed = asyncio.Event()
 
-    # ------------------------------------------------------------------ plumbing
     async def _db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
@@ -264,7 +255,6 @@ class Simulator:
     def _unflushed(self) -> bool:
         return bool(self._new or self._outcomes)
 
-    # ------------------------------------------------------------------ run
     async def run(self, stop: asyncio.Event | None = None) -> SimulatorReport:
         """Generate (if asked), deliver, drain; returns when done, drained, timed out or ``stop`` is set."""
         cfg = self.config
@@ -302,9 +292,8 @@ class Simulator:
             raise PipelineError(f"scanner stopped: {self._fatal!r}", component="scanner") from self._fatal
         final = await asyncio.to_thread(outbox_status, cfg.outbox_path)
         self.stats.pending = final.pending
-        return SimulatorReport(
-            stats=self.stats, outbox=final, elapsed_s=time.monotonic() - started, drained=final.pending == 0
-        )
+        elapsed_s = round(time.monotonic() - started, 3)
+        return SimulatorReport(self.stats, final, elapsed_s, drained=final.pending == 0)
 
     async def _shutdown(self, flusher: asyncio.Task[None] | None) -> None:
         """Stop sending, then commit every outcome already known (in-flight scans stay pending)."""
@@ -344,7 +333,6 @@ class Simulator:
                 return
             await asyncio.sleep(0.02)
 
-    # ------------------------------------------------------------------ generation
     async def _generate(self) -> None:
         """Each device scans at t = 0, 1/rate, 2/rate, ... until its quota or the duration is reached."""
         cfg = self.config
@@ -376,7 +364,6 @@ class Simulator:
             self._generating = False
             self._flush_wanted.set()
 
-    # ------------------------------------------------------------------ outbox writer
     async def _flusher(self) -> None:
         """Commits generated scans and recorded outcomes in one transaction per cycle."""
         while True:
@@ -395,12 +382,7 @@ class Simulator:
         self._new, self._outcomes = [], []
         leased = 0 if self._closing else min(self._room, len(new))
         result = await self._db(
-            self._outbox.write,
-            new,
-            now_ms=now_ms(),
-            lease_ms=_LEASE_MS,
-            leased=leased,
-            outcomes=outcomes,
+            self._outbox.write, new, now_ms=now_ms(), lease_ms=_LEASE_MS, leased=leased, outcomes=outcomes
         )
         self._held.difference_update(o.seq for o in outcomes)
         self.stats.acked += result.acked
@@ -426,7 +408,6 @@ class Simulator:
                     continue  # more may be due right away
             await asyncio.sleep(self.config.relay_interval_s)
 
-    # ------------------------------------------------------------------ outcomes
     def _retry(
         self, items: Iterable[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
@@ -460,7 +441,6 @@ class Simulator:
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
         self._retry(items, status, error, retry_after)
 
-    # ------------------------------------------------------------------ HTTP
     async def _sender(self, lane: _Lane) -> None:
         """Sends a device's queue, with up to ``concurrency`` requests in flight."""
         cfg = self.config

@@ -17,11 +17,7 @@ if TYPE_CHECKING:
     from barcode_harness.stack.secure import SecureFiles
 
 
-LOG_MAX_BYTES = 64 * 2**20
-LOG_GENERATIONS = 3
-
-
-def rotate_logs(folder: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_GENERATIONS) -> list[Path]:
+def rotate_logs(folder: Path, *, max_bytes: int = 64 * 2**20, keep: int = 3) -> list[Path]:
     """Before a server starts: each ``*.log`` over ``max_bytes`` becomes ``.log.1`` (older ones shift,
     the oldest beyond ``keep`` goes), so a stack restarted for weeks keeps bounded logs."""
     rotated: list[Path] = []

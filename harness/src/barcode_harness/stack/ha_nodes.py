@@ -29,11 +29,6 @@ from barcode_harness.stack.topology import (
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.errors import StackError
 
-SENTINEL_QUORUM = 2
-SENTINEL_DOWN_AFTER_MS = 2000
-SENTINEL_FAILOVER_TIMEOUT_MS = 10_000
-MIN_REPLICAS_MAX_LAG_S = 5
-
 
 def client_settings(settings: HarnessSettings) -> HarnessSettings:
     """``settings`` pointed at the ha profile's nodes: what services and tests connect with."""
@@ -52,7 +47,6 @@ def client_settings(settings: HarnessSettings) -> HarnessSettings:
     )
 
 
-# ---------------------------------------------------------------------------------------- Kafka
 def render_kafka_node_properties(topo: Topology, node_id: int, data_dir: Path) -> str:
     """The single broker's properties, made one voter of three whose topics are replicated: an
     acknowledged (acks=all) write is on at least 2 of 3 brokers; no out-of-sync replica may lead."""
@@ -123,7 +117,6 @@ class HaKafkaNode(KafkaComponent):
             return None
 
 
-# ---------------------------------------------------------------------------------------- Redis
 def _client(ip: str, port: int) -> redis.Redis:
     """A short-lived client of one Redis or Sentinel (closed on leaving its ``with``), for role queries."""
     return redis.Redis(host=ip, port=port, socket_timeout=2, decode_responses=True)
@@ -134,10 +127,10 @@ def render_ha_redis_conf(settings: HarnessSettings, home: Path, ip: str, primary
     return f"""# Rendered by barcode-pipeline (ha profile) on first start; Sentinel rewrites it on failover.
 {server_conf(settings, home, ip, REDIS_PORT, protected=False)}
 {MEMORY_CONF}
-# A primary that no replica has acknowledged for {MIN_REPLICAS_MAX_LAG_S}s refuses writes (NOREPLICAS): an
+# A primary that no replica has acknowledged for 5s refuses writes (NOREPLICAS): an
 # isolated old primary cannot take writes for long.
 min-replicas-to-write 1
-min-replicas-max-lag {MIN_REPLICAS_MAX_LAG_S}
+min-replicas-max-lag 5
 replica-read-only yes
 replica-serve-stale-data yes
 repl-diskless-sync yes
@@ -182,9 +175,9 @@ dir {home / "data"}
 pidfile {home / "sentinel.pid"}
 logfile {home / "logs" / "server.log"}
 sentinel resolve-hostnames no
-sentinel monitor {service} {primary_ip} {REDIS_PORT} {SENTINEL_QUORUM}
-sentinel down-after-milliseconds {service} {SENTINEL_DOWN_AFTER_MS}
-sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}
+sentinel monitor {service} {primary_ip} {REDIS_PORT} 2
+sentinel down-after-milliseconds {service} 2000
+sentinel failover-timeout {service} 10000
 sentinel parallel-syncs {service} 1
 """
 
@@ -234,7 +227,6 @@ class HaSentinel(Component):
         )
 
 
-# -------------------------------------------------------------------------------------- MariaDB
 class HaMariaDB(MariaDBComponent):
     """The one MariaDB, in namespace ``bpdb`` (the remaining single point of the ha profile)."""
 

@@ -14,8 +14,6 @@ from barcode_harness.stack.process import find_binary
 from barcode_harness.stack.topology import APP_HOSTS, Topology
 from barcode_pipeline import names
 
-CHECK_INTERVAL_MS = 500
-
 
 def render_haproxy_cfg(bind: str, port: int, backends: list[tuple[str, str]], stats_socket: Path) -> str:
     servers = "\n".join(f"    server {name} {ip}:{port} check" for name, ip in backends)
@@ -47,7 +45,7 @@ backend app_hosts
     balance roundrobin
     option httpchk GET {names.ROUTE_READY}
     http-check expect status 200
-    default-server inter {CHECK_INTERVAL_MS}ms fall 2 rise 2 on-marked-down shutdown-sessions
+    default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
 {servers}
 """
 

@@ -42,11 +42,8 @@ def render_pom(kafka_version: str) -> str:
         ("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
         ("org.slf4j", "slf4j-api", SLF4J_VERSION),  # the log4j2 binding needs slf4j 2.x
     ]
-    dep_xml = "\n".join(
-        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
-        f"<version>{v}</version></dependency>"
-        for g, a, v in deps
-    )
+    xml = "<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>"
+    dep_xml = "\n".join("    " + xml.format(*dep) for dep in deps)
     return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.barcode-pipeline</groupId>

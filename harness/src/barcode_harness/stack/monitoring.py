@@ -4,17 +4,15 @@ under the state dir like the other servers."""
 from __future__ import annotations
 
 import urllib.request
-from urllib.parse import urlsplit
 
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack import secure
 from barcode_harness.stack.base import Component
 from barcode_harness.stack.process import find_binary
+from barcode_harness.stack.redis import RedisComponent
 from barcode_pipeline.adapters.db import parse_db_url
 from barcode_pipeline.errors import StackError
 from barcode_pipeline.monitoring import promconfig
-
-MONITORING_NAMES = ("prometheus", "redis-exporter", "mysqld-exporter", "node-exporter")
 
 
 def _http_ok(url: str, method: str = "GET", timeout: float = 2) -> None:
@@ -95,9 +93,8 @@ class Exporter(Component):
 
     def argv(self) -> list[str]:
         binary = find_binary(f"prometheus-{self.name}", f"prometheus-{self.name}", self.name)
-        parts = urlsplit(self.settings.redis.url)
         args = {
-            "redis-exporter": [f"-redis.addr=redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"],
+            "redis-exporter": [f"-redis.addr=redis://{RedisComponent(self.settings).address}"],
             "mysqld-exporter": [f"--config.my-cnf={self.home / 'my.cnf'}"],
             # the host's filesystems (free space of every data directory's disk) and memory; nothing else
             "node-exporter": [f"--collector.{c}" for c in ("disable-defaults", "filesystem", "meminfo")],

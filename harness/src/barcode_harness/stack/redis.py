@@ -12,11 +12,6 @@ from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
 from barcode_harness.stack.process import find_binary
 
-# The local stack's bound: the steady state at 1,000 scans/s with the default dedup window is
-# under 3 GiB; the rest of this 24 GiB machine's memory leaves room for the AOF rewrite's fork.
-REDIS_MAXMEMORY = "4gb"
-HASH_MAX_LISTPACK_ENTRIES = 512
-
 
 def server_conf(settings: HarnessSettings, home: Path, host: str, port: int, *, protected: bool) -> str:
     """Where a local Redis listens and keeps its data, pid, log and append-only file (every profile)."""
@@ -33,14 +28,16 @@ appendfsync {settings.redis_appendfsync}
 save \"\""""
 
 
-# Every profile's memory rules, as the rendered file states them.
-MEMORY_CONF = f"""\
+# Every profile's memory rules. The local stack's bound: the steady state at 1,000 scans/s with the
+# default dedup window is under 3 GiB; the rest of this 24 GiB machine's memory leaves room for the
+# AOF rewrite's fork.
+MEMORY_CONF = """\
 # Bounded, and never evicting: an evicted stream entry or marker would lose or duplicate a scan. A
 # full Redis refuses writes; the pipeline waits and resumes (docs/capacity.md, sizing).
-maxmemory {REDIS_MAXMEMORY}
+maxmemory 4gb
 maxmemory-policy noeviction
 # Duplicate-marker hashes (processor/markers.py) stay in the compact encoding up to this many fields.
-hash-max-listpack-entries {HASH_MAX_LISTPACK_ENTRIES}
+hash-max-listpack-entries 512
 tcp-keepalive 60"""
 
 

@@ -1,9 +1,7 @@
-"""``stack up --secure``: the local stack with TLS everywhere and one least-privilege user per role.
-
-Under ``<state_dir>/secure/``: a CA, a certificate per server and every password in its own 0600 file
-(the pipeline reads them through ``BP_*_FILE`` settings). Kafka takes SASL_SSL (SCRAM) and mutual TLS
-on its controller listener, Redis TLS with per-user ACLs, MariaDB TLS only with per-table grants. The
-state dir records that it is secured, so it is never started the other way by mistake."""
+"""``stack up --secure``: TLS everywhere and one least-privilege user per role. A CA, a certificate per
+server and every password (a 0600 file, read through ``BP_*_FILE``) live under ``<state_dir>/secure/``;
+Kafka takes SASL_SSL (SCRAM) and mutual TLS on its controller listener, Redis per-user ACLs, MariaDB
+per-table grants. The state dir records its transport, so it is never started the other way."""
 
 from __future__ import annotations
 
@@ -57,25 +55,18 @@ REDIS_ACL = {
 }
 
 
-def recorded(state_dir: Path) -> bool | None:
-    """True for a secured state dir, False for a plaintext one, None for a fresh one."""
-    found = profiles.read_marker(state_dir, MARKER, legacy="plaintext")
-    return None if found is None else found == "tls"
-
-
 def claim(state_dir: Path, secure: bool) -> None:
     """Record the transport of ``state_dir``; refuse to start it the other way."""
-    found = profiles.read_marker(state_dir, MARKER, legacy="plaintext")
-    held, wanted = ("plaintext", "secured") if secure else ("secured", "plaintext")
     how = "`stack reset` it first, or use another BP_STATE_DIR" if secure else (
         'its clients need its settings: eval "$(barcode-pipeline stack env)"')  # fmt: skip
-    refusal = f"{state_dir.resolve()} holds a {held} stack, not a {wanted} one: {how}"
-    profiles.record(state_dir, MARKER, "tls" if secure else "plaintext", found, refusal)
+    held, wanted = ("plaintext", "secured") if secure else ("secured", "plaintext")
+    refusal = f"{{dir}} holds a {held} stack, not a {wanted} one: {how}"
+    profiles.claim(state_dir, "tls" if secure else "plaintext", MARKER, refusal)
 
 
 def wanted(settings: HarnessSettings, flag: bool = False) -> bool:
     """Secure when asked (``--secure``, ``BP_STACK_SECURE=1``) or when the state dir is secured."""
-    return flag or settings.stack_secure or recorded(settings.state_dir) is True
+    return flag or settings.stack_secure or profiles.recorded(settings.state_dir, MARKER) == "tls"
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -128,11 +119,10 @@ class SecureFiles:
         return value
 
     def ensure(self) -> None:
-        """Make the CA, each server's certificate and every password unless they exist (idempotent;
-        a state dir from before per-server certificates gets them from its kept CA key)."""
+        """Make the CA, each server's certificate and every password unless they exist (idempotent)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in ("ca", *SERVERS):
-            if not self.cert(name).exists():
+            if not self.cert(name).exists():  # an older state dir gets them from its kept CA key
                 _issue(self, name)
         for old in ("server.pem", "server.key"):  # the one certificate all servers shared before
             (self.root / old).unlink(missing_ok=True)
@@ -142,7 +132,6 @@ class SecureFiles:
 
 
 _SKEW = datetime.timedelta(minutes=5)  # certificates valid a little before "now": clocks differ
-_CA_NAME = "barcode-pipeline local CA"
 
 
 def _issue(files: SecureFiles, name: str) -> None:
@@ -156,9 +145,8 @@ def _issue(files: SecureFiles, name: str) -> None:
 
     now = datetime.datetime.now(datetime.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME if name == "ca" else f"{name}.barcode-pipeline")]
-    )
+    common_name = "barcode-pipeline local CA" if name == "ca" else f"{name}.barcode-pipeline"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     extensions: list[tuple[x509.ExtensionType, bool]]
     if name == "ca":
         signer: Any = key
