@@ -65,10 +65,8 @@ QUICK = _param("quick", Annotated[bool, typer.Option(
 
 def doc_option(default: Path | None, what: str) -> inspect.Parameter:
     """``--doc``: the Markdown file whose section the command rewrites."""
-    help = f"Markdown file whose {what} section is rewritten."
-    return _param(
-        "doc", Annotated[Path | None if default is None else Path, typer.Option(help=help)], default
-    )
+    info = typer.Option(help=f"Markdown file whose {what} section is rewritten.")
+    return _param("doc", Annotated[Path | None if default is None else Path, info], default)
 
 
 Body = Callable[["Command", Any, Opts, dict[str, Any]], None]

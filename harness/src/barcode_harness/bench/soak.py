@@ -120,10 +120,9 @@ def rss_growth(samples: Sequence[Sample], group: str) -> float | None:
 
 
 def fds_keep_growing(samples: Sequence[Sample], group: str) -> bool:
-    """The floor of open descriptors higher in every quarter than in the one before: a leak, not a
-    step. The floor, not the peak: a server's count follows its clients' connections, and the open-
-    loop clients open more whenever answers slow down (an AOF rewrite), which moves only the peaks
-    (the hour of 2026-12-07: ingest peaks 160, 208, 218, 334 by quarter, floors 98, 97, 97, 95)."""
+    """The floor of open descriptors higher in every quarter than the one before: a leak, not a step.
+    Not the peak: open-loop clients open more connections whenever answers slow down (2026-12-07's
+    hour: ingest peaks 160, 208, 218, 334 by quarter, floors 98, 97, 97, 95)."""
     values = [s.groups[group].fds for s in samples if group in s.groups]
     if len(values) < 8:
         return False
