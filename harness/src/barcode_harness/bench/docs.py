@@ -36,8 +36,7 @@ RESULTS_HERE = "\n<!-- `bench docs` puts the latest results and the commands' ow
 
 def latest(results: Path, command: str) -> Path | None:
     """The newest ``<timestamp>/`` folder under ``results`` that holds ``<command>.md``."""
-    folders = sorted((p.parent for p in results.glob(f"*/{command}.md")), key=lambda p: p.name)
-    return folders[-1] if folders else None
+    return max((p.parent for p in results.glob(f"*/{command}.md")), key=lambda p: p.name, default=None)
 
 
 def _demote(markdown: str) -> str:

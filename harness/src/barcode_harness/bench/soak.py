@@ -1,16 +1,12 @@
 """``bench soak``: a steady load for as long as asked, every store's slope, and flatness checks.
 
 A run of minutes cannot show a leak or a store that grows faster than planned. The soak drives a
-realistic mix (single scans, batches of 10 to ``batch_max``, a few percent resends) at a steady rate,
-samples every ``sample_s`` (``soaksample``), fits each store's slope after the warm-up (bytes per
-scan, time until its bound on this machine), and fails when:
-
-- a pipeline process's resident memory grows more than 10 % after the warm-up (the servers' memory
-  is their data: their stores' bytes per scan judge them instead);
-- a group's open descriptors rise in every quarter after the warm-up;
-- the last quarter's ingest p99, or freshness p99, is more than twice the first quarter's;
-- an acknowledged scan is missing or stored twice, or a store's bytes per scan misses its target.
-"""
+realistic mix (single scans, batches of 10 to ``batch_max``, a few percent resends), samples every
+``sample_s`` (``soaksample``), fits each store's slope after the warm-up (bytes per scan, time until
+its bound here), and fails when: a pipeline process's RSS grows over 10 % after the warm-up (the
+servers' memory is their data, judged by bytes per scan instead); a group's open descriptors rise in
+every quarter; the last quarter's ingest or freshness p99 is over twice the first's; an acknowledged
+scan is missing or stored twice; or a store's bytes per scan misses its target."""
 
 from __future__ import annotations
 
