@@ -34,10 +34,6 @@ class Panel:
     shade: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, label)
 
 
-def color(label: str) -> str | None:
-    return next((value for key, value in COLORS.items() if label.startswith(key)), None)
-
-
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -55,7 +51,8 @@ def time_chart(path: Path, title: str, panels: list[Panel], *, xlabel: str = "se
                 xs, ys = [x for x, y in zip(xs, ys, strict=True) if y > 0], [y for y in ys if y > 0]
             if not xs:
                 continue
-            ax.plot(xs, ys, line.style, label=line.label, color=line.color or color(line.label),
+            path_color = next((c for path, c in COLORS.items() if line.label.startswith(path)), None)
+            ax.plot(xs, ys, line.style, label=line.label, color=line.color or path_color,
                     marker=line.marker, markersize=3, linewidth=1.2)  # fmt: skip
         for start, end, label in panel.shade:
             ax.axvspan(start, end, color="#ffbf00", alpha=0.18, label=label)

@@ -65,10 +65,8 @@ QUICK = _param("quick", Annotated[bool, typer.Option(
 
 def doc_option(default: Path | None, what: str) -> inspect.Parameter:
     """``--doc``: the Markdown file whose section the command rewrites."""
-    help = f"Markdown file whose {what} section is rewritten."
-    return _param(
-        "doc", Annotated[Path | None if default is None else Path, typer.Option(help=help)], default
-    )
+    info = typer.Option(help=f"Markdown file whose {what} section is rewritten.")
+    return _param("doc", Annotated[Path | None if default is None else Path, info], default)
 
 
 Body = Callable[["Command", Any, Opts, dict[str, Any]], None]
@@ -113,18 +111,13 @@ def spec_options(spec: specs.Spec, quick: specs.Spec) -> Iterator[tuple[str, ins
         shown = option.shown
         if shown is None:
             shown = _show(full) + ("" if short == full else f"; quick {_show(short)}")
-        kind = typing.get_args(hints[field.name])[0] if isinstance(full, tuple) else _bare(hints[field.name])
+        kind = (typing.get_args(hints[field.name]) or (hints[field.name],))[0]  # float of tuple/Optional
         annotation = list[kind] | None if isinstance(full, tuple) else kind | None  # type: ignore[valid-type]
         repeat = " (repeatable)" if isinstance(full, tuple) else ""
         info = typer.Option(
             f"--{flag}", min=option.min, help=f"{option.help}{repeat}{f' [{shown}]' if shown else ''}."
         )
         yield field.name, _param(field.name, Annotated[annotation, info], None)
-
-
-def _bare(hint: Any) -> Any:
-    """``float`` of ``float | None``."""
-    return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
 
 
 def register_command(cmd: Command) -> None:
@@ -385,8 +378,7 @@ def docs_cmd(
     from barcode_harness.bench.docs import build_docs
 
     setup_logging("INFO", "bench-docs")
-    used = build_docs(results, doc, images)
-    for command, folder in used.items():
+    for command, folder in build_docs(results, doc, images).items():
         typer.echo(f"{command}: {folder}")
     typer.echo(f"wrote {doc}")
 

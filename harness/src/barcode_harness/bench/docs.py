@@ -36,8 +36,7 @@ RESULTS_HERE = "\n<!-- `bench docs` puts the latest results and the commands' ow
 
 def latest(results: Path, command: str) -> Path | None:
     """The newest ``<timestamp>/`` folder under ``results`` that holds ``<command>.md``."""
-    folders = sorted((p.parent for p in results.glob(f"*/{command}.md")), key=lambda p: p.name)
-    return folders[-1] if folders else None
+    return max((p.parent for p in results.glob(f"*/{command}.md")), key=lambda p: p.name, default=None)
 
 
 def _demote(markdown: str) -> str:
@@ -61,8 +60,8 @@ def build_docs(results: Path, doc: Path, images: Path) -> dict[str, Path]:
         text = (folder / f"{command}.md").read_text()
         for png in sorted(folder.glob(f"{command}-*.png")):
             shutil.copy2(png, images / png.name)
-            link = _relative(images / png.name, doc.parent)
-            text = text.replace(f"]({png.name})", f"]({link})")
+            link = os.path.relpath((images / png.name).resolve(), doc.parent.resolve())
+            text = text.replace(f"]({png.name})", f"]({Path(link).as_posix()})")
         parts.append(_demote(text) + f"\n_Source: `{folder}`._\n")
         log.info("%s: %s", command, folder)
     parts.extend(owned)
@@ -70,7 +69,3 @@ def build_docs(results: Path, doc: Path, images: Path) -> dict[str, Path]:
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(parts))
     return used
-
-
-def _relative(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target.resolve(), start.resolve())).as_posix()

@@ -286,11 +286,16 @@ def md_environment(env: dict[str, Any]) -> str:
             "processor_batch", "workers", "worker_batch_size", "worker_max_delay_ms", "legacy_pool_size",
             "legacy_threads", "redis_appendfsync", "dedup_policy")  # fmt: skip
     shown = ", ".join(f"`{k}={s[k]}`" for k in keys if k in s)
+    used = "not recorded."
+    if cpu := env.get("cpu_during_run"):
+        used = f"{cpu['busy_pct']} % busy, {cpu['steal_pct']} % stolen by the hypervisor " + (
+            "(time our vCPUs waited for a physical core; it slows every stage at once)."
+        )
     lines = [
         f"- **Machine**: {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GiB memory, "
         f"{m['cpu_model']}; {m['os']}; load average at start {m['load_average_at_start']}.",
         f"- **Shared cores**: {env['shared_cores']}",
-        f"- **CPU during the run**: {_cpu_note(env.get('cpu_during_run'))}",
+        f"- **CPU during the run**: {used}",
         f"- **Servers**: MariaDB {servers.get('database')}; Redis {servers.get('redis')}; "
         f"Kafka {servers.get('kafka')}.",
         f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
@@ -299,15 +304,6 @@ def md_environment(env: dict[str, Any]) -> str:
         f"- **Command**: `{env['command']}` (started {env['started_at']}).",
     ]
     return "## Environment\n\n" + "\n".join(lines)
-
-
-def _cpu_note(cpu: dict[str, float] | None) -> str:
-    if not cpu:
-        return "not recorded."
-    return (
-        f"{cpu['busy_pct']} % busy, {cpu['steal_pct']} % stolen by the hypervisor "
-        "(time our vCPUs waited for a physical core; it slows every stage at once)."
-    )
 
 
 def md_document(title: str, sections: Sequence[str]) -> str:

@@ -1,16 +1,12 @@
 """``bench soak``: a steady load for as long as asked, every store's slope, and flatness checks.
 
 A run of minutes cannot show a leak or a store that grows faster than planned. The soak drives a
-realistic mix (single scans, batches of 10 to ``batch_max``, a few percent resends) at a steady rate,
-samples every ``sample_s`` (``soaksample``), fits each store's slope after the warm-up (bytes per
-scan, time until its bound on this machine), and fails when:
-
-- a pipeline process's resident memory grows more than 10 % after the warm-up (the servers' memory
-  is their data: their stores' bytes per scan judge them instead);
-- a group's open descriptors rise in every quarter after the warm-up;
-- the last quarter's ingest p99, or freshness p99, is more than twice the first quarter's;
-- an acknowledged scan is missing or stored twice, or a store's bytes per scan misses its target.
-"""
+realistic mix (single scans, batches of 10 to ``batch_max``, a few percent resends), samples every
+``sample_s`` (``soaksample``), fits each store's slope after the warm-up (bytes per scan, time until
+its bound here), and fails when: a pipeline process's RSS grows over 10 % after the warm-up (the
+servers' memory is their data, judged by bytes per scan instead); a group's open descriptors rise in
+every quarter; the last quarter's ingest or freshness p99 is over twice the first's; an acknowledged
+scan is missing or stored twice; or a store's bytes per scan misses its target."""
 
 from __future__ import annotations
 
@@ -120,10 +116,9 @@ def rss_growth(samples: Sequence[Sample], group: str) -> float | None:
 
 
 def fds_keep_growing(samples: Sequence[Sample], group: str) -> bool:
-    """The floor of open descriptors higher in every quarter than in the one before: a leak, not a
-    step. The floor, not the peak: a server's count follows its clients' connections, and the open-
-    loop clients open more whenever answers slow down (an AOF rewrite), which moves only the peaks
-    (the hour of 2026-12-07: ingest peaks 160, 208, 218, 334 by quarter, floors 98, 97, 97, 95)."""
+    """The floor of open descriptors higher in every quarter than the one before: a leak, not a step.
+    Not the peak: open-loop clients open more connections whenever answers slow down (2026-12-07's
+    hour: ingest peaks 160, 208, 218, 334 by quarter, floors 98, 97, 97, 95)."""
     values = [s.groups[group].fds for s in samples if group in s.groups]
     if len(values) < 8:
         return False

@@ -121,10 +121,8 @@ class VegetaSpec(Spec):
         (100.0, 1000.0, 2000.0, 3000.0), "Request rates to run", flag="rate", min=1
     )
     duration_s: float = opt(20.0, "Seconds per rate", min=1)
-    # At the highest rate, reported apart, in rounds until the p99 stops falling (bench/warmup.py),
-    # for at most warmup_s. A freshly started broker keeps JIT-compiling its request path for about
-    # a minute of load (a 2,000 req/s p99 went 156 -> 65 -> 5.6 ms over three back-to-back runs); a
-    # fixed 60 s did not warm one on a slow host, and a warm stack needs far less.
+    # Rounds until the p99 stops falling: a fresh broker JIT-compiles its request path for about a
+    # minute of load (2,000 req/s p99: 156 -> 65 -> 5.6 ms), a fixed 60 s was too short on a slow host.
     warmup_s: float = opt(180.0, "Most seconds of warm-up at the highest rate, reported apart", min=0)
     warmup_round_s: float = 10.0
     timeout_s: float = 10.0

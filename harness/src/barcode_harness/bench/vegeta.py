@@ -45,8 +45,7 @@ def vegeta_binary() -> str:
 
 
 def vegeta_version(binary: str) -> str:
-    """vegeta's version: its own ``-version``, or, for a ``go install`` build (which leaves that empty),
-    the module version recorded in the binary."""
+    """vegeta's own ``-version``, or the module version a ``go install`` build (version empty) records."""
     own = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False).stdout
     for line in own.splitlines():
         if line.startswith("Version:") and line.split(":", 1)[1].strip():
@@ -92,8 +91,7 @@ def _output(*command: str, timeout: float) -> bytes:
 
 def vegeta_report(binary: str, results: Path) -> dict[str, Any]:
     """vegeta's own summary of a run (latencies in ns, status codes, success ratio)."""
-    parsed: dict[str, Any] = orjson.loads(_output(binary, "report", "-type=json", str(results), timeout=120))
-    return parsed
+    return dict(orjson.loads(_output(binary, "report", "-type=json", str(results), timeout=120)))
 
 
 def acknowledged_ids(binary: str, results: Path) -> list[str]:
@@ -109,8 +107,7 @@ def attack_fresh(
     binary: str, work: Path, name: str, url: str, rate: float, seconds: float, timeout_s: float,
     headers: dict[str, str],
 ) -> tuple[Path, float]:  # fmt: skip
-    """One run on a targets file of its own unique scans (a repeated body would be deduplicated);
-    returns the raw results and when the attack started."""
+    """One run on its own unique scans (a repeated one is deduplicated): raw results, start time."""
     targets, results = work / f"targets-{name}.json", work / f"results-{name}.bin"
     write_targets(targets, url, int(rate * seconds) + 1, secrets.token_hex(4), headers)
     started = time.time()
