@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary
@@ -160,9 +159,7 @@ class ParallelLoads:
             fut.result(timeout=120)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def submit(self, spec: LoadSpec) -> Future[LoadResult]:
