@@ -53,9 +53,7 @@ class KafkaLatency:
     latency: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["latency_ms"] = out.pop("latency")
-        return out
+        return {"latency_ms" if k == "latency" else k: v for k, v in asdict(self).items()}
 
 
 def _probe_producer(settings: HarnessSettings, **extra: Any) -> Producer:

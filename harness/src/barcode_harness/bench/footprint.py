@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,12 +76,21 @@ def _memory(client: redis.Redis) -> tuple[int, int]:
     return int(info["used_memory"]), int(info.get("aof_current_size", 0))
 
 
+@contextmanager
+def _scratch_redis(settings: HarnessSettings) -> Iterator[redis.Redis]:
+    """A client on the bench's Redis database, emptied before and after."""
+    reset_redis(settings)
+    with closing(redis_adapter.client(settings)) as client:
+        try:
+            yield client
+        finally:
+            reset_redis(settings)
+
+
 def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[str, Any]:
     """Markers, stream entries and AOF bytes per scan for ``scans`` scans at ``rate`` (a scratch database)."""
-    reset_redis(settings)
-    client = redis_adapter.client(settings)
-    proc = Processor(settings.updated({"dedup_legacy_markers": "off"}))
-    try:
+    without_legacy = settings.updated({"dedup_legacy_markers": "off"})
+    with _scratch_redis(settings) as client, closing(Processor(without_legacy)) as proc:
         events = _events(scans, rate, uuid.uuid4().hex[:8])
         mem0, aof0 = _memory(client)
         for i in range(0, len(events), 500):
@@ -98,27 +109,21 @@ def measure_publish(settings: HarnessSettings, scans: int, rate: float) -> dict[
         mem2, aof2 = _memory(client)
         hashes = list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=1000))
         encodings = {str(client.object("encoding", h)) for h in hashes[:200]}
-        return {
-            "scans": scans,
-            "rate": rate,
-            "marker_bytes": (mem2 - mem0) / scans,
-            "marker_hashes": len(hashes),
-            "markers_per_hash": scans / max(1, len(hashes)),
-            "marker_encodings": sorted(encodings),
-            "stream_entry_bytes": stream_bytes / scans,
-            "aof_bytes": (aof2 - aof0) / scans,
-        }
-    finally:
-        proc.close()
-        reset_redis(settings)
-        client.close()
+    return {
+        "scans": scans,
+        "rate": rate,
+        "marker_bytes": (mem2 - mem0) / scans,
+        "marker_hashes": len(hashes),
+        "markers_per_hash": scans / max(1, len(hashes)),
+        "marker_encodings": sorted(encodings),
+        "stream_entry_bytes": stream_bytes / scans,
+        "aof_bytes": (aof2 - aof0) / scans,
+    }
 
 
 def measure_dlq(settings: HarnessSettings, count: int) -> float:
     """Bytes of Redis memory per dead letter, with the workers' own record of an unmapped device."""
-    reset_redis(settings)
-    client = redis_adapter.client(settings)
-    try:
+    with _scratch_redis(settings) as client:
         event = _events(1, 1.0, "dlq")[0]
         record = DeadLetterRecord(
             stream=names.stream_name(0), entry_id="1-0", cause=Cause.UNKNOWN_DEVICE,
@@ -134,9 +139,6 @@ def measure_dlq(settings: HarnessSettings, count: int) -> float:
                 pipe.execute()
         pipe.execute()
         return (_memory(client)[0] - before) / count
-    finally:
-        reset_redis(settings)
-        client.close()
 
 
 def table_bytes(conn: Any) -> tuple[int, int, dict[str, int]]:

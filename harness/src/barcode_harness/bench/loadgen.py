@@ -274,7 +274,6 @@ class _Worker:
     def __init__(self, spec: LoadSpec, index: int, token: str) -> None:
         self.spec = spec
         self.index = index
-        self.workers = spec.processes
         self.n = schedule_count(spec.rate, spec.duration_s, spec.processes, index)
         self.k = 0
         self.t0 = 0.0
@@ -301,7 +300,7 @@ class _Worker:
 
     # pacer callback: send everything due, return when the next request is due
     def fire(self, now: float) -> float | None:
-        rate, step, index, t0, n, k = self.spec.rate, self.workers, self.index, self.t0, self.n, self.k
+        rate, step, index, t0, n, k = self.spec.rate, self.spec.processes, self.index, self.t0, self.n, self.k
         tally = self.tally
         while k < n:
             due = t0 + (k * step + index) / rate
@@ -363,7 +362,7 @@ class _Worker:
             self.t0 = time.monotonic() + (start_wall - time.time())
             cpu0 = time.process_time()
             precise = await pace(
-                self.fire, self.t0 + scheduled_offset(0, spec.rate, self.workers, self.index)
+                self.fire, self.t0 + scheduled_offset(0, spec.rate, spec.processes, self.index)
             )
             deadline = time.monotonic() + spec.timeout_s + 1.0
             while self.client.busy and time.monotonic() < deadline:

@@ -8,7 +8,6 @@ A standalone entry, so these figures can be regenerated without the full stack.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from barcode_harness.bench.loadgen import ClientKind, LoadResult, LoadSpec, Mode, run_load
+from barcode_harness.bench.loads import grow_then_bisect
 from barcode_harness.bench.trivial_server import TrivialServerProcess
 from barcode_pipeline.logs import setup_logging
 
@@ -54,33 +54,15 @@ def find_ceiling(
 
     Against the trivial endpoint this is the generator's own ceiling on this machine.
     """
-    steps: list[CeilingStep] = []
 
-    def attempt(rate: float) -> bool:
+    def attempt(rate: float) -> CeilingStep:
         result = run_load(replace(template, rate=rate, acked_ids_path=None))
         step = CeilingStep(rate, result.sustained(max_p99_ms=max_p99_ms), result)
-        steps.append(step)
         if on_step is not None:
             on_step(step)
-        return step.sustained
+        return step
 
-    good, bad = 0.0, math.inf
-    rate = start_rate
-    while rate <= max_rate:
-        if not attempt(rate):
-            bad = rate
-            break
-        good = rate
-        rate *= growth
-    for _ in range(refine_steps if math.isfinite(bad) else 0):
-        mid = round((good + bad) / 2, -1) if good else bad / 2
-        if mid in (good, bad) or mid <= 0:
-            break
-        if attempt(mid):
-            good = mid
-        else:
-            bad = mid
-    return good, steps
+    return grow_then_bisect(attempt, start_rate, growth, max_rate, refine_steps)
 
 
 app = typer.Typer(

@@ -7,19 +7,64 @@ start within milliseconds of each other; results are aligned on their wall-clock
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from barcode_harness.bench.histogram import LatencyHistogram, LatencySummary
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec, Mode, run_load
 from barcode_pipeline.ops.verify import ScanWindow
 
 SINGLE_PROCESS_MAX_RPS = 2500.0  # above this one generator process adds its own queueing here
+
+
+class Step(Protocol):
+    @property
+    def sustained(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Step)
+
+
+def grow_then_bisect(
+    attempt: Callable[[float], S],
+    rate: float,
+    growth: float,
+    max_rate: float,
+    refine_steps: int,
+    tries: float = math.inf,
+    *,
+    tens: bool = False,
+) -> tuple[float, list[S]]:
+    """The highest rate sustained and each attempt: geometric growth until one fails, then
+    ``refine_steps`` bisections; at most ``tries`` attempts, grown and halved rates rounded to tens
+    when ``tens``."""
+    steps: list[S] = []
+
+    def sustained(rate: float) -> bool:
+        steps.append(attempt(rate))
+        return steps[-1].sustained
+
+    def rounded(x: float) -> float:
+        return round(x, -1) if tens else x
+
+    good, bad = 0.0, math.inf
+    while math.isinf(bad) and rate <= max_rate and len(steps) < tries:
+        if sustained(rate):
+            good, rate = rate, rounded(rate * growth)
+        else:
+            bad = rate
+    for _ in range(refine_steps if math.isfinite(bad) else 0):
+        mid = round((good + bad) / 2, -1) if good else rounded(bad / 2)
+        if mid in (good, bad) or mid <= 0 or len(steps) >= tries:
+            break
+        good, bad = (mid, bad) if sustained(mid) else (good, mid)
+    return good, steps
 
 
 def spec_for(
@@ -114,9 +159,7 @@ class ParallelLoads:
             fut.result(timeout=120)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def submit(self, spec: LoadSpec) -> Future[LoadResult]:

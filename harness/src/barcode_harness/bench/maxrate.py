@@ -11,8 +11,8 @@ that saturated first from which backlog grew and which processes burned the CPU;
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field, fields
@@ -21,7 +21,7 @@ from typing import Any
 from barcode_harness.bench import ceilings, procstats, report
 from barcode_harness.bench.env import ASYNC, LEGACY, BacklogSampler, BenchEnv, BenchRun, stage_counts
 from barcode_harness.bench.loadgen import LoadResult
-from barcode_harness.bench.loads import summary_dict
+from barcode_harness.bench.loads import grow_then_bisect, summary_dict
 from barcode_harness.bench.maxrate_render import STAGES, markdown, write_charts
 from barcode_harness.bench.specs import PATH_CHOICES, MaxSpec
 from barcode_pipeline.errors import PipelineError
@@ -134,22 +134,10 @@ class Searcher:
 
     def search(self, path: str) -> tuple[float, list[Step]]:
         """Geometric growth until a step fails, then ``refine_steps`` bisections: (best rate, steps)."""
-        rate = self.spec.start_batch if path.endswith("batch") else self.spec.start_single
-        steps: list[Step] = []
-        good, bad = 0.0, math.inf
-        while math.isinf(bad) and rate <= self.spec.max_rate and len(steps) < self.spec.max_steps:
-            steps.append(self.attempt(path, rate))
-            if steps[-1].sustained:
-                good, rate = rate, round(rate * self.spec.growth, -1)
-            else:
-                bad = rate
-        for _ in range(self.spec.refine_steps if math.isfinite(bad) else 0):
-            mid = round((good + bad) / 2, -1) if good else round(bad / 2, -1)
-            if mid in (good, bad) or mid <= 0 or len(steps) >= self.spec.max_steps:
-                break
-            steps.append(self.attempt(path, mid))
-            good, bad = (mid, bad) if steps[-1].sustained else (good, mid)
-        return good, steps
+        s = self.spec
+        start = s.start_batch if path.endswith("batch") else s.start_single
+        attempt = functools.partial(self.attempt, path)
+        return grow_then_bisect(attempt, start, s.growth, s.max_rate, s.refine_steps, s.max_steps, tens=True)
 
     def ceiling(self, path: str) -> dict[str, Any]:
         """:meth:`search` ``path``, summed up: the highest sustained rate, each step, what failed first."""

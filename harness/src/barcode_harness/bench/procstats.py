@@ -167,11 +167,7 @@ def group_pids(supervisors: Iterable[Supervisor | None], servers: Mapping[str, A
             if child.pid is not None:
                 role = "workers" if child.spec.role == "worker" else child.spec.role
                 groups.setdefault(role, []).append(child.pid)
-    for name, component in servers.items():
-        pid = component.pid()
-        if pid is not None:
-            groups[name] = [pid]
-    return groups
+    return groups | {name: [pid] for name, c in servers.items() if (pid := c.pid()) is not None}
 
 
 def _cpu_model() -> str:

@@ -120,11 +120,6 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _ms(summary: dict[str, Any], key: str) -> str:
-    value = summary.get(key)
-    return "-" if value is None else f"{value:.2f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     single, ha = result["profiles"]
     spec = result["spec"]
@@ -137,8 +132,8 @@ def markdown(result: dict[str, Any]) -> str:
         for q in QUANTILES:
             a, b = single[src]["latency_ms"].get(q), ha[src]["latency_ms"].get(q)
             ratio = f"{b / a:.2f}" if a and b else "-"
-            rows.append(f"| {label}, {q.removesuffix('_ms')} | {_ms(single[src]['latency_ms'], q)} | "
-                        f"{_ms(ha[src]['latency_ms'], q)} | {ratio} |")  # fmt: skip
+            ms = ["-" if v is None else f"{v:.2f}" for v in (a, b)]
+            rows.append(f"| {label}, {q.removesuffix('_ms')} | {ms[0]} | {ms[1]} | {ratio} |")
     a, b = single["max_sustained_scans_per_s"], ha["max_sustained_scans_per_s"]
     rows.append(f"| end-to-end maximum sustained rate, batches of 100 (scans/s) | {a:,.0f} | {b:,.0f} | "
                 f"{(b / a if a else 0):.2f} |")  # fmt: skip
