@@ -374,7 +374,8 @@ class WorkerCrashHook(Takeover):
         spec = ChildSpec(self.service, names.Role.WORKER, args, env=env, restart=False)
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
         self._extra.start()
-        code = faults.wait_exit(self._extra, self.service, timeout=30)
+        child = self._extra.children[self.service]
+        code = child.proc.returncode if child.wait(30) and child.proc else None
         crashed_at = time.monotonic()
         ctx.mark(f"{self.service} exited with {code}")
         ctx.check("the crash hook fired", code == CRASH_EXIT_CODE, f"exit code {code}")
