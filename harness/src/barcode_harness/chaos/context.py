@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from barcode_harness.chaos import faults
 from barcode_harness.chaos.checks import Check
 from barcode_harness.chaos.load import ScanKey, ScannerLoad
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
+from barcode_pipeline.domain import ScanEvent
 from barcode_pipeline.errors import PipelineError
 from barcode_pipeline.run.supervisor import Supervisor
 
@@ -56,6 +58,13 @@ class ChaosContext:
         self.checks.append(Check(name, bool(ok), detail))
         if not ok:
             log.error("check failed: %s (%s)", name, detail)
+
+    def post(self, scans: list[ScanEvent]) -> int:
+        """POST each scan as a client would, counted as sent; those answered 2xx count as acknowledged."""
+        acked = [scan for scan in scans if 200 <= faults.post_scan(self.settings, scan) < 300]
+        self.extra_sent += len(scans)
+        self.extra_acked.update((scan.device_id, scan.scan_id) for scan in acked)
+        return len(acked)
 
     def note(self, text: str) -> None:
         log.info("%s", text)

@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
+from barcode_harness.chaos.checks import wait_until
 from barcode_harness.chaos.load import ScanKey
 from barcode_harness.scanner.scans import SEEDED_DEVICES, encode_scan
 from barcode_harness.settings import HarnessSettings
@@ -45,11 +46,7 @@ def resume(sup: Supervisor, *names: str, timeout: float = 30.0) -> None:
             if not child.alive():
                 child.start()
             sup.pause_restarts(name, False)
-        deadline = time.monotonic() + timeout
-        while not child.alive():
-            if time.monotonic() > deadline:
-                raise PipelineError(f"{name} is not running after {timeout:.0f}s", component="chaos")
-            time.sleep(0.1)
+        wait_until(child.alive, timeout, f"{name} running")
 
 
 def stop_child(sup: Supervisor, name: str, timeout: float = 30.0) -> int | None:
@@ -68,12 +65,6 @@ def kill_child(sup: Supervisor, name: str, *, restart: bool) -> None:
     sup.pause_restarts(name, not restart)
     sup.kill(name, signal.SIGKILL)
     sup.children[name].wait(10)
-
-
-def wait_exit(sup: Supervisor, name: str, timeout: float) -> int | None:
-    """Wait for a child to exit by itself (e.g. a crash hook); its exit code, or None if still alive."""
-    child = sup.children[name]
-    return child.proc.returncode if child.wait(timeout) and child.proc else None
 
 
 def _offsets(settings: HarnessSettings, group: str, topic: str) -> dict[int, tuple[int, int, int]]:

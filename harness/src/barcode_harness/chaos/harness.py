@@ -216,7 +216,7 @@ def run_scenarios(
     params: ChaosParams,
     workdir: Path,
     *,
-    on_result: Callable[[ScenarioResult], None] | None = None,
+    on_result: Callable[[ScenarioResult], object] = lambda _: None,
 ) -> list[ScenarioResult]:
     """Bring up the stack and pipeline once, then run each scenario in turn."""
     if not scenarios:
@@ -225,6 +225,5 @@ def run_scenarios(
     with chaos_env(settings, workdir) as env:
         for scenario in scenarios:
             results.append(run_scenario(env, scenario, params))
-            if on_result is not None:
-                on_result(results[-1])
+            on_result(results[-1])
     return results

@@ -45,8 +45,8 @@ def run_iterations(
     workdir: Path,
     *,
     spec: ScheduleSpec | None = None,
-    on_start: Callable[[Nemesis], None] | None = None,
-    on_result: Callable[[NemesisRun], None] | None = None,
+    on_start: Callable[[Nemesis], object] = lambda _: None,
+    on_result: Callable[[NemesisRun], object] = lambda _: None,
     env: ChaosEnv | None = None,
 ) -> list[NemesisRun]:
     """Run one schedule per seed, in order, on one pipeline (like ``run_scenarios``)."""
@@ -54,11 +54,9 @@ def run_iterations(
     with nullcontext(env) if env is not None else chaos_env(settings, workdir) as e:
         for seed in seeds:
             nemesis = Nemesis(seed, workers=len(e.sup.names(names.Role.WORKER)), spec=spec)
-            if on_start is not None:
-                on_start(nemesis)
+            on_start(nemesis)
             runs.append(NemesisRun(nemesis.stats, run_scenario(e, nemesis, params)))
-            if on_result is not None:
-                on_result(runs[-1])
+            on_result(runs[-1])
     return runs
 
 

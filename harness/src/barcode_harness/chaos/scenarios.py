@@ -374,7 +374,8 @@ class WorkerCrashHook(Takeover):
         spec = ChildSpec(self.service, names.Role.WORKER, args, env=env, restart=False)
         self._extra = Supervisor(ctx.settings, [spec], out=ctx.log_out)
         self._extra.start()
-        code = faults.wait_exit(self._extra, self.service, timeout=30)
+        child = self._extra.children[self.service]
+        code = child.proc.returncode if child.wait(30) and child.proc else None
         crashed_at = time.monotonic()
         ctx.mark(f"{self.service} exited with {code}")
         ctx.check("the crash hook fired", code == CRASH_EXIT_CODE, f"exit code {code}")
@@ -424,12 +425,7 @@ class Duplicates(Scenario):
 
     def inject(self, ctx: ChaosContext) -> None:
         scans = ctx.load.acknowledged_scans(self.resent_scans)
-        ok = 0
-        for scan in scans:
-            for _ in range(self.resends):
-                ok += 200 <= faults.post_scan(ctx.settings, scan) < 300
-        ctx.extra_sent += len(scans) * self.resends
-        ctx.extra_acked.update((s.device_id, s.scan_id) for s in scans)
+        ok = ctx.post([scan for scan in scans for _ in range(self.resends)])
         self._resent = scans
         ctx.check("every resend was acknowledged", ok == len(scans) * self.resends and len(scans) > 0,
                   f"{ok}/{len(scans) * self.resends} resends got a 2xx")  # fmt: skip
@@ -503,12 +499,8 @@ class Poison(Scenario):
             ScanEvent(f"880{i:010d}", self.device, now + i, f"chaos-{self.token}-{i}")
             for i in range(self.unknown_scans)
         ]
-        accepted = 0
-        for scan in self.unknown:
-            if 200 <= faults.post_scan(ctx.settings, scan) < 300:
-                accepted += 1
-                ctx.extra_acked.add((scan.device_id, scan.scan_id))
-        ctx.extra_sent += len(self.poison_keys) + len(self.unknown)
+        accepted = ctx.post(self.unknown)
+        ctx.extra_sent += len(self.poison_keys)
         ctx.check("ingest accepted the unknown device's scans (it does not know the mapping)",
                   accepted == len(self.unknown), f"{accepted}/{len(self.unknown)}")  # fmt: skip
 
