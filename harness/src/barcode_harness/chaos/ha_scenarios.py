@@ -393,7 +393,7 @@ class AppHostKill(HaScenario, Takeover):
         self._refused = 0
 
     def load_url(self, settings: HarnessSettings) -> str | None:
-        return f"http://{Topology(settings.ha_subnet).node("lb").ip}:{settings.ingest.port}"
+        return f"http://{Topology(settings.ha_subnet).node('lb').ip}:{settings.ingest.port}"
 
     def before_load(self, ctx: ChaosContext) -> None:
         """The host's own pipeline steps aside; two app hosts share the cluster instead."""
