@@ -14,7 +14,7 @@ from barcode_harness.stack.kafka import KafkaComponent, broker_properties, overr
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode
 from barcode_harness.stack.process import find_binary
-from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, server_conf
+from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, listen_conf, server_conf
 from barcode_harness.stack.topology import (
     APP_IDS,
     CONTROLLER_PORT,
@@ -166,13 +166,7 @@ class HaRedisNode(RedisComponent):
 
 def render_sentinel_conf(home: Path, ip: str, primary_ip: str, service: str) -> str:
     return f"""# Rendered by barcode-pipeline (ha profile) on first start; Sentinel rewrites it itself.
-bind {ip}
-port {SENTINEL_PORT}
-protected-mode no
-daemonize no
-dir {home / "data"}
-pidfile {home / "sentinel.pid"}
-logfile {home / "logs" / "server.log"}
+{listen_conf(home, ip, SENTINEL_PORT, protected=False, pidfile="sentinel.pid")}
 sentinel resolve-hostnames no
 sentinel monitor {service} {primary_ip} {REDIS_PORT} 2
 sentinel down-after-milliseconds {service} 2000
