@@ -123,7 +123,7 @@ def test_the_client_follows_a_failover_without_a_restart(
     key = f"bp-test:failover:{uuid.uuid4().hex}"
     client.set(key, "before")
     old = primary_address(ha_settings)
-    sentinel = redis.Redis(host=ha_stack.topology.sentinel(1).ip, port=26379)
+    sentinel = redis.Redis(host=ha_stack.topology.node("s", 1).ip, port=26379)
     wait_for_a_promotable_replica(sentinel, ha_settings.redis.service)
     assert sentinel.sentinel_failover(ha_settings.redis.service)
     new = wait_for_new_primary(ha_settings, old)

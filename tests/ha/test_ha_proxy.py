@@ -61,7 +61,7 @@ def test_trusted_network_admits_its_scanner_through_haproxy_and_a_spoofed_header
     ha_stack: HaStackManager, ha_settings: HarnessSettings, tmp_path: Path
 ) -> None:
     topo = Topology(ha_settings.ha_subnet)
-    app, balancer, elsewhere = topo.app(1), topo.balancer(), topo.kafka(1)
+    app, balancer, elsewhere = topo.node("app", 1), topo.node("lb"), topo.node("k", 1)
     scanners = topo.host_ip  # where the scanners (and this test) are
     tag = f"PROXY{uuid.uuid4().hex[:6].upper()}"
     settings = ha_settings.updated(

@@ -46,7 +46,7 @@ def test_internal_topics_are_replicated_and_unclean_election_is_off(ha_settings:
 
 
 def test_a_write_on_the_primary_reaches_both_replicas(ha_stack: HaStackManager) -> None:
-    sentinel = redis.Redis(host=ha_stack.topology.sentinel(1).ip, port=26379, decode_responses=True)
+    sentinel = redis.Redis(host=ha_stack.topology.node("s", 1).ip, port=26379, decode_responses=True)
     host, port = sentinel.sentinel_get_master_addr_by_name(ha_stack.settings.redis.service)
     primary = redis.Redis(host=host, port=int(port))
     primary.set("bp-test:ha-replication", "1")

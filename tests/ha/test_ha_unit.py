@@ -30,7 +30,7 @@ def test_topology_gives_every_node_its_own_address_and_bp_names() -> None:
     assert all(len(n.veth) <= 15 for n in nodes)  # the kernel's interface name limit
     assert topo.bootstrap == "10.9.8.11:9092,10.9.8.12:9092,10.9.8.13:9092"
     assert topo.sentinels.count(":26379") == 3
-    assert [topo.app(i).namespace for i in (1, 2)] == ["bpapp1", "bpapp2"]
+    assert [topo.node("app", i).namespace for i in (1, 2)] == ["bpapp1", "bpapp2"]
 
 
 def test_haproxy_checks_ready_on_both_app_hosts(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def demo(
 ) -> None:
     """Stack + pipeline + a short scanner load, then a summary. Exit 1 if a scan was lost or doubled."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     if rate <= 0 or duration <= 0 or not 0 <= duplicates < 1:
         raise ConfigError("--rate and --duration must be > 0 and --duplicates within [0, 1)")
@@ -109,9 +109,8 @@ def demo(
     console = Console()
     with console.status(f"demo: pipeline up, sending {rate:.0f} scans/s for {duration:.0f}s ..."):
         summary = run_demo(settings, DemoSpec(rate=rate, duration_s=duration, duplicate_ratio=duplicates))
-    table = Table(title="barcode-pipeline demo (all services share this machine's cores)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    title = "barcode-pipeline demo (all services share this machine's cores)"
+    table = Table("measure", Column("value", justify="right"), title=title)
     for key, value in summary.items():
         table.add_row(key.replace("_", " "), str(value))
     console.print(table)

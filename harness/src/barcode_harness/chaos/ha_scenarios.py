@@ -266,8 +266,8 @@ class AppHost:
 
     def __init__(self, settings: HarnessSettings, index: int, out: IO[str], *, workers: int = 2) -> None:
         topology = Topology(settings.ha_subnet)
-        self.net: netns.NetNode = topology.app(index)
-        self.balancer = topology.balancer().ip
+        self.net: netns.NetNode = topology.node("app", index)
+        self.balancer = topology.node("lb").ip
         self.node = self.net.name
         self.settings = settings.updated(
             {
@@ -393,7 +393,7 @@ class AppHostKill(HaScenario, Takeover):
         self._refused = 0
 
     def load_url(self, settings: HarnessSettings) -> str | None:
-        return f"http://{Topology(settings.ha_subnet).balancer().ip}:{settings.ingest.port}"
+        return f"http://{Topology(settings.ha_subnet).node('lb').ip}:{settings.ingest.port}"
 
     def before_load(self, ctx: ChaosContext) -> None:
         """The host's own pipeline steps aside; two app hosts share the cluster instead."""

@@ -52,9 +52,7 @@ def _manager(
 
 
 def _print_status(manager: StackManager) -> bool:
-    table = Table(title="barcode-pipeline stack")
-    for col in ("component", "address", "pid", "health", "detail"):
-        table.add_column(col)
+    table = Table("component", "address", "pid", "health", "detail", title="barcode-pipeline stack")
     ok = True
     for s in (*manager.status(), *manager.monitoring_status()):
         ok &= s.healthy

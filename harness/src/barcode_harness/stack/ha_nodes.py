@@ -14,9 +14,9 @@ from barcode_harness.stack.kafka import KafkaComponent, broker_properties, overr
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode
 from barcode_harness.stack.process import find_binary
-from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, server_conf
+from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, listen_conf, server_conf
 from barcode_harness.stack.topology import (
-    APP_HOSTS,
+    APP_IDS,
     CONTROLLER_PORT,
     KAFKA_PORT,
     MARIADB_PORT,
@@ -38,11 +38,11 @@ def client_settings(settings: HarnessSettings) -> HarnessSettings:
         {
             "stack_profile": "ha",
             "kafka_bootstrap": topo.bootstrap,
-            "redis_url": f"redis://{topo.redis(1).ip}:{REDIS_PORT}/0",
+            "redis_url": f"redis://{topo.node('r', 1).ip}:{REDIS_PORT}/0",
             "redis_sentinels": topo.sentinels,
             "redis_min_replicas": NODES - 1,
             "topic_replication": NODES,
-            "db_url": f"mysql://{db.user}:{db.password}@{topo.mariadb().ip}:{MARIADB_PORT}/{db.database}",
+            "db_url": f"mysql://{db.user}:{db.password}@{topo.node('db').ip}:{MARIADB_PORT}/{db.database}",
         }
     )
 
@@ -50,13 +50,11 @@ def client_settings(settings: HarnessSettings) -> HarnessSettings:
 def render_kafka_node_properties(topo: Topology, node_id: int, data_dir: Path) -> str:
     """The single broker's properties, made one voter of three whose topics are replicated: an
     acknowledged (acks=all) write is on at least 2 of 3 brokers; no out-of-sync replica may lead."""
-    ip = topo.kafka(node_id).ip
+    ip = topo.node("k", node_id).ip
     changes: dict[str, object] = {
         "node.id": node_id,
         "controller.quorum.voters": None,  # a dynamic quorum: bootstrap servers only
-        "controller.quorum.bootstrap.servers": ",".join(
-            f"{topo.kafka(i).ip}:{CONTROLLER_PORT}" for i in NODE_IDS
-        ),
+        "controller.quorum.bootstrap.servers": topo.addresses("k", CONTROLLER_PORT),
         "advertised.listeners": f"PLAINTEXT://{ip}:{KAFKA_PORT},CONTROLLER://{ip}:{CONTROLLER_PORT}",
         "min.insync.replicas": 2,
         "unclean.leader.election.enable": "false",
@@ -86,7 +84,7 @@ class HaKafkaNode(KafkaComponent):
         super().__init__(settings)
         self.node_id = node_id
         self.topo = topo
-        self.net = topo.kafka(node_id)
+        self.net = topo.node("k", node_id)
         self.heap = settings.ha_kafka_heap
 
     @property
@@ -103,8 +101,9 @@ class HaKafkaNode(KafkaComponent):
     def format_args(self) -> list[str]:
         """Every voter is formatted with the same --initial-controllers: a 3-voter dynamic quorum."""
         quorum = json.loads((self.settings.state_dir.resolve() / "kafka-quorum.json").read_text())
+        dirs = quorum["directories"]
         voters = ",".join(
-            f"{i}@{self.topo.kafka(i).ip}:{CONTROLLER_PORT}:{quorum['directories'][str(i)]}" for i in NODE_IDS
+            f"{i}@{self.topo.node('k', i).ip}:{CONTROLLER_PORT}:{dirs[str(i)]}" for i in NODE_IDS
         )
         return [f"--cluster-id={quorum['cluster_id']}", f"--initial-controllers={voters}"]
 
@@ -147,8 +146,8 @@ class HaRedisNode(RedisComponent):
 
     def __init__(self, settings: HarnessSettings, index: int, topo: Topology) -> None:
         self.name = f"redis-{index}"
-        self.net = topo.redis(index)
-        self.primary_ip = None if index == 1 else topo.redis(1).ip
+        self.net = topo.node("r", index)
+        self.primary_ip = None if index == 1 else topo.node("r", 1).ip
         super().__init__(settings.updated({"redis_url": f"redis://{self.net.ip}:{REDIS_PORT}/0"}))
 
     def prepare(self) -> None:
@@ -167,13 +166,7 @@ class HaRedisNode(RedisComponent):
 
 def render_sentinel_conf(home: Path, ip: str, primary_ip: str, service: str) -> str:
     return f"""# Rendered by barcode-pipeline (ha profile) on first start; Sentinel rewrites it itself.
-bind {ip}
-port {SENTINEL_PORT}
-protected-mode no
-daemonize no
-dir {home / "data"}
-pidfile {home / "sentinel.pid"}
-logfile {home / "logs" / "server.log"}
+{listen_conf(home, ip, SENTINEL_PORT, protected=False, pidfile="sentinel.pid")}
 sentinel resolve-hostnames no
 sentinel monitor {service} {primary_ip} {REDIS_PORT} 2
 sentinel down-after-milliseconds {service} 2000
@@ -193,8 +186,8 @@ class HaSentinel(Component):
     def __init__(self, settings: HarnessSettings, index: int, topo: Topology) -> None:
         self.name = f"sentinel-{index}"
         super().__init__(settings)
-        self.net = topo.sentinel(index)
-        self.primary_ip = topo.redis(1).ip
+        self.net = topo.node("s", index)
+        self.primary_ip = topo.node("r", 1).ip
 
     @property
     def address(self) -> str:
@@ -233,7 +226,7 @@ class HaMariaDB(MariaDBComponent):
     net: NetNode
 
     def __init__(self, settings: HarnessSettings, topo: Topology, host_ip: str) -> None:
-        self.net = topo.mariadb()
+        self.net = topo.node("db")
         # The services connect from the host's bridge address and from the app hosts, not loopback.
-        self.client_hosts = (*self.client_hosts, host_ip, *(topo.app(i).ip for i in range(1, APP_HOSTS + 1)))
+        self.client_hosts = (*self.client_hosts, host_ip, *(topo.node("app", i).ip for i in APP_IDS))
         super().__init__(client_settings(settings))

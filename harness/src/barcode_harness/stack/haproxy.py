@@ -11,7 +11,7 @@ from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.base import Component
 from barcode_harness.stack.netns import NetNode
 from barcode_harness.stack.process import find_binary
-from barcode_harness.stack.topology import APP_HOSTS, Topology
+from barcode_harness.stack.topology import APP_IDS, Topology
 from barcode_pipeline import names
 
 
@@ -60,8 +60,8 @@ class HaProxy(Component):
 
     def __init__(self, settings: HarnessSettings, topo: Topology) -> None:
         super().__init__(settings)
-        self.net = topo.balancer()
-        self.backends = [(f"app{i}", topo.app(i).ip) for i in range(1, APP_HOSTS + 1)]
+        self.net = topo.node("lb")
+        self.backends = [(f"app{i}", topo.node("app", i).ip) for i in APP_IDS]
 
     @property
     def port(self) -> int:

@@ -44,12 +44,21 @@ def _ip() -> str:
     return find_binary("ip", "iproute2", "netns")
 
 
-def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([_ip(), *args], capture_output=True, text=True, check=False)
+def _run(*args: str, check: bool = True, node: NetNode | None = None) -> subprocess.CompletedProcess[str]:
+    """``ip <args>``, or ``iptables <args>`` inside ``node``'s namespace; with ``check`` a refusal is a
+    one-line StackError."""
+    if node is None:
+        argv = [_ip(), *args]
+    else:
+        argv = [*node.exec_prefix(), find_binary("iptables", "iptables", "netns"), "-w", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
+        reason = result.stderr.strip() or result.returncode
+        if node is not None:
+            raise StackError(f"iptables in {node.namespace}: {reason}", component="netns")
         raise StackError(
-            f"network namespaces cannot be created here (ip {' '.join(args)}: "
-            f"{result.stderr.strip() or result.returncode}); the ha profile needs root and iproute2",
+            f"network namespaces cannot be created here (ip {' '.join(args)}: {reason}); "
+            "the ha profile needs root and iproute2",
             component="netns",
         )
     return result
@@ -174,28 +183,18 @@ def namespace_pids(node: NetNode) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
-def _iptables_in(node: NetNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run iptables inside ``node``'s namespace; with ``check`` a refusal is a one-line StackError."""
-    iptables = find_binary("iptables", "iptables", "netns")
-    argv = [*node.exec_prefix(), iptables, "-w", *args]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise StackError(f"iptables in {node.namespace}: {result.stderr.strip()}", component="netns")
-    return result
-
-
 def cut_off(node: NetNode, peers: list[str]) -> None:
     """Drop every packet between ``node`` and ``peers`` (rules inside the node's own namespace,
     so nothing outside our namespaces is touched). The host and other addresses still reach it."""
     for peer in peers:
         for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
-            _iptables_in(node, "-A", chain, flag, peer, "-j", "DROP")
+            _run("-A", chain, flag, peer, "-j", "DROP", node=node)
 
 
 def reconnect(node: NetNode) -> None:
     """Undo :func:`cut_off`: flush the namespace's filter rules (only ours live there)."""
     for chain in ("INPUT", "OUTPUT"):
-        _iptables_in(node, "-F", chain, check=False)
+        _run("-F", chain, check=False, node=node)
 
 
 def admit_only(node: NetNode, port: int, source: str) -> None:
@@ -203,5 +202,5 @@ def admit_only(node: NetNode, port: int, source: str) -> None:
     behind a load balancer is firewalled. In the mangle table, so :func:`reconnect` (which flushes the
     filter table) leaves it in place; added once however often it is called."""
     rule = ["PREROUTING", "!", "-i", "lo", "-p", "tcp", "--dport", str(port), "!", "-s", source, "-j", "DROP"]
-    if _iptables_in(node, "-t", "mangle", "-C", *rule, check=False).returncode != 0:
-        _iptables_in(node, "-t", "mangle", "-A", *rule)
+    if _run("-t", "mangle", "-C", *rule, check=False, node=node).returncode != 0:
+        _run("-t", "mangle", "-A", *rule, node=node)

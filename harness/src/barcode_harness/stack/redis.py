@@ -13,15 +13,20 @@ from barcode_harness.stack.base import Component
 from barcode_harness.stack.process import find_binary
 
 
-def server_conf(settings: HarnessSettings, home: Path, host: str, port: int, *, protected: bool) -> str:
-    """Where a local Redis listens and keeps its data, pid, log and append-only file (every profile)."""
+def listen_conf(home: Path, host: str, port: int, *, protected: bool, pidfile: str = "redis.pid") -> str:
+    """Where a local Redis or Sentinel listens and keeps its data, pid and log."""
     return f"""bind {host}
 port {port}
 protected-mode {"yes" if protected else "no"}
 daemonize no
 dir {home / "data"}
-pidfile {home / "redis.pid"}
-logfile {home / "logs" / "server.log"}
+pidfile {home / pidfile}
+logfile {home / "logs" / "server.log"}"""
+
+
+def server_conf(settings: HarnessSettings, home: Path, host: str, port: int, *, protected: bool) -> str:
+    """A Redis server's ``listen_conf`` and append-only file (every profile)."""
+    return f"""{listen_conf(home, host, port, protected=protected)}
 appendonly yes
 appendfilename "appendonly.aof"
 appendfsync {settings.redis_appendfsync}

@@ -16,6 +16,8 @@ MARIADB_PORT = 3306
 NODES = 3
 APP_HOSTS = 2
 NODE_IDS = range(1, NODES + 1)
+APP_IDS = range(1, APP_HOSTS + 1)
+OFFSETS = {"k": 10, "r": 20, "s": 30, "db": 40, "lb": 50, "app": 50}  # of each node's address
 
 
 def check_subnet(subnet: str) -> None:
@@ -43,32 +45,22 @@ class Topology:
         """The host namespace's address on the bridge: where scanners and the harness's clients are."""
         return self._ip(1)
 
-    def kafka(self, i: int) -> NetNode:
-        return NetNode(f"k{i}", self._ip(10 + i))
-
-    def redis(self, i: int) -> NetNode:
-        return NetNode(f"r{i}", self._ip(20 + i))
-
-    def sentinel(self, i: int) -> NetNode:
-        return NetNode(f"s{i}", self._ip(30 + i))
-
-    def mariadb(self) -> NetNode:
-        return NetNode("db", self._ip(40))
-
-    def balancer(self) -> NetNode:
-        return NetNode("lb", self._ip(50))
-
-    def app(self, i: int) -> NetNode:
-        return NetNode(f"app{i}", self._ip(50 + i))
+    def node(self, name: str, i: int = 0) -> NetNode:
+        """Node ``i`` of ``k`` (Kafka), ``r`` (Redis), ``s`` (Sentinel) or ``app``; or ``db``, ``lb``."""
+        return NetNode(f"{name}{i or ''}", self._ip(OFFSETS[name] + i))
 
     def all_nodes(self) -> list[NetNode]:
-        per_id = [kind(i) for kind in (self.kafka, self.redis, self.sentinel) for i in NODE_IDS]
-        return [*per_id, self.mariadb(), self.balancer(), *(self.app(i) for i in range(1, APP_HOSTS + 1))]
+        per_id = [self.node(name, i) for name in ("k", "r", "s") for i in NODE_IDS]
+        return [*per_id, self.node("db"), self.node("lb"), *(self.node("app", i) for i in APP_IDS)]
+
+    def addresses(self, name: str, port: int) -> str:
+        """``ip:port`` of every node of ``name`` (k, r or s), comma-separated."""
+        return ",".join(f"{self.node(name, i).ip}:{port}" for i in NODE_IDS)
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"{self.kafka(i).ip}:{KAFKA_PORT}" for i in NODE_IDS)
+        return self.addresses("k", KAFKA_PORT)
 
     @property
     def sentinels(self) -> str:
-        return ",".join(f"{self.sentinel(i).ip}:{SENTINEL_PORT}" for i in NODE_IDS)
+        return self.addresses("s", SENTINEL_PORT)
