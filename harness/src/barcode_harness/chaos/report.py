@@ -248,7 +248,8 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         f"{info.command}",
         "```",
         "",
-        "The same scenarios run at CI scale in `tests/harness/chaos/` (short holds, private stack on its own ports).",
+        "The same scenarios run at CI scale in `tests/harness/chaos/` (short holds, private stack on its own "
+        "ports).",
         "",
     ]
     return "\n".join(lines)
