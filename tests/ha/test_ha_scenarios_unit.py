@@ -49,6 +49,27 @@ def test_polled_returns_the_last_value_and_treats_errors_as_not_yet() -> None:
     assert last == 7 and took >= 0.3
 
 
+def test_polled_waits_out_only_the_errors_it_is_told_to() -> None:
+    """A chaos wait that expects Redis errors must not hide a bug behind its timeout."""
+    answers = iter([ValueError("not yet"), 3])
+
+    def probe() -> int:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert polled(probe, lambda n: n >= 3, 0, timeout=5, errors=(ValueError,))[0] == 3
+
+    def broken() -> int:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        polled(broken, lambda n: n >= 1, 0, timeout=5, errors=(ValueError,))
+    with pytest.raises(KeyError):
+        polled(broken, lambda n: n >= 1, 0, timeout=5, errors=())
+
+
 def test_the_app_host_kill_times_the_claim_as_a_takeover_beside_the_failover(tmp_path: Path) -> None:
     """Its takeover check comes from the single-node Takeover base, kept apart from the partitions'."""
     scenario = next(s for s in select(["h9"]) if isinstance(s, AppHostKill))

@@ -125,13 +125,15 @@ def rows_for(settings: HarnessSettings, keys: Iterable[ScanKey]) -> dict[ScanKey
     """Row count per scan (0 for none)."""
     wanted = sorted(set(keys))
     counts = dict.fromkeys(wanted, 0)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        marks = ",".join(["(%s, %s)"] * len(chunk))
-        sql = (f"SELECT device_id, scan_id, COUNT(*) FROM barcodes WHERE (device_id, scan_id) IN ({marks})"
-               " GROUP BY device_id, scan_id")  # fmt: skip
-        for dev, sid, n in query(settings, sql, *(v for key in chunk for v in key)):
-            counts[(str(dev), str(sid))] = int(n)
+    with db.connect(settings.db.url, autocommit=True) as conn, conn.cursor() as cur:  # one for every chunk
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join(["(%s, %s)"] * len(chunk))
+            sql = (f"SELECT device_id, scan_id, COUNT(*) FROM barcodes"
+                   f" WHERE (device_id, scan_id) IN ({marks}) GROUP BY device_id, scan_id")  # fmt: skip
+            cur.execute(sql, [v for key in chunk for v in key])
+            for dev, sid, n in cur.fetchall():
+                counts[(str(dev), str(sid))] = int(n)
     return counts
 
 
@@ -205,13 +207,19 @@ class TakeoverProbe:
 
 
 def polled(
-    probe: Callable[[], T], done: Callable[[T], bool], last: T, timeout: float = 60.0, interval: float = 0.1
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    last: T,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    errors: tuple[type[Exception], ...] = (Exception,),
 ) -> tuple[T, float]:
-    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. An
-    error counts as not yet: a node in failover answers with errors of every kind."""
+    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. One of
+    ``errors`` counts as not yet (by default any: a node in failover answers with errors of every kind);
+    any other surfaces at once."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*errors):
             last = probe()
             if done(last):
                 break
@@ -230,7 +238,7 @@ def wait_pending(settings: HarnessSettings, consumer: str, *, at_least: int = 1,
     streams = names.all_streams(settings.streams.shards)
     with redis_adapter.client(settings) as client:
         return polled(lambda: len(pending_ids(client, streams, consumer)), lambda n: n >= at_least, 0,
-                      timeout, interval=0.01)[0]  # fmt: skip
+                      timeout, interval=0.01, errors=(redis.RedisError,))[0]  # fmt: skip
 
 
 def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -> float:
@@ -239,7 +247,8 @@ def wait_caught_up(settings: HarnessSettings, *, max_lag: int, timeout: float) -
     def caught_up(b: Backlog | None) -> bool:
         return b is not None and not b.errors and b.kafka_lag <= max_lag
 
-    backlog, took = polled(lambda: measure(settings), caught_up, None, timeout, interval=0.25)
+    # measure() reports Kafka's and Redis's errors in the backlog itself: anything it raises is a bug
+    backlog, took = polled(lambda: measure(settings), caught_up, None, timeout, interval=0.25, errors=())
     if not caught_up(backlog):
         lag = backlog.kafka_lag if backlog else "unknown"
         raise PipelineError(f"processor not caught up after {timeout:.0f}s: lag {lag}", component="chaos")

@@ -37,10 +37,10 @@ from barcode_pipeline.run.supervisor import Hold, Supervisor
 log = logging.getLogger(__name__)
 
 
-def resume(sup: Supervisor, *names: str, timeout: float = 30.0) -> None:
+def resume(sup: Supervisor, *children: str, timeout: float = 30.0) -> None:
     """Make sure children run and are supervised again; returns once they are alive. Only a paused
     child is started here (a dead unpaused one is the watchdog's: both starting it makes two copies)."""
-    for name in names:
+    for name in children:
         child = sup.children[name]
         if child.hold is Hold.PAUSED:
             if not child.alive():

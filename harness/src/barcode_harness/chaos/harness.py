@@ -12,6 +12,7 @@ then every acknowledged scan is looked up. The caller passes the settings of the
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -28,7 +29,7 @@ from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.manager import StackManager
 from barcode_harness.stack.managers import manager_for
-from barcode_pipeline.errors import PipelineError
+from barcode_pipeline.errors import ConfigError, PipelineError
 from barcode_pipeline.run.pipeline import running_pipeline, wait_drained
 from barcode_pipeline.run.startup import wait_http_ok
 from barcode_pipeline.run.supervisor import Supervisor
@@ -149,7 +150,8 @@ def _run(scenario: Scenario, ctx: ChaosContext, result: ScenarioResult) -> Ledge
     ctx.started_ms = time.time_ns() // 1_000_000
     load.start()
     # Load flowing before the warmup counts (no outbox file, or schema, yet: an error, polled again).
-    if not polled(lambda: load.counts().acked, lambda n: n >= 1, 0, timeout=30)[0]:
+    if not polled(lambda: load.counts().acked, lambda n: n >= 1, 0, timeout=30,
+                  errors=(ConfigError, sqlite3.OperationalError))[0]:  # fmt: skip
         raise PipelineError("load not flowing: 0 scans acknowledged after 30s (wanted 1)", component="chaos")
     ctx.sleep(params.warmup_s)
     ctx.t_inject = time.monotonic()
