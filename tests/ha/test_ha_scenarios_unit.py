@@ -51,7 +51,7 @@ def test_polled_returns_the_last_value_and_treats_errors_as_not_yet() -> None:
 
 def test_polled_waits_out_only_the_errors_it_is_told_to() -> None:
     """A chaos wait that expects Redis errors must not hide a bug behind its timeout."""
-    answers = iter([ValueError("not yet"), 3])
+    answers: Iterator[int | Exception] = iter([ValueError("not yet"), 3])
 
     def probe() -> int:
         answer = next(answers)
