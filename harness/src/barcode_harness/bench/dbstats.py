@@ -1,5 +1,5 @@
 """Database write I/O from ``SHOW GLOBAL STATUS``: totals per phase and a per-second series (taken by
-:class:`Sampler`, the thread sampler every bench shares).
+the thread sampler every bench shares, :class:`~barcode_harness.bench.sampler.Sampler`).
 
 The original study counted ``Innodb_data_writes``, but on MariaDB 10.11 that leaves out redo-log
 writes; a synchronous commit costs a redo-log write plus an fsync, so the reports lead with
@@ -13,10 +13,10 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, TypeVar
 
+from barcode_harness.bench.sampler import Sampler
 from barcode_pipeline.adapters import db
 
 log = logging.getLogger(__name__)
@@ -101,40 +101,12 @@ class DbStatus:
         self._conn.close()
 
 
-class Sampler(Generic[T]):
-    """Calls ``take`` every ``interval_s`` on a thread while entered (for charts and growth checks)."""
-
-    def __init__(self, take: Callable[[], T], interval_s: float = 1.0) -> None:
-        self._take, self.interval_s = take, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
-        self.samples: list[T] = []
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        while True:
-            t = time.time()
-            try:
-                self.samples.append(self._take())
-            except Exception as exc:  # a missed sample is a gap in a chart, not a failed run
-                log.warning("%s sample failed: %s", type(self).__name__, exc)
-            if self._stop.wait(max(0.0, self.interval_s - (time.time() - t))):
-                return
-
-
 class DbSampler(Sampler[Snapshot]):
     """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
 
     def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
         self.status = DbStatus(db_url)  # also read between samples (one connection, under a lock)
-        super().__init__(self.status.snapshot, interval_s)
+        super().__init__(self.status.snapshot, interval_s, join_s=10.0)
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__()

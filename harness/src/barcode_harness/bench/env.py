@@ -20,10 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from barcode_harness.bench import report
-from barcode_harness.bench.dbstats import Sampler
 from barcode_harness.bench.loadgen import LoadResult, LoadSpec
 from barcode_harness.bench.loads import acked_ids, run_load, scan_window, spec_for
 from barcode_harness.bench.procstats import group_pids
+from barcode_harness.bench.sampler import Sampler
 from barcode_harness.bench.specs import Spec
 from barcode_harness.keys import with_harness_key
 from barcode_harness.settings import HarnessSettings
@@ -242,7 +242,7 @@ class BenchRun:
         with self.env(legacy=legacy) as env:
             if drain_s:
                 env.drain(drain_s)
-            info = report.environment(self.settings, {"preset": spec.preset, "spec": spec.to_dict()})
+            info = report.environment(env.settings, {"preset": spec.preset, "spec": spec.to_dict()})
             yield env, info
         report.finish_environment(info)
 

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from barcode_harness.bench import procstats, report
-from barcode_harness.bench.dbstats import Sampler
 from barcode_harness.bench.env import ASYNC, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
+from barcode_harness.bench.sampler import Sampler
 from barcode_harness.bench.specs import HostileSpec
 from barcode_harness.bench.warmup import warm_until_steady
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan

@@ -16,8 +16,8 @@ from typing import Any
 import redis
 
 from barcode_harness.bench import procstats
-from barcode_harness.bench.dbstats import Sampler
 from barcode_harness.bench.footprint import table_bytes
+from barcode_harness.bench.sampler import Sampler
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline import names
 from barcode_pipeline.adapters import redis as redis_adapter
@@ -78,7 +78,7 @@ class SoakSampler(Sampler[Sample]):
         pids: Callable[[], dict[str, list[int]]],
         interval_s: float,
     ) -> None:
-        super().__init__(self._take, interval_s)
+        super().__init__(self._take, interval_s, join_s=60.0)
         self.settings, self.kafka_dir, self.pids = settings, kafka_dir, pids
         self._streams = names.all_streams(settings.streams.shards)
         self._cpu_before: procstats.CpuSnapshot | None = None

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -303,8 +304,10 @@ class KafkaComponent(Component):
         consumer = Consumer({**quiet, "group.id": "barcode-stack-health", "enable.auto.commit": False})
         try:
             consumer.assign([TopicPartition(HEALTH_TOPIC, partition, offset)])
-            if any(not msg.error() and msg.value() == token for msg in consumer.consume(1, timeout=6)):
-                return
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:  # an error event (a leader not ready yet) is not the answer
+                if any(not m.error() and m.value() == token for m in consumer.consume(1, timeout=0.5)):
+                    return
         finally:
             consumer.close()
         raise StackError("consumed nothing back from the health topic", component=self.name)

@@ -62,6 +62,8 @@ def spawn(argv: list[str], *, log: Path, pidfile: Path) -> None:
 
 def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> None:
     """SIGTERM our server ``pid``, wait up to ``timeout`` for a clean exit, then SIGKILL."""
+    if not is_alive(pid, marker):  # a stale pid file names somebody else's process
+        return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
