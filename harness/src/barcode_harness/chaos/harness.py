@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from barcode_harness.chaos.checks import Check, Ledger, polled, verify
 from barcode_harness.chaos.context import ChaosContext, ChaosParams
@@ -77,7 +77,6 @@ class ChaosEnv:
     stack: StackManager
     sup: Supervisor
     workdir: Path
-    log_out: IO[str]
 
     def ensure_healthy(self, timeout: float = 60.0) -> None:
         """Every server up, every child running and supervised, ingest ready: a clean start line."""
@@ -94,7 +93,7 @@ def chaos_env(settings: HarnessSettings, workdir: Path, *, workers: int = 2) -> 
     workdir.mkdir(parents=True, exist_ok=True)
     settings = with_harness_key(settings, "chaos")
     with running_pipeline(settings, log_path=workdir / "pipeline.log", workers=workers) as sup:
-        yield ChaosEnv(settings, manager_for(settings), sup, workdir, sup.out)
+        yield ChaosEnv(settings, manager_for(settings), sup, workdir)
 
 
 def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> ScenarioResult:
@@ -105,7 +104,7 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
     url = scenario.load_url(env.settings) or ingest_url(env.settings)
     load = ScannerLoad(url, outbox, rate=params.rate, duplicate_ratio=params.duplicate_ratio,
                        api_key=env.settings.ingest_api_key)  # fmt: skip
-    ctx = ChaosContext(env.settings, env.stack, env.sup, params, load, outbox.parent, env.log_out)
+    ctx = ChaosContext(env.settings, env.stack, env.sup, params, load, outbox.parent, env.sup.out)
     ledger: Ledger | None = None
     try:
         env.ensure_healthy()
@@ -114,9 +113,8 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
         log.exception("scenario %s failed to run", scenario.name)
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
-        if load.running:
-            with suppress(Exception):
-                load.stop_generating()
+        with suppress(Exception):  # already stopped unless the run failed before heal
+            load.stop_generating()
         try:
             scenario.cleanup(ctx)
         except Exception as exc:
@@ -190,7 +188,7 @@ def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -
     result.duplicates = ledger.duplicate_rows + ledger.stray_duplicates
     sample = f", e.g. {ledger.lost_sample[:3]}" if ledger.lost else ""
     reasons = f"{ledger.dead_without_reason} without; {ledger.dead_letter_reasons}"
-    checks = [
+    result.checks += [
         Check("load was flowing", ledger.acknowledged > 0, f"{ledger.acknowledged} scans acknowledged"),
         Check("every acknowledged scan is stored or dead-lettered", ledger.lost == 0,
               f"{ledger.lost} lost{sample}"),
@@ -203,13 +201,12 @@ def _ledger_checks(result: ScenarioResult, ledger: Ledger, scenario: Scenario) -
               f"{ledger.stored_and_dead}"),
     ]  # fmt: skip
     if ledger.dead_lettered:
-        checks.append(
+        result.checks.append(
             Check("every dead-lettered scan carries its reason", ledger.dead_without_reason == 0, reasons)
         )
     if not scenario.expects_dead_letters:
-        checks.append(Check("no acknowledged scan dead-lettered", ledger.dead_lettered == 0,
-                            f"{ledger.dead_lettered}: {ledger.dead_letter_reasons}"))  # fmt: skip
-    result.checks += checks
+        result.checks.append(Check("no acknowledged scan dead-lettered", ledger.dead_lettered == 0,
+                                   f"{ledger.dead_lettered}: {ledger.dead_letter_reasons}"))  # fmt: skip
 
 
 def run_scenarios(
@@ -221,8 +218,6 @@ def run_scenarios(
     on_result: Callable[[ScenarioResult], object] = lambda _: None,
 ) -> list[ScenarioResult]:
     """Bring up the stack and pipeline once, then run each scenario in turn."""
-    if not scenarios:
-        raise PipelineError("no scenario selected", component="chaos")
     results: list[ScenarioResult] = []
     with chaos_env(settings, workdir) as env:
         for scenario in scenarios:

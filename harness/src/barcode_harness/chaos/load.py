@@ -44,13 +44,12 @@ class ScannerLoad:
         )
         self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)  # not this thread's loop
         self._stop = asyncio.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._run, name="chaos-scanner", daemon=True)
         self._error: BaseException | None = None
 
     def start(self) -> None:
         """Start generating ``rate`` scans/s until :meth:`stop_generating`."""
         self._runner.get_loop()  # created here, so that stop_generating can never race its creation
-        self._thread = threading.Thread(target=self._run, name="chaos-scanner", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -60,13 +59,11 @@ class ScannerLoad:
         except BaseException as exc:  # surfaced by stop_generating
             self._error = exc
 
-    def stop_generating(self, timeout: float = 60.0) -> None:
+    def stop_generating(self) -> None:
         """Stop generating; scans not yet acknowledged stay pending in the outbox."""
-        if self._thread is None:
-            raise PipelineError("load was never started", component="chaos")
         if self._thread.is_alive():
             self._runner.get_loop().call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
+        self._thread.join(60.0)
         if self._thread.is_alive():
             raise PipelineError("scanner simulator did not stop", component="chaos")
         if self._error is not None:
@@ -74,7 +71,7 @@ class ScannerLoad:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread.is_alive()
 
     def drain(self, timeout_s: float) -> SimulatorReport:
         """Deliver every pending scan (retrying as a scanner would); ``drained`` says if it finished."""

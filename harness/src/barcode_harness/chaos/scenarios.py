@@ -34,11 +34,6 @@ from barcode_pipeline.worker.crash import CRASH_AFTER_COMMIT_ENV, CRASH_BEFORE_C
 ABSORBED = re.compile(r"(\d+) duplicates absorbed")  # the workers' line for a batch that came again
 
 
-def processors(ctx: ChaosContext) -> list[str]:
-    """The supervised processor children ("processor", or "processor-N" with BP_PROCESSORS > 1)."""
-    return ctx.sup.names(names.Role.PROCESSOR)
-
-
 def absorbed(ctx: ChaosContext, scenario: Scenario) -> int:
     """The duplicates the workers logged as absorbed during ``scenario`` (also kept in its metrics)."""
     n = ctx.logged_since(f"=== scenario {scenario.key} {scenario.name}:", ABSORBED)
@@ -99,9 +94,8 @@ class ServerKill(Scenario):
         self.name = f"{component}-{'stop' if clean_stop else 'kill'}"
         label = {"kafka": "Kafka broker", "redis": "Redis", "mariadb": "MariaDB"}[component]
         self.title = f"{label} {'stopped cleanly' if clean_stop else 'SIGKILL'} and restarted"
-        self.fault = (
-            f"{'clean shutdown' if clean_stop else 'SIGKILL'} of {component}, restarted after the hold"
-        )
+        how = "clean shutdown" if clean_stop else "SIGKILL"
+        self.fault = f"{how} of {component}, restarted after the hold"
         self._before: checks.RedisState | None = None
         self._probe: faults.IngestProbe | None = None
 
@@ -114,10 +108,7 @@ class ServerKill(Scenario):
         if self.component == "kafka":  # what a client is told while the broker is away
             self._probe = faults.IngestProbe(ctx.settings)
 
-    def _probe_checks(self, ctx: ChaosContext) -> None:
-        if self._probe is None:
-            return
-        a, self._probe = self._probe, None
+    def _probe_checks(self, ctx: ChaosContext, a: faults.IngestProbe) -> None:
         a.stop()
         ctx.extra_sent += sum(a.statuses.values())
         ctx.extra_acked.update(a.acknowledged)
@@ -130,7 +121,8 @@ class ServerKill(Scenario):
                   a.summary())  # fmt: skip
 
     def heal(self, ctx: ChaosContext) -> None:
-        self._probe_checks(ctx)
+        if self._probe is not None:
+            self._probe_checks(ctx, self._probe)
         started = time.monotonic()
         ctx.stack.component(self.component).start()
         ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
@@ -163,7 +155,7 @@ class RedisLostTail(Scenario):
              "on the copy, workers started again")  # fmt: skip
     LOST_S = 2.0
 
-    _lost: int | None = None  # stream entries the rolled-back AOF lacks
+    _lost = 0  # stream entries the rolled-back AOF lacks
 
     def inject(self, ctx: ChaosContext) -> None:
         comp = ctx.stack.component("redis")
@@ -182,9 +174,9 @@ class RedisLostTail(Scenario):
 
     def heal(self, ctx: ChaosContext) -> None:
         self.cleanup(ctx)  # Redis on the copy, the workers back
-        if self._lost is not None:  # counted in the files: the processor republishes at once after
-            ctx.check("Redis came back without entries it had answered", self._lost > 0,
-                      f"{self._lost} stream entries lost with the AOF's tail")  # fmt: skip
+        # Counted in the files: the processor republishes them at once after.
+        ctx.check("Redis came back without entries it had answered", self._lost > 0,
+                  f"{self._lost} stream entries lost with the AOF's tail")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
         ctx.stack.component("redis").start()
@@ -202,19 +194,16 @@ class Scheduled(Scenario):
     def inject(self, ctx: ChaosContext) -> None:
         for share, step in self.schedule:
             ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
-            if step in ("processor", "worker"):
-                getattr(self, f"_{step}")(ctx)
-            else:
-                self._server(ctx, step)
+            {"processor": self._processor, "worker": self._worker}.get(step, self._server)(ctx, step)
 
-    def _processor(self, ctx: ChaosContext) -> None:
-        victim = processors(ctx)[0]
+    def _processor(self, ctx: ChaosContext, _step: str) -> None:
+        victim = ctx.sup.names(names.Role.PROCESSOR)[0]
         checks.polled(ctx.sup.children[victim].alive, bool, False, 15)  # the supervisor may be restarting it
         faults.kill_child(ctx.sup, victim, restart=True)
         self._killed += 1
         ctx.mark(f"{self.name}: processor SIGKILL #{self._killed} (the supervisor restarts it)")
 
-    def _worker(self, ctx: ChaosContext) -> None:
+    def _worker(self, ctx: ChaosContext, _step: str) -> None:
         victim = ctx.sup.names(names.Role.WORKER)[0]
         consumer = names.node_member(ctx.settings.node_name, victim)
         held = checks.wait_pending(ctx.settings, consumer, at_least=1, timeout=10.0)
@@ -250,7 +239,7 @@ class ProcessorKill(Scheduled):
         ctx.note(f"processor killed {self._killed} times; restarted by the supervisor each time")
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        faults.resume(ctx.sup, processors(ctx)[0])
+        faults.resume(ctx.sup, ctx.sup.names(names.Role.PROCESSOR)[0])
 
 
 class Takeover(Scenario):
@@ -258,8 +247,7 @@ class Takeover(Scenario):
 
     reports_takeover = True
     _probe: TakeoverProbe | None = None
-    taken_over = ""  # the takeover check's name and clock, e.g. "from the kill"
-    clock = ""
+    taken_over = clock = ""  # the takeover check's name and its clock, e.g. "from the kill"
     metric, digits = "takeover_s", 2  # where the takeover time is kept, and its digits in the check
 
     def _held(self, ctx: ChaosContext, probe: TakeoverProbe, check: str) -> None:
@@ -277,8 +265,7 @@ class Takeover(Scenario):
         if self._probe is None:
             return
         self._probe.stop()
-        took = self._probe.done_after_s
-        ctx.metrics[self.metric] = took
+        took = ctx.metrics[self.metric] = self._probe.done_after_s
         target = ctx.params.takeover_target_s
         when = "never" if took is None else f"{took:.{self.digits}f} s"
         ctx.check(f"{self.taken_over} within {target:.0f} s", took is not None and took <= target,
@@ -311,10 +298,7 @@ class WorkerKill(Takeover):
     def inject(self, ctx: ChaosContext) -> None:
         workers = ctx.sup.names(names.Role.WORKER)
         self._victims = workers if self.all_workers else workers[:1]
-        # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
-        at_least = max(1, int(ctx.params.rate * ctx.settings.worker.max_delay_ms / 1000 / len(workers) / 2))
-        consumers = [names.node_member(ctx.settings.node_name, v) for v in self._victims]
-        held, probe = self._frozen_holding(ctx, consumers, at_least)
+        held, probe = self._frozen_holding(ctx, len(workers))
         for name in self._victims:
             faults.kill_child(ctx.sup, name, restart=False)
         probe.started = time.monotonic()
@@ -324,12 +308,13 @@ class WorkerKill(Takeover):
         if not self.all_workers:
             probe.start()
 
-    def _frozen_holding(
-        self, ctx: ChaosContext, consumers: list[str], at_least: int, tries: int = 5
-    ) -> tuple[int, TakeoverProbe]:
+    def _frozen_holding(self, ctx: ChaosContext, workers: int) -> tuple[int, TakeoverProbe]:
         """The victims stopped (SIGSTOP) while the first holds entries, and what they hold: running, a
         worker could acknowledge its batch between the look and the kill (one was, 25 ms later)."""
-        for _ in range(tries):
+        # Under load a worker holds about rate x max-delay / workers entries; aim for a full hand.
+        at_least = max(1, int(ctx.params.rate * ctx.settings.worker.max_delay_ms / 1000 / workers / 2))
+        consumers = [names.node_member(ctx.settings.node_name, v) for v in self._victims]
+        for _ in range(5):
             held = checks.wait_pending(ctx.settings, consumers[0], at_least=at_least, timeout=10.0)
             for name in self._victims:
                 ctx.sup.kill(name, signal.SIGSTOP)
@@ -435,13 +420,14 @@ class Duplicates(Scenario):
     def _rewind(self, ctx: ChaosContext, *, delete_markers: bool) -> None:
         """Stop the processor, (delete the markers,) rewind its group, restart it and let it catch up;
         the evidence: how many scans stored before the rewind the re-read published *again*."""
-        for name in processors(ctx):  # the whole group must be empty for the broker to rewind it
+        # The whole group must be empty for the broker to rewind it.
+        for name in ctx.sup.names(names.Role.PROCESSOR):
             faults.stop_child(ctx.sup, name)
         stored = {k for k, n in checks.rows_for(ctx.settings, ctx.load.acknowledged()).items() if n == 1}
         tails = checks.stream_tails(ctx.settings)
         deleted = faults.delete_markers(ctx.settings) if delete_markers else 0
         backlog = faults.rewind_group(ctx.settings, to=self._start)
-        faults.resume(ctx.sup, *processors(ctx))
+        faults.resume(ctx.sup, *ctx.sup.names(names.Role.PROCESSOR))
         what = f"deleted {deleted} dedup markers and rewound" if delete_markers else "rewound"
         ctx.mark(f"{what} the processor group: {backlog} records to re-read")
         # Let the re-read finish before the next step, so each protection is exercised on its own.
@@ -472,7 +458,7 @@ class Duplicates(Scenario):
                   f"{sum(rows.values())} rows for {len(rows)} scans sent {self.resends}x each")  # fmt: skip
 
     def cleanup(self, ctx: ChaosContext) -> None:
-        faults.resume(ctx.sup, *processors(ctx))
+        faults.resume(ctx.sup, *ctx.sup.names(names.Role.PROCESSOR))
 
 
 class Poison(Scenario):
@@ -606,7 +592,7 @@ class RedisFull(Scenario):
         deadline = max(ctx.params.hold_s, 2 * interval + 2.0)
         while True:
             verdicts = (read_state(ctx.settings) or {}).get("services", {})
-            states = {name: verdicts.get(name, {}).get("state") for name in processors(ctx)}
+            states = {n: verdicts.get(n, {}).get("state") for n in ctx.sup.names(names.Role.PROCESSOR)}
             if set(states.values()) == {"waiting"} or ctx.since_inject() >= deadline:
                 return states
             ctx.sleep(0.5)
@@ -666,8 +652,7 @@ def select(
     wanted: Sequence[str], factories: Sequence[Callable[[], Scenario]] = FACTORIES, what: str = "scenario",
     *, as_asked: bool = False,
 ) -> list[Scenario]:  # fmt: skip
-    """Fresh scenarios by name or key, in registry order (or ``as_asked``); ``all`` (or nothing) selects
-    every one."""
+    """Fresh scenarios by name or key, in registry order (or ``as_asked``); ``all`` or none: every one."""
     every = [f() for f in factories]
     if not wanted or "all" in wanted:
         return every

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 SERVERS = ("kafka", "redis", "mariadb")
 KINDS = ("kill", "pause", "restart")
@@ -70,17 +71,16 @@ def kinds_for(target: str, spec: ScheduleSpec) -> tuple[str, ...]:
     return ("full",) if target == DISK else (*KINDS, "full") if target in spec.fills else KINDS
 
 
-def targets_for(workers: int, spec: ScheduleSpec | None = None) -> tuple[str, ...]:
+def targets_for(workers: int, spec: ScheduleSpec = ScheduleSpec()) -> tuple[str, ...]:
     """The processor, each worker, the three servers (and their disk, when the spec fills it)."""
-    disk = (DISK,) if spec is not None and DISK in spec.fills else ()
+    disk = (DISK,) if DISK in spec.fills else ()
     return ("processor", *(f"worker-{i}" for i in range(1, workers + 1)), *SERVERS, *disk)
 
 
-def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) -> list[Fault]:
+def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec = ScheduleSpec()) -> list[Fault]:
     """The schedule for ``seed`` (always the same faults): Poisson starts over the active window, each on
     a random target and kind, held uniform [min, max]; a start while its target is faulted moves to just
     after that heal, or is dropped past the window."""
-    spec = spec or ScheduleSpec()
     rng = random.Random(seed)
     window = spec.duration_s * spec.active_share
     free_at = dict.fromkeys(targets, 0.0)
@@ -102,14 +102,7 @@ def draw(seed: int, targets: Sequence[str], spec: ScheduleSpec | None = None) ->
 
 def overlaps(faults: Sequence[Fault]) -> list[tuple[Fault, Fault]]:
     """Pairs of faults in effect at the same time (on different targets, by construction)."""
-    ordered = sorted(faults, key=lambda f: f.at_s)
-    pairs: list[tuple[Fault, Fault]] = []
-    for i, a in enumerate(ordered):
-        for b in ordered[i + 1 :]:
-            if b.at_s >= a.end_s:
-                break
-            pairs.append((a, b))
-    return pairs
+    return [(a, b) for a, b in combinations(sorted(faults, key=lambda f: f.at_s), 2) if b.at_s < a.end_s]
 
 
 def render(seed: int, faults: Sequence[Fault]) -> str:
