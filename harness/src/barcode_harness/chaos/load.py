@@ -32,12 +32,9 @@ class ScannerLoad:
             rate_per_device=rate / len(SEEDED_DEVICES),  # ``rate`` scans/s over all devices
             duplicate_ratio=duplicate_ratio,  # share of scans resent by the client as a new request
             concurrency=8,
-            # An outage's backlog goes in batches, as a scanner catching up would (else the drain
-            # would measure the client).
-            catch_up_batch=100,
+            catch_up_batch=100,  # a backlog in batches, as scanners do (else the drain would time the client)
             backoff_base_s=0.1,
-            # Capped low so a healed fault is noticed within seconds; a real scanner fleet would use more.
-            backoff_cap_s=2.0,
+            backoff_cap_s=2.0,  # low, so a healed fault is noticed within seconds (a real fleet waits more)
             drain_timeout_s=None,
             synchronous="NORMAL",  # the outbox's own fsync is not what is under test here
             api_key=api_key,  # the run's harness key (see barcode_harness.keys)
