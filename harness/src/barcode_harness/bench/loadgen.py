@@ -114,7 +114,6 @@ class LoadSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["acked_ids_path"] = str(self.acked_ids_path) if self.acked_ids_path else None
-        out["devices"] = list(self.devices)
         out["endpoint"] = self.endpoint
         out["body_factory"] = getattr(self.body_factory, "__qualname__", None)
         out["api_key"] = "***" if self.api_key else ""  # results are written to disk: never the secret
