@@ -6,6 +6,7 @@ processes ship encoded histograms and the parent adds them up (averaging percent
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -88,9 +89,9 @@ class LatencyHistogram:
         return cls(_hdr=HdrHistogram.decode(encoded))
 
     @classmethod
-    def merged(cls, encoded: Iterable[str | bytes], digits: int = 3) -> LatencyHistogram:
+    def merged(cls, encoded: Iterable[str | bytes]) -> LatencyHistogram:
         """One histogram from the encoded histograms of several processes."""
-        total = cls(digits)
+        total = cls()
         for item in encoded:
             total.add(cls.decode(item))
         return total
@@ -122,26 +123,20 @@ class TimeSeries:
 
     def __init__(self) -> None:
         # second -> [responses, ok, errors, histogram]
-        self._buckets: dict[int, list[Any]] = {}
-
-    def _bucket(self, second: int) -> list[Any]:
-        bucket = self._buckets.get(second)
-        if bucket is None:
-            bucket = self._buckets[second] = [0, 0, 0, LatencyHistogram(2)]
-        return bucket
+        self._buckets: defaultdict[int, list[Any]] = defaultdict(lambda: [0, 0, 0, LatencyHistogram(2)])
 
     def record(self, second: int, latency_us: int, ok: bool) -> None:
-        bucket = self._bucket(second)
+        bucket = self._buckets[second]
         bucket[0] += 1
         bucket[1 if ok else 2] += 1
         bucket[3].record_us(latency_us)
 
     def error(self, second: int) -> None:
         """A failure without a response (connection error, timeout): counted, no latency."""
-        self._bucket(second)[2] += 1
+        self._buckets[second][2] += 1
 
     def _add(self, second: int, count: int, ok: int, errors: int, hist: LatencyHistogram) -> None:
-        bucket = self._bucket(second)
+        bucket = self._buckets[second]
         bucket[0] += count
         bucket[1] += ok
         bucket[2] += errors
@@ -155,11 +150,8 @@ class TimeSeries:
             self._add(second, count, ok, errors, LatencyHistogram.decode(hist))
 
     def coarse(self, width_s: int) -> TimeSeries:
-        """The same series in ``width_s``-second buckets, keyed by each bucket's first second.
-
-        Why: a soak's interval percentiles must be exact; percentiles of seconds do not add up to an
-        interval's, histograms do.
-        """
+        """The series in ``width_s``-second buckets (keyed by their first second), for exact interval
+        percentiles: histograms of seconds add up, their percentiles do not."""
         out = TimeSeries()
         for second, (count, ok, errors, hist) in self._buckets.items():
             out._add(second - second % width_s, count, ok, errors, hist)

@@ -112,11 +112,10 @@ class LoadSpec:
         return self.batch_size if self.mode == "batch" else 1
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "body_factory"}
+        out = asdict(self)
         out["acked_ids_path"] = str(self.acked_ids_path) if self.acked_ids_path else None
-        out["devices"] = list(self.devices)
         out["endpoint"] = self.endpoint
-        out["body_factory"] = getattr(self.body_factory, "__qualname__", None) if self.body_factory else None
+        out["body_factory"] = getattr(self.body_factory, "__qualname__", None)
         out["api_key"] = "***" if self.api_key else ""  # results are written to disk: never the secret
         return out
 
@@ -125,7 +124,7 @@ class ScanBodies:
     """Default bodies: valid scans; scan IDs and barcodes unique over all processes and runs."""
 
     def __init__(self, spec: LoadSpec, worker: int, workers: int, token: str) -> None:
-        seed = int(token, 16) if token.isalnum() else abs(hash(token))
+        seed = int(token, 16)
         self._factory = ScanFactory(
             spec.devices,
             barcodes=BarcodeFactory(seed=seed, stream=worker, streams=workers, itf14_ratio=spec.itf14_ratio),
@@ -144,10 +143,8 @@ class ScanBodies:
 
 
 def schedule_count(rate: float, duration_s: float, processes: int = 1, index: int = 0) -> int:
-    """How many requests worker ``index`` of ``processes`` sends.
-
-    Global request j is due at j / rate for every j / rate < duration; worker i owns j = k * processes + i.
-    """
+    """How many requests worker ``index`` of ``processes`` sends: global request j is due at j / rate for
+    every j / rate < duration, and worker i owns j = k * processes + i."""
     total = math.ceil(rate * duration_s - 1e-9)
     return max(0, (total - index + processes - 1) // processes)
 
@@ -176,7 +173,6 @@ class Tally:
 class WorkerResult:
     """One worker process's share, histograms encoded so that it crosses process boundaries."""
 
-    index: int
     tally: Tally
     status_counts: dict[str, int]
     latency_hdr: str
@@ -205,7 +201,6 @@ class LoadResult(Tally):
     client_cpu: list[float]  # per process: CPU seconds / elapsed (1.0 = one core saturated)
     client_cpu_us_per_request: float  # the generator's CPU cost per request, robust to other load
     precise_pacer: bool
-    acked_ids_path: Path | None
     machine: dict[str, Any]  # procstats.machine() when the run began: was the machine quiet?
     machine_cpu_busy: float | None = None  # share of all cores busy during the run (anyone's work), Linux
     latency_hdr: str = field(repr=False, default="")
@@ -255,7 +250,7 @@ class LoadResult(Tally):
             "generator_saturated": self.generator_saturated,
             "machine_cpu_busy": None if self.machine_cpu_busy is None else round(self.machine_cpu_busy, 3),
             "loadavg_at_start": float(self.machine["load_average_at_start"][0]),  # 1-min
-            "acked_ids_path": str(self.acked_ids_path) if self.acked_ids_path else None,
+            "acked_ids_path": str(self.spec.acked_ids_path) if self.spec.acked_ids_path else None,
             "timeseries": [p.to_dict() for p in self.timeseries],
         }
         if with_histograms:
@@ -377,7 +372,6 @@ class _Worker:
         tally.scans_acked_unique = len(self._unique) if self._unique is not None else tally.scans_acked
         tally.connections_opened = self.client.connections_opened
         return WorkerResult(
-            index=self.index,
             tally=tally,
             status_counts={str(k): v for k, v in self.status.items()},
             latency_hdr=self.latency.encode(),
@@ -440,8 +434,8 @@ def _merge(spec: LoadSpec, parts: list[WorkerResult], machine: dict[str, Any]) -
         series.add_encoded(part.series)
     if spec.acked_ids_path is not None:
         with open(spec.acked_ids_path, "wb") as out:
-            for part in parts:
-                with open(_ack_part(spec.acked_ids_path, part.index), "rb") as src:
+            for index in range(len(parts)):  # the pool returns the workers' results in their order
+                with open(_ack_part(spec.acked_ids_path, index), "rb") as src:
                     shutil.copyfileobj(src, out)
                 os.unlink(src.name)
     latency = LatencyHistogram.merged(p.latency_hdr for p in parts)
@@ -463,7 +457,6 @@ def _merge(spec: LoadSpec, parts: list[WorkerResult], machine: dict[str, Any]) -
         client_cpu=[p.cpu_s / window for p in parts],
         client_cpu_us_per_request=sum(p.cpu_s for p in parts) / max(1, tally["sent"]) * 1e6,
         precise_pacer=all(p.precise_pacer for p in parts),
-        acked_ids_path=spec.acked_ids_path,
         machine=machine,
         latency_hdr=latency.encode(),
         service_hdr=service.encode(),

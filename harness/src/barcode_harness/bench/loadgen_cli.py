@@ -25,10 +25,8 @@ from barcode_pipeline.logs import setup_logging
 
 
 def calibrate(spec: LoadSpec, *, server_processes: int = 1) -> LoadResult:
-    """The same load against the trivial endpoint: the latency the generator itself adds at this rate.
-
-    The endpoint shares the machine's cores with the generator, exactly as a real server under test would.
-    """
+    """The same load against the trivial endpoint (on the generator's cores, as a real server under test):
+    the latency the generator itself adds at this rate."""
     with TrivialServerProcess(processes=server_processes) as server:
         return run_load(replace(spec, url=server.url, acked_ids_path=None))
 
@@ -50,10 +48,8 @@ def find_ceiling(
     max_p99_ms: float = 20.0,
     on_step: Callable[[CeilingStep], None] | None = None,
 ) -> tuple[float, list[CeilingStep]]:
-    """Highest rate of ``template`` (url and all) that is sustained: grow geometrically, then bisect.
-
-    Against the trivial endpoint this is the generator's own ceiling on this machine.
-    """
+    """Highest rate of ``template`` (url and all) that is sustained: grow geometrically, then bisect
+    (against the trivial endpoint: the generator's own ceiling on this machine)."""
 
     def attempt(rate: float) -> CeilingStep:
         result = run_load(replace(template, rate=rate, acked_ids_path=None))
@@ -205,9 +201,5 @@ def ceiling_cmd(
     _write(json_out, {"ceiling_rps": best, "steps": rows})
 
 
-def main() -> None:
-    app()
-
-
 if __name__ == "__main__":
-    main()
+    app()

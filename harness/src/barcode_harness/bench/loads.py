@@ -97,7 +97,7 @@ def spec_for(
 
 
 def acked_ids(result: LoadResult) -> list[str]:
-    path = result.acked_ids_path
+    path = result.spec.acked_ids_path
     return path.read_text().split() if path is not None and path.exists() else []
 
 

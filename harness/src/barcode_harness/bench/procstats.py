@@ -2,7 +2,7 @@
 
 Why: where every component shares 2 cores, "which stage saturated first" is answered by who burned the
 CPU while a stage's backlog grew. A group is root pids plus all their descendants (uvicorn's workers,
-the load generator's processes), read from ``/proc``: elsewhere the figures are empty.
+the load generator's processes), read from Linux's ``/proc`` (the harness runs on Debian).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from barcode_pipeline.run.supervisor import Supervisor
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -29,18 +29,12 @@ def _stat(pid: int) -> tuple[int, int] | None:
         return None
     # the command name may contain spaces and parentheses: split after the last ')'
     fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[1]), int(fields[11]) + int(fields[12])
-    except (IndexError, ValueError):
-        return None
+    return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
 def _all_processes() -> dict[int, tuple[int, int]]:
     """(ppid, ticks) of every process, by pid."""
-    try:
-        stats = {int(name): _stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
-    except OSError:
-        return {}
+    stats = {int(name): _stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
     return {pid: st for pid, st in stats.items() if st is not None}
 
 
@@ -62,40 +56,31 @@ class CpuSnapshot:
     machine: tuple[int, int] | None
 
 
-def _members(
-    roots: Mapping[str, list[int]], procs: Mapping[int, tuple[int, int]], rest: str | None
-) -> dict[str, set[int]]:
-    """Each group's processes: its root pids and their descendants, each process in one group only."""
+def _members(roots: Mapping[str, list[int]], procs: Mapping[int, tuple[int, int]]) -> dict[str, set[int]]:
+    """Each group's processes: its root pids and their descendants, each in the first group reaching it."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
-
-    def tree(pids: Iterable[int]) -> set[int]:
-        seen: set[int] = set()
+    groups: dict[str, set[int]] = {name: set() for name in roots}
+    taken: set[int] = set()
+    for name, pids in roots.items():
         stack = list(pids)
         while stack:
             pid = stack.pop()
-            if pid not in seen and pid in procs:
-                seen.add(pid)
+            if pid in procs and pid not in taken:
+                groups[name].add(pid)
+                taken.add(pid)
                 stack.extend(children.get(pid, ()))
-        return seen
-
-    groups: dict[str, set[int]] = {}
-    for name, pids in roots.items():
-        groups[name] = tree(pids) - set().union(*groups.values())
-    if rest is not None:
-        groups[rest] = tree([os.getpid()]) - set().union(*groups.values())
     return groups
 
 
 def snapshot(roots: Mapping[str, list[int]], rest: str | None = None) -> CpuSnapshot:
-    """Ticks per group: each group is its root pids and their descendants.
-
-    With ``rest`` set, the descendants of this process that belong to no other group are counted
-    under that name (e.g. the load generator's own processes).
-    """
+    """Ticks per group; with ``rest``, this process's descendants in no other group count under that
+    name (e.g. the load generator's own processes)."""
     procs = _all_processes()
-    groups = {name: sum(procs[p][1] for p in pids) for name, pids in _members(roots, procs, rest).items()}
+    if rest is not None:
+        roots = {**roots, rest: [os.getpid()]}
+    groups = {name: sum(procs[p][1] for p in pids) for name, pids in _members(roots, procs).items()}
     return CpuSnapshot(time.monotonic(), groups, machine_ticks())
 
 
@@ -125,7 +110,7 @@ def resources(roots: Mapping[str, list[int]], *, alone: Collection[str] = ()) ->
     """Memory, descriptors and threads per group (each root and its descendants, except for the groups
     named in ``alone``: their roots only, e.g. a process whose children are the other groups)."""
     out: dict[str, Resources] = {}
-    members = _members({k: v for k, v in roots.items() if k not in alone}, _all_processes(), None)
+    members = _members({k: v for k, v in roots.items() if k not in alone}, _all_processes())
     members.update({k: set(v) for k, v in roots.items() if k in alone})
     for name, pids in members.items():
         held = [h for h in map(_held, pids) if h is not None]
@@ -170,32 +155,15 @@ def group_pids(supervisors: Iterable[Supervisor | None], servers: Mapping[str, A
     return groups | {name: [pid] for name, c in servers.items() if (pid := c.pid()) is not None}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
     """Cores, memory, CPU model and the load average when the run started (others' load distorts)."""
-    try:
-        mem_gb: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        mem_gb = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
+    with open("/proc/cpuinfo", encoding="utf-8") as info:  # ARM kernels name no model: the fallback
+        models = [line.split(":", 1)[1].strip() for line in info if line.lower().startswith("model name")]
     return {
         "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "memory_gb": mem_gb,
-        "cpu_model": _cpu_model(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "cpu_model": models[0] if models else platform.processor() or "unknown",
         "os": platform.platform(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

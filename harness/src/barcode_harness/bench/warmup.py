@@ -10,11 +10,8 @@ from collections.abc import Callable
 
 
 def warm_until_steady(run_round: Callable[[int], float], min_rounds: int, max_rounds: int) -> list[float]:
-    """Run rounds until the p99 has stopped falling; return each round's p99 (ms).
-
-    Steady means the last two rounds both failed to beat the best earlier round by a fifth: one
-    lucky or unlucky round neither ends the warm-up nor prolongs it.
-    """
+    """Each round's p99 (ms), until the last two both failed to beat the best earlier round by a fifth
+    (so one lucky or unlucky round neither ends the warm-up nor prolongs it)."""
     p99s: list[float] = []
     for index in range(max_rounds):
         p99s.append(run_round(index))
