@@ -20,7 +20,7 @@ from typing import Any
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import commit_latency, drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.compare_render import markdown, write_charts
-from barcode_harness.bench.dbstats import HEADLINE, DbSampler, DbStatus, IoDelta, delta
+from barcode_harness.bench.dbstats import HEADLINE, DbSampler, IoDelta, delta
 from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import merged_latency, series, summary_dict
@@ -72,7 +72,7 @@ class Runner:
     env: BenchEnv
     spec: CompareSpec
     run: BenchRun
-    status: DbStatus
+    status: DbSampler
 
     def phases(
         self, name: str, paths: Iterable[str], max_delay_ms: int | None = None, warm: bool = True, **load: Any
@@ -123,8 +123,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     high: list[Phase] = []
     sweep: list[Phase] = []
     with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
-        with DbSampler(settings.db.url) as sampler:
-            status = sampler.status
+        with DbSampler(settings.db.url) as status:
             probes: dict[str, Any] = {"database_server": status.server(), "kafka_produce": None,
                                       "counters_present": sorted(status.snapshot().values)}  # fmt: skip
             probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
@@ -159,7 +158,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                     )  # fmt: skip
                 env.start_workers(settings)
         for p in [*phases, *high, *sweep]:
-            p.db_rates = sampler.rates(p.start, p.end)
+            p.db_rates = status.rates(p.start, p.end)
     return run.write("compare", summarise(env_info, probes, phases, high, sweep), markdown, write_charts)
 
 

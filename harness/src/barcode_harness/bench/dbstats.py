@@ -10,17 +10,13 @@ overlap, and an async phase is sampled only after the pipeline drained.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from barcode_harness.bench.sampler import Sampler
 from barcode_pipeline.adapters import db
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 COUNTERS = (
     "Innodb_log_writes",
@@ -77,12 +73,18 @@ def delta(before: Snapshot, after: Snapshot, scans: int) -> IoDelta:
     return IoDelta(after.t - before.t, scans, deltas)
 
 
-class DbStatus:
-    """One autocommit connection that reads the counters (reading them writes nothing)."""
+class DbSampler(Sampler[Snapshot]):
+    """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts; its one
+    autocommit connection (reading the counters writes nothing) is also read between samples."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
         self._conn: Any = db.connect(db_url, autocommit=True)
         self._lock = threading.Lock()
+        super().__init__(self.snapshot, interval_s, join_s=10.0)
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__()
+        self._conn.close()
 
     def _rows(self, sql: str) -> list[Any]:
         with self._lock, self._conn.cursor() as cur:
@@ -96,21 +98,6 @@ class DbStatus:
         (version,) = self._rows("SELECT VERSION()")[0]
         name = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
         return f"{name} {version}"
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-class DbSampler(Sampler[Snapshot]):
-    """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
-
-    def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
-        self.status = DbStatus(db_url)  # also read between samples (one connection, under a lock)
-        super().__init__(self.status.snapshot, interval_s, join_s=10.0)
-
-    def __exit__(self, *exc: object) -> None:
-        super().__exit__()
-        self.status.close()
 
     def rates(self, start: float, end: float, counters: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
         """Per-second rates of ``counters`` between wall-clock ``start`` and ``end`` (t from start)."""

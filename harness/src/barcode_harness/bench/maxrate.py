@@ -132,23 +132,22 @@ class Searcher:
         )  # fmt: skip
         return step
 
-    def search(self, path: str) -> tuple[float, list[Step]]:
-        """Geometric growth until a step fails, then ``refine_steps`` bisections: (best rate, steps)."""
+    def ceiling(self, path: str) -> dict[str, Any]:
+        """Geometric growth until a step fails, then ``refine_steps`` bisections, summed up: the highest
+        sustained rate, each step, what failed first."""
+        say(f"searching the ceiling of {path}")
         s = self.spec
         start = s.start_batch if path.endswith("batch") else s.start_single
         attempt = functools.partial(self.attempt, path)
-        return grow_then_bisect(attempt, start, s.growth, s.max_rate, s.refine_steps, s.max_steps, tens=True)
-
-    def ceiling(self, path: str) -> dict[str, Any]:
-        """:meth:`search` ``path``, summed up: the highest sustained rate, each step, what failed first."""
-        say(f"searching the ceiling of {path}")
-        best, steps = self.search(path)
-        first_fail = next((s for s in steps if not s.sustained), None)
+        best, steps = grow_then_bisect(
+            attempt, start, s.growth, s.max_rate, s.refine_steps, s.max_steps, tens=True
+        )
+        first_fail = next((step for step in steps if not step.sustained), None)
         stage = first_fail.saturated_stage if first_fail else "none (max_rate or max_steps reached)"
         say(f"{path}: {best:,.0f} scans/s sustained; first saturated: {stage}")
         return {
             "max_sustained_scans_per_s": best,
-            "steps": [s.to_dict() for s in steps],
+            "steps": [step.to_dict() for step in steps],
             "saturated_stage": stage,
             "first_failure": first_fail.to_dict() if first_fail else None,
         }
