@@ -190,11 +190,9 @@ def _row(n: int, token: str, now_ms: int) -> Row:
     return (*ids, center, device, now_ms, now_ms, None)
 
 
-def bare_insert(
-    settings: HarnessSettings, *, rows: int, batch_rows: int = 500, connections: int | None = None
-) -> dict[str, Any]:
-    """Rows/s of pre-built 500-row INSERT + COMMIT on ``connections`` connections in parallel."""
-    conns = connections or settings.worker.count
+def bare_insert(settings: HarnessSettings, *, rows: int, batch_rows: int = 500) -> dict[str, Any]:
+    """Rows/s of pre-built 500-row INSERT + COMMIT on as many connections in parallel as there are workers."""
+    conns = settings.worker.count
     token = f"{int(time.time()) % 100000:05d}"
     now_ms = int(time.time() * 1000)
     batches = max(conns, rows // batch_rows)

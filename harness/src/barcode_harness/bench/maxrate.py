@@ -134,10 +134,14 @@ class Searcher:
 
     def ceiling(self, path: str) -> dict[str, Any]:
         """Geometric growth until a step fails, then ``refine_steps`` bisections, summed up: the highest
-        sustained rate, each step, what failed first."""
-        say(f"searching the ceiling of {path}")
+        sustained rate, each step, what failed first (after ``warmup_s`` of warm-up at 200 scans/s)."""
         s = self.spec
-        start = s.start_batch if path.endswith("batch") else s.start_single
+        server, mode = path.split("-")
+        per_request = s.batch_size if mode == "batch" else 1
+        self.env.warm_up((server,), s.warmup_s, s.cleanup_drain_s, rate=max(1.0, 200 / per_request),
+                         mode=mode, batch_size=s.batch_size)  # fmt: skip
+        say(f"searching the ceiling of {path}")
+        start = s.start_batch if mode == "batch" else s.start_single
         attempt = functools.partial(self.attempt, path)
         best, steps = grow_then_bisect(
             attempt, start, s.growth, s.max_rate, s.refine_steps, s.max_steps, tens=True
@@ -196,7 +200,6 @@ def run_max(spec: MaxSpec, run: BenchRun) -> dict[str, Any]:
     settings = run.settings
     if unknown := [p for p in spec.paths if p not in PATH_CHOICES]:
         raise PipelineError(f"unknown path(s) {unknown}; choose from {', '.join(PATH_CHOICES)}")
-    results: dict[str, Any] = {}
     with run.started(spec, drain_s=spec.drain_limit_s + spec.cleanup_drain_s) as (env, env_info):
         say(
             f"ceilings: bare Kafka produce at {spec.kafka_latency_rate:g}/s, producer throughput, bare INSERT"
@@ -214,12 +217,7 @@ def run_max(spec: MaxSpec, run: BenchRun) -> dict[str, Any]:
             f"INSERT {raw['bare_insert']['rows_per_s']:,.0f} rows/s")  # fmt: skip
         with BacklogSampler(settings, 1.0) as backlog:
             searcher = Searcher(env, spec, run, backlog)
-            for path in spec.paths:
-                server, mode = path.split("-")
-                per = spec.batch_size if mode == "batch" else 1
-                env.warm_up((server,), spec.warmup_s, spec.cleanup_drain_s, rate=max(1.0, 200 / per),
-                            mode=mode, batch_size=spec.batch_size)  # fmt: skip
-                results[path] = searcher.ceiling(path)
+            results = {path: searcher.ceiling(path) for path in spec.paths}
     return run.write("max", summarise(env_info, raw, results), markdown, write_charts)
 
 
