@@ -1,11 +1,9 @@
 """The raw ceilings the pipeline cannot beat, measured on the same servers in the same run.
 
-* Kafka: one ``acks=all`` idempotent produce round trip (the same producer settings as ingest), paced
-  at a fixed rate so its p99 compares with the ingest API's p99 at that rate; and the throughput of
-  one producer sending as fast as it can.
-* MariaDB: multi-row INSERTs of 500 rows, one COMMIT each, into a scratch table shaped like
-  ``barcodes``, with the statements built *before* the clock starts, so the figure is the server's
-  and not Python's. The pipeline's workers pay the statement building on top.
+* Kafka: a paced ``acks=all`` idempotent produce round trip with ingest's producer settings (its p99
+  compares with ingest's at that rate), and one producer's throughput sending as fast as it can.
+* MariaDB: 500-row INSERT + COMMIT into a scratch copy of ``barcodes``, the statements built before the
+  clock starts, so the figure is the server's and not Python's (the workers pay the building on top).
 """
 
 from __future__ import annotations
@@ -61,12 +59,11 @@ def _probe_producer(settings: HarnessSettings, **extra: Any) -> Producer:
     admin = kafka_adapter.admin(settings)
     if PROBE_TOPIC not in admin.list_topics(timeout=10).topics:
         topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
-        for _, fut in admin.create_topics([topic], request_timeout=15).items():
-            try:
-                fut.result(15)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+        try:
+            admin.create_topics([topic], request_timeout=15)[PROBE_TOPIC].result(15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
     return Producer(kafka_adapter.producer_config(settings, log_level=3, **extra))
 
 
@@ -74,8 +71,7 @@ def drop_probe_topic(settings: HarnessSettings) -> None:
     """Best effort: a probe topic left behind is reused by the next probe (a CI run's busy broker
     once took over 15 s to answer the deletion, and the whole benchmark failed on it)."""
     try:
-        for _, fut in kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15).items():
-            fut.result(15)
+        kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15)[PROBE_TOPIC].result(15)
     except (KafkaException, TimeoutError) as exc:
         log.info("probe topic %s not deleted: %r", PROBE_TOPIC, exc)
 

@@ -1,12 +1,11 @@
 """``bench compare``: the legacy path and the async pipeline under identical load, in one run.
 
 "100 scans/s, 10 concurrent clients" (the original study) reads as an open-loop 100 single-scan
-requests/s with at most 10 in flight per path, so a slow server makes requests queue at the client,
-and that wait counts. The paths run one after the other (the database counters are server-wide),
-legacy first in odd rounds and async first in even ones, each path's figures merged over the rounds.
-Every async phase ends only once the pipeline drained, so its counters include the trailing batch
-writes. Optionally: the same at 1,000 scans/s, a bare Kafka produce at that rate (the ingest
-target's reference), and a sweep of the workers' batching delay (writes per 1,000 scans vs freshness).
+requests/s with at most 10 in flight per path, so a wait at the client counts. The paths take turns
+(the database counters are server-wide), the order alternating per round, each path's figures merged
+over the rounds; an async phase ends only once the pipeline drained, so its counters include the
+trailing batch writes. Optionally: the same at a high rate, a bare Kafka produce at that rate (the
+ingest target's reference), and a sweep of the workers' batching delay (writes vs freshness).
 """
 
 from __future__ import annotations

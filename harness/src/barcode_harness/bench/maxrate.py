@@ -1,12 +1,10 @@
 """``bench max``: the highest sustained rate per path and API, what saturated first, and the raw ceilings.
 
-A step (open loop, ``step_s`` seconds) is *sustained* when errors stay below ``max_error_rate``, the
-answers keep to the schedule, the client p99 stays under ``max_p99_ms``, every acknowledged scan is
-stored once and, on the async path, the backlog stays within ``backlog_allow_s`` seconds of scans and
-drains within ``drain_limit_s``: a rate ingest accepts but the workers cannot store does not count.
-The rate grows geometrically until a step fails, then bisects. The first failing step names the stage
-that saturated first from which backlog grew and which processes burned the CPU; on 2 shared cores
-"the machine's CPU" is often the answer, and is stated when it is.
+A step is *sustained* when errors, schedule lag and client p99 stay in bounds, every acknowledged scan
+is stored once and, on the async path, the backlog stays small and drains in time: a rate ingest
+accepts but the workers cannot store does not count. The rate grows geometrically until a step fails,
+then bisects; the first failing step names the stage that saturated first from backlog growth and CPU
+(on 2 shared cores often "the machine's CPU", and then said so).
 """
 
 from __future__ import annotations
