@@ -77,11 +77,8 @@ def drop_probe_topic(settings: HarnessSettings) -> None:
 
 
 def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s: float) -> KafkaLatency:
-    """Produce one message every ``1/rate`` s; latency = produce() call -> delivery report.
-
-    A poller thread waits in ``poll()`` (GIL released) so a report is seen as soon as librdkafka
-    has it, the way the ingest service's bridge sees it.
-    """
+    """One message every ``1/rate`` s; latency = produce() call -> delivery report, seen by a poller
+    thread in ``poll()`` (GIL released) as soon as librdkafka has it, as ingest's bridge sees it."""
     producer = _probe_producer(settings)
     hist = LatencyHistogram()
     failures: list[KafkaError] = []
@@ -226,11 +223,8 @@ def bare_insert(settings: HarnessSettings, *, rows: int, batch_rows: int = 500) 
 
 
 def commit_latency(settings: HarnessSettings, *, commits: int = 300) -> dict[str, Any]:
-    """Latency of one single-row INSERT + COMMIT, one after another: what the legacy path pays per scan.
-
-    With ``innodb_flush_log_at_trx_commit=1`` each COMMIT waits for a redo-log write and fsync, so
-    this is mostly the storage's fsync time; it explains how far apart the two paths can be here.
-    """
+    """Latency of one single-row INSERT + COMMIT, one after another: what the legacy path pays per scan
+    (with ``innodb_flush_log_at_trx_commit=1`` mostly the storage's fsync time: why the paths differ so)."""
     table = f"{SCRATCH_TABLE}_commit"
     hist = LatencyHistogram()
     with _scratch_table(settings, table) as conn:
