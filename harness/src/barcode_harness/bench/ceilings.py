@@ -1,11 +1,9 @@
 """The raw ceilings the pipeline cannot beat, measured on the same servers in the same run.
 
-* Kafka: one ``acks=all`` idempotent produce round trip (the same producer settings as ingest), paced
-  at a fixed rate so its p99 compares with the ingest API's p99 at that rate; and the throughput of
-  one producer sending as fast as it can.
-* MariaDB: multi-row INSERTs of 500 rows, one COMMIT each, into a scratch table shaped like
-  ``barcodes``, with the statements built *before* the clock starts, so the figure is the server's
-  and not Python's. The pipeline's workers pay the statement building on top.
+* Kafka: a paced ``acks=all`` idempotent produce round trip with ingest's producer settings (its p99
+  compares with ingest's at that rate), and one producer's throughput sending as fast as it can.
+* MariaDB: 500-row INSERT + COMMIT into a scratch copy of ``barcodes``, the statements built before the
+  clock starts, so the figure is the server's and not Python's (the workers pay the building on top).
 """
 
 from __future__ import annotations
@@ -61,12 +59,11 @@ def _probe_producer(settings: HarnessSettings, **extra: Any) -> Producer:
     admin = kafka_adapter.admin(settings)
     if PROBE_TOPIC not in admin.list_topics(timeout=10).topics:
         topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
-        for _, fut in admin.create_topics([topic], request_timeout=15).items():
-            try:
-                fut.result(15)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+        try:
+            admin.create_topics([topic], request_timeout=15)[PROBE_TOPIC].result(15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
     return Producer(kafka_adapter.producer_config(settings, log_level=3, **extra))
 
 
@@ -74,18 +71,14 @@ def drop_probe_topic(settings: HarnessSettings) -> None:
     """Best effort: a probe topic left behind is reused by the next probe (a CI run's busy broker
     once took over 15 s to answer the deletion, and the whole benchmark failed on it)."""
     try:
-        for _, fut in kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15).items():
-            fut.result(15)
+        kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15)[PROBE_TOPIC].result(15)
     except (KafkaException, TimeoutError) as exc:
         log.info("probe topic %s not deleted: %r", PROBE_TOPIC, exc)
 
 
 def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s: float) -> KafkaLatency:
-    """Produce one message every ``1/rate`` s; latency = produce() call -> delivery report.
-
-    A poller thread waits in ``poll()`` (GIL released) so a report is seen as soon as librdkafka
-    has it, the way the ingest service's bridge sees it.
-    """
+    """One message every ``1/rate`` s; latency = produce() call -> delivery report, seen by a poller
+    thread in ``poll()`` (GIL released) as soon as librdkafka has it, as ingest's bridge sees it."""
     producer = _probe_producer(settings)
     hist = LatencyHistogram()
     failures: list[KafkaError] = []
@@ -190,11 +183,9 @@ def _row(n: int, token: str, now_ms: int) -> Row:
     return (*ids, center, device, now_ms, now_ms, None)
 
 
-def bare_insert(
-    settings: HarnessSettings, *, rows: int, batch_rows: int = 500, connections: int | None = None
-) -> dict[str, Any]:
-    """Rows/s of pre-built 500-row INSERT + COMMIT on ``connections`` connections in parallel."""
-    conns = connections or settings.worker.count
+def bare_insert(settings: HarnessSettings, *, rows: int, batch_rows: int = 500) -> dict[str, Any]:
+    """Rows/s of pre-built 500-row INSERT + COMMIT on as many connections in parallel as there are workers."""
+    conns = settings.worker.count
     token = f"{int(time.time()) % 100000:05d}"
     now_ms = int(time.time() * 1000)
     batches = max(conns, rows // batch_rows)
@@ -232,11 +223,8 @@ def bare_insert(
 
 
 def commit_latency(settings: HarnessSettings, *, commits: int = 300) -> dict[str, Any]:
-    """Latency of one single-row INSERT + COMMIT, one after another: what the legacy path pays per scan.
-
-    With ``innodb_flush_log_at_trx_commit=1`` each COMMIT waits for a redo-log write and fsync, so
-    this is mostly the storage's fsync time; it explains how far apart the two paths can be here.
-    """
+    """Latency of one single-row INSERT + COMMIT, one after another: what the legacy path pays per scan
+    (with ``innodb_flush_log_at_trx_commit=1`` mostly the storage's fsync time: why the paths differ so)."""
     table = f"{SCRATCH_TABLE}_commit"
     hist = LatencyHistogram()
     with _scratch_table(settings, table) as conn:

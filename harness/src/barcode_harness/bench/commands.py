@@ -108,9 +108,8 @@ def spec_options(spec: specs.Spec, quick: specs.Spec) -> Iterator[tuple[str, ins
             off = typer.Option(f"--no-{flag}", help=f"{option.help}.")
             yield field.name, _param(field.name, Annotated[bool, off], False)
             continue
-        shown = option.shown
-        if shown is None:
-            shown = _show(full) + ("" if short == full else f"; quick {_show(short)}")
+        values = _show(full) + ("" if short == full else f"; quick {_show(short)}")
+        shown = values if option.shown is None else option.shown
         kind = (typing.get_args(hints[field.name]) or (hints[field.name],))[0]  # float of tuple/Optional
         annotation = list[kind] | None if isinstance(full, tuple) else kind | None  # type: ignore[valid-type]
         repeat = " (repeatable)" if isinstance(full, tuple) else ""

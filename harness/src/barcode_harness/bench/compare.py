@@ -1,12 +1,11 @@
 """``bench compare``: the legacy path and the async pipeline under identical load, in one run.
 
 "100 scans/s, 10 concurrent clients" (the original study) reads as an open-loop 100 single-scan
-requests/s with at most 10 in flight per path, so a slow server makes requests queue at the client,
-and that wait counts. The paths run one after the other (the database counters are server-wide),
-legacy first in odd rounds and async first in even ones, each path's figures merged over the rounds.
-Every async phase ends only once the pipeline drained, so its counters include the trailing batch
-writes. Optionally: the same at 1,000 scans/s, a bare Kafka produce at that rate (the ingest
-target's reference), and a sweep of the workers' batching delay (writes per 1,000 scans vs freshness).
+requests/s with at most 10 in flight per path, so a wait at the client counts. The paths take turns
+(the database counters are server-wide), the order alternating per round, each path's figures merged
+over the rounds; an async phase ends only once the pipeline drained, so its counters include the
+trailing batch writes. Optionally: the same at a high rate, a bare Kafka produce at that rate (the
+ingest target's reference), and a sweep of the workers' batching delay (writes vs freshness).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any
 from barcode_harness.bench import report
 from barcode_harness.bench.ceilings import commit_latency, drop_probe_topic, kafka_produce_latency
 from barcode_harness.bench.compare_render import markdown, write_charts
-from barcode_harness.bench.dbstats import HEADLINE, DbSampler, DbStatus, IoDelta, delta
+from barcode_harness.bench.dbstats import HEADLINE, DbSampler, IoDelta, delta
 from barcode_harness.bench.env import ASYNC, LEGACY, PATHS, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.loads import merged_latency, series, summary_dict
@@ -72,7 +71,7 @@ class Runner:
     env: BenchEnv
     spec: CompareSpec
     run: BenchRun
-    status: DbStatus
+    status: DbSampler
 
     def phases(
         self, name: str, paths: Iterable[str], max_delay_ms: int | None = None, warm: bool = True, **load: Any
@@ -123,8 +122,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
     high: list[Phase] = []
     sweep: list[Phase] = []
     with run.started(spec, drain_s=spec.drain_timeout_s) as (env, env_info):
-        with DbSampler(settings.db.url) as sampler:
-            status = sampler.status
+        with DbSampler(settings.db.url) as status:
             probes: dict[str, Any] = {"database_server": status.server(), "kafka_produce": None,
                                       "counters_present": sorted(status.snapshot().values)}  # fmt: skip
             probes["commit_probe"] = commit_latency(settings, commits=spec.commit_probe)
@@ -159,7 +157,7 @@ def run_compare(spec: CompareSpec, run: BenchRun) -> dict[str, Any]:
                     )  # fmt: skip
                 env.start_workers(settings)
         for p in [*phases, *high, *sweep]:
-            p.db_rates = sampler.rates(p.start, p.end)
+            p.db_rates = status.rates(p.start, p.end)
     return run.write("compare", summarise(env_info, probes, phases, high, sweep), markdown, write_charts)
 
 

@@ -1,26 +1,22 @@
-"""Database write I/O from ``SHOW GLOBAL STATUS``: totals per phase and a per-second series (taken by
-the thread sampler every bench shares, :class:`~barcode_harness.bench.sampler.Sampler`).
+"""Database write I/O from ``SHOW GLOBAL STATUS``: totals per phase and a per-second series.
 
-The original study counted ``Innodb_data_writes``, but on MariaDB 10.11 that leaves out redo-log
-writes; a synchronous commit costs a redo-log write plus an fsync, so the reports lead with
-``Innodb_log_writes`` and ``Innodb_data_fsyncs``. The counters are server-wide: phases must not
-overlap, and an async phase is sampled only after the pipeline drained.
+The original study's ``Innodb_data_writes`` leaves out MariaDB 10.11's redo-log writes, and a synchronous
+commit costs a redo-log write plus an fsync: the reports lead with ``Innodb_log_writes`` and
+``Innodb_data_fsyncs``. The counters are server-wide: phases must not overlap, and an async phase is
+sampled only after the pipeline drained.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from barcode_harness.bench.sampler import Sampler
 from barcode_pipeline.adapters import db
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 COUNTERS = (
     "Innodb_log_writes",
@@ -53,12 +49,9 @@ class IoDelta:
         return self.deltas.get(counter, 0) * 1000 / self.scans if self.scans else None
 
     def __add__(self, other: IoDelta) -> IoDelta:
-        keys = set(self.deltas) | set(other.deltas)
-        return IoDelta(
-            self.seconds + other.seconds,
-            self.scans + other.scans,
-            {k: self.deltas.get(k, 0) + other.deltas.get(k, 0) for k in sorted(keys)},
-        )
+        deltas = Counter(self.deltas)
+        deltas.update(other.deltas)  # unlike +, keeps the counters that did not move
+        return IoDelta(self.seconds + other.seconds, self.scans + other.scans, dict(sorted(deltas.items())))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,12 +70,18 @@ def delta(before: Snapshot, after: Snapshot, scans: int) -> IoDelta:
     return IoDelta(after.t - before.t, scans, deltas)
 
 
-class DbStatus:
-    """One autocommit connection that reads the counters (reading them writes nothing)."""
+class DbSampler(Sampler[Snapshot]):
+    """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts; its one
+    autocommit connection (reading the counters writes nothing) is also read between samples."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
         self._conn: Any = db.connect(db_url, autocommit=True)
         self._lock = threading.Lock()
+        super().__init__(self.snapshot, interval_s, join_s=10.0)
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__()
+        self._conn.close()
 
     def _rows(self, sql: str) -> list[Any]:
         with self._lock, self._conn.cursor() as cur:
@@ -97,30 +96,11 @@ class DbStatus:
         name = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
         return f"{name} {version}"
 
-    def close(self) -> None:
-        self._conn.close()
-
-
-class DbSampler(Sampler[Snapshot]):
-    """Samples the counters every ``interval_s`` on a thread, for the writes-per-second charts."""
-
-    def __init__(self, db_url: str, interval_s: float = 1.0) -> None:
-        self.status = DbStatus(db_url)  # also read between samples (one connection, under a lock)
-        super().__init__(self.status.snapshot, interval_s, join_s=10.0)
-
-    def __exit__(self, *exc: object) -> None:
-        super().__exit__()
-        self.status.close()
-
-    def rates(self, start: float, end: float, counters: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
-        """Per-second rates of ``counters`` between wall-clock ``start`` and ``end`` (t from start)."""
+    def rates(self, start: float, end: float) -> dict[str, Any]:
+        """Per-second rates of the headline counters from wall-clock ``start`` to ``end`` (t from start)."""
         window = [s for s in self.samples if start - self.interval_s <= s.t <= end + self.interval_s]
-        out: dict[str, Any] = {"t": [], **{c: [] for c in counters}}
-        for a, b in itertools.pairwise(window):
-            dt = b.t - a.t
-            if dt <= 0 or b.t < start:
-                continue
-            out["t"].append(round(b.t - start, 2))
-            for c in counters:
-                out[c].append(round((b.values.get(c, 0) - a.values.get(c, 0)) / dt, 2))
+        pairs = [(a, b) for a, b in itertools.pairwise(window) if b.t > a.t and b.t >= start]
+        out: dict[str, Any] = {"t": [round(b.t - start, 2) for _, b in pairs]}
+        for c in HEADLINE:
+            out[c] = [round((b.values.get(c, 0) - a.values.get(c, 0)) / (b.t - a.t), 2) for a, b in pairs]
         return out

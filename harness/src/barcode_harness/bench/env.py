@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,15 +67,13 @@ def reset_redis(settings: HarnessSettings) -> None:
     db = redis_adapter.database_of(settings.redis.url)
     if db == 0:
         return
-    client = redis_adapter.client(settings)
-    try:
-        removed = int(client.dbsize())
-        client.flushdb()
-        log.info("emptied Redis database %d (%d keys)", db, removed)
-    except redis.ResponseError as exc:  # e.g. an ACL user without FLUSHDB: the run still goes on
-        log.warning("could not empty Redis database %d (%s); earlier runs' keys stay", db, exc)
-    finally:
-        client.close()
+    with redis_adapter.client(settings) as client:
+        try:
+            removed = int(client.dbsize())
+            client.flushdb()
+            log.info("emptied Redis database %d (%d keys)", db, removed)
+        except redis.ResponseError as exc:  # e.g. an ACL user without FLUSHDB: the run still goes on
+            log.warning("could not empty Redis database %d (%s); earlier runs' keys stay", db, exc)
 
 
 @dataclass
@@ -225,21 +223,15 @@ class BenchRun:
     fresh_db: bool = True  # drop and re-create the bench database first (not with --keep-db)
     shared: BenchEnv | None = None  # an environment already running (the smoke tests', table-size's)
 
-    def env(self, *, legacy: bool = True) -> AbstractContextManager[BenchEnv]:
-        """The run's environment: ``shared`` as it is (whoever made it stops it), else a new one for
-        this run only, with its services' log in ``out``."""
-        if self.shared is not None:
-            return nullcontext(self.shared)
-        return BenchEnv(self.settings, self.out / "services.log", start_stack=self.start_stack,
-                        fresh_db=self.fresh_db, legacy=legacy)  # fmt: skip
-
     @contextmanager
     def started(
         self, spec: Spec, *, drain_s: float = 0.0, legacy: bool = True
     ) -> Iterator[tuple[BenchEnv, dict[str, Any]]]:
-        """The set-up every run shares: its environment, any earlier backlog drained, and the report's
-        environment section, finished once the services are stopped."""
-        with self.env(legacy=legacy) as env:
+        """The set-up every run shares: its environment (``shared`` as it is, whoever made it stops it;
+        else a new one for this run only, its services' log in ``out``), any earlier backlog drained, and
+        the report's environment section, finished once the services are stopped."""
+        own = BenchEnv(self.settings, self.out / "services.log", legacy, self.start_stack, self.fresh_db)
+        with nullcontext(self.shared) if self.shared is not None else own as env:
             if drain_s:
                 env.drain(drain_s)
             info = report.environment(env.settings, {"preset": spec.preset, "spec": spec.to_dict()})

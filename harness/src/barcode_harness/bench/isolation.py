@@ -1,15 +1,11 @@
 """``bench isolation``: both paths under the same scan load while the database is saturated with locks.
 
-The contention: a few threads loop over one transaction that takes ``SELECT ... ORDER BY id DESC
-LIMIT n FOR UPDATE`` on the newest rows of both tables, touches them, holds the locks for ``hold_s``
-and commits. Under REPEATABLE READ that next-key-locks the end of each primary key, so every INSERT
-waits (what a long back-office transaction does to an OLTP table). Expected: legacy requests, which
-insert before answering, pile up behind the locks; async ingest only needs Kafka and stays flat
-while the workers' pending entries grow and drain once the locks are gone.
-
-The load runs as three back-to-back windows per path (baseline, contention, recovery), each in its
-own process and started on schedule, so the arrival rate is continuous and each window has exact
-HDR percentiles.
+Lockers loop over a transaction that takes ``SELECT ... ORDER BY id DESC LIMIT n FOR UPDATE`` on the
+newest rows of both tables and holds them ``hold_s``: under REPEATABLE READ that next-key-locks the end
+of each primary key, so every INSERT waits (a long back-office transaction on an OLTP table). Legacy
+requests, which insert before answering, should pile up; async ingest needs only Kafka and stays flat.
+The load runs as three back-to-back windows per path (baseline, contention, recovery), each in its own
+process started on schedule: a continuous arrival rate, with exact HDR percentiles per window.
 """
 
 from __future__ import annotations

@@ -35,20 +35,15 @@ PATH = "async-batch"
 QUANTILES = ("p50_ms", "p99_ms", "p999_ms")
 
 
-def ha_state_dir(state_dir: Path) -> Path:
-    """``<BP_STATE_DIR>-ha``: where the ha stack lives beside the single-node one."""
-    return state_dir.with_name(state_dir.name + "-ha")
-
-
 def profile_settings(
     base: HarnessSettings, profile: str, database: str, ha_dir: Path | None
 ) -> HarnessSettings:
+    """``profile``'s settings; the ha stack lives in ``ha_dir``, by default ``<BP_STATE_DIR>-ha``."""
     if profile == "single":
-        settings = base.updated({"stack_profile": "single"})
-    else:
-        ha_base = base.updated({"stack_profile": "ha", "state_dir": ha_dir or ha_state_dir(base.state_dir)})
-        settings = client_settings(ha_base)
-    return bench_settings(settings, database, fresh=True)
+        return bench_settings(base.updated({"stack_profile": "single"}), database, fresh=True)
+    ha_dir = ha_dir or base.state_dir.with_name(base.state_dir.name + "-ha")
+    ha_base = base.updated({"stack_profile": "ha", "state_dir": ha_dir})
+    return bench_settings(client_settings(ha_base), database, fresh=True)
 
 
 def replicas(settings: HarnessSettings) -> dict[str, int]:
@@ -124,7 +119,7 @@ def markdown(result: dict[str, Any]) -> str:
     single, ha = result["profiles"]
     spec = result["spec"]
     machine = single["environment"]["machine"]
-    rows = []
+    rows: list[list[str]] = []
     for label, src in (
         ("bare Kafka produce, acks=all (ms)", "kafka_produce"),
         ("ingest POST single scan, until Kafka confirmed (ms)", "ingest_latency"),
@@ -133,11 +128,11 @@ def markdown(result: dict[str, Any]) -> str:
             a, b = single[src]["latency_ms"].get(q), ha[src]["latency_ms"].get(q)
             ratio = f"{b / a:.2f}" if a and b else "-"
             ms = ["-" if v is None else f"{v:.2f}" for v in (a, b)]
-            rows.append(f"| {label}, {q.removesuffix('_ms')} | {ms[0]} | {ms[1]} | {ratio} |")
+            rows.append([f"{label}, {q.removesuffix('_ms')}", *ms, ratio])
     a, b = single["max_sustained_scans_per_s"], ha["max_sustained_scans_per_s"]
-    rows.append(f"| end-to-end maximum sustained rate, batches of 100 (scans/s) | {a:,.0f} | {b:,.0f} | "
-                f"{(b / a if a else 0):.2f} |")  # fmt: skip
-    rows.append(f"| stage that saturated first | {single['saturated_stage']} | {ha['saturated_stage']} | |")
+    rows.append(["end-to-end maximum sustained rate, batches of 100 (scans/s)", f"{a:,.0f}", f"{b:,.0f}",
+                 f"{(b / a if a else 0):.2f}"])  # fmt: skip
+    rows.append(["stage that saturated first", single["saturated_stage"], ha["saturated_stage"], ""])
     lines = [
         SECTION[0],
         "## `bench replication`: the cost of replication (single-node vs ha profile)",
@@ -168,9 +163,7 @@ def markdown(result: dict[str, Any]) -> str:
         "per step, sustained = answered on time, no errors, backlog drained, every acknowledged scan "
         "stored once.",
         "",
-        "| measure | single | ha | ha ÷ single |",
-        "|---|---|---|---|",
-        *rows,
+        report.md_table(("measure", "single", "ha", "ha ÷ single"), rows),
         "",
         SECTION[1],
     ]
