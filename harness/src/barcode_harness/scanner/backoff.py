@@ -75,6 +75,10 @@ class EndpointGate:
                 await asyncio.wait_for(self._changed.wait(), timeout=wait if wait > 0 else None)
         return self.generation
 
+    def delay(self, attempt: int) -> float:
+        """The back-off before ``attempt`` (1 = the first retry), for the endpoint or one scan."""
+        return backoff_delay(attempt, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
+
     def success(self) -> bool:
         """The endpoint answered, whenever the request started: it is back. True if that is news."""
         if self.is_closed:
@@ -89,8 +93,7 @@ class EndpointGate:
         if generation != self.generation:
             return  # started before the last change of state: says nothing new
         self.failures += 1
-        delay = backoff_delay(self.failures, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
-        self._open_until = self._clock() + max(delay, retry_after_s or 0.0)
+        self._open_until = self._clock() + max(self.delay(self.failures), retry_after_s or 0.0)
         self._probe = None
         self._bump()
 

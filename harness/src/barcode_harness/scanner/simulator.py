@@ -33,7 +33,6 @@ from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError, PipelineError
-from barcode_pipeline.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -406,13 +405,9 @@ class Simulator:
     def _retry(
         self, items: Iterable[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
-        cfg = self.config
         now = now_ms()
         for item in items:
-            delay = backoff_delay(
-                item.attempts + 1, base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self._rng
-            )
-            delay = max(delay, retry_after or 0.0)
+            delay = max(self._gate.delay(item.attempts + 1), retry_after or 0.0)
             self._outcomes.append(Outcome(item.seq, State.PENDING, status, error, now + int(delay * 1000)))
             self.stats.retried += 1
 
