@@ -217,10 +217,8 @@ class Outbox:
 
 
 def outbox_status(path: Path) -> OutboxCounts:
-    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block).
-
-    Purged acknowledged rows still count as acked, sent once and attempted once.
-    """
+    """Counts of an outbox file, readable while a simulator writes it (WAL readers don't block);
+    purged acknowledged rows still count as acked, sent once and attempted once."""
     if not path.exists():
         raise ConfigError(f"no outbox at {path}", component="scanner")
     with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=10.0)) as conn:
