@@ -166,7 +166,7 @@ def _find_index(body: Any) -> int | None:
 
 def failed_indices(body: bytes, size: int, *, strict: bool = True) -> set[int] | None:
     """``failedIndices`` of a batch answer of ``size`` scans; None when unreadable. Strict (the scanner):
-    none absent means none failed, one bad index spoils it; lenient (loadgen): the reverse of each."""
+    no key: none failed, a bad index spoils all; lenient (loadgen): no key is unreadable, bad ones skipped."""
     try:
         raw = orjson.loads(body).get("failedIndices", [] if strict else None)
     except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
