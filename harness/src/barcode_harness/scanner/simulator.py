@@ -423,9 +423,8 @@ class Simulator:
         self, gen: int, items: list[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
         """A retryable failure: the gate backs off for the endpoint, and each scan for itself."""
-        was_up = self._gate.is_closed
         self._gate.failure(gen, retry_after)
-        if was_up and not self._gate.is_closed:
+        if self.stats.endpoint_up and not self._gate.is_closed:  # it mirrors the gate: this failure opened it
             self.stats.endpoint_up = False
             reason = f"HTTP {status}" if status else error
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
