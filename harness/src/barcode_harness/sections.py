@@ -32,10 +32,9 @@ def extract(text: str, markers: tuple[str, str]) -> str | None:
 
 def put(text: str, section: str, markers: tuple[str, str]) -> str:
     """``text`` with that section replaced by ``section``, or ``section`` appended."""
-    pattern = _pattern(markers)
-    if pattern.search(text):
-        return pattern.sub(lambda _m: section.rstrip("\n") + "\n", text)
-    return text.rstrip("\n") + ("\n\n" if text.strip() else "") + section.rstrip("\n") + "\n"
+    body = section.rstrip("\n") + "\n"
+    replaced, found = _pattern(markers).subn(lambda _m: body, text)
+    return replaced if found else text.rstrip("\n") + ("\n\n" if text.strip() else "") + body
 
 
 def carried(text: str) -> list[str]:

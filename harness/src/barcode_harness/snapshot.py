@@ -104,8 +104,6 @@ def snapshot_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``snapshot`` to the product's ``monitor`` group (registered before the harness's commands)."""
-    for group in app.registered_groups:
-        if group.name == "monitor" and group.typer_instance is not None:
-            group.typer_instance.command("snapshot")(snapshot_command)
-            return
-    app.command("monitor-snapshot")(snapshot_command)  # a product without the monitor group
+    monitor = next(group.typer_instance for group in app.registered_groups if group.name == "monitor")
+    assert monitor is not None
+    monitor.command("snapshot")(snapshot_command)

@@ -34,13 +34,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 class EndpointGate:
-    """A small circuit breaker for one endpoint, for asyncio tasks.
-
-    Closed: every request passes. A retryable failure opens it for a back-off (at least the
-    server's Retry-After); then exactly one request probes; its success closes the gate, its
-    failure reopens it for a longer back-off. Failures of requests that were already in flight
-    when it opened do not lengthen the back-off.
-    """
+    """A circuit breaker for one endpoint: a retryable failure opens it for a back-off (at least the
+    Retry-After), then one request probes; failures of requests already in flight do not lengthen it."""
 
     def __init__(
         self,
@@ -54,12 +49,15 @@ class EndpointGate:
         self._cap_s = cap_s
         self._rng = rng or random.Random()
         self._clock = clock
-        self.failures = 0  # retryable failures in a row
-        self.is_closed = True
+        self.failures = 0  # retryable failures in a row; none = closed
         self._open_until = 0.0
         self._probe: int | None = None  # generation handed to the probing request
         self._changed = asyncio.Event()
         self.generation = 0  # bumps on every change of state; a request remembers the one it started in
+
+    @property
+    def is_closed(self) -> bool:
+        return not self.failures
 
     def _bump(self) -> None:
         self.generation += 1
@@ -68,26 +66,24 @@ class EndpointGate:
 
     async def acquire(self) -> int:
         """Wait until a request may be sent; returns the generation to pass to failure/abandon."""
-        while True:
-            if self.is_closed:
-                return self.generation
-            changed = self._changed
+        while not self.is_closed:
             wait = self._open_until - self._clock()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=wait)
-                continue
-            if self._probe is None:
+            if wait <= 0 and self._probe is None:
                 self._probe = self.generation
-                return self.generation
-            await changed.wait()
+                break
+            with contextlib.suppress(TimeoutError):  # a change of state, or the back-off's end
+                await asyncio.wait_for(self._changed.wait(), timeout=wait if wait > 0 else None)
+        return self.generation
+
+    def delay(self, attempt: int) -> float:
+        """The back-off before ``attempt`` (1 = the first retry), for the endpoint or one scan."""
+        return backoff_delay(attempt, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
 
     def success(self) -> bool:
         """The endpoint answered, whenever the request started: it is back. True if that is news."""
-        if self.is_closed and not self.failures:
+        if self.is_closed:
             return False
         self.failures = 0
-        self.is_closed = True
         self._probe = None
         self._bump()
         return True
@@ -97,9 +93,7 @@ class EndpointGate:
         if generation != self.generation:
             return  # started before the last change of state: says nothing new
         self.failures += 1
-        delay = backoff_delay(self.failures, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
-        self._open_until = self._clock() + max(delay, retry_after_s or 0.0)
-        self.is_closed = False
+        self._open_until = self._clock() + max(self.delay(self.failures), retry_after_s or 0.0)
         self._probe = None
         self._bump()
 

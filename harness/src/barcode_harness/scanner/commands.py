@@ -83,14 +83,13 @@ async def _run_with_progress(config: SimulatorConfig, console: Console, quiet: b
     )
     run_task = asyncio.ensure_future(simulator.run(stop))
     with progress:
-        bar = progress.add_task("scanner", total=config.count, info="")
+        bar = progress.add_task("scanner", total=config.count or None, info="")
         while not run_task.done():
             s = simulator.stats
             up = "up" if s.endpoint_up else "[red]DOWN[/red]"
             progress.update(
                 bar,
                 completed=s.acked + s.rejected,
-                total=config.count if config.count else None,
                 info=(
                     f"gen {s.generated:,} sent {s.requests:,} ack {s.acked:,} pending {s.pending:,} "
                     f"rej {s.rejected:,} retries {s.retried:,} ingest {up}"

@@ -96,10 +96,7 @@ class WriteResult:
 
 
 class Outbox:
-    """The outbox file: one writer at a time (a lock file enforces it), from a single thread.
-
-    Use it in ``contextlib.closing`` to close it on the way out.
-    """
+    """The outbox file: one writer at a time (a lock file enforces it), from a single thread."""
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +116,7 @@ class Outbox:
     @staticmethod
     def _lock(path: Path) -> IO[bytes]:
         """Two simulators on one outbox would send every scan twice; refuse the second one."""
-        handle = open(f"{path}.lock", "wb")  # noqa: SIM115 - held open for the outbox's lifetime
+        handle = open(f"{path}.lock", "wb", buffering=0)  # noqa: SIM115 - held open for the outbox's lifetime
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -130,7 +127,6 @@ class Outbox:
                 hint="one simulator per outbox; pass another --outbox",
             ) from None
         handle.write(f"{os.getpid()}\n".encode())
-        handle.flush()
         return handle
 
     def close(self) -> None:
@@ -157,17 +153,14 @@ class Outbox:
         leased: int | None = None,
         outcomes: Sequence[Outcome] = (),
     ) -> WriteResult:
-        """Insert new scans and record outcomes, all in one transaction (one fsync).
-
-        The first ``leased`` new scans (all when None) are due again only after ``lease_ms``: the
-        caller sends them right away from memory, and the lease keeps :meth:`claim_due` from
-        handing them out a second time. The others are due now and wait for :meth:`claim_due`.
-        """
+        """Insert new scans and record outcomes in one transaction (one fsync). The first ``leased`` new
+        scans (all when None), sent at once from memory, are leased so that :meth:`claim_due` skips them."""
         leased = len(new) if leased is None else leased
-        first, due = self._next_seq, [now_ms + lease_ms] * leased + [now_ms] * (len(new) - leased)
+        due = [now_ms + lease_ms] * leased + [now_ms] * (len(new) - leased)
+        added = [OutboxItem(self._next_seq + i, scan) for i, scan in enumerate(new)]
         rows = [
-            (first + i, s.barcode, s.device_id, s.scan_time, s.scan_id, due[i], now_ms)
-            for i, s in enumerate(new)
+            (a.seq, a.scan.barcode, a.scan.device_id, a.scan.scan_time, a.scan.scan_id, due[i], now_ms)
+            for i, a in enumerate(added)
         ]
         done_ms = {State.ACKED: now_ms, State.PENDING: None, State.REJECTED: now_ms}
         params = [(o.state, done_ms[o.state], o.next_attempt_ms, o.status, o.detail, o.seq) for o in outcomes]
@@ -180,18 +173,14 @@ class Outbox:
             retried, acked, rejected = (  # State's order: PENDING (a retry), ACKED, REJECTED
                 cur.executemany(_OUTCOME, [p for p in params if p[0] == s]).rowcount for s in State
             )
-        added = [OutboxItem(first + i, scan) for i, scan in enumerate(new)]
         self._next_seq += len(added)
         return WriteResult(added, acked, retried, rejected)
 
     def claim_due(
         self, *, now_ms: int, limit: int, lease_ms: int, exclude: AbstractSet[int] = frozenset()
     ) -> list[OutboxItem]:
-        """Pending rows due now (oldest first), leased for ``lease_ms`` so they are not claimed twice.
-
-        ``exclude`` names rows the caller already holds in memory (their lease may have run out
-        while they waited in a queue); they are skipped, not re-leased.
-        """
+        """Pending rows due now (oldest first), leased for ``lease_ms`` so they are not claimed twice;
+        ``exclude``: rows the caller holds in memory (their lease may have run out in a queue)."""
         rows = self._conn.execute(
             f"SELECT {_SCAN_COLUMNS}, attempts FROM outbox WHERE state = 0 AND next_attempt_ms <= ?"
             " ORDER BY next_attempt_ms, seq LIMIT ?",
@@ -228,10 +217,8 @@ class Outbox:
 
 
 def outbox_status(path: Path) -> OutboxCounts:
-    """Counts of an outbox file, readable while a simulator is writing it (WAL readers don't block).
-
-    Purged acknowledged rows still count as acked, sent once and attempted once.
-    """
+    """Counts of an outbox file, readable while a simulator writes it (WAL readers don't block);
+    purged acknowledged rows still count as acked, sent once and attempted once."""
     if not path.exists():
         raise ConfigError(f"no outbox at {path}", component="scanner")
     with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=10.0)) as conn:

@@ -33,7 +33,6 @@ from barcode_pipeline import names
 from barcode_pipeline.auth.keys import client_headers
 from barcode_pipeline.domain.scan import ScanEvent
 from barcode_pipeline.errors import ConfigError, PipelineError
-from barcode_pipeline.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,8 @@ class _Lane:
     queue: deque[tuple[OutboxItem, float]] = field(default_factory=deque)
     pushed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def push(self, items: list[OutboxItem], at: float, *, front: bool = False) -> None:
+    def push(self, items: list[OutboxItem], *, front: bool = False) -> None:
+        at = time.monotonic()
         if front:
             self.queue.extendleft((item, at) for item in reversed(items))
         else:
@@ -165,10 +165,8 @@ def _find_index(body: Any) -> int | None:
 
 
 def failed_indices(body: bytes, size: int, *, strict: bool = True) -> set[int] | None:
-    """``failedIndices`` of a batch answer of ``size`` scans; None when unreadable.
-
-    Strict (the scanner): an absent key means none failed, one bad index spoils the answer.
-    Lenient (the load generator): an absent key is unreadable, bad indices are skipped."""
+    """``failedIndices`` of a batch answer of ``size`` scans; None when unreadable. Strict (the scanner):
+    no key: none failed, a bad index spoils all; lenient (loadgen): no key is unreadable, bad ones skipped."""
     try:
         raw = orjson.loads(body).get("failedIndices", [] if strict else None)
     except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
@@ -241,10 +239,9 @@ class Simulator:
 
     def _hold(self, items: list[OutboxItem]) -> None:
         """Queue leased scans on their lanes: until answered they count against ``_MAX_IN_MEMORY``."""
-        at = time.monotonic()
         for item in items:
             self._held.add(item.seq)
-            self._lane(item.scan.device_id).push([item], at)
+            self._lane(item.scan.device_id).push([item])
         self.stats.in_memory = len(self._held)
 
     @property
@@ -321,25 +318,22 @@ class Simulator:
 
     async def _generate_then_drain(self) -> None:
         await self._generate()
-        timeout = self.config.drain_timeout_s
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
-        while self._unflushed or self.stats.pending:
-            if time.monotonic() >= deadline:
-                log.warning(
-                    "drain timeout: %d scans still pending in %s (they are sent on the next run)",
-                    self.stats.pending,
-                    self.config.outbox_path,
-                )
-                return
-            await asyncio.sleep(0.02)
+        try:
+            async with asyncio.timeout(self.config.drain_timeout_s):
+                while self._unflushed or self.stats.pending:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            log.warning(
+                "drain timeout: %d scans still pending in %s (they are sent on the next run)",
+                self.stats.pending,
+                self.config.outbox_path,
+            )
 
     async def _generate(self) -> None:
         """Each device scans at t = 0, 1/rate, 2/rate, ... until its quota or the duration is reached."""
         cfg = self.config
         n = len(cfg.devices)
         quotas = [math.inf if cfg.count is None else cfg.count // n + (i < cfg.count % n) for i in range(n)]
-        if not any(quotas):
-            return
         # a duration d holds ceil(d * rate) scans
         in_duration = math.inf if cfg.duration_s is None else math.ceil(cfg.duration_s * cfg.rate_per_device)
         self._generating = True
@@ -411,13 +405,9 @@ class Simulator:
     def _retry(
         self, items: Iterable[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
-        cfg = self.config
         now = now_ms()
         for item in items:
-            delay = backoff_delay(
-                item.attempts + 1, base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self._rng
-            )
-            delay = max(delay, retry_after or 0.0)
+            delay = max(self._gate.delay(item.attempts + 1), retry_after or 0.0)
             self._outcomes.append(Outcome(item.seq, State.PENDING, status, error, now + int(delay * 1000)))
             self.stats.retried += 1
 
@@ -433,9 +423,8 @@ class Simulator:
         self, gen: int, items: list[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
         """A retryable failure: the gate backs off for the endpoint, and each scan for itself."""
-        was_up = self._gate.is_closed
         self._gate.failure(gen, retry_after)
-        if was_up and not self._gate.is_closed:
+        if self.stats.endpoint_up and not self._gate.is_closed:  # it mirrors the gate: this failure opened it
             self.stats.endpoint_up = False
             reason = f"HTTP {status}" if status else error
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
@@ -459,11 +448,7 @@ class Simulator:
             else:  # one request per scan, but a backlog (e.g. after an outage) is caught up in batches
                 batch = cfg.catch_up_batch > 1 and len(lane.queue) > cfg.concurrency
                 size = min(cfg.catch_up_batch, lane.max_batch) if batch else 1
-            items = lane.take(size)
-            if not items:
-                slots.release()
-                continue
-            task = self._spawn(self._send(lane, items, batch=batch), "send")
+            task = self._spawn(self._send(lane, lane.take(size), batch=batch), "send")
             task.add_done_callback(lambda _t: slots.release())
 
     async def _send(self, lane: _Lane, items: list[OutboxItem], *, batch: bool) -> None:
@@ -512,13 +497,13 @@ class Simulator:
             log.warning(
                 "ingest answered 413 to a batch of %d; batches are now %d", len(items), lane.max_batch
             )
-            lane.push(items, time.monotonic(), front=True)
+            lane.push(items, front=True)
             return
         index: int | None = None
         with contextlib.suppress(orjson.JSONDecodeError):
             index = _find_index(orjson.loads(payload))
         if index is not None and 0 <= index < len(items) and len(items) > 1:
             self._reject([items[index]], status, text)
-            lane.push(items[:index] + items[index + 1 :], time.monotonic(), front=True)
+            lane.push(items[:index] + items[index + 1 :], front=True)
             return
         self._reject(items, status, text)
