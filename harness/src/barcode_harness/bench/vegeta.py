@@ -171,12 +171,7 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_vegeta(
-    spec: VegetaSpec,
-    run: BenchRun,
-    *,
-    headers: dict[str, str] | None = None,  # beyond the bench's key
-) -> dict[str, Any]:
+def run_vegeta(spec: VegetaSpec, run: BenchRun) -> dict[str, Any]:
     """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
     say = report.progress_logger(__name__)
     binary = vegeta_binary()
@@ -186,7 +181,7 @@ def run_vegeta(
     with run.started(spec, legacy=False) as (env, env_info):
         env_info["vegeta"] = vegeta_version(binary).strip()
         url = env.ingest_url + names.ROUTE_SCAN
-        sent_headers = {**client_headers(env.api_key), **(headers or {})}
+        sent_headers = client_headers(env.api_key)
 
         def one_rate(label: str, rate: float, seconds: float) -> dict[str, Any]:
             say(f"vegeta {label}: {rate:g} req/s for {seconds:g} s")
