@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
 import shutil
 import subprocess
@@ -47,15 +48,12 @@ def vegeta_binary() -> str:
 def vegeta_version(binary: str) -> str:
     """vegeta's own ``-version``, or the module version a ``go install`` build (version empty) records."""
     own = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False).stdout
-    for line in own.splitlines():
-        if line.startswith("Version:") and line.split(":", 1)[1].strip():
-            return line.split(":", 1)[1].strip()
+    if found := re.search(r"^Version:[ \t]*(\S+)", own, re.MULTILINE):
+        return found[1]
     if go := shutil.which("go") or shutil.which("go", path="/usr/local/go/bin"):
         info = subprocess.run([go, "version", "-m", binary], capture_output=True, text=True, check=False)
-        for line in info.stdout.splitlines():
-            parts = line.split()
-            if parts[:2] == ["mod", "github.com/tsenart/vegeta/v12"] and len(parts) > 2:
-                return parts[2]
+        if found := re.search(r"^\s*mod\s+github\.com/tsenart/vegeta/v12\s+(\S+)", info.stdout, re.MULTILINE):
+            return found[1]
     return "unknown"
 
 
