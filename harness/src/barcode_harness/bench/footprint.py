@@ -234,7 +234,6 @@ def steady_redis_bytes(r: dict[str, Any], settings: dict[str, Any]) -> float:
 def render(result: dict[str, Any]) -> str:
     runs, k, s = result["redis"], result["kafka"], result["settings"]
     spec = result["spec"]
-    gib = 2**30
     lines = [
         SECTION[0],
         "## Bytes per scan, measured",
@@ -253,7 +252,7 @@ def render(result: dict[str, Any]) -> str:
         *(
             f"| {r['rate']:,.0f} | {r['marker_bytes']:.1f} B | {r['markers_per_hash']:.0f}, "
             f"{', '.join(r['marker_encodings'])} | {r['stream_entry_bytes']:.0f} B | {r['aof_bytes']:.0f} B "
-            f"| {steady_redis_bytes(r, s) / gib:.2f} GiB |"
+            f"| {steady_redis_bytes(r, s) / 2**30:.2f} GiB |"
             for r in runs
         ),
         "",

@@ -258,23 +258,18 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         bounds = _bounds(env.settings)
         specs = load_specs(spec, env.ingest_url, run.out, env.api_key)
         sampler = SoakSampler(env.settings, kafka_dir, env.pids, spec.sample_s)
-        say(
-            f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampling every {spec.sample_s:g} s"
-        )
+        say(f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampled every {spec.sample_s:g} s")
         with ParallelLoads(len(specs)) as pool, sampler:
-            futures = [pool.submit(s) for s in specs]
-            loads = [f.result() for f in futures]
+            loads = [f.result() for f in [pool.submit(s) for s in specs]]  # all started, then awaited
         say("soak: load done; draining and verifying")
         drained_s = env.drain(timeout=600)
         start = min(load.started_at for load in loads)
-        ids = [i for load in loads for i in acked_ids(load)]
         window = scan_window(loads[0])
+        ids = [i for load in loads for i in acked_ids(load)]
         verification = verify_scan_ids(env.settings.db.url, ids, window=window)
         freshness = freshness_windows(env.settings, window.devices, start, specs[0].window_s)
         latency = _latency_windows(loads, start)
     warm = [s for s in sampler.samples if s.t - start >= spec.warmup_s]
-    after = [(t, h) for t, h in latency if t >= spec.warmup_s]
-    fresh_after = [(t, h) for t, h in freshness if t >= spec.warmup_s]
     groups = sorted({g for s in warm for g in s.groups})
     summaries = [{"scans_acked": x.scans_acked, "errors": x.errors, "rate": x.spec.rate, "mode": x.spec.mode,
                   "latency_ms": x.latency.to_dict()} for x in loads]  # fmt: skip
@@ -290,8 +285,8 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         "stores": stores(warm, spec, bounds),
         "rss_growth": {g: rss_growth(warm, g) for g in groups if g in PIPELINE_GROUPS},
         "fds_growing": {g: fds_keep_growing(warm, g) for g in groups},
-        "ingest_p99_ms": tail_growth(after),
-        "freshness_p99_ms": tail_growth(fresh_after),
+        "ingest_p99_ms": tail_growth([w for w in latency if w[0] >= spec.warmup_s]),
+        "freshness_p99_ms": tail_growth([w for w in freshness if w[0] >= spec.warmup_s]),
         "series": _series(sampler.samples, latency, freshness, start),
         "folder": str(run.out),
     }
