@@ -1,10 +1,8 @@
 """``bench auth``: what scanner authentication costs on the hot path, the same load with auth off and on.
 
-End to end: ingest alone (it only needs Kafka), with ``BP_INGEST_AUTH=off`` then ``required``,
-alternately for several rounds (spreading a shared machine's noise over both), under the same open-loop
-load; the medians of the rounds' p50 are compared. In process: the auth checks alone, timed over many
-calls, which is what the first figure should show.
-"""
+End to end: ingest alone with ``BP_INGEST_AUTH=off`` then ``required``, alternating rounds to spread a
+shared machine's noise over both; the medians of the rounds' p50 are compared. In process: the checks
+alone, which is what the first figure should show."""
 
 from __future__ import annotations
 

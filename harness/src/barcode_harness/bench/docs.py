@@ -39,10 +39,6 @@ def latest(results: Path, command: str) -> Path | None:
     return max((p.parent for p in results.glob(f"*/{command}.md")), key=lambda p: p.name, default=None)
 
 
-def _demote(markdown: str) -> str:
-    return re.sub(r"^(#{1,5}) ", lambda m: "#" + m.group(1) + " ", markdown, flags=re.MULTILINE)
-
-
 def build_docs(results: Path, doc: Path, images: Path) -> dict[str, Path]:
     """Write ``doc`` from the latest results; returns the folder used per command."""
     used: dict[str, Path] = {}
@@ -62,7 +58,8 @@ def build_docs(results: Path, doc: Path, images: Path) -> dict[str, Path]:
             shutil.copy2(png, images / png.name)
             link = os.path.relpath((images / png.name).resolve(), doc.parent.resolve())
             text = text.replace(f"]({png.name})", f"]({Path(link).as_posix()})")
-        parts.append(_demote(text) + f"\n_Source: `{folder}`._\n")
+        text = re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.MULTILINE)  # one heading level down
+        parts.append(text + f"\n_Source: `{folder}`._\n")
         log.info("%s: %s", command, folder)
     parts.extend(owned)
     parts.append(analysis)

@@ -1,10 +1,8 @@
 """``bench footprint``: what each store costs per scan, measured with the pipeline's own code.
 
-Redis: scans through the processor's publish path, their scan times spread as ``rate`` spreads them
-(the markers' density per hash depends on it), then read, acknowledged and trimmed as the workers
-do; plus the workers' own dead letters. Kafka: records encoded as ingest encodes them, one per request
-and 100 per request, measured on disk. The constants feed the sizing formulas in ``docs/capacity.md``.
-"""
+Redis: scans through the processor's publish path, then read, acknowledged and trimmed as the workers
+do, plus their dead letters; Kafka: records as ingest encodes them, on disk; the table: per migration.
+The constants feed the sizing formulas in ``docs/capacity.md``."""
 
 from __future__ import annotations
 
@@ -165,17 +163,16 @@ def measure_table(settings: HarnessSettings, rows: int) -> dict[str, Any]:
     migrate.create_database(url)
     migrate.upgrade(url, before=TABLE_MIGRATIONS[0])  # the schema as releases before them left it
     fill(url, rows, days=3)
-    conn = connect(url, autocommit=True, init_command="SET time_zone = '+00:00'")
     try:
-        stages = [{"migration": None, "seconds": 0.0, **_per_row(conn, rows)}]
-        for version, following in zip(TABLE_MIGRATIONS, (*TABLE_MIGRATIONS[1:], None), strict=True):
-            started = time.perf_counter()
-            migrate.upgrade(url, before=following)
-            took = time.perf_counter() - started
-            stages.append({"migration": version, "seconds": took, **_per_row(conn, rows)})
-        return {"rows": rows, "stages": stages}
+        with closing(connect(url, autocommit=True, init_command="SET time_zone = '+00:00'")) as conn:
+            stages = [{"migration": None, "seconds": 0.0, **_per_row(conn, rows)}]
+            for version, following in zip(TABLE_MIGRATIONS, (*TABLE_MIGRATIONS[1:], None), strict=True):
+                started = time.perf_counter()
+                migrate.upgrade(url, before=following)
+                took = time.perf_counter() - started
+                stages.append({"migration": version, "seconds": took, **_per_row(conn, rows)})
+            return {"rows": rows, "stages": stages}
     finally:
-        conn.close()
         migrate.drop_database(url)
 
 
@@ -237,7 +234,6 @@ def steady_redis_bytes(r: dict[str, Any], settings: dict[str, Any]) -> float:
 def render(result: dict[str, Any]) -> str:
     runs, k, s = result["redis"], result["kafka"], result["settings"]
     spec = result["spec"]
-    gib = 2**30
     lines = [
         SECTION[0],
         "## Bytes per scan, measured",
@@ -256,7 +252,7 @@ def render(result: dict[str, Any]) -> str:
         *(
             f"| {r['rate']:,.0f} | {r['marker_bytes']:.1f} B | {r['markers_per_hash']:.0f}, "
             f"{', '.join(r['marker_encodings'])} | {r['stream_entry_bytes']:.0f} B | {r['aof_bytes']:.0f} B "
-            f"| {steady_redis_bytes(r, s) / gib:.2f} GiB |"
+            f"| {steady_redis_bytes(r, s) / 2**30:.2f} GiB |"
             for r in runs
         ),
         "",

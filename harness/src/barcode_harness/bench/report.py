@@ -4,6 +4,7 @@ ran cannot be compared with anything, so that section is built here once for eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
@@ -57,13 +58,11 @@ def new_results_dir(base: Path, command: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in ("", *(f"-{i}" for i in range(2, 100))):
         path = base / f"{stamp}{suffix}"
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            continue
-        log.info("%s results go to %s", command, path)
-        prune_results(base, KEEP_RESULTS)
-        return path
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(parents=True)
+            log.info("%s results go to %s", command, path)
+            prune_results(base, KEEP_RESULTS)
+            return path
     raise FileExistsError(f"no free results folder under {base} for {stamp}")
 
 
@@ -87,9 +86,8 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
 
     def database() -> str:
         with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
-            cur.execute("SELECT VERSION(), @@version_comment")
-            version, comment = cur.fetchone()
-        return f"{version} ({comment})"
+            cur.execute("SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')")
+            return str(cur.fetchone()[0])
 
     def redis() -> str:
         with closing(redis_adapter.client(settings)) as client:
@@ -120,13 +118,10 @@ def _installed(name: str, missing: str = "not installed") -> str:
 
 
 def versions(settings: HarnessSettings) -> dict[str, Any]:
-    libs = {name: _installed(name) for name in LIBRARIES}
-    try:
-        import confluent_kafka
+    import confluent_kafka
 
-        libs["librdkafka"] = str(confluent_kafka.libversion()[0])
-    except Exception:
-        libs["librdkafka"] = "unknown"
+    libs = {name: _installed(name) for name in LIBRARIES}
+    libs["librdkafka"] = str(confluent_kafka.libversion()[0])
     return {
         "python": platform.python_version(),
         "barcode_pipeline": _installed("barcode-pipeline", "unknown"),
@@ -166,10 +161,7 @@ def cpu_counters() -> tuple[int, int, int] | None:
 
 def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
     """Steal and busy share of the machine's CPU time since ``start`` (a :func:`cpu_counters` value).
-
-    Steal is time the hypervisor gave our vCPUs to someone else: it slows every stage at once and
-    is the first thing to check when two runs of the same code disagree.
-    """
+    Steal slows every stage at once: the first thing to check when two runs of the same code disagree."""
     end = cpu_counters()
     if start is None or end is None or end[2] <= start[2]:
         return None

@@ -1,12 +1,9 @@
 """``bench soak``: a steady load for as long as asked, every store's slope, and flatness checks.
 
 A run of minutes cannot show a leak or a store that grows faster than planned. The soak drives a
-realistic mix (single scans, batches of 10 to ``batch_max``, a few percent resends), samples every
-``sample_s`` (``soaksample``), fits each store's slope after the warm-up (bytes per scan, time until
-its bound here), and fails when: a pipeline process's RSS grows over 10 % after the warm-up (the
-servers' memory is their data, judged by bytes per scan instead); a group's open descriptors rise in
-every quarter; the last quarter's ingest or freshness p99 is over twice the first's; an acknowledged
-scan is missing or stored twice; or a store's bytes per scan misses its target."""
+realistic mix (single scans, batches, a few percent resends), samples every ``sample_s``, fits each
+store's slope after the warm-up and judges the targets of :func:`judge` (the servers' memory is their
+data: judged by bytes per scan, not by RSS growth)."""
 
 from __future__ import annotations
 
@@ -62,10 +59,9 @@ class VariableBatches(ScanBodies):
     def __init__(self, spec: LoadSpec, worker: int, workers: int, token: str) -> None:
         super().__init__(spec, worker, workers, token)
         self._sizes = random.Random(f"{token}-{worker}")
-        self._largest = spec.batch_size
 
     def make(self) -> tuple[bytes, list[str]]:
-        scans = [self._factory.next() for _ in range(self._sizes.randint(BATCH_MIN, self._largest))]
+        scans = [self._factory.next() for _ in range(self._sizes.randint(BATCH_MIN, self._batch))]
         return encode_batch(scans), [s.scan_id for s in scans]
 
 
@@ -79,10 +75,8 @@ def load_specs(spec: SoakSpec, url: str, out: Path, api_key: str) -> list[LoadSp
                      mode="batch", batch_size=spec.batch_max, acked=out / "acked-batch.txt", concurrency=64,
                      api_key=api_key)  # fmt: skip
     window = max(1, round(spec.sample_s))
-    return [
-        replace(single, duplicate_ratio=spec.resend_ratio, window_s=window),
-        replace(batch, duplicate_ratio=spec.resend_ratio, window_s=window, body_factory=VariableBatches),
-    ]
+    loads = (single, replace(batch, body_factory=VariableBatches))
+    return [replace(load, duplicate_ratio=spec.resend_ratio, window_s=window) for load in loads]
 
 
 # --------------------------------------------------------------------------- analysis (pure)
@@ -128,14 +122,12 @@ def fds_keep_growing(samples: Sequence[Sample], group: str) -> bool:
 
 def tail_growth(windows: Sequence[tuple[int, LatencyHistogram]]) -> tuple[float, float]:
     """p99 (ms) of the first and the last quarter of the windows after the warm-up."""
-    parts = quarters(windows)
-    out = []
-    for part in (parts[0], parts[-1]):
-        merged = LatencyHistogram(2)
+    merged = [LatencyHistogram(2), LatencyHistogram(2)]
+    for total, part in zip(merged, quarters(windows)[::3], strict=True):
         for _, hist in part:
-            merged.add(hist)
-        out.append(merged.percentile_us(99.0) / 1000 if merged.count else 0.0)
-    return out[0], out[1]
+            total.add(hist)
+    first, last = (m.percentile_us(99.0) / 1000 if m.count else 0.0 for m in merged)
+    return first, last
 
 
 # --------------------------------------------------------------------------- the run
@@ -266,23 +258,18 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         bounds = _bounds(env.settings)
         specs = load_specs(spec, env.ingest_url, run.out, env.api_key)
         sampler = SoakSampler(env.settings, kafka_dir, env.pids, spec.sample_s)
-        say(
-            f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampling every {spec.sample_s:g} s"
-        )
+        say(f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampled every {spec.sample_s:g} s")
         with ParallelLoads(len(specs)) as pool, sampler:
-            futures = [pool.submit(s) for s in specs]
-            loads = [f.result() for f in futures]
+            loads = [f.result() for f in [pool.submit(s) for s in specs]]  # all started, then awaited
         say("soak: load done; draining and verifying")
         drained_s = env.drain(timeout=600)
         start = min(load.started_at for load in loads)
-        ids = [i for load in loads for i in acked_ids(load)]
         window = scan_window(loads[0])
+        ids = [i for load in loads for i in acked_ids(load)]
         verification = verify_scan_ids(env.settings.db.url, ids, window=window)
         freshness = freshness_windows(env.settings, window.devices, start, specs[0].window_s)
         latency = _latency_windows(loads, start)
     warm = [s for s in sampler.samples if s.t - start >= spec.warmup_s]
-    after = [(t, h) for t, h in latency if t >= spec.warmup_s]
-    fresh_after = [(t, h) for t, h in freshness if t >= spec.warmup_s]
     groups = sorted({g for s in warm for g in s.groups})
     summaries = [{"scans_acked": x.scans_acked, "errors": x.errors, "rate": x.spec.rate, "mode": x.spec.mode,
                   "latency_ms": x.latency.to_dict()} for x in loads]  # fmt: skip
@@ -298,8 +285,8 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         "stores": stores(warm, spec, bounds),
         "rss_growth": {g: rss_growth(warm, g) for g in groups if g in PIPELINE_GROUPS},
         "fds_growing": {g: fds_keep_growing(warm, g) for g in groups},
-        "ingest_p99_ms": tail_growth(after),
-        "freshness_p99_ms": tail_growth(fresh_after),
+        "ingest_p99_ms": tail_growth([w for w in latency if w[0] >= spec.warmup_s]),
+        "freshness_p99_ms": tail_growth([w for w in freshness if w[0] >= spec.warmup_s]),
         "series": _series(sampler.samples, latency, freshness, start),
         "folder": str(run.out),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
 import shutil
 import subprocess
@@ -47,15 +48,12 @@ def vegeta_binary() -> str:
 def vegeta_version(binary: str) -> str:
     """vegeta's own ``-version``, or the module version a ``go install`` build (version empty) records."""
     own = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False).stdout
-    for line in own.splitlines():
-        if line.startswith("Version:") and line.split(":", 1)[1].strip():
-            return line.split(":", 1)[1].strip()
+    if found := re.search(r"^Version:[ \t]*(\S+)", own, re.MULTILINE):
+        return found[1]
     if go := shutil.which("go") or shutil.which("go", path="/usr/local/go/bin"):
         info = subprocess.run([go, "version", "-m", binary], capture_output=True, text=True, check=False)
-        for line in info.stdout.splitlines():
-            parts = line.split()
-            if parts[:2] == ["mod", "github.com/tsenart/vegeta/v12"] and len(parts) > 2:
-                return parts[2]
+        if found := re.search(r"^\s*mod\s+github\.com/tsenart/vegeta/v12\s+(\S+)", info.stdout, re.MULTILINE):
+            return found[1]
     return "unknown"
 
 
@@ -171,12 +169,7 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_vegeta(
-    spec: VegetaSpec,
-    run: BenchRun,
-    *,
-    headers: dict[str, str] | None = None,  # beyond the bench's key
-) -> dict[str, Any]:
+def run_vegeta(spec: VegetaSpec, run: BenchRun) -> dict[str, Any]:
     """Warm up, then one vegeta run per rate; write ``vegeta.json`` and ``vegeta.md`` into ``out``."""
     say = report.progress_logger(__name__)
     binary = vegeta_binary()
@@ -186,7 +179,7 @@ def run_vegeta(
     with run.started(spec, legacy=False) as (env, env_info):
         env_info["vegeta"] = vegeta_version(binary).strip()
         url = env.ingest_url + names.ROUTE_SCAN
-        sent_headers = {**client_headers(env.api_key), **(headers or {})}
+        sent_headers = client_headers(env.api_key)
 
         def one_rate(label: str, rate: float, seconds: float) -> dict[str, Any]:
             say(f"vegeta {label}: {rate:g} req/s for {seconds:g} s")
