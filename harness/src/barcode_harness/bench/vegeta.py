@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def vegeta_binary() -> str:
-    """The vegeta executable: on PATH, or where the project's setup puts it (the venv's bin)."""
-    found = shutil.which("vegeta") or shutil.which("vegeta", path=str(Path(".venv/bin").resolve()))
+    """The vegeta executable: on PATH, or where the project's setup puts it (the venv's bin, beside
+    this interpreter, so any working directory finds it)."""
+    found = shutil.which("vegeta") or shutil.which("vegeta", path=str(Path(sys.executable).parent))
     if not found:
         raise MissingPrerequisite(
             "vegeta is not installed; run `make setup` (it installs it with `go install`)"
