@@ -9,7 +9,6 @@ from typing import Any
 import redis
 
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component
 from barcode_harness.stack.kafka import KafkaComponent, broker_properties, override
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode
@@ -175,23 +174,17 @@ sentinel parallel-syncs {service} 1
 """
 
 
-class HaSentinel(Component):
+class HaSentinel(RedisComponent):
     """A Redis Sentinel (Debian's ``redis-sentinel``) in namespace ``bps<i>``."""
 
-    stdout_name = "stdout.log"  # the server writes its own log file
-    start_timeout = 30.0
     marker = "redis-sentinel"
     net: NetNode
 
     def __init__(self, settings: HarnessSettings, index: int, topo: Topology) -> None:
         self.name = f"sentinel-{index}"
-        super().__init__(settings)
         self.net = topo.node("s", index)
         self.primary_ip = topo.node("r", 1).ip
-
-    @property
-    def address(self) -> str:
-        return f"{self.net.ip}:{SENTINEL_PORT}"
+        super().__init__(settings.updated({"redis_url": f"redis://{self.net.ip}:{SENTINEL_PORT}/0"}))
 
     def prepare(self) -> None:
         self.make_dirs("data")

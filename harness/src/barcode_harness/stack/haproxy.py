@@ -93,9 +93,7 @@ class HaProxy(Component):
             sock.settimeout(2)
             sock.connect(str(self.stats_socket))
             sock.sendall(b"show stat\n")
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
+            data = sock.makefile("rb").read()  # HAProxy answers and closes
         rows = csv.DictReader(data.decode(errors="replace").lstrip("# ").splitlines())
         return {
             row["svname"]: row.get("status") or ""

@@ -63,7 +63,6 @@ class StackManager:
     def up(self, *, quiet: bool = False) -> dict[str, float]:
         """Start what is not running, in parallel (Kafka's JVM dominates a cold start), and wait until
         every component answers; idempotent. Returns seconds per component."""
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         profiles.claim(self.settings.state_dir, self.profile)
         transport.claim(self.settings.state_dir, self.secure is not None)
         self.prepare_start()
