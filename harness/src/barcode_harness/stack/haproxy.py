@@ -62,10 +62,7 @@ class HaProxy(Component):
         super().__init__(settings)
         self.net = topo.node("lb")
         self.backends = [(f"app{i}", topo.node("app", i).ip) for i in APP_IDS]
-
-    @property
-    def port(self) -> int:
-        return self.settings.ingest.port
+        self.port = settings.ingest.port
 
     @property
     def address(self) -> str:

@@ -186,8 +186,7 @@ class KafkaComponent(Component):
 
     @property
     def address(self) -> str:
-        host, port = split_hostport(self.settings.kafka.bootstrap, 9092)
-        return f"{host}:{port}"
+        return ":".join(map(str, split_hostport(self.settings.kafka.bootstrap, 9092)))
 
     @property
     def bootstrap(self) -> str:

@@ -93,10 +93,8 @@ class StackManager:
 
     def down(self) -> None:
         """Stop cleanly (data kept), monitoring included. The pipeline's processes should be stopped first."""
-        for comp in self.monitoring.values():
+        for comp in [*self.monitoring.values(), *(self.components[n] for n in reversed(COMPONENT_NAMES))]:
             comp.stop()
-        for name in reversed(COMPONENT_NAMES):
-            self.components[name].stop()
 
     def status(self) -> list[ComponentStatus]:
         return [c.status() for c in self.components.values()]
