@@ -197,8 +197,8 @@ class HaMariaDB(MariaDBComponent):
 
     net: NetNode
 
-    def __init__(self, settings: HarnessSettings, topo: Topology, host_ip: str) -> None:
+    def __init__(self, settings: HarnessSettings, topo: Topology) -> None:
         self.net = topo.node("db")
         # The services connect from the host's bridge address and from the app hosts, not loopback.
-        self.client_hosts = (*self.client_hosts, host_ip, *(topo.node("app", i).ip for i in APP_IDS))
+        self.client_hosts = (*self.client_hosts, topo.host_ip, *(topo.node("app", i).ip for i in APP_IDS))
         super().__init__(client_settings(settings))

@@ -63,14 +63,11 @@ class HaProxy(Component):
         self.net = topo.node("lb")
         self.backends = [(f"app{i}", topo.node("app", i).ip) for i in APP_IDS]
         self.port = settings.ingest.port
+        self.stats_socket = self.home / "admin.sock"
 
     @property
     def address(self) -> str:
         return f"{self.net.ip}:{self.port}"
-
-    @property
-    def stats_socket(self) -> Path:
-        return self.home / "admin.sock"
 
     def prepare(self) -> None:
         self.make_dirs()
