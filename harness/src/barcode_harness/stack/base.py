@@ -54,24 +54,15 @@ class Component(abc.ABC):
     # The ha profile's nodes: the network namespace the server runs in (stack/netns.py).
     net: NetNode | None = None
 
-    def __init__(self, settings: HarnessSettings) -> None:
-        self.settings = settings
-        self.home = (settings.state_dir / self.name).resolve()
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "server.pid"
-
-    @property
-    def logfile(self) -> Path:
-        return self.home / "logs" / "server.log"
-
     # The process's own stdout/stderr: its log, unless the server writes a log file of its own
     stdout_name = "server.log"
 
-    @property
-    def stdout_log(self) -> Path:
-        return self.home / "logs" / self.stdout_name
+    def __init__(self, settings: HarnessSettings) -> None:
+        self.settings = settings
+        self.home = (settings.state_dir / self.name).resolve()
+        self.pidfile = self.home / "server.pid"
+        self.logfile = self.home / "logs" / "server.log"
+        self.stdout_log = self.home / "logs" / self.stdout_name
 
     def make_dirs(self, *names: str) -> None:
         """Folders under the server's home (``logs`` always): what ``prepare`` creates first."""

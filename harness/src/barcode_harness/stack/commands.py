@@ -36,9 +36,8 @@ SECURE_HELP = (
 def _manager(
     profile: str | None = None, *, starting: bool = False, monitoring: bool = False, secure: bool = False
 ) -> StackManager:
-    """The manager of the chosen profile. Commands other than ``up`` act on whatever profile the
-    state directory holds unless one is named, so ``stack down`` needs no flag; the same for a
-    secured state directory (``--secure`` is needed only the first time)."""
+    """The manager of the chosen profile. Commands other than ``up`` act on the profile (and transport)
+    the state directory holds unless one is named, so ``stack down`` needs no flag."""
     if profile is not None and profile not in profiles.PROFILES:
         raise ConfigError(f"--profile: choose one of {', '.join(profiles.PROFILES)} (got {profile!r})")
     settings = load_harness_settings()

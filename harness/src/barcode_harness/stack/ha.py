@@ -1,6 +1,5 @@
-"""The ``ha`` profile: 3 KRaft nodes, a Redis primary with 2 replicas and 3 Sentinels, one MariaDB (the
-remaining single point). Every node has its own network namespace (stack/netns.py), so a fault can kill,
-pause or cut off one node alone; topics get RF=3, min.insync.replicas=2; Redis min-replicas-to-write 1."""
+"""The ``ha`` profile: 3 KRaft nodes, a Redis primary, 2 replicas and 3 Sentinels, one MariaDB, each in
+a network namespace of its own (stack/netns.py), so a fault can kill, pause or cut off one node alone."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ class HaStackManager(StackManager):
             *(HaKafkaNode(settings, i, topo) for i in NODE_IDS),
             *(HaRedisNode(settings, i, topo) for i in NODE_IDS),
             *(HaSentinel(settings, i, topo) for i in NODE_IDS),
-            HaMariaDB(settings, topo, self.network.host_ip),
+            HaMariaDB(settings, topo),
             HaProxy(settings, topo),
         ]
 

@@ -6,14 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from barcode_harness.settings import HarnessSettings
-from barcode_harness.stack.base import Component
 from barcode_harness.stack.kafka import KafkaComponent, broker_properties, override
 from barcode_harness.stack.mariadb import MariaDBComponent
 from barcode_harness.stack.netns import NetNode
-from barcode_harness.stack.process import find_binary
 from barcode_harness.stack.redis import MEMORY_CONF, RedisComponent, listen_conf, server_conf
 from barcode_harness.stack.topology import (
     APP_IDS,
@@ -81,15 +77,11 @@ class HaKafkaNode(KafkaComponent):
 
     def __init__(self, settings: HarnessSettings, node_id: int, topo: Topology) -> None:
         self.name = f"kafka-{node_id}"
-        super().__init__(settings)
+        self.net = topo.node("k", node_id)
+        super().__init__(settings.updated({"kafka_bootstrap": f"{self.net.ip}:{KAFKA_PORT}"}))
         self.node_id = node_id
         self.topo = topo
-        self.net = topo.node("k", node_id)
         self.heap = settings.ha_kafka_heap
-
-    @property
-    def address(self) -> str:
-        return f"{self.net.ip}:{KAFKA_PORT}"
 
     @property
     def bootstrap(self) -> str:
@@ -114,11 +106,6 @@ class HaKafkaNode(KafkaComponent):
             return int(state.get("leaderId", -1)), int(state.get("leaderEpoch", -1))
         except (OSError, ValueError, TypeError):
             return None
-
-
-def _client(ip: str, port: int) -> redis.Redis:
-    """A short-lived client of one Redis or Sentinel (closed on leaving its ``with``), for role queries."""
-    return redis.Redis(host=ip, port=port, socket_timeout=2, decode_responses=True)
 
 
 def render_ha_redis_conf(settings: HarnessSettings, home: Path, ip: str, primary_ip: str | None) -> str:
@@ -150,14 +137,11 @@ class HaRedisNode(RedisComponent):
         self.primary_ip = None if index == 1 else topo.node("r", 1).ip
         super().__init__(settings.updated({"redis_url": f"redis://{self.net.ip}:{REDIS_PORT}/0"}))
 
-    def prepare(self) -> None:
-        self.make_dirs("data")
-        conf = self.home / "redis.conf"
-        if not conf.exists():  # afterwards Sentinel owns the replicaof line
-            conf.write_text(render_ha_redis_conf(self.settings, self.home, self.net.ip, self.primary_ip))
+    def render(self) -> str:
+        return render_ha_redis_conf(self.settings, self.home, self.net.ip, self.primary_ip)
 
     def role(self) -> str:
-        with _client(self.net.ip, REDIS_PORT) as c:
+        with self.client() as c:
             info: dict[str, Any] = c.info("replication")
         if info.get("role") == "master":
             return f"primary, {info.get('connected_slaves', 0)} replicas connected"
@@ -175,37 +159,25 @@ sentinel parallel-syncs {service} 1
 """
 
 
-class HaSentinel(Component):
+class HaSentinel(RedisComponent):
     """A Redis Sentinel (Debian's ``redis-sentinel``) in namespace ``bps<i>``."""
 
-    stdout_name = "stdout.log"  # the server writes its own log file
-    start_timeout = 30.0
     marker = "redis-sentinel"
+    conf_name = "sentinel.conf"
     net: NetNode
 
     def __init__(self, settings: HarnessSettings, index: int, topo: Topology) -> None:
         self.name = f"sentinel-{index}"
-        super().__init__(settings)
         self.net = topo.node("s", index)
         self.primary_ip = topo.node("r", 1).ip
+        super().__init__(settings.updated({"redis_url": f"redis://{self.net.ip}:{SENTINEL_PORT}/0"}))
 
-    @property
-    def address(self) -> str:
-        return f"{self.net.ip}:{SENTINEL_PORT}"
-
-    def prepare(self) -> None:
-        self.make_dirs("data")
-        conf = self.home / "sentinel.conf"
-        if not conf.exists():
-            conf.write_text(render_sentinel_conf(self.home, self.net.ip, self.primary_ip,
-                                                 self.settings.redis.service))  # fmt: skip
-
-    def argv(self) -> list[str]:
-        return [find_binary("redis-sentinel", "redis-sentinel", self.name), str(self.home / "sentinel.conf")]
+    def render(self) -> str:
+        return render_sentinel_conf(self.home, self.net.ip, self.primary_ip, self.settings.redis.service)
 
     def _master(self) -> Any:
         """What this Sentinel knows of the primary."""
-        with _client(self.net.ip, SENTINEL_PORT) as c:
+        with self.client() as c:
             return c.sentinel_master(self.settings.redis.service)
 
     def check(self) -> None:
@@ -225,8 +197,8 @@ class HaMariaDB(MariaDBComponent):
 
     net: NetNode
 
-    def __init__(self, settings: HarnessSettings, topo: Topology, host_ip: str) -> None:
+    def __init__(self, settings: HarnessSettings, topo: Topology) -> None:
         self.net = topo.node("db")
         # The services connect from the host's bridge address and from the app hosts, not loopback.
-        self.client_hosts = (*self.client_hosts, host_ip, *(topo.node("app", i).ip for i in APP_IDS))
+        self.client_hosts = (*self.client_hosts, topo.host_ip, *(topo.node("app", i).ip for i in APP_IDS))
         super().__init__(client_settings(settings))

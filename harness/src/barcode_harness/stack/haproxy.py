@@ -62,18 +62,12 @@ class HaProxy(Component):
         super().__init__(settings)
         self.net = topo.node("lb")
         self.backends = [(f"app{i}", topo.node("app", i).ip) for i in APP_IDS]
-
-    @property
-    def port(self) -> int:
-        return self.settings.ingest.port
+        self.port = settings.ingest.port
+        self.stats_socket = self.home / "admin.sock"
 
     @property
     def address(self) -> str:
         return f"{self.net.ip}:{self.port}"
-
-    @property
-    def stats_socket(self) -> Path:
-        return self.home / "admin.sock"
 
     def prepare(self) -> None:
         self.make_dirs()
@@ -93,9 +87,7 @@ class HaProxy(Component):
             sock.settimeout(2)
             sock.connect(str(self.stats_socket))
             sock.sendall(b"show stat\n")
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
+            data = sock.makefile("rb").read()  # HAProxy answers and closes
         rows = csv.DictReader(data.decode(errors="replace").lstrip("# ").splitlines())
         return {
             row["svname"]: row.get("status") or ""

@@ -186,8 +186,7 @@ class KafkaComponent(Component):
 
     @property
     def address(self) -> str:
-        host, port = split_hostport(self.settings.kafka.bootstrap, 9092)
-        return f"{host}:{port}"
+        return ":".join(map(str, split_hostport(self.settings.kafka.bootstrap, 9092)))
 
     @property
     def bootstrap(self) -> str:
@@ -198,10 +197,10 @@ class KafkaComponent(Component):
     def marker(self) -> str:
         return str(self.home / "server.properties")
 
-    def ensure_jars(self) -> Path:
+    def ensure_jars(self) -> None:
         """Resolve the broker's jars with Maven once; later calls reuse the cache."""
         if (self.jar_dir / ".complete").exists():
-            return self.jar_dir
+            return
         mvn = find_binary("mvn", "maven", "kafka")
         build = self.jar_dir.parent / "build"
         shutil.rmtree(build, ignore_errors=True)
@@ -217,7 +216,6 @@ class KafkaComponent(Component):
         staging.rename(self.jar_dir)
         (self.jar_dir / ".complete").write_text(self.settings.kafka_version)
         shutil.rmtree(build, ignore_errors=True)
-        return self.jar_dir
 
     def _java(self) -> str:
         return find_binary("java", "openjdk-17-jre-headless", self.name)

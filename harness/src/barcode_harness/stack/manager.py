@@ -63,7 +63,6 @@ class StackManager:
     def up(self, *, quiet: bool = False) -> dict[str, float]:
         """Start what is not running, in parallel (Kafka's JVM dominates a cold start), and wait until
         every component answers; idempotent. Returns seconds per component."""
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         profiles.claim(self.settings.state_dir, self.profile)
         transport.claim(self.settings.state_dir, self.secure is not None)
         self.prepare_start()
@@ -94,10 +93,8 @@ class StackManager:
 
     def down(self) -> None:
         """Stop cleanly (data kept), monitoring included. The pipeline's processes should be stopped first."""
-        for comp in self.monitoring.values():
+        for comp in [*self.monitoring.values(), *(self.components[n] for n in reversed(COMPONENT_NAMES))]:
             comp.stop()
-        for name in reversed(COMPONENT_NAMES):
-            self.components[name].stop()
 
     def status(self) -> list[ComponentStatus]:
         return [c.status() for c in self.components.values()]

@@ -53,9 +53,6 @@ class MariaDBComponent(Component):
     def marker(self) -> str:
         return str(self.home / "my.cnf")
 
-    def _binary(self, name: str) -> str:
-        return find_binary(name, "mariadb-server", "mariadb")
-
     def prepare(self) -> None:
         self.make_dirs()
         cnf = self.home / "my.cnf"
@@ -69,7 +66,7 @@ class MariaDBComponent(Component):
             return
         (self.home / "data").mkdir(parents=True, exist_ok=True)
         cmd = [
-            self._binary("mariadb-install-db"), f"--defaults-file={cnf}",
+            find_binary("mariadb-install-db", "mariadb-server", self.name), f"--defaults-file={cnf}",
             "--auth-root-authentication-method=normal", "--skip-test-db", f"--datadir={self.home / 'data'}",
         ]  # fmt: skip
         try:
@@ -79,7 +76,7 @@ class MariaDBComponent(Component):
             raise
 
     def argv(self) -> list[str]:
-        return [self._binary("mariadbd"), f"--defaults-file={self.home / 'my.cnf'}"]
+        return [find_binary("mariadbd", "mariadb-server", self.name), f"--defaults-file={self.marker}"]
 
     def _root(self) -> pymysql.connections.Connection:
         """root over the socket: on a secured stack with its generated password (stack/secure.py locks
@@ -121,10 +118,9 @@ class MariaDBComponent(Component):
             )
         except pymysql.err.OperationalError as exc:
             # 1045: the user, 1130: its host not created yet (before after_start): ask root over the socket
-            if exc.args and exc.args[0] in (1045, 1130):
-                conn = self._root()
-            else:
+            if exc.args[:1] not in ((1045,), (1130,)):
                 raise
+            conn = self._root()
         with conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
             cur.fetchone()

@@ -70,10 +70,9 @@ class Exporter(Component):
 
     start_timeout = 30.0
 
-    def __init__(self, settings: HarnessSettings, name: str, flag: str = "--web.listen-address") -> None:
+    def __init__(self, settings: HarnessSettings, name: str) -> None:
         self.name = name
         super().__init__(settings)
-        self.listen_flag = flag
         self.port: int = getattr(settings.monitoring, f"{name.replace('-', '_')}_port")
 
     @property
@@ -82,7 +81,8 @@ class Exporter(Component):
 
     @property
     def marker(self) -> str:
-        return f"{self.listen_flag}={self.address}"
+        dashes = "-" if self.name == "redis-exporter" else "--"  # redis_exporter's flags have one dash
+        return f"{dashes}web.listen-address={self.address}"
 
     def prepare(self) -> None:
         self.make_dirs()
@@ -106,9 +106,5 @@ class Exporter(Component):
 
 
 def monitoring_components(settings: HarnessSettings) -> dict[str, Component]:
-    return {
-        "redis-exporter": Exporter(settings, "redis-exporter", flag="-web.listen-address"),
-        "mysqld-exporter": Exporter(settings, "mysqld-exporter"),
-        "node-exporter": Exporter(settings, "node-exporter"),
-        "prometheus": PrometheusComponent(settings),
-    }
+    exporters = ("redis-exporter", "mysqld-exporter", "node-exporter")
+    return {**{n: Exporter(settings, n) for n in exporters}, "prometheus": PrometheusComponent(settings)}

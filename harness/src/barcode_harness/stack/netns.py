@@ -157,9 +157,8 @@ class Network:
             _run("-n", ns, "link", "set", NS_IFACE, "up")
 
     def down(self) -> None:
-        """Delete our namespaces (their veths go with them). The bridge stays, with the subnet's
-        route: a client still configured for the nodes then fails here, at once, instead of
-        sending its packets to the default gateway."""
+        """Delete our namespaces (their veths go with them). The bridge stays, with the subnet's route:
+        a client still configured for the nodes fails at once instead of using the default gateway."""
         if not self.ours():
             return
         names = existing_namespaces()
@@ -198,9 +197,8 @@ def reconnect(node: NetNode) -> None:
 
 
 def admit_only(node: NetNode, port: int, source: str) -> None:
-    """Drop TCP to ``port`` of ``node`` from anywhere but ``source`` and the node itself, as a host
-    behind a load balancer is firewalled. In the mangle table, so :func:`reconnect` (which flushes the
-    filter table) leaves it in place; added once however often it is called."""
+    """Drop TCP to ``port`` of ``node`` from all but ``source`` and itself, as a host behind a load
+    balancer is firewalled; once, in the mangle table, which :func:`reconnect` (flushing filter) keeps."""
     rule = ["PREROUTING", "!", "-i", "lo", "-p", "tcp", "--dport", str(port), "!", "-s", source, "-j", "DROP"]
     if _run("-t", "mangle", "-C", *rule, check=False, node=node).returncode != 0:
         _run("-t", "mangle", "-A", *rule, node=node)

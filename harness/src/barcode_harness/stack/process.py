@@ -27,27 +27,19 @@ def is_alive(pid: int | None, marker: str | None = None) -> bool:
     if not pid:
         return False
     for attempt in range(3):
-        alive, ours = _probe(pid, marker)
-        if not alive:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)  # reap our own dead children so they stop looking alive
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
             return False
-        if ours:
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+        if marker is None or marker in cmdline:
             return True
         time.sleep(0.05 * (attempt + 1))
     return False
-
-
-def _probe(pid: int, marker: str | None) -> tuple[bool, bool]:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own dead children so they stop looking alive
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False, False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    if state in ("Z", "X"):
-        return False, False
-    return True, marker is None or marker in cmdline
 
 
 def spawn(argv: list[str], *, log: Path, pidfile: Path) -> None:
@@ -60,27 +52,30 @@ def spawn(argv: list[str], *, log: Path, pidfile: Path) -> None:
     pidfile.write_text(str(proc.pid))
 
 
+def _gone(pid: int, marker: str | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid, marker):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def terminate(pid: int, marker: str | None, *, timeout: float = 30.0) -> None:
     """SIGTERM our server ``pid``, wait up to ``timeout`` for a clean exit, then SIGKILL."""
     if not is_alive(pid, marker):  # a stale pid file names somebody else's process
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_alive(pid, marker):
-            return
-        time.sleep(0.1)
-    kill(pid)
+    if not _gone(pid, marker, timeout):
+        kill(pid)
 
 
 def kill(pid: int) -> None:
     """SIGKILL (used by fault injection and as the last resort of ``terminate``)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and is_alive(pid):
-        time.sleep(0.05)
+    _gone(pid, None, 10)
 
 
 def find_binary(name: str, package: str, component: str) -> str:

@@ -65,25 +65,36 @@ class RedisComponent(Component):
     name = "redis"
     stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 30.0
-    marker = "redis-server"
+    marker = "redis-server"  # its binary, too
+    conf_name = "redis.conf"
 
     @property
     def address(self) -> str:
         parts = urlsplit(self.settings.redis.url)
         return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
 
+    def render(self) -> str:
+        conf = render_redis_conf(self.settings, self.home)
+        if self.secure is None:
+            return conf
+        from barcode_harness.stack.secure import redis_conf
+
+        return conf + redis_conf(self.home, urlsplit(self.settings.redis.url).port or 6379, self.secure)
+
     def prepare(self) -> None:
         self.make_dirs("data")
-        conf = render_redis_conf(self.settings, self.home)
-        if self.secure is not None:
-            from barcode_harness.stack.secure import redis_conf
-
-            conf += redis_conf(self.home, urlsplit(self.settings.redis.url).port or 6379, self.secure)
-        (self.home / "redis.conf").write_text(conf)
+        conf = self.home / self.conf_name
+        if self.net is None or not conf.exists():  # an ha node's is Sentinel's after its first start
+            conf.write_text(self.render())
 
     def argv(self) -> list[str]:
-        return [find_binary("redis-server", "redis-server", "redis"), str(self.home / "redis.conf")]
+        return [find_binary(self.marker, self.marker, self.name), str(self.home / self.conf_name)]
+
+    def client(self) -> redis.Redis:
+        """A short-lived client (closed on leaving its ``with``), for health and role queries."""
+        url = self.settings.redis.url
+        return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
 
     def check(self) -> None:
-        with redis.Redis.from_url(self.settings.redis.url, socket_timeout=2, socket_connect_timeout=2) as r:
+        with self.client() as r:
             r.ping()
