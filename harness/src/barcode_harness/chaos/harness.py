@@ -113,8 +113,9 @@ def run_scenario(env: ChaosEnv, scenario: Scenario, params: ChaosParams) -> Scen
         log.exception("scenario %s failed to run", scenario.name)
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
-        with suppress(Exception):  # already stopped unless the run failed before heal
-            load.stop_generating()
+        if load.running:  # already stopped unless the run failed between the load's start and heal
+            with suppress(Exception):
+                load.stop_generating()
         try:
             scenario.cleanup(ctx)
         except Exception as exc:

@@ -123,6 +123,7 @@ class ServerKill(Scenario):
     def heal(self, ctx: ChaosContext) -> None:
         if self._probe is not None:
             self._probe_checks(ctx, self._probe)
+            self._probe = None
         started = time.monotonic()
         ctx.stack.component(self.component).start()
         ctx.note(f"{self.component} healthy again {time.monotonic() - started:.1f} s after the restart began")
@@ -194,16 +195,21 @@ class Scheduled(Scenario):
     def inject(self, ctx: ChaosContext) -> None:
         for share, step in self.schedule:
             ctx.sleep(max(0.0, share * ctx.params.hold_s - ctx.since_inject()))
-            {"processor": self._processor, "worker": self._worker}.get(step, self._server)(ctx, step)
+            if step == "processor":
+                self._processor(ctx)
+            elif step == "worker":
+                self._worker(ctx)
+            else:
+                self._server(ctx, step)
 
-    def _processor(self, ctx: ChaosContext, _step: str) -> None:
+    def _processor(self, ctx: ChaosContext) -> None:
         victim = ctx.sup.names(names.Role.PROCESSOR)[0]
         checks.polled(ctx.sup.children[victim].alive, bool, False, 15)  # the supervisor may be restarting it
         faults.kill_child(ctx.sup, victim, restart=True)
         self._killed += 1
         ctx.mark(f"{self.name}: processor SIGKILL #{self._killed} (the supervisor restarts it)")
 
-    def _worker(self, ctx: ChaosContext, _step: str) -> None:
+    def _worker(self, ctx: ChaosContext) -> None:
         victim = ctx.sup.names(names.Role.WORKER)[0]
         consumer = names.node_member(ctx.settings.node_name, victim)
         held = checks.wait_pending(ctx.settings, consumer, at_least=1, timeout=10.0)
@@ -265,7 +271,8 @@ class Takeover(Scenario):
         if self._probe is None:
             return
         self._probe.stop()
-        took = ctx.metrics[self.metric] = self._probe.done_after_s
+        took = self._probe.done_after_s
+        ctx.metrics[self.metric] = took
         target = ctx.params.takeover_target_s
         when = "never" if took is None else f"{took:.{self.digits}f} s"
         ctx.check(f"{self.taken_over} within {target:.0f} s", took is not None and took <= target,

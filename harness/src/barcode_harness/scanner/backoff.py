@@ -34,8 +34,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 class EndpointGate:
-    """A circuit breaker for one endpoint: a retryable failure opens it for a back-off (at least the
-    Retry-After), then one request probes; failures of requests already in flight do not lengthen it."""
+    """A small circuit breaker for one endpoint, for asyncio tasks.
+
+    Closed: every request passes. A retryable failure opens it for a back-off (at least the
+    server's Retry-After); then exactly one request probes; its success closes the gate, its
+    failure reopens it for a longer back-off. Failures of requests that were already in flight
+    when it opened do not lengthen the back-off.
+    """
 
     def __init__(
         self,

@@ -153,8 +153,12 @@ class Outbox:
         leased: int | None = None,
         outcomes: Sequence[Outcome] = (),
     ) -> WriteResult:
-        """Insert new scans and record outcomes in one transaction (one fsync). The first ``leased`` new
-        scans (all when None), sent at once from memory, are leased so that :meth:`claim_due` skips them."""
+        """Insert new scans and record outcomes, all in one transaction (one fsync).
+
+        The first ``leased`` new scans (all when None) are due again only after ``lease_ms``: the
+        caller sends them right away from memory, and the lease keeps :meth:`claim_due` from
+        handing them out a second time. The others are due now and wait for :meth:`claim_due`.
+        """
         leased = len(new) if leased is None else leased
         due = [now_ms + lease_ms] * leased + [now_ms] * (len(new) - leased)
         added = [OutboxItem(self._next_seq + i, scan) for i, scan in enumerate(new)]

@@ -165,8 +165,10 @@ def _find_index(body: Any) -> int | None:
 
 
 def failed_indices(body: bytes, size: int, *, strict: bool = True) -> set[int] | None:
-    """``failedIndices`` of a batch answer of ``size`` scans; None when unreadable. Strict (the scanner):
-    no key: none failed, a bad index spoils all; lenient (loadgen): no key is unreadable, bad ones skipped."""
+    """``failedIndices`` of a batch answer of ``size`` scans; None when unreadable.
+
+    Strict (the scanner): an absent key means none failed, one bad index spoils the answer.
+    Lenient (the load generator): an absent key is unreadable, bad indices are skipped."""
     try:
         raw = orjson.loads(body).get("failedIndices", [] if strict else None)
     except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not an object
@@ -423,8 +425,9 @@ class Simulator:
         self, gen: int, items: list[OutboxItem], status: int | None, error: str, retry_after: float | None
     ) -> None:
         """A retryable failure: the gate backs off for the endpoint, and each scan for itself."""
+        was_closed = self._gate.is_closed
         self._gate.failure(gen, retry_after)
-        if self.stats.endpoint_up and not self._gate.is_closed:  # it mirrors the gate: this failure opened it
+        if was_closed and not self._gate.is_closed:  # this failure opened the gate
             self.stats.endpoint_up = False
             reason = f"HTTP {status}" if status else error
             log.warning("ingest unavailable (%s); scans stay in the outbox and are retried", reason)
@@ -475,7 +478,7 @@ class Simulator:
             return
         if self._gate.success():
             log.info("ingest reachable again")
-        self.stats.endpoint_up = True
+            self.stats.endpoint_up = True
         if status >= 300:
             self._refused(lane, items, status, payload)
             return
