@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,12 @@ class BenchRun:
     fresh_db: bool = True  # drop and re-create the bench database first (not with --keep-db)
     shared: BenchEnv | None = None  # an environment already running (the smoke tests', table-size's)
 
+    def _env(self, legacy: bool) -> AbstractContextManager[BenchEnv]:
+        if self.shared is not None:
+            return nullcontext(self.shared)
+        return BenchEnv(self.settings, self.out / "services.log", legacy=legacy, start_stack=self.start_stack,
+                        fresh_db=self.fresh_db)  # fmt: skip
+
     @contextmanager
     def started(
         self, spec: Spec, *, drain_s: float = 0.0, legacy: bool = True
@@ -230,8 +236,7 @@ class BenchRun:
         """The set-up every run shares: its environment (``shared`` as it is, whoever made it stops it;
         else a new one for this run only, its services' log in ``out``), any earlier backlog drained, and
         the report's environment section, finished once the services are stopped."""
-        own = BenchEnv(self.settings, self.out / "services.log", legacy, self.start_stack, self.fresh_db)
-        with nullcontext(self.shared) if self.shared is not None else own as env:
+        with self._env(legacy) as env:
             if drain_s:
                 env.drain(drain_s)
             info = report.environment(env.settings, {"preset": spec.preset, "spec": spec.to_dict()})

@@ -1,8 +1,10 @@
 """``bench footprint``: what each store costs per scan, measured with the pipeline's own code.
 
-Redis: scans through the processor's publish path, then read, acknowledged and trimmed as the workers
-do, plus their dead letters; Kafka: records as ingest encodes them, on disk; the table: per migration.
-The constants feed the sizing formulas in ``docs/capacity.md``."""
+Redis: scans through the processor's publish path, their scan times spread as ``rate`` spreads them
+(the markers' density per hash depends on it), then read, acknowledged and trimmed as the workers
+do; plus the workers' own dead letters. Kafka: records encoded as ingest encodes them, one per request
+and 100 per request, measured on disk. The constants feed the sizing formulas in ``docs/capacity.md``.
+"""
 
 from __future__ import annotations
 

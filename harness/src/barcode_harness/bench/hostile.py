@@ -1,8 +1,10 @@
 """``bench hostile``: can clients without a key starve the keyed scanners?
 
-Keyed scanners send ``rate`` scans/s alone, then while an attacker process holds slow connections,
-streams huge header lines and sends random keys. Every keyed scan must be answered 2xx, with a p99 at
-most 3x alone's; the attacker's own counts (408, 431, 401) show the attack ran."""
+Keyed scanners send ``rate`` scans/s alone, then while an attacker process holds slow connections
+that never finish their headers, streams huge header lines and sends requests with random keys.
+Required: every keyed scan answered 2xx, p99 under attack at most 3x alone, ingest memory up by
+less than 100 MB, no restart. The attacker's own counts (408, 431, 401) show the attack ran.
+"""
 
 from __future__ import annotations
 

@@ -91,10 +91,14 @@ class Searcher:
             reasons.append(f"not drained within {spec.drain_limit_s:g} s")
         return end, growth, round(drain_s, 2), reasons
 
+    def _split(self, path: str) -> tuple[str, str, int]:
+        """A path's server, mode, and scans per request."""
+        server, mode = path.split("-")
+        return server, mode, self.spec.batch_size if mode == "batch" else 1
+
     def attempt(self, path: str, scans_per_s: float) -> Step:
         spec = self.spec
-        server, mode = path.split("-")
-        per_request = spec.batch_size if mode == "batch" else 1
+        server, mode, per_request = self._split(path)
         start_backlog = stage_counts(measure(self.env.settings)) if server == ASYNC else {}
         cpu0 = procstats.snapshot(self.env.pids(), rest="bench client")
         t0 = time.time()
@@ -134,8 +138,7 @@ class Searcher:
         """Geometric growth until a step fails, then ``refine_steps`` bisections, summed up: the highest
         sustained rate, each step, what failed first (after ``warmup_s`` of warm-up at 200 scans/s)."""
         s = self.spec
-        server, mode = path.split("-")
-        per_request = s.batch_size if mode == "batch" else 1
+        server, mode, per_request = self._split(path)
         self.env.warm_up((server,), s.warmup_s, s.cleanup_drain_s, rate=max(1.0, 200 / per_request),
                          mode=mode, batch_size=s.batch_size)  # fmt: skip
         say(f"searching the ceiling of {path}")

@@ -161,7 +161,10 @@ def cpu_counters() -> tuple[int, int, int] | None:
 
 def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
     """Steal and busy share of the machine's CPU time since ``start`` (a :func:`cpu_counters` value).
-    Steal slows every stage at once: the first thing to check when two runs of the same code disagree."""
+
+    Steal is time the hypervisor gave our vCPUs to someone else: it slows every stage at once and
+    is the first thing to check when two runs of the same code disagree.
+    """
     end = cpu_counters()
     if start is None or end is None or end[2] <= start[2]:
         return None

@@ -122,12 +122,16 @@ def fds_keep_growing(samples: Sequence[Sample], group: str) -> bool:
 
 def tail_growth(windows: Sequence[tuple[int, LatencyHistogram]]) -> tuple[float, float]:
     """p99 (ms) of the first and the last quarter of the windows after the warm-up."""
-    merged = [LatencyHistogram(2), LatencyHistogram(2)]
-    for total, part in zip(merged, quarters(windows)[::3], strict=True):
-        for _, hist in part:
-            total.add(hist)
-    first, last = (m.percentile_us(99.0) / 1000 if m.count else 0.0 for m in merged)
-    return first, last
+    parts = quarters(windows)
+    return p99_ms(parts[0]), p99_ms(parts[-1])
+
+
+def p99_ms(windows: Sequence[tuple[int, LatencyHistogram]]) -> float:
+    """The p99 of the windows merged (exact: histograms add up, percentiles do not); 0 for none."""
+    total = LatencyHistogram(2)
+    for _, hist in windows:
+        total.add(hist)
+    return total.percentile_us(99.0) / 1000 if total.count else 0.0
 
 
 # --------------------------------------------------------------------------- the run
@@ -260,7 +264,8 @@ def run_soak(spec: SoakSpec, run: BenchRun) -> dict[str, Any]:
         sampler = SoakSampler(env.settings, kafka_dir, env.pids, spec.sample_s)
         say(f"soak: {spec.rate:,.0f} scans/s for {spec.duration_s:,.0f} s, sampled every {spec.sample_s:g} s")
         with ParallelLoads(len(specs)) as pool, sampler:
-            loads = [f.result() for f in [pool.submit(s) for s in specs]]  # all started, then awaited
+            futures = [pool.submit(s) for s in specs]  # all started, then awaited
+            loads = [f.result() for f in futures]
         say("soak: load done; draining and verifying")
         drained_s = env.drain(timeout=600)
         start = min(load.started_at for load in loads)
