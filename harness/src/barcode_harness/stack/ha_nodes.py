@@ -130,6 +130,7 @@ class HaRedisNode(RedisComponent):
     """A Redis server in namespace ``bpr<i>``; node 1 starts as the primary."""
 
     net: NetNode
+    keep_conf = True  # after its first start, Sentinel's failovers rewrite its replicaof
 
     def __init__(self, settings: HarnessSettings, index: int, topo: Topology) -> None:
         self.name = f"redis-{index}"
@@ -160,10 +161,13 @@ sentinel parallel-syncs {service} 1
 
 
 class HaSentinel(RedisComponent):
-    """A Redis Sentinel (Debian's ``redis-sentinel``) in namespace ``bps<i>``."""
+    """A Redis Sentinel (Debian's ``redis-sentinel``) in namespace ``bps<i>``. A RedisComponent for its
+    start, stop and client; its ``settings.redis.url`` names this Sentinel, not a Redis server."""
 
-    marker = "redis-sentinel"
+    binary = "redis-sentinel"
+    marker = binary
     conf_name = "sentinel.conf"
+    keep_conf = True  # Sentinel records what it learns (primary, peers) in its config
     net: NetNode
 
     def __init__(self, settings: HarnessSettings, index: int, topo: Topology) -> None:

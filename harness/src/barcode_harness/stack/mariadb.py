@@ -118,7 +118,8 @@ class MariaDBComponent(Component):
             )
         except pymysql.err.OperationalError as exc:
             # 1045: the user, 1130: its host not created yet (before after_start): ask root over the socket
-            if exc.args[:1] not in ((1045,), (1130,)):
+            code = exc.args[0] if exc.args else None
+            if code not in (1045, 1130):
                 raise
             conn = self._root()
         with conn, conn.cursor() as cur:

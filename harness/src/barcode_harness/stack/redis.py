@@ -65,8 +65,10 @@ class RedisComponent(Component):
     name = "redis"
     stdout_name = "stdout.log"  # the server writes its own log file
     start_timeout = 30.0
-    marker = "redis-server"  # its binary, too
+    binary = "redis-server"  # Debian's package has the binary's name
+    marker = binary
     conf_name = "redis.conf"
+    keep_conf = False  # True where the server rewrites its own config (replication, Sentinel's state)
 
     @property
     def address(self) -> str:
@@ -84,11 +86,11 @@ class RedisComponent(Component):
     def prepare(self) -> None:
         self.make_dirs("data")
         conf = self.home / self.conf_name
-        if self.net is None or not conf.exists():  # an ha node's is Sentinel's after its first start
+        if not (self.keep_conf and conf.exists()):
             conf.write_text(self.render())
 
     def argv(self) -> list[str]:
-        return [find_binary(self.marker, self.marker, self.name), str(self.home / self.conf_name)]
+        return [find_binary(self.binary, self.binary, self.name), str(self.home / self.conf_name)]
 
     def client(self) -> redis.Redis:
         """A short-lived client (closed on leaving its ``with``), for health and role queries."""

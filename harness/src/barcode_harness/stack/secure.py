@@ -270,8 +270,9 @@ CERT_PRINCIPAL = "CN=kafka.barcode-pipeline"  # Kafka's certificate: the broker 
 
 
 def kafka_acls(settings: HarnessSettings) -> list[object]:
-    """What the ingest and processor users may do (the rules below); topics are created by the admin
-    (``run``'s start-up); anything else is denied."""
+    """What the ingest and processor users may do: ingest writes the topic (and sees the dead-letter
+    topic); the processor reads the topic in its group and writes the dead-letter topic. Topics are
+    created by the admin (``run``'s start-up); anything else is denied."""
     from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
     from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
