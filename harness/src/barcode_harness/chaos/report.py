@@ -3,15 +3,12 @@ the ``ha`` profile's results in a section of their own, so that each run rewrite
 
 from __future__ import annotations
 
-import logging
 import platform
 import re
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-
-import redis
 
 from barcode_harness import sections
 from barcode_harness.bench import procstats
@@ -22,12 +19,6 @@ from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 
-log = logging.getLogger(__name__)
-
-
-def finished_now() -> str:
-    return datetime.now().strftime("%Y-%m-%d %H:%M")
-
 
 @dataclass
 class RunInfo:
@@ -37,7 +28,7 @@ class RunInfo:
     params: ChaosParams
     settings: dict[str, str] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
-    finished_at: str = field(default_factory=finished_now)
+    finished_at: str = field(default_factory=lambda: datetime.now().strftime("%Y-%m-%d %H:%M"))
     duration_s: float = 0.0
 
 
@@ -53,6 +44,7 @@ def machine_info() -> dict[str, str]:
 
 
 def _server_versions(settings: HarnessSettings) -> dict[str, str]:
+    """Versions and live durability settings; a server that is gone says so (the report is still written)."""
     out = {"Kafka": settings.kafka_version}
     try:
         with closing(redis_adapter.client(settings, timeout=2)) as client:
@@ -61,14 +53,14 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
             out["Redis AOF (live)"] = (
                 f"appendonly {aof.get('appendonly')}, appendfsync {aof.get('appendfsync')}"
             )
-    except redis.RedisError as exc:
+    except Exception as exc:
         out["Redis"] = f"unreachable ({exc})"
     try:
         with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
             cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
             version, flush = cur.fetchone()
             out["MariaDB/MySQL"], out["innodb_flush_log_at_trx_commit"] = str(version), str(flush)
-    except Exception as exc:  # the report must be written even if the database is gone
+    except Exception as exc:
         out["MariaDB/MySQL"] = f"unreachable ({type(exc).__name__})"
     return out
 
@@ -76,7 +68,7 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
 def settings_info(settings: HarnessSettings) -> dict[str, str]:
     """The durability and recovery knobs the results depend on."""
     producer = kafka_adapter.producer_config(settings)
-    info = {
+    return {
         "producer acks / idempotence": f"acks={producer['acks']}, "
         f"enable.idempotence={producer['enable.idempotence']}",
         "produce timeout (ingest answers 503 after)": f"{settings.kafka.produce_timeout_s:g} s",
@@ -92,12 +84,7 @@ def settings_info(settings: HarnessSettings) -> dict[str, str]:
         "max deliveries before the DLQ": str(settings.streams.max_deliveries),
         "workers": str(settings.worker.count),
         "ingest processes": str(settings.ingest.processes),
-    }
-    try:
-        info.update(_server_versions(settings))
-    except Exception as exc:
-        log.warning("could not read server versions: %s", exc)
-    return info
+    } | _server_versions(settings)
 
 
 def num(value: object, digits: int = 1) -> str:
