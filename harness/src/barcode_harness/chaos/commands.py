@@ -208,7 +208,8 @@ def _nemesis(
     iterations: int, report: Path | None,
 ) -> None:  # fmt: skip
     """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
-    from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, run_iterations, write_section
+    from barcode_harness.chaos.nemesis import NemesisRun, run_iterations
+    from barcode_harness.chaos.report import RunInfo, write_nemesis_section
     from barcode_harness.chaos.schedule import render
 
     seeds = list(range(seed, seed + iterations))
@@ -225,8 +226,8 @@ def _nemesis(
     runs = run_iterations(settings, seeds, params, work, spec=spec, on_result=show,
                           on_start=lambda n: typer.echo(render(n.seed, n.schedule)))  # fmt: skip
     if report is not None:
-        info = NemesisInfo(_command(), params, duration_s=time.monotonic() - t0, spec=spec)
-        typer.echo(f"nemesis section written to {write_section(report, runs, info)}")
+        info = RunInfo(_command(), params, duration_s=time.monotonic() - t0, spec=spec)
+        typer.echo(f"nemesis section written to {write_nemesis_section(report, runs, info)}")
     failed = [str(r.stats.seed) for r in runs if not r.result.ok]
     _exit(failed, f"{len(failed)} of {len(runs)} iteration(s) failed: seeds {', '.join(failed)}")
 

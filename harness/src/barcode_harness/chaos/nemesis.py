@@ -8,19 +8,24 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
+from pathlib import Path
 
 from barcode_harness.bench.procstats import group_pids
 from barcode_harness.bench.soak import RSS_GROWTH_MAX, SERVICE_GROUPS, fds_keep_growing, rss_growth
 from barcode_harness.bench.soaksample import SoakSampler
 from barcode_harness.chaos import faults, schedule
 from barcode_harness.chaos.checks import Ledger
-from barcode_harness.chaos.context import ChaosContext
+from barcode_harness.chaos.context import ChaosContext, ChaosParams
+from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.scenarios import Scenario, drained_after_heal
 from barcode_harness.chaos.schedule import DISK, Fault, ScheduleSpec
+from barcode_harness.settings import HarnessSettings
+from barcode_pipeline import names
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +228,33 @@ class Nemesis(Scenario):
         ctx.stack.up(quiet=True)
         faults.resume(ctx.sup, *ctx.sup.children, timeout=60)
         ctx.notes.extend(self.stats.done)
+
+
+@dataclass
+class NemesisRun:
+    """One iteration: the seed's schedule, what it did, and the usual scenario verdict."""
+
+    stats: NemesisStats
+    result: ScenarioResult
+
+
+def run_iterations(
+    settings: HarnessSettings,
+    seeds: list[int],
+    params: ChaosParams,
+    workdir: Path,
+    *,
+    spec: ScheduleSpec | None = None,
+    on_start: Callable[[Nemesis], object] = lambda _: None,
+    on_result: Callable[[NemesisRun], object] = lambda _: None,
+    env: ChaosEnv | None = None,
+) -> list[NemesisRun]:
+    """Run one schedule per seed, in order, on one pipeline (like ``run_scenarios``)."""
+    runs: list[NemesisRun] = []
+    with nullcontext(env) if env is not None else chaos_env(settings, workdir) as e:
+        for seed in seeds:
+            nemesis = Nemesis(seed, workers=len(e.sup.names(names.Role.WORKER)), spec=spec)
+            on_start(nemesis)
+            runs.append(NemesisRun(nemesis.stats, run_scenario(e, nemesis, params)))
+            on_result(runs[-1])
+    return runs
