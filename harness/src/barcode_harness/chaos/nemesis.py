@@ -49,8 +49,6 @@ class Nemesis(Scenario):
 
     key = "N"
     name = "nemesis"
-    title = "Nemesis: a seeded random schedule of overlapping kills, pauses and restarts"
-    fault = "random overlapping faults on the processor, each worker, Redis, Kafka and MariaDB"
 
     def __init__(self, seed: int, *, workers: int = 2, spec: ScheduleSpec | None = None) -> None:
         self.seed = seed
