@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from barcode_harness.chaos.harness import ChaosEnv
-from barcode_harness.chaos.nemesis_report import run_iterations
+from barcode_harness.chaos.nemesis import run_iterations
 from barcode_harness.chaos.schedule import ScheduleSpec, draw, overlaps, targets_for
 
 from .conftest import CI_PARAMS

@@ -8,9 +8,8 @@ from barcode_harness import sections
 from barcode_harness.chaos.checks import Check
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
-from barcode_harness.chaos.nemesis import NemesisStats
-from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, write_section
-from barcode_harness.chaos.report import RunInfo, write_report
+from barcode_harness.chaos.nemesis import NemesisRun, NemesisStats
+from barcode_harness.chaos.report import RunInfo, write_nemesis_section, write_report
 from barcode_harness.chaos.schedule import ScheduleSpec, draw, targets_for
 
 BEGIN, END = sections.NEMESIS
@@ -25,13 +24,13 @@ def _run(seed: int, *, ok: bool = True) -> NemesisRun:
     return NemesisRun(stats, result)
 
 
-def _info() -> NemesisInfo:
+def _info() -> RunInfo:
     command = "barcode-pipeline chaos nemesis --seed 1 --iterations 2"
-    return NemesisInfo(command, ChaosParams(), spec=ScheduleSpec())
+    return RunInfo(command, ChaosParams(), spec=ScheduleSpec())
 
 
 def test_section_lists_every_seed_and_the_failures(tmp_path: Path) -> None:
-    path = write_section(tmp_path / "reliability.md", [_run(1), _run(2, ok=False)], _info())
+    path = write_nemesis_section(tmp_path / "reliability.md", [_run(1), _run(2, ok=False)], _info())
     text = path.read_text()
     section = sections.extract(text, sections.NEMESIS)
     assert section is not None and section.startswith(BEGIN) and section.rstrip().endswith(END)
@@ -51,7 +50,7 @@ def test_rewriting_the_section_replaces_it_in_place() -> None:
 
 def test_chaos_all_keeps_the_nemesis_section(tmp_path: Path) -> None:
     path = tmp_path / "reliability.md"
-    write_section(path, [_run(5)], _info())
+    write_nemesis_section(path, [_run(5)], _info())
     write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
     text = path.read_text()
     assert text.startswith("# Reliability")
@@ -61,10 +60,10 @@ def test_chaos_all_keeps_the_nemesis_section(tmp_path: Path) -> None:
 
 def test_chaos_all_keeps_both_owned_sections_and_each_writer_only_its_own(tmp_path: Path) -> None:
     path = tmp_path / "reliability.md"
-    write_section(path, [_run(5)], _info())
+    write_nemesis_section(path, [_run(5)], _info())
     sections.write(path, sections.HA[0] + "\nha results\n" + sections.HA[1] + "\n", sections.HA)
     write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
-    write_section(path, [_run(6)], _info())  # a later nemesis run replaces only its own section
+    write_nemesis_section(path, [_run(6)], _info())  # a later nemesis run replaces only its own section
     text = path.read_text()
     assert text.startswith("# Reliability") and "ha results" in text and "| 6 |" in text
     assert text.count(sections.HA[0]) == 1 and text.count(BEGIN) == 1
@@ -72,12 +71,12 @@ def test_chaos_all_keeps_both_owned_sections_and_each_writer_only_its_own(tmp_pa
 
 def test_a_long_schedule_keeps_its_own_section_beside_the_series(tmp_path: Path) -> None:
     path = tmp_path / "reliability.md"
-    write_section(path, [_run(5)], _info())
+    write_nemesis_section(path, [_run(5)], _info())
     long = ScheduleSpec(duration_s=1800, mean_gap_s=20, fills=("redis", "disk"))
-    write_section(
+    write_nemesis_section(
         path,
         [_run(7)],
-        NemesisInfo("barcode-pipeline chaos nemesis --duration 1800", ChaosParams(), spec=long),
+        RunInfo("barcode-pipeline chaos nemesis --duration 1800", ChaosParams(), spec=long),
     )
     write_report(path, [], RunInfo("barcode-pipeline chaos all", ChaosParams()))
     text = path.read_text()

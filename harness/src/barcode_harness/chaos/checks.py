@@ -214,9 +214,8 @@ def polled(
     interval: float = 0.1,
     errors: tuple[type[Exception], ...] = (Exception,),
 ) -> tuple[T, float]:
-    """(the last value ``probe`` gave, seconds) once ``done`` held for it or ``timeout`` passed. One of
-    ``errors`` counts as not yet (by default any: a node in failover answers with errors of every kind);
-    any other surfaces at once."""
+    """(``probe``'s last value, seconds) once ``done`` held for it or ``timeout`` passed. ``errors`` count as
+    not yet (by default any: a node in failover answers with errors of every kind); others surface."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         with contextlib.suppress(*errors):

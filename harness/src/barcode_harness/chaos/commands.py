@@ -118,13 +118,12 @@ def chaos(
     setup_logging(settings.log_level, "chaos")
     params = ChaosParams(rate=rate, warmup_s=warmup, hold_s=hold, drain_timeout_s=drain_timeout)
     work = workdir or settings.state_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
+    default = Path("docs/reliability.md") if not chosen or "all" in scenarios else None
+    report = None if no_report else report or default
     if not chosen:
         spec = _schedule_spec(settings, work, duration=duration, mean_gap=mean_gap, fills=tuple(fill or ()))
-        _nemesis(settings, params, work, seed=seed, spec=spec, iterations=iterations,
-                 report=None if no_report else report or Path("docs/reliability.md"))  # fmt: skip
+        _nemesis(settings, params, work, seed=seed, spec=spec, iterations=iterations, report=report)
         return
-    if report is None and "all" in scenarios:
-        report = Path("docs/reliability.md")
     typer.echo(f"chaos{' (ha)' if ha else ''}: {len(chosen)} scenario(s) at {rate:g} scans/s, hold "
                f"{hold:g} s; log: {work / 'pipeline.log'}")  # fmt: skip
     show = partial(_show_scenario, ha=ha)
@@ -136,7 +135,7 @@ def chaos(
         off, evidence = settings.updated({"redis_min_replicas": 0}), ha_scenarios.select(list(WAIT_OFF))
         runs.append(("WAIT off (BP_REDIS_MIN_REPLICAS=0): evidence only",
                      run_scenarios(off, evidence, params, work / "wait-off", on_result=show)))  # fmt: skip
-    if report is not None and not no_report:
+    if report is not None:
         knobs = (doc.ha_settings_info if ha else doc.settings_info)(settings)
         info = doc.RunInfo(_command(), params, settings=knobs, machine=doc.machine_info(),
                        duration_s=time.monotonic() - started)  # fmt: skip
@@ -209,7 +208,8 @@ def _nemesis(
     iterations: int, report: Path | None,
 ) -> None:  # fmt: skip
     """Run the schedules, print each before it runs and its verdict after; exit 1 on any failure."""
-    from barcode_harness.chaos.nemesis_report import NemesisInfo, NemesisRun, run_iterations, write_section
+    from barcode_harness.chaos.nemesis import NemesisRun, run_iterations
+    from barcode_harness.chaos.report import RunInfo, write_nemesis_section
     from barcode_harness.chaos.schedule import render
 
     seeds = list(range(seed, seed + iterations))
@@ -226,8 +226,8 @@ def _nemesis(
     runs = run_iterations(settings, seeds, params, work, spec=spec, on_result=show,
                           on_start=lambda n: typer.echo(render(n.seed, n.schedule)))  # fmt: skip
     if report is not None:
-        info = NemesisInfo(_command(), params, duration_s=time.monotonic() - t0, spec=spec)
-        typer.echo(f"nemesis section written to {write_section(report, runs, info)}")
+        info = RunInfo(_command(), params, duration_s=time.monotonic() - t0, spec=spec)
+        typer.echo(f"nemesis section written to {write_nemesis_section(report, runs, info)}")
     failed = [str(r.stats.seed) for r in runs if not r.result.ok]
     _exit(failed, f"{len(failed)} of {len(runs)} iteration(s) failed: seeds {', '.join(failed)}")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 
-from barcode_harness.chaos.checks import wait_until
+from barcode_harness.chaos.checks import polled, wait_until
 from barcode_harness.chaos.load import ScanKey
 from barcode_harness.scanner.scans import SEEDED_DEVICES, encode_scan
 from barcode_harness.settings import HarnessSettings
@@ -98,20 +98,19 @@ def rewind_group(
     backlog = sum(max(0, c - target[p]) for p, (_low, _high, c) in offsets.items() if c >= 0)
     admin = kafka_adapter.admin(settings)
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in target.items()])]
-    deadline = time.monotonic() + 30
-    while True:
+
+    def refused() -> str:
+        """What the broker refused ("" for nothing)."""
         try:
             reply = admin.alter_consumer_group_offsets(request)[group].result(10)
-            refused = [f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error]
-            if not refused:
-                log.info("rewound group %s (%d records to re-read)", group, backlog)
-                return backlog
-            problem = "; ".join(refused)
         except KafkaException as exc:
-            problem = str(exc)
-        if time.monotonic() > deadline:
-            raise DeliveryError(f"cannot rewind group {group}: {problem}", component="kafka")
-        time.sleep(1.0)
+            return str(exc)
+        return "; ".join(f"{tp.partition}: {tp.error}" for tp in reply.topic_partitions or [] if tp.error)
+
+    if problem := polled(refused, lambda p: not p, "not tried", timeout=30, interval=1.0, errors=())[0]:
+        raise DeliveryError(f"cannot rewind group {group}: {problem}", component="kafka")
+    log.info("rewound group %s (%d records to re-read)", group, backlog)
+    return backlog
 
 
 def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:

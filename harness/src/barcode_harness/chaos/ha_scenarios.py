@@ -306,9 +306,9 @@ class AppHost:
             done = subprocess.run([*self.net.exec_prefix(), sys.executable, "-c", probe], capture_output=True,
                                   text=True, timeout=timeout + 30, check=False)  # fmt: skip
         except subprocess.TimeoutExpired:
-            done = None
-        if done is None or done.returncode != 0:
-            why = done.stderr.strip().splitlines()[-1:] if done is not None else ["timed out"]
+            done = subprocess.CompletedProcess(probe, 1, "", "timed out")
+        if done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:]
             raise PipelineError(f"{self.node} not ready: {' '.join(why)}", component="chaos")
 
     def kill(self) -> int:
@@ -423,10 +423,8 @@ class AppHostKill(HaScenario, Takeover):
     def inject(self, ctx: ChaosContext) -> None:
         victim, survivor = self.hosts
         members = group_members(ctx.settings)
-        holding = [
-            h for h in self.hosts if any(m.startswith(_prefix(h.node)) and p for m, p in members.items())
-        ]
-        ctx.check("both hosts' processors held partitions before the kill", len(holding) == 2, str(members))
+        both = all(any(m.startswith(_prefix(h.node)) and p for m, p in members.items()) for h in self.hosts)
+        ctx.check("both hosts' processors held partitions before the kill", both, str(members))
         consumers = [
             names.node_member(victim.node, f"worker-{i}") for i in range(1, victim.settings.worker.count + 1)
         ]

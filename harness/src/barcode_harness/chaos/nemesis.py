@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -19,9 +20,12 @@ from barcode_harness.bench.soak import RSS_GROWTH_MAX, SERVICE_GROUPS, fds_keep_
 from barcode_harness.bench.soaksample import SoakSampler
 from barcode_harness.chaos import faults, schedule
 from barcode_harness.chaos.checks import Ledger
-from barcode_harness.chaos.context import ChaosContext
+from barcode_harness.chaos.context import ChaosContext, ChaosParams
+from barcode_harness.chaos.harness import ChaosEnv, ScenarioResult, chaos_env, run_scenario
 from barcode_harness.chaos.scenarios import Scenario, drained_after_heal
 from barcode_harness.chaos.schedule import DISK, Fault, ScheduleSpec
+from barcode_harness.settings import HarnessSettings
+from barcode_pipeline import names
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,6 @@ class Nemesis(Scenario):
 
     key = "N"
     name = "nemesis"
-    title = "Nemesis: a seeded random schedule of overlapping kills, pauses and restarts"
-    fault = "random overlapping faults on the processor, each worker, Redis, Kafka and MariaDB"
 
     def __init__(self, seed: int, *, workers: int = 2, spec: ScheduleSpec | None = None) -> None:
         self.seed = seed
@@ -60,8 +62,6 @@ class Nemesis(Scenario):
         self._stack_lock = threading.Lock()
         self._last_heal = 0.0
         self._started = 0.0
-        self._paused: dict[str, int] = {}  # target -> pid under SIGSTOP, for cleanup
-        self._ballast: Path | None = None  # a disk-full fault's file, removed by cleanup at the latest
         self._sampler: SoakSampler | None = None
 
     def inject(self, ctx: ChaosContext) -> None:
@@ -115,14 +115,12 @@ class Nemesis(Scenario):
                     self._mark(ctx, f"pause {f.target}: not running, skipped")
                     return False
                 os.kill(pid, signal.SIGSTOP)
-                self._paused[f.target] = pid
-            try:
+            try:  # cleanup's abort ends the wait: the SIGCONT always comes from here
                 self._mark(ctx, f"SIGSTOP {f.target} (pid {pid})")
                 self._abort.wait(f.for_s)
-            finally:  # SIGCONT whatever happens
+            finally:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
-                self._paused.pop(f.target, None)
             self._mark(ctx, f"SIGCONT {f.target}")
             return True
         if f.is_server:
@@ -151,11 +149,11 @@ class Nemesis(Scenario):
             # files, which is the disk's fault, not the pipeline's. They wait for the free disk.
             with self._stack_lock:
                 ballast, size = faults.fill_disk(ctx.settings.state_dir)
-                self._ballast = ballast
-                self._mark(ctx, f"disk full: {size / 2**20:,.0f} MiB of ballast in {ballast.parent}")
-                self._abort.wait(f.for_s)
-                ballast.unlink(missing_ok=True)
-                self._ballast = None
+                try:
+                    self._mark(ctx, f"disk full: {size / 2**20:,.0f} MiB of ballast in {ballast.parent}")
+                    self._abort.wait(f.for_s)
+                finally:
+                    ballast.unlink(missing_ok=True)
                 self._mark(ctx, "disk free again")
             self._stack_up(ctx, DISK)  # a server that died of the full disk comes back, as an operator would
             return True
@@ -171,15 +169,15 @@ class Nemesis(Scenario):
         self._mark(ctx, "Redis maxmemory restored")
         return True
 
-    def _stack_up(self, ctx: ChaosContext, target: str, attempts: int = 3) -> None:
-        """`stack up`, retried as an operator would if it failed (say, a server paused too long)."""
+    def _stack_up(self, ctx: ChaosContext, target: str) -> None:
+        """`stack up`, up to three times as an operator would if it failed (say, a server paused too long)."""
         with self._stack_lock:
-            for attempt in range(1, attempts + 1):
+            for _ in range(3):
                 started = time.monotonic()
                 result = faults.run_cli(ctx.settings, ["stack", "up"], timeout=180)
                 self._mark(ctx, f"`stack up` (for {target}) rc {result.returncode} in "
                                 f"{time.monotonic() - started:.1f} s")  # fmt: skip
-                if result.returncode == 0 or attempt == attempts:
+                if result.returncode == 0:
                     break
             ctx.check(f"`stack up` after the {target} fault succeeded", result.returncode == 0,
                       result.stderr.strip()[-300:])  # fmt: skip
@@ -205,11 +203,9 @@ class Nemesis(Scenario):
     def _judge_flatness(self, ctx: ChaosContext) -> None:
         """The soak's memory and descriptor checks across the schedule (the services' memory, restarted
         by the faults now and then; every group's descriptors). Skipped when the schedule is too short."""
-        if self._sampler is None:
-            return
-        self._sampler.__exit__(None, None, None)
+        assert self._sampler is not None  # inject started it
+        self._sampler.__exit__()  # cleanup exits it again: a no-op
         samples = self._sampler.samples
-        self._sampler = None
         self.stats.samples = len(samples)
         for group in SERVICE_GROUPS:  # not this process: it also holds the clients' ledger
             growth = rss_growth(samples, group)
@@ -224,16 +220,39 @@ class Nemesis(Scenario):
     def cleanup(self, ctx: ChaosContext) -> None:
         self._abort.set()
         if self._sampler is not None:
-            self._sampler.__exit__(None, None, None)
+            self._sampler.__exit__()
         for t in self._threads:
             t.join(60)
-        if self._ballast is not None:
-            self._ballast.unlink(missing_ok=True)
-        # a pause that outlived a failed thread
-        for pid in [*self._paused.values(), *(c.pid() for c in ctx.stack.components.values())]:
-            if pid is not None:
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
         ctx.stack.up(quiet=True)
         faults.resume(ctx.sup, *ctx.sup.children, timeout=60)
         ctx.notes.extend(self.stats.done)
+
+
+@dataclass
+class NemesisRun:
+    """One iteration: the seed's schedule, what it did, and the usual scenario verdict."""
+
+    stats: NemesisStats
+    result: ScenarioResult
+
+
+def run_iterations(
+    settings: HarnessSettings,
+    seeds: list[int],
+    params: ChaosParams,
+    workdir: Path,
+    *,
+    spec: ScheduleSpec | None = None,
+    on_start: Callable[[Nemesis], object] = lambda _: None,
+    on_result: Callable[[NemesisRun], object] = lambda _: None,
+    env: ChaosEnv | None = None,
+) -> list[NemesisRun]:
+    """Run one schedule per seed, in order, on one pipeline (like ``run_scenarios``)."""
+    runs: list[NemesisRun] = []
+    with nullcontext(env) if env is not None else chaos_env(settings, workdir) as e:
+        for seed in seeds:
+            nemesis = Nemesis(seed, workers=len(e.sup.names(names.Role.WORKER)), spec=spec)
+            on_start(nemesis)
+            runs.append(NemesisRun(nemesis.stats, run_scenario(e, nemesis, params)))
+            on_result(runs[-1])
+    return runs

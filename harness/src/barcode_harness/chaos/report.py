@@ -1,32 +1,28 @@
-"""``docs/reliability.md``: the fault-injection results, the settings behind them, and their limits;
-the ``ha`` profile's results in a section of their own, so that each run rewrites only its part."""
+"""``docs/reliability.md``: the fault-injection results, the settings behind them, and their limits; the
+``ha`` profile's and the nemesis's results in sections of their own, so each run rewrites only its part."""
 
 from __future__ import annotations
 
-import logging
 import platform
 import re
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-
-import redis
+from typing import TYPE_CHECKING
 
 from barcode_harness import sections
 from barcode_harness.bench import procstats
 from barcode_harness.chaos.context import ChaosParams
 from barcode_harness.chaos.harness import ScenarioResult
+from barcode_harness.chaos.schedule import KINDS, MEANING, ScheduleSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_pipeline.adapters import db
 from barcode_pipeline.adapters import kafka as kafka_adapter
 from barcode_pipeline.adapters import redis as redis_adapter
 
-log = logging.getLogger(__name__)
-
-
-def finished_now() -> str:
-    return datetime.now().strftime("%Y-%m-%d %H:%M")
+if TYPE_CHECKING:
+    from barcode_harness.chaos.nemesis import NemesisRun
 
 
 @dataclass
@@ -37,8 +33,9 @@ class RunInfo:
     params: ChaosParams
     settings: dict[str, str] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
-    finished_at: str = field(default_factory=finished_now)
+    finished_at: str = field(default_factory=lambda: datetime.now().strftime("%Y-%m-%d %H:%M"))
     duration_s: float = 0.0
+    spec: ScheduleSpec = field(default_factory=ScheduleSpec)  # a nemesis run's schedule shape
 
 
 def machine_info() -> dict[str, str]:
@@ -53,6 +50,7 @@ def machine_info() -> dict[str, str]:
 
 
 def _server_versions(settings: HarnessSettings) -> dict[str, str]:
+    """Versions and live durability settings; a server that is gone says so (the report is still written)."""
     out = {"Kafka": settings.kafka_version}
     try:
         with closing(redis_adapter.client(settings, timeout=2)) as client:
@@ -61,14 +59,14 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
             out["Redis AOF (live)"] = (
                 f"appendonly {aof.get('appendonly')}, appendfsync {aof.get('appendfsync')}"
             )
-    except redis.RedisError as exc:
+    except Exception as exc:
         out["Redis"] = f"unreachable ({exc})"
     try:
         with closing(db.connect(settings.db.url, autocommit=True)) as conn, conn.cursor() as cur:
             cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
             version, flush = cur.fetchone()
             out["MariaDB/MySQL"], out["innodb_flush_log_at_trx_commit"] = str(version), str(flush)
-    except Exception as exc:  # the report must be written even if the database is gone
+    except Exception as exc:
         out["MariaDB/MySQL"] = f"unreachable ({type(exc).__name__})"
     return out
 
@@ -76,7 +74,7 @@ def _server_versions(settings: HarnessSettings) -> dict[str, str]:
 def settings_info(settings: HarnessSettings) -> dict[str, str]:
     """The durability and recovery knobs the results depend on."""
     producer = kafka_adapter.producer_config(settings)
-    info = {
+    return {
         "producer acks / idempotence": f"acks={producer['acks']}, "
         f"enable.idempotence={producer['enable.idempotence']}",
         "produce timeout (ingest answers 503 after)": f"{settings.kafka.produce_timeout_s:g} s",
@@ -92,12 +90,7 @@ def settings_info(settings: HarnessSettings) -> dict[str, str]:
         "max deliveries before the DLQ": str(settings.streams.max_deliveries),
         "workers": str(settings.worker.count),
         "ingest processes": str(settings.ingest.processes),
-    }
-    try:
-        info.update(_server_versions(settings))
-    except Exception as exc:
-        log.warning("could not read server versions: %s", exc)
-    return info
+    } | _server_versions(settings)
 
 
 def num(value: object, digits: int = 1) -> str:
@@ -365,3 +358,99 @@ def render_ha_section(runs: list[tuple[str, list[ScenarioResult]]], info: RunInf
     lines += ["", "Settings behind these results:", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in info.settings.items()]
     return "\n".join([*lines, "", sections.HA[1], ""])
+
+
+def nemesis_markers(spec: ScheduleSpec) -> tuple[str, str]:
+    """The section a run writes: a long schedule (the soak-length one) does not replace the series."""
+    return sections.LONG_NEMESIS if spec.duration_s >= sections.LONG_NEMESIS_S else sections.NEMESIS
+
+
+def render_nemesis_section(runs: list[NemesisRun], info: RunInfo) -> str:
+    p, s = info.params, info.spec
+    passed = sum(1 for r in runs if r.result.ok)
+    drains = [r.stats.last_heal_to_drained_s for r in runs if r.stats.last_heal_to_drained_s is not None]
+    kinds = {(f.target, f.kind) for r in runs for f in r.stats.faults}
+    begin, end = nemesis_markers(s)
+    kinds_shown = (*KINDS, "full") if s.fills else KINDS
+    long = " (a long schedule)" if (begin, end) == sections.LONG_NEMESIS else ""
+    lines = [
+        begin,
+        f"## Nemesis: random overlapping faults{long}",
+        "",
+        "`barcode-pipeline chaos nemesis` draws a fault schedule from a seed (`random.Random(seed)`) and "
+        f"runs it under the same {p.rate:.0f} scans/s client load and the same ledger as the scenarios "
+        "above: every acknowledged scan stored or dead-lettered, none stored twice, nothing stored that "
+        f"was never sent. A schedule spans {s.duration_s:g} s; faults start in its first "
+        f"{s.active_share:.0%} as a Poisson process (mean gap {s.mean_gap_s:g} s), each on a random "
+        f"target and of a random kind, held {s.min_for_s:g}-{s.max_for_s:g} s (a processor pause is "
+        f"sometimes {s.long_pause_s:g} s, past its session timeout). Faults on different targets "
+        "overlap; faults on one target follow each other. The load runs until the schedule's end "
+        "and the last fault is healed; the drain is timed from the later of the two. A client whose "
+        "outbox holds a backlog after an outage resends it through the batch endpoint (up to 100 "
+        "scans a request), as a scanner catching up would; new scans still go one per request.",
+        "",
+        "| kind | on a service (processor, worker-N) | on a server (Kafka, Redis, MariaDB) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {MEANING[(k, 'service')]} | {MEANING[(k, 'server')]} |" for k in KINDS]
+    if s.fills:
+        lines += [f"| full | - | {MEANING[('full', 'server')]}; the disk: {MEANING[('full', 'disk')]} |"]
+    lines += [
+        "",
+        f"**{passed} of {len(runs)} iterations passed** (finished {info.finished_at}, "
+        f"{info.duration_s / 60:.1f} min); {sum(r.result.lost for r in runs)} acknowledged scans lost, "
+        f"{sum(r.result.duplicates for r in runs)} duplicates; last heal → drained at most "
+        f"{num(max(drains) if drains else None)} s (target {p.drain_target_s:g} s); "
+        f"{len(kinds)} distinct (target, kind) pairs exercised.",
+        "",
+        f"| seed | faults | overlapping pairs | kinds ({'/'.join(kinds_shown)}) | acknowledged | stored "
+        "| lost | duplicates | last heal → drained (s) | result |",
+        "|--:|--:|--:|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for r in runs:
+        counts = "/".join(str(sum(1 for f in r.stats.faults if f.kind == k)) for k in kinds_shown)
+        lines.append(
+            f"| {r.stats.seed} | {len(r.stats.faults)} | {r.stats.overlapping_pairs} | {counts} "
+            f"| {r.result.acknowledged} | {r.result.stored} | {r.result.lost} | {r.result.duplicates} "
+            f"| {num(r.stats.last_heal_to_drained_s)} | {'pass' if r.result.ok else '**FAIL**'} |"
+        )
+    flat = [
+        (r.stats.seed, c) for r in runs for c in r.result.checks if "RSS" in c.name or "descriptors" in c.name
+    ]
+    if flat:
+        first = runs[0].stats
+        lines += ["", f"Memory and descriptors across the schedule ({first.samples} readings for seed "
+                  f"{first.seed}, the soak's checks):", ""]  # fmt: skip
+        lines += [
+            f"- seed {seed}: {'✅' if c.ok else '❌'} {cell(c.name)}: {cell(c.detail) or 'none'}"
+            for seed, c in flat
+        ]
+    failed = [r for r in runs if not r.result.ok]
+    if failed:
+        lines += ["", "### Failed iterations", ""]
+        for r in failed:
+            lines += [f"Seed {r.stats.seed}:", ""]
+            lines += [f"- ❌ {cell(c.name)}: {cell(c.detail)}" for c in r.result.failures]
+            if r.result.error:
+                lines.append(f"- error: {cell(r.result.error)}")
+            lines += ["", "```", *r.stats.done, "```", ""]
+    lines += [
+        "",
+        "Replay one seed exactly (the schedule is printed before it runs, and each executed step is "
+        "in the pipeline log with its offset):",
+        "",
+        "```sh",
+        "# on a disposable stack, as for `chaos all`",
+        f"{info.command}",
+        "barcode-pipeline chaos nemesis --seed <seed> --duration "
+        f"{s.duration_s:g} --iterations 1 --no-report",
+        "```",
+        "",
+        end,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_nemesis_section(path: Path, runs: list[NemesisRun], info: RunInfo) -> Path:
+    return sections.write(path, render_nemesis_section(runs, info), nemesis_markers(info.spec))
