@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from barcode_harness.bench import loadgen_cli
+from barcode_harness.bench import loadgen, loadgen_cli
 from barcode_harness.bench.httpclient import pace
 from barcode_harness.bench.loadgen import (
     LoadSpec,
@@ -23,7 +23,7 @@ from barcode_harness.bench.procstats import busy_share
 from barcode_harness.bench.procstats import machine_ticks as cpu_times
 from barcode_harness.bench.trivial_server import TrivialServerProcess, answer
 from barcode_pipeline.domain.validation import ScanRules, parse_scan
-from barcode_pipeline.errors import ConfigError
+from barcode_pipeline.errors import ConfigError, PipelineError
 from tests.harness.scanner.stub_ingest import StubIngest, accept_all, free_port
 
 Answer = tuple[int, Any, dict[str, str]]
@@ -304,3 +304,19 @@ def test_the_api_key_is_sent_with_every_request_and_never_written_out(client: st
         result = run_load(spec)
     assert result.ok > 0 and stub.authorization == {"Bearer bpk_test": result.sent}
     assert "bpk_test" not in orjson.dumps(spec.to_dict()).decode()
+
+
+def no_bodies(spec: LoadSpec, index: int, processes: int, token: str) -> Any:
+    """A body factory that fails in the second worker process only, before the start barrier."""
+    if index == 1:
+        raise RuntimeError("no bodies here")
+    return loadgen.ScanBodies(spec, index, processes, token)
+
+
+@pytest.mark.parametrize("factory", [no_bodies, lambda *_: None], ids=["fails-in-a-worker", "unpicklable"])
+def test_a_worker_that_cannot_start_fails_the_load_at_once_with_its_cause(factory: Any) -> None:
+    spec = LoadSpec(url="http://127.0.0.1:9", rate=10, duration_s=1, processes=2, body_factory=factory)
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=r"failed to start: .*(no bodies here|pickle)"):
+        run_load(spec)
+    assert time.monotonic() - started < 60, "the start barrier waited out its timeout"

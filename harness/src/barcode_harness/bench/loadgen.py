@@ -387,8 +387,13 @@ class _Worker:
 
 def _run_worker(spec: LoadSpec, index: int, token: str, start: Callable[[], Any] | None) -> WorkerResult:
     new_loop = uvloop.new_event_loop if spec.use_uvloop else asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=new_loop) as runner:
-        return runner.run(_Worker(spec, index, token).run(start))
+    try:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(_Worker(spec, index, token).run(start))
+    except BaseException:
+        if _shared[0] is not None:  # the parent and the other workers stop waiting for this one at once
+            _shared[0].abort()
+        raise
 
 
 _shared: tuple[Any, Any] = (None, None)  # a worker process's (barrier, start instant), from _init_process
@@ -413,17 +418,30 @@ def _run_processes(spec: LoadSpec, token: str) -> list[WorkerResult]:
     barrier, start = ctx.Barrier(spec.processes + 1), ctx.Value("d", 0.0)
     with ctx.Pool(spec.processes, _init_process, (barrier, start)) as pool:  # leaving it kills the workers
         args = [(spec, i, token, _wait_for_start) for i in range(spec.processes)]
-        parts = pool.starmap_async(_run_worker, args, chunksize=1)
+        # A task that cannot even be sent (say, an unpicklable body factory) reaches no worker: abort here.
+        parts = pool.starmap_async(_run_worker, args, chunksize=1, error_callback=lambda _: barrier.abort())
         try:
             barrier.wait(120)
             start.value = time.time() + 0.1
             barrier.wait(60)
-        except Exception as exc:  # BrokenBarrierError: a worker died while starting
-            raise PipelineError("a load worker failed to start", component="loadgen") from exc
+        except Exception as exc:  # BrokenBarrierError: a worker failed while starting, or timed out
+            cause = _failure(parts) or exc
+            raise PipelineError(f"a load worker failed to start: {cause!r}", component="loadgen") from cause
         try:
             return parts.get(timeout=spec.duration_s + spec.timeout_s + 120)
         except Exception as exc:  # its own traceback is chained
             raise PipelineError(f"a load worker failed: {exc!r}", component="loadgen") from exc
+
+
+def _failure(parts: Any, wait_s: float = 5.0) -> BaseException | None:
+    """The workers' first error, if they report one within ``wait_s`` (an aborted barrier's cause)."""
+    try:
+        parts.get(wait_s)
+    except multiprocessing.TimeoutError:
+        return None
+    except BaseException as exc:
+        return exc
+    return None
 
 
 def _merge(spec: LoadSpec, parts: list[WorkerResult], machine: dict[str, Any]) -> LoadResult:
