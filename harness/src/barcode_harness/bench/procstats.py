@@ -38,15 +38,22 @@ def _all_processes() -> dict[int, tuple[int, int]]:
     return {pid: st for pid, st in stats.items() if st is not None}
 
 
-def machine_ticks() -> tuple[int, int] | None:
-    """(busy, total) ticks over all cores (idle and iowait are not busy); None without /proc."""
+def cpu_fields() -> list[int] | None:
+    """The machine's CPU ticks since boot, from ``/proc/stat``: user nice system idle iowait irq softirq
+    steal (guest time is already in user and nice, so it is left out); None without /proc."""
     try:
         with open("/proc/stat", "rb") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
+            fields = [int(x) for x in stat.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
+    return fields + [0] * (8 - len(fields))
+
+
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) ticks over all cores (idle and iowait are not busy); None without /proc."""
+    if (fields := cpu_fields()) is None:
+        return None
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 @dataclass(frozen=True)

@@ -148,15 +148,10 @@ def shown_settings(settings: HarnessSettings) -> dict[str, Any]:
 
 
 def cpu_counters() -> tuple[int, int, int] | None:
-    """(steal, idle incl. iowait, total) jiffies of all CPUs since boot, from ``/proc/stat``."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-    except (OSError, ValueError):
+    """(steal, idle incl. iowait, total) ticks of all CPUs since boot."""
+    if (fields := procstats.cpu_fields()) is None:
         return None
-    # user nice system idle iowait irq softirq steal [guest guest_nice: already counted in user/nice]
-    fields += [0] * (8 - len(fields))
-    return fields[7], fields[3] + fields[4], sum(fields[:8])
+    return fields[7], fields[3] + fields[4], sum(fields)
 
 
 def cpu_since(start: Sequence[int] | None) -> dict[str, float] | None:
@@ -295,7 +290,7 @@ def md_environment(env: dict[str, Any]) -> str:
         f"Kafka {servers.get('kafka')}.",
         f"- **Python** {v['python']}, barcode-pipeline {v['barcode_pipeline']}; {libs} "
         f"(installed from uv.lock, sha256 {v.get('lock', 'unknown')}…).",
-        f"- **HarnessSettings**: {shown} (all settings are in the JSON file).",
+        f"- **Settings**: {shown} (all settings are in the JSON file).",
         f"- **Command**: `{env['command']}` (started {env['started_at']}).",
     ]
     return "## Environment\n\n" + "\n".join(lines)
