@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from barcode_harness.bench.warmup import warm_until_steady
+from barcode_harness.bench.warmup import warm_for, warm_until_steady
 
 
 def _rounds(p99s: list[float], min_rounds: int = 3, max_rounds: int = 20) -> list[float]:
@@ -33,3 +33,10 @@ def test_the_maximum_bounds_a_tail_that_keeps_falling() -> None:
 
 def test_the_minimum_is_honoured() -> None:
     assert _rounds([5.0] * 10, min_rounds=6) == [5.0] * 6
+
+
+def test_a_time_budget_bounds_the_rounds() -> None:
+    falling = [1000.0 / (k + 1) ** 2 for k in range(100)]  # never steady
+    assert len(warm_for(lambda index: falling[index], total_s=180, round_s=10)) == 18
+    assert len(warm_for(lambda index: falling[index], total_s=20, round_s=10)) == 2  # fewer than 3 fit
+    assert len(warm_for(lambda index: falling[index], total_s=1, round_s=10)) == 1

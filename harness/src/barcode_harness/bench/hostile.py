@@ -27,7 +27,7 @@ from barcode_harness.bench.env import ASYNC, BenchEnv, BenchRun
 from barcode_harness.bench.loadgen import LoadResult
 from barcode_harness.bench.sampler import Sampler
 from barcode_harness.bench.specs import HostileSpec
-from barcode_harness.bench.warmup import warm_until_steady
+from barcode_harness.bench.warmup import warm_for
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, encode_scan
 from barcode_pipeline import names
 
@@ -190,12 +190,11 @@ def run_hostile(spec: HostileSpec, run: BenchRun) -> dict[str, Any]:
     with run.started(spec, legacy=False) as (env, env_info):
         restarts0 = env.restarts()
         say(f"hostile: warm-up, rounds of {spec.warmup_round_s:g} s until the keyed p99 stops falling")
-        rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
 
         def warm(i: int) -> float:
             return _keyed(env, spec, out, f"warm-up-{i + 1}", spec.warmup_round_s)[0].latency.p99_ms
 
-        warmup = warm_until_steady(warm, min(3, rounds), rounds)
+        warmup = warm_for(warm, spec.warmup_s, spec.warmup_round_s)
         say(f"hostile: {spec.rate:g} keyed scans/s alone for {spec.duration_s:g} s")
         alone, cpu_alone = _keyed(env, spec, out, "alone")
         with Sampler(lambda: _ingest_rss(env)) as rss:

@@ -24,7 +24,7 @@ from barcode_harness.bench.ceilings import drop_probe_topic, kafka_produce_laten
 from barcode_harness.bench.env import BenchRun
 from barcode_harness.bench.specs import VegetaSpec
 from barcode_harness.bench.trivial_server import TrivialServerProcess
-from barcode_harness.bench.warmup import warm_until_steady
+from barcode_harness.bench.warmup import warm_for
 from barcode_harness.scanner.barcodes import BarcodeFactory
 from barcode_harness.scanner.scans import SEEDED_DEVICES, ScanFactory, counter_scan_ids, encode_scan
 from barcode_harness.settings import HarnessSettings
@@ -200,11 +200,10 @@ def run_vegeta(spec: VegetaSpec, run: BenchRun) -> dict[str, Any]:
             return figures
 
         if spec.warmup_s > 0:
-            rounds = max(1, round(spec.warmup_s / spec.warmup_round_s))
-            warm_until_steady(
+            warm_for(
                 lambda i: float(one_rate(f"warm-up#{i + 1}", max(spec.rates), spec.warmup_round_s)["p99_ms"]),
-                min(3, rounds),
-                rounds,
+                spec.warmup_s,
+                spec.warmup_round_s,
             )
         for rate in spec.rates:
             one_rate(f"{rate:g}", rate, spec.duration_s)

@@ -20,3 +20,9 @@ def warm_until_steady(run_round: Callable[[int], float], min_rounds: int, max_ro
             if min(p99s[-2:]) > 0.8 * best_before:
                 break
     return p99s
+
+
+def warm_for(run_round: Callable[[int], float], total_s: float, round_s: float) -> list[float]:
+    """:func:`warm_until_steady` in rounds of ``round_s`` seconds, ``total_s`` at most (3 rounds at least)."""
+    rounds = max(1, round(total_s / round_s))
+    return warm_until_steady(run_round, min(3, rounds), rounds)
