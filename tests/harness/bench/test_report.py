@@ -44,6 +44,7 @@ def test_finish_environment_replaces_the_start_snapshot_and_is_rendered() -> Non
     assert "cpu_at_start" not in env
     assert env["cpu_during_run"] is not None
     assert "stolen by the hypervisor" in report.md_environment(env)
+    assert "\n- **Settings**: " in report.md_environment(env)  # the section's words, not a class name
     env["cpu_during_run"] = None
     assert "CPU during the run**: not recorded." in report.md_environment(env)
 

@@ -106,7 +106,7 @@ def test_exit_code_follows_the_checks(monkeypatch: pytest.MonkeyPatch, tmp_path:
     )
     assert result.exit_code == (0 if ok else 1), result.output
     assert seen["names"] == ["kafka-kill", "poison"] and seen["params"].hold_s == 3
-    assert report.exists()
+    assert "## Settings used\n\n| setting | value |\n|---|---|\n| k | v |" in report.read_text()
     assert ("FAIL" in result.output) is not ok
 
 

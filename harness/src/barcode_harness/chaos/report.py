@@ -211,7 +211,7 @@ def render(results: list[ScenarioResult], info: RunInfo) -> str:
         lines += [f"- {'✅' if c.ok else '❌'} {cell(c.name)}" + (f": {cell(c.detail)}" if c.detail else "")
                   for c in r.checks]  # fmt: skip
         lines.append("")
-    lines += ["## HarnessSettings used", "", "| setting | value |", "|---|---|"]
+    lines += ["## Settings used", "", "| setting | value |", "|---|---|"]
     lines += [f"| {cell(k)} | {cell(v)} |" for k, v in info.settings.items()]
     lines += [
         f"| client load | {p.rate:g} scans/s over 3 devices, resend ratio {p.duplicate_ratio:g}, "
