@@ -9,7 +9,7 @@ from unittest.mock import MagicMock
 
 import pytest
 
-from barcode_harness.chaos.checks import Ledger, polled
+from barcode_harness.chaos.checks import Ledger, polled, wait_until
 from barcode_harness.chaos.context import ChaosContext, ChaosParams
 from barcode_harness.chaos.ha_scenarios import SMOKE, AppHostKill, select
 from barcode_pipeline.errors import ConfigError
@@ -68,6 +68,8 @@ def test_polled_waits_out_only_the_errors_it_is_told_to() -> None:
         polled(broken, lambda n: n >= 1, 0, timeout=5, errors=(ValueError,))
     with pytest.raises(KeyError):
         polled(broken, lambda n: n >= 1, 0, timeout=5, errors=())
+    with pytest.raises(KeyError):  # wait_until passes its errors on
+        wait_until(lambda: broken() > 0, 5, "a broken condition", errors=(OSError,))
 
 
 def test_the_app_host_kill_times_the_claim_as_a_takeover_beside_the_failover(tmp_path: Path) -> None:

@@ -172,17 +172,8 @@ def test_killed_simulator_resumes_from_its_outbox(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "from barcode_pipeline.cli import main; main()",
-            "scanner",
-            "--url",
-            stub.url,
-            "--outbox",
-            str(box),
-            "--rate",
-            "300",
-            "--count",
-            "20000",
-            "--quiet",
-            "--no-key",  # the stub checks no key: none is created in a database
+            *_scanner(stub.url, box),
+            *("--rate", "300", "--count", "20000", "--quiet"),
         ]
         env = {**os.environ, "BP_LOG_LEVEL": "WARNING"}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

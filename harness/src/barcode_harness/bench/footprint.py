@@ -18,7 +18,6 @@ from typing import Any
 
 import redis
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from barcode_harness import sections
@@ -186,7 +185,7 @@ def _per_row(conn: Any, rows: int) -> dict[str, Any]:
 
 def measure_kafka(settings: HarnessSettings, spec: FootprintSpec, data_dir: Path) -> dict[str, Any]:
     """Bytes on disk per record, single (one request each) and batched (100 per request)."""
-    admin = AdminClient(kafka_adapter.admin_config(settings))
+    admin = kafka_adapter.admin(settings)
     out: dict[str, Any] = {}
     for label, count, per_request in (("single", spec.kafka_single, 1), ("batched", spec.kafka_batched, 100)):
         topic = f"bp-footprint-{label}-{uuid.uuid4().hex[:6]}"
@@ -219,7 +218,7 @@ def run_footprint(
         "dlq_entry_bytes": measure_dlq(settings, spec.dead_letters),
         "table": measure_table(settings, spec.table_rows),
         "kafka": measure_kafka(settings, spec, manager.component("kafka").data_dir),  # type: ignore[attr-defined]
-        "settings": {k: flat(settings)[k] for k in SIZING_SETTINGS},
+        "settings": {k: v for k, v in flat(settings).items() if k in SIZING_SETTINGS},
     }
     result["markdown"] = render(result)
     return result

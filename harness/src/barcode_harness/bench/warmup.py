@@ -23,6 +23,7 @@ def warm_until_steady(run_round: Callable[[int], float], min_rounds: int, max_ro
 
 
 def warm_for(run_round: Callable[[int], float], total_s: float, round_s: float) -> list[float]:
-    """:func:`warm_until_steady` in rounds of ``round_s`` seconds, ``total_s`` at most (3 rounds at least)."""
+    """:func:`warm_until_steady` in rounds of ``round_s`` seconds, ``total_s`` at most
+    (at least 3 rounds when 3 fit, never fewer than 1)."""
     rounds = max(1, round(total_s / round_s))
     return warm_until_steady(run_round, min(3, rounds), rounds)

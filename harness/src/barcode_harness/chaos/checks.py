@@ -226,9 +226,15 @@ def polled(
     return last, time.monotonic() - t0
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """``condition`` polled until true; an error past ``timeout``."""
-    if not polled(condition, bool, False, timeout)[0]:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    errors: tuple[type[Exception], ...] = (Exception,),
+) -> None:
+    """``condition`` polled until true (``errors`` count as not yet, as in :func:`polled`); an error past
+    ``timeout``."""
+    if not polled(condition, bool, False, timeout, errors=errors)[0]:
         raise PipelineError(f"timed out after {timeout:.0f}s waiting for: {what}", component="chaos")
 
 

@@ -16,6 +16,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import closing
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,9 @@ def produce_raw(settings: HarnessSettings, records: Sequence[tuple[bytes | None,
 def delete_markers(settings: HarnessSettings) -> int:
     """Delete every dedup marker: only the database's UNIQUE index then stops a redelivered scan."""
     with redis_adapter.client(settings) as client:
-        keys = list(client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000))
-        return sum(int(client.unlink(*keys[i : i + 5000])) for i in range(0, len(keys), 5000))
+        keys = client.scan_iter(match=f"{names.DEDUP_PREFIX}*", count=5000)
+        chunks = iter(lambda: list(islice(keys, 5000)), [])  # deleted as found, never all held at once
+        return sum(int(client.unlink(*chunk)) for chunk in chunks)
 
 
 def flush_redis(settings: HarnessSettings) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, ClassVar, Generic, TypeVar
 
+import redis
 from confluent_kafka.admin import AdminClient
 
 from barcode_harness.chaos import faults, scenarios
@@ -36,6 +37,10 @@ from barcode_pipeline.config import settings_env
 from barcode_pipeline.errors import PipelineError
 
 FAILOVER_TIMEOUT_S = 60.0
+# What a Redis node or HAProxy's socket answers while it restarts or fails over; any other error is a
+# bug and surfaces at once. (A Kafka cluster mid-election answers with errors of every kind: those waits
+# take any.)
+REDIS_DOWN: tuple[type[Exception], ...] = (OSError, redis.RedisError)
 REWOUND = re.compile(r"rewound (\d+) records")
 log = logging.getLogger(__name__)
 N = TypeVar("N", HaKafkaNode, HaRedisNode)
@@ -184,7 +189,7 @@ class KafkaLeaderFault(NodeFault[HaKafkaNode]):
         def moved(leaders: dict[int, int]) -> bool:
             return all(leader >= 0 and leader != node.node_id for leader in leaders.values())
 
-        took = polled(lambda: topic_leaders(others), moved, dict[int, int]())[1]
+        took = polled(lambda: topic_leaders(others), moved, dict[int, int](), FAILOVER_TIMEOUT_S)[1]
         _failover(ctx, self.CHECKS[self.how], took < FAILOVER_TIMEOUT_S, took, f"{took:.1f} s")
 
 
@@ -199,7 +204,10 @@ class KafkaControllerFault(NodeFault[HaKafkaNode]):
     def failover(self, ctx: ChaosContext, stack: HaStackManager, node: HaKafkaNode) -> None:
         leader, epoch = self.was
         new, took = polled(
-            lambda: active_controller(stack), lambda n: n[0] not in (leader, -1) and n[1] > epoch, self.was
+            lambda: active_controller(stack),
+            lambda n: n[0] not in (leader, -1) and n[1] > epoch,
+            self.was,
+            FAILOVER_TIMEOUT_S,
         )
         _failover(ctx, "another voter became the active controller", new[0] != leader, took,
                   f"node {leader} -> {new[0]} (epoch {new[1]}) in {took:.1f} s")  # fmt: skip
@@ -229,14 +237,25 @@ class RedisFault(NodeFault[HaRedisNode]):
         if self.replica:
             return
         old = self.old
-        new, took = polled(lambda: primary_address(ctx.settings), lambda new: new != old, old)
+        new, took = polled(
+            lambda: primary_address(ctx.settings),
+            lambda new: new != old,
+            old,
+            FAILOVER_TIMEOUT_S,
+            errors=REDIS_DOWN,
+        )
         _failover(
             ctx, "Sentinel promoted a replica", new != old, took, f"{old[0]} -> {new[0]} in {took:.1f} s"
         )
 
     def rejoin(self, node: HaRedisNode) -> None:
         """A healed old primary is turned into a replica by the Sentinels; wait for its link."""
-        wait_until(lambda: "link up" in node.role(), FAILOVER_TIMEOUT_S, f"{node.name} rejoins as a replica")
+        wait_until(
+            lambda: "link up" in node.role(),
+            FAILOVER_TIMEOUT_S,
+            f"{node.name} rejoins as a replica",
+            errors=REDIS_DOWN,
+        )
 
 
 class KafkaRollingRestart(HaScenario):
@@ -407,7 +426,12 @@ class AppHostKill(HaScenario, Takeover):
         for host in self.hosts:
             host.wait_ready()
         balancer = self._balancer(ctx)
-        wait_until(lambda: set(balancer.server_states().values()) == {"UP"}, 30, "HAProxy: both hosts UP")
+        wait_until(
+            lambda: set(balancer.server_states().values()) == {"UP"},
+            30,
+            "HAProxy: both hosts UP",
+            errors=(OSError,),
+        )
         settle = wait_owners(ctx.settings, [h.node for h in self.hosts], 90)
         hosts = ", ".join(h.node for h in self.hosts)
         ctx.note(
@@ -438,7 +462,7 @@ class AppHostKill(HaScenario, Takeover):
         ctx.note(f"{victim.node} had {killed} processes; its workers held {probe.initial} pending entries")
         balancer = self._balancer(ctx)
         wait_until(lambda: balancer.server_states().get(victim.node, "").startswith("DOWN"), 30,
-                   f"HAProxy marks {victim.node} down")  # fmt: skip
+                   f"HAProxy marks {victim.node} down", errors=(OSError,))  # fmt: skip
         ctx.metrics["lb_down_s"] = round(time.monotonic() - t0, 1)
         took = wait_owners(ctx.settings, [survivor.node], FAILOVER_TIMEOUT_S)
         ctx.metrics["failover_s"] = ctx.metrics["takeover_s"] = round(time.monotonic() - t0, 1)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -88,7 +89,7 @@ class HaStackManager(StackManager):
         """Stop everything, remove the namespaces and the bridge, delete the state directory."""
         self.down()
         self.network.destroy()
-        super().reset()
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
     def _is_primary(self, node: HaRedisNode) -> bool:
         with contextlib.suppress(redis.RedisError, OSError):
