@@ -178,7 +178,18 @@ def test_hostile_smoke(bench_env: BenchEnv, tmp_path: Path) -> None:
 def test_cli_lists_bench_commands() -> None:
     out = CliRunner().invoke(app, ["bench", "--help"])
     assert out.exit_code == 0
-    for command in ("compare", "isolation", "max", "table-size", "auth", "soak", "plan", "hostile", "docs"):
+    for command in (
+        "compare",
+        "isolation",
+        "max",
+        "table-size",
+        "auth",
+        "soak",
+        "plan",
+        "hostile",
+        "docs",
+        "linger",
+    ):
         assert command in out.output
 
 

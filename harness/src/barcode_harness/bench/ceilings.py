@@ -36,7 +36,7 @@ PROBE_TOPIC = "bench.produce-ceiling"
 SCRATCH_TABLE = "bench_insert_ceiling"
 WARM_UP_S = 1.0
 # About the size of one scan event on the wire (JSON as ingest produces it).
-_PAYLOAD = (
+SCAN_PAYLOAD = (
     b'{"barcode":"8801234567893","deviceId":"SEOUL-CENTER-PC-001","scanTime":1760000000000,'
     b'"scanId":"lg-0123abcd-0-000000001","receivedTime":1760000000001}'
 )
@@ -54,26 +54,34 @@ class KafkaLatency:
         return {"latency_ms" if k == "latency" else k: v for k, v in asdict(self).items()}
 
 
+def ensure_topic(settings: HarnessSettings, topic: str, partitions: int) -> None:
+    """Create a bench topic (the stack's replication factor) unless it exists."""
+    admin = kafka_adapter.admin(settings)
+    if topic in admin.list_topics(timeout=10).topics:
+        return
+    try:
+        admin.create_topics([NewTopic(topic, partitions, settings.kafka.topic_replication)],
+                            request_timeout=15)[topic].result(15)  # fmt: skip
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise DeliveryError(f"cannot create {topic}: {exc}", component="kafka") from exc
+
+
 def _probe_producer(settings: HarnessSettings, **extra: Any) -> Producer:
     """A producer with ingest's settings (and ``extra``), its probe topic created if missing."""
-    admin = kafka_adapter.admin(settings)
-    if PROBE_TOPIC not in admin.list_topics(timeout=10).topics:
-        topic = NewTopic(PROBE_TOPIC, settings.kafka.topic_partitions, settings.kafka.topic_replication)
-        try:
-            admin.create_topics([topic], request_timeout=15)[PROBE_TOPIC].result(15)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise DeliveryError(f"cannot create {PROBE_TOPIC}: {exc}", component="kafka") from exc
+    ensure_topic(settings, PROBE_TOPIC, settings.kafka.topic_partitions)
     return Producer(kafka_adapter.producer_config(settings, log_level=3, **extra))
 
 
-def drop_probe_topic(settings: HarnessSettings) -> None:
+def drop_probe_topic(settings: HarnessSettings, topics: tuple[str, ...] = (PROBE_TOPIC,)) -> None:
     """Best effort: a probe topic left behind is reused by the next probe (a CI run's busy broker
     once took over 15 s to answer the deletion, and the whole benchmark failed on it)."""
+    admin = kafka_adapter.admin(settings)  # held: its futures fail once the client is gone
     try:
-        kafka_adapter.admin(settings).delete_topics([PROBE_TOPIC], request_timeout=15)[PROBE_TOPIC].result(15)
+        for future in admin.delete_topics(list(topics), request_timeout=15).values():
+            future.result(15)
     except (KafkaException, TimeoutError) as exc:
-        log.info("probe topic %s not deleted: %r", PROBE_TOPIC, exc)
+        log.info("probe topics %s not deleted: %r", topics, exc)
 
 
 def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s: float) -> KafkaLatency:
@@ -100,7 +108,7 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
     poller = threading.Thread(target=poll, name="probe-poll", daemon=True)
     # warm up: metadata and connections to every partition leader
     for i in range(settings.kafka.topic_partitions * 4):
-        producer.produce(PROBE_TOPIC, _PAYLOAD, key=str(i).encode())
+        producer.produce(PROBE_TOPIC, SCAN_PAYLOAD, key=str(i).encode())
     producer.flush(15)
     poller.start()
     n = int(rate * duration_s)
@@ -110,7 +118,7 @@ def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s:
         for k in range(warm + n):
             time.sleep(max(0.0, start + k / rate - time.perf_counter()))
             timed = functools.partial(report, time.perf_counter_ns()) if k >= warm else None
-            producer.produce(PROBE_TOPIC, _PAYLOAD, key=f"dev-{k % 3}".encode(), on_delivery=timed)
+            producer.produce(PROBE_TOPIC, SCAN_PAYLOAD, key=f"dev-{k % 3}".encode(), on_delivery=timed)
         producer.flush(30)
     finally:
         stop.set()
@@ -132,7 +140,8 @@ def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) ->
     while time.perf_counter() < end:
         for _ in range(1000):
             try:
-                producer.produce(PROBE_TOPIC, _PAYLOAD, key=f"dev-{sent % 3}".encode(), on_delivery=report)
+                key = f"dev-{sent % 3}".encode()
+                producer.produce(PROBE_TOPIC, SCAN_PAYLOAD, key=key, on_delivery=report)
                 sent += 1
             except BufferError:
                 producer.poll(0.01)
@@ -145,7 +154,7 @@ def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) ->
         "confirmed": confirmed[True],
         "failed": confirmed[False],
         "messages_per_s": round(confirmed[True] / elapsed, 1) if elapsed > 0 else 0.0,
-        "payload_bytes": len(_PAYLOAD),
+        "payload_bytes": len(SCAN_PAYLOAD),
     }
 
 

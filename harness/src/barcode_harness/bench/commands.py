@@ -289,6 +289,18 @@ def _auth(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
     )
 
 
+def _linger(cmd: Command, spec: Any, opts: Opts, extra: dict[str, Any]) -> None:
+    from barcode_harness.bench.lingercost import run_linger
+
+    folder = _start(cmd, opts)
+    result = run_linger(load_harness_settings(), spec, folder, start_stack=not opts.no_stack)
+    for c in result["cells"]:
+        typer.echo(f"{c['layout']:>40}, linger {c['linger_ms']:>4g} ms: {c['scans_per_request']} scans a "
+                   f"request, broker {c['broker_us_per_scan']} us a scan, p50 {c['p50_ms']} ms")  # fmt: skip
+    _section("lingercost", "linger")(result, folder, extra)
+    typer.echo(f"results: {folder}")
+
+
 HA_STATE_DIR = _param("ha_state_dir", Annotated[Path | None, typer.Option(
     help="State directory of the ha stack [<BP_STATE_DIR>-ha].")], None)  # fmt: skip
 BENCHMARKS, CAPACITY = Path("docs/benchmarks.md"), Path("docs/capacity.md")
@@ -324,6 +336,10 @@ COMMANDS = (
             runs("hostile:run_hostile", strict=True), common=NO_KEEP),
     Command("auth", "Scanner authentication's cost: the same load against ingest with auth off and on, "
             "alternately.", specs.AuthBenchSpec(), specs.AUTH_QUICK, _auth,
+            common=("out", "no_stack", "log_level")),
+    Command("linger", "The broker's CPU per scan and scans per produce request for each producer linger, "
+            "keyed by device over the topic's partitions and on one partition: what batching would save.",
+            specs.LingerSpec(), specs.LINGER_QUICK, _linger, extra=(doc_option(BENCHMARKS, "linger"),),
             common=("out", "no_stack", "log_level")),
 )  # fmt: skip
 for _cmd in COMMANDS:

@@ -219,3 +219,17 @@ class AuthBenchSpec(Spec):
 
 
 AUTH_QUICK = AuthBenchSpec(duration_s=4, rounds=2, preset="quick")
+
+
+@dataclass(frozen=True)
+class LingerSpec(Spec):
+    rate: float = opt(1000.0, "Scans/s, paced, one produce() each", min=1)
+    lingers_ms: tuple[float, ...] = opt((0.0, 2.0, 5.0, 10.0, 20.0), "linger.ms values to measure",
+                                        flag="linger", min=0)  # fmt: skip
+    duration_s: float = opt(15.0, "Seconds per measurement", min=1)
+    rounds: int = opt(2, "Rounds through every layout and linger (the median is reported)", min=1)
+    devices: int = opt(300, "Device IDs the scans are keyed by", min=1)
+    warmup_s: float = 3.0  # unmeasured, per measurement: a new producer's connections and metadata
+
+
+LINGER_QUICK = LingerSpec(lingers_ms=(0.0, 5.0), duration_s=3.0, rounds=1, warmup_s=1.0, preset="quick")
