@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -84,46 +84,66 @@ def drop_probe_topic(settings: HarnessSettings, topics: tuple[str, ...] = (PROBE
         log.info("probe topics %s not deleted: %r", topics, exc)
 
 
-def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s: float) -> KafkaLatency:
-    """One message every ``1/rate`` s; latency = produce() call -> delivery report, seen by a poller
-    thread in ``poll()`` (GIL released) as soon as librdkafka has it, as ingest's bridge sees it."""
-    producer = _probe_producer(settings)
-    hist = LatencyHistogram()
-    failures: list[KafkaError] = []
-    lock = threading.Lock()
-    stop = threading.Event()
+def paced_round_trips(
+    producer: Producer,
+    topic: str,
+    *,
+    rate: float,
+    warm: int,
+    count: int,
+    key: Callable[[int], bytes],
+    at_window: Callable[[], None] | None = None,
+) -> tuple[LatencyHistogram, int]:
+    """``warm`` then ``count`` messages, one every ``1/rate`` s; the last ``count`` are timed from the
+    produce() call to the delivery report, seen by a poller thread in ``poll()`` (GIL released) as soon
+    as librdkafka has it, as ingest's bridge sees it. ``at_window`` runs once before the timed ones (its
+    own time is left out of the pacing). Returns the round trips and the failed count."""
+    hist, failed = LatencyHistogram(), [0]
+    lock, stop = threading.Lock(), threading.Event()
 
     def report(sent_ns: int, err: KafkaError | None, _msg: Message) -> None:
-        elapsed_us = (time.perf_counter_ns() - sent_ns) // 1000
         with lock:
             if err is None:
-                hist.record_us(elapsed_us)
+                hist.record_us((time.perf_counter_ns() - sent_ns) // 1000)
             else:
-                failures.append(err)
+                failed[0] += 1
 
     def poll() -> None:
         while not stop.is_set():
             producer.poll(0.05)
 
     poller = threading.Thread(target=poll, name="probe-poll", daemon=True)
-    # warm up: metadata and connections to every partition leader
-    for i in range(settings.kafka.topic_partitions * 4):
-        producer.produce(PROBE_TOPIC, SCAN_PAYLOAD, key=str(i).encode())
-    producer.flush(15)
     poller.start()
-    n = int(rate * duration_s)
-    warm = int(rate * WARM_UP_S)  # a fresh topic's first second is slow (leaders, connections)
     start = time.perf_counter()
     try:
-        for k in range(warm + n):
+        for k in range(warm + count):
+            if k == warm and at_window is not None:
+                paused = time.perf_counter()
+                at_window()
+                start += time.perf_counter() - paused
             time.sleep(max(0.0, start + k / rate - time.perf_counter()))
             timed = functools.partial(report, time.perf_counter_ns()) if k >= warm else None
-            producer.produce(PROBE_TOPIC, SCAN_PAYLOAD, key=f"dev-{k % 3}".encode(), on_delivery=timed)
+            producer.produce(topic, SCAN_PAYLOAD, key=key(k), on_delivery=timed)
         producer.flush(30)
     finally:
         stop.set()
         poller.join(5)
-    return KafkaLatency(rate, duration_s, n, len(failures), hist.summary().to_dict())
+    return hist, failed[0]
+
+
+def kafka_produce_latency(settings: HarnessSettings, *, rate: float, duration_s: float) -> KafkaLatency:
+    """The paced round trip with ingest's producer settings (:func:`paced_round_trips`)."""
+    producer = _probe_producer(settings)
+    # warm up: metadata and connections to every partition leader
+    for i in range(settings.kafka.topic_partitions * 4):
+        producer.produce(PROBE_TOPIC, SCAN_PAYLOAD, key=str(i).encode())
+    producer.flush(15)
+    n = int(rate * duration_s)
+    hist, failed = paced_round_trips(
+        producer, PROBE_TOPIC, rate=rate, count=n, key=lambda k: f"dev-{k % 3}".encode(),
+        warm=int(rate * WARM_UP_S),  # a fresh topic's first second is slow (leaders, connections)
+    )  # fmt: skip
+    return KafkaLatency(rate, duration_s, n, failed, hist.summary().to_dict())
 
 
 def kafka_produce_throughput(settings: HarnessSettings, *, duration_s: float) -> dict[str, Any]:

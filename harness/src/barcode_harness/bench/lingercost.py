@@ -12,23 +12,21 @@ process's CPU per scan, and the round trip from ``produce()`` to the delivery re
 
 from __future__ import annotations
 
-import functools
 import logging
+import os
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from barcode_harness import sections
 from barcode_harness.bench import procstats, report
-from barcode_harness.bench.ceilings import SCAN_PAYLOAD, drop_probe_topic, ensure_topic
+from barcode_harness.bench.ceilings import drop_probe_topic, ensure_topic, paced_round_trips
 from barcode_harness.bench.docs import LINGER
-from barcode_harness.bench.histogram import LatencyHistogram
 from barcode_harness.bench.specs import LingerSpec
 from barcode_harness.settings import HarnessSettings
 from barcode_harness.stack.managers import manager_for
@@ -52,61 +50,42 @@ class _Stats:
     """Produce requests and messages sent so far, from librdkafka's statistics (every 100 ms)."""
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.messages = 0
+        self.sent = (0, 0)  # (requests, messages), one value: a reader never mixes two reports
 
     def update(self, payload: str) -> None:
         stats = orjson.loads(payload)
-        self.requests = sum(b.get("req", {}).get("Produce", 0) for b in stats["brokers"].values())
-        self.messages = stats["txmsgs"]
+        requests = sum(b.get("req", {}).get("Produce", 0) for b in stats["brokers"].values())
+        self.sent = (requests, stats["txmsgs"])
 
 
 def measure(
     settings: HarnessSettings, layout: Layout, linger_ms: float, spec: LingerSpec, roots: dict[str, list[int]]
 ) -> dict[str, Any]:
     """One paced run: ``spec.rate`` scans/s keyed by ``spec.devices`` devices, after ``warmup_s``."""
-    stats, hist, failed = _Stats(), LatencyHistogram(), [0]
-    lock, stop = threading.Lock(), threading.Event()
+    stats, window = _Stats(), list[tuple[procstats.CpuSnapshot, tuple[int, int]]]()
     extra = {"linger.ms": linger_ms, "statistics.interval.ms": 100}
     producer = Producer(kafka_adapter.producer_config(settings, log_level=3, stats_cb=stats.update, **extra))
 
-    def report_to(sent_ns: int, err: KafkaError | None, _msg: Message) -> None:
-        with lock:
-            if err is None:
-                hist.record_us((time.perf_counter_ns() - sent_ns) // 1000)
-            else:
-                failed[0] += 1
-
-    def poll() -> None:
-        while not stop.is_set():
+    def mark() -> None:
+        """One edge of the measured window: a fresh statistics report (its callback runs in ``poll()``),
+        then the CPU ticks and the requests and messages sent so far."""
+        end = time.monotonic() + 0.25
+        while time.monotonic() < end:
             producer.poll(0.05)
+        window.append((procstats.snapshot(roots, rest=CLIENT), stats.sent))
 
-    poller = threading.Thread(target=poll, name="linger-poll", daemon=True)
-    poller.start()
-    warm, n = int(spec.rate * spec.warmup_s), int(spec.rate * spec.duration_s)
-    start = time.perf_counter()
-    try:
-        for k in range(warm + n):
-            if k == warm:
-                time.sleep(0.25)  # one statistics report covers the warm-up
-                before = (procstats.snapshot(roots, rest=CLIENT), stats.requests, stats.messages)
-                start += 0.25
-            time.sleep(max(0.0, start + k / spec.rate - time.perf_counter()))
-            timed = functools.partial(report_to, time.perf_counter_ns()) if k >= warm else None
-            key = b"dev-%d" % (k % spec.devices)
-            producer.produce(layout.topic, SCAN_PAYLOAD, key=key, on_delivery=timed)
-        producer.flush(30)
-        time.sleep(0.25)  # the statistics report after the last delivery
-        after = (procstats.snapshot(roots, rest=CLIENT), stats.requests, stats.messages)
-    finally:
-        stop.set()
-        poller.join(5)
-    cores = procstats.cores_used(before[0], after[0])
-    cpu_s = {k: v * (after[0].t - before[0].t) for k, v in cores.items()}  # the window includes the flush
-    requests, messages = after[1] - before[1], after[2] - before[2]
+    n = int(spec.rate * spec.duration_s)
+    hist, failed = paced_round_trips(
+        producer, layout.topic, rate=spec.rate, warm=int(spec.rate * spec.warmup_s), count=n,
+        key=lambda k: b"dev-%d" % (k % spec.devices), at_window=mark,
+    )  # fmt: skip
+    mark()
+    (cpu0, (requests0, messages0)), (cpu1, (requests1, messages1)) = window
+    cpu_s = procstats.cpu_seconds(cpu0, cpu1)  # the window includes the flush
+    requests, messages = requests1 - requests0, messages1 - messages0
     return {
         "layout": layout.name, "partitions": layout.partitions, "linger_ms": linger_ms, "sent": n,
-        "failed": failed[0], "produce_requests": requests,
+        "failed": failed, "produce_requests": requests,
         "scans_per_request": round(messages / requests, 2) if requests else None,
         "broker_us_per_scan": round(cpu_s.get("kafka", 0.0) / n * 1e6, 1),
         "client_us_per_scan": round(cpu_s.get(CLIENT, 0.0) / n * 1e6, 1),
@@ -128,7 +107,9 @@ def run_linger(
                settings.kafka.topic_partitions),
         Layout("one partition", "bench.linger-one", 1),
     ]  # fmt: skip
-    env = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict()})
+    alone = ("This run's producer, Kafka and the stack's other servers ran on this one machine and shared "
+             f"its {os.cpu_count()} cores; no pipeline service ran.")  # fmt: skip
+    env = report.environment(settings, {"preset": spec.preset, "spec": spec.to_dict(), "shared_cores": alone})
     runs: list[dict[str, Any]] = []
     try:
         for layout in layouts:
@@ -203,7 +184,7 @@ def markdown(result: dict[str, Any], budget_us: float = 100.0) -> str:
         f"ingest's producer settings and the linger shown; {spec['duration_s']:g} s per cell after "
         f"{spec['warmup_s']:g} s of warm-up, the median of {spec['rounds']} round(s). Scans per request come "
         "from librdkafka's statistics; the broker's CPU includes its idle work, the producer process's its "
-        "pacing loop. No pipeline service ran.",
+        "pacing loop.",
         "",
         table,
         "",

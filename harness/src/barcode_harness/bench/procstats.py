@@ -133,6 +133,11 @@ def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) ->
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
+def cpu_seconds(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """CPU seconds each group used between the snapshots."""
+    return {name: max(0, ticks - before.groups.get(name, 0)) / _TICKS for name, ticks in after.groups.items()}
+
+
 def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     """Average cores each group kept busy between the snapshots (1.0 = one core all the time).
 
@@ -141,10 +146,7 @@ def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     dt = after.t - before.t
     if dt <= 0:
         return {}
-    out = {
-        name: round(max(0, after.groups.get(name, 0) - before.groups.get(name, 0)) / _TICKS / dt, 3)
-        for name in after.groups
-    }
+    out = {name: round(seconds / dt, 3) for name, seconds in cpu_seconds(before, after).items()}
     busy = busy_share(before.machine, after.machine)
     if busy is not None:
         out["machine"] = round(busy * (os.cpu_count() or 1), 3)
