@@ -55,9 +55,12 @@ class KafkaLatency:
 
 
 def ensure_topic(settings: HarnessSettings, topic: str, partitions: int) -> None:
-    """Create a bench topic (the stack's replication factor) unless it exists."""
+    """Create a bench topic (the stack's replication factor) unless it exists with ``partitions``."""
     admin = kafka_adapter.admin(settings)
-    if topic in admin.list_topics(timeout=10).topics:
+    if (found := admin.list_topics(timeout=10).topics.get(topic)) is not None:
+        if (has := len(found.partitions)) != partitions:  # left behind by a run with other settings
+            why = f"{topic} has {has} partitions, this run needs {partitions}: delete the topic and run again"
+            raise DeliveryError(why, component="kafka")
         return
     try:
         admin.create_topics([NewTopic(topic, partitions, settings.kafka.topic_replication)],
